@@ -1,0 +1,819 @@
+"""Layer tars: directory trees to OCI layer tars and back, whiteouts included, extracted safely.
+
+Writing (``write_overlay_tar``, ``write_changes_tar``, ``write_tree_tar``) emits PAX tars with
+entries in depth-first order, children sorted by name, numeric owners, whole-second mtimes (as
+Docker does, so layers are reproducible), hard links as links to the first path of the inode, and
+xattrs as binary-safe ``SCHILY.xattr.*`` records (``trusted.overlay.*`` never leaves the host).
+
+Reading (``apply_tar``) is a small tar parser of its own rather than ``tarfile``: it reads a
+non-seekable stream in 1 MiB chunks, hashes every byte it reads (the diff_id), works on byte paths
+(names need not be UTF-8) and never follows a symlink while creating: every parent directory is
+checked with ``lstat`` once and remembered, and regular files are opened with ``O_NOFOLLOW``.
+
+Whiteouts are handled here and only here. In "overlay" format a layer directory holds only its
+own changes (deletion = char device 0/0, opaque dir = ``trusted.overlay.opaque=y``); in "plain"
+format it is a full root filesystem, so whiteouts become real deletions.
+"""
+
+import hashlib
+import os
+import stat
+from collections import namedtuple
+
+from lamina.errors import FailedPrecondition, InvalidArgument, LaminaError, NotFound
+
+TarStats = namedtuple("TarStats", "diff_id tar_size size inodes")
+
+CHUNK = 1 << 20
+_BLOCK = 512
+_ZERO_BLOCK = bytes(_BLOCK)
+_MAX_META = 8 << 20  # cap on PAX / GNU long-name payloads held in memory
+_WHITEOUT = ".wh."
+_OPAQUE = ".wh..wh..opq"
+_OPAQUE_XATTR = "trusted.overlay.opaque"
+_XATTR_PREFIX = "SCHILY.xattr."
+
+
+# ----------------------------------------------------------------------------- decompression
+
+
+class _Prefixed:
+    """A read-only stream that yields ``head`` and then the rest of ``raw`` (peek without seek)."""
+
+    def __init__(self, head: bytes, raw):
+        self._head = head
+        self._raw = raw
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        head = self._head
+        if not head:
+            return self._raw.read(size)
+        if size is None or size < 0:
+            self._head = b""
+            return head + self._raw.read()
+        if size >= len(head):
+            self._head = b""
+            return head
+        self._head = head[size:]
+        return head[:size]
+
+    def close(self) -> None:
+        self._raw.close()
+
+
+def open_layer_stream(fileobj):
+    """Return a stream of the uncompressed tar in ``fileobj`` (gzip, zstd or plain, sniffed).
+
+    Works on pipes: the magic bytes are read, not peeked with seek, and handed back in front.
+    """
+    head = b""
+    while len(head) < 4:
+        chunk = fileobj.read(4 - len(head))
+        if not chunk:
+            break
+        head += chunk
+    src = _Prefixed(head, fileobj)
+    if head[:2] == b"\x1f\x8b":
+        try:
+            from isal import igzip as gzip_module
+        except ImportError:  # pragma: no cover - isal is a declared dependency
+            import gzip as gzip_module
+        return gzip_module.GzipFile(fileobj=src, mode="rb")
+    if head == b"\x28\xb5\x2f\xfd":
+        try:
+            import zstandard
+        except ImportError:
+            raise InvalidArgument("zstd layer but the zstandard module is not installed") from None
+        return zstandard.ZstdDecompressor().stream_reader(src, read_across_frames=True)
+    return src
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+class _HashWriter:
+    """Counts and hashes what goes to ``out``."""
+
+    def __init__(self, out):
+        self._write = out.write
+        self.sha = hashlib.sha256()
+        self.count = 0
+
+    def write(self, data) -> None:
+        self.sha.update(data)
+        n = len(data)
+        self.count += n
+        written = self._write(data)
+        if written is not None and written < n:  # raw files may write short
+            view = memoryview(data)
+            while written < n:
+                written += self._write(view[written:])
+
+
+class _TarWriter:
+    def __init__(self, out):
+        import tarfile  # only for TarInfo.tobuf: header encoding is fiddly, data we copy ourselves
+
+        self._tarfile = tarfile
+        self.out = _HashWriter(out)
+        self.size = 0
+        self.inodes = 0
+        self._links = {}
+        self._buf = None
+
+    def _info(self, name: str, st, kind) -> "object":
+        info = self._tarfile.TarInfo(name)
+        info.type = kind
+        info.mode = stat.S_IMODE(st.st_mode)
+        info.uid = st.st_uid
+        info.gid = st.st_gid
+        info.uname = info.gname = ""
+        info.mtime = st.st_mtime_ns // 1_000_000_000
+        return info
+
+    def _put(self, info, xattrs=None) -> None:
+        if xattrs:
+            info.pax_headers = {
+                _XATTR_PREFIX + key: value.decode("utf-8", "surrogateescape")
+                for key, value in xattrs
+            }
+        self.out.write(info.tobuf(self._tarfile.PAX_FORMAT, "utf-8", "surrogateescape"))
+
+    def marker(self, name: str, st) -> None:
+        """An empty regular file (whiteout or opaque marker) with the owner and mtime of ``st``."""
+        info = self._info(name, st, self._tarfile.REGTYPE)
+        info.mode &= 0o777
+        self._put(info)
+
+    def entry(self, name: str, path: str, st, skip_xattr=None) -> None:
+        """Emit the file system entry at ``path`` (lstat ``st``) under ``name``."""
+        tf = self._tarfile
+        mode = st.st_mode
+        if stat.S_ISSOCK(mode):
+            return
+        if stat.S_ISDIR(mode):
+            info = self._info(name, st, tf.DIRTYPE)
+            self._put(info, _read_xattrs(path, skip_xattr))
+            self.inodes += 1
+            return
+        self.inodes += 1
+        if st.st_nlink > 1:
+            key = (st.st_dev, st.st_ino)
+            first = self._links.get(key)
+            if first is not None:
+                info = self._info(name, st, tf.LNKTYPE)
+                info.linkname = first
+                self._put(info)
+                return
+            self._links[key] = name
+        self.size += st.st_size
+        if stat.S_ISREG(mode):
+            info = self._info(name, st, tf.REGTYPE)
+            info.size = st.st_size
+            self._put(info, _read_xattrs(path, skip_xattr))
+            self._copy_data(path, st.st_size)
+            return
+        if stat.S_ISLNK(mode):
+            info = self._info(name, st, tf.SYMTYPE)
+            info.linkname = os.readlink(path)
+        elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+            info = self._info(name, st, tf.CHRTYPE if stat.S_ISCHR(mode) else tf.BLKTYPE)
+            info.devmajor = os.major(st.st_rdev)
+            info.devminor = os.minor(st.st_rdev)
+        elif stat.S_ISFIFO(mode):
+            info = self._info(name, st, tf.FIFOTYPE)
+        else:  # pragma: no cover - no other file types exist on Linux
+            return
+        self._put(info, _read_xattrs(path, skip_xattr))
+
+    def _copy_data(self, path: str, size: int) -> None:
+        if self._buf is None:
+            self._buf = bytearray(CHUNK)
+        buf = self._buf
+        view = memoryview(buf)
+        write = self.out.write
+        remaining = size
+        with open(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC), "rb", 0) as f:
+            readinto = f.readinto
+            while remaining:
+                n = readinto(view[: min(remaining, CHUNK)])
+                if not n:
+                    raise FailedPrecondition(f"{path} shrank while it was being archived")
+                write(view[:n])
+                remaining -= n
+        pad = -size % _BLOCK
+        if pad:
+            write(_ZERO_BLOCK[:pad])
+
+    def finish(self) -> TarStats:
+        self.out.write(_ZERO_BLOCK * 2)
+        return TarStats(
+            "sha256:" + self.out.sha.hexdigest(), self.out.count, self.size, self.inodes
+        )
+
+
+def _read_xattrs(path: str, skip=None) -> list:
+    """Sorted (name, value) pairs of ``path`` without following symlinks; trusted.overlay.* out."""
+    try:
+        names = os.listxattr(path, follow_symlinks=False)
+    except OSError:
+        return []
+    if not names:
+        return []
+    pairs = []
+    for key in sorted(names):
+        if key.startswith("trusted.overlay.") or (skip and key in skip):
+            continue
+        try:
+            pairs.append((key, os.getxattr(path, key, follow_symlinks=False)))
+        except OSError:
+            continue
+    return pairs
+
+
+def _sorted_entries(path: str) -> list:
+    with os.scandir(path) as it:
+        entries = list(it)
+    entries.sort(key=lambda entry: os.fsencode(entry.name))
+    return entries
+
+
+def _is_whiteout(st) -> bool:
+    return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
+
+
+def _is_opaque(path: str) -> bool:
+    try:
+        return os.getxattr(path, _OPAQUE_XATTR, follow_symlinks=False) == b"y"
+    except OSError:
+        return False
+
+
+def _walk(writer: _TarWriter, path: str, prefix: str, overlay: bool) -> None:
+    for entry in _sorted_entries(path):
+        st = entry.stat(follow_symlinks=False)
+        name = prefix + entry.name
+        if overlay and _is_whiteout(st):
+            writer.marker(prefix + _WHITEOUT + entry.name, st)
+            writer.inodes += 1
+            continue
+        writer.entry(name, entry.path, st)
+        if stat.S_ISDIR(st.st_mode):
+            if overlay and _is_opaque(entry.path):
+                writer.marker(name + "/" + _OPAQUE, st)
+            _walk(writer, entry.path, name + "/", overlay)
+
+
+def write_overlay_tar(out, upper: str) -> TarStats:
+    """Write the layer tar of an overlay-format layer dir: char dev 0/0 -> ``.wh.NAME``,
+    opaque dir -> the dir then ``DIR/.wh..wh..opq``."""
+    writer = _TarWriter(out)
+    if _is_opaque(upper):
+        writer.marker(_OPAQUE, os.lstat(upper))
+    _walk(writer, upper, "", overlay=True)
+    return writer.finish()
+
+
+def write_tree_tar(out, root: str) -> TarStats:
+    """Write the whole tree under ``root`` (a flattened export): no whiteout translation."""
+    writer = _TarWriter(out)
+    _walk(writer, root, "", overlay=False)
+    return writer.finish()
+
+
+def write_changes_tar(out, root: str, changes) -> TarStats:
+    """Write the layer tar of ``changes`` (from ``changes.tree_changes``) taken from ``root``.
+
+    D -> ``.wh.NAME``; A/C -> the entry in ``root``, a directory as its own header only.
+    Parent directories are emitted only if ``changes`` lists them (tree_changes does).
+    """
+    writer = _TarWriter(out)
+    for change in sorted(changes, key=lambda c: os.fsencode(c.path)):
+        rel = change.path.strip("/")
+        if not rel:
+            continue
+        if change.kind == "D":
+            parent, _, base = rel.rpartition("/")
+            name = (parent + "/" if parent else "") + _WHITEOUT + base
+            info = writer._tarfile.TarInfo(name)
+            info.mode = 0o600
+            writer._put(info)
+            continue
+        path = os.path.join(root, rel)
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            raise NotFound(f"changed path {change.path} is missing from {root}") from None
+        writer.entry(rel, path, st)
+    return writer.finish()
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def _bad(message: str) -> InvalidArgument:
+    return InvalidArgument("invalid layer tar: " + message)
+
+
+def _member(name: bytes) -> str:
+    return name.decode("utf-8", "backslashreplace")
+
+
+def _number(field: bytes) -> int:
+    if field and field[0] & 0x80:  # base-256 (GNU) for values that do not fit in octal
+        value = int.from_bytes(field, "big") & ~(1 << (8 * len(field) - 1))
+        if field[0] & 0x40:  # negative
+            value -= 1 << (8 * len(field) - 1)
+        return value
+    field = field.split(b"\0", 1)[0].strip(b" ")
+    if not field:
+        return 0
+    try:
+        return int(field, 8)
+    except ValueError:
+        raise _bad(f"bad numeric field {field[:20]!r}") from None
+
+
+def _pax_records(data: bytes) -> dict:
+    records = {}
+    pos = 0
+    end = len(data)
+    while pos < end:
+        space = data.find(b" ", pos)
+        if space < 0:
+            if not data[pos:].strip(b"\0"):
+                break
+            raise _bad("malformed PAX header")
+        try:
+            length = int(data[pos:space])
+        except ValueError:
+            raise _bad("malformed PAX header") from None
+        record = data[space + 1 : pos + length]
+        if length <= 0 or pos + length > end or not record.endswith(b"\n") or b"=" not in record:
+            raise _bad("malformed PAX header")
+        key, _, value = record[:-1].partition(b"=")
+        records[key.decode("utf-8", "surrogateescape")] = value
+        pos += length
+    return records
+
+
+def _pax_time_ns(value: bytes) -> int:
+    text = value.decode("ascii", "replace")
+    sign = -1 if text.startswith("-") else 1
+    seconds, _, fraction = text.lstrip("-").partition(".")
+    try:
+        return sign * (int(seconds or "0") * 1_000_000_000 + int((fraction + "000000000")[:9]))
+    except ValueError:
+        raise _bad(f"bad PAX time {text[:40]!r}") from None
+
+
+def _clean_path(raw: bytes, what: str) -> bytes:
+    """Relative byte path with "." and empty components dropped; absolute or ".." rejected."""
+    if raw.startswith(b"/"):
+        raise InvalidArgument(f"layer tar {what} {_member(raw)!r} is an absolute path")
+    if b"\0" in raw:
+        raise InvalidArgument(f"layer tar {what} {_member(raw)!r} contains a NUL byte")
+    parts = [p for p in raw.split(b"/") if p and p != b"."]
+    if b".." in parts:
+        raise InvalidArgument(f"layer tar {what} {_member(raw)!r} contains '..'")
+    return b"/".join(parts)
+
+
+class _Reader:
+    """Buffered, hashing reader of a tar stream."""
+
+    def __init__(self, stream):
+        self._read = stream.read
+        self.sha = hashlib.sha256()
+        self.count = 0
+        self.buf = b""
+        self.pos = 0
+
+    def fill(self) -> bool:
+        """Replace the (consumed) buffer with the next chunk; False at end of stream."""
+        try:
+            chunk = self._read(CHUNK)
+        except LaminaError:
+            raise
+        except Exception as error:  # noqa: BLE001 - gzip/zlib/isal/zstd, EOFError, OSError
+            raise _bad(f"{type(error).__name__}: {error}".splitlines()[0]) from None
+        if not chunk:
+            return False
+        self.sha.update(chunk)
+        self.count += len(chunk)
+        self.buf = chunk
+        self.pos = 0
+        return True
+
+    def take(self, n: int) -> bytes:
+        """Exactly ``n`` bytes, or fewer only if the stream ends."""
+        pos = self.pos
+        if len(self.buf) - pos >= n:
+            self.pos = pos + n
+            return self.buf[pos : pos + n]
+        parts = [self.buf[pos:]]
+        have = len(parts[0])
+        self.pos = len(self.buf)
+        while have < n and self.fill():
+            k = min(n - have, len(self.buf))
+            parts.append(self.buf[:k])
+            self.pos = k
+            have += k
+        return b"".join(parts)
+
+    def skip(self, n: int, member: bytes) -> None:
+        while n:
+            avail = len(self.buf) - self.pos
+            if not avail:
+                if not self.fill():
+                    raise _bad(f"truncated in member {_member(member)!r}")
+                continue
+            k = min(avail, n)
+            self.pos += k
+            n -= k
+
+    def copy_to(self, fd: int, n: int, member: bytes) -> None:
+        write = os.write
+        while n:
+            avail = len(self.buf) - self.pos
+            if not avail:
+                if not self.fill():
+                    raise _bad(f"truncated in member {_member(member)!r}")
+                continue
+            k = min(avail, n)
+            view = memoryview(self.buf)[self.pos : self.pos + k]
+            while view:
+                view = view[write(fd, view) :]
+            self.pos += k
+            n -= k
+
+    def drain(self) -> None:
+        self.pos = len(self.buf)
+        while self.fill():
+            pass
+
+
+_HEADER_ONLY = frozenset(b"123456")  # link, symlink, char, block, dir, fifo: no data
+
+
+def _headers(reader: _Reader):
+    """Yield (type, name, linkname, size, mode, uid, gid, mtime_ns, devmajor, devminor, xattrs)
+    for each member, data left unread in ``reader`` (``size`` bytes then padding)."""
+    global_pax = {}
+    pax = {}
+    long_name = long_link = None
+    seen = False
+    while True:
+        block = reader.take(_BLOCK)
+        if not block:
+            if not seen:
+                raise _bad("empty stream")
+            return  # a missing end-of-archive marker is tolerated, like Go's archive/tar
+        if len(block) < _BLOCK:
+            raise _bad("truncated header")
+        if block == _ZERO_BLOCK:
+            if pax or long_name is not None or long_link is not None:
+                raise _bad("extended header without a member")
+            return
+        stored = _number(block[148:156])
+        if stored != sum(block) - sum(block[148:156]) + 256:
+            raise _bad("header checksum mismatch (not a tar, or corrupt)")
+        seen = True
+        kind = block[156]
+        size = _number(block[124:136])
+        if size < 0:
+            raise _bad("negative member size")
+        if kind in b"xgLK":
+            if size > _MAX_META:
+                raise _bad("oversized extended header")
+            data = reader.take(size)
+            if len(data) < size:
+                raise _bad("truncated extended header")
+            reader.skip(-size % _BLOCK, b"extended header")
+            if kind == 0x78:  # x
+                pax.update(_pax_records(data))
+            elif kind == 0x67:  # g
+                global_pax.update(_pax_records(data))
+            elif kind == 0x4C:  # L
+                long_name = data.split(b"\0", 1)[0]
+            else:
+                long_link = data.split(b"\0", 1)[0]
+            continue
+        records = {**global_pax, **pax} if global_pax else pax
+        if "path" in records:
+            name = records["path"]
+        elif long_name is not None:
+            name = long_name
+        else:
+            name = block[0:100].split(b"\0", 1)[0]
+            if block[257:263] == b"ustar\x00":
+                prefix = block[345:500].split(b"\0", 1)[0]
+                if prefix:
+                    name = prefix + b"/" + name
+        if "linkpath" in records:
+            linkname = records["linkpath"]
+        elif long_link is not None:
+            linkname = long_link
+        else:
+            linkname = block[157:257].split(b"\0", 1)[0]
+        if kind == 0 or kind == 0x37:  # NUL and "7" (contiguous) are regular files
+            kind = 0x30
+        if "size" in records:
+            size = int(records["size"])
+        if kind in _HEADER_ONLY:
+            size = 0
+        uid = int(records["uid"]) if "uid" in records else _number(block[108:116])
+        gid = int(records["gid"]) if "gid" in records else _number(block[116:124])
+        if "mtime" in records:
+            mtime_ns = _pax_time_ns(records["mtime"])
+        else:
+            mtime_ns = _number(block[136:148]) * 1_000_000_000
+        xattrs = None
+        for key, value in records.items():
+            if key.startswith(_XATTR_PREFIX):
+                if xattrs is None:
+                    xattrs = []
+                xattrs.append((key[len(_XATTR_PREFIX) :], value))
+            elif key.startswith("GNU.sparse."):
+                raise _bad(f"sparse member {_member(name)!r} is not supported")
+        yield (
+            kind,
+            name,
+            linkname,
+            size,
+            _number(block[100:108]) & 0o7777,
+            uid,
+            gid,
+            mtime_ns,
+            _number(block[329:337]),
+            _number(block[337:345]),
+            xattrs,
+        )
+        pax = {}
+        long_name = long_link = None
+
+
+class _Extractor:
+    def __init__(self, root: str, fmt: str):
+        if fmt not in ("overlay", "plain"):
+            raise InvalidArgument(f"unknown layer format {fmt!r}")
+        self.overlay = fmt == "overlay"
+        self.root = os.fsencode(os.path.abspath(root))
+        self.dirs = {self.root}  # directories known to be real (not symlinks) inside root
+        self.dir_meta = {}  # path -> (mode, uid, gid, mtime_ns, xattrs), applied at the end
+        self.created = set()  # plain format: paths this tar created (opaque dirs keep them)
+        self.opaque = []  # plain format: opaque dirs, purged at the end
+        self.size = 0
+        self.inodes = 0
+
+    # -- path safety
+
+    def parent_dir(self, rel: bytes, member: bytes, create: bool = True):
+        """Absolute path of the directory holding ``rel``, made of real directories only.
+
+        Missing ones are created (0755) if ``create``, else None is returned.
+        """
+        parent = rel.rpartition(b"/")[0]
+        path = self.root + b"/" + parent if parent else self.root
+        if path in self.dirs:
+            return path
+        current = self.root
+        for part in parent.split(b"/"):
+            current = current + b"/" + part
+            if current in self.dirs:
+                continue
+            try:
+                st = os.lstat(current)
+            except FileNotFoundError:
+                if not create:
+                    return None
+                os.mkdir(current, 0o755)
+                self.dirs.add(current)
+                continue
+            if not stat.S_ISDIR(st.st_mode):
+                what = "a symlink" if stat.S_ISLNK(st.st_mode) else "a non-directory"
+                raise InvalidArgument(f"layer tar member {_member(member)!r} goes through {what}")
+            self.dirs.add(current)
+        return path
+
+    def remove(self, path: bytes) -> bool:
+        """Remove whatever is at ``path`` (never following a symlink); False if nothing."""
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            return False
+        if stat.S_ISDIR(st.st_mode):
+            import shutil
+
+            shutil.rmtree(path)
+            prefix = path + b"/"
+            self.dirs = {d for d in self.dirs if d != path and not d.startswith(prefix)}
+        else:
+            os.unlink(path)
+        return True
+
+    # -- members
+
+    def member(self, header, reader: _Reader) -> None:
+        kind, raw, linkname, size, mode, uid, gid, mtime_ns, major, minor, xattrs = header
+        rel = _clean_path(raw, "member")
+        if not rel:  # the root itself ("./"): its metadata belongs to the layer's parent
+            reader.skip(size + (-size % _BLOCK), raw)
+            return
+        base = rel.rpartition(b"/")[2]
+        if base.startswith(b".wh."):
+            self.whiteout(rel, base, raw)
+            reader.skip(size + (-size % _BLOCK), raw)
+            return
+        parent = self.parent_dir(rel, raw)
+        path = parent + b"/" + base
+        if kind == 0x30:  # regular file
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+            try:
+                fd = os.open(path, flags, 0o600)
+            except FileExistsError:
+                self.remove(path)
+                fd = os.open(path, flags, 0o600)
+            try:
+                if size:
+                    reader.copy_to(fd, size, raw)
+                    reader.skip(-size % _BLOCK, raw)
+                os.fchown(fd, uid, gid)
+                os.fchmod(fd, mode)
+                if xattrs:
+                    for key, value in xattrs:
+                        if not key.startswith("trusted.overlay."):
+                            os.setxattr(fd, key, value)
+                os.utime(fd, ns=(mtime_ns, mtime_ns))
+            finally:
+                os.close(fd)
+            self.size += size
+        elif kind == 0x35:  # directory
+            try:
+                os.mkdir(path, 0o700)
+            except FileExistsError:
+                if not stat.S_ISDIR(os.lstat(path).st_mode):
+                    self.remove(path)
+                    os.mkdir(path, 0o700)
+            self.dirs.add(path)
+            self.dir_meta[path] = (mode, uid, gid, mtime_ns, xattrs)
+        elif kind == 0x31:  # hard link
+            target_rel = _clean_path(linkname, "hard link target")
+            target_parent = self.parent_dir(target_rel, raw, create=False) if target_rel else None
+            target = None
+            if target_parent is not None:
+                target = target_parent + b"/" + target_rel.rpartition(b"/")[2]
+                try:
+                    target_st = os.lstat(target)
+                except FileNotFoundError:
+                    target = None
+                else:
+                    if stat.S_ISDIR(target_st.st_mode):
+                        raise InvalidArgument(
+                            f"layer tar hard link {_member(raw)!r} points to a directory"
+                        )
+            if target is None:
+                raise InvalidArgument(
+                    f"layer tar hard link {_member(raw)!r} points to missing {_member(linkname)!r}"
+                )
+            if target == path:
+                return
+            try:
+                os.link(target, path, follow_symlinks=False)
+            except FileExistsError:
+                self.remove(path)
+                os.link(target, path, follow_symlinks=False)
+        elif kind == 0x32:  # symlink
+            try:
+                os.symlink(linkname, path)
+            except FileExistsError:
+                self.remove(path)
+                os.symlink(linkname, path)
+            os.chown(path, uid, gid, follow_symlinks=False)
+            self.set_xattrs(path, xattrs, symlink=True)
+            os.utime(path, ns=(mtime_ns, mtime_ns), follow_symlinks=False)
+            self.size += len(linkname)
+        elif kind in (0x33, 0x34, 0x36):  # char, block, fifo
+            file_type = {0x33: stat.S_IFCHR, 0x34: stat.S_IFBLK, 0x36: stat.S_IFIFO}[kind]
+            device = os.makedev(major, minor) if kind != 0x36 else 0
+            try:
+                os.mknod(path, file_type | 0o600, device)
+            except FileExistsError:
+                self.remove(path)
+                os.mknod(path, file_type | 0o600, device)
+            os.chown(path, uid, gid, follow_symlinks=False)
+            os.chmod(path, mode)  # the node was just made here: not a symlink
+            self.set_xattrs(path, xattrs)
+            os.utime(path, ns=(mtime_ns, mtime_ns), follow_symlinks=False)
+        else:
+            raise _bad(f"member {_member(raw)!r} has unsupported type {chr(kind)!r}")
+        self.inodes += 1
+        if not self.overlay:
+            self.created.add(path)
+
+    def set_xattrs(self, path: bytes, xattrs, symlink: bool = False) -> None:
+        for key, value in xattrs or ():
+            if key.startswith("trusted.overlay."):
+                continue
+            try:
+                os.setxattr(path, key, value, follow_symlinks=False)
+            except PermissionError:
+                if not (symlink and key.startswith("user.")):  # Linux refuses user.* on links
+                    raise
+
+    def whiteout(self, rel: bytes, base: bytes, raw: bytes) -> None:
+        if base == _OPAQUE.encode():
+            parent = self.parent_dir(rel, raw, create=self.overlay)
+            if parent is None:
+                return
+            if self.overlay:
+                os.setxattr(parent, _OPAQUE_XATTR, b"y", follow_symlinks=False)
+            else:
+                self.opaque.append(parent)
+            return
+        name = base[4:]
+        if not name or name in (b".", b"..") or name.startswith(b".wh."):
+            raise InvalidArgument(f"layer tar member {_member(raw)!r} is an invalid whiteout")
+        parent = self.parent_dir(rel, raw, create=self.overlay)
+        if parent is None:
+            return
+        path = parent + b"/" + name
+        if self.overlay:
+            self.remove(path)
+            os.mknod(path, stat.S_IFCHR | 0o600, 0)
+            self.inodes += 1
+        elif path not in self.created:  # a whiteout hides lower layers, never its own layer
+            self.remove(path)
+
+    # -- end of archive
+
+    def purge(self, directory: bytes) -> None:
+        """Plain format opaque dir: delete everything below that this tar did not create."""
+        with os.scandir(directory) as it:
+            entries = [(entry.path, entry.is_dir(follow_symlinks=False)) for entry in it]
+        for path, is_dir in entries:
+            if path in self.created or self.is_ancestor_of_created(path):
+                if is_dir:
+                    self.purge(path)
+            else:
+                self.remove(path)
+
+    def is_ancestor_of_created(self, path: bytes) -> bool:
+        if self._ancestors is None:
+            ancestors = set()
+            for created in self.created:
+                parent = created.rpartition(b"/")[0]
+                while len(parent) > len(self.root) and parent not in ancestors:
+                    ancestors.add(parent)
+                    parent = parent.rpartition(b"/")[0]
+            self._ancestors = ancestors
+        return path in self._ancestors
+
+    _ancestors = None
+
+    def finish(self) -> None:
+        for directory in self.opaque:
+            if directory in self.dirs:
+                self.purge(directory)
+        for path, (mode, uid, gid, mtime_ns, xattrs) in self.dir_meta.items():
+            if path not in self.dirs:  # replaced by a later member
+                continue
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            try:
+                os.fchown(fd, uid, gid)
+                os.fchmod(fd, mode)
+                for key, value in xattrs or ():
+                    if not key.startswith("trusted.overlay."):
+                        os.setxattr(fd, key, value)
+                os.utime(fd, ns=(mtime_ns, mtime_ns))
+            finally:
+                os.close(fd)
+
+
+def apply_tar(stream, root: str, fmt: str) -> TarStats:
+    """Extract the (uncompressed) layer tar read from ``stream`` into ``root``.
+
+    ``fmt`` is "overlay" (whiteouts stay as char devices / opaque xattrs) or "plain" (whiteouts
+    delete). Hostile members raise InvalidArgument; nothing is ever written outside ``root``,
+    but on error ``root`` is left half-written for the caller to discard. The whole stream is
+    read, so ``diff_id`` is the sha256 of every byte of it.
+    """
+    extractor = _Extractor(root, fmt)
+    reader = _Reader(stream)
+    header = None
+    try:
+        for header in _headers(reader):
+            extractor.member(header, reader)
+        extractor.finish()
+    except OSError as error:
+        where = f" at {_member(header[1])!r}" if header else ""
+        raise LaminaError(f"cannot extract layer{where}: {error.strerror or error}") from None
+    except ValueError as error:
+        raise _bad(str(error).splitlines()[0] if str(error) else "bad value") from None
+    reader.drain()
+    return TarStats(
+        "sha256:" + reader.sha.hexdigest(), reader.count, extractor.size, extractor.inodes
+    )
