@@ -1,0 +1,495 @@
+"""The ``lamina`` command: Docker's verbs, flags and columns over :class:`lamina.Engine`.
+
+Start-up is a feature: only the parser of the command being run is built, and each command imports
+what it uses, so ``lamina create`` pays for argparse, sqlite3 and the driver, nothing more.
+"""
+
+import os
+import sys
+
+from .errors import LaminaError
+
+USAGE = """Usage: lamina [--root DIR] [--driver overlay2|vfs] COMMAND [ARGS...]
+
+A daemonless container image and storage engine.
+
+Images:
+  import FILE|- [NAME[:TAG]]   Make a one-layer image from a rootfs tarball
+  images                       List images
+  history IMAGE                Show the history of an image
+  tag SOURCE TARGET            Give an image another name
+  rmi IMAGE...                 Remove images
+  commit CONTAINER [NAME[:TAG]] Make an image from a container's changes
+
+Containers:
+  create [--name N] IMAGE [CMD...]  Create a container
+  ps [-a] [-s] [-q]            List containers
+  mount CONTAINER              Mount a container's root, print its path
+  umount CONTAINER             Undo mount
+  diff CONTAINER               Show a container's changes (A/C/D)
+  export CONTAINER -o FILE     Write a container's root as a tar
+  rm [-f] CONTAINER...         Remove containers
+
+Both:
+  inspect [--size] NAME...     Docker-shaped JSON of images or containers
+  system df [-v]               Disk use: images, containers, shared and reclaimable bytes
+  info                         Store, driver and counts
+
+Global options: --root DIR (or LAMINA_ROOT), --driver NAME (or LAMINA_DRIVER).
+Every listing takes --format json."""
+
+
+def _engine(opts):
+    from .engine import Engine
+
+    return Engine(root=opts.root, driver=opts.driver)
+
+
+def _parser(prog: str):
+    import argparse
+
+    return argparse.ArgumentParser(prog=f"lamina {prog}", allow_abbrev=False)
+
+
+def _json_lines(rows) -> None:
+    import json
+
+    for row in rows:
+        print(json.dumps(row, separators=(",", ":")))
+
+
+def _short(image_id: str) -> str:
+    return image_id.split(":", 1)[-1][:12]
+
+
+# ---------------------------------------------------------------------------------- images
+def cmd_import(opts, args):
+    p = _parser("import")
+    p.add_argument("file")
+    p.add_argument("reference", nargs="?")
+    p.add_argument("-m", "--message", default="")
+    a = p.parse_args(args)
+    print(_engine(opts).import_image(a.file, a.reference, message=a.message))
+
+
+def cmd_images(opts, args):
+    from . import humanize
+
+    p = _parser("images")
+    p.add_argument("-a", "--all", action="store_true")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.add_argument("--no-trunc", action="store_true")
+    p.add_argument("--format")
+    a = p.parse_args(args)
+    from .image import parse_rfc3339
+
+    rows = _engine(opts).images(all=a.all)
+    if a.quiet:
+        seen = []
+        for r in rows:
+            ident = r["ID"] if a.no_trunc else _short(r["ID"])
+            if ident not in seen:
+                seen.append(ident)
+        print("\n".join(seen)) if seen else None
+        return
+    if a.format == "json":
+        _json_lines({"Containers": "N/A", "CreatedAt": r["CreatedAt"],
+                     "CreatedSince": humanize.ago(parse_rfc3339(r["CreatedAt"])),
+                     "Digest": "<none>", "ID": _short(r["ID"]), "Repository": r["Repository"],
+                     "Size": humanize.size(r["Size"]), "SizeBytes": r["Size"], "Tag": r["Tag"]}
+                    for r in rows)
+        return
+    print(humanize.table(
+        ["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"],
+        [[r["Repository"], r["Tag"], r["ID"] if a.no_trunc else _short(r["ID"]),
+          humanize.ago(parse_rfc3339(r["CreatedAt"])), humanize.size(r["Size"])] for r in rows]))
+
+
+def cmd_history(opts, args):
+    from . import humanize
+
+    p = _parser("history")
+    p.add_argument("image")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.add_argument("--no-trunc", action="store_true")
+    p.add_argument("-H", "--human", default="true")
+    p.add_argument("--format")
+    a = p.parse_args(args)
+    rows = _engine(opts).history(a.image)
+    if a.quiet:
+        print("\n".join(r["ID"] if a.no_trunc or r["ID"] == "<missing>" else _short(r["ID"])
+                        for r in rows))
+        return
+    if a.format == "json":
+        _json_lines({"Comment": r["Comment"], "CreatedAt": r["CreatedAt"],
+                     "CreatedBy": r["CreatedBy"], "CreatedSince": humanize.ago(r["Created"]),
+                     "ID": r["ID"] if r["ID"] == "<missing>" else _short(r["ID"]),
+                     "Size": humanize.size(r["Size"]), "SizeBytes": r["Size"]} for r in rows)
+        return
+
+    def by(text):
+        text = " ".join(text.split()) if not a.no_trunc else text
+        return text if a.no_trunc or len(text) <= 45 else text[:44] + "…"
+
+    print(humanize.table(
+        ["IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT"],
+        [[r["ID"] if r["ID"] == "<missing>" or a.no_trunc else _short(r["ID"]),
+          humanize.ago(r["Created"]), by(r["CreatedBy"]),
+          humanize.size(r["Size"]) if a.human != "false" else str(r["Size"]), r["Comment"]]
+         for r in rows]))
+
+
+def cmd_tag(opts, args):
+    p = _parser("tag")
+    p.add_argument("source")
+    p.add_argument("target")
+    a = p.parse_args(args)
+    _engine(opts).tag(a.source, a.target)
+
+
+def cmd_rmi(opts, args):
+    p = _parser("rmi")
+    p.add_argument("images", nargs="+")
+    p.add_argument("-f", "--force", action="store_true")
+    a = p.parse_args(args)
+    engine = _engine(opts)
+    failed = False
+    for name in a.images:
+        try:
+            for line in engine.rmi([name], force=a.force):
+                print(line)
+        except LaminaError as e:
+            print(f"Error: {e}", file=sys.stderr)
+            failed = True
+    if failed:
+        sys.exit(1)
+
+
+def cmd_commit(opts, args):
+    p = _parser("commit")
+    p.add_argument("container")
+    p.add_argument("reference", nargs="?")
+    p.add_argument("-m", "--message", default="")
+    p.add_argument("-a", "--author", default="")
+    a = p.parse_args(args)
+    print(_engine(opts).commit(a.container, a.reference, message=a.message, author=a.author))
+
+
+# ---------------------------------------------------------------------------------- containers
+def cmd_create(opts, args):
+    p = _parser("create")
+    p.add_argument("--name")
+    p.add_argument("image")
+    p.add_argument("command", nargs="...")
+    a = p.parse_args(args)
+    print(_engine(opts).create(a.image, name=a.name, command=a.command or None))
+
+
+def cmd_ps(opts, args):
+    from . import humanize
+
+    p = _parser("ps")
+    p.add_argument("-a", "--all", action="store_true")
+    p.add_argument("-s", "--size", action="store_true")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.add_argument("--no-trunc", action="store_true")
+    p.add_argument("--format")
+    a = p.parse_args(args)
+    rows = _engine(opts).containers(all=a.all, size=a.size and not a.quiet)
+    if a.quiet:
+        if rows:
+            print("\n".join(r["ID"] if a.no_trunc else r["ID"][:12] for r in rows))
+        return
+
+    def status(r):
+        if r["State"] == "created":
+            return "Created"
+        if r["State"] == "exited":
+            return f"Exited ({r['ExitCode']})"
+        return r["State"].capitalize()
+
+    def size(r):
+        return f"{humanize.size(r['SizeRw'])} (virtual {humanize.size(r['SizeRootFs'])})"
+
+    def command(r):
+        cmd = r["Command"]
+        if not a.no_trunc and len(cmd) > 20:
+            cmd = cmd[:19] + "…"
+        return f'"{cmd}"'
+
+    if a.format == "json":
+        out = []
+        for r in rows:
+            item = {"Command": command(r), "CreatedAt": r["Created"], "ID": r["ID"][:12],
+                    "Image": r["Image"], "Names": r["Names"], "State": r["State"],
+                    "Status": status(r), "RunningFor": humanize.ago(r["Created"])}
+            if a.size:
+                item.update(Size=size(r), SizeRw=r["SizeRw"], SizeRootFs=r["SizeRootFs"])
+            out.append(item)
+        _json_lines(out)
+        return
+    headers = ["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"]
+    if a.size:
+        headers.append("SIZE")
+    table = []
+    for r in rows:
+        row = [r["ID"] if a.no_trunc else r["ID"][:12], r["Image"], command(r),
+               humanize.ago(r["Created"]), status(r), "", r["Names"]]
+        if a.size:
+            row.append(size(r))
+        table.append(row)
+    print(humanize.table(headers, table))
+
+
+def cmd_mount(opts, args):
+    p = _parser("mount")
+    p.add_argument("container")
+    a = p.parse_args(args)
+    print(_engine(opts).mount(a.container))
+
+
+def cmd_umount(opts, args):
+    p = _parser("umount")
+    p.add_argument("container")
+    a = p.parse_args(args)
+    _engine(opts).umount(a.container)
+
+
+def cmd_rm(opts, args):
+    p = _parser("rm")
+    p.add_argument("containers", nargs="+")
+    p.add_argument("-f", "--force", action="store_true")
+    a = p.parse_args(args)
+    engine = _engine(opts)
+    failed = False
+    for name in a.containers:
+        try:
+            engine.rm(name, force=a.force)
+            print(name)
+        except LaminaError as e:
+            print(f"Error: {e}", file=sys.stderr)
+            failed = True
+    if failed:
+        sys.exit(1)
+
+
+def cmd_diff(opts, args):
+    p = _parser("diff")
+    p.add_argument("container")
+    p.add_argument("--format")
+    a = p.parse_args(args)
+    changes = _engine(opts).diff(a.container)
+    if a.format == "json":
+        _json_lines({"Kind": c.kind, "Path": c.path} for c in changes)
+        return
+    for c in changes:
+        print(f"{c.kind} {c.path}")
+
+
+def cmd_export(opts, args):
+    p = _parser("export")
+    p.add_argument("container")
+    p.add_argument("-o", "--output")
+    a = p.parse_args(args)
+    engine = _engine(opts)
+    if a.output:
+        tmp = f"{a.output}.lamina-{os.getpid()}"
+        try:
+            with open(tmp, "wb") as out:
+                engine.export(a.container, out)
+            os.rename(tmp, a.output)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+    else:
+        if sys.stdout.isatty():
+            raise LaminaError("cowardly refusing to write a tar to a terminal: use -o FILE")
+        engine.export(a.container, sys.stdout.buffer)
+
+
+# ---------------------------------------------------------------------------------- both
+def cmd_inspect(opts, args):
+    import json
+
+    from .errors import NotFound
+
+    p = _parser("inspect")
+    p.add_argument("names", nargs="+")
+    p.add_argument("-s", "--size", action="store_true")
+    p.add_argument("--type", choices=["image", "container"])
+    a = p.parse_args(args)
+    engine = _engine(opts)
+    docs = []
+    missing = []
+    for name in a.names:
+        try:
+            if a.type != "image":
+                try:
+                    docs.append(engine.inspect_container(name, size=a.size))
+                    continue
+                except NotFound:
+                    if a.type == "container":
+                        raise
+            docs.append(engine.inspect_image(name))
+        except NotFound:
+            missing.append(name)
+    print(json.dumps(docs, indent=4))
+    if missing:
+        for name in missing:
+            print(f"Error: No such object: {name}", file=sys.stderr)
+        sys.exit(1)
+
+
+def cmd_image(opts, args):
+    return _sub(opts, args, {"ls": cmd_images, "list": cmd_images, "rm": cmd_rmi, "import": cmd_import,
+                             "history": cmd_history, "tag": cmd_tag, "inspect": cmd_inspect}, "image")
+
+
+def cmd_container(opts, args):
+    return _sub(opts, args, {"ls": cmd_ps, "list": cmd_ps, "ps": cmd_ps, "rm": cmd_rm,
+                             "create": cmd_create, "diff": cmd_diff, "export": cmd_export,
+                             "commit": cmd_commit, "mount": cmd_mount, "umount": cmd_umount,
+                             "inspect": cmd_inspect}, "container")
+
+
+def cmd_system(opts, args):
+    return _sub(opts, args, {"df": cmd_df, "info": cmd_info}, "system")
+
+
+def _sub(opts, args, table, group):
+    if not args or args[0] not in table:
+        raise LaminaError(f"usage: lamina {group} {'|'.join(table)} ...")
+    if group == "container" and args[0] in ("ls", "list"):
+        return table[args[0]](opts, ["-a"] + args[1:]) if "-a" in args else table[args[0]](opts, args[1:])
+    return table[args[0]](opts, args[1:])
+
+
+def cmd_df(opts, args):
+    from . import humanize
+
+    p = _parser("system df")
+    p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument("--format")
+    a = p.parse_args(args)
+    df = _engine(opts).system_df()
+
+    def reclaim(s):
+        pct = f" ({s['Reclaimable'] * 100 // s['Size']}%)" if s["Size"] and s["Type"] != "Build Cache" else ""
+        return humanize.size(s["Reclaimable"]) + pct
+
+    if a.format == "json":
+        _json_lines({"Active": str(s["Active"]), "Reclaimable": reclaim(s),
+                     "ReclaimableBytes": s["Reclaimable"], "Size": humanize.size(s["Size"]),
+                     "SizeBytes": s["Size"], "TotalCount": str(s["TotalCount"]), "Type": s["Type"]}
+                    for s in df["Summary"])
+        return
+    if not a.verbose:
+        print(humanize.table(["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"],
+                             [[s["Type"], str(s["TotalCount"]), str(s["Active"]),
+                               humanize.size(s["Size"]), reclaim(s)] for s in df["Summary"]]))
+        return
+    print("Images space usage:\n")
+    print(humanize.table(
+        ["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE", "SHARED SIZE", "UNIQUE SIZE", "CONTAINERS"],
+        [[i["Repository"], i["Tag"], _short(i["ID"]), i["CreatedAt"][:19].replace("T", " "),
+          humanize.size(i["Size"]), humanize.size(i["SharedSize"]), humanize.size(i["UniqueSize"]),
+          str(i["Containers"])] for i in df["Images"]]))
+    print("\nContainers space usage:\n")
+    print(humanize.table(
+        ["CONTAINER ID", "IMAGE", "COMMAND", "LOCAL VOLUMES", "SIZE", "CREATED", "STATUS", "NAMES"],
+        [[c["ID"][:12], c["Image"], f'"{c["Command"]}"', "0", humanize.size(c["SizeRw"]),
+          humanize.ago(c["Created"]), c["State"].capitalize(), c["Names"]] for c in df["Containers"]]))
+    print("\nLocal Volumes space usage:\n")
+    print(humanize.table(["VOLUME NAME", "LINKS", "SIZE"], []))
+    print("\nBuild cache usage: 0B")
+
+
+def cmd_info(opts, args):
+    import json
+
+    _parser("info").parse_args(args)
+    engine = _engine(opts)
+    db = engine.db
+    info = {"Root": engine.root, "Driver": engine.driver,
+            "Images": db.execute("SELECT count(*) FROM images").fetchone()[0],
+            "Containers": db.execute("SELECT count(*) FROM containers").fetchone()[0],
+            "Layers": db.execute("SELECT count(*) FROM layers").fetchone()[0]}
+    print(json.dumps(info, indent=2))
+
+
+def cmd_version(opts, args):
+    from . import __version__
+
+    print(f"lamina {__version__}")
+
+
+COMMANDS = {
+    "import": cmd_import, "images": cmd_images, "history": cmd_history, "tag": cmd_tag,
+    "rmi": cmd_rmi, "commit": cmd_commit, "create": cmd_create, "ps": cmd_ps, "mount": cmd_mount,
+    "umount": cmd_umount, "rm": cmd_rm, "diff": cmd_diff, "export": cmd_export,
+    "inspect": cmd_inspect, "image": cmd_image, "container": cmd_container, "system": cmd_system,
+    "info": cmd_info, "version": cmd_version,
+}
+
+
+class _Options:
+    root = None
+    driver = None
+    debug = False
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``lamina`` command."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    opts = _Options()
+    opts.debug = bool(os.environ.get("LAMINA_DEBUG"))
+    while argv and argv[0].startswith("-"):
+        flag = argv.pop(0)
+        name, eq, value = flag.partition("=")
+        if name in ("--root", "--driver"):
+            if not eq:
+                if not argv:
+                    _fail(f"flag needs an argument: {name}", 125)
+                value = argv.pop(0)
+            setattr(opts, name[2:], value)
+        elif name in ("-D", "--debug"):
+            opts.debug = True
+        elif name in ("-h", "--help"):
+            print(USAGE)
+            return
+        elif name in ("-v", "--version"):
+            return cmd_version(opts, [])
+        else:
+            _fail(f"unknown flag: {flag}\nSee 'lamina --help'.", 125)
+    if not argv:
+        print(USAGE)
+        return
+    command = COMMANDS.get(argv[0])
+    if command is None:
+        _fail(f"'{argv[0]}' is not a lamina command.\nSee 'lamina --help'.", 125)
+    try:
+        command(opts, argv[1:])
+    except LaminaError as e:
+        if opts.debug:
+            raise
+        _fail(f"Error: {e}", e.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except BrokenPipeError:
+        sys.stderr.close()
+        sys.exit(141)
+    except OSError as e:
+        if opts.debug:
+            raise
+        where = f": {e.filename}" if e.filename else ""
+        _fail(f"Error: {e.strerror or e}{where}", 1)
+
+
+def _fail(message: str, code: int) -> None:
+    print(message, file=sys.stderr)
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

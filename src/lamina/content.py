@@ -1,0 +1,161 @@
+"""Content-addressed blobs, kept as an OCI image layout (``oci-layout``, ``index.json``, ``blobs/``).
+
+Writes are atomic (temp file, fsync, rename) and idempotent: writing a blob that exists changes
+nothing. Reads verify the digest as the bytes go by. ``index.json`` lists the tagged images so that
+``skopeo inspect oci:ROOT:TAG`` and ``umoci`` read the store directly.
+"""
+
+import hashlib
+import json
+import os
+
+from .digest import hex_of, is_digest
+from .errors import InvalidArgument, LaminaError, NotFound
+
+LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
+
+
+class BlobWriter:
+    """A blob being written: ``write`` bytes, then ``commit`` to give it its digest name."""
+
+    def __init__(self, store: "ContentStore"):
+        self.store = store
+        self.hash = hashlib.sha256()
+        self.size = 0
+        self.tmp = os.path.join(store.ingest, f"{os.getpid()}-{os.urandom(6).hex()}")
+        self.file = open(self.tmp, "wb", buffering=0)
+
+    def write(self, data) -> int:
+        self.hash.update(data)
+        self.size += len(data)
+        return self.file.write(data)
+
+    def commit(self, expected: str | None = None) -> tuple[str, int]:
+        """Name the blob by its digest (checked against ``expected``); returns (digest, size)."""
+        digest = "sha256:" + self.hash.hexdigest()
+        if expected is not None and expected != digest:
+            self.abort()
+            raise InvalidArgument(f"blob digest mismatch: expected {expected}, got {digest}")
+        os.fsync(self.file.fileno())
+        self.file.close()
+        os.rename(self.tmp, self.store.path(digest))
+        return digest, self.size
+
+    def abort(self) -> None:
+        if not self.file.closed:
+            self.file.close()
+        try:
+            os.unlink(self.tmp)
+        except FileNotFoundError:
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None or not self.file.closed:
+            self.abort()
+
+
+class VerifyingReader:
+    """Reads a blob and raises if its bytes do not match its digest once the end is reached."""
+
+    def __init__(self, path: str, digest: str):
+        self.file = open(path, "rb")
+        self.digest = digest
+        self.hash = hashlib.sha256()
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.file.read(n)
+        if data:
+            self.hash.update(data)
+        elif "sha256:" + self.hash.hexdigest() != self.digest:
+            raise LaminaError(f"blob {self.digest} is corrupt: its content does not match its digest")
+        return data
+
+    def close(self) -> None:
+        self.file.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class ContentStore:
+    """The blob store of one lamina store, rooted at an OCI image layout directory."""
+
+    def __init__(self, root: str):
+        self.root = root
+        self.blobs = os.path.join(root, "blobs", "sha256")
+        self.ingest = os.path.join(root, "ingest")
+        if not os.path.exists(os.path.join(root, "oci-layout")):
+            os.makedirs(self.blobs, exist_ok=True)
+            os.makedirs(self.ingest, exist_ok=True)
+            self._atomic_write(os.path.join(root, "index.json"),
+                               b'{"schemaVersion":2,"manifests":[]}')
+            self._atomic_write(os.path.join(root, "oci-layout"), LAYOUT)
+
+    def path(self, digest: str) -> str:
+        if not is_digest(digest):
+            raise InvalidArgument(f"invalid digest {digest!r}")
+        return os.path.join(self.blobs, hex_of(digest))
+
+    def exists(self, digest: str) -> bool:
+        return os.path.exists(self.path(digest))
+
+    def size(self, digest: str) -> int:
+        try:
+            return os.stat(self.path(digest)).st_size
+        except FileNotFoundError:
+            raise NotFound(f"blob {digest} not found") from None
+
+    def writer(self) -> BlobWriter:
+        return BlobWriter(self)
+
+    def put(self, data: bytes) -> str:
+        """Store ``data``; returns its digest. Idempotent."""
+        with self.writer() as w:
+            w.write(data)
+            digest = "sha256:" + w.hash.hexdigest()
+            if self.exists(digest):
+                return digest
+            return w.commit()[0]
+
+    def open(self, digest: str) -> VerifyingReader:
+        try:
+            return VerifyingReader(self.path(digest), digest)
+        except FileNotFoundError:
+            raise NotFound(f"blob {digest} not found") from None
+
+    def read(self, digest: str) -> bytes:
+        with self.open(digest) as r:
+            data = r.read()
+            r.read()
+        return data
+
+    def delete(self, digest: str) -> None:
+        try:
+            os.unlink(self.path(digest))
+        except FileNotFoundError:
+            pass
+
+    def digests(self) -> list[str]:
+        return ["sha256:" + name for name in os.listdir(self.blobs)]
+
+    def write_index(self, manifests: list[dict]) -> None:
+        """Replace ``index.json``'s manifest list (descriptors with ref-name annotations)."""
+        doc = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+               "manifests": manifests}
+        self._atomic_write(os.path.join(self.root, "index.json"),
+                           json.dumps(doc, indent=None, separators=(",", ":")).encode())
+
+    @staticmethod
+    def _atomic_write(path: str, data: bytes) -> None:
+        tmp = f"{path}.tmp-{os.getpid()}"
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.rename(tmp, path)

@@ -1,0 +1,36 @@
+"""Layers in and out of snapshots: apply a layer tar, list changes, write a diff tar.
+
+This is the generic part that every driver gets for free: it needs only a snapshot's own data
+directory, its ancestors' and the driver's on-disk format ("overlay": whiteouts as 0/0 char devices
+and opaque xattrs, each layer holding only its changes; "plain": full trees).
+"""
+
+from .snapshots import Snapshotter
+
+
+def apply(snaps: Snapshotter, key: str, stream):
+    """Extract the (decompressed) layer tar ``stream`` into the active snapshot ``key``."""
+    from .layertar import apply_tar
+
+    fmt = snaps.fmt if snaps.stat(key).parent is not None else "plain"
+    return apply_tar(stream, snaps.dir(key), fmt)
+
+
+def changes(snaps: Snapshotter, key: str) -> list:
+    """Docker's A/C/D changes of ``key`` against its parent, sorted by path."""
+    from .changes import overlay_changes, tree_changes
+
+    own = snaps.dir(key)
+    if snaps.fmt == "overlay":
+        return overlay_changes(own, snaps.lower_dirs(key))
+    parent = snaps.stat(key).parent
+    return tree_changes(snaps.dir(parent) if parent is not None else None, own)
+
+
+def write_diff(snaps: Snapshotter, key: str, out):
+    """Write ``key``'s changes as an OCI layer tar to ``out``; returns layertar.TarStats."""
+    from .layertar import write_changes_tar, write_overlay_tar
+
+    if snaps.fmt == "overlay":
+        return write_overlay_tar(out, snaps.dir(key))
+    return write_changes_tar(out, snaps.dir(key), changes(snaps, key))

@@ -1,0 +1,702 @@
+"""The facade: one object that does everything the ``lamina`` command does.
+
+    >>> from lamina import Engine
+    >>> engine = Engine(root="/var/tmp/store", driver="overlay2")
+    >>> image_id = engine.import_image("rootfs.tar", "busybox:latest")
+    >>> cid = engine.create("busybox", name="web")
+    >>> path = engine.mount("web")          # the merged root, read-write
+    >>> engine.diff("web")                  # [Change(kind='A', path='/hello')]
+    >>> engine.inspect_container("web", size=True)["SizeRw"]
+
+The CLI is a thin layer over this class. Data flows one way: Engine -> (snapshots, content,
+metadata); the lower modules never import this one.
+"""
+
+import json
+import os
+import time
+
+from . import differ
+from .errors import FailedPrecondition, InvalidArgument, LaminaError, NotFound
+from .metadata import Transaction, connect
+from .snapshots import DRIVERS, open_snapshotter
+
+INIT_FILES = ("etc/hosts", "etc/hostname", "etc/resolv.conf")
+
+
+def default_root() -> str:
+    """``/var/lib/lamina`` for root, the XDG data dir otherwise."""
+    if os.geteuid() == 0:
+        return "/var/lib/lamina"
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return os.path.join(base, "lamina")
+
+
+class Engine:
+    """A lamina store: images, layers and containers under ``root``, kept by one storage driver."""
+
+    def __init__(self, root: str | None = None, driver: str | None = None):
+        self.root = os.path.abspath(root or os.environ.get("LAMINA_ROOT") or default_root())
+        wanted = driver or os.environ.get("LAMINA_DRIVER") or None
+        if wanted is not None and wanted not in DRIVERS:
+            raise InvalidArgument(f"unknown storage driver {wanted!r} (choose from {', '.join(DRIVERS)})")
+        try:
+            os.makedirs(self.root, exist_ok=True)
+            self.db = connect(os.path.join(self.root, "lamina.db"))
+        except OSError as e:
+            raise LaminaError(f"cannot open store {self.root}: {e.strerror}") from None
+        row = self.db.execute("SELECT value FROM settings WHERE key = 'driver'").fetchone()
+        if row is None:
+            chosen = wanted or self._detect_driver()
+            with Transaction(self.db):
+                self.db.execute("INSERT OR IGNORE INTO settings VALUES ('driver', ?)", (chosen,))
+            row = self.db.execute("SELECT value FROM settings WHERE key = 'driver'").fetchone()
+        self.driver = row[0]
+        if wanted is not None and wanted != self.driver:
+            raise FailedPrecondition(
+                f"store {self.root} uses the {self.driver} driver, not {wanted}: "
+                f"use another --root or --driver {self.driver}")
+        self.snaps = open_snapshotter(self.driver, self.root, self.db)
+        self._content = None
+
+    def _detect_driver(self) -> str:
+        from .snapshots import overlay_supported
+
+        if os.geteuid() == 0 and overlay_supported(self.root):
+            return "overlay2"
+        return "vfs"
+
+    @property
+    def content(self):
+        if self._content is None:
+            from .content import ContentStore
+
+            self._content = ContentStore(self.root)
+        return self._content
+
+    def close(self) -> None:
+        self.db.close()
+
+    # ------------------------------------------------------------------ lookups
+    def _image_id(self, name: str) -> str:
+        from .image import normalize
+
+        if name.startswith("sha256:") and len(name) == 71:
+            if self.db.execute("SELECT 1 FROM images WHERE id = ?", (name,)).fetchone():
+                return name
+        try:
+            row = self.db.execute("SELECT image_id FROM tags WHERE name = ?",
+                                  (normalize(name),)).fetchone()
+            if row:
+                return row[0]
+        except InvalidArgument:
+            pass
+        prefix = name[7:] if name.startswith("sha256:") else name
+        if 1 <= len(prefix) <= 64 and all(c in "0123456789abcdef" for c in prefix):
+            rows = self.db.execute("SELECT id FROM images WHERE substr(id, 8, ?) = ?",
+                                   (len(prefix), prefix)).fetchall()
+            if len(rows) == 1:
+                return rows[0][0]
+            if len(rows) > 1:
+                raise InvalidArgument(f"image ID prefix {name} is ambiguous")
+        raise NotFound(f"No such image: {name}")
+
+    def _container(self, name: str):
+        row = self.db.execute("SELECT * FROM containers WHERE name = ? OR id = ?",
+                              (name.lstrip("/"), name)).fetchone()
+        if row is None and name and all(c in "0123456789abcdef" for c in name):
+            rows = self.db.execute("SELECT * FROM containers WHERE substr(id, 1, ?) = ?",
+                                   (len(name), name)).fetchall()
+            if len(rows) > 1:
+                raise InvalidArgument(f"container ID prefix {name} is ambiguous")
+            row = rows[0] if rows else None
+        if row is None:
+            raise NotFound(f"No such container: {name}")
+        return row
+
+    def _image_row(self, image_id: str):
+        return self.db.execute("SELECT * FROM images WHERE id = ?", (image_id,)).fetchone()
+
+    def _image_config(self, image_id: str) -> dict:
+        return json.loads(self.content.read(image_id))
+
+    def _layer_chain(self, image_id: str) -> list:
+        return self.db.execute(
+            "SELECT l.* FROM image_layers il JOIN layers l ON l.chain_id = il.chain_id"
+            " WHERE il.image_id = ? ORDER BY il.position", (image_id,)).fetchall()
+
+    def _tags(self, image_id: str) -> list[str]:
+        return [r[0] for r in self.db.execute(
+            "SELECT name FROM tags WHERE image_id = ? ORDER BY added, name", (image_id,))]
+
+    # ------------------------------------------------------------------ layers and images
+    def _add_layer(self, parent_chain: str | None, stream, writer=None) -> tuple[str, dict]:
+        """Extract the layer tar ``stream`` on ``parent_chain``; returns (chain_id, layer facts).
+
+        The snapshot is made under a staging key and committed under its chain ID by the caller's
+        transaction (see :meth:`_commit_layer`); on error it is removed again.
+        """
+        key = f"extract-{os.getpid()}-{os.urandom(6).hex()}"
+        with Transaction(self.db):
+            self.snaps.prepare(key, parent_chain)
+        try:
+            stats = differ.apply(self.snaps, key, stream)
+        except BaseException:
+            with Transaction(self.db):
+                self.snaps.remove(key)
+            raise
+        from .digest import sha256_bytes
+
+        chain = stats.diff_id if parent_chain is None else sha256_bytes(
+            f"{parent_chain} {stats.diff_id}".encode())
+        return key, {"chain_id": chain, "diff_id": stats.diff_id, "parent": parent_chain,
+                     "size": stats.size, "inodes": stats.inodes}
+
+    def _commit_layer(self, key: str, layer: dict, blob: tuple[str, int, str]) -> None:
+        """Inside a transaction: keep the staged snapshot as layer ``chain_id`` (or drop a duplicate)."""
+        exists = self.db.execute("SELECT 1 FROM layers WHERE chain_id = ?",
+                                 (layer["chain_id"],)).fetchone()
+        if exists:
+            self.snaps.remove(key)
+            return
+        self.snaps.commit(layer["chain_id"], key)
+        self.db.execute(
+            "INSERT INTO layers(chain_id, diff_id, parent, size, inodes, blob_digest, blob_size,"
+            " media_type, created) VALUES (?,?,?,?,?,?,?,?,?)",
+            (layer["chain_id"], layer["diff_id"], layer["parent"], layer["size"], layer["inodes"],
+             blob[0], blob[1], blob[2], time.time()))
+
+    def _store_image(self, config: bytes, chains: list[str], tag: str | None) -> str:
+        """Inside a transaction: write config + manifest blobs and the image row; tag it."""
+        from .image import MEDIA_LAYER, make_manifest
+
+        content = self.content
+        config_digest = content.put(config)
+        descriptors = []
+        for chain in chains:
+            layer = self.db.execute("SELECT * FROM layers WHERE chain_id = ?", (chain,)).fetchone()
+            descriptors.append({"mediaType": layer["media_type"] or MEDIA_LAYER,
+                                "digest": layer["blob_digest"], "size": layer["blob_size"]})
+        manifest = make_manifest(config_digest, len(config), descriptors)
+        manifest_digest = content.put(manifest)
+        if not self._image_row(config_digest):
+            size = sum(self.db.execute("SELECT size FROM layers WHERE chain_id = ?",
+                                       (c,)).fetchone()[0] for c in chains)
+            created = json.loads(config).get("created", "")
+            self.db.execute(
+                "INSERT INTO images(id, manifest_digest, manifest_size, config_size, top_layer,"
+                " created, size, added) VALUES (?,?,?,?,?,?,?,?)",
+                (config_digest, manifest_digest, len(manifest), len(config),
+                 chains[-1] if chains else None, created, size, time.time()))
+            self.db.executemany("INSERT INTO image_layers VALUES (?,?,?)",
+                                [(config_digest, i, c) for i, c in enumerate(chains)])
+        if tag:
+            self._set_tag(tag, config_digest)
+        return config_digest
+
+    def _set_tag(self, tag: str, image_id: str) -> None:
+        self.db.execute("INSERT OR REPLACE INTO tags VALUES (?,?,?)", (tag, image_id, time.time()))
+        self._write_index()
+
+    def _write_index(self) -> None:
+        from .image import MEDIA_MANIFEST
+
+        rows = self.db.execute(
+            "SELECT t.name, i.manifest_digest, i.manifest_size FROM tags t"
+            " JOIN images i ON i.id = t.image_id ORDER BY t.name").fetchall()
+        self.content.write_index([
+            {"mediaType": MEDIA_MANIFEST, "digest": r[1], "size": r[2],
+             "annotations": {"org.opencontainers.image.ref.name": r[0]}} for r in rows])
+
+    def import_image(self, source, reference: str | None = None, message: str = "") -> str:
+        """Make a one-layer image from a rootfs tar (a path, ``-``, or a binary file; plain, gzip or
+        zstd). Returns the image ID."""
+        import sys
+
+        from .image import MEDIA_LAYER, make_config, normalize, rfc3339
+        from .layertar import open_layer_stream
+
+        tag = normalize(reference) if reference else None
+        if source == "-":
+            f, label = sys.stdin.buffer, "-"
+        elif isinstance(source, (str, os.PathLike)):
+            try:
+                f, label = open(source, "rb"), os.fspath(source)
+            except OSError as e:
+                raise NotFound(f"cannot open {source}: {e.strerror}") from None
+        else:
+            f, label = source, "-"
+        try:
+            with self.content.writer() as writer:
+                tee = _Tee(f, writer)
+                key, layer = self._add_layer(None, open_layer_stream(tee))
+                try:
+                    tee.drain()
+                    head = tee.head
+                    media = MEDIA_LAYER + ("+gzip" if head[:2] == b"\x1f\x8b" else
+                                           "+zstd" if head[:4] == b"\x28\xb5\x2f\xfd" else "")
+                    blob = writer.commit()
+                    now = rfc3339()
+                    config = make_config([layer["diff_id"]], [{
+                        "created": now, "created_by": "lamina import " + label,
+                        "comment": message or f"Imported from {label}"}], created=now)
+                    with Transaction(self.db):
+                        self._commit_layer(key, layer, (blob[0], blob[1], media))
+                        return self._store_image(config, [layer["chain_id"]], tag)
+                except BaseException:
+                    if self.db.execute("SELECT 1 FROM snapshots WHERE key = ?", (key,)).fetchone():
+                        with Transaction(self.db):
+                            self.snaps.remove(key)
+                    raise
+        finally:
+            if f is not source and label != "-":
+                f.close()
+
+    def images(self, all: bool = False) -> list[dict]:
+        """One row per tag (and one for each untagged image), newest first, as ``docker images``."""
+        out = []
+        rows = self.db.execute("SELECT * FROM images ORDER BY added DESC").fetchall()
+        for img in rows:
+            tags = self._tags(img["id"])
+            for name in tags or ["<none>:<none>"]:
+                repo, _, tag = name.rpartition(":")
+                out.append({"Repository": repo, "Tag": tag, "ID": img["id"],
+                            "CreatedAt": img["created"], "Size": img["size"]})
+        return out
+
+    def inspect_image(self, name: str) -> dict:
+        """Docker-shaped ``image inspect`` document."""
+        image_id = self._image_id(name)
+        img = self._image_row(image_id)
+        cfg = self._image_config(image_id)
+        top = img["top_layer"]
+        data = {}
+        if top:
+            data = {"Dir": self.snaps.dir(top)}
+        return {
+            "Id": image_id,
+            "RepoTags": self._tags(image_id),
+            "RepoDigests": [],
+            "Parent": "",
+            "Comment": (cfg.get("history") or [{}])[-1].get("comment", ""),
+            "Created": cfg.get("created", ""),
+            "Author": cfg.get("author", ""),
+            "Config": cfg.get("config", {}),
+            "Architecture": cfg.get("architecture", ""),
+            "Os": cfg.get("os", ""),
+            "Size": img["size"],
+            "VirtualSize": img["size"],
+            "GraphDriver": {"Name": self.driver, "Data": data},
+            "RootFS": {"Type": "layers", "Layers": cfg.get("rootfs", {}).get("diff_ids", [])},
+            "Metadata": {"LastTagTime": ""},
+            "Descriptor": {"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                           "digest": img["manifest_digest"], "size": img["manifest_size"]},
+        }
+
+    def history(self, name: str) -> list[dict]:
+        """One row per history entry, newest first; empty_layer entries have size 0."""
+        image_id = self._image_id(name)
+        cfg = self._image_config(image_id)
+        layers = self._layer_chain(image_id)
+        from .image import parse_rfc3339
+
+        rows = []
+        li = 0
+        for entry in cfg.get("history", []):
+            size = 0
+            if not entry.get("empty_layer"):
+                if li < len(layers):
+                    size = layers[li]["size"]
+                li += 1
+            rows.append({"CreatedAt": entry.get("created", ""),
+                         "Created": parse_rfc3339(entry.get("created", "")),
+                         "CreatedBy": entry.get("created_by", ""), "Size": size,
+                         "Comment": entry.get("comment", ""), "EmptyLayer": bool(entry.get("empty_layer"))})
+        rows.reverse()
+        for row in rows:
+            row["ID"] = "<missing>"
+        if rows:
+            rows[0]["ID"] = image_id
+        return rows
+
+    def tag(self, source: str, target: str) -> None:
+        """Give the image ``source`` the extra name ``target``."""
+        from .image import normalize
+
+        image_id = self._image_id(source)
+        with Transaction(self.db):
+            self._set_tag(normalize(target), image_id)
+
+    def rmi(self, names: list[str], force: bool = False) -> list[str]:
+        """Remove images (or just the named tag when the image has others); returns Docker's
+        ``Untagged:`` / ``Deleted:`` lines. Layers shared with other images stay."""
+        from .image import normalize
+
+        out: list[str] = []
+        for name in names:
+            image_id = self._image_id(name)
+            with Transaction(self.db):
+                tags = self._tags(image_id)
+                try:
+                    by_tag = normalize(name) in tags
+                except InvalidArgument:
+                    by_tag = False
+                users = self.db.execute("SELECT id FROM containers WHERE image_id = ?",
+                                        (image_id,)).fetchall()
+                if by_tag and (len(tags) > 1 or (users and force)):
+                    self.db.execute("DELETE FROM tags WHERE name = ?", (normalize(name),))
+                    out.append(f"Untagged: {normalize(name)}")
+                    self._write_index()
+                    continue
+                if len(tags) > 1 and not force:
+                    raise FailedPrecondition(
+                        f"conflict: unable to delete {image_id[7:19]} (must be forced) - image is "
+                        "referenced in multiple repositories")
+                if users:
+                    if not force:
+                        raise FailedPrecondition(
+                            f"conflict: unable to remove repository reference \"{name}\" (must force)"
+                            f" - container {users[0][0][:12]} is using its referenced image "
+                            f"{image_id[7:19]}")
+                    for t in tags:
+                        self.db.execute("DELETE FROM tags WHERE name = ?", (t,))
+                        out.append(f"Untagged: {t}")
+                    self._write_index()
+                    continue
+                for t in tags:
+                    out.append(f"Untagged: {t}")
+                out.extend(self._delete_image(image_id))
+        return out
+
+    def _delete_image(self, image_id: str) -> list[str]:
+        """Inside a transaction: drop the image and every layer and blob nothing else uses."""
+        img = self._image_row(image_id)
+        chains = [r["chain_id"] for r in self._layer_chain(image_id)]
+        self.db.execute("DELETE FROM tags WHERE image_id = ?", (image_id,))
+        self.db.execute("DELETE FROM image_layers WHERE image_id = ?", (image_id,))
+        self.db.execute("DELETE FROM images WHERE id = ?", (image_id,))
+        self._write_index()
+        out = [f"Deleted: {image_id}"]
+        blobs = [image_id, img["manifest_digest"]]
+        for chain in reversed(chains):
+            used = self.db.execute("SELECT 1 FROM image_layers WHERE chain_id = ? LIMIT 1",
+                                   (chain,)).fetchone()
+            child = self.db.execute("SELECT 1 FROM snapshots WHERE parent = ? LIMIT 1",
+                                    (chain,)).fetchone()
+            if used or child:
+                break
+            layer = self.db.execute("SELECT * FROM layers WHERE chain_id = ?", (chain,)).fetchone()
+            self.db.execute("DELETE FROM layers WHERE chain_id = ?", (chain,))
+            self.snaps.remove(chain)
+            blobs.append(layer["blob_digest"])
+            out.append(f"Deleted: {chain}")
+        for digest in blobs:
+            still = self.db.execute(
+                "SELECT 1 FROM layers WHERE blob_digest = ? UNION ALL SELECT 1 FROM images"
+                " WHERE id = ? OR manifest_digest = ? LIMIT 1", (digest, digest, digest)).fetchone()
+            if not still:
+                self.content.delete(digest)
+        return out
+
+    # ------------------------------------------------------------------ containers
+    def create(self, image: str, name: str | None = None, command: list[str] | None = None) -> str:
+        """A new container: an init layer and a writable layer on the image's chain. Returns its ID."""
+        image_id = self._image_id(image)
+        img = self._image_row(image_id)
+        cid = os.urandom(32).hex()
+        if name is not None:
+            _check_name(name)
+        init_key = cid + "-init"
+        with Transaction(self.db):
+            if name is None:
+                name = self._random_name()
+            elif self.db.execute("SELECT 1 FROM containers WHERE name = ?", (name,)).fetchone():
+                raise FailedPrecondition(
+                    f'Conflict. The container name "/{name}" is already in use')
+            self.snaps.prepare(init_key, img["top_layer"])
+            self._write_init(init_key)
+            self.snaps.commit(init_key, init_key)  # rename-free commit: same key, now read-only
+            self.snaps.prepare(cid, init_key)
+            if command is None:
+                cfg = self._image_config(image_id).get("config") or {}
+                command = (cfg.get("Entrypoint") or []) + (cfg.get("Cmd") or [])
+            self.db.execute(
+                "INSERT INTO containers(id, name, image_id, image_ref, command, created)"
+                " VALUES (?,?,?,?,?,?)",
+                (cid, name, image_id, image, json.dumps(command), time.time()))
+        return cid
+
+    def _write_init(self, key: str) -> None:
+        """Placeholders the runtime bind-mounts over; they live below the container's own layer,
+        so they never show in its diff or size."""
+        import stat
+
+        root = self.snaps.dir(key)
+        etc = os.path.join(root, "etc")
+        if not os.path.lexists(etc):
+            st = None
+            for lower in self.snaps.lower_dirs(key):
+                try:
+                    st = os.lstat(os.path.join(lower, "etc"))
+                    break
+                except FileNotFoundError:
+                    continue
+            if st is not None and not stat.S_ISDIR(st.st_mode):
+                return  # /etc is not a directory in this image: leave it alone
+            os.mkdir(etc, 0o755)
+            if st is not None:  # keep the image's /etc metadata in the merged view
+                os.chown(etc, st.st_uid, st.st_gid)
+                os.chmod(etc, stat.S_IMODE(st.st_mode))
+                os.utime(etc, ns=(st.st_atime_ns, st.st_mtime_ns))
+        elif os.path.islink(etc) or not os.path.isdir(etc):
+            return
+        for rel in INIT_FILES:
+            path = os.path.join(root, rel)
+            if os.path.islink(path) or os.path.isdir(path):
+                continue
+            with open(path, "wb"):
+                pass
+
+    def _random_name(self) -> str:
+        import random
+
+        for _ in range(20):
+            name = f"{random.choice(_ADJECTIVES)}_{random.choice(_NAMES)}"
+            if not self.db.execute("SELECT 1 FROM containers WHERE name = ?", (name,)).fetchone():
+                return name
+        return f"{random.choice(_ADJECTIVES)}_{random.choice(_NAMES)}{random.randint(1, 99999)}"
+
+    def _mount_target(self, cid: str) -> str:
+        return os.path.join(self.root, "mounts", cid)
+
+    def containers(self, all: bool = True, size: bool = False) -> list[dict]:
+        """``ps`` rows, newest first; with ``size``, SizeRw and SizeRootFs in bytes."""
+        rows = self.db.execute(
+            "SELECT c.*, i.size AS image_size FROM containers c JOIN images i ON i.id = c.image_id"
+            " ORDER BY c.created DESC").fetchall()
+        out = []
+        for r in rows:
+            if not all and r["state"] != "running":
+                continue
+            item = {"ID": r["id"], "Names": r["name"], "Image": r["image_ref"], "ImageID": r["image_id"],
+                    "Command": " ".join(json.loads(r["command"])), "Created": r["created"],
+                    "State": r["state"], "ExitCode": r["exit_code"]}
+            if size:
+                rw = self.snaps.usage(r["id"])[0]
+                item["SizeRw"] = rw
+                item["SizeRootFs"] = rw + r["image_size"]
+            out.append(item)
+        return out
+
+    def inspect_container(self, name: str, size: bool = False) -> dict:
+        """Docker-shaped ``container inspect`` document."""
+        from .image import rfc3339
+
+        r = self._container(name)
+        command = json.loads(r["command"])
+        target = self._mount_target(r["id"])
+        mounts = self.snaps.mounts(r["id"])
+        m = mounts[0]
+        graph = {"MergedDir": target if m.type == "overlay" else m.source}
+        if m.type == "overlay":
+            graph.update(UpperDir=m.upper(), LowerDir=":".join(m.lowers()),
+                         WorkDir=os.path.join(os.path.dirname(m.upper()), "work"))
+        doc = {
+            "Id": r["id"],
+            "Created": rfc3339(r["created"]),
+            "Path": command[0] if command else "",
+            "Args": command[1:],
+            "State": {"Status": r["state"], "Running": r["state"] == "running",
+                      "ExitCode": r["exit_code"]},
+            "Image": r["image_id"],
+            "Name": "/" + r["name"],
+            "Driver": self.driver,
+            "GraphDriver": {"Name": self.driver, "Data": graph},
+            "Config": {"Image": r["image_ref"], "Cmd": command},
+        }
+        if size:
+            rw = self.snaps.usage(r["id"])[0]
+            doc["SizeRw"] = rw
+            doc["SizeRootFs"] = rw + self._image_row(r["image_id"])["size"]
+        return doc
+
+    def mount(self, name: str) -> str:
+        """Mount the container's merged root read-write; returns the host path."""
+        r = self._container(name)
+        mounts = self.snaps.mounts(r["id"])
+        if len(mounts) == 1 and mounts[0].type == "bind" and not mounts[0].readonly:
+            return mounts[0].source  # vfs: the directory is the root already
+        from .mount import mount_all
+
+        target = self._mount_target(r["id"])
+        os.makedirs(target, exist_ok=True)
+        if not os.path.ismount(target):
+            mount_all(mounts, target)
+        return target
+
+    def umount(self, name: str) -> None:
+        """Undo :meth:`mount`."""
+        from .mount import unmount
+
+        r = self._container(name)
+        target = self._mount_target(r["id"])
+        if os.path.isdir(target):
+            unmount(target)
+            os.rmdir(target)
+
+    def rm(self, name: str, force: bool = False) -> str:
+        """Delete a container and its writable layer (and nothing else). Returns its ID."""
+        r = self._container(name)
+        if r["state"] == "running" and not force:
+            raise FailedPrecondition(
+                f"You cannot remove a running container {r['id']}. Stop the container before "
+                "attempting removal or force remove")
+        self.umount(r["id"])
+        with Transaction(self.db):
+            self.db.execute("DELETE FROM containers WHERE id = ?", (r["id"],))
+            self.snaps.remove(r["id"])
+            self.snaps.remove(r["id"] + "-init")
+        return r["id"]
+
+    def diff(self, name: str) -> list:
+        """Docker's A/C/D changes of the container's writable layer."""
+        return differ.changes(self.snaps, self._container(name)["id"])
+
+    def commit(self, name: str, reference: str | None = None, message: str = "",
+               author: str = "") -> str:
+        """Turn the container's writable layer into a new image layer on its image."""
+        from .image import MAX_LAYERS, MEDIA_LAYER, dumps, normalize, rfc3339
+
+        r = self._container(name)
+        tag = normalize(reference) if reference else None
+        base = self._image_config(r["image_id"])
+        chains = [row["chain_id"] for row in self._layer_chain(r["image_id"])]
+        if len(chains) + 1 > MAX_LAYERS:
+            raise InvalidArgument(
+                f"an image may have at most {MAX_LAYERS} layers; committing {r['name']} would make "
+                f"{len(chains) + 1}")
+        with self.content.writer() as writer:
+            differ.write_diff(self.snaps, r["id"], writer)
+            blob = writer.commit()
+        with self.content.open(blob[0]) as stream:
+            key, layer = self._add_layer(chains[-1] if chains else None, stream)
+        try:
+            now = rfc3339()
+            history = list(base.get("history", []))
+            history.append({"created": now, "created_by": " ".join(json.loads(r["command"])),
+                            **({"author": author} if author else {}),
+                            **({"comment": message} if message else {})})
+            doc = dict(base)
+            doc["created"] = now
+            if author:
+                doc["author"] = author
+            doc["rootfs"] = {"type": "layers",
+                             "diff_ids": list(base["rootfs"]["diff_ids"]) + [layer["diff_id"]]}
+            doc["history"] = history
+            with Transaction(self.db):
+                self._commit_layer(key, layer, (blob[0], blob[1], MEDIA_LAYER))
+                return self._store_image(dumps(doc), chains + [layer["chain_id"]], tag)
+        except BaseException:
+            if self.db.execute("SELECT 1 FROM snapshots WHERE key = ?", (key,)).fetchone():
+                with Transaction(self.db):
+                    self.snaps.remove(key)
+            raise
+
+    def export(self, name: str, out) -> None:
+        """Write the container's flattened root as a tar to the binary file ``out``."""
+        from .layertar import write_tree_tar
+
+        r = self._container(name)
+        target = self._mount_target(r["id"])
+        was_mounted = os.path.ismount(target)
+        path = self.mount(r["id"])
+        try:
+            write_tree_tar(out, path)
+        finally:
+            if not was_mounted and path == target:
+                self.umount(r["id"])
+
+    # ------------------------------------------------------------------ sizes
+    def system_df(self) -> dict:
+        """Disk use by images and containers, from reference counts: each layer is counted once."""
+        layers = {r["chain_id"]: r["size"] for r in self.db.execute("SELECT chain_id, size FROM layers")}
+        image_layers: dict[str, list[str]] = {}
+        users: dict[str, int] = {}
+        for r in self.db.execute("SELECT image_id, chain_id FROM image_layers"):
+            image_layers.setdefault(r[0], []).append(r[1])
+            users[r[1]] = users.get(r[1], 0) + 1
+        containers = self.containers(all=True, size=True)
+        active_images = {c["ImageID"] for c in containers}
+        in_use = {chain for image in active_images for chain in image_layers.get(image, [])}
+        images = []
+        for img in self.db.execute("SELECT * FROM images ORDER BY added DESC"):
+            chains = image_layers.get(img["id"], [])
+            shared = sum(layers[c] for c in chains if users[c] > 1)
+            tags = self._tags(img["id"])
+            images.append({"ID": img["id"], "Repository": tags[0].rpartition(":")[0] if tags else "<none>",
+                           "Tag": tags[0].rpartition(":")[2] if tags else "<none>",
+                           "CreatedAt": img["created"], "Size": img["size"], "SharedSize": shared,
+                           "UniqueSize": img["size"] - shared,
+                           "Containers": sum(1 for c in containers if c["ImageID"] == img["id"])})
+        image_total = sum(layers.values())
+        image_reclaimable = sum(size for chain, size in layers.items() if chain not in in_use)
+        container_total = sum(c["SizeRw"] for c in containers)
+        container_reclaimable = sum(c["SizeRw"] for c in containers if c["State"] != "running")
+        return {
+            "Images": images,
+            "Containers": containers,
+            "Summary": [
+                {"Type": "Images", "TotalCount": len(images), "Active": len(active_images),
+                 "Size": image_total, "Reclaimable": image_reclaimable},
+                {"Type": "Containers", "TotalCount": len(containers),
+                 "Active": sum(1 for c in containers if c["State"] == "running"),
+                 "Size": container_total, "Reclaimable": container_reclaimable},
+                {"Type": "Local Volumes", "TotalCount": 0, "Active": 0, "Size": 0, "Reclaimable": 0},
+                {"Type": "Build Cache", "TotalCount": 0, "Active": 0, "Size": 0, "Reclaimable": 0},
+            ],
+        }
+
+
+class _Tee:
+    """Reads from ``source`` and copies every byte read into ``sink`` (the blob being written)."""
+
+    def __init__(self, source, sink):
+        self.source = source
+        self.sink = sink
+        self.head = b""
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.source.read(n)
+        if data:
+            if len(self.head) < 8:
+                self.head += data[: 8 - len(self.head)]
+            self.sink.write(data)
+        return data
+
+    def readinto(self, buf) -> int:
+        data = self.read(len(buf))
+        buf[: len(data)] = data
+        return len(data)
+
+    def readable(self) -> bool:
+        return True
+
+    def drain(self) -> None:
+        while self.read(1 << 20):
+            pass
+
+
+def _check_name(name: str) -> None:
+    import re
+
+    if not re.match(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$", name) or len(name) > 128:
+        raise InvalidArgument(
+            f"Invalid container name ({name!r}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
+
+
+_ADJECTIVES = ("admiring", "bold", "brave", "calm", "clever", "eager", "elastic", "festive", "gifted",
+               "happy", "jolly", "keen", "lucid", "modest", "nifty", "quirky", "serene", "sharp",
+               "stoic", "vibrant", "wizardly", "zealous")
+_NAMES = ("babbage", "curie", "darwin", "einstein", "euler", "fermi", "goodall", "hopper", "hypatia",
+          "kepler", "lovelace", "meitner", "newton", "noether", "pasteur", "ritchie", "shannon",
+          "thompson", "turing", "wozniak")

@@ -1,0 +1,88 @@
+"""The store's metadata: one SQLite database in WAL mode, changed in transactions.
+
+Tables: ``settings`` (the store's driver), ``layers`` (one row per chain ID: diff_id, parent, size,
+inode count, the blob that carries it), ``images`` (one row per config digest), ``tags`` and
+``containers``; the snapshotter keeps ``snapshots`` in the same file, so a layer and its snapshot
+land in one transaction.
+"""
+
+import sqlite3
+
+from .snapshots import SCHEMA as SNAPSHOT_SCHEMA
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS layers (
+    chain_id TEXT PRIMARY KEY,
+    diff_id TEXT NOT NULL,
+    parent TEXT REFERENCES layers(chain_id),
+    size INTEGER NOT NULL,
+    inodes INTEGER NOT NULL,
+    blob_digest TEXT NOT NULL,
+    blob_size INTEGER NOT NULL,
+    media_type TEXT NOT NULL,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS images (
+    id TEXT PRIMARY KEY,
+    manifest_digest TEXT NOT NULL,
+    manifest_size INTEGER NOT NULL,
+    config_size INTEGER NOT NULL,
+    top_layer TEXT REFERENCES layers(chain_id),
+    created TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    added REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS image_layers (
+    image_id TEXT NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+    position INTEGER NOT NULL,
+    chain_id TEXT NOT NULL REFERENCES layers(chain_id),
+    PRIMARY KEY (image_id, position)
+);
+CREATE INDEX IF NOT EXISTS image_layers_chain ON image_layers(chain_id);
+CREATE TABLE IF NOT EXISTS tags (
+    name TEXT PRIMARY KEY,
+    image_id TEXT NOT NULL REFERENCES images(id),
+    added REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS tags_image ON tags(image_id);
+CREATE TABLE IF NOT EXISTS containers (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    image_id TEXT NOT NULL REFERENCES images(id),
+    image_ref TEXT NOT NULL,
+    command TEXT NOT NULL,
+    created REAL NOT NULL,
+    state TEXT NOT NULL DEFAULT 'created',
+    exit_code INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS containers_image ON containers(image_id);
+"""
+
+
+def connect(path: str) -> sqlite3.Connection:
+    """Open the store's database, creating its tables on first use."""
+    db = sqlite3.connect(path, timeout=30, isolation_level=None)
+    db.row_factory = sqlite3.Row
+    db.execute("PRAGMA busy_timeout = 30000")
+    if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+        db.execute("PRAGMA journal_mode = WAL")
+    db.execute("PRAGMA synchronous = NORMAL")
+    db.execute("PRAGMA foreign_keys = ON")
+    if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'containers'").fetchone() is None:
+        db.executescript(SNAPSHOT_SCHEMA + SCHEMA)
+    return db
+
+
+class Transaction:
+    """``with Transaction(db):`` runs the block in one IMMEDIATE transaction (the commit point)."""
+
+    def __init__(self, db: sqlite3.Connection):
+        self.db = db
+
+    def __enter__(self):
+        self.db.execute("BEGIN IMMEDIATE")
+        return self.db
+
+    def __exit__(self, exc_type, exc, tb):
+        self.db.execute("COMMIT" if exc_type is None else "ROLLBACK")

@@ -1,0 +1,128 @@
+"""Mount descriptions and the mount(2)/umount2(2) calls, made through ctypes.
+
+A snapshotter describes how to see a snapshot as a list of :class:`Mount`; whoever needs the tree
+mounts it (or, for a single bind mount, just uses the directory). Overlay options may be relative to
+``Mount.cwd``: that is how a stack of 128 lowers fits the kernel's one-page option limit.
+"""
+
+import os
+
+from .errors import InvalidArgument, LaminaError, Unavailable
+
+MS_RDONLY = 1
+MS_REMOUNT = 32
+MS_BIND = 4096
+MS_REC = 16384
+MNT_DETACH = 2
+PAGE_LIMIT = 4095
+
+_libc = None
+
+
+def _lib():
+    global _libc  # one handle per process: a cache, not state
+    if _libc is None:
+        import ctypes
+
+        _libc = ctypes.CDLL(None, use_errno=True)
+    return _libc
+
+
+class Mount:
+    """One mount: ``type`` (overlay, bind), ``source``, ``options`` and the dir they are relative to."""
+
+    __slots__ = ("type", "source", "options", "cwd")
+
+    def __init__(self, type: str, source: str, options: tuple = (), cwd: str | None = None):
+        self.type = type
+        self.source = source
+        self.options = tuple(options)
+        self.cwd = cwd
+
+    def __repr__(self) -> str:
+        return f"Mount({self.type!r}, {self.source!r}, {self.options!r}, cwd={self.cwd!r})"
+
+    def _option(self, name: str) -> str | None:
+        for opt in self.options:
+            if opt.startswith(name + "="):
+                return opt[len(name) + 1:]
+        return None
+
+    def _absolute(self, path: str) -> str:
+        return path if path.startswith("/") or self.cwd is None else os.path.join(self.cwd, path)
+
+    @property
+    def readonly(self) -> bool:
+        return "ro" in self.options or (self.type == "overlay" and self._option("upperdir") is None)
+
+    def upper(self) -> str | None:
+        """The writable directory: overlay's upperdir, or the source of a read-write bind mount."""
+        if self.type == "bind":
+            return None if self.readonly else self.source
+        upper = self._option("upperdir")
+        return self._absolute(upper) if upper else None
+
+    def lowers(self) -> list[str]:
+        """Read-only layer directories, newest first (for a bind mount: the source, when read-only)."""
+        if self.type == "bind":
+            return [self.source] if self.readonly else []
+        lower = self._option("lowerdir") or ""
+        return [self._absolute(p) for p in lower.split(":") if p]
+
+
+def _call_mount(source: str, target: str, fstype: str | None, flags: int, data: str | None) -> None:
+    import ctypes
+
+    lib = _lib()
+    ret = lib.mount(
+        source.encode(),
+        target.encode(),
+        fstype.encode() if fstype else None,
+        ctypes.c_ulong(flags),
+        data.encode() if data else None,
+    )
+    if ret != 0:
+        err = ctypes.get_errno()
+        if err == 1:  # EPERM
+            raise Unavailable(f"mounting {target} needs root (or a user namespace): {os.strerror(err)}")
+        raise LaminaError(f"mount {fstype or 'bind'} on {target}: {os.strerror(err)}")
+
+
+def mount_all(mounts: list["Mount"], target: str) -> None:
+    """Mount ``mounts`` on ``target``, in order."""
+    for m in mounts:
+        if m.type == "overlay":
+            data = ",".join(o for o in m.options if o != "ro")
+            if len(data) > PAGE_LIMIT:
+                # mount(2) would succeed and silently truncate the options (MACHINE.md).
+                raise InvalidArgument(
+                    f"overlay options are {len(data)} bytes, over the {PAGE_LIMIT}-byte page limit"
+                )
+            old = None
+            if m.cwd:
+                old = os.open(".", os.O_RDONLY | os.O_DIRECTORY)
+                os.chdir(m.cwd)
+            try:
+                flags = MS_RDONLY if "ro" in m.options else 0
+                _call_mount("overlay", target, "overlay", flags, data)
+            finally:
+                if old is not None:
+                    os.fchdir(old)
+                    os.close(old)
+        elif m.type == "bind":
+            _call_mount(m.source, target, None, MS_BIND | MS_REC, None)
+            if "ro" in m.options:
+                _call_mount("none", target, None, MS_BIND | MS_REC | MS_RDONLY | MS_REMOUNT, None)
+        else:
+            raise InvalidArgument(f"unknown mount type {m.type!r}")
+
+
+def unmount(target: str, detach: bool = False) -> None:
+    """Unmount ``target``; a target that is not mounted is left alone."""
+    import ctypes
+
+    if not os.path.ismount(target):
+        return
+    if _lib().umount2(target.encode(), MNT_DETACH if detach else 0) != 0:
+        err = ctypes.get_errno()
+        raise LaminaError(f"umount {target}: {os.strerror(err)}")

@@ -1,0 +1,216 @@
+"""Snapshotters: the storage drivers behind one small interface.
+
+A snapshotter knows trees and their parents, nothing of images, tars or digests. Keys are opaque
+strings chosen by the caller. The whole protocol, as a tutorial:
+
+Import a layer::
+
+    mounts = snaps.prepare("extract-1", parent=None)   # an empty, writable snapshot
+    ...write the layer's files through ``mounts`` (see lamina.differ.apply)...
+    snaps.commit("layer-A", "extract-1")               # now read-only, usable as a parent
+
+Stack a second layer on it the same way with ``parent="layer-A"``.
+
+Run a container::
+
+    mounts = snaps.prepare("container-1", parent="layer-B")
+    lamina.mount.mount_all(mounts, "/some/dir")         # the merged root, read-write
+    ...the container writes; the layers below never change...
+    snaps.usage("container-1")                          # bytes this snapshot adds
+    snaps.remove("container-1")                          # its writes are gone, the layers stay
+
+``view(key, parent)`` is a read-only prepare. ``stat``, ``walk`` and ``usage`` inspect. A snapshot with
+children cannot be removed; a committed snapshot never changes again.
+
+Snapshot records live in the store's SQLite database (table ``snapshots``); the methods do not commit
+the transaction: the caller does, so that a snapshot and the record that uses it land together.
+"""
+
+import collections
+import os
+import sqlite3
+
+from ..errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+
+Info = collections.namedtuple("Info", "key parent kind id created")
+Info.__doc__ = "A snapshot's record: kind is 'active', 'view' or 'committed'."
+
+ACTIVE, VIEW, COMMITTED = "active", "view", "committed"
+MAX_DEPTH = 128  # lowers one mount may stack: 125 image layers + init + container, with room
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS snapshots (
+    key TEXT PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    parent TEXT REFERENCES snapshots(key),
+    kind TEXT NOT NULL,
+    depth INTEGER NOT NULL,
+    lower TEXT NOT NULL DEFAULT '',
+    link TEXT NOT NULL DEFAULT '',
+    created REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS snapshots_parent ON snapshots(parent);
+"""
+
+DRIVERS = ("overlay2", "vfs")
+
+
+class Snapshotter:
+    """Shared bookkeeping; a driver supplies the directories and the mounts.
+
+    A driver implements ``_create(row_id, parent_row, kind)``, ``_mounts(row, kind)``,
+    ``_usage(row)`` and ``_destroy(row)``; everything else comes from here.
+    """
+
+    name = "base"
+
+    def __init__(self, root: str, db: sqlite3.Connection):
+        self.root = root
+        self.db = db
+        os.makedirs(root, exist_ok=True)
+
+    # -- records -----------------------------------------------------------------------------
+    def _row(self, key: str) -> sqlite3.Row:
+        row = self.db.execute("SELECT * FROM snapshots WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            raise NotFound(f"snapshot {key} not found")
+        return row
+
+    def stat(self, key: str) -> Info:
+        """The record of ``key``."""
+        r = self._row(key)
+        return Info(r["key"], r["parent"], r["kind"], r["id"], r["created"])
+
+    def walk(self, fn=None):
+        """Every snapshot's Info; with ``fn``, call it on each instead of returning them."""
+        infos = [Info(r["key"], r["parent"], r["kind"], r["id"], r["created"])
+                 for r in self.db.execute("SELECT * FROM snapshots ORDER BY created, key")]
+        if fn is None:
+            return infos
+        for info in infos:
+            fn(info)
+        return None
+
+    def dir(self, key: str) -> str:
+        """The directory that holds this snapshot's own data (diff for overlay2, a full tree for vfs)."""
+        return self._data_dir(self._row(key)["id"])
+
+    def lower_dirs(self, key: str) -> list[str]:
+        """Data directories of ``key``'s ancestors, newest first."""
+        dirs = []
+        parent = self._row(key)["parent"]
+        while parent is not None:
+            row = self._row(parent)
+            dirs.append(self._data_dir(row["id"]))
+            parent = row["parent"]
+        return dirs
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def prepare(self, key: str, parent: str | None = None) -> list:
+        """A new writable snapshot on ``parent``; returns the mounts that show it."""
+        return self._new(key, parent, ACTIVE)
+
+    def view(self, key: str, parent: str | None = None) -> list:
+        """A new read-only snapshot of ``parent``; returns its mounts."""
+        return self._new(key, parent, VIEW)
+
+    def _new(self, key: str, parent: str | None, kind: str) -> list:
+        if not key or "/" in key:
+            raise InvalidArgument(f"invalid snapshot key {key!r}")
+        if self.db.execute("SELECT 1 FROM snapshots WHERE key = ?", (key,)).fetchone():
+            raise AlreadyExists(f"snapshot {key} already exists")
+        parent_row = None
+        depth = 0
+        if parent is not None:
+            parent_row = self._row(parent)
+            if parent_row["kind"] != COMMITTED:
+                raise FailedPrecondition(f"parent {parent} is not committed")
+            depth = parent_row["depth"] + 1
+            if depth > MAX_DEPTH:
+                raise InvalidArgument(f"snapshot {key} would stack {depth} lowers; at most {MAX_DEPTH}")
+        row_id = os.urandom(16).hex()
+        import time
+
+        link, lower = self._create(row_id, parent_row, kind)
+        self.db.execute(
+            "INSERT INTO snapshots(key, id, parent, kind, depth, lower, link, created)"
+            " VALUES (?,?,?,?,?,?,?,?)",
+            (key, row_id, parent, kind, depth, lower, link, time.time()),
+        )
+        return self._mounts(self._row(key))
+
+    def mounts(self, key: str) -> list:
+        """How to see ``key``: read-write for an active snapshot, read-only otherwise."""
+        return self._mounts(self._row(key))
+
+    def commit(self, name: str, key: str) -> None:
+        """Make the active snapshot ``key`` read-only under the new key ``name``."""
+        row = self._row(key)
+        if row["kind"] != ACTIVE:
+            raise FailedPrecondition(f"snapshot {key} is not active")
+        if name != key and self.db.execute("SELECT 1 FROM snapshots WHERE key = ?",
+                                           (name,)).fetchone():
+            raise AlreadyExists(f"snapshot {name} already exists")
+        self.db.execute("UPDATE snapshots SET key = ?, kind = ? WHERE key = ?", (name, COMMITTED, key))
+
+    def remove(self, key: str) -> None:
+        """Delete ``key`` and its data; refused while it has children."""
+        row = self._row(key)
+        child = self.db.execute("SELECT key FROM snapshots WHERE parent = ? LIMIT 1", (key,)).fetchone()
+        if child:
+            raise FailedPrecondition(f"snapshot {key} has a child ({child[0]})")
+        self.db.execute("DELETE FROM snapshots WHERE key = ?", (key,))
+        self._destroy(row)
+
+    def usage(self, key: str) -> tuple[int, int]:
+        """(bytes, inodes) that ``key`` adds over its parent: apparent sizes, hard links once."""
+        return self._usage(self._row(key))
+
+    # -- for drivers -------------------------------------------------------------------------
+    def _data_dir(self, row_id: str) -> str:
+        raise NotImplementedError
+
+    def _create(self, row_id, parent_row, kind) -> tuple[str, str]:
+        raise NotImplementedError
+
+    def _mounts(self, row) -> list:
+        raise NotImplementedError
+
+    def _usage(self, row) -> tuple[int, int]:
+        raise NotImplementedError
+
+    def _destroy(self, row) -> None:
+        raise NotImplementedError
+
+
+def open_snapshotter(name: str, root: str, db: sqlite3.Connection) -> Snapshotter:
+    """The driver called ``name``, keeping its data under ``root``/``name``."""
+    if name == "overlay2":
+        from .overlay2 import Overlay2
+
+        return Overlay2(os.path.join(root, name), db)
+    if name == "vfs":
+        from .vfs import Vfs
+
+        return Vfs(os.path.join(root, name), db)
+    raise InvalidArgument(f"unknown storage driver {name!r} (choose from {', '.join(DRIVERS)})")
+
+
+def overlay_supported(scratch: str) -> bool:
+    """Whether a kernel overlay mount works here: try one under ``scratch`` and undo it."""
+    from ..mount import Mount, mount_all, unmount
+    from ..fsutil import remove_tree
+    from ..errors import LaminaError
+
+    base = os.path.join(scratch, f"overlay-probe-{os.getpid()}")
+    try:
+        for sub in ("lower", "upper", "work", "merged"):
+            os.makedirs(os.path.join(base, sub))
+        m = Mount("overlay", "overlay", ("lowerdir=lower", "upperdir=upper", "workdir=work"), cwd=base)
+        mount_all([m], os.path.join(base, "merged"))
+        unmount(os.path.join(base, "merged"))
+        return True
+    except (OSError, LaminaError):
+        return False
+    finally:
+        remove_tree(base)
