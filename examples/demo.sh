@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The storage-driver page, live: one image, two containers sharing it, a write into one of them
+# through `lamina mount`, then what changed and what it costs on disk.
+# Uses the default store (/var/lib/lamina as root) unless LAMINA_ROOT is set. Safe to run again.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+command -v lamina >/dev/null || lamina() { python3 -m lamina "$@"; }
+show() { printf '\n$ %s\n' "$*"; "$@"; }
+
+work=$(mktemp -d /var/tmp/lamina-demo.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+"$here/busybox-rootfs.sh" "$work/busybox.tar"
+
+for c in demo-1 demo-2; do lamina rm -f "$c" >/dev/null 2>&1 || true; done
+lamina rmi busybox:demo >/dev/null 2>&1 || true
+show lamina import "$work/busybox.tar" busybox:demo
+show lamina create --name demo-1 busybox:demo sh
+show lamina create --name demo-2 busybox:demo sh
+
+root=$(lamina mount demo-1)
+printf '\n$ root=$(lamina mount demo-1)   # %s\n' "$root"
+show sh -c "echo 'hello from demo-1' > '$root/hello.txt'"
+show sh -c "echo 'demo:x:1000:1000::/home/demo:/bin/sh' >> '$root/etc/passwd'"
+show rm "$root/bin/vi"
+show lamina umount demo-1
+
+show lamina diff demo-1
+show lamina ps -a -s
+show lamina system df
+show lamina images
+show lamina history busybox:demo
