@@ -60,6 +60,18 @@ class _Prefixed:
         self._head = head[size:]
         return head[:size]
 
+    def readinto(self, buffer) -> int:
+        head = self._head
+        if not head:
+            readinto = getattr(self._raw, "readinto", None)
+            if readinto is not None:
+                return readinto(buffer)
+            data = self._raw.read(len(buffer))
+        else:
+            data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
     def close(self) -> None:
         self._raw.close()
 
@@ -382,6 +394,21 @@ def _clean_path(raw: bytes, what: str) -> bytes:
     return b"/".join(parts)
 
 
+def _decoding_errors() -> tuple:
+    """What a decompressing stream raises on bad input (only modules in use can raise)."""
+    import sys
+    import zlib
+
+    errors = [OSError, EOFError, ValueError, zlib.error]
+    isal_zlib = sys.modules.get("isal.isal_zlib")
+    if isal_zlib is not None:
+        errors.append(isal_zlib.error)
+    zstandard = sys.modules.get("zstandard")
+    if zstandard is not None:
+        errors.append(zstandard.ZstdError)
+    return tuple(errors)
+
+
 class _Reader:
     """Buffered, hashing reader of a tar stream."""
 
@@ -396,9 +423,7 @@ class _Reader:
         """Replace the (consumed) buffer with the next chunk; False at end of stream."""
         try:
             chunk = self._read(CHUNK)
-        except LaminaError:
-            raise
-        except Exception as error:  # noqa: BLE001 - gzip/zlib/isal/zstd, EOFError, OSError
+        except _decoding_errors() as error:
             raise _bad(f"{type(error).__name__}: {error}".splitlines()[0]) from None
         if not chunk:
             return False
@@ -571,7 +596,7 @@ class _Extractor:
 
     # -- path safety
 
-    def parent_dir(self, rel: bytes, member: bytes, create: bool = True):
+    def parent_dir(self, rel: bytes, member: bytes, create: bool = True, what: str = "member"):
         """Absolute path of the directory holding ``rel``, made of real directories only.
 
         Missing ones are created (0755) if ``create``, else None is returned.
@@ -594,8 +619,8 @@ class _Extractor:
                 self.dirs.add(current)
                 continue
             if not stat.S_ISDIR(st.st_mode):
-                what = "a symlink" if stat.S_ISLNK(st.st_mode) else "a non-directory"
-                raise InvalidArgument(f"layer tar member {_member(member)!r} goes through {what}")
+                kind = "a symlink" if stat.S_ISLNK(st.st_mode) else "a non-directory"
+                raise InvalidArgument(f"layer tar {what} {_member(member)!r} goes through {kind}")
             self.dirs.add(current)
         return path
 
@@ -662,7 +687,11 @@ class _Extractor:
             self.dir_meta[path] = (mode, uid, gid, mtime_ns, xattrs)
         elif kind == 0x31:  # hard link
             target_rel = _clean_path(linkname, "hard link target")
-            target_parent = self.parent_dir(target_rel, raw, create=False) if target_rel else None
+            target_parent = (
+                self.parent_dir(target_rel, linkname, create=False, what="hard link target")
+                if target_rel
+                else None
+            )
             target = None
             if target_parent is not None:
                 target = target_parent + b"/" + target_rel.rpartition(b"/")[2]
