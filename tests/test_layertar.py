@@ -7,20 +7,14 @@ import os
 import shutil
 import stat
 import struct
-import sys
 import tarfile
 import threading
 
 import pytest
 
-try:
-    import lamina.layertar  # noqa: F401
-except ImportError:  # running from a checkout without an installed package
-    sys.path.insert(0, os.path.join(os.path.dirname(__file__), os.pardir, "src"))
-
-from lamina.changes import tree_changes  # noqa: E402
-from lamina.errors import InvalidArgument  # noqa: E402
-from lamina.layertar import (  # noqa: E402
+from lamina.changes import tree_changes
+from lamina.errors import InvalidArgument
+from lamina.layertar import (
     apply_tar,
     open_layer_stream,
     write_changes_tar,
