@@ -1,0 +1,266 @@
+"""The engine end to end, on every driver: images, containers, copy-on-write, sizes, commit."""
+
+import gzip
+import hashlib
+import io
+import json
+import os
+import tarfile
+
+import pytest
+
+from lamina import Engine
+from lamina.errors import FailedPrecondition, InvalidArgument, NotFound
+from lamina.fsutil import tree_usage
+
+from .conftest import needs_root, store_files
+
+pytestmark = needs_root
+
+
+def make_tar(entries) -> bytes:
+    """entries: (name, bytes | None for a dir, mode)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, data, mode in entries:
+            info = tarfile.TarInfo(name)
+            info.mode = mode
+            info.mtime = 1_600_000_000
+            if data is None:
+                info.type = tarfile.DIRTYPE
+                tar.addfile(info)
+            else:
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def test_import_records_diff_id_chain_and_sizes(engine, busybox_tar):
+    image_id = engine.import_image(busybox_tar, "busybox")
+    doc = engine.inspect_image("busybox")
+    with open(busybox_tar, "rb") as f:
+        data = f.read()
+    diff_id = "sha256:" + hashlib.sha256(data).hexdigest()
+    assert doc["Id"] == image_id
+    assert doc["RootFS"]["Layers"] == [diff_id]
+    assert doc["RepoTags"] == ["busybox:latest"]
+    # the image id is the digest of the stored config bytes
+    assert "sha256:" + hashlib.sha256(engine.content.read(image_id)).hexdigest() == image_id
+    with tarfile.open(busybox_tar) as tar:
+        expected = sum(m.size for m in tar if m.isfile()) + sum(
+            len(m.linkname) for m in tar if m.issym())
+    assert doc["Size"] == expected
+    layer = engine.db.execute("SELECT * FROM layers").fetchone()
+    assert layer["chain_id"] == diff_id and layer["parent"] is None
+    with tarfile.open(busybox_tar) as tar:
+        assert layer["inodes"] == len([m for m in tar if m.name not in (".", "./")])
+
+
+def test_import_gzip_and_same_tree_dedupes_layer(engine, busybox_tar):
+    with open(busybox_tar, "rb") as f:
+        data = f.read()
+    first = engine.import_image(io.BytesIO(data), "one")
+    second = engine.import_image(io.BytesIO(gzip.compress(data, 1)), "two")
+    assert first != second  # different configs (created, comment), same layer
+    assert engine.inspect_image("one")["RootFS"] == engine.inspect_image("two")["RootFS"]
+    assert engine.db.execute("SELECT count(*) FROM layers").fetchone()[0] == 1
+    assert len([s for s in engine.snaps.walk() if s.kind == "committed"]) == 1
+
+
+def test_new_container_has_size_zero_and_shares_the_image(engine, busybox_tar):
+    engine.import_image(busybox_tar, "busybox")
+    image_size = engine.inspect_image("busybox")["Size"]
+    before = tree_usage(os.path.join(engine.root, engine.driver))[0]
+    cids = [engine.create("busybox") for _ in range(3)]
+    after = tree_usage(os.path.join(engine.root, engine.driver))[0]
+    for cid in cids:
+        doc = engine.inspect_container(cid, size=True)
+        assert doc["SizeRw"] == 0
+        assert doc["SizeRootFs"] == image_size
+    if engine.driver == "overlay2":
+        # N containers add no image bytes: only empty init placeholders and, per snapshot
+        # (init + writable), one short-link symlink "../<32 hex>/diff" of 40 bytes
+        assert after - before == 3 * 2 * len("../" + "0" * 32 + "/diff")
+    rows = engine.containers(size=True)
+    assert [r["SizeRw"] for r in rows] == [0, 0, 0]
+
+
+def test_write_through_mount_counts_in_size_rw(engine, busybox_tar):
+    engine.import_image(busybox_tar, "busybox")
+    cid = engine.create("busybox", name="c1")
+    other = engine.create("busybox", name="c2")
+    root = engine.mount("c1")
+    with open(os.path.join(root, "twelve.txt"), "wb") as f:
+        f.write(b"hello world\n")
+    os.link(os.path.join(root, "twelve.txt"), os.path.join(root, "link.txt"))
+    with open(os.path.join(root, "etc", "passwd"), "ab") as f:
+        f.write(b"x\n")
+    passwd_size = os.path.getsize(os.path.join(root, "etc", "passwd"))
+    os.unlink(os.path.join(root, "bin", "vi"))
+    engine.umount("c1")
+    rw = engine.inspect_container(cid, size=True)["SizeRw"]
+    assert rw == 12 + passwd_size  # the hard link counts once; a whiteout counts 0
+    assert engine.inspect_container(other, size=True)["SizeRw"] == 0
+    changes = [(c.kind, c.path) for c in engine.diff("c1")]
+    assert ("A", "/twelve.txt") in changes and ("A", "/link.txt") in changes
+    assert ("C", "/etc/passwd") in changes and ("D", "/bin/vi") in changes
+    assert not any(p.startswith("/etc/hosts") or p == "/etc/hostname" for _, p in changes)
+    # the other container and the image are untouched
+    root2 = engine.mount("c2")
+    assert os.path.exists(os.path.join(root2, "bin", "vi"))
+    assert not os.path.exists(os.path.join(root2, "twelve.txt"))
+    engine.umount("c2")
+
+
+def test_commit_makes_a_layer_on_the_image(engine, busybox_tar):
+    engine.import_image(busybox_tar, "busybox")
+    engine.create("busybox", name="c")
+    root = engine.mount("c")
+    with open(os.path.join(root, "hello"), "w") as f:
+        f.write("hi\n")
+    os.unlink(os.path.join(root, "bin", "vi"))
+    engine.umount("c")
+    new = engine.commit("c", "mine:v1", message="added hello")
+    doc = engine.inspect_image("mine:v1")
+    base = engine.inspect_image("busybox")
+    assert doc["Id"] == new
+    assert doc["RootFS"]["Layers"][:1] == base["RootFS"]["Layers"]
+    assert len(doc["RootFS"]["Layers"]) == 2
+    assert doc["Size"] == base["Size"] + 3
+    history = engine.history("mine:v1")
+    assert len(history) == 2 and history[0]["Size"] == 3 and history[0]["Comment"] == "added hello"
+    cid = engine.create("mine:v1")
+    root = engine.mount(cid)
+    assert open(os.path.join(root, "hello")).read() == "hi\n"
+    assert not os.path.lexists(os.path.join(root, "bin", "vi"))
+    engine.umount(cid)
+    # system df: the base layer is shared by both images and counted once
+    df = engine.system_df()
+    images = {i["ID"]: i for i in df["Images"]}
+    assert images[new]["SharedSize"] == base["Size"]
+    assert images[new]["UniqueSize"] == 3
+    summary = {s["Type"]: s for s in df["Summary"]}
+    assert summary["Images"]["Size"] == base["Size"] + 3
+    assert summary["Images"]["Reclaimable"] == 0  # both images have containers
+
+
+def test_rmi_refuses_in_use_and_keeps_shared_layers(engine, busybox_tar):
+    engine.import_image(busybox_tar, "busybox")
+    engine.create("busybox", name="c")
+    root = engine.mount("c")
+    open(os.path.join(root, "f"), "w").close()
+    engine.umount("c")
+    engine.commit("c", "child")
+    with pytest.raises(FailedPrecondition):
+        engine.rmi(["busybox"])
+    engine.rm("c")
+    lines = engine.rmi(["busybox"])
+    assert lines[0] == "Untagged: busybox:latest" and lines[1].startswith("Deleted: sha256:")
+    assert len(lines) == 2  # the layer stays: the child image uses it
+    cid = engine.create("child")
+    root = engine.mount(cid)
+    assert os.path.exists(os.path.join(root, "bin", "busybox"))
+    engine.umount(cid)
+    engine.rm(cid)
+    engine.rmi(["child"])
+    assert engine.db.execute("SELECT count(*) FROM layers").fetchone()[0] == 0
+    assert engine.snaps.walk() == []
+    assert os.listdir(engine.content.blobs) == []
+    leftover = {p for p in store_files(engine.root)
+                if not p.startswith(("ingest", "mounts")) and p not in (
+                    "blobs", "blobs/sha256", "index.json", "oci-layout", engine.driver,
+                    f"{engine.driver}/l", f"{engine.driver}/dir")}
+    assert leftover == set()
+
+
+def test_rm_deletes_only_the_writable_layer(engine, busybox_tar):
+    engine.import_image(busybox_tar, "busybox")
+    snaps_before = {s.key for s in engine.snaps.walk()}
+    cid = engine.create("busybox")
+    engine.mount(cid)
+    engine.rm(cid)
+    assert {s.key for s in engine.snaps.walk()} == snaps_before
+    assert not os.path.exists(os.path.join(engine.root, "mounts", cid))
+    with pytest.raises(NotFound, match="No such container"):
+        engine.inspect_container(cid)
+
+
+def test_export_flattens_the_root(engine, busybox_tar):
+    engine.import_image(busybox_tar, "busybox")
+    engine.create("busybox", name="c")
+    root = engine.mount("c")
+    with open(os.path.join(root, "new"), "w") as f:
+        f.write("n")
+    os.unlink(os.path.join(root, "bin", "vi"))
+    engine.umount("c")
+    out = io.BytesIO()
+    engine.export("c", out)
+    out.seek(0)
+    with tarfile.open(fileobj=out) as tar:
+        names = set(tar.getnames())
+    assert "new" in names and "bin/busybox" in names
+    assert "bin/vi" not in names and not any(".wh." in n for n in names)
+
+
+def test_store_remembers_its_driver(store_root, busybox_tar):
+    Engine(root=store_root, driver="vfs").close()
+    with pytest.raises(FailedPrecondition, match="uses the vfs driver"):
+        Engine(root=store_root, driver="overlay2")
+    assert Engine(root=store_root).driver == "vfs"
+
+
+def test_more_than_125_layers_is_refused_when_made(engine):
+    from lamina.image import make_config
+
+    with pytest.raises(InvalidArgument, match="at most 125 layers"):
+        make_config(["sha256:" + "0" * 64] * 126, [])
+
+
+@pytest.mark.parametrize("driver", ["overlay2"])
+def test_commit_past_125_layers_is_refused(engine):
+    layer = make_tar([("f", b"0", 0o644)])
+    engine.import_image(io.BytesIO(layer), "deep:0")
+    ref = "deep:0"
+    for i in range(1, 125):
+        cid = engine.create(ref)
+        with open(os.path.join(engine.snaps.dir(cid), f"f{i}"), "w") as f:
+            f.write(str(i))
+        ref = f"deep:{i}"
+        engine.commit(cid, ref)
+        engine.rm(cid)
+    assert len(engine.inspect_image(ref)["RootFS"]["Layers"]) == 125
+    cid = engine.create(ref)  # a container on 125 layers still mounts (127 lowers)
+    root = engine.mount(cid)
+    assert open(os.path.join(root, "f124")).read() == "124"
+    assert open(os.path.join(root, "f1")).read() == "1"
+    engine.umount(cid)
+    images_before = engine.db.execute("SELECT count(*) FROM images").fetchone()[0]
+    with pytest.raises(InvalidArgument, match="at most 125 layers"):
+        engine.commit(cid, "deep:126")
+    assert engine.db.execute("SELECT count(*) FROM images").fetchone()[0] == images_before
+
+
+def test_unknown_names(engine):
+    with pytest.raises(NotFound, match="No such image: nope"):
+        engine.create("nope")
+    with pytest.raises(NotFound, match="No such container: nope"):
+        engine.rm("nope")
+
+
+def test_bad_references_are_refused(engine, busybox_tar):
+    for ref in ["UPPER", "a b", "x/../y", "name:tag:extra", "-lead", "a\nb"]:
+        with pytest.raises(InvalidArgument):
+            engine.import_image(busybox_tar, ref)
+    assert engine.db.execute("SELECT count(*) FROM images").fetchone()[0] == 0
+
+
+def test_inspect_and_listing_shapes(engine, busybox_tar):
+    image_id = engine.import_image(busybox_tar, "busybox:1")
+    engine.tag("busybox:1", "other")
+    rows = engine.images()
+    assert {(r["Repository"], r["Tag"]) for r in rows} == {("busybox", "1"), ("other", "latest")}
+    assert engine.rmi(["other"]) == ["Untagged: other:latest"]
+    assert engine._image_id(image_id[7:19]) == image_id
+    index = json.load(open(os.path.join(engine.root, "index.json")))
+    assert [m["annotations"]["org.opencontainers.image.ref.name"] for m in index["manifests"]] == [
+        "busybox:1"]
