@@ -120,9 +120,12 @@ def mount_all(mounts: list["Mount"], target: str) -> None:
 def unmount(target: str, detach: bool = False) -> None:
     """Unmount ``target``; a target that is not mounted is left alone."""
     import ctypes
+    import errno
 
-    if not os.path.ismount(target):
-        return
+    # Not os.path.ismount: it misses a bind mount of a directory from the same file system
+    # (same st_dev as the parent), which is what a vfs snapshot or a one-layer view mounts.
     if _lib().umount2(target.encode(), MNT_DETACH if detach else 0) != 0:
         err = ctypes.get_errno()
+        if err in (errno.EINVAL, errno.ENOENT):  # not a mount point, or no such path
+            return
         raise LaminaError(f"umount {target}: {os.strerror(err)}")
