@@ -6,6 +6,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 command -v lamina >/dev/null || lamina() { python3 -m lamina "$@"; }
 show() { printf '\n$ %s\n' "$*"; "$@"; }
+run() { printf '\n$ %s\n' "$1"; eval "$1"; }   # shows the line as typed, with $root unexpanded
 
 work=$(mktemp -d /var/tmp/lamina-demo.XXXXXX)
 trap 'rm -rf "$work"' EXIT
@@ -17,11 +18,10 @@ show lamina import "$work/busybox.tar" busybox:demo
 show lamina create --name demo-1 busybox:demo sh
 show lamina create --name demo-2 busybox:demo sh
 
-root=$(lamina mount demo-1)
-printf '\n$ root=$(lamina mount demo-1)   # %s\n' "$root"
-show sh -c "echo 'hello from demo-1' > '$root/hello.txt'"
-show sh -c "echo 'demo:x:1000:1000::/home/demo:/bin/sh' >> '$root/etc/passwd'"
-show rm "$root/bin/vi"
+run 'root=$(lamina mount demo-1); echo "$root"'
+run 'echo "hello from demo-1" > "$root/hello.txt"'
+run 'echo "demo:x:1000:1000::/home/demo:/bin/sh" >> "$root/etc/passwd"'
+run 'rm "$root/bin/vi"'
 show lamina umount demo-1
 
 show lamina diff demo-1
