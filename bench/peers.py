@@ -18,6 +18,7 @@ Plain standard library; usable on its own:
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -35,6 +36,29 @@ def log(msg: str) -> None:
 
 
 # ---------------------------------------------------------------- process and mount helpers
+
+_lock_fd: int | None = None
+
+
+def lock_base() -> None:
+    """Take an exclusive lock on BASE/.lock for this process's lifetime, so that two runs
+    cannot stop each other's dockerd or delete each other's stores."""
+    global _lock_fd
+    if _lock_fd is not None:
+        return
+    BASE.mkdir(parents=True, exist_ok=True)
+    fd = os.open(BASE / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        other = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise SystemExit(f"another benchmark run holds {BASE}/.lock (pid {other}); "
+                         "wait for it to finish")
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    _lock_fd = fd
+
 
 def _children(pid: int) -> list[int]:
     """Direct children of pid (via /proc/PID/task/*/children)."""
@@ -333,6 +357,7 @@ def main(argv: list[str]) -> int:
     if len(argv) != 1 or argv[0] not in ("start", "stop"):
         print(__doc__)
         return 2
+    lock_base()  # held only while this command runs
     d, pm = Docker(), Podman()
     if argv[0] == "start":
         d.start()

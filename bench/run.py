@@ -513,8 +513,7 @@ def bench_copyup(engines, res: Results, reps: int) -> None:
             if vals.get(e.name) != "error":
                 vals[e.name] = statistics.median(samples[e.name])
                 res.sample(f"copy_up {mode}", e.name, samples[e.name])
-        what = ("lower file in page cache (read first), `sync` before" if not cold
-                else "after `sync; echo 3 > /proc/sys/vm/drop_caches`")
+        what = "warm cache" if not cold else "cold cache (drop_caches)"
         res.row(f"copy_up: first 1-byte append to a 1 GiB image file, {what} "
                 f"(median of {reps})", vals)
 
@@ -550,6 +549,10 @@ def bench_import(engines, res: Results, tar: Path, reps: int) -> None:
 
 # ---------------------------------------------------------------- machine facts, results file
 
+def loadavg() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
 def machine_facts(engines) -> list[str]:
     def sh(cmd):
         try:
@@ -565,7 +568,7 @@ def machine_facts(engines) -> list[str]:
     for line in Path("/proc/meminfo").read_text().splitlines():
         if line.startswith("MemTotal"):
             mem = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
-    fs = sh(["findmnt", "-n", "-o", "FSTYPE,SOURCE", "-T", str(BASE)])
+    fs = " ".join(sh(["findmnt", "-n", "-o", "FSTYPE,SOURCE", "-T", str(BASE)]).split())
     os_name = "?"
     try:
         for line in Path("/etc/os-release").read_text().splitlines():
@@ -578,7 +581,7 @@ def machine_facts(engines) -> list[str]:
              f"CPU: {cpu}, {os.cpu_count()} cores; RAM {mem}",
              f"stores and data: {BASE} ({fs})",
              f"Python {platform.python_version()}; {runc}",
-             f"load average at start: {Path('/proc/loadavg').read_text().split()[:3]}"]
+             f"load average at start: {loadavg()}"]
     for e in engines:
         facts.append(f"{e.name}: {e.version()}")
     return facts
@@ -634,6 +637,7 @@ def main(argv: list[str]) -> int:
     if os.geteuid() != 0:
         print("bench/run.py needs root (overlay mounts, dockerd, drop_caches)", file=sys.stderr)
         return 2
+    peers.lock_base()
     selected = args.only or BENCHES
     q = args.quick
     reps_create = 5 if q else 10
@@ -758,17 +762,21 @@ def main(argv: list[str]) -> int:
     print(tbl)
     for n in res.notes:
         print(f"note: {n}")
+    for line in res.raw:
+        log(f"samples {line}")
     print(f"\n(total {elapsed / 60:.1f} min)")
 
     if not args.no_results:
         body = [f"## Run of {date}", "",
                 f"Command: `{cmdline}` (took {elapsed / 60:.1f} min)", "",
                 "Machine:", ""] + [f"- {f}" for f in facts] + [
-                f"- load average at end: {Path('/proc/loadavg').read_text().split()[:3]}",
+                f"- load average at end: {loadavg()}",
                 "", "Medians; ratios are of times (below 1 = lamina faster). Every command is",
                 "timed whole (process start to exit) with `time.perf_counter` around",
                 "`subprocess.run`, except copy_up, which times only `open(..., 'ab')`, a",
                 "1-byte write and close in the harness. Runs are interleaved across engines.",
+                "copy_up warm: the file is read through the overlay first, then `sync`; cold:",
+                "`sync; echo 3 > /proc/sys/vm/drop_caches` just before the append.",
                 "", tbl, ""]
         if res.notes:
             body += ["Notes:", ""] + [f"- {n}" for n in res.notes] + [""]
