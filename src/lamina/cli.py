@@ -1,7 +1,7 @@
 """The ``lamina`` command: Docker's verbs, flags and columns over :class:`lamina.Engine`.
 
 Start-up is a feature: only the parser of the command being run is built, and each command imports
-what it uses, so ``lamina create`` pays for argparse, sqlite3 and the driver, nothing more.
+what it uses, so ``lamina create`` pays for sqlite3, json and the driver, nothing more.
 """
 
 import os
@@ -45,10 +45,124 @@ def _engine(opts):
     return Engine(root=opts.root, driver=opts.driver)
 
 
-def _parser(prog: str):
-    import argparse
+class UsageError(LaminaError):
+    """Bad flags or arguments: exit 125, as Docker's CLI does."""
 
-    return argparse.ArgumentParser(prog=f"lamina {prog}", allow_abbrev=False)
+    exit_code = 125
+
+
+class _Namespace:
+    pass
+
+
+class _Parser:
+    """The small part of argparse that lamina's commands use, without argparse's start-up cost
+    (it imports re, gettext and shutil and formats help on every run).
+
+    Flags may come before, between and after positionals, as ``--flag value``, ``--flag=value`` or
+    grouped short booleans (``-as``); ``--`` ends them; a ``nargs="..."`` positional takes all that
+    follows it verbatim (a container's command).
+    """
+
+    def __init__(self, prog: str):
+        self.prog = prog
+        self.flags: dict[str, tuple] = {}
+        self.positionals: list[tuple] = []
+        self.defaults: dict = {}
+
+    def add_argument(self, *names, action=None, default=None, nargs=None, choices=None):
+        if names[0].startswith("-"):
+            dest = max(names, key=len).lstrip("-").replace("-", "_")
+            boolean = action == "store_true"
+            for name in names:
+                self.flags[name] = (dest, boolean, choices)
+            self.defaults[dest] = False if boolean else default
+        else:
+            self.positionals.append((names[0], nargs))
+            self.defaults[names[0]] = [] if nargs in ("+", "...") else None
+
+    def usage(self) -> str:
+        parts = [f"Usage: lamina {self.prog}"]
+        if self.flags:
+            parts.append("[OPTIONS]")
+        for name, nargs in self.positionals:
+            label = name.upper()
+            parts.append({None: label, "?": f"[{label}]", "+": f"{label}...",
+                          "...": f"[{label}...]"}[nargs])
+        flags = sorted({f"  {', '.join(n for n in self.flags if self.flags[n][0] == d)}"
+                        for d, _, _ in self.flags.values()})
+        return " ".join(parts) + ("\n\nOptions:\n" + "\n".join(flags) if flags else "")
+
+    def _fail(self, message: str):
+        raise UsageError(f"{message} (see 'lamina {self.prog} --help')")
+
+    def parse_args(self, args: list[str]) -> _Namespace:
+        ns = _Namespace()
+        ns.__dict__.update(self.defaults)
+        ns.__dict__.update({k: list(v) for k, v in self.defaults.items() if isinstance(v, list)})
+        values: list[str] = []
+        rest_at = next((i for i, (_, n) in enumerate(self.positionals) if n == "..."), None)
+        i = 0
+        while i < len(args):
+            arg = args[i]
+            i += 1
+            if rest_at is not None and len(values) >= rest_at:
+                values.append(arg)
+            elif arg == "--":
+                values.extend(args[i:])
+                break
+            elif arg in ("-h", "--help"):
+                print(self.usage())
+                raise SystemExit(0)
+            elif arg.startswith("--") or (arg.startswith("-") and len(arg) == 2):
+                name, eq, value = arg.partition("=")
+                if name not in self.flags:
+                    self._fail(f"unknown flag: {name}")
+                dest, boolean, choices = self.flags[name]
+                if boolean:
+                    if eq and value not in ("true", "false"):
+                        self._fail(f"flag {name} takes no value")
+                    setattr(ns, dest, value != "false")
+                    continue
+                if not eq:
+                    if i >= len(args):
+                        self._fail(f"flag needs an argument: {name}")
+                    value = args[i]
+                    i += 1
+                if choices and value not in choices:
+                    self._fail(f"invalid value {value!r} for {name} (choose from {', '.join(choices)})")
+                setattr(ns, dest, value)
+            elif arg.startswith("-") and len(arg) > 2:
+                for letter in arg[1:]:
+                    spec = self.flags.get("-" + letter)
+                    if spec is None or not spec[1]:
+                        self._fail(f"unknown shorthand flag: {letter!r} in {arg}")
+                    setattr(ns, spec[0], True)
+            else:
+                values.append(arg)
+        for name, nargs in self.positionals:
+            if nargs == "...":
+                setattr(ns, name, values)
+                values = []
+            elif nargs == "+":
+                if not values:
+                    self._fail(f"requires at least one {name} argument")
+                setattr(ns, name, values)
+                values = []
+            elif nargs == "?":
+                if values:
+                    setattr(ns, name, values.pop(0))
+            else:
+                if not values:
+                    self._fail(f"requires a {name} argument")
+                setattr(ns, name, values.pop(0))
+        if values:
+            self._fail(f"unexpected argument: {values[0]}")
+        return ns
+
+
+def _parser(prog: str) -> _Parser:
+    return _Parser(prog)
 
 
 def _json_lines(rows) -> None:

@@ -79,6 +79,10 @@ class Engine:
 
     # ------------------------------------------------------------------ lookups
     def _image_id(self, name: str) -> str:
+        for tag in (name, name + ":latest"):  # the common case, without parsing the reference
+            row = self.db.execute("SELECT image_id FROM tags WHERE name = ?", (tag,)).fetchone()
+            if row:
+                return row[0]
         from .image import normalize
 
         if name.startswith("sha256:") and len(name) == 71:
@@ -182,12 +186,15 @@ class Engine:
         if not self._image_row(config_digest):
             size = sum(self.db.execute("SELECT size FROM layers WHERE chain_id = ?",
                                        (c,)).fetchone()[0] for c in chains)
-            created = json.loads(config).get("created", "")
+            doc = json.loads(config)
+            run = doc.get("config") or {}
+            command = (run.get("Entrypoint") or []) + (run.get("Cmd") or [])
             self.db.execute(
                 "INSERT INTO images(id, manifest_digest, manifest_size, config_size, top_layer,"
-                " created, size, added) VALUES (?,?,?,?,?,?,?,?)",
+                " created, size, command, added) VALUES (?,?,?,?,?,?,?,?,?)",
                 (config_digest, manifest_digest, len(manifest), len(config),
-                 chains[-1] if chains else None, created, size, time.time()))
+                 chains[-1] if chains else None, doc.get("created", ""), size, json.dumps(command),
+                 time.time()))
             self.db.executemany("INSERT INTO image_layers VALUES (?,?,?)",
                                 [(config_digest, i, c) for i, c in enumerate(chains)])
         if tag:
@@ -417,13 +424,11 @@ class Engine:
             self._write_init(init_key)
             self.snaps.commit(init_key, init_key)  # rename-free commit: same key, now read-only
             self.snaps.prepare(cid, init_key)
-            if command is None:
-                cfg = self._image_config(image_id).get("config") or {}
-                command = (cfg.get("Entrypoint") or []) + (cfg.get("Cmd") or [])
             self.db.execute(
                 "INSERT INTO containers(id, name, image_id, image_ref, command, created)"
                 " VALUES (?,?,?,?,?,?)",
-                (cid, name, image_id, image, json.dumps(command), time.time()))
+                (cid, name, image_id, image,
+                 img["command"] if command is None else json.dumps(command), time.time()))
         return cid
 
     def _write_init(self, key: str) -> None:

@@ -31,6 +31,7 @@ CREATE TABLE IF NOT EXISTS images (
     top_layer TEXT REFERENCES layers(chain_id),
     created TEXT NOT NULL,
     size INTEGER NOT NULL,
+    command TEXT NOT NULL DEFAULT '[]',
     added REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS image_layers (
