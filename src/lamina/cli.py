@@ -165,11 +165,43 @@ def _parser(prog: str) -> _Parser:
     return _Parser(prog)
 
 
-def _json_lines(rows) -> None:
+def _json_lines(rows, template: str = "json") -> None:
+    """Print listing rows: ``json`` (one object per line, as Docker) or a Go-template subset:
+    ``{{.Field}}``, ``{{json .Field}}``, ``{{json .}}``, a ``table`` prefix and ``\\t`` escapes."""
     import json
 
-    for row in rows:
-        print(json.dumps(row, separators=(",", ":")))
+    if template in ("json", "{{json .}}"):
+        for row in rows:
+            print(json.dumps(row, separators=(",", ":")))
+        return
+    import re
+
+    table = template.startswith("table")
+    if table:
+        template = template[5:].lstrip()
+    template = template.replace("\\t", "\t").replace("\\n", "\n")
+    pattern = re.compile(r"\{\{\s*(json\s+)?\.([A-Za-z0-9_]*)\s*\}\}")
+
+    def render(row, header=False):
+        def field(m):
+            if header:
+                return re.sub(r"(?<=[a-z])(?=[A-Z])", " ", m.group(2)).upper()
+            if m.group(2) and m.group(2) not in row:
+                raise UsageError(f"template: no field {m.group(2)!r} (fields: {', '.join(row)})")
+            value = row if not m.group(2) else row[m.group(2)]
+            return json.dumps(value) if m.group(1) or isinstance(value, (dict, list)) else str(value)
+
+        return pattern.sub(field, template)
+
+    rows = list(rows)
+    lines = [render(rows[0] if rows else {}, header=True)] if table else []
+    lines += [render(row) for row in rows]
+    if table:
+        cells = [line.split("\t") for line in lines]
+        widths = [max(len(c[i]) if i < len(c) else 0 for c in cells) for i in range(max(map(len, cells)))]
+        lines = ["   ".join(c.ljust(widths[i]) for i, c in enumerate(row)).rstrip() for row in cells]
+    for line in lines:
+        print(line)
 
 
 def _short(image_id: str) -> str:
@@ -206,12 +238,12 @@ def cmd_images(opts, args):
                 seen.append(ident)
         print("\n".join(seen)) if seen else None
         return
-    if a.format == "json":
-        _json_lines({"Containers": "N/A", "CreatedAt": r["CreatedAt"],
+    if a.format:
+        _json_lines(({"Containers": "N/A", "CreatedAt": r["CreatedAt"],
                      "CreatedSince": humanize.ago(parse_rfc3339(r["CreatedAt"])),
                      "Digest": "<none>", "ID": _short(r["ID"]), "Repository": r["Repository"],
                      "Size": humanize.size(r["Size"]), "SizeBytes": r["Size"], "Tag": r["Tag"]}
-                    for r in rows)
+                    for r in rows), a.format)
         return
     print(humanize.table(
         ["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"],
@@ -234,11 +266,12 @@ def cmd_history(opts, args):
         print("\n".join(r["ID"] if a.no_trunc or r["ID"] == "<missing>" else _short(r["ID"])
                         for r in rows))
         return
-    if a.format == "json":
-        _json_lines({"Comment": r["Comment"], "CreatedAt": r["CreatedAt"],
+    if a.format:
+        _json_lines(({"Comment": r["Comment"], "CreatedAt": r["CreatedAt"],
                      "CreatedBy": r["CreatedBy"], "CreatedSince": humanize.ago(r["Created"]),
                      "ID": r["ID"] if r["ID"] == "<missing>" else _short(r["ID"]),
-                     "Size": humanize.size(r["Size"]), "SizeBytes": r["Size"]} for r in rows)
+                     "Size": humanize.size(r["Size"]), "SizeBytes": r["Size"]} for r in rows),
+                    a.format)
         return
 
     def by(text):
@@ -331,7 +364,7 @@ def cmd_ps(opts, args):
             cmd = cmd[:19] + "…"
         return f'"{cmd}"'
 
-    if a.format == "json":
+    if a.format:
         out = []
         for r in rows:
             item = {"Command": command(r), "CreatedAt": r["Created"], "ID": r["ID"][:12],
@@ -340,7 +373,7 @@ def cmd_ps(opts, args):
             if a.size:
                 item.update(Size=size(r), SizeRw=r["SizeRw"], SizeRootFs=r["SizeRootFs"])
             out.append(item)
-        _json_lines(out)
+        _json_lines(out, a.format)
         return
     headers = ["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"]
     if a.size:
@@ -393,8 +426,8 @@ def cmd_diff(opts, args):
     p.add_argument("--format")
     a = p.parse_args(args)
     changes = _engine(opts).diff(a.container)
-    if a.format == "json":
-        _json_lines({"Kind": c.kind, "Path": c.path} for c in changes)
+    if a.format:
+        _json_lines(({"Kind": c.kind, "Path": c.path} for c in changes), a.format)
         return
     for c in changes:
         print(f"{c.kind} {c.path}")
@@ -492,11 +525,11 @@ def cmd_df(opts, args):
         pct = f" ({s['Reclaimable'] * 100 // s['Size']}%)" if s["Size"] and s["Type"] != "Build Cache" else ""
         return humanize.size(s["Reclaimable"]) + pct
 
-    if a.format == "json":
-        _json_lines({"Active": str(s["Active"]), "Reclaimable": reclaim(s),
+    if a.format:
+        _json_lines(({"Active": str(s["Active"]), "Reclaimable": reclaim(s),
                      "ReclaimableBytes": s["Reclaimable"], "Size": humanize.size(s["Size"]),
                      "SizeBytes": s["Size"], "TotalCount": str(s["TotalCount"]), "Type": s["Type"]}
-                    for s in df["Summary"])
+                    for s in df["Summary"]), a.format)
         return
     if not a.verbose:
         print(humanize.table(["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"],
