@@ -464,11 +464,28 @@ def bench_size(lamina, res: Results, reps: int) -> None:
             {"lamina": f"{mb / ms:.2f}x the 10 MB image"}, ratios=False)
 
 
+MOUNT_OPTS: dict[str, str] = {}
+
+
+def overlay_options(path: Path) -> str:
+    """fstype and options of the mount at path, without the layer paths."""
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        pre, _, post = line.partition(" - ")
+        if pre.split()[4] == str(path):
+            fstype, _src, sopts = post.split()[:3]
+            keep = [o for o in (pre.split()[5] + "," + sopts).split(",")
+                    if not o.startswith(("lowerdir=", "upperdir=", "workdir="))]
+            return fstype + " " + ",".join(dict.fromkeys(keep))
+    return "? (not found in mountinfo)"
+
+
 def copy_up_once(e, cold: bool) -> float:
     """Fresh container on the 1 GiB image; time only open('ab') + write 1 byte + close."""
     _, cid = create(e, IMG_BIG, "sleep 1000")
     try:
         merged = e.mount(cid)
+        if e.name not in MOUNT_OPTS:
+            MOUNT_OPTS[e.name] = overlay_options(merged)
         big = merged / "big"
         if not big.is_file() or big.stat().st_size != GiB:
             raise RuntimeError(f"{big} is not the 1 GiB image file")
@@ -516,6 +533,8 @@ def bench_copyup(engines, res: Results, reps: int) -> None:
         what = "warm cache" if not cold else "cold cache (drop_caches)"
         res.row(f"copy_up: first 1-byte append to a 1 GiB image file, {what} "
                 f"(median of {reps})", vals)
+    res.notes.append("copy_up mount options (layer paths left out): " +
+                     "; ".join(f"{k}: `{v}`" for k, v in MOUNT_OPTS.items()))
 
 
 def bench_import(engines, res: Results, tar: Path, reps: int) -> None:
@@ -538,6 +557,32 @@ def bench_import(engines, res: Results, tar: Path, reps: int) -> None:
                 samples[e.name].append(r)
             else:
                 vals[e.name] = r
+    # Untimed check that each engine really imported everything (files and bytes under /data).
+    want = (0, 0)
+    with tarfile.open(tar) as t:
+        for m in t:
+            if m.isreg() and m.name.startswith("./data/"):
+                want = (want[0] + 1, want[1] + m.size)
+    for e in engines:
+        if vals.get(e.name) == "error":
+            continue
+
+        def check(e=e):
+            _, cid = create(e, IMG_IMPORT, "sleep 1000")
+            try:
+                got = [0, 0]
+                for dirpath, _dirs, files in os.walk(e.mount(cid) / "data"):
+                    for f in files:
+                        got[0] += 1
+                        got[1] += os.lstat(os.path.join(dirpath, f)).st_size
+                if tuple(got) != want:
+                    raise RuntimeError(f"imported image has {got[0]} files / {got[1]} bytes "
+                                       f"under /data, the tar {want[0]} / {want[1]}")
+            finally:
+                e.umount(cid)
+                e.remove_containers()
+        if guarded(res, "import-check", e, check) == "error":
+            vals[e.name] = "error"
     for e in engines:
         e.rmi(IMG_IMPORT)
         if vals.get(e.name) != "error":
