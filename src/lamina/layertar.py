@@ -18,6 +18,7 @@ format it is a full root filesystem, so whiteouts become real deletions.
 import hashlib
 import os
 import stat
+import struct
 from collections import namedtuple
 
 from lamina.errors import FailedPrecondition, InvalidArgument, LaminaError, NotFound
@@ -30,6 +31,7 @@ _ZERO_BLOCK = bytes(_BLOCK)
 _MAX_META = 8 << 20  # cap on PAX / GNU long-name payloads held in memory
 _WHITEOUT = ".wh."
 _OPAQUE = ".wh..wh..opq"
+_OPAQUE_B = b".wh..wh..opq"
 _OPAQUE_XATTR = "trusted.overlay.opaque"
 _XATTR_PREFIX = "SCHILY.xattr."
 
@@ -125,87 +127,177 @@ class _HashWriter:
                 written += self._write(view[written:])
 
 
+_HEADER = struct.Struct("100s8s8s8s12s12s8s1s100s8s32s32s8s8s155s12s")
+
+
+def _octal(value: int, width: int) -> bytes:
+    return b"%0*o\0" % (width - 1, value)
+
+
+def _pax_record(key: bytes, value: bytes) -> bytes:
+    body = b" " + key + b"=" + value + b"\n"
+    length = len(body) + 1
+    while len(b"%d" % length) + len(body) != length:
+        length += 1
+    return b"%d" % length + body
+
+
+def _header(
+    name: bytes,
+    kind: bytes,
+    mode: int,
+    uid: int,
+    gid: int,
+    mtime: int,
+    size: int = 0,
+    linkname: bytes = b"",
+    device: int = 0,
+    xattrs=(),
+) -> bytes:
+    """The header block(s) of one member: a PAX 'x' header first when ustar cannot hold it."""
+    pax = []
+    if len(name) > 100 or not name.isascii():
+        pax.append(_pax_record(b"path", name))
+    if len(linkname) > 100 or not linkname.isascii():
+        pax.append(_pax_record(b"linkpath", linkname))
+    numbers = []
+    for key, value, width in (
+        (b"uid", uid, 8),
+        (b"gid", gid, 8),
+        (b"size", size, 12),
+        (b"mtime", mtime, 12),
+    ):
+        if 0 <= value < 8 ** (width - 1):
+            numbers.append(_octal(value, width))
+        else:
+            pax.append(_pax_record(key, b"%d" % value))
+            numbers.append(_octal(0, width))
+    for key, value in xattrs:
+        pax.append(_pax_record(b"SCHILY.xattr." + key, value))
+    block = _ustar(name[:100], mode, numbers, kind, linkname[:100], device)
+    if not pax:
+        return block
+    records = b"".join(pax)
+    base = name.rstrip(b"/").rpartition(b"/")[2]
+    meta = _ustar(
+        (b"PaxHeaders/" + base)[:100],
+        0o644,
+        [_octal(0, 8), _octal(0, 8), _octal(len(records), 12), numbers[3]],
+        b"x",
+        b"",
+        0,
+    )
+    return meta + records + _ZERO_BLOCK[: -len(records) % _BLOCK] + block
+
+
+def _ustar(name, mode, numbers, kind, linkname, device) -> bytes:
+    uid, gid, size, mtime = numbers
+    major = minor = _octal(0, 8)
+    if device:
+        major, minor = _octal(os.major(device), 8), _octal(os.minor(device), 8)
+    fields = [
+        name,
+        _octal(mode, 8),
+        uid,
+        gid,
+        size,
+        mtime,
+        b" " * 8,
+        kind,
+        linkname,
+        b"ustar\x0000",
+        b"",
+        b"",
+        major,
+        minor,
+        b"",
+        b"",
+    ]
+    block = _HEADER.pack(*fields)
+    fields[6] = b"%06o\0 " % sum(block)
+    return _HEADER.pack(*fields)
+
+
 class _TarWriter:
     def __init__(self, out):
-        import tarfile  # only for TarInfo.tobuf: header encoding is fiddly, data we copy ourselves
-
-        self._tarfile = tarfile
         self.out = _HashWriter(out)
         self.size = 0
         self.inodes = 0
         self._links = {}
         self._buf = None
 
-    def _info(self, name: str, st, kind) -> "object":
-        info = self._tarfile.TarInfo(name)
-        info.type = kind
-        info.mode = stat.S_IMODE(st.st_mode)
-        info.uid = st.st_uid
-        info.gid = st.st_gid
-        info.uname = info.gname = ""
-        info.mtime = st.st_mtime_ns // 1_000_000_000
-        return info
-
-    def _put(self, info, xattrs=None) -> None:
-        if xattrs:
-            info.pax_headers = {
-                _XATTR_PREFIX + key: value.decode("utf-8", "surrogateescape")
-                for key, value in xattrs
-            }
-        self.out.write(info.tobuf(self._tarfile.PAX_FORMAT, "utf-8", "surrogateescape"))
-
-    def marker(self, name: str, st) -> None:
+    def marker(self, name: bytes, st) -> None:
         """An empty regular file (whiteout or opaque marker) with the owner and mtime of ``st``."""
-        info = self._info(name, st, self._tarfile.REGTYPE)
-        info.mode &= 0o777
-        self._put(info)
+        self.out.write(_header(name, b"0", st.st_mode & 0o777, st.st_uid, st.st_gid, _seconds(st)))
 
-    def entry(self, name: str, path: str, st, skip_xattr=None) -> None:
+    def entry(self, name: bytes, path: bytes, st) -> None:
         """Emit the file system entry at ``path`` (lstat ``st``) under ``name``."""
-        tf = self._tarfile
         mode = st.st_mode
-        if stat.S_ISSOCK(mode):
-            return
+        perms = stat.S_IMODE(mode)
         if stat.S_ISDIR(mode):
-            info = self._info(name, st, tf.DIRTYPE)
-            self._put(info, _read_xattrs(path, skip_xattr))
             self.inodes += 1
+            self.out.write(
+                _header(
+                    name + b"/",
+                    b"5",
+                    perms,
+                    st.st_uid,
+                    st.st_gid,
+                    _seconds(st),
+                    xattrs=_read_xattrs(path),
+                )
+            )
+            return
+        if stat.S_ISSOCK(mode):
             return
         self.inodes += 1
         if st.st_nlink > 1:
             key = (st.st_dev, st.st_ino)
             first = self._links.get(key)
             if first is not None:
-                info = self._info(name, st, tf.LNKTYPE)
-                info.linkname = first
-                self._put(info)
+                self.out.write(
+                    _header(name, b"1", perms, st.st_uid, st.st_gid, _seconds(st), linkname=first)
+                )
                 return
             self._links[key] = name
         self.size += st.st_size
+        size = 0
+        linkname = b""
         if stat.S_ISREG(mode):
-            info = self._info(name, st, tf.REGTYPE)
-            info.size = st.st_size
-            self._put(info, _read_xattrs(path, skip_xattr))
-            self._copy_data(path, st.st_size)
-            return
-        if stat.S_ISLNK(mode):
-            info = self._info(name, st, tf.SYMTYPE)
-            info.linkname = os.readlink(path)
-        elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-            info = self._info(name, st, tf.CHRTYPE if stat.S_ISCHR(mode) else tf.BLKTYPE)
-            info.devmajor = os.major(st.st_rdev)
-            info.devminor = os.minor(st.st_rdev)
+            kind = b"0"
+            size = st.st_size
+        elif stat.S_ISLNK(mode):
+            kind = b"2"
+            linkname = os.readlink(path)
+        elif stat.S_ISCHR(mode):
+            kind = b"3"
+        elif stat.S_ISBLK(mode):
+            kind = b"4"
         elif stat.S_ISFIFO(mode):
-            info = self._info(name, st, tf.FIFOTYPE)
+            kind = b"6"
         else:  # pragma: no cover - no other file types exist on Linux
             return
-        self._put(info, _read_xattrs(path, skip_xattr))
+        self.out.write(
+            _header(
+                name,
+                kind,
+                perms,
+                st.st_uid,
+                st.st_gid,
+                _seconds(st),
+                size,
+                linkname,
+                st.st_rdev if kind in b"34" else 0,
+                _read_xattrs(path),
+            )
+        )
+        if size:
+            self._copy_data(path, size)
 
-    def _copy_data(self, path: str, size: int) -> None:
+    def _copy_data(self, path: bytes, size: int) -> None:
         if self._buf is None:
-            self._buf = bytearray(CHUNK)
-        buf = self._buf
-        view = memoryview(buf)
+            self._buf = memoryview(bytearray(CHUNK))
+        view = self._buf
         write = self.out.write
         remaining = size
         with open(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC), "rb", 0) as f:
@@ -213,7 +305,9 @@ class _TarWriter:
             while remaining:
                 n = readinto(view[: min(remaining, CHUNK)])
                 if not n:
-                    raise FailedPrecondition(f"{path} shrank while it was being archived")
+                    raise FailedPrecondition(
+                        f"{os.fsdecode(path)} shrank while it was being archived"
+                    )
                 write(view[:n])
                 remaining -= n
         pad = -size % _BLOCK
@@ -227,8 +321,12 @@ class _TarWriter:
         )
 
 
-def _read_xattrs(path: str, skip=None) -> list:
-    """Sorted (name, value) pairs of ``path`` without following symlinks; trusted.overlay.* out."""
+def _seconds(st) -> int:
+    return st.st_mtime_ns // 1_000_000_000
+
+
+def _read_xattrs(path: bytes) -> list:
+    """Sorted (name, value) byte pairs of ``path``, symlinks not followed, trusted.overlay.* out."""
     try:
         names = os.listxattr(path, follow_symlinks=False)
     except OSError:
@@ -237,19 +335,19 @@ def _read_xattrs(path: str, skip=None) -> list:
         return []
     pairs = []
     for key in sorted(names):
-        if key.startswith("trusted.overlay.") or (skip and key in skip):
+        if key.startswith("trusted.overlay."):
             continue
         try:
-            pairs.append((key, os.getxattr(path, key, follow_symlinks=False)))
+            pairs.append((os.fsencode(key), os.getxattr(path, key, follow_symlinks=False)))
         except OSError:
             continue
     return pairs
 
 
-def _sorted_entries(path: str) -> list:
+def _sorted_entries(path: bytes) -> list:
     with os.scandir(path) as it:
         entries = list(it)
-    entries.sort(key=lambda entry: os.fsencode(entry.name))
+    entries.sort(key=lambda entry: entry.name)
     return entries
 
 
@@ -257,42 +355,43 @@ def _is_whiteout(st) -> bool:
     return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
 
 
-def _is_opaque(path: str) -> bool:
+def _is_opaque(path) -> bool:
     try:
         return os.getxattr(path, _OPAQUE_XATTR, follow_symlinks=False) == b"y"
     except OSError:
         return False
 
 
-def _walk(writer: _TarWriter, path: str, prefix: str, overlay: bool) -> None:
+def _walk(writer: _TarWriter, path: bytes, prefix: bytes, overlay: bool) -> None:
     for entry in _sorted_entries(path):
         st = entry.stat(follow_symlinks=False)
         name = prefix + entry.name
         if overlay and _is_whiteout(st):
-            writer.marker(prefix + _WHITEOUT + entry.name, st)
+            writer.marker(prefix + b".wh." + entry.name, st)
             writer.inodes += 1
             continue
         writer.entry(name, entry.path, st)
         if stat.S_ISDIR(st.st_mode):
             if overlay and _is_opaque(entry.path):
-                writer.marker(name + "/" + _OPAQUE, st)
-            _walk(writer, entry.path, name + "/", overlay)
+                writer.marker(name + b"/" + _OPAQUE_B, st)
+            _walk(writer, entry.path, name + b"/", overlay)
 
 
 def write_overlay_tar(out, upper: str) -> TarStats:
     """Write the layer tar of an overlay-format layer dir: char dev 0/0 -> ``.wh.NAME``,
     opaque dir -> the dir then ``DIR/.wh..wh..opq``."""
     writer = _TarWriter(out)
+    upper = os.fsencode(upper)
     if _is_opaque(upper):
-        writer.marker(_OPAQUE, os.lstat(upper))
-    _walk(writer, upper, "", overlay=True)
+        writer.marker(_OPAQUE_B, os.lstat(upper))
+    _walk(writer, upper, b"", overlay=True)
     return writer.finish()
 
 
 def write_tree_tar(out, root: str) -> TarStats:
     """Write the whole tree under ``root`` (a flattened export): no whiteout translation."""
     writer = _TarWriter(out)
-    _walk(writer, root, "", overlay=False)
+    _walk(writer, os.fsencode(root), b"", overlay=False)
     return writer.finish()
 
 
@@ -303,22 +402,21 @@ def write_changes_tar(out, root: str, changes) -> TarStats:
     Parent directories are emitted only if ``changes`` lists them (tree_changes does).
     """
     writer = _TarWriter(out)
-    for change in sorted(changes, key=lambda c: os.fsencode(c.path)):
-        rel = change.path.strip("/")
+    root_b = os.fsencode(root)
+    for rel in sorted((os.fsencode(c.path).strip(b"/"), c.kind) for c in changes):
+        rel, kind = rel
         if not rel:
             continue
-        if change.kind == "D":
-            parent, _, base = rel.rpartition("/")
-            name = (parent + "/" if parent else "") + _WHITEOUT + base
-            info = writer._tarfile.TarInfo(name)
-            info.mode = 0o600
-            writer._put(info)
+        if kind == "D":
+            parent, _, base = rel.rpartition(b"/")
+            name = (parent + b"/" if parent else b"") + b".wh." + base
+            writer.out.write(_header(name, b"0", 0o600, 0, 0, 0))
             continue
-        path = os.path.join(root, rel)
+        path = root_b + b"/" + rel
         try:
             st = os.lstat(path)
         except FileNotFoundError:
-            raise NotFound(f"changed path {change.path} is missing from {root}") from None
+            raise NotFound(f"changed path /{os.fsdecode(rel)} is missing from {root}") from None
         writer.entry(rel, path, st)
     return writer.finish()
 
@@ -410,25 +508,70 @@ def _decoding_errors() -> tuple:
 
 
 class _Reader:
-    """Buffered, hashing reader of a tar stream."""
+    """Buffered, hashing reader of a tar stream.
+
+    A helper thread reads (and so decompresses) and hashes the next chunks while the caller
+    writes files: zlib, isal, zstd, hashlib and file reads all release the GIL.
+    """
 
     def __init__(self, stream):
-        self._read = stream.read
+        import queue
+        import threading
+
         self.sha = hashlib.sha256()
         self.count = 0
         self.buf = b""
         self.pos = 0
+        self._eof = False
+        self._queue = queue.Queue(maxsize=8)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._produce, args=(stream.read,), name="layertar-read", daemon=True
+        )
+        self._thread.start()
+
+    def _produce(self, read) -> None:
+        try:
+            while not self._stop.is_set():
+                chunk = read(CHUNK)
+                if chunk:
+                    self.sha.update(chunk)
+                    self.count += len(chunk)
+                self._put(chunk)
+                if not chunk:
+                    return
+        except Exception as error:  # noqa: BLE001 - the consumer maps or re-raises it
+            self._put(error)
+
+    def _put(self, item) -> None:
+        import queue
+
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+    def close(self) -> None:
+        """Stop the helper (it ends after the read in progress); join it if it is done."""
+        self._stop.set()
+        if self._eof:
+            self._thread.join()
 
     def fill(self) -> bool:
         """Replace the (consumed) buffer with the next chunk; False at end of stream."""
-        try:
-            chunk = self._read(CHUNK)
-        except _decoding_errors() as error:
-            raise _bad(f"{type(error).__name__}: {error}".splitlines()[0]) from None
-        if not chunk:
+        if self._eof:
             return False
-        self.sha.update(chunk)
-        self.count += len(chunk)
+        chunk = self._queue.get()
+        if isinstance(chunk, BaseException):
+            self._eof = True
+            if isinstance(chunk, _decoding_errors()):
+                raise _bad(f"{type(chunk).__name__}: {chunk}".splitlines()[0]) from None
+            raise chunk
+        if not chunk:
+            self._eof = True
+            return False
         self.buf = chunk
         self.pos = 0
         return True
@@ -837,12 +980,14 @@ def apply_tar(stream, root: str, fmt: str) -> TarStats:
         for header in _headers(reader):
             extractor.member(header, reader)
         extractor.finish()
+        reader.drain()
     except OSError as error:
         where = f" at {_member(header[1])!r}" if header else ""
         raise LaminaError(f"cannot extract layer{where}: {error.strerror or error}") from None
     except ValueError as error:
         raise _bad(str(error).splitlines()[0] if str(error) else "bad value") from None
-    reader.drain()
+    finally:
+        reader.close()
     return TarStats(
         "sha256:" + reader.sha.hexdigest(), reader.count, extractor.size, extractor.inodes
     )
