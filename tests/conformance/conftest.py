@@ -57,7 +57,7 @@ def copy_up_keeps_hard_links(driver: str) -> bool:
 
 
 @functools.cache
-def _skip_reason(driver: str) -> str | None:
+def skip_reason(driver: str) -> str | None:
     if os.geteuid() != 0:
         return "the conformance suite mounts: run it as root"
     try:
@@ -176,7 +176,7 @@ class Store:
 @contextlib.contextmanager
 def open_store(driver: str):
     """A fresh store for ``driver`` under /var/tmp (skips the test if this machine cannot run it)."""
-    reason = _skip_reason(driver)
+    reason = skip_reason(driver)
     if reason:
         pytest.skip(reason)
     root = tempfile.mkdtemp(prefix=f"lamina-conformance-{driver}-", dir=SCRATCH)
