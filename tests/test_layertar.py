@@ -7,6 +7,7 @@ import os
 import shutil
 import stat
 import struct
+import subprocess
 import tarfile
 import threading
 
@@ -628,3 +629,69 @@ def test_overlay_xattrs_from_tar_are_not_restored(tmp_path, arena):
         tf.addfile(info)
     apply_tar(io.BytesIO(buf.getvalue()), str(root), "overlay")
     assert os.listxattr(root / "d") == []
+
+
+def test_gnu_long_names_and_gnu_tar_output(tmp_path):
+    long_name = "x" * 120 + "/" + "y" * 200
+    data = make_tar([(long_name, "file", b"gnu"), ("l", "symlink", "t" * 150)], tarfile.GNU_FORMAT)
+    root = tmp_path / "root"
+    root.mkdir()
+    apply_tar(io.BytesIO(data), str(root), "plain")
+    assert (root / long_name).read_bytes() == b"gnu"
+    assert os.readlink(root / "l") == "t" * 150
+
+    src = tmp_path / "src"
+    build_tree(str(src))
+    gnu = tmp_path / "gnu.tar"
+    subprocess.run(
+        ["tar", "--xattrs", "--xattrs-include=*", "--format=pax", "-cf", gnu, "-C", src, "."],
+        check=True,
+    )
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    with open(gnu, "rb") as f:
+        apply_tar(f, str(dest), "plain")
+    got, got_links = snapshot(dest)
+    want, want_links = snapshot(src)
+    assert got == want  # GNU tar keeps nanosecond mtimes in PAX records
+    assert got_links == want_links
+
+
+def test_existing_directory_is_not_counted_as_created(tmp_path):
+    root = tmp_path / "root"
+    (root / "d").mkdir(parents=True)
+    stats = apply_tar(
+        io.BytesIO(make_tar([("d", "dir", 0o750), ("d/f", "file", b"")])), str(root), "plain"
+    )
+    assert stats.inodes == 1
+    assert stat.S_IMODE(os.lstat(root / "d").st_mode) == 0o750
+
+
+def test_rejects_negative_pax_size(tmp_path, arena):
+    root, _ = arena
+    info = tarfile.TarInfo("f")
+    info.pax_headers = {"size": "-5"}
+    assert_rejected(tmp_path, root, info.tobuf(tarfile.PAX_FORMAT) + bytes(1024))
+
+
+def test_rejects_out_of_range_mtime(tmp_path, arena):
+    root, _ = arena
+    info = tarfile.TarInfo("f")
+    info.pax_headers = {"mtime": "1" + "0" * 40}
+    assert_rejected(tmp_path, root, info.tobuf(tarfile.PAX_FORMAT) + bytes(1024))
+
+
+def test_rejects_member_after_single_zero_block(tmp_path, arena):
+    root, _ = arena
+    first = make_tar([("a", "file", b"")])
+    hidden = tarfile.TarInfo("b").tobuf(tarfile.PAX_FORMAT)
+    data = first[:512] + bytes(512) + hidden + bytes(1024)  # header, one zero block, header
+    assert_rejected(tmp_path, root, data)
+
+
+def test_regular_file_replacing_hard_link_leaves_other_name_alone(tmp_path, arena):
+    root, outside = arena
+    os.link(outside / "keep", root / "shared")  # e.g. a root made with cp -al
+    apply_tar(io.BytesIO(make_tar([("shared", "file", b"new")])), str(root), "plain")
+    assert (root / "shared").read_bytes() == b"new"
+    assert (outside / "keep").read_bytes() == b"sentinel"

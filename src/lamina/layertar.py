@@ -645,6 +645,9 @@ def _headers(reader: _Reader):
         if block == _ZERO_BLOCK:
             if pax or long_name is not None or long_link is not None:
                 raise _bad("extended header without a member")
+            second = reader.take(_BLOCK)
+            if second and second != _ZERO_BLOCK[: len(second)]:
+                raise _bad("a single zero block in the middle of the archive")
             return
         stored = _number(block[148:156])
         if stored != sum(block) - sum(block[148:156]) + 256:
@@ -695,6 +698,8 @@ def _headers(reader: _Reader):
             size = 0
         uid = int(records["uid"]) if "uid" in records else _number(block[108:116])
         gid = int(records["gid"]) if "gid" in records else _number(block[116:124])
+        if size < 0 or uid < 0 or gid < 0:
+            raise _bad("negative size, uid or gid")
         if "mtime" in records:
             mtime_ns = _pax_time_ns(records["mtime"])
         else:
@@ -823,7 +828,9 @@ class _Extractor:
             try:
                 os.mkdir(path, 0o700)
             except FileExistsError:
-                if not stat.S_ISDIR(os.lstat(path).st_mode):
+                if stat.S_ISDIR(os.lstat(path).st_mode):
+                    self.inodes -= 1  # an existing directory only takes the new metadata
+                else:
                     self.remove(path)
                     os.mkdir(path, 0o700)
             self.dirs.add(path)
@@ -984,7 +991,7 @@ def apply_tar(stream, root: str, fmt: str) -> TarStats:
     except OSError as error:
         where = f" at {_member(header[1])!r}" if header else ""
         raise LaminaError(f"cannot extract layer{where}: {error.strerror or error}") from None
-    except ValueError as error:
+    except (ValueError, OverflowError) as error:  # NUL bytes, out-of-range numbers
         raise _bad(str(error).splitlines()[0] if str(error) else "bad value") from None
     finally:
         reader.close()
