@@ -5,10 +5,12 @@ entries in depth-first order, children sorted by name, numeric owners, whole-sec
 Docker does, so layers are reproducible), hard links as links to the first path of the inode, and
 xattrs as binary-safe ``SCHILY.xattr.*`` records (``trusted.overlay.*`` never leaves the host).
 
-Reading (``apply_tar``) is a small tar parser of its own rather than ``tarfile``: it reads a
-non-seekable stream in 1 MiB chunks, hashes every byte it reads (the diff_id), works on byte paths
-(names need not be UTF-8) and never follows a symlink while creating: every parent directory is
-checked with ``lstat`` once and remembered, and regular files are opened with ``O_NOFOLLOW``.
+Reading (``apply_tar``) is a small tar parser of its own rather than ``tarfile``: a helper thread
+reads (decompresses) and hashes the non-seekable stream in 1 MiB chunks while the caller's thread
+writes files; paths stay bytes (names need not be UTF-8) and no symlink is ever followed while
+creating: every parent directory is checked with ``lstat`` once and remembered, an existing entry
+is unlinked before it is replaced (never written through, so a hard link shared with another tree
+is left alone), and file metadata is set through the new file's descriptor.
 
 Whiteouts are handled here and only here. In "overlay" format a layer directory holds only its
 own changes (deletion = char device 0/0, opaque dir = ``trusted.overlay.opaque=y``); in "plain"
@@ -29,9 +31,7 @@ CHUNK = 1 << 20
 _BLOCK = 512
 _ZERO_BLOCK = bytes(_BLOCK)
 _MAX_META = 8 << 20  # cap on PAX / GNU long-name payloads held in memory
-_WHITEOUT = ".wh."
-_OPAQUE = ".wh..wh..opq"
-_OPAQUE_B = b".wh..wh..opq"
+_OPAQUE = b".wh..wh..opq"
 _OPAQUE_XATTR = "trusted.overlay.opaque"
 _XATTR_PREFIX = "SCHILY.xattr."
 
@@ -373,7 +373,7 @@ def _walk(writer: _TarWriter, path: bytes, prefix: bytes, overlay: bool) -> None
         writer.entry(name, entry.path, st)
         if stat.S_ISDIR(st.st_mode):
             if overlay and _is_opaque(entry.path):
-                writer.marker(name + b"/" + _OPAQUE_B, st)
+                writer.marker(name + b"/" + _OPAQUE, st)
             _walk(writer, entry.path, name + b"/", overlay)
 
 
@@ -383,7 +383,7 @@ def write_overlay_tar(out, upper: str) -> TarStats:
     writer = _TarWriter(out)
     upper = os.fsencode(upper)
     if _is_opaque(upper):
-        writer.marker(_OPAQUE_B, os.lstat(upper))
+        writer.marker(_OPAQUE, os.lstat(upper))
     _walk(writer, upper, b"", overlay=True)
     return writer.finish()
 
@@ -904,7 +904,7 @@ class _Extractor:
                     raise
 
     def whiteout(self, rel: bytes, base: bytes, raw: bytes) -> None:
-        if base == _OPAQUE.encode():
+        if base == _OPAQUE:
             parent = self.parent_dir(rel, raw, create=self.overlay)
             if parent is None:
                 return
