@@ -143,7 +143,7 @@ def _overlay_dir(upper: str, rel: str, merged: list, out: list) -> bool:
     return changed
 
 
-def overlay_changes(upper: str, lowers: list) -> list:
+def overlay_changes(upper: str, lowers: list[str]) -> list[Change]:
     """Changes recorded in the overlay-format layer dir ``upper`` on top of ``lowers``
     (overlay-format layer dirs, newest first), sorted by path.
 
@@ -222,7 +222,7 @@ def _tree_dir(old_dir: str, new_dir: str, rel: str, out: list) -> bool:
     return changed
 
 
-def tree_changes(parent, child: str) -> list:
+def tree_changes(parent: str | None, child: str) -> list[Change]:
     """Changes turning the full tree ``parent`` (None: an empty tree) into ``child``, sorted.
 
     Non-directories compare type, mode, owner, size, mtime_ns, symlink target, rdev and xattrs

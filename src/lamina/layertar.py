@@ -395,7 +395,7 @@ def write_tree_tar(out, root: str) -> TarStats:
     return writer.finish()
 
 
-def write_changes_tar(out, root: str, changes) -> TarStats:
+def write_changes_tar(out, root: str, changes: list) -> TarStats:
     """Write the layer tar of ``changes`` (from ``changes.tree_changes``) taken from ``root``.
 
     D -> ``.wh.NAME``; A/C -> the entry in ``root``, a directory as its own header only.
