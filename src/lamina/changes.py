@@ -178,8 +178,9 @@ def _same_file(old_path: str, old, new_path: str, new) -> bool:
         or old.st_size != new.st_size
         or old.st_mtime_ns != new.st_mtime_ns
         or old.st_rdev != new.st_rdev
+        or (not stat.S_ISDIR(new.st_mode) and old.st_nlink != new.st_nlink)
     ):
-        return False
+        return False  # a new hard link to an old file changes both names
     if stat.S_ISLNK(new.st_mode) and os.readlink(old_path) != os.readlink(new_path):
         return False
     return _xattrs(old_path) == _xattrs(new_path)

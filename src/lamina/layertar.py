@@ -226,9 +226,11 @@ class _TarWriter:
         self._links = {}
         self._buf = None
 
-    def marker(self, name: bytes, st) -> None:
-        """An empty regular file (whiteout or opaque marker) with the owner and mtime of ``st``."""
-        self.out.write(_header(name, b"0", st.st_mode & 0o777, st.st_uid, st.st_gid, _seconds(st)))
+    def marker(self, name: bytes, st, mode: int | None = None) -> None:
+        """An empty regular file (whiteout or opaque marker) with the owner and mtime of ``st``
+        and ``mode`` (default: the permission bits of ``st``)."""
+        mode = st.st_mode & 0o777 if mode is None else mode
+        self.out.write(_header(name, b"0", mode, st.st_uid, st.st_gid, _seconds(st)))
 
     def entry(self, name: bytes, path: bytes, st) -> None:
         """Emit the file system entry at ``path`` (lstat ``st``) under ``name``."""
@@ -367,7 +369,9 @@ def _walk(writer: _TarWriter, path: bytes, prefix: bytes, overlay: bool) -> None
         st = entry.stat(follow_symlinks=False)
         name = prefix + entry.name
         if overlay and _is_whiteout(st):
-            writer.marker(prefix + b".wh." + entry.name, st)
+            # 0600 whatever made the 0/0 device (the kernel makes 0000, apply_tar 0600), so a
+            # layer written, applied and written again keeps its bytes and its diff_id
+            writer.marker(prefix + b".wh." + entry.name, st, 0o600)
             writer.inodes += 1
             continue
         writer.entry(name, entry.path, st)

@@ -112,17 +112,10 @@ def test_diff_apply(store):
     assert store.changes("applied") == store.changes("child")
 
 
-WHITEOUT_MODE_BUG = (
-    "layertar.write_overlay_tar emits a whiteout with the mode of its 0/0 char device (0000 when "
-    "the kernel made it, 0600 when apply_tar did), so re-exporting an applied overlay2 layer "
-    "changes its diff_id; write_changes_tar uses 0600 (as Docker does) for every whiteout"
-)
 
 
 def test_diff_apply_reproducible(store, request):
     """Re-exporting an applied layer gives the same bytes (the same diff_id) as the original."""
-    if store.driver == "overlay2":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=WHITEOUT_MODE_BUG))
     store.layer("base", None, RICH_BASE)
     store.layer("child", "base", CHILD)
     tar = store.diff("child")

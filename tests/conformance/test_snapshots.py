@@ -447,17 +447,10 @@ def test_hard_links_on_copy_up(store):
     store.assert_view("image", [base])
 
 
-NLINK_BUG = (
-    "changes.tree_changes ignores st_nlink, so after `ln a b` on a lower file only /b is listed "
-    "(A) and /a is not (same size, mtime, mode): write_changes_tar emits /b as a plain file and "
-    "the applied layer has two unlinked copies; comparing st_nlink of non-directories fixes it"
-)
 
 
 def test_hard_link_to_lower_file_in_diff(store, request):
     """A new name for a lower file: the layer tar must carry both names as one inode."""
-    if store.driver == "vfs":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=NLINK_BUG))
     base = store.layer("base", None, [("write", "a", b"data")])
     child = store.layer("child", "base", [("hardlink", "b", "a")])
     store.view("child-view", "child")
