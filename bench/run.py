@@ -653,6 +653,14 @@ def write_results(text: str) -> None:
 
 def find_lamina(explicit: str | None) -> tuple[str | None, str]:
     exe = explicit or shutil.which("lamina")
+    if exe and not explicit and "/shims/" in exe:
+        # A version manager's shim (pyenv) is a bash script that re-resolves the command on every
+        # call; time the installed command itself, as Docker's CLI is timed.
+        scripts = subprocess.run([sys.executable, "-c",
+                                  "import sysconfig; print(sysconfig.get_path('scripts'))"],
+                                 capture_output=True, text=True).stdout.strip()
+        if os.access(os.path.join(scripts, "lamina"), os.X_OK):
+            exe = os.path.join(scripts, "lamina")
     if not exe:
         return None, "lamina not installed (no `lamina` on PATH; run `pip install -e .`)"
     try:

@@ -617,6 +617,7 @@ def main(argv: list[str] | None = None) -> None:
         _fail(f"'{argv[0]}' is not a lamina command.\nSee 'lamina --help'.", 125)
     try:
         command(opts, argv[1:])
+        _exit(0)
     except LaminaError as e:
         if opts.debug:
             raise
@@ -635,7 +636,19 @@ def main(argv: list[str] | None = None) -> None:
 
 def _fail(message: str, code: int) -> None:
     print(message, file=sys.stderr)
-    sys.exit(code)
+    _exit(code)
+
+
+def _exit(code: int) -> None:
+    """Flush and leave without interpreter teardown. Closing the last SQLite connection would
+    checkpoint the WAL with fsyncs on every command; leaving it open is safe (committed
+    transactions are in the WAL, which the next open reads) and SQLite checkpoints by itself."""
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        code = code or 141
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":

@@ -12,11 +12,9 @@ The CLI is a thin layer over this class. Data flows one way: Engine -> (snapshot
 metadata); the lower modules never import this one.
 """
 
-import json
 import os
 import time
 
-from . import differ
 from .errors import FailedPrecondition, InvalidArgument, LaminaError, NotFound
 from .metadata import Transaction, connect
 from .snapshots import DRIVERS, open_snapshotter
@@ -41,7 +39,8 @@ class Engine:
         if wanted is not None and wanted not in DRIVERS:
             raise InvalidArgument(f"unknown storage driver {wanted!r} (choose from {', '.join(DRIVERS)})")
         try:
-            os.makedirs(self.root, exist_ok=True)
+            if not os.path.isdir(self.root):
+                os.makedirs(self.root, exist_ok=True)
             self.db = connect(os.path.join(self.root, "lamina.db"))
         except OSError as e:
             raise LaminaError(f"cannot open store {self.root}: {e.strerror}") from None
@@ -122,6 +121,8 @@ class Engine:
         return self.db.execute("SELECT * FROM images WHERE id = ?", (image_id,)).fetchone()
 
     def _image_config(self, image_id: str) -> dict:
+        import json
+
         return json.loads(self.content.read(image_id))
 
     def _layer_chain(self, image_id: str) -> list:
@@ -143,6 +144,8 @@ class Engine:
         key = f"extract-{os.getpid()}-{os.urandom(6).hex()}"
         with Transaction(self.db):
             self.snaps.prepare(key, parent_chain)
+        from . import differ
+
         try:
             stats = differ.apply(self.snaps, key, stream)
         except BaseException:
@@ -172,6 +175,8 @@ class Engine:
 
     def _store_image(self, config: bytes, chains: list[str], tag: str | None) -> str:
         """Inside a transaction: write config + manifest blobs and the image row; tag it."""
+        import json
+
         from .image import MEDIA_LAYER, make_manifest
 
         content = self.content
@@ -191,10 +196,10 @@ class Engine:
             command = (run.get("Entrypoint") or []) + (run.get("Cmd") or [])
             self.db.execute(
                 "INSERT INTO images(id, manifest_digest, manifest_size, config_size, top_layer,"
-                " created, size, command, added) VALUES (?,?,?,?,?,?,?,?,?)",
+                " created, size, command, command_line, added) VALUES (?,?,?,?,?,?,?,?,?,?)",
                 (config_digest, manifest_digest, len(manifest), len(config),
                  chains[-1] if chains else None, doc.get("created", ""), size, json.dumps(command),
-                 time.time()))
+                 " ".join(command), time.time()))
             self.db.executemany("INSERT INTO image_layers VALUES (?,?,?)",
                                 [(config_digest, i, c) for i, c in enumerate(chains)])
         if tag:
@@ -424,11 +429,16 @@ class Engine:
             self._write_init(init_key)
             self.snaps.commit(init_key, init_key)  # rename-free commit: same key, now read-only
             self.snaps.prepare(cid, init_key)
+            if command is None:  # the image's, as stored: no JSON work on this hot path
+                command_json, command_line = img["command"], img["command_line"]
+            else:
+                import json
+
+                command_json, command_line = json.dumps(command), " ".join(command)
             self.db.execute(
-                "INSERT INTO containers(id, name, image_id, image_ref, command, created)"
-                " VALUES (?,?,?,?,?,?)",
-                (cid, name, image_id, image,
-                 img["command"] if command is None else json.dumps(command), time.time()))
+                "INSERT INTO containers(id, name, image_id, image_ref, command, command_line,"
+                " created) VALUES (?,?,?,?,?,?,?)",
+                (cid, name, image_id, image, command_json, command_line, time.time()))
         return cid
 
     def _write_init(self, key: str) -> None:
@@ -463,13 +473,14 @@ class Engine:
                 pass
 
     def _random_name(self) -> str:
-        import random
+        def pick(words):
+            return words[int.from_bytes(os.urandom(2), "little") % len(words)]
 
         for _ in range(20):
-            name = f"{random.choice(_ADJECTIVES)}_{random.choice(_NAMES)}"
+            name = f"{pick(_ADJECTIVES)}_{pick(_NAMES)}"
             if not self.db.execute("SELECT 1 FROM containers WHERE name = ?", (name,)).fetchone():
                 return name
-        return f"{random.choice(_ADJECTIVES)}_{random.choice(_NAMES)}{random.randint(1, 99999)}"
+        return f"{pick(_ADJECTIVES)}_{pick(_NAMES)}{int.from_bytes(os.urandom(3), 'little')}"
 
     def _mount_target(self, cid: str) -> str:
         return os.path.join(self.root, "mounts", cid)
@@ -484,7 +495,7 @@ class Engine:
             if not all and r["state"] != "running":
                 continue
             item = {"ID": r["id"], "Names": r["name"], "Image": r["image_ref"], "ImageID": r["image_id"],
-                    "Command": " ".join(json.loads(r["command"])), "Created": r["created"],
+                    "Command": r["command_line"], "Created": r["created"],
                     "State": r["state"], "ExitCode": r["exit_code"]}
             if size:
                 rw = self.snaps.usage(r["id"])[0]
@@ -496,6 +507,8 @@ class Engine:
     def inspect_container(self, name: str, size: bool = False) -> dict:
         """Docker-shaped ``container inspect`` document."""
         from .image import rfc3339
+
+        import json
 
         r = self._container(name)
         command = json.loads(r["command"])
@@ -565,11 +578,16 @@ class Engine:
 
     def diff(self, name: str) -> list:
         """Docker's A/C/D changes of the container's writable layer."""
+        from . import differ
+
         return differ.changes(self.snaps, self._container(name)["id"])
 
     def commit(self, name: str, reference: str | None = None, message: str = "",
                author: str = "") -> str:
         """Turn the container's writable layer into a new image layer on its image."""
+        import json
+
+        from . import differ
         from .image import MAX_LAYERS, MEDIA_LAYER, dumps, normalize, rfc3339
 
         r = self._container(name)

@@ -6,6 +6,7 @@ inode count, the blob that carries it), ``images`` (one row per config digest), 
 land in one transaction.
 """
 
+import os
 import sqlite3
 
 from .snapshots import SCHEMA as SNAPSHOT_SCHEMA
@@ -32,6 +33,7 @@ CREATE TABLE IF NOT EXISTS images (
     created TEXT NOT NULL,
     size INTEGER NOT NULL,
     command TEXT NOT NULL DEFAULT '[]',
+    command_line TEXT NOT NULL DEFAULT '',
     added REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS image_layers (
@@ -53,12 +55,16 @@ CREATE TABLE IF NOT EXISTS containers (
     image_id TEXT NOT NULL REFERENCES images(id),
     image_ref TEXT NOT NULL,
     command TEXT NOT NULL,
+    command_line TEXT NOT NULL,
     created REAL NOT NULL,
     state TEXT NOT NULL DEFAULT 'created',
     exit_code INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS containers_image ON containers(image_id);
 """
+
+
+WAL_LIMIT = 4 << 20
 
 
 def connect(path: str) -> sqlite3.Connection:
@@ -69,7 +75,15 @@ def connect(path: str) -> sqlite3.Connection:
     if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
         db.execute("PRAGMA journal_mode = WAL")
     db.execute("PRAGMA synchronous = NORMAL")
+    db.execute("PRAGMA wal_autocheckpoint = 100")
     db.execute("PRAGMA foreign_keys = ON")
+    # The CLI leaves without closing (see cli._exit), so no checkpoint-on-close; every open then
+    # re-reads the WAL. Truncate it once it grows past a few MB to keep that read short.
+    try:
+        if os.stat(path + "-wal").st_size > WAL_LIMIT:
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    except FileNotFoundError:
+        pass
     if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'containers'").fetchone() is None:
         db.executescript(SNAPSHOT_SCHEMA + SCHEMA)
     return db

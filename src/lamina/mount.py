@@ -98,6 +98,9 @@ def mount_all(mounts: list["Mount"], target: str) -> None:
                 raise InvalidArgument(
                     f"overlay options are {len(data)} bytes, over the {PAGE_LIMIT}-byte page limit"
                 )
+            work = m._option("workdir")
+            if work and not os.path.isdir(m._absolute(work)):
+                os.mkdir(m._absolute(work), 0o700)  # overlayfs needs it; made on first mount
             old = None
             if m.cwd:
                 old = os.open(".", os.O_RDONLY | os.O_DIRECTORY)

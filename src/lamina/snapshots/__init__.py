@@ -67,7 +67,8 @@ class Snapshotter:
     def __init__(self, root: str, db: sqlite3.Connection):
         self.root = root
         self.db = db
-        os.makedirs(root, exist_ok=True)
+        if not os.path.isdir(root):
+            os.makedirs(root, exist_ok=True)
 
     # -- records -----------------------------------------------------------------------------
     def _row(self, key: str) -> sqlite3.Row:

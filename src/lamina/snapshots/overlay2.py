@@ -26,7 +26,8 @@ class Overlay2(Snapshotter):
 
     def __init__(self, root, db):
         super().__init__(root, db)
-        os.makedirs(os.path.join(root, "l"), exist_ok=True)
+        if not os.path.isdir(os.path.join(root, "l")):
+            os.makedirs(os.path.join(root, "l"), exist_ok=True)
 
     def _data_dir(self, row_id: str) -> str:
         return os.path.join(self.root, row_id, "diff")
@@ -41,13 +42,14 @@ class Overlay2(Snapshotter):
             lower = f"l/{parent_row['link']}" + (":" + parent_lower if parent_lower else "")
         if kind == ACTIVE or parent_row is None:
             os.mkdir(os.path.join(base, "diff"), 0o755)
-            os.mkdir(os.path.join(base, "work"), 0o700)
             os.symlink(f"../{row_id}/diff", os.path.join(self.root, "l", link))
         else:
             link = ""  # a view owns no data
         return link, lower
 
     def _mounts(self, row):
+        """Mounts of a snapshot. The overlay work dir is made by mount_all when first mounted, so
+        snapshots that are never mounted (init layers, extraction) cost one mkdir less."""
         lower = row["lower"]
         own = f"{row['id']}/diff"
         if row["kind"] == ACTIVE:
