@@ -23,7 +23,7 @@ from collections.abc import Mapping
 
 from lamina.errors import InvalidArgument
 
-__all__ = ["ShellWordError", "expand", "expand_words", "Lexer"]
+__all__ = ["Lexer", "ShellWordError", "expand", "expand_words"]
 
 _SPECIAL_PARAMETERS = frozenset("@*#?-$!0")
 _EOF = ""
