@@ -185,3 +185,39 @@ def test_check_rejects(source, line, fragment):
     assert fragment in str(info.value)
     assert str(info.value).startswith(f"Dockerfile:{line}: ")
     assert "\n" not in str(info.value)
+
+
+ORACLE_EXTRA = [
+    'FROM a\nRUN <<-EOF cat <<"B"\n\thi $x\n\tEOF\nbb\nB\nRUN x\n',
+    'FROM a\nCOPY --chown="a b" --link x y\n',
+    "FROM a\nENV a=b\\\\\\\\\nRUN x\n",
+    "FROM a\nRUN 3<<EOF cat\nx\nEOF\n",
+    'FROM a\nADD <<EOF <<"E2" /x\n1\nEOF\n2\nE2\n',
+    'FROM a\nLABEL a="b c" d=e\nRUN ["a"] trailing\n',
+]
+
+
+@pytest.mark.parametrize("index", range(len(POSITIVE) + len(ORACLE_EXTRA)))
+def test_differential_against_buildkit(index):
+    """When the `dockerfile` package (BuildKit's Go parser) is installed, agree with it."""
+    oracle = pytest.importorskip("dockerfile")
+    if index < len(POSITIVE):
+        with open(os.path.join(PARSER_DIR, "testfiles", POSITIVE[index], "Dockerfile")) as f:
+            source = f.read()
+    else:
+        source = ORACLE_EXTRA[index - len(POSITIVE)]
+    if "\\u0000" in source:
+        pytest.skip("the oracle's C strings end at NUL")
+    expected = [
+        (c.cmd.lower(), c.original, list(c.flags), list(c.value), c.json, c.start_line,
+         c.end_line, [(h.name, h.content) for h in c.heredocs])
+        for c in oracle.parse_string(source)
+    ]
+    got = []
+    for i in parse(source).instructions:
+        args = [a for k, a in enumerate(i.args) if k % 3 != 2] if i.cmd in ("env", "label") else i.args
+        if i.sub is not None:
+            args = i.sub.args
+        got.append((i.cmd, i.original, i.flags, args, i.json or bool(i.sub and i.sub.json),
+                    i.start_line, i.end_line, [(h.name, h.content) for h in i.heredocs]))
+    assert got == expected

@@ -425,7 +425,7 @@ def _heredocs_in_line(line: str) -> list[Heredoc]:
     from lamina.shellwords import Lexer, ShellWordError
 
     try:
-        words = Lexer({}, raw_quotes=True, raw_escapes=True).run(line)[1]
+        words = Lexer({}, skip_unset=True, raw_quotes=True, raw_escapes=True).run(line)[1]
     except ShellWordError:
         return []
     docs = []
