@@ -78,9 +78,11 @@ def test_new_container_has_size_zero_and_shares_the_image(engine, busybox_tar):
         assert doc["SizeRw"] == 0
         assert doc["SizeRootFs"] == image_size
     if engine.driver == "overlay2":
-        # N containers add no image bytes: only empty init placeholders and, per snapshot
-        # (init + writable), one short-link symlink "../<32 hex>/diff" of 40 bytes
-        assert after - before == 3 * 2 * len("../" + "0" * 32 + "/diff")
+        # N containers add no image bytes: one shared init layer of empty placeholders and, per
+        # snapshot (1 init + 3 writable), one short-link symlink "../<32 hex>/diff" of 40 bytes
+        assert after - before == (1 + 3) * len("../" + "0" * 32 + "/diff")
+        inits = [s for s in engine.snaps.walk() if s.key.endswith("-init")]
+        assert len(inits) == 1 and {engine.snaps.stat(c).parent for c in cids} == {inits[0].key}
     rows = engine.containers(size=True)
     assert [r["SizeRw"] for r in rows] == [0, 0, 0]
 
@@ -175,6 +177,7 @@ def test_rmi_refuses_in_use_and_keeps_shared_layers(engine, busybox_tar):
 
 def test_rm_deletes_only_the_writable_layer(engine, busybox_tar):
     engine.import_image(busybox_tar, "busybox")
+    engine.create("busybox")  # makes the image's shared init layer, which outlives containers
     snaps_before = {s.key for s in engine.snaps.walk()}
     cid = engine.create("busybox")
     engine.mount(cid)

@@ -580,6 +580,35 @@ COMMANDS = {
 }
 
 
+# Commands that live in their own modules (imported only when run): name -> module, which
+# defines ``cmd_<name>(opts, args)`` (dashes become underscores).
+LAZY_COMMANDS = {
+    "run": "lamina.cli_run", "start": "lamina.cli_run", "stop": "lamina.cli_run",
+    "kill": "lamina.cli_run", "wait": "lamina.cli_run", "logs": "lamina.cli_run",
+    "exec": "lamina.cli_run", "volume": "lamina.cli_run",
+    "build": "lamina.cli_build",
+    "save": "lamina.cli_transfer", "load": "lamina.cli_transfer", "pull": "lamina.cli_transfer",
+    "push": "lamina.cli_transfer", "login": "lamina.cli_transfer", "logout": "lamina.cli_transfer",
+    "cp": "lamina.cli_cp",
+}
+
+
+def _lookup(name: str):
+    """The function for command ``name``, importing its module if it lives elsewhere."""
+    command = COMMANDS.get(name)
+    if command is None and name in LAZY_COMMANDS:
+        import importlib
+
+        try:
+            module = importlib.import_module(LAZY_COMMANDS[name])
+        except ModuleNotFoundError as e:
+            if e.name != LAZY_COMMANDS[name]:
+                raise
+            return None
+        command = getattr(module, "cmd_" + name.replace("-", "_"), None)
+    return command
+
+
 class _Options:
     root = None
     driver = None
@@ -612,7 +641,7 @@ def main(argv: list[str] | None = None) -> None:
     if not argv:
         print(USAGE)
         return
-    command = COMMANDS.get(argv[0])
+    command = _lookup(argv[0])
     if command is None:
         _fail(f"'{argv[0]}' is not a lamina command.\nSee 'lamina --help'.", 125)
     try:

@@ -173,8 +173,10 @@ class Engine:
             (layer["chain_id"], layer["diff_id"], layer["parent"], layer["size"], layer["inodes"],
              blob[0], blob[1], blob[2], time.time()))
 
-    def _store_image(self, config: bytes, chains: list[str], tag: str | None) -> str:
-        """Inside a transaction: write config + manifest blobs and the image row; tag it."""
+    def _store_image(self, config: bytes, chains: list[str], tag: str | None,
+                     manifest: bytes | None = None) -> str:
+        """Inside a transaction: write config + manifest blobs and the image row; tag it.
+        ``manifest`` (exact bytes, e.g. as pulled) replaces the OCI manifest made here."""
         import json
 
         from .image import MEDIA_LAYER, make_manifest
@@ -186,7 +188,8 @@ class Engine:
             layer = self.db.execute("SELECT * FROM layers WHERE chain_id = ?", (chain,)).fetchone()
             descriptors.append({"mediaType": layer["media_type"] or MEDIA_LAYER,
                                 "digest": layer["blob_digest"], "size": layer["blob_size"]})
-        manifest = make_manifest(config_digest, len(config), descriptors)
+        if manifest is None:
+            manifest = make_manifest(config_digest, len(config), descriptors)
         manifest_digest = content.put(manifest)
         if not self._image_row(config_digest):
             size = sum(self.db.execute("SELECT size FROM layers WHERE chain_id = ?",
@@ -216,8 +219,13 @@ class Engine:
         rows = self.db.execute(
             "SELECT t.name, i.manifest_digest, i.manifest_size FROM tags t"
             " JOIN images i ON i.id = t.image_id ORDER BY t.name").fetchall()
+        def media_type(digest: str) -> str:  # a pulled or loaded manifest may be Docker's
+            import json
+
+            return json.loads(self.content.read(digest)).get("mediaType") or MEDIA_MANIFEST
+
         self.content.write_index([
-            {"mediaType": MEDIA_MANIFEST, "digest": r[1], "size": r[2],
+            {"mediaType": media_type(r[1]), "digest": r[1], "size": r[2],
              "annotations": {"org.opencontainers.image.ref.name": r[0]}} for r in rows])
 
     def import_image(self, source, reference: str | None = None, message: str = "") -> str:
@@ -393,6 +401,11 @@ class Engine:
         for chain in reversed(chains):
             used = self.db.execute("SELECT 1 FROM image_layers WHERE chain_id = ? LIMIT 1",
                                    (chain,)).fetchone()
+            init = _init_key(chain)
+            if not used and self.db.execute("SELECT 1 FROM snapshots WHERE key = ?", (init,)).fetchone() \
+                    and not self.db.execute("SELECT 1 FROM snapshots WHERE parent = ? LIMIT 1",
+                                            (init,)).fetchone():
+                self.snaps.remove(init)
             child = self.db.execute("SELECT 1 FROM snapshots WHERE parent = ? LIMIT 1",
                                     (chain,)).fetchone()
             if used or child:
@@ -412,22 +425,28 @@ class Engine:
 
     # ------------------------------------------------------------------ containers
     def create(self, image: str, name: str | None = None, command: list[str] | None = None) -> str:
-        """A new container: an init layer and a writable layer on the image's chain. Returns its ID."""
+        """A new container: a writable layer on the image's init layer. Returns its ID.
+
+        The init layer holds the placeholders the runtime bind-mounts over (``/etc/hosts``, ...).
+        It is the same for every container of an image, so it is made once per layer chain and
+        shared: a container costs one snapshot, and N containers add nothing but their own layers.
+        """
         image_id = self._image_id(image)
         img = self._image_row(image_id)
         cid = os.urandom(32).hex()
         if name is not None:
             _check_name(name)
-        init_key = cid + "-init"
+        init_key = _init_key(img["top_layer"])
         with Transaction(self.db):
             if name is None:
                 name = self._random_name()
             elif self.db.execute("SELECT 1 FROM containers WHERE name = ?", (name,)).fetchone():
                 raise FailedPrecondition(
                     f'Conflict. The container name "/{name}" is already in use')
-            self.snaps.prepare(init_key, img["top_layer"])
-            self._write_init(init_key)
-            self.snaps.commit(init_key, init_key)  # rename-free commit: same key, now read-only
+            if not self.db.execute("SELECT 1 FROM snapshots WHERE key = ?", (init_key,)).fetchone():
+                self.snaps.prepare(init_key, img["top_layer"])
+                self._write_init(init_key)
+                self.snaps.commit(init_key, init_key)  # same key, now read-only
             self.snaps.prepare(cid, init_key)
             if command is None:  # the image's, as stored: no JSON work on this hot path
                 command_json, command_line = img["command"], img["command_line"]
@@ -573,7 +592,6 @@ class Engine:
         with Transaction(self.db):
             self.db.execute("DELETE FROM containers WHERE id = ?", (r["id"],))
             self.snaps.remove(r["id"])
-            self.snaps.remove(r["id"] + "-init")
         return r["id"]
 
     def diff(self, name: str) -> list:
@@ -707,6 +725,11 @@ class _Tee:
     def drain(self) -> None:
         while self.read(1 << 20):
             pass
+
+
+def _init_key(top_layer: str | None) -> str:
+    """The key of the shared init snapshot on a layer chain."""
+    return f"{top_layer or 'scratch'}-init"
 
 
 def _check_name(name: str) -> None:
