@@ -697,6 +697,42 @@ class Engine:
             ],
         }
 
+    # ------------------------------------------------------------------ moving images (archive.py, registry.py)
+    def add_image(self, config: bytes, layers: list[tuple[str, int, str]], tags=(),
+                  manifest: bytes | None = None) -> str:
+        """Store an image from exact config bytes and layer blobs already in the content store
+        ((digest, size, media type), bottom first); each new layer's diff_id is checked against
+        the config. ``manifest`` (exact bytes) is kept as its manifest. Returns the image ID."""
+        from .archive import add_image
+
+        return add_image(self, config, layers, tags, manifest)
+
+    def save(self, names: list[str], output, fmt: str = "docker-archive",
+             compression: str | None = None, log=lambda line: None) -> None:
+        """Write images to an oci-archive, docker-archive (a path or binary file) or oci-dir."""
+        from .archive import save
+
+        save(self, names, output, fmt, compression, log)
+
+    def load(self, source, platform=("linux", "amd64", None), log=lambda line: None) -> list[str]:
+        """Load every image of an archive or layout directory; returns Docker's output lines."""
+        from .archive import load
+
+        return load(self, source, platform, log)
+
+    def pull(self, reference: str, **options) -> str:
+        """Pull an image from a registry (see :func:`lamina.registry.pull`); returns its ID."""
+        from .registry import pull
+
+        return pull(self, reference, **options)
+
+    def push(self, name: str, destination: str | None = None, **options) -> str:
+        """Push an image to a registry (see :func:`lamina.registry.push`); returns the manifest
+        digest."""
+        from .registry import push
+
+        return push(self, name, destination, **options)
+
 
 class _Tee:
     """Reads from ``source`` and copies every byte read into ``sink`` (the blob being written)."""
