@@ -57,6 +57,44 @@ class Engine:
                 f"use another --root or --driver {self.driver}")
         self.snaps = open_snapshotter(self.driver, self.root, self.db)
         self._content = None
+        self._recover()
+
+    def _tx(self):
+        """A write transaction; data of snapshots it removed is deleted once it has committed."""
+        return Transaction(self.db, after=self._after_commit)
+
+    def _after_commit(self) -> None:
+        if self.snaps.pending:
+            self.snaps.purge()
+
+    def _recover(self) -> None:
+        """Finish or undo what processes that died left half done: staged layer extractions,
+        deferred deletions, partial blobs. Cheap when there is nothing to do (one indexed query,
+        one listdir), since every command pays it."""
+        from .snapshots import _alive
+
+        staged = self.db.execute(
+            "SELECT key FROM snapshots WHERE key >= 'extract-' AND key < 'extract.'"
+            " UNION ALL SELECT path FROM trash LIMIT 20").fetchall()
+        dead = [r[0] for r in staged if r[0].startswith("extract-")
+                and not _alive(int(r[0].split("-")[1]))]
+        if dead:
+            with self._tx():
+                for key in dead:
+                    self.snaps.remove(key)
+        if staged:
+            self.snaps.purge()
+        try:
+            leftovers = os.listdir(os.path.join(self.root, "ingest"))
+        except FileNotFoundError:
+            return
+        for name in leftovers:
+            pid = name.split("-", 1)[0]
+            if pid.isdigit() and not _alive(int(pid)):
+                try:
+                    os.unlink(os.path.join(self.root, "ingest", name))
+                except FileNotFoundError:
+                    pass
 
     def _detect_driver(self) -> str:
         from .snapshots import overlay_supported
@@ -142,14 +180,14 @@ class Engine:
         transaction (see :meth:`_commit_layer`); on error it is removed again.
         """
         key = f"extract-{os.getpid()}-{os.urandom(6).hex()}"
-        with Transaction(self.db):
+        with self._tx():
             self.snaps.prepare(key, parent_chain)
         from . import differ
 
         try:
             stats = differ.apply(self.snaps, key, stream)
         except BaseException:
-            with Transaction(self.db):
+            with self._tx():
                 self.snaps.remove(key)
             raise
         from .digest import sha256_bytes
@@ -260,12 +298,12 @@ class Engine:
                     config = make_config([layer["diff_id"]], [{
                         "created": now, "created_by": "lamina import " + label,
                         "comment": message or f"Imported from {label}"}], created=now)
-                    with Transaction(self.db):
+                    with self._tx():
                         self._commit_layer(key, layer, (blob[0], blob[1], media))
                         return self._store_image(config, [layer["chain_id"]], tag)
                 except BaseException:
                     if self.db.execute("SELECT 1 FROM snapshots WHERE key = ?", (key,)).fetchone():
-                        with Transaction(self.db):
+                        with self._tx():
                             self.snaps.remove(key)
                     raise
         finally:
@@ -344,7 +382,7 @@ class Engine:
         from .image import normalize
 
         image_id = self._image_id(source)
-        with Transaction(self.db):
+        with self._tx():
             self._set_tag(normalize(target), image_id)
 
     def rmi(self, names: list[str], force: bool = False) -> list[str]:
@@ -355,7 +393,7 @@ class Engine:
         out: list[str] = []
         for name in names:
             image_id = self._image_id(name)
-            with Transaction(self.db):
+            with self._tx():
                 tags = self._tags(image_id)
                 try:
                     by_tag = normalize(name) in tags
@@ -437,7 +475,7 @@ class Engine:
         if name is not None:
             _check_name(name)
         init_key = _init_key(img["top_layer"])
-        with Transaction(self.db):
+        with self._tx():
             if name is None:
                 name = self._random_name()
             elif self.db.execute("SELECT 1 FROM containers WHERE name = ?", (name,)).fetchone():
@@ -589,7 +627,7 @@ class Engine:
                 f"You cannot remove a running container {r['id']}. Stop the container before "
                 "attempting removal or force remove")
         self.umount(r["id"])
-        with Transaction(self.db):
+        with self._tx():
             self.db.execute("DELETE FROM containers WHERE id = ?", (r["id"],))
             self.snaps.remove(r["id"])
         return r["id"]
@@ -634,12 +672,12 @@ class Engine:
             doc["rootfs"] = {"type": "layers",
                              "diff_ids": list(base["rootfs"]["diff_ids"]) + [layer["diff_id"]]}
             doc["history"] = history
-            with Transaction(self.db):
+            with self._tx():
                 self._commit_layer(key, layer, (blob[0], blob[1], MEDIA_LAYER))
                 return self._store_image(dumps(doc), chains + [layer["chain_id"]], tag)
         except BaseException:
             if self.db.execute("SELECT 1 FROM snapshots WHERE key = ?", (key,)).fetchone():
-                with Transaction(self.db):
+                with self._tx():
                     self.snaps.remove(key)
             raise
 

@@ -147,17 +147,15 @@ def copy_tree(src: str, dst: str) -> None:
 
 
 def remove_tree(path: str) -> None:
-    """Remove ``path`` (a tree, a file, or nothing) — first renamed aside so a crash leaves no half tree."""
+    """Remove ``path`` (a tree, a file, a symlink, or nothing). Idempotent: a removal cut short by
+    a crash is finished by calling it again (the snapshotter's ``trash`` table does)."""
     import shutil
 
-    if not os.path.lexists(path):
-        return
-    trash = f"{path}.removing-{os.getpid()}"
     try:
-        os.rename(path, trash)
-    except OSError:
-        trash = path
-    if os.path.isdir(trash) and not os.path.islink(trash):
-        shutil.rmtree(trash)
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(st.st_mode):
+        shutil.rmtree(path)
     else:
-        os.unlink(trash)
+        os.unlink(path)

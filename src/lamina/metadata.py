@@ -90,10 +90,12 @@ def connect(path: str) -> sqlite3.Connection:
 
 
 class Transaction:
-    """``with Transaction(db):`` runs the block in one IMMEDIATE transaction (the commit point)."""
+    """``with Transaction(db):`` runs the block in one IMMEDIATE transaction (the commit point).
+    ``after`` (a callable) runs once the transaction has committed or rolled back, outside it."""
 
-    def __init__(self, db: sqlite3.Connection):
+    def __init__(self, db: sqlite3.Connection, after=None):
         self.db = db
+        self.after = after
 
     def __enter__(self):
         self.db.execute("BEGIN IMMEDIATE")
@@ -101,3 +103,5 @@ class Transaction:
 
     def __exit__(self, exc_type, exc, tb):
         self.db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+        if self.after is not None:
+            self.after()

@@ -118,7 +118,7 @@ class Store:
             self.snaps.commit(name, key)
 
     def remove(self, key: str) -> None:
-        with metadata.Transaction(self.db):
+        with metadata.Transaction(self.db, after=self.snaps.purge):
             self.snaps.remove(key)
 
     # -- trees -------------------------------------------------------------------------------

@@ -24,6 +24,9 @@ children cannot be removed; a committed snapshot never changes again.
 
 Snapshot records live in the store's SQLite database (table ``snapshots``); the methods do not commit
 the transaction: the caller does, so that a snapshot and the record that uses it land together.
+``remove`` deletes no data itself: it files the snapshot's paths in the ``trash`` table in the same
+transaction, and ``purge()`` deletes them once that transaction has committed. A crash at any point
+leaves either the snapshot whole or its paths in ``trash``, which the next ``purge()`` finishes.
 """
 
 import collections
@@ -50,6 +53,10 @@ CREATE TABLE IF NOT EXISTS snapshots (
     created REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS snapshots_parent ON snapshots(parent);
+CREATE TABLE IF NOT EXISTS trash (
+    path TEXT PRIMARY KEY,
+    pid INTEGER NOT NULL
+);
 """
 
 DRIVERS = ("overlay2", "vfs")
@@ -161,7 +168,27 @@ class Snapshotter:
         if child:
             raise FailedPrecondition(f"snapshot {key} has a child ({child[0]})")
         self.db.execute("DELETE FROM snapshots WHERE key = ?", (key,))
-        self._destroy(row)
+        self.db.executemany("INSERT OR REPLACE INTO trash(path, pid) VALUES (?, ?)",
+                            [(path, os.getpid()) for path in self._paths(row)])
+        self.pending = True
+
+    pending = False
+
+    def purge(self, everything: bool = False) -> int:
+        """Delete the data of removed snapshots: this process's, and those of processes that died
+        before finishing (``everything``: all, for ``system check --repair``). Call it outside
+        any transaction. Returns how many paths were deleted."""
+        from ..fsutil import remove_tree
+
+        self.pending = False
+        done = 0
+        for path, pid in self.db.execute("SELECT path, pid FROM trash").fetchall():
+            if not everything and pid != os.getpid() and _alive(pid):
+                continue  # another live process is still committing or deleting it
+            remove_tree(path)
+            self.db.execute("DELETE FROM trash WHERE path = ?", (path,))
+            done += 1
+        return done
 
     def usage(self, key: str) -> tuple[int, int]:
         """(bytes, inodes) that ``key`` adds over its parent: apparent sizes, hard links once."""
@@ -180,8 +207,19 @@ class Snapshotter:
     def _usage(self, row) -> tuple[int, int]:
         raise NotImplementedError
 
-    def _destroy(self, row) -> None:
+    def _paths(self, row) -> list[str]:
+        """Everything on disk that the snapshot ``row`` owns."""
         raise NotImplementedError
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
 
 
 def open_snapshotter(name: str, root: str, db: sqlite3.Connection) -> Snapshotter:

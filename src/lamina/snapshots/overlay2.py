@@ -13,7 +13,7 @@ the kernel's one-page option limit.
 
 import os
 
-from ..fsutil import remove_tree, tree_usage
+from ..fsutil import tree_usage
 from ..mount import Mount
 from . import ACTIVE, Snapshotter
 
@@ -72,10 +72,6 @@ class Overlay2(Snapshotter):
             return 0, 0
         return tree_usage(self._data_dir(row["id"]))
 
-    def _destroy(self, row):
-        if row["link"]:
-            try:
-                os.unlink(os.path.join(self.root, "l", row["link"]))
-            except FileNotFoundError:
-                pass
-        remove_tree(os.path.join(self.root, row["id"]))
+    def _paths(self, row):
+        paths = [os.path.join(self.root, "l", row["link"])] if row["link"] else []
+        return paths + [os.path.join(self.root, row["id"])]

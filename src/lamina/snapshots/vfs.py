@@ -7,7 +7,7 @@ by comparing the two trees.
 
 import os
 
-from ..fsutil import copy_tree, remove_tree
+from ..fsutil import copy_tree
 from ..mount import Mount
 from . import ACTIVE, Snapshotter
 
@@ -55,5 +55,5 @@ class Vfs(Snapshotter):
                 size += st.st_size
         return size, len(seen)
 
-    def _destroy(self, row):
-        remove_tree(self._data_dir(row["id"]))
+    def _paths(self, row):
+        return [self._data_dir(row["id"])]
