@@ -43,14 +43,15 @@ CHUNK = 1 << 20
 
 
 def add_image(engine, config: bytes, layers: list[tuple[str, int, str]], tags=(),
-              manifest: bytes | None = None) -> str:
+              manifest: bytes | None = None, ready=None) -> str:
     """Store an image from its exact config bytes and its layer blobs, which must be in the
     content store already: ``layers`` are (digest, size, media type), bottom first.
 
     A layer whose chain is stored already is reused; every other one is extracted into a new
     snapshot and its diff_id checked against the config's ``rootfs.diff_ids``. ``manifest`` (exact
-    bytes) becomes the image's manifest (an OCI one is made when it is None). On any error the
-    layers this call added are removed again. Returns the image ID (the config digest).
+    bytes) becomes the image's manifest (an OCI one is made when it is None). ``ready(i)``, if
+    given, is called before layer ``i`` is used (a pull waits there for its download). On any
+    error the layers this call added are removed again. Returns the image ID (the config digest).
     """
     from .layertar import open_layer_stream
 
@@ -72,6 +73,8 @@ def add_image(engine, config: bytes, layers: list[tuple[str, int, str]], tags=()
         parent = None
         for i, (digest, size, media_type) in enumerate(layers):
             chain = chains[i]
+            if ready is not None:
+                ready(i)
             if not db.execute("SELECT 1 FROM layers WHERE chain_id = ?", (chain,)).fetchone():
                 with engine.content.open(digest) as blob:
                     key, layer = engine._add_layer(parent, open_layer_stream(blob))

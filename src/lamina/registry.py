@@ -1,0 +1,919 @@
+"""A client of the OCI distribution protocol: ``pull`` and ``push`` against any v2 registry.
+
+Pull: the manifest (OCI or Docker schema 2, or an index from which one platform is picked) is
+fetched and its digest checked, then the config, then the layer blobs that are not stored yet, in
+parallel, each streamed into the blob store and named only once its size and digest are right
+(a dropped download resumes with a Range request). Layers are extracted in order as soon as each
+has arrived, so extraction overlaps the remaining downloads. The manifest and config are kept as
+the exact bytes received. A failure leaves no image, no snapshot and no blob that nothing uses.
+
+Push: every blob is checked with HEAD first and skipped when the registry has it; a blob known to
+be in another repository of the same registry is mounted from there; others are uploaded, whole
+when small, in chunks (PATCH with Content-Range) when large, resuming from the registry's offset
+after a dropped connection. Layers stored uncompressed are gzipped on the way (isal, stable output,
+so the same image always pushes the same digests); the compressed digests are remembered so that a
+second push can skip them with HEAD.
+
+Authentication: anonymous, basic, or bearer tokens from the registry's token service, with the
+credentials of :mod:`lamina.auth`. ``tls_verify=False`` (and any loopback registry) may fall back
+to plain http, as Docker does for ``127.0.0.0/8``.
+"""
+
+import base64
+import json
+import os
+import re
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from .archive import (
+    INDEX_TYPES,
+    MANIFEST_TYPES,
+    MEDIA_DOCKER_LIST,
+    MEDIA_DOCKER_MANIFEST,
+    MEDIA_OCI_CONFIG,
+    MEDIA_OCI_INDEX,
+    MEDIA_OCI_LAYER,
+    MEDIA_OCI_MANIFEST,
+    BlobSink,
+    add_image,
+    drop_unused,
+    platform_matches,
+)
+from .digest import hex_of, is_digest, sha256_bytes
+from .errors import FailedPrecondition, InvalidArgument, LaminaError, NotFound, Unavailable
+from .metadata import Transaction
+
+CHUNK = 1 << 20
+UPLOAD_CHUNK = 64 << 20       # PATCH size for chunked uploads
+MONOLITHIC_LIMIT = 8 << 20    # blobs up to this size go in one PUT
+MAX_MANIFEST = 4 << 20
+MAX_CONFIG = 16 << 20
+RETRIES = 3
+ACCEPT = ", ".join((MEDIA_OCI_MANIFEST, MEDIA_DOCKER_MANIFEST, MEDIA_OCI_INDEX, MEDIA_DOCKER_LIST))
+DOCKER_HUB = "docker.io"
+
+_TABLES = """
+CREATE TABLE IF NOT EXISTS blob_sources (
+    digest TEXT NOT NULL, registry TEXT NOT NULL, repository TEXT NOT NULL,
+    PRIMARY KEY (digest, registry, repository));
+CREATE TABLE IF NOT EXISTS compressed_blobs (
+    source TEXT NOT NULL, compression TEXT NOT NULL, digest TEXT NOT NULL, size INTEGER NOT NULL,
+    PRIMARY KEY (source, compression));
+"""
+
+
+# ----------------------------------------------------------------------------- references
+
+
+@dataclass(frozen=True)
+class Reference:
+    """``[REGISTRY/]REPOSITORY[:TAG][@DIGEST]`` split as Docker does (``busybox`` is
+    ``docker.io/library/busybox:latest``)."""
+
+    registry: str
+    repository: str
+    tag: str | None
+    digest: str | None
+
+    @property
+    def api_host(self) -> str:
+        return "registry-1.docker.io" if self.registry == DOCKER_HUB else self.registry
+
+    @property
+    def name(self) -> str:
+        """The repository as Docker shows it: ``busybox``, ``user/app``, ``host:5000/app``."""
+        if self.registry == DOCKER_HUB:
+            repo = self.repository
+            return repo.removeprefix("library/")
+        return f"{self.registry}/{self.repository}"
+
+    def local_tag(self) -> str | None:
+        return f"{self.name}:{self.tag}" if self.tag else None
+
+    def __str__(self) -> str:
+        out = self.name
+        if self.tag:
+            out += ":" + self.tag
+        if self.digest:
+            out += "@" + self.digest
+        return out
+
+
+_COMPONENT = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$")
+_TAG = re.compile(r"^[\w][\w.-]{0,127}$")
+
+
+def parse_reference(text: str) -> Reference:
+    """Parse an image reference; ``docker://`` in front is accepted (Podman's transports)."""
+    ref = text.removeprefix("docker://")
+    digest = None
+    if "@" in ref:
+        ref, _, digest = ref.partition("@")
+        if not is_digest(digest):
+            raise InvalidArgument(f"invalid reference format: bad digest in {text!r}")
+    tag = None
+    slash, colon = ref.rfind("/"), ref.rfind(":")
+    if colon > slash:
+        ref, tag = ref[:colon], ref[colon + 1:]
+        if not _TAG.match(tag):
+            raise InvalidArgument(f"invalid reference format: bad tag in {text!r}")
+    first, _, rest = ref.partition("/")
+    if rest and ("." in first or ":" in first or first == "localhost"):
+        registry, repository = first, rest
+    else:
+        registry, repository = DOCKER_HUB, ref
+        if "/" not in repository:
+            repository = "library/" + repository
+    if registry in ("index.docker.io", "registry-1.docker.io"):
+        registry = DOCKER_HUB
+    if not repository or not all(_COMPONENT.match(c) for c in repository.split("/")):
+        if repository != repository.lower():
+            raise InvalidArgument(
+                f"invalid reference format: repository name must be lowercase: {text!r}")
+        raise InvalidArgument(f"invalid reference format: {text!r}")
+    if tag is None and digest is None:
+        tag = "latest"
+    return Reference(registry, repository, tag, digest)
+
+
+def _is_loopback(host: str) -> bool:
+    name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+    name = name.strip("[]")
+    return name == "localhost" or name.startswith("127.") or name == "::1"
+
+
+# ----------------------------------------------------------------------------- HTTP client
+
+
+class _Cancelled(Exception):
+    pass
+
+
+def _registry_error(resp, what: str) -> LaminaError:
+    """A one-line error from a registry's error response."""
+    detail = ""
+    try:
+        body = resp.read()
+        doc = json.loads(body)
+        errors = doc.get("errors") or []
+        if errors:
+            detail = "; ".join(f"{e.get('code', '').lower().replace('_', ' ')}: {e.get('message', '')}"
+                               for e in errors[:3])
+    except Exception:  # noqa: BLE001 - any body will do for the message
+        pass
+    status = resp.status_code
+    message = f"{what}: {detail or f'HTTP {status} {resp.reason_phrase}'}"
+    if status == 404:
+        return NotFound(message)
+    if status in (401, 403):
+        return FailedPrecondition(message)
+    if status >= 500:
+        return Unavailable(message)
+    return InvalidArgument(message)
+
+
+class Client:
+    """One registry, one set of scopes: pings ``/v2/``, answers auth challenges, retries."""
+
+    def __init__(self, host: str, scopes: list[str], credentials=None, tls_verify: bool | None = None):
+        import httpx
+
+        self.httpx = httpx
+        self.host = host
+        self.scopes = scopes
+        self.credentials = credentials
+        self.insecure_ok = tls_verify is False or _is_loopback(host)
+        self.http = httpx.Client(
+            timeout=httpx.Timeout(120.0, connect=15.0), follow_redirects=True,
+            verify=tls_verify is not False, limits=httpx.Limits(max_connections=32,
+                                                                max_keepalive_connections=16),
+            headers={"User-Agent": "lamina"})
+        self.base = None
+        self.authorization: str | None = None
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -------------------------------------------------------------- connection and auth
+    def ping(self) -> None:
+        """Find the scheme (https, or http where allowed) and authenticate if challenged."""
+        httpx = self.httpx
+        errors = []
+        for scheme in ("https", "http"):
+            if scheme == "http" and not self.insecure_ok:
+                break
+            try:
+                resp = self.http.get(f"{scheme}://{self.host}/v2/")
+            except httpx.TransportError as e:  # includes TLS failures
+                errors.append(f"{scheme}: {_oneline(e)}")
+                continue
+            self.base = f"{scheme}://{self.host}"
+            if resp.status_code == 401:
+                self._authenticate(resp.headers.get("www-authenticate", ""))
+            elif resp.status_code >= 400 and resp.status_code != 404:
+                raise _registry_error(resp, f"registry {self.host}")
+            return
+        hint = "" if self.insecure_ok else " (for a plain-http registry use --tls-verify=false)"
+        raise Unavailable(f"cannot reach registry {self.host}: {'; '.join(errors)}{hint}")
+
+    def _authenticate(self, challenge: str) -> None:
+        scheme, _, params = challenge.partition(" ")
+        fields = dict(re.findall(r'(\w+)="([^"]*)"', params))
+        if scheme.lower() == "basic":
+            if not self.credentials:
+                raise FailedPrecondition(f"{self.host}: authentication required (lamina login "
+                                         f"{self.host})")
+            token = base64.b64encode(":".join(self.credentials).encode()).decode()
+            self.authorization = "Basic " + token
+            return
+        if scheme.lower() != "bearer" or "realm" not in fields:
+            raise FailedPrecondition(f"{self.host}: unsupported authentication {challenge!r}")
+        params = [("service", fields["service"])] if fields.get("service") else []
+        params += [("scope", s) for s in self.scopes]
+        auth = self.credentials and self.httpx.BasicAuth(*self.credentials)
+        try:
+            resp = self.http.get(fields["realm"], params=params, auth=auth or None)
+        except self.httpx.TransportError as e:
+            raise Unavailable(f"cannot reach token service {fields['realm']}: {_oneline(e)}") from None
+        if resp.status_code != 200:
+            raise FailedPrecondition(f"{self.host}: token service refused: HTTP {resp.status_code}"
+                                     + ("" if self.credentials else " (lamina login first?)"))
+        doc = resp.json()
+        token = doc.get("token") or doc.get("access_token")
+        if not token:
+            raise FailedPrecondition(f"{self.host}: token service gave no token")
+        self.authorization = "Bearer " + token
+
+    def url(self, path: str) -> str:
+        if path.startswith("http://") or path.startswith("https://"):
+            return path
+        return self.base + path
+
+    def send(self, method: str, path: str, headers=None, content=None, params=None,
+             stream: bool = False):
+        """One request; a 401 re-authenticates once (bodies given here must be re-sendable)."""
+        if self.base is None:
+            self.ping()
+        for attempt in range(2):
+            h = dict(headers or {})
+            if self.authorization:
+                h["Authorization"] = self.authorization
+            url = self.httpx.URL(self.url(path))
+            if params:  # keep the query an upload location carries (its state)
+                url = url.copy_merge_params(params)
+            request = self.http.build_request(method, url, headers=h, content=content)
+            resp = self.http.send(request, stream=stream)
+            if resp.status_code == 401 and attempt == 0:
+                challenge = resp.headers.get("www-authenticate", "")
+                resp.close()
+                with self._lock:
+                    self._authenticate(challenge)
+                continue
+            return resp
+        return resp
+
+    # -------------------------------------------------------------- manifests and blobs
+    def get_manifest(self, repository: str, reference: str) -> tuple[bytes, str, str]:
+        """(bytes, media type, digest) of a manifest, its digest verified."""
+        what = f"manifest {repository}:{reference}" if not is_digest(reference) else \
+            f"manifest {repository}@{reference}"
+        resp = self._retrying(lambda: self.send(
+            "GET", f"/v2/{repository}/manifests/{reference}", headers={"Accept": ACCEPT},
+            stream=True), what)
+        try:
+            if resp.status_code != 200:
+                raise _registry_error(resp, what)
+            body = _read_limited(resp, MAX_MANIFEST, what)
+        finally:
+            resp.close()
+        digest = sha256_bytes(body)
+        expected = reference if is_digest(reference) else resp.headers.get("docker-content-digest")
+        if expected and expected != digest:
+            raise InvalidArgument(f"{what}: digest mismatch: expected {expected}, got {digest}")
+        media = _media_type(body, resp.headers.get("content-type", ""))
+        return body, media, digest
+
+    def _retrying(self, call, what: str):
+        """``call()`` again after a transport error or a 5xx (a few times, short backoff)."""
+        httpx = self.httpx
+        for attempt in range(RETRIES + 1):
+            try:
+                resp = call()
+            except httpx.TransportError as e:
+                if attempt == RETRIES:
+                    raise Unavailable(f"{what}: {_oneline(e)}") from None
+                time.sleep(0.2 * (attempt + 1))
+                continue
+            if resp.status_code >= 500 and attempt < RETRIES:
+                resp.close()
+                time.sleep(0.2 * (attempt + 1))
+                continue
+            return resp
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def fetch_blob(self, repository: str, digest: str, size: int, content, on_bytes, stop) -> bool:
+        """Stream blob ``digest`` into the blob store; True if this call created it.
+
+        Size and digest are checked before the blob is named; a dropped connection resumes with
+        a Range request (from 0 if the registry ignores it)."""
+        httpx = self.httpx
+        what = f"blob {digest}"
+        writer = content.writer()
+        attempts = 0
+        try:
+            while True:
+                offset = writer.size
+                headers = {"Range": f"bytes={offset}-"} if offset else {}
+                try:
+                    resp = self.send("GET", f"/v2/{repository}/blobs/{digest}", headers=headers,
+                                     stream=True)
+                    try:
+                        if resp.status_code == 200 and offset:
+                            writer.abort()
+                            writer = content.writer()
+                            on_bytes(-offset)
+                        elif resp.status_code not in (200, 206):
+                            if resp.status_code < 500:
+                                raise _registry_error(resp, what)
+                            raise _Retry(f"HTTP {resp.status_code}")
+                        for data in resp.iter_raw(CHUNK):
+                            if stop.is_set():
+                                raise _Cancelled()
+                            writer.write(data)
+                            on_bytes(len(data))
+                            if writer.size > size:
+                                raise InvalidArgument(
+                                    f"{what} is larger than its manifest says ({size} bytes)")
+                    finally:
+                        resp.close()
+                except (httpx.TransportError, _Retry) as e:
+                    attempts += 1
+                    if attempts > RETRIES:
+                        raise Unavailable(f"{what}: download failed: {_oneline(e)}") from None
+                    time.sleep(0.2 * attempts)
+                    continue
+                break
+            if writer.size != size:
+                raise InvalidArgument(f"{what} is truncated: {writer.size} of {size} bytes")
+            if content.exists(digest):
+                writer.abort()
+                return False
+            writer.commit(expected=digest)  # raises (and removes the temp file) on a mismatch
+            return True
+        finally:
+            if not writer.file.closed:
+                writer.abort()
+
+    def blob_exists(self, repository: str, digest: str) -> bool:
+        resp = self._retrying(lambda: self.send("HEAD", f"/v2/{repository}/blobs/{digest}"),
+                              f"blob {digest}")
+        resp.close()
+        if resp.status_code == 200:
+            return True
+        if resp.status_code == 404:
+            return False
+        raise _registry_error(resp, f"HEAD blob {digest}")
+
+    def start_upload(self, repository: str, digest: str, mount_from: str | None):
+        """POST an upload; returns (location, mounted)."""
+        params = {"mount": digest, "from": mount_from} if mount_from else None
+        resp = self._retrying(lambda: self.send("POST", f"/v2/{repository}/blobs/uploads/",
+                                                params=params, headers={"Content-Length": "0"}),
+                              f"upload of {digest}")
+        resp.close()
+        if resp.status_code == 201 and mount_from:
+            return None, True
+        if resp.status_code != 202:
+            raise _registry_error(resp, f"upload of {digest}")
+        return self._location(resp), False
+
+    def _location(self, resp) -> str:
+        location = resp.headers.get("location")
+        if not location:
+            raise InvalidArgument("registry gave no upload location")
+        return str(resp.url.join(location))
+
+    def upload(self, repository: str, path: str, digest: str, size: int, location: str,
+               on_bytes) -> None:
+        """Upload the file ``path`` as blob ``digest``: one PUT if small, else PATCH chunks with
+        resume from the registry's reported offset after a dropped connection."""
+        httpx = self.httpx
+        what = f"upload of {digest}"
+        if size <= MONOLITHIC_LIMIT:
+            with open(path, "rb") as f:
+                data = f.read()
+            resp = self._retrying(lambda: self.send(
+                "PUT", location, params={"digest": digest}, content=data,
+                headers={"Content-Type": "application/octet-stream"}), what)
+            resp.close()
+            if resp.status_code != 201:
+                raise _registry_error(resp, what)
+            on_bytes(size)
+            return
+        offset = 0
+        attempts = 0
+        while offset < size:
+            end = min(offset + UPLOAD_CHUNK, size)
+            try:
+                resp = self.send("PATCH", location, content=_file_slice(path, offset, end, on_bytes),
+                                 headers={"Content-Type": "application/octet-stream",
+                                          "Content-Range": f"{offset}-{end - 1}",
+                                          "Content-Length": str(end - offset)})
+                resp.close()
+                if resp.status_code >= 500:
+                    raise _Retry(f"HTTP {resp.status_code}")
+                if resp.status_code != 202:
+                    raise _registry_error(resp, what)
+                location = self._location(resp)
+                offset = end
+            except (httpx.TransportError, _Retry) as e:
+                attempts += 1
+                if attempts > RETRIES:
+                    raise Unavailable(f"{what}: {_oneline(e)}") from None
+                time.sleep(0.2 * attempts)
+                new_offset, location = self._upload_status(location, what)
+                on_bytes(new_offset - offset - (end - offset))  # forget the bytes not taken
+                offset = new_offset
+        resp = self._retrying(lambda: self.send("PUT", location, params={"digest": digest},
+                                                headers={"Content-Length": "0"}), what)
+        resp.close()
+        if resp.status_code != 201:
+            raise _registry_error(resp, what)
+
+    def _upload_status(self, location: str, what: str) -> tuple[int, str]:
+        """(next offset, location) of an upload in progress, from the registry's Range."""
+        resp = self._retrying(lambda: self.send("GET", location), what)
+        resp.close()
+        if resp.status_code != 204:
+            raise _registry_error(resp, f"{what} (resuming)")
+        match = re.match(r"^(?:bytes=)?0-(\d+)$", resp.headers.get("range", ""))
+        offset = int(match.group(1)) + 1 if match else 0
+        return offset, self._location(resp) if resp.headers.get("location") else location
+
+    def put_manifest(self, repository: str, reference: str, manifest: bytes, media_type: str) -> str:
+        what = f"manifest {repository}:{reference}"
+        resp = self._retrying(lambda: self.send(
+            "PUT", f"/v2/{repository}/manifests/{reference}", content=manifest,
+            headers={"Content-Type": media_type}), what)
+        resp.close()
+        if resp.status_code not in (200, 201):
+            raise _registry_error(resp, what)
+        digest = sha256_bytes(manifest)
+        said = resp.headers.get("docker-content-digest")
+        if said and said != digest:
+            raise InvalidArgument(f"{what}: registry stored digest {said}, expected {digest}")
+        return digest
+
+
+class _Retry(Exception):
+    pass
+
+
+def _oneline(error: Exception) -> str:
+    text = str(error).strip().splitlines()
+    return (text[0] if text else type(error).__name__)[:200]
+
+
+def _read_limited(resp, limit: int, what: str) -> bytes:
+    parts, total = [], 0
+    for data in resp.iter_raw(CHUNK):
+        total += len(data)
+        if total > limit:
+            raise InvalidArgument(f"{what} is larger than {limit} bytes")
+        parts.append(data)
+    return b"".join(parts)
+
+
+def _media_type(body: bytes, header: str) -> str:
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        raise InvalidArgument("manifest is not valid JSON") from None
+    if not isinstance(doc, dict):
+        raise InvalidArgument("manifest is not a JSON object")
+    media = doc.get("mediaType") or header.split(";")[0].strip()
+    if not media or media in ("application/json", "text/plain"):
+        media = MEDIA_OCI_INDEX if "manifests" in doc else MEDIA_OCI_MANIFEST
+    if media not in MANIFEST_TYPES + INDEX_TYPES:
+        raise InvalidArgument(f"unsupported manifest type {media!r}")
+    return media
+
+
+def _file_slice(path: str, start: int, end: int, on_bytes):
+    with open(path, "rb") as f:
+        f.seek(start)
+        left = end - start
+        while left:
+            data = f.read(min(CHUNK, left))
+            if not data:
+                raise LaminaError(f"{path} shrank during the upload")
+            left -= len(data)
+            on_bytes(len(data))
+            yield data
+
+
+# ----------------------------------------------------------------------------- progress
+
+
+class _Silent:
+    def add(self, key: str, total: int, status: str) -> None:
+        pass
+
+    def advance(self, key: str, n: int) -> None:
+        pass
+
+    def status(self, key: str, text: str) -> None:
+        pass
+
+    def message(self, text: str) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class _PlainLog(_Silent):
+    """Docker's output when stdout is not a terminal: one line per layer status change."""
+
+    def __init__(self, out=None):
+        self.out = out or sys.stdout
+        self._lock = threading.Lock()
+
+    def _print(self, line: str) -> None:
+        with self._lock:
+            print(line, file=self.out, flush=True)
+
+    def add(self, key, total, status):
+        self._print(f"{key}: {status}")
+
+    def status(self, key, text):
+        self._print(f"{key}: {text}")
+
+    def message(self, text):
+        self._print(text)
+
+
+class _Bars(_PlainLog):
+    """A progress bar per layer (rich), for terminals."""
+
+    def __init__(self):
+        super().__init__()
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TransferSpeedColumn,
+        )
+
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                                 TransferSpeedColumn(), transient=False)
+        self.tasks: dict[str, int] = {}
+        self.progress.start()
+
+    def add(self, key, total, status):
+        self.tasks[key] = self.progress.add_task(f"{key}: {status}", total=total or None)
+
+    def advance(self, key, n):
+        if key in self.tasks:
+            self.progress.advance(self.tasks[key], n)
+
+    def status(self, key, text):
+        if key in self.tasks:
+            task = self.tasks[key]
+            done = text.endswith("complete") or text in ("Pushed", "Layer already exists",
+                                                         "Already exists") or text.startswith("Mounted")
+            kwargs = {"completed": self.progress.tasks[task].total} if done and \
+                self.progress.tasks[task].total else {}
+            self.progress.update(task, description=f"{key}: {text}", **kwargs)
+
+    def message(self, text):
+        self.progress.console.print(text, highlight=False)
+
+    def close(self):
+        self.progress.stop()
+
+
+def make_progress(quiet: bool = False):
+    """Bars on a terminal, Docker's plain log otherwise, nothing when ``quiet``."""
+    if quiet:
+        return _Silent()
+    if sys.stdout.isatty():
+        try:
+            return _Bars()
+        except ImportError:
+            pass
+    return _PlainLog()
+
+
+# ----------------------------------------------------------------------------- pull
+
+
+def _short(digest: str) -> str:
+    return hex_of(digest)[:12]
+
+
+def _tables(engine) -> None:
+    if engine.db.execute("SELECT 1 FROM sqlite_master WHERE name = 'compressed_blobs'").fetchone():
+        return
+    engine.db.executescript(_TABLES)
+
+
+def _remember_sources(engine, digests, registry: str, repository: str) -> None:
+    _tables(engine)
+    with Transaction(engine.db):
+        engine.db.executemany("INSERT OR IGNORE INTO blob_sources VALUES (?,?,?)",
+                              [(d, registry, repository) for d in digests])
+
+
+def pull(engine, reference: str, platform=("linux", "amd64", None), tls_verify: bool | None = None,
+         authfile: str | None = None, progress=None, jobs: int = 3) -> str:
+    """Pull ``NAME[:TAG|@DIGEST]`` into the store; returns the image ID."""
+    from . import auth
+
+    ref = parse_reference(reference)
+    progress = progress or _Silent()
+    credentials = auth.lookup(ref.registry, authfile)
+    scope = f"repository:{ref.repository}:pull"
+    with Client(ref.api_host, [scope], credentials, tls_verify) as client:
+        try:
+            return _pull(engine, client, ref, platform, progress, max(1, jobs))
+        finally:
+            progress.close()
+
+
+def _pull(engine, client, ref: Reference, platform, progress, jobs: int) -> str:
+    repo = ref.repository
+    progress.message(f"{ref.tag or ref.digest}: Pulling from {ref.name if ref.registry != DOCKER_HUB else repo}")
+    manifest, media, digest = client.get_manifest(repo, ref.digest or ref.tag)
+    if media in INDEX_TYPES:
+        index = json.loads(manifest)
+        chosen = [d for d in index.get("manifests", []) if isinstance(d, dict)
+                  and platform_matches(d, platform)]
+        if not chosen:
+            raise NotFound(f"no image for {'/'.join(p for p in platform if p)} in {ref}")
+        child = chosen[0].get("digest", "")
+        if not is_digest(child):
+            raise InvalidArgument(f"index of {ref} names a malformed digest")
+        manifest, media, digest = client.get_manifest(repo, child)
+        if media in INDEX_TYPES:
+            raise InvalidArgument(f"index of {ref} points at another index")
+    doc = json.loads(manifest)
+    try:
+        config_desc = doc["config"]
+        layers = [(d["digest"], int(d["size"]), d.get("mediaType") or MEDIA_OCI_LAYER)
+                  for d in doc["layers"]]
+        config_digest, config_size = config_desc["digest"], int(config_desc["size"])
+    except (KeyError, TypeError, ValueError):
+        raise InvalidArgument(f"malformed manifest for {ref}") from None
+    for d, size, _ in layers + [(config_digest, config_size, "")]:
+        if not is_digest(d) or size < 0:
+            raise InvalidArgument(f"manifest for {ref} has a malformed descriptor")
+    if config_size > MAX_CONFIG:
+        raise InvalidArgument(f"config of {ref} is larger than {MAX_CONFIG} bytes")
+    content = engine.content
+    sink = BlobSink(engine)
+    stop = threading.Event()
+    pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="pull")
+    futures = {}
+    try:
+        if content.exists(config_digest):
+            config = content.read(config_digest)
+        else:
+            if sink_fetch(client, repo, config_digest, config_size, content, lambda n: None, stop):
+                sink.created.add(config_digest)
+            config = content.read(config_digest)
+        for blob, size, _ in layers:
+            key = _short(blob)
+            if blob in futures:
+                continue
+            if content.exists(blob):
+                progress.add(key, size, "Already exists")
+                futures[blob] = None
+                continue
+            progress.add(key, size, "Pulling fs layer")
+
+            def fetch(blob=blob, size=size, key=key):
+                progress.status(key, "Downloading")
+                created = sink_fetch(client, repo, blob, size, content,
+                                     lambda n: progress.advance(key, n), stop)
+                progress.status(key, "Download complete")
+                return created
+
+            futures[blob] = pool.submit(fetch)
+
+        def ready(i: int) -> None:
+            future = futures.get(layers[i][0])
+            if future is not None:
+                if future.result():
+                    sink.created.add(layers[i][0])
+
+        tag = ref.local_tag()
+        image_id = add_image(engine, config, layers, [tag] if tag else [], manifest, ready=ready)
+        for blob, _, _ in layers:
+            if futures.get(blob) is not None:
+                progress.status(_short(blob), "Pull complete")
+        _remember_sources(engine, [b for b, _, _ in layers] + [config_digest], ref.registry, repo)
+        progress.message(f"Digest: {digest}")
+        progress.message(f"Status: Downloaded newer image for {ref}")
+        return image_id
+    except BaseException:
+        stop.set()
+        for future in futures.values():
+            if future is not None:
+                future.cancel()
+        pool.shutdown(wait=True)
+        for blob, future in futures.items():
+            if future is not None and future.done() and not future.cancelled() \
+                    and future.exception() is None and future.result():
+                sink.created.add(blob)
+        raise
+    finally:
+        pool.shutdown(wait=True)
+        drop_unused(engine, sink.created)
+
+
+def sink_fetch(client, repo, digest, size, content, on_bytes, stop) -> bool:
+    """Download one blob unless it is stored; True if this call created it."""
+    if content.exists(digest):
+        return False
+    return client.fetch_blob(repo, digest, size, content, on_bytes, stop)
+
+
+# ----------------------------------------------------------------------------- push
+
+
+def push(engine, name: str, destination: str | None = None, tls_verify: bool | None = None,
+         authfile: str | None = None, compression: str | None = None, progress=None,
+         jobs: int = 5) -> str:
+    """Push image ``name`` to ``destination`` (default: ``name`` itself); returns the digest of
+    the manifest the registry now has."""
+    from . import auth
+    from .compression import check
+
+    if compression is not None:
+        check(compression)
+    image_id = engine._image_id(name)
+    target = destination or name
+    if destination is None and target.startswith("sha256:") or (
+            destination is None and image_id[7:].startswith(target)):
+        raise InvalidArgument("pushing an image by ID needs a destination: push ID NAME[:TAG]")
+    ref = parse_reference(target)
+    progress = progress or _Silent()
+    _tables(engine)
+    row = engine._image_row(image_id)
+    manifest = engine.content.read(row["manifest_digest"])
+    doc = json.loads(manifest)
+    sources = {}
+    for desc in doc.get("layers", []):
+        for registry, repository in engine.db.execute(
+                "SELECT registry, repository FROM blob_sources WHERE digest = ?", (desc["digest"],)):
+            if registry == ref.registry and repository != ref.repository:
+                sources.setdefault(desc["digest"], repository)
+    scopes = [f"repository:{ref.repository}:pull,push"]
+    scopes += sorted({f"repository:{r}:pull" for r in sources.values()})
+    credentials = auth.lookup(ref.registry, authfile)
+    with Client(ref.api_host, scopes, credentials, tls_verify) as client:
+        try:
+            return _push(engine, client, ref, image_id, manifest, doc, compression, sources,
+                         progress, max(1, jobs))
+        finally:
+            progress.close()
+
+
+def _push(engine, client, ref: Reference, image_id, manifest, doc, compression, sources, progress,
+          jobs: int) -> str:
+    import shutil
+    import tempfile
+
+    from .compression import media_suffix, of_media_type
+
+    progress.message(f"The push refers to repository [{ref.name}]")
+    client.ping()
+    repo = ref.repository
+    content = engine.content
+    workdir = tempfile.mkdtemp(prefix="push-", dir=content.ingest)
+    stop = threading.Event()
+    plan = []  # (stored digest, stored size, stored media, target compression or None)
+    for desc in doc.get("layers", []):
+        media = desc.get("mediaType") or MEDIA_OCI_LAYER
+        stored = of_media_type(media)
+        want = compression or (stored if stored != "none" else "gzip")
+        plan.append((desc["digest"], int(desc["size"]), media, None if want == stored else want))
+    converted = any(p[3] for p in plan)
+    results: dict[int, tuple[str, int, str]] = {}
+    try:
+        def push_layer(i: int) -> None:
+            digest, size, media, want = plan[i]
+            key = _short(digest)
+            path = content.path(digest)
+            if want:
+                cached = cache.get(i)
+                new_media = MEDIA_OCI_LAYER + media_suffix(want)
+                if cached and client.blob_exists(repo, cached[0]):
+                    results[i] = (cached[0], cached[1], new_media)
+                    progress.status(key, "Layer already exists")
+                    return
+                from .archive import _recompress
+
+                progress.status(key, "Compressing")
+                new_digest, new_size, path = _recompress(engine, digest, want, workdir)
+                digest, size, media = new_digest, new_size, new_media
+            results[i] = (digest, size, media)
+            _push_blob(client, repo, digest, size, path, sources.get(plan[i][0]), key, progress)
+            if want:
+                os.unlink(path)
+
+        cache = {}  # the database is used from this thread only
+        for i, (digest, size, _, want) in enumerate(plan):
+            progress.add(_short(digest), size, "Preparing")
+            if want:
+                cache[i] = engine.db.execute(
+                    "SELECT digest, size FROM compressed_blobs WHERE source = ? AND compression = ?",
+                    (digest, want)).fetchone()
+        with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="push") as pool:
+            futures = [pool.submit(push_layer, i) for i in range(len(plan))]
+            try:
+                config_size = content.size(image_id)
+                _push_blob(client, repo, image_id, config_size, content.path(image_id), None, None,
+                           progress)
+                for future in futures:
+                    future.result()
+            except BaseException:
+                stop.set()
+                for future in futures:
+                    future.cancel()
+                raise
+        if converted:
+            from .image import dumps
+
+            with Transaction(engine.db):
+                engine.db.executemany(
+                    "INSERT OR REPLACE INTO compressed_blobs VALUES (?,?,?,?)",
+                    [(plan[i][0], plan[i][3], *results[i][:2]) for i in results if plan[i][3]])
+
+            config_media = (doc.get("config") or {}).get("mediaType") or MEDIA_OCI_CONFIG
+            if config_media != MEDIA_OCI_CONFIG:
+                config_media = MEDIA_OCI_CONFIG
+            manifest = dumps({
+                "schemaVersion": 2, "mediaType": MEDIA_OCI_MANIFEST,
+                "config": {"mediaType": config_media, "digest": image_id,
+                           "size": content.size(image_id)},
+                "layers": [{"mediaType": results[i][2], "digest": results[i][0],
+                            "size": results[i][1]} for i in range(len(plan))]})
+            media_type = MEDIA_OCI_MANIFEST
+        else:
+            media_type = doc.get("mediaType") or MEDIA_OCI_MANIFEST
+        digest = client.put_manifest(repo, ref.digest or ref.tag, manifest, media_type)
+        _remember_sources(engine, [r[0] for r in results.values()] + [image_id], ref.registry, repo)
+        progress.message(f"{ref.tag or ref.digest}: digest: {digest} size: {len(manifest)}")
+        return digest
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _push_blob(client, repo, digest, size, path, mount_from, key, progress) -> None:
+    if client.blob_exists(repo, digest):
+        if key:
+            progress.status(key, "Layer already exists")
+        return
+    location, mounted = client.start_upload(repo, digest, mount_from)
+    if mounted:
+        if key:
+            progress.status(key, f"Mounted from {mount_from}")
+        return
+    if key:
+        progress.status(key, "Pushing")
+    client.upload(repo, path, digest, size, location,
+                  (lambda n: progress.advance(key, n)) if key else (lambda n: None))
+    if key:
+        progress.status(key, "Pushed")
+
+
+# ----------------------------------------------------------------------------- login
+
+
+def check_login(host: str, username: str, password: str, tls_verify: bool | None = None) -> None:
+    """Raise unless ``username``/``password`` are accepted by the registry at ``host``."""
+    api = "registry-1.docker.io" if host.startswith("https://index.docker.io") else host
+    with Client(api, [], (username, password), tls_verify) as client:
+        client.ping()
+        resp = client.send("GET", "/v2/")
+        resp.close()
+        if resp.status_code == 401:
+            raise FailedPrecondition(f"login to {host} failed: unauthorized: incorrect username "
+                                     "or password")
+        if resp.status_code >= 400 and resp.status_code != 404:
+            raise _registry_error(resp, f"login to {host}")
+
