@@ -490,18 +490,107 @@ def cmd_inspect(opts, args):
 
 def cmd_image(opts, args):
     return _sub(opts, args, {"ls": cmd_images, "list": cmd_images, "rm": cmd_rmi, "import": cmd_import,
-                             "history": cmd_history, "tag": cmd_tag, "inspect": cmd_inspect}, "image")
+                             "history": cmd_history, "tag": cmd_tag, "inspect": cmd_inspect,
+                             "prune": cmd_image_prune}, "image")
 
 
 def cmd_container(opts, args):
     return _sub(opts, args, {"ls": cmd_ps, "list": cmd_ps, "ps": cmd_ps, "rm": cmd_rm,
                              "create": cmd_create, "diff": cmd_diff, "export": cmd_export,
                              "commit": cmd_commit, "mount": cmd_mount, "umount": cmd_umount,
-                             "inspect": cmd_inspect}, "container")
+                             "inspect": cmd_inspect, "prune": cmd_container_prune}, "container")
 
 
 def cmd_system(opts, args):
-    return _sub(opts, args, {"df": cmd_df, "info": cmd_info}, "system")
+    return _sub(opts, args, {"df": cmd_df, "info": cmd_info, "prune": cmd_system_prune,
+                             "check": cmd_system_check}, "system")
+
+
+def _confirm(force: bool, warning: str) -> bool:
+    """Docker's prompt before a prune; ``-f`` skips it. An empty or closed stdin means no."""
+    if force:
+        return True
+    print(f"WARNING! This will remove:\n{warning}\nAre you sure you want to continue? [y/N] ",
+          end="", flush=True)
+    answer = sys.stdin.readline().strip().lower()
+    return answer in ("y", "yes")
+
+
+def _reclaimed(size: int) -> None:
+    from . import humanize
+
+    print(f"Total reclaimed space: {humanize.size(size)}")
+
+
+def cmd_container_prune(opts, args):
+    p = _parser("container prune")
+    p.add_argument("-f", "--force", action="store_true")
+    a = p.parse_args(args)
+    engine = _engine(opts)
+    if not _confirm(a.force, "  - all stopped containers"):
+        return
+    ids, size = engine.prune_containers()
+    if ids:
+        print("Deleted Containers:\n" + "\n".join(ids) + "\n")
+    _reclaimed(size)
+
+
+def cmd_image_prune(opts, args):
+    p = _parser("image prune")
+    p.add_argument("-a", "--all", action="store_true")
+    p.add_argument("-f", "--force", action="store_true")
+    a = p.parse_args(args)
+    engine = _engine(opts)
+    what = "  - all images without at least one container associated to them" if a.all else \
+        "  - all dangling images"
+    if not _confirm(a.force, what):
+        return
+    lines, size = engine.prune_images(all=a.all)
+    if lines:
+        print("Deleted Images:\n" + "\n".join(lines) + "\n")
+    _reclaimed(size)
+
+
+def cmd_system_prune(opts, args):
+    p = _parser("system prune")
+    p.add_argument("-a", "--all", action="store_true")
+    p.add_argument("--volumes", action="store_true")
+    p.add_argument("-f", "--force", action="store_true")
+    a = p.parse_args(args)
+    engine = _engine(opts)
+    what = ["  - all stopped containers"]
+    if a.volumes:
+        what.append("  - all volumes not used by at least one container")
+    what.append("  - all images without at least one container associated to them" if a.all
+                else "  - all dangling images")
+    if not _confirm(a.force, "\n".join(what)):
+        return
+    result = engine.prune_system(all=a.all, volumes=a.volumes)
+    if result["Containers"]:
+        print("Deleted Containers:\n" + "\n".join(result["Containers"]) + "\n")
+    if result["Volumes"]:
+        print("Deleted Volumes:\n" + "\n".join(result["Volumes"]) + "\n")
+    if result["Images"]:
+        print("Deleted Images:\n" + "\n".join(result["Images"]) + "\n")
+    _reclaimed(result["Reclaimed"])
+
+
+def cmd_system_check(opts, args):
+    p = _parser("system check")
+    p.add_argument("--repair", action="store_true")
+    a = p.parse_args(args)
+    findings = _engine(opts).check(repair=a.repair)
+    for item in findings:
+        print(item)
+    unfixed = [f for f in findings if not f.fixed]
+    if not findings:
+        print("No problems found")
+    elif a.repair:
+        print(f"{len(findings) - len(unfixed)} problem(s) repaired, {len(unfixed)} left")
+    else:
+        print(f"{len(findings)} problem(s) found; `lamina system check --repair` fixes what it can")
+    if unfixed:
+        sys.exit(1)
 
 
 def _sub(opts, args, table, group):

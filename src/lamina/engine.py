@@ -426,8 +426,9 @@ class Engine:
                 out.extend(self._delete_image(image_id))
         return out
 
-    def _delete_image(self, image_id: str) -> list[str]:
-        """Inside a transaction: drop the image and every layer and blob nothing else uses."""
+    def _delete_image(self, image_id: str, reclaimed: list | None = None) -> list[str]:
+        """Inside a transaction: drop the image and every layer and blob nothing else uses.
+        The sizes of the layers deleted are appended to ``reclaimed``."""
         img = self._image_row(image_id)
         chains = [r["chain_id"] for r in self._layer_chain(image_id)]
         self.db.execute("DELETE FROM tags WHERE image_id = ?", (image_id,))
@@ -453,12 +454,16 @@ class Engine:
             self.snaps.remove(chain)
             blobs.append(layer["blob_digest"])
             out.append(f"Deleted: {chain}")
+            if reclaimed is not None:
+                reclaimed.append(layer["size"])
         for digest in blobs:
             still = self.db.execute(
                 "SELECT 1 FROM layers WHERE blob_digest = ? UNION ALL SELECT 1 FROM images"
                 " WHERE id = ? OR manifest_digest = ? LIMIT 1", (digest, digest, digest)).fetchone()
-            if not still:
-                self.content.delete(digest)
+            if not still:  # deleted once the transaction commits, like snapshot data
+                self.db.execute("INSERT OR REPLACE INTO trash(path, pid) VALUES (?, ?)",
+                                (self.content.path(digest), os.getpid()))
+                self.snaps.pending = True
         return out
 
     # ------------------------------------------------------------------ containers
@@ -770,6 +775,32 @@ class Engine:
         from .registry import push
 
         return push(self, name, destination, **options)
+
+
+    # ------------------------------------------------------------------ garbage and consistency
+    def prune_containers(self) -> tuple[list[str], int]:
+        """Remove stopped containers; returns (ids, bytes reclaimed)."""
+        from .gc import prune_containers
+
+        return prune_containers(self)
+
+    def prune_images(self, all: bool = False) -> tuple[list[str], int]:
+        """Remove dangling images (``all``: every image no container uses); (lines, bytes)."""
+        from .gc import prune_images
+
+        return prune_images(self, all=all)
+
+    def prune_system(self, all: bool = False, volumes: bool = False) -> dict:
+        """``system prune``: containers, images and (``volumes``) volumes nothing uses."""
+        from .gc import prune_system
+
+        return prune_system(self, all=all, volumes=volumes)
+
+    def check(self, repair: bool = False) -> list:
+        """``system check``: inconsistencies in the store, repaired where possible."""
+        from .check import check
+
+        return check(self, repair=repair)
 
 
 class _Tee:

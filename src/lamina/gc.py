@@ -1,0 +1,56 @@
+"""Garbage collection: prune containers and images, and say exactly how many bytes went.
+
+Removal reuses the engine's own paths (``rm``, ``_delete_image``), which delete a layer only when
+no image uses it and no snapshot stands on it: that reference count is the mark, the deletion the
+sweep. The bytes reported are the same layer sizes ``system df`` adds up, so what ``df`` calls
+reclaimable is what a prune reclaims.
+"""
+
+
+def prune_containers(engine) -> tuple[list[str], int]:
+    """Remove every container that is not running; returns (ids, bytes of their writable layers)."""
+    removed, size = [], 0
+    for row in engine.containers(all=True, size=True):
+        if row["State"] == "running":
+            continue
+        engine.rm(row["ID"])
+        removed.append(row["ID"])
+        size += row["SizeRw"]
+    return removed, size
+
+
+def prune_images(engine, all: bool = False) -> tuple[list[str], int]:
+    """Remove dangling images (untagged, unused), or with ``all`` every image no container uses.
+    Returns Docker's ``Untagged:``/``Deleted:`` lines and the layer bytes reclaimed."""
+    lines: list[str] = []
+    reclaimed: list[int] = []
+    while True:  # deleting an image can leave another one dangling (a parent): repeat
+        with engine._tx():
+            rows = engine.db.execute(
+                "SELECT i.id FROM images i WHERE NOT EXISTS"
+                " (SELECT 1 FROM containers c WHERE c.image_id = i.id)"
+                + ("" if all else " AND NOT EXISTS (SELECT 1 FROM tags t WHERE t.image_id = i.id)")
+                + " ORDER BY i.added DESC").fetchall()
+            for (image_id,) in rows:
+                lines += [f"Untagged: {t}" for t in engine._tags(image_id)]
+                lines += engine._delete_image(image_id, reclaimed)
+        if not rows:
+            break
+    return lines, sum(reclaimed)
+
+
+def prune_system(engine, all: bool = False, volumes: bool = False) -> dict:
+    """``system prune``: stopped containers, then dangling (or all unused) images, then, if asked,
+    unused volumes; and the build cache when the builder keeps one."""
+    containers, container_bytes = prune_containers(engine)
+    image_lines, image_bytes = prune_images(engine, all=all)
+    result = {"Containers": containers, "Images": image_lines,
+              "Reclaimed": container_bytes + image_bytes, "Volumes": []}
+    if volumes and hasattr(engine, "volume_prune"):
+        pruned = engine.volume_prune()
+        if isinstance(pruned, tuple):
+            result["Volumes"], extra = pruned
+            result["Reclaimed"] += extra or 0
+        else:
+            result["Volumes"] = pruned
+    return result

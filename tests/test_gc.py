@@ -1,0 +1,130 @@
+"""Garbage collection and `system check`: prunes reclaim exactly what `system df` said, and every
+kind of store damage is found (and repaired where it can be)."""
+
+import json
+import os
+
+import pytest
+
+from lamina import Engine
+
+from .conftest import needs_root
+
+pytestmark = needs_root
+
+
+def populated(engine, busybox_tar):
+    engine.import_image(busybox_tar, "busybox")
+    engine.create("busybox", name="c1")
+    root = engine.mount("c1")
+    with open(os.path.join(root, "data"), "wb") as f:
+        f.write(b"x" * 1000)
+    engine.umount("c1")
+    engine.commit("c1", "derived")
+    engine.create("derived", name="c2")
+    return engine
+
+
+def test_prunes_reclaim_what_df_called_reclaimable(engine, busybox_tar):
+    populated(engine, busybox_tar)
+    df = {s["Type"]: s for s in engine.system_df()["Summary"]}
+    ids, size = engine.prune_containers()
+    assert len(ids) == 2 and size == df["Containers"]["Reclaimable"] == 1000
+    df = {s["Type"]: s for s in engine.system_df()["Summary"]}
+    assert df["Images"]["Reclaimable"] == df["Images"]["Size"] > 0
+    lines, size = engine.prune_images(all=False)
+    assert lines == [] and size == 0  # nothing dangling: both images are tagged
+    lines, size = engine.prune_images(all=True)
+    assert size == df["Images"]["Reclaimable"]
+    assert sum(line.startswith("Untagged:") for line in lines) == 2
+    # the store's data directories hold no layers or blobs any more
+    assert os.listdir(os.path.join(engine.root, "blobs", "sha256")) == []
+    data = os.path.join(engine.root, engine.driver)
+    left = [n for n in os.listdir(data) if n not in ("l", "dir")]
+    assert left == []
+    for sub in ("l", "dir"):
+        if os.path.isdir(os.path.join(data, sub)):
+            assert os.listdir(os.path.join(data, sub)) == []
+    assert engine.check() == []
+
+
+def test_dangling_image_is_pruned_and_tagged_one_kept(engine, busybox_tar):
+    populated(engine, busybox_tar)
+    engine.rm("c2")
+    engine.rmi(["derived"])
+    engine.commit("c1", "again")  # a tagged image
+    engine.commit("c1")           # an untagged (dangling) one
+    dangling = [i for i in engine.images() if i["Tag"] == "<none>"]
+    assert len(dangling) == 1
+    engine.rm("c1")
+    lines, size = engine.prune_images()
+    assert any(dangling[0]["ID"] in line for line in lines)
+    assert size == 0  # its only own layer is shared with "again"
+    assert {i["Repository"] for i in engine.images()} == {"busybox", "again"}
+
+
+def damage(engine) -> dict:
+    """Break the store in every way `system check` knows; returns where."""
+    root = engine.root
+    where = {}
+    orphan = os.path.join(root, engine.driver, "dir" if engine.driver == "vfs" else "", "deadbeef" * 4)
+    os.makedirs(orphan)
+    where["orphan layer directory"] = orphan
+    blob = engine.content.put(b"nobody references me")
+    where["unreferenced blob"] = blob
+    layer = engine.db.execute("SELECT blob_digest FROM layers LIMIT 1").fetchone()[0]
+    with open(engine.content.path(layer), "r+b") as f:
+        f.seek(100)
+        f.write(b"CORRUPT")
+    where["corrupt blob"] = layer
+    stale = os.path.join(root, "mounts", "0" * 64)
+    os.makedirs(stale)
+    where["stale mount"] = stale
+    with open(os.path.join(root, "ingest", "999999999-partial"), "wb") as f:
+        f.write(b"half")
+    where["partial blob"] = "999999999-partial"
+    with open(os.path.join(root, "index.json"), "w") as f:
+        json.dump({"schemaVersion": 2, "manifests": []}, f)
+    where["index.json"] = True
+    return where
+
+
+def test_check_finds_and_repairs_damage(store_root, driver, busybox_tar):
+    engine = populated(Engine(root=store_root, driver=driver), busybox_tar)
+    assert engine.check() == []
+    damage(engine)
+    kinds = {f.kind for f in engine.check()}
+    assert kinds >= {"orphan layer directory", "unreferenced blob",
+                     "corrupt blob (content does not match digest)", "stale mount", "partial blob",
+                     "index.json does not match the tags"}
+    findings = engine.check(repair=True)
+    assert all(f.fixed for f in findings), [str(f) for f in findings if not f.fixed]
+    left = engine.check()
+    # the corrupt blob was quarantined: now it is missing, which repair cannot undo
+    assert [f.kind for f in left] == ["missing blob"]
+    assert len(os.listdir(os.path.join(store_root, "quarantine"))) == 1
+
+
+def test_check_cli_exit_codes(lamina, busybox_tar):
+    lamina("import", busybox_tar, "busybox")
+    ok = lamina("system", "check")
+    assert ok.stdout.strip() == "No problems found"
+    os.makedirs(os.path.join(lamina.root, "mounts", "f" * 64))
+    bad = lamina("system", "check", check=False)
+    assert bad.returncode == 1 and "stale mount" in bad.stdout
+    fixed = lamina("system", "check", "--repair")
+    assert "1 problem(s) repaired, 0 left" in fixed.stdout
+    assert lamina("system", "check").returncode == 0
+
+
+@pytest.mark.parametrize("driver", ["overlay2"])
+def test_prune_cli_asks_first(lamina, busybox_tar):
+    lamina("import", busybox_tar, "busybox")
+    lamina("create", "busybox")
+    no = lamina("container", "prune", input="n\n")
+    assert "Total reclaimed" not in no.stdout and len(lamina("ps", "-aq").stdout.split()) == 1
+    yes = lamina("container", "prune", "-f")
+    assert "Deleted Containers:" in yes.stdout and "Total reclaimed space: 0B" in yes.stdout
+    assert lamina("ps", "-aq").stdout == ""
+    out = lamina("system", "prune", "-a", "-f").stdout
+    assert "Untagged: busybox:latest" in out and "Total reclaimed space: 1.98MB" in out
