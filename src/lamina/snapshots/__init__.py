@@ -31,7 +31,6 @@ leaves either the snapshot whole or its paths in ``trash``, which the next ``pur
 
 import collections
 import os
-import sqlite3
 
 from ..errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 
@@ -59,7 +58,7 @@ CREATE TABLE IF NOT EXISTS trash (
 );
 """
 
-DRIVERS = ("overlay2", "vfs")
+DRIVERS = ("overlay2", "vfs", "union", "overlay")
 
 
 class Snapshotter:
@@ -71,14 +70,14 @@ class Snapshotter:
 
     name = "base"
 
-    def __init__(self, root: str, db: sqlite3.Connection):
+    def __init__(self, root: str, db):
         self.root = root
         self.db = db
         if not os.path.isdir(root):
             os.makedirs(root, exist_ok=True)
 
     # -- records -----------------------------------------------------------------------------
-    def _row(self, key: str) -> sqlite3.Row:
+    def _row(self, key: str):
         row = self.db.execute("SELECT * FROM snapshots WHERE key = ?", (key,)).fetchone()
         if row is None:
             raise NotFound(f"snapshot {key} not found")
@@ -222,7 +221,7 @@ def _alive(pid: int) -> bool:
         return True
 
 
-def open_snapshotter(name: str, root: str, db: sqlite3.Connection) -> Snapshotter:
+def open_snapshotter(name: str, root: str, db) -> Snapshotter:
     """The driver called ``name``, keeping its data under ``root``/``name``."""
     if name == "overlay2":
         from .overlay2 import Overlay2
@@ -232,6 +231,14 @@ def open_snapshotter(name: str, root: str, db: sqlite3.Connection) -> Snapshotte
         from .vfs import Vfs
 
         return Vfs(os.path.join(root, name), db)
+    if name == "union":
+        from .union import Union
+
+        return Union(os.path.join(root, name), db)
+    if name == "overlay":
+        from .overlay import Overlay
+
+        return Overlay(os.path.join(root, name), db)
     raise InvalidArgument(f"unknown storage driver {name!r} (choose from {', '.join(DRIVERS)})")
 
 
