@@ -91,6 +91,7 @@ def add_image(engine, config: bytes, layers: list[tuple[str, int, str]], tags=()
                         if db.execute("SELECT 1 FROM snapshots WHERE key = ?", (key,)).fetchone():
                             with Transaction(db):
                                 engine.snaps.remove(key)
+                        _purge(engine)
                         raise
                 added.append(chain)
             parent = chain
@@ -120,6 +121,14 @@ def _drop_layers(engine, chains: list[str]) -> None:
                 continue
             db.execute("DELETE FROM layers WHERE chain_id = ?", (chain,))
             engine.snaps.remove(chain)
+    _purge(engine)
+
+
+def _purge(engine) -> None:
+    """Delete the data of snapshots removed above (they are only filed as trash until then)."""
+    purge = getattr(engine.snaps, "purge", None)
+    if purge is not None:
+        purge()
 
 
 def referenced_blobs(engine) -> set[str]:
@@ -657,18 +666,24 @@ def _tag_of(annotations: dict) -> str | None:
 
     name = annotations.get("io.containerd.image.name")
     if name:
-        for prefix in ("docker.io/library/", "docker.io/"):
-            if name.startswith(prefix):
-                name = name[len(prefix):]
-                break
+        name = familiar(name)
     else:
         name = annotations.get("org.opencontainers.image.ref.name")
         if not name or ("/" not in name and ":" not in name):
             return None  # a bare tag names no repository
+        name = familiar(name)
     try:
         return normalize(name)
     except InvalidArgument:
         return None
+
+
+def familiar(name: str) -> str:
+    """Docker's short form of a Docker Hub name: ``docker.io/library/app:2`` -> ``app:2``."""
+    for prefix in ("docker.io/library/", "docker.io/"):
+        if name.startswith(prefix):
+            return name[len(prefix):]
+    return name
 
 
 def platform_matches(desc: dict, platform: tuple[str, str, str | None]) -> bool:
@@ -761,7 +776,7 @@ def _images_from_docker(engine, source: _Source) -> list[tuple]:
         tags = []
         for tag in entry.get("RepoTags") or []:
             try:
-                tags.append(normalize(tag))
+                tags.append(normalize(familiar(tag)))
             except InvalidArgument:
                 raise InvalidArgument(f"manifest.json has a bad tag {tag!r}") from None
         manifest = dumps({

@@ -32,8 +32,7 @@ def server_key(server: str) -> str:
     """The key a server is stored under: its host[:port]; Docker Hub under Docker's own key."""
     host = server
     for scheme in ("https://", "http://"):
-        if host.startswith(scheme):
-            host = host[len(scheme):]
+        host = host.removeprefix(scheme)
     host = host.split("/", 1)[0]
     if not host:
         raise InvalidArgument(f"invalid registry {server!r}")

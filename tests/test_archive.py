@@ -1,0 +1,224 @@
+"""save/load: every format and compression round-trips, digests are stable, skopeo and umoci
+accept what lamina writes, lamina loads what skopeo writes, and bad archives change nothing."""
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import subprocess
+import tarfile
+
+import pytest
+
+from lamina import Engine
+from lamina.errors import InvalidArgument, LaminaError
+
+from .conftest import Lamina, store_files
+
+needs_tools = pytest.mark.skipif(shutil.which("skopeo") is None or shutil.which("umoci") is None,
+                                 reason="skopeo and umoci are installed by scripts/setup")
+
+
+@pytest.fixture
+def source(store_root, busybox_tar):
+    """A vfs store with a two-layer image tagged twice and a one-layer base."""
+    eng = Engine(root=store_root, driver="vfs")
+    eng.import_image(busybox_tar, "busybox:1")
+    eng.create("busybox:1", name="c")
+    root = eng.mount("c")
+    with open(os.path.join(root, "hello"), "w") as f:
+        f.write("hello\n")
+    os.unlink(os.path.join(root, "bin", "vi"))
+    eng.umount("c")
+    eng.commit("c", "app:2")
+    eng.tag("app:2", "registry.example:5000/team/app:v2")
+    yield eng
+    eng.close()
+
+
+@pytest.fixture
+def target(tmp_path):
+    path = "/var/tmp/" + os.path.basename(str(tmp_path)) + "-target"
+    eng = Engine(root=path, driver="vfs")
+    yield eng
+    eng.close()
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _layer_ids(eng, name):
+    return eng.inspect_image(name)["RootFS"]["Layers"]
+
+
+@pytest.mark.parametrize("fmt", ["oci-archive", "docker-archive", "oci-dir"])
+@pytest.mark.parametrize("compression", [None, "gzip", "zstd"])
+def test_round_trip(source, target, tmp_path, fmt, compression):
+    out = tmp_path / "out"
+    source.save(["app:2", "registry.example:5000/team/app:v2", "busybox:1"], out, fmt, compression)
+    lines = target.load(out)
+    assert sorted(lines) == ["Loaded image: app:2", "Loaded image: busybox:1",
+                             "Loaded image: registry.example:5000/team/app:v2"]
+    for name in ("app:2", "busybox:1", "registry.example:5000/team/app:v2"):
+        assert target.inspect_image(name)["Id"] == source.inspect_image(name)["Id"]
+        assert _layer_ids(target, name) == _layer_ids(source, name)
+    cid = target.create("app:2", name="x")
+    root = target.mount(cid)
+    assert open(os.path.join(root, "hello")).read() == "hello\n"
+    assert not os.path.exists(os.path.join(root, "bin", "vi"))
+    # only the blobs the images use are left in the target
+    from lamina.archive import referenced_blobs
+
+    assert set(target.content.digests()) == referenced_blobs(target)
+
+
+def test_manifest_bytes_are_kept(source, target, tmp_path):
+    """An image loaded from an OCI layout keeps the very manifest bytes it had."""
+    source.save(["app:2"], tmp_path / "a.tar", "oci-archive")
+    target.load(tmp_path / "a.tar")
+    assert target._image_row(target._image_id("app:2"))["manifest_digest"] == \
+        source._image_row(source._image_id("app:2"))["manifest_digest"]
+
+
+def test_compressed_output_is_stable(source, tmp_path, monkeypatch):
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    digests = []
+    for i in range(2):
+        out = tmp_path / f"s{i}.tar"
+        source.save(["app:2"], out, "oci-archive", "gzip")
+        digests.append(hashlib.sha256(out.read_bytes()).hexdigest())
+    assert digests[0] == digests[1]
+    with tarfile.open(tmp_path / "s0.tar") as tar:
+        assert {m.mtime for m in tar.getmembers()} == {1700000000}
+        index = json.load(tar.extractfile("index.json"))
+        manifest = json.load(tar.extractfile("blobs/sha256/" + index["manifests"][0]["digest"][7:]))
+    assert all(d["mediaType"].endswith("+gzip") for d in manifest["layers"])
+
+
+def test_cli_save_load_and_stdin(source, tmp_path, busybox_tar):
+    lam = Lamina(source.root, "vfs")
+    lam("save", "-o", tmp_path / "a.tar", "app:2", "busybox:1")
+    other = Lamina(str(tmp_path / "other"), "vfs")
+    with open(tmp_path / "a.tar", "rb") as f:
+        proc = subprocess.run(["python3", "-m", "lamina", "--root", other.root, "--driver", "vfs",
+                               "load"], stdin=f, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["Loaded image: app:2", "Loaded image: busybox:1"]
+    # save to a pipe, load from the pipe
+    third = str(tmp_path / "third")
+    pipe = subprocess.run(f"python3 -m lamina --root {source.root} save --format oci-archive "
+                          f"--compression zstd app:2 | python3 -m lamina --root {third} "
+                          "--driver vfs load -q", shell=True, capture_output=True, text=True)
+    assert pipe.returncode == 0, pipe.stderr
+    assert Lamina(third, "vfs")("images", "--format", "{{.Repository}}:{{.Tag}}").stdout == "app:2\n"
+    # a terminal is refused, a missing image is one line
+    bad = lam("save", "nosuch:1", "-o", tmp_path / "x.tar", check=False)
+    assert bad.returncode == 1 and bad.stderr == "Error: No such image: nosuch:1\n"
+    assert not (tmp_path / "x.tar").exists()
+
+
+def _docker_archive(members: dict) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def _layer(files: dict) -> bytes:
+    return _docker_archive(files)
+
+
+def _bad_archives():
+    layer = _layer({"a": b"a" * 1000})
+    good_diff = "sha256:" + hashlib.sha256(layer).hexdigest()
+    wrong_diff = "sha256:" + "0" * 64
+    config = json.dumps({"architecture": "amd64", "os": "linux",
+                         "rootfs": {"type": "layers", "diff_ids": [wrong_diff]}}).encode()
+    manifest = json.dumps([{"Config": "c.json", "RepoTags": ["bad:1"],
+                            "Layers": ["l.tar"]}]).encode()
+    ok_config = json.dumps({"architecture": "amd64", "os": "linux",
+                            "rootfs": {"type": "layers", "diff_ids": [good_diff]}}).encode()
+    good = _docker_archive({"manifest.json": manifest, "c.json": ok_config, "l.tar": layer})
+    return {
+        "wrong-diff-id": _docker_archive({"manifest.json": manifest, "c.json": config,
+                                          "l.tar": layer}),
+        "missing-layer": _docker_archive({"manifest.json": manifest, "c.json": ok_config}),
+        "truncated": good[: len(good) // 2],
+        "not-a-tar": os.urandom(3000),
+        "no-manifest": _docker_archive({"l.tar": layer}),
+        "bad-oci-digest": _docker_archive({
+            "oci-layout": b'{"imageLayoutVersion":"1.0.0"}',
+            "index.json": b'{"schemaVersion":2,"manifests":[]}',
+            "blobs/sha256/" + "1" * 64: b"not what the name says"}),
+    }
+
+
+@pytest.mark.parametrize("case", sorted(_bad_archives()))
+def test_bad_archive_changes_nothing(source, tmp_path, case):
+    path = tmp_path / "bad.tar"
+    path.write_bytes(_bad_archives()[case])
+    before = store_files(source.root)
+    images = source.images()
+    with pytest.raises(LaminaError):
+        source.load(path)
+    assert store_files(source.root) == before
+    assert source.images() == images
+    proc = Lamina(source.root, "vfs")("load", "-i", path, check=False)
+    assert proc.returncode == 1 and proc.stderr.startswith("Error: ")
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    assert store_files(source.root) == before
+
+
+def test_good_hand_made_archive_loads(source, tmp_path):
+    """The control case of the bad archives: a correct docker-archive made by hand loads."""
+    layer = _layer({"a": b"a" * 1000})
+    config = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {
+        "type": "layers", "diff_ids": ["sha256:" + hashlib.sha256(layer).hexdigest()]}}).encode()
+    (tmp_path / "ok.tar").write_bytes(_docker_archive({
+        "manifest.json": json.dumps([{"Config": "c.json", "RepoTags": ["ok:1"],
+                                      "Layers": ["l.tar"]}]).encode(),
+        "c.json": config, "l.tar": layer}))
+    assert source.load(tmp_path / "ok.tar") == ["Loaded image: ok:1"]
+    with pytest.raises(InvalidArgument):
+        source.save(["ok:1"], tmp_path / "x", "tarball")
+
+
+@needs_tools
+def test_skopeo_and_umoci_accept_saved_images(source, tmp_path):
+    source.save(["app:2"], tmp_path / "o.tar", "oci-archive", "gzip")
+    source.save(["app:2"], tmp_path / "d.tar", "docker-archive")
+    source.save(["app:2", "busybox:1"], tmp_path / "dir", "oci-dir", "zstd")
+    want = _layer_ids(source, "app:2")
+    for transport in (f"oci-archive:{tmp_path}/o.tar", f"docker-archive:{tmp_path}/d.tar"):
+        out = subprocess.run(["skopeo", "inspect", "--config", transport], capture_output=True,
+                             text=True)
+        assert out.returncode == 0, out.stderr
+        assert json.loads(out.stdout)["rootfs"]["diff_ids"] == want
+    copy = subprocess.run(["skopeo", "copy", f"oci-archive:{tmp_path}/o.tar",
+                           f"oci:{tmp_path}/copied:app"], capture_output=True, text=True)
+    assert copy.returncode == 0, copy.stderr
+    source.save(["app:2"], tmp_path / "plain", "oci-dir", "gzip")
+    unpack = subprocess.run(["umoci", "unpack", "--rootless", "--image", f"{tmp_path}/plain:app:2",
+                             str(tmp_path / "bundle")], capture_output=True, text=True)
+    assert unpack.returncode == 0, unpack.stderr
+    assert (tmp_path / "bundle" / "rootfs" / "hello").read_text() == "hello\n"
+
+
+@needs_tools
+def test_load_what_skopeo_writes(source, target, tmp_path):
+    want = source.inspect_image("app:2")["Id"]
+    for transport, extra in ((f"docker-archive:{tmp_path}/s.tar:app:2", []),
+                             (f"oci-archive:{tmp_path}/s-oci.tar:app:2", []),
+                             (f"dir:{tmp_path}/sdir", ["--dest-compress"])):
+        proc = subprocess.run(["skopeo", "copy", *extra, f"oci:{source.root}:app:2", transport],
+                              capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+    target.load(tmp_path / "s.tar")
+    assert target.inspect_image("app:2")["Id"] == want
+    target.rmi(["app:2"])
+    target.load(tmp_path / "s-oci.tar")
+    assert target.inspect_image("app:2")["Id"] == want
+    target.rmi(["app:2"])
+    assert target.load(tmp_path / "sdir") == [f"Loaded image ID: {want}"]
