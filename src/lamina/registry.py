@@ -9,8 +9,9 @@ the exact bytes received. A failure leaves no image, no snapshot and no blob tha
 
 Push: every blob is checked with HEAD first and skipped when the registry has it; a blob known to
 be in another repository of the same registry is mounted from there; others are uploaded, whole
-when small, in chunks (PATCH with Content-Range) when large, resuming from the registry's offset
-after a dropped connection. Layers stored uncompressed are gzipped on the way (isal, stable output,
+when small, in chunks (PATCH with Content-Range) when large; after a dropped connection the
+upload resumes from the offset the registry reports, or starts the blob over when the registry
+cannot resume (distribution does not once a broken PATCH wrote part of a chunk). Layers stored uncompressed are gzipped on the way (isal, stable output,
 so the same image always pushes the same digests); the compressed digests are remembered so that a
 second push can skip them with HEAD.
 
@@ -442,8 +443,14 @@ class Client:
                 if attempts > RETRIES:
                     raise Unavailable(f"{what}: {_oneline(e)}") from None
                 time.sleep(0.2 * attempts)
-                new_offset, location = self._upload_status(location, what)
-                on_bytes(new_offset - offset - (end - offset))  # forget the bytes not taken
+                try:
+                    new_offset, location = self._upload_status(location, what)
+                except LaminaError:
+                    # distribution refuses to resume once a broken PATCH wrote part of a chunk
+                    # (its upload state no longer matches): start this blob over
+                    location, _ = self.start_upload(repository, digest, None)
+                    new_offset = 0
+                on_bytes(new_offset - end)  # forget the bytes the registry did not take
                 offset = new_offset
         resp = self._retrying(lambda: self.send("PUT", location, params={"digest": digest},
                                                 headers={"Content-Length": "0"}), what)
@@ -775,12 +782,15 @@ def push(engine, name: str, destination: str | None = None, tls_verify: bool | N
     row = engine._image_row(image_id)
     manifest = engine.content.read(row["manifest_digest"])
     doc = json.loads(manifest)
-    sources = {}
+    sources = {}  # blob digest (stored or its compressed form) -> a repository that has it
     for desc in doc.get("layers", []):
-        for registry, repository in engine.db.execute(
-                "SELECT registry, repository FROM blob_sources WHERE digest = ?", (desc["digest"],)):
-            if registry == ref.registry and repository != ref.repository:
-                sources.setdefault(desc["digest"], repository)
+        candidates = [desc["digest"]] + [r[0] for r in engine.db.execute(
+            "SELECT digest FROM compressed_blobs WHERE source = ?", (desc["digest"],))]
+        for digest in candidates:
+            for registry, repository in engine.db.execute(
+                    "SELECT registry, repository FROM blob_sources WHERE digest = ?", (digest,)):
+                if registry == ref.registry and repository != ref.repository:
+                    sources.setdefault(digest, repository)
     scopes = [f"repository:{ref.repository}:pull,push"]
     scopes += sorted({f"repository:{r}:pull" for r in sources.values()})
     credentials = auth.lookup(ref.registry, authfile)
@@ -821,9 +831,9 @@ def _push(engine, client, ref: Reference, image_id, manifest, doc, compression, 
             if want:
                 cached = cache.get(i)
                 new_media = MEDIA_OCI_LAYER + media_suffix(want)
-                if cached and client.blob_exists(repo, cached[0]):
+                if cached and _skip_or_mount(client, repo, cached[0], sources.get(cached[0]), key,
+                                             progress)[0]:
                     results[i] = (cached[0], cached[1], new_media)
-                    progress.status(key, "Layer already exists")
                     return
                 from .archive import _recompress
 
@@ -831,7 +841,7 @@ def _push(engine, client, ref: Reference, image_id, manifest, doc, compression, 
                 new_digest, new_size, path = _recompress(engine, digest, want, workdir)
                 digest, size, media = new_digest, new_size, new_media
             results[i] = (digest, size, media)
-            _push_blob(client, repo, digest, size, path, sources.get(plan[i][0]), key, progress)
+            _push_blob(client, repo, digest, size, path, sources.get(digest), key, progress)
             if want:
                 os.unlink(path)
 
@@ -883,15 +893,22 @@ def _push(engine, client, ref: Reference, image_id, manifest, doc, compression, 
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _push_blob(client, repo, digest, size, path, mount_from, key, progress) -> None:
+def _skip_or_mount(client, repo, digest, mount_from, key, progress) -> tuple[bool, str | None]:
+    """(True, None) when the registry has the blob in ``repo`` or mounted it from
+    ``mount_from``; else (False, an upload location)."""
     if client.blob_exists(repo, digest):
         if key:
             progress.status(key, "Layer already exists")
-        return
+        return True, None
     location, mounted = client.start_upload(repo, digest, mount_from)
-    if mounted:
-        if key:
-            progress.status(key, f"Mounted from {mount_from}")
+    if mounted and key:
+        progress.status(key, f"Mounted from {mount_from}")
+    return mounted, location
+
+
+def _push_blob(client, repo, digest, size, path, mount_from, key, progress) -> None:
+    done, location = _skip_or_mount(client, repo, digest, mount_from, key, progress)
+    if done:
         return
     if key:
         progress.status(key, "Pushing")

@@ -1,0 +1,360 @@
+"""pull/push/login against Debian's docker-registry on a loopback port (one with htpasswd basic
+auth), and against a tiny lying registry: every lie is one clear error and nothing half-stored."""
+
+import hashlib
+import http.server
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+
+from lamina import Engine
+from lamina.errors import LaminaError
+
+from .conftest import Lamina, store_files
+
+pytestmark = pytest.mark.skipif(shutil.which("docker-registry") is None,
+                                reason="docker-registry is installed by scripts/setup")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_registry(workdir, htpasswd: str | None = None):
+    """docker-registry serving ``workdir/data`` on 127.0.0.1:<free port>; returns (host, proc)."""
+    port = free_port()
+    auth = ""
+    if htpasswd:
+        auth = f"auth:\n  htpasswd:\n    realm: lamina-test\n    path: {htpasswd}\n"
+    config = os.path.join(workdir, "config.yml")
+    with open(config, "w") as f:
+        f.write(f"version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n"
+                f"    rootdirectory: {workdir}/data\n  delete:\n    enabled: true\n"
+                f"http:\n  addr: 127.0.0.1:{port}\n{auth}")
+    log = open(os.path.join(workdir, "registry.log"), "wb")
+    proc = subprocess.Popen(["docker-registry", "serve", config], stdout=log, stderr=log,
+                            stdin=subprocess.DEVNULL)
+    log.close()
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return f"127.0.0.1:{port}", proc
+        except OSError:
+            if proc.poll() is not None:
+                break
+            time.sleep(0.05)
+    stop(proc)
+    raise RuntimeError(f"docker-registry did not start; see {workdir}/registry.log")
+
+
+def stop(proc) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory):
+    host, proc = start_registry(str(tmp_path_factory.mktemp("registry")))
+    yield host
+    stop(proc)
+
+
+@pytest.fixture(scope="module")
+def auth_registry(tmp_path_factory):
+    if shutil.which("htpasswd") is None:
+        pytest.skip("htpasswd (apache2-utils) is installed by scripts/setup")
+    work = str(tmp_path_factory.mktemp("auth-registry"))
+    subprocess.run(["htpasswd", "-Bbc", f"{work}/htpasswd", "alice", "s3cret"], check=True,
+                   capture_output=True)
+    host, proc = start_registry(work, f"{work}/htpasswd")
+    yield host
+    stop(proc)
+
+
+@pytest.fixture
+def image_store(store_root, busybox_tar):
+    """A vfs store with busybox:1 and a two-layer app:2 on it."""
+    eng = Engine(root=store_root, driver="vfs")
+    eng.import_image(busybox_tar, "busybox:1")
+    eng.create("busybox:1", name="c")
+    with open(os.path.join(eng.mount("c"), "hello"), "w") as f:
+        f.write("hello\n")
+    eng.commit("c", "app:2")
+    yield eng
+    eng.close()
+
+
+@pytest.fixture
+def other(tmp_path):
+    """A second, empty store: another machine."""
+    path = f"/var/tmp/{tmp_path.name}-other"
+    eng = Engine(root=path, driver="vfs")
+    yield eng
+    eng.close()
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_push_pull_round_trip(image_store, other, registry):
+    digest = image_store.push("app:2", f"{registry}/team/app:2")
+    image_id = other.pull(f"{registry}/team/app:2")
+    assert image_id == image_store.inspect_image("app:2")["Id"]
+    assert other.images()[0]["Repository"] == f"{registry}/team/app"
+    # the manifest kept is the registry's, byte for byte
+    assert other._image_row(image_id)["manifest_digest"] == digest
+    root = other.mount(other.create(f"{registry}/team/app:2"))
+    with open(os.path.join(root, "hello")) as f:
+        assert f.read() == "hello\n"
+    # by digest; pushing again uploads nothing (HEAD first), the digest is stable
+    assert other.pull(f"{registry}/team/app@{digest}") == image_id
+    assert image_store.push("app:2", f"{registry}/team/app:again") == digest
+    # a pulled (gzip) image pushes its exact manifest back
+    assert other.push(f"{registry}/team/app:2", f"{registry}/mirror/app:2") == digest
+
+
+def test_cli_output_mount_and_zstd(image_store, registry, tmp_path):
+    lam = Lamina(image_store.root, "vfs")
+    out = lam("push", "app:2", f"{registry}/one/app:2").stdout
+    assert out.startswith(f"The push refers to repository [{registry}/one/app]\n")
+    assert "Pushed" in out and "2: digest: sha256:" in out
+    out = lam("push", "app:2", f"{registry}/two/app:2").stdout
+    assert "Mounted from one/app" in out
+    out = lam("push", "--compression-format", "zstd", "app:2", f"{registry}/three/app:z").stdout
+    second = Lamina(str(tmp_path / "second"), "vfs")
+    proc = second("pull", f"{registry}/three/app:z")
+    assert f"Status: Downloaded newer image for {registry}/three/app:z" in proc.stdout
+    manifest = json.loads(subprocess.run(
+        ["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{registry}/three/app:z"],
+        capture_output=True, check=True).stdout) if shutil.which("skopeo") else None
+    if manifest:
+        assert all(d["mediaType"].endswith("+zstd") for d in manifest["layers"])
+    bad = second("pull", f"{registry}/nosuch/app:1", check=False)
+    assert bad.returncode == 1 and bad.stderr.startswith("Error: manifest nosuch/app:1: ")
+    assert bad.stderr.count("\n") == 1
+
+
+def test_chunked_upload_resumes_after_a_dropped_connection(image_store, other, registry,
+                                                          monkeypatch):
+    """A proxy cuts the first connection that carries a PATCH after some bytes; the push asks the
+    registry where the upload stands and goes on from there."""
+    from lamina import registry as reg
+
+    monkeypatch.setattr(reg, "MONOLITHIC_LIMIT", 1000)
+    monkeypatch.setattr(reg, "UPLOAD_CHUNK", 300_000)
+    upstream = registry.split(":")
+    proxy = _CuttingProxy(upstream[0], int(upstream[1]), cut_after=200_000)
+    try:
+        digest = image_store.push("app:2", f"127.0.0.1:{proxy.port}/resume/app:2")
+        assert proxy.cuts == 1
+    finally:
+        proxy.close()
+    assert other.pull(f"{registry}/resume/app@{digest}") == image_store.inspect_image("app:2")["Id"]
+
+
+class _CuttingProxy:
+    """TCP proxy on loopback that drops the first PATCH connection after ``cut_after`` bytes."""
+
+    def __init__(self, host, port, cut_after):
+        self.upstream = (host, port)
+        self.cut_after = cut_after
+        self.cuts = 0
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while not self.closed:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.upstream)
+            threading.Thread(target=self._pipe, args=(client, upstream, True), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(upstream, client, False), daemon=True).start()
+
+    def _pipe(self, src, dst, watch):
+        seen, patching = 0, False
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                if watch:
+                    if data.startswith(b"PATCH "):
+                        patching, seen = True, 0
+                    seen += len(data)
+                    if patching and self.cuts == 0 and seen > self.cut_after:
+                        self.cuts += 1
+                        break
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+
+    def close(self):
+        self.closed = True
+        self.sock.close()
+
+
+def test_login_logout_and_basic_auth(image_store, other, auth_registry, tmp_path):
+    authfile = tmp_path / "auth.json"
+    lam = Lamina(image_store.root, "vfs")
+    denied = lam("push", "--authfile", authfile, "app:2", f"{auth_registry}/a/app:2", check=False)
+    assert denied.returncode == 1 and "authentication required" in denied.stderr
+    wrong = lam("login", "--authfile", authfile, "-u", "alice", "--password-stdin", auth_registry,
+                input="nope\n", check=False)
+    assert wrong.returncode == 1 and "incorrect username or password" in wrong.stderr
+    assert not authfile.exists()
+    ok = lam("login", "--authfile", authfile, "-u", "alice", "--password-stdin", auth_registry,
+             input="s3cret\n")
+    assert ok.stdout.strip() == "Login Succeeded"
+    assert os.stat(authfile).st_mode & 0o777 == 0o600
+    assert auth_registry in json.loads(authfile.read_text())["auths"]
+    lam("push", "--authfile", authfile, "app:2", f"{auth_registry}/a/app:2")
+    assert other.pull(f"{auth_registry}/a/app:2", authfile=str(authfile))
+    assert lam("logout", "--authfile", authfile, auth_registry).stdout.startswith("Removing")
+    assert json.loads(authfile.read_text())["auths"] == {}
+    with pytest.raises(LaminaError):
+        other.pull(f"{auth_registry}/a/app:2", authfile=str(authfile))
+
+
+# ------------------------------------------------------------------------------ a lying registry
+def _image_blobs(eng, name):
+    """(manifest bytes, {digest: bytes}) of a stored image, layers gzipped as a registry has them."""
+    from lamina.compression import compressor
+
+    import io
+
+    config = eng.content.read(eng._image_id(name))
+    layers = []
+    blobs = {}
+    manifest = json.loads(eng.content.read(eng._image_row(eng._image_id(name))["manifest_digest"]))
+    for desc in manifest["layers"]:
+        buf = io.BytesIO()
+        c = compressor("gzip", buf)
+        c.write(eng.content.read(desc["digest"]))
+        c.close()
+        data = buf.getvalue()
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        blobs[digest] = data
+        layers.append({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                       "digest": digest, "size": len(data)})
+    config_digest = "sha256:" + hashlib.sha256(config).hexdigest()
+    blobs[config_digest] = config
+    doc = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+           "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                      "digest": config_digest, "size": len(config)}, "layers": layers}
+    return json.dumps(doc).encode(), blobs, [d["digest"] for d in layers]
+
+
+class _Liar(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    manifest = b""
+    blobs: dict = {}
+    layers: list = []
+    lie = ""
+
+    def log_message(self, *args):
+        pass
+
+    def _send(self, code, body=b"", headers=(), length=None):
+        self.send_response(code)
+        for k, v in headers:
+            self.send_header(k, v)
+        self.send_header("Content-Length", str(len(body) if length is None else length))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def do_GET(self):
+        path = self.path
+        if path == "/v2/":
+            return self._send(200, b"{}")
+        if "/manifests/" in path:
+            digest = "sha256:" + hashlib.sha256(self.manifest).hexdigest()
+            return self._send(200, self.manifest, [
+                ("Content-Type", "application/vnd.oci.image.manifest.v1+json"),
+                ("Docker-Content-Digest", digest)])
+        digest = path.rsplit("/", 1)[-1]
+        data = self.blobs.get(digest)
+        if data is None:
+            return self._send(404)
+        if digest == self.layers[-1]:
+            if self.lie == "wrong-digest":
+                data = data[:-10] + b"0123456789"
+            elif self.lie == "truncated":
+                data = data[: len(data) // 2]
+            elif self.lie == "content-length":
+                self._send(200, b"", length=len(data))
+                self.wfile.write(data[: len(data) // 3])
+                self.wfile.flush()
+                self.close_connection = True
+                return
+            elif self.lie == "error-500":
+                return self._send(500, b'{"errors":[{"code":"UNKNOWN","message":"boom"}]}')
+        self._send(200, data)
+
+    do_HEAD = do_GET
+
+
+@pytest.fixture
+def liar(image_store):
+    manifest, blobs, layers = _image_blobs(image_store, "app:2")
+    handler = type("Handler", (_Liar,), {"manifest": manifest, "blobs": blobs, "layers": layers})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield handler, f"127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize("lie, message", [
+    ("wrong-digest", "blob digest mismatch"),
+    ("truncated", "is truncated"),
+    ("content-length", "download failed"),
+    ("error-500", "download failed: HTTP 500"),
+])
+def test_a_lying_registry_leaves_nothing(liar, tmp_path, lie, message):
+    handler, host = liar
+    root = str(tmp_path / "victim")
+    lam = Lamina(root, "vfs")
+    eng = Engine(root=root, driver="vfs")
+    assert eng.content.digests() == []  # the layout exists: compare blobs, not its creation
+    eng.close()
+    before = store_files(root)
+    handler.lie = lie
+    proc = lam("pull", f"{host}/app:2", check=False)
+    assert proc.returncode == 1, proc.stdout
+    assert proc.stderr.startswith("Error: ") and message in proc.stderr, proc.stderr
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    assert store_files(root) == before
+    assert lam("images", "-q").stdout == ""
+    info = json.loads(lam("info").stdout)
+    assert info["Images"] == 0 and info["Layers"] == 0
+    handler.lie = ""
+    lam("pull", f"{host}/app:2")  # the truth is accepted
+    assert json.loads(lam("info").stdout)["Images"] == 1
