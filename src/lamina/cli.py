@@ -76,7 +76,7 @@ class _Parser:
             boolean = action == "store_true"
             for name in names:
                 self.flags[name] = (dest, boolean, choices)
-            self.defaults[dest] = False if boolean else default
+            self.defaults[dest] = [] if action == "append" else False if boolean else default
         else:
             self.positionals.append((names[0], nargs))
             self.defaults[names[0]] = [] if nargs in ("+", "...") else None
@@ -131,7 +131,10 @@ class _Parser:
                     i += 1
                 if choices and value not in choices:
                     self._fail(f"invalid value {value!r} for {name} (choose from {', '.join(choices)})")
-                setattr(ns, dest, value)
+                if isinstance(getattr(ns, dest), list):  # action="append": repeatable
+                    getattr(ns, dest).append(value)
+                else:
+                    setattr(ns, dest, value)
             elif arg.startswith("-") and len(arg) > 2:
                 for letter in arg[1:]:
                     spec = self.flags.get("-" + letter)
@@ -352,7 +355,9 @@ def cmd_ps(opts, args):
         if r["State"] == "created":
             return "Created"
         if r["State"] == "exited":
-            return f"Exited ({r['ExitCode']})"
+            return f"Exited ({r['ExitCode']}) {humanize.ago(r.get('FinishedAt') or r['Created'])}"
+        if r["State"] == "running":
+            return f"Up {humanize.duration(humanize.time.time() - r['StartedAt'])}"
         return r["State"].capitalize()
 
     def size(r):
@@ -637,7 +642,9 @@ def cmd_df(opts, args):
         [[c["ID"][:12], c["Image"], f'"{c["Command"]}"', "0", humanize.size(c["SizeRw"]),
           humanize.ago(c["Created"]), c["State"].capitalize(), c["Names"]] for c in df["Containers"]]))
     print("\nLocal Volumes space usage:\n")
-    print(humanize.table(["VOLUME NAME", "LINKS", "SIZE"], []))
+    print(humanize.table(["VOLUME NAME", "LINKS", "SIZE"],
+                         [[v["Name"], str(v["Links"]), humanize.size(v["Size"])]
+                          for v in df.get("Volumes", [])]))
     print("\nBuild cache usage: 0B")
 
 

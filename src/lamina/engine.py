@@ -132,7 +132,7 @@ class Engine:
                 return row[0]
         except InvalidArgument:
             pass
-        prefix = name[7:] if name.startswith("sha256:") else name
+        prefix = name.removeprefix("sha256:")
         if 1 <= len(prefix) <= 64 and all(c in "0123456789abcdef" for c in prefix):
             rows = self.db.execute("SELECT id FROM images WHERE substr(id, 8, ?) = ?",
                                    (len(prefix), prefix)).fetchall()
@@ -554,11 +554,16 @@ class Engine:
             " ORDER BY c.created DESC").fetchall()
         out = []
         for r in rows:
-            if not all and r["state"] != "running":
+            state, exit_code, finished = r["state"], r["exit_code"], r["finished"]
+            if state == "running" and not _owner_alive(r["monitor_pid"], r["monitor_start"]):
+                # its owner died (lamina.monitor): shown as exited; the next verb on it cleans up
+                state, exit_code, finished = "exited", 255, r["started"]
+            if not all and state != "running":
                 continue
             item = {"ID": r["id"], "Names": r["name"], "Image": r["image_ref"], "ImageID": r["image_id"],
                     "Command": r["command_line"], "Created": r["created"],
-                    "State": r["state"], "ExitCode": r["exit_code"]}
+                    "State": state, "ExitCode": exit_code, "StartedAt": r["started"],
+                    "FinishedAt": finished}
             if size:
                 rw = self.snaps.usage(r["id"])[0]
                 item["SizeRw"] = rw
@@ -568,9 +573,9 @@ class Engine:
 
     def inspect_container(self, name: str, size: bool = False) -> dict:
         """Docker-shaped ``container inspect`` document."""
-        from .image import rfc3339
-
         import json
+
+        from .image import rfc3339
 
         r = self._container(name)
         command = json.loads(r["command"])
@@ -627,14 +632,27 @@ class Engine:
     def rm(self, name: str, force: bool = False) -> str:
         """Delete a container and its writable layer (and nothing else). Returns its ID."""
         r = self._container(name)
-        if r["state"] == "running" and not force:
-            raise FailedPrecondition(
-                f"You cannot remove a running container {r['id']}. Stop the container before "
-                "attempting removal or force remove")
+        if r["state"] == "running":
+            from .monitor import refresh, stop
+
+            r = refresh(self, r)  # its owner may have died
+            if r["state"] == "running" and not force:
+                raise FailedPrecondition(
+                    f"You cannot remove a running container {r['id']}. Stop the container before "
+                    "attempting removal or force remove")
+            if r["state"] == "running":
+                stop(self, r["id"], timeout=0)
+                try:  # a --rm container's monitor removes it itself
+                    r = self._container(r["id"])
+                except NotFound:
+                    return r["id"]
         self.umount(r["id"])
         with self._tx():
             self.db.execute("DELETE FROM containers WHERE id = ?", (r["id"],))
             self.snaps.remove(r["id"])
+        from .fsutil import remove_tree
+
+        remove_tree(os.path.join(self.root, "containers", r["id"]))  # bundle and log (monitor.py)
         return r["id"]
 
     def diff(self, name: str) -> list:
@@ -726,16 +744,20 @@ class Engine:
         image_reclaimable = sum(size for chain, size in layers.items() if chain not in in_use)
         container_total = sum(c["SizeRw"] for c in containers)
         container_reclaimable = sum(c["SizeRw"] for c in containers if c["State"] != "running")
+        from .volumes import summary
+
+        volume_summary = summary(self)
         return {
             "Images": images,
             "Containers": containers,
+            "Volumes": volume_summary.pop("Volumes"),
             "Summary": [
                 {"Type": "Images", "TotalCount": len(images), "Active": len(active_images),
                  "Size": image_total, "Reclaimable": image_reclaimable},
                 {"Type": "Containers", "TotalCount": len(containers),
                  "Active": sum(1 for c in containers if c["State"] == "running"),
                  "Size": container_total, "Reclaimable": container_reclaimable},
-                {"Type": "Local Volumes", "TotalCount": 0, "Active": 0, "Size": 0, "Reclaimable": 0},
+                volume_summary,
                 {"Type": "Build Cache", "TotalCount": 0, "Active": 0, "Size": 0, "Reclaimable": 0},
             ],
         }
@@ -802,6 +824,86 @@ class Engine:
 
         return check(self, repair=repair)
 
+    # ------------------------------------------------------------------ running (monitor.py, volumes.py)
+    def run(self, image: str, command: list[str] | None = None, *, name: str | None = None,
+            entrypoint: list[str] | None = None, config=None, detach: bool = False,
+            stdin=None, stdout: int = 1, stderr: int = 2) -> tuple[str, int | None]:
+        """``docker run``: create a container and run its process (see :mod:`lamina.monitor`).
+
+        ``config`` is a :class:`lamina.runtime.RunConfig` (env, workdir, user, volumes,
+        read_only, network, auto_remove, runtime). In the foreground the output streams to the
+        file descriptors ``stdout``/``stderr`` and the result is (id, exit code); with
+        ``detach`` it returns (id, None) once the process runs, under its own monitor."""
+        from .monitor import run
+
+        return run(self, image, command, name=name, entrypoint=entrypoint, config=config,
+                   detach=detach, stdin=stdin, stdout=stdout, stderr=stderr)
+
+    def start(self, name: str, attach: bool = False, stdin=None, stdout: int = 1,
+              stderr: int = 2) -> tuple[str, int | None]:
+        """Start a created or exited container: detached (id, None), or attached (id, exit code)."""
+        from .monitor import start
+
+        return start(self, name, attach=attach, stdin=stdin, stdout=stdout, stderr=stderr)
+
+    def stop(self, name: str, timeout: float = 10) -> str:
+        """SIGTERM (the image's StopSignal), SIGKILL after ``timeout`` seconds; returns the ID."""
+        from .monitor import stop
+
+        return stop(self, name, timeout)
+
+    def kill(self, name: str, signal: str | int = "KILL") -> str:
+        """Send ``signal`` to the container's process; returns the ID."""
+        from .monitor import kill
+
+        return kill(self, name, signal)
+
+    def wait(self, name: str) -> int:
+        """Block until the container's process ends; its exit code."""
+        from .monitor import wait
+
+        return wait(self, name)
+
+    def logs(self, name: str, follow: bool = False, tail: int | None = None,
+             timestamps: bool = False, stdout: int = 1, stderr: int = 2) -> None:
+        """Write the container's logged output to the file descriptors ``stdout``/``stderr``."""
+        from .monitor import logs
+
+        logs(self, name, follow=follow, tail=tail, timestamps=timestamps, stdout=stdout,
+             stderr=stderr)
+
+    def exec(self, name: str, argv: list[str], **options) -> int:
+        """Run ``argv`` in a running container (see :func:`lamina.monitor.exec_process`)."""
+        from .monitor import exec_process
+
+        return exec_process(self, name, argv, **options)
+
+    def volume_create(self, name: str | None = None) -> str:
+        from .volumes import create
+
+        return create(self, name)
+
+    def volumes(self) -> list[dict]:
+        from .volumes import ls
+
+        return ls(self)
+
+    def volume_inspect(self, name: str) -> dict:
+        from .volumes import inspect
+
+        return inspect(self, name)
+
+    def volume_rm(self, name: str, force: bool = False) -> str:
+        from .volumes import remove
+
+        return remove(self, name, force=force)
+
+    def volume_prune(self) -> tuple[list[str], int]:
+        """Remove every volume no container uses; (names, bytes reclaimed)."""
+        from .volumes import prune
+
+        return prune(self)
+
 
 class _Tee:
     """Reads from ``source`` and copies every byte read into ``sink`` (the blob being written)."""
@@ -830,6 +932,17 @@ class _Tee:
     def drain(self) -> None:
         while self.read(1 << 20):
             pass
+
+
+def _owner_alive(pid: int, start: int) -> bool:
+    """Whether the process that owns a running container (lamina.monitor) still exists: its PID
+    with the same start time (field 22 of /proc/PID/stat)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return False
+    return pid > 0 and int(data[data.rindex(b")") + 2:].split()[19]) == start
 
 
 def _init_key(top_layer: str | None) -> str:

@@ -1,0 +1,615 @@
+"""The life of a container's process, without a daemon.
+
+Whoever runs a container's process owns it until it ends, like Podman's conmon: it mounts the
+root, writes the bundle, runs ``runc run``, copies stdout/stderr to the container's log (Docker's
+json-file format, ``<store>/containers/<id>/container.log``) and to any attached file
+descriptors, records ``running`` (with its own PID and start time) and then ``exited`` with the
+exit code in SQLite, and unmounts. A foreground ``lamina run`` is that owner itself; ``run -d``
+and ``start`` fork a small monitor (double fork, new session) that does the same and outlives the
+command. Whether a ``running`` container's owner is still alive is a cheap check of its PID and
+start time (:func:`monitor_alive`): a container whose owner died shows as exited.
+
+The other verbs talk to the runtime directly: ``stop`` and ``kill`` signal through ``runc kill``
+and wait for the owner with a pidfd; ``exec`` runs ``runc exec``; ``logs`` reads the log file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+
+from .errors import FailedPrecondition, InvalidArgument, LaminaError
+from .metadata import Transaction
+from .runtime import (RunConfig, Runtime, RuntimeFailure, failure_from_log, make_process,
+                      make_spec, merge_env, resolve_in_root, write_network_files)
+
+LOG_FILE = "container.log"
+UNKNOWN_EXIT = 255  # the owner died without recording the process's exit
+_FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
+              signal.SIGUSR2)
+
+
+def bundle_dir(engine, container_id: str) -> str:
+    return os.path.join(engine.root, "containers", container_id)
+
+
+def process_start_time(pid: int) -> int | None:
+    """Field 22 of /proc/PID/stat (clock ticks after boot): with the PID, names one process."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    return int(data[data.rindex(b")") + 2:].split()[19])
+
+
+def monitor_alive(row) -> bool:
+    """Whether the process that owns a running container still exists."""
+    pid = row["monitor_pid"]
+    return bool(pid) and process_start_time(pid) == row["monitor_start"]
+
+
+# ---------------------------------------------------------------------------------- output
+class _Output:
+    """Delivers a process's output chunks to file descriptors and a json-file log."""
+
+    def __init__(self, stdout_fds=(), stderr_fds=(), log: str | None = None):
+        self.fds = {1: list(stdout_fds), 2: list(stderr_fds)}
+        self.log = open(log, "ab", buffering=0) if log else None
+
+    def write(self, stream: int, data: bytes) -> None:
+        for fd in list(self.fds[stream]):
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+            except OSError:
+                self.fds[stream].remove(fd)  # a closed reader does not stop the container
+        if self.log is not None:
+            now = time.time()
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1e9):09d}Z"
+            name = "stdout" if stream == 1 else "stderr"
+            lines = data.decode("utf-8", "surrogateescape").splitlines(keepends=True)
+            self.log.write("".join(
+                json.dumps({"log": line, "stream": name, "time": stamp}) + "\n"
+                for line in lines).encode())
+
+    def close(self) -> None:
+        if self.log is not None:
+            self.log.close()
+
+
+def _pump(cmd: list[str], *, stdin, output: _Output, pid_file: str, runtime_log: str,
+          on_started=None, forward_signals: bool = False) -> int:
+    """Run the runtime command ``cmd`` and copy its (the container's) output until it ends.
+
+    The runtime writes the process's PID to ``pid_file`` once the process runs; until then,
+    stderr is held back, because the runtime reports its own errors there. Returns the exit code;
+    raises RuntimeFailure when the process never started."""
+    import selectors
+    import subprocess
+
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    try:
+        proc = subprocess.Popen(cmd, stdin=stdin if stdin is not None else subprocess.DEVNULL,
+                                stdout=out_w, stderr=err_w)
+    finally:
+        os.close(out_w)
+        os.close(err_w)
+    previous = {}
+    if forward_signals:
+        def forward(signum, frame):
+            try:
+                os.kill(proc.pid, signum)  # runc passes it on to the container's process
+            except ProcessLookupError:
+                pass
+
+        previous = {s: signal.signal(s, forward) for s in _FORWARDED}
+    held: list[bytes] = []
+    started = False
+
+    def check_started() -> bool:
+        try:
+            with open(pid_file) as f:
+                pid = int(f.read().strip() or 0)
+        except (FileNotFoundError, ValueError):
+            return False
+        if on_started is not None:
+            on_started(pid)
+        for chunk in held:
+            output.write(2, chunk)
+        held.clear()
+        return True
+
+    try:
+        sel = selectors.DefaultSelector()
+        sel.register(out_r, selectors.EVENT_READ, 1)
+        sel.register(err_r, selectors.EVENT_READ, 2)
+        wait = 0.001
+        while sel.get_map():
+            events = sel.select(None if started else wait)
+            wait = min(wait * 2, 0.02)
+            if not started:
+                started = check_started()
+            for key, _ in events:
+                data = os.read(key.fd, 65536)
+                if not data:
+                    sel.unregister(key.fd)
+                    continue
+                if key.data == 2 and not started:
+                    held.append(data)
+                else:
+                    output.write(key.data, data)
+        code = proc.wait()
+        if not started:
+            started = check_started()
+        if not started:
+            failure = failure_from_log(runtime_log)
+            if failure is None:
+                text = b"".join(held).decode(errors="replace").strip()
+                failure = RuntimeFailure(text.splitlines()[-1] if text else
+                                         f"the runtime exited with status {code}")
+            raise failure
+        return code
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        os.close(out_r)
+        os.close(err_r)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+# ---------------------------------------------------------------------------------- the main process
+def _prepare(engine, row, config: RunConfig, rootfs: str, bundle: str, argv: list[str],
+             env: list[str] | None, workdir: str | None, user: str | None, network: str,
+             runtime_id: str) -> None:
+    """Write ``bundle``/config.json for ``argv`` in the container ``row``."""
+    import socket
+
+    from . import volumes
+
+    image = engine._image_config(row["image_id"]).get("config") or {}
+    hostname = socket.gethostname() if network == "host" else row["id"][:12]
+    env = merge_env(image.get("Env"), config.env) if env is None else list(env)
+    workdir = workdir or config.workdir or image.get("WorkingDir") or "/"
+    if not workdir.startswith("/"):
+        raise InvalidArgument(f"the working directory {workdir!r} is invalid: it needs to be "
+                              "an absolute path")
+    host_dir = resolve_in_root(rootfs, workdir)
+    if not os.path.isdir(host_dir):
+        os.makedirs(host_dir, 0o755)  # Docker creates a missing working directory
+    process = make_process(rootfs, argv, env, workdir, user or config.user or image.get("User"),
+                           hostname)
+    files = write_network_files(bundle, hostname, network)
+    spec = make_spec(rootfs, process, hostname=hostname, network=network,
+                     read_only=config.read_only, files=files,
+                     binds=volumes.oci_mounts(engine, config), cgroup=f"/lamina/{runtime_id}")
+    with open(os.path.join(bundle, "config.json"), "w") as f:
+        json.dump(spec, f)
+
+
+def _record(engine, container_id: str, **columns) -> None:
+    sets = ", ".join(f"{k} = ?" for k in columns)
+    with Transaction(engine.db):
+        engine.db.execute(f"UPDATE containers SET {sets} WHERE id = ?",
+                          (*columns.values(), container_id))
+
+
+def supervise(engine, name: str, *, stdin=None, stdout_fds=(), stderr_fds=(), on_started=None,
+              forward_signals: bool = False) -> int:
+    """Run the container's own process to its end, as its owner; returns the exit code.
+
+    Output goes to the container's log and to ``stdout_fds``/``stderr_fds``; ``on_started(pid)``
+    is called once the process runs (its state is ``running`` by then)."""
+    row = engine._container(name)
+    cid = row["id"]
+    if row["state"] == "running" and monitor_alive(row):
+        raise FailedPrecondition(f"container {row['name']} is already running")
+    config = RunConfig.from_json(row["run_config"])
+    runtime = Runtime(engine.root, config.runtime)
+    argv = json.loads(row["command"])
+    if not argv:
+        raise InvalidArgument("No command specified")
+    bundle = bundle_dir(engine, cid)
+    os.makedirs(bundle, exist_ok=True)
+    target = engine._mount_target(cid)
+    was_mounted = os.path.ismount(target)
+    rootfs = engine.mount(cid)
+    output = None
+    try:
+        _prepare(engine, row, config, rootfs, bundle, argv, None, None, None, config.network, cid)
+        runtime.delete(cid)  # state left by an owner that died
+        pid_file = os.path.join(bundle, "pid")
+        runtime_log = os.path.join(bundle, "runtime.log")
+        for path in (pid_file, runtime_log):
+            if os.path.exists(path):
+                os.unlink(path)
+        output = _Output(stdout_fds, stderr_fds, os.path.join(bundle, LOG_FILE))
+        me = os.getpid()
+
+        def started(pid: int) -> None:
+            _record(engine, cid, state="running", pid=pid, monitor_pid=me,
+                    monitor_start=process_start_time(me), started=time.time(), exit_code=0)
+            if on_started is not None:
+                on_started(pid)
+
+        cmd = runtime.command("run", "--bundle", bundle, "--pid-file", pid_file, cid,
+                              log=runtime_log)
+        try:
+            code = _pump(cmd, stdin=stdin, output=output, pid_file=pid_file,
+                         runtime_log=runtime_log, on_started=started,
+                         forward_signals=forward_signals)
+        except RuntimeFailure as e:
+            _record(engine, cid, state="created", exit_code=e.exit_code)
+            raise
+        runtime.delete(cid)
+    finally:
+        if output is not None:
+            output.close()
+        if not was_mounted:
+            engine.umount(cid)
+    _record(engine, cid, state="exited", exit_code=code, finished=time.time(), pid=0)
+    return code
+
+
+def remove_after_run(engine, name: str) -> None:
+    """``--rm``: the container, its bundle and its anonymous volumes go."""
+    from . import volumes
+
+    anonymous = volumes.anonymous_of(engine, engine._container(name)["id"])
+    engine.rm(name, force=True)
+    for volume in anonymous:
+        volumes.remove(engine, volume)
+
+
+def spawn(engine, name: str) -> str:
+    """Start the container's process under a detached monitor; return once the process runs
+    (or raise what stopped it from starting). Returns the container ID."""
+    row = engine._container(name)
+    if row["state"] == "running" and monitor_alive(row):
+        return row["id"]
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:
+        try:
+            os.close(read_end)
+            os.setsid()
+            if os.fork() == 0:
+                _monitor_main(engine, row["id"], write_end)
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    os.waitpid(child, 0)
+    chunks = []
+    while True:
+        data = os.read(read_end, 4096)
+        if not data:
+            break
+        chunks.append(data)
+    os.close(read_end)
+    reply = b"".join(chunks).decode()
+    if reply.startswith("ok"):
+        return row["id"]
+    code, _, message = reply.partition(" ")
+    if not code.isdigit():
+        raise LaminaError(f"the monitor of {row['name']} failed before starting it")
+    raise RuntimeFailure(message, int(code))
+
+
+def _monitor_main(engine, container_id: str, notify: int) -> None:
+    """The monitor process: own the container until its process ends."""
+    bundle = bundle_dir(engine, container_id)
+    os.makedirs(bundle, exist_ok=True)
+    null = os.open(os.devnull, os.O_RDWR)
+    err = os.open(os.path.join(bundle, "monitor.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND,
+                  0o600)
+    os.dup2(null, 0)
+    os.dup2(null, 1)
+    os.dup2(err, 2)
+    os.closerange(3, notify)
+    os.closerange(notify + 1, 65536)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    fresh = type(engine)(root=engine.root, driver=engine.driver)  # never the parent's connection
+    state = {"notified": False}
+
+    def started(pid: int) -> None:
+        os.write(notify, b"ok\n")
+        os.close(notify)
+        state["notified"] = True
+
+    try:
+        supervise(fresh, container_id, on_started=started)
+    except BaseException as e:  # noqa: BLE001 - report it to the waiting command, then leave
+        if not state["notified"]:
+            code = getattr(e, "exit_code", 125) if isinstance(e, LaminaError) else 125
+            os.write(notify, f"{code} {e}".encode())
+            os.close(notify)
+            state["notified"] = True
+        else:
+            import traceback
+
+            traceback.print_exc()
+        return
+    if RunConfig.from_json(fresh._container(container_id)["run_config"]).auto_remove:
+        remove_after_run(fresh, container_id)
+
+
+# ---------------------------------------------------------------------------------- other verbs
+def refresh(engine, row):
+    """The container's row, with a dead owner's ``running`` turned into ``exited``."""
+    if row["state"] == "running" and not monitor_alive(row):
+        config = RunConfig.from_json(row["run_config"])
+        Runtime(engine.root, config.runtime).delete(row["id"])
+        engine.umount(row["id"])
+        _record(engine, row["id"], state="exited", exit_code=UNKNOWN_EXIT, finished=time.time(),
+                pid=0)
+        row = engine._container(row["id"])
+    return row
+
+
+def _wait_owner(row, timeout: float | None) -> bool:
+    """Wait until the container's owner has gone; False on timeout."""
+    import select
+
+    pid = row["monitor_pid"]
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        if process_start_time(pid) != row["monitor_start"]:
+            return True  # the PID names another process now
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        return bool(poller.poll(None if timeout is None else max(0, int(timeout * 1000))))
+    finally:
+        os.close(fd)
+
+
+def signal_number(value: str | int) -> int:
+    """``KILL``, ``SIGKILL`` or ``9`` -> 9."""
+    text = str(value).strip().upper()
+    if text.isdigit():
+        return int(text)
+    name = text if text.startswith("SIG") else "SIG" + text
+    try:
+        return int(getattr(signal.Signals, name))
+    except AttributeError:
+        raise InvalidArgument(f"invalid signal: {value}") from None
+
+
+def _running(engine, name: str, verb: str):
+    row = refresh(engine, engine._container(name))
+    if row["state"] != "running":
+        raise FailedPrecondition(f"Cannot {verb} container: {name}: Container {row['id']} is not "
+                                 "running")
+    return row
+
+
+def stop(engine, name: str, timeout: float = 10) -> str:
+    """Docker's stop: the image's StopSignal (SIGTERM), then SIGKILL after ``timeout`` seconds."""
+    row = refresh(engine, engine._container(name))
+    if row["state"] != "running":
+        return row["id"]
+    runtime = Runtime(engine.root, RunConfig.from_json(row["run_config"]).runtime)
+    image = engine._image_config(row["image_id"]).get("config") or {}
+    runtime.kill(row["id"], signal_number(image.get("StopSignal") or "SIGTERM"))
+    if not _wait_owner(row, timeout):
+        runtime.kill(row["id"], signal.SIGKILL, all=True)
+        if not _wait_owner(row, 30):
+            raise LaminaError(f"container {row['name']} did not stop")
+    return row["id"]
+
+
+def kill(engine, name: str, sig: str | int = "KILL") -> str:
+    """Send a signal to the container's main process (it need not end)."""
+    number = signal_number(sig)
+    row = _running(engine, name, "kill")
+    Runtime(engine.root, RunConfig.from_json(row["run_config"]).runtime).kill(row["id"], number)
+    return row["id"]
+
+
+def wait(engine, name: str) -> int:
+    """Block until the container's process has ended; its exit code."""
+    row = refresh(engine, engine._container(name))
+    if row["state"] == "running":
+        _wait_owner(row, None)
+        row = refresh(engine, engine._container(row["id"]))
+    return row["exit_code"]
+
+
+def logs(engine, name: str, *, follow: bool = False, tail: int | None = None,
+         timestamps: bool = False, stdout: int = 1, stderr: int = 2) -> None:
+    """Write the container's logged output to ``stdout``/``stderr``; with ``follow``, keep
+    writing until the process ends."""
+    row = engine._container(name)
+    path = os.path.join(bundle_dir(engine, row["id"]), LOG_FILE)
+    fds = {"stdout": stdout, "stderr": stderr}
+
+    def emit(lines) -> None:
+        for line in lines:
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            data = entry["log"].encode("utf-8", "surrogateescape")
+            if timestamps:
+                data = entry["time"].encode() + b" " + data
+            fd = fds.get(entry.get("stream"), stdout)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+
+    try:
+        f = open(path, "rb")
+    except FileNotFoundError:
+        return
+    with f:
+        lines = f.readlines()
+        if tail is not None:
+            lines = lines[-tail:] if tail > 0 else []
+        emit(lines)
+        if not follow:
+            return
+        partial = b""
+        while True:
+            chunk = f.read()
+            if chunk:
+                partial += chunk
+                *done, partial = partial.split(b"\n")
+                emit(done)
+                continue
+            row = refresh(engine, engine._container(row["id"]))
+            if row["state"] != "running":
+                emit((partial + f.read()).split(b"\n"))
+                return
+            time.sleep(0.1)
+
+
+def exec_process(engine, name: str, argv: list[str], *, env=(), workdir: str | None = None,
+                 user: str | None = None, stdin=None, detach: bool = False, stdout: int = 1,
+                 stderr: int = 2) -> int:
+    """Run another process in a running container; its exit code (0 once started with
+    ``detach``). Env: the container's, then ``env``; user and working dir default to the
+    container's."""
+    if not argv:
+        raise InvalidArgument("exec needs a command")
+    row = _running(engine, name, "exec in")
+    cid = row["id"]
+    config = RunConfig.from_json(row["run_config"])
+    runtime = Runtime(engine.root, config.runtime)
+    image = engine._image_config(row["image_id"]).get("config") or {}
+    rootfs = engine.mount(cid)
+    hostname = row["id"][:12]
+    import socket
+
+    if config.network == "host":
+        hostname = socket.gethostname()
+    process = make_process(rootfs, argv, merge_env(image.get("Env"), config.env, env),
+                           workdir or config.workdir or image.get("WorkingDir") or "/",
+                           user or config.user or image.get("User"), hostname)
+    bundle = bundle_dir(engine, cid)
+    tag = os.urandom(6).hex()
+    process_file = os.path.join(bundle, f"exec-{tag}.json")
+    pid_file = os.path.join(bundle, f"exec-{tag}.pid")
+    runtime_log = os.path.join(bundle, f"exec-{tag}.log")
+    with open(process_file, "w") as f:
+        json.dump(process, f)
+    try:
+        args = ["exec", "--process", process_file, "--pid-file", pid_file]
+        if detach:
+            args.append("--detach")
+        cmd = runtime.command(*args, cid, log=runtime_log)
+        output = _Output([] if detach else [stdout], [] if detach else [stderr])
+        return _pump(cmd, stdin=stdin, output=output, pid_file=pid_file, runtime_log=runtime_log,
+                     forward_signals=not detach)
+    finally:
+        for path in (process_file, pid_file, runtime_log):
+            if os.path.exists(path):
+                os.unlink(path)
+
+
+def run_once(engine, name: str, argv: list[str], *, env=None, workdir=None, user=None,
+             network: str = "none", stdout: int = 1, stderr: int = 2) -> int:
+    """See :func:`lamina.runtime.run_in_container`."""
+    row = engine._container(name)
+    if row["state"] == "running" and monitor_alive(row):
+        raise FailedPrecondition(f"container {row['name']} is running")
+    cid = row["id"]
+    config = RunConfig.from_json(row["run_config"])
+    runtime = Runtime(engine.root, config.runtime)
+    runtime_id = f"{cid[:16]}-{os.urandom(6).hex()}"
+    bundle = os.path.join(bundle_dir(engine, cid), runtime_id)
+    os.makedirs(bundle)
+    target = engine._mount_target(cid)
+    was_mounted = os.path.ismount(target)
+    rootfs = engine.mount(cid)
+    try:
+        _prepare(engine, row, config, rootfs, bundle, list(argv), env, workdir, user, network,
+                 runtime_id)
+        pid_file = os.path.join(bundle, "pid")
+        runtime_log = os.path.join(bundle, "runtime.log")
+        cmd = runtime.command("run", "--bundle", bundle, "--pid-file", pid_file, runtime_id,
+                              log=runtime_log)
+        return _pump(cmd, stdin=None, output=_Output([stdout], [stderr]), pid_file=pid_file,
+                     runtime_log=runtime_log)
+    finally:
+        runtime.delete(runtime_id)
+        if not was_mounted:
+            engine.umount(cid)
+        from .fsutil import remove_tree
+
+        remove_tree(bundle)
+
+
+
+# ---------------------------------------------------------------------------------- run and start
+def run(engine, image: str, command: list[str] | None = None, *, name: str | None = None,
+        entrypoint: list[str] | None = None, config: RunConfig | None = None,
+        detach: bool = False, stdin=None, stdout: int = 1, stderr: int = 2):
+    """Create a container from ``image`` and run it; see ``Engine.run``."""
+    from . import volumes
+    from .runtime import NETWORKS, combine_command
+
+    config = config or RunConfig()
+    if config.network not in NETWORKS:
+        raise InvalidArgument(f"network {config.network!r} is not supported (choose from "
+                              f"{', '.join(NETWORKS)}; lamina has no bridge network)")
+    if config.workdir is not None and not config.workdir.startswith("/"):
+        raise InvalidArgument(f"the working directory {config.workdir!r} is invalid: it needs to "
+                              "be an absolute path")
+    Runtime(engine.root, config.runtime)  # a missing runtime fails before anything is made
+    image_config = engine._image_config(engine._image_id(image)).get("config") or {}
+    argv = combine_command(image_config, command, entrypoint)
+    cid = engine.create(image, name=name, command=argv)
+    try:
+        if config.volumes:
+            target = engine._mount_target(cid)
+            rootfs = engine.mount(cid)
+            try:
+                resolved = volumes.attach(engine, cid, config.volumes, rootfs)
+            finally:
+                if rootfs == target:
+                    engine.umount(cid)
+            config = RunConfig(**{**config.__dict__, "volumes": resolved})
+        _record(engine, cid, run_config=config.to_json())
+    except BaseException:
+        engine.rm(cid, force=True)
+        raise
+    if detach:
+        try:
+            return spawn(engine, cid), None
+        except LaminaError:
+            if config.auto_remove:
+                remove_after_run(engine, cid)
+            raise
+    try:
+        code = supervise(engine, cid, stdin=stdin, stdout_fds=[stdout], stderr_fds=[stderr],
+                         forward_signals=True)
+    finally:
+        if config.auto_remove:
+            remove_after_run(engine, cid)
+    return cid, code
+
+
+def start(engine, name: str, *, attach: bool = False, stdin=None, stdout: int = 1,
+          stderr: int = 2):
+    """Start a created or exited container; see ``Engine.start``."""
+    row = refresh(engine, engine._container(name))
+    if row["state"] == "running":
+        return row["id"], None
+    if not attach:
+        return spawn(engine, row["id"]), None
+    try:
+        code = supervise(engine, row["id"], stdin=stdin, stdout_fds=[stdout],
+                         stderr_fds=[stderr], forward_signals=True)
+    finally:
+        if RunConfig.from_json(row["run_config"]).auto_remove:
+            remove_after_run(engine, row["id"])
+    return row["id"], code

@@ -1,0 +1,398 @@
+"""OCI runtime bundles, and the runtime binary (runc) that runs them.
+
+A container process runs from a *bundle*: a directory holding ``config.json`` (the OCI runtime
+spec), here ``<store>/containers/<id>/``. lamina writes that spec itself:
+
+* the process comes from the image config and the command line: ``Entrypoint`` + ``Cmd`` by
+  Docker's rules (:func:`combine_command`), ``Env`` with ``-e`` on top, ``WorkingDir``/``-w``,
+  ``User``/``-u`` resolved against the container's own ``/etc/passwd`` and ``/etc/group``
+  (:func:`resolve_user`);
+* the root is the container's merged mount (``Engine.mount``), read-only with ``--read-only``;
+* generated ``/etc/hosts``, ``/etc/hostname`` and ``/etc/resolv.conf`` (files in the bundle) are
+  bind-mounted over the init layer's placeholders, so they never reach the container's layer;
+* Docker's defaults: /proc, /dev (tmpfs + the standard devices), /dev/pts, /dev/shm, /dev/mqueue,
+  /sys read-only, its default capability set, masked and read-only /proc paths, the open-files
+  limit raised to this process's hard limit, cgroupfs cgroups under ``/lamina/<id>``;
+* networks: ``none`` (the default: a new network namespace with only ``lo`` up; lamina has no
+  bridge) or ``host`` (the host's namespace, hostname and /etc/hosts).
+
+:class:`Runtime` drives the runtime's command line (``run``, ``exec``, ``kill``, ``delete``); runc
+is the implementation, ``LAMINA_RUNTIME`` or ``--runtime`` names another binary with the same
+CLI. The process lifecycle around it (output capture, state, detaching) is in ``lamina.monitor``.
+
+For the image builder, :func:`run_in_container` runs one command in an existing container.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from dataclasses import asdict, dataclass, field
+
+from .errors import InvalidArgument, LaminaError, NotFound, Unavailable
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+NETWORKS = ("none", "host")
+
+# Docker's default capability set (moby oci/caps/defaults.go).
+DEFAULT_CAPABILITIES = [
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW",
+    "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
+]
+MASKED_PATHS = [
+    "/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+    "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware",
+]
+READONLY_PATHS = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
+
+
+class RuntimeFailure(LaminaError):
+    """The runtime could not start the process. ``exit_code`` is Docker's: 127 when the executable
+    is missing, 126 when it cannot be run, 125 otherwise."""
+
+    def __init__(self, message: str, exit_code: int = 125):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+# ---------------------------------------------------------------------------------- run options
+@dataclass(frozen=True)
+class RunConfig:
+    """What ``lamina run`` adds to the image config; kept with the container (``run_config``) so
+    that ``start`` runs it again the same way. Volumes are ``(source, destination, read_only)``:
+    source is an absolute host path (a bind mount) or a volume name."""
+
+    env: tuple[str, ...] = ()
+    workdir: str | None = None
+    user: str | None = None
+    volumes: tuple[tuple[str, str, bool], ...] = ()
+    read_only: bool = False
+    network: str = "none"
+    auto_remove: bool = False
+    runtime: str | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str | None) -> "RunConfig":
+        doc = json.loads(text or "{}")
+        doc["env"] = tuple(doc.get("env", ()))
+        doc["volumes"] = tuple(tuple(v) for v in doc.get("volumes", ()))
+        return cls(**{k: v for k, v in doc.items() if k in cls.__dataclass_fields__})
+
+
+def combine_command(image_config: dict, command: list[str] | None,
+                    entrypoint: list[str] | None) -> list[str]:
+    """Docker's rules: ``--entrypoint`` (``[]`` resets it) replaces the image's and drops the
+    image's Cmd; a command given on the command line replaces the image's Cmd."""
+    if entrypoint is not None:
+        argv = list(entrypoint) + list(command or [])
+    else:
+        argv = list(image_config.get("Entrypoint") or []) + list(
+            command if command else image_config.get("Cmd") or [])
+    if not argv:
+        raise InvalidArgument("No command specified")
+    return argv
+
+
+def merge_env(*layers) -> list[str]:
+    """``KEY=VALUE`` lists, later ones winning by key, first-seen order kept."""
+    out: dict[str, str] = {}
+    for layer in layers:
+        for item in layer or ():
+            key, _, value = item.partition("=")
+            out[key] = value
+    return [f"{k}={v}" for k, v in out.items()]
+
+
+# ---------------------------------------------------------------------------------- the container's files
+def resolve_in_root(root: str, path: str) -> str:
+    """The host path of ``path`` inside the tree ``root``, following symlinks as the container
+    would see them (absolute links and ``..`` stay inside ``root``). The last component need not
+    exist."""
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    resolved: list[str] = []
+    hops = 0
+    while parts:
+        part = parts.pop(0)
+        if part == "..":
+            if resolved:
+                resolved.pop()
+            continue
+        candidate = os.path.join(root, *resolved, part)
+        try:
+            st = os.lstat(candidate)
+        except (FileNotFoundError, NotADirectoryError):
+            resolved.append(part)
+            continue
+        if stat.S_ISLNK(st.st_mode):
+            hops += 1
+            if hops > 40:
+                raise InvalidArgument(f"too many symbolic links in {path}")
+            target = os.readlink(candidate)
+            if target.startswith("/"):
+                resolved = []
+            parts = [p for p in target.split("/") if p not in ("", ".")] + parts
+            continue
+        resolved.append(part)
+    return os.path.join(root, *resolved)
+
+
+def _read_in_root(root: str, path: str) -> str:
+    try:
+        with open(resolve_in_root(root, path), encoding="utf-8", errors="replace") as f:
+            return f.read()
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        return ""
+
+
+def _table(text: str) -> list[list[str]]:
+    return [line.split(":") for line in text.splitlines() if line and not line.startswith("#")]
+
+
+@dataclass(frozen=True)
+class User:
+    uid: int
+    gid: int
+    additional_gids: tuple[int, ...] = ()
+    home: str = "/"
+
+
+def resolve_user(root: str, spec: str | None) -> User:
+    """``user``, ``uid``, ``user:group`` or ``uid:gid`` -> ids, by the container's /etc/passwd and
+    /etc/group (as Docker: a numeric uid need not exist; a name must)."""
+    if not spec:
+        spec = "0"
+    name, _, group = spec.partition(":")
+    passwd = _table(_read_in_root(root, "/etc/passwd"))
+    entry = None
+    for row in passwd:
+        if len(row) >= 4 and (row[0] == name or (name.isdigit() and row[2] == name)):
+            entry = row
+            break
+    if entry is None and not name.isdigit():
+        raise NotFound(f"unable to find user {name}: no matching entries in passwd file")
+    uid = int(name) if name.isdigit() else int(entry[2])
+    gid = int(entry[3]) if entry is not None and entry[3].isdigit() else 0
+    home = entry[5] if entry is not None and len(entry) > 5 and entry[5] else "/"
+    groups = _table(_read_in_root(root, "/etc/group"))
+    if group:
+        if group.isdigit():
+            gid = int(group)
+        else:
+            match = [row for row in groups if len(row) >= 3 and row[0] == group]
+            if not match:
+                raise NotFound(f"unable to find group {group}: no matching entries in group file")
+            gid = int(match[0][2])
+    extra = []
+    if entry is not None and not group:
+        for row in groups:
+            if len(row) >= 4 and entry[0] in row[3].split(",") and row[2].isdigit():
+                if int(row[2]) != gid and int(row[2]) not in extra:
+                    extra.append(int(row[2]))
+    return User(uid, gid, tuple(extra), home)
+
+
+def write_network_files(bundle: str, hostname: str, network: str) -> dict[str, str]:
+    """Write the bundle's hosts, hostname and resolv.conf; returns {container path: host path}."""
+    if network == "host":
+        hosts = _read_host("/etc/hosts") or "127.0.0.1\tlocalhost\n"
+    else:
+        hosts = ("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+                 "fe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\n"
+                 "ff02::2\tip6-allrouters\n")
+    resolv = _read_host("/etc/resolv.conf")
+    files = {"/etc/hosts": hosts, "/etc/hostname": hostname + "\n", "/etc/resolv.conf": resolv}
+    out = {}
+    for dest, text in files.items():
+        path = os.path.join(bundle, os.path.basename(dest))
+        with open(path, "w") as f:
+            f.write(text)
+        out[dest] = path
+    return out
+
+
+def _read_host(path: str) -> str:
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+# ---------------------------------------------------------------------------------- the spec
+def make_process(root: str, argv: list[str], env: list[str], workdir: str | None,
+                 user: str | None, hostname: str) -> dict:
+    """The spec's ``process``: ids resolved in ``root``, HOME, HOSTNAME and PATH defaulted."""
+    who = resolve_user(root, user)
+    base = [f"PATH={DEFAULT_PATH}", f"HOSTNAME={hostname}"]
+    merged = merge_env(base, env)
+    if not any(e.startswith("HOME=") for e in merged):
+        merged.append(f"HOME={who.home}")
+    import resource
+
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    nofile = 1048576 if hard == resource.RLIM_INFINITY else min(hard, 1048576)
+    caps = list(DEFAULT_CAPABILITIES)
+    return {
+        "terminal": False,
+        "user": {"uid": who.uid, "gid": who.gid,
+                 **({"additionalGids": list(who.additional_gids)} if who.additional_gids else {})},
+        "args": list(argv),
+        "env": merged,
+        "cwd": workdir or "/",
+        "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
+        "rlimits": [{"type": "RLIMIT_NOFILE", "hard": nofile, "soft": nofile}],
+        "noNewPrivileges": False,
+    }
+
+
+def make_spec(root: str, process: dict, *, hostname: str, network: str = "none",
+              read_only: bool = False, files: dict[str, str] | None = None,
+              binds: list[dict] | None = None, cgroup: str | None = None) -> dict:
+    """An OCI runtime spec (config.json) for ``process`` on the tree ``root``.
+
+    ``files`` maps container paths to host files bind-mounted over them (hosts, resolv.conf...);
+    ``binds`` are extra OCI mounts (volumes), mounted last so that they win."""
+    if network not in NETWORKS:
+        raise InvalidArgument(f"network {network!r} is not supported (choose from "
+                              f"{', '.join(NETWORKS)}; lamina has no bridge network)")
+    mounts = [
+        {"destination": "/proc", "type": "proc", "source": "proc",
+         "options": ["nosuid", "noexec", "nodev"]},
+        {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+         "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+        {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
+         "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
+        {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+         "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
+        {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
+         "options": ["nosuid", "noexec", "nodev"]},
+        {"destination": "/sys", "type": "sysfs", "source": "sysfs",
+         "options": ["nosuid", "noexec", "nodev", "ro"]},
+    ]
+    for dest, source in (files or {}).items():
+        target = resolve_in_root(root, dest)
+        if os.path.isfile(target) and not os.path.islink(target):
+            mounts.append({"destination": dest, "type": "bind", "source": source,
+                           "options": ["rbind", "rprivate"]})
+    mounts.extend(binds or [])
+    namespaces = [{"type": t} for t in ("pid", "ipc", "uts", "mount")]
+    if network == "none":
+        namespaces.append({"type": "network"})
+    return {
+        "ociVersion": "1.0.2",
+        "process": process,
+        "root": {"path": root, "readonly": read_only},
+        "hostname": hostname,
+        "mounts": mounts,
+        "linux": {
+            "namespaces": namespaces,
+            "cgroupsPath": cgroup or "",
+            "resources": {"devices": [{"allow": False, "access": "rwm"}]},
+            "maskedPaths": MASKED_PATHS,
+            "readonlyPaths": READONLY_PATHS,
+        },
+    }
+
+
+# ---------------------------------------------------------------------------------- the binary
+class Runtime:
+    """An OCI runtime with runc's command line. Its state lives under ``state_dir`` (runc's
+    ``--root``), one directory per runtime binary, inside the store."""
+
+    def __init__(self, store_root: str, binary: str | None = None):
+        import shutil
+
+        name = binary or os.environ.get("LAMINA_RUNTIME") or "runc"
+        path = shutil.which(name)
+        if path is None:
+            hint = " (apt-get install -y runc)" if name == "runc" else ""
+            raise Unavailable(f"OCI runtime {name!r} not found in PATH{hint}")
+        self.binary = path
+        self.name = os.path.basename(path)
+        self.state_dir = os.path.join(store_root, "runtime", self.name)
+
+    def command(self, *args: str, log: str | None = None) -> list[str]:
+        """The runtime's argv for ``args``; ``log`` gets its own errors as JSON lines."""
+        cmd = [self.binary, "--root", self.state_dir]
+        if log:
+            cmd += ["--log", log, "--log-format", "json"]
+        return cmd + list(args)
+
+    def has_state(self, container_id: str) -> bool:
+        return os.path.isdir(os.path.join(self.state_dir, container_id))
+
+    def kill(self, container_id: str, signal: int, all: bool = False) -> bool:
+        """Send ``signal`` to the container's init (every process with ``all``); False when the
+        runtime does not know the container or it is not running."""
+        import subprocess
+
+        args = ["kill"] + (["--all"] if all else []) + [container_id, str(signal)]
+        proc = subprocess.run(self.command(*args), stdin=subprocess.DEVNULL,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        return proc.returncode == 0
+
+    def delete(self, container_id: str) -> None:
+        """Forget the container, killing what is left of it (idempotent)."""
+        import subprocess
+
+        if self.has_state(container_id):
+            subprocess.run(self.command("delete", "--force", container_id),
+                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+
+
+def failure_from_log(log: str) -> RuntimeFailure | None:
+    """The runtime's own error, from its JSON log, classified as Docker does; None if none."""
+    message = None
+    try:
+        with open(log) as f:
+            for line in f:
+                try:
+                    entry = json.loads(line)
+                except ValueError:
+                    continue
+                if entry.get("level") in ("error", "fatal"):
+                    message = entry.get("msg", "")
+    except FileNotFoundError:
+        return None
+    if message is None:
+        return None
+    for prefix in ("runc run failed: ", "runc exec failed: ", "unable to start container process: "):
+        if message.startswith(prefix):
+            message = message[len(prefix):]
+    code = 125
+    if "executable file not found" in message or "no such file or directory" in message:
+        code = 127 if message.startswith("exec:") else 125
+    elif "permission denied" in message and message.startswith("exec:"):
+        code = 126
+    return RuntimeFailure(message, code)
+
+
+# ---------------------------------------------------------------------------------- for the builder
+def run_in_container(engine, container_id: str, argv: list[str], env: list[str] | None = None,
+                     workdir: str | None = None, user: str | None = None,
+                     network: str = "none", stdout: int = 1, stderr: int = 2) -> int:
+    """Run ``argv`` in the (created, not running) container ``container_id``; return its exit code.
+
+    This is what a Dockerfile ``RUN`` step uses. The container's merged root is mounted (and
+    unmounted again unless it was mounted before); ``env`` (``KEY=VALUE``, replacing the image's
+    Env entirely when given, else the image's Env is used), ``workdir`` (created when missing, as
+    Docker does), ``user`` (``name``, ``uid``, ``user:group``) and ``network`` (``none`` or
+    ``host``) apply to this process only; nothing is recorded in the container's state or logs.
+    Stdin is /dev/null; stdout and stderr are streamed to the file descriptors ``stdout`` and
+    ``stderr`` (the caller's by default) while the process runs. Files the process writes land in
+    the container's writable layer, ready for ``Engine.commit``.
+
+    Raises :class:`RuntimeFailure` (exit_code 127 for a missing executable, 126 when it cannot be
+    executed, 125 for other runtime errors) when the process could not be started, and
+    ``NotFound`` for an unknown container or user. A process killed by signal N returns 128+N.
+    """
+    from . import monitor
+
+    return monitor.run_once(engine, container_id, list(argv), env=env, workdir=workdir,
+                            user=user, network=network, stdout=stdout, stderr=stderr)

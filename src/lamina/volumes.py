@@ -1,0 +1,202 @@
+"""Volumes: directories that live outside every container's layers.
+
+A named volume is ``<store>/volumes/<name>/_data`` (Docker's layout) plus a row in ``volumes``;
+``container_volumes`` records which container uses which, so ``rm`` and ``prune`` spare volumes in
+use. A container sees a volume (or a host directory, ``-v /host/dir:/path[:ro]``) through a bind
+mount over its merged root, so writes to it bypass copy-on-write: they never reach the container's
+writable layer, never count in its size, and survive ``rm``. A named volume that is empty when a
+container first mounts it is seeded with the image's content at that path, as Docker does.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+
+from .errors import FailedPrecondition, InvalidArgument, NotFound
+from .metadata import Transaction
+
+_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
+
+
+def parse_volume(text: str) -> tuple[str, str, bool]:
+    """``-v`` syntax -> (source, destination, read_only). Source is an absolute host path, a
+    volume name, or ``""`` for an anonymous volume (``-v /path``)."""
+    parts = text.split(":")
+    if len(parts) == 1:
+        source, destination, mode = "", parts[0], ""
+    elif len(parts) == 2:
+        source, destination, mode = parts[0], parts[1], ""
+    elif len(parts) == 3:
+        source, destination, mode = parts
+    else:
+        raise InvalidArgument(f"invalid volume specification: {text!r}")
+    if not destination.startswith("/"):
+        raise InvalidArgument(f"invalid volume specification: {text!r}: the destination "
+                              f"{destination!r} must be an absolute path")
+    if destination.rstrip("/") == "":
+        raise InvalidArgument(f"invalid volume specification: {text!r}: destination can't be '/'")
+    modes = [m for m in mode.split(",") if m]
+    if any(m not in ("ro", "rw", "z", "Z") for m in modes) or ("ro" in modes and "rw" in modes):
+        raise InvalidArgument(f"invalid volume specification: {text!r}: invalid mode {mode!r}")
+    if source and not source.startswith("/") and not _NAME.match(source):
+        raise InvalidArgument(
+            f"{source!r} includes invalid characters for a local volume name, only "
+            "\"[a-zA-Z0-9][a-zA-Z0-9_.-]\" are allowed. If you intended to pass a host directory, "
+            "use absolute path")
+    return source, os.path.normpath(destination), "ro" in modes
+
+
+def data_dir(engine, name: str) -> str:
+    return os.path.join(engine.root, "volumes", name, "_data")
+
+
+def create(engine, name: str | None = None, anonymous: bool = False) -> str:
+    """Create a named volume (idempotent, as Docker's); a random name when ``name`` is None."""
+    if name is None:
+        name = os.urandom(32).hex()
+        anonymous = True
+    elif not _NAME.match(name):
+        raise InvalidArgument(f"invalid volume name {name!r}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are "
+                              "allowed (at least two characters)")
+    path = data_dir(engine, name)
+    with Transaction(engine.db):
+        if engine.db.execute("SELECT 1 FROM volumes WHERE name = ?", (name,)).fetchone():
+            return name
+        os.makedirs(path, exist_ok=True)
+        os.chmod(os.path.dirname(path), 0o700)
+        engine.db.execute("INSERT INTO volumes(name, created, anonymous) VALUES (?,?,?)",
+                          (name, time.time(), int(anonymous)))
+    return name
+
+
+def _row(engine, name: str):
+    row = engine.db.execute("SELECT * FROM volumes WHERE name = ?", (name,)).fetchone()
+    if row is None:
+        raise NotFound(f"no such volume: {name}")
+    return row
+
+
+def _users(engine, name: str) -> list[str]:
+    return [r[0] for r in engine.db.execute(
+        "SELECT container_id FROM container_volumes WHERE volume = ?", (name,))]
+
+
+def inspect(engine, name: str) -> dict:
+    """Docker-shaped ``volume inspect``, plus the exact size in bytes (``UsageData``)."""
+    from .fsutil import tree_usage
+    from .image import rfc3339
+
+    row = _row(engine, name)
+    size = tree_usage(data_dir(engine, name))[0]
+    return {"CreatedAt": rfc3339(row["created"]), "Driver": "local", "Labels": {},
+            "Mountpoint": data_dir(engine, name), "Name": name, "Options": {}, "Scope": "local",
+            "UsageData": {"RefCount": len(_users(engine, name)), "Size": size}}
+
+
+def ls(engine) -> list[dict]:
+    """One row per volume, by name."""
+    return [{"Driver": "local", "Name": r["name"], "Mountpoint": data_dir(engine, r["name"]),
+             "Anonymous": bool(r["anonymous"])}
+            for r in engine.db.execute("SELECT * FROM volumes ORDER BY name")]
+
+
+def remove(engine, name: str, force: bool = False) -> str:
+    """Delete a volume and its data; refused while a container uses it."""
+    from .fsutil import remove_tree
+
+    _row(engine, name)
+    users = _users(engine, name)
+    if users:
+        raise FailedPrecondition(f"remove {name}: volume is in use - [{', '.join(users)}]")
+    with Transaction(engine.db):
+        engine.db.execute("DELETE FROM volumes WHERE name = ?", (name,))
+    remove_tree(os.path.dirname(data_dir(engine, name)))
+    return name
+
+
+def prune(engine) -> tuple[list[str], int]:
+    """Remove every volume no container uses; (names, bytes reclaimed)."""
+    from .fsutil import tree_usage
+
+    names = [r[0] for r in engine.db.execute(
+        "SELECT name FROM volumes WHERE name NOT IN (SELECT volume FROM container_volumes)"
+        " ORDER BY name")]
+    reclaimed = 0
+    for name in names:
+        reclaimed += tree_usage(data_dir(engine, name))[0]
+        remove(engine, name)
+    return names, reclaimed
+
+
+def attach(engine, container_id: str, specs, rootfs: str) -> tuple[tuple[str, str, bool], ...]:
+    """Make the ``-v`` specs of a new container real: create named and anonymous volumes (seeding
+    empty ones from ``rootfs``, the container's merged root, at the destination) and host
+    directories, and record which volumes it uses. Returns the specs with anonymous volumes
+    named."""
+    from .runtime import resolve_in_root
+
+    out = []
+    for source, destination, read_only in specs:
+        if source.startswith("/"):
+            if not os.path.exists(source):
+                os.makedirs(source, 0o755)  # as docker run -v does
+            out.append((source, destination, read_only))
+            continue
+        name = create(engine, source or None)
+        path = data_dir(engine, name)
+        image_dir = resolve_in_root(rootfs, destination)
+        if os.path.isdir(image_dir) and not os.listdir(path):
+            _seed(image_dir, path)
+        with Transaction(engine.db):
+            engine.db.execute("INSERT OR REPLACE INTO container_volumes VALUES (?,?,?)",
+                              (container_id, name, destination))
+        out.append((name, destination, read_only))
+    return tuple(out)
+
+
+def _seed(source: str, target: str) -> None:
+    """Copy the image's directory ``source`` into the empty volume ``target``, owner and mode
+    included (the volume's root takes the directory's ownership and mode)."""
+    from .fsutil import copy_metadata, copy_tree
+
+    if os.listdir(source):
+        copy_tree(source, target)
+    else:
+        copy_metadata(os.lstat(source), source, target)
+
+
+def anonymous_of(engine, container_id: str) -> list[str]:
+    return [r[0] for r in engine.db.execute(
+        "SELECT v.name FROM container_volumes cv JOIN volumes v ON v.name = cv.volume"
+        " WHERE cv.container_id = ? AND v.anonymous = 1", (container_id,))]
+
+
+def oci_mounts(engine, config) -> list[dict]:
+    """The runtime spec's bind mounts for a container's volumes (a RunConfig's)."""
+    mounts = []
+    for source, destination, read_only in config.volumes:
+        host = source if source.startswith("/") else data_dir(engine, source)
+        if not source.startswith("/") and not os.path.isdir(host):
+            raise NotFound(f"volume {source} of this container no longer exists")
+        mounts.append({"destination": destination, "type": "bind", "source": host,
+                       "options": ["rbind", "rprivate"] + (["ro"] if read_only else [])})
+    return mounts
+
+
+def summary(engine) -> dict:
+    """The ``system df`` row: count, volumes in use, bytes, bytes in unused volumes; plus the
+    per-volume rows for ``-v``."""
+    from .fsutil import tree_usage
+
+    rows = []
+    for r in engine.db.execute(
+            "SELECT v.name, (SELECT count(*) FROM container_volumes cv WHERE cv.volume = v.name)"
+            " FROM volumes v ORDER BY v.name").fetchall():
+        rows.append({"Name": r[0], "Links": r[1], "Size": tree_usage(data_dir(engine, r[0]))[0]})
+    return {"Type": "Local Volumes", "TotalCount": len(rows),
+            "Active": sum(1 for r in rows if r["Links"]),
+            "Size": sum(r["Size"] for r in rows),
+            "Reclaimable": sum(r["Size"] for r in rows if not r["Links"]), "Volumes": rows}
+
