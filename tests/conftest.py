@@ -28,8 +28,8 @@ def store_root():
 
     path = tempfile.mkdtemp(prefix="lamina-test-", dir=base)
     yield path
-    subprocess.run(["sh", "-c", f"grep -o ' {path}[^ ]*' /proc/self/mountinfo | sort -r |"
-                    " xargs -r -n1 umount -l"], check=False)
+    unmount_all = f"grep -o ' {path}[^ ]*' /proc/self/mountinfo | sort -r | xargs -r -n1 umount -l"
+    subprocess.run(["sh", "-c", unmount_all], check=False)
     shutil.rmtree(path, ignore_errors=True)
 
 
@@ -59,7 +59,7 @@ class Lamina:
         if self.driver:
             cmd += ["--driver", self.driver]
         proc = subprocess.run(cmd + [str(a) for a in args], capture_output=True, input=input,
-                              text=input is None or isinstance(input, str))
+                              text=input is None or isinstance(input, str), check=False)
         if check and proc.returncode != 0:
             raise AssertionError(f"lamina {' '.join(map(str, args))} failed ({proc.returncode}): "
                                  f"{proc.stderr}")

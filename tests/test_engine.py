@@ -18,6 +18,11 @@ from .conftest import needs_root, store_files
 pytestmark = needs_root
 
 
+def read(path: str) -> str:
+    with open(path) as f:
+        return f.read()
+
+
 def make_tar(entries) -> bytes:
     """entries: (name, bytes | None for a dir, mode)."""
     buf = io.BytesIO()
@@ -133,7 +138,7 @@ def test_commit_makes_a_layer_on_the_image(engine, busybox_tar):
     assert len(history) == 2 and history[0]["Size"] == 3 and history[0]["Comment"] == "added hello"
     cid = engine.create("mine:v1")
     root = engine.mount(cid)
-    assert open(os.path.join(root, "hello")).read() == "hi\n"
+    assert read(os.path.join(root, "hello")) == "hi\n"
     assert not os.path.lexists(os.path.join(root, "bin", "vi"))
     engine.umount(cid)
     # system df: the base layer is shared by both images and counted once
@@ -234,8 +239,8 @@ def test_commit_past_125_layers_is_refused(engine):
     assert len(engine.inspect_image(ref)["RootFS"]["Layers"]) == 125
     cid = engine.create(ref)  # a container on 125 layers still mounts (127 lowers)
     root = engine.mount(cid)
-    assert open(os.path.join(root, "f124")).read() == "124"
-    assert open(os.path.join(root, "f1")).read() == "1"
+    assert read(os.path.join(root, "f124")) == "124"
+    assert read(os.path.join(root, "f1")) == "1"
     engine.umount(cid)
     images_before = engine.db.execute("SELECT count(*) FROM images").fetchone()[0]
     with pytest.raises(InvalidArgument, match="at most 125 layers"):
@@ -264,6 +269,6 @@ def test_inspect_and_listing_shapes(engine, busybox_tar):
     assert {(r["Repository"], r["Tag"]) for r in rows} == {("busybox", "1"), ("other", "latest")}
     assert engine.rmi(["other"]) == ["Untagged: other:latest"]
     assert engine._image_id(image_id[7:19]) == image_id
-    index = json.load(open(os.path.join(engine.root, "index.json")))
+    index = json.loads(read(os.path.join(engine.root, "index.json")))
     assert [m["annotations"]["org.opencontainers.image.ref.name"] for m in index["manifests"]] == [
         "busybox:1"]

@@ -14,7 +14,7 @@ import os
 class Finding:
     """One problem: what it is, where, whether ``repair`` fixed it."""
 
-    __slots__ = ("kind", "where", "fixed", "fixable")
+    __slots__ = ("fixable", "fixed", "kind", "where")
 
     def __init__(self, kind: str, where: str, fixable: bool):
         self.kind, self.where, self.fixable, self.fixed = kind, where, fixable, False

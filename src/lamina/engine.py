@@ -314,8 +314,19 @@ class Engine:
         """One row per tag (and one for each untagged image), newest first, as ``docker images``."""
         out = []
         rows = self.db.execute("SELECT * FROM images ORDER BY added DESC").fetchall()
+        hidden: set[str] = set()
+        if not all:  # a build's intermediate states, unless some build ended on them
+            import sqlite3
+
+            try:
+                hidden = {r[0] for r in self.db.execute(
+                    "SELECT image_id FROM build_cache EXCEPT SELECT image_id FROM build_results")}
+            except sqlite3.OperationalError:  # a store older than the build tables
+                pass
         for img in rows:
             tags = self._tags(img["id"])
+            if not tags and img["id"] in hidden:
+                continue
             for name in tags or ["<none>:<none>"]:
                 repo, _, tag = name.rpartition(":")
                 out.append({"Repository": repo, "Tag": tag, "ID": img["id"],
@@ -903,6 +914,14 @@ class Engine:
         from .volumes import prune
 
         return prune(self)
+
+    # ------------------------------------------------------------------ building (build/)
+    def build(self, options, out=print) -> str:
+        """Build an image from a Dockerfile (``options``: :class:`lamina.build.BuildOptions`),
+        printing the legacy builder's progress lines through ``out``; returns the image ID."""
+        from .build import build
+
+        return build(self, options, out)
 
 
 class _Tee:

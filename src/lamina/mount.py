@@ -31,7 +31,7 @@ def _lib():
 class Mount:
     """One mount: ``type`` (overlay, bind), ``source``, ``options`` and the dir they are relative to."""
 
-    __slots__ = ("type", "source", "options", "cwd")
+    __slots__ = ("cwd", "options", "source", "type")
 
     def __init__(self, type: str, source: str, options: tuple = (), cwd: str | None = None):
         self.type = type
@@ -116,6 +116,10 @@ def mount_all(mounts: list["Mount"], target: str) -> None:
             _call_mount(m.source, target, None, MS_BIND | MS_REC, None)
             if "ro" in m.options:
                 _call_mount("none", target, None, MS_BIND | MS_REC | MS_RDONLY | MS_REMOUNT, None)
+        elif m.type == "union":  # the union driver: a FUSE daemon (lamina.unionfs)
+            from .unionfs import mount_union
+
+            mount_union(m, target)
         else:
             raise InvalidArgument(f"unknown mount type {m.type!r}")
 
@@ -131,4 +135,8 @@ def unmount(target: str, detach: bool = False) -> None:
         err = ctypes.get_errno()
         if err in (errno.EINVAL, errno.ENOENT):  # not a mount point, or no such path
             return
+        if err == errno.EPERM and os.geteuid() != 0:  # a user's own FUSE mount (union driver)
+            from .unionfs import unmount_union
+
+            return unmount_union(target)
         raise LaminaError(f"umount {target}: {os.strerror(err)}")

@@ -244,9 +244,9 @@ def open_snapshotter(name: str, root: str, db) -> Snapshotter:
 
 def overlay_supported(scratch: str) -> bool:
     """Whether a kernel overlay mount works here: try one under ``scratch`` and undo it."""
-    from ..mount import Mount, mount_all, unmount
-    from ..fsutil import remove_tree
     from ..errors import LaminaError
+    from ..fsutil import remove_tree
+    from ..mount import Mount, mount_all, unmount
 
     base = os.path.join(scratch, f"overlay-probe-{os.getpid()}")
     try:
