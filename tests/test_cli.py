@@ -178,3 +178,14 @@ def test_skopeo_and_umoci_read_the_store(lamina, busybox_tar, tmp_path):
     assert (bundle / "rootfs" / "added").read_text() == "added\n"
     assert not (bundle / "rootfs" / "bin" / "vi").exists()
     assert (bundle / "rootfs" / "bin" / "busybox").exists()
+
+
+def test_format_templates(lamina, busybox_tar):
+    lamina("import", busybox_tar, "busybox:1")
+    cid = lamina("create", "--name", "web", "busybox:1").stdout.strip()
+    assert lamina("ps", "-a", "--format", "{{.ID}} {{.Names}}").stdout == f"{cid[:12]} web\n"
+    table = lamina("images", "--format", "table {{.Repository}}\\t{{.Tag}}").stdout.splitlines()
+    assert [line.split() for line in table] == [["REPOSITORY", "TAG"], ["busybox", "1"]]
+    assert lamina("images", "--format", "{{json .Tag}}").stdout == '"1"\n'
+    bad = lamina("ps", "-a", "--format", "{{.Nope}}", check=False)
+    assert bad.returncode == 125 and bad.stderr.startswith("Error: template: no field 'Nope'")
