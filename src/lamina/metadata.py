@@ -71,6 +71,14 @@ CREATE TABLE IF NOT EXISTS containers (
     finished REAL NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS containers_image ON containers(image_id);
+CREATE TABLE IF NOT EXISTS build_cache (
+    key TEXT PRIMARY KEY,
+    parent_id TEXT,
+    image_id TEXT NOT NULL,
+    created REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS build_cache_image ON build_cache(image_id);
+CREATE TABLE IF NOT EXISTS build_results (image_id TEXT PRIMARY KEY, created REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS volumes (
     name TEXT PRIMARY KEY,
     created REAL NOT NULL,

@@ -1,0 +1,750 @@
+"""The executor: runs a planned Dockerfile step by step, each step a state on the previous one.
+
+A *state* is an image in the store (layer chain + config with history). Every step makes a new
+state: COPY, ADD, a RUN that changes files and a WORKDIR that creates its directory add exactly
+one layer; every other instruction only edits the config and adds a history entry with
+``empty_layer: true``. Each state is kept as an (untagged, hidden) image and recorded in the build
+cache, so the next build that reaches the same step with the same inputs reuses it as is.
+
+COPY and ADD layers are written as layer tars straight from the context (``copy.py``): no
+container, no mount. RUN creates a container on the state, runs the command through
+:func:`lamina.runtime.run_in_container`, and commits the container's changes as the layer.
+A failing step leaves nothing behind: its container and staged snapshot are removed, and no
+state of it is stored.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import posixpath
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+
+from lamina.buildplan import ResolvedInstruction, Stage, plan
+from lamina.dockerfile import DockerfileError, parse, parse_duration
+from lamina.errors import InvalidArgument, LaminaError, NotFound
+from lamina.metadata import Transaction
+
+from . import cache
+from .context import Context
+from .tree import LayerTree
+
+DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+_NOP = "/bin/sh -c #(nop) "
+
+
+class BuildError(LaminaError):
+    """A step failed; ``exit_code`` is the failing RUN's status when there is one."""
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code or 1
+
+
+@dataclass
+class State:
+    """An image the build reached: its ID (None: empty scratch), layer chain and config."""
+
+    image_id: str | None
+    chains: list[str]
+    doc: dict
+    cmd_set: bool = False  # CMD given in this stage (ENTRYPOINT then keeps it)
+    shell: list[str] = field(default_factory=lambda: ["/bin/sh", "-c"])
+
+    @property
+    def config(self) -> dict:
+        return self.doc.setdefault("config", {})
+
+
+@dataclass
+class BuildOptions:
+    context: str
+    dockerfile: str | bytes
+    tags: list[str] = field(default_factory=list)
+    build_args: dict[str, str] = field(default_factory=dict)
+    target: str | None = None
+    no_cache: bool = False
+    pull: bool = False
+    network: str | None = None
+    quiet: bool = False
+    ignore_text: str | None = None
+
+
+def _go_quote_list(words: list[str]) -> str:
+    """Go's ``%q`` of a []string: ``["a" "b"]`` (as in Docker's CMD/ENTRYPOINT history)."""
+    return "[" + " ".join(json.dumps(w, ensure_ascii=False) for w in words) + "]"
+
+
+def _go_duration(seconds: float) -> str:
+    """Go's ``time.Duration.String`` for whole and fractional seconds."""
+    if seconds == 0:
+        return "0s"
+    ns = round(seconds * 1e9)
+    if ns < 1_000:
+        return f"{ns}ns"
+    if ns < 1_000_000:
+        return f"{ns / 1e3:g}µs"
+    if ns < 1_000_000_000:
+        return f"{ns / 1e6:g}ms"
+    hours, rest = divmod(ns, 3_600_000_000_000)
+    minutes, rest = divmod(rest, 60_000_000_000)
+    secs = f"{rest / 1e9:.9f}".rstrip("0").rstrip(".") + "s"
+    if hours:
+        return f"{hours}h{minutes}m{secs}"
+    if minutes:
+        return f"{minutes}m{secs}"
+    return secs
+
+
+def _env_dict(env: list[str]) -> dict[str, str]:
+    out = {}
+    for item in env or []:
+        key, _, value = item.partition("=")
+        out[key] = value
+    return out
+
+
+def _set_env(config: dict, key: str, value: str) -> None:
+    env = list(config.get("Env") or [])
+    for i, item in enumerate(env):
+        if item.partition("=")[0] == key:
+            env[i] = f"{key}={value}"
+            break
+    else:
+        env.append(f"{key}={value}")
+    config["Env"] = env
+
+
+def _expand_ports(words: list[str]) -> list[str]:
+    ports = []
+    for word in words:
+        number, _, proto = word.partition("/")
+        proto = (proto or "tcp").lower()
+        low, dash, high = number.partition("-")
+        try:
+            first, last = int(low), int(high) if dash else int(low)
+        except ValueError:
+            raise InvalidArgument(f"invalid containerPort: {word}") from None
+        if not 0 < first <= last <= 65535:
+            raise InvalidArgument(f"invalid range specified for container port: {word}")
+        ports += [f"{p}/{proto}" for p in range(first, last + 1)]
+    return ports
+
+
+class Builder:
+    """One build: ``Builder(engine, options, out).run()`` returns the image ID."""
+
+    def __init__(self, engine, options: BuildOptions, out=print) -> None:
+        self.engine = engine
+        self.options = options
+        self.out = (lambda *a, **k: None) if options.quiet else out
+        self.db = engine.db
+        cache.ensure_schema(self.db)
+        self.context = Context(options.context, options.ignore_text)
+        self.step = 0
+        self.total = 0
+        self.stage_states: dict[int, State] = {}
+        self.tmp: str | None = None
+
+    # ------------------------------------------------------------------ images and states
+    def _find_image(self, reference: str) -> str | None:
+        _name, at, digest = reference.partition("@")
+        if at:
+            row = self.db.execute("SELECT id FROM images WHERE id = ? OR manifest_digest = ?",
+                                  (digest, digest)).fetchone()
+            return row[0] if row else None
+        try:
+            return self.engine._image_id(reference)
+        except (NotFound, InvalidArgument):
+            return None
+
+    def _state_of(self, image_id: str) -> State:
+        doc = json.loads(self.engine.content.read(image_id))
+        chains = [r["chain_id"] for r in self.engine._layer_chain(image_id)]
+        return State(image_id, chains, doc)
+
+    def _base_env(self, reference: str) -> dict[str, str]:
+        image_id = self._find_image(reference)
+        if image_id is None:
+            return {}
+        doc = json.loads(self.engine.content.read(image_id))
+        return _env_dict((doc.get("config") or {}).get("Env"))
+
+    def _tree(self, state: State) -> LayerTree:
+        snaps = self.engine.snaps
+        if not state.chains:
+            return LayerTree([], snaps.fmt)
+        top = state.chains[-1]
+        return LayerTree([snaps.dir(top)] + snaps.lower_dirs(top), snaps.fmt)
+
+    # ------------------------------------------------------------------ the build
+    def run(self) -> str:
+        options = self.options
+        df = parse(options.dockerfile)
+        stages = plan(df, options.build_args, options.target, base_env=self._base_env)
+        self._warn_unused_args(df, stages)
+        self.total = sum(1 + len(s.instructions) for s in stages)
+        state = None
+        try:
+            for stage in stages:
+                state = self._run_stage(stage)
+                self.stage_states[stage.index] = state
+        finally:
+            if self.tmp:
+                shutil.rmtree(self.tmp, ignore_errors=True)
+        assert state is not None
+        if state.image_id is None:  # FROM scratch and nothing else: an empty image
+            state = self._commit(state, "", None, None, add_history=False)
+        from lamina.image import normalize
+
+        tags = [normalize(t) for t in options.tags]
+        with Transaction(self.db):
+            cache.record_result(self.db, state.image_id)
+            for tag in tags:
+                self.engine._set_tag(tag, state.image_id)
+        self.out(f"Successfully built {state.image_id[7:19]}")
+        for tag in tags:
+            self.out(f"Successfully tagged {tag}")
+        return state.image_id
+
+    def _warn_unused_args(self, df, stages: list[Stage]) -> None:
+        declared = set()
+        for node in df.instructions:
+            if node.cmd == "arg":
+                declared.update(w.partition("=")[0] for w in node.args)
+        from lamina.buildplan import PROXY_ARGS, platform_args
+
+        unused = sorted(k for k in self.options.build_args
+                        if k not in declared and k not in PROXY_ARGS and k not in platform_args())
+        if unused:
+            self.out(f"[Warning] One or more build-args [{' '.join(unused)}] were not consumed")
+
+    def _announce(self, text: str) -> None:
+        self.step += 1
+        self.out(f"Step {self.step}/{self.total} : {text.splitlines()[0] if text else text}")
+
+    def _run_stage(self, stage: Stage) -> State:
+        self._announce(f"FROM {stage.base}" + (f" AS {stage.name}" if stage.name else ""))
+        state = self._from(stage)
+        for instruction in stage.instructions:
+            self._announce(instruction.original)
+            state = self._dispatch(state, instruction)
+        return state
+
+    def _from(self, stage: Stage) -> State:
+        if stage.base_stage is not None:
+            base = self.stage_states[stage.base_stage]
+            state = State(base.image_id, list(base.chains), json.loads(json.dumps(base.doc)),
+                          shell=list(base.shell))
+        elif stage.base.lower() == "scratch":
+            doc = {"architecture": "amd64", "os": "linux",
+                   "config": {"Env": [DEFAULT_PATH]},
+                   "rootfs": {"type": "layers", "diff_ids": []}, "history": []}
+            state = State(None, [], doc)
+            return state
+        else:
+            image_id = self._find_image(stage.base)
+            if self.options.pull:
+                image_id = self._pull(stage.base, image_id)
+            if image_id is None:
+                raise NotFound(
+                    f"Dockerfile:{stage.line}: FROM {stage.base}: no such image in this store: "
+                    f"get it with `lamina pull {stage.base}`, `lamina load -i ARCHIVE` or "
+                    f"`lamina import ROOTFS.tar {stage.base}`")
+            state = self._state_of(image_id)
+        state.shell = list(state.config.get("Shell") or ["/bin/sh", "-c"])
+        self.out(f" ---> {state.image_id[7:19]}")
+        triggers = state.config.get("OnBuild") or []
+        if triggers:
+            state = self._triggers(state, triggers, stage)
+        return state
+
+    def _pull(self, reference: str, local: str | None) -> str | None:
+        try:
+            return self.engine.pull(reference)
+        except (ImportError, LaminaError) as error:
+            if local is not None:
+                self.out(f"{reference} is a local image: using it ({error})"
+                         if not isinstance(error, ImportError) else
+                         f"{reference} is a local image (no registry client to pull with)")
+                return local
+            if isinstance(error, ImportError):
+                return None
+            raise
+
+    def _triggers(self, state: State, triggers: list[str], stage: Stage) -> State:
+        self.out(f"# Executing {len(triggers)} build trigger{'s' if len(triggers) > 1 else ''}")
+        text = f"FROM {state.image_id}\n" + "\n".join(triggers) + "\n"
+        try:
+            (trigger_stage,) = plan(parse(text), {}, base_env=self._base_env)
+        except DockerfileError as error:
+            raise DockerfileError(stage.line, f"ONBUILD trigger: {error.reason}") from None
+        # the new image does not inherit the triggers it ran
+        state.config["OnBuild"] = None
+        for instruction in trigger_stage.instructions:
+            self.out(f" ---> Running trigger: {instruction.original.splitlines()[0]}")
+            state = self._dispatch(state, instruction)
+        return state
+
+    # ------------------------------------------------------------------ steps
+    def _dispatch(self, state: State, ins: ResolvedInstruction) -> State:
+        handler = getattr(self, "_do_" + ins.cmd, None)
+        if handler is None:
+            raise DockerfileError(ins.line, f"unknown instruction: {ins.cmd.upper()}")
+        try:
+            return handler(state, ins)
+        except DockerfileError:
+            raise
+        except BuildError:
+            raise
+        except LaminaError as error:  # same class, the step in front
+            try:
+                located = type(error)(f"Dockerfile:{ins.line}: {error}")
+            except TypeError:
+                raise error from None
+            raise located from None
+
+    def _cached(self, state: State, key: str) -> State | None:
+        if self.options.no_cache:
+            return None
+        image_id = cache.lookup(self.db, key)
+        if image_id is None:
+            return None
+        self.out(" ---> Using cache (CACHED)")
+        self.out(f" ---> {image_id[7:19]}")
+        new = self._state_of(image_id)
+        new.cmd_set = state.cmd_set
+        new.shell = list(new.config.get("Shell") or ["/bin/sh", "-c"])
+        return new
+
+    def _metadata(self, state: State, ins: ResolvedInstruction, created_by: str, change,
+                  extra: str = "") -> State:
+        """A step that only edits the config: ``change(config)``; history says ``created_by``."""
+        key = cache.step_key(state.image_id, created_by + extra)
+        hit = self._cached(state, key)
+        if hit is not None:
+            if ins.cmd == "cmd":
+                hit.cmd_set = True
+            return hit
+        new = self._copy_state(state)
+        change(new.config)
+        if ins.cmd == "cmd":
+            new.cmd_set = True
+        return self._commit(new, created_by, None, key, parent_id=state.image_id)
+
+    @staticmethod
+    def _copy_state(state: State) -> State:
+        return State(state.image_id, list(state.chains), json.loads(json.dumps(state.doc)),
+                     state.cmd_set, list(state.shell))
+
+    def _commit(self, state: State, created_by: str, layer, key: str | None,
+                parent_id: str | None = None, add_history: bool = True) -> State:
+        """Store ``state`` (plus ``layer``: (staging key, facts, blob)) as an image; record it."""
+        from lamina.image import MAX_LAYERS, MEDIA_LAYER, dumps, rfc3339
+
+        now = rfc3339()
+        doc = state.doc
+        doc["created"] = now
+        chains = list(state.chains)
+        if layer is not None:
+            if len(chains) + 1 > MAX_LAYERS:
+                self._drop(layer)
+                raise BuildError(f"Step {self.step}/{self.total}: the image would have "
+                                 f"{len(chains) + 1} layers; an image may have at most "
+                                 f"{MAX_LAYERS}")
+            doc.setdefault("rootfs", {"type": "layers", "diff_ids": []})
+            doc["rootfs"]["diff_ids"] = list(doc["rootfs"]["diff_ids"]) + [layer[1]["diff_id"]]
+            chains.append(layer[1]["chain_id"])
+        if add_history:
+            entry = {"created": now, "created_by": created_by}
+            if layer is None:
+                entry["empty_layer"] = True
+            doc["history"] = list(doc.get("history") or []) + [entry]
+        ordered = {k: doc[k] for k in ("created", "author", "architecture", "os", "config",
+                                       "rootfs", "history") if k in doc}
+        ordered.update({k: v for k, v in doc.items() if k not in ordered})
+        config = dumps(ordered)
+        try:
+            with Transaction(self.db):
+                if layer is not None:
+                    self.engine._commit_layer(layer[0], layer[1], (layer[2][0], layer[2][1],
+                                                                   MEDIA_LAYER))
+                image_id = self.engine._store_image(config, chains, None)
+                if key is not None:
+                    cache.record(self.db, key, parent_id, image_id)
+        except BaseException:
+            if layer is not None:
+                self._drop(layer)
+            raise
+        self.out(f" ---> {image_id[7:19]}")
+        return State(image_id, chains, ordered, state.cmd_set, list(state.shell))
+
+    def _drop(self, layer) -> None:
+        staged = layer[0]
+        if self.db.execute("SELECT 1 FROM snapshots WHERE key = ?", (staged,)).fetchone():
+            with Transaction(self.db):
+                self.engine.snaps.remove(staged)
+
+    def _layer_from_tar(self, state: State, write) -> tuple:
+        """Write a layer tar with ``write(out)`` into the content store, then extract it on the
+        state's chain (staged, committed later by :meth:`_commit`)."""
+        with self.engine.content.writer() as writer:
+            write(writer)
+            blob = writer.commit()
+        with self.engine.content.open(blob[0]) as stream:
+            staged, facts = self.engine._add_layer(state.chains[-1] if state.chains else None,
+                                                   stream)
+        return staged, facts, blob
+
+    # ------------------------------------------------------------------ metadata instructions
+    def _do_env(self, state, ins):
+        pairs = list(zip(ins.args[0::2], ins.args[1::2]))
+        created_by = _NOP + " ENV " + " ".join(f"{k}={v}" for k, v in pairs)
+
+        def change(config):
+            for key, value in pairs:
+                _set_env(config, key, value)
+        return self._metadata(state, ins, created_by, change)
+
+    def _do_label(self, state, ins):
+        pairs = list(zip(ins.args[0::2], ins.args[1::2]))
+        created_by = _NOP + " LABEL " + " ".join(f"{k}={v}" for k, v in pairs)
+
+        def change(config):
+            labels = dict(config.get("Labels") or {})
+            labels.update(pairs)
+            config["Labels"] = labels
+        return self._metadata(state, ins, created_by, change)
+
+    def _do_maintainer(self, state, ins):
+        """MAINTAINER sets the config's author, as Docker's does, and a ``maintainer`` label."""
+        name = ins.args[0] if ins.args else ""
+        created_by = _NOP + " MAINTAINER " + name
+        key = cache.step_key(state.image_id, created_by)
+        hit = self._cached(state, key)
+        if hit is not None:
+            return hit
+        new = self._copy_state(state)
+        new.doc["author"] = name
+        labels = dict(new.config.get("Labels") or {})
+        labels["maintainer"] = name
+        new.config["Labels"] = labels
+        return self._commit(new, created_by, None, key, parent_id=state.image_id)
+
+    def _do_arg(self, state, ins):
+        text = ins.original.split(None, 1)[1] if " " in ins.original.strip() else ""
+        return self._metadata(state, ins, _NOP + " ARG " + text, lambda config: None)
+
+    def _do_expose(self, state, ins):
+        ports = _expand_ports(ins.args)
+        created_by = _NOP + " EXPOSE " + " ".join(ins.args)
+
+        def change(config):
+            exposed = dict(config.get("ExposedPorts") or {})
+            exposed.update({p: {} for p in ports})
+            config["ExposedPorts"] = exposed
+        return self._metadata(state, ins, created_by, change)
+
+    def _do_volume(self, state, ins):
+        volumes = [v for v in ins.args]
+        if ins.json is False and len(volumes) == 1 and volumes[0].startswith("["):
+            volumes = json.loads(volumes[0])
+        created_by = _NOP + " VOLUME [" + " ".join(volumes) + "]"
+
+        def change(config):
+            existing = dict(config.get("Volumes") or {})
+            existing.update({v: {} for v in volumes})
+            config["Volumes"] = existing
+        return self._metadata(state, ins, created_by, change)
+
+    def _do_user(self, state, ins):
+        user = ins.args[0]
+        return self._metadata(state, ins, _NOP + " USER " + user,
+                              lambda config: config.__setitem__("User", user))
+
+    def _do_stopsignal(self, state, ins):
+        signal = ins.args[0]
+        return self._metadata(state, ins, _NOP + " STOPSIGNAL " + signal,
+                              lambda config: config.__setitem__("StopSignal", signal))
+
+    def _command(self, state: State, ins: ResolvedInstruction) -> list[str]:
+        if ins.json:
+            return list(ins.args)
+        return list(state.shell) + [" ".join(ins.args)]
+
+    def _do_cmd(self, state, ins):
+        command = self._command(state, ins)
+        return self._metadata(state, ins, _NOP + " CMD " + _go_quote_list(command),
+                              lambda config: config.__setitem__("Cmd", command))
+
+    def _do_entrypoint(self, state, ins):
+        entrypoint = self._command(state, ins)
+        if not ins.json and ins.args == [""]:
+            entrypoint = []
+        cmd_set = state.cmd_set
+
+        def change(config):
+            config["Entrypoint"] = entrypoint or None
+            if not cmd_set:  # Docker: ENTRYPOINT resets a CMD inherited from the base
+                config["Cmd"] = None
+        return self._metadata(state, ins, _NOP + " ENTRYPOINT " + _go_quote_list(entrypoint),
+                              change, extra=f"\0cmd_set={cmd_set}")
+
+    def _do_shell(self, state, ins):
+        shell = list(ins.args)
+        new = self._metadata(state, ins, _NOP + " SHELL [" + " ".join(shell) + "]",
+                             lambda config: config.__setitem__("Shell", shell))
+        new.shell = shell
+        return new
+
+    def _do_onbuild(self, state, ins):
+        trigger = ins.args[0] if ins.args else ""
+        first, _, rest = trigger.partition(" ")
+        trigger = first.upper() + (" " + rest if rest else "")
+
+        def change(config):
+            config["OnBuild"] = list(config.get("OnBuild") or []) + [trigger]
+        return self._metadata(state, ins, _NOP + " ONBUILD " + trigger, change)
+
+    def _do_healthcheck(self, state, ins):
+        from lamina.dockerfile import parse_flags  # noqa: F401  (flags are parsed already)
+
+        kind = ins.args[0].upper()
+        if kind == "NONE":
+            health = {"Test": ["NONE"]}
+            text = '&{["NONE"] "0s" "0s" "0s" "0s" \'\\x00\'}'
+        else:
+            test = (["CMD"] + list(ins.args[1:])) if ins.json else ["CMD-SHELL", ins.args[1]]
+            health = {"Test": test}
+            durations = []
+            for flag, key in (("interval", "Interval"), ("timeout", "Timeout"),
+                              ("start-period", "StartPeriod"),
+                              ("start-interval", "StartInterval")):
+                value = ins.flags.get(flag)
+                seconds = parse_duration(value) if isinstance(value, str) else 0.0
+                if seconds:
+                    health[key] = round(seconds * 1e9)
+                durations.append(seconds)
+            retries = int(ins.flags.get("retries") or 0)
+            if retries:
+                health["Retries"] = retries
+            text = "&{" + _go_quote_list(test) + " " + " ".join(
+                f'"{_go_duration(s)}"' for s in durations) + f" '\\x{retries:02x}'" + "}"
+        return self._metadata(state, ins, _NOP + " HEALTHCHECK " + text,
+                              lambda config: config.__setitem__("Healthcheck", health))
+
+    # ------------------------------------------------------------------ WORKDIR
+    def _do_workdir(self, state, ins):
+        path = ins.args[0]
+        current = state.config.get("WorkingDir") or "/"
+        workdir = posixpath.normpath(posixpath.join(current, path)) if not path.startswith("/") \
+            else posixpath.normpath(path)
+        workdir = "/" + workdir.lstrip("/")
+        created_by = "/bin/sh -c #(nop) WORKDIR " + workdir
+        key = cache.step_key(state.image_id, created_by)
+        hit = self._cached(state, key)
+        if hit is not None:
+            return hit
+        new = self._copy_state(state)
+        new.config["WorkingDir"] = workdir
+        tree = self._tree(state)
+        try:
+            resolved, entry = tree.resolve(workdir)
+        except InvalidArgument as error:
+            raise BuildError(f"Dockerfile:{ins.line}: WORKDIR {workdir}: {error}") from None
+        layer = None
+        if entry is None:
+            user = state.config.get("User") or ""
+            from .copy import CopyPlan, write_layer
+
+            owner = (0, 0)
+            if user and user not in ("root", "0", "0:0"):
+                # BuildKit makes a missing WORKDIR owned by the USER in effect
+                from .copy import parse_chown
+
+                try:
+                    owner = parse_chown(user, tree, "WORKDIR")
+                except NotFound:
+                    owner = (0, 0)
+            copy_plan = CopyPlan(resolved.lstrip("/"), *owner)
+            copy_plan.now_ns = time.time_ns()
+            from .copy import CopyEntry, FakeStat
+
+            fake = FakeStat(os.stat_result((0o40755, 0, 0, 1, owner[0], owner[1], 0, 0, 0, 0)),
+                            mtime_ns=copy_plan.now_ns)
+            copy_plan.add(CopyEntry(resolved.lstrip("/"), fake, self._scratch_dir()))
+            layer = self._layer_from_tar(state, lambda out: write_layer(copy_plan, tree, out))
+        return self._commit(new, created_by, layer, key, parent_id=state.image_id)
+
+    # ------------------------------------------------------------------ COPY and ADD
+    def _scratch_dir(self) -> str:
+        if self.tmp is None:
+            base = os.path.join(self.engine.root, "tmp")
+            os.makedirs(base, exist_ok=True)
+            self.tmp = tempfile.mkdtemp(prefix="build-", dir=base)
+        return self.tmp
+
+    def _do_copy(self, state, ins):
+        return self._copy(state, ins, "COPY")
+
+    def _do_add(self, state, ins):
+        return self._copy(state, ins, "ADD")
+
+    def _copy(self, state: State, ins: ResolvedInstruction, what: str) -> State:
+        from .copy import content_digest, plan_copy, write_layer
+
+        *sources, dest = ins.args
+        flags = ins.flags
+        heredocs: dict[str, str] = {}
+        downloads: dict[str, tuple] = {}
+        for heredoc in ins.heredocs:
+            word = next((s for s in sources if s.lstrip("0123456789").lstrip("<").lstrip("-")
+                         .strip("'\"") == heredoc.name), None)
+            if word is None:
+                continue
+            path = os.path.join(self._scratch_dir(), f"heredoc-{len(heredocs)}")
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(heredoc.content)
+            sources[sources.index(word)] = heredoc.name
+            heredocs[heredoc.name] = path
+        source_tree = None
+        source_label = ""
+        reference = flags.get("from")
+        if isinstance(reference, str) and reference:
+            if ins.from_stage is not None:
+                source_state = self.stage_states[ins.from_stage]
+            else:
+                image_id = self._find_image(reference)
+                if image_id is None:
+                    raise NotFound(f"COPY --from={reference}: no such stage or image in this "
+                                   f"store: get it with `lamina pull {reference}`")
+                source_state = self._state_of(image_id)
+            source_tree = self._tree(source_state)
+            source_label = f"--from={source_state.image_id or 'scratch'} "
+        for source in sources:
+            if source.startswith(("http://", "https://")):
+                if what == "COPY":
+                    raise InvalidArgument("source can't be a URL for COPY")
+                downloads[source] = self._download(source, dest)
+        tree = self._tree(state)
+        copy_plan = plan_copy(
+            what=what, sources=sources, dest=dest,
+            workdir=state.config.get("WorkingDir") or "/", tree=tree,
+            context=self.context if source_tree is None else None,
+            chown=flags.get("chown") or None, chmod=flags.get("chmod") or None,
+            source_tree=source_tree, heredocs=heredocs, downloads=downloads)
+        try:
+            digest = content_digest(copy_plan)
+            kinds = copy_plan.kinds
+            kind = "multi" if len(kinds) != 1 else kinds[0]
+            created_by = f"/bin/sh -c #(nop) {what} {kind}:{digest} in {dest} "
+            extra = f"\0{source_label}{flags.get('chown', '')}\0{flags.get('chmod', '')}"
+            key = cache.step_key(state.image_id, created_by + extra, digest)
+            hit = self._cached(state, key)
+            if hit is not None:
+                return hit
+            layer = self._layer_from_tar(state, lambda out: write_layer(copy_plan, tree, out))
+        finally:
+            copy_plan.close()
+        new = self._copy_state(state)
+        return self._commit(new, created_by, layer, key, parent_id=state.image_id)
+
+    def _download(self, url: str, dest: str) -> tuple[str, str, float]:
+        """Fetch ``url`` into the scratch dir: (path, file name, mtime from Last-Modified)."""
+        import email.utils
+        import urllib.parse
+        import urllib.request
+
+        name = posixpath.basename(urllib.parse.urlparse(url).path) or "download"
+        path = os.path.join(self._scratch_dir(), f"download-{len(os.listdir(self.tmp))}")
+        try:
+            with urllib.request.urlopen(url, timeout=60) as response, open(path, "wb") as f:
+                shutil.copyfileobj(response, f, 1 << 20)
+                modified = response.headers.get("Last-Modified")
+        except OSError as error:
+            raise NotFound(f"ADD {url}: download failed: {error}") from None
+        mtime = 0.0
+        if modified:
+            try:
+                mtime = email.utils.parsedate_to_datetime(modified).timestamp()
+            except (TypeError, ValueError):
+                mtime = 0.0
+        return path, name, mtime
+
+    # ------------------------------------------------------------------ RUN
+    def _do_run(self, state, ins):
+        config = state.config
+        if ins.json:
+            argv = list(ins.args)
+        else:
+            script = ins.args[0] if ins.args else ""
+            if len(ins.heredocs) == 1 and script.strip().lstrip("-").startswith("<<") and \
+                    script.strip().split("<<", 1)[1].lstrip("-").strip("'\"") == \
+                    ins.heredocs[0].name:
+                script = ins.heredocs[0].content  # RUN <<EOF: the body is the script
+            elif ins.heredocs:
+                script = script + "\n" + "".join(
+                    h.content + h.name + "\n" for h in ins.heredocs)
+            argv = list(state.shell) + [script]
+        image_env = _env_dict(config.get("Env"))
+        build_args = sorted((k, v) for k, v in ins.env.items() if k not in image_env)
+        shown = list(argv)
+        if build_args:
+            shown = [f"|{len(build_args)}"] + [f"{k}={v}" for k, v in build_args] + shown
+        created_by = " ".join(shown)
+        network = ins.flags.get("network") or self.options.network or "default"
+        extra = f"\0network={network}"
+        key = cache.step_key(state.image_id, created_by + extra)
+        hit = self._cached(state, key)
+        if hit is not None:
+            return hit
+        env = list(config.get("Env") or [])
+        if not any(e.startswith("PATH=") for e in env):
+            env.insert(0, DEFAULT_PATH)
+        env += [f"{k}={v}" for k, v in build_args]
+        layer = self._run_container(state, ins, argv, env, network)
+        new = self._copy_state(state)
+        return self._commit(new, created_by, layer, key, parent_id=state.image_id)
+
+    def _run_container(self, state: State, ins: ResolvedInstruction, argv: list[str],
+                       env: list[str], network: str):
+        try:
+            from lamina import runtime
+        except ImportError:
+            raise BuildError(f"Dockerfile:{ins.line}: RUN needs lamina.runtime, which this "
+                             "installation does not have") from None
+        from lamina import differ
+
+        image_id = state.image_id
+        if image_id is None:  # RUN on an empty scratch state: store it first
+            image_id = self._commit(state, "", None, None, add_history=False).image_id
+        engine = self.engine
+        cid = engine.create(image_id, command=argv)
+        self.out(f" ---> Running in {cid[:12]}")
+        try:
+            config = state.config
+            code = runtime.run_in_container(
+                engine, cid, argv, env, config.get("WorkingDir") or "/",
+                config.get("User") or "", "host" if network == "default" else network)
+            if code != 0:
+                raise BuildError(
+                    f"Step {self.step}/{self.total} : The command '{' '.join(argv)}' returned a "
+                    f"non-zero code: {code}", code)
+            if not differ.changes(engine.snaps, cid):
+                return None
+            return self._layer_from_tar(
+                state, lambda out: differ.write_diff(engine.snaps, cid, out))
+        finally:
+            self.out(f"Removing intermediate container {cid[:12]}")
+            try:
+                engine.rm(cid, force=True)
+            except LaminaError:
+                pass
+
+
+def build(engine, options: BuildOptions, out=print) -> str:
+    """Build ``options.dockerfile`` in ``options.context``; returns the image ID."""
+    return Builder(engine, options, out).run()
