@@ -75,6 +75,8 @@ CREATE TABLE IF NOT EXISTS build_cache (
     key TEXT PRIMARY KEY,
     parent_id TEXT,
     image_id TEXT NOT NULL,
+    chain TEXT NOT NULL DEFAULT '[]',
+    config BLOB,
     created REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS build_cache_image ON build_cache(image_id);

@@ -32,17 +32,35 @@ def step_key(parent: str | None, text: str, digest: str = "") -> str:
     return hashlib.sha256(data.encode("utf-8", "surrogateescape")).hexdigest()
 
 
-def lookup(db: sqlite3.Connection, key: str) -> str | None:
-    """The image ID a step made before, if it (and its image) still exists."""
-    row = db.execute("SELECT c.image_id FROM build_cache c JOIN images i ON i.id = c.image_id"
-                     " WHERE c.key = ?", (key,)).fetchone()
-    return row[0] if row else None
+def lookup(engine, key: str) -> str | None:
+    """The image ID a step made before. A state whose image was removed (``rmi``) but whose
+    layers remain is stored again from the recorded config bytes: the same ID as before."""
+    db = engine.db
+    row = db.execute("SELECT image_id, chain, config FROM build_cache WHERE key = ?",
+                     (key,)).fetchone()
+    if row is None:
+        return None
+    image_id, chain, config = row
+    if db.execute("SELECT 1 FROM images WHERE id = ?", (image_id,)).fetchone():
+        return image_id
+    chains = json.loads(chain)
+    if config is None or any(
+            db.execute("SELECT 1 FROM layers WHERE chain_id = ?", (c,)).fetchone() is None
+            for c in chains):
+        return None
+    from lamina.metadata import Transaction
+
+    with Transaction(db):
+        return engine._store_image(bytes(config), chains, None)
 
 
-def record(db: sqlite3.Connection, key: str, parent: str | None, image_id: str) -> None:
-    """Inside a transaction: remember that step ``key`` on ``parent`` made ``image_id``."""
-    db.execute("INSERT OR REPLACE INTO build_cache(key, parent_id, image_id, created)"
-               " VALUES (?,?,?,?)", (key, parent, image_id, time.time()))
+def record(db: sqlite3.Connection, key: str, parent: str | None, image_id: str,
+           chains: list[str], config: bytes) -> None:
+    """Inside a transaction: remember that step ``key`` on ``parent`` made ``image_id`` (layer
+    ``chains`` and exact ``config`` bytes)."""
+    db.execute("INSERT OR REPLACE INTO build_cache(key, parent_id, image_id, chain, config,"
+               " created) VALUES (?,?,?,?,?,?)",
+               (key, parent, image_id, json.dumps(chains), config, time.time()))
 
 
 def record_result(db: sqlite3.Connection, image_id: str) -> None:

@@ -18,8 +18,6 @@ from __future__ import annotations
 import json
 import os
 import posixpath
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 
@@ -194,6 +192,8 @@ class Builder:
                 self.stage_states[stage.index] = state
         finally:
             if self.tmp:
+                import shutil
+
                 shutil.rmtree(self.tmp, ignore_errors=True)
         assert state is not None
         if state.image_id is None:  # FROM scratch and nothing else: an empty image
@@ -310,7 +310,7 @@ class Builder:
     def _cached(self, state: State, key: str) -> State | None:
         if self.options.no_cache:
             return None
-        image_id = cache.lookup(self.db, key)
+        image_id = cache.lookup(self.engine, key)
         if image_id is None:
             return None
         self.out(" ---> Using cache (CACHED)")
@@ -374,7 +374,7 @@ class Builder:
                                                                    MEDIA_LAYER))
                 image_id = self.engine._store_image(config, chains, None)
                 if key is not None:
-                    cache.record(self.db, key, parent_id, image_id)
+                    cache.record(self.db, key, parent_id, image_id, chains, config)
         except BaseException:
             if layer is not None:
                 self._drop(layer)
@@ -582,6 +582,8 @@ class Builder:
     # ------------------------------------------------------------------ COPY and ADD
     def _scratch_dir(self) -> str:
         if self.tmp is None:
+            import tempfile
+
             base = os.path.join(self.engine.root, "tmp")
             os.makedirs(base, exist_ok=True)
             self.tmp = tempfile.mkdtemp(prefix="build-", dir=base)
@@ -655,6 +657,7 @@ class Builder:
     def _download(self, url: str, dest: str) -> tuple[str, str, float]:
         """Fetch ``url`` into the scratch dir: (path, file name, mtime from Last-Modified)."""
         import email.utils
+        import shutil
         import urllib.parse
         import urllib.request
 
