@@ -273,14 +273,24 @@ def spawn(engine, name: str) -> str:
     row = engine._container(name)
     if row["state"] == "running" and monitor_alive(row):
         return row["id"]
+    import sys
+
     read_end, write_end = os.pipe()
+    # A fresh interpreter: SQLite connections must not cross a fork, and the double fork (the
+    # monitor is nobody's child) keeps a long-lived caller free of zombies.
+    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = package_parent + (":" + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    argv = [sys.executable, "-S", "-m", "lamina.monitor", engine.root, engine.driver, row["id"],
+            str(write_end)]
     child = os.fork()
     if child == 0:
         try:
             os.close(read_end)
             os.setsid()
             if os.fork() == 0:
-                _monitor_main(engine, row["id"], write_end)
+                os.set_inheritable(write_end, True)
+                os.execve(sys.executable, argv, env)
         finally:
             os._exit(0)
     os.close(write_end)
@@ -302,7 +312,9 @@ def spawn(engine, name: str) -> str:
 
 
 def _monitor_main(engine, container_id: str, notify: int) -> None:
-    """The monitor process: own the container until its process ends."""
+    """The monitor process (``python -m lamina.monitor ROOT DRIVER ID FD``): own the container
+    until its process ends; write ``ok`` or ``CODE message`` to the file descriptor FD."""
+    os.set_inheritable(notify, False)  # neither runc nor the container may hold it open
     bundle = bundle_dir(engine, container_id)
     os.makedirs(bundle, exist_ok=True)
     null = os.open(os.devnull, os.O_RDWR)
@@ -311,11 +323,8 @@ def _monitor_main(engine, container_id: str, notify: int) -> None:
     os.dup2(null, 0)
     os.dup2(null, 1)
     os.dup2(err, 2)
-    os.closerange(3, notify)
-    os.closerange(notify + 1, 65536)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    fresh = type(engine)(root=engine.root, driver=engine.driver)  # never the parent's connection
     state = {"notified": False}
 
     def started(pid: int) -> None:
@@ -324,7 +333,7 @@ def _monitor_main(engine, container_id: str, notify: int) -> None:
         state["notified"] = True
 
     try:
-        supervise(fresh, container_id, on_started=started)
+        supervise(engine, container_id, on_started=started)
     except BaseException as e:  # noqa: BLE001 - report it to the waiting command, then leave
         if not state["notified"]:
             code = getattr(e, "exit_code", 125) if isinstance(e, LaminaError) else 125
@@ -336,8 +345,8 @@ def _monitor_main(engine, container_id: str, notify: int) -> None:
 
             traceback.print_exc()
         return
-    if RunConfig.from_json(fresh._container(container_id)["run_config"]).auto_remove:
-        remove_after_run(fresh, container_id)
+    if RunConfig.from_json(engine._container(container_id)["run_config"]).auto_remove:
+        remove_after_run(engine, container_id)
 
 
 # ---------------------------------------------------------------------------------- other verbs
@@ -613,3 +622,18 @@ def start(engine, name: str, *, attach: bool = False, stdin=None, stdout: int = 
         if RunConfig.from_json(row["run_config"]).auto_remove:
             remove_after_run(engine, row["id"])
     return row["id"], code
+
+
+if __name__ == "__main__":
+    import sys
+
+    from .engine import Engine  # the monitor's entry point only; the module itself stays below
+
+    _root, _driver, _container, _fd = sys.argv[1:5]
+    try:
+        _engine = Engine(root=_root, driver=_driver)
+    except BaseException as _error:  # noqa: BLE001
+        os.write(int(_fd), f"125 {_error}".encode())
+        os._exit(1)
+    _monitor_main(_engine, _container, int(_fd))
+    os._exit(0)

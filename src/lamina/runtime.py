@@ -187,7 +187,7 @@ def resolve_user(root: str, spec: str | None) -> User:
             if not match:
                 raise NotFound(f"unable to find group {group}: no matching entries in group file")
             gid = int(match[0][2])
-    extra = []
+    extra = [gid]  # as Docker: the primary group is listed among the process's groups
     if entry is not None and not group:
         for row in groups:
             if len(row) >= 4 and entry[0] in row[3].split(",") and row[2].isdigit():
@@ -362,14 +362,13 @@ def failure_from_log(log: str) -> RuntimeFailure | None:
         return None
     if message is None:
         return None
-    for prefix in ("runc run failed: ", "runc exec failed: ", "unable to start container process: "):
+    for prefix in ("runc run failed: ", "runc exec failed: ", "exec failed: ",
+                   "unable to start container process: "):
         if message.startswith(prefix):
             message = message[len(prefix):]
     code = 125
-    if "executable file not found" in message or "no such file or directory" in message:
-        code = 127 if message.startswith("exec:") else 125
-    elif "permission denied" in message and message.startswith("exec:"):
-        code = 126
+    if message.startswith("exec:"):  # the executable itself: missing (127) or not runnable (126)
+        code = 126 if "permission denied" in message or "exec format error" in message else 127
     return RuntimeFailure(message, code)
 
 

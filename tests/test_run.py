@@ -1,0 +1,316 @@
+"""Running containers under runc: ``run``, ``start``, ``stop``, ``kill``, ``wait``, ``logs``,
+``exec``, ``ps`` states, and the builder's ``run_in_container``; through the real command."""
+
+import json
+import os
+import re
+import shutil
+import signal
+import time
+
+import pytest
+
+from .conftest import Lamina, needs_root
+
+pytestmark = [needs_root, pytest.mark.skipif(shutil.which("runc") is None,
+                                             reason="needs runc (apt-get install -y runc)")]
+
+
+def make_image(engine, base: str, tag: str, **config) -> str:
+    """``base`` with its config's ``config`` section updated (Entrypoint, Cmd, Env, ...)."""
+    from lamina.image import dumps
+
+    image_id = engine._image_id(base)
+    doc = engine._image_config(image_id)
+    doc["config"] = {**doc.get("config", {}), **config}
+    layers = [(r["blob_digest"], r["blob_size"], r["media_type"])
+              for r in engine._layer_chain(image_id)]
+    return engine.add_image(dumps(doc), layers, [tag])
+
+
+def owners(root: str) -> list[int]:
+    from lamina import Engine
+
+    engine = Engine(root=root)
+    try:
+        return [r[0] for r in engine.db.execute(
+            "SELECT monitor_pid FROM containers WHERE state = 'running'")]
+    finally:
+        engine.close()
+
+
+@pytest.fixture
+def store(store_root, busybox_tar, request):
+    """A store with ``busybox`` and ``app`` (Entrypoint/Cmd/Env/WorkingDir set); afterwards every
+    container process is stopped by its owner's PID and nothing may be left mounted."""
+    from lamina import Engine
+
+    driver = getattr(request, "param", "overlay2")
+    lamina = Lamina(store_root, driver)
+    lamina("import", busybox_tar, "busybox")
+    engine = Engine(root=store_root)
+    make_image(engine, "busybox", "app:latest", Entrypoint=["echo", "ep"], Cmd=["default"],
+               Env=["FROM_IMAGE=yes", "PATH=/bin:/usr/bin"], WorkingDir="/srv")
+    engine.close()
+    yield lamina
+    for pid in owners(store_root):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    for cid in lamina("ps", "-a", "-q", "--no-trunc", check=False).stdout.split():
+        lamina("rm", "-f", cid, check=False)
+    with open("/proc/self/mountinfo") as f:
+        assert store_root not in f.read()
+
+
+def lines(proc) -> list[str]:
+    return proc.stdout.splitlines()
+
+
+@pytest.mark.parametrize("store", ["overlay2", "vfs"], indirect=True)
+def test_exit_status_and_streams(store):
+    proc = store("run", "busybox", "sh", "-c", "echo out; echo err >&2; exit 3", check=False)
+    assert proc.returncode == 3
+    assert proc.stdout == "out\n" and proc.stderr == "err\n"
+    assert store("run", "busybox", "true").returncode == 0
+    row = json.loads(store("ps", "-a", "--format", "json").stdout.splitlines()[-1])
+    assert row["State"] == "exited" and row["Status"].startswith("Exited (3) ")
+
+
+def test_flags_after_the_image_belong_to_the_command(store):
+    assert store("run", "busybox", "echo", "-e", "--rm", "-d").stdout == "--rm -d\n"
+    assert len(lines(store("ps", "-a", "-q"))) == 1  # --rm was not lamina's
+
+
+def test_env_workdir_user(store):
+    out = store("run", "-e", "A=1", "-e", "FROM_IMAGE=cli", "-w", "/work/dir", "-u", "1000:1000",
+                "--entrypoint", "sh", "app", "-c", "id -u; id -g; pwd; env").stdout.splitlines()
+    assert out[:3] == ["1000", "1000", "/work/dir"]
+    env = dict(line.split("=", 1) for line in out[3:])
+    assert env["A"] == "1" and env["FROM_IMAGE"] == "cli" and env["PATH"] == "/bin:/usr/bin"
+    assert env["HOME"] == "/" and env["HOSTNAME"] == lines(store("ps", "-a", "-q"))[0]
+    out = store("run", "--entrypoint", "sh", "app", "-c", "pwd; echo $FROM_IMAGE").stdout
+    assert out == "/srv\nyes\n"  # the image's WorkingDir (created when missing) and Env
+    os.environ["LAMINA_TEST_PASS"] = "from-host"
+    try:
+        assert store("run", "-e", "LAMINA_TEST_PASS", "-e", "UNSET_HERE_X", "busybox", "sh", "-c",
+                     "echo $LAMINA_TEST_PASS ${UNSET_HERE_X-unset}").stdout == "from-host unset\n"
+    finally:
+        del os.environ["LAMINA_TEST_PASS"]
+
+
+def test_user_names_resolve_in_the_container(store, store_root):
+    cid = store("create", "busybox", "true").stdout.strip()
+    root = store("mount", cid).stdout.strip()
+    with open(os.path.join(root, "etc/passwd"), "a") as f:
+        f.write("app:x:1500:1600:App:/home/app:/bin/sh\n")
+    with open(os.path.join(root, "etc/group"), "a") as f:
+        f.write("appgrp:x:1600:\nextra:x:1700:app\n")
+    store("umount", cid)
+    store("commit", cid, "users")
+    assert store("run", "-u", "app", "users", "sh", "-c", "id; echo $HOME").stdout == (
+        "uid=1500(app) gid=1600(appgrp) groups=1600(appgrp),1700(extra)\n/home/app\n")
+    assert store("run", "-u", "app:extra", "users", "id", "-g").stdout == "1700\n"
+    proc = store("run", "-u", "nobody", "users", "id", check=False)
+    assert proc.returncode == 125
+    assert proc.stderr == "Error: unable to find user nobody: no matching entries in passwd file\n"
+
+
+def test_entrypoint_and_cmd_combination(store):
+    assert store("run", "app").stdout == "ep default\n"
+    assert store("run", "app", "x", "y").stdout == "ep x y\n"
+    assert store("run", "--entrypoint", "echo", "app").stdout == "\n"  # image Cmd dropped
+    assert store("run", "--entrypoint", "echo", "app", "z").stdout == "z\n"
+    assert store("run", "--entrypoint", "", "app", "echo", "reset").stdout == "reset\n"
+    rows = [json.loads(r) for r in store("ps", "-a", "--format", "json", "--no-trunc").stdout.split("\n") if r]
+    assert rows[-1]["Command"] == '"echo ep default"'
+
+
+def test_rm_leaves_nothing(store, store_root):
+    from .conftest import store_files
+
+    store("run", "--rm", "-v", "/anon", "busybox", "true")  # the first makes the store's dirs
+    before = store_files(store_root)
+    assert store("run", "--rm", "-v", "/anon", "busybox", "sh", "-c", "echo x > /f").returncode == 0
+    assert store("ps", "-a", "-q").stdout == ""
+    assert store("volume", "ls", "-q").stdout == ""  # its anonymous volume went with it
+    assert store_files(store_root) == before
+    proc = store("run", "--rm", "busybox", "sh", "-c", "exit 9", check=False)
+    assert proc.returncode == 9 and store("ps", "-a", "-q").stdout == ""
+
+
+def test_detached_logs_wait_stop(store):
+    cid = store("run", "-d", "--name", "sleeper", "busybox", "sh", "-c",
+                "echo started; echo oops >&2; sleep 100").stdout.strip()
+    assert re.fullmatch(r"[0-9a-f]{64}", cid)
+    ps = lines(store("ps"))
+    assert len(ps) == 2 and "sleeper" in ps[1] and re.search(r"   Up (Less than a second|\d+ seconds?)", ps[1])
+    for _ in range(50):
+        proc = store("logs", "sleeper")
+        if proc.stderr:
+            break
+        time.sleep(0.05)
+    assert proc.stdout == "started\n" and proc.stderr == "oops\n"
+    assert re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z started\n$",
+                    store("logs", "-t", "--tail", "2", "sleeper").stdout)
+    proc = store("rm", "sleeper", check=False)
+    assert proc.returncode == 1 and "You cannot remove a running container" in proc.stderr
+    begin = time.monotonic()
+    assert store("stop", "-t", "1", "sleeper").stdout == "sleeper\n"
+    took = time.monotonic() - begin
+    assert 1 <= took < 6, took  # sh as PID 1 ignores SIGTERM: SIGKILL after the timeout
+    assert store("wait", "sleeper").stdout == "137\n"
+    assert re.search(r"Exited \(137\) (Less than a second|\d+ seconds?) ago", store("ps", "-a").stdout)
+    assert store("ps", "-q").stdout == ""
+
+
+def test_stop_is_quick_when_the_process_handles_sigterm(store):
+    store("run", "-d", "--name", "polite", "busybox", "sh", "-c",
+          "trap 'echo bye; exit 7' TERM; while :; do sleep 0.1; done")
+    begin = time.monotonic()
+    store("stop", "polite")  # the default 10 s timeout is not used up
+    assert time.monotonic() - begin < 5
+    assert store("wait", "polite").stdout == "7\n"
+    assert store("logs", "polite").stdout == "bye\n"
+    # started again, it runs the same command and appends to the same log
+    assert store("start", "polite").stdout == "polite\n"
+    store("kill", "polite")
+    assert store("wait", "polite").stdout == "137\n"
+
+
+def test_kill_with_a_signal(store):
+    store("run", "-d", "--name", "k", "busybox", "sh", "-c",
+          "trap 'echo got USR1; exit 5' USR1; echo ready; while :; do sleep 0.1; done")
+    for _ in range(100):
+        if store("logs", "k").stdout:
+            break
+        time.sleep(0.05)
+    assert store("kill", "-s", "USR1", "k").stdout == "k\n"
+    assert store("wait", "k").stdout == "5\n"
+    assert store("logs", "k").stdout == "ready\ngot USR1\n"
+    proc = store("kill", "k", check=False)
+    assert proc.returncode == 1 and "is not running" in proc.stderr
+    proc = store("kill", "-s", "NOPE", "k", check=False)
+    assert proc.returncode == 1 and "invalid signal: NOPE" in proc.stderr
+
+
+def test_exec_into_a_running_container(store):
+    cid = store("run", "-d", "--name", "box", "-e", "RUNENV=1", "busybox", "sleep", "100").stdout.strip()
+    proc = store("exec", "box", "sh", "-c", "echo $HOSTNAME $RUNENV; ps -o pid,comm | grep -c sleep; exit 4",
+                 check=False)
+    assert proc.returncode == 4 and proc.stdout == f"{cid[:12]} 1\n1\n"
+    assert store("exec", "-e", "X=2", "-u", "1000", "-w", "/tmp", "box", "sh", "-c",
+                 "echo $X $(id -u) $(pwd)").stdout == "2 1000 /tmp\n"
+    proc = store("exec", "box", "nonexist", check=False)
+    assert proc.returncode == 127 and proc.stderr.startswith('Error: exec: "nonexist"')
+    assert store("exec", "-i", "box", "cat", input="piped\n").stdout == "piped\n"
+    store("kill", "box")
+    store("wait", "box")
+    proc = store("exec", "box", "true", check=False)
+    assert proc.returncode == 125 and "is not running" in proc.stderr
+
+
+def test_start_attach_of_a_created_container(store):
+    store("create", "--name", "c", "busybox", "sh", "-c", "echo from-start; exit 2")
+    assert "Created" in store("ps", "-a").stdout
+    proc = store("start", "-a", "c", check=False)
+    assert proc.returncode == 2 and proc.stdout == "from-start\n"
+    assert "Exited (2)" in store("ps", "-a").stdout
+    assert store("logs", "c").stdout == "from-start\n"
+
+
+def test_read_only_root(store):
+    proc = store("run", "--read-only", "busybox", "sh", "-c", "touch /x", check=False)
+    assert proc.returncode == 1 and "Read-only file system" in proc.stderr
+    assert store("run", "--read-only", "-v", "scratch:/scratch", "busybox", "sh", "-c",
+                 "echo ok > /scratch/f && cat /scratch/f").stdout == "ok\n"
+
+
+def test_networks(store):
+    devices = store("run", "busybox", "sh", "-c", "tail -n +3 /proc/net/dev | cut -d: -f1").stdout
+    assert devices.split() == ["lo"]  # the default, none: a namespace with only loopback
+    assert "inet 127.0.0.1/8" in store("run", "--network", "none", "busybox", "ip", "addr").stdout
+    with open("/proc/net/dev") as f:
+        host = sorted(line.split(":")[0].strip() for line in f.readlines()[2:])
+    out = store("run", "--network", "host", "busybox", "sh", "-c",
+                "tail -n +3 /proc/net/dev | cut -d: -f1").stdout
+    assert sorted(out.split()) == host
+    proc = store("run", "--network", "bridge", "busybox", "true", check=False)
+    assert proc.returncode == 125 and "invalid value 'bridge'" in proc.stderr
+
+
+def test_bad_input_is_a_one_line_error(store):
+    for args, code, message in [
+        (["run", "nope"], 125, "Error: No such image: nope"),
+        (["run", "busybox"], 125, "Error: No command specified"),
+        (["run", "busybox", "nonexist"], 127, 'Error: exec: "nonexist": executable file not found'),
+        (["run", "busybox", "/etc/passwd"], 126, "Error: exec: \"/etc/passwd\": permission denied"),
+        (["run", "-v", "a:b:c:d", "busybox", "true"], 125, "Error: invalid volume specification"),
+        (["run", "-v", "./rel:/x", "busybox", "true"], 125,
+         "Error: './rel' includes invalid characters for a local volume name"),
+        (["run", "-v", "vol:rel", "busybox", "true"], 125, "Error: invalid volume specification"),
+        (["run", "-w", "rel", "busybox", "true"], 125, "Error: the working directory 'rel' is invalid"),
+        (["run", "--name", "bad name", "busybox", "true"], 125, "Error: Invalid container name"),
+        (["start", "nope"], 1, "Error: No such container: nope"),
+        (["exec", "nope", "true"], 125, "Error: No such container: nope"),
+    ]:
+        proc = store(*args, check=False)
+        assert proc.returncode == code, (args, proc.returncode, proc.stderr)
+        assert proc.stderr.startswith(message), (args, proc.stderr)
+        assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    # failed runs leave created containers, as Docker's do; nothing is running or mounted
+    assert store("ps", "-q").stdout == ""
+
+
+def test_rm_force_stops_a_running_container(store):
+    store("run", "-d", "--name", "f", "busybox", "sleep", "100")
+    [pid] = owners(store.root)
+    assert store("rm", "-f", "f").stdout == "f\n"
+    assert store("ps", "-a", "-q").stdout == ""
+    with pytest.raises(ProcessLookupError):
+        for _ in range(100):
+            os.kill(pid, 0)
+            time.sleep(0.05)
+
+
+def test_a_dead_owner_shows_as_exited(store):
+    store("run", "-d", "--name", "orphan", "busybox", "sleep", "100")
+    [pid] = owners(store.root)
+    os.kill(pid, signal.SIGKILL)
+    for _ in range(100):
+        if "Exited (255)" in store("ps", "-a").stdout:
+            break
+        time.sleep(0.05)
+    assert "Exited (255)" in store("ps", "-a").stdout
+    assert store("ps", "-q").stdout == ""
+    assert store("rm", "orphan").stdout == "orphan\n"  # cleans up the runtime's leftovers
+
+
+def test_run_in_container_for_the_builder(store, store_root):
+    from lamina import Engine
+    from lamina.runtime import RuntimeFailure, run_in_container
+
+    engine = Engine(root=store_root)
+    try:
+        cid = engine.create("app")
+        r, w = os.pipe()
+        code = run_in_container(engine, cid, ["sh", "-c", "echo built > /out; pwd; echo $A"],
+                                env=["A=b", "PATH=/bin"], workdir="/build", stdout=w, stderr=w)
+        assert code == 0
+        code = run_in_container(engine, cid, ["sh", "-c", "id -u; echo $FROM_IMAGE; echo e >&2"],
+                                user="1000", network="host", stdout=w, stderr=w)
+        os.close(w)
+        with os.fdopen(r) as f:
+            assert f.read() == "/build\nb\n1000\nyes\ne\n"
+        assert code == 0
+        assert [(c.kind, c.path) for c in engine.diff(cid)] == [("A", "/build"), ("A", "/out"),
+                                                               ("A", "/srv")]
+        assert run_in_container(engine, cid, ["sh", "-c", "exit 6"]) == 6
+        with pytest.raises(RuntimeFailure) as e:
+            run_in_container(engine, cid, ["nonexist"])
+        assert e.value.exit_code == 127
+        assert engine.inspect_container(cid)["State"]["Status"] == "created"
+        assert not os.path.ismount(engine._mount_target(cid))
+    finally:
+        engine.close()
