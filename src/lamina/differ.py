@@ -2,7 +2,8 @@
 
 This is the generic part that every driver gets for free: it needs only a snapshot's own data
 directory, its ancestors' and the driver's on-disk format ("overlay": whiteouts as 0/0 char devices
-and opaque xattrs, each layer holding only its changes; "plain": full trees).
+and opaque xattrs, each layer holding only its changes; "aufs": the same with ``.wh.`` files, as in
+the tar; "plain": full trees).
 """
 
 from .snapshots import Snapshotter
@@ -23,6 +24,10 @@ def changes(snaps: Snapshotter, key: str) -> list:
     own = snaps.dir(key)
     if snaps.fmt == "overlay":
         return overlay_changes(own, snaps.lower_dirs(key))
+    if snaps.fmt == "aufs":
+        from .union import branch_changes
+
+        return branch_changes(own, snaps.lower_dirs(key))
     parent = snaps.stat(key).parent
     return tree_changes(snaps.dir(parent) if parent is not None else None, own)
 
@@ -33,4 +38,8 @@ def write_diff(snaps: Snapshotter, key: str, out):
 
     if snaps.fmt == "overlay":
         return write_overlay_tar(out, snaps.dir(key))
+    if snaps.fmt == "aufs":
+        from .layertar import write_aufs_tar
+
+        return write_aufs_tar(out, snaps.dir(key))
     return write_changes_tar(out, snaps.dir(key), changes(snaps, key))

@@ -392,6 +392,41 @@ def write_overlay_tar(out, upper: str) -> TarStats:
     return writer.finish()
 
 
+def _walk_aufs(writer: _TarWriter, path: bytes, prefix: bytes) -> None:
+    # ordered as _walk orders an overlay layer: a whiteout ".wh.NAME" sits where NAME would
+    items = []
+    for entry in _sorted_entries(path):
+        name = entry.name
+        if name.startswith(b".wh."):
+            if not name.startswith(b".wh..wh."):  # AUFS's private names and the opaque marker
+                items.append((name[4:], True, entry))
+        else:
+            items.append((name, False, entry))
+    items.sort(key=lambda item: item[0])
+    for name, is_whiteout, entry in items:
+        st = entry.stat(follow_symlinks=False)
+        if is_whiteout:
+            writer.marker(prefix + b".wh." + name, st, 0o600)
+            writer.inodes += 1
+            continue
+        writer.entry(prefix + name, entry.path, st)
+        if stat.S_ISDIR(st.st_mode):
+            if os.path.lexists(entry.path + b"/" + _OPAQUE):
+                writer.marker(prefix + name + b"/" + _OPAQUE, st)
+            _walk_aufs(writer, entry.path, prefix + name + b"/")
+
+
+def write_aufs_tar(out, branch: str) -> TarStats:
+    """Write the layer tar of an aufs-format layer dir (lamina.union's branches): its ``.wh.``
+    files are the tar's own whiteouts; the bytes equal write_overlay_tar's for the same changes."""
+    writer = _TarWriter(out)
+    branch = os.fsencode(branch)
+    if os.path.lexists(branch + b"/" + _OPAQUE):
+        writer.marker(_OPAQUE, os.lstat(branch))
+    _walk_aufs(writer, branch, b"")
+    return writer.finish()
+
+
 def write_tree_tar(out, root: str) -> TarStats:
     """Write the whole tree under ``root`` (a flattened export): no whiteout translation."""
     writer = _TarWriter(out)
@@ -735,9 +770,10 @@ def _headers(reader: _Reader):
 
 class _Extractor:
     def __init__(self, root: str, fmt: str):
-        if fmt not in ("overlay", "plain"):
+        if fmt not in ("overlay", "plain", "aufs"):
             raise InvalidArgument(f"unknown layer format {fmt!r}")
-        self.overlay = fmt == "overlay"
+        self.overlay = fmt in ("overlay", "aufs")  # the layer dir holds only its own changes
+        self.aufs = fmt == "aufs"  # ...with whiteouts kept as the tar has them (.wh. files)
         self.root = os.fsencode(os.path.abspath(root))
         self.dirs = {self.root}  # directories known to be real (not symlinks) inside root
         self.dir_meta = {}  # path -> (mode, uid, gid, mtime_ns, xattrs), applied at the end
@@ -802,7 +838,7 @@ class _Extractor:
             return
         base = rel.rpartition(b"/")[2]
         if base.startswith(b".wh."):
-            self.whiteout(rel, base, raw)
+            self.whiteout(rel, base, raw, header)
             reader.skip(size + (-size % _BLOCK), raw)
             return
         parent = self.parent_dir(rel, raw)
@@ -907,12 +943,27 @@ class _Extractor:
                 if not (symlink and key.startswith("user.")):  # Linux refuses user.* on links
                     raise
 
-    def whiteout(self, rel: bytes, base: bytes, raw: bytes) -> None:
+    def marker(self, path: bytes, header) -> None:
+        """aufs format: an empty ``.wh.`` file (a whiteout or an opaque marker) with the owner
+        and mtime of its tar header, mode 0600 (what the tar writers emit for whiteouts)."""
+        _, _, _, _, _, uid, gid, mtime_ns, _, _, _ = header
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(path, flags, 0o600)
+        try:
+            os.fchown(fd, uid, gid)
+            os.fchmod(fd, 0o600)
+            os.utime(fd, ns=(mtime_ns, mtime_ns))
+        finally:
+            os.close(fd)
+
+    def whiteout(self, rel: bytes, base: bytes, raw: bytes, header=None) -> None:
         if base == _OPAQUE:
             parent = self.parent_dir(rel, raw, create=self.overlay)
             if parent is None:
                 return
-            if self.overlay:
+            if self.aufs:
+                self.marker(parent + b"/" + base, header)
+            elif self.overlay:
                 os.setxattr(parent, _OPAQUE_XATTR, b"y", follow_symlinks=False)
             else:
                 self.opaque.append(parent)
@@ -924,9 +975,16 @@ class _Extractor:
         if parent is None:
             return
         path = parent + b"/" + name
-        if self.overlay:
+        if self.aufs:
+            self.remove(path)
+            self.marker(parent + b"/" + base, header)
+            self.inodes += 1
+        elif self.overlay:
             self.remove(path)
             os.mknod(path, stat.S_IFCHR | 0o600, 0)
+            if header is not None:  # the tar's owner and mtime, so a re-export keeps its bytes
+                os.chown(path, header[5], header[6], follow_symlinks=False)
+                os.utime(path, ns=(header[7], header[7]), follow_symlinks=False)
             self.inodes += 1
         elif path not in self.created:  # a whiteout hides lower layers, never its own layer
             self.remove(path)
@@ -979,7 +1037,8 @@ class _Extractor:
 def apply_tar(stream, root: str, fmt: str) -> TarStats:
     """Extract the (uncompressed) layer tar read from ``stream`` into ``root``.
 
-    ``fmt`` is "overlay" (whiteouts stay as char devices / opaque xattrs) or "plain" (whiteouts
+    ``fmt`` is "overlay" (whiteouts stay as char devices / opaque xattrs), "aufs" (whiteouts stay
+    as the tar has them: ``.wh.NAME`` and ``.wh..wh..opq`` files) or "plain" (whiteouts
     delete). Hostile members raise InvalidArgument; nothing is ever written outside ``root``,
     but on error ``root`` is left half-written for the caller to discard. The whole stream is
     read, so ``diff_id`` is the sha256 of every byte of it.

@@ -26,6 +26,11 @@ from .treeutil import DEFAULT_MTIME, apply_edits, assert_same_tree, build_refere
 
 SCRATCH = "/var/tmp"
 
+# The union driver has two faces on one logic: its Python API (the default: edits and trees go
+# through lamina.union.UnionView, mounting only where a test needs a real path) and its FUSE
+# mount ("union-fuse": everything through the mount).
+FACES = (*DRIVERS, "union-fuse")
+
 
 def _overlay_parameter(name: str) -> bool:
     try:
@@ -42,7 +47,9 @@ def rename_lower_dir_errno(driver: str) -> int | None:
     machines in MACHINE.md) rename(2) of a merged or lower directory fails with EXDEV and tools
     like ``mv`` fall back to copy + delete. vfs has plain directories.
     """
-    if driver == "overlay2" and not _overlay_parameter("redirect_dir"):
+    if driver in ("overlay2", "overlay") and not _overlay_parameter("redirect_dir"):
+        return errno.EXDEV
+    if driver == "union":  # lamina.union keeps overlayfs' default (no redirect_dir)
         return errno.EXDEV
     return None
 
@@ -53,7 +60,9 @@ def copy_up_keeps_hard_links(driver: str) -> bool:
     Without overlayfs' ``index`` feature a copy-up breaks the link (Docker's overlay2 behaves the
     same); vfs copies trees with their hard links.
     """
-    return driver != "overlay2" or _overlay_parameter("index")
+    if driver == "union":  # lamina.union's copy_up is overlayfs' without index
+        return False
+    return driver not in ("overlay2", "overlay") or _overlay_parameter("index")
 
 
 @functools.cache
@@ -66,8 +75,13 @@ def skip_reason(driver: str) -> str | None:
                     "unshare --mount --propagation private python3 -m pytest tests/conformance")
     except OSError:
         pass
-    if driver == "overlay2" and not overlay_supported(SCRATCH):
+    if driver in ("overlay2", "overlay") and not overlay_supported(SCRATCH):
         return "kernel overlayfs mounts do not work here"
+    if driver.startswith("union"):
+        import importlib.util
+
+        if not os.path.exists("/dev/fuse") or importlib.util.find_spec("mfusepy") is None:
+            return "the union driver's mount needs /dev/fuse and mfusepy"
     return None
 
 
@@ -98,6 +112,8 @@ class Store:
     """A snapshotter on a throw-away store, with helpers for references and diffs."""
 
     def __init__(self, driver: str, root: str):
+        self.face = "api" if driver == "union" else None  # see FACES
+        driver = driver.removesuffix("-fuse")
         self.driver = driver
         self.root = root
         self.db = metadata.connect(os.path.join(root, "metadata.db"))
@@ -133,6 +149,9 @@ class Store:
     def edit(self, key: str, edits, mtime: int | None = None) -> tuple:
         """Apply ``edits`` through ``key``'s read-write mount; returns the (edits, mtime) step."""
         mtime = self.tick() if mtime is None else mtime
+        if self.face == "api":
+            apply_edits("/", edits, mtime, fs=self.snaps.union_view(key))
+            return (edits, mtime)
         with self.merged(key) as path:
             apply_edits(path, edits, mtime)
         return (edits, mtime)
@@ -145,6 +164,8 @@ class Store:
         return step
 
     def tree(self, key: str) -> dict:
+        if self.face == "api":
+            return snapshot_tree("/", fs=self.snaps.union_view(key))
         with self.merged(key) as path:
             return snapshot_tree(path)
 
@@ -198,8 +219,8 @@ def _unmount_below(root: str) -> None:
             unmount(target, detach=True)
 
 
-@pytest.fixture(params=DRIVERS)
+@pytest.fixture(params=FACES)
 def store(request):
-    """A Store for each driver in lamina.snapshots.DRIVERS."""
+    """A Store for each driver in lamina.snapshots.DRIVERS (and the union driver's FUSE face)."""
     with open_store(request.param) as s:
         yield s

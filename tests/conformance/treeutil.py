@@ -45,68 +45,94 @@ CAPABILITY = (b"\x01\x00\x00\x02" + (1 << 10).to_bytes(4, "little") + bytes(4)
               + bytes(4) + bytes(4))
 
 
+class LocalFS:
+    """The file-system calls the helpers make, on real paths. Another object with the same
+    methods (``lamina.union.UnionView``: the union driver's Python API) runs the same edits and
+    records the same trees without a mount."""
+
+    open, chmod, chown, utime, mkdir, unlink = os.open, os.chmod, os.chown, os.utime, os.mkdir, os.unlink
+    symlink, link, rename, setxattr, mkfifo, truncate = (os.symlink, os.link, os.rename,
+                                                         os.setxattr, os.mkfifo, os.truncate)
+    readlink, listxattr, getxattr = os.readlink, os.listxattr, os.getxattr
+    lexists, isdir, islink = (staticmethod(os.path.lexists), staticmethod(os.path.isdir),
+                              staticmethod(os.path.islink))
+
+    @staticmethod
+    def rmtree(path: str) -> None:
+        shutil.rmtree(path)
+
+    @staticmethod
+    def scandir(path: str) -> list:
+        with os.scandir(path) as it:
+            return [(entry.name, entry.stat(follow_symlinks=False)) for entry in it]
+
+
+LOCAL = LocalFS()
+
+
 def _path(root: str, rel: str) -> str:
     return os.path.join(root, rel.lstrip("/"))
 
 
-def _touch(path: str, mtime: int) -> None:
-    os.utime(path, (mtime, mtime), follow_symlinks=False)
+def _touch(path: str, mtime: int, fs=LOCAL) -> None:
+    fs.utime(path, (mtime, mtime), follow_symlinks=False)
 
 
-def apply_edits(root: str, edits, mtime: int = DEFAULT_MTIME) -> None:
-    """Apply ``edits`` (see the module docstring) to the tree under ``root``, in order."""
+def apply_edits(root: str, edits, mtime: int = DEFAULT_MTIME, fs=LOCAL) -> None:
+    """Apply ``edits`` (see the module docstring) to the tree under ``root``, in order, through
+    ``fs`` (real paths by default; see :class:`LocalFS`)."""
     for edit in edits:
         op, rel, *args = edit
         path = _path(root, rel)
         if op == "write":
             data, mode = args[0], (args[1] if len(args) > 1 else None)
-            existed = os.path.lexists(path)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+            existed = fs.lexists(path)
+            fd = fs.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
             try:
                 os.write(fd, data)
             finally:
                 os.close(fd)
             if mode is not None or not existed:
-                os.chmod(path, 0o644 if mode is None else mode)
-            _touch(path, mtime)
+                fs.chmod(path, 0o644 if mode is None else mode)
+            _touch(path, mtime, fs)
         elif op == "append":
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW)
+            fd = fs.open(path, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW)
             try:
                 os.write(fd, args[0])
             finally:
                 os.close(fd)
-            _touch(path, mtime)
+            _touch(path, mtime, fs)
         elif op == "truncate":
-            os.truncate(path, args[0])
-            _touch(path, mtime)
+            fs.truncate(path, args[0])
+            _touch(path, mtime, fs)
         elif op == "chmod":
-            os.chmod(path, args[0])
+            fs.chmod(path, args[0])
         elif op == "chown":
-            os.chown(path, args[0], args[1], follow_symlinks=False)
+            fs.chown(path, args[0], args[1], follow_symlinks=False)
         elif op == "utime":
-            _touch(path, args[0])
+            _touch(path, args[0], fs)
         elif op == "mkdir":
-            os.mkdir(path)
-            os.chmod(path, args[0] if args else 0o755)
+            fs.mkdir(path)
+            fs.chmod(path, args[0] if args else 0o755)
         elif op == "rmtree":
-            if os.path.isdir(path) and not os.path.islink(path):
-                shutil.rmtree(path)
+            if fs.isdir(path) and not fs.islink(path):
+                fs.rmtree(path)
             else:
-                os.unlink(path)
+                fs.unlink(path)
         elif op == "unlink":
-            os.unlink(path)
+            fs.unlink(path)
         elif op == "symlink":
-            os.symlink(args[0], path)
-            _touch(path, mtime)
+            fs.symlink(args[0], path)
+            _touch(path, mtime, fs)
         elif op == "hardlink":
-            os.link(_path(root, args[0]), path, follow_symlinks=False)
+            fs.link(_path(root, args[0]), path, follow_symlinks=False)
         elif op == "rename":
-            os.rename(path, _path(root, args[0]))
+            fs.rename(path, _path(root, args[0]))
         elif op == "setxattr":
-            os.setxattr(path, args[0], args[1], follow_symlinks=False)
+            fs.setxattr(path, args[0], args[1], follow_symlinks=False)
         elif op == "mkfifo":
-            os.mkfifo(path)
-            os.chmod(path, args[0] if args else 0o644)
+            fs.mkfifo(path)
+            fs.chmod(path, args[0] if args else 0o644)
         else:
             raise ValueError(f"unknown edit {op!r}")
 
@@ -120,9 +146,9 @@ def build_reference(root: str, steps) -> str:
     return root
 
 
-def _xattrs(path: str) -> tuple:
+def _xattrs(path: str, fs=LOCAL) -> tuple:
     try:
-        names = os.listxattr(path, follow_symlinks=False)
+        names = fs.listxattr(path, follow_symlinks=False)
     except OSError as exc:
         if exc.errno in (errno.ENOTSUP, errno.EPERM):
             return ()
@@ -131,40 +157,39 @@ def _xattrs(path: str) -> tuple:
     for name in sorted(names):
         if name.startswith(_OVERLAY_XATTR):
             continue
-        pairs.append((name, os.getxattr(path, name, follow_symlinks=False)))
+        pairs.append((name, fs.getxattr(path, name, follow_symlinks=False)))
     return tuple(pairs)
 
 
-def _file_hash(path: str) -> str:
+def _file_hash(path: str, fs=LOCAL) -> str:
     digest = hashlib.sha256()
-    with open(os.open(path, os.O_RDONLY | os.O_NOFOLLOW), "rb") as f:
+    with open(fs.open(path, os.O_RDONLY | os.O_NOFOLLOW), "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
 
 
-def snapshot_tree(root: str) -> dict:
-    """Record every path under ``root`` (not ``root`` itself) as an :class:`Entry`, keyed "/a/b"."""
+def snapshot_tree(root: str, fs=LOCAL) -> dict:
+    """Record every path under ``root`` (not ``root`` itself) as an :class:`Entry`, keyed "/a/b"
+    (read through ``fs``, see :class:`LocalFS`)."""
     entries = {}
     inodes: dict[tuple[int, int], list[str]] = {}
-    stack = [(root, "")]
+    stack = [(root.rstrip("/"), "")]
     while stack:
         directory, rel = stack.pop()
-        with os.scandir(directory) as it:
-            children = list(it)
-        for child in children:
-            path = rel + "/" + child.name
-            st = child.stat(follow_symlinks=False)
+        for name, st in fs.scandir(directory or "/"):
+            path = rel + "/" + name
+            child_path = directory + "/" + name
             mode = st.st_mode
             mtime = None
             if stat.S_ISDIR(mode):
                 kind, content = "dir", None
-                stack.append((child.path, path))
+                stack.append((child_path, path))
             elif stat.S_ISREG(mode):
-                kind, content, mtime = "file", _file_hash(child.path), st.st_mtime_ns
+                kind, content, mtime = "file", _file_hash(child_path, fs), st.st_mtime_ns
                 inodes.setdefault((st.st_dev, st.st_ino), []).append(path)
             elif stat.S_ISLNK(mode):
-                kind, content, mtime = "symlink", os.readlink(child.path), st.st_mtime_ns
+                kind, content, mtime = "symlink", fs.readlink(child_path), st.st_mtime_ns
             elif stat.S_ISFIFO(mode):
                 kind, content = "fifo", None
             elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
@@ -173,7 +198,7 @@ def snapshot_tree(root: str) -> dict:
             else:
                 kind, content = "socket", None
             entries[path] = Entry(kind, stat.S_IMODE(mode), st.st_uid, st.st_gid, content,
-                                  _xattrs(child.path), mtime, None)
+                                  _xattrs(child_path, fs), mtime, None)
     for paths in inodes.values():
         if len(paths) > 1:
             group = tuple(sorted(paths))
