@@ -226,7 +226,7 @@ def _volume_prune(opts, args):
     p = _parser("volume prune")
     p.add_argument("-f", "--force", action="store_true")
     p.add_argument("-a", "--all", action="store_true")
-    a = p.parse_args(args)
+    p.parse_args(args)  # -f: there is no prompt to skip; -a: every unused volume goes anyway
     names, reclaimed = _engine(opts).volume_prune()
     if names:
         print("Deleted Volumes:")

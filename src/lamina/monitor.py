@@ -22,8 +22,17 @@ import time
 
 from .errors import FailedPrecondition, InvalidArgument, LaminaError
 from .metadata import Transaction
-from .runtime import (RunConfig, Runtime, RuntimeFailure, failure_from_log, make_process,
-                      make_spec, merge_env, resolve_in_root, write_network_files)
+from .runtime import (
+    RunConfig,
+    Runtime,
+    RuntimeFailure,
+    failure_from_log,
+    make_process,
+    make_spec,
+    merge_env,
+    resolve_in_root,
+    write_network_files,
+)
 
 LOG_FILE = "container.log"
 UNKNOWN_EXIT = 255  # the owner died without recording the process's exit
@@ -57,7 +66,7 @@ class _Output:
 
     def __init__(self, stdout_fds=(), stderr_fds=(), log: str | None = None):
         self.fds = {1: list(stdout_fds), 2: list(stderr_fds)}
-        self.log = open(log, "ab", buffering=0) if log else None
+        self.log = open(log, "ab", buffering=0) if log else None  # noqa: SIM115 - closed by close()
 
     def write(self, stream: int, data: bytes) -> None:
         for fd in list(self.fds[stream]):
@@ -456,7 +465,7 @@ def logs(engine, name: str, *, follow: bool = False, tail: int | None = None,
                 view = view[os.write(fd, view):]
 
     try:
-        f = open(path, "rb")
+        f = open(path, "rb")  # noqa: SIM115 - the with below
     except FileNotFoundError:
         return
     with f:

@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 import os
 import stat
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 from .errors import InvalidArgument, LaminaError, NotFound, Unavailable
 
@@ -77,7 +77,7 @@ class RunConfig:
         return json.dumps(asdict(self), separators=(",", ":"))
 
     @classmethod
-    def from_json(cls, text: str | None) -> "RunConfig":
+    def from_json(cls, text: str | None) -> RunConfig:
         doc = json.loads(text or "{}")
         doc["env"] = tuple(doc.get("env", ()))
         doc["volumes"] = tuple(tuple(v) for v in doc.get("volumes", ()))
@@ -190,9 +190,9 @@ def resolve_user(root: str, spec: str | None) -> User:
     extra = [gid]  # as Docker: the primary group is listed among the process's groups
     if entry is not None and not group:
         for row in groups:
-            if len(row) >= 4 and entry[0] in row[3].split(",") and row[2].isdigit():
-                if int(row[2]) != gid and int(row[2]) not in extra:
-                    extra.append(int(row[2]))
+            if (len(row) >= 4 and entry[0] in row[3].split(",") and row[2].isdigit()
+                    and int(row[2]) not in extra):
+                extra.append(int(row[2]))
     return User(uid, gid, tuple(extra), home)
 
 
@@ -332,7 +332,7 @@ class Runtime:
         import subprocess
 
         args = ["kill"] + (["--all"] if all else []) + [container_id, str(signal)]
-        proc = subprocess.run(self.command(*args), stdin=subprocess.DEVNULL,
+        proc = subprocess.run(self.command(*args), check=False, stdin=subprocess.DEVNULL,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         return proc.returncode == 0
 
@@ -341,7 +341,7 @@ class Runtime:
         import subprocess
 
         if self.has_state(container_id):
-            subprocess.run(self.command("delete", "--force", container_id),
+            subprocess.run(self.command("delete", "--force", container_id), check=False,
                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                            stderr=subprocess.DEVNULL)
 
@@ -364,8 +364,7 @@ def failure_from_log(log: str) -> RuntimeFailure | None:
         return None
     for prefix in ("runc run failed: ", "runc exec failed: ", "exec failed: ",
                    "unable to start container process: "):
-        if message.startswith(prefix):
-            message = message[len(prefix):]
+        message = message.removeprefix(prefix)
     code = 125
     if message.startswith("exec:"):  # the executable itself: missing (127) or not runnable (126)
         code = 126 if "permission denied" in message or "exec format error" in message else 127
