@@ -666,6 +666,35 @@ class Engine:
         remove_tree(os.path.join(self.root, "containers", r["id"]))  # bundle and log (monitor.py)
         return r["id"]
 
+    def cp(self, src: str, dst: str, archive: bool = False, follow: bool = False) -> None:
+        """``docker cp``: ``CONTAINER:PATH`` to a host path or back (rules in lamina.copy)."""
+        from . import copy
+
+        source, dest = copy.parse_location(src), copy.parse_location(dst)
+        copy.check_direction(source, dest)
+        cid = self._container(source[0] or dest[0])["id"]
+        view = getattr(self.snaps, "union_view", None)
+        mounted = None
+        if view is not None:  # the union driver: its Python API, no mount
+            fs = view(cid)
+        else:
+            target = self._mount_target(cid)
+            mounted = None if os.path.ismount(target) else cid
+            fs = copy.RootedFS(self.mount(cid))
+        host = copy.RootedFS("/")
+        try:
+            if source[0] is not None:
+                owner = None if archive or os.geteuid() == 0 else (os.geteuid(), os.getegid())
+                copy.copy(fs, source[1], host, copy.host_path(dest[1]), owner, follow)
+            else:
+                copy.copy(host, copy.host_path(source[1]), fs, dest[1],
+                          None if archive else (0, 0), follow)
+        except OSError as error:
+            raise copy.os_error(error) from None
+        finally:
+            if mounted is not None:
+                self.umount(mounted)
+
     def diff(self, name: str) -> list:
         """Docker's A/C/D changes of the container's writable layer."""
         from . import differ

@@ -1,0 +1,303 @@
+"""``lamina cp``: copy between a container's root and the host, with Docker's rules.
+
+Both sides are file systems with one small interface: :class:`RootedFS` (a real directory seen as
+a root: every symlink, absolute or relative, and every ``..`` is resolved inside it, so nothing is
+read or written outside it) and :class:`lamina.union.UnionView` (a union container, no mount
+needed). The host is ``RootedFS("/")``.
+
+Docker's rules (``docker cp``), for SRC and DEST:
+
+* SRC a file: DEST missing -> saved as DEST (its parent must exist); DEST a file -> overwritten;
+  DEST a directory -> copied into it under SRC's name; DEST ending in ``/`` must be a directory.
+* SRC a directory: DEST missing -> created with SRC's contents (its parent must exist); DEST a
+  file -> error; DEST a directory -> SRC copied into it, or only SRC's contents for ``SRC/.``.
+* SRC ending in ``/`` or ``/.`` must be a directory. Symlinks are copied as symlinks (``-L``
+  follows SRC itself). Modes, times, xattrs and hard links inside the tree are kept; ownership is
+  root's in a container and preserved from it (as root) on the host, or kept with ``-a``.
+"""
+
+import errno
+import os
+import stat
+
+from .errors import InvalidArgument, LaminaError, NotFound
+
+_MAX_SYMLINKS = 40
+
+
+def _err(code: int, path: str) -> OSError:
+    return OSError(code, os.strerror(code), path)
+
+
+class RootedFS:
+    """A real directory ``root`` as a file system of its own: paths are inside it."""
+
+    def __init__(self, root: str):
+        self.root = os.path.realpath(root)
+
+    def _real(self, path: str, follow: bool = False) -> str:
+        """The real path of ``path`` with its symlinks (the last one if ``follow``) resolved
+        inside the root; components that do not exist are kept as they are."""
+        todo = [p for p in path.split("/") if p and p != "."]
+        todo.reverse()
+        done: list[str] = []
+        links = 0
+        while todo:
+            part = todo.pop()
+            if part == "..":
+                if done:
+                    done.pop()
+                continue
+            real = self.root.rstrip("/") + "/" + "/".join(done + [part])
+            try:
+                st = os.lstat(real)
+            except (FileNotFoundError, NotADirectoryError):
+                done.append(part)
+                continue
+            if stat.S_ISLNK(st.st_mode) and (todo or follow):
+                links += 1
+                if links > _MAX_SYMLINKS:
+                    raise _err(errno.ELOOP, path)
+                target = os.readlink(real)
+                if target.startswith("/"):
+                    done = []
+                parts = [p for p in target.split("/") if p and p != "."]
+                todo.extend(reversed(parts))
+                continue
+            done.append(part)
+        return self.root.rstrip("/") + "/" + "/".join(done) if done else self.root
+
+    def realpath(self, path: str) -> str:
+        real = self._real(path, True)
+        return "/" + os.path.relpath(real, self.root) if real != self.root else "/"
+
+    def lstat(self, path):
+        return os.lstat(self._real(path))
+
+    def stat(self, path, follow_symlinks=True):
+        return os.lstat(self._real(path, follow_symlinks))
+
+    def lexists(self, path):
+        return os.path.lexists(self._real(path))
+
+    def scandir(self, path):
+        with os.scandir(self._real(path, True)) as it:
+            return [(entry.name, entry.stat(follow_symlinks=False)) for entry in it]
+
+    def readlink(self, path):
+        return os.readlink(self._real(path))
+
+    def open(self, path, flags=os.O_RDONLY, mode=0o666):
+        return os.open(self._real(path, not flags & os.O_NOFOLLOW), flags | os.O_NOFOLLOW, mode)
+
+    def mkdir(self, path, mode=0o777):
+        os.mkdir(self._real(path), mode)
+
+    def symlink(self, target, path):
+        os.symlink(target, self._real(path))
+
+    def link(self, src, dst, follow_symlinks=False):
+        os.link(self._real(src), self._real(dst), follow_symlinks=False)
+
+    def mknod(self, path, mode=0o600, device=0):
+        os.mknod(self._real(path), mode, device)
+
+    def unlink(self, path):
+        os.unlink(self._real(path))
+
+    def rmtree(self, path):
+        import shutil
+
+        shutil.rmtree(self._real(path))
+
+    def chmod(self, path, mode, follow_symlinks=True):
+        real = self._real(path, follow_symlinks)
+        if not stat.S_ISLNK(os.lstat(real).st_mode):
+            os.chmod(real, mode)
+
+    def chown(self, path, uid, gid, follow_symlinks=True):
+        os.chown(self._real(path, follow_symlinks), uid, gid, follow_symlinks=False)
+
+    def utime(self, path, times=None, *, ns=None, follow_symlinks=True):
+        real = self._real(path, follow_symlinks)
+        if ns is not None:
+            os.utime(real, ns=ns, follow_symlinks=False)
+        else:
+            os.utime(real, times, follow_symlinks=False)
+
+    def listxattr(self, path, follow_symlinks=True):
+        return os.listxattr(self._real(path, follow_symlinks), follow_symlinks=False)
+
+    def getxattr(self, path, name, follow_symlinks=True):
+        return os.getxattr(self._real(path, follow_symlinks), name, follow_symlinks=False)
+
+    def setxattr(self, path, name, value, flags=0, follow_symlinks=True):
+        os.setxattr(self._real(path, follow_symlinks), name, value, flags, follow_symlinks=False)
+
+
+def _join(base: str, name: str) -> str:
+    return base.rstrip("/") + "/" + name
+
+
+def _basename(path: str) -> str:
+    parts = [p for p in path.split("/") if p and p != "."]
+    return parts[-1] if parts else ""
+
+
+def _lookup(fs, path: str, follow: bool):
+    try:
+        return fs.stat(path, follow_symlinks=follow)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+
+
+def copy(src_fs, src: str, dst_fs, dst: str, owner=None, follow: bool = False) -> None:
+    """Copy ``src`` of ``src_fs`` to ``dst`` of ``dst_fs`` with Docker's rules (module docstring).
+
+    ``owner`` is (uid, gid) for everything written, or None to keep the source's.
+    """
+    contents_only = src.endswith("/.") or src == "."
+    src_st = _lookup(src_fs, src, follow)
+    if src_st is None:
+        raise NotFound(f"Could not find the file {src}")
+    src_is_dir = stat.S_ISDIR(src_st.st_mode)
+    if (src.endswith("/") or contents_only) and not src_is_dir:
+        raise InvalidArgument(f"{src}: not a directory")
+    src_path = src_fs.realpath(src) if follow else src
+    dst_st = _lookup(dst_fs, dst, True)
+    if dst_st is not None and stat.S_ISDIR(dst_st.st_mode):
+        if src_is_dir and contents_only:
+            target = dst
+        else:
+            target = _join(dst, _basename(src) or "root")
+    else:
+        if dst_st is not None and src_is_dir:
+            raise InvalidArgument(f"cannot copy a directory to a file: {dst}")
+        if dst.endswith("/"):
+            raise InvalidArgument(f"destination directory {dst} does not exist")
+        parent = dst.rstrip("/").rpartition("/")[0] or "/"
+        parent_st = _lookup(dst_fs, parent, True)
+        if parent_st is None or not stat.S_ISDIR(parent_st.st_mode):
+            raise NotFound(f"no such directory: {parent}")
+        target = dst
+    links: dict = {}
+    dirs: list = []
+    _copy_entry(src_fs, src_path, src_st, dst_fs, target, owner, links, dirs)
+    for path, st in reversed(dirs):  # directory times last, once their children are in
+        dst_fs.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
+
+
+def _copy_entry(src_fs, src, st, dst_fs, dst, owner, links, dirs) -> None:
+    mode = st.st_mode
+    existing = _lookup(dst_fs, dst, False)
+    if stat.S_ISDIR(mode):
+        if existing is not None and not stat.S_ISDIR(existing.st_mode):
+            dst_fs.unlink(dst)
+            existing = None
+        if existing is None:
+            dst_fs.mkdir(dst, 0o700)
+        _metadata(src_fs, src, st, dst_fs, dst, owner)
+        dirs.append((dst, st))
+        for name, child in sorted(src_fs.scandir(src)):
+            _copy_entry(src_fs, _join(src, name), child, dst_fs, _join(dst, name), owner, links,
+                        dirs)
+        return
+    if existing is not None:
+        if stat.S_ISDIR(existing.st_mode):
+            raise InvalidArgument(f"cannot overwrite directory {dst} with a non-directory")
+        dst_fs.unlink(dst)  # replaced, never written through (it may be a hard link)
+    key = (st.st_dev, st.st_ino)
+    if st.st_nlink > 1 and key in links:
+        dst_fs.link(links[key], dst)
+        return
+    if stat.S_ISREG(mode):
+        sfd = src_fs.open(src, os.O_RDONLY | os.O_NOFOLLOW)
+        try:
+            dfd = dst_fs.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            try:
+                _copy_data(sfd, dfd, st.st_size)
+            finally:
+                os.close(dfd)
+        finally:
+            os.close(sfd)
+    elif stat.S_ISLNK(mode):
+        dst_fs.symlink(src_fs.readlink(src), dst)
+    elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode) or stat.S_ISFIFO(mode):
+        dst_fs.mknod(dst, mode, st.st_rdev)
+    else:
+        return  # sockets are not copied
+    if st.st_nlink > 1:
+        links[key] = dst
+    _metadata(src_fs, src, st, dst_fs, dst, owner)
+
+
+def _metadata(src_fs, src, st, dst_fs, dst, owner) -> None:
+    uid, gid = owner if owner is not None else (st.st_uid, st.st_gid)
+    try:
+        dst_fs.chown(dst, uid, gid, follow_symlinks=False)
+    except PermissionError:
+        pass  # an unprivileged copy keeps the copier's ownership
+    if not stat.S_ISLNK(st.st_mode):
+        dst_fs.chmod(dst, stat.S_IMODE(st.st_mode), follow_symlinks=False)
+        try:
+            names = src_fs.listxattr(src, follow_symlinks=False)
+        except OSError:
+            names = ()
+        for name in names:
+            try:
+                dst_fs.setxattr(dst, name, src_fs.getxattr(src, name, follow_symlinks=False),
+                                follow_symlinks=False)
+            except OSError:
+                pass  # a file system or user that cannot hold it: Docker drops them too
+    if not stat.S_ISDIR(st.st_mode):
+        dst_fs.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
+
+
+def _copy_data(sfd: int, dfd: int, size: int) -> None:
+    done = 0
+    try:
+        while done < size:
+            n = os.copy_file_range(sfd, dfd, min(size - done, 1 << 30))
+            if n == 0:
+                break
+            done += n
+        return
+    except OSError as error:
+        if error.errno not in (errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+            raise
+    while True:
+        chunk = os.read(sfd, 1 << 20)
+        if not chunk:
+            break
+        view = memoryview(chunk)
+        while view:
+            view = view[os.write(dfd, view):]
+
+
+def parse_location(arg: str) -> tuple[str | None, str]:
+    """("container", "path") for ``container:path``, (None, path) for a host path (a path
+    containing "/" before any ":" is a host path, as Docker decides)."""
+    if arg.startswith(("/", ".")):
+        return None, arg
+    name, sep, path = arg.partition(":")
+    if not sep or "/" in name:
+        return None, arg
+    if not name:
+        raise InvalidArgument(f"invalid container name in {arg!r}")
+    return name, path or "/"
+
+
+def check_direction(src: tuple, dst: tuple) -> None:
+    if (src[0] is None) == (dst[0] is None):
+        raise InvalidArgument("copying between containers is not supported" if src[0] else
+                              "must specify at least one container source")
+
+
+def os_error(error: OSError) -> LaminaError:
+    where = f": {error.filename}" if error.filename else ""
+    return LaminaError(f"{error.strerror or error}{where}")
+
+
+def host_path(path: str) -> str:
+    """An absolute host path that keeps a trailing ``/`` or ``/.`` (they carry meaning here)."""
+    return path if path.startswith("/") else os.path.join(os.getcwd(), path)
