@@ -12,7 +12,8 @@ work=$(mktemp -d /var/tmp/lamina-demo.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 "$here/busybox-rootfs.sh" "$work/busybox.tar"
 
-for c in demo-1 demo-2; do lamina rm -f "$c" >/dev/null 2>&1 || true; done
+for c in demo-1 demo-2 app-1 app-2; do lamina rm -f "$c" >/dev/null 2>&1 || true; done
+lamina rmi app:demo >/dev/null 2>&1 || true
 lamina rmi busybox:demo >/dev/null 2>&1 || true
 show lamina import "$work/busybox.tar" busybox:demo
 show lamina create --name demo-1 busybox:demo sh
@@ -29,3 +30,12 @@ show lamina ps -a -s
 show lamina system df
 show lamina images
 show lamina history busybox:demo
+
+# The same model, built from a Dockerfile (examples/app): COPY and RUN each add one layer on the
+# busybox base; two containers run from the image, each writing only to its own layer.
+show lamina build -t app:demo "$here/app"
+show lamina run --name app-1 app:demo
+show lamina run --name app-2 app:demo
+show lamina history app:demo
+show lamina ps -a -s
+show lamina diff app-1

@@ -15,7 +15,7 @@ import pytest
 
 from lamina import Engine
 from lamina.build import BuildError, BuildOptions, build
-from lamina.errors import LaminaError, NotFound
+from lamina.errors import InvalidArgument, LaminaError, NotFound
 
 from .conftest import needs_root
 
@@ -112,7 +112,7 @@ LABEL a=b "c d"=e
 ENV X=1 Y="2 3"
 ENV Z $X-z
 EXPOSE 80 90/udp 7000-7001
-VOLUME /data ["/more"]
+VOLUME /data /more
 VOLUME ["/json"]
 USER 1000:1000
 STOPSIGNAL SIGKILL
@@ -128,8 +128,7 @@ CMD ["sh"]
     assert doc["author"] == "Jane <jane@example.com>"
     assert config["Env"] == ["X=1", "Y=2 3", "Z=1-z"]
     assert config["ExposedPorts"] == {"80/tcp": {}, "90/udp": {}, "7000/tcp": {}, "7001/tcp": {}}
-    assert set(config["Volumes"]) == {"/data", "[\"/more\"]", "/json"} or \
-        set(config["Volumes"]) >= {"/data", "/json"}
+    assert config["Volumes"] == {"/data": {}, "/more": {}, "/json": {}}
     assert config["User"] == "1000:1000"
     assert config["StopSignal"] == "SIGKILL"
     assert config["Healthcheck"] == {"Test": ["CMD-SHELL", "wget -q localhost"],
@@ -145,8 +144,9 @@ CMD ["sh"]
     assert by[0] == "/bin/sh -c #(nop)  LABEL a=b c d=e"
     assert by[1] == "/bin/sh -c #(nop)  ENV X=1 Y=2 3"
     assert by[-1] == '/bin/sh -c #(nop)  CMD ["sh"]'
+    assert "/bin/sh -c #(nop)  VOLUME [/data /more]" in by
     assert "/bin/sh -c #(nop)  HEALTHCHECK &{[\"CMD-SHELL\" \"wget -q localhost\"] \"5s\" " \
-           "\"0s\" \"0s\" \"0s\" '\\x03'}" in by
+           "\"0s\" \"0s\" '\\x03'}" in by
     assert len(doc["rootfs"]["diff_ids"]) == 1  # the base's layer only
     assert lines[0] == "Step 1/14 : FROM busybox"
     assert lines[-2:] == [f"Successfully built {image_id[7:19]}", "Successfully tagged meta:1"]
@@ -567,3 +567,11 @@ def test_run_network_none(store, ctx, mounted):
                                     "RUN --network=none ls /sys/class/net > /ifaces\n")
     m = mounted(image)
     assert m.read("/ifaces").split() == ["lo"]
+
+
+def test_buildkit_only_flags_are_refused_with_the_line(store, ctx):
+    write(ctx, {"a": "a"})
+    with pytest.raises(InvalidArgument, match="Dockerfile:2: COPY --parents is not supported"):
+        do_build(store, ctx, "FROM busybox\nCOPY --parents a /x/\n")
+    with pytest.raises(InvalidArgument, match="RUN --mount is not supported"):
+        do_build(store, ctx, "FROM busybox\nRUN --mount=type=cache,target=/c true\n")

@@ -32,6 +32,9 @@ from .tree import LayerTree
 
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _NOP = "/bin/sh -c #(nop) "
+# BuildKit-only flags the parser accepts but this builder (like Docker's legacy one) does not do
+_UNSUPPORTED = {"run": ("mount", "security"), "copy": ("parents", "exclude"),
+                "add": ("exclude", "checksum", "keep-git-dir", "unpack")}
 
 
 class BuildError(LaminaError):
@@ -294,6 +297,10 @@ class Builder:
         handler = getattr(self, "_do_" + ins.cmd, None)
         if handler is None:
             raise DockerfileError(ins.line, f"unknown instruction: {ins.cmd.upper()}")
+        for flag in _UNSUPPORTED.get(ins.cmd, ()):
+            if ins.flags.get(flag) not in (None, "false", []):
+                raise DockerfileError(ins.line, f"{ins.cmd.upper()} --{flag} is not supported "
+                                                "by lamina's builder (a BuildKit feature)")
         try:
             return handler(state, ins)
         except DockerfileError:
@@ -449,9 +456,7 @@ class Builder:
         return self._metadata(state, ins, created_by, change)
 
     def _do_volume(self, state, ins):
-        volumes = [v for v in ins.args]
-        if ins.json is False and len(volumes) == 1 and volumes[0].startswith("["):
-            volumes = json.loads(volumes[0])
+        volumes = list(ins.args)
         created_by = _NOP + " VOLUME [" + " ".join(volumes) + "]"
 
         def change(config):
@@ -515,7 +520,7 @@ class Builder:
         kind = ins.args[0].upper()
         if kind == "NONE":
             health = {"Test": ["NONE"]}
-            text = '&{["NONE"] "0s" "0s" "0s" "0s" \'\\x00\'}'
+            text = '&{["NONE"] "0s" "0s" "0s" \'\\x00\'}'
         else:
             test = (["CMD"] + list(ins.args[1:])) if ins.json else ["CMD-SHELL", ins.args[1]]
             health = {"Test": test}
@@ -527,7 +532,8 @@ class Builder:
                 seconds = parse_duration(value) if isinstance(value, str) else 0.0
                 if seconds:
                     health[key] = round(seconds * 1e9)
-                durations.append(seconds)
+                if key != "StartInterval":  # not in Docker 20.10's HealthConfig
+                    durations.append(seconds)
             retries = int(ins.flags.get("retries") or 0)
             if retries:
                 health["Retries"] = retries
@@ -729,9 +735,16 @@ class Builder:
         self.out(f" ---> Running in {cid[:12]}")
         try:
             config = state.config
-            code = runtime.run_in_container(
-                engine, cid, argv, env, config.get("WorkingDir") or "/",
-                config.get("User") or "", "host" if network == "default" else network)
+            quiet = os.open(os.devnull, os.O_WRONLY) if self.options.quiet else None
+            try:
+                streams = {} if quiet is None else {"stdout": quiet, "stderr": quiet}
+                code = runtime.run_in_container(
+                    engine, cid, argv, env, config.get("WorkingDir") or "/",
+                    config.get("User") or "", "host" if network == "default" else network,
+                    **streams)
+            finally:
+                if quiet is not None:
+                    os.close(quiet)
             if code != 0:
                 raise BuildError(
                     f"Step {self.step}/{self.total} : The command '{' '.join(argv)}' returned a "

@@ -1,0 +1,297 @@
+"""Side-by-side build benchmark: lamina, Docker Engine 20.10 (legacy builder) and Podman 4.3.
+
+Three measurements on the same Dockerfiles and contexts, each engine on a private store under
+/var/tmp/lamina-build-bench (never another run's or another tool's directories):
+
+* small, cold: a busybox base, metadata instructions, two COPYs and one RUN, ``--no-cache``;
+* small, warm: the same, every step cached;
+* big COPY: ``COPY tree /data/`` of a generated tree of 10,000 files (about 350 MB), ``--no-cache``.
+
+Repetitions are interleaved (lamina, docker, podman, lamina, ...) so that a noisy neighbour hits
+every engine alike; the report gives medians and lamina's ratio to each peer. BuildKit is
+measured when the docker CLI has the buildx plugin (Docker 20.10's own CLI path); without it the
+report says so. The peers are started and stopped as bench/peers.py does (by PID, private
+sockets and roots).
+
+    python3 bench/build.py [--runs N] [--big-runs N] [--only lamina docker podman] [--no-write]
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import peers
+
+BASE = Path("/var/tmp/lamina-build-bench")
+RESULTS = Path(__file__).with_name("RESULTS.md")
+BEGIN = "<!-- bench/build.py: begin generated section -->"
+END = "<!-- bench/build.py: end generated section -->"
+REPO = Path(__file__).resolve().parent.parent
+
+SMALL_DOCKERFILE = """\
+ARG BASE=busybox:bench
+FROM $BASE
+LABEL org.opencontainers.image.title=bench-small
+ENV APP_HOME=/app MODE=bench
+WORKDIR /app
+COPY app.txt /app/
+COPY src /app/src/
+RUN echo built > /app/built.txt && ls /app/src > /app/manifest.txt
+EXPOSE 8080
+CMD ["sh"]
+"""
+
+BIG_DOCKERFILE = """\
+ARG BASE=busybox:bench
+FROM $BASE
+COPY tree /data/
+"""
+
+
+def log(message: str) -> None:
+    print(f"[build-bench] {message}", file=sys.stderr, flush=True)
+
+
+def lock() -> int:
+    BASE.mkdir(parents=True, exist_ok=True)
+    fd = os.open(BASE / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise SystemExit(f"another build benchmark holds {BASE}/.lock") from None
+    return fd
+
+
+def find_lamina() -> str:
+    """The installed ``lamina`` command itself (not a pyenv shim), as bench/run.py times it."""
+    exe = shutil.which("lamina")
+    if exe and "/shims/" in exe:
+        import sysconfig
+
+        candidate = os.path.join(sysconfig.get_path("scripts"), "lamina")
+        if os.access(candidate, os.X_OK):
+            exe = candidate
+    if not exe:
+        raise SystemExit("lamina is not installed: run scripts/setup")
+    return exe
+
+
+# ---------------------------------------------------------------- data
+def make_contexts() -> tuple[Path, Path, Path]:
+    """The busybox rootfs tar, the small context and the big one (made once, then reused)."""
+    data = BASE / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    rootfs = data / "busybox.tar"
+    if not rootfs.exists():
+        subprocess.run([str(REPO / "examples" / "busybox-rootfs.sh"), str(rootfs)], check=True)
+    small = data / "small"
+    if not (small / "Dockerfile").exists():
+        (small / "src").mkdir(parents=True, exist_ok=True)
+        (small / "app.txt").write_text("the app\n")
+        for i in range(20):
+            (small / "src" / f"module{i:02d}.py").write_text(f"VALUE = {i}\n" * 50)
+        (small / "Dockerfile").write_text(SMALL_DOCKERFILE)
+    big = data / "big"
+    if not (big / "Dockerfile").exists():
+        rng = random.Random(7)
+        sizes = [1000, 4000, 16000, 30000, 60000, 100000]
+        for d in range(100):
+            directory = big / "tree" / f"d{d:03d}"
+            directory.mkdir(parents=True, exist_ok=True)
+            for f in range(100):
+                (directory / f"f{f:03d}.bin").write_bytes(rng.randbytes(rng.choice(sizes)))
+        (big / "Dockerfile").write_text(BIG_DOCKERFILE)
+    return rootfs, small, big
+
+
+def tree_size(path: Path) -> tuple[int, int]:
+    files = total = 0
+    for dirpath, _, names in os.walk(path):
+        for name in names:
+            files += 1
+            total += os.lstat(os.path.join(dirpath, name)).st_size
+    return files, total
+
+
+# ---------------------------------------------------------------- engines
+class Lamina:
+    name = "lamina"
+
+    def __init__(self) -> None:
+        self.exe = find_lamina()
+        self.root = BASE / "lamina"
+        self.env = dict(os.environ)
+        self.base = "busybox:bench"
+
+    def cli(self, *args: str) -> list[str]:
+        return [self.exe, "--root", str(self.root), *args]
+
+    def start(self, rootfs: Path) -> None:
+        peers.remove_tree(self.root)
+        peers.run(self.cli("import", str(rootfs), self.base), env=self.env)
+
+    def build(self, context: Path, tag: str, no_cache: bool) -> list[str]:
+        return self.cli("build", "-q", "--network", "host", "-t", tag,
+                        "--build-arg", f"BASE={self.base}", *(["--no-cache"] if no_cache else []),
+                        str(context))
+
+    def version(self) -> str:
+        return peers.run(self.cli("version"), env=self.env, check=False).stdout.decode().strip()
+
+    def cleanup(self) -> None:
+        peers.remove_tree(self.root)
+
+
+class DockerLegacy(peers.Docker):
+    name = "docker"
+
+    def __init__(self) -> None:
+        super().__init__(BASE)
+        self.env["DOCKER_BUILDKIT"] = "0"
+        self.base = "busybox:bench"
+
+    def start(self, rootfs: Path) -> None:  # type: ignore[override]
+        super().start()
+        peers.run(["docker", "import", str(rootfs), self.base], env=self.env)
+
+    def build(self, context: Path, tag: str, no_cache: bool) -> list[str]:
+        return ["docker", "build", "-q", "--network", "host", "-t", tag,
+                "--build-arg", f"BASE={self.base}", *(["--no-cache"] if no_cache else []),
+                str(context)]
+
+
+class Podman(peers.Podman):
+    name = "podman"
+
+    def __init__(self) -> None:
+        super().__init__(BASE)
+        self.base = "localhost/busybox:bench"
+
+    def start(self, rootfs: Path) -> None:  # type: ignore[override]
+        super().start()
+        peers.run(self.cli("import", str(rootfs), self.base), env=self.env)
+
+    def build(self, context: Path, tag: str, no_cache: bool) -> list[str]:
+        return self.cli("build", "-q", "--network", "host", "--layers", "--pull=never",
+                        "-t", tag, "--build-arg", f"BASE={self.base}",
+                        *(["--no-cache"] if no_cache else []), str(context))
+
+
+def timed(engine, cmd: list[str], timeout: float = 900) -> float:
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, env=engine.env, capture_output=True, timeout=timeout, check=False)
+    elapsed = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise RuntimeError(f"{engine.name}: {' '.join(cmd)} failed ({proc.returncode}):\n"
+                           f"{proc.stderr.decode(errors='replace')[-2000:]}")
+    return elapsed
+
+
+def prune(engine) -> None:
+    """Drop images left by --no-cache runs so that the big runs do not fill the disk."""
+    if engine.name == "docker":
+        peers.run(["docker", "image", "prune", "-f"], env=engine.env, check=False, timeout=600)
+    elif engine.name == "podman":
+        peers.run(engine.cli("image", "prune", "-f"), env=engine.env, check=False, timeout=600)
+    else:
+        peers.run(engine.cli("image", "prune", "-f"), env=engine.env, check=False, timeout=600)
+
+
+# ---------------------------------------------------------------- report
+def write_results(section: str) -> None:
+    old = RESULTS.read_text() if RESULTS.exists() else "# lamina benchmark results\n"
+    if BEGIN in old and END in old:
+        head, rest = old.split(BEGIN, 1)
+        tail = rest.split(END, 1)[1]
+        new = head + section + tail
+    else:
+        new = old.rstrip() + "\n\n" + section + "\n"
+    RESULTS.write_text(new)
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--runs", type=int, default=7, help="repetitions of the small builds")
+    ap.add_argument("--big-runs", type=int, default=3, help="repetitions of the big COPY")
+    ap.add_argument("--only", nargs="+", choices=("lamina", "docker", "podman"),
+                    default=["lamina", "docker", "podman"])
+    ap.add_argument("--no-write", action="store_true", help="print, do not update RESULTS.md")
+    args = ap.parse_args(argv)
+    lock_fd = lock()
+    rootfs, small, big = make_contexts()
+    files, total = tree_size(big / "tree")
+    engines = []
+    for name in args.only:
+        engines.append({"lamina": Lamina, "docker": DockerLegacy, "podman": Podman}[name]())
+    times: dict[tuple[str, str], list[float]] = {}
+    versions = {}
+    try:
+        for engine in engines:
+            log(f"starting {engine.name}")
+            engine.start(rootfs)
+            versions[engine.name] = engine.version()
+        for engine in engines:  # prime: the first build of each engine is not measured
+            timed(engine, engine.build(small, "small:bench", no_cache=False))
+        for rep in range(args.runs):
+            for engine in engines:
+                times.setdefault((engine.name, "small cold (--no-cache)"), []).append(
+                    timed(engine, engine.build(small, "small:bench", no_cache=True)))
+            for engine in engines:
+                times.setdefault((engine.name, "small warm (all cached)"), []).append(
+                    timed(engine, engine.build(small, "small:bench", no_cache=False)))
+            log(f"small: run {rep + 1}/{args.runs}")
+        for rep in range(args.big_runs):
+            for engine in engines:
+                subprocess.run(["sync"], check=False)
+                times.setdefault((engine.name, f"COPY {total / 1e6:.0f} MB, {files} files"),
+                                 []).append(timed(engine, engine.build(big, "big:bench",
+                                                                        no_cache=True)))
+                prune(engine)
+            log(f"big: run {rep + 1}/{args.big_runs}")
+    finally:
+        for engine in engines:
+            try:
+                engine.cleanup()
+            except Exception as error:  # noqa: BLE001 - keep stopping the others
+                log(f"cleanup of {engine.name}: {error}")
+        os.close(lock_fd)
+    names = [e.name for e in engines]
+    works = list(dict.fromkeys(work for _, work in times))
+    lines = [BEGIN, f"## Build run of {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}", "",
+             (f"Command: `python3 bench/build.py --runs {args.runs} --big-runs {args.big_runs}` "
+              "(medians of interleaved runs, seconds; wall time of the CLI command; stores and "
+              "contexts on /var/tmp ext4, files in the page cache)."), "",
+             ("Versions: " + "; ".join(f"{n} {versions.get(n, '?')}" for n in names) + ". "
+              "Docker builds with the legacy builder (DOCKER_BUILDKIT=0); BuildKit is not "
+              "measured: the docker CLI here has no buildx plugin."), "",
+             "| work | " + " | ".join(names) + " | " +
+             " | ".join(f"lamina / {n}" for n in names if n != "lamina") + " |",
+             "|---" * (1 + len(names) + len([n for n in names if n != "lamina"])) + "|"]
+    for work in works:
+        medians = {n: statistics.median(times[(n, work)]) for n in names if (n, work) in times}
+        row = [work] + [f"{medians[n]:.3f}" if n in medians else "-" for n in names]
+        if "lamina" in medians:
+            row += [f"{medians['lamina'] / medians[n]:.2f}" if n in medians else "-"
+                    for n in names if n != "lamina"]
+        lines.append("| " + " | ".join(row) + " |")
+    lines += ["", "Small Dockerfile (busybox base, 2 COPYs, 1 RUN, LABEL/ENV/WORKDIR/EXPOSE/CMD):",
+              "", "```", SMALL_DOCKERFILE.rstrip(), "```", END]
+    section = "\n".join(lines)
+    print(section)
+    if not args.no_write:
+        write_results(section)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
