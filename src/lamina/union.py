@@ -18,6 +18,7 @@ The rules, the same as AUFS's and overlayfs':
   ``copy_file_range`` over the data extents only, so sparse files stay sparse), owner, mode,
   xattrs and times. Copy-up gives a file a new inode: other lower names of a hard-linked file keep
   the old content, as on overlayfs without ``index``.
+* names are at most 251 bytes (255 less ``.wh.``), so that any of them can be whited out.
 * renaming a directory that has lower contents fails with EXDEV (overlayfs without
   ``redirect_dir``); ``mv`` and ``cp`` then copy and delete. A directory made in the upper branch
   moves freely.
@@ -49,6 +50,17 @@ _lstat = os.lstat
 
 def _err(code: int, path: str) -> OSError:
     return OSError(code, os.strerror(code), path)
+
+
+MAX_NAME = 255 - len(WH_PREFIX)  # a name must leave room for its whiteout (AUFS has the same)
+
+
+def _check_name(name: str, path: str) -> None:
+    """Names the view may create: not reserved, and short enough to be whited out later."""
+    if name.startswith(WH_PREFIX):
+        raise _err(errno.EPERM, path)
+    if len(os.fsencode(name)) > MAX_NAME:
+        raise _err(errno.ENAMETOOLONG, path)
 
 
 def _split(path: str) -> list[str]:
@@ -381,8 +393,9 @@ class UnionView:
                 raise _err(errno.ENOENT, path)
             if not parts:
                 raise _err(errno.EISDIR, path)
-            parent = self._writable_parent(parts, path)
             name = parts[-1]
+            _check_name(name, path)
+            parent = self._writable_parent(parts, path)
             self._drop_whiteout(parent, name)
             return os.open(parent + "/" + name, flags | os.O_EXCL, mode)
         if flags & os.O_CREAT and flags & os.O_EXCL:
@@ -519,8 +532,7 @@ class UnionView:
         if not parts:
             raise _err(errno.EEXIST, path)
         name = parts[-1]
-        if name.startswith(WH_PREFIX):
-            raise _err(errno.EPERM, path)
+        _check_name(name, path)
         return self._writable_parent(parts, path), name, node
 
     def mkdir(self, path: str, mode: int = 0o777) -> None:
@@ -620,8 +632,7 @@ class UnionView:
         if not new_parts:
             raise _err(errno.EBUSY, new)
         dst_name = new_parts[-1]
-        if dst_name.startswith(WH_PREFIX):
-            raise _err(errno.EPERM, new)
+        _check_name(dst_name, new)
         if dst is not None and dst.path == src.path:
             return
         if src.is_dir:
