@@ -460,6 +460,11 @@ COPY --from=busybox /etc/passwd /passwd
     assert m.read("/artifacts/out.txt") == "source\n" and m.read("/again.txt") == "source\n"
     assert "root:x:0:0" in m.read("/passwd")
     assert config_of(store, image)["config"].get("Labels") is None
+    derived, _ = do_build(store, ctx, "FROM busybox AS base\nENV FROM_BASE=1\n"
+                                      "COPY src.txt /base.txt\nFROM base\nLABEL derived=1\n")
+    doc = config_of(store, derived)
+    assert "FROM_BASE=1" in doc["config"]["Env"] and doc["config"]["Labels"] == {"derived": "1"}
+    assert len(doc["rootfs"]["diff_ids"]) == 2
     target, lines = do_build(store, ctx, dockerfile, target="builder")
     assert config_of(store, target)["config"]["Labels"] == {"stage": "builder"}
     assert all("scratch" not in line for line in lines)

@@ -21,7 +21,7 @@ import posixpath
 import time
 from dataclasses import dataclass, field
 
-from lamina.buildplan import ResolvedInstruction, Stage, plan
+from lamina.buildplan import PROXY_ARGS, ResolvedInstruction, Stage, plan
 from lamina.dockerfile import DockerfileError, parse, parse_duration
 from lamina.errors import InvalidArgument, LaminaError, NotFound
 from lamina.metadata import Transaction
@@ -218,7 +218,7 @@ class Builder:
         for node in df.instructions:
             if node.cmd == "arg":
                 declared.update(w.partition("=")[0] for w in node.args)
-        from lamina.buildplan import PROXY_ARGS, platform_args
+        from lamina.buildplan import platform_args
 
         unused = sorted(k for k in self.options.build_args
                         if k not in declared and k not in PROXY_ARGS and k not in platform_args())
@@ -259,7 +259,8 @@ class Builder:
                     f"`lamina import ROOTFS.tar {stage.base}`")
             state = self._state_of(image_id)
         state.shell = list(state.config.get("Shell") or ["/bin/sh", "-c"])
-        self.out(f" ---> {state.image_id[7:19]}")
+        if state.image_id is not None:  # None: a stage that is an empty scratch
+            self.out(f" ---> {state.image_id[7:19]}")
         triggers = state.config.get("OnBuild") or []
         if triggers:
             state = self._triggers(state, triggers, stage)
@@ -700,9 +701,10 @@ class Builder:
             argv = list(state.shell) + [script]
         image_env = _env_dict(config.get("Env"))
         build_args = sorted((k, v) for k, v in ins.env.items() if k not in image_env)
+        recorded = [(k, v) for k, v in build_args if k not in PROXY_ARGS]  # never in history
         shown = list(argv)
-        if build_args:
-            shown = [f"|{len(build_args)}"] + [f"{k}={v}" for k, v in build_args] + shown
+        if recorded:
+            shown = [f"|{len(recorded)}"] + [f"{k}={v}" for k, v in recorded] + shown
         created_by = " ".join(shown)
         network = ins.flags.get("network") or self.options.network or "default"
         extra = f"\0network={network}"
