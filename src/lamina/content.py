@@ -38,6 +38,7 @@ class BlobWriter:
             raise InvalidArgument(f"blob digest mismatch: expected {expected}, got {digest}")
         os.fsync(self.file.fileno())
         self.file.close()
+        self.store.claim(digest)  # named before the transaction that references it commits
         os.rename(self.tmp, self.store.path(digest))
         return digest, self.size
 
@@ -90,6 +91,7 @@ class ContentStore:
         self.root = root
         self.blobs = os.path.join(root, "blobs", "sha256")
         self.ingest = os.path.join(root, "ingest")
+        self._claims: set[str] = set()
         if not os.path.exists(os.path.join(root, "oci-layout")):
             os.makedirs(self.blobs, exist_ok=True)
             os.makedirs(self.ingest, exist_ok=True)
@@ -103,7 +105,31 @@ class ContentStore:
         return os.path.join(self.blobs, hex_of(digest))
 
     def exists(self, digest: str) -> bool:
-        return os.path.exists(self.path(digest))
+        """Whether the blob is stored; one that is gets claimed (see :meth:`claim`), since the
+        caller means to use it instead of writing its own copy."""
+        path = self.path(digest)
+        if not os.path.exists(path):
+            return False
+        self.claim(digest)
+        return os.path.exists(path)  # checked again after the claim: see lamina.claims
+
+    def claim(self, digest: str) -> None:
+        """Mark the blob as about to be referenced by this process, so that if the process dies
+        before its transaction commits, the next command deletes the blob unless something else
+        references it (:mod:`lamina.claims`). Idempotent; undone by :meth:`release_claims`."""
+        path = os.path.join(self.ingest, f"{os.getpid()}-claim-{hex_of(digest)}")
+        if path not in self._claims:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
+            self._claims.add(path)
+
+    def release_claims(self) -> None:
+        """Drop this process's claims: what it meant to reference is committed (or given up)."""
+        for path in self._claims:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+        self._claims.clear()
 
     def size(self, digest: str) -> int:
         try:

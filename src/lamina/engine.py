@@ -64,6 +64,8 @@ class Engine:
         return Transaction(self.db, after=self._after_commit)
 
     def _after_commit(self) -> None:
+        if self.snaps.staged:  # snapshots made in the transaction: keep if committed, else delete
+            self.snaps.settle()
         if self.snaps.pending:
             self.snaps.purge()
 
@@ -88,13 +90,25 @@ class Engine:
             leftovers = os.listdir(os.path.join(self.root, "ingest"))
         except FileNotFoundError:
             return
+        claims = []
         for name in leftovers:
             pid = name.split("-", 1)[0]
             if pid.isdigit() and not _alive(int(pid)):
+                if name.startswith(pid + "-claim-"):  # a blob it named but maybe never used
+                    claims.append(name)
+                    continue
+                if name.startswith(pid + "-snapshot-"):  # data made, record maybe not committed
+                    self.snaps.settle([(name.split("-", 2)[2],
+                                        os.path.join(self.root, "ingest", name))])
+                    continue
                 try:
                     os.unlink(os.path.join(self.root, "ingest", name))
                 except FileNotFoundError:
                     pass
+        if claims:
+            from .claims import resolve
+
+            resolve(self, claims)
 
     def _detect_driver(self) -> str:
         from .snapshots import overlay_supported
@@ -307,6 +321,7 @@ class Engine:
                             self.snaps.remove(key)
                     raise
         finally:
+            self.content.release_claims()
             if f is not source and label != "-":
                 f.close()
 
@@ -743,6 +758,8 @@ class Engine:
                 with self._tx():
                     self.snaps.remove(key)
             raise
+        finally:
+            self.content.release_claims()
 
     def export(self, name: str, out) -> None:
         """Write the container's flattened root as a tar to the binary file ``out``."""
@@ -817,19 +834,28 @@ class Engine:
         """Write images to an oci-archive, docker-archive (a path or binary file) or oci-dir."""
         from .archive import save
 
-        save(self, names, output, fmt, compression, log)
+        try:
+            save(self, names, output, fmt, compression, log)
+        finally:
+            self.content.release_claims()
 
     def load(self, source, platform=("linux", "amd64", None), log=lambda line: None) -> list[str]:
         """Load every image of an archive or layout directory; returns Docker's output lines."""
         from .archive import load
 
-        return load(self, source, platform, log)
+        try:
+            return load(self, source, platform, log)
+        finally:
+            self.content.release_claims()
 
     def pull(self, reference: str, **options) -> str:
         """Pull an image from a registry (see :func:`lamina.registry.pull`); returns its ID."""
         from .registry import pull
 
-        return pull(self, reference, **options)
+        try:
+            return pull(self, reference, **options)
+        finally:
+            self.content.release_claims()
 
     def push(self, name: str, destination: str | None = None, **options) -> str:
         """Push an image to a registry (see :func:`lamina.registry.push`); returns the manifest

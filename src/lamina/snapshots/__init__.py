@@ -138,6 +138,7 @@ class Snapshotter:
         row_id = os.urandom(16).hex()
         import time
 
+        self._stage(row_id)  # the data exists before the record commits: see settle()
         link, lower = self._create(row_id, parent_row, kind)
         self.db.execute(
             "INSERT INTO snapshots(key, id, parent, kind, depth, lower, link, created)"
@@ -172,6 +173,53 @@ class Snapshotter:
         self.pending = True
 
     pending = False
+    staged: tuple | list = ()  # (row id, marker) of snapshots this process made, not yet settled
+
+    def _stage(self, row_id: str) -> None:
+        """Leave a marker ``ingest/<pid>-snapshot-<row id>`` next to the store's partial blobs
+        before a snapshot's data is made: if the process dies before the record commits, the
+        next command finds the marker of a dead process and removes the data (:meth:`settle`)."""
+        ingest = os.path.join(os.path.dirname(self.root), "ingest")
+        marker = os.path.join(ingest, f"{os.getpid()}-snapshot-{row_id}")
+        try:
+            fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except FileNotFoundError:
+            os.makedirs(ingest, exist_ok=True)
+            fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        os.close(fd)
+        if not self.staged:
+            self.staged = []  # this instance's own list
+        self.staged.append((row_id, marker))
+
+    def settle(self, staged: list | None = None) -> None:
+        """Once the transaction that made snapshots has ended (or their process has died): keep
+        the data of those whose record committed, delete the rest, drop the markers. Call it
+        outside any transaction. ``staged``: (row id, marker path) pairs, this process's by
+        default."""
+        if staged is None:
+            staged, self.staged = self.staged, []
+        for row_id, marker in staged:
+            if not self.db.execute("SELECT 1 FROM snapshots WHERE id = ?", (row_id,)).fetchone():
+                from ..fsutil import remove_tree
+
+                try:
+                    paths = self._paths({"id": row_id, "link": ""})
+                except (KeyError, IndexError, TypeError):  # a driver that needs more of the row
+                    paths = [self._data_dir(row_id)]
+                for path in paths:
+                    remove_tree(path)
+                links = os.path.join(self.root, "l")  # overlay2's short link, if it made one
+                if os.path.isdir(links):
+                    for name in os.listdir(links):
+                        try:
+                            if os.readlink(os.path.join(links, name)) == f"../{row_id}/diff":
+                                os.unlink(os.path.join(links, name))
+                        except OSError:
+                            pass
+            try:
+                os.unlink(marker)
+            except FileNotFoundError:
+                pass
 
     def purge(self, everything: bool = False) -> int:
         """Delete the data of removed snapshots: this process's, and those of processes that died

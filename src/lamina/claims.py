@@ -1,0 +1,77 @@
+"""Blob claims: what a killed process wrote into the blob store but never committed goes away.
+
+A blob is named (renamed into ``blobs/sha256``) before the transaction that references it
+commits: ``import``, ``commit``, ``load`` and ``pull`` all write blobs first and then extract and
+record layers. A process killed in between leaves a blob that nothing references. So every blob a
+process names or finds and means to use is *claimed* first: an empty file
+``ingest/<pid>-claim-<hex>`` (see :meth:`lamina.content.ContentStore.claim`), released when the
+operation ends. A claim left by a dead process is resolved by the next command's recovery
+(:func:`resolve`): the blob stays if the metadata references it or a live process claims it,
+otherwise it is deleted.
+
+The deletion is careful about a live process that claims the same blob at the same moment (it
+claims first, then checks that the blob exists): the blob is first renamed away, the claims are
+read again, and it is put back if a live claim appeared. Either the live process saw the blob
+after our re-check (then we put it back) or it did not see it and wrote its own copy.
+"""
+
+import os
+
+from .snapshots import _alive
+
+CLAIM = "-claim-"
+
+
+def is_dead_claim(name: str) -> bool:
+    """Whether ``name`` (in ``ingest/``) is a claim of a process that no longer runs."""
+    pid, _, rest = name.partition("-")
+    return rest.startswith(CLAIM[1:]) and pid.isdigit() and not _alive(int(pid))
+
+
+def _live_claim(ingest: str, hex_digest: str) -> bool:
+    suffix = CLAIM + hex_digest
+    for name in os.listdir(ingest):
+        if name.endswith(suffix):
+            pid = name.split("-", 1)[0]
+            if pid.isdigit() and _alive(int(pid)):
+                return True
+    return False
+
+
+def _referenced(db, digest: str) -> bool:
+    """Referenced the way ``system check`` counts it: a layer's blob, an image's config or
+    manifest."""
+    return db.execute(
+        "SELECT 1 FROM layers WHERE blob_digest = ? UNION ALL SELECT 1 FROM images"
+        " WHERE id = ? OR manifest_digest = ? LIMIT 1", (digest, digest, digest)).fetchone() is not None
+
+
+def resolve(engine, names: list[str]) -> int:
+    """Resolve the dead claims ``names``: delete their blobs unless referenced or claimed by a
+    live process, then drop the claims. Returns how many blobs were deleted."""
+    content = engine.content
+    ingest = content.ingest
+    doomed = []
+    with engine._tx():  # no transaction that could reference these blobs runs meanwhile
+        for hex_digest in sorted({name.split(CLAIM, 1)[1] for name in names}):
+            digest = "sha256:" + hex_digest
+            if _referenced(engine.db, digest) or _live_claim(ingest, hex_digest):
+                continue
+            path = content.path(digest)
+            aside = os.path.join(ingest, f"{os.getpid()}-unclaimed-{hex_digest}")
+            try:
+                os.rename(path, aside)
+            except FileNotFoundError:
+                continue
+            if _live_claim(ingest, hex_digest):
+                os.rename(aside, path)
+                continue
+            doomed.append(aside)
+    for name in names:
+        try:
+            os.unlink(os.path.join(ingest, name))
+        except FileNotFoundError:
+            pass
+    for path in doomed:
+        os.unlink(path)
+    return len(doomed)
