@@ -580,3 +580,23 @@ def test_buildkit_only_flags_are_refused_with_the_line(store, ctx):
         do_build(store, ctx, "FROM busybox\nCOPY --parents a /x/\n")
     with pytest.raises(InvalidArgument, match="RUN --mount is not supported"):
         do_build(store, ctx, "FROM busybox\nRUN --mount=type=cache,target=/c true\n")
+
+
+def test_vfs_store_builds_too(store_root, busybox_tar, ctx, tmp_path):
+    write(ctx, {"dir/a": "a", "f": "f"})
+    engine = Engine(root=store_root, driver="vfs")
+    try:
+        engine.import_image(busybox_tar, "busybox:latest")
+        dockerfile = "FROM busybox\nCOPY dir /etc/\nCOPY f /tmp/\nWORKDIR /new\n"
+        image, _ = do_build(engine, ctx, dockerfile)
+        again, _ = do_build(engine, ctx, dockerfile)
+        assert again == image
+        m = Mounted(engine, image)
+        try:
+            assert m.read("/etc/a") == "a" and m.read("/tmp/f") == "f"
+            assert os.path.exists(m.path("/etc/passwd")) and os.path.isdir(m.path("/new"))
+            assert stat.S_IMODE(m.stat("/tmp").st_mode) == 0o1777
+        finally:
+            m.close()
+    finally:
+        engine.close()

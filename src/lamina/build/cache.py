@@ -25,6 +25,10 @@ def ensure_schema(db: sqlite3.Connection) -> None:
         from lamina.metadata import SCHEMA
 
         db.executescript(SCHEMA)
+    columns = {row[1] for row in db.execute("PRAGMA table_info(build_cache)")}
+    if "chain" not in columns:  # a table from before rows kept their chain and config
+        db.execute("ALTER TABLE build_cache ADD COLUMN chain TEXT NOT NULL DEFAULT '[]'")
+        db.execute("ALTER TABLE build_cache ADD COLUMN config BLOB")
 
 
 def step_key(parent: str | None, text: str, digest: str = "") -> str:
