@@ -358,3 +358,29 @@ def test_a_lying_registry_leaves_nothing(liar, tmp_path, lie, message):
     handler.lie = ""
     lam("pull", f"{host}/app:2")  # the truth is accepted
     assert json.loads(lam("info").stdout)["Images"] == 1
+
+
+def test_pull_picks_the_platform_from_an_index(image_store, other, registry):
+    """An OCI index with an amd64 and an arm64 image: linux/amd64 by default, --platform picks."""
+    import httpx
+
+    amd = image_store.push("busybox:1", f"{registry}/multi/app:amd")
+    arm = image_store.push("app:2", f"{registry}/multi/app:arm")
+
+    def desc(digest, arch):
+        size = len(httpx.get(f"http://{registry}/v2/multi/app/manifests/{digest}", headers={
+            "Accept": "application/vnd.oci.image.manifest.v1+json"}).content)
+        return {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": digest,
+                "size": size, "platform": {"os": "linux", "architecture": arch}}
+
+    index = json.dumps({"schemaVersion": 2,
+                        "mediaType": "application/vnd.oci.image.index.v1+json",
+                        "manifests": [desc(arm, "arm64"), desc(amd, "amd64")]}).encode()
+    resp = httpx.put(f"http://{registry}/v2/multi/app/manifests/both", content=index,
+                     headers={"Content-Type": "application/vnd.oci.image.index.v1+json"})
+    assert resp.status_code == 201, resp.text
+    assert other.pull(f"{registry}/multi/app:both") == image_store.inspect_image("busybox:1")["Id"]
+    assert other.pull(f"{registry}/multi/app:both", platform=("linux", "arm64", None)) == \
+        image_store.inspect_image("app:2")["Id"]
+    with pytest.raises(LaminaError, match="no image for linux/s390x"):
+        other.pull(f"{registry}/multi/app:both", platform=("linux", "s390x", None))

@@ -577,10 +577,35 @@ class _Source:
 _JSON_NAMES = ("manifest.json", "index.json", "oci-layout", "repositories", "version")
 
 
-def _read_tar(stream, sink: BlobSink, source: _Source) -> None:
-    """Stream every member of the archive into the blob store (or memory for its JSON files)."""
+class _Slice:
+    """``size`` bytes of the file ``raw`` from ``offset``, read with pread in large pieces."""
+
+    def __init__(self, raw, offset: int, size: int):
+        self.fd = raw.fileno()
+        self.offset = offset
+        self.left = size
+
+    def read(self, n: int = -1) -> bytes:
+        n = self.left if n is None or n < 0 else min(n, self.left)
+        data = os.pread(self.fd, n, self.offset) if n else b""
+        if n and not data:
+            raise InvalidArgument("bad archive: unexpected end of data")
+        self.offset += len(data)
+        self.left -= len(data)
+        return data
+
+
+def _read_tar(stream, sink: BlobSink, source: _Source, raw=None) -> None:
+    """Stream every member of the archive into the blob store (or memory for its JSON files).
+
+    ``raw``: the same archive as a seekable, uncompressed regular file; members are then indexed
+    by tarfile and their data read directly from the file (several times faster than streaming).
+    """
     try:
-        tar = tarfile.open(fileobj=stream, mode="r|", bufsize=CHUNK)
+        if raw is not None:
+            tar = tarfile.open(fileobj=raw, mode="r:")
+        else:
+            tar = tarfile.open(fileobj=stream, mode="r|", bufsize=CHUNK)
     except tarfile.TarError as e:
         raise InvalidArgument(f"not a tar archive: {e}") from None
     try:
@@ -597,7 +622,7 @@ def _read_tar(stream, sink: BlobSink, source: _Source) -> None:
                 continue
             if not info.isfile():
                 continue
-            f = tar.extractfile(info)
+            f = tar.extractfile(info) if raw is None else _Slice(raw, info.offset_data, info.size)
             base = os.path.basename(name)
             expected = None
             parts = name.split("/")
@@ -611,8 +636,6 @@ def _read_tar(stream, sink: BlobSink, source: _Source) -> None:
                 continue
             digest, _ = sink.put_stream(f.read, expected)
             source.members[name] = digest
-            if info.size <= _SMALL and expected is not None:
-                pass
     except tarfile.TarError as e:
         raise InvalidArgument(f"bad archive: {e}") from None
     except EOFError:
@@ -822,7 +845,14 @@ def load(engine, input, platform=("linux", "amd64", None), log=lambda line: None
                 except OSError as e:
                     raise NotFound(f"cannot open {path}: {e.strerror}") from None
                 with f:
-                    _read_tar(open_layer_stream(f), sink, source)
+                    from .compression import sniff
+
+                    plain = sniff(os.pread(f.fileno(), 8, 0)) == "none" and \
+                        stat.S_ISREG(os.fstat(f.fileno()).st_mode)
+                    if plain:
+                        _read_tar(None, sink, source, raw=f)
+                    else:
+                        _read_tar(open_layer_stream(f), sink, source)
         else:
             _read_tar(open_layer_stream(input), sink, source)
         _small_blobs_to_store(sink, source)
