@@ -238,6 +238,8 @@ class Engine:
         descriptors = []
         for chain in chains:
             layer = self.db.execute("SELECT * FROM layers WHERE chain_id = ?", (chain,)).fetchone()
+            if layer is None:  # its image was removed by another process while this one worked
+                raise NotFound(f"No such image: layer {chain} was removed meanwhile")
             descriptors.append({"mediaType": layer["media_type"] or MEDIA_LAYER,
                                 "digest": layer["blob_digest"], "size": layer["blob_size"]})
         if manifest is None:
@@ -262,6 +264,8 @@ class Engine:
         return config_digest
 
     def _set_tag(self, tag: str, image_id: str) -> None:
+        if self._image_row(image_id) is None:  # looked up before the transaction, gone since
+            raise NotFound(f"No such image: {image_id}")
         self.db.execute("INSERT OR REPLACE INTO tags VALUES (?,?,?)", (tag, image_id, time.time()))
         self._write_index()
 
@@ -473,7 +477,9 @@ class Engine:
                 self.snaps.remove(init)
             child = self.db.execute("SELECT 1 FROM snapshots WHERE parent = ? LIMIT 1",
                                     (chain,)).fetchone()
-            if used or child:
+            from .leases import leased
+
+            if used or child or leased(self.db, chain):  # leased: a build is about to use it
                 break
             layer = self.db.execute("SELECT * FROM layers WHERE chain_id = ?", (chain,)).fetchone()
             self.db.execute("DELETE FROM layers WHERE chain_id = ?", (chain,))
@@ -502,11 +508,15 @@ class Engine:
         """
         image_id = self._image_id(image)
         img = self._image_row(image_id)
+        if img is None:
+            raise NotFound(f"No such image: {image}")
         cid = os.urandom(32).hex()
         if name is not None:
             _check_name(name)
         init_key = _init_key(img["top_layer"])
         with self._tx():
+            if self._image_row(image_id) is None:  # removed by another process since the lookup
+                raise NotFound(f"No such image: {image}")
             if name is None:
                 name = self._random_name()
             elif self.db.execute("SELECT 1 FROM containers WHERE name = ?", (name,)).fetchone():

@@ -155,7 +155,14 @@ def remove_tree(path: str) -> None:
         st = os.lstat(path)
     except FileNotFoundError:
         return
-    if stat.S_ISDIR(st.st_mode):
-        shutil.rmtree(path)
-    else:
-        os.unlink(path)
+    def gone_already(function, name, exc_info):  # another process finishing the same removal
+        if not issubclass(exc_info[0], FileNotFoundError):
+            raise exc_info[1]
+
+    try:
+        if stat.S_ISDIR(st.st_mode):
+            shutil.rmtree(path, onerror=gone_already)
+        else:
+            os.unlink(path)
+    except FileNotFoundError:
+        pass

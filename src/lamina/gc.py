@@ -10,12 +10,18 @@ reclaimable is what a prune reclaims.
 def prune_containers(engine) -> tuple[list[str], int]:
     """Remove every container that is not running; returns (ids, bytes of their writable layers)."""
     removed, size = [], 0
-    for row in engine.containers(all=True, size=True):
+    from .errors import NotFound
+
+    for row in engine.containers(all=True):
         if row["State"] == "running":
             continue
-        engine.rm(row["ID"])
+        try:  # another process may remove it meanwhile: then it is not this prune's to count
+            rw = engine.snaps.usage(row["ID"])[0]
+            engine.rm(row["ID"])
+        except NotFound:
+            continue
         removed.append(row["ID"])
-        size += row["SizeRw"]
+        size += rw
     return removed, size
 
 

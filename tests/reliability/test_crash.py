@@ -122,7 +122,15 @@ def setup_pull(s: Scenario):
     return ["pull", "-q", f"{s.registry}/crash/pulled:1"], lambda key: False, None
 
 
-SCENARIOS = {"import": setup_import, "commit": setup_commit, "rm": setup_rm, "rmi": setup_rmi,
+def setup_build(s: Scenario):
+    context = os.path.join(s.tmp, f"ctx{s.n}")
+    ck.write_files(context, FILES, 2048, seed=1000 + s.n)
+    with open(os.path.join(context, "Dockerfile"), "w") as f:
+        f.write(f"FROM base\nCOPY data /data\nENV TRIAL={s.n}\nCOPY data /data2\n")
+    return ["build", "-q", "-t", f"built:{s.n}", context], lambda key: False, None
+
+
+SCENARIOS = {"build": setup_build, "import": setup_import, "commit": setup_commit, "rm": setup_rm, "rmi": setup_rmi,
              "prune": setup_prune, "load": setup_load, "pull": setup_pull}
 
 

@@ -1,0 +1,161 @@
+"""Concurrency stress: 8 lamina processes at a time on one store (create, rm, commit, import, rmi,
+prunes, build, and readers), then ``system check`` must be clean.
+
+What counts as a real conflict (allowed to fail): an object another process removed meanwhile
+("No such container", "No such image"), a name another process took ("already in use"), an image
+in use by a container ("conflict: ..."), a build whose base image another process removed.
+Anything else fails the test: "database is locked", a traceback, "snapshot ... not found",
+"has a child", a missing blob, a half-made image seen by a reader (listed but not inspectable
+for another reason than being gone).
+
+~10 s by default; ``LAMINA_LONG=1`` runs 60 s (``LAMINA_STRESS_SECONDS`` overrides).
+"""
+
+import json
+import os
+import random
+import threading
+import time
+
+import pytest
+
+from ..conftest import needs_root
+from . import crashkit as ck
+
+pytestmark = needs_root
+
+SECONDS = float(os.environ.get("LAMINA_STRESS_SECONDS", "60" if ck.LONG else "10"))
+WORKERS = 8
+CONFLICTS = ("no such container", "no such image", "already in use", "conflict:",
+             "must force", "is using its referenced image", "is ambiguous")
+OPS, WEIGHTS = zip(("create", 5), ("rm", 2), ("commit", 2), ("import", 2), ("rmi", 1),
+                   ("images", 1), ("inspect", 1), ("prune-c", .5), ("prune-i", .5), ("tag", 1),
+                   ("build", 2))
+
+
+def _allowed(stderr: str) -> bool:
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    return bool(lines) and all(line.startswith("Error: ") and "Traceback" not in stderr
+                               and any(c in line.lower() for c in CONFLICTS) for line in lines)
+
+
+@pytest.mark.parametrize("driver", ["overlay2", "vfs"] if ck.LONG else ["overlay2"])
+def test_eight_processes_at_once(driver, store_root, busybox_tar, tmp_path):
+    seed = int(os.environ.get("LAMINA_STRESS_SEED", random.randrange(1 << 30)))
+    print(f"LAMINA_STRESS_SEED={seed}")
+    root = store_root
+    ck.run(root, driver, "import", busybox_tar, "base")
+    tars = [ck.make_tree_tar(str(tmp_path / f"t{i}.tar"), 50, 1024, seed=i, extra=b"%d" % i)
+            for i in range(4)]
+    has_build = ck.run(root, driver, "build", "--help", check=False).returncode == 0
+    contexts = []
+    for i in range(2):
+        ctx = tmp_path / f"ctx{i}"
+        ck.write_files(str(ctx), 20, 512, seed=i)
+        (ctx / "Dockerfile").write_text(f"FROM base\nCOPY data /data\nENV N={i}\n")
+        contexts.append(str(ctx))
+    counts: dict[str, int] = {}
+    conflicts: dict[str, int] = {}
+    failures: list[str] = []
+    lock = threading.Lock()
+    deadline = time.monotonic() + SECONDS
+
+    def worker(n: int) -> None:
+        rnd = random.Random(seed * 100 + n)
+        mine: list[str] = []
+        while time.monotonic() < deadline and not failures:
+            op = rnd.choices(OPS, WEIGHTS)[0]
+            if op == "create":
+                name = f"w{n}-{rnd.randrange(1000)}"
+                image = "base" if rnd.random() < .6 else rnd.choice(
+                    ["imp0", "imp1", "imp2", "built0", "com"])
+                args = ["create", "--name", name, image, "sh"]
+            elif op == "rm":
+                args = ["rm", rnd.choice(mine) if mine and rnd.random() < .7 else
+                        f"w{rnd.randrange(8)}-{rnd.randrange(1000)}"]
+            elif op == "commit":
+                target = rnd.choice(mine) if mine else "nosuch"
+                args = ["commit", target, rnd.choice(["com", f"com{n}"])]
+            elif op == "import":
+                i = rnd.randrange(len(tars) + 1)  # the last: base again, which prunes take
+                args = ["import", tars[i], f"imp{i}"] if i < len(tars) else [
+                    "import", busybox_tar, "base"]
+            elif op == "rmi":
+                args = ["rmi", rnd.choice(["imp0", "imp1", "imp2", "imp3", "com", f"com{n}",
+                                           "built0", "built1"])]
+            elif op == "images":
+                args = ["images", "--format", "json"]
+            elif op == "inspect":
+                args = ["ps", "-a", "--format", "json"]
+            elif op == "prune-c":
+                args = ["container", "prune", "-f"]
+            elif op == "prune-i":
+                args = ["image", "prune", "-f"] + (["-a"] if rnd.random() < .3 else [])
+            elif op == "tag":
+                args = ["tag", rnd.choice(["base", "imp0", "com"]), f"tag{n}"]
+            else:
+                if not has_build:
+                    continue
+                i = rnd.randrange(2)
+                args = ["build", "-q", "-t", f"built{i}", contexts[i]]
+            proc = ck.run(root, driver, *args, check=False)
+            err = proc.stderr.decode(errors="replace")
+            with lock:
+                counts[op] = counts.get(op, 0) + 1
+            if proc.returncode != 0:
+                if _allowed(err):
+                    with lock:
+                        conflicts[op] = conflicts.get(op, 0) + 1
+                    continue
+                with lock:
+                    failures.append(f"lamina {' '.join(map(str, args))}: {err.strip()}")
+                return
+            if op == "create":
+                mine.append(args[2])
+            if op == "images":  # every image a reader sees is whole
+                for line in proc.stdout.decode().splitlines():
+                    image = json.loads(line)["ID"]
+                    seen = ck.run(root, driver, "history", image, check=False)
+                    err = seen.stderr.decode(errors="replace")
+                    if seen.returncode != 0 and "No such image" not in err:
+                        with lock:
+                            failures.append(f"half-made image {image}: {err.strip()}")
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(WORKERS)]
+    started = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.monotonic() - started
+    total = sum(counts.values())
+    print(f"stress/{driver}: {elapsed:.1f}s, {WORKERS} workers, {total} commands {counts}, "
+          f"conflicts {conflicts}")
+    assert not failures, "\n".join(failures[:5])
+    ck.run(root, driver, "container", "prune", "-f")
+    ck.check_clean(root, driver)
+    # and everything can go: an empty store afterwards has no layer or blob left
+    ck.run(root, driver, "system", "prune", "-a", "-f")
+    ck.check_clean(root, driver)
+    assert ck.fingerprint(root) == {}
+
+
+def test_leased_layers_survive_rmi_and_go_with_the_lease(store_root, busybox_tar):
+    """A build leases the layers of its base image (lamina.leases): an rmi meanwhile removes the
+    image but keeps the layers; when the lease ends, nothing that only it kept is left."""
+    from lamina import Engine
+    from lamina.leases import hold, release
+
+    engine = Engine(root=store_root, driver="vfs")
+    image = engine.import_image(busybox_tar, "base")
+    chains, config = hold(engine, image)
+    assert config == engine.content.read(image)
+    engine.rmi(["base"])
+    assert [r["chain_id"] for r in engine.db.execute("SELECT chain_id FROM layers")] == chains
+    assert engine.snaps.stat(chains[-1]).kind == "committed"
+    release(engine)
+    assert engine.db.execute("SELECT count(*) FROM layers").fetchone()[0] == 0
+    assert [str(f) for f in engine.check()] == []
+    assert ck.fingerprint(store_root) == {}
+    assert os.listdir(os.path.join(store_root, "vfs", "dir")) == []
+    assert os.listdir(os.path.join(store_root, "blobs", "sha256")) == []
