@@ -753,7 +753,12 @@ def _images_from_oci(engine, source: _Source, platform) -> list[tuple]:
 
 
 def _from_manifest(engine, manifest: bytes, tags: list[str]) -> tuple:
-    doc = json.loads(manifest)
+    try:
+        doc = json.loads(manifest)
+    except ValueError:
+        raise InvalidArgument("image manifest is not valid JSON") from None
+    if not isinstance(doc, dict):
+        raise InvalidArgument("malformed image manifest")
     if doc.get("mediaType") in INDEX_TYPES or "manifests" in doc:
         raise InvalidArgument("expected an image manifest, found an index")
     try:
@@ -768,6 +773,9 @@ def _from_manifest(engine, manifest: bytes, tags: list[str]) -> tuple:
         if engine.content.size(digest) != size:
             raise InvalidArgument(f"layer blob {digest} has the wrong size")
     config = _blob_bytes(engine, config_digest, "config")
+    declared = doc["config"].get("size") if isinstance(doc["config"], dict) else None
+    if declared is not None and declared != len(config):
+        raise InvalidArgument(f"config blob {config_digest} has the wrong size")
     return config, layers, tags, manifest
 
 

@@ -95,13 +95,18 @@ def open_layer_stream(fileobj):
             from isal import igzip as gzip_module
         except ImportError:  # pragma: no cover - isal is a declared dependency
             import gzip as gzip_module
-        return gzip_module.GzipFile(fileobj=src, mode="rb")
+        from .limits import guard  # compression bombs: LAMINA_MAX_COMPRESSION_RATIO
+
+        return guard(lambda raw: gzip_module.GzipFile(fileobj=raw, mode="rb"), src, "gzip")
     if head == b"\x28\xb5\x2f\xfd":
         try:
             import zstandard
         except ImportError:
             raise InvalidArgument("zstd layer but the zstandard module is not installed") from None
-        return zstandard.ZstdDecompressor().stream_reader(src, read_across_frames=True)
+        from .limits import guard
+
+        return guard(lambda raw: zstandard.ZstdDecompressor().stream_reader(
+            raw, read_across_frames=True), src, "zstd")
     return src
 
 

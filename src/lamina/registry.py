@@ -106,6 +106,8 @@ class Reference:
 
 _COMPONENT = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$")
 _TAG = re.compile(r"^[\w][\w.-]{0,127}$")
+_LABEL = r"[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?"
+_HOST = re.compile(rf"^(?:{_LABEL}(?:\.{_LABEL})*|\[[0-9a-fA-F:.]+\])(?::[0-9]{{1,5}})?$")
 
 
 def parse_reference(text: str) -> Reference:
@@ -131,6 +133,8 @@ def parse_reference(text: str) -> Reference:
             repository = "library/" + repository
     if registry in ("index.docker.io", "registry-1.docker.io"):
         registry = DOCKER_HUB
+    if not _HOST.match(registry):  # e.g. "../x": never hand a bad host name to the resolver
+        raise InvalidArgument(f"invalid reference format: bad registry host in {text!r}")
     if not repository or not all(_COMPONENT.match(c) for c in repository.split("/")):
         if repository != repository.lower():
             raise InvalidArgument(

@@ -60,6 +60,8 @@ def create(engine, name: str | None = None, anonymous: bool = False) -> str:
     elif not _NAME.match(name):
         raise InvalidArgument(f"invalid volume name {name!r}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are "
                               "allowed (at least two characters)")
+    elif len(name) > 255:  # one directory name: NAME_MAX
+        raise InvalidArgument(f"invalid volume name {name[:20]!r}...: longer than 255 characters")
     path = data_dir(engine, name)
     with Transaction(engine.db):
         if engine.db.execute("SELECT 1 FROM volumes WHERE name = ?", (name,)).fetchone():
