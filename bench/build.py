@@ -226,6 +226,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--only", nargs="+", choices=("lamina", "docker", "podman"),
                     default=["lamina", "docker", "podman"])
     ap.add_argument("--no-write", action="store_true", help="print, do not update RESULTS.md")
+    ap.add_argument("--skip-big", action="store_true", help="only the small Dockerfile")
     args = ap.parse_args(argv)
     lock_fd = lock()
     rootfs, small, big = make_contexts()
@@ -250,7 +251,7 @@ def main(argv: list[str]) -> int:
                 times.setdefault((engine.name, "small warm (all cached)"), []).append(
                     timed(engine, engine.build(small, "small:bench", no_cache=False)))
             log(f"small: run {rep + 1}/{args.runs}")
-        for rep in range(args.big_runs):
+        for rep in range(0 if args.skip_big else args.big_runs):
             for engine in engines:
                 subprocess.run(["sync"], check=False)
                 times.setdefault((engine.name, f"COPY {total / 1e6:.0f} MB, {files} files"),
@@ -269,8 +270,9 @@ def main(argv: list[str]) -> int:
     works = list(dict.fromkeys(work for _, work in times))
     lines = [BEGIN, f"## Build run of {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}", "",
              (f"Command: `python3 bench/build.py --runs {args.runs} --big-runs {args.big_runs}` "
-              "(medians of interleaved runs, seconds; wall time of the CLI command; stores and "
-              "contexts on /var/tmp ext4, files in the page cache)."), "",
+              "(medians of interleaved runs in seconds, min-max in brackets; wall time of the CLI "
+              "command; stores and contexts on /var/tmp ext4, files in the page cache; the "
+              "machine is shared, so compare the ratios of one run)."), "",
              ("Versions: " + "; ".join(f"{n} {versions.get(n, '?')}" for n in names) + ". "
               "Docker builds with the legacy builder (DOCKER_BUILDKIT=0); BuildKit is not "
               "measured: the docker CLI here has no buildx plugin."), "",
@@ -279,7 +281,9 @@ def main(argv: list[str]) -> int:
              "|---" * (1 + len(names) + len([n for n in names if n != "lamina"])) + "|"]
     for work in works:
         medians = {n: statistics.median(times[(n, work)]) for n in names if (n, work) in times}
-        row = [work] + [f"{medians[n]:.3f}" if n in medians else "-" for n in names]
+        spread = {n: (min(times[(n, work)]), max(times[(n, work)])) for n in medians}
+        row = [work] + [f"{medians[n]:.3f} ({spread[n][0]:.2f}-{spread[n][1]:.2f})"
+                        if n in medians else "-" for n in names]
         if "lamina" in medians:
             row += [f"{medians['lamina'] / medians[n]:.2f}" if n in medians else "-"
                     for n in names if n != "lamina"]
