@@ -864,15 +864,19 @@ def load(engine, input, platform=("linux", "amd64", None), log=lambda line: None
         else:
             _read_tar(open_layer_stream(input), sink, source)
         _small_blobs_to_store(sink, source)
-        if source.has("manifest.json") and isinstance(_json(source.text("manifest.json"),
-                                                            "manifest.json"), list):
-            images = _images_from_docker(engine, source)
-        elif source.has("index.json"):
-            images = _images_from_oci(engine, source, platform)
-        elif source.has("manifest.json"):
-            images = _images_from_docker_dir(engine, source)
-        else:
-            raise InvalidArgument("not an image archive: no manifest.json or index.json")
+        try:  # the documents are untrusted: a value of the wrong type is a malformed archive
+            if source.has("manifest.json") and isinstance(_json(source.text("manifest.json"),
+                                                                "manifest.json"), list):
+                images = _images_from_docker(engine, source)
+            elif source.has("index.json"):
+                images = _images_from_oci(engine, source, platform)
+            elif source.has("manifest.json"):
+                images = _images_from_docker_dir(engine, source)
+            else:
+                raise InvalidArgument("not an image archive: no manifest.json or index.json")
+        except (TypeError, AttributeError, KeyError, IndexError, ValueError) as e:
+            raise InvalidArgument(f"malformed image archive ({type(e).__name__}: "
+                                  f"{str(e).splitlines()[0] if str(e) else 'bad value'})") from None
         if not images:
             raise InvalidArgument("the archive holds no image")
         for config, layers, tags, manifest in images:
