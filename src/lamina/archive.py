@@ -424,7 +424,7 @@ def save(engine, names: list[str], output, fmt: str = "docker-archive",
         check(compression)
     if not names:
         raise InvalidArgument("save needs at least one image")
-    workdir = tempfile.mkdtemp(prefix="save-", dir=engine.content.ingest)
+    workdir = tempfile.mkdtemp(prefix=f"{os.getpid()}-save-", dir=engine.content.ingest)
     try:
         images = _prepare(engine, names, compression, workdir, log)
         if fmt == "oci-dir":

@@ -817,7 +817,7 @@ def _push(engine, client, ref: Reference, image_id, manifest, doc, compression, 
     client.ping()
     repo = ref.repository
     content = engine.content
-    workdir = tempfile.mkdtemp(prefix="push-", dir=content.ingest)
+    workdir = tempfile.mkdtemp(prefix=f"{os.getpid()}-push-", dir=content.ingest)
     stop = threading.Event()
     plan = []  # (stored digest, stored size, stored media, target compression or None)
     for desc in doc.get("layers", []):
