@@ -201,8 +201,11 @@ class Engine:
         try:
             stats = differ.apply(self.snaps, key, stream)
         except BaseException:
-            with self._tx():
-                self.snaps.remove(key)
+            try:
+                with self._tx():
+                    self.snaps.remove(key)
+            except LaminaError:  # a full disk, say: the next command removes the staged key
+                pass
             raise
         from .digest import sha256_bytes
 

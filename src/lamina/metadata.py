@@ -137,10 +137,34 @@ class Transaction:
         self.after = after
 
     def __enter__(self):
-        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as e:  # locked past the busy timeout, disk full, ...
+            raise _store_error(e) from None
         return self.db
 
     def __exit__(self, exc_type, exc, tb):
-        self.db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+        try:
+            self.db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+        except sqlite3.OperationalError as e:
+            if exc_type is None:  # the commit failed (disk full, I/O error): nothing happened
+                try:
+                    self.db.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass  # SQLite rolled back by itself
+                if self.after is not None:
+                    self.after()
+                raise _store_error(e) from None
+            # else the rollback failed while another error propagates: that one is reported
         if self.after is not None:
             self.after()
+        if exc_type is not None and issubclass(exc_type, sqlite3.OperationalError):
+            raise _store_error(exc) from None  # e.g. a full disk inside the block
+
+
+def _store_error(error: sqlite3.Error):
+    """A one-line LaminaError for a database failure (a full disk, most often)."""
+    from .errors import LaminaError
+
+    hint = " (no space left on device)" if "full" in str(error) else ""
+    return LaminaError(f"cannot write the store's database: {error}{hint}")
