@@ -63,9 +63,20 @@ class Engine:
         """A write transaction; data of snapshots it removed is deleted once it has committed."""
         return Transaction(self.db, after=self._after_commit)
 
+    _index_marker = None
+
     def _after_commit(self) -> None:
         if self.snaps.staged:  # snapshots made in the transaction: keep if committed, else delete
             self.snaps.settle()
+        if self._index_marker is not None:  # index.json was written inside the transaction
+            marker, self._index_marker = self._index_marker, None
+            try:
+                with Transaction(self.db):  # from the tags as committed (or rolled back)
+                    self._write_index()
+                os.unlink(marker)
+            except (LaminaError, OSError):  # a full disk, say: the next command rewrites it
+                pass
+            self._index_marker = None
         if self.snaps.pending:
             self.snaps.purge()
 
@@ -96,6 +107,14 @@ class Engine:
             if pid.isdigit() and not _alive(int(pid)):
                 if name.startswith(pid + "-claim-"):  # a blob it named but maybe never used
                     claims.append(name)
+                    continue
+                if name == pid + "-index":  # it died between writing index.json and commit
+                    with self._tx():
+                        self._write_index()
+                    try:
+                        os.unlink(os.path.join(self.root, "ingest", name))
+                    except FileNotFoundError:  # another command recovered it too
+                        pass
                     continue
                 if name.startswith(pid + "-snapshot-"):  # data made, record maybe not committed
                     self.snaps.settle([(name.split("-", 2)[2],
@@ -273,8 +292,16 @@ class Engine:
         self._write_index()
 
     def _write_index(self) -> None:
+        """Inside a transaction: rewrite index.json from the tags. The file cannot join the
+        transaction, so a marker ``ingest/<pid>-index`` says it may be ahead of what commits:
+        the transaction's end (``_after_commit``) or, if this process dies, the next command
+        rewrites it from the committed tags."""
         from .image import MEDIA_MANIFEST
 
+        if self._index_marker is None:
+            self._index_marker = os.path.join(self.root, "ingest", f"{os.getpid()}-index")
+            os.makedirs(os.path.dirname(self._index_marker), exist_ok=True)
+            os.close(os.open(self._index_marker, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
         rows = self.db.execute(
             "SELECT t.name, i.manifest_digest, i.manifest_size FROM tags t"
             " JOIN images i ON i.id = t.image_id ORDER BY t.name").fetchall()

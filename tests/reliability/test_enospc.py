@@ -24,8 +24,8 @@ def small_store(tmp_path):
     try:
         yield str(mnt / "store")
     finally:
-        subprocess.run(["sh", "-c", f"grep -o ' {mnt}[^ ]*' /proc/self/mountinfo | sort -r |"
-                        " xargs -r -n1 umount -l"], check=False)
+        script = f"grep -o ' {mnt}[^ ]*' /proc/self/mountinfo | sort -r | xargs -r -n1 umount -l"
+        subprocess.run(["sh", "-c", script], check=False)
 
 
 def _full_disk_refusal(root, driver, args, before):
