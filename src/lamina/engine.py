@@ -47,6 +47,13 @@ class Engine:
         row = self.db.execute("SELECT value FROM settings WHERE key = 'driver'").fetchone()
         if row is None:
             chosen = wanted or self._detect_driver()
+            if chosen in ("overlay2", "overlay") and os.geteuid() != 0:
+                from .errors import Unavailable
+
+                raise Unavailable(
+                    f"the {chosen} driver needs root (kernel overlay mounts, whiteouts as device "
+                    "nodes, trusted.* xattrs): as a non-root user use --driver vfs or union, or "
+                    "run lamina inside a user namespace (unshare -Ur)")
             with Transaction(self.db):
                 self.db.execute("INSERT OR IGNORE INTO settings VALUES ('driver', ?)", (chosen,))
             row = self.db.execute("SELECT value FROM settings WHERE key = 'driver'").fetchone()

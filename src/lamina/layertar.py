@@ -786,6 +786,21 @@ class _Extractor:
         self.opaque = []  # plain format: opaque dirs, purged at the end
         self.size = 0
         self.inodes = 0
+        self.owners_kept = 0  # non-root: entries left owned by the user (see chown)
+
+    def chown(self, target, uid: int, gid: int) -> None:
+        """Give ``target`` (a descriptor or a path, never followed) its owner. A user without
+        privileges cannot give files away: the entry keeps the user's own uid and gid, and
+        apply_tar says so once (Podman without a user namespace does the same)."""
+        try:
+            if isinstance(target, int):
+                os.fchown(target, uid, gid)
+            else:
+                os.chown(target, uid, gid, follow_symlinks=False)
+        except PermissionError:
+            if os.geteuid() == 0:
+                raise
+            self.owners_kept += 1
 
     # -- path safety
 
@@ -859,7 +874,7 @@ class _Extractor:
                 if size:
                     reader.copy_to(fd, size, raw)
                     reader.skip(-size % _BLOCK, raw)
-                os.fchown(fd, uid, gid)
+                self.chown(fd, uid, gid)
                 os.fchmod(fd, mode)
                 if xattrs:
                     for key, value in xattrs:
@@ -916,19 +931,25 @@ class _Extractor:
             except FileExistsError:
                 self.remove(path)
                 os.symlink(linkname, path)
-            os.chown(path, uid, gid, follow_symlinks=False)
+            self.chown(path, uid, gid)
             self.set_xattrs(path, xattrs, symlink=True)
             os.utime(path, ns=(mtime_ns, mtime_ns), follow_symlinks=False)
             self.size += len(linkname)
         elif kind in (0x33, 0x34, 0x36):  # char, block, fifo
             file_type = {0x33: stat.S_IFCHR, 0x34: stat.S_IFBLK, 0x36: stat.S_IFIFO}[kind]
             device = os.makedev(major, minor) if kind != 0x36 else 0
+            if kind != 0x36 and os.geteuid() != 0:
+                from lamina.errors import Unavailable
+
+                raise Unavailable(
+                    f"layer tar member {_member(raw)!r} is a device node, which only root can "
+                    "create: import this layer as root (a non-root store cannot hold it)")
             try:
                 os.mknod(path, file_type | 0o600, device)
             except FileExistsError:
                 self.remove(path)
                 os.mknod(path, file_type | 0o600, device)
-            os.chown(path, uid, gid, follow_symlinks=False)
+            self.chown(path, uid, gid)
             os.chmod(path, mode)  # the node was just made here: not a symlink
             self.set_xattrs(path, xattrs)
             os.utime(path, ns=(mtime_ns, mtime_ns), follow_symlinks=False)
@@ -955,7 +976,7 @@ class _Extractor:
         flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
         fd = os.open(path, flags, 0o600)
         try:
-            os.fchown(fd, uid, gid)
+            self.chown(fd, uid, gid)
             os.fchmod(fd, 0o600)
             os.utime(fd, ns=(mtime_ns, mtime_ns))
         finally:
@@ -1029,7 +1050,7 @@ class _Extractor:
                 continue
             fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
             try:
-                os.fchown(fd, uid, gid)
+                self.chown(fd, uid, gid)
                 os.fchmod(fd, mode)
                 for key, value in xattrs or ():
                     if not key.startswith("trusted.overlay."):
@@ -1063,6 +1084,11 @@ def apply_tar(stream, root: str, fmt: str) -> TarStats:
         raise _bad(str(error).splitlines()[0] if str(error) else "bad value") from None
     finally:
         reader.close()
+    if extractor.owners_kept:
+        import sys
+
+        print(f"warning: not root: {extractor.owners_kept} entries of the layer are owned by "
+              "you, not by the owners the layer gives them", file=sys.stderr)
     return TarStats(
         "sha256:" + reader.sha.hexdigest(), reader.count, extractor.size, extractor.inodes
     )

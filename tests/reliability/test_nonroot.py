@@ -1,0 +1,121 @@
+"""lamina as an unprivileged user (uid 65534 through ``setpriv``, no capabilities): a store in the
+user's XDG data directory, a driver that needs no privileges, import/create/diff/commit/export
+working, and the things that need root refused up front with a message that says so.
+
+The interpreter is Debian's /usr/bin/python3 (the test runner's may live under /root, which the
+user cannot read) with the source tree on PYTHONPATH; plain tars need neither isal nor zstandard.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from ..conftest import REPO, needs_root, store_files
+from . import corpus
+
+pytestmark = [needs_root, pytest.mark.skipif(shutil.which("setpriv") is None,
+                                             reason="setpriv (util-linux) is needed")]
+PYTHON = "/usr/bin/python3"
+USER = 65534
+
+
+@pytest.fixture
+def home(busybox_tar):
+    """A home directory the user owns, on /var/tmp (pytest's tmp dirs are private to root)."""
+    import tempfile
+
+    base = tempfile.mkdtemp(prefix="lamina-nonroot-", dir="/var/tmp")
+    os.chmod(base, 0o755)
+    home = os.path.join(base, "home")
+    os.mkdir(home)
+    shutil.copy(busybox_tar, os.path.join(home, "busybox.tar"))
+    for path in (home, os.path.join(home, "busybox.tar")):
+        os.chown(path, USER, USER)
+    yield home
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def as_user(home, *args, env=None, input=None):
+    environment = {"HOME": home, "PATH": "/usr/sbin:/usr/bin:/bin",
+                   "PYTHONPATH": os.path.join(REPO, "src"), **(env or {})}
+    cmd = ["setpriv", f"--reuid={USER}", f"--regid={USER}", "--clear-groups", "env", "-i"]
+    cmd += [f"{k}={v}" for k, v in environment.items()]
+    return subprocess.run(cmd + list(args), capture_output=True, text=True, input=input,
+                          timeout=120, check=False)
+
+
+def lamina(home, *args, env=None):
+    return as_user(home, PYTHON, "-m", "lamina", *map(str, args), env=env)
+
+
+def ok(proc):
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def one_line_refusal(proc, *words):
+    assert proc.returncode != 0, proc.stdout
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr, proc.stderr
+    for word in words:
+        assert word in proc.stderr, proc.stderr
+
+
+def test_unprivileged_user_gets_a_working_store(home):
+    if lamina(home, "version").returncode != 0:
+        pytest.skip(f"{PYTHON} cannot run lamina as uid {USER}")
+    info = json.loads(ok(lamina(home, "info")))
+    assert info["Root"] == os.path.join(home, ".local", "share", "lamina")
+    assert info["Driver"] == "vfs"
+    imported = lamina(home, "import", os.path.join(home, "busybox.tar"), "busybox")
+    assert imported.returncode == 0, imported.stderr
+    # the layer's files belong to root: the user keeps them as its own, and is told once
+    assert imported.stderr.startswith("warning: not root:") and imported.stderr.count("\n") == 1
+    ok(lamina(home, "create", "--name", "c1", "busybox", "sh"))
+    root = ok(lamina(home, "mount", "c1")).strip()
+    assert root.startswith(info["Root"])
+    ok(as_user(home, "sh", "-c", f"echo hi > {root}/hello && rm {root}/bin/vi"))
+    assert ok(lamina(home, "diff", "c1")).split("\n")[:3] == ["C /bin", "D /bin/vi", "A /hello"]
+    ok(lamina(home, "commit", "c1", "busybox:hello"))
+    ok(lamina(home, "create", "--name", "c2", "busybox:hello", "sh"))
+    exported = os.path.join(home, "c2.tar")
+    ok(lamina(home, "export", "c2", "-o", exported))
+    import tarfile
+
+    with tarfile.open(exported) as tar:
+        names = tar.getnames()
+    assert "hello" in names and "bin/vi" not in names and "bin/busybox" in names
+    assert "No problems found" in ok(lamina(home, "system", "check"))
+    # XDG_DATA_HOME picks another store
+    other = os.path.join(home, "xdg")
+    info = json.loads(ok(lamina(home, "info", env={"XDG_DATA_HOME": other})))
+    assert info["Root"] == os.path.join(other, "lamina")
+
+
+def test_what_needs_root_says_so(home):
+    if lamina(home, "version").returncode != 0:
+        pytest.skip(f"{PYTHON} cannot run lamina as uid {USER}")
+    one_line_refusal(lamina(home, "--root", os.path.join(home, "ov"), "--driver", "overlay2",
+                            "images"), "needs root", "vfs")
+    # a layer with a device node cannot go into a non-root store: refused, store unchanged
+    ok(lamina(home, "import", os.path.join(home, "busybox.tar"), "busybox"))
+    store = os.path.join(home, ".local", "share", "lamina")
+    before = store_files(store)
+    bad = os.path.join(home, "dev.tar")
+    with open(bad, "wb") as f:
+        f.write(corpus.tar(("dev", "dir", None), ("dev/null", "char", None)))
+    os.chown(bad, USER, USER)
+    one_line_refusal(lamina(home, "import", bad, "devices"), "device node", "root")
+    assert store_files(store) == before
+    # a fifo is fine
+    fifo = os.path.join(home, "fifo.tar")
+    with open(fifo, "wb") as f:
+        f.write(corpus.tar(("pipe", "fifo", None)))
+    os.chown(fifo, USER, USER)
+    ok(lamina(home, "import", fifo, "fifo"))
+    if shutil.which("runc"):  # running a container needs root or a user namespace
+        proc = lamina(home, "run", "--rm", "busybox", "true")
+        assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr
+        assert proc.stderr.strip().count("\n") == 0, proc.stderr
