@@ -18,7 +18,6 @@ import io
 import json
 import os
 import platform
-import shutil
 import socket
 import statistics
 import subprocess

@@ -243,9 +243,9 @@ def test_login_logout_and_basic_auth(image_store, other, auth_registry, tmp_path
 # ------------------------------------------------------------------------------ a lying registry
 def _image_blobs(eng, name):
     """(manifest bytes, {digest: bytes}) of a stored image, layers gzipped as a registry has them."""
-    from lamina.compression import compressor
-
     import io
+
+    from lamina.compression import compressor
 
     config = eng.content.read(eng._image_id(name))
     layers = []

@@ -265,7 +265,8 @@ def _prepare(engine, names, compression, workdir, log):
                 log(f"{hex_of(digest)[:12]}: compressing ({compression})")
                 done[key] = _recompress(engine, digest, compression, workdir)
             new_digest, size, path = done[key]
-            layers.append((new_digest, size, MEDIA_OCI_LAYER + comp.media_suffix(compression), path))
+            media = MEDIA_OCI_LAYER + comp.media_suffix(compression)
+            layers.append((new_digest, size, media, path))
             changed = True
         media_type = doc.get("mediaType") or MEDIA_OCI_MANIFEST
         if changed:

@@ -83,7 +83,8 @@ def cmd_pull(opts, args):
     from .registry import make_progress
 
     progress = make_progress(quiet=a.quiet)
-    image_id = engine.pull(a.reference, platform=_platform(a.platform), tls_verify=_tls(a.tls_verify),
+    image_id = engine.pull(a.reference, platform=_platform(a.platform),
+                           tls_verify=_tls(a.tls_verify),
                            authfile=a.authfile, progress=progress, jobs=_jobs(a.jobs, 3))
     if a.quiet:
         print(image_id)

@@ -21,7 +21,8 @@ _SUFFIX = {"gzip": "+gzip", "zstd": "+zstd", "none": ""}
 def check(name: str) -> str:
     """``name`` if it is a known compression, else InvalidArgument."""
     if name not in COMPRESSIONS:
-        raise InvalidArgument(f"unknown compression {name!r} (choose from {', '.join(COMPRESSIONS)})")
+        raise InvalidArgument(
+            f"unknown compression {name!r} (choose from {', '.join(COMPRESSIONS)})")
     return name
 
 

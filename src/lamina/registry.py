@@ -11,7 +11,8 @@ Push: every blob is checked with HEAD first and skipped when the registry has it
 be in another repository of the same registry is mounted from there; others are uploaded, whole
 when small, in chunks (PATCH with Content-Range) when large; after a dropped connection the
 upload resumes from the offset the registry reports, or starts the blob over when the registry
-cannot resume (distribution does not once a broken PATCH wrote part of a chunk). Layers stored uncompressed are gzipped on the way (isal, stable output,
+cannot resume (distribution does not once a broken PATCH wrote part of a chunk). Layers stored
+uncompressed are gzipped on the way (isal, stable output,
 so the same image always pushes the same digests); the compressed digests are remembered so that a
 second push can skip them with HEAD.
 
@@ -166,7 +167,8 @@ def _registry_error(resp, what: str) -> LaminaError:
         doc = json.loads(body)
         errors = doc.get("errors") or []
         if errors:
-            detail = "; ".join(f"{e.get('code', '').lower().replace('_', ' ')}: {e.get('message', '')}"
+            detail = "; ".join(
+                f"{e.get('code', '').lower().replace('_', ' ')}: {e.get('message', '')}"
                                for e in errors[:3])
     except Exception:  # noqa: BLE001 - any body will do for the message
         pass
@@ -184,7 +186,8 @@ def _registry_error(resp, what: str) -> LaminaError:
 class Client:
     """One registry, one set of scopes: pings ``/v2/``, answers auth challenges, retries."""
 
-    def __init__(self, host: str, scopes: list[str], credentials=None, tls_verify: bool | None = None):
+    def __init__(self, host: str, scopes: list[str], credentials=None,
+                 tls_verify: bool | None = None):
         import httpx
 
         self.httpx = httpx
@@ -250,7 +253,8 @@ class Client:
         try:
             resp = self.http.get(fields["realm"], params=params, auth=auth or None)
         except self.httpx.TransportError as e:
-            raise Unavailable(f"cannot reach token service {fields['realm']}: {_oneline(e)}") from None
+            raise Unavailable(
+                f"cannot reach token service {fields['realm']}: {_oneline(e)}") from None
         if resp.status_code != 200:
             raise FailedPrecondition(f"{self.host}: token service refused: HTTP {resp.status_code}"
                                      + ("" if self.credentials else " (lamina login first?)"))
@@ -431,7 +435,8 @@ class Client:
         while offset < size:
             end = min(offset + UPLOAD_CHUNK, size)
             try:
-                resp = self.send("PATCH", location, content=_file_slice(path, offset, end, on_bytes),
+                body = _file_slice(path, offset, end, on_bytes)
+                resp = self.send("PATCH", location, content=body,
                                  headers={"Content-Type": "application/octet-stream",
                                           "Content-Range": f"{offset}-{end - 1}",
                                           "Content-Length": str(end - offset)})
@@ -472,7 +477,8 @@ class Client:
         offset = int(match.group(1)) + 1 if match else 0
         return offset, self._location(resp) if resp.headers.get("location") else location
 
-    def put_manifest(self, repository: str, reference: str, manifest: bytes, media_type: str) -> str:
+    def put_manifest(self, repository: str, reference: str, manifest: bytes,
+                     media_type: str) -> str:
         what = f"manifest {repository}:{reference}"
         resp = self._retrying(lambda: self.send(
             "PUT", f"/v2/{repository}/manifests/{reference}", content=manifest,
@@ -603,8 +609,8 @@ class _Bars(_PlainLog):
     def status(self, key, text):
         if key in self.tasks:
             task = self.tasks[key]
-            done = text.endswith("complete") or text in ("Pushed", "Layer already exists",
-                                                         "Already exists") or text.startswith("Mounted")
+            done = (text.endswith("complete") or text.startswith("Mounted")
+                    or text in ("Pushed", "Layer already exists", "Already exists"))
             kwargs = {"completed": self.progress.tasks[task].total} if done and \
                 self.progress.tasks[task].total else {}
             self.progress.update(task, description=f"{key}: {text}", **kwargs)
@@ -666,7 +672,8 @@ def pull(engine, reference: str, platform=("linux", "amd64", None), tls_verify: 
 
 def _pull(engine, client, ref: Reference, platform, progress, jobs: int) -> str:
     repo = ref.repository
-    progress.message(f"{ref.tag or ref.digest}: Pulling from {ref.name if ref.registry != DOCKER_HUB else repo}")
+    shown = ref.name if ref.registry != DOCKER_HUB else repo
+    progress.message(f"{ref.tag or ref.digest}: Pulling from {shown}")
     manifest, media, digest = client.get_manifest(repo, ref.digest or ref.tag)
     if media in INDEX_TYPES:
         index = json.loads(manifest)
@@ -854,7 +861,8 @@ def _push(engine, client, ref: Reference, image_id, manifest, doc, compression, 
             progress.add(_short(digest), size, "Preparing")
             if want:
                 cache[i] = engine.db.execute(
-                    "SELECT digest, size FROM compressed_blobs WHERE source = ? AND compression = ?",
+                    "SELECT digest, size FROM compressed_blobs"
+                    " WHERE source = ? AND compression = ?",
                     (digest, want)).fetchone()
         with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="push") as pool:
             futures = [pool.submit(push_layer, i) for i in range(len(plan))]
