@@ -227,7 +227,8 @@ class Builder:
             from lamina.leases import release
         except ImportError:
             return
-        release(self.engine)
+        if self.db.execute("SELECT 1 FROM sqlite_master WHERE name = 'leases'").fetchone():
+            release(self.engine)  # (no table: this build never took a lease)
 
     def _warn_unused_args(self, df, stages: list[Stage]) -> None:
         declared = set()
