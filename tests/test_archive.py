@@ -66,7 +66,7 @@ def test_round_trip(source, target, tmp_path, fmt, compression):
     assert open(os.path.join(root, "hello")).read() == "hello\n"
     assert not os.path.exists(os.path.join(root, "bin", "vi"))
     # only the blobs the images use are left in the target
-    from lamina.archive import referenced_blobs
+    from lamina.gc import referenced_blobs
 
     assert set(target.content.digests()) == referenced_blobs(target)
 

@@ -131,25 +131,12 @@ def _purge(engine) -> None:
         purge()
 
 
-def referenced_blobs(engine) -> set[str]:
-    """Every blob the store's images and layers point at (configs, manifests, layer blobs and
-    the blobs their manifests list)."""
-    used = {r[0] for r in engine.db.execute("SELECT blob_digest FROM layers")}
-    for image_id, manifest_digest in engine.db.execute("SELECT id, manifest_digest FROM images"):
-        used.add(image_id)
-        used.add(manifest_digest)
-        try:
-            doc = json.loads(engine.content.read(manifest_digest))
-        except (LaminaError, ValueError):
-            continue
-        used.update(d.get("digest") for d in doc.get("layers") or [] if isinstance(d, dict))
-    return used
-
-
 def drop_unused(engine, created: set[str]) -> None:
     """Delete the blobs in ``created`` that no image or layer refers to."""
     if not created:
         return
+    from .gc import referenced_blobs
+
     used = referenced_blobs(engine)
     for digest in created - used:
         engine.content.delete(digest)

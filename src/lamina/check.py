@@ -95,9 +95,9 @@ def check(engine, repair: bool = False) -> list[Finding]:
     for chain, _ in layer_rows:
         if chain not in keys:
             found("layer without snapshot", chain, fixable=False)
-    referenced = {blob for _, blob in layer_rows}
-    for image_id, manifest in db.execute("SELECT id, manifest_digest FROM images"):
-        referenced.update((image_id, manifest))
+    from .gc import referenced_blobs
+
+    referenced = referenced_blobs(engine)
     content = engine.content
     present = set(content.digests())
     for digest in sorted(referenced - present):

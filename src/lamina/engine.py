@@ -525,11 +525,18 @@ class Engine:
             out.append(f"Deleted: {chain}")
             if reclaimed is not None:
                 reclaimed.append(layer["size"])
-        for digest in blobs:
-            still = self.db.execute(
-                "SELECT 1 FROM layers WHERE blob_digest = ? UNION ALL SELECT 1 FROM images"
-                " WHERE id = ? OR manifest_digest = ? LIMIT 1", (digest, digest, digest)).fetchone()
-            if not still:  # deleted once the transaction commits, like snapshot data
+        try:  # the blobs the manifest lists (a pulled layer's compressed blob, say)
+            import json
+
+            listed = json.loads(self.content.read(img["manifest_digest"])).get("layers") or []
+            blobs += [d["digest"] for d in listed if isinstance(d, dict) and "digest" in d]
+        except (LaminaError, ValueError):
+            pass
+        from .gc import referenced_blobs
+
+        used = referenced_blobs(self)
+        for digest in dict.fromkeys(blobs):
+            if digest not in used:  # deleted once the transaction commits, like snapshot data
                 self.db.execute("INSERT OR REPLACE INTO trash(path, pid) VALUES (?, ?)",
                                 (self.content.path(digest), os.getpid()))
                 self.snaps.pending = True

@@ -7,6 +7,26 @@ reclaimable is what a prune reclaims.
 """
 
 
+def referenced_blobs(engine) -> set[str]:
+    """Every blob the store's images and layers point at: configs, manifests, the blobs layers
+    were stored from, and every blob a manifest lists (a pulled layer may be listed by its
+    compressed blob while the layer row names the one it was first stored from)."""
+    import json
+
+    from .errors import LaminaError
+
+    used = {r[0] for r in engine.db.execute("SELECT blob_digest FROM layers")}
+    for image_id, manifest_digest in engine.db.execute("SELECT id, manifest_digest FROM images"):
+        used.add(image_id)
+        used.add(manifest_digest)
+        try:
+            doc = json.loads(engine.content.read(manifest_digest))
+        except (LaminaError, ValueError):
+            continue
+        used.update(d.get("digest") for d in doc.get("layers") or [] if isinstance(d, dict))
+    return used
+
+
 def prune_containers(engine) -> tuple[list[str], int]:
     """Remove every container that is not running; returns (ids, bytes of their writable layers)."""
     removed, size = [], 0
