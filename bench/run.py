@@ -39,7 +39,7 @@ RESULTS = HERE / "RESULTS.md"
 BEGIN = "<!-- bench/run.py: begin generated section -->"
 END = "<!-- bench/run.py: end generated section -->"
 
-BENCHES = ["create", "create100", "ps", "size", "copyup", "import"]
+BENCHES = ["create", "create100", "ps", "size", "copyup", "import", "run"]
 
 IMG_BASE = "bench-busybox"
 IMG_SMALL = "bench-10m"
@@ -177,6 +177,9 @@ class LaminaEngine:
     def ps_cmd(self) -> list[str]:
         return self.cli("ps", "-a", "-s")
 
+    def run_cmd(self, image: str) -> list[str]:
+        return self.cli("run", "--rm", "--network", "none", self.ref(image), "true")
+
     def rmi(self, image: str) -> None:
         run(self.cli("rmi", self.ref(image)), env=self.env, check=False, timeout=300)
 
@@ -217,6 +220,9 @@ class DockerEngine(Docker):
     def ps_cmd(self) -> list[str]:
         return ["docker", "ps", "-a", "-s"]
 
+    def run_cmd(self, image: str) -> list[str]:
+        return ["docker", "run", "--rm", "--network", "none", image, "true"]
+
     def rmi(self, image: str) -> None:
         run(["docker", "rmi", "-f", image], env=self.env, check=False, timeout=300)
 
@@ -254,6 +260,9 @@ class PodmanEngine(Podman):
 
     def ps_cmd(self) -> list[str]:
         return self.cli("ps", "-a", "-s")
+
+    def run_cmd(self, image: str) -> list[str]:
+        return self.cli("run", "--rm", "--network", "none", self.ref(image), "true")
 
     def rmi(self, image: str) -> None:
         run(self.cli("rmi", "-f", self.ref(image)), env=self.env, check=False, timeout=300)
@@ -397,6 +406,33 @@ def bench_create(engines, res: Results, reps: int) -> None:
             vals[e.name] = "error"
         e.remove_containers()
     res.row(f"`create`, one container (median of {reps})", vals)
+
+
+def bench_run(engines, res: Results, reps: int) -> None:
+    """Median wall time of `run --rm IMAGE true` (the whole command: create, mount, runc, exit,
+    remove); interleaved across engines, one warm-up each."""
+    samples = {e.name: [] for e in engines}
+    failed: set[str] = set()
+    for i in range(reps + 1):
+        for e in engines:
+            if e.name in failed:
+                continue
+            try:
+                t, _ = timed(e.run_cmd(IMG_BASE), e.env)
+                if i > 0:
+                    samples[e.name].append(t)
+            except Exception as ex:  # noqa: BLE001
+                failed.add(e.name)
+                log(f"run/{e.name} FAILED: {ex}")
+                res.notes.append(f"run / {e.name} failed: `{str(ex)[:200]}`")
+    vals = {}
+    for e in engines:
+        if e.name in failed:
+            vals[e.name] = "error"
+        else:
+            vals[e.name] = statistics.median(samples[e.name])
+            res.sample("run", e.name, samples[e.name])
+    res.row(f"`run --rm IMAGE true`, whole command (median of {reps})", vals)
 
 
 def bench_create_n_and_ps(engines, res: Results, n: int, reps: int, want_create: bool,
@@ -803,6 +839,9 @@ def main(argv: list[str]) -> int:
         if "import" in selected:
             log("benchmark: import")
             bench_import(engines, res, data["import"], reps_import)
+        if "run" in selected:
+            log("benchmark: run --rm")
+            bench_run(engines, res, reps_create)
     finally:
         stop_all()
 
