@@ -128,3 +128,27 @@ def test_prune_cli_asks_first(lamina, busybox_tar):
     assert lamina("ps", "-aq").stdout == ""
     out = lamina("system", "prune", "-a", "-f").stdout
     assert "Untagged: busybox:latest" in out and "Total reclaimed space: 1.98MB" in out
+
+
+def test_rmi_deletes_blobs_only_a_manifest_lists(engine, busybox_tar, tmp_path):
+    """A layer stored from a plain blob, listed gzipped by another image's manifest: removing
+    that image deletes the gzipped blob and keeps the plain one."""
+    from lamina.gc import referenced_blobs
+
+    engine.import_image(busybox_tar, "busybox")
+    archive = str(tmp_path / "bb.tar")
+    engine.save(["busybox"], archive, fmt="oci-archive", compression="gzip")
+    engine.rmi(["busybox"])
+    engine.import_image(busybox_tar, "fresh")  # the same layer again, from its plain blob
+    plain = engine.db.execute("SELECT blob_digest FROM layers").fetchone()[0]
+    engine.load(archive)                       # its manifest lists the layer gzipped
+    manifest = json.loads(engine.content.read(
+        engine._image_row(engine._image_id("busybox"))["manifest_digest"]))
+    gzipped = manifest["layers"][0]["digest"]
+    assert gzipped != plain and gzipped in engine.content.digests()
+    assert engine.check() == []                # the gzipped blob counts as referenced
+    engine.rmi(["busybox"])
+    assert plain in engine.content.digests()
+    assert gzipped not in engine.content.digests()
+    assert set(engine.content.digests()) == referenced_blobs(engine)
+    assert engine.check() == []
