@@ -38,12 +38,48 @@ def _live_claim(ingest: str, hex_digest: str) -> bool:
     return False
 
 
-def _referenced(db, digest: str) -> bool:
+def _referenced(engine, digest: str) -> bool:
     """Referenced the way ``system check`` counts it: a layer's blob, an image's config or
-    manifest."""
-    return db.execute(
-        "SELECT 1 FROM layers WHERE blob_digest = ? UNION ALL SELECT 1 FROM images"
-        " WHERE id = ? OR manifest_digest = ? LIMIT 1", (digest, digest, digest)).fetchone() is not None
+    manifest, or a blob an image's manifest lists (lamina.gc.referenced_blobs, where present)."""
+    if engine.db.execute(
+            "SELECT 1 FROM layers WHERE blob_digest = ? UNION ALL SELECT 1 FROM images"
+            " WHERE id = ? OR manifest_digest = ? LIMIT 1", (digest, digest, digest)).fetchone():
+        return True
+    try:
+        from .gc import referenced_blobs
+    except ImportError:
+        return False
+    return digest in referenced_blobs(engine)
+
+
+def gate(engine, path: str):
+    """For :meth:`lamina.snapshots.Snapshotter.purge`, a blob in the trash: True if it was dealt
+    with (deleted, or kept because it is referenced again), False to leave it for later (a live
+    process claims it), None if ``path`` is no blob.
+
+    A blob is filed for deletion by the transaction that stopped referencing it; by the time
+    the deletion runs, another process may have found the blob present (its import or load
+    made the same bytes) and committed a reference to it, or be about to. So the reference and
+    the claims are checked again under the write lock, and the blob is moved aside before the
+    lock is released (see the module docstring for the claim protocol)."""
+    blobs = os.path.join(engine.root, "blobs", "sha256") + os.sep
+    if not path.startswith(blobs):
+        return None
+    from .metadata import Transaction
+
+    hex_digest = path[len(blobs):]
+    aside = os.path.join(engine.root, "ingest", f"{os.getpid()}-unclaimed-{hex_digest}")
+    with Transaction(engine.db):
+        if _referenced(engine, "sha256:" + hex_digest):
+            return True  # wanted again: the file stays, the trash row goes
+        if _live_claim(os.path.join(engine.root, "ingest"), hex_digest):
+            return False
+        try:
+            os.rename(path, aside)
+        except FileNotFoundError:
+            return True
+    os.unlink(aside)
+    return True
 
 
 def resolve(engine, names: list[str]) -> int:
@@ -55,7 +91,7 @@ def resolve(engine, names: list[str]) -> int:
     with engine._tx():  # no transaction that could reference these blobs runs meanwhile
         for hex_digest in sorted({name.split(CLAIM, 1)[1] for name in names}):
             digest = "sha256:" + hex_digest
-            if _referenced(engine.db, digest) or _live_claim(ingest, hex_digest):
+            if _referenced(engine, digest) or _live_claim(ingest, hex_digest):
                 continue
             path = content.path(digest)
             aside = os.path.join(ingest, f"{os.getpid()}-unclaimed-{hex_digest}")

@@ -63,6 +63,7 @@ class Engine:
                 f"store {self.root} uses the {self.driver} driver, not {wanted}: "
                 f"use another --root or --driver {self.driver}")
         self.snaps = open_snapshotter(self.driver, self.root, self.db)
+        self.snaps.blob_gate = self._blob_gate
         self._content = None
         self._recover()
 
@@ -201,7 +202,21 @@ class Engine:
     def _image_config(self, image_id: str) -> dict:
         import json
 
-        return json.loads(self.content.read(image_id))
+        try:
+            return json.loads(self.content.read(image_id))
+        except NotFound:
+            if self._image_row(image_id) is None:  # removed by another process meanwhile
+                raise NotFound(f"No such image: {image_id}") from None
+            raise
+
+    def _blob_gate(self, path: str):
+        """Snapshotter.purge asks before deleting a trashed path: blobs go through
+        lamina.claims.gate (referenced again, or claimed by a live process, they stay)."""
+        if os.sep + "blobs" + os.sep not in path:
+            return None
+        from .claims import gate
+
+        return gate(self, path)
 
     def _layer_chain(self, image_id: str) -> list:
         return self.db.execute(

@@ -291,3 +291,33 @@ def test_index_of_a_dead_process_is_rewritten(store_root, busybox_tar):
     assert names == ["docker.io/library/base:latest"] or names == ["base:latest"], names
     assert os.listdir(os.path.join(store_root, "ingest")) == []
     assert [str(f) for f in engine.check()] == []
+
+
+def test_trashed_blob_wanted_again_is_kept(store_root, busybox_tar):
+    """A blob filed for deletion (an rmi) that another process then claims or references again
+    (it imported the same bytes meanwhile) is not deleted by the purge (lamina.claims.gate)."""
+    from lamina import Engine
+    from lamina.metadata import Transaction
+
+    engine = Engine(root=store_root, driver="vfs")
+    image = engine.import_image(busybox_tar, "base")
+    blob = engine.content.put(b"a blob the rmi dropped and a concurrent load wants")
+    engine.content.release_claims()
+    path = engine.content.path(blob)
+    with Transaction(engine.db):  # filed by a dead rmi
+        engine.db.execute("INSERT INTO trash(path, pid) VALUES (?, ?)", (path, 1 << 22))
+    claim = os.path.join(store_root, "ingest", f"{os.getpid()}-claim-{blob[7:]}")
+    open(claim, "w").close()  # ...and claimed by a live process
+    engine.snaps.purge()
+    assert os.path.exists(path)
+    assert engine.db.execute("SELECT count(*) FROM trash").fetchone()[0] == 1
+    os.unlink(claim)
+    engine.snaps.purge()  # nobody wants it now: gone
+    assert not os.path.exists(path)
+    assert engine.db.execute("SELECT count(*) FROM trash").fetchone()[0] == 0
+    config = engine.content.path(image)  # referenced: the row goes, the file stays
+    with Transaction(engine.db):
+        engine.db.execute("INSERT INTO trash(path, pid) VALUES (?, ?)", (config, 1 << 22))
+    engine.snaps.purge()
+    assert os.path.exists(config)
+    assert [str(f) for f in engine.check()] == []

@@ -173,6 +173,7 @@ class Snapshotter:
         self.pending = True
 
     pending = False
+    blob_gate = None  # set by the engine: decides about blobs in the trash (lamina.claims.gate)
     staged: tuple | list = ()  # (row id, marker) of snapshots this process made, not yet settled
 
     def _stage(self, row_id: str) -> None:
@@ -232,7 +233,11 @@ class Snapshotter:
         for path, pid in self.db.execute("SELECT path, pid FROM trash").fetchall():
             if not everything and pid != os.getpid() and _alive(pid):
                 continue  # another live process is still committing or deleting it
-            remove_tree(path)
+            handled = self.blob_gate(path) if self.blob_gate is not None else None
+            if handled is False:
+                continue  # a blob a live process claims: later (see lamina.claims.gate)
+            if handled is None:
+                remove_tree(path)
             self.db.execute("DELETE FROM trash WHERE path = ?", (path,))
             done += 1
         return done
