@@ -476,6 +476,8 @@ class Engine:
         for name in names:
             image_id = self._image_id(name)
             with self._tx():
+                if self._image_row(image_id) is None:  # removed by another process meanwhile
+                    raise NotFound(f"No such image: {name}")
                 tags = self._tags(image_id)
                 try:
                     by_tag = normalize(name) in tags
