@@ -152,3 +152,36 @@ def test_rmi_deletes_blobs_only_a_manifest_lists(engine, busybox_tar, tmp_path):
     assert gzipped not in engine.content.digests()
     assert set(engine.content.digests()) == referenced_blobs(engine)
     assert engine.check() == []
+
+
+def test_build_states_are_the_build_cache_row(store_root, busybox_tar, tmp_path):
+    """A build's intermediate states are not images in `images` or df's Images row; they are
+    the Build Cache row, kept by `image prune`, reclaimed by `system prune`."""
+    from lamina.build import BuildOptions
+
+    engine = Engine(root=store_root, driver="overlay2")
+    engine.import_image(busybox_tar, "busybox")
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "a").write_bytes(b"a" * 100)
+    (ctx / "b").write_bytes(b"b" * 10)
+    dockerfile = "FROM busybox\nCOPY a /a\nCOPY b /b\nCMD [\"sh\"]\n"
+    engine.build(BuildOptions(context=str(ctx), dockerfile=dockerfile, tags=["app"]),
+                 out=lambda line: None)
+    df = {s["Type"]: s for s in engine.system_df()["Summary"]}
+    assert df["Images"]["TotalCount"] == len(engine.images()) == 2
+    assert df["Build Cache"]["TotalCount"] >= 1
+    # the COPY a state's layer is also in the final image: counted once, under Images
+    assert df["Images"]["Size"] == engine.inspect_image("app")["Size"]
+    assert df["Build Cache"]["Size"] == df["Build Cache"]["Reclaimable"] == 0
+    lines, _ = engine.prune_images()
+    assert lines == []  # dangling-image prune leaves build cache alone
+    assert {s["Type"]: s for s in engine.system_df()["Summary"]}["Build Cache"]["TotalCount"] >= 1
+    engine.rmi(["app"])
+    df = {s["Type"]: s for s in engine.system_df()["Summary"]}
+    assert df["Build Cache"]["Size"] == 110  # the COPY layers only the cached states hold now
+    result = engine.prune_system()
+    assert result["Reclaimed"] == 110
+    df = {s["Type"]: s for s in engine.system_df()["Summary"]}
+    assert df["Build Cache"]["TotalCount"] == 0 and df["Images"]["TotalCount"] == 1
+    assert engine.check() == []

@@ -376,6 +376,11 @@ class Engine:
                         with self._tx():
                             self.snaps.remove(key)
                     raise
+        except BaseException:  # what it wrote goes again (lamina.claims)
+            from .claims import abandon
+
+            abandon(self)
+            raise
         finally:
             self.content.release_claims()
             if f is not source and label != "-":
@@ -385,15 +390,7 @@ class Engine:
         """One row per tag (and one for each untagged image), newest first, as ``docker images``."""
         out = []
         rows = self.db.execute("SELECT * FROM images ORDER BY added DESC").fetchall()
-        hidden: set[str] = set()
-        if not all:  # a build's intermediate states, unless some build ended on them
-            import sqlite3
-
-            try:
-                hidden = {r[0] for r in self.db.execute(
-                    "SELECT image_id FROM build_cache EXCEPT SELECT image_id FROM build_results")}
-            except sqlite3.OperationalError:  # a store older than the build tables
-                pass
+        hidden = set() if all else self._build_states()
         for img in rows:
             tags = self._tags(img["id"])
             if not tags and img["id"] in hidden:
@@ -403,6 +400,18 @@ class Engine:
                 out.append({"Repository": repo, "Tag": tag, "ID": img["id"],
                             "CreatedAt": img["created"], "Size": img["size"]})
         return out
+
+    def _build_states(self) -> set[str]:
+        """IDs of a build's intermediate states (hidden from ``images``, counted as build cache),
+        unless some build ended on them or they carry a tag."""
+        import sqlite3
+
+        try:
+            return {r[0] for r in self.db.execute(
+                "SELECT c.image_id FROM build_cache c JOIN images i ON i.id = c.image_id"
+                " EXCEPT SELECT image_id FROM build_results EXCEPT SELECT image_id FROM tags")}
+        except sqlite3.OperationalError:  # a store older than the build tables
+            return set()
 
     def inspect_image(self, name: str) -> dict:
         """Docker-shaped ``image inspect`` document."""
@@ -828,6 +837,9 @@ class Engine:
             if self.db.execute("SELECT 1 FROM snapshots WHERE key = ?", (key,)).fetchone():
                 with self._tx():
                     self.snaps.remove(key)
+            from .claims import abandon
+
+            abandon(self)  # the layer blob written above goes again
             raise
         finally:
             self.content.release_claims()
@@ -858,8 +870,17 @@ class Engine:
         containers = self.containers(all=True, size=True)
         active_images = {c["ImageID"] for c in containers}
         in_use = {chain for image in active_images for chain in image_layers.get(image, [])}
+        # a build's intermediate states are the "Build Cache" row: their layers that no image
+        # uses, all reclaimable; the Images rows are the images `lamina images` lists
+        states = self._build_states() - active_images
+        visible_layers = {c for image, chains in image_layers.items() if image not in states
+                          for c in chains}
+        cache_layers = {c for image in states for c in image_layers.get(image, [])} - visible_layers
+        cache_size = sum(layers[c] for c in cache_layers)
         images = []
         for img in self.db.execute("SELECT * FROM images ORDER BY added DESC"):
+            if img["id"] in states:
+                continue
             chains = image_layers.get(img["id"], [])
             shared = sum(layers[c] for c in chains if users[c] > 1)
             tags = self._tags(img["id"])
@@ -868,8 +889,8 @@ class Engine:
                            "CreatedAt": img["created"], "Size": img["size"], "SharedSize": shared,
                            "UniqueSize": img["size"] - shared,
                            "Containers": sum(1 for c in containers if c["ImageID"] == img["id"])})
-        image_total = sum(layers.values())
-        image_reclaimable = sum(size for chain, size in layers.items() if chain not in in_use)
+        image_total = sum(layers[c] for c in visible_layers)
+        image_reclaimable = sum(layers[c] for c in visible_layers if c not in in_use)
         container_total = sum(c["SizeRw"] for c in containers)
         container_reclaimable = sum(c["SizeRw"] for c in containers if c["State"] != "running")
         from .volumes import summary
@@ -886,7 +907,8 @@ class Engine:
                  "Active": sum(1 for c in containers if c["State"] == "running"),
                  "Size": container_total, "Reclaimable": container_reclaimable},
                 volume_summary,
-                {"Type": "Build Cache", "TotalCount": 0, "Active": 0, "Size": 0, "Reclaimable": 0},
+                {"Type": "Build Cache", "TotalCount": len(states), "Active": 0,
+                 "Size": cache_size, "Reclaimable": cache_size},
             ],
         }
 
@@ -916,6 +938,11 @@ class Engine:
 
         try:
             return load(self, source, platform, log)
+        except BaseException:
+            from .claims import abandon
+
+            abandon(self)
+            raise
         finally:
             self.content.release_claims()
 
@@ -925,6 +952,11 @@ class Engine:
 
         try:
             return pull(self, reference, **options)
+        except BaseException:
+            from .claims import abandon
+
+            abandon(self)
+            raise
         finally:
             self.content.release_claims()
 
@@ -1047,7 +1079,10 @@ class Engine:
         printing the legacy builder's progress lines through ``out``; returns the image ID."""
         from .build import build
 
-        return build(self, options, out)
+        try:
+            return build(self, options, out)
+        finally:
+            self.content.release_claims()
 
 
 class _Tee:

@@ -45,8 +45,9 @@ def prune_containers(engine) -> tuple[list[str], int]:
     return removed, size
 
 
-def prune_images(engine, all: bool = False) -> tuple[list[str], int]:
+def prune_images(engine, all: bool = False, build_cache: bool = False) -> tuple[list[str], int]:
     """Remove dangling images (untagged, unused), or with ``all`` every image no container uses.
+    A build's intermediate states are build cache: kept unless ``all`` or ``build_cache``.
     Returns Docker's ``Untagged:``/``Deleted:`` lines and the layer bytes reclaimed."""
     lines: list[str] = []
     reclaimed: list[int] = []
@@ -57,6 +58,8 @@ def prune_images(engine, all: bool = False) -> tuple[list[str], int]:
                 " (SELECT 1 FROM containers c WHERE c.image_id = i.id)"
                 + ("" if all else " AND NOT EXISTS (SELECT 1 FROM tags t WHERE t.image_id = i.id)")
                 + " ORDER BY i.added DESC").fetchall()
+            keep = set() if all or build_cache else engine._build_states()
+            rows = [row for row in rows if row[0] not in keep]
             for (image_id,) in rows:
                 lines += [f"Untagged: {t}" for t in engine._tags(image_id)]
                 lines += engine._delete_image(image_id, reclaimed)
@@ -69,7 +72,7 @@ def prune_system(engine, all: bool = False, volumes: bool = False) -> dict:
     """``system prune``: stopped containers, then dangling (or all unused) images, then, if asked,
     unused volumes; and the build cache when the builder keeps one."""
     containers, container_bytes = prune_containers(engine)
-    image_lines, image_bytes = prune_images(engine, all=all)
+    image_lines, image_bytes = prune_images(engine, all=all, build_cache=True)
     result = {"Containers": containers, "Images": image_lines,
               "Reclaimed": container_bytes + image_bytes, "Volumes": []}
     if volumes and hasattr(engine, "volume_prune"):
