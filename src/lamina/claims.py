@@ -111,3 +111,18 @@ def resolve(engine, names: list[str]) -> int:
     for path in doomed:
         os.unlink(path)
     return len(doomed)
+
+
+def abandon(engine) -> int:
+    """An operation failed: drop this process's claims, deleting the blobs it claimed that
+    nothing references and no other live process claims (what it wrote before failing).
+    Returns how many blobs were deleted."""
+    content = engine.content
+    mine = sorted(content._claims)
+    content._claims.clear()
+    for path in mine:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+    return resolve(engine, [os.path.basename(path) for path in mine]) if mine else 0

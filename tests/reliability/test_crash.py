@@ -321,3 +321,31 @@ def test_trashed_blob_wanted_again_is_kept(store_root, busybox_tar):
     engine.snaps.purge()
     assert os.path.exists(config)
     assert [str(f) for f in engine.check()] == []
+
+
+def test_failed_commit_leaves_no_blob(store_root, busybox_tar):
+    """A commit whose image cannot be stored (its base image went meanwhile, say) takes back the
+    layer blob it wrote (lamina.claims.abandon): system check finds no unreferenced blob."""
+    from lamina import Engine
+    from lamina.errors import LaminaError
+
+    engine = Engine(root=store_root, driver="vfs")
+    engine.import_image(busybox_tar, "base")
+    engine.create("base", name="c1")
+    with open(os.path.join(engine.mount("c1"), "new-file"), "w") as f:
+        f.write("data")
+    blobs = sorted(os.listdir(os.path.join(store_root, "blobs", "sha256")))
+    with pytest.raises(LaminaError):
+        engine.commit("c1", "Bad:Reference")  # refused before anything is written
+    original = engine._store_image
+
+    def vanished(*args, **kwargs):
+        raise LaminaError("No such image: removed meanwhile")
+
+    engine._store_image = vanished
+    with pytest.raises(LaminaError):
+        engine.commit("c1", "derived")
+    engine._store_image = original
+    assert sorted(os.listdir(os.path.join(store_root, "blobs", "sha256"))) == blobs
+    assert os.listdir(os.path.join(store_root, "ingest")) == []
+    assert [str(f) for f in engine.check()] == []
