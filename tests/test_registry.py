@@ -384,3 +384,36 @@ def test_pull_picks_the_platform_from_an_index(image_store, other, registry):
         image_store.inspect_image("app:2")["Id"]
     with pytest.raises(LaminaError, match="no image for linux/s390x"):
         other.pull(f"{registry}/multi/app:both", platform=("linux", "s390x", None))
+
+
+def test_inspect_after_pull_shows_repo_digests_and_the_manifest_media_type(image_store, other,
+                                                                         registry, liar):
+    """Docker's shape: RepoDigests NAME@<manifest digest>; Descriptor.mediaType as pulled."""
+    digest = image_store.push("app:2", f"{registry}/shape/app:2")
+    other.pull(f"{registry}/shape/app:2")
+    doc = other.inspect_image(f"{registry}/shape/app:2")
+    assert doc["RepoDigests"] == [f"{registry}/shape/app@{digest}"]
+    assert doc["Descriptor"]["digest"] == digest
+    assert doc["Descriptor"]["mediaType"] == "application/vnd.oci.image.manifest.v1+json"
+    # a Docker schema 2 manifest keeps its own media type
+    handler, host = liar
+    docker = json.loads(handler.manifest)
+    docker["mediaType"] = "application/vnd.docker.distribution.manifest.v2+json"
+    docker["config"]["mediaType"] = "application/vnd.docker.container.image.v1+json"
+    for layer in docker["layers"]:
+        layer["mediaType"] = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+    handler.manifest = json.dumps(docker).encode()
+    third = Engine(root=f"/var/tmp/{os.getpid()}-inspect-third", driver="vfs")
+    try:
+        third.pull(f"{host}/dock/app:2")
+        doc = third.inspect_image(f"{host}/dock/app:2")
+        manifest_digest = "sha256:" + hashlib.sha256(handler.manifest).hexdigest()
+        assert doc["Descriptor"] == {
+            "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+            "digest": manifest_digest, "size": len(handler.manifest)}
+        assert doc["RepoDigests"] == [f"{host}/dock/app@{manifest_digest}"]
+    finally:
+        third.close()
+        shutil.rmtree(third.root, ignore_errors=True)
+    # an image that never went through a registry has none
+    assert image_store.inspect_image("busybox:1")["RepoDigests"] == []

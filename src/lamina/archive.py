@@ -49,9 +49,13 @@ def add_image(engine, config: bytes, layers: list[tuple[str, int, str]], tags=()
 
     A layer whose chain is stored already is reused; every other one is extracted into a new
     snapshot and its diff_id checked against the config's ``rootfs.diff_ids``. ``manifest`` (exact
-    bytes) becomes the image's manifest (an OCI one is made when it is None). ``ready(i)``, if
-    given, is called before layer ``i`` is used (a pull waits there for its download). On any
-    error the layers this call added are removed again. Returns the image ID (the config digest).
+    bytes) becomes the image's manifest (an OCI one is made when it is None). ``ready(i, follow)``,
+    if given, is called before layer ``i`` is used: with ``follow`` False (the layer is stored
+    already) it returns once the blob is stored; with ``follow`` True (the layer is to be
+    extracted) it may return a reader of the blob as it arrives, whose end raises if the blob
+    turned out bad and which may offer ``failure()``, the download's own error (a pull extracts
+    while it downloads). On any error the layers this call added are removed again. Returns the
+    image ID (the config digest).
     """
     from .layertar import open_layer_stream
 
@@ -73,11 +77,15 @@ def add_image(engine, config: bytes, layers: list[tuple[str, int, str]], tags=()
         parent = None
         for i, (digest, size, media_type) in enumerate(layers):
             chain = chains[i]
-            if ready is not None:
-                ready(i)
-            if not db.execute("SELECT 1 FROM layers WHERE chain_id = ?", (chain,)).fetchone():
-                with engine.content.open(digest) as blob:
-                    key, layer = engine._add_layer(parent, open_layer_stream(blob))
+            stored = db.execute("SELECT 1 FROM layers WHERE chain_id = ?", (chain,)).fetchone()
+            arriving = ready(i, not stored) if ready is not None else None
+            if not stored:
+                with arriving or engine.content.open(digest) as blob:
+                    try:
+                        key, layer = engine._add_layer(parent, open_layer_stream(blob))
+                    except Exception:
+                        _raise_failure(blob)  # a bad download explains a bad tar best
+                        raise
                     try:
                         while blob.read(CHUNK):  # the digest check happens at the blob's end
                             pass
@@ -87,11 +95,13 @@ def add_image(engine, config: bytes, layers: list[tuple[str, int, str]], tags=()
                                 f"{diff_ids[i]}")
                         with Transaction(db):
                             engine._commit_layer(key, layer, (digest, size, media_type))
-                    except BaseException:
+                    except BaseException as error:
                         if db.execute("SELECT 1 FROM snapshots WHERE key = ?", (key,)).fetchone():
                             with Transaction(db):
                                 engine.snaps.remove(key)
                         _purge(engine)
+                        if isinstance(error, Exception):
+                            _raise_failure(blob)
                         raise
                 added.append(chain)
             parent = chain
@@ -106,6 +116,14 @@ def add_image(engine, config: bytes, layers: list[tuple[str, int, str]], tags=()
     except BaseException:
         _drop_layers(engine, list(reversed(added)))
         raise
+
+
+def _raise_failure(blob) -> None:
+    """Raise the download error of a blob read as it arrives, if its download failed."""
+    failure = getattr(blob, "failure", None)
+    error = failure() if failure is not None else None
+    if error is not None:
+        raise error from None
 
 
 def _drop_layers(engine, chains: list[str]) -> None:

@@ -85,7 +85,7 @@ def cmd_pull(opts, args):
     progress = make_progress(quiet=a.quiet)
     image_id = engine.pull(a.reference, platform=_platform(a.platform),
                            tls_verify=_tls(a.tls_verify),
-                           authfile=a.authfile, progress=progress, jobs=_jobs(a.jobs, 3))
+                           authfile=a.authfile, progress=progress, jobs=_jobs(a.jobs, 2))
     if a.quiet:
         print(image_id)
 

@@ -425,7 +425,7 @@ class Engine:
         return {
             "Id": image_id,
             "RepoTags": self._tags(image_id),
-            "RepoDigests": [],
+            "RepoDigests": self._repo_digests(img["manifest_digest"]),
             "Parent": "",
             "Comment": (cfg.get("history") or [{}])[-1].get("comment", ""),
             "Created": cfg.get("created", ""),
@@ -438,9 +438,35 @@ class Engine:
             "GraphDriver": {"Name": self.driver, "Data": data},
             "RootFS": {"Type": "layers", "Layers": cfg.get("rootfs", {}).get("diff_ids", [])},
             "Metadata": {"LastTagTime": ""},
-            "Descriptor": {"mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "Descriptor": {"mediaType": self._manifest_media_type(img["manifest_digest"]),
                            "digest": img["manifest_digest"], "size": img["manifest_size"]},
         }
+
+    def _repo_digests(self, manifest_digest: str) -> list[str]:
+        """``NAME@DIGEST`` for each registry repository this manifest was pulled from or pushed
+        to (lamina.registry records them in ``blob_sources``)."""
+        import sqlite3
+
+        from .registry import Reference
+
+        try:
+            rows = self.db.execute("SELECT registry, repository FROM blob_sources WHERE digest = ?"
+                                   " ORDER BY registry, repository", (manifest_digest,)).fetchall()
+        except sqlite3.OperationalError:  # no pull or push yet: no table
+            return []
+        return [f"{Reference(r[0], r[1], None, None).name}@{manifest_digest}" for r in rows]
+
+    def _manifest_media_type(self, manifest_digest: str) -> str:
+        """The media type the manifest's exact bytes declare (OCI when they name none)."""
+        import json
+
+        try:
+            doc = json.loads(self.content.read(manifest_digest))
+        except (LaminaError, ValueError):
+            doc = {}
+        media = doc.get("mediaType") if isinstance(doc, dict) else None
+        return media if isinstance(media, str) and media else \
+            "application/vnd.oci.image.manifest.v1+json"
 
     def history(self, name: str) -> list[dict]:
         """One row per history entry, newest first; empty_layer entries have size 0."""

@@ -331,14 +331,19 @@ class Client:
             return resp
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def fetch_blob(self, repository: str, digest: str, size: int, content, on_bytes, stop) -> bool:
+    def fetch_blob(self, repository: str, digest: str, size: int, content, on_bytes, stop,
+                   arrival: "_Arrival | None" = None) -> bool:
         """Stream blob ``digest`` into the blob store; True if this call created it.
 
-        Size and digest are checked before the blob is named; a dropped connection resumes with
-        a Range request (from 0 if the registry ignores it)."""
+        The temporary file only grows, so ``arrival`` can let a reader follow it while it is
+        written. Size and digest are checked before the blob is named; a dropped connection
+        resumes with a Range request (a registry that ignores it sends the blob from the start,
+        and the bytes already written are skipped)."""
         httpx = self.httpx
         what = f"blob {digest}"
         writer = content.writer()
+        if arrival is not None:
+            arrival.started(writer.tmp)
         attempts = 0
         try:
             while True:
@@ -348,19 +353,24 @@ class Client:
                     resp = self.send("GET", f"/v2/{repository}/blobs/{digest}", headers=headers,
                                      stream=True)
                     try:
-                        if resp.status_code == 200 and offset:
-                            writer.abort()
-                            writer = content.writer()
-                            on_bytes(-offset)
-                        elif resp.status_code not in (200, 206):
+                        skip = offset if resp.status_code == 200 else 0
+                        if resp.status_code not in (200, 206):
                             if resp.status_code < 500:
                                 raise _registry_error(resp, what)
                             raise _Retry(f"HTTP {resp.status_code}")
-                        for data in resp.iter_raw(CHUNK):
+                        # no chunk size: httpx re-joining the stream's pieces costs a copy
+                        for data in resp.iter_raw():
                             if stop.is_set():
                                 raise _Cancelled()
+                            if skip:
+                                if len(data) <= skip:
+                                    skip -= len(data)
+                                    continue
+                                data, skip = data[skip:], 0
                             writer.write(data)
                             on_bytes(len(data))
+                            if arrival is not None:
+                                arrival.wrote(writer.size)
                             if writer.size > size:
                                 raise InvalidArgument(
                                     f"{what} is larger than its manifest says ({size} bytes)")
@@ -375,14 +385,19 @@ class Client:
                 break
             if writer.size != size:
                 raise InvalidArgument(f"{what} is truncated: {writer.size} of {size} bytes")
+            got = "sha256:" + writer.hash.hexdigest()
+            if got != digest:
+                raise InvalidArgument(f"blob digest mismatch: expected {digest}, got {got}")
             if content.exists(digest):
                 writer.abort()
                 return False
-            writer.commit(expected=digest)  # raises (and removes the temp file) on a mismatch
+            writer.commit(expected=digest)
             return True
         finally:
             if not writer.file.closed:
                 writer.abort()
+            if arrival is not None:
+                arrival.finished()
 
     def blob_exists(self, repository: str, digest: str) -> bool:
         resp = self._retrying(lambda: self.send("HEAD", f"/v2/{repository}/blobs/{digest}"),
@@ -637,6 +652,83 @@ def make_progress(quiet: bool = False):
 # ----------------------------------------------------------------------------- pull
 
 
+class _Arrival:
+    """A layer blob being downloaded, readable while it arrives: extraction follows the download
+    instead of reading the blob again afterwards.
+
+    The downloading thread calls :meth:`started` (with its temporary file, which only grows),
+    :meth:`wrote` and :meth:`finished`; :meth:`reader` hands the extracting thread a file-like
+    object that waits for bytes, and at the end raises the download's error, if any (wrong
+    digest, truncated, ...), so a layer is never committed from a blob that failed its check.
+    """
+
+    def __init__(self):
+        self.cond = threading.Condition()
+        self.fd: int | None = None
+        self.size = 0
+        self.done = False
+        self.future = None  # set by the puller once submitted
+
+    def started(self, path: str) -> None:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)  # stays valid once the file is renamed
+        with self.cond:
+            self.fd = fd
+            self.cond.notify_all()
+
+    def wrote(self, size: int) -> None:
+        with self.cond:
+            self.size = size
+            self.cond.notify_all()
+
+    def finished(self) -> None:
+        with self.cond:
+            self.done = True
+            self.cond.notify_all()
+
+    def close(self) -> None:
+        with self.cond:
+            fd, self.fd = self.fd, None
+        if fd is not None:
+            os.close(fd)
+
+    def reader(self) -> "_Following":
+        return _Following(self)
+
+
+class _Following:
+    """Reads an :class:`_Arrival` from its start, waiting for the download as needed."""
+
+    def __init__(self, arrival: _Arrival):
+        self.arrival = arrival
+        self.pos = 0
+
+    def read(self, n: int = -1) -> bytes:
+        arrival = self.arrival
+        with arrival.cond:
+            while arrival.size <= self.pos and not arrival.done:
+                arrival.cond.wait()
+            available, fd = arrival.size - self.pos, arrival.fd
+        if available > 0 and fd is not None:
+            data = os.pread(fd, available if n is None or n < 0 else min(n, available), self.pos)
+            self.pos += len(data)
+            return data
+        arrival.future.result()  # the end: raises the download's error (a blob that failed)
+        return b""
+
+    def failure(self) -> BaseException | None:
+        """The download's error once it has ended, or None (it succeeded)."""
+        return self.arrival.future.exception()
+
+    def close(self) -> None:
+        pass  # the descriptor is the puller's: a helper thread may still be in a read
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
 def _short(digest: str) -> str:
     return hex_of(digest)[:12]
 
@@ -705,6 +797,7 @@ def _pull(engine, client, ref: Reference, platform, progress, jobs: int) -> str:
     stop = threading.Event()
     pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="pull")
     futures = {}
+    arrivals: dict[str, _Arrival] = {}
     try:
         if content.exists(config_digest):
             config = content.read(config_digest)
@@ -721,28 +814,36 @@ def _pull(engine, client, ref: Reference, platform, progress, jobs: int) -> str:
                 futures[blob] = None
                 continue
             progress.add(key, size, "Pulling fs layer")
+            arrival = arrivals[blob] = _Arrival()
 
-            def fetch(blob=blob, size=size, key=key):
+            def fetch(blob=blob, size=size, key=key, arrival=arrival):
                 progress.status(key, "Downloading")
-                created = sink_fetch(client, repo, blob, size, content,
-                                     lambda n: progress.advance(key, n), stop)
+                created = client.fetch_blob(repo, blob, size, content,
+                                            lambda n: progress.advance(key, n), stop, arrival)
                 progress.status(key, "Download complete")
                 return created
 
-            futures[blob] = pool.submit(fetch)
+            futures[blob] = arrival.future = pool.submit(fetch)
 
-        def ready(i: int) -> None:
-            future = futures.get(layers[i][0])
-            if future is not None:
-                if future.result():
-                    sink.created.add(layers[i][0])
+        followed: set[str] = set()
+
+        def ready(i: int, follow: bool):
+            blob = layers[i][0]
+            if futures.get(blob) is None:
+                return None
+            if follow and blob not in followed:  # a blob listed twice is followed once
+                followed.add(blob)
+                return arrivals[blob].reader()
+            futures[blob].result()
+            return None
 
         tag = ref.local_tag()
         image_id = add_image(engine, config, layers, [tag] if tag else [], manifest, ready=ready)
         for blob, _, _ in layers:
             if futures.get(blob) is not None:
                 progress.status(_short(blob), "Pull complete")
-        _remember_sources(engine, [b for b, _, _ in layers] + [config_digest], ref.registry, repo)
+        _remember_sources(engine, [b for b, _, _ in layers] + [config_digest, digest],
+                          ref.registry, repo)  # the manifest's: inspect's RepoDigests
         progress.message(f"Digest: {digest}")
         progress.message(f"Status: Downloaded newer image for {ref}")
         return image_id
@@ -752,13 +853,16 @@ def _pull(engine, client, ref: Reference, platform, progress, jobs: int) -> str:
             if future is not None:
                 future.cancel()
         pool.shutdown(wait=True)
-        for blob, future in futures.items():
-            if future is not None and future.done() and not future.cancelled() \
-                    and future.exception() is None and future.result():
-                sink.created.add(blob)
         raise
     finally:
         pool.shutdown(wait=True)
+        for arrival in arrivals.values():
+            arrival.finished()  # wakes a reader of a download that was cancelled unstarted
+            arrival.close()
+        for blob, future in futures.items():
+            if future is not None and not future.cancelled() and future.exception() is None \
+                    and future.result():
+                sink.created.add(blob)
         drop_unused(engine, sink.created)
 
 
@@ -898,7 +1002,8 @@ def _push(engine, client, ref: Reference, image_id, manifest, doc, compression, 
         else:
             media_type = doc.get("mediaType") or MEDIA_OCI_MANIFEST
         digest = client.put_manifest(repo, ref.digest or ref.tag, manifest, media_type)
-        _remember_sources(engine, [r[0] for r in results.values()] + [image_id], ref.registry, repo)
+        _remember_sources(engine, [r[0] for r in results.values()] + [image_id, digest],
+                          ref.registry, repo)
         progress.message(f"{ref.tag or ref.digest}: digest: {digest} size: {len(manifest)}")
         return digest
     finally:
