@@ -260,3 +260,89 @@ def test_fuse_mount_is_gone_after_umount(tmp_path):
         out = subprocess.run(["pgrep", "-f", f"lamina.unionfs.*{target}"], capture_output=True,
                              text=True, check=False)
     assert out.stdout.strip() == ""  # the daemon ended with its mount
+
+
+def test_fuse_listings_attributes_and_cached_lower_reads(tmp_path):
+    """The mount's fast paths keep the view's answers: long listings (many readdirplus requests,
+    resumed at offsets, two directories read in turns) give the view's names and attributes, and
+    a lower file whose page cache the mount keeps shows a change made through the API."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    from lamina.mount import Mount, mount_all, unmount
+
+    names = [f"{i:04}-" + "n" * 200 for i in range(1500)]
+    new, old = _branches(tmp_path,
+                         {f"d/{n}": b"new" for n in names[::2]} | {"d/.wh." + names[1]: b""},
+                         {f"d/{n}": n.encode() for n in names} | {f"e/{n}": b"" for n in names}
+                         | {"big": b"b" * 300_000})
+    upper, target = tmp_path / "upper", tmp_path / "mnt"
+    upper.mkdir()
+    target.mkdir()
+    mount_all([Mount("union", "lamina-union", (f"lowerdir={new}:{old}", f"upperdir={upper}"))],
+              str(target))
+    try:
+        view = UnionView([new, old], str(upper))
+        with os.scandir(target / "d") as first, os.scandir(target / "e") as second:
+            listed, other = [], []
+            for entry in first:  # the two handles' listings must not mix
+                listed.append(entry.name)
+                other.extend(e.name for e in [next(second, None)] if e is not None)
+            other.extend(e.name for e in second)
+        assert sorted(listed) == sorted(view.listdir("/d"))
+        assert names[1] not in listed and len(listed) == len(names) - 1
+        assert sorted(other) == names
+        for name in names[:40] + names[-40:]:
+            if name == names[1]:
+                continue
+            got, want = os.lstat(target / "d" / name), view.lstat("/d/" + name)
+            assert (got.st_mode, got.st_size, got.st_ino, got.st_mtime_ns, got.st_nlink) == (
+                want.st_mode, want.st_size, want.st_ino, want.st_mtime_ns, want.st_nlink)
+        assert (target / "big").read_bytes() == b"b" * 300_000
+        assert (target / "big").read_bytes() == b"b" * 300_000  # from the kept page cache
+        fd = view.open("/big", os.O_WRONLY)  # copied up and changed behind the mount's back
+        os.pwrite(fd, b"c" * 1000, 0)
+        os.close(fd)
+        assert (target / "big").read_bytes() == b"c" * 1000 + b"b" * 299_000
+        with open(target / "big", "r+b") as f:  # and through the mount itself
+            f.write(b"d")
+        assert (target / "big").read_bytes()[:2] == b"dc"
+    finally:
+        unmount(str(target))
+
+
+def test_export_through_the_api_equals_the_mounts_tar(tmp_path):
+    """write_view_tar (``lamina export`` on the union driver, no mount) writes the bytes that
+    write_tree_tar writes from the FUSE mount: whiteouts, opaque dirs, hard links, symlinks,
+    xattrs, unicode names, a copied-up file."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    import io
+
+    from lamina.layertar import write_tree_tar
+    from lamina.mount import Mount, mount_all, unmount
+    from lamina.union import write_view_tar
+
+    new, old = _branches(tmp_path,
+                         {"a/.wh.gone": b"", "o/.wh..wh..opq": b"", "o/mine": b"m", "é/ü": b"u"},
+                         {"a/gone": b"g", "a/kept": b"k", "o/hidden": b"h", "z": b"z" * 5000,
+                          "b/c/d": b"deep"})
+    os.link(os.path.join(old, "z"), os.path.join(old, "z-link"))
+    os.symlink("../z", os.path.join(old, "a", "to-z"))
+    os.setxattr(os.path.join(old, "b", "c", "d"), "user.k", b"v")
+    upper, target = tmp_path / "upper", tmp_path / "mnt"
+    upper.mkdir()
+    target.mkdir()
+    view = UnionView([new, old], str(upper))
+    view.write_file("/a/kept", b"changed")
+    view.mkdir("/new")
+    mount_all([Mount("union", "lamina-union", (f"lowerdir={new}:{old}", f"upperdir={upper}"))],
+              str(target))
+    try:
+        through_mount = io.BytesIO()
+        write_tree_tar(through_mount, str(target))
+    finally:
+        unmount(str(target))
+    through_api = io.BytesIO()
+    write_view_tar(through_api, view)
+    assert through_api.getvalue() == through_mount.getvalue()
+    assert b"a/gone" not in through_api.getvalue() and b"o/hidden" not in through_api.getvalue()

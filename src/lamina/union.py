@@ -385,6 +385,13 @@ class UnionView:
         """A real file descriptor on ``path``: the upper copy when opened for writing (copied up
         first), the newest branch's file otherwise. ``O_NOFOLLOW`` is honoured for the last
         component; symlinks never lead outside the view."""
+        return self.open_entry(path, flags, mode)[0]
+
+    def open_entry(self, path: str, flags: int = os.O_RDONLY,
+                   mode: int = 0o666) -> tuple[int, bool]:
+        """``open``, and whether the descriptor is on a lower branch's file: such a file never
+        changes (a change copies it up first), so its content may be cached (the FUSE mount
+        keeps the kernel's page cache of it across opens)."""
         follow = not flags & os.O_NOFOLLOW
         parts, node = self._resolve(path, follow)
         flags |= os.O_NOFOLLOW | os.O_CLOEXEC
@@ -397,7 +404,7 @@ class UnionView:
             _check_name(name, path)
             parent = self._writable_parent(parts, path)
             self._drop_whiteout(parent, name)
-            return os.open(parent + "/" + name, flags | os.O_EXCL, mode)
+            return os.open(parent + "/" + name, flags | os.O_EXCL, mode), False
         if flags & os.O_CREAT and flags & os.O_EXCL:
             raise _err(errno.EEXIST, path)
         if node.st.st_mode & _S_IFMT == _S_IFLNK:
@@ -405,10 +412,9 @@ class UnionView:
         if (flags & _ACCMODE or flags & os.O_TRUNC) and not node.upper:
             if node.is_dir:
                 raise _err(errno.EISDIR, path)
-            real = self._copy_up(node, data=not flags & os.O_TRUNC)
-        else:
-            real = node.real
-        return os.open(real, flags & ~os.O_CREAT, mode)
+            return os.open(self._copy_up(node, data=not flags & os.O_TRUNC),
+                           flags & ~os.O_CREAT, mode), False
+        return os.open(node.real, flags & ~os.O_CREAT, mode), not node.upper
 
     def read_file(self, path: str) -> bytes:
         fd = self.open(path)
@@ -686,6 +692,31 @@ class UnionView:
                     child = self._find(_split(node.path) + [name])
                     if child is not None:
                         stack.append(child)
+
+    def tar_entries(self, path: str = "/"):
+        """(tar name, real path, lstat) of every entry below ``path`` as bytes, in the order of
+        ``layertar.write_tree_tar`` over a mount of the view: names sorted, each directory just
+        before its contents."""
+        return self._tar_below(self._node(path, True), b"")
+
+    def _tar_below(self, node: Node, prefix: bytes):
+        for name, real in sorted((os.fsencode(n), r) for n, r in self._names(node).items()):
+            st = _lstat(real)
+            yield prefix + name, os.fsencode(real), st
+            if st.st_mode & _S_IFMT == _S_IFDIR:
+                child = self._find(_split(node.path) + [os.fsdecode(name)])
+                yield from self._tar_below(child, prefix + name + b"/")
+
+
+def write_view_tar(out, view: UnionView):
+    """Write the merged tree of ``view`` as a tar to ``out`` (``lamina export`` on the union
+    driver): the bytes ``layertar.write_tree_tar`` writes from a mount of it, with no mount."""
+    from .layertar import _TarWriter
+
+    writer = _TarWriter(out)
+    for name, real, st in view.tar_entries():
+        writer.entry(name, real, st)
+    return writer.finish()
 
 
 # ---------------------------------------------------------------------- copying

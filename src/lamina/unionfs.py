@@ -5,10 +5,22 @@ lamina.unionfs``) and returns once the kernel has the mount; unmounting (umount2
 ``fusermount3 -u`` otherwise) ends the daemon. The binding is mfusepy, a maintained ctypes binding
 of libfuse3's high-level (path) API: it needs no compiler and no libfuse headers, only Debian's
 ``libfuse3-3``. Every operation is the view's own: the daemon adds only file handles (real file
-descriptors of the branch files, so reads and writes are one ``pread``/``pwrite``), the caller's
-ownership on new entries, and the translation to errno.
+descriptors of the branch files), the caller's ownership on new entries, and the translation to
+errno.
+
+Three things keep the daemon off the data path, where Python would cost most:
+
+* reads are answered with ``read_buf``: a ``fuse_bufvec`` naming the branch file's descriptor
+  (``FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK``), so libfuse moves the bytes itself (splice where the
+  kernel allows it) and Python never holds them;
+* a file opened in a lower branch keeps the kernel's page cache across opens (``keep_cache``):
+  lower branches never change, since any change copies the file up first, and a file opened in the
+  upper branch drops that cache again;
+* listings carry each entry's attributes (readdirplus), so ``find`` or ``ls -l`` need no lookup
+  per entry.
 """
 
+import ctypes
 import errno
 import os
 import stat
@@ -20,6 +32,26 @@ _S_IFDIR = stat.S_IFDIR
 _UTIME_NOW = (1 << 30) - 1
 _UTIME_OMIT = (1 << 30) - 2
 READY_TIMEOUT = 10.0
+
+# libfuse 3 constants (fuse_common.h, fuse.h)
+_FUSE_BUF_IS_FD = 1 << 1
+_FUSE_BUF_FD_SEEK = 1 << 2
+_FUSE_CAP_SPLICE_WRITE = 1 << 7
+_FUSE_CAP_SPLICE_MOVE = 1 << 8
+_FUSE_READDIR_PLUS = 1 << 0
+_FUSE_FILL_DIR_PLUS = 1 << 1
+
+
+class _FuseBuf(ctypes.Structure):
+    _fields_ = [("size", ctypes.c_size_t), ("flags", ctypes.c_int), ("mem", ctypes.c_void_p),
+                ("fd", ctypes.c_int), ("pos", ctypes.c_int64)]
+
+
+class _FuseBufvec(ctypes.Structure):
+    """struct fuse_bufvec with its one inline buffer (mfusepy declares ``buf`` as a pointer)."""
+
+    _fields_ = [("count", ctypes.c_size_t), ("idx", ctypes.c_size_t), ("off", ctypes.c_size_t),
+                ("buf", _FuseBuf * 1)]
 
 
 def _stat_dict(st: os.stat_result) -> dict:
@@ -38,7 +70,9 @@ def _operations(view, ready_fd: int | None):
     class UnionOperations(mfusepy.Operations):
         use_ns = True
 
-        def init(self, path):
+        def init_with_config(self, conn, config):
+            if conn is not None:  # let libfuse splice a descriptor's data to the kernel
+                conn.want |= conn.capable & (_FUSE_CAP_SPLICE_WRITE | _FUSE_CAP_SPLICE_MOVE)
             if ready_fd is not None:
                 os.write(ready_fd, b"1")
                 os.close(ready_fd)
@@ -98,6 +132,16 @@ def _operations(view, ready_fd: int | None):
         def read(self, path, size, offset, fh):
             return os.pread(fh, size, offset)
 
+        # served by _fuse_class()'s own methods; defined here so that mfusepy registers them
+        def read_buf(self, path, bufpp, size, offset, fh):
+            raise AssertionError("unreachable")  # pragma: no cover
+
+        def opendir(self, path):
+            raise AssertionError("unreachable")  # pragma: no cover
+
+        def releasedir(self, path, fh):
+            raise AssertionError("unreachable")  # pragma: no cover
+
         def write(self, path, data, offset, fh):
             return os.pwrite(fh, data, offset)
 
@@ -106,9 +150,6 @@ def _operations(view, ready_fd: int | None):
                 os.ftruncate(fh, length)
             else:
                 view.truncate(path, length)
-
-        def flush(self, path, fh):
-            return 0
 
         def fsync(self, path, datasync, fh):
             (os.fdatasync if datasync else os.fsync)(fh)
@@ -168,14 +209,154 @@ def _operations(view, ready_fd: int | None):
         def rename(self, old, new):
             view.rename(old, new)
 
-    return UnionOperations()
+    operations = UnionOperations()
+    operations.view = view
+    return operations
+
+
+_X86_64_STAT = {"st_dev": 0, "st_ino": 8, "st_nlink": 16, "st_mode": 24, "st_uid": 28,
+                "st_gid": 32, "st_rdev": 40, "st_size": 48, "st_blksize": 56, "st_blocks": 64,
+                "st_atimespec": 72, "st_mtimespec": 88, "st_ctimespec": 104}
+
+
+def _stat_packer(c_stat):
+    """A function turning an ``os.stat_result`` into the bytes of mfusepy's ``c_stat``: one
+    struct.pack where the layout is x86_64's, field by field through ctypes elsewhere."""
+    import struct
+
+    offsets = {name: getattr(c_stat, name).offset for name, *_ in c_stat._fields_}
+    if ctypes.sizeof(c_stat) == 144 and all(offsets.get(k) == v for k, v in _X86_64_STAT.items()):
+        pack = struct.Struct("=3Q3I4xQ3q6q24x").pack
+        second = 1_000_000_000
+
+        def packed(st: os.stat_result) -> bytes:
+            a, m, c = st.st_atime_ns, st.st_mtime_ns, st.st_ctime_ns
+            return pack(st.st_dev, st.st_ino, st.st_nlink, st.st_mode, st.st_uid, st.st_gid,
+                        st.st_rdev, st.st_size, st.st_blksize, st.st_blocks, a // second,
+                        a % second, m // second, m % second, c // second, c % second)
+
+        return packed
+
+    def by_field(st: os.stat_result) -> bytes:
+        out = c_stat()
+        for name in ("st_dev", "st_ino", "st_nlink", "st_mode", "st_uid", "st_gid", "st_rdev",
+                     "st_size", "st_blksize", "st_blocks"):
+            setattr(out, name, getattr(st, name))
+        for name in ("st_atime", "st_mtime", "st_ctime"):
+            spec = getattr(out, name + "spec")
+            spec.tv_sec, spec.tv_nsec = divmod(getattr(st, name + "_ns"), 1_000_000_000)
+        return bytes(out)
+
+    return by_field
+
+
+def _fuse_class():
+    """mfusepy.FUSE with the busy callbacks replaced by direct ones: ``open`` sets
+    ``keep_cache`` for lower files, ``read_buf`` hands libfuse the descriptor, ``getattr`` packs
+    the C struct in one go, and directories are listed once per open handle and answered with
+    full attributes when the kernel asks for readdirplus."""
+    import mfusepy
+
+    c_stat = mfusepy.c_stat
+    pack_stat = _stat_packer(c_stat)
+    stat_size = ctypes.sizeof(c_stat)
+    from_bytes = c_stat.from_buffer_copy
+    libc = ctypes.CDLL(None)
+    malloc = libc.malloc
+    malloc.restype = ctypes.c_void_p
+    malloc.argtypes = [ctypes.c_size_t]
+    vec_size = ctypes.sizeof(_FuseBufvec)
+    vec_pointer = ctypes.POINTER(mfusepy.fuse_bufvec)
+    fd_flags = _FUSE_BUF_IS_FD | _FUSE_BUF_FD_SEEK
+
+    class UnionFUSE(mfusepy.FUSE):
+        def __init__(self, *args, **kwargs):
+            self._listings: dict[int, list] = {}  # open directory handle -> its entries
+            self._next_dir = 0
+            super().__init__(*args, **kwargs)
+
+        def _path(self, path: bytes) -> str:
+            return path.decode(self.encoding, self.errors)
+
+        def open(self, path, fip):
+            fi = fip.contents
+            fi.fh, lower = self.operations.view.open_entry(self._path(path),
+                                                           fi.flags | os.O_NOFOLLOW)
+            if lower:
+                fi.keep_cache = 1
+            return 0
+
+        def read_buf(self, path, bufpp, size, offset, fip):
+            # libfuse frees the vector with free() after replying; the descriptor stays ours
+            address = malloc(vec_size)
+            if not address:
+                return -errno.ENOMEM
+            vec = _FuseBufvec.from_address(address)
+            vec.count, vec.idx, vec.off = 1, 0, 0
+            buf = vec.buf[0]
+            buf.size, buf.flags, buf.mem, buf.fd, buf.pos = (size, fd_flags, None,
+                                                             fip.contents.fh, offset)
+            bufpp[0] = ctypes.cast(address, vec_pointer)
+            return 0
+
+        def fgetattr(self, path, buf, fip):
+            if fip:
+                st = os.fstat(fip.contents.fh)
+            else:
+                st = self.operations.view.lstat(self._path(path))
+            ctypes.memmove(buf, pack_stat(st), stat_size)
+            return 0
+
+        def opendir(self, path, fip):
+            self.operations.view.stat(self._path(path))  # ENOENT, ENOTDIR as for any open
+            self._next_dir += 1
+            fip.contents.fh = self._next_dir
+            return 0
+
+        def releasedir(self, path, fip):
+            self._listings.pop(fip.contents.fh, None)
+            return 0
+
+        def _listing(self, path: bytes, handle: int) -> list:
+            """(name, attributes, packed stat) of ".", ".." and every visible entry."""
+            view = self.operations.view
+            name = self._path(path)
+            st = view.stat(name)
+            out = [(b".", (st.st_mode, st.st_ino), None), (b"..", (_S_IFDIR, 1), None)]
+            encoding, errors = self.encoding, self.errors
+            for child, child_st in view.scandir(name):
+                out.append((child.encode(encoding, errors), (child_st.st_mode, child_st.st_ino),
+                            pack_stat(child_st)))
+            self._listings[handle] = out
+            return out
+
+        def readdir_fuse_3(self, path, buf, filler, offset, fip, flags):
+            # Each entry carries its position as offset, so libfuse hands the kernel full
+            # attributes (libfuse 3.14 drops readdirplus attributes of offset-0 entries); the
+            # kernel resumes at a later offset, served from the handle's listing.
+            handle = fip.contents.fh
+            entries = self._listings.get(handle) if offset else None
+            if entries is None:
+                entries = self._listing(path, handle)
+            plus = flags & _FUSE_READDIR_PLUS
+            entry = c_stat()
+            for position in range(offset, len(entries)):
+                name, (mode, ino), packed = entries[position]
+                if plus and packed is not None:
+                    if filler(buf, name, from_bytes(packed), position + 1, _FUSE_FILL_DIR_PLUS):
+                        break
+                else:
+                    entry.st_mode, entry.st_ino = mode, ino
+                    if filler(buf, name, entry, position + 1, 0):
+                        break
+            return 0
+
+    return UnionFUSE
 
 
 def serve(lowers: list[str], upper: str | None, target: str, ready_fd: int | None = None) -> None:
     """Serve the union of ``lowers`` under ``upper`` on ``target`` until it is unmounted."""
     import logging
-
-    import mfusepy
 
     from .union import UnionView
 
@@ -189,7 +370,7 @@ def serve(lowers: list[str], upper: str | None, target: str, ready_fd: int | Non
         options["allow_other"] = True
         options["dev"] = True
         options["suid"] = True
-    mfusepy.FUSE(_operations(view, ready_fd), target, **options)
+    _fuse_class()(_operations(view, ready_fd), target, **options)
 
 
 def mount_union(mount, target: str) -> None:
