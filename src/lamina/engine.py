@@ -875,6 +875,12 @@ class Engine:
         from .layertar import write_tree_tar
 
         r = self._container(name)
+        view = getattr(self.snaps, "union_view", None)
+        if view is not None:  # the union driver: its Python API, no mount (as cp and diff)
+            from .union import write_view_tar
+
+            write_view_tar(out, view(r["id"]))
+            return
         target = self._mount_target(r["id"])
         was_mounted = os.path.ismount(target)
         path = self.mount(r["id"])
