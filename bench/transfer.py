@@ -3,6 +3,9 @@ save/load through archives, lamina against skopeo, Podman and Docker, in one run
 
     python3 bench/transfer.py [--runs 3] [--layer-mib 205] [--layers 5]
 
+Another shape (e.g. ``--layers 1 --layer-mib 1024``, the peak-memory case of one 1 GiB layer)
+gets its own marked section in RESULTS.md, after the main one.
+
 Data and stores live under /var/tmp/lamina-transfer-bench (its own directory; bench/run.py's is
 another). The image is 5 layers of random-content files (incompressible: the worst case for gzip),
 about 1 GiB in all, built once as an OCI layout and loaded into each engine. Each timing is the
@@ -295,12 +298,20 @@ def write_results(samples, memory, total, args, took, docker_version, podman_ver
               "<details><summary>Raw samples (seconds)</summary>", "", "```"]
     lines += [f"{k}: {', '.join(f'{s:.2f}' for s in v)}" for k, v in samples.items()]
     lines += ["```", "", "</details>", END]
+    begin, end = BEGIN, END
+    if (args.layers, args.layer_mib) != (5, 205):  # other shapes get a section of their own
+        shape = f" ({args.layers}x{args.layer_mib} MiB)"
+        begin, end = BEGIN.replace(":", shape + ":", 1), END.replace(":", shape + ":", 1)
+        lines[0], lines[-1] = begin, end
     path = HERE / "RESULTS.md"
     text = path.read_text() if path.exists() else ""
     section = "\n".join(lines)
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + section + rest.split(END, 1)[1]
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        text = head + section + rest.split(end, 1)[1]
+    elif END in text and begin != BEGIN:  # right after the main section
+        head, rest = text.split(END, 1)
+        text = head + END + "\n\n" + section + rest
     else:
         text = text.rstrip("\n") + "\n\n" + section + "\n"
     path.write_text(text)
