@@ -697,7 +697,10 @@ class Engine:
                     "State": state, "ExitCode": exit_code, "StartedAt": r["started"],
                     "FinishedAt": finished}
             if size:
-                rw = self.snaps.usage(r["id"])[0]
+                try:
+                    rw = self.snaps.usage(r["id"])[0]
+                except (NotFound, FileNotFoundError):
+                    continue  # removed by another process since the query: no longer listed
                 item["SizeRw"] = rw
                 item["SizeRootFs"] = rw + r["image_size"]
             out.append(item)
