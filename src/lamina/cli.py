@@ -207,6 +207,20 @@ def _json_lines(rows, template: str = "json") -> None:
         print(line)
 
 
+def _each(names: list[str], action) -> None:
+    """Docker's way with several names: act on each, report each failure on its own line, and
+    exit 1 at the end if any failed."""
+    failed = False
+    for name in names:
+        try:
+            action(name)
+        except LaminaError as e:
+            print(f"Error: {e}", file=sys.stderr)
+            failed = True
+    if failed:
+        sys.exit(1)
+
+
 def _short(image_id: str) -> str:
     return image_id.split(":", 1)[-1][:12]
 
@@ -303,16 +317,7 @@ def cmd_rmi(opts, args):
     p.add_argument("-f", "--force", action="store_true")
     a = p.parse_args(args)
     engine = _engine(opts)
-    failed = False
-    for name in a.images:
-        try:
-            for line in engine.rmi([name], force=a.force):
-                print(line)
-        except LaminaError as e:
-            print(f"Error: {e}", file=sys.stderr)
-            failed = True
-    if failed:
-        sys.exit(1)
+    _each(a.images, lambda name: print("\n".join(engine.rmi([name], force=a.force))))
 
 
 def cmd_commit(opts, args):
@@ -413,16 +418,7 @@ def cmd_rm(opts, args):
     p.add_argument("-f", "--force", action="store_true")
     a = p.parse_args(args)
     engine = _engine(opts)
-    failed = False
-    for name in a.containers:
-        try:
-            engine.rm(name, force=a.force)
-            print(name)
-        except LaminaError as e:
-            print(f"Error: {e}", file=sys.stderr)
-            failed = True
-    if failed:
-        sys.exit(1)
+    _each(a.containers, lambda name: (engine.rm(name, force=a.force), print(name)))
 
 
 def cmd_diff(opts, args):

@@ -81,15 +81,10 @@ def cmd_start(opts, args):
 
 
 def _each(action, names, line) -> None:
-    failed = False
-    for name in names:
-        try:
-            print(line(name, action(name)))
-        except LaminaError as e:
-            print(f"Error: {e}", file=sys.stderr)
-            failed = True
-    if failed:
-        _exit(1)
+    """Run ``action`` on each name, printing ``line(name, result)`` (see cli._each)."""
+    from .cli import _each as each
+
+    each(names, lambda name: print(line(name, action(name))))
 
 
 def cmd_stop(opts, args):
