@@ -317,3 +317,21 @@ def test_run_in_container_for_the_builder(store, store_root):
         assert not os.path.ismount(engine._mount_target(cid))
     finally:
         engine.close()
+
+
+def test_wait_on_a_created_container_blocks_until_it_is_started_and_exits(store):
+    """Docker's ``wait`` on a container never started: it waits for some other command to start
+    it, then for its process to end, and prints that exit code."""
+    import subprocess
+    import sys
+
+    cid = store("create", "--name", "later", "busybox", "sh", "-c", "exit 7").stdout.strip()
+    cmd = [sys.executable, "-m", "lamina", "--root", store.root, "--driver", store.driver,
+           "wait", "later"]
+    waiter = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(1.0)
+    assert waiter.poll() is None  # still waiting: nothing has started it
+    store("start", cid)
+    out, err = waiter.communicate(timeout=30)
+    assert waiter.returncode == 0, err
+    assert out.strip() == "7"

@@ -434,8 +434,15 @@ def kill(engine, name: str, sig: str | int = "KILL") -> str:
 
 
 def wait(engine, name: str) -> int:
-    """Block until the container's process has ended; its exit code."""
+    """Block until the container's process has ended; its exit code. A container that was
+    created but never started is waited for until some other command starts it and it ends, as
+    Docker does (its state is polled: whoever starts it is another process)."""
     row = refresh(engine, engine._container(name))
+    delay = 0.01
+    while row["state"] == "created":
+        time.sleep(delay)
+        delay = min(delay * 2, 0.2)
+        row = refresh(engine, engine._container(row["id"]))  # NotFound once it is removed
     if row["state"] == "running":
         _wait_owner(row, None)
         row = refresh(engine, engine._container(row["id"]))
