@@ -146,3 +146,76 @@ def test_symlinks_stay_inside_the_container(container, tmp_path):
     assert _read(engine, "/tmp/landed2", host) == b"payload"
     with pytest.raises(LaminaError):
         engine.cp("c1:/up/../../../../etc/shadow-does-not-exist", str(host / "z"))
+
+
+def test_symlink_to_etc_writes_inside_the_root(container):
+    """A container symlink to /etc, written through: the container's /etc, never the host's."""
+    engine, host = container
+    marker = f"lamina-cp-marker-{os.getpid()}"
+    host_passwd = open("/etc/passwd", "rb").read()  # noqa: SIM115
+    (host / "etclink").symlink_to("/etc")
+    engine.cp(str(host / "etclink"), "c1:/hostetc")  # the symlink itself, into the container
+    (host / "payload").write_bytes(b"inside")
+    engine.cp(str(host / "payload"), f"c1:/hostetc/{marker}")
+    engine.cp(str(host / "payload"), "c1:/hostetc/passwd")  # an existing file, overwritten
+    assert not os.path.lexists(f"/etc/{marker}")
+    assert open("/etc/passwd", "rb").read() == host_passwd  # noqa: SIM115
+    assert _read(engine, f"/etc/{marker}", host) == b"inside"
+    assert _read(engine, "/etc/passwd", host) == b"inside"
+
+
+KERNEL_DRIVERS = [d for d in DRIVERS if d in ("overlay2", "overlay", "vfs")]
+
+
+@pytest.mark.parametrize("driver", KERNEL_DRIVERS)
+def test_swapping_a_directory_for_a_symlink_never_escapes(driver, store_root, tmp_path):
+    """A running container swaps /d between a directory and a symlink to /etc while cp writes
+    into /d in a loop (2 s): every write lands in the container's root (openat2
+    RESOLVE_IN_ROOT), and the host's /etc is never touched."""
+    import ctypes
+    import threading
+    import time
+
+    from lamina.copy import openat2_available
+    from tests.conformance.conftest import skip_reason
+
+    if skip_reason(driver):
+        pytest.skip(skip_reason(driver))
+    if not openat2_available():
+        pytest.skip("no openat2 on this kernel: the path fallback can race")
+    engine = Engine(root=store_root, driver=driver)
+    engine.import_image(io.BytesIO(_image_tar()), "cp-test:latest")
+    engine.create("cp-test", name="c1")
+    root = engine.mount("c1")  # stays mounted: cp uses this mount, as a running container's
+    marker = f"lamina-cp-race-{os.getpid()}"
+    (tmp_path / "payload").write_bytes(b"raced")
+    d = os.path.join(root, "d")
+    stop = threading.Event()
+
+    os.mkdir(d)
+    os.symlink("/etc", d + ".link")
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def swap():  # renameat2(RENAME_EXCHANGE): /d is always there, a dir or a symlink by turns
+        while not stop.is_set():
+            libc.renameat2(-100, d.encode(), -100, (d + ".link").encode(), 2)
+
+    swapper = threading.Thread(target=swap)
+    swapper.start()
+    copies = 0
+    try:
+        deadline = time.monotonic() + 2
+        while time.monotonic() < deadline:
+            try:
+                engine.cp(str(tmp_path / "payload"), f"c1:/d/{marker}")
+                copies += 1
+            except LaminaError:
+                pass  # /d vanished or changed kind meanwhile: Docker fails too
+            assert not os.path.lexists(f"/etc/{marker}")
+    finally:
+        stop.set()
+        swapper.join()
+        engine.umount("c1")
+        engine.close()
+    assert not os.path.lexists(f"/etc/{marker}")
+    assert copies > 0

@@ -16,7 +16,9 @@ Docker's rules (``docker cp``), for SRC and DEST:
   root's in a container and preserved from it (as root) on the host, or kept with ``-a``.
 """
 
+import ctypes
 import errno
+import functools
 import os
 import stat
 
@@ -30,14 +32,38 @@ def _err(code: int, path: str) -> OSError:
 
 
 class RootedFS:
-    """A real directory ``root`` as a file system of its own: paths are inside it."""
+    """A real directory ``root`` as a file system of its own: paths are inside it.
+
+    Every path is opened relative to a descriptor of the root with openat2(2) and
+    ``RESOLVE_IN_ROOT``: the kernel resolves each component, symlinks and ``..`` inside the root,
+    so a running container that swaps a directory for a symlink meanwhile cannot send a write
+    outside it. Operations then act on the opened entry or on a name in its opened parent,
+    never on a path walked again. Where openat2 is missing (Linux < 5.6: ENOSYS) paths are
+    resolved in Python instead (:meth:`_real`), which a concurrent swap can race.
+    """
 
     def __init__(self, root: str):
         self.root = os.path.realpath(root)
+        self._fd = os.open(self.root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC) \
+            if openat2_available() else None
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __del__(self):
+        self.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
     def _real(self, path: str, follow: bool = False) -> str:
         """The real path of ``path`` with its symlinks (the last one if ``follow``) resolved
-        inside the root; components that do not exist are kept as they are."""
+        inside the root; components that do not exist are kept as they are (the fallback)."""
         todo = [p for p in path.split("/") if p and p != "."]
         todo.reverse()
         done: list[str] = []
@@ -67,72 +93,192 @@ class RootedFS:
             done.append(part)
         return self.root.rstrip("/") + "/" + "/".join(done) if done else self.root
 
+    def _open(self, path: str, flags: int, mode: int = 0) -> int:
+        """A descriptor of ``path`` opened inside the root (flags as for open(2))."""
+        if self._fd is None:
+            return os.open(self._real(path, not flags & os.O_NOFOLLOW), flags | os.O_NOFOLLOW,
+                           mode)
+        return openat2(self._fd, _relative(path), flags | os.O_CLOEXEC, mode,
+                       RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)
+
+    def _handle(self, path: str, follow: bool) -> int:
+        """An O_PATH descriptor of the entry itself (of its target if ``follow``)."""
+        return self._open(path, os.O_PATH | (0 if follow else os.O_NOFOLLOW))
+
+    def _in_parent(self, path: str, call):
+        """``call(dir_fd, name)``: ``name`` is the last component of ``path``, ``dir_fd`` its
+        parent opened inside the root (None and a real path in the fallback)."""
+        if self._fd is None:
+            return call(None, self._real(path))
+        parent, _, name = _relative(path).rpartition("/")
+        if name in (".", ".."):
+            raise _err(errno.EINVAL, path)
+        dir_fd = self._open(parent or "/", os.O_PATH | os.O_DIRECTORY)
+        try:
+            return call(dir_fd, name)
+        finally:
+            os.close(dir_fd)
+
+    def _on_entry(self, path: str, follow: bool, call, on_link=None):
+        """``call(proc_path)`` on the entry through its /proc/self/fd link (the opened inode,
+        whatever happens to the path), or ``on_link(dir_fd, name)`` when it is a symlink."""
+        fd = self._handle(path, follow)
+        try:
+            if stat.S_ISLNK(os.fstat(fd).st_mode):
+                return on_link(path) if on_link else None
+            return call(f"/proc/self/fd/{fd}")
+        finally:
+            os.close(fd)
+
     def realpath(self, path: str) -> str:
-        real = self._real(path, True)
+        if self._fd is None:
+            real = self._real(path, True)
+        else:
+            fd = self._handle(path, True)
+            try:
+                real = os.readlink(f"/proc/self/fd/{fd}")
+            finally:
+                os.close(fd)
         return "/" + os.path.relpath(real, self.root) if real != self.root else "/"
 
     def lstat(self, path):
-        return os.lstat(self._real(path))
+        return self.stat(path, follow_symlinks=False)
 
     def stat(self, path, follow_symlinks=True):
-        return os.lstat(self._real(path, follow_symlinks))
+        fd = self._handle(path, follow_symlinks)
+        try:
+            return os.fstat(fd)
+        finally:
+            os.close(fd)
 
     def lexists(self, path):
-        return os.path.lexists(self._real(path))
+        try:
+            self.lstat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        return True
 
     def scandir(self, path):
-        with os.scandir(self._real(path, True)) as it:
-            return [(entry.name, entry.stat(follow_symlinks=False)) for entry in it]
+        fd = self._open(path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            with os.scandir(fd) as it:
+                return [(entry.name, entry.stat(follow_symlinks=False)) for entry in it]
+        finally:
+            os.close(fd)
 
     def readlink(self, path):
-        return os.readlink(self._real(path))
+        return self._in_parent(path, lambda d, n: os.readlink(n, dir_fd=d))
 
     def open(self, path, flags=os.O_RDONLY, mode=0o666):
-        return os.open(self._real(path, not flags & os.O_NOFOLLOW), flags | os.O_NOFOLLOW, mode)
+        return self._open(path, flags, mode)
 
     def mkdir(self, path, mode=0o777):
-        os.mkdir(self._real(path), mode)
+        self._in_parent(path, lambda d, n: os.mkdir(n, mode, dir_fd=d))
 
     def symlink(self, target, path):
-        os.symlink(target, self._real(path))
+        self._in_parent(path, lambda d, n: os.symlink(target, n, dir_fd=d))
 
     def link(self, src, dst, follow_symlinks=False):
-        os.link(self._real(src), self._real(dst), follow_symlinks=False)
+        if self._fd is None:
+            os.link(self._real(src), self._real(dst), follow_symlinks=False)
+            return
+        self._in_parent(src, lambda sd, sn: self._in_parent(dst, lambda dd, dn: os.link(
+            sn, dn, src_dir_fd=sd, dst_dir_fd=dd, follow_symlinks=False)))
 
     def mknod(self, path, mode=0o600, device=0):
-        os.mknod(self._real(path), mode, device)
+        self._in_parent(path, lambda d, n: os.mknod(n, mode, device, dir_fd=d))
 
     def unlink(self, path):
-        os.unlink(self._real(path))
+        self._in_parent(path, lambda d, n: os.unlink(n, dir_fd=d))
 
     def rmtree(self, path):
         import shutil
 
-        shutil.rmtree(self._real(path))
+        self._in_parent(path, lambda d, n: shutil.rmtree(n, dir_fd=d))
 
     def chmod(self, path, mode, follow_symlinks=True):
-        real = self._real(path, follow_symlinks)
-        if not stat.S_ISLNK(os.lstat(real).st_mode):
-            os.chmod(real, mode)
+        self._on_entry(path, follow_symlinks, lambda p: os.chmod(p, mode))  # not a symlink's
 
     def chown(self, path, uid, gid, follow_symlinks=True):
-        os.chown(self._real(path, follow_symlinks), uid, gid, follow_symlinks=False)
+        self._on_entry(path, follow_symlinks, lambda p: os.chown(p, uid, gid),
+                       lambda link: self._in_parent(link, lambda d, n: os.chown(
+                           n, uid, gid, dir_fd=d, follow_symlinks=False)))
 
     def utime(self, path, times=None, *, ns=None, follow_symlinks=True):
-        real = self._real(path, follow_symlinks)
-        if ns is not None:
-            os.utime(real, ns=ns, follow_symlinks=False)
-        else:
-            os.utime(real, times, follow_symlinks=False)
+        def at(d, n):
+            if ns is not None:
+                os.utime(n, ns=ns, dir_fd=d, follow_symlinks=False)
+            else:
+                os.utime(n, times, dir_fd=d, follow_symlinks=False)
+
+        self._on_entry(path, follow_symlinks,
+                       lambda p: os.utime(p, ns=ns) if ns is not None else os.utime(p, times),
+                       lambda link: self._in_parent(link, at))
 
     def listxattr(self, path, follow_symlinks=True):
-        return os.listxattr(self._real(path, follow_symlinks), follow_symlinks=False)
+        return self._on_entry(path, follow_symlinks, os.listxattr, _no_xattrs) or []
 
     def getxattr(self, path, name, follow_symlinks=True):
-        return os.getxattr(self._real(path, follow_symlinks), name, follow_symlinks=False)
+        return self._on_entry(path, follow_symlinks, lambda p: os.getxattr(p, name), _no_xattrs)
 
     def setxattr(self, path, name, value, flags=0, follow_symlinks=True):
-        os.setxattr(self._real(path, follow_symlinks), name, value, flags, follow_symlinks=False)
+        self._on_entry(path, follow_symlinks, lambda p: os.setxattr(p, name, value, flags),
+                       _no_xattrs)
+
+
+def _no_xattrs(path: str):
+    raise _err(errno.ENOTSUP, path)  # user xattrs cannot be on a symlink
+
+
+def _relative(path: str) -> str:
+    """``path`` as openat2 takes it under RESOLVE_IN_ROOT ("." for the root itself); a trailing
+    ``/`` or ``/.`` is dropped, as :meth:`RootedFS._real` drops it (the caller checks kinds)."""
+    return "/".join(p for p in path.split("/") if p and p != ".") or "."
+
+
+# ----------------------------------------------------------------------------- openat2(2)
+
+SYS_OPENAT2 = 437  # the same number on every architecture of the generic syscall table
+RESOLVE_NO_MAGICLINKS = 0x02
+RESOLVE_IN_ROOT = 0x10
+
+
+class _OpenHow(ctypes.Structure):
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64),
+                ("resolve", ctypes.c_uint64)]
+
+
+@functools.cache
+def _libc():
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def openat2(dir_fd: int, path: str, flags: int, mode: int = 0, resolve: int = 0) -> int:
+    """openat2(2): a descriptor of ``path`` relative to ``dir_fd``, resolved per ``resolve``."""
+    creates = flags & os.O_CREAT or flags & os.O_TMPFILE == os.O_TMPFILE
+    how = _OpenHow(flags, mode if creates else 0, resolve)  # EINVAL: a mode with no creation
+    libc = _libc()
+    while True:
+        fd = libc.syscall(ctypes.c_long(SYS_OPENAT2), ctypes.c_int(dir_fd),
+                          ctypes.c_char_p(os.fsencode(path)), ctypes.byref(how),
+                          ctypes.c_size_t(ctypes.sizeof(how)))
+        if fd >= 0:
+            return fd
+        code = ctypes.get_errno()
+        if code != errno.EINTR:
+            raise OSError(code, os.strerror(code), path)
+
+
+@functools.cache
+def openat2_available() -> bool:
+    """Whether the kernel has openat2 (Linux 5.6+, and not filtered out by seccomp)."""
+    try:
+        os.close(openat2(-100, "/", os.O_PATH | os.O_CLOEXEC))  # AT_FDCWD
+    except OSError as error:
+        if error.errno in (errno.ENOSYS, errno.EPERM):
+            return False
+        raise
+    return True
 
 
 def _join(base: str, name: str) -> str:
