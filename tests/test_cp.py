@@ -219,3 +219,20 @@ def test_swapping_a_directory_for_a_symlink_never_escapes(driver, store_root, tm
         engine.close()
     assert not os.path.lexists(f"/etc/{marker}")
     assert copies > 0
+
+
+def test_inspect_shows_the_merged_dir(container):
+    """GraphDriver.Data.MergedDir is a real directory path on every driver (the union driver's
+    FUSE mount point, mounted or not), the one ``mount`` returns."""
+    engine, _ = container
+    merged = engine.inspect_container("c1")["GraphDriver"]["Data"]["MergedDir"]
+    assert os.path.isabs(merged) and merged.startswith(engine.root)
+    try:
+        mounted = engine.mount("c1")
+    except LaminaError as error:  # the union driver without a usable /dev/fuse
+        pytest.skip(f"cannot mount: {error}")
+    try:
+        assert engine.inspect_container("c1")["GraphDriver"]["Data"]["MergedDir"] == mounted
+        assert os.path.isdir(os.path.join(mounted, "etc", "app"))
+    finally:
+        engine.umount("c1")

@@ -717,7 +717,7 @@ class Engine:
         target = self._mount_target(r["id"])
         mounts = self.snaps.mounts(r["id"])
         m = mounts[0]
-        graph = {"MergedDir": target if m.type == "overlay" else m.source}
+        graph = {"MergedDir": target if m.type in ("overlay", "union") else m.source}  # FUSE
         if m.type == "overlay":
             graph.update(UpperDir=m.upper(), LowerDir=":".join(m.lowers()),
                          WorkDir=os.path.join(os.path.dirname(m.upper()), "work"))
@@ -817,6 +817,7 @@ class Engine:
             raise copy.os_error(error) from None
         finally:
             if mounted is not None:
+                fs.close()  # its descriptor of the root would keep the mount busy
                 self.umount(mounted)
 
     def diff(self, name: str) -> list:
