@@ -141,6 +141,9 @@ def fingerprint(root: str) -> dict:
         for r in db.execute("SELECT id, name, image_id FROM containers"):
             out[("container", r["id"])] = (r["name"], r["image_id"],
                                            tree_hash(dirs.get(r["id"], "")))
+        for r in db.execute("SELECT name FROM volumes"):
+            out[("volume", r["name"])] = tree_hash(os.path.join(root, "volumes", r["name"],
+                                                                "_data"))
         return out
     finally:
         db.close()
@@ -157,6 +160,28 @@ def compare(before: dict, after: dict, may_go=lambda key: False) -> list[str]:
         elif after[key] != value:
             problems.append(f"{key} changed: {value} -> {after[key]}")
     return problems
+
+
+def store_mounts(root: str) -> list[str]:
+    """Mount points under the store ``root`` in this mount namespace (/proc/self/mountinfo)."""
+    real = os.path.realpath(root) + "/"
+    with open("/proc/self/mountinfo") as f:
+        points = [line.split()[4] for line in f]
+    return [p for p in points if p.startswith(real)]
+
+
+def orphan_volume_dirs(root: str) -> list[str]:
+    """Directories under ``volumes/`` that have no volume row."""
+    db = sqlite3.connect(f"file:{os.path.join(root, 'lamina.db')}?mode=ro", uri=True, timeout=60)
+    try:
+        rows = {r[0] for r in db.execute("SELECT name FROM volumes")}
+    finally:
+        db.close()
+    try:
+        names = os.listdir(os.path.join(root, "volumes"))
+    except FileNotFoundError:
+        return []
+    return sorted(set(names) - rows)
 
 
 def check_clean(root: str, driver: str | None) -> None:

@@ -1,9 +1,11 @@
 """Concurrency stress: 8 lamina processes at a time on one store (create, rm, commit, import, rmi,
-prunes, build, and readers), then ``system check`` must be clean.
+prunes, build, ``run --rm``, ``run -d`` + ``stop`` + ``rm``, named volumes, ``cp``, and readers),
+then ``system check`` must be clean, and after removing everything no mount is left.
 
 What counts as a real conflict (allowed to fail): an object another process removed meanwhile
-("No such container", "No such image"), a name another process took ("already in use"), an image
-in use by a container ("conflict: ..."), a build whose base image another process removed.
+("No such container", "No such image", "no such volume"), a name another process took ("already
+in use"), an image or volume in use ("conflict: ...", "volume is in use"), a build whose base
+image another process removed.
 Anything else fails the test: "database is locked", a traceback, "snapshot ... not found",
 "has a child", a missing blob, a half-made image seen by a reader (listed but not inspectable
 for another reason than being gone).
@@ -27,10 +29,12 @@ pytestmark = needs_root
 SECONDS = float(os.environ.get("LAMINA_STRESS_SECONDS", "60" if ck.LONG else "10"))
 WORKERS = 8
 CONFLICTS = ("no such container", "no such image", "already in use", "conflict:",
-             "must force", "is using its referenced image", "is ambiguous")
+             "must force", "is using its referenced image", "is ambiguous", "no such volume",
+             "volume is in use")
 OPS, WEIGHTS = zip(("create", 5), ("rm", 2), ("commit", 2), ("import", 2), ("rmi", 1),
                    ("images", 1), ("inspect", 1), ("prune-c", .5), ("prune-i", .5), ("tag", 1),
-                   ("build", 2))
+                   ("build", 2), ("run-rm", 1.5), ("run-d", 1), ("volume", 1.5), ("cp", 1))
+VOLUMES = ["vol0", "vol1", "vol2"]
 
 
 def _allowed(stderr: str) -> bool:
@@ -54,11 +58,37 @@ def test_eight_processes_at_once(driver, store_root, busybox_tar, tmp_path):
         ck.write_files(str(ctx), 20, 512, seed=i)
         (ctx / "Dockerfile").write_text(f"FROM base\nCOPY data /data\nENV N={i}\n")
         contexts.append(str(ctx))
+    cp_source = str(tmp_path / "cp-source")
+    ck.write_files(cp_source, 20, 512, seed=7)
     counts: dict[str, int] = {}
     conflicts: dict[str, int] = {}
     failures: list[str] = []
     lock = threading.Lock()
     deadline = time.monotonic() + SECONDS
+
+    def step(op: str, args: list) -> bool:
+        """Run one command; True if it worked (a real conflict is counted, anything else is a
+        failure)."""
+        proc = ck.run(root, driver, *args, check=False)
+        err = proc.stderr.decode(errors="replace")
+        with lock:
+            counts[op] = counts.get(op, 0) + 1
+        if proc.returncode != 0:
+            with lock:
+                if _allowed(err):
+                    conflicts[op] = conflicts.get(op, 0) + 1
+                else:
+                    failures.append(f"lamina {' '.join(map(str, args))}: {err.strip()}")
+            return False
+        if op == "images":  # every image a reader sees is whole
+            for line in proc.stdout.decode().splitlines():
+                image = json.loads(line)["ID"]
+                seen = ck.run(root, driver, "history", image, check=False)
+                err = seen.stderr.decode(errors="replace")
+                if seen.returncode != 0 and "No such image" not in err:
+                    with lock:
+                        failures.append(f"half-made image {image}: {err.strip()}")
+        return True
 
     def worker(n: int) -> None:
         rnd = random.Random(seed * 100 + n)
@@ -93,33 +123,35 @@ def test_eight_processes_at_once(driver, store_root, busybox_tar, tmp_path):
                 args = ["image", "prune", "-f"] + (["-a"] if rnd.random() < .3 else [])
             elif op == "tag":
                 args = ["tag", rnd.choice(["base", "imp0", "com"]), f"tag{n}"]
+            elif op == "run-rm":  # sometimes with a named volume that others remove
+                volume = ["-v", f"{rnd.choice(VOLUMES)}:/data"] if rnd.random() < .5 else []
+                args = ["run", "--rm", *volume, "base", "sh", "-c",
+                        f"echo {n} >> /data/log 2>/dev/null; true"]
+            elif op == "run-d":  # then stop and rm it
+                volume = ["-v", f"{rnd.choice(VOLUMES)}:/data"] if rnd.random() < .3 else []
+                args = ["run", "-d", "--name", f"d{n}-{rnd.randrange(1000)}", *volume,
+                        "base", "sleep", "30"]
+            elif op == "volume":
+                args = rnd.choice([["volume", "create", rnd.choice(VOLUMES)],
+                                   ["volume", "rm", rnd.choice(VOLUMES)],
+                                   ["volume", "prune", "-f"], ["volume", "ls"]])
+            elif op == "cp":  # into a container, or out of one
+                target = rnd.choice(mine) if mine else "nosuch"
+                args = ["cp", cp_source, f"{target}:/cp-{n}"] if rnd.random() < .6 else [
+                    "cp", f"{target}:/etc/passwd", str(tmp_path / f"out{n}")]
             else:
                 if not has_build:
                     continue
                 i = rnd.randrange(2)
                 args = ["build", "-q", "-t", f"built{i}", contexts[i]]
-            proc = ck.run(root, driver, *args, check=False)
-            err = proc.stderr.decode(errors="replace")
-            with lock:
-                counts[op] = counts.get(op, 0) + 1
-            if proc.returncode != 0:
-                if _allowed(err):
-                    with lock:
-                        conflicts[op] = conflicts.get(op, 0) + 1
-                    continue
-                with lock:
-                    failures.append(f"lamina {' '.join(map(str, args))}: {err.strip()}")
-                return
+            if not step(op, args):
+                continue
             if op == "create":
                 mine.append(args[2])
-            if op == "images":  # every image a reader sees is whole
-                for line in proc.stdout.decode().splitlines():
-                    image = json.loads(line)["ID"]
-                    seen = ck.run(root, driver, "history", image, check=False)
-                    err = seen.stderr.decode(errors="replace")
-                    if seen.returncode != 0 and "No such image" not in err:
-                        with lock:
-                            failures.append(f"half-made image {image}: {err.strip()}")
+            elif op == "run-d":
+                name = args[3]
+                if step("stop", ["stop", "-t", "0", name]):
+                    step("rm", ["rm", name])
 
     threads = [threading.Thread(target=worker, args=(n,)) for n in range(WORKERS)]
     started = time.monotonic()
@@ -134,10 +166,15 @@ def test_eight_processes_at_once(driver, store_root, busybox_tar, tmp_path):
     assert not failures, "\n".join(failures[:5])
     ck.run(root, driver, "container", "prune", "-f")
     ck.check_clean(root, driver)
-    # and everything can go: an empty store afterwards has no layer or blob left
-    ck.run(root, driver, "system", "prune", "-a", "-f")
+    assert not ck.orphan_volume_dirs(root), ck.orphan_volume_dirs(root)
+    running = ck.run(root, driver, "ps", "-q").stdout.decode().split()
+    if running:  # a run -d whose stop lost a race with nothing: there should be none
+        ck.run(root, driver, "rm", "-f", *running)
+    # and everything can go: an empty store afterwards has no layer, blob, volume or mount left
+    ck.run(root, driver, "system", "prune", "-a", "-f", "--volumes")
     ck.check_clean(root, driver)
     assert ck.fingerprint(root) == {}
+    assert not ck.store_mounts(root), ck.store_mounts(root)
 
 
 def test_leased_layers_survive_rmi_and_go_with_the_lease(store_root, busybox_tar):
