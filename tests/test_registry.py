@@ -417,3 +417,23 @@ def test_inspect_after_pull_shows_repo_digests_and_the_manifest_media_type(image
         shutil.rmtree(third.root, ignore_errors=True)
     # an image that never went through a registry has none
     assert image_store.inspect_image("busybox:1")["RepoDigests"] == []
+
+
+def test_push_of_an_uncompressed_image_records_its_repo_digest(image_store, registry):
+    """A locally built/imported image keeps its layers plain; push sends gzip layers and so a
+    different manifest: RepoDigests names the pushed one (Docker's shape), per repository."""
+    stored = image_store._image_row(image_store._image_id("app:2"))["manifest_digest"]
+    assert image_store.inspect_image("app:2")["RepoDigests"] == []
+    digest = image_store.push("app:2", f"{registry}/recorded/app:2")
+    assert digest != stored  # the layers were recompressed
+    assert image_store.inspect_image("app:2")["RepoDigests"] == [
+        f"{registry}/recorded/app@{digest}"]
+    zstd = image_store.push("app:2", f"{registry}/other/app:2", compression="zstd")
+    assert image_store.inspect_image("app:2")["RepoDigests"] == [
+        f"{registry}/other/app@{zstd}", f"{registry}/recorded/app@{digest}"]
+    # the registry serves that very manifest under that digest
+    from lamina.registry import Client
+
+    with Client(registry, ["repository:recorded/app:pull"], None, False) as client:
+        body, _, _ = client.get_manifest("recorded/app", digest)
+    assert "sha256:" + hashlib.sha256(body).hexdigest() == digest

@@ -450,11 +450,13 @@ class Engine:
         from .registry import Reference
 
         try:
-            rows = self.db.execute("SELECT registry, repository FROM blob_sources WHERE digest = ?"
-                                   " ORDER BY registry, repository", (manifest_digest,)).fetchall()
+            rows = self.db.execute(  # pushed_manifests: pushes that recompressed its layers
+                "SELECT registry, repository, ? FROM blob_sources WHERE digest = ? UNION"
+                " SELECT registry, repository, digest FROM pushed_manifests WHERE source = ?"
+                " ORDER BY 1, 2, 3", (manifest_digest,) * 3).fetchall()
         except sqlite3.OperationalError:  # no pull or push yet: no table
             return []
-        return [f"{Reference(r[0], r[1], None, None).name}@{manifest_digest}" for r in rows]
+        return [f"{Reference(r[0], r[1], None, None).name}@{r[2]}" for r in rows]
 
     def _manifest_media_type(self, manifest_digest: str) -> str:
         """The media type the manifest's exact bytes declare (OCI when they name none)."""

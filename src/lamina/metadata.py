@@ -93,6 +93,13 @@ CREATE TABLE IF NOT EXISTS container_volumes (
     PRIMARY KEY (container_id, destination)
 );
 CREATE INDEX IF NOT EXISTS container_volumes_volume ON container_volumes(volume);
+CREATE TABLE IF NOT EXISTS pushed_manifests (
+    source TEXT NOT NULL,
+    registry TEXT NOT NULL,
+    repository TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    PRIMARY KEY (source, registry, repository)
+);  -- a push that recompressed layers: stored manifest -> the one the repository has
 """
 
 

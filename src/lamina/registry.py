@@ -1004,6 +1004,11 @@ def _push(engine, client, ref: Reference, image_id, manifest, doc, compression, 
         digest = client.put_manifest(repo, ref.digest or ref.tag, manifest, media_type)
         _remember_sources(engine, [r[0] for r in results.values()] + [image_id, digest],
                           ref.registry, repo)
+        stored = engine._image_row(image_id)["manifest_digest"]
+        if digest != stored:  # so that inspect's RepoDigests names what the repository has
+            with Transaction(engine.db):
+                engine.db.execute("INSERT OR REPLACE INTO pushed_manifests VALUES (?,?,?,?)",
+                                  (stored, ref.registry, repo, digest))
         progress.message(f"{ref.tag or ref.digest}: digest: {digest} size: {len(manifest)}")
         return digest
     finally:
