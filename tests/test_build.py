@@ -600,3 +600,38 @@ def test_vfs_store_builds_too(store_root, busybox_tar, ctx, tmp_path):
             m.close()
     finally:
         engine.close()
+
+
+def test_prunes_racing_builds_never_fail_them(store, ctx, store_root):
+    """A build's states are untagged until its last step's image is tagged: `image prune -a`
+    and `system prune -a` run in a loop by other processes meanwhile may remove any of them,
+    yet no build fails (the build's leases keep the layers, the final image is stored again
+    and tagged in one transaction) and the store stays consistent."""
+    import subprocess
+    import sys
+
+    stop = os.path.join(str(ctx), "..", "stop")
+    lamina = f"{sys.executable} -m lamina --root {store_root} --driver overlay2"
+    loop = (f"while [ ! -e {stop} ]; do {lamina} image prune -a -f >/dev/null; "
+            f"{lamina} system prune -a -f >/dev/null; done")
+    pruners = [subprocess.Popen(["sh", "-c", loop], stderr=subprocess.PIPE) for _ in range(2)]
+    try:
+        for round in range(40):
+            write(ctx, {"f": f"round {round // 2}\n"})  # every other build is all cached
+            image_id, lines = do_build(  # FROM scratch: the prunes remove every base image
+                store, ctx, "FROM scratch\nCOPY f /f\nENV R=1\nLABEL x=y\nCMD [\"sh\"]\n",
+                tags=[f"raced:{round}"])
+            assert image_id.startswith("sha256:")
+            assert lines[-1] == f"Successfully tagged raced:{round}"
+    finally:
+        open(stop, "w").close()
+        for proc in pruners:
+            proc.wait(timeout=60)
+    for proc in pruners:
+        assert b"Traceback" not in proc.stderr.read()
+    store.content.release_claims()  # as Engine.build does
+    fresh = Engine(root=store_root, driver="overlay2")  # finishes the prunes' deferred deletions
+    try:
+        assert [str(finding) for finding in fresh.check()] == []
+    finally:
+        fresh.close()

@@ -47,14 +47,17 @@ def lookup(engine, key: str) -> str | None:
     image_id, chain, config = row
     if db.execute("SELECT 1 FROM images WHERE id = ?", (image_id,)).fetchone():
         return image_id
-    chains = json.loads(chain)
-    if config is None or any(
-            db.execute("SELECT 1 FROM layers WHERE chain_id = ?", (c,)).fetchone() is None
-            for c in chains):
+    if config is None:
         return None
+    chains = json.loads(chain)
     from lamina.metadata import Transaction
 
-    with Transaction(db):
+    with Transaction(db):  # the layers checked and the image stored at one commit point
+        if db.execute("SELECT 1 FROM images WHERE id = ?", (image_id,)).fetchone():
+            return image_id
+        if any(db.execute("SELECT 1 FROM layers WHERE chain_id = ?", (c,)).fetchone() is None
+               for c in chains):
+            return None
         return engine._store_image(bytes(config), chains, None)
 
 

@@ -54,6 +54,7 @@ class State:
     doc: dict
     cmd_set: bool = False  # CMD given in this stage (ENTRYPOINT then keeps it)
     shell: list[str] = field(default_factory=lambda: ["/bin/sh", "-c"])
+    raw: bytes = b""  # the config's exact bytes, to store the image again if it was pruned
 
     @property
     def config(self) -> dict:
@@ -166,7 +167,7 @@ class Builder:
         from lamina.leases import hold
 
         chains, config = hold(self.engine, image_id)  # a concurrent rmi or prune spares them
-        return State(image_id, chains, json.loads(config))
+        return State(image_id, chains, json.loads(config), raw=config)
 
     def _base_env(self, reference: str) -> dict[str, str]:
         image_id = self._find_image(reference)
@@ -211,7 +212,8 @@ class Builder:
         from lamina.image import normalize
 
         tags = [normalize(t) for t in options.tags]
-        with Transaction(self.db):
+        with Transaction(self.db):  # the image and its tags in one transaction
+            self._store_again(state)
             cache.record_result(self.db, state.image_id)
             for tag in tags:
                 self.engine._set_tag(tag, state.image_id)
@@ -258,7 +260,7 @@ class Builder:
         if stage.base_stage is not None:
             base = self.stage_states[stage.base_stage]
             state = State(base.image_id, list(base.chains), json.loads(json.dumps(base.doc)),
-                          shell=list(base.shell))
+                          shell=list(base.shell), raw=base.raw)
         elif stage.base.lower() == "scratch":
             doc = {"architecture": "amd64", "os": "linux",
                    "config": {"Env": [DEFAULT_PATH]},
@@ -335,12 +337,19 @@ class Builder:
     def _cached(self, state: State, key: str) -> State | None:
         if self.options.no_cache:
             return None
-        image_id = cache.lookup(self.engine, key)
-        if image_id is None:
+        for _attempt in range(3):  # a concurrent prune may remove the state found meanwhile:
+            try:  # looked up again, it is stored again from the recorded config
+                image_id = cache.lookup(self.engine, key)
+                if image_id is None:
+                    return None
+                new = self._state_of(image_id)
+                break
+            except NotFound:
+                continue
+        else:
             return None
         self.out(" ---> Using cache (CACHED)")
         self.out(f" ---> {image_id[7:19]}")
-        new = self._state_of(image_id)
         new.cmd_set = state.cmd_set
         new.shell = list(new.config.get("Shell") or ["/bin/sh", "-c"])
         return new
@@ -363,7 +372,7 @@ class Builder:
     @staticmethod
     def _copy_state(state: State) -> State:
         return State(state.image_id, list(state.chains), json.loads(json.dumps(state.doc)),
-                     state.cmd_set, list(state.shell))
+                     state.cmd_set, list(state.shell), state.raw)
 
     def _commit(self, state: State, created_by: str, layer, key: str | None,
                 parent_id: str | None = None, add_history: bool = True) -> State:
@@ -400,12 +409,28 @@ class Builder:
                 image_id = self.engine._store_image(config, chains, None)
                 if key is not None:
                     cache.record(self.db, key, parent_id, image_id, chains, config)
+                self._lease(chains)
         except BaseException:
             if layer is not None:
                 self._drop(layer)
             raise
         self.out(f" ---> {image_id[7:19]}")
-        return State(image_id, chains, ordered, state.cmd_set, list(state.shell))
+        return State(image_id, chains, ordered, state.cmd_set, list(state.shell), config)
+
+    def _store_again(self, state: State) -> None:
+        """Inside a transaction: store ``state`` again if an ``image prune -a`` or ``system
+        prune`` removed it (untagged) since its step; the build's leases kept its layers."""
+        if self.engine._image_row(state.image_id) is None:
+            self.engine._store_image(state.raw, state.chains, None)
+
+    def _lease(self, chains: list[str]) -> None:
+        """Inside a transaction: lease the layers of a state just stored (lamina.leases), so
+        that a concurrent prune removing the untagged state leaves them until the build ends."""
+        from lamina.leases import SCHEMA
+
+        self.db.execute(SCHEMA)
+        self.db.executemany("INSERT OR IGNORE INTO leases VALUES (?, ?)",
+                            [(chain, os.getpid()) for chain in chains])
 
     def _drop(self, layer) -> None:
         staged = layer[0]
@@ -753,7 +778,15 @@ class Builder:
         if image_id is None:  # RUN on an empty scratch state: store it first
             image_id = self._commit(state, "", None, None, add_history=False).image_id
         engine = self.engine
-        cid = engine.create(image_id, command=argv)
+        for attempt in range(3):
+            try:
+                cid = engine.create(image_id, command=argv)
+                break
+            except NotFound:  # the untagged state was pruned meanwhile: store it again
+                if attempt == 2 or state.image_id is None:
+                    raise
+                with Transaction(self.db):
+                    self._store_again(state)
         self.out(f" ---> Running in {cid[:12]}")
         try:
             config = state.config
