@@ -2,8 +2,8 @@
 
 Looks for orphan layer directories and links, snapshot rows without data, layers without
 snapshots, unreferenced and missing blobs, blobs whose bytes do not match their digest, containers
-without their writable layer, stale mounts, staging leftovers and an ``index.json`` that does not
-list the tags. Repair removes what nothing references, quarantines corrupt blobs (moved to
+without their writable layer, stale mounts, staging leftovers, volume directories without a
+volume and an ``index.json`` that does not list the tags. Repair removes what nothing references, quarantines corrupt blobs (moved to
 ``quarantine/``, never deleted) and reports what it cannot fix.
 """
 
@@ -127,6 +127,15 @@ def check(engine, repair: bool = False) -> list[Finding]:
                 unmount(p, detach=True)
                 os.rmdir(p)
             found("stale mount", f"mounts/{name}", fix=unmount_stale)
+
+    # -- volume directories without a volume (and not waiting in the trash)
+    volumes_dir = os.path.join(engine.root, "volumes")
+    kept = {r[0] for r in db.execute("SELECT name FROM volumes")}
+    kept |= {os.path.basename(r[0]) for r in db.execute("SELECT path FROM trash")}
+    for name in _listdir(volumes_dir):
+        if name not in kept:
+            found("orphan volume directory", f"volumes/{name}",
+                  fix=lambda p=os.path.join(volumes_dir, name): remove_tree(p))
 
     # -- index.json lists exactly the tags
     import json

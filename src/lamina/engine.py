@@ -211,7 +211,12 @@ class Engine:
 
     def _blob_gate(self, path: str):
         """Snapshotter.purge asks before deleting a trashed path: blobs go through
-        lamina.claims.gate (referenced again, or claimed by a live process, they stay)."""
+        lamina.claims.gate (referenced again, or claimed by a live process, they stay); removed
+        volumes go through lamina.volumes.purge_removed (under the write lock)."""
+        if path.startswith(os.path.join(self.root, "volumes") + os.sep):
+            from .volumes import purge_removed
+
+            return purge_removed(self, path)
         if os.sep + "blobs" + os.sep not in path:
             return None
         from .claims import gate

@@ -63,13 +63,17 @@ def create(engine, name: str | None = None, anonymous: bool = False) -> str:
     elif len(name) > 255:  # one directory name: NAME_MAX
         raise InvalidArgument(f"invalid volume name {name[:20]!r}...: longer than 255 characters")
     path = data_dir(engine, name)
+    aside = None
     with Transaction(engine.db):
         if engine.db.execute("SELECT 1 FROM volumes WHERE name = ?", (name,)).fetchone():
             return name
+        aside = _set_aside(engine, os.path.dirname(path))  # a removed one's data: not ours
         os.makedirs(path, exist_ok=True)
         os.chmod(os.path.dirname(path), 0o700)
         engine.db.execute("INSERT INTO volumes(name, created, anonymous) VALUES (?,?,?)",
                           (name, time.time(), int(anonymous)))
+    if aside is not None:
+        engine.snaps.purge()
     return name
 
 
@@ -109,13 +113,51 @@ def remove(engine, name: str, force: bool = False) -> str:
     from .fsutil import remove_tree
 
     _row(engine, name)
-    users = _users(engine, name)
-    if users:
-        raise FailedPrecondition(f"remove {name}: volume is in use - [{', '.join(users)}]")
-    with Transaction(engine.db):
-        engine.db.execute("DELETE FROM volumes WHERE name = ?", (name,))
-    remove_tree(os.path.dirname(data_dir(engine, name)))
+    with Transaction(engine.db):  # the commit point; the data goes through the trash, so a
+        users = _users(engine, name)  # killed rm is finished by the next command's recovery
+        if users:
+            raise FailedPrecondition(f"remove {name}: volume is in use - [{', '.join(users)}]")
+        if not engine.db.execute("DELETE FROM volumes WHERE name = ?", (name,)).rowcount:
+            raise NotFound(f"no such volume: {name}")
+        engine.db.execute("INSERT OR REPLACE INTO trash(path, pid) VALUES (?, ?)",
+                          (os.path.dirname(data_dir(engine, name)), os.getpid()))
+    engine.snaps.purge()
     return name
+
+
+_ASIDE = ".removing-"  # no volume name starts with a dot
+
+
+def _set_aside(engine, path: str) -> str | None:
+    """Inside a transaction: if the removed volume directory ``path`` waits in the trash, rename
+    it to a name no volume can take and file that instead; returns the new name."""
+    if not engine.db.execute("SELECT 1 FROM trash WHERE path = ?", (path,)).fetchone():
+        return None
+    aside = os.path.join(os.path.dirname(path), f"{_ASIDE}{os.getpid()}-{os.urandom(4).hex()}")
+    try:
+        os.rename(path, aside)
+    except FileNotFoundError:
+        pass
+    engine.db.execute("DELETE FROM trash WHERE path = ?", (path,))
+    engine.db.execute("INSERT INTO trash(path, pid) VALUES (?, ?)", (aside, os.getpid()))
+    return aside
+
+
+def purge_removed(engine, path: str) -> bool:
+    """For :meth:`lamina.snapshots.Snapshotter.purge`: delete a removed volume's directory. It is
+    first renamed aside under the write lock, so that a ``volume create`` of the same name
+    meanwhile never loses its new directory to this deletion nor inherits the old data."""
+    from .fsutil import remove_tree
+
+    if not os.path.basename(path).startswith(_ASIDE):
+        with Transaction(engine.db):
+            path = _set_aside(engine, path)
+        if path is None:
+            return True  # another process dealt with it
+    remove_tree(path)
+    with Transaction(engine.db):
+        engine.db.execute("DELETE FROM trash WHERE path = ?", (path,))
+    return True
 
 
 def prune(engine) -> tuple[list[str], int]:

@@ -512,3 +512,44 @@ def test_cp_into_a_stopped_container_unmounts_it(store_root, busybox_tar, tmp_pa
     assert (tmp_path / "back").read_text() == "data"
     assert not ck.store_mounts(store_root), ck.store_mounts(store_root)
     assert ck.run(store_root, "overlay2", "diff", "c1").stdout.decode().split() == ["A", "/file"]
+
+
+@pytest.mark.parametrize("then", ["ls", "create"])
+def test_volume_rm_killed_midway_is_finished_by_the_next_command(store_root, then):
+    """``volume rm`` commits the removal, then deletes the data through the trash: if it is
+    killed halfway, the next command finishes the deletion (``system check`` clean, no directory
+    without a volume), and a volume made again under the name starts empty. It used to leave the
+    half-deleted directory, which a new volume of that name then inherited."""
+    import subprocess
+    import sys
+
+    ck.run(store_root, "vfs", "volume", "create", "v1")
+    ck.write_files(os.path.join(store_root, "volumes", "v1", "_data"), 50, 100, seed=1)
+    script = ("import os, sys\nimport lamina.fsutil\n"
+              "def die(path, *args, **kwargs):\n"
+              "    os.unlink(next(os.scandir(os.path.join(path, '_data', 'data'))).path)\n"
+              "    os._exit(9)\n"
+              "lamina.fsutil.remove_tree = die\n"
+              "from lamina import Engine\nEngine(root=sys.argv[1]).volume_rm('v1')\n")
+    assert subprocess.run([sys.executable, "-c", script, store_root]).returncode == 9
+    if then == "create":  # straight away: it must not inherit the old data
+        ck.run(store_root, None, "volume", "create", "v1")
+        assert os.listdir(os.path.join(store_root, "volumes", "v1", "_data")) == []
+    else:
+        ck.run(store_root, None, "volume", "ls")
+    assert not ck.orphan_volume_dirs(store_root), ck.orphan_volume_dirs(store_root)
+    ck.check_clean(store_root, None)
+    ck.run(store_root, None, "volume", "create", "v1")
+    assert os.listdir(os.path.join(store_root, "volumes", "v1", "_data")) == []
+    ck.check_clean(store_root, None)
+
+
+def test_check_finds_a_volume_directory_without_a_volume(store_root):
+    """A directory under volumes/ that no volume owns is reported, and --repair removes it."""
+    ck.run(store_root, "vfs", "volume", "create", "v1")
+    os.makedirs(os.path.join(store_root, "volumes", "stray", "_data"))
+    proc = ck.run(store_root, None, "system", "check", check=False)
+    assert proc.returncode != 0 and b"orphan volume directory: volumes/stray" in proc.stdout
+    ck.run(store_root, None, "system", "check", "--repair", check=False)
+    assert sorted(os.listdir(os.path.join(store_root, "volumes"))) == ["v1"]
+    ck.check_clean(store_root, None)
