@@ -132,6 +132,10 @@ class Engine:
                     os.unlink(os.path.join(self.root, "ingest", name))
                 except FileNotFoundError:
                     pass
+                except IsADirectoryError:  # the staging directory of a killed push or save
+                    from .fsutil import remove_tree
+
+                    remove_tree(os.path.join(self.root, "ingest", name))
         if claims:
             from .claims import resolve
 

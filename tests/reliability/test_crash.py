@@ -553,3 +553,22 @@ def test_check_finds_a_volume_directory_without_a_volume(store_root):
     ck.run(store_root, None, "system", "check", "--repair", check=False)
     assert sorted(os.listdir(os.path.join(store_root, "volumes"))) == ["v1"]
     ck.check_clean(store_root, None)
+
+
+@pytest.mark.parametrize("kind", ["save", "push"])
+def test_staging_directory_of_a_killed_save_or_push_is_removed(store_root, busybox_tar, kind):
+    """save and push stage files in a directory ``ingest/<pid>-save-*`` / ``-push-*``; killed,
+    they left it, and every later command failed ("Is a directory"): the next command's
+    recovery removes it. Found by the save and push crash trials."""
+    import subprocess
+
+    ck.run(store_root, "vfs", "import", busybox_tar, "base")
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    staging = os.path.join(store_root, "ingest", f"{dead.pid}-{kind}-abc123")
+    os.makedirs(os.path.join(staging, "blobs"))
+    with open(os.path.join(staging, "blobs", "layer"), "wb") as f:
+        f.write(b"half a layer")
+    ck.run(store_root, None, "images")
+    assert os.listdir(os.path.join(store_root, "ingest")) == []
+    ck.check_clean(store_root, None)
