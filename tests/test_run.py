@@ -335,3 +335,83 @@ def test_wait_on_a_created_container_blocks_until_it_is_started_and_exits(store)
     out, err = waiter.communicate(timeout=30)
     assert waiter.returncode == 0, err
     assert out.strip() == "7"
+
+
+def _read_until(fd: int, pattern: bytes, timeout: float = 30) -> bytes:
+    """What the terminal's master ``fd`` shows until ``pattern`` appears."""
+    import select
+
+    data = b""
+    deadline = time.monotonic() + timeout
+    while pattern not in data:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            raise AssertionError(f"{pattern!r} never came; the terminal showed {data!r}")
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:  # EIO: the other side is gone
+            chunk = b""
+        if not chunk:
+            raise AssertionError(f"{pattern!r} never came; the terminal showed {data!r}")
+        data += chunk
+    return data
+
+
+def test_run_it_gives_the_container_a_terminal(store):
+    """`lamina run -it IMAGE sh` on a terminal of our own: the shell runs on a pty of the
+    container's (`tty` prints /dev/pts/N), reads what is typed, sees the caller's window size and
+    its changes, and its exit status is lamina's; the caller's terminal is restored."""
+    import fcntl
+    import pty
+    import struct
+    import sys
+    import termios
+
+    cmd = [sys.executable, "-m", "lamina", "--root", store.root, "--driver", store.driver, "run",
+           "-it", "--rm", "busybox", "sh"]
+    pid, master = pty.fork()
+    if pid == 0:
+        os.execv(sys.executable, cmd)
+    try:
+        fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
+        before = termios.tcgetattr(master)
+        _read_until(master, b"# ")
+        os.write(master, b"tty; echo $((6 * 7))\r")
+        shown = _read_until(master, b"42\r\n")
+        assert re.search(rb"/dev/pts/\d+\r\n", shown), shown
+        os.write(master, b"stty size\r")
+        assert b"30 100\r\n" in _read_until(master, b"30 100\r\n")
+        fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))  # SIGWINCH
+        time.sleep(0.3)
+        os.write(master, b"stty size\r")
+        assert b"40 120\r\n" in _read_until(master, b"40 120\r\n")
+        os.write(master, b"exit 3\r")
+        _, status = os.waitpid(pid, 0)
+        pid = 0
+        assert os.waitstatus_to_exitcode(status) == 3
+        assert termios.tcgetattr(master)[3] == before[3]  # local modes (echo, icanon) restored
+    finally:
+        if pid:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        os.close(master)
+
+
+def test_detached_tty_is_logged_and_exec_t_gets_a_terminal(store):
+    """`run -d -t`: the monitor keeps the terminal and writes what it shows to the log;
+    `exec -t` without a terminal of its own still gives the process one."""
+    store("run", "-d", "-t", "--name", "bg", "busybox", "sh", "-c",
+          "tty; echo out; echo err >&2; exec sleep 100")
+    deadline = time.monotonic() + 20
+    while "err" not in store("logs", "bg").stdout and time.monotonic() < deadline:
+        time.sleep(0.1)
+    logged = store("logs", "bg")
+    # (text mode reads the terminal's \r\n as \n)
+    assert re.match(r"/dev/pts/\d+\nout\nerr\n$", logged.stdout), logged
+    assert logged.stderr == ""  # a terminal has one stream
+    proc = store("exec", "-t", "bg", "sh", "-c", "tty; echo $TERM; exit 4", check=False)
+    assert proc.returncode == 4
+    assert re.match(r"/dev/pts/\d+\nxterm\n$", proc.stdout), proc
+    assert store("exec", "bg", "sh", "-c", "tty || true").stdout == "not a tty\n"
+    store("kill", "bg")
+    assert store("wait", "bg").stdout.strip() == "137"

@@ -36,6 +36,7 @@ def cmd_run(opts, args):
     p.add_argument("--rm", action="store_true")
     p.add_argument("-d", "--detach", action="store_true")
     p.add_argument("-i", "--interactive", action="store_true")
+    p.add_argument("-t", "--tty", action="store_true")
     p.add_argument("--name")
     p.add_argument("-e", "--env", action="append")
     p.add_argument("-w", "--workdir")
@@ -52,7 +53,7 @@ def cmd_run(opts, args):
         config = RunConfig(env=_env(a.env), workdir=a.workdir, user=a.user,
                            volumes=tuple(parse_volume(v) for v in a.volume),
                            read_only=a.read_only, network=a.network, auto_remove=a.rm,
-                           runtime=a.runtime)
+                           runtime=a.runtime, tty=a.tty)
         entrypoint = None if a.entrypoint is None else ([a.entrypoint] if a.entrypoint else [])
         cid, code = _engine(opts).run(
             a.image, a.command or None, name=a.name, entrypoint=entrypoint, config=config,
@@ -135,6 +136,7 @@ def cmd_exec(opts, args):
     p = _parser("exec")
     p.add_argument("-d", "--detach", action="store_true")
     p.add_argument("-i", "--interactive", action="store_true")
+    p.add_argument("-t", "--tty", action="store_true")
     p.add_argument("-e", "--env", action="append")
     p.add_argument("-w", "--workdir")
     p.add_argument("-u", "--user")
@@ -146,7 +148,7 @@ def cmd_exec(opts, args):
     try:
         code = _engine(opts).exec(a.container, a.command, env=_env(a.env), workdir=a.workdir,
                                   user=a.user, stdin=0 if a.interactive else None,
-                                  detach=a.detach)
+                                  detach=a.detach, tty=a.tty)
     except LaminaError as e:
         raise _as_run_error(e) from None
     _exit(code)

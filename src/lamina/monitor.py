@@ -173,10 +173,58 @@ def _pump(cmd: list[str], *, stdin, output: _Output, pid_file: str, runtime_log:
             proc.wait()
 
 
+def _pump_tty(runtime: Runtime, args: list[str], *, stdin, output: _Output, pid_file: str,
+              runtime_log: str, on_started=None, forward_signals: bool = False,
+              terminal: int | None = None) -> int:
+    """As :func:`_pump`, for a process with a terminal (``run -t``, ``exec -t``): ``args`` is
+    runc's ``run ... ID`` or ``exec ... ID``; runc detaches and hands over the pty's master
+    through ``--console-socket``, and :func:`lamina.console.relay` copies it until the process,
+    now our child, ends. ``terminal`` is the caller's (raw mode, window size)."""
+    import subprocess
+
+    from . import console
+
+    console.become_subreaper()
+    listener = console.ConsoleSocket()
+    master = None
+    try:
+        cmd = runtime.command(args[0], "--detach", "--console-socket", listener.path, *args[1:],
+                              log=runtime_log)
+        proc = subprocess.run(cmd, check=False, stdin=subprocess.DEVNULL,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        master = listener.receive(0.1 if proc.returncode else 10)
+        try:
+            with open(pid_file) as f:
+                pid = int(f.read().strip() or 0)
+        except (FileNotFoundError, ValueError):
+            pid = 0
+        if proc.returncode != 0 or not pid or master is None:
+            failure = failure_from_log(runtime_log)
+            if failure is None:
+                text = proc.stderr.decode(errors="replace").strip()
+                failure = RuntimeFailure(text.splitlines()[-1] if text else
+                                         "the runtime did not hand over the terminal")
+            if pid:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                    os.waitpid(pid, 0)
+                except (ProcessLookupError, ChildProcessError):
+                    pass
+            raise failure
+        if on_started is not None:
+            on_started(pid)
+        return console.relay(master, pid, output, stdin=stdin, terminal=terminal,
+                             forward_signals=forward_signals)
+    finally:
+        if master is not None:
+            os.close(master)
+        listener.close()
+
+
 # ---------------------------------------------------------------------------------- the main process
 def _prepare(engine, row, config: RunConfig, rootfs: str, bundle: str, argv: list[str],
              env: list[str] | None, workdir: str | None, user: str | None, network: str,
-             runtime_id: str) -> None:
+             runtime_id: str, terminal: bool = False) -> None:
     """Write ``bundle``/config.json for ``argv`` in the container ``row``."""
     import socket
 
@@ -193,7 +241,7 @@ def _prepare(engine, row, config: RunConfig, rootfs: str, bundle: str, argv: lis
     if not os.path.isdir(host_dir):
         os.makedirs(host_dir, 0o755)  # Docker creates a missing working directory
     process = make_process(rootfs, argv, env, workdir, user or config.user or image.get("User"),
-                           hostname)
+                           hostname, terminal=terminal)
     files = write_network_files(bundle, hostname, network)
     spec = make_spec(rootfs, process, hostname=hostname, network=network,
                      read_only=config.read_only, files=files,
@@ -231,7 +279,8 @@ def supervise(engine, name: str, *, stdin=None, stdout_fds=(), stderr_fds=(), on
     rootfs = engine.mount(cid)
     output = None
     try:
-        _prepare(engine, row, config, rootfs, bundle, argv, None, None, None, config.network, cid)
+        _prepare(engine, row, config, rootfs, bundle, argv, None, None, None, config.network, cid,
+                 terminal=config.tty)
         runtime.delete(cid)  # state left by an owner that died
         pid_file = os.path.join(bundle, "pid")
         runtime_log = os.path.join(bundle, "runtime.log")
@@ -247,12 +296,19 @@ def supervise(engine, name: str, *, stdin=None, stdout_fds=(), stderr_fds=(), on
             if on_started is not None:
                 on_started(pid)
 
-        cmd = runtime.command("run", "--bundle", bundle, "--pid-file", pid_file, cid,
-                              log=runtime_log)
+        args = ["run", "--bundle", bundle, "--pid-file", pid_file, cid]
         try:
-            code = _pump(cmd, stdin=stdin, output=output, pid_file=pid_file,
-                         runtime_log=runtime_log, on_started=started,
-                         forward_signals=forward_signals)
+            if config.tty:
+                from .console import caller_terminal
+
+                code = _pump_tty(runtime, args, stdin=stdin, output=output, pid_file=pid_file,
+                                 runtime_log=runtime_log, on_started=started,
+                                 forward_signals=forward_signals,
+                                 terminal=caller_terminal(stdin, *stdout_fds))
+            else:
+                code = _pump(runtime.command(*args, log=runtime_log), stdin=stdin,
+                             output=output, pid_file=pid_file, runtime_log=runtime_log,
+                             on_started=started, forward_signals=forward_signals)
         except RuntimeFailure as e:
             _record(engine, cid, state="created", exit_code=e.exit_code)
             raise
@@ -499,10 +555,11 @@ def logs(engine, name: str, *, follow: bool = False, tail: int | None = None,
 
 def exec_process(engine, name: str, argv: list[str], *, env=(), workdir: str | None = None,
                  user: str | None = None, stdin=None, detach: bool = False, stdout: int = 1,
-                 stderr: int = 2) -> int:
+                 stderr: int = 2, tty: bool = False) -> int:
     """Run another process in a running container; its exit code (0 once started with
     ``detach``). Env: the container's, then ``env``; user and working dir default to the
-    container's."""
+    container's. ``tty`` gives the process a terminal (not with ``detach``: nobody would hold
+    it), relayed to the caller's (see :mod:`lamina.console`)."""
     if not argv:
         raise InvalidArgument("exec needs a command")
     row = _running(engine, name, "exec in")
@@ -518,7 +575,8 @@ def exec_process(engine, name: str, argv: list[str], *, env=(), workdir: str | N
         hostname = socket.gethostname()
     process = make_process(rootfs, argv, merge_env(image.get("Env"), config.env, env),
                            workdir or config.workdir or image.get("WorkingDir") or "/",
-                           user or config.user or image.get("User"), hostname)
+                           user or config.user or image.get("User"), hostname,
+                           terminal=tty and not detach)
     bundle = bundle_dir(engine, cid)
     tag = os.urandom(6).hex()
     process_file = os.path.join(bundle, f"exec-{tag}.json")
@@ -527,6 +585,13 @@ def exec_process(engine, name: str, argv: list[str], *, env=(), workdir: str | N
     with open(process_file, "w") as f:
         json.dump(process, f)
     try:
+        if tty and not detach:
+            from .console import caller_terminal
+
+            return _pump_tty(runtime, ["exec", "--process", process_file, "--pid-file", pid_file,
+                                       cid], stdin=stdin, output=_Output([stdout], [stderr]),
+                             pid_file=pid_file, runtime_log=runtime_log, forward_signals=True,
+                             terminal=caller_terminal(stdin, stdout))
         args = ["exec", "--process", process_file, "--pid-file", pid_file]
         if detach:
             args.append("--detach")

@@ -72,6 +72,7 @@ class RunConfig:
     network: str = "none"
     auto_remove: bool = False
     runtime: str | None = None
+    tty: bool = False  # -t: the process gets a terminal (see lamina.console)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
@@ -225,10 +226,11 @@ def _read_host(path: str) -> str:
 
 # ---------------------------------------------------------------------------------- the spec
 def make_process(root: str, argv: list[str], env: list[str], workdir: str | None,
-                 user: str | None, hostname: str) -> dict:
-    """The spec's ``process``: ids resolved in ``root``, HOME, HOSTNAME and PATH defaulted."""
+                 user: str | None, hostname: str, terminal: bool = False) -> dict:
+    """The spec's ``process``: ids resolved in ``root``, HOME, HOSTNAME and PATH defaulted;
+    with ``terminal`` the runtime gives it a pty (and, as Docker, TERM=xterm by default)."""
     who = resolve_user(root, user)
-    base = [f"PATH={DEFAULT_PATH}", f"HOSTNAME={hostname}"]
+    base = [f"PATH={DEFAULT_PATH}", f"HOSTNAME={hostname}"] + (["TERM=xterm"] if terminal else [])
     merged = merge_env(base, env)
     if not any(e.startswith("HOME=") for e in merged):
         merged.append(f"HOME={who.home}")
@@ -238,7 +240,7 @@ def make_process(root: str, argv: list[str], env: list[str], workdir: str | None
     nofile = 1048576 if hard == resource.RLIM_INFINITY else min(hard, 1048576)
     caps = list(DEFAULT_CAPABILITIES)
     return {
-        "terminal": False,
+        "terminal": terminal,
         "user": {"uid": who.uid, "gid": who.gid,
                  **({"additionalGids": list(who.additional_gids)} if who.additional_gids else {})},
         "args": list(argv),
