@@ -635,3 +635,18 @@ def test_prunes_racing_builds_never_fail_them(store, ctx, store_root):
         assert [str(finding) for finding in fresh.check()] == []
     finally:
         fresh.close()
+
+
+def test_rmi_of_a_build_result_prints_the_image_lines_and_keeps_the_build_cache(store, ctx):
+    """`rmi` of a built image prints Docker's lines for the image itself (Untagged, Deleted);
+    its intermediate states are lamina's build cache, so they stay (Docker's legacy builder
+    would delete them) and the same build is all cached again, with the same image ID."""
+    write(ctx, {"a": "a" * 100})
+    dockerfile = "FROM busybox\nCOPY a /a\nENV X=1\nCMD [\"sh\"]\n"
+    image_id, _ = do_build(store, ctx, dockerfile, tags=["app"])
+    assert store.rmi(["app"]) == ["Untagged: app:latest", f"Deleted: {image_id}"]
+    states = store._build_states()
+    assert states and image_id not in states
+    again, lines = do_build(store, ctx, dockerfile, tags=["app"])
+    assert again == image_id
+    assert sum(" ---> Using cache (CACHED)" == line for line in lines) == 3

@@ -413,5 +413,9 @@ def test_detached_tty_is_logged_and_exec_t_gets_a_terminal(store):
     assert proc.returncode == 4
     assert re.match(r"/dev/pts/\d+\nxterm\n$", proc.stdout), proc
     assert store("exec", "bg", "sh", "-c", "tty || true").stdout == "not a tty\n"
+    proc = store("exec", "-it", "bg", "true", check=False)  # stdin here is not a terminal
+    assert proc.returncode == 1 and proc.stderr == "Error: the input device is not a TTY\n"
+    proc = store("run", "-it", "busybox", "true", check=False)
+    assert proc.returncode == 1 and proc.stderr == "Error: the input device is not a TTY\n"
     store("kill", "bg")
     assert store("wait", "bg").stdout.strip() == "137"

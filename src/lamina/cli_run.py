@@ -21,9 +21,18 @@ def _env(values: list[str]) -> tuple[str, ...]:
     return tuple(out)
 
 
+class NotATerminal(LaminaError):
+    """``-it`` with a standard input that is not a terminal (Docker's exit status 1)."""
+
+
+def _check_input_tty(a) -> None:
+    if a.tty and a.interactive and not a.detach and not os.isatty(0):
+        raise NotATerminal("the input device is not a TTY")
+
+
 def _as_run_error(e: LaminaError) -> LaminaError:
     """Docker's run exits 125 when lamina itself failed (126/127 are the runtime's)."""
-    if e.exit_code == 1:
+    if e.exit_code == 1 and not isinstance(e, NotATerminal):
         e.exit_code = 125
     return e
 
@@ -50,6 +59,7 @@ def cmd_run(opts, args):
     p.add_argument("command", nargs="...")
     try:
         a = p.parse_args(args)
+        _check_input_tty(a)
         config = RunConfig(env=_env(a.env), workdir=a.workdir, user=a.user,
                            volumes=tuple(parse_volume(v) for v in a.volume),
                            read_only=a.read_only, network=a.network, auto_remove=a.rm,
@@ -145,6 +155,7 @@ def cmd_exec(opts, args):
     a = p.parse_args(args)
     if not a.command:
         raise UsageError("exec requires at least 2 arguments: CONTAINER COMMAND [ARG...]")
+    _check_input_tty(a)
     try:
         code = _engine(opts).exec(a.container, a.command, env=_env(a.env), workdir=a.workdir,
                                   user=a.user, stdin=0 if a.interactive else None,
