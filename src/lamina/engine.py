@@ -773,7 +773,10 @@ class Engine:
         target = self._mount_target(r["id"])
         if os.path.isdir(target):
             unmount(target)
-            os.rmdir(target)
+            try:
+                os.rmdir(target)
+            except FileNotFoundError:  # another process unmounted it too (a --rm monitor, a prune)
+                pass
 
     def rm(self, name: str, force: bool = False) -> str:
         """Delete a container and its writable layer (and nothing else). Returns its ID."""
@@ -1047,7 +1050,7 @@ class Engine:
         """``docker run``: create a container and run its process (see :mod:`lamina.monitor`).
 
         ``config`` is a :class:`lamina.runtime.RunConfig` (env, workdir, user, volumes,
-        read_only, network, auto_remove, runtime). In the foreground the output streams to the
+        read_only, network, auto_remove, runtime, tty). In the foreground the output streams to the
         file descriptors ``stdout``/``stderr`` and the result is (id, exit code); with
         ``detach`` it returns (id, None) once the process runs, under its own monitor."""
         from .monitor import run

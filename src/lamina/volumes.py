@@ -167,11 +167,16 @@ def prune(engine) -> tuple[list[str], int]:
     names = [r[0] for r in engine.db.execute(
         "SELECT name FROM volumes WHERE name NOT IN (SELECT volume FROM container_volumes)"
         " ORDER BY name")]
-    reclaimed = 0
+    reclaimed, removed = 0, []
     for name in names:
-        reclaimed += tree_usage(data_dir(engine, name))[0]
-        remove(engine, name)
-    return names, reclaimed
+        try:  # another process may remove it, or a new container take it, meanwhile
+            size = tree_usage(data_dir(engine, name))[0]
+            remove(engine, name)
+        except (FileNotFoundError, NotFound, FailedPrecondition):
+            continue
+        removed.append(name)
+        reclaimed += size
+    return removed, reclaimed
 
 
 def attach(engine, container_id: str, specs, rootfs: str) -> tuple[tuple[str, str, bool], ...]:
