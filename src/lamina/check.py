@@ -134,8 +134,8 @@ def check(engine, repair: bool = False) -> list[Finding]:
     kept |= {os.path.basename(r[0]) for r in db.execute("SELECT path FROM trash")}
     for name in _listdir(volumes_dir):
         if name not in kept:
-            found("orphan volume directory", f"volumes/{name}",
-                  fix=lambda p=os.path.join(volumes_dir, name): remove_tree(p))
+            stray = os.path.join(volumes_dir, name)
+            found("orphan volume directory", f"volumes/{name}", fix=lambda p=stray: remove_tree(p))
 
     # -- index.json lists exactly the tags
     import json

@@ -110,8 +110,6 @@ def ls(engine) -> list[dict]:
 
 def remove(engine, name: str, force: bool = False) -> str:
     """Delete a volume and its data; refused while a container uses it."""
-    from .fsutil import remove_tree
-
     _row(engine, name)
     with Transaction(engine.db):  # the commit point; the data goes through the trash, so a
         users = _users(engine, name)  # killed rm is finished by the next command's recovery
