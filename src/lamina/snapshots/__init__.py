@@ -264,6 +264,31 @@ class Snapshotter:
         raise NotImplementedError
 
 
+class DiffDirs(Snapshotter):
+    """The layout overlay2 and union share: each snapshot's own changes in ``<id>/diff``, named
+    by a short link ``l/<LINK>`` so that a mount's options for 128 layers fit one page. A view
+    owns no data (no link); usage is what its own ``diff`` holds."""
+
+    def __init__(self, root, db):
+        super().__init__(root, db)
+        if not os.path.isdir(os.path.join(root, "l")):
+            os.makedirs(os.path.join(root, "l"), exist_ok=True)
+
+    def _data_dir(self, row_id: str) -> str:
+        return os.path.join(self.root, row_id, "diff")
+
+    def _usage(self, row):
+        from ..fsutil import tree_usage
+
+        if not row["link"]:
+            return 0, 0
+        return tree_usage(self._data_dir(row["id"]))
+
+    def _paths(self, row):
+        paths = [os.path.join(self.root, "l", row["link"])] if row["link"] else []
+        return paths + [os.path.join(self.root, row["id"])]
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

@@ -13,24 +13,15 @@ the kernel's one-page option limit.
 
 import os
 
-from ..fsutil import tree_usage
 from ..mount import Mount
-from . import ACTIVE, Snapshotter
+from . import ACTIVE, DiffDirs
 
 
-class Overlay2(Snapshotter):
+class Overlay2(DiffDirs):
     """The overlay2 driver."""
 
     name = "overlay2"
     fmt = "overlay"
-
-    def __init__(self, root, db):
-        super().__init__(root, db)
-        if not os.path.isdir(os.path.join(root, "l")):
-            os.makedirs(os.path.join(root, "l"), exist_ok=True)
-
-    def _data_dir(self, row_id: str) -> str:
-        return os.path.join(self.root, row_id, "diff")
 
     def _create(self, row_id, parent_row, kind):
         base = os.path.join(self.root, row_id)
@@ -66,12 +57,3 @@ class Overlay2(Snapshotter):
         if len(layers) == 1:
             return [Mount("bind", os.path.join(self.root, layers[0]), ("ro", "rbind"))]
         return [Mount("overlay", "overlay", (f"lowerdir={lower}", "ro"), cwd=self.root)]
-
-    def _usage(self, row):
-        if not row["link"]:
-            return 0, 0
-        return tree_usage(self._data_dir(row["id"]))
-
-    def _paths(self, row):
-        paths = [os.path.join(self.root, "l", row["link"])] if row["link"] else []
-        return paths + [os.path.join(self.root, row["id"])]

@@ -12,24 +12,15 @@ so the driver works without root where ``/dev/fuse`` is usable.
 
 import os
 
-from ..fsutil import tree_usage
 from ..mount import Mount
-from . import ACTIVE, Snapshotter
+from . import ACTIVE, DiffDirs
 
 
-class Union(Snapshotter):
+class Union(DiffDirs):
     """The union driver."""
 
     name = "union"
     fmt = "aufs"
-
-    def __init__(self, root, db):
-        super().__init__(root, db)
-        if not os.path.isdir(os.path.join(root, "l")):
-            os.makedirs(os.path.join(root, "l"), exist_ok=True)
-
-    def _data_dir(self, row_id: str) -> str:
-        return os.path.join(self.root, row_id, "diff")
 
     def _create(self, row_id, parent_row, kind):
         base = os.path.join(self.root, row_id)
@@ -77,12 +68,3 @@ class Union(Snapshotter):
 
         lowers, upper = self._branches(self._row(key))
         return UnionView(lowers, upper)
-
-    def _usage(self, row):
-        if not row["link"]:
-            return 0, 0
-        return tree_usage(self._data_dir(row["id"]))
-
-    def _paths(self, row):
-        paths = [os.path.join(self.root, "l", row["link"])] if row["link"] else []
-        return paths + [os.path.join(self.root, row["id"])]
