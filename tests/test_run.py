@@ -419,3 +419,31 @@ def test_detached_tty_is_logged_and_exec_t_gets_a_terminal(store):
     assert proc.returncode == 1 and proc.stderr == "Error: the input device is not a TTY\n"
     store("kill", "bg")
     assert store("wait", "bg").stdout.strip() == "137"
+
+
+def test_a_container_being_started_is_owned_before_it_runs(store, store_root):
+    """run/start claim the container (state running, owner this process, pid 0) before they
+    mount and prepare it: rm without -f refuses it and container prune leaves it, so neither can
+    delete it under the starter's feet; a start that fails gives the claim back."""
+    from lamina import Engine
+    from lamina.errors import FailedPrecondition
+    from lamina.monitor import _claim, supervise
+    from lamina.runtime import RuntimeFailure
+
+    engine = Engine(root=store_root)
+    try:
+        cid = engine.create("busybox", name="starting", command=["/no/such/binary"])
+        row = _claim(engine, "starting")
+        assert row["state"] == "running" and row["pid"] == 0 and row["monitor_pid"] == os.getpid()
+        with pytest.raises(FailedPrecondition, match="running container"):
+            engine.rm("starting")
+        assert engine.prune_containers() == ([], 0)
+        with pytest.raises(FailedPrecondition, match="already running"):
+            _claim(engine, "starting")
+        engine.db.execute("UPDATE containers SET state = 'created' WHERE id = ?", (cid,))
+        with pytest.raises(RuntimeFailure):
+            supervise(engine, "starting")
+        assert engine._container("starting")["state"] == "created"
+        assert engine.prune_containers()[0] == [cid]
+    finally:
+        engine.close()

@@ -30,15 +30,15 @@ def referenced_blobs(engine) -> set[str]:
 def prune_containers(engine) -> tuple[list[str], int]:
     """Remove every container that is not running; returns (ids, bytes of their writable layers)."""
     removed, size = [], 0
-    from .errors import NotFound
+    from .errors import FailedPrecondition, NotFound
 
     for row in engine.containers(all=True):
         if row["State"] == "running":
             continue
-        try:  # another process may remove it meanwhile: then it is not this prune's to count
-            rw = engine.snaps.usage(row["ID"])[0]
+        try:  # another process may remove it meanwhile (then it is not this prune's to count),
+            rw = engine.snaps.usage(row["ID"])[0]  # or start it: rm refuses a running container
             engine.rm(row["ID"])
-        except NotFound:
+        except (NotFound, FailedPrecondition):
             continue
         removed.append(row["ID"])
         size += rw

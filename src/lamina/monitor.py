@@ -263,10 +263,38 @@ def supervise(engine, name: str, *, stdin=None, stdout_fds=(), stderr_fds=(), on
 
     Output goes to the container's log and to ``stdout_fds``/``stderr_fds``; ``on_started(pid)``
     is called once the process runs (its state is ``running`` by then)."""
-    row = engine._container(name)
+    row = _claim(engine, name)
     cid = row["id"]
-    if row["state"] == "running" and monitor_alive(row):
-        raise FailedPrecondition(f"container {row['name']} is already running")
+    try:
+        return _supervise(engine, row, stdin=stdin, stdout_fds=stdout_fds, stderr_fds=stderr_fds,
+                          on_started=on_started, forward_signals=forward_signals)
+    except BaseException:
+        current = engine.db.execute("SELECT pid, state, monitor_pid FROM containers WHERE id = ?",
+                                    (cid,)).fetchone()
+        if current is not None and current["state"] == "running" and not current["pid"] \
+                and current["monitor_pid"] == os.getpid():
+            _record(engine, cid, state="created")  # its process never ran: give the claim back
+        raise
+
+
+def _claim(engine, name: str):
+    """Become the container's owner before touching it: in one transaction, check that nobody
+    owns it and mark it running with this process as owner (its pid stays 0 until the process
+    runs). From then on ``rm`` refuses it without ``-f`` and prunes leave it alone, so a
+    concurrent ``container prune`` cannot delete a container that is being started."""
+    me = os.getpid()
+    with Transaction(engine.db):
+        row = engine._container(name)
+        if row["state"] == "running" and monitor_alive(row):
+            raise FailedPrecondition(f"container {row['name']} is already running")
+        engine.db.execute(
+            "UPDATE containers SET state = 'running', pid = 0, monitor_pid = ?, monitor_start = ?,"
+            " started = ? WHERE id = ?", (me, process_start_time(me), time.time(), row["id"]))
+    return engine._container(row["id"])
+
+
+def _supervise(engine, row, *, stdin, stdout_fds, stderr_fds, on_started, forward_signals) -> int:
+    cid = row["id"]
     config = RunConfig.from_json(row["run_config"])
     runtime = Runtime(engine.root, config.runtime)
     argv = json.loads(row["command"])
@@ -458,8 +486,18 @@ def signal_number(value: str | int) -> int:
         raise InvalidArgument(f"invalid signal: {value}") from None
 
 
+def _past_start(engine, row):
+    """A container being started (claimed, its process not yet running: pid 0): wait a little
+    for its process, so that stop and kill reach it rather than a runtime that knows nothing."""
+    deadline = time.monotonic() + 10
+    while row["state"] == "running" and not row["pid"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+        row = refresh(engine, engine._container(row["id"]))
+    return row
+
+
 def _running(engine, name: str, verb: str):
-    row = refresh(engine, engine._container(name))
+    row = _past_start(engine, refresh(engine, engine._container(name)))
     if row["state"] != "running":
         raise FailedPrecondition(f"Cannot {verb} container: {name}: Container {row['id']} is not "
                                  "running")
@@ -468,7 +506,7 @@ def _running(engine, name: str, verb: str):
 
 def stop(engine, name: str, timeout: float = 10) -> str:
     """Docker's stop: the image's StopSignal (SIGTERM), then SIGKILL after ``timeout`` seconds."""
-    row = refresh(engine, engine._container(name))
+    row = _past_start(engine, refresh(engine, engine._container(name)))
     if row["state"] != "running":
         return row["id"]
     runtime = Runtime(engine.root, RunConfig.from_json(row["run_config"]).runtime)
