@@ -6,6 +6,7 @@ import os
 import re
 import shutil
 import signal
+import subprocess
 import time
 
 import pytest
@@ -427,7 +428,7 @@ def test_a_container_being_started_is_owned_before_it_runs(store, store_root):
     delete it under the starter's feet; a start that fails gives the claim back."""
     from lamina import Engine
     from lamina.errors import FailedPrecondition
-    from lamina.monitor import _claim, supervise
+    from lamina.monitor import _claim, process_start_time, supervise
     from lamina.runtime import RuntimeFailure
 
     engine = Engine(root=store_root)
@@ -438,8 +439,16 @@ def test_a_container_being_started_is_owned_before_it_runs(store, store_root):
         with pytest.raises(FailedPrecondition, match="running container"):
             engine.rm("starting")
         assert engine.prune_containers() == ([], 0)
-        with pytest.raises(FailedPrecondition, match="already running"):
-            _claim(engine, "starting")
+        other = subprocess.Popen(["sleep", "30"])  # another live owner: the claim is refused
+        try:
+            engine.db.execute("UPDATE containers SET monitor_pid = ?, monitor_start = ? WHERE id = ?",
+                              (other.pid, process_start_time(other.pid), cid))
+            with pytest.raises(FailedPrecondition, match="already running"):
+                _claim(engine, "starting")
+        finally:
+            other.kill()
+            other.wait()
+        # the owner must not stay this test process: the fixture stops owners by PID
         engine.db.execute("UPDATE containers SET state = 'created' WHERE id = ?", (cid,))
         with pytest.raises(RuntimeFailure):
             supervise(engine, "starting")
