@@ -338,11 +338,12 @@ def liar(image_store):
     ("content-length", "download failed"),
     ("error-500", "download failed: HTTP 500"),
 ])
-def test_a_lying_registry_leaves_nothing(liar, tmp_path, lie, message):
+@pytest.mark.parametrize("driver", ["vfs", "overlay2"])  # layers in order / all at once
+def test_a_lying_registry_leaves_nothing(liar, tmp_path, lie, message, driver):
     handler, host = liar
     root = str(tmp_path / "victim")
-    lam = Lamina(root, "vfs")
-    eng = Engine(root=root, driver="vfs")
+    lam = Lamina(root, driver)
+    eng = Engine(root=root, driver=driver)
     assert eng.content.digests() == []  # the layout exists: compare blobs, not its creation
     eng.close()
     before = store_files(root)

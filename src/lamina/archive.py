@@ -57,8 +57,6 @@ def add_image(engine, config: bytes, layers: list[tuple[str, int, str]], tags=()
     while it downloads). On any error the layers this call added are removed again. Returns the
     image ID (the config digest).
     """
-    from .layertar import open_layer_stream
-
     try:
         doc = json.loads(config)
         diff_ids = list(doc["rootfs"]["diff_ids"])
@@ -74,37 +72,10 @@ def add_image(engine, config: bytes, layers: list[tuple[str, int, str]], tags=()
     db = engine.db
     added: list[str] = []
     try:
-        parent = None
-        for i, (digest, size, media_type) in enumerate(layers):
-            chain = chains[i]
-            stored = db.execute("SELECT 1 FROM layers WHERE chain_id = ?", (chain,)).fetchone()
-            arriving = ready(i, not stored) if ready is not None else None
-            if not stored:
-                with arriving or engine.content.open(digest) as blob:
-                    try:
-                        key, layer = engine._add_layer(parent, open_layer_stream(blob))
-                    except Exception:
-                        _raise_failure(blob)  # a bad download explains a bad tar best
-                        raise
-                    try:
-                        while blob.read(CHUNK):  # the digest check happens at the blob's end
-                            pass
-                        if layer["diff_id"] != diff_ids[i]:
-                            raise InvalidArgument(
-                                f"layer {digest} has diff_id {layer['diff_id']}, its config says "
-                                f"{diff_ids[i]}")
-                        with Transaction(db):
-                            engine._commit_layer(key, layer, (digest, size, media_type))
-                    except BaseException as error:
-                        if db.execute("SELECT 1 FROM snapshots WHERE key = ?", (key,)).fetchone():
-                            with Transaction(db):
-                                engine.snaps.remove(key)
-                        _purge(engine)
-                        if isinstance(error, Exception):
-                            _raise_failure(blob)
-                        raise
-                added.append(chain)
-            parent = chain
+        if getattr(engine.snaps, "independent_diffs", False):
+            _add_layers_at_once(engine, layers, diff_ids, chains, ready, added)
+        else:
+            _add_layers_in_order(engine, layers, diff_ids, chains, ready, added)
         with Transaction(db):
             if db.execute("SELECT 1 FROM images WHERE id = ?", (image_id,)).fetchone() is None:
                 engine._store_image(config, chains, None, manifest)
@@ -116,6 +87,150 @@ def add_image(engine, config: bytes, layers: list[tuple[str, int, str]], tags=()
     except BaseException:
         _drop_layers(engine, list(reversed(added)))
         raise
+
+
+def _add_layers_in_order(engine, layers, diff_ids, chains, ready, added: list[str]) -> None:
+    """Extract each missing layer on its parent, bottom first (drivers whose layer trees hold
+    their parents' files: vfs, overlay)."""
+    from .layertar import is_plain, open_layer_stream
+
+    db = engine.db
+    parent = None
+    for i, (digest, size, media_type) in enumerate(layers):
+        chain = chains[i]
+        stored = db.execute("SELECT 1 FROM layers WHERE chain_id = ?", (chain,)).fetchone()
+        arriving = ready(i, not stored) if ready is not None else None
+        if not stored:
+            with arriving or engine.content.open(digest) as blob:
+                try:
+                    stream = open_layer_stream(blob)  # a plain layer's diff_id: its digest
+                    key, layer = engine._add_layer(parent, stream,
+                                                   digest=digest if is_plain(stream) else None)
+                except Exception:
+                    _raise_failure(blob)  # a bad download explains a bad tar best
+                    raise
+                try:
+                    while blob.read(CHUNK):  # the digest check happens at the blob's end
+                        pass
+                    _check_diff_id(digest, layer["diff_id"], diff_ids[i])
+                    with Transaction(db):
+                        engine._commit_layer(key, layer, (digest, size, media_type))
+                except BaseException as error:
+                    if db.execute("SELECT 1 FROM snapshots WHERE key = ?", (key,)).fetchone():
+                        with Transaction(db):
+                            engine.snaps.remove(key)
+                    _purge(engine)
+                    if isinstance(error, Exception):
+                        _raise_failure(blob)
+                    raise
+            added.append(chain)
+        parent = chain
+
+
+EXTRACTORS = 4  # layers of one image extracted at once (each also has a reading thread)
+
+
+def _add_layers_at_once(engine, layers, diff_ids, chains, ready, added: list[str]) -> None:
+    """Extract every missing layer at once, each into a snapshot of its own with no parent, then
+    stack them bottom first (:meth:`DiffDirs.rebase`) and commit each after checking its diff_id.
+    The threads only write files; the database is used by this thread alone."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    db = engine.db
+    todo = [i for i, chain in enumerate(chains)
+            if db.execute("SELECT 1 FROM layers WHERE chain_id = ?", (chain,)).fetchone() is None]
+    cancel = threading.Event()
+    keys: dict[int, str] = {}
+    jobs: dict = {}
+    pool = ThreadPoolExecutor(max_workers=max(1, min(len(todo), EXTRACTORS)),
+                              thread_name_prefix="extract")
+    try:
+        for i in todo:
+            key = f"extract-{os.getpid()}-{os.urandom(6).hex()}"
+            with engine._tx():
+                engine.snaps.prepare(key, None)
+            keys[i] = key
+            blob = ready(i, True) if ready is not None else None
+            blob = blob or engine.content.open(layers[i][0])
+            fmt = "plain" if i == 0 else engine.snaps.fmt  # the bottom layer's whiteouts hide nothing
+            jobs[i] = pool.submit(_extract, blob, layers[i][0], engine.snaps.dir(key), fmt, cancel)
+        parent = None
+        for i, (digest, size, media_type) in enumerate(layers):
+            if i in jobs:
+                try:
+                    stats = jobs[i].result()
+                except _Cancelled:  # report the layer that failed, not one it stopped
+                    pool.shutdown(wait=True)
+                    for job in jobs.values():
+                        error = job.exception()
+                        if error is not None and not isinstance(error, _Cancelled):
+                            raise error from None
+                    raise
+                _check_diff_id(digest, stats.diff_id, diff_ids[i])
+                layer = {"chain_id": chains[i], "diff_id": stats.diff_id, "parent": parent,
+                         "size": stats.size, "inodes": stats.inodes}
+                with engine._tx():
+                    if parent is not None:
+                        engine.snaps.rebase(keys[i], parent)
+                    engine._commit_layer(keys.pop(i), layer, (digest, size, media_type))
+                added.append(chains[i])
+            elif ready is not None:
+                ready(i, False)
+            parent = chains[i]
+    except BaseException:
+        cancel.set()
+        pool.shutdown(wait=True)  # no thread may still write into a snapshot removed below
+        if keys:
+            with engine._tx():
+                for key in keys.values():
+                    if db.execute("SELECT 1 FROM snapshots WHERE key = ?", (key,)).fetchone():
+                        engine.snaps.remove(key)
+            _purge(engine)
+        raise
+    finally:
+        pool.shutdown(wait=True)
+
+
+class _Cancelled(LaminaError):
+    pass
+
+
+class _Cancellable:
+    """A blob reader that stops (raises) once ``cancel`` is set: another layer failed."""
+
+    def __init__(self, blob, cancel):
+        self.blob = blob
+        self.cancel = cancel
+
+    def read(self, n: int = -1) -> bytes:
+        if self.cancel.is_set():
+            raise _Cancelled("cancelled: another layer of the image failed")
+        return self.blob.read(n)
+
+
+def _extract(blob, digest: str, root: str, fmt: str, cancel):
+    """Extract one layer blob into ``root`` (a worker thread); returns its TarStats."""
+    from .layertar import apply_tar, is_plain, open_layer_stream
+
+    with blob:
+        source = _Cancellable(blob, cancel)
+        try:
+            stream = open_layer_stream(source)  # a plain layer's diff_id: its (checked) digest
+            stats = apply_tar(stream, root, fmt, digest if is_plain(stream) else None)
+            while source.read(CHUNK):  # the digest check happens at the blob's end
+                pass
+        except Exception as error:
+            if not isinstance(error, _Cancelled):
+                cancel.set()  # the other layers stop: this image cannot be stored
+            _raise_failure(blob)  # a bad download explains a bad tar best
+            raise
+    return stats
+
+
+def _check_diff_id(digest: str, got: str, expected: str) -> None:
+    if got != expected:
+        raise InvalidArgument(f"layer {digest} has diff_id {got}, its config says {expected}")
 
 
 def _raise_failure(blob) -> None:
@@ -887,7 +1002,14 @@ def load(engine, input, platform=("linux", "amd64", None), log=lambda line: None
             raise InvalidArgument("the archive holds no image")
         for config, layers, tags, manifest in images:
             started = time.monotonic()
-            image_id = add_image(engine, config, layers, tags, manifest)
+
+            def ready(i: int, follow: bool, layers=layers):
+                digest = layers[i][0]
+                if follow and digest in sink.created:  # checked as it was stored, just now
+                    return engine.content.open(digest, verify=False)
+                return None
+
+            image_id = add_image(engine, config, layers, tags, manifest, ready=ready)
             log(f"{image_id[7:19]}: loaded in {time.monotonic() - started:.1f}s")
             loaded.extend(f"Loaded image: {t}" for t in tags)
             if not tags:

@@ -9,12 +9,13 @@ the tar; "plain": full trees).
 from .snapshots import Snapshotter
 
 
-def apply(snaps: Snapshotter, key: str, stream):
-    """Extract the (decompressed) layer tar ``stream`` into the active snapshot ``key``."""
+def apply(snaps: Snapshotter, key: str, stream, digest: str | None = None):
+    """Extract the (decompressed) layer tar ``stream`` into the active snapshot ``key``;
+    ``digest``: the stream's sha256 if known already (see layertar.apply_tar)."""
     from .layertar import apply_tar
 
     fmt = snaps.fmt if snaps.stat(key).parent is not None else "plain"
-    return apply_tar(stream, snaps.dir(key), fmt)
+    return apply_tar(stream, snaps.dir(key), fmt, digest)
 
 
 def changes(snaps: Snapshotter, key: str) -> list:

@@ -237,7 +237,8 @@ class Engine:
             "SELECT name FROM tags WHERE image_id = ? ORDER BY added, name", (image_id,))]
 
     # ------------------------------------------------------------------ layers and images
-    def _add_layer(self, parent_chain: str | None, stream, writer=None) -> tuple[str, dict]:
+    def _add_layer(self, parent_chain: str | None, stream, writer=None,
+                   digest: str | None = None) -> tuple[str, dict]:
         """Extract the layer tar ``stream`` on ``parent_chain``; returns (chain_id, layer facts).
 
         The snapshot is made under a staging key and committed under its chain ID by the caller's
@@ -249,7 +250,7 @@ class Engine:
         from . import differ
 
         try:
-            stats = differ.apply(self.snaps, key, stream)
+            stats = differ.apply(self.snaps, key, stream, digest)
         except BaseException:
             try:
                 with self._tx():

@@ -78,6 +78,12 @@ class _Prefixed:
         self._raw.close()
 
 
+def is_plain(stream) -> bool:
+    """True if ``stream`` (from :func:`open_layer_stream`) is the blob's own bytes, uncompressed:
+    the layer's diff_id is then the blob's digest."""
+    return isinstance(stream, _Prefixed)
+
+
 def open_layer_stream(fileobj):
     """Return a stream of the uncompressed tar in ``fileobj`` (gzip, zstd or plain, sniffed).
 
@@ -558,11 +564,11 @@ class _Reader:
     writes files: zlib, isal, zstd, hashlib and file reads all release the GIL.
     """
 
-    def __init__(self, stream):
+    def __init__(self, stream, hashed: bool = True):
         import queue
         import threading
 
-        self.sha = hashlib.sha256()
+        self.sha = hashlib.sha256() if hashed else None
         self.count = 0
         self.buf = b""
         self.pos = 0
@@ -579,7 +585,8 @@ class _Reader:
             while not self._stop.is_set():
                 chunk = read(CHUNK)
                 if chunk:
-                    self.sha.update(chunk)
+                    if self.sha is not None:
+                        self.sha.update(chunk)
                     self.count += len(chunk)
                 self._put(chunk)
                 if not chunk:
@@ -1060,17 +1067,19 @@ class _Extractor:
                 os.close(fd)
 
 
-def apply_tar(stream, root: str, fmt: str) -> TarStats:
+def apply_tar(stream, root: str, fmt: str, digest: str | None = None) -> TarStats:
     """Extract the (uncompressed) layer tar read from ``stream`` into ``root``.
 
     ``fmt`` is "overlay" (whiteouts stay as char devices / opaque xattrs), "aufs" (whiteouts stay
     as the tar has them: ``.wh.NAME`` and ``.wh..wh..opq`` files) or "plain" (whiteouts
     delete). Hostile members raise InvalidArgument; nothing is ever written outside ``root``,
     but on error ``root`` is left half-written for the caller to discard. The whole stream is
-    read, so ``diff_id`` is the sha256 of every byte of it.
+    read, so ``diff_id`` is the sha256 of every byte of it; a caller that knows that digest
+    already (the stream is a stored, verified blob: see :func:`is_plain`) passes it as
+    ``digest`` and the bytes are not hashed again.
     """
     extractor = _Extractor(root, fmt)
-    reader = _Reader(stream)
+    reader = _Reader(stream, hashed=digest is None)
     header = None
     try:
         for header in _headers(reader):
@@ -1090,5 +1099,5 @@ def apply_tar(stream, root: str, fmt: str) -> TarStats:
         print(f"warning: not root: {extractor.owners_kept} entries of the layer are owned by "
               "you, not by the owners the layer gives them", file=sys.stderr)
     return TarStats(
-        "sha256:" + reader.sha.hexdigest(), reader.count, extractor.size, extractor.inodes
+        digest or "sha256:" + reader.sha.hexdigest(), reader.count, extractor.size, extractor.inodes
     )

@@ -129,12 +129,7 @@ class Snapshotter:
         parent_row = None
         depth = 0
         if parent is not None:
-            parent_row = self._row(parent)
-            if parent_row["kind"] != COMMITTED:
-                raise FailedPrecondition(f"parent {parent} is not committed")
-            depth = parent_row["depth"] + 1
-            if depth > MAX_DEPTH:
-                raise InvalidArgument(f"snapshot {key} would stack {depth} lowers; at most {MAX_DEPTH}")
+            parent_row, depth = self._parent(key, parent)
         row_id = os.urandom(16).hex()
         import time
 
@@ -146,6 +141,16 @@ class Snapshotter:
             (key, row_id, parent, kind, depth, lower, link, time.time()),
         )
         return self._mounts(self._row(key))
+
+    def _parent(self, key: str, parent: str):
+        """(row, depth of a child) of ``parent``, which must be committed and not too deep."""
+        parent_row = self._row(parent)
+        if parent_row["kind"] != COMMITTED:
+            raise FailedPrecondition(f"parent {parent} is not committed")
+        depth = parent_row["depth"] + 1
+        if depth > MAX_DEPTH:
+            raise InvalidArgument(f"snapshot {key} would stack {depth} lowers; at most {MAX_DEPTH}")
+        return parent_row, depth
 
     def mounts(self, key: str) -> list:
         """How to see ``key``: read-write for an active snapshot, read-only otherwise."""
@@ -173,6 +178,7 @@ class Snapshotter:
         self.pending = True
 
     pending = False
+    independent_diffs = False  # True where a layer can be extracted before its parent exists
     blob_gate = None  # set by the engine: decides about blobs in the trash (lamina.claims.gate)
     staged: tuple | list = ()  # (row id, marker) of snapshots this process made, not yet settled
 
@@ -274,8 +280,26 @@ class DiffDirs(Snapshotter):
         if not os.path.isdir(os.path.join(root, "l")):
             os.makedirs(os.path.join(root, "l"), exist_ok=True)
 
+    independent_diffs = True  # a layer's diff is made without its parent's tree: see rebase()
+
     def _data_dir(self, row_id: str) -> str:
         return os.path.join(self.root, row_id, "diff")
+
+    def rebase(self, key: str, parent: str) -> None:
+        """Put the active, parentless snapshot ``key`` on the committed ``parent`` (inside a
+        transaction). Its own diff does not change: a layer's diff never depends on the layers
+        below it here, so several layers of one image can be extracted at once and stacked
+        afterwards, in order."""
+        row = self._row(key)
+        if row["kind"] != ACTIVE or row["parent"] is not None:
+            raise FailedPrecondition(f"snapshot {key} is not an active snapshot without a parent")
+        parent_row, depth = self._parent(key, parent)
+        self.db.execute("UPDATE snapshots SET parent = ?, depth = ?, lower = ? WHERE key = ?",
+                        (parent, depth, self._lower_of(parent_row), key))
+
+    @staticmethod
+    def _lower_of(parent_row) -> str:
+        raise NotImplementedError
 
     def _usage(self, row):
         from ..fsutil import tree_usage

@@ -27,16 +27,19 @@ class Overlay2(DiffDirs):
         base = os.path.join(self.root, row_id)
         os.mkdir(base, 0o700)
         link = os.urandom(13).hex()[:26].upper()
-        lower = ""
-        if parent_row is not None:
-            parent_lower = parent_row["lower"]
-            lower = f"l/{parent_row['link']}" + (":" + parent_lower if parent_lower else "")
+        lower = self._lower_of(parent_row) if parent_row is not None else ""
         if kind == ACTIVE or parent_row is None:
             os.mkdir(os.path.join(base, "diff"), 0o755)
             os.symlink(f"../{row_id}/diff", os.path.join(self.root, "l", link))
         else:
             link = ""  # a view owns no data
         return link, lower
+
+    @staticmethod
+    def _lower_of(parent_row) -> str:
+        """The ``lower`` column of a child of ``parent_row``: short links, newest first."""
+        parent_lower = parent_row["lower"]
+        return f"l/{parent_row['link']}" + (":" + parent_lower if parent_lower else "")
 
     def _mounts(self, row):
         """Mounts of a snapshot. The overlay work dir is made by mount_all when first mounted, so

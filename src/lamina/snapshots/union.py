@@ -25,15 +25,18 @@ class Union(DiffDirs):
     def _create(self, row_id, parent_row, kind):
         base = os.path.join(self.root, row_id)
         os.mkdir(base, 0o700)
-        lower = ""
-        if parent_row is not None:
-            lower = parent_row["id"] + (":" + parent_row["lower"] if parent_row["lower"] else "")
+        lower = self._lower_of(parent_row) if parent_row is not None else ""
         if kind == ACTIVE or parent_row is None:
             os.mkdir(os.path.join(base, "diff"), 0o755)
             link = os.urandom(5).hex().upper()  # l/LINK: 128 branches fit one page of options
             os.symlink(f"../{row_id}/diff", os.path.join(self.root, "l", link))
             return link, lower
         return "", lower  # a view owns no data
+
+    @staticmethod
+    def _lower_of(parent_row) -> str:
+        """The ``lower`` column of a child of ``parent_row``: branch row ids, newest first."""
+        return parent_row["id"] + (":" + parent_row["lower"] if parent_row["lower"] else "")
 
     def _branch_ids(self, row) -> tuple[list[str], bool]:
         ids = row["lower"].split(":") if row["lower"] else []
