@@ -506,6 +506,57 @@ class Client:
         if resp.status_code != 201:
             raise _registry_error(resp, what)
 
+    def upload_stream(self, repository: str, make, on_bytes):
+        """Upload a blob made while it is sent (a layer compressed on the way, whose digest is
+        known only at its end): ``make()`` gives an iterable of its bytes that has ``digest``
+        and ``size`` once exhausted. One PATCH streams it (chunked), then a PUT names it; after
+        a dropped connection the blob is made and sent again. Returns the exhausted iterable.
+        """
+        httpx = self.httpx
+        what = f"upload to {repository}"
+        attempts = 0
+        while True:
+            location, _ = self.start_upload(repository, "a layer", None)
+            sent = 0
+            blob = None
+
+            def request(headers, location=location):
+                nonlocal blob
+                blob = make()  # again after a 401: a body is sent once
+
+                def body():
+                    nonlocal sent
+                    for piece in blob:
+                        sent += len(piece)
+                        on_bytes(len(piece))
+                        yield piece
+
+                headers["Content-Type"] = "application/octet-stream"
+                return self.http.send(self.http.build_request("PATCH", location, headers=headers,
+                                                              content=body()))
+
+            try:
+                resp = self._authorized(request)
+                resp.close()
+                if resp.status_code >= 500:
+                    raise _Retry(f"HTTP {resp.status_code}")
+                if resp.status_code != 202:
+                    raise _registry_error(resp, what)
+                location = self._location(resp)
+                break
+            except (httpx.TransportError, _Retry) as e:
+                attempts += 1
+                on_bytes(-sent)  # those bytes start over
+                if attempts > RETRIES:
+                    raise Unavailable(f"{what}: {_oneline(e)}") from None
+                time.sleep(0.2 * attempts)
+        resp = self._retrying(lambda: self.send("PUT", location, params={"digest": blob.digest},
+                                                headers={"Content-Length": "0"}), what)
+        resp.close()
+        if resp.status_code != 201:
+            raise _registry_error(resp, what)
+        return blob
+
     def _upload_status(self, location: str, what: str) -> tuple[int, str]:
         """(next offset, location) of an upload in progress, from the registry's Range."""
         resp = self._retrying(lambda: self.send("GET", location), what)
@@ -1103,16 +1154,12 @@ def push(engine, name: str, destination: str | None = None, tls_verify: bool | N
 
 def _push(engine, client, ref: Reference, image_id, manifest, doc, compression, sources, progress,
           jobs: int) -> str:
-    import shutil
-    import tempfile
-
     from .compression import media_suffix, of_media_type
 
     progress.message(f"The push refers to repository [{ref.name}]")
     client.ping()
     repo = ref.repository
     content = engine.content
-    workdir = tempfile.mkdtemp(prefix=f"{os.getpid()}-push-", dir=content.ingest)
     stop = threading.Event()
     plan = []  # (stored digest, stored size, stored media, target compression or None)
     for desc in doc.get("layers", []):
@@ -1122,81 +1169,128 @@ def _push(engine, client, ref: Reference, image_id, manifest, doc, compression, 
         plan.append((desc["digest"], int(desc["size"]), media, None if want == stored else want))
     converted = any(p[3] for p in plan)
     results: dict[int, tuple[str, int, str]] = {}
-    try:
-        def push_layer(i: int) -> None:
-            digest, size, media, want = plan[i]
-            key = _short(digest)
-            path = content.path(digest)
-            if want:
-                cached = cache.get(i)
-                new_media = MEDIA_OCI_LAYER + media_suffix(want)
-                if cached and _skip_or_mount(client, repo, cached[0], sources.get(cached[0]), key,
-                                             progress)[0]:
-                    results[i] = (cached[0], cached[1], new_media)
-                    return
-                from .archive import _recompress
 
-                progress.status(key, "Compressing")
-                new_digest, new_size, path = _recompress(engine, digest, want, workdir)
-                digest, size, media = new_digest, new_size, new_media
-            results[i] = (digest, size, media)
-            _push_blob(client, repo, digest, size, path, sources.get(digest), key, progress)
-            if want:
-                os.unlink(path)
+    def push_layer(i: int) -> None:
+        digest, size, media, want = plan[i]
+        key = _short(digest)
+        path = content.path(digest)
+        if want:
+            cached = cache.get(i)
+            new_media = MEDIA_OCI_LAYER + media_suffix(want)
+            if cached and _skip_or_mount(client, repo, cached[0], sources.get(cached[0]), key,
+                                         progress)[0]:
+                results[i] = (cached[0], cached[1], new_media)
+                return
+            progress.status(key, "Pushing")  # compressed as it is sent
+            blob = client.upload_stream(repo, lambda: _Recompressed(engine, digest, want),
+                                        lambda n: progress.advance(key, n))
+            results[i] = (blob.digest, blob.size, new_media)
+            progress.status(key, "Pushed")
+            return
+        results[i] = (digest, size, media)
+        _push_blob(client, repo, digest, size, path, sources.get(digest), key, progress)
 
-        cache = {}  # the database is used from this thread only
-        for i, (digest, size, _, want) in enumerate(plan):
-            progress.add(_short(digest), size, "Preparing")
-            if want:
-                cache[i] = engine.db.execute(
-                    "SELECT digest, size FROM compressed_blobs"
-                    " WHERE source = ? AND compression = ?",
-                    (digest, want)).fetchone()
-        with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="push") as pool:
-            futures = [pool.submit(push_layer, i) for i in range(len(plan))]
-            try:
-                config_size = content.size(image_id)
-                _push_blob(client, repo, image_id, config_size, content.path(image_id), None, None,
-                           progress)
-                for future in futures:
-                    future.result()
-            except BaseException:
-                stop.set()
-                for future in futures:
-                    future.cancel()
-                raise
-        if converted:
-            from .image import dumps
+    cache = {}  # the database is used from this thread only
+    for i, (digest, size, _, want) in enumerate(plan):
+        progress.add(_short(digest), size, "Preparing")
+        if want:
+            cache[i] = engine.db.execute(
+                "SELECT digest, size FROM compressed_blobs"
+                " WHERE source = ? AND compression = ?",
+                (digest, want)).fetchone()
+    with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="push") as pool:
+        futures = [pool.submit(push_layer, i) for i in range(len(plan))]
+        try:
+            config_size = content.size(image_id)
+            _push_blob(client, repo, image_id, config_size, content.path(image_id), None, None,
+                       progress)
+            for future in futures:
+                future.result()
+        except BaseException:
+            stop.set()
+            for future in futures:
+                future.cancel()
+            raise
+    if converted:
+        from .image import dumps
 
-            with Transaction(engine.db):
-                engine.db.executemany(
-                    "INSERT OR REPLACE INTO compressed_blobs VALUES (?,?,?,?)",
-                    [(plan[i][0], plan[i][3], *results[i][:2]) for i in results if plan[i][3]])
+        with Transaction(engine.db):
+            engine.db.executemany(
+                "INSERT OR REPLACE INTO compressed_blobs VALUES (?,?,?,?)",
+                [(plan[i][0], plan[i][3], *results[i][:2]) for i in results if plan[i][3]])
 
-            config_media = (doc.get("config") or {}).get("mediaType") or MEDIA_OCI_CONFIG
-            if config_media != MEDIA_OCI_CONFIG:
-                config_media = MEDIA_OCI_CONFIG
-            manifest = dumps({
-                "schemaVersion": 2, "mediaType": MEDIA_OCI_MANIFEST,
-                "config": {"mediaType": config_media, "digest": image_id,
-                           "size": content.size(image_id)},
-                "layers": [{"mediaType": results[i][2], "digest": results[i][0],
-                            "size": results[i][1]} for i in range(len(plan))]})
-            media_type = MEDIA_OCI_MANIFEST
-        else:
-            media_type = doc.get("mediaType") or MEDIA_OCI_MANIFEST
-        digest = client.put_manifest(repo, ref.digest or ref.tag, manifest, media_type)
-        _remember_sources(engine, [r[0] for r in results.values()] + [image_id, digest],
-                          ref.registry, repo)
-        stored = engine._image_row(image_id)["manifest_digest"]
-        if digest != stored:  # so that inspect's RepoDigests names what the repository has
-            with Transaction(engine.db):
-                engine.db.execute("INSERT OR REPLACE INTO pushed_manifests VALUES (?,?,?,?)",
-                                  (stored, ref.registry, repo, digest))
-        progress.message(f"{ref.tag or ref.digest}: digest: {digest} size: {len(manifest)}")
-        return digest
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        config_media = (doc.get("config") or {}).get("mediaType") or MEDIA_OCI_CONFIG
+        if config_media != MEDIA_OCI_CONFIG:
+            config_media = MEDIA_OCI_CONFIG
+        manifest = dumps({
+            "schemaVersion": 2, "mediaType": MEDIA_OCI_MANIFEST,
+            "config": {"mediaType": config_media, "digest": image_id,
+                       "size": content.size(image_id)},
+            "layers": [{"mediaType": results[i][2], "digest": results[i][0],
+                        "size": results[i][1]} for i in range(len(plan))]})
+        media_type = MEDIA_OCI_MANIFEST
+    else:
+        media_type = doc.get("mediaType") or MEDIA_OCI_MANIFEST
+    digest = client.put_manifest(repo, ref.digest or ref.tag, manifest, media_type)
+    _remember_sources(engine, [r[0] for r in results.values()] + [image_id, digest],
+                      ref.registry, repo)
+    stored = engine._image_row(image_id)["manifest_digest"]
+    if digest != stored:  # so that inspect's RepoDigests names what the repository has
+        with Transaction(engine.db):
+            engine.db.execute("INSERT OR REPLACE INTO pushed_manifests VALUES (?,?,?,?)",
+                              (stored, ref.registry, repo, digest))
+    progress.message(f"{ref.tag or ref.digest}: digest: {digest} size: {len(manifest)}")
+    return digest
+
+
+class _Recompressed:
+    """The stored blob ``source`` decompressed and compressed again as ``compression``, made as
+    it is iterated (pieces of compressed bytes); ``digest`` and ``size`` once exhausted. The
+    stored blob's own digest is checked at its end, before the last piece is given."""
+
+    def __init__(self, engine, source: str, compression: str):
+        self.engine = engine
+        self.source = source
+        self.compression = compression
+        self.digest = None
+        self.size = 0
+
+    def __iter__(self):
+        import collections
+        import hashlib
+
+        from .compression import compressor
+        from .layertar import open_layer_stream
+
+        pieces = collections.deque()  # filled by the compressor's writer thread
+        sha = hashlib.sha256()
+
+        class _Out:
+            def write(self, data) -> int:
+                pieces.append(bytes(data))
+                return len(data)
+
+        def ready():
+            while pieces:
+                piece = pieces.popleft()
+                sha.update(piece)
+                self.size += len(piece)
+                yield piece
+
+        with self.engine.content.open(self.source) as blob:
+            source = open_layer_stream(blob)
+            sink = compressor(self.compression, _Out())
+            while True:
+                data = source.read(CHUNK)
+                if not data:
+                    break
+                sink.write(data)
+                yield from ready()
+            sink.close()
+            while blob.read(CHUNK):  # the stored blob's digest check
+                pass
+        yield from ready()
+        self.digest = "sha256:" + sha.hexdigest()
 
 
 def _skip_or_mount(client, repo, digest, mount_from, key, progress) -> tuple[bool, str | None]:
