@@ -479,12 +479,7 @@ class Client:
                                  headers={"Content-Type": "application/octet-stream",
                                           "Content-Range": f"{offset}-{end - 1}",
                                           "Content-Length": str(end - offset)})
-                resp.close()
-                if resp.status_code >= 500:
-                    raise _Retry(f"HTTP {resp.status_code}")
-                if resp.status_code != 202:
-                    raise _registry_error(resp, what)
-                location = self._location(resp)
+                location = self._accepted(resp, what)
                 offset = end
             except (httpx.TransportError, _Retry) as e:
                 attempts += 1
@@ -500,11 +495,7 @@ class Client:
                     new_offset = 0
                 on_bytes(new_offset - end)  # forget the bytes the registry did not take
                 offset = new_offset
-        resp = self._retrying(lambda: self.send("PUT", location, params={"digest": digest},
-                                                headers={"Content-Length": "0"}), what)
-        resp.close()
-        if resp.status_code != 201:
-            raise _registry_error(resp, what)
+        self._finish_upload(location, digest, what)
 
     def upload_stream(self, repository: str, make, on_bytes):
         """Upload a blob made while it is sent (a layer compressed on the way, whose digest is
@@ -536,13 +527,7 @@ class Client:
                                                               content=body()))
 
             try:
-                resp = self._authorized(request)
-                resp.close()
-                if resp.status_code >= 500:
-                    raise _Retry(f"HTTP {resp.status_code}")
-                if resp.status_code != 202:
-                    raise _registry_error(resp, what)
-                location = self._location(resp)
+                location = self._accepted(self._authorized(request), what)
                 break
             except (httpx.TransportError, _Retry) as e:
                 attempts += 1
@@ -550,12 +535,25 @@ class Client:
                 if attempts > RETRIES:
                     raise Unavailable(f"{what}: {_oneline(e)}") from None
                 time.sleep(0.2 * attempts)
-        resp = self._retrying(lambda: self.send("PUT", location, params={"digest": blob.digest},
+        self._finish_upload(location, blob.digest, what)
+        return blob
+
+    def _accepted(self, resp, what: str) -> str:
+        """The next location after a PATCH (a 5xx is worth a retry)."""
+        resp.close()
+        if resp.status_code >= 500:
+            raise _Retry(f"HTTP {resp.status_code}")
+        if resp.status_code != 202:
+            raise _registry_error(resp, what)
+        return self._location(resp)
+
+    def _finish_upload(self, location: str, digest: str, what: str) -> None:
+        """PUT: the upload at ``location`` becomes blob ``digest``."""
+        resp = self._retrying(lambda: self.send("PUT", location, params={"digest": digest},
                                                 headers={"Content-Length": "0"}), what)
         resp.close()
         if resp.status_code != 201:
             raise _registry_error(resp, what)
-        return blob
 
     def _upload_status(self, location: str, what: str) -> tuple[int, str]:
         """(next offset, location) of an upload in progress, from the registry's Range."""
