@@ -394,6 +394,10 @@ def test_pull_picks_the_platform_from_an_index(image_store, other, registry):
                      headers={"Content-Type": "application/vnd.oci.image.index.v1+json"})
     assert resp.status_code == 201, resp.text
     assert other.pull(f"{registry}/multi/app:both") == image_store.inspect_image("busybox:1")["Id"]
+    index_digest = "sha256:" + hashlib.sha256(index).hexdigest()
+    repo_digests = other.inspect_image(f"{registry}/multi/app:both")["RepoDigests"]
+    assert f"{registry}/multi/app@{index_digest}" in repo_digests  # what Docker shows
+    assert f"{registry}/multi/app@{amd}" in repo_digests  # and the platform's, as Podman does
     assert other.pull(f"{registry}/multi/app:both", platform=("linux", "arm64", None)) == \
         image_store.inspect_image("app:2")["Id"]
     with pytest.raises(LaminaError, match="no image for linux/s390x"):

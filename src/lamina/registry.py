@@ -1000,7 +1000,9 @@ def _pull(engine, client, ref: Reference, platform, progress, jobs: int) -> str:
     shown = ref.name if ref.registry != DOCKER_HUB else repo
     progress.message(f"{ref.tag or ref.digest}: Pulling from {shown}")
     manifest, media, digest = client.get_manifest(repo, ref.digest or ref.tag)
+    index_digest = None
     if media in INDEX_TYPES:
+        index_digest = digest
         index = json.loads(manifest)
         chosen = [d for d in index.get("manifests", []) if isinstance(d, dict)
                   and platform_matches(d, platform)]
@@ -1077,6 +1079,11 @@ def _pull(engine, client, ref: Reference, platform, progress, jobs: int) -> str:
                 progress.status(_short(blob), "Pull complete")
         _remember_sources(engine, [b for b, _, _ in layers] + [config_digest, digest],
                           ref.registry, repo)  # the manifest's: inspect's RepoDigests
+        if index_digest is not None:  # and the index's, the digest that names it there
+            with Transaction(engine.db):
+                engine.db.execute("INSERT OR REPLACE INTO pushed_manifests VALUES (?,?,?,?)",
+                                  (digest, ref.registry, repo, index_digest))
+        digest = index_digest or digest
         progress.message(f"Digest: {digest}")
         progress.message(f"Status: Downloaded newer image for {ref}")
         return image_id
