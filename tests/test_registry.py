@@ -29,17 +29,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_registry(workdir, htpasswd: str | None = None):
-    """docker-registry serving ``workdir/data`` on 127.0.0.1:<free port>; returns (host, proc)."""
+def start_registry(workdir, htpasswd: str | None = None, tls: tuple[str, str] | None = None):
+    """docker-registry serving ``workdir/data`` on 127.0.0.1:<free port>; returns (host, proc).
+    ``tls``: (certificate, key) files: it serves https."""
     port = free_port()
     auth = ""
     if htpasswd:
         auth = f"auth:\n  htpasswd:\n    realm: lamina-test\n    path: {htpasswd}\n"
+    http = f"http:\n  addr: 127.0.0.1:{port}\n"
+    if tls:
+        http += f"  tls:\n    certificate: {tls[0]}\n    key: {tls[1]}\n"
     config = os.path.join(workdir, "config.yml")
     with open(config, "w") as f:
         f.write(f"version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n"
-                f"    rootdirectory: {workdir}/data\n  delete:\n    enabled: true\n"
-                f"http:\n  addr: 127.0.0.1:{port}\n{auth}")
+                f"    rootdirectory: {workdir}/data\n  delete:\n    enabled: true\n{http}{auth}")
     log = open(os.path.join(workdir, "registry.log"), "wb")
     proc = subprocess.Popen(["docker-registry", "serve", config], stdout=log, stderr=log,
                             stdin=subprocess.DEVNULL)
@@ -229,6 +232,35 @@ class _CuttingProxy:
     def close(self):
         self.closed = True
         self.sock.close()
+
+
+def test_an_https_registry_is_verified_unless_told_otherwise(image_store, other, tmp_path,
+                                                            monkeypatch):
+    """A registry with a self-signed certificate: refused; trusted through SSL_CERT_FILE (pushes
+    and pulls go over verified https, blob bodies included); or --tls-verify=false."""
+    work = str(tmp_path / "tls-registry")
+    os.makedirs(work)
+    cert, key = f"{work}/cert.pem", f"{work}/key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                    "-keyout", key, "-out", cert, "-subj", "/CN=lamina-test",
+                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    host, proc = start_registry(work, tls=(cert, key))
+    try:
+        with pytest.raises(LaminaError, match="certificate verify failed.*SSL_CERT_FILE"):
+            image_store.push("app:2", f"{host}/tls/app:2")
+        assert not os.path.exists(f"{work}/data/docker/registry/v2/repositories/tls")
+        monkeypatch.setenv("SSL_CERT_FILE", cert)
+        digest = image_store.push("app:2", f"{host}/tls/app:2")
+        assert other.pull(f"{host}/tls/app@{digest}") == image_store.inspect_image("app:2")["Id"]
+        monkeypatch.delenv("SSL_CERT_FILE")
+        third = Engine(root=str(tmp_path / "third"), driver="vfs")
+        with pytest.raises(LaminaError, match="certificate verify failed"):
+            third.pull(f"{host}/tls/app:2")
+        assert third.pull(f"{host}/tls/app:2", tls_verify=False) == \
+            image_store.inspect_image("app:2")["Id"]
+        third.close()
+    finally:
+        stop(proc)
 
 
 def test_login_logout_and_basic_auth(image_store, other, auth_registry, tmp_path):
