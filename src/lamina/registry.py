@@ -856,18 +856,24 @@ class _RawBody:
         import http.client
 
         view = memoryview(bytearray(CHUNK))
-        while True:
+        filled = 0
+        while True:  # whole chunks: one hash, write and wake-up of the extractor per MiB
             try:
-                n = self.resp.readinto(view)
+                n = self.resp.readinto(view[filled:])
             except (OSError, http.client.HTTPException) as e:  # reset, timeout, cut short
                 raise _Transport(_oneline(e)) from None
+            filled += n
+            if n and filled < CHUNK:
+                continue
+            if filled:
+                yield view[:filled]
+                filled = 0
             if not n:
                 if self.resp.length:  # readinto ends quietly where read() would complain
                     raise _Transport(f"connection closed with {self.resp.length} bytes of the "
                                      "body unread")
                 self.done = True
                 return
-            yield view[:n]
 
     def read(self) -> bytes:
         import http.client
