@@ -456,3 +456,172 @@ def test_a_container_being_started_is_owned_before_it_runs(store, store_root):
         assert engine.prune_containers()[0] == [cid]
     finally:
         engine.close()
+
+
+def test_a_container_being_run_is_owned_from_its_creation(store, store_root, tmp_path,
+                                                          monkeypatch):
+    """``run`` creates the container already claimed by itself, so a ``container prune`` or an
+    ``rm`` while it mounts the container to seed a named volume (before its process runs) cannot
+    delete it; ``ps`` and ``inspect`` show it meanwhile. The prune and the others run in the
+    middle of ``volumes.attach``, the window between creating the container and starting it."""
+    from lamina import Engine, volumes
+    from lamina.monitor import release, run
+    from lamina.runtime import RunConfig
+
+    seen = {}
+    attach = volumes.attach
+
+    def others_meanwhile(engine, cid, specs, rootfs):
+        seen["cid"] = cid
+        seen["prune"] = store("container", "prune", "-f")
+        seen["rm"] = store("rm", cid, check=False)
+        seen["ps"] = json.loads(store("ps", "--format", "json").stdout)
+        seen["inspect"] = json.loads(store("inspect", cid).stdout)[0]
+        return attach(engine, cid, specs, rootfs)
+
+    monkeypatch.setattr(volumes, "attach", others_meanwhile)
+    out = tmp_path / "out"
+    engine = Engine(root=store_root)
+    try:
+        with open(out, "wb") as f:
+            cid, code = run(engine, "busybox", ["sh", "-c", "echo ran > /data/f; echo ok"],
+                            config=RunConfig(volumes=(("vol", "/data", False),)),
+                            stdout=f.fileno())
+    finally:
+        if "cid" in seen:  # the owner must not stay this test process: the fixture kills owners
+            release(engine, seen["cid"])
+        engine.close()
+    assert (cid, code) == (seen["cid"], 0) and out.read_text() == "ok\n"
+    assert cid not in seen["prune"].stdout
+    assert seen["rm"].returncode != 0 and "cannot remove a running container" in seen["rm"].stderr
+    assert seen["ps"]["ID"] == cid[:12] and seen["ps"]["State"] == "running"
+    assert seen["ps"]["Status"].startswith("Up ")
+    assert seen["inspect"]["State"]["Running"] is True
+    row = json.loads(store("ps", "-a", "--format", "json").stdout)
+    assert row["ID"] == cid[:12] and row["Status"].startswith("Exited (0) ")
+    assert store("volume", "inspect", "vol").returncode == 0
+    assert store("run", "--rm", "-v", "vol:/data", "busybox", "cat", "/data/f").stdout == "ran\n"
+
+
+def test_run_detached_hands_its_claim_to_the_monitor(store, store_root, monkeypatch):
+    """``run -d`` creates the container claimed by itself and hands the claim to the monitor it
+    spawns (``LAMINA_HANDOVER``): a prune before the handover (while the volume is seeded) and
+    one right after ``run -d`` returns both leave it running, owned by the monitor."""
+    from lamina import Engine, volumes
+    from lamina.monitor import monitor_alive, release, run
+    from lamina.runtime import RunConfig
+
+    seen = {}
+    attach = volumes.attach
+
+    def prune_meanwhile(engine, cid, specs, rootfs):
+        seen["cid"] = cid
+        seen["prune"] = store("container", "prune", "-f")
+        return attach(engine, cid, specs, rootfs)
+
+    monkeypatch.setattr(volumes, "attach", prune_meanwhile)
+    engine = Engine(root=store_root)
+    try:
+        cid, code = run(engine, "busybox", ["sleep", "30"], name="bg",
+                        config=RunConfig(volumes=(("vol", "/data", False),)), detach=True)
+        row = engine._container(cid)
+    finally:
+        if "cid" in seen:
+            release(engine, seen["cid"])
+        engine.close()
+    assert code is None and cid not in seen["prune"].stdout
+    assert row["state"] == "running" and row["pid"] and monitor_alive(row)
+    assert row["monitor_pid"] != os.getpid()  # the monitor's now
+    assert cid not in store("container", "prune", "-f").stdout
+    assert lines(store("ps", "-q", "--no-trunc")) == [cid]
+    # through the command itself: run -d, then a prune at once
+    cid2 = store("run", "-d", "--name", "bg2", "-v", "vol:/data", "busybox", "sleep", "30").stdout
+    assert cid2.strip() not in store("container", "prune", "-f").stdout
+    assert sorted(lines(store("ps", "-q", "--no-trunc"))) == sorted([cid, cid2.strip()])
+    store("stop", "-t", "0", "bg", "bg2")
+    assert store("wait", "bg").stdout.strip() == "137"
+
+
+def test_a_run_that_fails_before_its_process_gives_the_claim_back(store, store_root, monkeypatch):
+    """Every way out of ``run`` before the process runs gives the claim back before removing the
+    container (``rm -f`` of a container claimed by a live owner would wait for a process that
+    never comes): seeding a volume fails; the monitor of ``run -d`` dies before taking the claim
+    over (left ``created`` without ``--rm``, gone with it); its process cannot start."""
+    from lamina import Engine, volumes
+    from lamina.errors import LaminaError
+    from lamina.monitor import release, run
+    from lamina.runtime import RunConfig, RuntimeFailure
+
+    def fails(engine, cid, specs, rootfs):
+        raise LaminaError("seeding failed")
+
+    engine = Engine(root=store_root)
+    made = []
+    create = engine.create
+
+    def recorded(*args, **options):
+        made.append(create(*args, **options))
+        return made[-1]
+
+    monkeypatch.setattr(engine, "create", recorded)
+    try:
+        with monkeypatch.context() as m:
+            m.setattr(volumes, "attach", fails)
+            started = time.monotonic()
+            with pytest.raises(LaminaError, match="seeding failed"):
+                run(engine, "busybox", ["true"], config=RunConfig(volumes=(("v", "/d", False),)))
+            assert time.monotonic() - started < 5
+        assert engine.containers() == []
+        with monkeypatch.context() as m:  # the monitor's interpreter cannot even start
+            m.setenv("PYTHONHOME", "/nonexistent")
+            with pytest.raises(LaminaError, match="failed before starting"):
+                run(engine, "busybox", ["sleep", "30"], name="left", detach=True)
+            with pytest.raises(LaminaError, match="failed before starting"):
+                run(engine, "busybox", ["sleep", "30"], name="gone", detach=True,
+                    config=RunConfig(auto_remove=True))
+        row = engine._container("left")
+        assert (row["state"], row["pid"], row["monitor_pid"]) == ("created", 0, 0)
+        assert [c["Names"] for c in engine.containers()] == ["left"]
+        with pytest.raises(RuntimeFailure):  # the monitor took the claim over, then gave it back
+            run(engine, "busybox", ["/no/such/binary"], name="bad", detach=True)
+        assert engine._container("bad")["state"] == "created"
+        started = time.monotonic()
+        assert sorted(engine.prune_containers()[0]) == sorted(made[1:2] + made[3:])
+        assert time.monotonic() - started < 5
+    finally:
+        for cid in made:
+            release(engine, cid)
+        engine.close()
+
+
+def test_wait_follows_the_claim_to_the_monitor(store, store_root):
+    """``wait`` on a container whose claim is still that of the ``run -d`` that created it waits
+    on, once that process has handed the claim to the monitor and left, the monitor: the exit
+    code is the process's, not that of a container still running."""
+    import sys
+
+    script = ("import sys\n"
+              "from lamina import Engine\n"
+              "from lamina.monitor import spawn\n"
+              f"engine = Engine(root={store_root!r})\n"
+              "cid = engine.create('busybox', name='handed', command=['sh', '-c', 'sleep 1; exit 3'],"
+              " claimed=True)\n"
+              "print(cid, flush=True)\n"
+              "sys.stdin.read()\n"
+              "spawn(engine, cid)\n")
+    starter = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, text=True)
+    try:
+        cid = starter.stdout.readline().strip()
+        waiter = subprocess.Popen([sys.executable, "-m", "lamina", "--root", store_root, "wait",
+                                   "handed"], stdout=subprocess.PIPE, text=True)
+        time.sleep(0.5)  # the waiter is waiting on the starter, the claim's owner
+        assert waiter.poll() is None
+        assert cid not in store("container", "prune", "-f").stdout
+        starter.stdin.close()
+        assert starter.wait(30) == 0
+        out, _ = waiter.communicate(timeout=30)
+        assert out.strip() == "3"
+    finally:
+        starter.kill()
+        starter.wait()

@@ -607,12 +607,18 @@ class Engine:
         return out
 
     # ------------------------------------------------------------------ containers
-    def create(self, image: str, name: str | None = None, command: list[str] | None = None) -> str:
+    def create(self, image: str, name: str | None = None, command: list[str] | None = None,
+               claimed: bool = False) -> str:
         """A new container: a writable layer on the image's init layer. Returns its ID.
 
         The init layer holds the placeholders the runtime bind-mounts over (``/etc/hosts``, ...).
         It is the same for every container of an image, so it is made once per layer chain and
         shared: a container costs one snapshot, and N containers add nothing but their own layers.
+
+        ``claimed`` (for ``run``): the container is born owned by this process, as
+        :func:`lamina.monitor.supervise` claims one it starts (state ``running``, pid 0), so no
+        ``rm`` or prune can take it before its process runs. The caller must then start it or
+        give the claim back (:func:`lamina.monitor.release`).
         """
         image_id = self._image_id(image)
         img = self._image_row(image_id)
@@ -645,6 +651,12 @@ class Engine:
                 "INSERT INTO containers(id, name, image_id, image_ref, command, command_line,"
                 " created) VALUES (?,?,?,?,?,?,?)",
                 (cid, name, image_id, image, command_json, command_line, time.time()))
+            if claimed:
+                from .monitor import claim_columns
+
+                self.db.execute("UPDATE containers SET state = 'running', pid = 0,"
+                                " monitor_pid = ?, monitor_start = ?, started = ? WHERE id = ?",
+                                (*claim_columns(), cid))
         return cid
 
     def _write_init(self, key: str) -> None:

@@ -20,7 +20,7 @@ import os
 import signal
 import time
 
-from .errors import FailedPrecondition, InvalidArgument, LaminaError
+from .errors import FailedPrecondition, InvalidArgument, LaminaError, NotFound
 from .metadata import Transaction
 from .runtime import (
     RunConfig,
@@ -35,6 +35,7 @@ from .runtime import (
 )
 
 LOG_FILE = "container.log"
+_HANDOVER = "LAMINA_HANDOVER"  # the monitor's environment: the PID whose claim it takes over
 UNKNOWN_EXIT = 255  # the owner died without recording the process's exit
 _FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
               signal.SIGUSR2)
@@ -258,39 +259,56 @@ def _record(engine, container_id: str, **columns) -> None:
 
 
 def supervise(engine, name: str, *, stdin=None, stdout_fds=(), stderr_fds=(), on_started=None,
-              forward_signals: bool = False) -> int:
+              forward_signals: bool = False, handover: int = 0) -> int:
     """Run the container's own process to its end, as its owner; returns the exit code.
 
     Output goes to the container's log and to ``stdout_fds``/``stderr_fds``; ``on_started(pid)``
-    is called once the process runs (its state is ``running`` by then)."""
-    row = _claim(engine, name)
-    cid = row["id"]
+    is called once the process runs (its state is ``running`` by then). ``handover``: the PID
+    of a process whose claim on the container this one takes over (see :func:`_claim`)."""
+    row = _claim(engine, name, handover)
     try:
         return _supervise(engine, row, stdin=stdin, stdout_fds=stdout_fds, stderr_fds=stderr_fds,
                           on_started=on_started, forward_signals=forward_signals)
     except BaseException:
-        current = engine.db.execute("SELECT pid, state, monitor_pid FROM containers WHERE id = ?",
-                                    (cid,)).fetchone()
-        if current is not None and current["state"] == "running" and not current["pid"] \
-                and current["monitor_pid"] == os.getpid():
-            _record(engine, cid, state="created")  # its process never ran: give the claim back
+        release(engine, row["id"])  # if its process never ran
         raise
 
 
-def _claim(engine, name: str):
+def claim_columns() -> tuple[int, int | None, float]:
+    """``monitor_pid``, ``monitor_start`` and ``started`` of a container this process claims."""
+    me = os.getpid()
+    return me, process_start_time(me), time.time()
+
+
+def _claim(engine, name: str, handover: int = 0):
     """Become the container's owner before touching it: in one transaction, check that nobody
     owns it and mark it running with this process as owner (its pid stays 0 until the process
     runs). From then on ``rm`` refuses it without ``-f`` and prunes leave it alone, so a
-    concurrent ``container prune`` cannot delete a container that is being started."""
-    me = os.getpid()
+    concurrent ``container prune`` cannot delete a container that is being started.
+
+    A claim not yet started (pid 0) that is this process's own (``run`` creates the container
+    claimed) or that of ``handover`` (the ``run -d`` or ``start`` that spawned this monitor and
+    waits for it) is taken over; any other live owner's is refused."""
     with Transaction(engine.db):
         row = engine._container(name)
-        if row["state"] == "running" and monitor_alive(row):
+        if row["state"] == "running" and monitor_alive(row) and not (
+                not row["pid"] and row["monitor_pid"] in (os.getpid(), handover)):
             raise FailedPrecondition(f"container {row['name']} is already running")
         engine.db.execute(
             "UPDATE containers SET state = 'running', pid = 0, monitor_pid = ?, monitor_start = ?,"
-            " started = ? WHERE id = ?", (me, process_start_time(me), time.time(), row["id"]))
+            " started = ? WHERE id = ?", (*claim_columns(), row["id"]))
     return engine._container(row["id"])
+
+
+def release(engine, container_id: str) -> bool:
+    """Undo :func:`_claim` (or ``Engine.create(claimed=True)``) if the claim is still this
+    process's and its process never ran: the container is ``created`` again, with no owner, so
+    ``rm -f`` has nothing to stop and prune may take it. True if it was given back."""
+    with Transaction(engine.db):
+        return bool(engine.db.execute(
+            "UPDATE containers SET state = 'created', pid = 0, monitor_pid = 0, monitor_start = 0"
+            " WHERE id = ? AND state = 'running' AND pid = 0 AND monitor_pid = ?",
+            (container_id, os.getpid())).rowcount)
 
 
 def _supervise(engine, row, *, stdin, stdout_fds, stderr_fds, on_started, forward_signals) -> int:
@@ -351,20 +369,34 @@ def _supervise(engine, row, *, stdin, stdout_fds, stderr_fds, on_started, forwar
 
 
 def remove_after_run(engine, name: str) -> None:
-    """``--rm``: the container, its bundle and its anonymous volumes go."""
+    """``--rm``: the container, its bundle and its anonymous volumes go. One that another
+    process (a ``container prune``) removed once it had exited is done."""
     from . import volumes
 
-    anonymous = volumes.anonymous_of(engine, engine._container(name)["id"])
-    engine.rm(name, force=True)
+    try:
+        cid = engine._container(name)["id"]
+    except NotFound:
+        return
+    anonymous = volumes.anonymous_of(engine, cid)
+    try:
+        engine.rm(cid, force=True)
+    except NotFound:
+        pass
     for volume in anonymous:
         volumes.remove(engine, volume)
 
 
 def spawn(engine, name: str) -> str:
     """Start the container's process under a detached monitor; return once the process runs
-    (or raise what stopped it from starting). Returns the container ID."""
+    (or raise what stopped it from starting). Returns the container ID.
+
+    A container this process has claimed (``run -d`` creates it claimed) is handed over: the
+    monitor takes the claim in the transaction that makes it its own (``LAMINA_HANDOVER``), so
+    the container is owned by a live process throughout. If the monitor fails before that, the
+    claim is still this process's, for the caller to give back (:func:`release`)."""
     row = engine._container(name)
-    if row["state"] == "running" and monitor_alive(row):
+    mine = not row["pid"] and row["monitor_pid"] == os.getpid()
+    if row["state"] == "running" and monitor_alive(row) and not mine:
         return row["id"]
     import sys
 
@@ -374,6 +406,9 @@ def spawn(engine, name: str) -> str:
     package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ)
     env["PYTHONPATH"] = package_parent + (":" + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env.pop(_HANDOVER, None)
+    if row["state"] == "running" and mine:
+        env[_HANDOVER] = str(os.getpid())
     argv = [sys.executable, "-S", "-m", "lamina.monitor", engine.root, engine.driver, row["id"],
             str(write_end)]
     child = os.fork()
@@ -406,8 +441,10 @@ def spawn(engine, name: str) -> str:
 
 def _monitor_main(engine, container_id: str, notify: int) -> None:
     """The monitor process (``python -m lamina.monitor ROOT DRIVER ID FD``): own the container
-    until its process ends; write ``ok`` or ``CODE message`` to the file descriptor FD."""
+    until its process ends; write ``ok`` or ``CODE message`` to the file descriptor FD. With
+    ``LAMINA_HANDOVER=PID`` in its environment, it takes over the claim of PID (:func:`spawn`)."""
     os.set_inheritable(notify, False)  # neither runc nor the container may hold it open
+    handover = os.environ.pop(_HANDOVER, "")
     bundle = bundle_dir(engine, container_id)
     os.makedirs(bundle, exist_ok=True)
     null = os.open(os.devnull, os.O_RDWR)
@@ -426,7 +463,8 @@ def _monitor_main(engine, container_id: str, notify: int) -> None:
         state["notified"] = True
 
     try:
-        supervise(engine, container_id, on_started=started)
+        supervise(engine, container_id, on_started=started,
+                  handover=int(handover) if handover.isdigit() else 0)
     except BaseException as e:  # noqa: BLE001 - report it to the waiting command, then leave
         if not state["notified"]:
             code = getattr(e, "exit_code", 125) if isinstance(e, LaminaError) else 125
@@ -537,7 +575,7 @@ def wait(engine, name: str) -> int:
         time.sleep(delay)
         delay = min(delay * 2, 0.2)
         row = refresh(engine, engine._container(row["id"]))  # NotFound once it is removed
-    if row["state"] == "running":
+    while row["state"] == "running":  # again if the owner handed it over (run -d, spawn)
         _wait_owner(row, None)
         row = refresh(engine, engine._container(row["id"]))
     return row["exit_code"]
@@ -695,7 +733,10 @@ def run(engine, image: str, command: list[str] | None = None, *, name: str | Non
     Runtime(engine.root, config.runtime)  # a missing runtime fails before anything is made
     image_config = engine._image_config(engine._image_id(image)).get("config") or {}
     argv = combine_command(image_config, command, entrypoint)
-    cid = engine.create(image, name=name, command=argv)
+    # Born claimed by this process: no prune or rm can take it while its volumes are seeded and
+    # until supervise (or the monitor spawn hands the claim to) runs its process. Every way out
+    # before that gives the claim back first, so that rm -f finds nothing to stop.
+    cid = engine.create(image, name=name, command=argv, claimed=True)
     try:
         if config.volumes:
             target = engine._mount_target(cid)
@@ -708,18 +749,23 @@ def run(engine, image: str, command: list[str] | None = None, *, name: str | Non
             config = RunConfig(**{**config.__dict__, "volumes": resolved})
         _record(engine, cid, run_config=config.to_json())
     except BaseException:
+        release(engine, cid)
         engine.rm(cid, force=True)
         raise
     if detach:
         try:
             return spawn(engine, cid), None
-        except LaminaError:
-            if config.auto_remove:
+        except BaseException as e:
+            release(engine, cid)  # the monitor failed before taking it over
+            if config.auto_remove and isinstance(e, LaminaError):
                 remove_after_run(engine, cid)
             raise
     try:
         code = supervise(engine, cid, stdin=stdin, stdout_fds=[stdout], stderr_fds=[stderr],
                          forward_signals=True)
+    except BaseException:
+        release(engine, cid)  # supervise failed before its own claim (it gives that back)
+        raise
     finally:
         if config.auto_remove:
             remove_after_run(engine, cid)
