@@ -377,6 +377,65 @@ def liar(image_store):
     server.server_close()
 
 
+class _Bearer(_Liar):
+    """A registry that wants a bearer token from its token service (``/token``, which itself
+    wants alice's password when ``password`` is set), as Docker Hub and most registries do."""
+
+    password = None
+    scopes: list = []
+
+    def do_GET(self):
+        import base64
+        import urllib.parse
+
+        if self.path.startswith("/token"):
+            query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
+            type(self).scopes.append((query.get("service"), query.get("scope")))
+            if self.password is not None:
+                given = self.headers.get("Authorization", "")
+                want = "Basic " + base64.b64encode(f"alice:{self.password}".encode()).decode()
+                if given != want:
+                    return self._send(401, b'{"details":"wrong password"}')
+            return self._send(200, b'{"token":"T0K3N"}')
+        if self.headers.get("Authorization") != "Bearer T0K3N":
+            host = self.headers.get("Host")
+            return self._send(401, b'{"errors":[{"code":"UNAUTHORIZED","message":"token"}]}', [
+                ("WWW-Authenticate",
+                 f'Bearer realm="http://{host}/token",service="fake-registry"')])
+        return super().do_GET()
+
+    do_HEAD = do_GET
+
+
+@pytest.mark.parametrize("password", [None, "s3cret"])
+def test_pull_through_a_token_service(image_store, tmp_path, password):
+    """Bearer auth: the challenge names the token service; lamina asks it for a token with the
+    repository's pull scope (with the stored credentials when the service wants them)."""
+    manifest, blobs, layers = _image_blobs(image_store, "app:2")
+    handler = type("Handler", (_Bearer,), {"manifest": manifest, "blobs": blobs,
+                                           "layers": layers, "password": password, "scopes": []})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    host = f"127.0.0.1:{server.server_address[1]}"
+    authfile = tmp_path / "auth.json"
+    eng = Engine(root=str(tmp_path / "store"), driver="vfs")
+    try:
+        if password is not None:
+            with pytest.raises(LaminaError, match="token service refused"):
+                eng.pull(f"{host}/team/app:2", authfile=str(authfile))
+            from lamina import auth
+
+            auth.store(host, "alice", password, str(authfile))
+        image_id = eng.pull(f"{host}/team/app:2", authfile=str(authfile))
+        assert image_id == image_store.inspect_image("app:2")["Id"]
+        assert (["fake-registry"], ["repository:team/app:pull"]) in handler.scopes
+    finally:
+        eng.close()
+        server.shutdown()
+        server.server_close()
+
+
 @pytest.mark.parametrize("lie, message", [
     ("wrong-digest", "blob digest mismatch"),
     ("truncated", "is truncated"),
