@@ -608,7 +608,7 @@ class Engine:
 
     # ------------------------------------------------------------------ containers
     def create(self, image: str, name: str | None = None, command: list[str] | None = None,
-               claimed: bool = False) -> str:
+               claimed: bool = False, used: bool = False) -> str:
         """A new container: a writable layer on the image's init layer. Returns its ID.
 
         The init layer holds the placeholders the runtime bind-mounts over (``/etc/hosts``, ...).
@@ -618,7 +618,8 @@ class Engine:
         ``claimed`` (for ``run``): the container is born owned by this process, as
         :func:`lamina.monitor.supervise` claims one it starts (state ``running``, pid 0), so no
         ``rm`` or prune can take it before its process runs. The caller must then start it or
-        give the claim back (:func:`lamina.monitor.release`).
+        give the claim back (:func:`lamina.monitor.release`). ``used`` (for a build's ``RUN``):
+        the container is born used by this process (:mod:`lamina.uses`), until it removes it.
         """
         image_id = self._image_id(image)
         img = self._image_row(image_id)
@@ -657,6 +658,11 @@ class Engine:
                 self.db.execute("UPDATE containers SET state = 'running', pid = 0,"
                                 " monitor_pid = ?, monitor_start = ?, started = ? WHERE id = ?",
                                 (*claim_columns(), cid))
+            if used:
+                from . import uses
+
+                self.db.execute(uses.SCHEMA)
+                self.db.execute("INSERT INTO container_uses VALUES (?, ?, 0)", (cid, os.getpid()))
         return cid
 
     def _write_init(self, key: str) -> None:
@@ -792,38 +798,78 @@ class Engine:
                 pass
 
     def rm(self, name: str, force: bool = False) -> str:
-        """Delete a container and its writable layer (and nothing else). Returns its ID."""
+        """Delete a container and its writable layer (and nothing else). Returns its ID.
+
+        Refused without ``force``: a running container, and one another command is using (``cp``,
+        ``commit``...: :mod:`lamina.uses`); ``force`` stops the first and waits for the second.
+        "No such container" if another ``rm`` or prune is removing it."""
+        return self._remove(name, force)[0]
+
+    def _remove(self, name: str, force: bool = False, measure: bool = False) -> tuple[str, int]:
+        """:meth:`rm`; returns the ID and, with ``measure`` (for prune), the bytes of the writable
+        layer, measured once the removal is this process's (nobody else deletes it meanwhile)."""
+        from . import uses
+
         r = self._container(name)
+        stopped = False
         if r["state"] == "running":
             from .monitor import refresh, stop
 
             r = refresh(self, r)  # its owner may have died
             if r["state"] == "running" and not force:
-                raise FailedPrecondition(
-                    f"You cannot remove a running container {r['id']}. Stop the container before "
-                    "attempting removal or force remove")
+                raise _running_refused(r["id"])
             if r["state"] == "running":
                 stop(self, r["id"], timeout=0)
-                try:  # a --rm container's monitor removes it itself
-                    r = self._container(r["id"])
-                except NotFound:
-                    return r["id"]
-        self.umount(r["id"])
-        with self._tx():
-            self.db.execute("DELETE FROM containers WHERE id = ?", (r["id"],))
-            self.snaps.remove(r["id"])
+                stopped = True
+        cid, deadline = r["id"], time.monotonic() + 30
+        while True:  # in one transaction: it exists, nobody runs, uses or removes it; it is ours
+            try:
+                with self._tx():
+                    r = self.db.execute("SELECT * FROM containers WHERE id = ?", (cid,)).fetchone()
+                    if r is None:
+                        raise NotFound(f"No such container: {name}")
+                    if r["state"] == "running" and _owner_alive(r["monitor_pid"],
+                                                                r["monitor_start"]):
+                        raise _running_refused(cid)  # started since the lookup (prune: skipped)
+                    uses.begin_removal(self, cid, name)
+                break
+            except uses.InUse:
+                if not force or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)  # a cp or commit: short, wait for it
+            except NotFound:
+                if stopped:  # a --rm container's monitor removes it itself
+                    return cid, 0
+                raise
+        try:
+            size = self.snaps.usage(cid)[0] if measure else 0
+            self.umount(cid)
+            with self._tx():
+                if not self.db.execute("DELETE FROM containers WHERE id = ?", (cid,)).rowcount:
+                    raise NotFound(f"No such container: {name}")
+                uses.end(self, cid)
+                self.snaps.remove(r["id"])
+        except BaseException:
+            with self._tx():  # not removed after all: others may use it again
+                uses.end(self, cid)
+            raise
         from .fsutil import remove_tree
 
         remove_tree(os.path.join(self.root, "containers", r["id"]))  # bundle and log (monitor.py)
-        return r["id"]
+        return r["id"], size
 
     def cp(self, src: str, dst: str, archive: bool = False, follow: bool = False) -> None:
         """``docker cp``: ``CONTAINER:PATH`` to a host path or back (rules in lamina.copy)."""
-        from . import copy
+        from . import copy, uses
 
         source, dest = copy.parse_location(src), copy.parse_location(dst)
         copy.check_direction(source, dest)
-        cid = self._container(source[0] or dest[0])["id"]
+        with uses.using(self, source[0] or dest[0]) as row:  # no rm or prune meanwhile
+            self._cp(row["id"], source, dest, archive, follow)
+
+    def _cp(self, cid: str, source, dest, archive: bool, follow: bool) -> None:
+        from . import copy
+
         view = getattr(self.snaps, "union_view", None)
         mounted = None
         if view is not None:  # the union driver: its Python API, no mount
@@ -849,19 +895,26 @@ class Engine:
 
     def diff(self, name: str) -> list:
         """Docker's A/C/D changes of the container's writable layer."""
-        from . import differ
+        from . import differ, uses
 
-        return differ.changes(self.snaps, self._container(name)["id"])
+        with uses.using(self, name) as r:
+            return differ.changes(self.snaps, r["id"])
 
     def commit(self, name: str, reference: str | None = None, message: str = "",
                author: str = "") -> str:
-        """Turn the container's writable layer into a new image layer on its image."""
+        """Turn the container's writable layer into a new image layer on its image. The
+        container is used (:mod:`lamina.uses`) meanwhile: no rm or prune takes it."""
+        from . import uses
+
+        with uses.using(self, name) as r:
+            return self._commit(r, reference, message, author)
+
+    def _commit(self, r, reference: str | None, message: str, author: str) -> str:
         import json
 
         from . import differ
         from .image import MAX_LAYERS, MEDIA_LAYER, dumps, normalize, rfc3339
 
-        r = self._container(name)
         tag = normalize(reference) if reference else None
         base = self._image_config(r["image_id"])
         chains = [row["chain_id"] for row in self._layer_chain(r["image_id"])]
@@ -903,9 +956,14 @@ class Engine:
 
     def export(self, name: str, out) -> None:
         """Write the container's flattened root as a tar to the binary file ``out``."""
+        from . import uses
+
+        with uses.using(self, name) as r:  # no rm or prune meanwhile
+            self._export(r, out)
+
+    def _export(self, r, out) -> None:
         from .layertar import write_tree_tar
 
-        r = self._container(name)
         view = getattr(self.snaps, "union_view", None)
         if view is not None:  # the union driver: its Python API, no mount (as cp and diff)
             from .union import write_view_tar
@@ -1186,6 +1244,11 @@ def _owner_alive(pid: int, start: int) -> bool:
     except OSError:
         return False
     return pid > 0 and int(data[data.rindex(b")") + 2:].split()[19]) == start
+
+
+def _running_refused(cid: str) -> FailedPrecondition:
+    return FailedPrecondition(f"You cannot remove a running container {cid}. Stop the container "
+                              "before attempting removal or force remove")
 
 
 def _init_key(top_layer: str | None) -> str:

@@ -28,7 +28,8 @@ def referenced_blobs(engine) -> set[str]:
 
 
 def prune_containers(engine) -> tuple[list[str], int]:
-    """Remove every container that is not running; returns (ids, bytes of their writable layers)."""
+    """Remove every container that is not running and that no command is using (lamina.uses);
+    returns (ids, bytes of their writable layers)."""
     removed, size = [], 0
     from .errors import FailedPrecondition, NotFound
 
@@ -36,9 +37,8 @@ def prune_containers(engine) -> tuple[list[str], int]:
         if row["State"] == "running":
             continue
         try:  # another process may remove it meanwhile (then it is not this prune's to count),
-            rw = engine.snaps.usage(row["ID"])[0]  # or start it: rm refuses a running container
-            engine.rm(row["ID"])
-        except (NotFound, FailedPrecondition):
+            rw = engine._remove(row["ID"], measure=True)[1]  # start it, or use it (cp, commit):
+        except (NotFound, FailedPrecondition):  # rm refuses those, and this prune leaves them
             continue
         removed.append(row["ID"])
         size += rw

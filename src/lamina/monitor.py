@@ -288,15 +288,27 @@ def _claim(engine, name: str, handover: int = 0):
 
     A claim not yet started (pid 0) that is this process's own (``run`` creates the container
     claimed) or that of ``handover`` (the ``run -d`` or ``start`` that spawned this monitor and
-    waits for it) is taken over; any other live owner's is refused."""
+    waits for it) is taken over; any other live owner's is refused.
+
+    A ``--rm`` container is also used (:mod:`lamina.uses`) from here on, so that no prune takes
+    it between its process's exit and its removal with its anonymous volumes
+    (:func:`remove_after_run`). One that an ``rm`` or prune is removing is "No such container"."""
+    from . import uses
+
     with Transaction(engine.db):
         row = engine._container(name)
+        if any(removing for _, removing in uses.others(engine.db, row["id"])):
+            raise NotFound(f"No such container: {row['name']}")  # an rm or prune is removing it
         if row["state"] == "running" and monitor_alive(row) and not (
                 not row["pid"] and row["monitor_pid"] in (os.getpid(), handover)):
             raise FailedPrecondition(f"container {row['name']} is already running")
         engine.db.execute(
             "UPDATE containers SET state = 'running', pid = 0, monitor_pid = ?, monitor_start = ?,"
             " started = ? WHERE id = ?", (*claim_columns(), row["id"]))
+        if RunConfig.from_json(row["run_config"]).auto_remove:
+            engine.db.execute(uses.SCHEMA)
+            engine.db.execute("INSERT OR IGNORE INTO container_uses VALUES (?, ?, 0)",
+                              (row["id"], os.getpid()))
     return engine._container(row["id"])
 
 

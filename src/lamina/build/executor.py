@@ -780,7 +780,7 @@ class Builder:
         engine = self.engine
         for attempt in range(3):
             try:
-                cid = engine.create(image_id, command=argv)
+                cid = engine.create(image_id, command=argv, used=True)  # no prune takes it
                 break
             except NotFound:  # the untagged state was pruned meanwhile: store it again
                 if attempt == 2 or state.image_id is None:

@@ -1,0 +1,113 @@
+"""Uses: a container that a command is working on is not garbage.
+
+``cp``, ``commit``, ``export`` and ``diff`` work on a container without owning it (a container's
+owner is the process that runs it, :mod:`lamina.monitor`). Meanwhile a ``container prune`` may
+find it stopped, or an ``rm`` remove it: the command then failed with "snapshot ... not found",
+or the remover's unmount with "Device or resource busy", or (a ``cp`` mounting it between the
+remover's unmount and its delete) a mount was left on deleted data.
+
+A use is one row (container ID, PID), taken in the transaction that looks the container up and
+given back when the command ends: while a live process uses a container, ``rm`` refuses it (``-f``
+waits for the use to end) and prune leaves it. A removal is a row too (``removing`` = 1), taken by
+``rm`` in the transaction that checks that nobody uses it: from then on, a command that wants to
+use the container is told "No such container", as it would be a moment later. Rows of dead
+processes count for nothing (and are dropped by the next :func:`take`), so a killed command
+leaves nothing behind.
+
+A ``run --rm`` uses its own container from its claim to its removal, so that a prune cannot take
+it in the moment between its process's exit and the removal of its anonymous volumes.
+"""
+
+import contextlib
+import os
+import sqlite3
+
+from .errors import FailedPrecondition, NotFound
+from .snapshots import _alive
+
+SCHEMA = """CREATE TABLE IF NOT EXISTS container_uses (
+    container_id TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    removing INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (container_id, pid)
+)"""
+
+
+def take(engine, name: str):
+    """Use the container ``name`` from this process on; returns its row. In one transaction:
+    the container exists and no other live process is removing it."""
+    with engine._tx():
+        engine.db.execute(SCHEMA)
+        row = engine._container(name)
+        for (pid,) in engine.db.execute("SELECT DISTINCT pid FROM container_uses").fetchall():
+            if pid != os.getpid() and not _alive(pid):
+                engine.db.execute("DELETE FROM container_uses WHERE pid = ?", (pid,))
+        if any(removing for _, removing in others(engine.db, row["id"])):
+            raise NotFound(f"No such container: {name}")  # another rm or prune is removing it
+        engine.db.execute("INSERT OR IGNORE INTO container_uses VALUES (?, ?, 0)",
+                          (row["id"], os.getpid()))
+    return row
+
+
+def give_back(engine, container_id: str) -> None:
+    """End this process's use of the container (nothing if it has none)."""
+    try:
+        with engine._tx():
+            engine.db.execute("DELETE FROM container_uses WHERE container_id = ? AND pid = ?"
+                              " AND removing = 0", (container_id, os.getpid()))
+    except sqlite3.OperationalError:  # no use was ever taken in this store
+        pass
+
+
+@contextlib.contextmanager
+def using(engine, name: str):
+    """``with using(engine, name) as row:`` the container cannot be removed meanwhile."""
+    row = take(engine, name)
+    try:
+        yield row
+    finally:
+        give_back(engine, row["id"])
+
+
+def others(db, container_id: str) -> list[tuple[int, int]]:
+    """(pid, removing) of the live processes other than this one that use or remove the
+    container."""
+    try:
+        rows = db.execute("SELECT pid, removing FROM container_uses WHERE container_id = ?",
+                          (container_id,)).fetchall()
+    except sqlite3.OperationalError:  # no use was ever taken in this store
+        return []
+    return [(pid, removing) for pid, removing in rows if pid != os.getpid() and _alive(pid)]
+
+
+class InUse(FailedPrecondition):
+    """Another live command uses the container."""
+
+
+def begin_removal(engine, container_id: str, name: str) -> None:
+    """Inside a transaction: make the container this process's to remove. "No such container"
+    if another live process is removing it; FailedPrecondition if one uses it."""
+    found = others(engine.db, container_id)
+    if any(removing for _, removing in found):
+        raise NotFound(f"No such container: {name}")
+    if found:
+        raise InUse(
+            f"conflict: container {name} is in use by another command (pid {found[0][0]}); "
+            "try again once it has finished")
+    engine.db.execute(SCHEMA)
+    engine.db.execute("INSERT OR REPLACE INTO container_uses VALUES (?, ?, 1)",
+                      (container_id, os.getpid()))
+
+
+def end(engine, container_id: str) -> None:
+    """Inside a transaction: the container is gone (or its removal failed): drop every row of
+    it that this process or a dead one holds."""
+    try:
+        rows = engine.db.execute("SELECT pid FROM container_uses WHERE container_id = ?",
+                                 (container_id,)).fetchall()
+    except sqlite3.OperationalError:
+        return
+    for (pid,) in rows:
+        if pid == os.getpid() or not _alive(pid):
+            engine.db.execute("DELETE FROM container_uses WHERE container_id = ? AND pid = ?",
+                              (container_id, pid))

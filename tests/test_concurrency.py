@@ -1,0 +1,189 @@
+"""Verbs on one container from several processes (lamina.uses): a command working on a container
+(``cp``, ``commit``, ``run --rm`` until its removal) keeps ``container prune`` and ``rm`` off it;
+a command that comes while another removes it is told "No such container". Each race is run
+deterministically: the other process's command runs in the middle of this one's steps.
+
+Found by the stress test with ``container prune`` in the mix (tests/reliability/test_stress.py):
+"snapshot ... not found" from an ``rm``, ``commit`` or ``cp`` that lost to a prune,
+"Device or resource busy" from a prune unmounting a container ``cp`` had mounted, "No such file
+or directory" from a prune measuring a container another ``rm`` was deleting.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from lamina import uses
+
+from .conftest import Lamina, needs_root
+
+pytestmark = needs_root
+
+
+@pytest.fixture
+def setup(engine, store_root, driver, busybox_tar):
+    engine.import_image(busybox_tar, "base")
+    engine.create("base", name="c1")
+    return engine, Lamina(store_root, driver)
+
+
+def _one_line(proc) -> str:
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode != 0 and len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    return lines[0]
+
+
+def test_prune_and_rm_leave_a_container_another_command_uses(setup):
+    engine, other = setup
+    cid = engine._container("c1")["id"]
+    with uses.using(engine, "c1"):
+        assert cid not in other("container", "prune", "-f").stdout
+        line = _one_line(other("rm", "c1", check=False))
+        assert line.startswith("Error: conflict: container c1 is in use by another command")
+        assert engine._container("c1")["id"] == cid
+    assert cid in other("container", "prune", "-f").stdout
+    assert engine.containers() == [] and [str(f) for f in engine.check()] == []
+
+
+def test_cp_with_a_prune_and_an_rm_in_the_middle(setup, tmp_path, monkeypatch):
+    """A prune and an ``rm`` in the middle of a ``cp`` into the container (mounted on overlay2):
+    the prune leaves it, the ``rm`` is refused as a conflict, the copy is complete."""
+    from lamina import copy
+
+    engine, other = setup
+    (tmp_path / "f").write_bytes(b"data")
+    seen = {}
+    real = copy.copy
+
+    def others_meanwhile(*args, **kwargs):
+        seen["prune"] = other("container", "prune", "-f")
+        seen["rm"] = other("rm", "c1", check=False)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(copy, "copy", others_meanwhile)
+    engine.cp(str(tmp_path / "f"), "c1:/f")
+    monkeypatch.setattr(copy, "copy", real)
+    assert "Total reclaimed space: 0B" in seen["prune"].stdout
+    assert "is in use by another command" in _one_line(seen["rm"])
+    engine.cp("c1:/f", str(tmp_path / "back"))
+    assert (tmp_path / "back").read_bytes() == b"data"
+    assert not _store_mounts(engine.root)
+    engine.rm("c1")
+    assert [str(f) for f in engine.check()] == []
+
+
+def test_commit_with_a_prune_in_the_middle(setup, monkeypatch):
+    """It was "snapshot ... not found" from the commit."""
+    from lamina import differ
+
+    engine, other = setup
+    root = engine.mount("c1")
+    with open(os.path.join(root, "new"), "wb") as f:
+        f.write(b"x" * 100)
+    engine.umount("c1")
+    seen = {}
+    real = differ.write_diff
+
+    def prune_meanwhile(*args, **kwargs):
+        seen["prune"] = other("container", "prune", "-f")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(differ, "write_diff", prune_meanwhile)
+    image = engine.commit("c1", "committed")
+    monkeypatch.setattr(differ, "write_diff", real)
+    assert "Total reclaimed space: 0B" in seen["prune"].stdout
+    assert engine._container("c1") and engine.inspect_image("committed")["Id"] == image
+    engine.create("committed", name="c2")
+    assert engine.diff("c2") == []
+    assert [str(f) for f in engine.check()] == []
+
+
+def test_commands_that_come_while_another_removes_it_say_no_such_container(setup, tmp_path,
+                                                                           monkeypatch):
+    """An ``rm``, a prune, a ``cp``, a ``commit`` and a ``start`` in the middle of an ``rm`` (once it
+    has made the removal its own): "No such container" for all but the prune, which skips it."""
+    engine, other = setup
+    (tmp_path / "f").write_bytes(b"data")
+    seen = {}
+    real = engine.umount
+
+    def others_meanwhile(name):
+        if not seen:
+            seen["rm"] = other("rm", "c1", check=False)
+            seen["rm -f"] = other("rm", "-f", "c1", check=False)
+            seen["cp"] = other("cp", str(tmp_path / "f"), "c1:/f", check=False)
+            seen["commit"] = other("commit", "c1", "img", check=False)
+            seen["start"] = other("start", "c1", check=False)
+            seen["prune"] = other("container", "prune", "-f")
+        return real(name)
+
+    monkeypatch.setattr(engine, "umount", others_meanwhile)
+    cid = engine.rm("c1")
+    for verb in ("rm", "rm -f", "cp", "commit", "start"):
+        assert _one_line(seen[verb]) == "Error: No such container: c1", verb
+    assert cid not in seen["prune"].stdout
+    assert engine.containers() == [] and [str(f) for f in engine.check()] == []
+
+
+def test_rm_force_waits_for_a_use_to_end(setup):
+    """``rm -f`` of a container another command uses waits for it (a ``cp`` or ``commit`` is
+    short), then removes it; a use of a process that died counts for nothing."""
+    engine, other = setup
+    script = ("import sys, time; from lamina import Engine, uses\n"
+              "e = Engine(root=sys.argv[1])\nwith uses.using(e, 'c1'):\n"
+              "    print('held', flush=True); time.sleep(1)\n")
+    holder = subprocess.Popen([sys.executable, "-c", script, engine.root],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        assert "is in use" in _one_line(other("rm", "c1", check=False))
+        other("rm", "-f", "c1")
+        assert holder.wait(10) == 0
+    finally:
+        holder.kill()
+        holder.wait()
+    assert engine.containers() == []
+    engine.create("base", name="c2")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    c2 = engine._container("c2")["id"]
+    with engine._tx():
+        engine.db.execute(uses.SCHEMA)
+        engine.db.execute("INSERT INTO container_uses VALUES (?, ?, 0)", (c2, dead.pid))
+    assert c2 in other("container", "prune", "-f").stdout
+    assert engine.containers() == [] and [str(f) for f in engine.check()] == []
+
+
+@pytest.mark.skipif(shutil.which("runc") is None, reason="needs runc")
+def test_run_rm_with_a_prune_after_its_exit_removes_its_anonymous_volume(setup, monkeypatch):
+    """``run --rm -v /data``: a prune between the process's exit and the removal used to take the
+    container first, leaving its anonymous volume behind. The run uses its container until it
+    has removed it: the prune leaves it, the volume goes with it."""
+    from lamina import monitor
+    from lamina.runtime import RunConfig
+
+    engine, other = setup
+    engine.rm("c1")
+    seen = {}
+    real = monitor.remove_after_run
+
+    def prune_first(engine, name):
+        seen["prune"] = other("container", "prune", "-f")
+        return real(engine, name)
+
+    monkeypatch.setattr(monitor, "remove_after_run", prune_first)
+    with open(os.devnull, "wb") as null:
+        cid, code = monitor.run(engine, "base", ["true"], stdout=null.fileno(),
+                                config=RunConfig(volumes=(("", "/data", False),),
+                                                 auto_remove=True))
+    assert code == 0 and cid not in seen["prune"].stdout
+    assert engine.containers() == [] and engine.volumes() == []
+    assert [str(f) for f in engine.check()] == []
+
+
+def _store_mounts(root: str) -> list[str]:
+    with open("/proc/self/mountinfo") as f:
+        return [line for line in f if f" {root}/" in line]
