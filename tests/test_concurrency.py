@@ -157,6 +157,36 @@ def test_rm_force_waits_for_a_use_to_end(setup):
     assert engine.containers() == [] and [str(f) for f in engine.check()] == []
 
 
+def test_a_volume_removed_while_it_is_attached_is_made_again(setup, monkeypatch):
+    """``run -v vol:/data``: a ``volume rm`` between the volume's creation and the record that the
+    container uses it was an IntegrityError traceback. The volume is made again and used."""
+    from lamina import volumes
+
+    engine, other = setup
+    cid = engine._container("c1")["id"]
+    real = volumes.create
+    removed = []
+
+    def removed_meanwhile(engine, name=None, anonymous=False):
+        made = real(engine, name, anonymous)
+        if not removed:
+            removed.append(other("volume", "rm", made))
+        return made
+
+    monkeypatch.setattr(volumes, "create", removed_meanwhile)
+    rootfs = engine.mount("c1")
+    try:
+        specs = volumes.attach(engine, cid, (("vol", "/etc", False),), rootfs)
+    finally:
+        engine.umount("c1")
+    assert removed[0].stdout.strip() == "vol" and specs == (("vol", "/etc", False),)
+    assert _one_line(other("volume", "rm", "vol", check=False)).startswith("Error: ")
+    assert os.path.isdir(volumes.data_dir(engine, "vol"))
+    engine.rm("c1")
+    other("volume", "rm", "vol")
+    assert [str(f) for f in engine.check()] == []
+
+
 @pytest.mark.skipif(shutil.which("runc") is None, reason="needs runc")
 def test_run_rm_with_a_prune_after_its_exit_removes_its_anonymous_volume(setup, monkeypatch):
     """``run --rm -v /data``: a prune between the process's exit and the removal used to take the

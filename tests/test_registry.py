@@ -263,6 +263,84 @@ def test_an_https_registry_is_verified_unless_told_otherwise(image_store, other,
         stop(proc)
 
 
+class _ForwardProxy(http.server.BaseHTTPRequestHandler):
+    """A plain-http forward proxy (``GET http://host/path``), counting what it forwards."""
+
+    protocol_version = "HTTP/1.1"
+    seen: list = []
+
+    def log_message(self, *args):
+        pass
+
+    def _forward(self):
+        import http.client
+        import urllib.parse
+
+        url = urllib.parse.urlsplit(self.path)
+        type(self).seen.append((self.command, url.path))
+        length = int(self.headers.get("Content-Length") or 0)
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            body = b""
+            while True:
+                size = int(self.rfile.readline().split(b";")[0], 16)
+                chunk = self.rfile.read(size + 2)[:size]
+                if not size:
+                    break
+                body += chunk
+        else:
+            body = self.rfile.read(length) if length else None
+        headers = {k: v for k, v in self.headers.items()
+                   if k.lower() not in ("proxy-connection", "connection", "transfer-encoding",
+                                        "content-length")}
+        conn = http.client.HTTPConnection(url.netloc, timeout=60)
+        conn.request(self.command, url.path + (f"?{url.query}" if url.query else ""),
+                     body=body, headers=headers)
+        resp = conn.getresponse()
+        data = resp.read()
+        self.send_response(resp.status)
+        for k, v in resp.getheaders():
+            if k.lower() not in ("connection", "transfer-encoding", "content-length"):
+                self.send_header(k, v)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+        conn.close()
+
+    do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = _forward
+
+
+def test_push_and_pull_through_a_proxy(image_store, other, registry, monkeypatch):
+    """With HTTP_PROXY set, every request goes through the proxy (httpx serves them all, blob
+    bodies included); NO_PROXY for the registry's host goes direct."""
+    handler = type("Handler", (_ForwardProxy,), {"seen": []})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{server.server_address[1]}")
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        digest = image_store.push("app:2", f"{registry}/proxied/app:2", tls_verify=False)
+        assert other.pull(f"{registry}/proxied/app@{digest}", tls_verify=False) == \
+            image_store.inspect_image("app:2")["Id"]
+        methods = {m for m, _ in handler.seen}
+        assert {"HEAD", "POST", "PATCH", "PUT", "GET"} <= methods, handler.seen
+        assert any("/blobs/sha256:" in path for m, path in handler.seen if m == "GET")
+        handler.seen.clear()
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+        third = Engine(root=f"/var/tmp/{os.getpid()}-proxy-third", driver="vfs")
+        try:
+            assert third.pull(f"{registry}/proxied/app@{digest}", tls_verify=False)
+        finally:
+            third.close()
+            shutil.rmtree(third.root, ignore_errors=True)
+        assert handler.seen == []
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def test_login_logout_and_basic_auth(image_store, other, auth_registry, tmp_path):
     authfile = tmp_path / "auth.json"
     lam = Lamina(image_store.root, "vfs")

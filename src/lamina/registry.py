@@ -188,29 +188,64 @@ class Client:
 
     def __init__(self, host: str, scopes: list[str], credentials=None,
                  tls_verify: bool | None = None):
-        import httpx
-
-        self.httpx = httpx
         self.host = host
         self.scopes = scopes
         self.credentials = credentials
         self.insecure_ok = tls_verify is False or _is_loopback(host)
-        self.http = httpx.Client(
-            timeout=httpx.Timeout(120.0, connect=15.0), follow_redirects=True,
-            verify=tls_context(tls_verify is not False),
-            limits=httpx.Limits(max_connections=32,
-                                                                max_keepalive_connections=16),
-            headers={"User-Agent": "lamina"})
-        self.http_verify = tls_verify is not False
+        self.verify = tls_verify is not False
         self.base = None
         self.authorization: str | None = None
         self._lock = threading.Lock()
-        self.raw = None  # _RawGetter for blob bodies, False behind a proxy (see _get_blob)
+        self._http = None  # httpx, made on first use: uploads, or anything behind a proxy
+        self._raw = None   # _RawGetter: GET and HEAD over http.client
+        self._direct: dict[str, bool] = {}  # scheme://host -> no proxy in the way
+
+    @property
+    def httpx(self):
+        import httpx
+
+        return httpx
+
+    @property
+    def http(self):
+        if self._http is None:
+            httpx = self.httpx
+            self._http = httpx.Client(
+                timeout=httpx.Timeout(120.0, connect=15.0), follow_redirects=True,
+                verify=tls_context(self.verify),
+                limits=httpx.Limits(max_connections=32, max_keepalive_connections=16),
+                headers={"User-Agent": "lamina"})
+        return self._http
 
     def close(self) -> None:
-        self.http.close()
-        if self.raw:
-            self.raw.close()
+        if self._http is not None:
+            self._http.close()
+        if self._raw is not None:
+            self._raw.close()
+
+    def _request(self, method: str, url: str, headers: dict, content=None, stream: bool = False):
+        """One request; network failures raise :class:`_Transport`. GET and HEAD go over
+        :mod:`http.client` (a pull never imports httpx, and blob bodies are read straight into
+        one buffer: httpx passes every 64 KiB piece through h11, about twice the CPU per byte);
+        uploads, and anything behind a proxy, go over httpx."""
+        if content is None and method in ("GET", "HEAD") and self._is_direct(url):
+            if self._raw is None:
+                self._raw = _RawGetter(self.verify)
+            return self._raw.request(method, url, headers)
+        httpx = self.httpx
+        try:
+            resp = self.http.send(self.http.build_request(method, url, headers=headers,
+                                                          content=content), stream=stream)
+        except httpx.TransportError as e:
+            raise _Transport(_oneline(e)) from None
+        return _HttpxBody(resp)
+
+    def _is_direct(self, url: str) -> bool:
+        origin = "/".join(url.split("/", 3)[:3])
+        direct = self._direct.get(origin)
+        if direct is None:
+            direct = self._direct[origin] = not _proxied(origin)
+        return direct
 
     def __enter__(self):
         return self
@@ -221,15 +256,16 @@ class Client:
     # -------------------------------------------------------------- connection and auth
     def ping(self) -> None:
         """Find the scheme (https, or http where allowed) and authenticate if challenged."""
-        httpx = self.httpx
         errors = []
         for scheme in ("https", "http"):
             if scheme == "http" and not self.insecure_ok:
                 break
             try:
-                resp = self.http.get(f"{scheme}://{self.host}/v2/")
-            except httpx.TransportError as e:  # includes TLS failures
-                errors.append(f"{scheme}: {_oneline(e)}")
+                resp = self._request("GET", f"{scheme}://{self.host}/v2/", {})
+                resp.read()
+                resp.close()
+            except _Transport as e:  # includes TLS failures
+                errors.append(f"{scheme}: {e}")
                 continue
             if scheme == "http" and resp.status_code == 400 and errors:
                 break  # an https server answering plain http: its https error is the one
@@ -260,16 +296,25 @@ class Client:
             raise FailedPrecondition(f"{self.host}: unsupported authentication {challenge!r}")
         params = [("service", fields["service"])] if fields.get("service") else []
         params += [("scope", s) for s in self.scopes]
-        auth = self.credentials and self.httpx.BasicAuth(*self.credentials)
+        headers = {}
+        if self.credentials:
+            basic = base64.b64encode(":".join(self.credentials).encode()).decode()
+            headers["Authorization"] = "Basic " + basic
         try:
-            resp = self.http.get(fields["realm"], params=params, auth=auth or None)
-        except self.httpx.TransportError as e:
-            raise Unavailable(
-                f"cannot reach token service {fields['realm']}: {_oneline(e)}") from None
+            resp = self._request("GET", _with_params(fields["realm"], params), headers)
+            body = resp.read()
+            resp.close()
+        except _Transport as e:
+            raise Unavailable(f"cannot reach token service {fields['realm']}: {e}") from None
         if resp.status_code != 200:
             raise FailedPrecondition(f"{self.host}: token service refused: HTTP {resp.status_code}"
                                      + ("" if self.credentials else " (lamina login first?)"))
-        doc = resp.json()
+        try:
+            doc = json.loads(body)
+        except ValueError:
+            raise FailedPrecondition(f"{self.host}: token service gave no JSON") from None
+        if not isinstance(doc, dict):
+            raise FailedPrecondition(f"{self.host}: token service gave no token")
         token = doc.get("token") or doc.get("access_token")
         if not token:
             raise FailedPrecondition(f"{self.host}: token service gave no token")
@@ -285,15 +330,11 @@ class Client:
         """One request; a 401 re-authenticates once (bodies given here must be re-sendable)."""
         if self.base is None:
             self.ping()
-        url = self.httpx.URL(self.url(path))
+        url = self.url(path)
         if params:  # keep the query an upload location carries (its state)
-            url = url.copy_merge_params(params)
-
-        def request(h):
-            return self.http.send(self.http.build_request(method, url, headers=h,
-                                                          content=content), stream=stream)
-
-        return self._authorized(request, headers)
+            url = _with_params(url, params)
+        return self._authorized(lambda h: self._request(method, url, h, content, stream),
+                                headers)
 
     def _authorized(self, request, headers=None):
         """``request(headers)`` with this client's Authorization; a 401 re-authenticates once."""
@@ -334,13 +375,12 @@ class Client:
 
     def _retrying(self, call, what: str):
         """``call()`` again after a transport error or a 5xx (a few times, short backoff)."""
-        httpx = self.httpx
         for attempt in range(RETRIES + 1):
             try:
                 resp = call()
-            except httpx.TransportError as e:
+            except _Transport as e:
                 if attempt == RETRIES:
-                    raise Unavailable(f"{what}: {_oneline(e)}") from None
+                    raise Unavailable(f"{what}: {e}") from None
                 time.sleep(0.2 * (attempt + 1))
                 continue
             if resp.status_code >= 500 and attempt < RETRIES:
@@ -367,7 +407,9 @@ class Client:
             while True:
                 offset = writer.size
                 try:
-                    resp = self._get_blob(repository, digest, offset)
+                    resp = self.send("GET", f"/v2/{repository}/blobs/{digest}",
+                                     headers={"Range": f"bytes={offset}-"} if offset else {},
+                                     stream=True)
                     try:
                         skip = offset if resp.status_code == 200 else 0
                         if resp.status_code not in (200, 206):
@@ -391,7 +433,7 @@ class Client:
                                     f"{what} is larger than its manifest says ({size} bytes)")
                     finally:
                         resp.close()
-                except (self.httpx.TransportError, _Transport, _Retry) as e:
+                except (_Transport, _Retry) as e:
                     attempts += 1
                     if attempts > RETRIES:
                         raise Unavailable(f"{what}: download failed: {_oneline(e)}") from None
@@ -413,22 +455,6 @@ class Client:
                 writer.abort()
             if arrival is not None:
                 arrival.finished()
-
-    def _get_blob(self, repository: str, digest: str, offset: int):
-        """GET a blob's bytes from ``offset``: a response with ``status_code``, ``headers``,
-        ``chunks()`` and ``close()``. Blob bodies go over :mod:`http.client`, which reads the
-        socket straight into one reused buffer (httpx passes every 64 KiB piece through h11's
-        buffers: about twice the CPU per byte of a pull); behind a proxy, httpx serves them."""
-        headers = {"Range": f"bytes={offset}-"} if offset else {}
-        if self.base is None:
-            self.ping()
-        if self.raw is None:
-            self.raw = _RawGetter(self.http_verify) if not _proxied(self.base) else False
-        if not self.raw:
-            return _HttpxBody(self.send("GET", f"/v2/{repository}/blobs/{digest}",
-                                        headers=headers, stream=True))
-        url = self.url(f"/v2/{repository}/blobs/{digest}")
-        return self._authorized(lambda h: self.raw.get(url, h), headers)
 
     def blob_exists(self, repository: str, digest: str) -> bool:
         resp = self._retrying(lambda: self.send("HEAD", f"/v2/{repository}/blobs/{digest}"),
@@ -457,13 +483,14 @@ class Client:
         location = resp.headers.get("location")
         if not location:
             raise InvalidArgument("registry gave no upload location")
-        return str(resp.url.join(location))
+        import urllib.parse
+
+        return urllib.parse.urljoin(str(resp.url), location)
 
     def upload(self, repository: str, path: str, digest: str, size: int, location: str,
                on_bytes) -> None:
         """Upload the file ``path`` as blob ``digest``: one PUT if small, else PATCH chunks with
         resume from the registry's reported offset after a dropped connection."""
-        httpx = self.httpx
         what = f"upload of {digest}"
         if size <= MONOLITHIC_LIMIT:
             with open(path, "rb") as f:
@@ -488,7 +515,7 @@ class Client:
                                           "Content-Length": str(end - offset)})
                 location = self._accepted(resp, what)
                 offset = end
-            except (httpx.TransportError, _Retry) as e:
+            except (_Transport, _Retry) as e:
                 attempts += 1
                 if attempts > RETRIES:
                     raise Unavailable(f"{what}: {_oneline(e)}") from None
@@ -510,7 +537,6 @@ class Client:
         and ``size`` once exhausted. One PATCH streams it (chunked), then a PUT names it; after
         a dropped connection the blob is made and sent again. Returns the exhausted iterable.
         """
-        httpx = self.httpx
         what = f"upload to {repository}"
         attempts = 0
         while True:
@@ -530,13 +556,12 @@ class Client:
                         yield piece
 
                 headers["Content-Type"] = "application/octet-stream"
-                return self.http.send(self.http.build_request("PATCH", location, headers=headers,
-                                                              content=body()))
+                return self._request("PATCH", location, headers, content=body())
 
             try:
                 location = self._accepted(self._authorized(request), what)
                 break
-            except (httpx.TransportError, _Retry) as e:
+            except (_Transport, _Retry) as e:
                 attempts += 1
                 on_bytes(-sent)  # those bytes start over
                 if attempts > RETRIES:
@@ -603,11 +628,11 @@ def _oneline(error: Exception) -> str:
 
 def _read_limited(resp, limit: int, what: str) -> bytes:
     parts, total = [], 0
-    for data in resp.iter_raw(CHUNK):
+    for data in resp.chunks():
         total += len(data)
         if total > limit:
             raise InvalidArgument(f"{what} is larger than {limit} bytes")
-        parts.append(data)
+        parts.append(bytes(data))  # a chunk may be a view of a buffer that is reused
     return b"".join(parts)
 
 
@@ -738,6 +763,8 @@ def make_progress(quiet: bool = False):
 
 def _proxied(base: str) -> bool:
     """True if the environment routes requests to ``base`` through a proxy."""
+    if not any(name.lower().endswith("_proxy") for name in os.environ):
+        return False  # the common case, without importing urllib.request
     import urllib.parse
     import urllib.request
 
@@ -772,9 +799,22 @@ def tls_context(verify: bool):
     return context
 
 
+def _with_params(url: str, params) -> str:
+    """``url`` with the query parameters ``params`` (a dict or pairs) added or replaced."""
+    import urllib.parse
+
+    parts = urllib.parse.urlsplit(url)
+    items = list(params.items() if isinstance(params, dict) else params)
+    names = {name for name, _ in items}
+    query = [(k, v) for k, v in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+             if k not in names]
+    return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query + items)))
+
+
 class _RawGetter:
-    """GETs over :mod:`http.client`, one kept-alive connection per thread and host, following
-    redirects (a blob store's signed URL gets no Authorization header from another host)."""
+    """GET and HEAD over :mod:`http.client`, one kept-alive connection per thread and host,
+    following redirects (a blob store's signed URL gets no Authorization header from another
+    host)."""
 
     def __init__(self, verify: bool):
         self.verify = verify
@@ -805,7 +845,7 @@ class _RawGetter:
             self.context = tls_context(self.verify)
         return self.context
 
-    def get(self, url: str, headers: dict) -> "_RawBody":
+    def request(self, method: str, url: str, headers: dict) -> "_RawBody":
         import http.client
         import urllib.parse
 
@@ -815,7 +855,7 @@ class _RawGetter:
             conn = self._connection(parts.scheme, parts.netloc)
             target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
             try:
-                conn.request("GET", target, headers=headers)
+                conn.request(method, target, headers=headers)
                 resp = conn.getresponse()
             except BaseException as e:
                 conn.close()  # a fresh connection next time (a kept-alive one may have gone)
@@ -830,7 +870,7 @@ class _RawGetter:
                     headers.pop("Authorization", None)
                 url = following
                 continue
-            return _RawBody(resp, conn)
+            return _RawBody(resp, conn, url)
         raise Unavailable(f"too many redirects for {url}")
 
     def close(self) -> None:
@@ -843,9 +883,10 @@ class _RawGetter:
 class _RawBody:
     """A response of :class:`_RawGetter`, read in chunks into one reused buffer."""
 
-    def __init__(self, resp, conn):
+    def __init__(self, resp, conn, url: str):
         self.resp = resp
         self.conn = conn
+        self.url = url
         self.status_code = resp.status
         self.reason_phrase = resp.reason
         self.headers = {k.lower(): v for k, v in resp.getheaders()}
@@ -886,13 +927,16 @@ class _RawBody:
         return data
 
     def close(self) -> None:
-        if not self.done:  # unread bytes: the connection cannot carry another request
-            self.conn.close()
+        if not self.done:
+            if self.resp.length == 0:  # HEAD, or an empty body: the connection stays usable
+                self.resp.read()
+            else:  # unread bytes: the connection cannot carry another request
+                self.conn.close()
         self.resp.close()
 
 
 class _HttpxBody:
-    """An httpx streaming response with :class:`_RawBody`'s ``chunks()``."""
+    """An httpx response with :class:`_RawBody`'s interface (network errors: _Transport)."""
 
     def __init__(self, resp):
         self.resp = resp
@@ -900,7 +944,20 @@ class _HttpxBody:
         self.headers = resp.headers
 
     def chunks(self):
-        return self.resp.iter_raw()  # no chunk size: re-joining the pieces costs a copy
+        import httpx
+
+        try:
+            yield from self.resp.iter_raw()  # no chunk size: re-joining the pieces costs a copy
+        except httpx.TransportError as e:
+            raise _Transport(_oneline(e)) from None
+
+    def read(self) -> bytes:
+        import httpx
+
+        try:
+            return self.resp.read()
+        except httpx.TransportError as e:
+            raise _Transport(_oneline(e)) from None
 
     def __getattr__(self, name):
         return getattr(self.resp, name)

@@ -191,16 +191,30 @@ def attach(engine, container_id: str, specs, rootfs: str) -> tuple[tuple[str, st
                 os.makedirs(source, 0o755)  # as docker run -v does
             out.append((source, destination, read_only))
             continue
-        name = create(engine, source or None)
+        name = _create_used(engine, source or None, container_id, destination)
         path = data_dir(engine, name)
         image_dir = resolve_in_root(rootfs, destination)
-        if os.path.isdir(image_dir) and not os.listdir(path):
+        if os.path.isdir(image_dir) and not os.listdir(path):  # used: no rm or prune meanwhile
             _seed(image_dir, path)
-        with Transaction(engine.db):
-            engine.db.execute("INSERT OR REPLACE INTO container_volumes VALUES (?,?,?)",
-                              (container_id, name, destination))
         out.append((name, destination, read_only))
     return tuple(out)
+
+
+def _create_used(engine, name: str | None, container_id: str, destination: str) -> str:
+    """Create the volume (or find it) and record the container's use of it, checking in that
+    transaction that it still exists: a ``volume rm`` or ``volume prune`` may remove it between
+    its creation and that record (it was an IntegrityError). Then it is made again; if it keeps
+    going, "no such volume"."""
+    for _ in range(5):
+        made = create(engine, name)
+        with Transaction(engine.db):
+            if engine.db.execute("SELECT 1 FROM volumes WHERE name = ?", (made,)).fetchone():
+                engine.db.execute("INSERT OR REPLACE INTO container_volumes VALUES (?,?,?)",
+                                  (container_id, made, destination))
+                return made
+    raise NotFound(f"no such volume: {name}: removed by another command while it was attached")
+
+
 
 
 def _seed(source: str, target: str) -> None:
