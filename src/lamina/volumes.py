@@ -215,8 +215,6 @@ def _create_used(engine, name: str | None, container_id: str, destination: str) 
     raise NotFound(f"no such volume: {name}: removed by another command while it was attached")
 
 
-
-
 def _seed(source: str, target: str) -> None:
     """Copy the image's directory ``source`` into the empty volume ``target``, owner and mode
     included (the volume's root takes the directory's ownership and mode)."""
