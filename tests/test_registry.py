@@ -624,3 +624,41 @@ def test_push_of_an_uncompressed_image_records_its_repo_digest(image_store, regi
     with Client(registry, ["repository:recorded/app:pull"], None, False) as client:
         body, _, _ = client.get_manifest("recorded/app", digest)
     assert "sha256:" + hashlib.sha256(body).hexdigest() == digest
+
+
+def test_a_kept_alive_connection_the_server_dropped_is_opened_again():
+    """A server that closes each connection after one answer, without saying so: the next
+    request on the kept-alive connection fails to send, and is sent once more on a new one."""
+    from lamina.registry import _RawGetter
+
+    answered = []
+
+    class Once(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            answered.append(self.path)
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+            self.close_connection = True
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Once)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    getter = _RawGetter(False)
+    try:
+        for i in range(3):
+            resp = getter.request("GET", f"http://127.0.0.1:{server.server_address[1]}/{i}", {})
+            assert (resp.status_code, resp.read()) == (200, b"ok")
+            resp.close()
+            time.sleep(0.05)  # the server has closed its end by now
+        assert answered == ["/0", "/1", "/2"]
+    finally:
+        getter.close()
+        server.shutdown()
+        server.server_close()

@@ -854,14 +854,20 @@ class _RawGetter:
             parts = urllib.parse.urlsplit(url)
             conn = self._connection(parts.scheme, parts.netloc)
             target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-            try:
-                conn.request(method, target, headers=headers)
-                resp = conn.getresponse()
-            except BaseException as e:
-                conn.close()  # a fresh connection next time (a kept-alive one may have gone)
-                if isinstance(e, (OSError, http.client.HTTPException)):
-                    raise _Transport(_oneline(e)) from None
-                raise
+            for fresh in (conn.sock is None, True):
+                try:
+                    conn.request(method, target, headers=headers)
+                    resp = conn.getresponse()
+                    break
+                except BaseException as e:
+                    conn.close()  # http.client opens a new connection on the next request
+                    gone = (http.client.RemoteDisconnected, ConnectionResetError,
+                            BrokenPipeError, ConnectionAbortedError)
+                    if not fresh and isinstance(e, gone):
+                        continue  # the server closed a kept-alive connection: once more
+                    if isinstance(e, (OSError, http.client.HTTPException)):
+                        raise _Transport(_oneline(e)) from None
+                    raise
             location = resp.getheader("location")
             if resp.status in (301, 302, 303, 307, 308) and location:
                 resp.read()
