@@ -17,6 +17,7 @@ after our re-check (then we put it back) or it did not see it and wrote its own 
 
 import os
 
+from .faults import point
 from .snapshots import _alive
 
 CLAIM = "-claim-"
@@ -78,6 +79,7 @@ def gate(engine, path: str):
             os.rename(path, aside)
         except FileNotFoundError:
             return True
+    point("blob.aside")
     os.unlink(aside)
     return True
 

@@ -6,6 +6,8 @@ sweep. The bytes reported are the same layer sizes ``system df`` adds up, so wha
 reclaimable is what a prune reclaims.
 """
 
+from .faults import point
+
 
 def referenced_blobs(engine) -> set[str]:
     """Every blob the store's images and layers point at: configs, manifests, the blobs layers
@@ -42,6 +44,7 @@ def prune_containers(engine) -> tuple[list[str], int]:
             continue
         removed.append(row["ID"])
         size += rw
+        point("gc.sweep")
     return removed, size
 
 
@@ -65,6 +68,7 @@ def prune_images(engine, all: bool = False, build_cache: bool = False) -> tuple[
                 lines += engine._delete_image(image_id, reclaimed)
         if not rows:
             break
+        point("gc.sweep")
     return lines, sum(reclaimed)
 
 

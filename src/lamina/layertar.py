@@ -24,6 +24,7 @@ import struct
 from collections import namedtuple
 
 from lamina.errors import FailedPrecondition, InvalidArgument, LaminaError, NotFound
+from lamina.faults import point
 
 TarStats = namedtuple("TarStats", "diff_id tar_size size inodes")
 
@@ -1084,6 +1085,7 @@ def apply_tar(stream, root: str, fmt: str, digest: str | None = None) -> TarStat
     try:
         for header in _headers(reader):
             extractor.member(header, reader)
+            point("extract.mid")
         extractor.finish()
         reader.drain()
     except OSError as error:

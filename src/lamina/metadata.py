@@ -13,6 +13,7 @@ try:  # the C module itself: ``sqlite3``'s wrapper adds only datetime adapters l
 except ImportError:  # pragma: no cover - another Python
     import sqlite3
 
+from .faults import point
 from .snapshots import SCHEMA as SNAPSHOT_SCHEMA
 
 SCHEMA = """
@@ -152,6 +153,7 @@ class Transaction:
 
     def __exit__(self, exc_type, exc, tb):
         try:
+            point("tx.before-commit" if exc_type is None else "tx.before-rollback")
             self.db.execute("COMMIT" if exc_type is None else "ROLLBACK")
         except sqlite3.OperationalError as e:
             if exc_type is None:  # the commit failed (disk full, I/O error): nothing happened
@@ -163,6 +165,7 @@ class Transaction:
                     self.after()
                 raise _store_error(e) from None
             # else the rollback failed while another error propagates: that one is reported
+        point("tx.after-commit" if exc_type is None else "tx.after-rollback")
         if self.after is not None:
             self.after()
         if exc_type is not None and issubclass(exc_type, sqlite3.OperationalError):

@@ -33,6 +33,7 @@ import collections
 import os
 
 from ..errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from ..faults import point
 
 Info = collections.namedtuple("Info", "key parent kind id created")
 Info.__doc__ = "A snapshot's record: kind is 'active', 'view' or 'committed'."
@@ -135,6 +136,7 @@ class Snapshotter:
 
         self._stage(row_id)  # the data exists before the record commits: see settle()
         link, lower = self._create(row_id, parent_row, kind)
+        point("snapshot.staged")
         self.db.execute(
             "INSERT INTO snapshots(key, id, parent, kind, depth, lower, link, created)"
             " VALUES (?,?,?,?,?,?,?,?)",
@@ -175,6 +177,15 @@ class Snapshotter:
         self.db.execute("DELETE FROM snapshots WHERE key = ?", (key,))
         self.db.executemany("INSERT OR REPLACE INTO trash(path, pid) VALUES (?, ?)",
                             [(path, os.getpid()) for path in self._paths(row)])
+        point("trash.filed")
+        self.pending = True
+
+    def trash(self, path: str) -> None:
+        """Inside a transaction: file ``path`` (a tree or a file that is not a snapshot's, such
+        as a removed container's bundle) for deletion once the transaction commits, as
+        :meth:`remove` files a snapshot's data; a crash leaves it to the next :meth:`purge`."""
+        self.db.execute("INSERT OR REPLACE INTO trash(path, pid) VALUES (?, ?)",
+                        (path, os.getpid()))
         self.pending = True
 
     pending = False
@@ -244,6 +255,7 @@ class Snapshotter:
                 continue  # a blob a live process claims: later (see lamina.claims.gate)
             if handled is None:
                 remove_tree(path)
+            point("purge.mid")
             self.db.execute("DELETE FROM trash WHERE path = ?", (path,))
             done += 1
         return done
