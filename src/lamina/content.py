@@ -11,6 +11,7 @@ import os
 
 from .digest import hex_of, is_digest
 from .errors import InvalidArgument, LaminaError, NotFound
+from .faults import point
 
 LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
 
@@ -39,7 +40,9 @@ class BlobWriter:
         os.fsync(self.file.fileno())
         self.file.close()
         self.store.claim(digest)  # named before the transaction that references it commits
+        point("blob.written")
         os.rename(self.tmp, self.store.path(digest))
+        point("blob.renamed")
         return digest, self.size
 
     def abort(self) -> None:
@@ -179,13 +182,18 @@ class ContentStore:
         doc = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
                "manifests": manifests}
         self._atomic_write(os.path.join(self.root, "index.json"),
-                           json.dumps(doc, indent=None, separators=(",", ":")).encode())
+                           json.dumps(doc, indent=None, separators=(",", ":")).encode(),
+                           "index.written")
 
-    @staticmethod
-    def _atomic_write(path: str, data: bytes) -> None:
-        tmp = f"{path}.tmp-{os.getpid()}"
+    def _atomic_write(self, path: str, data: bytes, fault: str = "") -> None:
+        """Replace ``path`` with ``data`` at once. The temporary file is written under
+        ``ingest/`` with this process's ID, so that if the process dies before the rename the next
+        command's recovery deletes it (beside ``path`` nothing would)."""
+        tmp = os.path.join(self.ingest, f"{os.getpid()}-{os.path.basename(path)}.tmp")
         with open(tmp, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        if fault:
+            point(fault)  # lamina.faults: e.g. "index.written"
         os.rename(tmp, path)
