@@ -3,7 +3,8 @@
 Looks for orphan layer directories and links, snapshot rows without data, layers without
 snapshots, unreferenced and missing blobs, blobs whose bytes do not match their digest, containers
 without their writable layer, stale mounts, staging leftovers, volume directories without a
-volume and an ``index.json`` that does not list the tags. Repair removes what nothing references, quarantines corrupt blobs (moved to
+volume, bundle directories without a container and an ``index.json`` that does not list the
+tags. Repair removes what nothing references, quarantines corrupt blobs (moved to
 ``quarantine/``, never deleted) and reports what it cannot fix.
 """
 
@@ -127,6 +128,15 @@ def check(engine, repair: bool = False) -> list[Finding]:
                 unmount(p, detach=True)
                 os.rmdir(p)
             found("stale mount", f"mounts/{name}", fix=unmount_stale)
+
+    # -- bundle directories of containers that are gone (and not waiting in the trash)
+    bundles = os.path.join(engine.root, "containers")
+    trashed = {r[0] for r in db.execute("SELECT path FROM trash")}
+    for name in _listdir(bundles):
+        if name not in containers and os.path.join(bundles, name) not in trashed:
+            stray = os.path.join(bundles, name)
+            found("orphan container directory", f"containers/{name}",
+                  fix=lambda p=stray: remove_tree(p))
 
     # -- volume directories without a volume (and not waiting in the trash)
     volumes_dir = os.path.join(engine.root, "volumes")

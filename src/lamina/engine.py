@@ -849,6 +849,7 @@ class Engine:
                     raise NotFound(f"No such container: {name}")
                 uses.end(self, cid)
                 self.snaps.remove(r["id"])
+                self.snaps.trash(os.path.join(self.root, "containers", r["id"]))  # bundle and log
         except BaseException:
             with self._tx():  # not removed after all: others may use it again
                 uses.end(self, cid)
