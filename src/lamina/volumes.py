@@ -15,6 +15,7 @@ import re
 import time
 
 from .errors import FailedPrecondition, InvalidArgument, NotFound
+from .faults import point
 from .metadata import Transaction
 
 _NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
@@ -63,9 +64,15 @@ def create(engine, name: str | None = None, anonymous: bool = False) -> str:
     elif len(name) > 255:  # one directory name: NAME_MAX
         raise InvalidArgument(f"invalid volume name {name[:20]!r}...: longer than 255 characters")
     path = data_dir(engine, name)
-    aside = None
+    creating = os.path.join(engine.root, "volumes", _CREATING + name)
+    exists = "SELECT 1 FROM volumes WHERE name = ?"
+    with Transaction(engine.db):  # the directory is made before the row commits: if this
+        if engine.db.execute(exists, (name,)).fetchone():  # process dies in between, the next
+            return name  # command's purge finds this trash row and removes it (purge_removed)
+        engine.snaps.trash(creating)
     with Transaction(engine.db):
-        if engine.db.execute("SELECT 1 FROM volumes WHERE name = ?", (name,)).fetchone():
+        engine.db.execute("DELETE FROM trash WHERE path = ?", (creating,))
+        if engine.db.execute(exists, (name,)).fetchone():  # another process made it meanwhile
             return name
         aside = _set_aside(engine, os.path.dirname(path))  # a removed one's data: not ours
         os.makedirs(path, exist_ok=True)
@@ -124,6 +131,7 @@ def remove(engine, name: str, force: bool = False) -> str:
 
 
 _ASIDE = ".removing-"  # no volume name starts with a dot
+_CREATING = ".creating-"  # in a trash row: the directory of a volume whose create may not finish
 
 
 def _set_aside(engine, path: str) -> str | None:
@@ -131,12 +139,21 @@ def _set_aside(engine, path: str) -> str | None:
     it to a name no volume can take and file that instead; returns the new name."""
     if not engine.db.execute("SELECT 1 FROM trash WHERE path = ?", (path,)).fetchone():
         return None
+    engine.db.execute("DELETE FROM trash WHERE path = ?", (path,))
+    return _move_aside(engine, path)
+
+
+def _move_aside(engine, path: str) -> str:
+    """Inside a transaction: rename the volume directory ``path`` (if it exists) to a name no
+    volume can take, ``.removing-<pid>-<random>``, and file that in the trash; returns it. A
+    process killed before the transaction commits leaves that directory outside the trash:
+    :func:`_dead_asides` finds it."""
     aside = os.path.join(os.path.dirname(path), f"{_ASIDE}{os.getpid()}-{os.urandom(4).hex()}")
     try:
         os.rename(path, aside)
     except FileNotFoundError:
         pass
-    engine.db.execute("DELETE FROM trash WHERE path = ?", (path,))
+    point("volume.set-aside")
     engine.db.execute("INSERT INTO trash(path, pid) VALUES (?, ?)", (aside, os.getpid()))
     return aside
 
@@ -144,18 +161,50 @@ def _set_aside(engine, path: str) -> str | None:
 def purge_removed(engine, path: str) -> bool:
     """For :meth:`lamina.snapshots.Snapshotter.purge`: delete a removed volume's directory. It is
     first renamed aside under the write lock, so that a ``volume create`` of the same name
-    meanwhile never loses its new directory to this deletion nor inherits the old data."""
+    meanwhile never loses its new directory to this deletion nor inherits the old data. For the
+    trash row of a ``create`` that never finished, the volume's directory goes unless the volume
+    exists (another create made it since)."""
     from .fsutil import remove_tree
 
-    if not os.path.basename(path).startswith(_ASIDE):
+    name = os.path.basename(path)
+    if name.startswith(_CREATING):
+        with Transaction(engine.db):
+            engine.db.execute("DELETE FROM trash WHERE path = ?", (path,))
+            name = name[len(_CREATING):]
+            if engine.db.execute("SELECT 1 FROM volumes WHERE name = ?", (name,)).fetchone():
+                return True
+            path = _move_aside(engine, os.path.join(os.path.dirname(path), name))
+    elif not name.startswith(_ASIDE):
         with Transaction(engine.db):
             path = _set_aside(engine, path)
         if path is None:
             return True  # another process dealt with it
-    remove_tree(path)
-    with Transaction(engine.db):
-        engine.db.execute("DELETE FROM trash WHERE path = ?", (path,))
+    for stray in [path] + _dead_asides(engine):
+        remove_tree(stray)
+        with Transaction(engine.db):
+            engine.db.execute("DELETE FROM trash WHERE path = ?", (stray,))
     return True
+
+
+def _dead_asides(engine) -> list[str]:
+    """Directories ``volumes/.removing-<pid>-*`` of dead processes that no trash row files: the
+    transaction that renamed them aside never committed (its process was killed)."""
+    from .snapshots import _alive
+
+    top = os.path.join(engine.root, "volumes")
+    try:
+        names = os.listdir(top)
+    except FileNotFoundError:  # a create killed before it made the first volume's directory
+        return []
+    trashed = {r[0] for r in engine.db.execute("SELECT path FROM trash")}
+    found = []
+    for name in names:
+        pid = name[len(_ASIDE):].split("-", 1)[0]
+        path = os.path.join(top, name)
+        if name.startswith(_ASIDE) and pid.isdigit() and not _alive(int(pid)) \
+                and path not in trashed:
+            found.append(path)
+    return found
 
 
 def prune(engine) -> tuple[list[str], int]:
@@ -174,6 +223,7 @@ def prune(engine) -> tuple[list[str], int]:
             continue
         removed.append(name)
         reclaimed += size
+        point("gc.sweep")
     return removed, reclaimed
 
 
