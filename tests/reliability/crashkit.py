@@ -187,7 +187,32 @@ def orphan_volume_dirs(root: str) -> list[str]:
 def check_clean(root: str, driver: str | None) -> None:
     proc = run(root, driver, "system", "check", check=False)
     out = (proc.stdout + proc.stderr).decode(errors="replace")
-    assert proc.returncode == 0, f"system check found problems:\n{out}"
+    assert proc.returncode == 0 and out.strip() == "No problems found", \
+        f"system check found problems:\n{out}"
+
+
+def leftovers(root: str) -> list[str]:
+    """What a finished command should not leave in the store and ``system check`` may not look
+    for: anything in ``ingest/`` (only live processes have files there), temporary files beside
+    ``index.json``, a directory under ``containers/`` or ``mounts/`` without its container, one
+    under ``volumes/`` without its volume. Read without an Engine (no recovery runs)."""
+    db = sqlite3.connect(f"file:{os.path.join(root, 'lamina.db')}?mode=ro", uri=True, timeout=60)
+    try:
+        ids = {r[0] for r in db.execute("SELECT id FROM containers")}
+    finally:
+        db.close()
+    found = [f"ingest/{n}" for n in _names(os.path.join(root, "ingest"))]
+    found += [n for n in _names(root) if ".tmp" in n]
+    for sub in ("containers", "mounts"):
+        found += [f"{sub}/{n}" for n in _names(os.path.join(root, sub)) if n not in ids]
+    return found + [f"volumes/{n}" for n in orphan_volume_dirs(root)]
+
+
+def _names(path: str) -> list[str]:
+    try:
+        return sorted(os.listdir(path))
+    except FileNotFoundError:
+        return []
 
 
 # ---------------------------------------------------------------------------- inputs

@@ -37,6 +37,8 @@ FILES = 1500 if ck.LONG else 600  # files per big layer: each command takes a se
 class Scenario:
     """Set up one trial of a command; returns (args, may_go(key), stdin path or None)."""
 
+    files = FILES  # files per big layer, container or volume (test_crash_points uses fewer)
+
     def __init__(self, root, driver, tmp, rnd):
         self.root, self.driver, self.tmp, self.rnd = root, driver, tmp, rnd
         self.n = 0
@@ -56,12 +58,12 @@ class Scenario:
 
     def big_tar(self, tag: str) -> str:
         path = os.path.join(self.tmp, f"{tag.replace(':', '_')}.tar")
-        return ck.make_tree_tar(path, FILES, 2048, seed=1, extra=f"{tag} {time.time()}".encode())
+        return ck.make_tree_tar(path, self.files, 2048, seed=1, extra=f"{tag} {time.time()}".encode())
 
     def container_with_files(self, name: str) -> str:
         cid = self.lamina("create", "--name", name, "base", "sh").stdout.decode().strip()
         path = self.lamina("mount", name).stdout.decode().strip()
-        ck.write_files(path, FILES, 2048, seed=self.n)
+        ck.write_files(path, self.files, 2048, seed=self.n)
         self.lamina("umount", name)
         return cid
 
@@ -124,7 +126,7 @@ def setup_pull(s: Scenario):
 
 def setup_build(s: Scenario):
     context = os.path.join(s.tmp, f"ctx{s.n}")
-    ck.write_files(context, FILES, 2048, seed=1000 + s.n)
+    ck.write_files(context, s.files, 2048, seed=1000 + s.n)
     with open(os.path.join(context, "Dockerfile"), "w") as f:
         f.write(f"FROM base\nCOPY data /data\nENV TRIAL={s.n}\nCOPY data /data2\n")
     return ["build", "-q", "-t", f"built:{s.n}", context], lambda key: False, None
@@ -183,7 +185,7 @@ def setup_cp(s: Scenario):
     name = f"cp{s.n}"
     cid = s.lamina("create", "--name", name, "base", "sh").stdout.decode().strip()
     source = os.path.join(s.tmp, f"cpsrc{s.n}")
-    ck.write_files(source, FILES, 2048, seed=2000 + s.n)
+    ck.write_files(source, s.files, 2048, seed=2000 + s.n)
     s.volatile = {("container", cid)}
     s.verify = lambda killed: _settle_container(s, name, killed)
     return ["cp", source, f"{name}:/copied"], lambda key: False, None
@@ -235,7 +237,7 @@ def _fill_volume(s: Scenario, name: str) -> None:
 
     s.lamina("volume", "create", name)
     path = json.loads(s.lamina("volume", "inspect", name).stdout)[0]["Mountpoint"]
-    ck.write_files(path, FILES, 2048, seed=3000 + s.n)
+    ck.write_files(path, s.files, 2048, seed=3000 + s.n)
 
 
 def _volume_verify(s: Scenario, names: list[str]):
