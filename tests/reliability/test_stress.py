@@ -4,13 +4,14 @@ then ``system check`` must be clean, and after removing everything no mount is l
 
 What counts as a real conflict (allowed to fail): an object another process removed meanwhile
 ("No such container", "No such image", "no such volume"), a name another process took ("already
-in use"), an image or volume in use ("conflict: ...", "volume is in use"), a build whose base
-image another process removed.
+in use"), an image, container or volume in use ("conflict: ...", "volume is in use"), a build
+whose base image another process removed.
 Anything else fails the test: "database is locked", a traceback, "snapshot ... not found",
 "has a child", a missing blob, a half-made image seen by a reader (listed but not inspectable
 for another reason than being gone).
 
-~10 s by default; ``LAMINA_LONG=1`` runs 60 s (``LAMINA_STRESS_SECONDS`` overrides).
+~10 s on overlay2 by default; ``LAMINA_LONG=1`` runs 60 s on overlay2 and vfs
+(``LAMINA_STRESS_SECONDS`` and ``LAMINA_STRESS_DRIVERS=overlay,union`` override).
 """
 
 import json
@@ -35,14 +36,11 @@ OPS, WEIGHTS = zip(("create", 5), ("rm", 2), ("commit", 2), ("import", 2), ("rmi
                    ("images", 1), ("inspect", 1), ("prune-c", .5), ("prune-i", .5), ("tag", 1),
                    ("build", 2), ("run-rm", 1.5), ("run-d", 1), ("volume", 1.5), ("cp", 1))
 VOLUMES = ["vol0", "vol1", "vol2"]
+DRIVERS = os.environ.get("LAMINA_STRESS_DRIVERS", "overlay2,vfs" if ck.LONG else "overlay2").split(",")
 
-# `run` no longer races `container prune`: it creates its container already claimed (test_run.py,
-# test_a_container_being_run_is_owned_from_its_creation). But prune still races `rm`, `commit` and
-# `cp` of stopped containers ("snapshot ... not found", "No such file or directory", "Device or
-# resource busy": RELIABILITY.md), so it stays opt-in until those are fixed, to keep the default
-# run deterministic.
-if not os.environ.get("LAMINA_STRESS_RUN_VS_PRUNE"):
-    OPS, WEIGHTS = zip(*[(op, w) for op, w in zip(OPS, WEIGHTS) if op != "prune-c"])
+# `container prune` is in the mix: `run` creates its container already claimed (test_run.py), and
+# `cp`, `commit`, `run --rm` and `build` use theirs while they work, so a prune skips them and an
+# `rm` refuses them or says "No such container" (lamina.uses, tests/test_concurrency.py).
 
 
 def _allowed(stderr: str, also: tuple = ()) -> bool:
@@ -52,7 +50,7 @@ def _allowed(stderr: str, also: tuple = ()) -> bool:
                                for line in lines)
 
 
-@pytest.mark.parametrize("driver", ["overlay2", "vfs"] if ck.LONG else ["overlay2"])
+@pytest.mark.parametrize("driver", DRIVERS)
 def test_eight_processes_at_once(driver, store_root, busybox_tar, tmp_path):
     seed = int(os.environ.get("LAMINA_STRESS_SEED", random.randrange(1 << 30)))
     print(f"LAMINA_STRESS_SEED={seed}")
@@ -71,6 +69,7 @@ def test_eight_processes_at_once(driver, store_root, busybox_tar, tmp_path):
     ck.write_files(cp_source, 20, 512, seed=7)
     counts: dict[str, int] = {}
     conflicts: dict[str, int] = {}
+    kinds: dict[str, int] = {}  # conflicts by verb and by the message that made them one
     failures: list[str] = []
     lock = threading.Lock()
     deadline = time.monotonic() + SECONDS
@@ -87,6 +86,9 @@ def test_eight_processes_at_once(driver, store_root, busybox_tar, tmp_path):
                 # cp out of /etc/passwd: the imported test images have none
                 if _allowed(err, ("could not find the file",) if op == "cp" else ()):
                     conflicts[op] = conflicts.get(op, 0) + 1
+                    kind = next(c for c in CONFLICTS + ("could not find the file",)
+                                if c in err.lower())
+                    kinds[f"{op}: {kind}"] = kinds.get(f"{op}: {kind}", 0) + 1
                 else:
                     failures.append(f"lamina {' '.join(map(str, args))}: {err.strip()}")
             return False
@@ -172,7 +174,7 @@ def test_eight_processes_at_once(driver, store_root, busybox_tar, tmp_path):
     elapsed = time.monotonic() - started
     total = sum(counts.values())
     print(f"stress/{driver}: {elapsed:.1f}s, {WORKERS} workers, {total} commands {counts}, "
-          f"conflicts {conflicts}")
+          f"conflicts {conflicts}\nconflicts by kind {dict(sorted(kinds.items()))}")
     assert not failures, "\n".join(failures[:5])
     ck.run(root, driver, "container", "prune", "-f")
     ck.check_clean(root, driver)
