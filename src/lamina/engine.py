@@ -830,9 +830,19 @@ class Engine:
                         raise NotFound(f"No such container: {name}")
                     if r["state"] == "running" and _owner_alive(r["monitor_pid"],
                                                                 r["monitor_start"]):
+                        if force:
+                            raise _StillRunning()
                         raise _running_refused(cid)  # started since the lookup (prune: skipped)
                     uses.begin_removal(self, cid, name)
                 break
+            except _StillRunning:  # -f: its owner is still starting or ending it
+                if time.monotonic() > deadline:
+                    raise _running_refused(cid) from None
+                from .monitor import stop
+
+                stop(self, cid, timeout=0)  # a process that started after the first stop
+                stopped = True
+                time.sleep(0.05)
             except uses.InUse:
                 if not force or time.monotonic() > deadline:
                     raise
@@ -1245,6 +1255,10 @@ def _owner_alive(pid: int, start: int) -> bool:
     except OSError:
         return False
     return pid > 0 and int(data[data.rindex(b")") + 2:].split()[19]) == start
+
+
+class _StillRunning(Exception):
+    """rm -f found the container still running: its owner is still starting or ending it."""
 
 
 def _running_refused(cid: str) -> FailedPrecondition:
