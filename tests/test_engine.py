@@ -272,3 +272,30 @@ def test_inspect_and_listing_shapes(engine, busybox_tar):
     index = json.loads(read(os.path.join(engine.root, "index.json")))
     assert [m["annotations"]["org.opencontainers.image.ref.name"] for m in index["manifests"]] == [
         "busybox:1"]
+
+
+def test_tree_usage_does_not_fail_on_what_is_deleted_while_it_walks(tmp_path, monkeypatch):
+    """ps -s and system df measure trees that a concurrent rm or prune may be deleting: what
+    vanishes during the walk (a directory before it is listed, an entry before its stat) is not
+    counted, and no FileNotFoundError reaches the caller."""
+    import shutil
+
+    from lamina import fsutil
+
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "f").write_bytes(b"x" * 100)
+    (tmp_path / "top").write_bytes(b"y" * 7)
+    assert fsutil.tree_usage(str(tmp_path)) == (207, 5)
+    real = os.scandir
+
+    def deleting(path):  # the walk lists the root, then "a" and "b" go before they are read
+        listing = real(path)
+        if path == str(tmp_path):
+            shutil.rmtree(tmp_path / "a")
+            shutil.rmtree(tmp_path / "b")
+        return listing
+
+    monkeypatch.setattr(fsutil.os, "scandir", deleting)
+    assert fsutil.tree_usage(str(tmp_path)) == (7, 1)
+    assert fsutil.tree_usage(str(tmp_path / "gone")) == (0, 0)

@@ -12,15 +12,23 @@ def tree_usage(root: str) -> tuple[int, int]:
     """(bytes, inodes) of the tree under ``root``, not counting ``root`` itself.
 
     Bytes are the apparent sizes of non-directories (what ``docker ps -s`` counts); each inode is
-    counted once, so hard links do not double the size.
+    counted once, so hard links do not double the size. What another process deletes during the
+    walk is not counted (``ps -s`` or ``system df`` beside a ``rm`` or prune never fails on it).
     """
     size = 0
     seen = set()
     stack = [root]
     while stack:
-        with os.scandir(stack.pop()) as it:
+        try:
+            it = os.scandir(stack.pop())
+        except FileNotFoundError:  # removed while it was measured: it adds nothing
+            continue
+        with it:
             for entry in it:
-                st = entry.stat(follow_symlinks=False)
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
                 key = (st.st_dev, st.st_ino)
                 if key in seen:
                     continue
