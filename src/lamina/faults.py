@@ -10,7 +10,7 @@ With neither set, ``point`` is a function that does nothing: one call per point,
 no import beyond ``os``. The points, in the order a write usually passes them:
 
 ======================  ===========================================================================
-``blob.written``        a blob's bytes are written and fsynced under ``ingest/``, claimed, not named
+``blob.written``        a blob's bytes are written under ``ingest/``, claimed, not named
 ``blob.renamed``        the blob is named in ``blobs/sha256``; nothing references it yet
 ``blob.aside``          a trashed blob was renamed aside (``ingest/<pid>-unclaimed-*``), not deleted
 ``snapshot.staged``     a snapshot's directory exists, its row is not inserted yet
