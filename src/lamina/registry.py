@@ -3,9 +3,9 @@
 Pull: the manifest (OCI or Docker schema 2, or an index from which one platform is picked) is
 fetched and its digest checked, then the config, then the layer blobs that are not stored yet, in
 parallel, each streamed into the blob store and named only once its size and digest are right
-(a dropped download resumes with a Range request). Layers are extracted in order as soon as each
-has arrived, so extraction overlaps the remaining downloads. The manifest and config are kept as
-the exact bytes received. A failure leaves no image, no snapshot and no blob that nothing uses.
+(a dropped download resumes with a Range request). Each layer is extracted while it arrives (all
+at once on overlay2 and union, in order on vfs and overlay: see archive.add_image), so extraction
+overlaps the downloads. The manifest and config are kept as the exact bytes received. A failure leaves no image, no snapshot and no blob that nothing uses.
 
 Push: every blob is checked with HEAD first and skipped when the registry has it; a blob known to
 be in another repository of the same registry is mounted from there; others are uploaded, whole
@@ -614,7 +614,7 @@ class Client:
 
 
 class _Transport(Exception):
-    """A network failure on a blob body read with http.client (retried like httpx's)."""
+    """A network failure, over http.client or httpx alike (callers retry it)."""
 
 
 class _Retry(Exception):
