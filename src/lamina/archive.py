@@ -147,10 +147,7 @@ def _add_layers_at_once(engine, layers, diff_ids, chains, ready, added: list[str
                               thread_name_prefix="extract")
     try:
         for i in todo:
-            key = f"extract-{os.getpid()}-{os.urandom(6).hex()}"
-            with engine._tx():
-                engine.snaps.prepare(key, None)
-            keys[i] = key
+            key = keys[i] = engine._stage_layer(None)
             blob = ready(i, True) if ready is not None else None
             blob = blob or engine.content.open(layers[i][0])
             fmt = "plain" if i == 0 else engine.snaps.fmt  # the bottom layer's whiteouts hide nothing

@@ -244,9 +244,7 @@ class Engine:
         The snapshot is made under a staging key and committed under its chain ID by the caller's
         transaction (see :meth:`_commit_layer`); on error it is removed again.
         """
-        key = f"extract-{os.getpid()}-{os.urandom(6).hex()}"
-        with self._tx():
-            self.snaps.prepare(key, parent_chain)
+        key = self._stage_layer(parent_chain)
         from . import differ
 
         try:
@@ -264,6 +262,14 @@ class Engine:
             f"{parent_chain} {stats.diff_id}".encode())
         return key, {"chain_id": chain, "diff_id": stats.diff_id, "parent": parent_chain,
                      "size": stats.size, "inodes": stats.inodes}
+
+    def _stage_layer(self, parent_chain: str | None) -> str:
+        """A new active snapshot on ``parent_chain`` under a staging key (``extract-<pid>-*``, which
+        the next command removes if this process dies); returns the key."""
+        key = f"extract-{os.getpid()}-{os.urandom(6).hex()}"
+        with self._tx():
+            self.snaps.prepare(key, parent_chain)
+        return key
 
     def _commit_layer(self, key: str, layer: dict, blob: tuple[str, int, str]) -> None:
         """Inside a transaction: keep the staged snapshot as layer ``chain_id`` (or drop a duplicate)."""

@@ -81,13 +81,7 @@ def gzip_bomb(size: int) -> bytes:
     """A gzip layer of one file of ``size`` zero bytes (about 1000:1)."""
     out = io.BytesIO()
     with gzip.GzipFile(fileobj=out, mode="wb", compresslevel=9, mtime=0) as gz:
-        gz.write(zeros_tar_header(size))
-        block = bytes(1 << 20)
-        left = size
-        while left:
-            gz.write(block[:min(left, len(block))])
-            left -= min(left, len(block))
-        gz.write(bytes(-size % 512 + 1024))
+        _write_zeros_tar(gz, size)
     return out.getvalue()
 
 
@@ -97,14 +91,19 @@ def zstd_bomb(size: int) -> bytes:
 
     out = io.BytesIO()
     with zstandard.ZstdCompressor(level=19).stream_writer(out, closefd=False) as w:
-        w.write(zeros_tar_header(size))
-        block = bytes(1 << 20)
-        left = size
-        while left:
-            w.write(block[:min(left, len(block))])
-            left -= min(left, len(block))
-        w.write(bytes(-size % 512 + 1024))
+        _write_zeros_tar(w, size)
     return out.getvalue()
+
+
+def _write_zeros_tar(out, size: int) -> None:
+    """A tar of one file of ``size`` zero bytes into the writer ``out``, 1 MiB at a time."""
+    out.write(zeros_tar_header(size))
+    block = bytes(1 << 20)
+    left = size
+    while left:
+        out.write(block[:min(left, len(block))])
+        left -= min(left, len(block))
+    out.write(bytes(-size % 512 + 1024))
 
 
 TARS = {
