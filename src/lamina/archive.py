@@ -24,6 +24,7 @@ import time
 
 from .digest import chain_ids, hex_of, is_digest, sha256_bytes
 from .errors import InvalidArgument, LaminaError, NotFound
+from .faults import point
 from .metadata import Transaction
 
 FORMATS = ("oci-archive", "docker-archive", "oci-dir")
@@ -497,6 +498,7 @@ class _TarOut:
         self.out.write(self._header(name, size))
         _copy_fd(path, self.out, size)
         self.out.write(b"\0" * (-size % 512))
+        point("save.member")
 
     def close(self) -> None:
         self.out.write(b"\0" * 1024)
@@ -551,15 +553,10 @@ def save(engine, names: list[str], output, fmt: str = "docker-archive",
             _save_oci_dir(engine, images, os.fspath(output))
             return
         if isinstance(output, (str, os.PathLike)):
-            tmp = f"{os.fspath(output)}.lamina-{os.getpid()}"
-            try:
-                with open(tmp, "wb") as f:
-                    _save_tar(engine, images, fmt, f)
-                os.rename(tmp, output)
-            except BaseException:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
-                raise
+            from .fsutil import output_file
+
+            with output_file(os.fspath(output)) as f:
+                _save_tar(engine, images, fmt, f)
         else:
             _save_tar(engine, images, fmt, output)
     finally:

@@ -441,15 +441,10 @@ def cmd_export(opts, args):
     a = p.parse_args(args)
     engine = _engine(opts)
     if a.output:
-        tmp = f"{a.output}.lamina-{os.getpid()}"
-        try:
-            with open(tmp, "wb") as out:
-                engine.export(a.container, out)
-            os.rename(tmp, a.output)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        from .fsutil import output_file
+
+        with output_file(a.output) as out:
+            engine.export(a.container, out)
     else:
         if sys.stdout.isatty():
             raise LaminaError("cowardly refusing to write a tar to a terminal: use -o FILE")

@@ -23,6 +23,7 @@ no import beyond ``os``. The points, in the order a write usually passes them:
 ``purge.mid``           one trashed path is deleted, its trash row is not
 ``volume.set-aside``    a removed volume's directory was renamed aside, the transaction not committed
 ``gc.sweep``            a prune between two removals (containers, images, volumes)
+``save.member``         ``save -o`` wrote one more blob into its (unnamed) output file
 ======================  ===========================================================================
 """
 

@@ -1,5 +1,6 @@
 """File-tree helpers shared by the drivers: apparent usage, fast metadata-exact copies, removal."""
 
+import contextlib
 import os
 import stat
 
@@ -174,3 +175,55 @@ def remove_tree(path: str) -> None:
             os.unlink(path)
     except FileNotFoundError:
         pass
+
+
+@contextlib.contextmanager
+def output_file(path: str):
+    """Open a file that appears at ``path`` complete or not at all (``save -o``, ``export -o``).
+
+    The bytes go to an unnamed file (O_TMPFILE) in the target's directory, linked in under
+    ``path`` only when the body finished: a SIGKILL leaves nothing behind, because the kernel frees
+    an unnamed file with its last descriptor. Where the file system has no O_TMPFILE, a named
+    ``PATH.lamina-PID`` beside the target is used and renamed, as before."""
+    import errno
+
+    if os.path.isdir(path):  # said before the work, and naming the target, not a staged name
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
+    directory = os.path.dirname(os.path.abspath(path))
+    pid = os.getpid()
+    try:
+        fd = os.open(directory, os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, 0o666)
+    except OSError as e:
+        if e.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+            raise
+        tmp = f"{path}.lamina-{pid}"
+        try:
+            with open(tmp, "wb") as f:
+                yield f
+            os.rename(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+        return
+    with os.fdopen(fd, "wb") as f:
+        yield f
+        f.flush()
+        # linkat(AT_SYMLINK_FOLLOW) on the descriptor's /proc link; os.link only calls linkat
+        # (and not link(2), which would not follow) when a dir_fd is given
+        proc = f"/proc/self/fd/{fd}"
+        dfd = os.open(directory, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            name = os.path.basename(path)
+            try:
+                os.link(proc, name, dst_dir_fd=dfd, follow_symlinks=True)  # a new name: atomic
+            except FileExistsError:  # replace: link beside it, then rename over (as rename(2))
+                tmp = f"{name}.lamina-{pid}"
+                os.link(proc, tmp, dst_dir_fd=dfd, follow_symlinks=True)
+                try:
+                    os.rename(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+                except BaseException:
+                    os.unlink(tmp, dir_fd=dfd)
+                    raise
+        finally:
+            os.close(dfd)

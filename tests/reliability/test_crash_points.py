@@ -77,6 +77,7 @@ SCENARIOS = {
     "load": tc.setup_load, "system-prune": setup_system_prune,
     "container-prune": setup_container_prune, "volume-create": tc.setup_volume_create,
     "volume-rm": tc.setup_volume_rm, "volume-prune": tc.setup_volume_prune,
+    "save": tc.setup_save,
 }
 
 # What a removal's second run may answer when the first one's kill came after its commit.
@@ -122,6 +123,7 @@ PAIRS = [
     ("volume-rm", "volume.set-aside:1", None),  # renamed aside, transaction not committed
     ("volume-rm", "purge.mid:1", None),
     ("volume-prune", "gc.sweep:1", None),
+    ("save", "save.member:1", None),  # a layer written into the output, which is not named yet
 ]
 
 
