@@ -45,6 +45,7 @@ from .archive import (
     drop_unused,
     platform_matches,
 )
+from .content import WRITEBACK, drop_cached
 from .digest import hex_of, is_digest, sha256_bytes
 from .errors import FailedPrecondition, InvalidArgument, LaminaError, NotFound, Unavailable
 from .metadata import Transaction
@@ -1024,6 +1025,7 @@ class _Following:
     def __init__(self, arrival: _Arrival):
         self.arrival = arrival
         self.pos = 0
+        self.dropped = 0  # the blob's pages before this are out of the page cache
 
     def read(self, n: int = -1) -> bytes:
         arrival = self.arrival
@@ -1034,6 +1036,12 @@ class _Following:
         if available > 0 and fd is not None:
             data = os.pread(fd, available if n is None or n < 0 else min(n, available), self.pos)
             self.pos += len(data)
+            # what was read more than a writeback step ago is on its way to disk (BlobWriter):
+            # give its pages back, so the download reuses them (content.drop_cached)
+            end = (self.pos - WRITEBACK) & ~0xFFFFF
+            if end - self.dropped >= 2 * WRITEBACK:
+                drop_cached(fd, self.dropped, end - self.dropped)
+                self.dropped = end
             return data
         arrival.future.result()  # the end: raises the download's error (a blob that failed)
         return b""
