@@ -398,14 +398,19 @@ def test_run_it_gives_the_container_a_terminal(store):
         os.close(master)
 
 
-def test_detached_tty_is_logged_and_exec_t_gets_a_terminal(store):
+def test_detached_tty_is_logged_and_exec_t_gets_a_terminal(store, store_root):
     """`run -d -t`: the monitor keeps the terminal and writes what it shows to the log;
-    `exec -t` without a terminal of its own still gives the process one."""
+    `exec -t` without a terminal of its own still gives the process one. The console socket
+    runc handed the terminal over is gone once it has (nothing in ingest/ or /tmp to leak)."""
+    began = time.time() - 1
     store("run", "-d", "-t", "--name", "bg", "busybox", "sh", "-c",
           "tty; echo out; echo err >&2; exec sleep 100")
     deadline = time.monotonic() + 20
     while "err" not in store("logs", "bg").stdout and time.monotonic() < deadline:
         time.sleep(0.1)
+    assert not [n for n in os.listdir(os.path.join(store_root, "ingest")) if "-console-" in n]
+    assert not [n for n in os.listdir("/tmp") if n.startswith("lamina-console-")
+                and os.stat(os.path.join("/tmp", n)).st_mtime >= began]
     logged = store("logs", "bg")
     # (text mode reads the terminal's \r\n as \n)
     assert re.match(r"/dev/pts/\d+\nout\nerr\n$", logged.stdout), logged

@@ -35,8 +35,13 @@ def become_subreaper() -> None:
 class ConsoleSocket:
     """A listening unix socket for runc's ``--console-socket``, in a private directory."""
 
-    def __init__(self) -> None:
-        self.dir = tempfile.mkdtemp(prefix="lamina-console-")
+    def __init__(self, ingest: str | None = None) -> None:
+        # In the store's ingest/ as <pid>-console-*, which the next command removes if this
+        # process is killed; in /tmp only where that path would pass a socket path's 108 bytes.
+        if ingest is not None and len(ingest) <= 70 and os.path.isdir(ingest):
+            self.dir = tempfile.mkdtemp(prefix=f"{os.getpid()}-console-", dir=ingest)
+        else:
+            self.dir = tempfile.mkdtemp(prefix="lamina-console-")
         self.path = os.path.join(self.dir, "sock")
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.listener.bind(self.path)
@@ -55,6 +60,7 @@ class ConsoleSocket:
         return fds[0] if fds else None
 
     def close(self) -> None:
+        """Stop listening and remove the socket and its directory (again: nothing)."""
         self.listener.close()
         for path in (self.path, self.dir):
             try:

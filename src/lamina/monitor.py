@@ -186,7 +186,7 @@ def _pump_tty(runtime: Runtime, args: list[str], *, stdin, output: _Output, pid_
     from . import console
 
     console.become_subreaper()
-    listener = console.ConsoleSocket()
+    listener = console.ConsoleSocket(runtime.ingest)
     master = None
     try:
         cmd = runtime.command(args[0], "--detach", "--console-socket", listener.path, *args[1:],
@@ -194,6 +194,7 @@ def _pump_tty(runtime: Runtime, args: list[str], *, stdin, output: _Output, pid_
         proc = subprocess.run(cmd, check=False, stdin=subprocess.DEVNULL,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         master = listener.receive(0.1 if proc.returncode else 10)
+        listener.close()  # runc has handed over the terminal (or never will): nothing to keep
         try:
             with open(pid_file) as f:
                 pid = int(f.read().strip() or 0)

@@ -317,6 +317,7 @@ class Runtime:
         self.binary = path
         self.name = os.path.basename(path)
         self.state_dir = os.path.join(store_root, "runtime", self.name)
+        self.ingest = os.path.join(store_root, "ingest")
 
     def command(self, *args: str, log: str | None = None) -> list[str]:
         """The runtime's argv for ``args``; ``log`` gets its own errors as JSON lines."""
