@@ -110,16 +110,30 @@ def setup_load(s: Scenario):
     return ["load", "-i", s.archive], lambda key: False, None
 
 
-def setup_pull(s: Scenario):
+def _registry(s: Scenario) -> str:
+    """The scenario's registry (one for its pull and push trials), started on first use."""
     if not hasattr(s, "registry"):
         from ..test_registry import start_registry
 
         workdir = os.path.join(s.tmp, "registry")
         os.makedirs(workdir)
         s.registry, s.registry_proc = start_registry(workdir)
+    return s.registry
+
+
+def setup_pull(s: Scenario):
+    if not hasattr(s, "pulled_source"):  # two layers of their own: extracted at once, stacked
+        _registry(s)
+        s.pulled_source = True
         s.lamina("import", s.big_tar("pull-src"), "pullsrc:1")
-        s.lamina("push", "pullsrc:1", f"{s.registry}/crash/pulled:1")
-        s.lamina("rmi", "pullsrc:1")
+        s.lamina("create", "--name", "pullsrc", "pullsrc:1", "sh")
+        path = s.lamina("mount", "pullsrc").stdout.decode().strip()
+        ck.write_files(os.path.join(path, "second"), s.files, 2048, seed=3000)
+        s.lamina("umount", "pullsrc")
+        s.lamina("commit", "pullsrc", "pullsrc:2")
+        s.lamina("push", "pullsrc:2", f"{s.registry}/crash/pulled:1")
+        s.lamina("rm", "pullsrc")
+        s.lamina("rmi", "pullsrc:2", "pullsrc:1")
     s.lamina("rmi", "-f", f"{s.registry}/crash/pulled:1", check=False)
     return ["pull", "-q", f"{s.registry}/crash/pulled:1"], lambda key: False, None
 
@@ -211,12 +225,8 @@ def setup_save(s: Scenario):
 
 
 def setup_push(s: Scenario):
-    if not hasattr(s, "registry"):
-        from ..test_registry import start_registry
-
-        workdir = os.path.join(s.tmp, "registry")
-        os.makedirs(workdir)
-        s.registry, s.registry_proc = start_registry(workdir)
+    _registry(s)
+    if s.image_id("pushsrc:1") is None:
         s.lamina("import", s.big_tar("push-src"), "pushsrc:1")
     target = f"{s.registry}/crash/pushed:{s.n}"
     import json

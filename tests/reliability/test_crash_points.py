@@ -77,7 +77,7 @@ SCENARIOS = {
     "load": tc.setup_load, "system-prune": setup_system_prune,
     "container-prune": setup_container_prune, "volume-create": tc.setup_volume_create,
     "volume-rm": tc.setup_volume_rm, "volume-prune": tc.setup_volume_prune,
-    "save": tc.setup_save,
+    "save": tc.setup_save, "pull": tc.setup_pull, "push": tc.setup_push,
 }
 
 # What a removal's second run may answer when the first one's kill came after its commit.
@@ -124,6 +124,11 @@ PAIRS = [
     ("volume-rm", "purge.mid:1", None),
     ("volume-prune", "gc.sweep:1", None),
     ("save", "save.member:1", None),  # a layer written into the output, which is not named yet
+    ("pull", "snapshot.staged:1", None),  # the layer's parentless staging snapshot, no row
+    ("pull", "blob.renamed:2", None),  # the layer blob named (1: the config), not referenced
+    ("pull", "extract.mid:60", None),  # the layer half extracted while it downloads
+    ("pull", "tx.before-commit:3", None),  # the layer's commit (1: the config, 2: the staging)
+    ("push", "tx.before-commit:1", None),  # the pushed manifest, about to be recorded
 ]
 
 
@@ -141,6 +146,11 @@ class Store:
         self.dirty = False
 
     def close(self) -> None:
+        proc = getattr(self.s, "registry_proc", None)  # (the pull and push trials start one)
+        if proc is not None:
+            from ..test_registry import stop
+
+            stop(proc)
         for point in sorted(ck.store_mounts(self.root), reverse=True):
             subprocess.run(["umount", "-l", point], check=False)
         shutil.rmtree(self.root, ignore_errors=True)
