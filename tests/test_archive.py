@@ -304,3 +304,26 @@ def test_a_wrong_diff_id_in_the_middle_leaves_nothing(tmp_path, driver):
     assert store_files(root) == before
     _stacked_archive(archive, _STACK)
     assert "Loaded image: stack:1" in Lamina(root, driver)("load", "-i", archive).stdout
+
+
+def test_output_file_appears_complete_or_not_at_all(tmp_path):
+    """save -o / export -o: the output gets its name only when complete; a failure leaves the
+    old file as it was and no staged name beside it; a directory is refused before the work."""
+    from lamina.fsutil import output_file
+
+    target = tmp_path / "out.tar"
+    with output_file(str(target)) as f:
+        f.write(b"first")
+        assert not target.exists() and os.listdir(tmp_path) == []  # unnamed while written
+    assert target.read_bytes() == b"first"
+    with output_file(str(target)) as f:  # replacing an existing output
+        f.write(b"second")
+    assert target.read_bytes() == b"second"
+    with pytest.raises(RuntimeError), output_file(str(target)) as f:
+        f.write(b"half")
+        raise RuntimeError("the work failed")
+    assert target.read_bytes() == b"second" and os.listdir(tmp_path) == ["out.tar"]
+    with pytest.raises(IsADirectoryError) as info:
+        with output_file(str(tmp_path)):
+            pytest.fail("the body ran for a directory")
+    assert info.value.filename == str(tmp_path)

@@ -192,6 +192,8 @@ def output_file(path: str):
     directory = os.path.dirname(os.path.abspath(path))
     pid = os.getpid()
     try:
+        if not os.path.isdir("/proc/self/fd"):  # no /proc: no way to link an unnamed file in
+            raise OSError(errno.EOPNOTSUPP, "no /proc")
         fd = os.open(directory, os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, 0o666)
     except OSError as e:
         if e.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
