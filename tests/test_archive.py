@@ -323,7 +323,6 @@ def test_output_file_appears_complete_or_not_at_all(tmp_path):
         f.write(b"half")
         raise RuntimeError("the work failed")
     assert target.read_bytes() == b"second" and os.listdir(tmp_path) == ["out.tar"]
-    with pytest.raises(IsADirectoryError) as info:
-        with output_file(str(tmp_path)):
-            pytest.fail("the body ran for a directory")
+    with pytest.raises(IsADirectoryError) as info, output_file(str(tmp_path)):
+        pytest.fail("the body ran for a directory")
     assert info.value.filename == str(tmp_path)

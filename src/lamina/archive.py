@@ -399,36 +399,63 @@ def _prepare(engine, names, compression, workdir, log):
 
 
 def _recompress(engine, digest, compression, workdir):
-    """Decompress blob ``digest`` and compress it again into a file in ``workdir``."""
-    import hashlib
-
-    from .compression import compressor
-    from .layertar import open_layer_stream
-
+    """Decompress blob ``digest`` and compress it again into a file in ``workdir``; returns
+    (new digest, size, path)."""
     path = os.path.join(workdir, f"{hex_of(digest)}.{compression}")
-    sha = hashlib.sha256()
-    size = 0
-    with open(path, "wb") as raw:
+    blob = Recompressed(engine, digest, compression)
+    with open(path, "wb") as f:
+        f.writelines(blob)
+    return blob.digest, blob.size, path
+
+
+class Recompressed:
+    """The stored blob ``source`` decompressed and compressed again as ``compression``, made as
+    it is iterated (pieces of compressed bytes); ``digest`` and ``size`` once exhausted. The
+    stored blob's own digest is checked at its end, before the last piece is given."""
+
+    def __init__(self, engine, source: str, compression: str):
+        self.engine = engine
+        self.source = source
+        self.compression = compression
+        self.digest = None
+        self.size = 0
+
+    def __iter__(self):
+        import collections
+        import hashlib
+
+        from .compression import compressor
+        from .layertar import open_layer_stream
+
+        pieces = collections.deque()  # filled by the compressor's writer thread
+        sha = hashlib.sha256()
+
         class _Out:
-            def write(self, data):
-                nonlocal size
-                sha.update(data)
-                size += len(data)
-                raw.write(data)
+            def write(self, data) -> int:
+                pieces.append(bytes(data))
                 return len(data)
 
-        with engine.content.open(digest) as blob:
+        def ready():
+            while pieces:
+                piece = pieces.popleft()
+                sha.update(piece)
+                self.size += len(piece)
+                yield piece
+
+        with self.engine.content.open(self.source) as blob:
             source = open_layer_stream(blob)
-            sink = compressor(compression, _Out())
+            sink = compressor(self.compression, _Out())
             while True:
                 data = source.read(CHUNK)
                 if not data:
                     break
                 sink.write(data)
+                yield from ready()
             sink.close()
-            while blob.read(CHUNK):
+            while blob.read(CHUNK):  # the stored blob's digest check
                 pass
-    return "sha256:" + sha.hexdigest(), size, path
+        yield from ready()
+        self.digest = "sha256:" + sha.hexdigest()
 
 
 def _copy_fd(src_path: str, out, size: int) -> None:

@@ -659,16 +659,13 @@ class Engine:
                 " created) VALUES (?,?,?,?,?,?,?)",
                 (cid, name, image_id, image, command_json, command_line, time.time()))
             if claimed:
-                from .monitor import claim_columns
+                from .monitor import claim
 
-                self.db.execute("UPDATE containers SET state = 'running', pid = 0,"
-                                " monitor_pid = ?, monitor_start = ?, started = ? WHERE id = ?",
-                                (*claim_columns(), cid))
+                claim(self.db, cid)
             if used:
                 from . import uses
 
-                self.db.execute(uses.SCHEMA)
-                self.db.execute("INSERT INTO container_uses VALUES (?, ?, 0)", (cid, os.getpid()))
+                uses.add(self.db, cid)
         return cid
 
     def _write_init(self, key: str) -> None:
@@ -870,10 +867,7 @@ class Engine:
             with self._tx():  # not removed after all: others may use it again
                 uses.end(self, cid)
             raise
-        from .fsutil import remove_tree
-
-        remove_tree(os.path.join(self.root, "containers", r["id"]))  # bundle and log (monitor.py)
-        return r["id"], size
+        return r["id"], size  # (the bundle went with the purge after that commit)
 
     def cp(self, src: str, dst: str, archive: bool = False, follow: bool = False) -> None:
         """``docker cp``: ``CONTAINER:PATH`` to a host path or back (rules in lamina.copy)."""

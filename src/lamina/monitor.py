@@ -275,10 +275,13 @@ def supervise(engine, name: str, *, stdin=None, stdout_fds=(), stderr_fds=(), on
         raise
 
 
-def claim_columns() -> tuple[int, int | None, float]:
-    """``monitor_pid``, ``monitor_start`` and ``started`` of a container this process claims."""
+def claim(db, container_id: str) -> None:
+    """Inside a transaction: the container is this process's, being started (state ``running``,
+    pid 0 until its process runs; see :func:`_claim`)."""
     me = os.getpid()
-    return me, process_start_time(me), time.time()
+    db.execute("UPDATE containers SET state = 'running', pid = 0, monitor_pid = ?,"
+               " monitor_start = ?, started = ? WHERE id = ?",
+               (me, process_start_time(me), time.time(), container_id))
 
 
 def _claim(engine, name: str, handover: int = 0):
@@ -303,13 +306,9 @@ def _claim(engine, name: str, handover: int = 0):
         if row["state"] == "running" and monitor_alive(row) and not (
                 not row["pid"] and row["monitor_pid"] in (os.getpid(), handover)):
             raise FailedPrecondition(f"container {row['name']} is already running")
-        engine.db.execute(
-            "UPDATE containers SET state = 'running', pid = 0, monitor_pid = ?, monitor_start = ?,"
-            " started = ? WHERE id = ?", (*claim_columns(), row["id"]))
+        claim(engine.db, row["id"])
         if RunConfig.from_json(row["run_config"]).auto_remove:
-            engine.db.execute(uses.SCHEMA)
-            engine.db.execute("INSERT OR IGNORE INTO container_uses VALUES (?, ?, 0)",
-                              (row["id"], os.getpid()))
+            uses.add(engine.db, row["id"])
     return engine._container(row["id"])
 
 

@@ -41,6 +41,7 @@ from .archive import (
     MEDIA_OCI_LAYER,
     MEDIA_OCI_MANIFEST,
     BlobSink,
+    Recompressed,
     add_image,
     drop_unused,
     platform_matches,
@@ -1077,6 +1078,14 @@ def _remember_sources(engine, digests, registry: str, repository: str) -> None:
                               [(d, registry, repository) for d in digests])
 
 
+def _remember_name(engine, manifest: str, registry: str, repository: str, digest: str) -> None:
+    """The stored manifest ``manifest`` is known as ``digest`` in that repository (a pushed
+    manifest that was rewritten, the index a pull chose it from): inspect's RepoDigests."""
+    with Transaction(engine.db):
+        engine.db.execute("INSERT OR REPLACE INTO pushed_manifests VALUES (?,?,?,?)",
+                          (manifest, registry, repository, digest))
+
+
 def pull(engine, reference: str, platform=("linux", "amd64", None), tls_verify: bool | None = None,
          authfile: str | None = None, progress=None, jobs: int = 3) -> str:
     """Pull ``NAME[:TAG|@DIGEST]`` into the store; returns the image ID."""
@@ -1178,9 +1187,7 @@ def _pull(engine, client, ref: Reference, platform, progress, jobs: int) -> str:
         _remember_sources(engine, [b for b, _, _ in layers] + [config_digest, digest],
                           ref.registry, repo)  # the manifest's: inspect's RepoDigests
         if index_digest is not None:  # and the index's, the digest that names it there
-            with Transaction(engine.db):
-                engine.db.execute("INSERT OR REPLACE INTO pushed_manifests VALUES (?,?,?,?)",
-                                  (digest, ref.registry, repo, index_digest))
+            _remember_name(engine, digest, ref.registry, repo, index_digest)
         digest = index_digest or digest
         progress.message(f"Digest: {digest}")
         progress.message(f"Status: Downloaded newer image for {ref}")
@@ -1285,7 +1292,7 @@ def _push(engine, client, ref: Reference, image_id, manifest, doc, compression, 
                 results[i] = (cached[0], cached[1], new_media)
                 return
             progress.status(key, "Pushing")  # compressed as it is sent
-            blob = client.upload_stream(repo, lambda: _Recompressed(engine, digest, want),
+            blob = client.upload_stream(repo, lambda: Recompressed(engine, digest, want),
                                         lambda n: progress.advance(key, n))
             results[i] = (blob.digest, blob.size, new_media)
             progress.status(key, "Pushed")
@@ -1339,61 +1346,9 @@ def _push(engine, client, ref: Reference, image_id, manifest, doc, compression, 
                       ref.registry, repo)
     stored = engine._image_row(image_id)["manifest_digest"]
     if digest != stored:  # so that inspect's RepoDigests names what the repository has
-        with Transaction(engine.db):
-            engine.db.execute("INSERT OR REPLACE INTO pushed_manifests VALUES (?,?,?,?)",
-                              (stored, ref.registry, repo, digest))
+        _remember_name(engine, stored, ref.registry, repo, digest)
     progress.message(f"{ref.tag or ref.digest}: digest: {digest} size: {len(manifest)}")
     return digest
-
-
-class _Recompressed:
-    """The stored blob ``source`` decompressed and compressed again as ``compression``, made as
-    it is iterated (pieces of compressed bytes); ``digest`` and ``size`` once exhausted. The
-    stored blob's own digest is checked at its end, before the last piece is given."""
-
-    def __init__(self, engine, source: str, compression: str):
-        self.engine = engine
-        self.source = source
-        self.compression = compression
-        self.digest = None
-        self.size = 0
-
-    def __iter__(self):
-        import collections
-        import hashlib
-
-        from .compression import compressor
-        from .layertar import open_layer_stream
-
-        pieces = collections.deque()  # filled by the compressor's writer thread
-        sha = hashlib.sha256()
-
-        class _Out:
-            def write(self, data) -> int:
-                pieces.append(bytes(data))
-                return len(data)
-
-        def ready():
-            while pieces:
-                piece = pieces.popleft()
-                sha.update(piece)
-                self.size += len(piece)
-                yield piece
-
-        with self.engine.content.open(self.source) as blob:
-            source = open_layer_stream(blob)
-            sink = compressor(self.compression, _Out())
-            while True:
-                data = source.read(CHUNK)
-                if not data:
-                    break
-                sink.write(data)
-                yield from ready()
-            sink.close()
-            while blob.read(CHUNK):  # the stored blob's digest check
-                pass
-        yield from ready()
-        self.digest = "sha256:" + sha.hexdigest()
 
 
 def _skip_or_mount(client, repo, digest, mount_from, key, progress) -> tuple[bool, str | None]:

@@ -44,9 +44,15 @@ def take(engine, name: str):
                 engine.db.execute("DELETE FROM container_uses WHERE pid = ?", (pid,))
         if any(removing for _, removing in others(engine.db, row["id"])):
             raise NotFound(f"No such container: {name}")  # another rm or prune is removing it
-        engine.db.execute("INSERT OR IGNORE INTO container_uses VALUES (?, ?, 0)",
-                          (row["id"], os.getpid()))
+        add(engine.db, row["id"])
     return row
+
+
+def add(db, container_id: str) -> None:
+    """Inside a transaction: this process uses the container (see :func:`take`; ``create`` of a
+    build's RUN container and the claim of a ``run --rm`` take it this way)."""
+    db.execute(SCHEMA)
+    db.execute("INSERT OR IGNORE INTO container_uses VALUES (?, ?, 0)", (container_id, os.getpid()))
 
 
 def give_back(engine, container_id: str) -> None:
