@@ -50,6 +50,39 @@ def test_next_open_undoes_a_dead_process_staging(store_root, driver, busybox_tar
     assert engine.inspect_image("busybox")["RootFS"]["Layers"]
 
 
+def test_recovery_tolerates_a_staging_that_went_meanwhile(store_root, busybox_tar, monkeypatch):
+    """A staged snapshot whose process is gone by the time recovery looks at it may have been
+    committed by that process just before it ended, or undone by another command's recovery:
+    the next command then finds nothing to undo, not "snapshot ... not found" (seen in the
+    stress test: a cp failed so)."""
+    from lamina import snapshots
+
+    engine = Engine(root=store_root, driver="vfs")
+    engine.import_image(busybox_tar, "busybox")
+    other = Engine(root=store_root)  # another command, open before the staging exists
+    pid = dead_pid()
+    key = f"extract-{pid}-deadbeef"
+    with Transaction(engine.db):
+        engine.snaps.prepare(key, None)
+    engine.close()
+    checked = []
+
+    def alive(p: int) -> bool:  # between recovery's look and its transaction: another removes it
+        if p == pid and not checked:
+            checked.append(p)
+            with other._tx():
+                other.snaps.remove(key)
+        return False
+
+    monkeypatch.setattr(snapshots, "_alive", alive)
+    engine = Engine(root=store_root)  # recovers: must not fail
+    assert checked == [pid]
+    assert [s.key for s in engine.snaps.walk() if s.key.startswith("extract-")] == []
+    assert engine.inspect_image("busybox")["RootFS"]["Layers"]
+    other.close()
+    engine.close()
+
+
 def test_sigkill_during_import_leaves_a_working_store(store_root, driver, busybox_tar, tmp_path):
     engine = Engine(root=store_root, driver=driver)
     engine.import_image(busybox_tar, "busybox")

@@ -100,9 +100,13 @@ class Engine:
         dead = [r[0] for r in staged if r[0].startswith("extract-")
                 and not _alive(int(r[0].split("-")[1]))]
         if dead:
+            # Looked at again under the write lock: since the query above, the process may have
+            # committed its layer and ended, or another command may have recovered it.
+            exists = "SELECT 1 FROM snapshots WHERE key = ?"
             with self._tx():
                 for key in dead:
-                    self.snaps.remove(key)
+                    if self.db.execute(exists, (key,)).fetchone():
+                        self.snaps.remove(key)
         if staged:
             self.snaps.purge()
         try:
