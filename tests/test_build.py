@@ -14,7 +14,7 @@ import threading
 import pytest
 
 from lamina import Engine
-from lamina.build import BuildError, BuildOptions, build
+from lamina.builder import BuildError, BuildOptions, build
 from lamina.errors import InvalidArgument, LaminaError, NotFound
 
 from .conftest import needs_root
@@ -22,7 +22,7 @@ from .conftest import needs_root
 pytestmark = needs_root
 
 try:
-    import lamina.runtime  # noqa: F401
+    import lamina.runtime.oci  # noqa: F401
 
     HAVE_RUNTIME = True
 except ImportError:

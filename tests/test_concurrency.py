@@ -192,8 +192,8 @@ def test_run_rm_with_a_prune_after_its_exit_removes_its_anonymous_volume(setup, 
     """``run --rm -v /data``: a prune between the process's exit and the removal used to take the
     container first, leaving its anonymous volume behind. The run uses its container until it
     has removed it: the prune leaves it, the volume goes with it."""
-    from lamina import monitor
-    from lamina.runtime import RunConfig
+    from lamina.runtime import monitor
+    from lamina.runtime.oci import RunConfig
 
     engine, other = setup
     engine.rm("c1")

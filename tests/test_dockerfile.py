@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from lamina.dockerfile import DockerfileError, Heredoc, check, dump_ast, parse, parse_flags
+from lamina.builder.dockerfile import DockerfileError, Heredoc, check, dump_ast, parse, parse_flags
 from lamina.errors import InvalidArgument
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -2,7 +2,7 @@
 
 import pytest
 
-from lamina.dockerignore import Matcher, read_patterns
+from lamina.builder.dockerignore import Matcher, read_patterns
 from lamina.errors import InvalidArgument
 
 

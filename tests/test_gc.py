@@ -157,7 +157,7 @@ def test_rmi_deletes_blobs_only_a_manifest_lists(engine, busybox_tar, tmp_path):
 def test_build_states_are_the_build_cache_row(store_root, busybox_tar, tmp_path):
     """A build's intermediate states are not images in `images` or df's Images row; they are
     the Build Cache row, kept by `image prune`, reclaimed by `system prune`."""
-    from lamina.build import BuildOptions
+    from lamina.builder import BuildOptions
 
     engine = Engine(root=store_root, driver="overlay2")
     engine.import_image(busybox_tar, "busybox")

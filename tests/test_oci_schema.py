@@ -71,7 +71,7 @@ def check_layout(validators, root: str) -> int:
 
 @needs_schemas
 def test_store_and_saved_layouts_validate(validators, store_root, busybox_tar, tmp_path):
-    from lamina.build import BuildOptions
+    from lamina.builder import BuildOptions
 
     engine = Engine(root=store_root, driver="overlay2")
     engine.import_image(busybox_tar, "busybox")

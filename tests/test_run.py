@@ -290,7 +290,7 @@ def test_a_dead_owner_shows_as_exited(store):
 
 def test_run_in_container_for_the_builder(store, store_root):
     from lamina import Engine
-    from lamina.runtime import RuntimeFailure, run_in_container
+    from lamina.runtime.oci import RuntimeFailure, run_in_container
 
     engine = Engine(root=store_root)
     try:
@@ -433,8 +433,8 @@ def test_a_container_being_started_is_owned_before_it_runs(store, store_root):
     delete it under the starter's feet; a start that fails gives the claim back."""
     from lamina import Engine
     from lamina.errors import FailedPrecondition
-    from lamina.monitor import _claim, process_start_time, supervise
-    from lamina.runtime import RuntimeFailure
+    from lamina.runtime.monitor import _claim, process_start_time, supervise
+    from lamina.runtime.oci import RuntimeFailure
 
     engine = Engine(root=store_root)
     try:
@@ -470,8 +470,8 @@ def test_a_container_being_run_is_owned_from_its_creation(store, store_root, tmp
     delete it; ``ps`` and ``inspect`` show it meanwhile. The prune and the others run in the
     middle of ``volumes.attach``, the window between creating the container and starting it."""
     from lamina import Engine, volumes
-    from lamina.monitor import release, run
-    from lamina.runtime import RunConfig
+    from lamina.runtime.monitor import release, run
+    from lamina.runtime.oci import RunConfig
 
     seen = {}
     attach = volumes.attach
@@ -513,8 +513,8 @@ def test_run_detached_hands_its_claim_to_the_monitor(store, store_root, monkeypa
     spawns (``LAMINA_HANDOVER``): a prune before the handover (while the volume is seeded) and
     one right after ``run -d`` returns both leave it running, owned by the monitor."""
     from lamina import Engine, volumes
-    from lamina.monitor import monitor_alive, release, run
-    from lamina.runtime import RunConfig
+    from lamina.runtime.monitor import monitor_alive, release, run
+    from lamina.runtime.oci import RunConfig
 
     seen = {}
     attach = volumes.attach
@@ -554,8 +554,8 @@ def test_a_run_that_fails_before_its_process_gives_the_claim_back(store, store_r
     over (left ``created`` without ``--rm``, gone with it); its process cannot start."""
     from lamina import Engine, volumes
     from lamina.errors import LaminaError
-    from lamina.monitor import release, run
-    from lamina.runtime import RunConfig, RuntimeFailure
+    from lamina.runtime.monitor import release, run
+    from lamina.runtime.oci import RunConfig, RuntimeFailure
 
     def fails(engine, cid, specs, rootfs):
         raise LaminaError("seeding failed")
@@ -607,7 +607,7 @@ def test_wait_follows_the_claim_to_the_monitor(store, store_root):
 
     script = ("import sys\n"
               "from lamina import Engine\n"
-              "from lamina.monitor import spawn\n"
+              "from lamina.runtime.monitor import spawn\n"
               f"engine = Engine(root={store_root!r})\n"
               "cid = engine.create('busybox', name='handed', command=['sh', '-c', 'sleep 1; exit 3'],"
               " claimed=True)\n"

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from lamina.shellwords import ShellWordError, expand, expand_words
+from lamina.builder.shellwords import ShellWordError, expand, expand_words
 
 SHELL_DIR = os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))),

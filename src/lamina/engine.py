@@ -464,10 +464,10 @@ class Engine:
 
     def _repo_digests(self, manifest_digest: str) -> list[str]:
         """``NAME@DIGEST`` for each registry repository this manifest was pulled from or pushed
-        to (lamina.registry records them in ``blob_sources``)."""
+        to (lamina.transfer.registry records them in ``blob_sources``)."""
         import sqlite3
 
-        from .registry import Reference
+        from .transfer.registry import Reference
 
         try:
             rows = self.db.execute(  # pushed_manifests: pushes that recompressed its layers
@@ -626,9 +626,9 @@ class Engine:
         shared: a container costs one snapshot, and N containers add nothing but their own layers.
 
         ``claimed`` (for ``run``): the container is born owned by this process, as
-        :func:`lamina.monitor.supervise` claims one it starts (state ``running``, pid 0), so no
+        :func:`lamina.runtime.monitor.supervise` claims one it starts (state ``running``, pid 0), so no
         ``rm`` or prune can take it before its process runs. The caller must then start it or
-        give the claim back (:func:`lamina.monitor.release`). ``used`` (for a build's ``RUN``):
+        give the claim back (:func:`lamina.runtime.monitor.release`). ``used`` (for a build's ``RUN``):
         the container is born used by this process (:mod:`lamina.uses`), until it removes it.
         """
         image_id = self._image_id(image)
@@ -663,7 +663,7 @@ class Engine:
                 " created) VALUES (?,?,?,?,?,?,?)",
                 (cid, name, image_id, image, command_json, command_line, time.time()))
             if claimed:
-                from .monitor import claim
+                from .runtime.monitor import claim
 
                 claim(self.db, cid)
             if used:
@@ -725,7 +725,7 @@ class Engine:
         for r in rows:
             state, exit_code, finished = r["state"], r["exit_code"], r["finished"]
             if state == "running" and not _owner_alive(r["monitor_pid"], r["monitor_start"]):
-                # its owner died (lamina.monitor): shown as exited; the next verb on it cleans up
+                # its owner died (lamina.runtime.monitor): shown as exited; the next verb on it cleans up
                 state, exit_code, finished = "exited", 255, r["started"]
             if not all and state != "running":
                 continue
@@ -820,7 +820,7 @@ class Engine:
         r = self._container(name)
         stopped = False
         if r["state"] == "running":
-            from .monitor import refresh, stop
+            from .runtime.monitor import refresh, stop
 
             r = refresh(self, r)  # its owner may have died
             if r["state"] == "running" and not force:
@@ -845,7 +845,7 @@ class Engine:
             except _StillRunning:  # -f: its owner is still starting or ending it
                 if time.monotonic() > deadline:
                     raise _running_refused(cid) from None
-                from .monitor import stop
+                from .runtime.monitor import stop
 
                 stop(self, cid, timeout=0)  # a process that started after the first stop
                 stopped = True
@@ -1054,14 +1054,14 @@ class Engine:
         """Store an image from exact config bytes and layer blobs already in the content store
         ((digest, size, media type), bottom first); each new layer's diff_id is checked against
         the config. ``manifest`` (exact bytes) is kept as its manifest. Returns the image ID."""
-        from .archive import add_image
+        from .transfer.archive import add_image
 
         return add_image(self, config, layers, tags, manifest)
 
     def save(self, names: list[str], output, fmt: str = "docker-archive",
              compression: str | None = None, log=lambda line: None) -> None:
         """Write images to an oci-archive, docker-archive (a path or binary file) or oci-dir."""
-        from .archive import save
+        from .transfer.archive import save
 
         try:
             save(self, names, output, fmt, compression, log)
@@ -1070,7 +1070,7 @@ class Engine:
 
     def load(self, source, platform=("linux", "amd64", None), log=lambda line: None) -> list[str]:
         """Load every image of an archive or layout directory; returns Docker's output lines."""
-        from .archive import load
+        from .transfer.archive import load
 
         try:
             return load(self, source, platform, log)
@@ -1083,8 +1083,8 @@ class Engine:
             self.content.release_claims()
 
     def pull(self, reference: str, **options) -> str:
-        """Pull an image from a registry (see :func:`lamina.registry.pull`); returns its ID."""
-        from .registry import pull
+        """Pull an image from a registry (see :func:`lamina.transfer.registry.pull`); returns its ID."""
+        from .transfer.registry import pull
 
         try:
             return pull(self, reference, **options)
@@ -1097,9 +1097,9 @@ class Engine:
             self.content.release_claims()
 
     def push(self, name: str, destination: str | None = None, **options) -> str:
-        """Push an image to a registry (see :func:`lamina.registry.push`); returns the manifest
+        """Push an image to a registry (see :func:`lamina.transfer.registry.push`); returns the manifest
         digest."""
-        from .registry import push
+        from .transfer.registry import push
 
         return push(self, name, destination, **options)
 
@@ -1133,13 +1133,13 @@ class Engine:
     def run(self, image: str, command: list[str] | None = None, *, name: str | None = None,
             entrypoint: list[str] | None = None, config=None, detach: bool = False,
             stdin=None, stdout: int = 1, stderr: int = 2) -> tuple[str, int | None]:
-        """``docker run``: create a container and run its process (see :mod:`lamina.monitor`).
+        """``docker run``: create a container and run its process (see :mod:`lamina.runtime.monitor`).
 
         ``config`` is a :class:`lamina.runtime.RunConfig` (env, workdir, user, volumes,
         read_only, network, auto_remove, runtime, tty). In the foreground the output streams to the
         file descriptors ``stdout``/``stderr`` and the result is (id, exit code); with
         ``detach`` it returns (id, None) once the process runs, under its own monitor."""
-        from .monitor import run
+        from .runtime.monitor import run
 
         return run(self, image, command, name=name, entrypoint=entrypoint, config=config,
                    detach=detach, stdin=stdin, stdout=stdout, stderr=stderr)
@@ -1147,39 +1147,39 @@ class Engine:
     def start(self, name: str, attach: bool = False, stdin=None, stdout: int = 1,
               stderr: int = 2) -> tuple[str, int | None]:
         """Start a created or exited container: detached (id, None), or attached (id, exit code)."""
-        from .monitor import start
+        from .runtime.monitor import start
 
         return start(self, name, attach=attach, stdin=stdin, stdout=stdout, stderr=stderr)
 
     def stop(self, name: str, timeout: float = 10) -> str:
         """SIGTERM (the image's StopSignal), SIGKILL after ``timeout`` seconds; returns the ID."""
-        from .monitor import stop
+        from .runtime.monitor import stop
 
         return stop(self, name, timeout)
 
     def kill(self, name: str, signal: str | int = "KILL") -> str:
         """Send ``signal`` to the container's process; returns the ID."""
-        from .monitor import kill
+        from .runtime.monitor import kill
 
         return kill(self, name, signal)
 
     def wait(self, name: str) -> int:
         """Block until the container's process ends; its exit code."""
-        from .monitor import wait
+        from .runtime.monitor import wait
 
         return wait(self, name)
 
     def logs(self, name: str, follow: bool = False, tail: int | None = None,
              timestamps: bool = False, stdout: int = 1, stderr: int = 2) -> None:
         """Write the container's logged output to the file descriptors ``stdout``/``stderr``."""
-        from .monitor import logs
+        from .runtime.monitor import logs
 
         logs(self, name, follow=follow, tail=tail, timestamps=timestamps, stdout=stdout,
              stderr=stderr)
 
     def exec(self, name: str, argv: list[str], **options) -> int:
-        """Run ``argv`` in a running container (see :func:`lamina.monitor.exec_process`)."""
-        from .monitor import exec_process
+        """Run ``argv`` in a running container (see :func:`lamina.runtime.monitor.exec_process`)."""
+        from .runtime.monitor import exec_process
 
         return exec_process(self, name, argv, **options)
 
@@ -1211,9 +1211,9 @@ class Engine:
 
     # ------------------------------------------------------------------ building (build/)
     def build(self, options, out=print) -> str:
-        """Build an image from a Dockerfile (``options``: :class:`lamina.build.BuildOptions`),
+        """Build an image from a Dockerfile (``options``: :class:`lamina.builder.BuildOptions`),
         printing the legacy builder's progress lines through ``out``; returns the image ID."""
-        from .build import build
+        from .builder import build
 
         try:
             return build(self, options, out)
@@ -1251,7 +1251,7 @@ class _Tee:
 
 
 def _owner_alive(pid: int, start: int) -> bool:
-    """Whether the process that owns a running container (lamina.monitor) still exists: its PID
+    """Whether the process that owns a running container (lamina.runtime.monitor) still exists: its PID
     with the same start time (field 22 of /proc/PID/stat)."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:

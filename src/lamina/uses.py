@@ -1,7 +1,7 @@
 """Uses: a container that a command is working on is not garbage.
 
 ``cp``, ``commit``, ``export`` and ``diff`` work on a container without owning it (a container's
-owner is the process that runs it, :mod:`lamina.monitor`). Meanwhile a ``container prune`` may
+owner is the process that runs it, :mod:`lamina.runtime.monitor`). Meanwhile a ``container prune`` may
 find it stopped, or an ``rm`` remove it: the command then failed with "snapshot ... not found",
 or the remover's unmount with "Device or resource busy", or (a ``cp`` mounting it between the
 remover's unmount and its delete) a mount was left on deleted data.

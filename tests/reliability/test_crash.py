@@ -293,9 +293,9 @@ KNOWN_BROKEN: dict[str, str] = {}  # command -> why its trials are expected to f
 def _available(command: str) -> bool:
     import importlib.util
 
-    module = {"load": "lamina.cli_transfer", "pull": "lamina.cli_transfer",
-              "push": "lamina.cli_transfer", "save": "lamina.cli_transfer",
-              "build": "lamina.cli_build"}.get(command)
+    module = {"load": "lamina.cli.transfer", "pull": "lamina.cli.transfer",
+              "push": "lamina.cli.transfer", "save": "lamina.cli.transfer",
+              "build": "lamina.cli.build"}.get(command)
     if command in ("pull", "push") and shutil.which("docker-registry") is None:
         return False
     if command in ("run", "start", "stop") and shutil.which("runc") is None:

@@ -232,7 +232,7 @@ def mutated_text(draw):
 @FUZZ
 @given(text=mutated_text())
 def test_dockerfile_parser_raises_only_lamina_errors(text):
-    from lamina.dockerfile import check, parse
+    from lamina.builder.dockerfile import check, parse
 
     for fn in (parse, check):
         try:

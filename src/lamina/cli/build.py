@@ -1,12 +1,12 @@
-"""``lamina build``: the CLI of :mod:`lamina.build`, with the legacy Docker builder's output."""
+"""``lamina build``: the CLI of :mod:`lamina.builder`, with the legacy Docker builder's output."""
 
 from __future__ import annotations
 
 import os
 import sys
 
-from .cli import UsageError, _engine, _Parser
-from .errors import NotFound
+from .main import UsageError, _engine, _Parser
+from ..errors import NotFound
 
 
 class _Repeated(_Parser):
@@ -71,7 +71,7 @@ def cmd_build(opts, args):
         raise UsageError(f"unable to prepare context: path {a.context!r} not found")
     text = _read_dockerfile(a.context, a.file)
     if a.check:
-        from .dockerfile import DockerfileError, check
+        from ..builder.dockerfile import DockerfileError, check
 
         try:
             check(text)
@@ -88,7 +88,7 @@ def cmd_build(opts, args):
                 continue
             value = os.environ[key]
         build_args[key] = value
-    from .build import BuildOptions
+    from ..builder import BuildOptions
 
     engine = _engine(opts)
     options = BuildOptions(context=a.context, dockerfile=text, tags=a.tag, build_args=build_args,

@@ -18,7 +18,7 @@ spec), here ``<store>/containers/<id>/``. lamina writes that spec itself:
 
 :class:`Runtime` drives the runtime's command line (``run``, ``exec``, ``kill``, ``delete``); runc
 is the implementation, ``LAMINA_RUNTIME`` or ``--runtime`` names another binary with the same
-CLI. The process lifecycle around it (output capture, state, detaching) is in ``lamina.monitor``.
+CLI. The process lifecycle around it (output capture, state, detaching) is in ``lamina.runtime.monitor``.
 
 For the image builder, :func:`run_in_container` runs one command in an existing container.
 """
@@ -30,7 +30,7 @@ import os
 import stat
 from dataclasses import asdict, dataclass
 
-from .errors import InvalidArgument, LaminaError, NotFound, Unavailable
+from ..errors import InvalidArgument, LaminaError, NotFound, Unavailable
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 NETWORKS = ("none", "host")

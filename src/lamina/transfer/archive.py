@@ -22,10 +22,10 @@ import stat
 import tarfile
 import time
 
-from .digest import chain_ids, hex_of, is_digest, sha256_bytes
-from .errors import InvalidArgument, LaminaError, NotFound
-from .faults import point
-from .metadata import Transaction
+from ..digest import chain_ids, hex_of, is_digest, sha256_bytes
+from ..errors import InvalidArgument, LaminaError, NotFound
+from ..faults import point
+from ..metadata import Transaction
 
 FORMATS = ("oci-archive", "docker-archive", "oci-dir")
 MEDIA_OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -93,7 +93,7 @@ def add_image(engine, config: bytes, layers: list[tuple[str, int, str]], tags=()
 def _add_layers_in_order(engine, layers, diff_ids, chains, ready, added: list[str]) -> None:
     """Extract each missing layer on its parent, bottom first (drivers whose layer trees hold
     their parents' files: vfs, overlay)."""
-    from .layertar import is_plain, open_layer_stream
+    from ..layertar import is_plain, open_layer_stream
 
     db = engine.db
     parent = None
@@ -209,7 +209,7 @@ class _Cancellable:
 
 def _extract(blob, digest: str, root: str, fmt: str, cancel):
     """Extract one layer blob into ``root`` (a worker thread); returns its TarStats."""
-    from .layertar import apply_tar, is_plain, open_layer_stream
+    from ..layertar import apply_tar, is_plain, open_layer_stream
 
     with blob:
         source = _Cancellable(blob, cancel)
@@ -266,7 +266,7 @@ def drop_unused(engine, created: set[str]) -> None:
     """Delete the blobs in ``created`` that no image or layer refers to."""
     if not created:
         return
-    from .gc import referenced_blobs
+    from ..gc import referenced_blobs
 
     used = referenced_blobs(engine)
     for digest in created - used:
@@ -334,7 +334,7 @@ class _Image:
 
 def _resolve(engine, names: list[str]) -> list[tuple[str, list[str]]]:
     """(image ID, tags to record) for each name, images merged in first-seen order."""
-    from .image import normalize
+    from ..image import normalize
 
     out: dict[str, list[str]] = {}
     for name in names:
@@ -359,8 +359,8 @@ def _epoch() -> int:
 
 def _prepare(engine, names, compression, workdir, log):
     """The images to save, recompressing layers into ``workdir`` when asked."""
-    from . import compression as comp
-    from .image import dumps
+    from .. import compression as comp
+    from ..image import dumps
 
     images = []
     done: dict[tuple[str, str], tuple] = {}
@@ -424,8 +424,8 @@ class Recompressed:
         import collections
         import hashlib
 
-        from .compression import compressor
-        from .layertar import open_layer_stream
+        from ..compression import compressor
+        from ..layertar import open_layer_stream
 
         pieces = collections.deque()  # filled by the compressor's writer thread
         sha = hashlib.sha256()
@@ -533,7 +533,7 @@ class _TarOut:
 
 
 def _oci_index(images: list[_Image]) -> bytes:
-    from .image import dumps
+    from ..image import dumps
 
     manifests = []
     for img in images:
@@ -566,7 +566,7 @@ def save(engine, names: list[str], output, fmt: str = "docker-archive",
     if fmt not in FORMATS:
         raise InvalidArgument(f"unknown format {fmt!r} (choose from {', '.join(FORMATS)})")
     if compression is not None:
-        from .compression import check
+        from ..compression import check
 
         check(compression)
     if not names:
@@ -580,7 +580,7 @@ def save(engine, names: list[str], output, fmt: str = "docker-archive",
             _save_oci_dir(engine, images, os.fspath(output))
             return
         if isinstance(output, (str, os.PathLike)):
-            from .fsutil import output_file
+            from ..fsutil import output_file
 
             with output_file(os.fspath(output)) as f:
                 _save_tar(engine, images, fmt, f)
@@ -672,7 +672,7 @@ def _save_oci_dir(engine, images: list[_Image], path: str) -> None:
     kept = [d for d in old
             if (d.get("annotations") or {}).get("org.opencontainers.image.ref.name") not in names
             or not (d.get("annotations") or {}).get("org.opencontainers.image.ref.name")]
-    from .image import dumps
+    from ..image import dumps
 
     data = dumps({"schemaVersion": 2, "mediaType": MEDIA_OCI_INDEX, "manifests": kept + new})
     tmp = index_path + f".tmp-{os.getpid()}"
@@ -827,7 +827,7 @@ def _blob_bytes(engine, digest: str, what: str) -> bytes:
 
 def _tag_of(annotations: dict) -> str | None:
     """A tag from an OCI descriptor's annotations (containerd's full name first)."""
-    from .image import normalize
+    from ..image import normalize
 
     name = annotations.get("io.containerd.image.name")
     if name:
@@ -923,8 +923,8 @@ def _from_manifest(engine, manifest: bytes, tags: list[str]) -> tuple:
 
 def _images_from_docker(engine, source: _Source) -> list[tuple]:
     """(config, layers, tags, manifest) of each image in a ``docker save`` manifest.json."""
-    from . import compression
-    from .image import dumps, normalize
+    from .. import compression
+    from ..image import dumps, normalize
 
     entries = _json(source.text("manifest.json"), "manifest.json")
     if not isinstance(entries, list):
@@ -979,7 +979,7 @@ def _images_from_docker_dir(engine, source: _Source) -> list[tuple]:
 def load(engine, input, platform=("linux", "amd64", None), log=lambda line: None) -> list[str]:
     """Load every image of an archive (path, directory, or binary file such as stdin); returns
     Docker's ``Loaded image: NAME`` / ``Loaded image ID: ID`` lines."""
-    from .layertar import open_layer_stream
+    from ..layertar import open_layer_stream
 
     sink = BlobSink(engine)
     source = _Source()
@@ -995,7 +995,7 @@ def load(engine, input, platform=("linux", "amd64", None), log=lambda line: None
                 except OSError as e:
                     raise NotFound(f"cannot open {path}: {e.strerror}") from None
                 with f:
-                    from .compression import sniff
+                    from ..compression import sniff
 
                     plain = sniff(os.pread(f.fileno(), 8, 0)) == "none" and \
                         stat.S_ISREG(os.fstat(f.fileno()).st_mode)

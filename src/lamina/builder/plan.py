@@ -23,8 +23,8 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from lamina.dockerfile import Dockerfile, DockerfileError, Heredoc, Instruction, parse_flags
-from lamina.shellwords import Lexer, ShellWordError, expand, expand_words
+from lamina.builder.dockerfile import Dockerfile, DockerfileError, Heredoc, Instruction, parse_flags
+from lamina.builder.shellwords import Lexer, ShellWordError, expand, expand_words
 
 __all__ = ["PROXY_ARGS", "ResolvedInstruction", "Stage", "plan", "platform_args"]
 

@@ -1,12 +1,12 @@
 """``lamina build``: Dockerfiles to images, with a build cache.
 
     >>> from lamina import Engine
-    >>> from lamina.build import BuildOptions, build
+    >>> from lamina.builder import BuildOptions, build
     >>> engine = Engine()
     >>> image_id = build(engine, BuildOptions(context="app/", dockerfile=open("app/Dockerfile").read(),
     ...                                       tags=["app:1"]))
 
-Parsing and variable rules live in :mod:`lamina.dockerfile` and :mod:`lamina.buildplan`; this
+Parsing and variable rules live in :mod:`lamina.builder.dockerfile` and :mod:`lamina.builder.plan`; this
 package executes the plan: :mod:`.executor` (steps, states, config and history), :mod:`.copy`
 (COPY/ADD as layer tars), :mod:`.context` (the build context and .dockerignore), :mod:`.tree`
 (lookups in an image's layers without mounting) and :mod:`.cache` (the step cache).

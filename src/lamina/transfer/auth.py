@@ -10,7 +10,7 @@ import base64
 import json
 import os
 
-from .errors import InvalidArgument
+from ..errors import InvalidArgument
 
 DOCKER_HUB_KEY = "https://index.docker.io/v1/"
 

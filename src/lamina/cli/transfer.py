@@ -6,8 +6,8 @@ weighs on ``create`` or ``ps``.
 
 import sys
 
-from .cli import UsageError, _engine, _parser
-from .errors import LaminaError
+from .main import UsageError, _engine, _parser
+from ..errors import LaminaError
 
 
 def _log(line: str) -> None:
@@ -80,7 +80,7 @@ def cmd_pull(opts, args):
     p.add_argument("--jobs")
     a = p.parse_args(args)
     engine = _engine(opts)
-    from .registry import make_progress
+    from ..transfer.registry import make_progress
 
     progress = make_progress(quiet=a.quiet)
     image_id = engine.pull(a.reference, platform=_platform(a.platform),
@@ -101,7 +101,7 @@ def cmd_push(opts, args):
     p.add_argument("--jobs")
     a = p.parse_args(args)
     engine = _engine(opts)
-    from .registry import make_progress
+    from ..transfer.registry import make_progress
 
     progress = make_progress(quiet=a.quiet)
     digest = engine.push(a.image, a.destination, tls_verify=_tls(a.tls_verify), authfile=a.authfile,
@@ -132,7 +132,7 @@ def cmd_login(opts, args):
     p.add_argument("--tls-verify")
     p.add_argument("--authfile")
     a = p.parse_args(args)
-    from . import auth, registry
+    from ..transfer import auth, registry
 
     username = a.username
     password = a.password
@@ -164,7 +164,7 @@ def cmd_logout(opts, args):
     p.add_argument("server")
     p.add_argument("--authfile")
     a = p.parse_args(args)
-    from . import auth
+    from ..transfer import auth
 
     host = auth.server_key(a.server)
     if not auth.remove(host, a.authfile):

@@ -1,6 +1,6 @@
 """``lamina cp``: Docker's ``cp`` verb (the rules live in lamina.copy)."""
 
-from .cli import _engine, _parser
+from .main import _engine, _parser
 
 
 def cmd_cp(opts, args):

@@ -46,10 +46,10 @@ from .archive import (
     drop_unused,
     platform_matches,
 )
-from .content import WRITEBACK, drop_cached
-from .digest import hex_of, is_digest, sha256_bytes
-from .errors import FailedPrecondition, InvalidArgument, LaminaError, NotFound, Unavailable
-from .metadata import Transaction
+from ..content import WRITEBACK, drop_cached
+from ..digest import hex_of, is_digest, sha256_bytes
+from ..errors import FailedPrecondition, InvalidArgument, LaminaError, NotFound, Unavailable
+from ..metadata import Transaction
 
 CHUNK = 1 << 20
 UPLOAD_CHUNK = 64 << 20       # PATCH size for chunked uploads
@@ -1227,7 +1227,7 @@ def push(engine, name: str, destination: str | None = None, tls_verify: bool | N
     """Push image ``name`` to ``destination`` (default: ``name`` itself); returns the digest of
     the manifest the registry now has."""
     from . import auth
-    from .compression import check
+    from ..compression import check
 
     if compression is not None:
         check(compression)
@@ -1264,7 +1264,7 @@ def push(engine, name: str, destination: str | None = None, tls_verify: bool | N
 
 def _push(engine, client, ref: Reference, image_id, manifest, doc, compression, sources, progress,
           jobs: int) -> str:
-    from .compression import media_suffix, of_media_type
+    from ..compression import media_suffix, of_media_type
 
     progress.message(f"The push refers to repository [{ref.name}]")
     client.ping()
@@ -1322,7 +1322,7 @@ def _push(engine, client, ref: Reference, image_id, manifest, doc, compression, 
                 future.cancel()
             raise
     if converted:
-        from .image import dumps
+        from ..image import dumps
 
         with Transaction(engine.db):
             engine.db.executemany(

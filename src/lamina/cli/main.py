@@ -7,7 +7,7 @@ what it uses, so ``lamina create`` pays for sqlite3, json and the driver, nothin
 import os
 import sys
 
-from .errors import LaminaError
+from ..errors import LaminaError
 
 USAGE = """Usage: lamina [--root DIR] [--driver overlay2|vfs] COMMAND [ARGS...]
 
@@ -40,7 +40,7 @@ Every listing takes --format json."""
 
 
 def _engine(opts):
-    from .engine import Engine
+    from ..engine import Engine
 
     return Engine(root=opts.root, driver=opts.driver)
 
@@ -236,7 +236,7 @@ def cmd_import(opts, args):
 
 
 def cmd_images(opts, args):
-    from . import humanize
+    from .. import humanize
 
     p = _parser("images")
     p.add_argument("-a", "--all", action="store_true")
@@ -244,7 +244,7 @@ def cmd_images(opts, args):
     p.add_argument("--no-trunc", action="store_true")
     p.add_argument("--format")
     a = p.parse_args(args)
-    from .image import parse_rfc3339
+    from ..image import parse_rfc3339
 
     rows = _engine(opts).images(all=a.all)
     if a.quiet:
@@ -269,7 +269,7 @@ def cmd_images(opts, args):
 
 
 def cmd_history(opts, args):
-    from . import humanize
+    from .. import humanize
 
     p = _parser("history")
     p.add_argument("image")
@@ -341,7 +341,7 @@ def cmd_create(opts, args):
 
 
 def cmd_ps(opts, args):
-    from . import humanize
+    from .. import humanize
 
     p = _parser("ps")
     p.add_argument("-a", "--all", action="store_true")
@@ -441,7 +441,7 @@ def cmd_export(opts, args):
     a = p.parse_args(args)
     engine = _engine(opts)
     if a.output:
-        from .fsutil import output_file
+        from ..fsutil import output_file
 
         with output_file(a.output) as out:
             engine.export(a.container, out)
@@ -455,7 +455,7 @@ def cmd_export(opts, args):
 def cmd_inspect(opts, args):
     import json
 
-    from .errors import NotFound
+    from ..errors import NotFound
 
     p = _parser("inspect")
     p.add_argument("names", nargs="+")
@@ -513,7 +513,7 @@ def _confirm(force: bool, warning: str) -> bool:
 
 
 def _reclaimed(size: int) -> None:
-    from . import humanize
+    from .. import humanize
 
     print(f"Total reclaimed space: {humanize.size(size)}")
 
@@ -598,7 +598,7 @@ def _sub(opts, args, table, group):
 
 
 def cmd_df(opts, args):
-    from . import humanize
+    from .. import humanize
 
     p = _parser("system df")
     p.add_argument("-v", "--verbose", action="store_true")
@@ -653,7 +653,7 @@ def cmd_info(opts, args):
 
 
 def cmd_version(opts, args):
-    from . import __version__
+    from .. import __version__
 
     print(f"lamina {__version__}")
 
@@ -670,13 +670,13 @@ COMMANDS = {
 # Commands that live in their own modules (imported only when run): name -> module, which
 # defines ``cmd_<name>(opts, args)`` (dashes become underscores).
 LAZY_COMMANDS = {
-    "run": "lamina.cli_run", "start": "lamina.cli_run", "stop": "lamina.cli_run",
-    "kill": "lamina.cli_run", "wait": "lamina.cli_run", "logs": "lamina.cli_run",
-    "exec": "lamina.cli_run", "volume": "lamina.cli_run",
-    "build": "lamina.cli_build",
-    "save": "lamina.cli_transfer", "load": "lamina.cli_transfer", "pull": "lamina.cli_transfer",
-    "push": "lamina.cli_transfer", "login": "lamina.cli_transfer", "logout": "lamina.cli_transfer",
-    "cp": "lamina.cli_cp",
+    "run": "lamina.cli.run", "start": "lamina.cli.run", "stop": "lamina.cli.run",
+    "kill": "lamina.cli.run", "wait": "lamina.cli.run", "logs": "lamina.cli.run",
+    "exec": "lamina.cli.run", "volume": "lamina.cli.run",
+    "build": "lamina.cli.build",
+    "save": "lamina.cli.transfer", "load": "lamina.cli.transfer", "pull": "lamina.cli.transfer",
+    "push": "lamina.cli.transfer", "login": "lamina.cli.transfer", "logout": "lamina.cli.transfer",
+    "cp": "lamina.cli.cp",
 }
 
 

@@ -8,7 +8,7 @@ cache, so the next build that reaches the same step with the same inputs reuses 
 
 COPY and ADD layers are written as layer tars straight from the context (``copy.py``): no
 container, no mount. RUN creates a container on the state, runs the command through
-:func:`lamina.runtime.run_in_container`, and commits the container's changes as the layer.
+:func:`lamina.runtime.oci.run_in_container`, and commits the container's changes as the layer.
 A failing step leaves nothing behind: its container and staged snapshot are removed, and no
 state of it is stored.
 """
@@ -21,8 +21,8 @@ import posixpath
 import time
 from dataclasses import dataclass, field
 
-from lamina.buildplan import PROXY_ARGS, ResolvedInstruction, Stage, plan
-from lamina.dockerfile import DockerfileError, parse, parse_duration
+from lamina.builder.plan import PROXY_ARGS, ResolvedInstruction, Stage, plan
+from lamina.builder.dockerfile import DockerfileError, parse, parse_duration
 from lamina.errors import InvalidArgument, LaminaError, NotFound
 from lamina.metadata import Transaction
 
@@ -237,7 +237,7 @@ class Builder:
         for node in df.instructions:
             if node.cmd == "arg":
                 declared.update(w.partition("=")[0] for w in node.args)
-        from lamina.buildplan import platform_args
+        from lamina.builder.plan import platform_args
 
         unused = sorted(k for k in self.options.build_args
                         if k not in declared and k not in PROXY_ARGS and k not in platform_args())
@@ -561,7 +561,7 @@ class Builder:
         return self._metadata(state, ins, _NOP + " ONBUILD " + trigger, change)
 
     def _do_healthcheck(self, state, ins):
-        from lamina.dockerfile import parse_flags  # noqa: F401  (flags are parsed already)
+        from lamina.builder.dockerfile import parse_flags  # noqa: F401  (flags are parsed already)
 
         kind = ins.args[0].upper()
         if kind == "NONE":
@@ -768,7 +768,7 @@ class Builder:
     def _run_container(self, state: State, ins: ResolvedInstruction, argv: list[str],
                        env: list[str], network: str):
         try:
-            from lamina import runtime
+            from lamina.runtime import oci as runtime
         except ImportError:
             raise BuildError(f"Dockerfile:{ins.line}: RUN needs lamina.runtime, which this "
                              "installation does not have") from None

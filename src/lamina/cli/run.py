@@ -4,8 +4,8 @@ Docker's flags and output over the Engine's running methods (imported only for t
 import os
 import sys
 
-from .cli import UsageError, _engine, _exit, _json_lines, _parser
-from .errors import LaminaError
+from .main import UsageError, _engine, _exit, _json_lines, _parser
+from ..errors import LaminaError
 
 
 def _env(values: list[str]) -> tuple[str, ...]:
@@ -38,8 +38,8 @@ def _as_run_error(e: LaminaError) -> LaminaError:
 
 
 def cmd_run(opts, args):
-    from .runtime import NETWORKS, RunConfig
-    from .volumes import parse_volume
+    from ..runtime.oci import NETWORKS, RunConfig
+    from ..volumes import parse_volume
 
     p = _parser("run")
     p.add_argument("--rm", action="store_true")
@@ -93,7 +93,7 @@ def cmd_start(opts, args):
 
 def _each(action, names, line) -> None:
     """Run ``action`` on each name, printing ``line(name, result)`` (see cli._each)."""
-    from .cli import _each as each
+    from .main import _each as each
 
     each(names, lambda name: print(line(name, action(name))))
 
@@ -183,7 +183,7 @@ def _volume_create(opts, args):
 
 
 def _volume_ls(opts, args):
-    from . import humanize
+    from .. import humanize
 
     p = _parser("volume ls")
     p.add_argument("-q", "--quiet", action="store_true")
@@ -229,7 +229,7 @@ def _volume_rm(opts, args):
 
 
 def _volume_prune(opts, args):
-    from . import humanize
+    from .. import humanize
 
     p = _parser("volume prune")
     p.add_argument("-f", "--force", action="store_true")

@@ -14,7 +14,7 @@ BuildKit's parser splits them (:func:`dump_ast` prints BuildKit's AST format to 
 5. RUN, COPY and ADD (also under ONBUILD) in shell form may name heredocs (``<<EOF``, ``<<-EOF``,
    ``<<"EOF"``); their bodies follow the instruction's line.
 
-Nothing is expanded here: variables are substituted by :mod:`lamina.buildplan`, which knows the
+Nothing is expanded here: variables are substituted by :mod:`lamina.builder.plan`, which knows the
 build arguments and the stages. :func:`check` adds the checks BuildKit makes when it turns the
 AST into instructions (unknown instructions, argument counts, flags, HEALTHCHECK options).
 """
@@ -400,7 +400,7 @@ def _heredoc_target(node: Instruction) -> Instruction | None:
 
 
 def _parse_heredoc_word(word: str) -> Heredoc | None:
-    from lamina.shellwords import Lexer
+    from lamina.builder.shellwords import Lexer
 
     match = _HEREDOC_WORD.fullmatch(word)
     if match is None or not match.group(3):
@@ -422,7 +422,7 @@ def _parse_heredoc_word(word: str) -> Heredoc | None:
 
 
 def _heredocs_in_line(line: str) -> list[Heredoc]:
-    from lamina.shellwords import Lexer, ShellWordError
+    from lamina.builder.shellwords import Lexer, ShellWordError
 
     try:
         words = Lexer({}, skip_unset=True, raw_quotes=True, raw_escapes=True).run(line)[1]
@@ -773,6 +773,6 @@ def check(text: str | bytes) -> None:
     if not seen_from:
         raise DockerfileError(df.instructions[-1].end_line,
                               "dockerfile contains no stages to build")
-    from lamina.buildplan import plan
+    from lamina.builder.plan import plan
 
     plan(df)

@@ -20,9 +20,9 @@ import os
 import signal
 import time
 
-from .errors import FailedPrecondition, InvalidArgument, LaminaError, NotFound
-from .metadata import Transaction
-from .runtime import (
+from ..errors import FailedPrecondition, InvalidArgument, LaminaError, NotFound
+from ..metadata import Transaction
+from .oci import (
     RunConfig,
     Runtime,
     RuntimeFailure,
@@ -230,7 +230,7 @@ def _prepare(engine, row, config: RunConfig, rootfs: str, bundle: str, argv: lis
     """Write ``bundle``/config.json for ``argv`` in the container ``row``."""
     import socket
 
-    from . import volumes
+    from .. import volumes
 
     image = engine._image_config(row["image_id"]).get("config") or {}
     hostname = socket.gethostname() if network == "host" else row["id"][:12]
@@ -297,7 +297,7 @@ def _claim(engine, name: str, handover: int = 0):
     A ``--rm`` container is also used (:mod:`lamina.uses`) from here on, so that no prune takes
     it between its process's exit and its removal with its anonymous volumes
     (:func:`remove_after_run`). One that an ``rm`` or prune is removing is "No such container"."""
-    from . import uses
+    from .. import uses
 
     with Transaction(engine.db):
         row = engine._container(name)
@@ -383,7 +383,7 @@ def _supervise(engine, row, *, stdin, stdout_fds, stderr_fds, on_started, forwar
 def remove_after_run(engine, name: str) -> None:
     """``--rm``: the container, its bundle and its anonymous volumes go. One that another
     process (a ``container prune``) removed once it had exited is done."""
-    from . import volumes
+    from .. import volumes
 
     try:
         cid = engine._container(name)["id"]
@@ -421,7 +421,7 @@ def spawn(engine, name: str) -> str:
     env.pop(_HANDOVER, None)
     if row["state"] == "running" and mine:
         env[_HANDOVER] = str(os.getpid())
-    argv = [sys.executable, "-S", "-m", "lamina.monitor", engine.root, engine.driver, row["id"],
+    argv = [sys.executable, "-S", "-m", "lamina.runtime.monitor", engine.root, engine.driver, row["id"],
             str(write_end)]
     child = os.fork()
     if child == 0:
@@ -452,7 +452,7 @@ def spawn(engine, name: str) -> str:
 
 
 def _monitor_main(engine, container_id: str, notify: int) -> None:
-    """The monitor process (``python -m lamina.monitor ROOT DRIVER ID FD``): own the container
+    """The monitor process (``python -m lamina.runtime.monitor ROOT DRIVER ID FD``): own the container
     until its process ends; write ``ok`` or ``CODE message`` to the file descriptor FD. With
     ``LAMINA_HANDOVER=PID`` in its environment, it takes over the claim of PID (:func:`spawn`)."""
     os.set_inheritable(notify, False)  # neither runc nor the container may hold it open
@@ -695,7 +695,7 @@ def exec_process(engine, name: str, argv: list[str], *, env=(), workdir: str | N
 
 def run_once(engine, name: str, argv: list[str], *, env=None, workdir=None, user=None,
              network: str = "none", stdout: int = 1, stderr: int = 2) -> int:
-    """See :func:`lamina.runtime.run_in_container`."""
+    """See :func:`lamina.runtime.oci.run_in_container`."""
     row = engine._container(name)
     if row["state"] == "running" and monitor_alive(row):
         raise FailedPrecondition(f"container {row['name']} is running")
@@ -721,7 +721,7 @@ def run_once(engine, name: str, argv: list[str], *, env=None, workdir=None, user
         runtime.delete(runtime_id)
         if not was_mounted:
             engine.umount(cid)
-        from .fsutil import remove_tree
+        from ..fsutil import remove_tree
 
         remove_tree(bundle)
 
@@ -732,8 +732,8 @@ def run(engine, image: str, command: list[str] | None = None, *, name: str | Non
         entrypoint: list[str] | None = None, config: RunConfig | None = None,
         detach: bool = False, stdin=None, stdout: int = 1, stderr: int = 2):
     """Create a container from ``image`` and run it; see ``Engine.run``."""
-    from . import volumes
-    from .runtime import NETWORKS, combine_command
+    from .. import volumes
+    from .oci import NETWORKS, combine_command
 
     config = config or RunConfig()
     if config.network not in NETWORKS:
@@ -804,7 +804,7 @@ def start(engine, name: str, *, attach: bool = False, stdin=None, stdout: int = 
 if __name__ == "__main__":
     import sys
 
-    from .engine import Engine  # the monitor's entry point only; the module itself stays below
+    from ..engine import Engine  # the monitor's entry point only; the module itself stays below
 
     _root, _driver, _container, _fd = sys.argv[1:5]
     try:

@@ -15,7 +15,7 @@ import posixpath
 import re
 import stat
 
-from lamina.dockerignore import Matcher, read_patterns
+from lamina.builder.dockerignore import Matcher, read_patterns
 from lamina.errors import InvalidArgument, NotFound
 
 __all__ = ["Context", "has_magic"]
