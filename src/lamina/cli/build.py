@@ -5,39 +5,23 @@ from __future__ import annotations
 import os
 import sys
 
-from .main import UsageError, _engine, _Parser
 from ..errors import NotFound
+from .main import UsageError, open_engine
 
-
-class _Repeated(_Parser):
-    """``_Parser`` plus flags that may be given many times (``-t``, ``--build-arg``)."""
-
-    REPEATED = ("-t", "--tag", "--build-arg")
-
-    def parse_args(self, args: list[str]):
-        repeated: dict[str, list[str]] = {"tag": [], "build_arg": []}
-        rest: list[str] = []
-        i = 0
-        while i < len(args):
-            arg = args[i]
-            name, eq, value = arg.partition("=")
-            if name in self.REPEATED:
-                if not eq:
-                    if i + 1 >= len(args):
-                        self._fail(f"flag needs an argument: {name}")
-                    value = args[i + 1]
-                    i += 1
-                repeated["build_arg" if name == "--build-arg" else "tag"].append(value)
-            elif arg == "--":
-                rest.extend(args[i:])
-                break
-            else:
-                rest.append(arg)
-            i += 1
-        ns = super().parse_args(rest)
-        ns.tag = repeated["tag"]
-        ns.build_arg = repeated["build_arg"]
-        return ns
+ARGS = {
+    "build": (
+        ("context", None, "PATH"),
+        ("--build-arg", "list", "Set a build-time variable (NAME=VALUE; NAME: from the env)"),
+        ("--check", "bool", "Only check the Dockerfile, build nothing"),
+        ("-f --file", "string", "Name of the Dockerfile (default PATH/Dockerfile; '-': STDIN)"),
+        ("--network", ("none", "host", "default"), "Network of RUN instructions ('default': host)"),
+        ("--no-cache", "bool", "Do not use cache when building the image"),
+        ("--pull", "bool", "Always attempt to pull a newer version of the image"),
+        ("-q --quiet", "bool", "Suppress the build output and print image ID on success"),
+        ("-t --tag", "list", "Name and optionally a tag (NAME[:TAG]); may be repeated"),
+        ("--target", "string", "Set the target build stage to build"),
+    ),
+}
 
 
 def _read_dockerfile(context: str, name: str | None) -> str | bytes:
@@ -54,19 +38,7 @@ def _read_dockerfile(context: str, name: str | None) -> str | bytes:
                        f"path: lstat {os.path.abspath(path)}: no such file or directory") from None
 
 
-def cmd_build(opts, args):
-    p = _Repeated("build")
-    p.add_argument("-f", "--file")
-    p.add_argument("--target")
-    p.add_argument("--no-cache", action="store_true")
-    p.add_argument("--pull", action="store_true")
-    p.add_argument("--network", choices=("none", "host", "default"))
-    p.add_argument("--check", action="store_true")
-    p.add_argument("-q", "--quiet", action="store_true")
-    p.add_argument("context")
-    p.flags.update({"-t": ("tag", False, None), "--tag": ("tag", False, None),
-                    "--build-arg": ("build_arg", False, None)})
-    a = p.parse_args(args)
+def cmd_build(opts, a):
     if a.context != "-" and not os.path.isdir(a.context):
         raise UsageError(f"unable to prepare context: path {a.context!r} not found")
     text = _read_dockerfile(a.context, a.file)
@@ -90,7 +62,7 @@ def cmd_build(opts, args):
         build_args[key] = value
     from ..builder import BuildOptions
 
-    engine = _engine(opts)
+    engine = open_engine(opts)
     options = BuildOptions(context=a.context, dockerfile=text, tags=a.tag, build_args=build_args,
                            target=a.target, no_cache=a.no_cache, pull=a.pull,
                            network=a.network, quiet=a.quiet)

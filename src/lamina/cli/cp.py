@@ -1,13 +1,16 @@
 """``lamina cp``: Docker's ``cp`` verb (the rules live in lamina.copy)."""
 
-from .main import _engine, _parser
+from .main import open_engine
+
+ARGS = {
+    "cp": (
+        ("src", None, "[CONTAINER:]SRC_PATH"),
+        ("dst", None, "[CONTAINER:]DEST_PATH"),
+        ("-a --archive", "bool", "Archive mode (copy all uid/gid information)"),
+        ("-L --follow-link", "bool", "Always follow symbol link in SRC_PATH"),
+    ),
+}
 
 
-def cmd_cp(opts, args):
-    p = _parser("cp")
-    p.add_argument("src")
-    p.add_argument("dst")
-    p.add_argument("-a", "--archive", action="store_true")
-    p.add_argument("-L", "--follow-link", action="store_true")
-    a = p.parse_args(args)
-    _engine(opts).cp(a.src, a.dst, archive=a.archive, follow=a.follow_link)
+def cmd_cp(opts, a):
+    open_engine(opts).cp(a.src, a.dst, archive=a.archive, follow=a.follow_link)

@@ -2,6 +2,13 @@
 
 Start-up is a feature: only the parser of the command being run is built, and each command imports
 what it uses, so ``lamina create`` pays for sqlite3, json and the driver, nothing more.
+
+One table describes the commands, as plain strings and tuples: :data:`VERBS` names every verb and
+every subcommand of the management groups, with its line in ``lamina --help`` and the module that
+defines it. That module's ``ARGS[path]`` lists the verb's flags and positionals (see
+:class:`Parser`) and its ``cmd_<path>(opts, a)`` does the work with what they parsed to. Both
+``lamina --help`` and ``lamina VERB --help`` are printed from these tuples, so what the help says
+is what is parsed.
 """
 
 import os
@@ -9,37 +16,11 @@ import sys
 
 from ..errors import LaminaError
 
-USAGE = """Usage: lamina [--root DIR] [--driver overlay2|vfs] COMMAND [ARGS...]
-
-A daemonless container image and storage engine.
-
-Images:
-  import FILE|- [NAME[:TAG]]   Make a one-layer image from a rootfs tarball
-  images                       List images
-  history IMAGE                Show the history of an image
-  tag SOURCE TARGET            Give an image another name
-  rmi IMAGE...                 Remove images
-  commit CONTAINER [NAME[:TAG]] Make an image from a container's changes
-
-Containers:
-  create [--name N] IMAGE [CMD...]  Create a container
-  ps [-a] [-s] [-q]            List containers
-  mount CONTAINER              Mount a container's root, print its path
-  umount CONTAINER             Undo mount
-  diff CONTAINER               Show a container's changes (A/C/D)
-  export CONTAINER -o FILE     Write a container's root as a tar
-  rm [-f] CONTAINER...         Remove containers
-
-Both:
-  inspect [--size] NAME...     Docker-shaped JSON of images or containers
-  system df [-v]               Disk use: images, containers, shared and reclaimable bytes
-  info                         Store, driver and counts
-
-Global options: --root DIR (or LAMINA_ROOT), --driver NAME (or LAMINA_DRIVER).
-Every listing takes --format json."""
+FORMAT_HELP = "Format the output: 'json' (one object a line) or a Go template"
 
 
-def _engine(opts):
+def open_engine(opts):
+    """The Engine of the store the global options (``--root``, ``--driver``) name."""
     from ..engine import Engine
 
     return Engine(root=opts.root, driver=opts.driver)
@@ -55,46 +36,68 @@ class _Namespace:
     pass
 
 
-class _Parser:
+class Parser:
     """The small part of argparse that lamina's commands use, without argparse's start-up cost
     (it imports re, gettext and shutil and formats help on every run).
 
-    Flags may come before, between and after positionals, as ``--flag value``, ``--flag=value`` or
-    grouped short booleans (``-as``); ``--`` ends them; a ``nargs="..."`` positional takes all that
-    follows it verbatim (a container's command).
+    ``arguments`` is a tuple of ``(names, kind, help[, default])`` tuples:
+
+    * a flag: ``names`` are its spellings (``"-a --all"``); ``kind`` is ``"bool"`` (no value),
+      ``"list"`` (a value, repeatable: the attribute is a list), a tuple of the values it accepts,
+      or any other word (a value; the word names it in the help: ``"string"``, ``"int"``...);
+      ``default`` is the value when the flag is not given (None; False for bool, [] for list).
+    * a positional: ``names`` is its attribute; ``kind`` is None (exactly one), ``"?"`` (optional),
+      ``"+"`` (one or more: a list) or ``"..."`` (everything that follows it, verbatim: a list);
+      ``help`` is how the usage line shows it.
+
+    Flags may come before, between and after positionals, as ``--flag value``, ``--flag=value``,
+    ``-f value``, ``-f=value`` or grouped short booleans (``-as``); ``--`` ends them; a ``"..."``
+    positional takes all that follows it verbatim (a container's command). ``-h``/``--help``
+    prints :meth:`help` and exits 0 before anything else is done.
     """
 
-    def __init__(self, prog: str):
-        self.prog = prog
-        self.flags: dict[str, tuple] = {}
-        self.positionals: list[tuple] = []
+    def __init__(self, prog: str, arguments: tuple = (), summary: str = "",
+                 path: str | None = None):
+        self.prog = prog  # as invoked: "ps", "container ls"
+        self.path = prog if path is None else path  # the verb's name in the table: "ps"
+        self.summary = summary
+        self.arguments = arguments
+        self.flags: dict[str, tuple] = {}  # name -> (dest, boolean, choices)
+        self.positionals: list[tuple] = []  # (dest, nargs)
         self.defaults: dict = {}
+        for argument in arguments:
+            names, kind = argument[0], argument[1]
+            if names.startswith("-"):
+                names = names.split()
+                dest = max(names, key=len).lstrip("-").replace("-", "_")
+                boolean = kind == "bool"
+                choices = kind if isinstance(kind, tuple) else None
+                for name in names:
+                    self.flags[name] = (dest, boolean, choices)
+                self.defaults[dest] = ([] if kind == "list" else False if boolean else
+                                       argument[3] if len(argument) > 3 else None)
+            else:
+                self.positionals.append((names, kind))
+                self.defaults[names] = [] if kind in ("+", "...") else None
 
-    def add_argument(self, *names, action=None, default=None, nargs=None, choices=None):
-        if names[0].startswith("-"):
-            dest = max(names, key=len).lstrip("-").replace("-", "_")
-            boolean = action == "store_true"
-            for name in names:
-                self.flags[name] = (dest, boolean, choices)
-            self.defaults[dest] = [] if action == "append" else False if boolean else default
-        else:
-            self.positionals.append((names[0], nargs))
-            self.defaults[names[0]] = [] if nargs in ("+", "...") else None
-
-    def usage(self) -> str:
-        parts = [f"Usage: lamina {self.prog}"]
-        if self.flags:
-            parts.append("[OPTIONS]")
-        for name, nargs in self.positionals:
-            label = name.upper()
-            parts.append({None: label, "?": f"[{label}]", "+": f"{label}...",
-                          "...": f"[{label}...]"}[nargs])
-        flags = sorted({f"  {', '.join(n for n in self.flags if self.flags[n][0] == d)}"
-                        for d, _, _ in self.flags.values()})
-        return " ".join(parts) + ("\n\nOptions:\n" + "\n".join(flags) if flags else "")
+    def help(self) -> str:
+        """``lamina VERB --help``: usage, what the verb does, its other names, its options."""
+        usage = f"Usage:  lamina {self.prog}" + (" [OPTIONS]" if self.flags else "")
+        usage += "".join(f" {a[2]}" for a in self.arguments if not a[0].startswith("-"))
+        out = [usage]
+        if self.summary:
+            out += ["", self.summary]
+        aliases = [f"lamina {name}" for name in invocations() if name != self.prog
+                   and canonical(name) == self.path]
+        if aliases:
+            out += ["", "Aliases:", "  " + ", ".join(aliases)]
+        options = option_lines(self.arguments)
+        if options:
+            out += ["", "Options:", *options]
+        return "\n".join(out)
 
     def _fail(self, message: str):
-        raise UsageError(f"{message} (see 'lamina {self.prog} --help')")
+        raise UsageError(f"{message} (see 'lamina {self.prog + ' ' if self.prog else ''}--help')")
 
     def parse_args(self, args: list[str]) -> _Namespace:
         ns = _Namespace()
@@ -112,9 +115,9 @@ class _Parser:
                 values.extend(args[i:])
                 break
             elif arg in ("-h", "--help"):
-                print(self.usage())
+                print(self.help())
                 raise SystemExit(0)
-            elif arg.startswith("--") or (arg.startswith("-") and len(arg) == 2):
+            elif arg.startswith("--") or (arg[:1] == "-" and (len(arg) == 2 or arg[2:3] == "=")):
                 name, eq, value = arg.partition("=")
                 if name not in self.flags:
                     self._fail(f"unknown flag: {name}")
@@ -131,7 +134,7 @@ class _Parser:
                     i += 1
                 if choices and value not in choices:
                     self._fail(f"invalid value {value!r} for {name} (choose from {', '.join(choices)})")
-                if isinstance(getattr(ns, dest), list):  # action="append": repeatable
+                if isinstance(getattr(ns, dest), list):  # kind "list": repeatable
                     getattr(ns, dest).append(value)
                 else:
                     setattr(ns, dest, value)
@@ -164,11 +167,30 @@ class _Parser:
         return ns
 
 
-def _parser(prog: str) -> _Parser:
-    return _Parser(prog)
+def option_lines(arguments: tuple) -> list[str]:
+    """The flags of ``arguments`` (see :class:`Parser`) as Docker's help lists them: sorted by
+    long name, ``-a, --all``, the kind of value, the help, the choices and the default."""
+    rows = []
+    for argument in arguments:
+        names, kind, text = argument[:3]
+        if not names.startswith("-"):
+            continue
+        short = [n for n in names.split() if not n.startswith("--")]
+        long = [n for n in names.split() if n.startswith("--")]
+        label = ", ".join(short + long) if short else "    " + ", ".join(long)
+        if isinstance(kind, tuple):
+            label += " string"
+            text += f" ({'|'.join(kind)})"
+        elif kind != "bool":
+            label += f" {kind}"
+        if len(argument) > 3 and argument[3] not in (None, ""):
+            text += f" (default {argument[3]})"
+        rows.append(((long or short)[0].lstrip("-"), label, text))
+    width = max((len(label) for _, label, _ in rows), default=0)
+    return [f"  {label.ljust(width)}   {text}" for _, label, text in sorted(rows)]
 
 
-def _json_lines(rows, template: str = "json") -> None:
+def json_lines(rows, template: str = "json") -> None:
     """Print listing rows: ``json`` (one object per line, as Docker) or a Go-template subset:
     ``{{.Field}}``, ``{{json .Field}}``, ``{{json .}}``, a ``table`` prefix and ``\\t`` escapes."""
     import json
@@ -207,7 +229,7 @@ def _json_lines(rows, template: str = "json") -> None:
         print(line)
 
 
-def _each(names: list[str], action) -> None:
+def each(names: list[str], action) -> None:
     """Docker's way with several names: act on each, report each failure on its own line, and
     exit 1 at the end if any failed."""
     failed = False
@@ -226,27 +248,32 @@ def _short(image_id: str) -> str:
 
 
 # ---------------------------------------------------------------------------------- images
-def cmd_import(opts, args):
-    p = _parser("import")
-    p.add_argument("file")
-    p.add_argument("reference", nargs="?")
-    p.add_argument("-m", "--message", default="")
-    a = p.parse_args(args)
-    print(_engine(opts).import_image(a.file, a.reference, message=a.message))
+ARGS: dict[str, tuple] = {}  # verb -> its flags and positionals (see Parser)
+
+ARGS["import"] = (
+    ("file", None, "FILE|-"),
+    ("reference", "?", "[REPOSITORY[:TAG]]"),
+    ("-m --message", "string", "Set the commit message of the imported image", ""),
+)
 
 
-def cmd_images(opts, args):
+def cmd_import(opts, a):
+    print(open_engine(opts).import_image(a.file, a.reference, message=a.message))
+
+
+ARGS["images"] = (
+    ("-a --all", "bool", "Show all images (default hides intermediate images)"),
+    ("--format", "string", FORMAT_HELP),
+    ("--no-trunc", "bool", "Don't truncate output"),
+    ("-q --quiet", "bool", "Only show image IDs"),
+)
+
+
+def cmd_images(opts, a):
     from .. import humanize
-
-    p = _parser("images")
-    p.add_argument("-a", "--all", action="store_true")
-    p.add_argument("-q", "--quiet", action="store_true")
-    p.add_argument("--no-trunc", action="store_true")
-    p.add_argument("--format")
-    a = p.parse_args(args)
     from ..image import parse_rfc3339
 
-    rows = _engine(opts).images(all=a.all)
+    rows = open_engine(opts).images(all=a.all)
     if a.quiet:
         seen = []
         for r in rows:
@@ -256,11 +283,11 @@ def cmd_images(opts, args):
         print("\n".join(seen)) if seen else None
         return
     if a.format:
-        _json_lines(({"Containers": "N/A", "CreatedAt": r["CreatedAt"],
-                     "CreatedSince": humanize.ago(parse_rfc3339(r["CreatedAt"])),
-                     "Digest": "<none>", "ID": _short(r["ID"]), "Repository": r["Repository"],
-                     "Size": humanize.size(r["Size"]), "SizeBytes": r["Size"], "Tag": r["Tag"]}
-                    for r in rows), a.format)
+        json_lines(({"Containers": "N/A", "CreatedAt": r["CreatedAt"],
+                    "CreatedSince": humanize.ago(parse_rfc3339(r["CreatedAt"])),
+                    "Digest": "<none>", "ID": _short(r["ID"]), "Repository": r["Repository"],
+                    "Size": humanize.size(r["Size"]), "SizeBytes": r["Size"], "Tag": r["Tag"]}
+                   for r in rows), a.format)
         return
     print(humanize.table(
         ["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"],
@@ -268,27 +295,29 @@ def cmd_images(opts, args):
           humanize.ago(parse_rfc3339(r["CreatedAt"])), humanize.size(r["Size"])] for r in rows]))
 
 
-def cmd_history(opts, args):
+ARGS["history"] = (
+    ("image", None, "IMAGE"),
+    ("--format", "string", FORMAT_HELP),
+    ("-H --human", "string", "Print sizes in human readable format ('false': in bytes)", "true"),
+    ("--no-trunc", "bool", "Don't truncate output"),
+    ("-q --quiet", "bool", "Only show image IDs"),
+)
+
+
+def cmd_history(opts, a):
     from .. import humanize
 
-    p = _parser("history")
-    p.add_argument("image")
-    p.add_argument("-q", "--quiet", action="store_true")
-    p.add_argument("--no-trunc", action="store_true")
-    p.add_argument("-H", "--human", default="true")
-    p.add_argument("--format")
-    a = p.parse_args(args)
-    rows = _engine(opts).history(a.image)
+    rows = open_engine(opts).history(a.image)
     if a.quiet:
         print("\n".join(r["ID"] if a.no_trunc or r["ID"] == "<missing>" else _short(r["ID"])
                         for r in rows))
         return
     if a.format:
-        _json_lines(({"Comment": r["Comment"], "CreatedAt": r["CreatedAt"],
-                     "CreatedBy": r["CreatedBy"], "CreatedSince": humanize.ago(r["Created"]),
-                     "ID": r["ID"] if r["ID"] == "<missing>" else _short(r["ID"]),
-                     "Size": humanize.size(r["Size"]), "SizeBytes": r["Size"]} for r in rows),
-                    a.format)
+        json_lines(({"Comment": r["Comment"], "CreatedAt": r["CreatedAt"],
+                    "CreatedBy": r["CreatedBy"], "CreatedSince": humanize.ago(r["Created"]),
+                    "ID": r["ID"] if r["ID"] == "<missing>" else _short(r["ID"]),
+                    "Size": humanize.size(r["Size"]), "SizeBytes": r["Size"]} for r in rows),
+                   a.format)
         return
 
     def by(text):
@@ -303,54 +332,61 @@ def cmd_history(opts, args):
          for r in rows]))
 
 
-def cmd_tag(opts, args):
-    p = _parser("tag")
-    p.add_argument("source")
-    p.add_argument("target")
-    a = p.parse_args(args)
-    _engine(opts).tag(a.source, a.target)
+ARGS["tag"] = (("source", None, "SOURCE_IMAGE[:TAG]"), ("target", None, "TARGET_IMAGE[:TAG]"))
 
 
-def cmd_rmi(opts, args):
-    p = _parser("rmi")
-    p.add_argument("images", nargs="+")
-    p.add_argument("-f", "--force", action="store_true")
-    a = p.parse_args(args)
-    engine = _engine(opts)
-    _each(a.images, lambda name: print("\n".join(engine.rmi([name], force=a.force))))
+def cmd_tag(opts, a):
+    open_engine(opts).tag(a.source, a.target)
 
 
-def cmd_commit(opts, args):
-    p = _parser("commit")
-    p.add_argument("container")
-    p.add_argument("reference", nargs="?")
-    p.add_argument("-m", "--message", default="")
-    p.add_argument("-a", "--author", default="")
-    a = p.parse_args(args)
-    print(_engine(opts).commit(a.container, a.reference, message=a.message, author=a.author))
+ARGS["rmi"] = (
+    ("images", "+", "IMAGE [IMAGE...]"),
+    ("-f --force", "bool", "Force removal of the image (of its tag; of an image containers use)"),
+)
+
+
+def cmd_rmi(opts, a):
+    engine = open_engine(opts)
+    each(a.images, lambda name: print("\n".join(engine.rmi([name], force=a.force))))
+
+
+ARGS["commit"] = (
+    ("container", None, "CONTAINER"),
+    ("reference", "?", "[REPOSITORY[:TAG]]"),
+    ("-a --author", "string", 'Author (e.g., "John Hannibal Smith <hannibal@a-team.com>")', ""),
+    ("-m --message", "string", "Commit message", ""),
+)
+
+
+def cmd_commit(opts, a):
+    print(open_engine(opts).commit(a.container, a.reference, message=a.message, author=a.author))
 
 
 # ---------------------------------------------------------------------------------- containers
-def cmd_create(opts, args):
-    p = _parser("create")
-    p.add_argument("--name")
-    p.add_argument("image")
-    p.add_argument("command", nargs="...")
-    a = p.parse_args(args)
-    print(_engine(opts).create(a.image, name=a.name, command=a.command or None))
+ARGS["create"] = (
+    ("--name", "string", "Assign a name to the container"),
+    ("image", None, "IMAGE"),
+    ("command", "...", "[COMMAND] [ARG...]"),
+)
 
 
-def cmd_ps(opts, args):
+def cmd_create(opts, a):
+    print(open_engine(opts).create(a.image, name=a.name, command=a.command or None))
+
+
+ARGS["ps"] = (
+    ("-a --all", "bool", "Show all containers (default shows just running)"),
+    ("--format", "string", FORMAT_HELP),
+    ("--no-trunc", "bool", "Don't truncate output"),
+    ("-q --quiet", "bool", "Only display container IDs"),
+    ("-s --size", "bool", "Display total file sizes"),
+)
+
+
+def cmd_ps(opts, a):
     from .. import humanize
 
-    p = _parser("ps")
-    p.add_argument("-a", "--all", action="store_true")
-    p.add_argument("-s", "--size", action="store_true")
-    p.add_argument("-q", "--quiet", action="store_true")
-    p.add_argument("--no-trunc", action="store_true")
-    p.add_argument("--format")
-    a = p.parse_args(args)
-    rows = _engine(opts).containers(all=a.all, size=a.size and not a.quiet)
+    rows = open_engine(opts).containers(all=a.all, size=a.size and not a.quiet)
     if a.quiet:
         if rows:
             print("\n".join(r["ID"] if a.no_trunc else r["ID"][:12] for r in rows))
@@ -383,7 +419,7 @@ def cmd_ps(opts, args):
             if a.size:
                 item.update(Size=size(r), SizeRw=r["SizeRw"], SizeRootFs=r["SizeRootFs"])
             out.append(item)
-        _json_lines(out, a.format)
+        json_lines(out, a.format)
         return
     headers = ["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"]
     if a.size:
@@ -398,48 +434,51 @@ def cmd_ps(opts, args):
     print(humanize.table(headers, table))
 
 
-def cmd_mount(opts, args):
-    p = _parser("mount")
-    p.add_argument("container")
-    a = p.parse_args(args)
-    print(_engine(opts).mount(a.container))
+ARGS["mount"] = (("container", None, "CONTAINER"),)
 
 
-def cmd_umount(opts, args):
-    p = _parser("umount")
-    p.add_argument("container")
-    a = p.parse_args(args)
-    _engine(opts).umount(a.container)
+def cmd_mount(opts, a):
+    print(open_engine(opts).mount(a.container))
 
 
-def cmd_rm(opts, args):
-    p = _parser("rm")
-    p.add_argument("containers", nargs="+")
-    p.add_argument("-f", "--force", action="store_true")
-    a = p.parse_args(args)
-    engine = _engine(opts)
-    _each(a.containers, lambda name: (engine.rm(name, force=a.force), print(name)))
+ARGS["umount"] = (("container", None, "CONTAINER"),)
 
 
-def cmd_diff(opts, args):
-    p = _parser("diff")
-    p.add_argument("container")
-    p.add_argument("--format")
-    a = p.parse_args(args)
-    changes = _engine(opts).diff(a.container)
+def cmd_umount(opts, a):
+    open_engine(opts).umount(a.container)
+
+
+ARGS["rm"] = (
+    ("containers", "+", "CONTAINER [CONTAINER...]"),
+    ("-f --force", "bool", "Stop a running container; wait for a command using it (cp, commit...)"),
+)
+
+
+def cmd_rm(opts, a):
+    engine = open_engine(opts)
+    each(a.containers, lambda name: (engine.rm(name, force=a.force), print(name)))
+
+
+ARGS["diff"] = (("container", None, "CONTAINER"), ("--format", "string", FORMAT_HELP))
+
+
+def cmd_diff(opts, a):
+    changes = open_engine(opts).diff(a.container)
     if a.format:
-        _json_lines(({"Kind": c.kind, "Path": c.path} for c in changes), a.format)
+        json_lines(({"Kind": c.kind, "Path": c.path} for c in changes), a.format)
         return
     for c in changes:
         print(f"{c.kind} {c.path}")
 
 
-def cmd_export(opts, args):
-    p = _parser("export")
-    p.add_argument("container")
-    p.add_argument("-o", "--output")
-    a = p.parse_args(args)
-    engine = _engine(opts)
+ARGS["export"] = (
+    ("container", None, "CONTAINER"),
+    ("-o --output", "string", "Write to a file, instead of STDOUT"),
+)
+
+
+def cmd_export(opts, a):
+    engine = open_engine(opts)
     if a.output:
         from ..fsutil import output_file
 
@@ -452,17 +491,19 @@ def cmd_export(opts, args):
 
 
 # ---------------------------------------------------------------------------------- both
-def cmd_inspect(opts, args):
+ARGS["inspect"] = (
+    ("names", "+", "NAME|ID [NAME|ID...]"),
+    ("-s --size", "bool", "Display total file sizes if the type is container"),
+    ("--type", ("image", "container"), "Only look for this type of object"),
+)
+
+
+def cmd_inspect(opts, a):
     import json
 
     from ..errors import NotFound
 
-    p = _parser("inspect")
-    p.add_argument("names", nargs="+")
-    p.add_argument("-s", "--size", action="store_true")
-    p.add_argument("--type", choices=["image", "container"])
-    a = p.parse_args(args)
-    engine = _engine(opts)
+    engine = open_engine(opts)
     docs = []
     missing = []
     for name in a.names:
@@ -484,24 +525,6 @@ def cmd_inspect(opts, args):
         sys.exit(1)
 
 
-def cmd_image(opts, args):
-    return _sub(opts, args, {"ls": cmd_images, "list": cmd_images, "rm": cmd_rmi, "import": cmd_import,
-                             "history": cmd_history, "tag": cmd_tag, "inspect": cmd_inspect,
-                             "prune": cmd_image_prune}, "image")
-
-
-def cmd_container(opts, args):
-    return _sub(opts, args, {"ls": cmd_ps, "list": cmd_ps, "ps": cmd_ps, "rm": cmd_rm,
-                             "create": cmd_create, "diff": cmd_diff, "export": cmd_export,
-                             "commit": cmd_commit, "mount": cmd_mount, "umount": cmd_umount,
-                             "inspect": cmd_inspect, "prune": cmd_container_prune}, "container")
-
-
-def cmd_system(opts, args):
-    return _sub(opts, args, {"df": cmd_df, "info": cmd_info, "prune": cmd_system_prune,
-                             "check": cmd_system_check}, "system")
-
-
 def _confirm(force: bool, warning: str) -> bool:
     """Docker's prompt before a prune; ``-f`` skips it. An empty or closed stdin means no."""
     if force:
@@ -518,11 +541,11 @@ def _reclaimed(size: int) -> None:
     print(f"Total reclaimed space: {humanize.size(size)}")
 
 
-def cmd_container_prune(opts, args):
-    p = _parser("container prune")
-    p.add_argument("-f", "--force", action="store_true")
-    a = p.parse_args(args)
-    engine = _engine(opts)
+ARGS["container prune"] = (("-f --force", "bool", "Do not prompt for confirmation"),)
+
+
+def cmd_container_prune(opts, a):
+    engine = open_engine(opts)
     if not _confirm(a.force, "  - all stopped containers"):
         return
     ids, size = engine.prune_containers()
@@ -531,12 +554,14 @@ def cmd_container_prune(opts, args):
     _reclaimed(size)
 
 
-def cmd_image_prune(opts, args):
-    p = _parser("image prune")
-    p.add_argument("-a", "--all", action="store_true")
-    p.add_argument("-f", "--force", action="store_true")
-    a = p.parse_args(args)
-    engine = _engine(opts)
+ARGS["image prune"] = (
+    ("-a --all", "bool", "Remove all unused images, not just dangling ones"),
+    ("-f --force", "bool", "Do not prompt for confirmation"),
+)
+
+
+def cmd_image_prune(opts, a):
+    engine = open_engine(opts)
     what = "  - all images without at least one container associated to them" if a.all else \
         "  - all dangling images"
     if not _confirm(a.force, what):
@@ -547,13 +572,15 @@ def cmd_image_prune(opts, args):
     _reclaimed(size)
 
 
-def cmd_system_prune(opts, args):
-    p = _parser("system prune")
-    p.add_argument("-a", "--all", action="store_true")
-    p.add_argument("--volumes", action="store_true")
-    p.add_argument("-f", "--force", action="store_true")
-    a = p.parse_args(args)
-    engine = _engine(opts)
+ARGS["system prune"] = (
+    ("-a --all", "bool", "Remove all unused images, not just dangling ones"),
+    ("-f --force", "bool", "Do not prompt for confirmation"),
+    ("--volumes", "bool", "Also remove the volumes no container uses"),
+)
+
+
+def cmd_system_prune(opts, a):
+    engine = open_engine(opts)
     what = ["  - all stopped containers"]
     if a.volumes:
         what.append("  - all volumes not used by at least one container")
@@ -571,11 +598,11 @@ def cmd_system_prune(opts, args):
     _reclaimed(result["Reclaimed"])
 
 
-def cmd_system_check(opts, args):
-    p = _parser("system check")
-    p.add_argument("--repair", action="store_true")
-    a = p.parse_args(args)
-    findings = _engine(opts).check(repair=a.repair)
+ARGS["system check"] = (("--repair", "bool", "Repair what can be repaired"),)
+
+
+def cmd_system_check(opts, a):
+    findings = open_engine(opts).check(repair=a.repair)
     for item in findings:
         print(item)
     unfixed = [f for f in findings if not f.fixed]
@@ -589,32 +616,26 @@ def cmd_system_check(opts, args):
         sys.exit(1)
 
 
-def _sub(opts, args, table, group):
-    if not args or args[0] not in table:
-        raise LaminaError(f"usage: lamina {group} {'|'.join(table)} ...")
-    if group == "container" and args[0] in ("ls", "list"):
-        return table[args[0]](opts, ["-a"] + args[1:]) if "-a" in args else table[args[0]](opts, args[1:])
-    return table[args[0]](opts, args[1:])
+ARGS["system df"] = (
+    ("--format", "string", FORMAT_HELP),
+    ("-v --verbose", "bool", "Show detailed information on space usage"),
+)
 
 
-def cmd_df(opts, args):
+def cmd_system_df(opts, a):
     from .. import humanize
 
-    p = _parser("system df")
-    p.add_argument("-v", "--verbose", action="store_true")
-    p.add_argument("--format")
-    a = p.parse_args(args)
-    df = _engine(opts).system_df()
+    df = open_engine(opts).system_df()
 
     def reclaim(s):
         pct = f" ({s['Reclaimable'] * 100 // s['Size']}%)" if s["Size"] and s["Type"] != "Build Cache" else ""
         return humanize.size(s["Reclaimable"]) + pct
 
     if a.format:
-        _json_lines(({"Active": str(s["Active"]), "Reclaimable": reclaim(s),
-                     "ReclaimableBytes": s["Reclaimable"], "Size": humanize.size(s["Size"]),
-                     "SizeBytes": s["Size"], "TotalCount": str(s["TotalCount"]), "Type": s["Type"]}
-                    for s in df["Summary"]), a.format)
+        json_lines(({"Active": str(s["Active"]), "Reclaimable": reclaim(s),
+                    "ReclaimableBytes": s["Reclaimable"], "Size": humanize.size(s["Size"]),
+                    "SizeBytes": s["Size"], "TotalCount": str(s["TotalCount"]), "Type": s["Type"]}
+                   for s in df["Summary"]), a.format)
         return
     if not a.verbose:
         print(humanize.table(["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"],
@@ -639,101 +660,195 @@ def cmd_df(opts, args):
     print("\nBuild cache usage: 0B")
 
 
-def cmd_info(opts, args):
+ARGS["info"] = ()
+
+
+def cmd_info(opts, a):
     import json
 
-    _parser("info").parse_args(args)
-    engine = _engine(opts)
-    db = engine.db
-    info = {"Root": engine.root, "Driver": engine.driver,
-            "Images": db.execute("SELECT count(*) FROM images").fetchone()[0],
-            "Containers": db.execute("SELECT count(*) FROM containers").fetchone()[0],
-            "Layers": db.execute("SELECT count(*) FROM layers").fetchone()[0]}
+    engine = open_engine(opts)
+    info = {"Root": engine.root, "Driver": engine.driver, **engine.counts()}
     print(json.dumps(info, indent=2))
 
 
-def cmd_version(opts, args):
+ARGS["version"] = ()
+
+
+def cmd_version(opts, a):
     from .. import __version__
 
     print(f"lamina {__version__}")
 
 
-COMMANDS = {
-    "import": cmd_import, "images": cmd_images, "history": cmd_history, "tag": cmd_tag,
-    "rmi": cmd_rmi, "commit": cmd_commit, "create": cmd_create, "ps": cmd_ps, "mount": cmd_mount,
-    "umount": cmd_umount, "rm": cmd_rm, "diff": cmd_diff, "export": cmd_export,
-    "inspect": cmd_inspect, "image": cmd_image, "container": cmd_container, "system": cmd_system,
-    "info": cmd_info, "version": cmd_version,
+# ---------------------------------------------------------------------------------- the table
+COMMON, MANAGEMENT, OTHER = "Common Commands", "Management Commands", "Commands"
+SECTIONS = (COMMON, MANAGEMENT, OTHER)
+
+# Every verb of ``lamina``, in the order ``lamina --help`` lists it: name -> (section, what it does,
+# where). ``where`` is the module of lamina.cli that defines ``ARGS[name]`` and ``cmd_<name>``
+# (None: this one), imported only when the verb runs; or, for a management group, its subcommands:
+# name -> (what it does, module), defining ``ARGS["group name"]`` and ``cmd_group_name``, or the
+# verb it is another name for ("images", "volume ls").
+VERBS = {
+    "run": (COMMON, "Create and run a new container from an image", "run"),
+    "exec": (COMMON, "Execute a command in a running container", "run"),
+    "ps": (COMMON, "List containers", None),
+    "build": (COMMON, "Build an image from a Dockerfile", "build"),
+    "pull": (COMMON, "Download an image from a registry", "transfer"),
+    "push": (COMMON, "Upload an image to a registry", "transfer"),
+    "images": (COMMON, "List images", None),
+    "login": (COMMON, "Log in to a registry", "transfer"),
+    "logout": (COMMON, "Log out from a registry", "transfer"),
+    "version": (COMMON, "Show the lamina version", None),
+    "info": (COMMON, "Display the store's directory, driver and counts", None),
+
+    "container": (MANAGEMENT, "Manage containers", {
+        "commit": "commit", "create": "create", "diff": "diff", "export": "export",
+        "inspect": "inspect", "ls": "ps", "list": "ps", "ps": "ps", "mount": "mount",
+        "prune": ("Remove all stopped containers", None), "rm": "rm", "umount": "umount"}),
+    "image": (MANAGEMENT, "Manage images", {
+        "history": "history", "import": "import", "inspect": "inspect", "ls": "images",
+        "list": "images", "prune": ("Remove unused images", None), "rm": "rmi", "tag": "tag"}),
+    "system": (MANAGEMENT, "Manage the store", {
+        "check": ("Find inconsistencies in the store, and repair them", None),
+        "df": ("Show disk usage", None), "info": "info",
+        "prune": ("Remove unused data", None)}),
+    "volume": (MANAGEMENT, "Manage volumes", {
+        "create": ("Create a volume", "run"),
+        "inspect": ("Display detailed information on one or more volumes", "run"),
+        "ls": ("List volumes", "run"), "list": "volume ls",
+        "prune": ("Remove unused volumes", "run"),
+        "rm": ("Remove one or more volumes", "run"), "remove": "volume rm"}),
+
+    "commit": (OTHER, "Create a new image from a container's changes", None),
+    "cp": (OTHER, "Copy files/folders between a container and the local filesystem", "cp"),
+    "create": (OTHER, "Create a new container", None),
+    "diff": (OTHER, "Inspect changes to files or directories on a container's filesystem", None),
+    "export": (OTHER, "Export a container's filesystem as a tar archive", None),
+    "history": (OTHER, "Show the history of an image", None),
+    "import": (OTHER, "Import the contents from a tarball to create a filesystem image", None),
+    "inspect": (OTHER, "Return low-level information on images and containers", None),
+    "kill": (OTHER, "Kill one or more running containers", "run"),
+    "load": (OTHER, "Load an image from a tar archive or STDIN", "transfer"),
+    "logs": (OTHER, "Fetch the logs of a container", "run"),
+    "mount": (OTHER, "Mount a container's root filesystem and print its path", None),
+    "rm": (OTHER, "Remove one or more containers", None),
+    "rmi": (OTHER, "Remove one or more images", None),
+    "save": (OTHER, "Save one or more images to a tar archive (streamed to STDOUT by default)",
+             "transfer"),
+    "start": (OTHER, "Start one or more stopped containers", "run"),
+    "stop": (OTHER, "Stop one or more running containers", "run"),
+    "tag": (OTHER, "Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE", None),
+    "umount": (OTHER, "Unmount a container's root filesystem", None),
+    "wait": (OTHER, "Block until one or more containers stop, then print their exit codes", "run"),
 }
 
-
-# Commands that live in their own modules (imported only when run): name -> module, which
-# defines ``cmd_<name>(opts, args)`` (dashes become underscores).
-LAZY_COMMANDS = {
-    "run": "lamina.cli.run", "start": "lamina.cli.run", "stop": "lamina.cli.run",
-    "kill": "lamina.cli.run", "wait": "lamina.cli.run", "logs": "lamina.cli.run",
-    "exec": "lamina.cli.run", "volume": "lamina.cli.run",
-    "build": "lamina.cli.build",
-    "save": "lamina.cli.transfer", "load": "lamina.cli.transfer", "pull": "lamina.cli.transfer",
-    "push": "lamina.cli.transfer", "login": "lamina.cli.transfer", "logout": "lamina.cli.transfer",
-    "cp": "lamina.cli.cp",
-}
-
-
-def _lookup(name: str):
-    """The function for command ``name``, importing its module if it lives elsewhere."""
-    command = COMMANDS.get(name)
-    if command is None and name in LAZY_COMMANDS:
-        import importlib
-
-        try:
-            module = importlib.import_module(LAZY_COMMANDS[name])
-        except ModuleNotFoundError as e:
-            if e.name != LAZY_COMMANDS[name]:
-                raise
-            return None
-        command = getattr(module, "cmd_" + name.replace("-", "_"), None)
-    return command
+# The options before the verb ("{drivers}": the storage drivers lamina has).
+GLOBAL_ARGS = (
+    ("--root", "string", ("Store directory (default $LAMINA_ROOT; else /var/lib/lamina for "
+                          "root, ~/.local/share/lamina for others)")),
+    ("--driver", "string", ("Storage driver of a new store: {drivers} (default $LAMINA_DRIVER; "
+                            "else overlay2 where it works, vfs)")),
+    ("-D --debug", "bool", "Show Python tracebacks, not one-line errors (or set LAMINA_DEBUG)"),
+    ("-h --help", "bool", "Print usage"),
+    ("-v --version", "bool", "Print version information and quit"),
+    ("command", "?", "COMMAND"),
+    ("args", "...", "[ARG...]"),
+)
 
 
-class _Options:
-    root = None
-    driver = None
-    debug = False
+def invocations() -> list[str]:
+    """Every way to name a verb on the command line: ``ps``, ``container ls``, ``volume rm``..."""
+    out = []
+    for name, (_, _, where) in VERBS.items():
+        if isinstance(where, dict):
+            out += [f"{name} {sub}" for sub in where]
+        else:
+            out.append(name)
+    return out
+
+
+def canonical(invocation: str) -> str:
+    """The verb an invocation names, other names followed: ``container ls`` -> ``ps``."""
+    group, _, sub = invocation.partition(" ")
+    if sub:
+        target = VERBS[group][2][sub]
+        if isinstance(target, str):
+            return canonical(target)
+    return invocation
+
+
+def _entry(path: str) -> tuple[str, str | None]:
+    """(what it does, module) of a verb as :func:`canonical` names it."""
+    group, _, sub = path.partition(" ")
+    _, summary, where = VERBS[group]
+    return where[sub] if sub else (summary, where)
+
+
+def _module(name: str | None):
+    if name is None:
+        return sys.modules[__name__]
+    import importlib
+
+    return importlib.import_module(f".{name}", __package__)
+
+
+def _verb(invocation: str):
+    """(parser, function) of a verb as invoked (``ps``, ``container ls``, ``volume create``),
+    importing the verb's module if it lives elsewhere."""
+    path = canonical(invocation)
+    summary, name = _entry(path)
+    module = _module(name)
+    return (Parser(invocation, module.ARGS[path], summary, path),
+            getattr(module, "cmd_" + path.replace(" ", "_")))
+
+
+def verb_parser(invocation: str) -> Parser:
+    """The parser of a verb as invoked, as the command would parse its arguments."""
+    return _verb(invocation)[0]
+
+
+def usage() -> str:
+    """``lamina --help``: every verb of :data:`VERBS` in its section, and the global options."""
+    from ..snapshots import DRIVERS
+
+    out = ["Usage:  lamina [OPTIONS] COMMAND [ARG...]", "",
+           "A daemonless container image and storage engine.", ""]
+    width = max(map(len, VERBS)) + 2
+    for section in SECTIONS:
+        out.append(f"{section}:")
+        out += [f"  {name.ljust(width)}{summary}" for name, (where, summary, _) in VERBS.items()
+                if where == section]
+        out.append("")
+    out.append("Global Options:")
+    out += [line.replace("{drivers}", ", ".join(DRIVERS)) for line in option_lines(GLOBAL_ARGS)]
+    out += ["", "Run 'lamina COMMAND --help' for more information on a command."]
+    return "\n".join(out)
+
+
+def group_usage(group: str) -> str:
+    """``lamina GROUP --help``: the group's subcommands (each once, by its first name)."""
+    _, summary, table = VERBS[group]
+    rows, seen = [], set()
+    for sub in table:
+        path = canonical(f"{group} {sub}")
+        if path not in seen:
+            seen.add(path)
+            rows.append((sub, _entry(path)[0]))
+    width = max(len(sub) for sub, _ in rows) + 2
+    return "\n".join([f"Usage:  lamina {group} COMMAND", "", summary, "", "Commands:",
+                      *(f"  {sub.ljust(width)}{text}" for sub, text in sorted(rows)), "",
+                      f"Run 'lamina {group} COMMAND --help' for more information on a command."])
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``lamina`` command."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    opts = _Options()
+    opts = _Namespace()
     opts.debug = bool(os.environ.get("LAMINA_DEBUG"))
-    while argv and argv[0].startswith("-"):
-        flag = argv.pop(0)
-        name, eq, value = flag.partition("=")
-        if name in ("--root", "--driver"):
-            if not eq:
-                if not argv:
-                    _fail(f"flag needs an argument: {name}", 125)
-                value = argv.pop(0)
-            setattr(opts, name[2:], value)
-        elif name in ("-D", "--debug"):
-            opts.debug = True
-        elif name in ("-h", "--help"):
-            print(USAGE)
-            return
-        elif name in ("-v", "--version"):
-            return cmd_version(opts, [])
-        else:
-            _fail(f"unknown flag: {flag}\nSee 'lamina --help'.", 125)
-    if not argv:
-        print(USAGE)
-        return
-    command = _lookup(argv[0])
-    if command is None:
-        _fail(f"'{argv[0]}' is not a lamina command.\nSee 'lamina --help'.", 125)
     try:
-        command(opts, argv[1:])
-        _exit(0)
+        _run(opts, argv)
+        exit_now(0)
     except LaminaError as e:
         if opts.debug:
             raise
@@ -750,12 +865,44 @@ def main(argv: list[str] | None = None) -> None:
         _fail(f"Error: {e.strerror or e}{where}", 1)
 
 
+def _run(opts, argv: list[str]) -> None:
+    """Parse the global options, find the verb (importing its module) and run it."""
+    top = Parser("", GLOBAL_ARGS)
+    top.help = usage
+    g = top.parse_args(argv)
+    opts.root, opts.driver, opts.debug = g.root, g.driver, opts.debug or g.debug
+    if g.version:
+        return cmd_version(opts, g)
+    if g.command is None:
+        print(usage())
+        return
+    invocation, args = g.command, g.args
+    if invocation not in VERBS:
+        _fail(f"'{invocation}' is not a lamina command.\nSee 'lamina --help'.", 125)
+    table = VERBS[invocation][2]
+    if isinstance(table, dict):  # a management group: its subcommand is the verb
+        if not args or args[0] in ("-h", "--help"):
+            print(group_usage(invocation))
+            return
+        if args[0] not in table:
+            raise UsageError(f"'{args[0]}' is not a lamina {invocation} command "
+                             f"(see 'lamina {invocation} --help')")
+        invocation, args = f"{invocation} {args[0]}", args[1:]
+    try:
+        parser, command = _verb(invocation)
+    except ModuleNotFoundError as e:  # a verb whose module this installation leaves out
+        if e.name != f"{__package__}.{_entry(canonical(invocation))[1]}":
+            raise
+        _fail(f"'{invocation}' is not a lamina command.\nSee 'lamina --help'.", 125)
+    command(opts, parser.parse_args(args))
+
+
 def _fail(message: str, code: int) -> None:
     print(message, file=sys.stderr)
-    _exit(code)
+    exit_now(code)
 
 
-def _exit(code: int) -> None:
+def exit_now(code: int) -> None:
     """Flush and leave without interpreter teardown. Closing the last SQLite connection would
     checkpoint the WAL with fsyncs on every command; leaving it open is safe (committed
     transactions are in the WAL, which the next open reads) and SQLite checkpoints by itself."""

@@ -4,8 +4,72 @@ Docker's flags and output over the Engine's running methods (imported only for t
 import os
 import sys
 
-from .main import UsageError, _engine, _exit, _json_lines, _parser
 from ..errors import LaminaError
+from .main import FORMAT_HELP, UsageError, each, exit_now, json_lines, open_engine
+
+ARGS = {
+    "run": (
+        ("image", None, "IMAGE"),
+        ("command", "...", "[COMMAND] [ARG...]"),
+        ("-d --detach", "bool", "Run container in background and print container ID"),
+        ("--entrypoint", "string", "Overwrite the default ENTRYPOINT of the image"),
+        ("-e --env", "list", "Set environment variables (K=V; K alone: from this environment)"),
+        ("-i --interactive", "bool", "Keep STDIN open even if not attached"),
+        ("--name", "string", "Assign a name to the container"),
+        ("--network --net", ("none", "host"), "Connect a container to a network", "none"),
+        ("--read-only", "bool", "Mount the container's root filesystem as read only"),
+        ("--rm", "bool", "Automatically remove the container when it exits"),
+        ("--runtime", "string", "OCI runtime binary to use (default $LAMINA_RUNTIME, else runc)"),
+        ("-t --tty", "bool", "Allocate a pseudo-TTY"),
+        ("-u --user", "string", "Username or UID (format: <name|uid>[:<group|gid>])"),
+        ("-v --volume", "list", "Bind mount a volume (SRC:DST[:ro]; SRC a path or a volume name)"),
+        ("-w --workdir", "string", "Working directory inside the container"),
+    ),
+    "start": (
+        ("containers", "+", "CONTAINER [CONTAINER...]"),
+        ("-a --attach", "bool", "Attach STDOUT/STDERR and forward signals"),
+        ("-i --interactive", "bool", "Attach container's STDIN"),
+    ),
+    "stop": (
+        ("containers", "+", "CONTAINER [CONTAINER...]"),
+        ("-t --time", "seconds", "Seconds to wait before killing the container", "10"),
+    ),
+    "kill": (
+        ("containers", "+", "CONTAINER [CONTAINER...]"),
+        ("-s --signal", "string", "Signal to send to the container", "KILL"),
+    ),
+    "wait": (("containers", "+", "CONTAINER [CONTAINER...]"),),
+    "logs": (
+        ("container", None, "CONTAINER"),
+        ("-f --follow", "bool", "Follow log output"),
+        ("-n --tail", "string", "Number of lines to show from the end of the logs", "all"),
+        ("-t --timestamps", "bool", "Show timestamps"),
+    ),
+    "exec": (
+        ("container", None, "CONTAINER"),
+        ("command", "...", "COMMAND [ARG...]"),
+        ("-d --detach", "bool", "Detached mode: run command in the background"),
+        ("-e --env", "list", "Set environment variables (K=V; K alone: from this environment)"),
+        ("-i --interactive", "bool", "Keep STDIN open even if not attached"),
+        ("-t --tty", "bool", "Allocate a pseudo-TTY"),
+        ("-u --user", "string", "Username or UID (format: <name|uid>[:<group|gid>])"),
+        ("-w --workdir", "string", "Working directory inside the container"),
+    ),
+    "volume create": (("name", "?", "[VOLUME]"),),
+    "volume ls": (
+        ("--format", "string", FORMAT_HELP),
+        ("-q --quiet", "bool", "Only display volume names"),
+    ),
+    "volume inspect": (("names", "+", "VOLUME [VOLUME...]"),),
+    "volume rm": (
+        ("names", "+", "VOLUME [VOLUME...]"),
+        ("-f --force", "bool", "Accepted for Docker's scripts (a volume in use is never removed)"),
+    ),
+    "volume prune": (
+        ("-a --all", "bool", "Remove all unused volumes (they all are: kept for Docker's scripts)"),
+        ("-f --force", "bool", "Do not prompt for confirmation (there is no prompt)"),
+    ),
+}
 
 
 def _env(values: list[str]) -> tuple[str, ...]:
@@ -37,35 +101,18 @@ def _as_run_error(e: LaminaError) -> LaminaError:
     return e
 
 
-def cmd_run(opts, args):
-    from ..runtime.oci import NETWORKS, RunConfig
+def cmd_run(opts, a):
+    from ..runtime.oci import RunConfig
     from ..volumes import parse_volume
 
-    p = _parser("run")
-    p.add_argument("--rm", action="store_true")
-    p.add_argument("-d", "--detach", action="store_true")
-    p.add_argument("-i", "--interactive", action="store_true")
-    p.add_argument("-t", "--tty", action="store_true")
-    p.add_argument("--name")
-    p.add_argument("-e", "--env", action="append")
-    p.add_argument("-w", "--workdir")
-    p.add_argument("-u", "--user")
-    p.add_argument("-v", "--volume", action="append")
-    p.add_argument("--read-only", action="store_true")
-    p.add_argument("--entrypoint")
-    p.add_argument("--network", "--net", default="none", choices=list(NETWORKS))
-    p.add_argument("--runtime")
-    p.add_argument("image")
-    p.add_argument("command", nargs="...")
     try:
-        a = p.parse_args(args)
         _check_input_tty(a)
         config = RunConfig(env=_env(a.env), workdir=a.workdir, user=a.user,
                            volumes=tuple(parse_volume(v) for v in a.volume),
                            read_only=a.read_only, network=a.network, auto_remove=a.rm,
                            runtime=a.runtime, tty=a.tty)
         entrypoint = None if a.entrypoint is None else ([a.entrypoint] if a.entrypoint else [])
-        cid, code = _engine(opts).run(
+        cid, code = open_engine(opts).run(
             a.image, a.command or None, name=a.name, entrypoint=entrypoint, config=config,
             detach=a.detach, stdin=0 if a.interactive else None)
     except LaminaError as e:
@@ -73,140 +120,87 @@ def cmd_run(opts, args):
     if a.detach:
         print(cid)
         return
-    _exit(code)
+    exit_now(code)
 
 
-def cmd_start(opts, args):
-    p = _parser("start")
-    p.add_argument("-a", "--attach", action="store_true")
-    p.add_argument("-i", "--interactive", action="store_true")
-    p.add_argument("containers", nargs="+")
-    a = p.parse_args(args)
-    engine = _engine(opts)
+def cmd_start(opts, a):
+    engine = open_engine(opts)
     if a.attach or a.interactive:
         if len(a.containers) > 1:
             raise UsageError("you cannot start and attach multiple containers at once")
         _, code = engine.start(a.containers[0], attach=True, stdin=0 if a.interactive else None)
-        _exit(code)
+        exit_now(code)
     _each(engine.start, a.containers, lambda name, result: name)
 
 
 def _each(action, names, line) -> None:
-    """Run ``action`` on each name, printing ``line(name, result)`` (see cli._each)."""
-    from .main import _each as each
-
+    """Run ``action`` on each name, printing ``line(name, result)`` (see main.each)."""
     each(names, lambda name: print(line(name, action(name))))
 
 
-def cmd_stop(opts, args):
-    p = _parser("stop")
-    p.add_argument("-t", "--time", default="10")
-    p.add_argument("containers", nargs="+")
-    a = p.parse_args(args)
+def cmd_stop(opts, a):
     try:
         timeout = float(a.time)
     except ValueError:
         raise UsageError(f"invalid value {a.time!r} for -t: a number of seconds") from None
-    engine = _engine(opts)
+    engine = open_engine(opts)
     _each(lambda n: engine.stop(n, timeout), a.containers, lambda name, _: name)
 
 
-def cmd_kill(opts, args):
-    p = _parser("kill")
-    p.add_argument("-s", "--signal", default="KILL")
-    p.add_argument("containers", nargs="+")
-    a = p.parse_args(args)
-    engine = _engine(opts)
+def cmd_kill(opts, a):
+    engine = open_engine(opts)
     _each(lambda n: engine.kill(n, a.signal), a.containers, lambda name, _: name)
 
 
-def cmd_wait(opts, args):
-    p = _parser("wait")
-    p.add_argument("containers", nargs="+")
-    a = p.parse_args(args)
-    engine = _engine(opts)
+def cmd_wait(opts, a):
+    engine = open_engine(opts)
     _each(engine.wait, a.containers, lambda name, code: str(code))
 
 
-def cmd_logs(opts, args):
-    p = _parser("logs")
-    p.add_argument("-f", "--follow", action="store_true")
-    p.add_argument("-t", "--timestamps", action="store_true")
-    p.add_argument("-n", "--tail", default="all")
-    p.add_argument("container")
-    a = p.parse_args(args)
+def cmd_logs(opts, a):
     if a.tail != "all" and not a.tail.isdigit():
         raise UsageError(f"invalid value {a.tail!r} for --tail: a number or 'all'")
     sys.stdout.flush()
-    _engine(opts).logs(a.container, follow=a.follow, timestamps=a.timestamps,
-                       tail=None if a.tail == "all" else int(a.tail))
+    open_engine(opts).logs(a.container, follow=a.follow, timestamps=a.timestamps,
+                           tail=None if a.tail == "all" else int(a.tail))
 
 
-def cmd_exec(opts, args):
-    p = _parser("exec")
-    p.add_argument("-d", "--detach", action="store_true")
-    p.add_argument("-i", "--interactive", action="store_true")
-    p.add_argument("-t", "--tty", action="store_true")
-    p.add_argument("-e", "--env", action="append")
-    p.add_argument("-w", "--workdir")
-    p.add_argument("-u", "--user")
-    p.add_argument("container")
-    p.add_argument("command", nargs="...")
-    a = p.parse_args(args)
+def cmd_exec(opts, a):
     if not a.command:
         raise UsageError("exec requires at least 2 arguments: CONTAINER COMMAND [ARG...]")
     _check_input_tty(a)
     try:
-        code = _engine(opts).exec(a.container, a.command, env=_env(a.env), workdir=a.workdir,
-                                  user=a.user, stdin=0 if a.interactive else None,
-                                  detach=a.detach, tty=a.tty)
+        code = open_engine(opts).exec(a.container, a.command, env=_env(a.env), workdir=a.workdir,
+                                      user=a.user, stdin=0 if a.interactive else None,
+                                      detach=a.detach, tty=a.tty)
     except LaminaError as e:
         raise _as_run_error(e) from None
-    _exit(code)
+    exit_now(code)
 
 
 # ---------------------------------------------------------------------------------- volumes
-def cmd_volume(opts, args):
-    table = {"create": _volume_create, "ls": _volume_ls, "list": _volume_ls,
-             "inspect": _volume_inspect, "rm": _volume_rm, "remove": _volume_rm,
-             "prune": _volume_prune}
-    if not args or args[0] not in table:
-        raise UsageError("usage: lamina volume create|ls|inspect|rm|prune ...")
-    table[args[0]](opts, args[1:])
+def cmd_volume_create(opts, a):
+    print(open_engine(opts).volume_create(a.name))
 
 
-def _volume_create(opts, args):
-    p = _parser("volume create")
-    p.add_argument("name", nargs="?")
-    a = p.parse_args(args)
-    print(_engine(opts).volume_create(a.name))
-
-
-def _volume_ls(opts, args):
+def cmd_volume_ls(opts, a):
     from .. import humanize
 
-    p = _parser("volume ls")
-    p.add_argument("-q", "--quiet", action="store_true")
-    p.add_argument("--format")
-    a = p.parse_args(args)
-    rows = _engine(opts).volumes()
+    rows = open_engine(opts).volumes()
     if a.quiet:
         for r in rows:
             print(r["Name"])
     elif a.format:
-        _json_lines(({"Driver": r["Driver"], "Labels": "", "Mountpoint": r["Mountpoint"],
-                      "Name": r["Name"], "Scope": "local"} for r in rows), a.format)
+        json_lines(({"Driver": r["Driver"], "Labels": "", "Mountpoint": r["Mountpoint"],
+                     "Name": r["Name"], "Scope": "local"} for r in rows), a.format)
     else:
         print(humanize.table(["DRIVER", "VOLUME NAME"], [[r["Driver"], r["Name"]] for r in rows]))
 
 
-def _volume_inspect(opts, args):
+def cmd_volume_inspect(opts, a):
     import json
 
-    p = _parser("volume inspect")
-    p.add_argument("names", nargs="+")
-    a = p.parse_args(args)
-    engine = _engine(opts)
+    engine = open_engine(opts)
     docs, failed = [], False
     for name in a.names:
         try:
@@ -216,26 +210,18 @@ def _volume_inspect(opts, args):
             failed = True
     print(json.dumps(docs, indent=4))
     if failed:
-        _exit(1)
+        exit_now(1)
 
 
-def _volume_rm(opts, args):
-    p = _parser("volume rm")
-    p.add_argument("-f", "--force", action="store_true")
-    p.add_argument("names", nargs="+")
-    a = p.parse_args(args)
-    engine = _engine(opts)
+def cmd_volume_rm(opts, a):
+    engine = open_engine(opts)
     _each(lambda n: engine.volume_rm(n, force=a.force), a.names, lambda name, _: name)
 
 
-def _volume_prune(opts, args):
+def cmd_volume_prune(opts, a):
     from .. import humanize
 
-    p = _parser("volume prune")
-    p.add_argument("-f", "--force", action="store_true")
-    p.add_argument("-a", "--all", action="store_true")
-    p.parse_args(args)  # -f: there is no prompt to skip; -a: every unused volume goes anyway
-    names, reclaimed = _engine(opts).volume_prune()
+    names, reclaimed = open_engine(opts).volume_prune()
     if names:
         print("Deleted Volumes:")
         for name in names:

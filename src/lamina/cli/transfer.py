@@ -1,13 +1,60 @@
 """``lamina save|load|pull|push|login|logout``: moving images between machines.
 
-Imported only when one of these commands runs (see ``cli.LAZY_COMMANDS``), so nothing here
+Imported only when one of these commands runs (see ``VERBS`` in cli.main), so nothing here
 weighs on ``create`` or ``ps``.
 """
 
 import sys
 
-from .main import UsageError, _engine, _parser
 from ..errors import LaminaError
+from .main import UsageError, open_engine
+
+ARGS = {
+    "save": (
+        ("images", "+", "IMAGE [IMAGE...]"),
+        ("--compression", ("gzip", "zstd", "none"), "Compression of the layers"),
+        ("--format", ("docker-archive", "oci-archive", "oci-dir"), "Format of the archive",
+         "docker-archive"),
+        ("-o --output", "string", "Write to a file (a directory for oci-dir), instead of STDOUT"),
+        ("-q --quiet", "bool", "Suppress the progress output"),
+    ),
+    "load": (
+        ("-i --input", "string", "Read from tar archive file, instead of STDIN"),
+        ("--platform", "string",
+         "Platform to load from a multi-platform archive (OS/ARCH[/VARIANT]; default linux/amd64)"),
+        ("-q --quiet", "bool", "Suppress the load output"),
+    ),
+    "pull": (
+        ("reference", None, "NAME[:TAG|@DIGEST]"),
+        ("--authfile", "string", "Path of the authentication file"),
+        ("--jobs", "int", "Layers to download at once (default 2)"),
+        ("--platform", "string",
+         "Pull this platform's image (OS/ARCH[/VARIANT]; default linux/amd64)"),
+        ("-q --quiet", "bool", "Suppress verbose output; print the image ID"),
+        ("--tls-verify", "string", "Require HTTPS and verify certificates: true or false"),
+    ),
+    "push": (
+        ("image", None, "NAME[:TAG]"),
+        ("destination", "?", "[DESTINATION]"),
+        ("--authfile", "string", "Path of the authentication file"),
+        ("--compression-format", ("gzip", "zstd", "none"), "Compression of the pushed layers"),
+        ("--jobs", "int", "Layers to upload at once (default 5)"),
+        ("-q --quiet", "bool", "Suppress verbose output; print the manifest digest"),
+        ("--tls-verify", "string", "Require HTTPS and verify certificates: true or false"),
+    ),
+    "login": (
+        ("server", None, "SERVER"),
+        ("--authfile", "string", "Path of the authentication file"),
+        ("-p --password", "string", "Password"),
+        ("--password-stdin", "bool", "Take the password from stdin"),
+        ("--tls-verify", "string", "Require HTTPS and verify certificates: true or false"),
+        ("-u --username", "string", "Username"),
+    ),
+    "logout": (
+        ("server", None, "SERVER"),
+        ("--authfile", "string", "Path of the authentication file"),
+    ),
+}
 
 
 def _log(line: str) -> None:
@@ -31,16 +78,8 @@ def _tls(value: str | None) -> bool | None:
     return value == "true"
 
 
-def cmd_save(opts, args):
-    p = _parser("save")
-    p.add_argument("images", nargs="+")
-    p.add_argument("-o", "--output")
-    p.add_argument("--format", default="docker-archive",
-                   choices=("docker-archive", "oci-archive", "oci-dir"))
-    p.add_argument("--compression", choices=("gzip", "zstd", "none"))
-    p.add_argument("-q", "--quiet", action="store_true")
-    a = p.parse_args(args)
-    engine = _engine(opts)
+def cmd_save(opts, a):
+    engine = open_engine(opts)
     log = (lambda line: None) if a.quiet else _log
     if a.output:
         engine.save(a.images, a.output, a.format, a.compression, log)
@@ -53,13 +92,8 @@ def cmd_save(opts, args):
     sys.stdout.buffer.flush()
 
 
-def cmd_load(opts, args):
-    p = _parser("load")
-    p.add_argument("-i", "--input")
-    p.add_argument("-q", "--quiet", action="store_true")
-    p.add_argument("--platform")
-    a = p.parse_args(args)
-    engine = _engine(opts)
+def cmd_load(opts, a):
+    engine = open_engine(opts)
     source = a.input
     if source is None or source == "-":
         if sys.stdin.isatty():
@@ -70,16 +104,8 @@ def cmd_load(opts, args):
         print(line)
 
 
-def cmd_pull(opts, args):
-    p = _parser("pull")
-    p.add_argument("reference")
-    p.add_argument("-q", "--quiet", action="store_true")
-    p.add_argument("--platform")
-    p.add_argument("--tls-verify")
-    p.add_argument("--authfile")
-    p.add_argument("--jobs")
-    a = p.parse_args(args)
-    engine = _engine(opts)
+def cmd_pull(opts, a):
+    engine = open_engine(opts)
     from ..transfer.registry import make_progress
 
     progress = make_progress(quiet=a.quiet)
@@ -90,17 +116,8 @@ def cmd_pull(opts, args):
         print(image_id)
 
 
-def cmd_push(opts, args):
-    p = _parser("push")
-    p.add_argument("image")
-    p.add_argument("destination", nargs="?")
-    p.add_argument("-q", "--quiet", action="store_true")
-    p.add_argument("--tls-verify")
-    p.add_argument("--authfile")
-    p.add_argument("--compression-format", choices=("gzip", "zstd", "none"))
-    p.add_argument("--jobs")
-    a = p.parse_args(args)
-    engine = _engine(opts)
+def cmd_push(opts, a):
+    engine = open_engine(opts)
     from ..transfer.registry import make_progress
 
     progress = make_progress(quiet=a.quiet)
@@ -123,15 +140,7 @@ def _jobs(value, default: int) -> int:
     return n
 
 
-def cmd_login(opts, args):
-    p = _parser("login")
-    p.add_argument("server")
-    p.add_argument("-u", "--username")
-    p.add_argument("-p", "--password")
-    p.add_argument("--password-stdin", action="store_true")
-    p.add_argument("--tls-verify")
-    p.add_argument("--authfile")
-    a = p.parse_args(args)
+def cmd_login(opts, a):
     from ..transfer import auth, registry
 
     username = a.username
@@ -159,11 +168,7 @@ def cmd_login(opts, args):
     print("Login Succeeded")
 
 
-def cmd_logout(opts, args):
-    p = _parser("logout")
-    p.add_argument("server")
-    p.add_argument("--authfile")
-    a = p.parse_args(args)
+def cmd_logout(opts, a):
     from ..transfer import auth
 
     host = auth.server_key(a.server)
