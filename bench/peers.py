@@ -54,7 +54,7 @@ def lock_base() -> None:
         other = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
         os.close(fd)
         raise SystemExit(f"another benchmark run holds {BASE}/.lock (pid {other}); "
-                         "wait for it to finish")
+                         "wait for it to finish") from None
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     _lock_fd = fd
@@ -147,9 +147,9 @@ def unmount_all(path: Path) -> None:
         if not mps:
             return
         for mp in mps:
-            subprocess.run(["umount", mp], capture_output=True, timeout=30)
+            subprocess.run(["umount", mp], capture_output=True, timeout=30, check=False)
         for mp in mounts_under(path):
-            subprocess.run(["umount", "-l", mp], capture_output=True, timeout=30)
+            subprocess.run(["umount", "-l", mp], capture_output=True, timeout=30, check=False)
     left = mounts_under(path)
     if left:
         log(f"could not unmount: {left}")
@@ -166,12 +166,12 @@ def remove_tree(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
     if path.exists():  # e.g. immutable or busy files: try rm -rf once
         subprocess.run(["rm", "-rf", "--one-file-system", str(path)], capture_output=True,
-                       timeout=300)
+                       timeout=300, check=False)
 
 
 def run(cmd: list[str], env: dict | None = None, timeout: float = 120, check: bool = True,
         input: bytes | None = None) -> subprocess.CompletedProcess:
-    p = subprocess.run(cmd, env=env, capture_output=True, timeout=timeout, input=input)
+    p = subprocess.run(cmd, env=env, capture_output=True, timeout=timeout, input=input, check=False)
     if check and p.returncode != 0:
         raise RuntimeError(
             f"command failed ({p.returncode}): {' '.join(cmd)}\n"

@@ -284,8 +284,8 @@ class PodmanEngine(Podman):
 def timed(cmd: list[str], env: dict, timeout: float = 120) -> tuple[float, str]:
     """Wall time of one command (fork+exec+exit), and its last stdout line."""
     t0 = time.perf_counter()
-    p = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                       stdin=subprocess.DEVNULL, timeout=timeout)
+    p = subprocess.run(cmd, env=env, capture_output=True, stdin=subprocess.DEVNULL, timeout=timeout,
+                       check=False)
     t = time.perf_counter() - t0
     if p.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({p.returncode}): "
@@ -303,7 +303,7 @@ def create(eng, image: str, cmd: str = "true", timeout: float = 120) -> tuple[fl
 
 
 def sync() -> None:
-    subprocess.run(["sync"], timeout=600)
+    subprocess.run(["sync"], timeout=600, check=False)
 
 
 def drop_caches() -> bool:
@@ -637,7 +637,8 @@ def loadavg() -> str:
 def machine_facts(engines) -> list[str]:
     def sh(cmd):
         try:
-            return subprocess.run(cmd, capture_output=True, timeout=30).stdout.decode().strip()
+            proc = subprocess.run(cmd, capture_output=True, timeout=30, check=False)
+            return proc.stdout.decode().strip()
         except Exception:  # noqa: BLE001
             return "?"
     cpu = "?"
@@ -694,13 +695,13 @@ def find_lamina(explicit: str | None) -> tuple[str | None, str]:
         # call; time the installed command itself, as Docker's CLI is timed.
         scripts = subprocess.run([sys.executable, "-c",
                                   "import sysconfig; print(sysconfig.get_path('scripts'))"],
-                                 capture_output=True, text=True).stdout.strip()
+                                 capture_output=True, text=True, check=False).stdout.strip()
         if os.access(os.path.join(scripts, "lamina"), os.X_OK):
             exe = os.path.join(scripts, "lamina")
     if not exe:
         return None, "lamina not installed (no `lamina` on PATH; run `pip install -e .`)"
     try:
-        p = subprocess.run([exe, "--help"], capture_output=True, timeout=60)
+        p = subprocess.run([exe, "--help"], capture_output=True, timeout=60, check=False)
     except Exception as e:  # noqa: BLE001
         return None, f"lamina not installed (`{exe} --help`: {e})"
     if p.returncode != 0:
@@ -735,7 +736,7 @@ def main(argv: list[str]) -> int:
     reps_copy = 2 if q else 5
     reps_import = 1 if q else 3
     started = time.monotonic()
-    date = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    date = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     cmdline = "python3 " + " ".join(shlex.quote(a) for a in [os.path.relpath(__file__, REPO), *argv])
 
     res = Results()

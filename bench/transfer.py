@@ -51,7 +51,7 @@ def timed(cmd, env=None) -> tuple[float, int]:
     report = BASE / "time.out"
     start = time.perf_counter()
     proc = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", str(report), *map(str, cmd)],
-                          env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                          env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
     elapsed = time.perf_counter() - start
     if proc.returncode != 0:
         err = proc.stderr.decode(errors="replace")
@@ -126,10 +126,10 @@ class Registry:
         (self.path / "config.yml").write_text(
             f"version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: "
             f"{self.path}/data\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n")
-        logf = open(self.path / "registry.log", "wb")
-        self.proc = subprocess.Popen(["docker-registry", "serve", str(self.path / "config.yml")],
-                                     stdout=logf, stderr=logf, stdin=subprocess.DEVNULL)
-        logf.close()
+        with open(self.path / "registry.log", "wb") as logf:
+            self.proc = subprocess.Popen(
+                ["docker-registry", "serve", str(self.path / "config.yml")],
+                stdout=logf, stderr=logf, stdin=subprocess.DEVNULL)
         self.host = f"127.0.0.1:{port}"
         for _ in range(200):
             try:
@@ -270,14 +270,14 @@ def write_results(samples, memory, total, args, took, docker_version, podman_ver
             ("save (docker-archive)", "save", ("docker", "podman")),
             ("load (docker-archive)", "load", ("docker", "podman"))]
     lines = [BEGIN, f"## Transfer run of {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}", "",
-             f"Command: `python3 bench/transfer.py --runs {args.runs} --layers {args.layers} "
-             f"--layer-mib {args.layer_mib}` (took {took / 60:.1f} min)", "",
-             f"Image: {args.layers} layers, {mib:.0f} MiB of uncompressed random-content files "
-             f"(gzip cannot shrink them). Machine: {platform.node() and 'Debian 12'}, "
-             f"{os.cpu_count()} cores; data under {BASE} (ext4). Docker {docker_version}, "
-             f"Podman {podman_version}, skopeo and docker-registry from Debian 12. Medians of "
-             f"{args.runs}; MiB/s is the image's uncompressed size over the time; RSS is the "
-             "command's peak (for Docker, the CLI only: the daemon does the work).", "",
+             (f"Command: `python3 bench/transfer.py --runs {args.runs} --layers {args.layers} "
+              f"--layer-mib {args.layer_mib}` (took {took / 60:.1f} min)"), "",
+             (f"Image: {args.layers} layers, {mib:.0f} MiB of uncompressed random-content files "
+              f"(gzip cannot shrink them). Machine: {platform.node() and 'Debian 12'}, "
+              f"{os.cpu_count()} cores; data under {BASE} (ext4). Docker {docker_version}, "
+              f"Podman {podman_version}, skopeo and docker-registry from Debian 12. Medians of "
+              f"{args.runs}; MiB/s is the image's uncompressed size over the time; RSS is the "
+              "command's peak (for Docker, the CLI only: the daemon does the work)."), "",
              "Speed-up = the peer's median time / lamina's (above 1: lamina is faster).", "",
              "| work | lamina | peer 1 | peer 2 | speed-up vs peer 1 | speed-up vs peer 2 |",
              "|---|---|---|---|---|---|"]
@@ -289,15 +289,16 @@ def write_results(samples, memory, total, args, took, docker_version, podman_ver
         lines.append(f"| {label} | {cell(mine)} | {others[0]}: {cell(peer[0])} | "
                      f"{others[1]}: {cell(peer[1])} | {ratios[0]} | {ratios[1]} |")
     lines += ["", "Notes:", "",
-              "- push: lamina and skopeo read the same uncompressed layers and gzip them on the "
-              "way (lamina: isal level 1, 2 threads; skopeo: Go's gzip); Podman does the same from "
-              "its own store. Each push goes to an empty registry.",
-              "- pull: lamina and Podman verify, store and extract every layer (a runnable image); "
-              "`skopeo copy` to an OCI layout only downloads and verifies, it extracts nothing.",
-              "- save/load: Docker 20.10 and Podman write and read docker-archive; lamina too. "
-              "load includes extraction into the engine's store.",
-              "- Every timed command starts after an untimed `sync`, so none pays for writing back "
-              "what the step before it left in the page cache.", "",
+              ("- push: lamina and skopeo read the same uncompressed layers and gzip them on the "
+               "way (lamina: isal level 1, 2 threads; skopeo: Go's gzip); Podman does the same "
+               "from its own store. Each push goes to an empty registry."),
+              ("- pull: lamina and Podman verify, store and extract every layer (a runnable "
+               "image); `skopeo copy` to an OCI layout only downloads and verifies, it extracts "
+               "nothing."),
+              ("- save/load: Docker 20.10 and Podman write and read docker-archive; lamina too. "
+               "load includes extraction into the engine's store."),
+              ("- Every timed command starts after an untimed `sync`, so none pays for writing "
+               "back what the step before it left in the page cache."), "",
               "<details><summary>Raw samples (seconds)</summary>", "", "```"]
     lines += [f"{k}: {', '.join(f'{s:.2f}' for s in v)}" for k, v in samples.items()]
     lines += ["```", "", "</details>", END]

@@ -1,6 +1,7 @@
 """Shared fixtures: a busybox rootfs tar built from Debian's busybox-static, fresh stores, and a
 runner for the real ``lamina`` command (a subprocess, so exit codes and stderr are the user's)."""
 
+import fnmatch
 import os
 import shutil
 import subprocess
@@ -10,6 +11,68 @@ import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (mounts, chown, mknod)")
+
+# -- skips are loud ------------------------------------------------------------------------------
+# Under CI (CI=true, as .ci/run sets it) every skipped test fails the run unless it is listed here:
+# CI's machine is Debian 12, root, with everything scripts/setup installs, so a skip there is a
+# check that silently stopped running. Each key is (node-id pattern, skip-reason pattern), both
+# fnmatch patterns that must match; its value says why that test cannot run in CI. Keep this list
+# short: prefer making the test run.
+CI_ALLOWED_SKIPS: dict[tuple[str, str], str] = {
+    # The opt-in long mode (LAMINA_LONG=1) of the fault-point crash trials: every point every
+    # command passes, at its 1st, 2nd, ... hit, on two drivers, about 20 min on its own
+    # (RELIABILITY.md) against CI's 90 for everything. CI runs the short mode instead:
+    # test_kill_at_point, the chosen (command, point) pairs on the same drivers.
+    ("tests/reliability/test_crash_points.py::test_kill_at_every_point[[]*]",
+     "long mode only (LAMINA_LONG=1)"):
+        "long mode only; the short mode (test_kill_at_point) runs in CI",
+}
+
+
+def _running_in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("true", "1", "yes")
+
+
+class _SkipGate:
+    """Collects the skips CI_ALLOWED_SKIPS does not name; under CI they fail the session."""
+
+    def __init__(self):
+        self.skips: list[tuple[str, str]] = []  # (node id, reason)
+
+    def _note(self, report) -> None:
+        if not report.skipped or hasattr(report, "wasxfail"):  # an xfail reports as skipped
+            return
+        reason = report.longrepr
+        reason = str(reason[2] if isinstance(reason, tuple) else reason)  # (file, line, reason)
+        reason = reason.removeprefix("Skipped: ")
+        if any(fnmatch.fnmatchcase(report.nodeid, node) and fnmatch.fnmatchcase(reason, why)
+               for node, why in CI_ALLOWED_SKIPS):
+            return
+        self.skips.append((report.nodeid, reason))
+
+    def pytest_runtest_logreport(self, report):
+        self._note(report)
+
+    def pytest_collectreport(self, report):  # a module skipped whole (importorskip at the top)
+        self._note(report)
+
+    def pytest_sessionfinish(self, session, exitstatus):
+        if self.skips and _running_in_ci() and exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+    def pytest_terminal_summary(self, terminalreporter):
+        if not self.skips or not _running_in_ci():
+            return
+        terminalreporter.section("skips not allowed in CI", red=True, bold=True)
+        for nodeid, reason in self.skips:
+            terminalreporter.line(f"SKIPPED {nodeid}: {reason}")
+        terminalreporter.line(f"{len(self.skips)} test(s) skipped under CI=true without an entry in "
+                              "CI_ALLOWED_SKIPS (tests/conftest.py): make them run, or list them "
+                              "there with why they cannot", red=True)
+
+
+def pytest_configure(config):
+    config.pluginmanager.register(_SkipGate(), "lamina-ci-skip-gate")
 
 
 @pytest.fixture(scope="session")

@@ -2,8 +2,8 @@
 
 import pytest
 
-from lamina.builder.plan import plan, platform_args
 from lamina.builder.dockerfile import DockerfileError, parse
+from lamina.builder.plan import plan, platform_args
 
 
 def _plan(text, **kwargs):

@@ -162,7 +162,7 @@ def build_tree(root):
     write(f"{root}/" + "n" * 255, b"long name")
     os.makedirs(f"{root}/" + "/".join(["d" * 100] * 3))  # path longer than the ustar fields
     write(os.fsencode(root) + b"/latin1-\xe9", b"not utf-8")
-    for dirpath, dirnames, filenames in os.walk(root):
+    for dirpath, _dirnames, filenames in os.walk(root):
         for name in filenames:
             os.utime(os.path.join(dirpath, name), ns=(MTIME_NS, MTIME_NS), follow_symlinks=False)
         os.utime(dirpath, ns=(MTIME_NS, MTIME_NS))

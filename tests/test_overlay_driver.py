@@ -32,7 +32,10 @@ def test_layer_tree_is_hard_links_to_its_parent(store):
                                       ("write", "etc/a", b"a"), ("write", "etc/b", b"b")])
     child = store.layer("child", "base", [("write", "etc/a", b"A"), ("unlink", "etc/b"),
                                           ("mkdir", "new")])
-    root = lambda key: os.path.join(store.snaps.root, store.snaps.stat(key).id, "root")
+
+    def root(key):
+        return os.path.join(store.snaps.root, store.snaps.stat(key).id, "root")
+
     parent_tree, child_tree = root("base"), root("child")
     sh = os.lstat(os.path.join(child_tree, "bin/sh"))
     assert sh.st_ino == os.lstat(os.path.join(parent_tree, "bin/sh")).st_ino  # shared, not copied

@@ -11,6 +11,7 @@ import socket
 import subprocess
 import threading
 import time
+from typing import ClassVar
 
 import pytest
 
@@ -43,10 +44,9 @@ def start_registry(workdir, htpasswd: str | None = None, tls: tuple[str, str] | 
     with open(config, "w") as f:
         f.write(f"version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n"
                 f"    rootdirectory: {workdir}/data\n  delete:\n    enabled: true\n{http}{auth}")
-    log = open(os.path.join(workdir, "registry.log"), "wb")
-    proc = subprocess.Popen(["docker-registry", "serve", config], stdout=log, stderr=log,
-                            stdin=subprocess.DEVNULL)
-    log.close()
+    with open(os.path.join(workdir, "registry.log"), "wb") as log:
+        proc = subprocess.Popen(["docker-registry", "serve", config], stdout=log, stderr=log,
+                                stdin=subprocess.DEVNULL)
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         try:
@@ -246,7 +246,7 @@ def test_an_https_registry_is_verified_unless_told_otherwise(image_store, other,
                     "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
     host, proc = start_registry(work, tls=(cert, key))
     try:
-        with pytest.raises(LaminaError, match="certificate verify failed.*SSL_CERT_FILE"):
+        with pytest.raises(LaminaError, match=r"certificate verify failed.*SSL_CERT_FILE"):
             image_store.push("app:2", f"{host}/tls/app:2")
         assert not os.path.exists(f"{work}/data/docker/registry/v2/repositories/tls")
         monkeypatch.setenv("SSL_CERT_FILE", cert)
@@ -267,7 +267,7 @@ class _ForwardProxy(http.server.BaseHTTPRequestHandler):
     """A plain-http forward proxy (``GET http://host/path``), counting what it forwards."""
 
     protocol_version = "HTTP/1.1"
-    seen: list = []
+    seen: ClassVar[list] = []
 
     def log_message(self, *args):
         pass
@@ -395,8 +395,8 @@ def _image_blobs(eng, name):
 class _Liar(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     manifest = b""
-    blobs: dict = {}
-    layers: list = []
+    blobs: ClassVar[dict] = {}
+    layers: ClassVar[list] = []
     lie = ""
 
     def log_message(self, *args):
@@ -460,7 +460,7 @@ class _Bearer(_Liar):
     wants alice's password when ``password`` is set), as Docker Hub and most registries do."""
 
     password = None
-    scopes: list = []
+    scopes: ClassVar[list] = []
 
     def do_GET(self):
         import base64

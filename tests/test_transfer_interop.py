@@ -78,7 +78,7 @@ def store(base, busybox_tar):
 
 def run(cmd, env=None):
     proc = subprocess.run([str(c) for c in cmd], env=env, capture_output=True, text=True,
-                          timeout=300)
+                          timeout=300, check=False)
     assert proc.returncode == 0, f"{cmd}: {proc.stderr}"
     return proc.stdout
 
@@ -142,7 +142,8 @@ def test_registry_with_podman_skopeo_and_docker(store, podman, docker, registry,
     for name in ("bypodman", "byskopeo", "bydocker"):
         assert eng.pull(f"{registry}/{name}/app:2") == want, name
     root = eng.mount(eng.create(f"{registry}/bydocker/app:2"))
-    assert open(os.path.join(root, "hello")).read() == "hello\n"
+    with open(os.path.join(root, "hello")) as f:
+        assert f.read() == "hello\n"
     # skopeo reads what lamina pushed, and copies it from the registry into an OCI layout
     run(["skopeo", "copy", "--src-tls-verify=false", f"docker://{registry}/interop/app:2",
          f"oci:{base}/skopeo-layout:app"])

@@ -78,10 +78,12 @@ def skip_reason(driver: str) -> str | None:
     if driver in ("overlay2", "overlay") and not overlay_supported(SCRATCH):
         return "kernel overlayfs mounts do not work here"
     if driver.startswith("union"):
-        import importlib.util
-
-        if not os.path.exists("/dev/fuse") or importlib.util.find_spec("mfusepy") is None:
-            return "the union driver's mount needs /dev/fuse and mfusepy"
+        if not os.path.exists("/dev/fuse"):
+            return "the union driver's mount needs /dev/fuse"
+        try:
+            import mfusepy  # noqa: F401  (loads libfuse3: the fuse3 package)
+        except (ImportError, OSError) as error:
+            return f"the union driver's mount needs mfusepy and libfuse3: {error}"
     return None
 
 
