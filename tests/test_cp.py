@@ -176,7 +176,7 @@ def test_swapping_a_directory_for_a_symlink_never_escapes(driver, store_root, tm
     import threading
     import time
 
-    from lamina.copy import openat2_available
+    from lamina.rootpath import openat2_available
     from tests.conformance.conftest import skip_reason
 
     if skip_reason(driver):

@@ -8,7 +8,8 @@ import subprocess
 
 import pytest
 
-from lamina.union import MAX_NAME, UnionView, copy_file
+from lamina.fsutil import copy_file
+from lamina.union import MAX_NAME, UnionView
 
 from .conformance.conftest import open_store
 from .conformance.treeutil import assert_same_tree, snapshot_tree
@@ -212,6 +213,23 @@ def test_lookup_rules(tmp_path):
     with pytest.raises(OSError) as info:
         view.mkdir("/d")
     assert info.value.errno == errno.EROFS
+
+
+def test_symlinks_resolve_as_the_kernel_does(tmp_path):
+    """lamina.rootpath's rules in the view: ``..`` after a symlink is its target's parent,
+    absolute links and ``..`` stay inside the view, loops are ELOOP."""
+    (lower,) = _branches(tmp_path, {"d/e/f": b"f", "etc/passwd": b"p"})
+    os.symlink("d/e", os.path.join(lower, "link"))
+    os.symlink("../../..", os.path.join(lower, "up"))
+    os.symlink("/etc/passwd", os.path.join(lower, "d/pw"))
+    os.symlink("loop", os.path.join(lower, "loop"))
+    view = UnionView([lower])
+    assert view.realpath("/link/..") == "/d"
+    assert view.realpath("/up/etc/passwd") == "/etc/passwd"
+    assert view.read_file("/d/pw") == b"p"
+    with pytest.raises(OSError) as info:
+        view.stat("/loop")
+    assert info.value.errno == errno.ELOOP
 
 
 def test_copy_up_keeps_metadata_and_leaves_lowers(tmp_path):

@@ -16,21 +16,10 @@ import os
 import stat
 from collections import namedtuple
 
+from .whiteouts import is_overlay_opaque, is_overlay_private_xattr, is_overlay_whiteout
+
 Change = namedtuple("Change", "kind path")
 Change.__doc__ = 'A change: kind "A" (added), "C" (changed) or "D" (deleted); absolute path.'
-
-_OPAQUE_XATTR = "trusted.overlay.opaque"
-
-
-def _is_whiteout(st) -> bool:
-    return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
-
-
-def _is_opaque(path: str) -> bool:
-    try:
-        return os.getxattr(path, _OPAQUE_XATTR, follow_symlinks=False) == b"y"
-    except OSError:
-        return False
 
 
 def _xattrs(path: str) -> dict:
@@ -40,7 +29,7 @@ def _xattrs(path: str) -> dict:
         return {}
     values = {}
     for name in names:
-        if name.startswith("trusted.overlay."):
+        if is_overlay_private_xattr(name):
             continue
         try:
             values[name] = os.getxattr(path, name, follow_symlinks=False)
@@ -80,7 +69,7 @@ def _lower_child(active: list, rel: str):
             st = os.lstat(path)
         except (FileNotFoundError, NotADirectoryError):
             continue
-        if _is_whiteout(st):
+        if is_overlay_whiteout(st):
             break
         if not stat.S_ISDIR(st.st_mode):
             if found is None:
@@ -89,7 +78,7 @@ def _lower_child(active: list, rel: str):
         if found is None:
             found = st
         merged.append(lower)
-        if _is_opaque(path):
+        if is_overlay_opaque(path):
             break
     return found, merged
 
@@ -104,7 +93,7 @@ def _lower_names(merged: list, rel: str) -> set:
             continue
         for name, entry in entries.items():
             if name not in visible:
-                visible[name] = not _is_whiteout(entry.stat(follow_symlinks=False))
+                visible[name] = not is_overlay_whiteout(entry.stat(follow_symlinks=False))
     return {name for name, shown in visible.items() if shown}
 
 
@@ -115,7 +104,7 @@ def _overlay_dir(upper: str, rel: str, merged: list, out: list) -> bool:
     for name, entry in entries.items():
         path = rel + "/" + name
         st = entry.stat(follow_symlinks=False)
-        if _is_whiteout(st):
+        if is_overlay_whiteout(st):
             out.append(Change("D", path))
             changed = True
             continue
@@ -136,7 +125,7 @@ def _overlay_dir(upper: str, rel: str, merged: list, out: list) -> bool:
         else:
             continue
         changed = True
-    if merged and rel and _is_opaque(upper + rel):
+    if merged and rel and is_overlay_opaque(upper + rel):
         for name in _lower_names(merged, rel) - entries.keys():
             out.append(Change("D", rel + "/" + name))
             changed = True

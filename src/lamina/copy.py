@@ -16,15 +16,12 @@ Docker's rules (``docker cp``), for SRC and DEST:
   root's in a container and preserved from it (as root) on the host, or kept with ``-a``.
 """
 
-import ctypes
 import errno
-import functools
 import os
 import stat
 
 from .errors import InvalidArgument, LaminaError, NotFound
-
-_MAX_SYMLINKS = 40
+from .rootpath import RootDir
 
 
 def _err(code: int, path: str) -> OSError:
@@ -34,26 +31,20 @@ def _err(code: int, path: str) -> OSError:
 class RootedFS:
     """A real directory ``root`` as a file system of its own: paths are inside it.
 
-    Every path is opened relative to a descriptor of the root with openat2(2) and
-    ``RESOLVE_IN_ROOT``: the kernel resolves each component, symlinks and ``..`` inside the root,
-    so a running container that swaps a directory for a symlink meanwhile cannot send a write
-    outside it. Operations then act on the opened entry or on a name in its opened parent,
-    never on a path walked again. Where openat2 is missing (Linux < 5.6: ENOSYS) paths are
-    resolved in Python instead (:meth:`_real`), which a concurrent swap can race.
+    Every path is opened inside the root by :class:`lamina.rootpath.RootDir` (openat2(2) with
+    ``RESOLVE_IN_ROOT`` where the kernel has it): each component, symlinks and ``..`` are resolved
+    inside the root, so a running container that swaps a directory for a symlink meanwhile cannot
+    send a write outside it. Operations then act on the opened entry or on a name in its opened
+    parent, never on a path walked again. Where openat2 is missing (Linux < 5.6) the path is
+    resolved in Python first, which a concurrent swap can race.
     """
 
     def __init__(self, root: str):
-        self.root = os.path.realpath(root)
-        self._fd = os.open(self.root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC) \
-            if openat2_available() else None
+        self._root = RootDir(root)
+        self.root = self._root.path
 
     def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-
-    def __del__(self):
-        self.close()
+        self._root.close()
 
     def __enter__(self):
         return self
@@ -61,45 +52,9 @@ class RootedFS:
     def __exit__(self, *exc):
         self.close()
 
-    def _real(self, path: str, follow: bool = False) -> str:
-        """The real path of ``path`` with its symlinks (the last one if ``follow``) resolved
-        inside the root; components that do not exist are kept as they are (the fallback)."""
-        todo = [p for p in path.split("/") if p and p != "."]
-        todo.reverse()
-        done: list[str] = []
-        links = 0
-        while todo:
-            part = todo.pop()
-            if part == "..":
-                if done:
-                    done.pop()
-                continue
-            real = self.root.rstrip("/") + "/" + "/".join(done + [part])
-            try:
-                st = os.lstat(real)
-            except (FileNotFoundError, NotADirectoryError):
-                done.append(part)
-                continue
-            if stat.S_ISLNK(st.st_mode) and (todo or follow):
-                links += 1
-                if links > _MAX_SYMLINKS:
-                    raise _err(errno.ELOOP, path)
-                target = os.readlink(real)
-                if target.startswith("/"):
-                    done = []
-                parts = [p for p in target.split("/") if p and p != "."]
-                todo.extend(reversed(parts))
-                continue
-            done.append(part)
-        return self.root.rstrip("/") + "/" + "/".join(done) if done else self.root
-
     def _open(self, path: str, flags: int, mode: int = 0) -> int:
         """A descriptor of ``path`` opened inside the root (flags as for open(2))."""
-        if self._fd is None:
-            return os.open(self._real(path, not flags & os.O_NOFOLLOW), flags | os.O_NOFOLLOW,
-                           mode)
-        return openat2(self._fd, _relative(path), flags | os.O_CLOEXEC, mode,
-                       RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)
+        return self._root.open(_relative(path), flags, mode)
 
     def _handle(self, path: str, follow: bool) -> int:
         """An O_PATH descriptor of the entry itself (of its target if ``follow``)."""
@@ -107,9 +62,7 @@ class RootedFS:
 
     def _in_parent(self, path: str, call):
         """``call(dir_fd, name)``: ``name`` is the last component of ``path``, ``dir_fd`` its
-        parent opened inside the root (None and a real path in the fallback)."""
-        if self._fd is None:
-            return call(None, self._real(path))
+        parent opened inside the root."""
         parent, _, name = _relative(path).rpartition("/")
         if name in (".", ".."):
             raise _err(errno.EINVAL, path)
@@ -131,15 +84,7 @@ class RootedFS:
             os.close(fd)
 
     def realpath(self, path: str) -> str:
-        if self._fd is None:
-            real = self._real(path, True)
-        else:
-            fd = self._handle(path, True)
-            try:
-                real = os.readlink(f"/proc/self/fd/{fd}")
-            finally:
-                os.close(fd)
-        return "/" + os.path.relpath(real, self.root) if real != self.root else "/"
+        return self._root.resolve(path)
 
     def lstat(self, path):
         return self.stat(path, follow_symlinks=False)
@@ -179,9 +124,6 @@ class RootedFS:
         self._in_parent(path, lambda d, n: os.symlink(target, n, dir_fd=d))
 
     def link(self, src, dst, follow_symlinks=False):
-        if self._fd is None:
-            os.link(self._real(src), self._real(dst), follow_symlinks=False)
-            return
         self._in_parent(src, lambda sd, sn: self._in_parent(dst, lambda dd, dn: os.link(
             sn, dn, src_dir_fd=sd, dst_dir_fd=dd, follow_symlinks=False)))
 
@@ -231,54 +173,9 @@ def _no_xattrs(path: str):
 
 
 def _relative(path: str) -> str:
-    """``path`` as openat2 takes it under RESOLVE_IN_ROOT ("." for the root itself); a trailing
-    ``/`` or ``/.`` is dropped, as :meth:`RootedFS._real` drops it (the caller checks kinds)."""
+    """``path`` as the root resolves it ("." for the root itself); a trailing ``/`` or ``/.`` is
+    dropped (the caller checks kinds)."""
     return "/".join(p for p in path.split("/") if p and p != ".") or "."
-
-
-# ----------------------------------------------------------------------------- openat2(2)
-
-SYS_OPENAT2 = 437  # the same number on every architecture of the generic syscall table
-RESOLVE_NO_MAGICLINKS = 0x02
-RESOLVE_IN_ROOT = 0x10
-
-
-class _OpenHow(ctypes.Structure):
-    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64),
-                ("resolve", ctypes.c_uint64)]
-
-
-@functools.cache
-def _libc():
-    return ctypes.CDLL(None, use_errno=True)
-
-
-def openat2(dir_fd: int, path: str, flags: int, mode: int = 0, resolve: int = 0) -> int:
-    """openat2(2): a descriptor of ``path`` relative to ``dir_fd``, resolved per ``resolve``."""
-    creates = flags & os.O_CREAT or flags & os.O_TMPFILE == os.O_TMPFILE
-    how = _OpenHow(flags, mode if creates else 0, resolve)  # EINVAL: a mode with no creation
-    libc = _libc()
-    while True:
-        fd = libc.syscall(ctypes.c_long(SYS_OPENAT2), ctypes.c_int(dir_fd),
-                          ctypes.c_char_p(os.fsencode(path)), ctypes.byref(how),
-                          ctypes.c_size_t(ctypes.sizeof(how)))
-        if fd >= 0:
-            return fd
-        code = ctypes.get_errno()
-        if code != errno.EINTR:
-            raise OSError(code, os.strerror(code), path)
-
-
-@functools.cache
-def openat2_available() -> bool:
-    """Whether the kernel has openat2 (Linux 5.6+, and not filtered out by seccomp)."""
-    try:
-        os.close(openat2(-100, "/", os.O_PATH | os.O_CLOEXEC))  # AT_FDCWD
-    except OSError as error:
-        if error.errno in (errno.ENOSYS, errno.EPERM):
-            return False
-        raise
-    return True
 
 
 def _join(base: str, name: str) -> str:

@@ -1,12 +1,21 @@
-"""File-tree helpers shared by the drivers: apparent usage, fast metadata-exact copies, removal."""
+"""File-tree helpers shared by the drivers: apparent usage, fast metadata-exact copies, removal.
+
+Copies keep each entry's metadata under one policy (:func:`copy_metadata`): as root everything is
+kept or the copy fails; for a user without privileges the copy stays owned by that user and the
+xattrs only root may set (``trusted.*``) are skipped, as the kernel's overlayfs does for an
+unprivileged copy-up. Security labels (``security.*``) that the target refuses are skipped for
+everyone.
+"""
 
 import contextlib
+import errno
 import os
 import stat
 
+from .whiteouts import is_overlay_private_xattr
+
 FICLONE = 0x40049409
 _CHUNK = 1 << 30
-_OVERLAY_XATTR = "trusted.overlay."
 
 
 def tree_usage(root: str) -> tuple[int, int]:
@@ -42,30 +51,46 @@ def tree_usage(root: str) -> tuple[int, int]:
 
 
 def copy_xattrs(src: str, dst: str) -> None:
-    """Copy extended attributes (except overlayfs' private ones) without following symlinks."""
+    """Copy extended attributes (except overlayfs' private ones) without following symlinks;
+    those that cannot be set are skipped as :func:`copy_metadata` says."""
     try:
         names = os.listxattr(src, follow_symlinks=False)
     except OSError:
         return
     for name in names:
-        if name.startswith(_OVERLAY_XATTR):
+        if is_overlay_private_xattr(name):
             continue
         try:
             os.setxattr(dst, name, os.getxattr(src, name, follow_symlinks=False),
                         follow_symlinks=False)
-        except OSError:
-            if not name.startswith("security."):
+        except OSError as error:
+            if not (name.startswith("security.") or _unprivileged(error)):
                 raise
 
 
-def copy_file_data(src: str, dst: str, size: int) -> None:
-    """Copy a regular file's bytes: a reflink where the filesystem can, else copy_file_range."""
-    sfd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW)
+def _unprivileged(error: OSError) -> bool:
+    """Whether ``error`` is a refusal that only root would not get."""
+    return error.errno == errno.EPERM and os.geteuid() != 0
+
+
+def copy_file(src: str, dst: str, size: int | None = None) -> str:
+    """Create ``dst`` (mode 0600, no metadata: see :func:`copy_metadata`) with the first ``size``
+    bytes of the regular file ``src`` (all of them if None): a reflink where the filesystem can
+    (the whole file), else ``copy_file_range`` over the data extents only (holes stay holes),
+    else reads and writes. Returns the method used: "reflink", "range" or "empty"."""
+    sfd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
-        dfd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        dfd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                      0o600)
         try:
-            if size and not _reflink(sfd, dfd):
-                _copy_range(sfd, dfd, size)
+            whole = os.fstat(sfd).st_size
+            size = whole if size is None else size
+            if not size:
+                return "empty"
+            if size == whole and _reflink(sfd, dfd):
+                return "reflink"
+            _copy_extents(sfd, dfd, size)
+            return "range"
         finally:
             os.close(dfd)
     finally:
@@ -82,27 +107,60 @@ def _reflink(sfd: int, dfd: int) -> bool:
         return False
 
 
-def _copy_range(sfd: int, dfd: int, size: int) -> None:
-    copied = 0
+def _copy_extents(sfd: int, dfd: int, size: int) -> None:
+    offset = 0
+    while offset < size:
+        try:
+            start = os.lseek(sfd, offset, os.SEEK_DATA)
+        except OSError as error:
+            if error.errno == errno.ENXIO:  # only a hole is left
+                break
+            start = offset  # SEEK_DATA unsupported: treat everything as data
+        if start >= size:
+            break
+        try:
+            end = min(os.lseek(sfd, start, os.SEEK_HOLE), size)
+        except OSError:
+            end = size
+        _copy_range(sfd, dfd, start, end - start)
+        offset = end
+    os.ftruncate(dfd, size)
+
+
+def _copy_range(sfd: int, dfd: int, offset: int, length: int) -> None:
+    done = 0
     try:
-        while copied < size:
-            n = os.copy_file_range(sfd, dfd, min(_CHUNK, size - copied))
+        while done < length:
+            n = os.copy_file_range(sfd, dfd, min(length - done, _CHUNK), offset + done,
+                                   offset + done)
             if n == 0:
                 break
-            copied += n
-    except OSError:
-        os.lseek(sfd, copied, os.SEEK_SET)
-        os.lseek(dfd, copied, os.SEEK_SET)
-        while True:
-            buf = os.read(sfd, 1 << 20)
-            if not buf:
-                break
-            os.write(dfd, buf)
+            done += n
+        if done == length:
+            return
+    except OSError as error:
+        if error.errno not in (errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+            raise
+    while done < length:  # another filesystem or an old kernel: plain reads and writes
+        chunk = os.pread(sfd, min(length - done, 1 << 20), offset + done)
+        if not chunk:
+            break
+        os.pwrite(dfd, chunk, offset + done)
+        done += len(chunk)
 
 
 def copy_metadata(src_st: os.stat_result, src: str, dst: str) -> None:
-    """Owner, mode (after chown, which clears setuid), xattrs and times of ``src`` onto ``dst``."""
-    os.chown(dst, src_st.st_uid, src_st.st_gid, follow_symlinks=False)
+    """Owner, mode (after chown, which clears setuid), xattrs and times of ``src`` onto ``dst``.
+
+    The one policy for what cannot be set: a user other than root cannot give a file away
+    (EPERM), so the copy stays that user's, and cannot set ``trusted.*`` xattrs (EPERM), which
+    are skipped; a ``security.*`` label the target refuses is skipped for anyone. Any other
+    error raises."""
+    try:
+        os.chown(dst, src_st.st_uid, src_st.st_gid, follow_symlinks=False)
+    except PermissionError as error:
+        if not _unprivileged(error):
+            raise
     if not stat.S_ISLNK(src_st.st_mode):
         os.chmod(dst, stat.S_IMODE(src_st.st_mode))
     copy_xattrs(src, dst)
@@ -113,7 +171,7 @@ def copy_entry(src: str, dst: str, st: os.stat_result) -> None:
     """Create ``dst`` as a copy of the single non-directory entry ``src`` (no metadata for dirs)."""
     mode = st.st_mode
     if stat.S_ISREG(mode):
-        copy_file_data(src, dst, st.st_size)
+        copy_file(src, dst, st.st_size)
     elif stat.S_ISLNK(mode):
         os.symlink(os.readlink(src), dst)
     elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode) or stat.S_ISFIFO(mode):

@@ -12,8 +12,10 @@ creating: every parent directory is checked with ``lstat`` once and remembered, 
 is unlinked before it is replaced (never written through, so a hard link shared with another tree
 is left alone), and file metadata is set through the new file's descriptor.
 
-Whiteouts are handled here and only here. In "overlay" format a layer directory holds only its
-own changes (deletion = char device 0/0, opaque dir = ``trusted.overlay.opaque=y``); in "plain"
+Whiteouts are translated here and only here, between the tar's encoding and the layer
+directory's (the encodings themselves are :mod:`lamina.whiteouts`'). In "overlay" format a layer
+directory holds only its own changes (deletion = char device 0/0, opaque dir =
+``trusted.overlay.opaque=y``); in "aufs" format the same with the tar's ``.wh.`` files; in "plain"
 format it is a full root filesystem, so whiteouts become real deletions.
 """
 
@@ -25,6 +27,21 @@ from collections import namedtuple
 
 from lamina.errors import FailedPrecondition, InvalidArgument, LaminaError, NotFound
 from lamina.faults import point
+from lamina.whiteouts import (
+    is_aufs_opaque,
+    is_opaque_marker,
+    is_overlay_opaque,
+    is_overlay_private_xattr,
+    is_overlay_whiteout,
+    is_reserved_name,
+    is_whiteout_name,
+    make_overlay_whiteout,
+    opaque_marker_path,
+    set_overlay_opaque,
+    whited_out,
+    whiteout_name,
+    whiteout_path,
+)
 
 TarStats = namedtuple("TarStats", "diff_id tar_size size inodes")
 
@@ -32,8 +49,6 @@ CHUNK = 1 << 20
 _BLOCK = 512
 _ZERO_BLOCK = bytes(_BLOCK)
 _MAX_META = 8 << 20  # cap on PAX / GNU long-name payloads held in memory
-_OPAQUE = b".wh..wh..opq"
-_OPAQUE_XATTR = "trusted.overlay.opaque"
 _XATTR_PREFIX = "SCHILY.xattr."
 
 
@@ -349,7 +364,7 @@ def _read_xattrs(path: bytes) -> list:
         return []
     pairs = []
     for key in sorted(names):
-        if key.startswith("trusted.overlay."):
+        if is_overlay_private_xattr(key):
             continue
         try:
             pairs.append((os.fsencode(key), os.getxattr(path, key, follow_symlinks=False)))
@@ -365,31 +380,20 @@ def _sorted_entries(path: bytes) -> list:
     return entries
 
 
-def _is_whiteout(st) -> bool:
-    return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
-
-
-def _is_opaque(path) -> bool:
-    try:
-        return os.getxattr(path, _OPAQUE_XATTR, follow_symlinks=False) == b"y"
-    except OSError:
-        return False
-
-
 def _walk(writer: _TarWriter, path: bytes, prefix: bytes, overlay: bool) -> None:
     for entry in _sorted_entries(path):
         st = entry.stat(follow_symlinks=False)
         name = prefix + entry.name
-        if overlay and _is_whiteout(st):
+        if overlay and is_overlay_whiteout(st):
             # 0600 whatever made the 0/0 device (the kernel makes 0000, apply_tar 0600), so a
             # layer written, applied and written again keeps its bytes and its diff_id
-            writer.marker(prefix + b".wh." + entry.name, st, 0o600)
+            writer.marker(prefix + whiteout_name(entry.name), st, 0o600)
             writer.inodes += 1
             continue
         writer.entry(name, entry.path, st)
         if stat.S_ISDIR(st.st_mode):
-            if overlay and _is_opaque(entry.path):
-                writer.marker(name + b"/" + _OPAQUE, st)
+            if overlay and is_overlay_opaque(entry.path):
+                writer.marker(opaque_marker_path(name), st)
             _walk(writer, entry.path, name + b"/", overlay)
 
 
@@ -398,8 +402,8 @@ def write_overlay_tar(out, upper: str) -> TarStats:
     opaque dir -> the dir then ``DIR/.wh..wh..opq``."""
     writer = _TarWriter(out)
     upper = os.fsencode(upper)
-    if _is_opaque(upper):
-        writer.marker(_OPAQUE, os.lstat(upper))
+    if is_overlay_opaque(upper):
+        writer.marker(opaque_marker_path(b""), os.lstat(upper))
     _walk(writer, upper, b"", overlay=True)
     return writer.finish()
 
@@ -409,22 +413,22 @@ def _walk_aufs(writer: _TarWriter, path: bytes, prefix: bytes) -> None:
     items = []
     for entry in _sorted_entries(path):
         name = entry.name
-        if name.startswith(b".wh."):
-            if not name.startswith(b".wh..wh."):  # AUFS's private names and the opaque marker
-                items.append((name[4:], True, entry))
+        if is_reserved_name(name):
+            if is_whiteout_name(name):  # not AUFS's private names nor the opaque marker
+                items.append((whited_out(name), True, entry))
         else:
             items.append((name, False, entry))
     items.sort(key=lambda item: item[0])
     for name, is_whiteout, entry in items:
         st = entry.stat(follow_symlinks=False)
         if is_whiteout:
-            writer.marker(prefix + b".wh." + name, st, 0o600)
+            writer.marker(prefix + whiteout_name(name), st, 0o600)
             writer.inodes += 1
             continue
         writer.entry(prefix + name, entry.path, st)
         if stat.S_ISDIR(st.st_mode):
-            if os.path.lexists(entry.path + b"/" + _OPAQUE):
-                writer.marker(prefix + name + b"/" + _OPAQUE, st)
+            if is_aufs_opaque(entry.path):
+                writer.marker(opaque_marker_path(prefix + name), st)
             _walk_aufs(writer, entry.path, prefix + name + b"/")
 
 
@@ -433,8 +437,8 @@ def write_aufs_tar(out, branch: str) -> TarStats:
     files are the tar's own whiteouts; the bytes equal write_overlay_tar's for the same changes."""
     writer = _TarWriter(out)
     branch = os.fsencode(branch)
-    if os.path.lexists(branch + b"/" + _OPAQUE):
-        writer.marker(_OPAQUE, os.lstat(branch))
+    if is_aufs_opaque(branch):
+        writer.marker(opaque_marker_path(b""), os.lstat(branch))
     _walk_aufs(writer, branch, b"")
     return writer.finish()
 
@@ -459,9 +463,7 @@ def write_changes_tar(out, root: str, changes: list) -> TarStats:
         if not rel:
             continue
         if kind == "D":
-            parent, _, base = rel.rpartition(b"/")
-            name = (parent + b"/" if parent else b"") + b".wh." + base
-            writer.out.write(_header(name, b"0", 0o600, 0, 0, 0))
+            writer.out.write(_header(whiteout_path(rel), b"0", 0o600, 0, 0, 0))
             continue
         path = root_b + b"/" + rel
         try:
@@ -865,7 +867,7 @@ class _Extractor:
             reader.skip(size + (-size % _BLOCK), raw)
             return
         base = rel.rpartition(b"/")[2]
-        if base.startswith(b".wh."):
+        if is_reserved_name(base):
             self.whiteout(rel, base, raw, header)
             reader.skip(size + (-size % _BLOCK), raw)
             return
@@ -886,7 +888,7 @@ class _Extractor:
                 os.fchmod(fd, mode)
                 if xattrs:
                     for key, value in xattrs:
-                        if not key.startswith("trusted.overlay."):
+                        if not is_overlay_private_xattr(key):
                             os.setxattr(fd, key, value)
                 os.utime(fd, ns=(mtime_ns, mtime_ns))
             finally:
@@ -969,7 +971,7 @@ class _Extractor:
 
     def set_xattrs(self, path: bytes, xattrs, symlink: bool = False) -> None:
         for key, value in xattrs or ():
-            if key.startswith("trusted.overlay."):
+            if is_overlay_private_xattr(key):
                 continue
             try:
                 os.setxattr(path, key, value, follow_symlinks=False)
@@ -991,19 +993,19 @@ class _Extractor:
             os.close(fd)
 
     def whiteout(self, rel: bytes, base: bytes, raw: bytes, header=None) -> None:
-        if base == _OPAQUE:
+        if is_opaque_marker(base):
             parent = self.parent_dir(rel, raw, create=self.overlay)
             if parent is None:
                 return
             if self.aufs:
                 self.marker(parent + b"/" + base, header)
             elif self.overlay:
-                os.setxattr(parent, _OPAQUE_XATTR, b"y", follow_symlinks=False)
+                set_overlay_opaque(parent)
             else:
                 self.opaque.append(parent)
             return
-        name = base[4:]
-        if not name or name in (b".", b"..") or name.startswith(b".wh."):
+        name = whited_out(base)
+        if not name or name in (b".", b"..") or is_reserved_name(name):
             raise InvalidArgument(f"layer tar member {_member(raw)!r} is an invalid whiteout")
         parent = self.parent_dir(rel, raw, create=self.overlay)
         if parent is None:
@@ -1015,7 +1017,7 @@ class _Extractor:
             self.inodes += 1
         elif self.overlay:
             self.remove(path)
-            os.mknod(path, stat.S_IFCHR | 0o600, 0)
+            make_overlay_whiteout(path)
             if header is not None:  # the tar's owner and mtime, so a re-export keeps its bytes
                 os.chown(path, header[5], header[6], follow_symlinks=False)
                 os.utime(path, ns=(header[7], header[7]), follow_symlinks=False)
@@ -1061,7 +1063,7 @@ class _Extractor:
                 self.chown(fd, uid, gid)
                 os.fchmod(fd, mode)
                 for key, value in xattrs or ():
-                    if not key.startswith("trusted.overlay."):
+                    if not is_overlay_private_xattr(key):
                         os.setxattr(fd, key, value)
                 os.utime(fd, ns=(mtime_ns, mtime_ns))
             finally:

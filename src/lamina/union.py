@@ -36,14 +36,26 @@ import errno
 import os
 import stat
 
-WH_PREFIX = ".wh."
-OPAQUE = ".wh..wh..opq"
-META_PREFIX = ".wh..wh."  # AUFS's private names (.wh..wh.plnk, ...) and our copy-up temporaries
+from .fsutil import copy_file, copy_metadata
+from .rootpath import walk
+from .whiteouts import (
+    AUFS_PRIVATE_PREFIX,
+    MAX_NAME,
+    has_aufs_whiteout,
+    is_aufs_opaque,
+    is_opaque_marker,
+    is_overlay_private_xattr,
+    is_reserved_name,
+    is_whiteout_name,
+    make_aufs_whiteout,
+    remove_aufs_whiteout,
+    set_aufs_opaque,
+    whited_out,
+)
+
 _S_IFMT = 0o170000
 _S_IFDIR = stat.S_IFDIR
 _S_IFLNK = stat.S_IFLNK
-_MAX_SYMLINKS = 40
-FICLONE = 0x40049409
 _ACCMODE = os.O_WRONLY | os.O_RDWR
 _lstat = os.lstat
 
@@ -52,12 +64,9 @@ def _err(code: int, path: str) -> OSError:
     return OSError(code, os.strerror(code), path)
 
 
-MAX_NAME = 255 - len(WH_PREFIX)  # a name must leave room for its whiteout (AUFS has the same)
-
-
 def _check_name(name: str, path: str) -> None:
     """Names the view may create: not reserved, and short enough to be whited out later."""
-    if name.startswith(WH_PREFIX):
+    if is_reserved_name(name):
         raise _err(errno.EPERM, path)
     if len(os.fsencode(name)) > MAX_NAME:
         raise _err(errno.ENAMETOOLONG, path)
@@ -86,11 +95,11 @@ class _LowerDir:
                 with os.scandir(directory) as it:
                     for entry in it:
                         name = entry.name
-                        if name.startswith(WH_PREFIX):
-                            if name == OPAQUE:
+                        if is_reserved_name(name):
+                            if is_opaque_marker(name):
                                 opaque = True
-                            elif not name.startswith(META_PREFIX):
-                                whiteouts.append(name[4:])
+                            elif is_whiteout_name(name):
+                                whiteouts.append(whited_out(name))
                         else:
                             names.append((name, entry.is_dir(follow_symlinks=False)))
             except (FileNotFoundError, NotADirectoryError):
@@ -140,28 +149,31 @@ class Node:
     whether any lower branch shows this name (a deletion then needs a whiteout).
     """
 
-    __slots__ = ("in_lower", "lower", "path", "real", "st", "upper", "upper_parent")
+    __slots__ = ("_st", "in_lower", "lower", "mode", "path", "real", "upper", "upper_parent")
 
-    def __init__(self, path, real, upper, st, lower, in_lower, upper_parent):
+    def __init__(self, path, real, upper, st, lower, in_lower, upper_parent, mode=None):
         self.path = path  # canonical view path, "a/b" ("" for the root)
         self.real = real
         self.upper = upper
-        self.st = st
+        self._st = st  # None: lstat on first use (a merged lower directory passed through)
+        self.mode = st.st_mode & _S_IFMT if st is not None else mode  # the file type bits
         self.lower = lower
         self.in_lower = in_lower
         self.upper_parent = upper_parent  # real upper dir of the parent, if it exists
 
     @property
+    def st(self) -> os.stat_result:
+        if self._st is None:
+            self._st = _lstat(self.real)
+        return self._st
+
+    @property
     def is_dir(self) -> bool:
-        return self.st.st_mode & _S_IFMT == _S_IFDIR
+        return self.mode == _S_IFDIR
 
 
-class _Symlink(Exception):
-    """Raised inside lookup when a middle component is a symlink that must be followed."""
-
-    def __init__(self, index: int, target: str):
-        self.index = index
-        self.target = target
+def _link_target(node: Node) -> str:
+    return os.readlink(node.real)
 
 
 class UnionView:
@@ -171,7 +183,7 @@ class UnionView:
         self.lowers = [os.path.realpath(d) for d in lowers]
         self.upper = os.path.realpath(upper) if upper is not None else None
         self._lower_root = _LowerDir(self.lowers) if self.lowers else None
-        if self.upper is not None and os.path.lexists(self.upper + "/" + OPAQUE):
+        if self.upper is not None and is_aufs_opaque(self.upper):
             self._lower_root = None  # an opaque upper root hides every lower (made only by tars)
         self._lower_dirs: dict[str, _LowerDir | None] = {"": self._lower_root}
 
@@ -188,107 +200,59 @@ class UnionView:
         cache[path] = found
         return found
 
-    def _find(self, parts: list[str]) -> Node | None:
-        """Look up canonical components ``parts`` (no '..'). None if absent; raises _Symlink
-        for a symlink in the middle, NotADirectoryError through a non-directory."""
-        upath = self.upper  # the upper branch's directory for the prefix so far, or None
-        lower = self._lower_root  # the merged lower directory for the prefix so far, or None
-        last = len(parts) - 1
-        prefix = ""
-        if last < 0:
-            st = _lstat(upath) if upath is not None else _lstat(self.lowers[0])
-            real = upath if upath is not None else self.lowers[0]
-            return Node("", real, upath is not None, st, lower, False, None)
-        for i, name in enumerate(parts):
-            if name.startswith(WH_PREFIX):
-                return None
-            prefix = name if i == 0 else prefix + "/" + name
-            parent_upper = upath
-            ust = None
-            if upath is not None:
-                real = upath + "/" + name
-                try:
-                    ust = _lstat(real)
-                except FileNotFoundError:
-                    if os.path.lexists(upath + "/" + WH_PREFIX + name):
-                        return None  # whited out: nothing older shows
-                    upath = None
-            if lower is not None:
-                entry = lower.entries.get(name)
+    def _root(self) -> Node:
+        real = self.upper if self.upper is not None else self.lowers[0]
+        return Node("", real, self.upper is not None, None, self._lower_root, False, None,
+                    _S_IFDIR)
+
+    def _child(self, parent: Node, name: str) -> Node | None:
+        """The entry ``name`` of the directory ``parent``, or None (absent or whited out)."""
+        if is_reserved_name(name):
+            return None
+        path = parent.path + "/" + name if parent.path else name
+        upath = parent.real if parent.upper else None  # the parent's upper directory, if any
+        lower = parent.lower
+        entry = lower.entries.get(name) if lower is not None else None
+        if upath is not None:
+            real = upath + "/" + name
+            try:
+                st = _lstat(real)
+            except FileNotFoundError:
+                if has_aufs_whiteout(upath, name):
+                    return None  # whited out: nothing older shows
             else:
-                entry = None
-            if ust is not None:
-                mode = ust.st_mode & _S_IFMT
-                if mode == _S_IFDIR:
-                    upath = real
-                    child = lower.child(name) if entry is not None and entry[1] else None
-                    if child is not None and os.path.lexists(real + "/" + OPAQUE):
-                        child = None
-                    if i == last:
-                        return Node(prefix, real, True, ust, child, entry is not None,
-                                    parent_upper)
-                    lower = child
-                    continue
-                if i == last:
-                    return Node(prefix, real, True, ust, None, entry is not None, parent_upper)
-                if mode == _S_IFLNK:
-                    raise _Symlink(i, os.readlink(real))
-                raise _err(errno.ENOTDIR, prefix)
-            # not in the upper branch
-            if entry is None:
+                child = None
+                if st.st_mode & _S_IFMT == _S_IFDIR and entry is not None and entry[1] \
+                        and not is_aufs_opaque(real):
+                    child = lower.child(name)
+                return Node(path, real, True, st, child, entry is not None, upath)
+        if entry is None:
+            return None
+        real, is_dir = entry
+        if is_dir:  # no lstat until someone asks: most are only passed through
+            return Node(path, real, False, None, lower.child(name), True, upath, _S_IFDIR)
+        return Node(path, real, False, _lstat(real), None, True, upath)
+
+    def _find(self, parts: list[str]) -> Node | None:
+        """Look up canonical components ``parts`` (no '..', no symlink). None if absent;
+        NotADirectoryError through a non-directory."""
+        node = self._root()
+        for name in parts:
+            if not node.is_dir:
+                raise _err(errno.ENOTDIR, node.path)
+            node = self._child(node, name)
+            if node is None:
                 return None
-            real, is_dir = entry
-            if is_dir:
-                lower = lower.child(name)
-                if i == last:
-                    return Node(prefix, real, False, _lstat(real), lower, True, parent_upper)
-                continue
-            if i == last:
-                return Node(prefix, real, False, _lstat(real), None, True, parent_upper)
-            st = _lstat(real)
-            if st.st_mode & _S_IFMT == _S_IFLNK:
-                raise _Symlink(i, os.readlink(real))
-            raise _err(errno.ENOTDIR, prefix)
-        raise AssertionError("unreachable")
+        return node
 
     def _resolve(self, path: str, follow: bool) -> tuple[list[str], Node | None]:
         """Canonical components of ``path`` and its node; symlinks (all of them in the middle,
         the last one if ``follow``) are resolved inside the view, as if it were the root."""
-        todo = _split(path)
-        todo.reverse()
-        done: list[str] = []
-        links = 0
-        while True:
-            # fold '..' and consume the queue up to the end
-            parts = list(done)
-            while todo:
-                part = todo.pop()
-                if part == "..":
-                    if parts:
-                        parts.pop()
-                else:
-                    parts.append(part)
-            try:
-                node = self._find(parts)
-            except _Symlink as link:
-                links += 1
-                if links > _MAX_SYMLINKS:
-                    raise _err(errno.ELOOP, path) from None
-                rest = parts[link.index + 1:]
-                base = [] if link.target.startswith("/") else parts[: link.index]
-                todo = list(reversed(_split(link.target) + rest))
-                done = base
-                continue
-            if follow and node is not None and node.st.st_mode & _S_IFMT == _S_IFLNK:
-                links += 1
-                if links > _MAX_SYMLINKS:
-                    raise _err(errno.ELOOP, path)
-                target = os.readlink(node.real)
-                base = [] if target.startswith("/") else parts[:-1]
-                todo = list(reversed(_split(target)))
-                done = base
-                continue
-            return parts, node
+        return walk(path, self._root(), self._lookup, _link_target, follow)
+
+    def _lookup(self, parent: Node, name: str) -> tuple[Node, int] | None:
+        node = self._child(parent, name)
+        return None if node is None else (node, node.mode)
 
     def _node(self, path: str, follow: bool = False) -> Node:
         node = self._resolve(path, follow)[1]
@@ -336,11 +300,11 @@ class UnionView:
             node = self._resolve(path, False)[1]
         except OSError:
             return False
-        return node is not None and node.st.st_mode & _S_IFMT == _S_IFLNK
+        return node is not None and node.mode == _S_IFLNK
 
     def readlink(self, path: str) -> str:
         node = self._node(path)
-        if node.st.st_mode & _S_IFMT != _S_IFLNK:
+        if node.mode != _S_IFLNK:
             raise _err(errno.EINVAL, path)
         return os.readlink(node.real)
 
@@ -354,9 +318,9 @@ class UnionView:
             with os.scandir(node.real) as it:
                 for entry in it:
                     name = entry.name
-                    if name.startswith(WH_PREFIX):
-                        if not name.startswith(META_PREFIX):
-                            hidden.add(name[4:])
+                    if is_reserved_name(name):
+                        if is_whiteout_name(name):
+                            hidden.add(whited_out(name))
                     else:
                         names[name] = entry.path
         if node.lower is not None:
@@ -376,7 +340,7 @@ class UnionView:
     def listxattr(self, path: str, follow_symlinks: bool = True) -> list[str]:
         node = self._node(path, follow_symlinks)
         return [n for n in os.listxattr(node.real, follow_symlinks=False)
-                if not n.startswith("trusted.overlay.")]
+                if not is_overlay_private_xattr(n)]
 
     def getxattr(self, path: str, name: str, follow_symlinks: bool = True) -> bytes:
         return os.getxattr(self._node(path, follow_symlinks).real, name, follow_symlinks=False)
@@ -403,11 +367,11 @@ class UnionView:
             name = parts[-1]
             _check_name(name, path)
             parent = self._writable_parent(parts, path)
-            self._drop_whiteout(parent, name)
+            remove_aufs_whiteout(parent, name)
             return os.open(parent + "/" + name, flags | os.O_EXCL, mode), False
         if flags & os.O_CREAT and flags & os.O_EXCL:
             raise _err(errno.EEXIST, path)
-        if node.st.st_mode & _S_IFMT == _S_IFLNK:
+        if node.mode == _S_IFLNK:
             raise _err(errno.ELOOP, path)
         if (flags & _ACCMODE or flags & os.O_TRUNC) and not node.upper:
             if node.is_dir:
@@ -445,19 +409,6 @@ class UnionView:
     def _writable_parent(self, parts: list[str], path: str) -> str:
         return self._upper_dir(parts[:-1], path)
 
-    def _drop_whiteout(self, upper_dir: str, name: str) -> bool:
-        """Remove ``name``'s whiteout in ``upper_dir``; True if there was one."""
-        try:
-            os.unlink(upper_dir + "/" + WH_PREFIX + name)
-            return True
-        except FileNotFoundError:
-            return False
-
-    def _whiteout(self, upper_dir: str, name: str) -> None:
-        fd = os.open(upper_dir + "/" + WH_PREFIX + name,
-                     os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        os.close(fd)
-
     def copy_up(self, path: str) -> str:
         """Copy the entry at ``path`` (last symlink not followed) into the upper branch unless it
         is there already; returns its real upper path."""
@@ -472,9 +423,9 @@ class UnionView:
         kind = st.st_mode & _S_IFMT
         if kind == _S_IFDIR:
             os.mkdir(target, 0o700)
-            copy_metadata(node.real, target, st)
+            copy_metadata(st, node.real, target)
             return target
-        temp = parent + "/" + META_PREFIX + "copyup." + os.urandom(6).hex()
+        temp = parent + "/" + AUFS_PRIVATE_PREFIX + "copyup." + os.urandom(6).hex()
         try:
             if kind == stat.S_IFREG:
                 copy_file(node.real, temp, st.st_size if data else 0)
@@ -482,7 +433,7 @@ class UnionView:
                 os.symlink(os.readlink(node.real), temp)
             else:
                 os.mknod(temp, st.st_mode, st.st_rdev)
-            copy_metadata(node.real, temp, st)
+            copy_metadata(st, node.real, temp)
             os.rename(temp, target)
         except BaseException:
             try:
@@ -545,29 +496,24 @@ class UnionView:
         parent, name, node = self._new_entry(path)
         if node is not None:
             raise _err(errno.EEXIST, path)
-        replaced = self._drop_whiteout(parent, name)
+        replaced = remove_aufs_whiteout(parent, name)
         target = parent + "/" + name
         os.mkdir(target, mode)
         if replaced:  # a lower directory of that name was deleted: keep its contents hidden
-            self._whiteout_dir(target)
-
-    def _whiteout_dir(self, target: str) -> None:
-        fd = os.open(target + "/" + OPAQUE, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
-                     0o600)
-        os.close(fd)
+            set_aufs_opaque(target)
 
     def symlink(self, target: str, path: str) -> None:
         parent, name, node = self._new_entry(path)
         if node is not None:
             raise _err(errno.EEXIST, path)
-        self._drop_whiteout(parent, name)
+        remove_aufs_whiteout(parent, name)
         os.symlink(target, parent + "/" + name)
 
     def mknod(self, path: str, mode: int = 0o600, device: int = 0) -> None:
         parent, name, node = self._new_entry(path)
         if node is not None:
             raise _err(errno.EEXIST, path)
-        self._drop_whiteout(parent, name)
+        remove_aufs_whiteout(parent, name)
         os.mknod(parent + "/" + name, mode, device)
 
     def mkfifo(self, path: str, mode: int = 0o666) -> None:
@@ -582,7 +528,7 @@ class UnionView:
         if existing is not None:
             raise _err(errno.EEXIST, dst)
         real = self._existing_upper(src, follow_symlinks)
-        self._drop_whiteout(parent, name)
+        remove_aufs_whiteout(parent, name)
         os.link(real, parent + "/" + name, follow_symlinks=False)
 
     def unlink(self, path: str) -> None:
@@ -605,7 +551,7 @@ class UnionView:
         else:
             parent = self._writable_parent(parts, path)
         if node.in_lower:
-            self._whiteout(parent, parts[-1])
+            make_aufs_whiteout(parent, parts[-1])
 
     def rmdir(self, path: str) -> None:
         self._need_upper(path)
@@ -660,13 +606,13 @@ class UnionView:
         target = dst_parent + "/" + dst_name
         if dst is not None and dst.is_dir and dst.upper:
             _remove_branch_dir(dst.real)
-        replaced = self._drop_whiteout(dst_parent, dst_name)
+        replaced = remove_aufs_whiteout(dst_parent, dst_name)
         os.rename(real, target)
         hides_lower = replaced or (dst is not None and dst.in_lower)
-        if src.is_dir and hides_lower and not os.path.lexists(target + "/" + OPAQUE):
-            self._whiteout_dir(target)
+        if src.is_dir and hides_lower and not is_aufs_opaque(target):
+            set_aufs_opaque(target)
         if src.in_lower:
-            self._whiteout(src_parent, src_name)
+            make_aufs_whiteout(src_parent, src_name)
 
     # ------------------------------------------------------------------ convenience
     def write_file(self, path: str, data: bytes, mode: int = 0o644) -> None:
@@ -722,96 +668,6 @@ def write_view_tar(out, view: UnionView):
 # ---------------------------------------------------------------------- copying
 
 
-def copy_metadata(src: str, dst: str, st: os.stat_result) -> None:
-    """Owner, mode (after chown, which clears setuid), xattrs and times of ``src`` onto ``dst``."""
-    os.chown(dst, st.st_uid, st.st_gid, follow_symlinks=False)
-    if st.st_mode & _S_IFMT != _S_IFLNK:
-        os.chmod(dst, stat.S_IMODE(st.st_mode))
-    try:
-        names = os.listxattr(src, follow_symlinks=False)
-    except OSError:
-        names = ()
-    for name in names:
-        if name.startswith("trusted.overlay."):
-            continue
-        try:
-            os.setxattr(dst, name, os.getxattr(src, name, follow_symlinks=False),
-                        follow_symlinks=False)
-        except OSError as error:
-            if not (name.startswith("security.") or error.errno == errno.EPERM):
-                raise
-    os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
-
-
-def copy_file(src: str, dst: str, size: int) -> str:
-    """Create ``dst`` with the first ``size`` bytes of ``src``: a reflink where the filesystem can
-    (size == whole file), else ``copy_file_range`` over data extents only (holes stay holes).
-    Returns the method used: "reflink", "range" or "empty"."""
-    sfd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    try:
-        dfd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                      0o600)
-        try:
-            if not size:
-                return "empty"
-            if size == os.fstat(sfd).st_size:
-                import fcntl
-
-                try:
-                    fcntl.ioctl(dfd, FICLONE, sfd)
-                    return "reflink"
-                except OSError:
-                    pass
-            _copy_extents(sfd, dfd, size)
-            return "range"
-        finally:
-            os.close(dfd)
-    finally:
-        os.close(sfd)
-
-
-def _copy_extents(sfd: int, dfd: int, size: int) -> None:
-    offset = 0
-    while offset < size:
-        try:
-            start = os.lseek(sfd, offset, os.SEEK_DATA)
-        except OSError as error:
-            if error.errno == errno.ENXIO:  # only a hole is left
-                break
-            start = offset  # SEEK_DATA unsupported: treat everything as data
-        if start >= size:
-            break
-        try:
-            end = min(os.lseek(sfd, start, os.SEEK_HOLE), size)
-        except OSError:
-            end = size
-        _copy_range(sfd, dfd, start, end - start)
-        offset = end
-    os.ftruncate(dfd, size)
-
-
-def _copy_range(sfd: int, dfd: int, offset: int, length: int) -> None:
-    done = 0
-    try:
-        while done < length:
-            n = os.copy_file_range(sfd, dfd, min(length - done, 1 << 30), offset + done,
-                                   offset + done)
-            if n == 0:
-                break
-            done += n
-        if done == length:
-            return
-    except OSError as error:
-        if error.errno not in (errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
-            raise
-    while done < length:  # another filesystem or an old kernel: plain reads and writes
-        chunk = os.pread(sfd, min(length - done, 1 << 20), offset + done)
-        if not chunk:
-            break
-        os.pwrite(dfd, chunk, offset + done)
-        done += len(chunk)
-
-
 def _remove_branch_dir(path: str) -> None:
     """Remove a real upper directory that the view shows empty (it may hold whiteouts)."""
     import shutil
@@ -829,7 +685,7 @@ def _xattrs(path: str) -> dict:
         return {}
     out = {}
     for name in names:
-        if not name.startswith("trusted.overlay."):
+        if not is_overlay_private_xattr(name):
             try:
                 out[name] = os.getxattr(path, name, follow_symlinks=False)
             except OSError:
@@ -850,16 +706,16 @@ def branch_changes(upper: str, lowers: list[str]) -> list:
         changed = False
         with os.scandir(real_dir) as it:
             entries = list(it)
-        names = {e.name for e in entries if not e.name.startswith(WH_PREFIX)}
+        names = {e.name for e in entries if not is_reserved_name(e.name)}
         opaque = False
         for entry in entries:
             name = entry.name
             path = (rel + "/" if rel else "") + name
-            if name.startswith(WH_PREFIX):
-                if name == OPAQUE:
+            if is_reserved_name(name):
+                if is_opaque_marker(name):
                     opaque = True
-                elif not name.startswith(META_PREFIX) and name[4:] not in names:
-                    out.append(Change("D", "/" + (rel + "/" if rel else "") + name[4:]))
+                elif is_whiteout_name(name) and whited_out(name) not in names:
+                    out.append(Change("D", "/" + (rel + "/" if rel else "") + whited_out(name)))
                     changed = True
                 continue
             below = lower.entries.get(name) if lower is not None else None

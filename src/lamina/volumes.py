@@ -232,7 +232,7 @@ def attach(engine, container_id: str, specs, rootfs: str) -> tuple[tuple[str, st
     empty ones from ``rootfs``, the container's merged root, at the destination) and host
     directories, and record which volumes it uses. Returns the specs with anonymous volumes
     named."""
-    from .runtime.oci import resolve_in_root
+    from .rootpath import resolve_in_root
 
     out = []
     for source, destination, read_only in specs:

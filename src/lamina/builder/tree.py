@@ -8,20 +8,21 @@ below it, a non-directory hides everything below its name). For a ``plain`` stor
 layer is the whole tree and the same code applies with one layer.
 
 Symlinks are followed *in scope*: ``/`` and ``..`` never leave the image's root, as in a chroot,
-which is how Docker resolves COPY destinations.
+which is how Docker resolves COPY destinations (by :func:`lamina.rootpath.walk`, over the merged
+layers instead of one directory).
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 
 from lamina.errors import InvalidArgument
+from lamina.rootpath import walk
+from lamina.whiteouts import is_overlay_opaque, is_overlay_whiteout
 
 __all__ = ["Entry", "LayerTree"]
-
-_MAX_LINKS = 255
-_OPAQUE_XATTR = "trusted.overlay.opaque"
 
 
 class Entry:
@@ -43,13 +44,6 @@ class Entry:
         return stat.S_ISLNK(self.st.st_mode)
 
 
-def _opaque(path: str) -> bool:
-    try:
-        return os.getxattr(path, _OPAQUE_XATTR, follow_symlinks=False) == b"y"
-    except OSError:
-        return False
-
-
 class LayerTree:
     """The merged view of ``layers`` (data directories, newest first) in ``fmt`` ("overlay" or
     "plain")."""
@@ -66,12 +60,12 @@ class LayerTree:
                 st = os.lstat(path)
             except (FileNotFoundError, NotADirectoryError):
                 continue
-            if self.overlay and stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
-                return None  # whiteout
+            if self.overlay and is_overlay_whiteout(st):
+                return None
             below: list[str] = []
             if stat.S_ISDIR(st.st_mode):
                 below = [path]
-                if not (self.overlay and _opaque(path)):
+                if not (self.overlay and is_overlay_opaque(path)):
                     for lower in sources[index + 1:]:
                         candidate = os.path.join(lower, name)
                         try:
@@ -81,7 +75,7 @@ class LayerTree:
                         if not stat.S_ISDIR(lst.st_mode):
                             break  # a whiteout or a file ends the merge
                         below.append(candidate)
-                        if self.overlay and _opaque(candidate):
+                        if self.overlay and is_overlay_opaque(candidate):
                             break
             return st, path, below
         return None
@@ -91,49 +85,24 @@ class LayerTree:
 
         Intermediate symlinks are always followed; the last one only if ``follow_last``. A
         missing entry (or parent) gives the resolved path and None; a non-directory in the
-        middle raises InvalidArgument.
+        middle, or a symlink loop, raises InvalidArgument.
         """
-        parts = [p for p in path.split("/") if p and p != "."]
-        hops = 0
-        while True:
-            current: list[str] = []
-            sources = list(self.layers)
-            entry: Entry | None = Entry("/", os.lstat(self.layers[0]) if self.layers else
-                                        os.stat_result((0o40755, 0, 0, 0, 0, 0, 0, 0, 0, 0)), "")
-            restart = None
-            for index, part in enumerate(parts):
-                if part == "..":
-                    current = current[:-1]
-                    # re-walk from the root: the merged sources of the parent are recomputed
-                    restart = current + parts[index + 1:]
-                    break
-                if entry is None:  # below a missing name: nothing exists, nothing to follow
-                    current.append(part)
-                    continue
-                if not entry.is_dir:
-                    raise InvalidArgument(f"/{'/'.join(current)} is not a directory")
-                found = self._child(sources, part)
-                current.append(part)
-                if found is None:
-                    entry = None
-                    sources = []
-                    continue
-                st, host, below = found
-                last = index == len(parts) - 1
-                if stat.S_ISLNK(st.st_mode) and (follow_last or not last):
-                    hops += 1
-                    if hops > _MAX_LINKS:
-                        raise InvalidArgument(f"too many levels of symbolic links in {path}")
-                    target = os.readlink(host)
-                    base = [] if target.startswith("/") else current[:-1]
-                    restart = base + [p for p in target.split("/") if p and p != "."] + \
-                        parts[index + 1:]
-                    break
-                entry = Entry("/" + "/".join(current), st, host)
-                sources = below
-            if restart is None:
-                return "/" + "/".join(current), entry
-            parts = restart
+        root_st = os.lstat(self.layers[0]) if self.layers else \
+            os.stat_result((0o40755, 0, 0, 0, 0, 0, 0, 0, 0, 0))
+
+        def lookup(state, name):
+            found = self._child(state[2], name)
+            return None if found is None else (found, found[0].st_mode)
+
+        try:
+            names, state = walk(path, (root_st, "", self.layers), lookup,
+                                lambda state: os.readlink(state[1]), follow_last)
+        except OSError as error:
+            if error.errno == errno.ENOTDIR:
+                raise InvalidArgument(f"{error.filename2} is not a directory") from None
+            raise InvalidArgument(f"too many levels of symbolic links in {path}") from None
+        resolved = "/" + "/".join(names)
+        return resolved, None if state is None else Entry(resolved, state[0], state[1])
 
     def lookup(self, path: str) -> Entry | None:
         """The entry at ``path`` (symlinks followed), or None."""

@@ -27,10 +27,10 @@ from __future__ import annotations
 
 import json
 import os
-import stat
 from dataclasses import asdict, dataclass
 
 from ..errors import InvalidArgument, LaminaError, NotFound, Unavailable
+from ..rootpath import resolve_in_root
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 NETWORKS = ("none", "host")
@@ -110,38 +110,6 @@ def merge_env(*layers) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------- the container's files
-def resolve_in_root(root: str, path: str) -> str:
-    """The host path of ``path`` inside the tree ``root``, following symlinks as the container
-    would see them (absolute links and ``..`` stay inside ``root``). The last component need not
-    exist."""
-    parts = [p for p in path.split("/") if p not in ("", ".")]
-    resolved: list[str] = []
-    hops = 0
-    while parts:
-        part = parts.pop(0)
-        if part == "..":
-            if resolved:
-                resolved.pop()
-            continue
-        candidate = os.path.join(root, *resolved, part)
-        try:
-            st = os.lstat(candidate)
-        except (FileNotFoundError, NotADirectoryError):
-            resolved.append(part)
-            continue
-        if stat.S_ISLNK(st.st_mode):
-            hops += 1
-            if hops > 40:
-                raise InvalidArgument(f"too many symbolic links in {path}")
-            target = os.readlink(candidate)
-            if target.startswith("/"):
-                resolved = []
-            parts = [p for p in target.split("/") if p not in ("", ".")] + parts
-            continue
-        resolved.append(part)
-    return os.path.join(root, *resolved)
-
-
 def _read_in_root(root: str, path: str) -> str:
     try:
         with open(resolve_in_root(root, path), encoding="utf-8", errors="replace") as f:

@@ -18,16 +18,8 @@ import stat
 
 from ..fsutil import copy_metadata, remove_tree, tree_usage
 from ..mount import Mount
+from ..whiteouts import is_overlay_opaque, is_overlay_whiteout
 from . import ACTIVE, Snapshotter
-
-_OPAQUE_XATTR = "trusted.overlay.opaque"
-
-
-def _is_opaque(path: str) -> bool:
-    try:
-        return os.getxattr(path, _OPAQUE_XATTR, follow_symlinks=False) == b"y"
-    except OSError:
-        return False
 
 
 def _entries(path: str | None) -> dict:
@@ -46,7 +38,7 @@ def materialise(parent: str | None, diff: str | None, target: str) -> None:
     while stack:
         lower, upper, out = stack.pop()
         own = _entries(upper)
-        below = {} if upper is not None and _is_opaque(upper) else _entries(lower)
+        below = {} if upper is not None and is_overlay_opaque(upper) else _entries(lower)
         for name, entry in below.items():
             if name in own:
                 continue
@@ -59,8 +51,8 @@ def materialise(parent: str | None, diff: str | None, target: str) -> None:
                 os.link(entry.path, os.path.join(out, name), follow_symlinks=False)
         for name, entry in own.items():
             st = entry.stat(follow_symlinks=False)
-            if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
-                continue  # a whiteout: the parent's entry was not linked above
+            if is_overlay_whiteout(st):
+                continue  # the parent's entry was not linked above
             if stat.S_ISDIR(st.st_mode):
                 os.mkdir(os.path.join(out, name), 0o700)
                 dirs.append((entry.path, os.path.join(out, name), st))
