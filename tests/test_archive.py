@@ -69,15 +69,15 @@ def test_round_trip(source, target, tmp_path, fmt, compression):
     # only the blobs the images use are left in the target
     from lamina.gc import referenced_blobs
 
-    assert set(target.content.digests()) == referenced_blobs(target)
+    assert set(target.content.digests()) == referenced_blobs(target.store)
 
 
 def test_manifest_bytes_are_kept(source, target, tmp_path):
     """An image loaded from an OCI layout keeps the very manifest bytes it had."""
     source.save(["app:2"], tmp_path / "a.tar", "oci-archive")
     target.load(tmp_path / "a.tar")
-    assert target._image_row(target._image_id("app:2"))["manifest_digest"] == \
-        source._image_row(source._image_id("app:2"))["manifest_digest"]
+    assert target.image_store.row(target.image_store.resolve("app:2"))["manifest_digest"] == \
+        source.image_store.row(source.image_store.resolve("app:2"))["manifest_digest"]
 
 
 def test_compressed_output_is_stable(source, tmp_path, monkeypatch):

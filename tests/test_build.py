@@ -58,7 +58,7 @@ def write(root, files: dict) -> None:
 
 def do_build(engine, ctx, dockerfile, **options):
     lines: list[str] = []
-    image_id = build(engine, BuildOptions(context=str(ctx), dockerfile=dockerfile, **options),
+    image_id = build(engine.container_store, BuildOptions(context=str(ctx), dockerfile=dockerfile, **options),
                      out=lines.append)
     return image_id, lines
 
@@ -195,9 +195,9 @@ COPY ${VERSION_FILE:-v1.txt} /opt/
 
 
 def test_from_by_id_and_digest_and_missing_image(store, ctx):
-    base = store._image_id("busybox")
+    base = store.image_store.resolve("busybox")
     image, _ = do_build(store, ctx, f"FROM {base}\nLABEL x=1\n")
-    manifest = store._image_row(base)["manifest_digest"]
+    manifest = store.image_store.row(base)["manifest_digest"]
     image2, _ = do_build(store, ctx, f"FROM busybox@{manifest}\nLABEL x=1\n")
     assert image == image2
     with pytest.raises(NotFound) as info:
@@ -510,7 +510,7 @@ def test_cli_build_tags_output_and_stdin_dockerfile(store, ctx, lamina_cli):
     assert out[-2:] == ["Successfully tagged one:1", "Successfully tagged two:latest"]
     proc = lamina_cli("build", "-q", "-t", "one:1", "-f", "-", str(ctx),
                       input="FROM busybox\nCOPY a /a\nCMD [\"sh\"]\n")
-    assert proc.stdout.strip() == store._image_id("one:1")
+    assert proc.stdout.strip() == store.image_store.resolve("one:1")
     # intermediate states are hidden, shown with -a
     listed = lamina_cli("images").stdout
     assert listed.count("<none>") == 0
@@ -645,7 +645,7 @@ def test_rmi_of_a_build_result_prints_the_image_lines_and_keeps_the_build_cache(
     dockerfile = "FROM busybox\nCOPY a /a\nENV X=1\nCMD [\"sh\"]\n"
     image_id, _ = do_build(store, ctx, dockerfile, tags=["app"])
     assert store.rmi(["app"]) == ["Untagged: app:latest", f"Deleted: {image_id}"]
-    states = store._build_states()
+    states = store.image_store.build_states()
     assert states and image_id not in states
     again, lines = do_build(store, ctx, dockerfile, tags=["app"])
     assert again == image_id

@@ -16,7 +16,6 @@ import sys
 
 import pytest
 
-from lamina import uses
 
 from .conftest import Lamina, needs_root
 
@@ -38,12 +37,12 @@ def _one_line(proc) -> str:
 
 def test_prune_and_rm_leave_a_container_another_command_uses(setup):
     engine, other = setup
-    cid = engine._container("c1")["id"]
-    with uses.using(engine, "c1"):
+    cid = engine.container_store.get("c1")["id"]
+    with engine.container_store.using("c1"):
         assert cid not in other("container", "prune", "-f").stdout
         line = _one_line(other("rm", "c1", check=False))
         assert line.startswith("Error: conflict: container c1 is in use by another command")
-        assert engine._container("c1")["id"] == cid
+        assert engine.container_store.get("c1")["id"] == cid
     assert cid in other("container", "prune", "-f").stdout
     assert engine.containers() == [] and [str(f) for f in engine.check()] == []
 
@@ -95,7 +94,7 @@ def test_commit_with_a_prune_in_the_middle(setup, monkeypatch):
     image = engine.commit("c1", "committed")
     monkeypatch.setattr(differ, "write_diff", real)
     assert "Total reclaimed space: 0B" in seen["prune"].stdout
-    assert engine._container("c1") and engine.inspect_image("committed")["Id"] == image
+    assert engine.container_store.get("c1") and engine.inspect_image("committed")["Id"] == image
     engine.create("committed", name="c2")
     assert engine.diff("c2") == []
     assert [str(f) for f in engine.check()] == []
@@ -108,7 +107,7 @@ def test_commands_that_come_while_another_removes_it_say_no_such_container(setup
     engine, other = setup
     (tmp_path / "f").write_bytes(b"data")
     seen = {}
-    real = engine.umount
+    real = engine.container_store.umount
 
     def others_meanwhile(name):
         if not seen:
@@ -120,7 +119,7 @@ def test_commands_that_come_while_another_removes_it_say_no_such_container(setup
             seen["prune"] = other("container", "prune", "-f")
         return real(name)
 
-    monkeypatch.setattr(engine, "umount", others_meanwhile)
+    monkeypatch.setattr(engine.container_store, "umount", others_meanwhile)
     cid = engine.rm("c1")
     for verb in ("rm", "rm -f", "cp", "commit", "start"):
         assert _one_line(seen[verb]) == "Error: No such container: c1", verb
@@ -133,7 +132,7 @@ def test_rm_force_waits_for_a_use_to_end(setup):
     short), then removes it; a use of a process that died counts for nothing."""
     engine, other = setup
     script = ("import sys, time; from lamina import Engine, uses\n"
-              "e = Engine(root=sys.argv[1])\nwith uses.using(e, 'c1'):\n"
+              "e = Engine(root=sys.argv[1])\nwith e.container_store.using('c1'):\n"
               "    print('held', flush=True); time.sleep(1)\n")
     holder = subprocess.Popen([sys.executable, "-c", script, engine.root],
                               stdout=subprocess.PIPE, text=True)
@@ -149,9 +148,8 @@ def test_rm_force_waits_for_a_use_to_end(setup):
     engine.create("base", name="c2")
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    c2 = engine._container("c2")["id"]
-    with engine._tx():
-        engine.db.execute(uses.SCHEMA)
+    c2 = engine.container_store.get("c2")["id"]
+    with engine.store.tx():
         engine.db.execute("INSERT INTO container_uses VALUES (?, ?, 0)", (c2, dead.pid))
     assert c2 in other("container", "prune", "-f").stdout
     assert engine.containers() == [] and [str(f) for f in engine.check()] == []
@@ -163,7 +161,7 @@ def test_a_volume_removed_while_it_is_attached_is_made_again(setup, monkeypatch)
     from lamina import volumes
 
     engine, other = setup
-    cid = engine._container("c1")["id"]
+    cid = engine.container_store.get("c1")["id"]
     real = volumes.create
     removed = []
 
@@ -176,12 +174,12 @@ def test_a_volume_removed_while_it_is_attached_is_made_again(setup, monkeypatch)
     monkeypatch.setattr(volumes, "create", removed_meanwhile)
     rootfs = engine.mount("c1")
     try:
-        specs = volumes.attach(engine, cid, (("vol", "/etc", False),), rootfs)
+        specs = volumes.attach(engine.store, cid, (("vol", "/etc", False),), rootfs)
     finally:
         engine.umount("c1")
     assert removed[0].stdout.strip() == "vol" and specs == (("vol", "/etc", False),)
     assert _one_line(other("volume", "rm", "vol", check=False)).startswith("Error: ")
-    assert os.path.isdir(volumes.data_dir(engine, "vol"))
+    assert os.path.isdir(volumes.data_dir(engine.store, "vol"))
     engine.rm("c1")
     other("volume", "rm", "vol")
     assert [str(f) for f in engine.check()] == []
@@ -206,7 +204,7 @@ def test_run_rm_with_a_prune_after_its_exit_removes_its_anonymous_volume(setup, 
 
     monkeypatch.setattr(monitor, "remove_after_run", prune_first)
     with open(os.devnull, "wb") as null:
-        cid, code = monitor.run(engine, "base", ["true"], stdout=null.fileno(),
+        cid, code = monitor.run(engine.container_store, "base", ["true"], stdout=null.fileno(),
                                 config=RunConfig(volumes=(("", "/data", False),),
                                                  auto_remove=True))
     assert code == 0 and cid not in seen["prune"].stdout

@@ -268,7 +268,7 @@ def test_inspect_and_listing_shapes(engine, busybox_tar):
     rows = engine.images()
     assert {(r["Repository"], r["Tag"]) for r in rows} == {("busybox", "1"), ("other", "latest")}
     assert engine.rmi(["other"]) == ["Untagged: other:latest"]
-    assert engine._image_id(image_id[7:19]) == image_id
+    assert engine.image_store.resolve(image_id[7:19]) == image_id
     index = json.loads(read(os.path.join(engine.root, "index.json")))
     assert [m["annotations"]["org.opencontainers.image.ref.name"] for m in index["manifests"]] == [
         "busybox:1"]

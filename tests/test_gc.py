@@ -143,14 +143,14 @@ def test_rmi_deletes_blobs_only_a_manifest_lists(engine, busybox_tar, tmp_path):
     plain = engine.db.execute("SELECT blob_digest FROM layers").fetchone()[0]
     engine.load(archive)                       # its manifest lists the layer gzipped
     manifest = json.loads(engine.content.read(
-        engine._image_row(engine._image_id("busybox"))["manifest_digest"]))
+        engine.image_store.row(engine.image_store.resolve("busybox"))["manifest_digest"]))
     gzipped = manifest["layers"][0]["digest"]
     assert gzipped != plain and gzipped in engine.content.digests()
     assert engine.check() == []                # the gzipped blob counts as referenced
     engine.rmi(["busybox"])
     assert plain in engine.content.digests()
     assert gzipped not in engine.content.digests()
-    assert set(engine.content.digests()) == referenced_blobs(engine)
+    assert set(engine.content.digests()) == referenced_blobs(engine.store)
     assert engine.check() == []
 
 

@@ -55,7 +55,7 @@ def test_recovery_tolerates_a_staging_that_went_meanwhile(store_root, busybox_ta
     committed by that process just before it ended, or undone by another command's recovery:
     the next command then finds nothing to undo, not "snapshot ... not found" (seen in the
     stress test: a cp failed so)."""
-    from lamina import snapshots
+    from lamina import store
 
     engine = Engine(root=store_root, driver="vfs")
     engine.import_image(busybox_tar, "busybox")
@@ -70,11 +70,11 @@ def test_recovery_tolerates_a_staging_that_went_meanwhile(store_root, busybox_ta
     def alive(p: int) -> bool:  # between recovery's look and its transaction: another removes it
         if p == pid and not checked:
             checked.append(p)
-            with other._tx():
+            with other.store.tx():
                 other.snaps.remove(key)
         return False
 
-    monkeypatch.setattr(snapshots, "_alive", alive)
+    monkeypatch.setattr(store, "alive", alive)
     engine = Engine(root=store_root)  # recovers: must not fail
     assert checked == [pid]
     assert [s.key for s in engine.snaps.walk() if s.key.startswith("extract-")] == []

@@ -118,7 +118,7 @@ def test_push_pull_round_trip(image_store, other, registry):
     assert image_id == image_store.inspect_image("app:2")["Id"]
     assert other.images()[0]["Repository"] == f"{registry}/team/app"
     # the manifest kept is the registry's, byte for byte
-    assert other._image_row(image_id)["manifest_digest"] == digest
+    assert other.image_store.row(image_id)["manifest_digest"] == digest
     root = other.mount(other.create(f"{registry}/team/app:2"))
     with open(os.path.join(root, "hello")) as f:
         assert f.read() == "hello\n"
@@ -168,7 +168,7 @@ def test_a_push_survives_a_dropped_connection(image_store, other, registry, monk
         source = Engine(root=str(tmp_path / "gz"), driver="vfs")
         source.load(archive)
         manifest = json.loads(source.content.read(
-            source._image_row(source._image_id("app:2"))["manifest_digest"]))
+            source.image_store.row(source.image_store.resolve("app:2"))["manifest_digest"]))
         assert all(d["mediaType"].endswith("+gzip") for d in manifest["layers"])
     upstream = registry.split(":")
     proxy = _CuttingProxy(upstream[0], int(upstream[1]), cut_after=200_000)
@@ -370,10 +370,10 @@ def _image_blobs(eng, name):
 
     from lamina.compression import compressor
 
-    config = eng.content.read(eng._image_id(name))
+    config = eng.content.read(eng.image_store.resolve(name))
     layers = []
     blobs = {}
-    manifest = json.loads(eng.content.read(eng._image_row(eng._image_id(name))["manifest_digest"]))
+    manifest = json.loads(eng.content.read(eng.image_store.row(eng.image_store.resolve(name))["manifest_digest"]))
     for desc in manifest["layers"]:
         buf = io.BytesIO()
         c = compressor("gzip", buf)
@@ -609,7 +609,7 @@ def test_inspect_after_pull_shows_repo_digests_and_the_manifest_media_type(image
 def test_push_of_an_uncompressed_image_records_its_repo_digest(image_store, registry):
     """A locally built/imported image keeps its layers plain; push sends gzip layers and so a
     different manifest: RepoDigests names the pushed one (Docker's shape), per repository."""
-    stored = image_store._image_row(image_store._image_id("app:2"))["manifest_digest"]
+    stored = image_store.image_store.row(image_store.image_store.resolve("app:2"))["manifest_digest"]
     assert image_store.inspect_image("app:2")["RepoDigests"] == []
     digest = image_store.push("app:2", f"{registry}/recorded/app:2")
     assert digest != stored  # the layers were recompressed

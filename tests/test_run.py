@@ -21,11 +21,11 @@ def make_image(engine, base: str, tag: str, **config) -> str:
     """``base`` with its config's ``config`` section updated (Entrypoint, Cmd, Env, ...)."""
     from lamina.image import dumps
 
-    image_id = engine._image_id(base)
-    doc = engine._image_config(image_id)
+    image_id = engine.image_store.resolve(base)
+    doc = engine.image_store.config(image_id)
     doc["config"] = {**doc.get("config", {}), **config}
     layers = [(r["blob_digest"], r["blob_size"], r["media_type"])
-              for r in engine._layer_chain(image_id)]
+              for r in engine.image_store.layer_rows(image_id)]
     return engine.add_image(dumps(doc), layers, [tag])
 
 
@@ -290,16 +290,17 @@ def test_a_dead_owner_shows_as_exited(store):
 
 def test_run_in_container_for_the_builder(store, store_root):
     from lamina import Engine
-    from lamina.runtime.oci import RuntimeFailure, run_in_container
+    from lamina.runtime.monitor import run_in_container
+    from lamina.runtime.oci import RuntimeFailure
 
     engine = Engine(root=store_root)
     try:
         cid = engine.create("app")
         r, w = os.pipe()
-        code = run_in_container(engine, cid, ["sh", "-c", "echo built > /out; pwd; echo $A"],
+        code = run_in_container(engine.container_store, cid, ["sh", "-c", "echo built > /out; pwd; echo $A"],
                                 env=["A=b", "PATH=/bin"], workdir="/build", stdout=w, stderr=w)
         assert code == 0
-        code = run_in_container(engine, cid, ["sh", "-c", "id -u; echo $FROM_IMAGE; echo e >&2"],
+        code = run_in_container(engine.container_store, cid, ["sh", "-c", "id -u; echo $FROM_IMAGE; echo e >&2"],
                                 user="1000", network="host", stdout=w, stderr=w)
         os.close(w)
         with os.fdopen(r) as f:
@@ -310,12 +311,12 @@ def test_run_in_container_for_the_builder(store, store_root):
         assert code == 0
         assert [(c.kind, c.path) for c in engine.diff(cid)] == [("A", "/build"), ("A", "/out"),
                                                                ("A", "/srv")]
-        assert run_in_container(engine, cid, ["sh", "-c", "exit 6"]) == 6
+        assert run_in_container(engine.container_store, cid, ["sh", "-c", "exit 6"]) == 6
         with pytest.raises(RuntimeFailure) as e:
-            run_in_container(engine, cid, ["nonexist"])
+            run_in_container(engine.container_store, cid, ["nonexist"])
         assert e.value.exit_code == 127
         assert engine.inspect_container(cid)["State"]["Status"] == "created"
-        assert not os.path.ismount(engine._mount_target(cid))
+        assert not os.path.ismount(engine.store.mount_target(cid))
     finally:
         engine.close()
 
@@ -433,13 +434,13 @@ def test_a_container_being_started_is_owned_before_it_runs(store, store_root):
     delete it under the starter's feet; a start that fails gives the claim back."""
     from lamina import Engine
     from lamina.errors import FailedPrecondition
-    from lamina.runtime.monitor import _claim, process_start_time, supervise
+    from lamina.runtime.monitor import become_owner, process_start_time, supervise
     from lamina.runtime.oci import RuntimeFailure
 
     engine = Engine(root=store_root)
     try:
         cid = engine.create("busybox", name="starting", command=["/no/such/binary"])
-        row = _claim(engine, "starting")
+        row = become_owner(engine.container_store, "starting")
         assert row["state"] == "running" and row["pid"] == 0 and row["monitor_pid"] == os.getpid()
         with pytest.raises(FailedPrecondition, match="running container"):
             engine.rm("starting")
@@ -449,15 +450,15 @@ def test_a_container_being_started_is_owned_before_it_runs(store, store_root):
             engine.db.execute("UPDATE containers SET monitor_pid = ?, monitor_start = ? WHERE id = ?",
                               (other.pid, process_start_time(other.pid), cid))
             with pytest.raises(FailedPrecondition, match="already running"):
-                _claim(engine, "starting")
+                become_owner(engine.container_store, "starting")
         finally:
             other.kill()
             other.wait()
         # the owner must not stay this test process: the fixture stops owners by PID
         engine.db.execute("UPDATE containers SET state = 'created' WHERE id = ?", (cid,))
         with pytest.raises(RuntimeFailure):
-            supervise(engine, "starting")
-        assert engine._container("starting")["state"] == "created"
+            supervise(engine.container_store, "starting")
+        assert engine.container_store.get("starting")["state"] == "created"
         assert engine.prune_containers()[0] == [cid]
     finally:
         engine.close()
@@ -489,12 +490,12 @@ def test_a_container_being_run_is_owned_from_its_creation(store, store_root, tmp
     engine = Engine(root=store_root)
     try:
         with open(out, "wb") as f:
-            cid, code = run(engine, "busybox", ["sh", "-c", "echo ran > /data/f; echo ok"],
+            cid, code = run(engine.container_store, "busybox", ["sh", "-c", "echo ran > /data/f; echo ok"],
                             config=RunConfig(volumes=(("vol", "/data", False),)),
                             stdout=f.fileno())
     finally:
         if "cid" in seen:  # the owner must not stay this test process: the fixture kills owners
-            release(engine, seen["cid"])
+            release(engine.container_store, seen["cid"])
         engine.close()
     assert (cid, code) == (seen["cid"], 0) and out.read_text() == "ok\n"
     assert cid not in seen["prune"].stdout
@@ -527,12 +528,12 @@ def test_run_detached_hands_its_claim_to_the_monitor(store, store_root, monkeypa
     monkeypatch.setattr(volumes, "attach", prune_meanwhile)
     engine = Engine(root=store_root)
     try:
-        cid, code = run(engine, "busybox", ["sleep", "30"], name="bg",
+        cid, code = run(engine.container_store, "busybox", ["sleep", "30"], name="bg",
                         config=RunConfig(volumes=(("vol", "/data", False),)), detach=True)
-        row = engine._container(cid)
+        row = engine.container_store.get(cid)
     finally:
         if "cid" in seen:
-            release(engine, seen["cid"])
+            release(engine.container_store, seen["cid"])
         engine.close()
     assert code is None and cid not in seen["prune"].stdout
     assert row["state"] == "running" and row["pid"] and monitor_alive(row)
@@ -562,40 +563,40 @@ def test_a_run_that_fails_before_its_process_gives_the_claim_back(store, store_r
 
     engine = Engine(root=store_root)
     made = []
-    create = engine.create
+    create = engine.container_store.create
 
     def recorded(*args, **options):
         made.append(create(*args, **options))
         return made[-1]
 
-    monkeypatch.setattr(engine, "create", recorded)
+    monkeypatch.setattr(engine.container_store, "create", recorded)
     try:
         with monkeypatch.context() as m:
             m.setattr(volumes, "attach", fails)
             started = time.monotonic()
             with pytest.raises(LaminaError, match="seeding failed"):
-                run(engine, "busybox", ["true"], config=RunConfig(volumes=(("v", "/d", False),)))
+                run(engine.container_store, "busybox", ["true"], config=RunConfig(volumes=(("v", "/d", False),)))
             assert time.monotonic() - started < 5
         assert engine.containers() == []
         with monkeypatch.context() as m:  # the monitor's interpreter cannot even start
             m.setenv("PYTHONHOME", "/nonexistent")
             with pytest.raises(LaminaError, match="failed before starting"):
-                run(engine, "busybox", ["sleep", "30"], name="left", detach=True)
+                run(engine.container_store, "busybox", ["sleep", "30"], name="left", detach=True)
             with pytest.raises(LaminaError, match="failed before starting"):
-                run(engine, "busybox", ["sleep", "30"], name="gone", detach=True,
+                run(engine.container_store, "busybox", ["sleep", "30"], name="gone", detach=True,
                     config=RunConfig(auto_remove=True))
-        row = engine._container("left")
+        row = engine.container_store.get("left")
         assert (row["state"], row["pid"], row["monitor_pid"]) == ("created", 0, 0)
         assert [c["Names"] for c in engine.containers()] == ["left"]
         with pytest.raises(RuntimeFailure):  # the monitor took the claim over, then gave it back
-            run(engine, "busybox", ["/no/such/binary"], name="bad", detach=True)
-        assert engine._container("bad")["state"] == "created"
+            run(engine.container_store, "busybox", ["/no/such/binary"], name="bad", detach=True)
+        assert engine.container_store.get("bad")["state"] == "created"
         started = time.monotonic()
         assert sorted(engine.prune_containers()[0]) == sorted(made[1:2] + made[3:])
         assert time.monotonic() - started < 5
     finally:
         for cid in made:
-            release(engine, cid)
+            release(engine.container_store, cid)
         engine.close()
 
 
@@ -613,7 +614,7 @@ def test_wait_follows_the_claim_to_the_monitor(store, store_root):
               " claimed=True)\n"
               "print(cid, flush=True)\n"
               "sys.stdin.read()\n"
-              "spawn(engine, cid)\n")
+              "spawn(engine.container_store, cid)\n")
     starter = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE,
                                stdout=subprocess.PIPE, text=True)
     try:

@@ -8,8 +8,14 @@ tags. Repair removes what nothing references, quarantines corrupt blobs (moved t
 ``quarantine/``, never deleted) and reports what it cannot fix.
 """
 
+from __future__ import annotations
+
 import hashlib
 import os
+
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing (start-up time)
+if TYPE_CHECKING:
+    from .store import Store
 
 
 class Finding:
@@ -35,13 +41,13 @@ def _sha256_file(path: str) -> str:
             h.update(chunk)
 
 
-def check(engine, repair: bool = False) -> list[Finding]:
-    """Every inconsistency found in ``engine``'s store (repaired where possible if ``repair``)."""
+def check(store: Store, repair: bool = False) -> list[Finding]:
+    """Every inconsistency found in ``store``'s store (repaired where possible if ``repair``)."""
     from .fsutil import remove_tree
     from .mount import unmount
-    from .snapshots import _alive
+    from .processes import alive
 
-    db = engine.db
+    db = store.db
     findings: list[Finding] = []
 
     def found(kind, where, fixable=True, fix=None):
@@ -53,27 +59,27 @@ def check(engine, repair: bool = False) -> list[Finding]:
 
     # -- staging and deferred deletions left by dead processes
     for key, in db.execute("SELECT key FROM snapshots WHERE key >= 'extract-' AND key < 'extract.'"):
-        if not _alive(int(key.split("-")[1])):
+        if not alive(int(key.split("-")[1])):
             found("staged layer of a dead process", key,
-                  fix=lambda k=key: _in_tx(engine, lambda: engine.snaps.remove(k)))
+                  fix=lambda k=key: _in_tx(store, lambda: store.snaps.remove(k)))
     for path, pid in db.execute("SELECT path, pid FROM trash").fetchall():
-        if not _alive(pid):
-            found("unfinished deletion", path, fix=lambda: engine.snaps.purge(everything=True))
-    ingest = os.path.join(engine.root, "ingest")
+        if not alive(pid):
+            found("unfinished deletion", path, fix=lambda: store.snaps.purge(everything=True))
+    ingest = os.path.join(store.root, "ingest")
     for name in _listdir(ingest):
         pid = name.split("-", 1)[0]
-        if not (pid.isdigit() and _alive(int(pid))):
+        if not (pid.isdigit() and alive(int(pid))):
             found("partial blob", f"ingest/{name}", fix=lambda n=name: remove_tree(os.path.join(ingest, n)))
 
     # -- snapshots against their data
     rows = db.execute("SELECT key, id, kind, link FROM snapshots").fetchall()
     ids = {r["id"] for r in rows}
     for r in rows:
-        if not os.path.exists(engine.snaps.dir(r["key"])) and not (
-                engine.driver == "overlay2" and r["kind"] == "view"):
+        if not os.path.exists(store.snaps.dir(r["key"])) and not (
+                store.driver == "overlay2" and r["kind"] == "view"):
             found("snapshot without data", r["key"], fixable=False)
-    if engine.driver == "overlay2":
-        base = os.path.join(engine.root, "overlay2")
+    if store.driver == "overlay2":
+        base = os.path.join(store.root, "overlay2")
         links = {r["link"] for r in rows if r["link"]}
         for name in _listdir(base):
             if name not in ids and name != "l":
@@ -84,10 +90,10 @@ def check(engine, repair: bool = False) -> list[Finding]:
                 found("orphan layer link", f"overlay2/l/{name}",
                       fix=lambda n=name: os.unlink(os.path.join(base, "l", n)))
     else:
-        base = os.path.join(engine.root, engine.driver, "dir")
+        base = os.path.join(store.root, store.driver, "dir")
         for name in _listdir(base):
             if name not in ids:
-                found("orphan layer directory", f"{engine.driver}/dir/{name}",
+                found("orphan layer directory", f"{store.driver}/dir/{name}",
                       fix=lambda n=name: remove_tree(os.path.join(base, n)))
 
     # -- layers, images, containers against snapshots and blobs
@@ -98,14 +104,14 @@ def check(engine, repair: bool = False) -> list[Finding]:
             found("layer without snapshot", chain, fixable=False)
     from .gc import referenced_blobs
 
-    referenced = referenced_blobs(engine)
-    content = engine.content
+    referenced = referenced_blobs(store)
+    content = store.content
     present = set(content.digests())
     for digest in sorted(referenced - present):
         found("missing blob", digest, fixable=False)
     for digest in sorted(present - referenced):
         found("unreferenced blob", digest, fix=lambda d=digest: content.delete(d))
-    quarantine = os.path.join(engine.root, "quarantine")
+    quarantine = os.path.join(store.root, "quarantine")
     for digest in sorted(present & referenced):
         path = content.path(digest)
         if _sha256_file(path) != digest:
@@ -118,7 +124,7 @@ def check(engine, repair: bool = False) -> list[Finding]:
             found("container without writable layer", cid, fixable=False)
 
     # -- mounts
-    mounts_dir = os.path.join(engine.root, "mounts")
+    mounts_dir = os.path.join(store.root, "mounts")
     containers = {r[0] for r in db.execute("SELECT id FROM containers")}
     for name in _listdir(mounts_dir):
         if name not in containers:
@@ -130,7 +136,7 @@ def check(engine, repair: bool = False) -> list[Finding]:
             found("stale mount", f"mounts/{name}", fix=unmount_stale)
 
     # -- bundle directories of containers that are gone (and not waiting in the trash)
-    bundles = os.path.join(engine.root, "containers")
+    bundles = os.path.join(store.root, "containers")
     trashed = {r[0] for r in db.execute("SELECT path FROM trash")}
     for name in _listdir(bundles):
         if name not in containers and os.path.join(bundles, name) not in trashed:
@@ -139,7 +145,7 @@ def check(engine, repair: bool = False) -> list[Finding]:
                   fix=lambda p=stray: remove_tree(p))
 
     # -- volume directories without a volume (and not waiting in the trash)
-    volumes_dir = os.path.join(engine.root, "volumes")
+    volumes_dir = os.path.join(store.root, "volumes")
     kept = {r[0] for r in db.execute("SELECT name FROM volumes")}
     kept |= {os.path.basename(r[0]) for r in db.execute("SELECT path FROM trash")}
     for name in _listdir(volumes_dir):
@@ -151,7 +157,7 @@ def check(engine, repair: bool = False) -> list[Finding]:
     import json
 
     try:
-        with open(os.path.join(engine.root, "index.json"), "rb") as f:
+        with open(os.path.join(store.root, "index.json"), "rb") as f:
             listed = {m.get("annotations", {}).get("org.opencontainers.image.ref.name")
                       for m in json.load(f).get("manifests", [])}
     except (OSError, ValueError):
@@ -159,7 +165,7 @@ def check(engine, repair: bool = False) -> list[Finding]:
     tags = {r[0] for r in db.execute("SELECT name FROM tags")}
     if listed != tags:
         found("index.json does not match the tags", "index.json",
-              fix=lambda: _in_tx(engine, engine._write_index))
+              fix=lambda: _in_tx(store, store.write_index))
     return findings
 
 
@@ -170,6 +176,6 @@ def _listdir(path: str) -> list[str]:
         return []
 
 
-def _in_tx(engine, fn) -> None:
-    with engine._tx():
+def _in_tx(store: Store, fn) -> None:
+    with store.tx():
         fn()

@@ -15,10 +15,16 @@ read again, and it is put back if a live claim appeared. Either the live process
 after our re-check (then we put it back) or it did not see it and wrote its own copy.
 """
 
+from __future__ import annotations
+
 import os
 
 from .faults import point
-from .snapshots import _alive
+from .processes import alive
+
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing (start-up time)
+if TYPE_CHECKING:
+    from .store import Store
 
 CLAIM = "-claim-"
 
@@ -26,7 +32,7 @@ CLAIM = "-claim-"
 def is_dead_claim(name: str) -> bool:
     """Whether ``name`` (in ``ingest/``) is a claim of a process that no longer runs."""
     pid, _, rest = name.partition("-")
-    return rest.startswith(CLAIM[1:]) and pid.isdigit() and not _alive(int(pid))
+    return rest.startswith(CLAIM[1:]) and pid.isdigit() and not alive(int(pid))
 
 
 def _live_claim(ingest: str, hex_digest: str) -> bool:
@@ -34,26 +40,42 @@ def _live_claim(ingest: str, hex_digest: str) -> bool:
     for name in os.listdir(ingest):
         if name.endswith(suffix):
             pid = name.split("-", 1)[0]
-            if pid.isdigit() and _alive(int(pid)):
+            if pid.isdigit() and alive(int(pid)):
                 return True
     return False
 
 
-def _referenced(engine, digest: str) -> bool:
+def referenced_blobs(store: Store) -> set[str]:
+    """Every blob the store's images and layers point at: configs, manifests, the blobs layers
+    were stored from, and every blob a manifest lists (a pulled layer may be listed by its
+    compressed blob while the layer row names the one it was first stored from)."""
+    import json
+
+    from .errors import LaminaError
+
+    used = {r[0] for r in store.db.execute("SELECT blob_digest FROM layers")}
+    for image_id, manifest_digest in store.db.execute("SELECT id, manifest_digest FROM images"):
+        used.add(image_id)
+        used.add(manifest_digest)
+        try:
+            doc = json.loads(store.content.read(manifest_digest))
+        except (LaminaError, ValueError):
+            continue
+        used.update(d.get("digest") for d in doc.get("layers") or [] if isinstance(d, dict))
+    return used
+
+
+def _referenced(store: Store, digest: str) -> bool:
     """Referenced the way ``system check`` counts it: a layer's blob, an image's config or
-    manifest, or a blob an image's manifest lists (lamina.gc.referenced_blobs, where present)."""
-    if engine.db.execute(
+    manifest, or a blob an image's manifest lists (:func:`referenced_blobs`)."""
+    if store.db.execute(
             "SELECT 1 FROM layers WHERE blob_digest = ? UNION ALL SELECT 1 FROM images"
             " WHERE id = ? OR manifest_digest = ? LIMIT 1", (digest, digest, digest)).fetchone():
         return True
-    try:
-        from .gc import referenced_blobs
-    except ImportError:
-        return False
-    return digest in referenced_blobs(engine)
+    return digest in referenced_blobs(store)
 
 
-def gate(engine, path: str):
+def gate(store: Store, path: str):
     """For :meth:`lamina.snapshots.Snapshotter.purge`, a blob in the trash: True if it was dealt
     with (deleted, or kept because it is referenced again), False to leave it for later (a live
     process claims it), None if ``path`` is no blob.
@@ -63,17 +85,17 @@ def gate(engine, path: str):
     made the same bytes) and committed a reference to it, or be about to. So the reference and
     the claims are checked again under the write lock, and the blob is moved aside before the
     lock is released (see the module docstring for the claim protocol)."""
-    blobs = os.path.join(engine.root, "blobs", "sha256") + os.sep
+    blobs = os.path.join(store.root, "blobs", "sha256") + os.sep
     if not path.startswith(blobs):
         return None
     from .metadata import Transaction
 
     hex_digest = path[len(blobs):]
-    aside = os.path.join(engine.root, "ingest", f"{os.getpid()}-unclaimed-{hex_digest}")
-    with Transaction(engine.db):
-        if _referenced(engine, "sha256:" + hex_digest):
+    aside = os.path.join(store.root, "ingest", f"{os.getpid()}-unclaimed-{hex_digest}")
+    with Transaction(store.db):
+        if _referenced(store, "sha256:" + hex_digest):
             return True  # wanted again: the file stays, the trash row goes
-        if _live_claim(os.path.join(engine.root, "ingest"), hex_digest):
+        if _live_claim(os.path.join(store.root, "ingest"), hex_digest):
             return False
         try:
             os.rename(path, aside)
@@ -84,16 +106,16 @@ def gate(engine, path: str):
     return True
 
 
-def resolve(engine, names: list[str]) -> int:
+def resolve(store: Store, names: list[str]) -> int:
     """Resolve the dead claims ``names``: delete their blobs unless referenced or claimed by a
     live process, then drop the claims. Returns how many blobs were deleted."""
-    content = engine.content
+    content = store.content
     ingest = content.ingest
     doomed = []
-    with engine._tx():  # no transaction that could reference these blobs runs meanwhile
+    with store.tx():  # no transaction that could reference these blobs runs meanwhile
         for hex_digest in sorted({name.split(CLAIM, 1)[1] for name in names}):
             digest = "sha256:" + hex_digest
-            if _referenced(engine, digest) or _live_claim(ingest, hex_digest):
+            if _referenced(store, digest) or _live_claim(ingest, hex_digest):
                 continue
             path = content.path(digest)
             aside = os.path.join(ingest, f"{os.getpid()}-unclaimed-{hex_digest}")
@@ -115,16 +137,15 @@ def resolve(engine, names: list[str]) -> int:
     return len(doomed)
 
 
-def abandon(engine) -> int:
+def abandon(store: Store) -> int:
     """An operation failed: drop this process's claims, deleting the blobs it claimed that
     nothing references and no other live process claims (what it wrote before failing).
     Returns how many blobs were deleted."""
-    content = engine.content
-    mine = sorted(content._claims)
-    content._claims.clear()
+    content = store.content
+    mine = content.take_claims()
     for path in mine:
         try:
             os.unlink(path)
         except FileNotFoundError:
             pass
-    return resolve(engine, [os.path.basename(path) for path in mine]) if mine else 0
+    return resolve(store, [os.path.basename(path) for path in mine]) if mine else 0

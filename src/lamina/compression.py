@@ -141,10 +141,3 @@ class _Unclosable:
 
     def writable(self) -> bool:
         return True
-
-
-def decompressor(stream):
-    """A readable stream of the uncompressed bytes of ``stream`` (compression sniffed)."""
-    from .layertar import open_layer_stream
-
-    return open_layer_stream(stream)

@@ -186,6 +186,13 @@ class ContentStore:
                 pass
         self._claims.clear()
 
+    def take_claims(self) -> list[str]:
+        """This process's claim files, which it no longer holds (for :func:`lamina.claims.abandon`,
+        which deletes them and resolves their blobs)."""
+        mine = sorted(self._claims)
+        self._claims.clear()
+        return mine
+
     def size(self, digest: str) -> int:
         try:
             return os.stat(self.path(digest)).st_size

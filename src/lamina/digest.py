@@ -21,10 +21,15 @@ def hex_of(digest: str) -> str:
     return digest.split(":", 1)[1]
 
 
+def chain_id(parent: str | None, diff_id: str) -> str:
+    """The chain ID of layer ``diff_id`` stacked on the chain ``parent`` (None: the bottom):
+    ChainID(L0) = DiffID(L0), ChainID(Ln) = sha256(ChainID(Ln-1) + " " + DiffID(Ln))."""
+    return diff_id if parent is None else sha256_bytes(f"{parent} {diff_id}".encode())
+
+
 def chain_ids(diff_ids: list[str]) -> list[str]:
-    """Chain IDs of a layer stack, bottom first: ChainID(L0) = DiffID(L0),
-    ChainID(Ln) = sha256(ChainID(Ln-1) + " " + DiffID(Ln))."""
+    """Chain IDs of a layer stack, bottom first (see :func:`chain_id`)."""
     out: list[str] = []
     for diff_id in diff_ids:
-        out.append(diff_id if not out else sha256_bytes(f"{out[-1]} {diff_id}".encode()))
+        out.append(chain_id(out[-1] if out else None, diff_id))
     return out

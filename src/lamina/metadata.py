@@ -14,9 +14,23 @@ except ImportError:  # pragma: no cover - another Python
     import sqlite3
 
 from .faults import point
-from .snapshots import SCHEMA as SNAPSHOT_SCHEMA
 
 SCHEMA = """
+CREATE TABLE IF NOT EXISTS snapshots (
+    key TEXT PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    parent TEXT REFERENCES snapshots(key),
+    kind TEXT NOT NULL,
+    depth INTEGER NOT NULL,
+    lower TEXT NOT NULL DEFAULT '',
+    link TEXT NOT NULL DEFAULT '',
+    created REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS snapshots_parent ON snapshots(parent);
+CREATE TABLE IF NOT EXISTS trash (
+    path TEXT PRIMARY KEY,
+    pid INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS layers (
     chain_id TEXT PRIMARY KEY,
@@ -101,6 +115,23 @@ CREATE TABLE IF NOT EXISTS pushed_manifests (
     digest TEXT NOT NULL,
     PRIMARY KEY (source, registry, repository)
 );  -- a push that recompressed layers: stored manifest -> the one the repository has
+CREATE TABLE IF NOT EXISTS blob_sources (
+    digest TEXT NOT NULL, registry TEXT NOT NULL, repository TEXT NOT NULL,
+    PRIMARY KEY (digest, registry, repository));
+CREATE TABLE IF NOT EXISTS compressed_blobs (
+    source TEXT NOT NULL, compression TEXT NOT NULL, digest TEXT NOT NULL, size INTEGER NOT NULL,
+    PRIMARY KEY (source, compression));
+CREATE TABLE IF NOT EXISTS leases (
+    chain_id TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    PRIMARY KEY (chain_id, pid)
+);
+CREATE TABLE IF NOT EXISTS container_uses (
+    container_id TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    removing INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (container_id, pid)
+);
 """
 
 
@@ -129,9 +160,13 @@ def connect(path: str) -> sqlite3.Connection:
     # tables do not (lamina has no migrations yet: a store from an older lamina needs a new --root).
     import zlib
 
-    version = zlib.crc32((SNAPSHOT_SCHEMA + SCHEMA).encode()) & 0x7FFFFFFF
+    version = zlib.crc32(SCHEMA.encode()) & 0x7FFFFFFF
     if db.execute("PRAGMA user_version").fetchone()[0] != version:
-        db.executescript(SNAPSHOT_SCHEMA + SCHEMA)
+        db.executescript(SCHEMA)
+        columns = {row[1] for row in db.execute("PRAGMA table_info(build_cache)")}
+        if "chain" not in columns:  # a table from before build cache rows kept chain and config
+            db.execute("ALTER TABLE build_cache ADD COLUMN chain TEXT NOT NULL DEFAULT '[]'")
+            db.execute("ALTER TABLE build_cache ADD COLUMN config BLOB")
         db.execute(f"PRAGMA user_version = {version}")
     return db
 

@@ -11,109 +11,82 @@ given back when the command ends: while a live process uses a container, ``rm`` 
 waits for the use to end) and prune leaves it. A removal is a row too (``removing`` = 1), taken by
 ``rm`` in the transaction that checks that nobody uses it: from then on, a command that wants to
 use the container is told "No such container", as it would be a moment later. Rows of dead
-processes count for nothing (and are dropped by the next :func:`take`), so a killed command
+processes count for nothing (and are dropped by the next :func:`begin`), so a killed command
 leaves nothing behind.
 
 A ``run --rm`` uses its own container from its claim to its removal, so that a prune cannot take
 it in the moment between its process's exit and the removal of its anonymous volumes.
 """
 
-import contextlib
+from __future__ import annotations
+
 import os
-import sqlite3
 
 from .errors import FailedPrecondition, NotFound
-from .snapshots import _alive
+from .processes import alive
 
-SCHEMA = """CREATE TABLE IF NOT EXISTS container_uses (
-    container_id TEXT NOT NULL,
-    pid INTEGER NOT NULL,
-    removing INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (container_id, pid)
-)"""
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing (start-up time)
+if TYPE_CHECKING:
+    from .store import Store
 
 
-def take(engine, name: str):
-    """Use the container ``name`` from this process on; returns its row. In one transaction:
-    the container exists and no other live process is removing it."""
-    with engine._tx():
-        engine.db.execute(SCHEMA)
-        row = engine._container(name)
-        for (pid,) in engine.db.execute("SELECT DISTINCT pid FROM container_uses").fetchall():
-            if pid != os.getpid() and not _alive(pid):
-                engine.db.execute("DELETE FROM container_uses WHERE pid = ?", (pid,))
-        if any(removing for _, removing in others(engine.db, row["id"])):
-            raise NotFound(f"No such container: {name}")  # another rm or prune is removing it
-        add(engine.db, row["id"])
-    return row
+def begin(store: Store, container_id: str, name: str) -> None:
+    """Inside the transaction that looked the container up: use it from this process on (see
+    :meth:`lamina.containers.ContainerStore.take_use`). "No such container" if another live
+    process is removing it; rows of dead processes are dropped on the way."""
+    for (pid,) in store.db.execute("SELECT DISTINCT pid FROM container_uses").fetchall():
+        if pid != os.getpid() and not alive(pid):
+            store.db.execute("DELETE FROM container_uses WHERE pid = ?", (pid,))
+    if any(removing for _, removing in others(store.db, container_id)):
+        raise NotFound(f"No such container: {name}")  # another rm or prune is removing it
+    add(store.db, container_id)
 
 
 def add(db, container_id: str) -> None:
-    """Inside a transaction: this process uses the container (see :func:`take`; ``create`` of a
+    """Inside a transaction: this process uses the container (see :func:`begin`; ``create`` of a
     build's RUN container and the claim of a ``run --rm`` take it this way)."""
-    db.execute(SCHEMA)
     db.execute("INSERT OR IGNORE INTO container_uses VALUES (?, ?, 0)", (container_id, os.getpid()))
 
 
-def give_back(engine, container_id: str) -> None:
+def give_back(store: Store, container_id: str) -> None:
     """End this process's use of the container (nothing if it has none)."""
-    try:
-        with engine._tx():
-            engine.db.execute("DELETE FROM container_uses WHERE container_id = ? AND pid = ?"
-                              " AND removing = 0", (container_id, os.getpid()))
-    except sqlite3.OperationalError:  # no use was ever taken in this store
-        pass
-
-
-@contextlib.contextmanager
-def using(engine, name: str):
-    """``with using(engine, name) as row:`` the container cannot be removed meanwhile."""
-    row = take(engine, name)
-    try:
-        yield row
-    finally:
-        give_back(engine, row["id"])
+    with store.tx():
+        store.db.execute("DELETE FROM container_uses WHERE container_id = ? AND pid = ?"
+                         " AND removing = 0", (container_id, os.getpid()))
 
 
 def others(db, container_id: str) -> list[tuple[int, int]]:
     """(pid, removing) of the live processes other than this one that use or remove the
     container."""
-    try:
-        rows = db.execute("SELECT pid, removing FROM container_uses WHERE container_id = ?",
-                          (container_id,)).fetchall()
-    except sqlite3.OperationalError:  # no use was ever taken in this store
-        return []
-    return [(pid, removing) for pid, removing in rows if pid != os.getpid() and _alive(pid)]
+    rows = db.execute("SELECT pid, removing FROM container_uses WHERE container_id = ?",
+                      (container_id,)).fetchall()
+    return [(pid, removing) for pid, removing in rows if pid != os.getpid() and alive(pid)]
 
 
 class InUse(FailedPrecondition):
     """Another live command uses the container."""
 
 
-def begin_removal(engine, container_id: str, name: str) -> None:
+def begin_removal(store: Store, container_id: str, name: str) -> None:
     """Inside a transaction: make the container this process's to remove. "No such container"
     if another live process is removing it; FailedPrecondition if one uses it."""
-    found = others(engine.db, container_id)
+    found = others(store.db, container_id)
     if any(removing for _, removing in found):
         raise NotFound(f"No such container: {name}")
     if found:
         raise InUse(
             f"conflict: container {name} is in use by another command (pid {found[0][0]}); "
             "try again once it has finished")
-    engine.db.execute(SCHEMA)
-    engine.db.execute("INSERT OR REPLACE INTO container_uses VALUES (?, ?, 1)",
+    store.db.execute("INSERT OR REPLACE INTO container_uses VALUES (?, ?, 1)",
                       (container_id, os.getpid()))
 
 
-def end(engine, container_id: str) -> None:
+def end(store: Store, container_id: str) -> None:
     """Inside a transaction: the container is gone (or its removal failed): drop every row of
     it that this process or a dead one holds."""
-    try:
-        rows = engine.db.execute("SELECT pid FROM container_uses WHERE container_id = ?",
-                                 (container_id,)).fetchall()
-    except sqlite3.OperationalError:
-        return
+    rows = store.db.execute("SELECT pid FROM container_uses WHERE container_id = ?",
+                            (container_id,)).fetchall()
     for (pid,) in rows:
-        if pid == os.getpid() or not _alive(pid):
-            engine.db.execute("DELETE FROM container_uses WHERE container_id = ? AND pid = ?",
+        if pid == os.getpid() or not alive(pid):
+            store.db.execute("DELETE FROM container_uses WHERE container_id = ? AND pid = ?",
                               (container_id, pid))

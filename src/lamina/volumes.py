@@ -18,6 +18,10 @@ from .errors import FailedPrecondition, InvalidArgument, NotFound
 from .faults import point
 from .metadata import Transaction
 
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing (start-up time)
+if TYPE_CHECKING:
+    from .store import Store
+
 _NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
 
 
@@ -49,11 +53,11 @@ def parse_volume(text: str) -> tuple[str, str, bool]:
     return source, os.path.normpath(destination), "ro" in modes
 
 
-def data_dir(engine, name: str) -> str:
-    return os.path.join(engine.root, "volumes", name, "_data")
+def data_dir(store: Store, name: str) -> str:
+    return os.path.join(store.root, "volumes", name, "_data")
 
 
-def create(engine, name: str | None = None, anonymous: bool = False) -> str:
+def create(store: Store, name: str | None = None, anonymous: bool = False) -> str:
     """Create a named volume (idempotent, as Docker's); a random name when ``name`` is None."""
     if name is None:
         name = os.urandom(32).hex()
@@ -63,70 +67,70 @@ def create(engine, name: str | None = None, anonymous: bool = False) -> str:
                               "allowed (at least two characters)")
     elif len(name) > 255:  # one directory name: NAME_MAX
         raise InvalidArgument(f"invalid volume name {name[:20]!r}...: longer than 255 characters")
-    path = data_dir(engine, name)
-    creating = os.path.join(engine.root, "volumes", _CREATING + name)
+    path = data_dir(store, name)
+    creating = os.path.join(store.root, "volumes", _CREATING + name)
     exists = "SELECT 1 FROM volumes WHERE name = ?"
-    with Transaction(engine.db):  # the directory is made before the row commits: if this
-        if engine.db.execute(exists, (name,)).fetchone():  # process dies in between, the next
+    with Transaction(store.db):  # the directory is made before the row commits: if this
+        if store.db.execute(exists, (name,)).fetchone():  # process dies in between, the next
             return name  # command's purge finds this trash row and removes it (purge_removed)
-        engine.snaps.trash(creating)
-    with Transaction(engine.db):
-        engine.db.execute("DELETE FROM trash WHERE path = ?", (creating,))
-        if engine.db.execute(exists, (name,)).fetchone():  # another process made it meanwhile
+        store.snaps.trash(creating)
+    with Transaction(store.db):
+        store.db.execute("DELETE FROM trash WHERE path = ?", (creating,))
+        if store.db.execute(exists, (name,)).fetchone():  # another process made it meanwhile
             return name
-        aside = _set_aside(engine, os.path.dirname(path))  # a removed one's data: not ours
+        aside = _set_aside(store, os.path.dirname(path))  # a removed one's data: not ours
         os.makedirs(path, exist_ok=True)
         os.chmod(os.path.dirname(path), 0o700)
-        engine.db.execute("INSERT INTO volumes(name, created, anonymous) VALUES (?,?,?)",
+        store.db.execute("INSERT INTO volumes(name, created, anonymous) VALUES (?,?,?)",
                           (name, time.time(), int(anonymous)))
     if aside is not None:
-        engine.snaps.purge()
+        store.snaps.purge()
     return name
 
 
-def _row(engine, name: str):
-    row = engine.db.execute("SELECT * FROM volumes WHERE name = ?", (name,)).fetchone()
+def _row(store: Store, name: str):
+    row = store.db.execute("SELECT * FROM volumes WHERE name = ?", (name,)).fetchone()
     if row is None:
         raise NotFound(f"no such volume: {name}")
     return row
 
 
-def _users(engine, name: str) -> list[str]:
-    return [r[0] for r in engine.db.execute(
+def _users(store: Store, name: str) -> list[str]:
+    return [r[0] for r in store.db.execute(
         "SELECT container_id FROM container_volumes WHERE volume = ?", (name,))]
 
 
-def inspect(engine, name: str) -> dict:
+def inspect(store: Store, name: str) -> dict:
     """Docker-shaped ``volume inspect``, plus the exact size in bytes (``UsageData``)."""
     from .fsutil import tree_usage
     from .image import rfc3339
 
-    row = _row(engine, name)
-    size = tree_usage(data_dir(engine, name))[0]
+    row = _row(store, name)
+    size = tree_usage(data_dir(store, name))[0]
     return {"CreatedAt": rfc3339(row["created"]), "Driver": "local", "Labels": {},
-            "Mountpoint": data_dir(engine, name), "Name": name, "Options": {}, "Scope": "local",
-            "UsageData": {"RefCount": len(_users(engine, name)), "Size": size}}
+            "Mountpoint": data_dir(store, name), "Name": name, "Options": {}, "Scope": "local",
+            "UsageData": {"RefCount": len(_users(store, name)), "Size": size}}
 
 
-def ls(engine) -> list[dict]:
+def ls(store: Store) -> list[dict]:
     """One row per volume, by name."""
-    return [{"Driver": "local", "Name": r["name"], "Mountpoint": data_dir(engine, r["name"]),
+    return [{"Driver": "local", "Name": r["name"], "Mountpoint": data_dir(store, r["name"]),
              "Anonymous": bool(r["anonymous"])}
-            for r in engine.db.execute("SELECT * FROM volumes ORDER BY name")]
+            for r in store.db.execute("SELECT * FROM volumes ORDER BY name")]
 
 
-def remove(engine, name: str, force: bool = False) -> str:
+def remove(store: Store, name: str, force: bool = False) -> str:
     """Delete a volume and its data; refused while a container uses it."""
-    _row(engine, name)
-    with Transaction(engine.db):  # the commit point; the data goes through the trash, so a
-        users = _users(engine, name)  # killed rm is finished by the next command's recovery
+    _row(store, name)
+    with Transaction(store.db):  # the commit point; the data goes through the trash, so a
+        users = _users(store, name)  # killed rm is finished by the next command's recovery
         if users:
             raise FailedPrecondition(f"remove {name}: volume is in use - [{', '.join(users)}]")
-        if not engine.db.execute("DELETE FROM volumes WHERE name = ?", (name,)).rowcount:
+        if not store.db.execute("DELETE FROM volumes WHERE name = ?", (name,)).rowcount:
             raise NotFound(f"no such volume: {name}")
-        engine.db.execute("INSERT OR REPLACE INTO trash(path, pid) VALUES (?, ?)",
-                          (os.path.dirname(data_dir(engine, name)), os.getpid()))
-    engine.snaps.purge()
+        store.db.execute("INSERT OR REPLACE INTO trash(path, pid) VALUES (?, ?)",
+                          (os.path.dirname(data_dir(store, name)), os.getpid()))
+    store.snaps.purge()
     return name
 
 
@@ -134,16 +138,16 @@ _ASIDE = ".removing-"  # no volume name starts with a dot
 _CREATING = ".creating-"  # in a trash row: the directory of a volume whose create may not finish
 
 
-def _set_aside(engine, path: str) -> str | None:
+def _set_aside(store: Store, path: str) -> str | None:
     """Inside a transaction: if the removed volume directory ``path`` waits in the trash, rename
     it to a name no volume can take and file that instead; returns the new name."""
-    if not engine.db.execute("SELECT 1 FROM trash WHERE path = ?", (path,)).fetchone():
+    if not store.db.execute("SELECT 1 FROM trash WHERE path = ?", (path,)).fetchone():
         return None
-    engine.db.execute("DELETE FROM trash WHERE path = ?", (path,))
-    return _move_aside(engine, path)
+    store.db.execute("DELETE FROM trash WHERE path = ?", (path,))
+    return _move_aside(store, path)
 
 
-def _move_aside(engine, path: str) -> str:
+def _move_aside(store: Store, path: str) -> str:
     """Inside a transaction: rename the volume directory ``path`` (if it exists) to a name no
     volume can take, ``.removing-<pid>-<random>``, and file that in the trash; returns it. A
     process killed before the transaction commits leaves that directory outside the trash:
@@ -154,11 +158,11 @@ def _move_aside(engine, path: str) -> str:
     except FileNotFoundError:
         pass
     point("volume.set-aside")
-    engine.db.execute("INSERT INTO trash(path, pid) VALUES (?, ?)", (aside, os.getpid()))
+    store.db.execute("INSERT INTO trash(path, pid) VALUES (?, ?)", (aside, os.getpid()))
     return aside
 
 
-def purge_removed(engine, path: str) -> bool:
+def purge_removed(store: Store, path: str) -> bool:
     """For :meth:`lamina.snapshots.Snapshotter.purge`: delete a removed volume's directory. It is
     first renamed aside under the write lock, so that a ``volume create`` of the same name
     meanwhile never loses its new directory to this deletion nor inherits the old data. For the
@@ -168,57 +172,57 @@ def purge_removed(engine, path: str) -> bool:
 
     name = os.path.basename(path)
     if name.startswith(_CREATING):
-        with Transaction(engine.db):
-            engine.db.execute("DELETE FROM trash WHERE path = ?", (path,))
+        with Transaction(store.db):
+            store.db.execute("DELETE FROM trash WHERE path = ?", (path,))
             name = name[len(_CREATING):]
-            if engine.db.execute("SELECT 1 FROM volumes WHERE name = ?", (name,)).fetchone():
+            if store.db.execute("SELECT 1 FROM volumes WHERE name = ?", (name,)).fetchone():
                 return True
-            path = _move_aside(engine, os.path.join(os.path.dirname(path), name))
+            path = _move_aside(store, os.path.join(os.path.dirname(path), name))
     elif not name.startswith(_ASIDE):
-        with Transaction(engine.db):
-            path = _set_aside(engine, path)
+        with Transaction(store.db):
+            path = _set_aside(store, path)
         if path is None:
             return True  # another process dealt with it
-    for stray in [path] + _dead_asides(engine):
+    for stray in [path] + _dead_asides(store):
         remove_tree(stray)
-        with Transaction(engine.db):
-            engine.db.execute("DELETE FROM trash WHERE path = ?", (stray,))
+        with Transaction(store.db):
+            store.db.execute("DELETE FROM trash WHERE path = ?", (stray,))
     return True
 
 
-def _dead_asides(engine) -> list[str]:
+def _dead_asides(store: Store) -> list[str]:
     """Directories ``volumes/.removing-<pid>-*`` of dead processes that no trash row files: the
     transaction that renamed them aside never committed (its process was killed)."""
-    from .snapshots import _alive
+    from .processes import alive
 
-    top = os.path.join(engine.root, "volumes")
+    top = os.path.join(store.root, "volumes")
     try:
         names = os.listdir(top)
     except FileNotFoundError:  # a create killed before it made the first volume's directory
         return []
-    trashed = {r[0] for r in engine.db.execute("SELECT path FROM trash")}
+    trashed = {r[0] for r in store.db.execute("SELECT path FROM trash")}
     found = []
     for name in names:
         pid = name[len(_ASIDE):].split("-", 1)[0]
         path = os.path.join(top, name)
-        if name.startswith(_ASIDE) and pid.isdigit() and not _alive(int(pid)) \
+        if name.startswith(_ASIDE) and pid.isdigit() and not alive(int(pid)) \
                 and path not in trashed:
             found.append(path)
     return found
 
 
-def prune(engine) -> tuple[list[str], int]:
+def prune(store: Store) -> tuple[list[str], int]:
     """Remove every volume no container uses; (names, bytes reclaimed)."""
     from .fsutil import tree_usage
 
-    names = [r[0] for r in engine.db.execute(
+    names = [r[0] for r in store.db.execute(
         "SELECT name FROM volumes WHERE name NOT IN (SELECT volume FROM container_volumes)"
         " ORDER BY name")]
     reclaimed, removed = 0, []
     for name in names:
         try:  # another process may remove it, or a new container take it, meanwhile
-            size = tree_usage(data_dir(engine, name))[0]
-            remove(engine, name)
+            size = tree_usage(data_dir(store, name))[0]
+            remove(store, name)
         except (FileNotFoundError, NotFound, FailedPrecondition):
             continue
         removed.append(name)
@@ -227,7 +231,7 @@ def prune(engine) -> tuple[list[str], int]:
     return removed, reclaimed
 
 
-def attach(engine, container_id: str, specs, rootfs: str) -> tuple[tuple[str, str, bool], ...]:
+def attach(store: Store, container_id: str, specs, rootfs: str) -> tuple[tuple[str, str, bool], ...]:
     """Make the ``-v`` specs of a new container real: create named and anonymous volumes (seeding
     empty ones from ``rootfs``, the container's merged root, at the destination) and host
     directories, and record which volumes it uses. Returns the specs with anonymous volumes
@@ -241,8 +245,8 @@ def attach(engine, container_id: str, specs, rootfs: str) -> tuple[tuple[str, st
                 os.makedirs(source, 0o755)  # as docker run -v does
             out.append((source, destination, read_only))
             continue
-        name = _create_used(engine, source or None, container_id, destination)
-        path = data_dir(engine, name)
+        name = _create_used(store, source or None, container_id, destination)
+        path = data_dir(store, name)
         image_dir = resolve_in_root(rootfs, destination)
         if os.path.isdir(image_dir) and not os.listdir(path):  # used: no rm or prune meanwhile
             _seed(image_dir, path)
@@ -250,16 +254,16 @@ def attach(engine, container_id: str, specs, rootfs: str) -> tuple[tuple[str, st
     return tuple(out)
 
 
-def _create_used(engine, name: str | None, container_id: str, destination: str) -> str:
+def _create_used(store: Store, name: str | None, container_id: str, destination: str) -> str:
     """Create the volume (or find it) and record the container's use of it, checking in that
     transaction that it still exists: a ``volume rm`` or ``volume prune`` may remove it between
     its creation and that record (it was an IntegrityError). Then it is made again; if it keeps
     going, "no such volume"."""
     for _ in range(5):
-        made = create(engine, name)
-        with Transaction(engine.db):
-            if engine.db.execute("SELECT 1 FROM volumes WHERE name = ?", (made,)).fetchone():
-                engine.db.execute("INSERT OR REPLACE INTO container_volumes VALUES (?,?,?)",
+        made = create(store, name)
+        with Transaction(store.db):
+            if store.db.execute("SELECT 1 FROM volumes WHERE name = ?", (made,)).fetchone():
+                store.db.execute("INSERT OR REPLACE INTO container_volumes VALUES (?,?,?)",
                                   (container_id, made, destination))
                 return made
     raise NotFound(f"no such volume: {name}: removed by another command while it was attached")
@@ -276,17 +280,17 @@ def _seed(source: str, target: str) -> None:
         copy_metadata(os.lstat(source), source, target)
 
 
-def anonymous_of(engine, container_id: str) -> list[str]:
-    return [r[0] for r in engine.db.execute(
+def anonymous_of(store: Store, container_id: str) -> list[str]:
+    return [r[0] for r in store.db.execute(
         "SELECT v.name FROM container_volumes cv JOIN volumes v ON v.name = cv.volume"
         " WHERE cv.container_id = ? AND v.anonymous = 1", (container_id,))]
 
 
-def oci_mounts(engine, config) -> list[dict]:
+def oci_mounts(store: Store, config) -> list[dict]:
     """The runtime spec's bind mounts for a container's volumes (a RunConfig's)."""
     mounts = []
     for source, destination, read_only in config.volumes:
-        host = source if source.startswith("/") else data_dir(engine, source)
+        host = source if source.startswith("/") else data_dir(store, source)
         if not source.startswith("/") and not os.path.isdir(host):
             raise NotFound(f"volume {source} of this container no longer exists")
         mounts.append({"destination": destination, "type": "bind", "source": host,
@@ -294,16 +298,16 @@ def oci_mounts(engine, config) -> list[dict]:
     return mounts
 
 
-def summary(engine) -> dict:
+def summary(store: Store) -> dict:
     """The ``system df`` row: count, volumes in use, bytes, bytes in unused volumes; plus the
     per-volume rows for ``-v``."""
     from .fsutil import tree_usage
 
     rows = []
-    for r in engine.db.execute(
+    for r in store.db.execute(
             "SELECT v.name, (SELECT count(*) FROM container_volumes cv WHERE cv.volume = v.name)"
             " FROM volumes v ORDER BY v.name").fetchall():
-        rows.append({"Name": r[0], "Links": r[1], "Size": tree_usage(data_dir(engine, r[0]))[0]})
+        rows.append({"Name": r[0], "Links": r[1], "Size": tree_usage(data_dir(store, r[0]))[0]})
     return {"Type": "Local Volumes", "TotalCount": len(rows),
             "Active": sum(1 for r in rows if r["Links"]),
             "Size": sum(r["Size"] for r in rows),

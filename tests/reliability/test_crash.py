@@ -410,7 +410,7 @@ def test_uncommitted_snapshot_data_is_removed(store_root, driver):
     data = os.path.join(store_root, driver) if driver == "overlay2" else os.path.join(
         store_root, driver, "dir")
     before = sorted(os.listdir(data))
-    with pytest.raises(RuntimeError), engine._tx():
+    with pytest.raises(RuntimeError), engine.store.tx():
         engine.snaps.prepare("rolled-back", None)
         raise RuntimeError("abort")
     assert sorted(os.listdir(data)) == before
@@ -497,15 +497,15 @@ def test_failed_commit_leaves_no_blob(store_root, busybox_tar):
     blobs = sorted(os.listdir(os.path.join(store_root, "blobs", "sha256")))
     with pytest.raises(LaminaError):
         engine.commit("c1", "Bad:Reference")  # refused before anything is written
-    original = engine._store_image
+    original = engine.image_store.add
 
     def vanished(*args, **kwargs):
         raise LaminaError("No such image: removed meanwhile")
 
-    engine._store_image = vanished
+    engine.image_store.add = vanished
     with pytest.raises(LaminaError):
         engine.commit("c1", "derived")
-    engine._store_image = original
+    engine.image_store.add = original
     assert sorted(os.listdir(os.path.join(store_root, "blobs", "sha256"))) == blobs
     assert os.listdir(os.path.join(store_root, "ingest")) == []
     assert [str(f) for f in engine.check()] == []

@@ -197,12 +197,12 @@ def test_leased_layers_survive_rmi_and_go_with_the_lease(store_root, busybox_tar
 
     engine = Engine(root=store_root, driver="vfs")
     image = engine.import_image(busybox_tar, "base")
-    chains, config = hold(engine, image)
+    chains, config = hold(engine.image_store, image)
     assert config == engine.content.read(image)
     engine.rmi(["base"])
     assert [r["chain_id"] for r in engine.db.execute("SELECT chain_id FROM layers")] == chains
     assert engine.snaps.stat(chains[-1]).kind == "committed"
-    release(engine)
+    release(engine.store)
     assert engine.db.execute("SELECT count(*) FROM layers").fetchone()[0] == 0
     assert [str(f) for f in engine.check()] == []
     assert ck.fingerprint(store_root) == {}

@@ -2,8 +2,8 @@
 
     >>> from lamina import Engine
     >>> from lamina.builder import BuildOptions, build
-    >>> engine = Engine()
-    >>> image_id = build(engine, BuildOptions(context="app/", dockerfile=open("app/Dockerfile").read(),
+    >>> containers = Engine().container_store
+    >>> image_id = build(containers, BuildOptions(context="app/", dockerfile=open("app/Dockerfile").read(),
     ...                                       tags=["app:1"]))
 
 Parsing and variable rules live in :mod:`lamina.builder.dockerfile` and :mod:`lamina.builder.plan`; this

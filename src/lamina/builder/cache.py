@@ -16,19 +16,11 @@ import json
 import sqlite3
 import time
 
-__all__ = ["ensure_schema", "lookup", "record", "record_result", "step_key"]
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing (start-up time)
+if TYPE_CHECKING:
+    from lamina.images import ImageStore
 
-
-def ensure_schema(db: sqlite3.Connection) -> None:
-    """Stores made before the build tables existed get them now (all statements are idempotent)."""
-    if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'build_results'").fetchone() is None:
-        from lamina.metadata import SCHEMA
-
-        db.executescript(SCHEMA)
-    columns = {row[1] for row in db.execute("PRAGMA table_info(build_cache)")}
-    if "chain" not in columns:  # a table from before rows kept their chain and config
-        db.execute("ALTER TABLE build_cache ADD COLUMN chain TEXT NOT NULL DEFAULT '[]'")
-        db.execute("ALTER TABLE build_cache ADD COLUMN config BLOB")
+__all__ = ["lookup", "record", "record_result", "step_key"]
 
 
 def step_key(parent: str | None, text: str, digest: str = "") -> str:
@@ -36,10 +28,10 @@ def step_key(parent: str | None, text: str, digest: str = "") -> str:
     return hashlib.sha256(data.encode("utf-8", "surrogateescape")).hexdigest()
 
 
-def lookup(engine, key: str) -> str | None:
+def lookup(images: ImageStore, key: str) -> str | None:
     """The image ID a step made before. A state whose image was removed (``rmi``) but whose
     layers remain is stored again from the recorded config bytes: the same ID as before."""
-    db = engine.db
+    db = images.db
     row = db.execute("SELECT image_id, chain, config FROM build_cache WHERE key = ?",
                      (key,)).fetchone()
     if row is None:
@@ -50,15 +42,13 @@ def lookup(engine, key: str) -> str | None:
     if config is None:
         return None
     chains = json.loads(chain)
-    from lamina.metadata import Transaction
-
-    with Transaction(db):  # the layers checked and the image stored at one commit point
+    with images.store.tx():  # the layers checked and the image stored at one commit point
         if db.execute("SELECT 1 FROM images WHERE id = ?", (image_id,)).fetchone():
             return image_id
         if any(db.execute("SELECT 1 FROM layers WHERE chain_id = ?", (c,)).fetchone() is None
                for c in chains):
             return None
-        return engine._store_image(bytes(config), chains, None)
+        return images.add(bytes(config), chains, None)
 
 
 def record(db: sqlite3.Connection, key: str, parent: str | None, image_id: str,

@@ -21,14 +21,17 @@ import posixpath
 import time
 from dataclasses import dataclass, field
 
-from lamina.builder.plan import PROXY_ARGS, ResolvedInstruction, Stage, plan
 from lamina.builder.dockerfile import DockerfileError, parse, parse_duration
+from lamina.builder.plan import PROXY_ARGS, ResolvedInstruction, Stage, plan
 from lamina.errors import InvalidArgument, LaminaError, NotFound
-from lamina.metadata import Transaction
 
 from . import cache
 from .context import Context
 from .tree import LayerTree
+
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing (start-up time)
+if TYPE_CHECKING:
+    from lamina.containers import ContainerStore
 
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _NOP = "/bin/sh -c #(nop) "
@@ -137,14 +140,16 @@ def _expand_ports(words: list[str]) -> list[str]:
 
 
 class Builder:
-    """One build: ``Builder(engine, options, out).run()`` returns the image ID."""
+    """One build: ``Builder(containers, options, out).run()`` returns the image ID."""
 
-    def __init__(self, engine, options: BuildOptions, out=print) -> None:
-        self.engine = engine
+    def __init__(self, containers: ContainerStore, options: BuildOptions, out=print) -> None:
+        self.containers = containers
+        self.images = containers.images
+        self.layers = containers.layers
+        self.store = containers.store
         self.options = options
         self.out = (lambda *a, **k: None) if options.quiet else out
-        self.db = engine.db
-        cache.ensure_schema(self.db)
+        self.db = self.store.db
         self.context = Context(options.context, options.ignore_text)
         self.step = 0
         self.total = 0
@@ -159,25 +164,25 @@ class Builder:
                                   (digest, digest)).fetchone()
             return row[0] if row else None
         try:
-            return self.engine._image_id(reference)
+            return self.images.resolve(reference)
         except (NotFound, InvalidArgument):
             return None
 
     def _state_of(self, image_id: str) -> State:
         from lamina.leases import hold
 
-        chains, config = hold(self.engine, image_id)  # a concurrent rmi or prune spares them
+        chains, config = hold(self.images, image_id)  # a concurrent rmi or prune spares them
         return State(image_id, chains, json.loads(config), raw=config)
 
     def _base_env(self, reference: str) -> dict[str, str]:
         image_id = self._find_image(reference)
         if image_id is None:
             return {}
-        doc = json.loads(self.engine.content.read(image_id))
+        doc = json.loads(self.store.content.read(image_id))
         return _env_dict((doc.get("config") or {}).get("Env"))
 
     def _tree(self, state: State) -> LayerTree:
-        snaps = self.engine.snaps
+        snaps = self.store.snaps
         if not state.chains:
             return LayerTree([], snaps.fmt)
         top = state.chains[-1]
@@ -212,25 +217,22 @@ class Builder:
         from lamina.image import normalize
 
         tags = [normalize(t) for t in options.tags]
-        with Transaction(self.db):  # the image and its tags in one transaction
+        with self.store.tx():  # the image and its tags in one transaction
             self._store_again(state)
             cache.record_result(self.db, state.image_id)
             for tag in tags:
-                self.engine._set_tag(tag, state.image_id)
+                self.images.set_tag(tag, state.image_id)
         self.out(f"Successfully built {state.image_id[7:19]}")
         for tag in tags:
             self.out(f"Successfully tagged {tag}")
         return state.image_id
 
     def _release_leases(self) -> None:
-        """Drop the leases this build took on the layers it built on (lamina.leases, where the
-        store has them): once the build is done its images hold their layers themselves."""
-        try:
-            from lamina.leases import release
-        except ImportError:
-            return
-        if self.db.execute("SELECT 1 FROM sqlite_master WHERE name = 'leases'").fetchone():
-            release(self.engine)  # (no table: this build never took a lease)
+        """Drop the leases this build took on the layers it built on (lamina.leases): once the
+        build is done its images hold their layers themselves."""
+        from lamina.leases import release
+
+        release(self.store)
 
     def _warn_unused_args(self, df, stages: list[Stage]) -> None:
         declared = set()
@@ -285,9 +287,20 @@ class Builder:
             state = self._triggers(state, triggers, stage)
         return state
 
+    def _pull_image(self, reference: str) -> str:
+        """Pull ``reference``; what the pull wrote goes again if it fails (lamina.claims)."""
+        from lamina.claims import abandon
+        from lamina.transfer.registry import pull
+
+        try:
+            return pull(self.images, reference)
+        except BaseException:
+            abandon(self.store)
+            raise
+
     def _pull(self, reference: str, local: str | None) -> str | None:
         try:
-            return self.engine.pull(reference)
+            return self._pull_image(reference)
         except (ImportError, LaminaError) as error:
             if local is not None:
                 self.out(f"{reference} is a local image: using it ({error})"
@@ -339,7 +352,7 @@ class Builder:
             return None
         for _attempt in range(3):  # a concurrent prune may remove the state found meanwhile:
             try:  # looked up again, it is stored again from the recorded config
-                image_id = cache.lookup(self.engine, key)
+                image_id = cache.lookup(self.images, key)
                 if image_id is None:
                     return None
                 new = self._state_of(image_id)
@@ -402,11 +415,11 @@ class Builder:
         ordered.update({k: v for k, v in doc.items() if k not in ordered})
         config = dumps(ordered)
         try:
-            with Transaction(self.db):
+            with self.store.tx():
                 if layer is not None:
-                    self.engine._commit_layer(layer[0], layer[1], (layer[2][0], layer[2][1],
+                    self.layers.commit(layer[0], layer[1], (layer[2][0], layer[2][1],
                                                                    MEDIA_LAYER))
-                image_id = self.engine._store_image(config, chains, None)
+                image_id = self.images.add(config, chains, None)
                 if key is not None:
                     cache.record(self.db, key, parent_id, image_id, chains, config)
                 self._lease(chains)
@@ -420,23 +433,21 @@ class Builder:
     def _store_again(self, state: State) -> None:
         """Inside a transaction: store ``state`` again if an ``image prune -a`` or ``system
         prune`` removed it (untagged) since its step; the build's leases kept its layers."""
-        if self.engine._image_row(state.image_id) is None:
-            self.engine._store_image(state.raw, state.chains, None)
+        if self.images.row(state.image_id) is None:
+            self.images.add(state.raw, state.chains, None)
 
     def _lease(self, chains: list[str]) -> None:
         """Inside a transaction: lease the layers of a state just stored (lamina.leases), so
         that a concurrent prune removing the untagged state leaves them until the build ends."""
-        from lamina.leases import SCHEMA
+        from lamina import leases
 
-        self.db.execute(SCHEMA)
-        self.db.executemany("INSERT OR IGNORE INTO leases VALUES (?, ?)",
-                            [(chain, os.getpid()) for chain in chains])
+        leases.add(self.db, chains)
 
     def _drop(self, layer) -> None:
         staged = layer[0]
         if self.db.execute("SELECT 1 FROM snapshots WHERE key = ?", (staged,)).fetchone():
-            with Transaction(self.db):
-                self.engine.snaps.remove(staged)
+            with self.store.tx():
+                self.store.snaps.remove(staged)
 
     def _layer_from_tar(self, state: State, write) -> tuple:
         """Write a layer tar with ``write(out)`` into the content store, then extract it on the
@@ -444,11 +455,11 @@ class Builder:
 
         (Writing the blob and extracting in one pass, through a pipe and a second thread, was
         measured: no gain on the 350 MB COPY on a loaded 2-core machine, so the simpler form.)"""
-        with self.engine.content.writer() as writer:
+        with self.store.content.writer() as writer:
             write(writer)
             blob = writer.commit()
-        with self.engine.content.open(blob[0]) as stream:
-            staged, facts = self.engine._add_layer(state.chains[-1] if state.chains else None,
+        with self.store.content.open(blob[0]) as stream:
+            staged, facts = self.layers.add(state.chains[-1] if state.chains else None,
                                                    stream)
         return staged, facts, blob
 
@@ -636,7 +647,7 @@ class Builder:
         if self.tmp is None:
             import tempfile
 
-            base = os.path.join(self.engine.root, "tmp")
+            base = os.path.join(self.store.root, "tmp")
             os.makedirs(base, exist_ok=True)
             self.tmp = tempfile.mkdtemp(prefix="build-", dir=base)
         return self.tmp
@@ -768,7 +779,7 @@ class Builder:
     def _run_container(self, state: State, ins: ResolvedInstruction, argv: list[str],
                        env: list[str], network: str):
         try:
-            from lamina.runtime import oci as runtime
+            from lamina.runtime import monitor
         except ImportError:
             raise BuildError(f"Dockerfile:{ins.line}: RUN needs lamina.runtime, which this "
                              "installation does not have") from None
@@ -777,15 +788,14 @@ class Builder:
         image_id = state.image_id
         if image_id is None:  # RUN on an empty scratch state: store it first
             image_id = self._commit(state, "", None, None, add_history=False).image_id
-        engine = self.engine
         for attempt in range(3):
             try:
-                cid = engine.create(image_id, command=argv, used=True)  # no prune takes it
+                cid = self.containers.create(image_id, command=argv, used=True)  # no prune takes it
                 break
             except NotFound:  # the untagged state was pruned meanwhile: store it again
                 if attempt == 2 or state.image_id is None:
                     raise
-                with Transaction(self.db):
+                with self.store.tx():
                     self._store_again(state)
         self.out(f" ---> Running in {cid[:12]}")
         try:
@@ -793,8 +803,8 @@ class Builder:
             quiet = os.open(os.devnull, os.O_WRONLY) if self.options.quiet else None
             try:
                 streams = {} if quiet is None else {"stdout": quiet, "stderr": quiet}
-                code = runtime.run_in_container(
-                    engine, cid, argv, env, config.get("WorkingDir") or "/",
+                code = monitor.run_in_container(
+                    self.containers, cid, argv, env, config.get("WorkingDir") or "/",
                     config.get("User") or "", "host" if network == "default" else network,
                     **streams)
             finally:
@@ -804,18 +814,18 @@ class Builder:
                 raise BuildError(
                     f"Step {self.step}/{self.total} : The command '{' '.join(argv)}' returned a "
                     f"non-zero code: {code}", code)
-            if not differ.changes(engine.snaps, cid):
+            if not differ.changes(self.store.snaps, cid):
                 return None
             return self._layer_from_tar(
-                state, lambda out: differ.write_diff(engine.snaps, cid, out))
+                state, lambda out: differ.write_diff(self.store.snaps, cid, out))
         finally:
             self.out(f"Removing intermediate container {cid[:12]}")
             try:
-                engine.rm(cid, force=True)
+                self.containers.rm(cid, force=True)
             except LaminaError:
                 pass
 
 
-def build(engine, options: BuildOptions, out=print) -> str:
+def build(containers: ContainerStore, options: BuildOptions, out=print) -> str:
     """Build ``options.dockerfile`` in ``options.context``; returns the image ID."""
-    return Builder(engine, options, out).run()
+    return Builder(containers, options, out).run()

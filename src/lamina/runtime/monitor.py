@@ -22,6 +22,8 @@ import time
 
 from ..errors import FailedPrecondition, InvalidArgument, LaminaError, NotFound
 from ..metadata import Transaction
+from ..processes import start_time as process_start_time
+from ..rootpath import resolve_in_root
 from .oci import (
     RunConfig,
     Runtime,
@@ -30,29 +32,18 @@ from .oci import (
     make_process,
     make_spec,
     merge_env,
-    resolve_in_root,
     write_network_files,
 )
+
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing (start-up time)
+if TYPE_CHECKING:
+    from ..containers import ContainerStore
 
 LOG_FILE = "container.log"
 _HANDOVER = "LAMINA_HANDOVER"  # the monitor's environment: the PID whose claim it takes over
 UNKNOWN_EXIT = 255  # the owner died without recording the process's exit
 _FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
               signal.SIGUSR2)
-
-
-def bundle_dir(engine, container_id: str) -> str:
-    return os.path.join(engine.root, "containers", container_id)
-
-
-def process_start_time(pid: int) -> int | None:
-    """Field 22 of /proc/PID/stat (clock ticks after boot): with the PID, names one process."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
-        return None
-    return int(data[data.rindex(b")") + 2:].split()[19])
 
 
 def monitor_alive(row) -> bool:
@@ -224,7 +215,7 @@ def _pump_tty(runtime: Runtime, args: list[str], *, stdin, output: _Output, pid_
 
 
 # ---------------------------------------------------------------------------------- the main process
-def _prepare(engine, row, config: RunConfig, rootfs: str, bundle: str, argv: list[str],
+def _prepare(containers: ContainerStore, row, config: RunConfig, rootfs: str, bundle: str, argv: list[str],
              env: list[str] | None, workdir: str | None, user: str | None, network: str,
              runtime_id: str, terminal: bool = False) -> None:
     """Write ``bundle``/config.json for ``argv`` in the container ``row``."""
@@ -232,7 +223,7 @@ def _prepare(engine, row, config: RunConfig, rootfs: str, bundle: str, argv: lis
 
     from .. import volumes
 
-    image = engine._image_config(row["image_id"]).get("config") or {}
+    image = containers.images.config(row["image_id"]).get("config") or {}
     hostname = socket.gethostname() if network == "host" else row["id"][:12]
     env = merge_env(image.get("Env"), config.env) if env is None else list(env)
     workdir = workdir or config.workdir or image.get("WorkingDir") or "/"
@@ -247,44 +238,35 @@ def _prepare(engine, row, config: RunConfig, rootfs: str, bundle: str, argv: lis
     files = write_network_files(bundle, hostname, network)
     spec = make_spec(rootfs, process, hostname=hostname, network=network,
                      read_only=config.read_only, files=files,
-                     binds=volumes.oci_mounts(engine, config), cgroup=f"/lamina/{runtime_id}")
+                     binds=volumes.oci_mounts(containers.store, config), cgroup=f"/lamina/{runtime_id}")
     with open(os.path.join(bundle, "config.json"), "w") as f:
         json.dump(spec, f)
 
 
-def _record(engine, container_id: str, **columns) -> None:
+def _record(containers: ContainerStore, container_id: str, **columns) -> None:
     sets = ", ".join(f"{k} = ?" for k in columns)
-    with Transaction(engine.db):
-        engine.db.execute(f"UPDATE containers SET {sets} WHERE id = ?",
+    with Transaction(containers.db):
+        containers.db.execute(f"UPDATE containers SET {sets} WHERE id = ?",
                           (*columns.values(), container_id))
 
 
-def supervise(engine, name: str, *, stdin=None, stdout_fds=(), stderr_fds=(), on_started=None,
+def supervise(containers: ContainerStore, name: str, *, stdin=None, stdout_fds=(), stderr_fds=(), on_started=None,
               forward_signals: bool = False, handover: int = 0) -> int:
     """Run the container's own process to its end, as its owner; returns the exit code.
 
     Output goes to the container's log and to ``stdout_fds``/``stderr_fds``; ``on_started(pid)``
     is called once the process runs (its state is ``running`` by then). ``handover``: the PID
-    of a process whose claim on the container this one takes over (see :func:`_claim`)."""
-    row = _claim(engine, name, handover)
+    of a process whose claim on the container this one takes over (see :func:`become_owner`)."""
+    row = become_owner(containers, name, handover)
     try:
-        return _supervise(engine, row, stdin=stdin, stdout_fds=stdout_fds, stderr_fds=stderr_fds,
+        return _supervise(containers, row, stdin=stdin, stdout_fds=stdout_fds, stderr_fds=stderr_fds,
                           on_started=on_started, forward_signals=forward_signals)
     except BaseException:
-        release(engine, row["id"])  # if its process never ran
+        release(containers, row["id"])  # if its process never ran
         raise
 
 
-def claim(db, container_id: str) -> None:
-    """Inside a transaction: the container is this process's, being started (state ``running``,
-    pid 0 until its process runs; see :func:`_claim`)."""
-    me = os.getpid()
-    db.execute("UPDATE containers SET state = 'running', pid = 0, monitor_pid = ?,"
-               " monitor_start = ?, started = ? WHERE id = ?",
-               (me, process_start_time(me), time.time(), container_id))
-
-
-def _claim(engine, name: str, handover: int = 0):
+def become_owner(containers: ContainerStore, name: str, handover: int = 0):
     """Become the container's owner before touching it: in one transaction, check that nobody
     owns it and mark it running with this process as owner (its pid stays 0 until the process
     runs). From then on ``rm`` refuses it without ``-f`` and prunes leave it alone, so a
@@ -299,45 +281,45 @@ def _claim(engine, name: str, handover: int = 0):
     (:func:`remove_after_run`). One that an ``rm`` or prune is removing is "No such container"."""
     from .. import uses
 
-    with Transaction(engine.db):
-        row = engine._container(name)
-        if any(removing for _, removing in uses.others(engine.db, row["id"])):
+    with Transaction(containers.db):
+        row = containers.get(name)
+        if any(removing for _, removing in uses.others(containers.db, row["id"])):
             raise NotFound(f"No such container: {row['name']}")  # an rm or prune is removing it
         if row["state"] == "running" and monitor_alive(row) and not (
                 not row["pid"] and row["monitor_pid"] in (os.getpid(), handover)):
             raise FailedPrecondition(f"container {row['name']} is already running")
-        claim(engine.db, row["id"])
+        containers.claim(row["id"])
         if RunConfig.from_json(row["run_config"]).auto_remove:
-            uses.add(engine.db, row["id"])
-    return engine._container(row["id"])
+            uses.add(containers.db, row["id"])
+    return containers.get(row["id"])
 
 
-def release(engine, container_id: str) -> bool:
-    """Undo :func:`_claim` (or ``Engine.create(claimed=True)``) if the claim is still this
+def release(containers: ContainerStore, container_id: str) -> bool:
+    """Undo :func:`become_owner` (or ``Engine.create(claimed=True)``) if the claim is still this
     process's and its process never ran: the container is ``created`` again, with no owner, so
     ``rm -f`` has nothing to stop and prune may take it. True if it was given back."""
-    with Transaction(engine.db):
-        return bool(engine.db.execute(
+    with Transaction(containers.db):
+        return bool(containers.db.execute(
             "UPDATE containers SET state = 'created', pid = 0, monitor_pid = 0, monitor_start = 0"
             " WHERE id = ? AND state = 'running' AND pid = 0 AND monitor_pid = ?",
             (container_id, os.getpid())).rowcount)
 
 
-def _supervise(engine, row, *, stdin, stdout_fds, stderr_fds, on_started, forward_signals) -> int:
+def _supervise(containers: ContainerStore, row, *, stdin, stdout_fds, stderr_fds, on_started, forward_signals) -> int:
     cid = row["id"]
     config = RunConfig.from_json(row["run_config"])
-    runtime = Runtime(engine.root, config.runtime)
+    runtime = Runtime(containers.store.root, config.runtime)
     argv = json.loads(row["command"])
     if not argv:
         raise InvalidArgument("No command specified")
-    bundle = bundle_dir(engine, cid)
+    bundle = containers.store.bundle_dir(cid)
     os.makedirs(bundle, exist_ok=True)
-    target = engine._mount_target(cid)
+    target = containers.store.mount_target(cid)
     was_mounted = os.path.ismount(target)
-    rootfs = engine.mount(cid)
+    rootfs = containers.mount(cid)
     output = None
     try:
-        _prepare(engine, row, config, rootfs, bundle, argv, None, None, None, config.network, cid,
+        _prepare(containers, row, config, rootfs, bundle, argv, None, None, None, config.network, cid,
                  terminal=config.tty)
         runtime.delete(cid)  # state left by an owner that died
         pid_file = os.path.join(bundle, "pid")
@@ -349,7 +331,7 @@ def _supervise(engine, row, *, stdin, stdout_fds, stderr_fds, on_started, forwar
         me = os.getpid()
 
         def started(pid: int) -> None:
-            _record(engine, cid, state="running", pid=pid, monitor_pid=me,
+            _record(containers, cid, state="running", pid=pid, monitor_pid=me,
                     monitor_start=process_start_time(me), started=time.time(), exit_code=0)
             if on_started is not None:
                 on_started(pid)
@@ -368,37 +350,37 @@ def _supervise(engine, row, *, stdin, stdout_fds, stderr_fds, on_started, forwar
                              output=output, pid_file=pid_file, runtime_log=runtime_log,
                              on_started=started, forward_signals=forward_signals)
         except RuntimeFailure as e:
-            _record(engine, cid, state="created", exit_code=e.exit_code)
+            _record(containers, cid, state="created", exit_code=e.exit_code)
             raise
         runtime.delete(cid)
     finally:
         if output is not None:
             output.close()
         if not was_mounted:
-            engine.umount(cid)
-    _record(engine, cid, state="exited", exit_code=code, finished=time.time(), pid=0)
+            containers.umount(cid)
+    _record(containers, cid, state="exited", exit_code=code, finished=time.time(), pid=0)
     return code
 
 
-def remove_after_run(engine, name: str) -> None:
+def remove_after_run(containers: ContainerStore, name: str) -> None:
     """``--rm``: the container, its bundle and its anonymous volumes go. One that another
     process (a ``container prune``) removed once it had exited is done."""
     from .. import volumes
 
     try:
-        cid = engine._container(name)["id"]
+        cid = containers.get(name)["id"]
     except NotFound:
         return
-    anonymous = volumes.anonymous_of(engine, cid)
+    anonymous = volumes.anonymous_of(containers.store, cid)
     try:
-        engine.rm(cid, force=True)
+        containers.rm(cid, force=True)
     except NotFound:
         pass
     for volume in anonymous:
-        volumes.remove(engine, volume)
+        volumes.remove(containers.store, volume)
 
 
-def spawn(engine, name: str) -> str:
+def spawn(containers: ContainerStore, name: str) -> str:
     """Start the container's process under a detached monitor; return once the process runs
     (or raise what stopped it from starting). Returns the container ID.
 
@@ -406,7 +388,7 @@ def spawn(engine, name: str) -> str:
     monitor takes the claim in the transaction that makes it its own (``LAMINA_HANDOVER``), so
     the container is owned by a live process throughout. If the monitor fails before that, the
     claim is still this process's, for the caller to give back (:func:`release`)."""
-    row = engine._container(name)
+    row = containers.get(name)
     mine = not row["pid"] and row["monitor_pid"] == os.getpid()
     if row["state"] == "running" and monitor_alive(row) and not mine:
         return row["id"]
@@ -415,14 +397,14 @@ def spawn(engine, name: str) -> str:
     read_end, write_end = os.pipe()
     # A fresh interpreter: SQLite connections must not cross a fork, and the double fork (the
     # monitor is nobody's child) keeps a long-lived caller free of zombies.
-    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    package_parent = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env = dict(os.environ)
     env["PYTHONPATH"] = package_parent + (":" + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env.pop(_HANDOVER, None)
     if row["state"] == "running" and mine:
         env[_HANDOVER] = str(os.getpid())
-    argv = [sys.executable, "-S", "-m", "lamina.runtime.monitor", engine.root, engine.driver, row["id"],
-            str(write_end)]
+    argv = [sys.executable, "-S", "-m", "lamina.runtime.monitor", containers.store.root,
+            containers.store.driver, row["id"], str(write_end)]
     child = os.fork()
     if child == 0:
         try:
@@ -451,13 +433,13 @@ def spawn(engine, name: str) -> str:
     raise RuntimeFailure(message, int(code))
 
 
-def _monitor_main(engine, container_id: str, notify: int) -> None:
+def _monitor_main(containers: ContainerStore, container_id: str, notify: int) -> None:
     """The monitor process (``python -m lamina.runtime.monitor ROOT DRIVER ID FD``): own the container
     until its process ends; write ``ok`` or ``CODE message`` to the file descriptor FD. With
     ``LAMINA_HANDOVER=PID`` in its environment, it takes over the claim of PID (:func:`spawn`)."""
     os.set_inheritable(notify, False)  # neither runc nor the container may hold it open
     handover = os.environ.pop(_HANDOVER, "")
-    bundle = bundle_dir(engine, container_id)
+    bundle = containers.store.bundle_dir(container_id)
     os.makedirs(bundle, exist_ok=True)
     null = os.open(os.devnull, os.O_RDWR)
     err = os.open(os.path.join(bundle, "monitor.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND,
@@ -475,7 +457,7 @@ def _monitor_main(engine, container_id: str, notify: int) -> None:
         state["notified"] = True
 
     try:
-        supervise(engine, container_id, on_started=started,
+        supervise(containers, container_id, on_started=started,
                   handover=int(handover) if handover.isdigit() else 0)
     except BaseException as e:  # noqa: BLE001 - report it to the waiting command, then leave
         if not state["notified"]:
@@ -488,20 +470,20 @@ def _monitor_main(engine, container_id: str, notify: int) -> None:
 
             traceback.print_exc()
         return
-    if RunConfig.from_json(engine._container(container_id)["run_config"]).auto_remove:
-        remove_after_run(engine, container_id)
+    if RunConfig.from_json(containers.get(container_id)["run_config"]).auto_remove:
+        remove_after_run(containers, container_id)
 
 
 # ---------------------------------------------------------------------------------- other verbs
-def refresh(engine, row):
+def refresh(containers: ContainerStore, row):
     """The container's row, with a dead owner's ``running`` turned into ``exited``."""
     if row["state"] == "running" and not monitor_alive(row):
         config = RunConfig.from_json(row["run_config"])
-        Runtime(engine.root, config.runtime).delete(row["id"])
-        engine.umount(row["id"])
-        _record(engine, row["id"], state="exited", exit_code=UNKNOWN_EXIT, finished=time.time(),
+        Runtime(containers.store.root, config.runtime).delete(row["id"])
+        containers.umount(row["id"])
+        _record(containers, row["id"], state="exited", exit_code=UNKNOWN_EXIT, finished=time.time(),
                 pid=0)
-        row = engine._container(row["id"])
+        row = containers.get(row["id"])
     return row
 
 
@@ -536,31 +518,31 @@ def signal_number(value: str | int) -> int:
         raise InvalidArgument(f"invalid signal: {value}") from None
 
 
-def _past_start(engine, row):
+def _past_start(containers: ContainerStore, row):
     """A container being started (claimed, its process not yet running: pid 0): wait a little
     for its process, so that stop and kill reach it rather than a runtime that knows nothing."""
     deadline = time.monotonic() + 10
     while row["state"] == "running" and not row["pid"] and time.monotonic() < deadline:
         time.sleep(0.05)
-        row = refresh(engine, engine._container(row["id"]))
+        row = refresh(containers, containers.get(row["id"]))
     return row
 
 
-def _running(engine, name: str, verb: str):
-    row = _past_start(engine, refresh(engine, engine._container(name)))
+def _running(containers: ContainerStore, name: str, verb: str):
+    row = _past_start(containers, refresh(containers, containers.get(name)))
     if row["state"] != "running":
         raise FailedPrecondition(f"Cannot {verb} container: {name}: Container {row['id']} is not "
                                  "running")
     return row
 
 
-def stop(engine, name: str, timeout: float = 10) -> str:
+def stop(containers: ContainerStore, name: str, timeout: float = 10) -> str:
     """Docker's stop: the image's StopSignal (SIGTERM), then SIGKILL after ``timeout`` seconds."""
-    row = _past_start(engine, refresh(engine, engine._container(name)))
+    row = _past_start(containers, refresh(containers, containers.get(name)))
     if row["state"] != "running":
         return row["id"]
-    runtime = Runtime(engine.root, RunConfig.from_json(row["run_config"]).runtime)
-    image = engine._image_config(row["image_id"]).get("config") or {}
+    runtime = Runtime(containers.store.root, RunConfig.from_json(row["run_config"]).runtime)
+    image = containers.images.config(row["image_id"]).get("config") or {}
     runtime.kill(row["id"], signal_number(image.get("StopSignal") or "SIGTERM"))
     if not _wait_owner(row, timeout):
         runtime.kill(row["id"], signal.SIGKILL, all=True)
@@ -569,36 +551,36 @@ def stop(engine, name: str, timeout: float = 10) -> str:
     return row["id"]
 
 
-def kill(engine, name: str, sig: str | int = "KILL") -> str:
+def kill(containers: ContainerStore, name: str, sig: str | int = "KILL") -> str:
     """Send a signal to the container's main process (it need not end)."""
     number = signal_number(sig)
-    row = _running(engine, name, "kill")
-    Runtime(engine.root, RunConfig.from_json(row["run_config"]).runtime).kill(row["id"], number)
+    row = _running(containers, name, "kill")
+    Runtime(containers.store.root, RunConfig.from_json(row["run_config"]).runtime).kill(row["id"], number)
     return row["id"]
 
 
-def wait(engine, name: str) -> int:
+def wait(containers: ContainerStore, name: str) -> int:
     """Block until the container's process has ended; its exit code. A container that was
     created but never started is waited for until some other command starts it and it ends, as
     Docker does (its state is polled: whoever starts it is another process)."""
-    row = refresh(engine, engine._container(name))
+    row = refresh(containers, containers.get(name))
     delay = 0.01
     while row["state"] == "created":
         time.sleep(delay)
         delay = min(delay * 2, 0.2)
-        row = refresh(engine, engine._container(row["id"]))  # NotFound once it is removed
+        row = refresh(containers, containers.get(row["id"]))  # NotFound once it is removed
     while row["state"] == "running":  # again if the owner handed it over (run -d, spawn)
         _wait_owner(row, None)
-        row = refresh(engine, engine._container(row["id"]))
+        row = refresh(containers, containers.get(row["id"]))
     return row["exit_code"]
 
 
-def logs(engine, name: str, *, follow: bool = False, tail: int | None = None,
+def logs(containers: ContainerStore, name: str, *, follow: bool = False, tail: int | None = None,
          timestamps: bool = False, stdout: int = 1, stderr: int = 2) -> None:
     """Write the container's logged output to ``stdout``/``stderr``; with ``follow``, keep
     writing until the process ends."""
-    row = engine._container(name)
-    path = os.path.join(bundle_dir(engine, row["id"]), LOG_FILE)
+    row = containers.get(name)
+    path = os.path.join(containers.store.bundle_dir(row["id"]), LOG_FILE)
     fds = {"stdout": stdout, "stderr": stderr}
 
     def emit(lines) -> None:
@@ -634,14 +616,14 @@ def logs(engine, name: str, *, follow: bool = False, tail: int | None = None,
                 *done, partial = partial.split(b"\n")
                 emit(done)
                 continue
-            row = refresh(engine, engine._container(row["id"]))
+            row = refresh(containers, containers.get(row["id"]))
             if row["state"] != "running":
                 emit((partial + f.read()).split(b"\n"))
                 return
             time.sleep(0.1)
 
 
-def exec_process(engine, name: str, argv: list[str], *, env=(), workdir: str | None = None,
+def exec_process(containers: ContainerStore, name: str, argv: list[str], *, env=(), workdir: str | None = None,
                  user: str | None = None, stdin=None, detach: bool = False, stdout: int = 1,
                  stderr: int = 2, tty: bool = False) -> int:
     """Run another process in a running container; its exit code (0 once started with
@@ -650,12 +632,12 @@ def exec_process(engine, name: str, argv: list[str], *, env=(), workdir: str | N
     it), relayed to the caller's (see :mod:`lamina.console`)."""
     if not argv:
         raise InvalidArgument("exec needs a command")
-    row = _running(engine, name, "exec in")
+    row = _running(containers, name, "exec in")
     cid = row["id"]
     config = RunConfig.from_json(row["run_config"])
-    runtime = Runtime(engine.root, config.runtime)
-    image = engine._image_config(row["image_id"]).get("config") or {}
-    rootfs = engine.mount(cid)
+    runtime = Runtime(containers.store.root, config.runtime)
+    image = containers.images.config(row["image_id"]).get("config") or {}
+    rootfs = containers.mount(cid)
     hostname = row["id"][:12]
     import socket
 
@@ -665,7 +647,7 @@ def exec_process(engine, name: str, argv: list[str], *, env=(), workdir: str | N
                            workdir or config.workdir or image.get("WorkingDir") or "/",
                            user or config.user or image.get("User"), hostname,
                            terminal=tty and not detach)
-    bundle = bundle_dir(engine, cid)
+    bundle = containers.store.bundle_dir(cid)
     tag = os.urandom(6).hex()
     process_file = os.path.join(bundle, f"exec-{tag}.json")
     pid_file = os.path.join(bundle, f"exec-{tag}.pid")
@@ -693,23 +675,38 @@ def exec_process(engine, name: str, argv: list[str], *, env=(), workdir: str | N
                 os.unlink(path)
 
 
-def run_once(engine, name: str, argv: list[str], *, env=None, workdir=None, user=None,
-             network: str = "none", stdout: int = 1, stderr: int = 2) -> int:
-    """See :func:`lamina.runtime.oci.run_in_container`."""
-    row = engine._container(name)
+def run_in_container(containers: ContainerStore, name: str, argv: list[str], env=None,
+                     workdir=None, user=None, network: str = "none", stdout: int = 1,
+                     stderr: int = 2) -> int:
+    """Run ``argv`` in the (created, not running) container ``container_id``; return its exit code.
+
+    This is what a Dockerfile ``RUN`` step uses. The container's merged root is mounted (and
+    unmounted again unless it was mounted before); ``env`` (``KEY=VALUE``, replacing the image's
+    Env entirely when given, else the image's Env is used), ``workdir`` (created when missing, as
+    Docker does), ``user`` (``name``, ``uid``, ``user:group``) and ``network`` (``none`` or
+    ``host``) apply to this process only; nothing is recorded in the container's state or logs.
+    Stdin is /dev/null; stdout and stderr are streamed to the file descriptors ``stdout`` and
+    ``stderr`` (the caller's by default) while the process runs. Files the process writes land in
+    the container's writable layer, ready for ``Engine.commit``.
+
+    Raises :class:`RuntimeFailure` (exit_code 127 for a missing executable, 126 when it cannot be
+    executed, 125 for other runtime errors) when the process could not be started, and
+    ``NotFound`` for an unknown container or user. A process killed by signal N returns 128+N.
+    """
+    row = containers.get(name)
     if row["state"] == "running" and monitor_alive(row):
         raise FailedPrecondition(f"container {row['name']} is running")
     cid = row["id"]
     config = RunConfig.from_json(row["run_config"])
-    runtime = Runtime(engine.root, config.runtime)
+    runtime = Runtime(containers.store.root, config.runtime)
     runtime_id = f"{cid[:16]}-{os.urandom(6).hex()}"
-    bundle = os.path.join(bundle_dir(engine, cid), runtime_id)
+    bundle = os.path.join(containers.store.bundle_dir(cid), runtime_id)
     os.makedirs(bundle)
-    target = engine._mount_target(cid)
+    target = containers.store.mount_target(cid)
     was_mounted = os.path.ismount(target)
-    rootfs = engine.mount(cid)
+    rootfs = containers.mount(cid)
     try:
-        _prepare(engine, row, config, rootfs, bundle, list(argv), env, workdir, user, network,
+        _prepare(containers, row, config, rootfs, bundle, list(argv), env, workdir, user, network,
                  runtime_id)
         pid_file = os.path.join(bundle, "pid")
         runtime_log = os.path.join(bundle, "runtime.log")
@@ -720,7 +717,7 @@ def run_once(engine, name: str, argv: list[str], *, env=None, workdir=None, user
     finally:
         runtime.delete(runtime_id)
         if not was_mounted:
-            engine.umount(cid)
+            containers.umount(cid)
         from ..fsutil import remove_tree
 
         remove_tree(bundle)
@@ -728,7 +725,7 @@ def run_once(engine, name: str, argv: list[str], *, env=None, workdir=None, user
 
 
 # ---------------------------------------------------------------------------------- run and start
-def run(engine, image: str, command: list[str] | None = None, *, name: str | None = None,
+def run(containers: ContainerStore, image: str, command: list[str] | None = None, *, name: str | None = None,
         entrypoint: list[str] | None = None, config: RunConfig | None = None,
         detach: bool = False, stdin=None, stdout: int = 1, stderr: int = 2):
     """Create a container from ``image`` and run it; see ``Engine.run``."""
@@ -742,75 +739,89 @@ def run(engine, image: str, command: list[str] | None = None, *, name: str | Non
     if config.workdir is not None and not config.workdir.startswith("/"):
         raise InvalidArgument(f"the working directory {config.workdir!r} is invalid: it needs to "
                               "be an absolute path")
-    Runtime(engine.root, config.runtime)  # a missing runtime fails before anything is made
-    image_config = engine._image_config(engine._image_id(image)).get("config") or {}
+    Runtime(containers.store.root, config.runtime)  # a missing runtime fails before anything is made
+    image_config = containers.images.config(containers.images.resolve(image)).get("config") or {}
     argv = combine_command(image_config, command, entrypoint)
     # Born claimed by this process: no prune or rm can take it while its volumes are seeded and
     # until supervise (or the monitor spawn hands the claim to) runs its process. Every way out
     # before that gives the claim back first, so that rm -f finds nothing to stop.
-    cid = engine.create(image, name=name, command=argv, claimed=True)
+    cid = containers.create(image, name=name, command=argv, claimed=True)
     try:
         if config.volumes:
-            target = engine._mount_target(cid)
-            rootfs = engine.mount(cid)
+            target = containers.store.mount_target(cid)
+            rootfs = containers.mount(cid)
             try:
-                resolved = volumes.attach(engine, cid, config.volumes, rootfs)
+                resolved = volumes.attach(containers.store, cid, config.volumes, rootfs)
             finally:
                 if rootfs == target:
-                    engine.umount(cid)
+                    containers.umount(cid)
             config = RunConfig(**{**config.__dict__, "volumes": resolved})
-        _record(engine, cid, run_config=config.to_json())
+        _record(containers, cid, run_config=config.to_json())
     except BaseException:
-        release(engine, cid)
-        engine.rm(cid, force=True)
+        release(containers, cid)
+        containers.rm(cid, force=True)
         raise
     if detach:
         try:
-            return spawn(engine, cid), None
+            return spawn(containers, cid), None
         except BaseException as e:
-            release(engine, cid)  # the monitor failed before taking it over
+            release(containers, cid)  # the monitor failed before taking it over
             if config.auto_remove and isinstance(e, LaminaError):
-                remove_after_run(engine, cid)
+                remove_after_run(containers, cid)
             raise
     try:
-        code = supervise(engine, cid, stdin=stdin, stdout_fds=[stdout], stderr_fds=[stderr],
+        code = supervise(containers, cid, stdin=stdin, stdout_fds=[stdout], stderr_fds=[stderr],
                          forward_signals=True)
     except BaseException:
-        release(engine, cid)  # supervise failed before its own claim (it gives that back)
+        release(containers, cid)  # supervise failed before its own claim (it gives that back)
         raise
     finally:
         if config.auto_remove:
-            remove_after_run(engine, cid)
+            remove_after_run(containers, cid)
     return cid, code
 
 
-def start(engine, name: str, *, attach: bool = False, stdin=None, stdout: int = 1,
+def start(containers: ContainerStore, name: str, *, attach: bool = False, stdin=None, stdout: int = 1,
           stderr: int = 2):
     """Start a created or exited container; see ``Engine.start``."""
-    row = refresh(engine, engine._container(name))
+    row = refresh(containers, containers.get(name))
     if row["state"] == "running":
         return row["id"], None
     if not attach:
-        return spawn(engine, row["id"]), None
+        return spawn(containers, row["id"]), None
     try:
-        code = supervise(engine, row["id"], stdin=stdin, stdout_fds=[stdout],
+        code = supervise(containers, row["id"], stdin=stdin, stdout_fds=[stdout],
                          stderr_fds=[stderr], forward_signals=True)
     finally:
         if RunConfig.from_json(row["run_config"]).auto_remove:
-            remove_after_run(engine, row["id"])
+            remove_after_run(containers, row["id"])
     return row["id"], code
+
+
+class Lifecycle:
+    """What container removal needs of the runtime (see :class:`lamina.containers.Lifecycle`)."""
+
+    def __init__(self, containers: ContainerStore):
+        self.containers = containers
+
+    def refresh(self, row):
+        return refresh(self.containers, row)
+
+    def stop(self, container_id: str, timeout: float) -> None:
+        stop(self.containers, container_id, timeout)
 
 
 if __name__ == "__main__":
     import sys
 
-    from ..engine import Engine  # the monitor's entry point only; the module itself stays below
+    from ..containers import open_containers
 
     _root, _driver, _container, _fd = sys.argv[1:5]
     try:
-        _engine = Engine(root=_root, driver=_driver)
+        _containers = open_containers(_root, _driver)
+        _containers.lifecycle = Lifecycle(_containers)
     except BaseException as _error:  # noqa: BLE001
         os.write(int(_fd), f"125 {_error}".encode())
         os._exit(1)
-    _monitor_main(_engine, _container, int(_fd))
+    _monitor_main(_containers, _container, int(_fd))
     os._exit(0)

@@ -20,7 +20,8 @@ spec), here ``<store>/containers/<id>/``. lamina writes that spec itself:
 is the implementation, ``LAMINA_RUNTIME`` or ``--runtime`` names another binary with the same
 CLI. The process lifecycle around it (output capture, state, detaching) is in ``lamina.runtime.monitor``.
 
-For the image builder, :func:`run_in_container` runs one command in an existing container.
+For the image builder, :func:`lamina.runtime.monitor.run_in_container` runs one command in an
+existing container.
 """
 
 from __future__ import annotations
@@ -340,28 +341,3 @@ def failure_from_log(log: str) -> RuntimeFailure | None:
     if message.startswith("exec:"):  # the executable itself: missing (127) or not runnable (126)
         code = 126 if "permission denied" in message or "exec format error" in message else 127
     return RuntimeFailure(message, code)
-
-
-# ---------------------------------------------------------------------------------- for the builder
-def run_in_container(engine, container_id: str, argv: list[str], env: list[str] | None = None,
-                     workdir: str | None = None, user: str | None = None,
-                     network: str = "none", stdout: int = 1, stderr: int = 2) -> int:
-    """Run ``argv`` in the (created, not running) container ``container_id``; return its exit code.
-
-    This is what a Dockerfile ``RUN`` step uses. The container's merged root is mounted (and
-    unmounted again unless it was mounted before); ``env`` (``KEY=VALUE``, replacing the image's
-    Env entirely when given, else the image's Env is used), ``workdir`` (created when missing, as
-    Docker does), ``user`` (``name``, ``uid``, ``user:group``) and ``network`` (``none`` or
-    ``host``) apply to this process only; nothing is recorded in the container's state or logs.
-    Stdin is /dev/null; stdout and stderr are streamed to the file descriptors ``stdout`` and
-    ``stderr`` (the caller's by default) while the process runs. Files the process writes land in
-    the container's writable layer, ready for ``Engine.commit``.
-
-    Raises :class:`RuntimeFailure` (exit_code 127 for a missing executable, 126 when it cannot be
-    executed, 125 for other runtime errors) when the process could not be started, and
-    ``NotFound`` for an unknown container or user. A process killed by signal N returns 128+N.
-    """
-    from . import monitor
-
-    return monitor.run_once(engine, container_id, list(argv), env=env, workdir=workdir,
-                            user=user, network=network, stdout=stdout, stderr=stderr)

@@ -19,7 +19,7 @@ import stat
 from ..fsutil import copy_metadata, remove_tree, tree_usage
 from ..mount import Mount
 from ..whiteouts import is_overlay_opaque, is_overlay_whiteout
-from . import ACTIVE, Snapshotter
+from .base import ACTIVE, Snapshotter
 
 
 def _entries(path: str | None) -> dict:

@@ -14,7 +14,7 @@ the kernel's one-page option limit.
 import os
 
 from ..mount import Mount
-from . import ACTIVE, DiffDirs
+from .base import ACTIVE, DiffDirs
 
 
 class Overlay2(DiffDirs):

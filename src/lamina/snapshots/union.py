@@ -13,7 +13,7 @@ so the driver works without root where ``/dev/fuse`` is usable.
 import os
 
 from ..mount import Mount
-from . import ACTIVE, DiffDirs
+from .base import ACTIVE, DiffDirs
 
 
 class Union(DiffDirs):

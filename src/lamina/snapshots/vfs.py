@@ -9,7 +9,7 @@ import os
 
 from ..fsutil import copy_tree
 from ..mount import Mount
-from . import ACTIVE, Snapshotter
+from .base import ACTIVE, Snapshotter
 
 
 class Vfs(Snapshotter):

@@ -16,6 +16,8 @@ verified digest), the images are assembled from there with :func:`add_image`, an
 load created that no image ended up using is removed again, on success and on failure.
 """
 
+from __future__ import annotations
+
 import json
 import os
 import stat
@@ -26,6 +28,10 @@ from ..digest import chain_ids, hex_of, is_digest, sha256_bytes
 from ..errors import InvalidArgument, LaminaError, NotFound
 from ..faults import point
 from ..metadata import Transaction
+
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing (start-up time)
+if TYPE_CHECKING:
+    from ..images import ImageStore
 
 FORMATS = ("oci-archive", "docker-archive", "oci-dir")
 MEDIA_OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -43,7 +49,7 @@ CHUNK = 1 << 20
 # ----------------------------------------------------------------------------- storing images
 
 
-def add_image(engine, config: bytes, layers: list[tuple[str, int, str]], tags=(),
+def add_image(image_store: ImageStore, config: bytes, layers: list[tuple[str, int, str]], tags=(),
               manifest: bytes | None = None, ready=None) -> str:
     """Store an image from its exact config bytes and its layer blobs, which must be in the
     content store already: ``layers`` are (digest, size, media type), bottom first.
@@ -70,42 +76,42 @@ def add_image(engine, config: bytes, layers: list[tuple[str, int, str]], tags=()
                               f"{len(layers)}")
     image_id = sha256_bytes(config)
     chains = chain_ids(diff_ids)
-    db = engine.db
+    db = image_store.db
     added: list[str] = []
     try:
-        if getattr(engine.snaps, "independent_diffs", False):
-            _add_layers_at_once(engine, layers, diff_ids, chains, ready, added)
+        if getattr(image_store.store.snaps, "independent_diffs", False):
+            _add_layers_at_once(image_store, layers, diff_ids, chains, ready, added)
         else:
-            _add_layers_in_order(engine, layers, diff_ids, chains, ready, added)
+            _add_layers_in_order(image_store, layers, diff_ids, chains, ready, added)
         with Transaction(db):
             if db.execute("SELECT 1 FROM images WHERE id = ?", (image_id,)).fetchone() is None:
-                engine._store_image(config, chains, None, manifest)
+                image_store.add(config, chains, None, manifest)
             else:
-                engine.content.put(config)
+                image_store.store.content.put(config)
             for tag in tags:
-                engine._set_tag(tag, image_id)
+                image_store.set_tag(tag, image_id)
         return image_id
     except BaseException:
-        _drop_layers(engine, list(reversed(added)))
+        _drop_layers(image_store, list(reversed(added)))
         raise
 
 
-def _add_layers_in_order(engine, layers, diff_ids, chains, ready, added: list[str]) -> None:
+def _add_layers_in_order(image_store: ImageStore, layers, diff_ids, chains, ready, added: list[str]) -> None:
     """Extract each missing layer on its parent, bottom first (drivers whose layer trees hold
     their parents' files: vfs, overlay)."""
     from ..layertar import is_plain, open_layer_stream
 
-    db = engine.db
+    db = image_store.db
     parent = None
     for i, (digest, size, media_type) in enumerate(layers):
         chain = chains[i]
         stored = db.execute("SELECT 1 FROM layers WHERE chain_id = ?", (chain,)).fetchone()
         arriving = ready(i, not stored) if ready is not None else None
         if not stored:
-            with arriving or engine.content.open(digest) as blob:
+            with arriving or image_store.store.content.open(digest) as blob:
                 try:
                     stream = open_layer_stream(blob)  # a plain layer's diff_id: its digest
-                    key, layer = engine._add_layer(parent, stream,
+                    key, layer = image_store.layers.add(parent, stream,
                                                    digest=digest if is_plain(stream) else None)
                 except Exception:
                     _raise_failure(blob)  # a bad download explains a bad tar best
@@ -115,12 +121,12 @@ def _add_layers_in_order(engine, layers, diff_ids, chains, ready, added: list[st
                         pass
                     _check_diff_id(digest, layer["diff_id"], diff_ids[i])
                     with Transaction(db):
-                        engine._commit_layer(key, layer, (digest, size, media_type))
+                        image_store.layers.commit(key, layer, (digest, size, media_type))
                 except BaseException as error:
                     if db.execute("SELECT 1 FROM snapshots WHERE key = ?", (key,)).fetchone():
                         with Transaction(db):
-                            engine.snaps.remove(key)
-                    _purge(engine)
+                            image_store.store.snaps.remove(key)
+                    _purge(image_store)
                     if isinstance(error, Exception):
                         _raise_failure(blob)
                     raise
@@ -131,14 +137,14 @@ def _add_layers_in_order(engine, layers, diff_ids, chains, ready, added: list[st
 EXTRACTORS = 4  # layers of one image extracted at once (each also has a reading thread)
 
 
-def _add_layers_at_once(engine, layers, diff_ids, chains, ready, added: list[str]) -> None:
+def _add_layers_at_once(image_store: ImageStore, layers, diff_ids, chains, ready, added: list[str]) -> None:
     """Extract every missing layer at once, each into a snapshot of its own with no parent, then
     stack them bottom first (:meth:`DiffDirs.rebase`) and commit each after checking its diff_id.
     The threads only write files; the database is used by this thread alone."""
     import threading
     from concurrent.futures import ThreadPoolExecutor
 
-    db = engine.db
+    db = image_store.db
     todo = [i for i, chain in enumerate(chains)
             if db.execute("SELECT 1 FROM layers WHERE chain_id = ?", (chain,)).fetchone() is None]
     cancel = threading.Event()
@@ -148,11 +154,11 @@ def _add_layers_at_once(engine, layers, diff_ids, chains, ready, added: list[str
                               thread_name_prefix="extract")
     try:
         for i in todo:
-            key = keys[i] = engine._stage_layer(None)
+            key = keys[i] = image_store.layers.stage(None)
             blob = ready(i, True) if ready is not None else None
-            blob = blob or engine.content.open(layers[i][0])
-            fmt = "plain" if i == 0 else engine.snaps.fmt  # the bottom layer's whiteouts hide nothing
-            jobs[i] = pool.submit(_extract, blob, layers[i][0], engine.snaps.dir(key), fmt, cancel)
+            blob = blob or image_store.store.content.open(layers[i][0])
+            fmt = "plain" if i == 0 else image_store.store.snaps.fmt  # the bottom layer's whiteouts hide nothing
+            jobs[i] = pool.submit(_extract, blob, layers[i][0], image_store.store.snaps.dir(key), fmt, cancel)
         parent = None
         for i, (digest, size, media_type) in enumerate(layers):
             if i in jobs:
@@ -168,10 +174,10 @@ def _add_layers_at_once(engine, layers, diff_ids, chains, ready, added: list[str
                 _check_diff_id(digest, stats.diff_id, diff_ids[i])
                 layer = {"chain_id": chains[i], "diff_id": stats.diff_id, "parent": parent,
                          "size": stats.size, "inodes": stats.inodes}
-                with engine._tx():
+                with image_store.store.tx():
                     if parent is not None:
-                        engine.snaps.rebase(keys[i], parent)
-                    engine._commit_layer(keys.pop(i), layer, (digest, size, media_type))
+                        image_store.store.snaps.rebase(keys[i], parent)
+                    image_store.layers.commit(keys.pop(i), layer, (digest, size, media_type))
                 added.append(chains[i])
             elif ready is not None:
                 ready(i, False)
@@ -180,11 +186,11 @@ def _add_layers_at_once(engine, layers, diff_ids, chains, ready, added: list[str
         cancel.set()
         pool.shutdown(wait=True)  # no thread may still write into a snapshot removed below
         if keys:
-            with engine._tx():
+            with image_store.store.tx():
                 for key in keys.values():
                     if db.execute("SELECT 1 FROM snapshots WHERE key = ?", (key,)).fetchone():
-                        engine.snaps.remove(key)
-            _purge(engine)
+                        image_store.store.snaps.remove(key)
+            _purge(image_store)
         raise
     finally:
         pool.shutdown(wait=True)
@@ -239,9 +245,9 @@ def _raise_failure(blob) -> None:
         raise error from None
 
 
-def _drop_layers(engine, chains: list[str]) -> None:
+def _drop_layers(image_store: ImageStore, chains: list[str]) -> None:
     """Remove layers (top first) that nothing uses: undo a failed :func:`add_image`."""
-    db = engine.db
+    db = image_store.db
     for chain in chains:
         with Transaction(db):
             used = db.execute("SELECT 1 FROM image_layers WHERE chain_id = ? LIMIT 1",
@@ -251,33 +257,33 @@ def _drop_layers(engine, chains: list[str]) -> None:
             if used or child:
                 continue
             db.execute("DELETE FROM layers WHERE chain_id = ?", (chain,))
-            engine.snaps.remove(chain)
-    _purge(engine)
+            image_store.store.snaps.remove(chain)
+    _purge(image_store)
 
 
-def _purge(engine) -> None:
+def _purge(image_store: ImageStore) -> None:
     """Delete the data of snapshots removed above (they are only filed as trash until then)."""
-    purge = getattr(engine.snaps, "purge", None)
+    purge = getattr(image_store.store.snaps, "purge", None)
     if purge is not None:
         purge()
 
 
-def drop_unused(engine, created: set[str]) -> None:
+def drop_unused(image_store: ImageStore, created: set[str]) -> None:
     """Delete the blobs in ``created`` that no image or layer refers to."""
     if not created:
         return
-    from ..gc import referenced_blobs
+    from ..claims import referenced_blobs
 
-    used = referenced_blobs(engine)
+    used = referenced_blobs(image_store.store)
     for digest in created - used:
-        engine.content.delete(digest)
+        image_store.store.content.delete(digest)
 
 
 class BlobSink:
     """Writes blobs into the content store, remembering which ones it created."""
 
-    def __init__(self, engine):
-        self.content = engine.content
+    def __init__(self, image_store: ImageStore):
+        self.content = image_store.store.content
         self.created: set[str] = set()
 
     def put_stream(self, read, expected: str | None = None, limit: int | None = None):
@@ -332,19 +338,19 @@ class _Image:
         self.media_type = media_type
 
 
-def _resolve(engine, names: list[str]) -> list[tuple[str, list[str]]]:
+def _resolve(image_store: ImageStore, names: list[str]) -> list[tuple[str, list[str]]]:
     """(image ID, tags to record) for each name, images merged in first-seen order."""
     from ..image import normalize
 
     out: dict[str, list[str]] = {}
     for name in names:
-        image_id = engine._image_id(name)
+        image_id = image_store.resolve(name)
         tags = out.setdefault(image_id, [])
         try:
             ref = normalize(name)
         except InvalidArgument:
             ref = None
-        if ref in engine._tags(image_id) and ref not in tags:
+        if ref in image_store.tags(image_id) and ref not in tags:
             tags.append(ref)
     return list(out.items())
 
@@ -357,23 +363,23 @@ def _epoch() -> int:
         raise InvalidArgument(f"SOURCE_DATE_EPOCH={value!r} is not a number") from None
 
 
-def _prepare(engine, names, compression, workdir, log):
+def _prepare(image_store: ImageStore, names, compression, workdir, log):
     """The images to save, recompressing layers into ``workdir`` when asked."""
     from .. import compression as comp
     from ..image import dumps
 
     images = []
     done: dict[tuple[str, str], tuple] = {}
-    for image_id, tags in _resolve(engine, names):
-        row = engine._image_row(image_id)
-        config = engine.content.read(image_id)
-        manifest = engine.content.read(row["manifest_digest"])
+    for image_id, tags in _resolve(image_store, names):
+        row = image_store.row(image_id)
+        config = image_store.store.content.read(image_id)
+        manifest = image_store.store.content.read(row["manifest_digest"])
         doc = json.loads(manifest)
         layers = []
         changed = False
         for desc in doc.get("layers", []):
             digest, media = desc["digest"], desc.get("mediaType", MEDIA_OCI_LAYER)
-            if not engine.content.exists(digest):
+            if not image_store.store.content.exists(digest):
                 raise NotFound(f"blob {digest} of image {image_id[7:19]} is missing from the store")
             if compression is None or comp.of_media_type(media) == compression:
                 layers.append((digest, desc["size"], media, None))
@@ -381,7 +387,7 @@ def _prepare(engine, names, compression, workdir, log):
             key = (digest, compression)
             if key not in done:
                 log(f"{hex_of(digest)[:12]}: compressing ({compression})")
-                done[key] = _recompress(engine, digest, compression, workdir)
+                done[key] = _recompress(image_store, digest, compression, workdir)
             new_digest, size, path = done[key]
             media = MEDIA_OCI_LAYER + comp.media_suffix(compression)
             layers.append((new_digest, size, media, path))
@@ -398,11 +404,11 @@ def _prepare(engine, names, compression, workdir, log):
     return images
 
 
-def _recompress(engine, digest, compression, workdir):
+def _recompress(image_store: ImageStore, digest, compression, workdir):
     """Decompress blob ``digest`` and compress it again into a file in ``workdir``; returns
     (new digest, size, path)."""
     path = os.path.join(workdir, f"{hex_of(digest)}.{compression}")
-    blob = Recompressed(engine, digest, compression)
+    blob = Recompressed(image_store, digest, compression)
     with open(path, "wb") as f:
         f.writelines(blob)
     return blob.digest, blob.size, path
@@ -413,8 +419,8 @@ class Recompressed:
     it is iterated (pieces of compressed bytes); ``digest`` and ``size`` once exhausted. The
     stored blob's own digest is checked at its end, before the last piece is given."""
 
-    def __init__(self, engine, source: str, compression: str):
-        self.engine = engine
+    def __init__(self, image_store: ImageStore, source: str, compression: str):
+        self.image_store = image_store
         self.source = source
         self.compression = compression
         self.digest = None
@@ -442,7 +448,7 @@ class Recompressed:
                 self.size += len(piece)
                 yield piece
 
-        with self.engine.content.open(self.source) as blob:
+        with self.image_store.store.content.open(self.source) as blob:
             source = open_layer_stream(blob)
             sink = compressor(self.compression, _Out())
             while True:
@@ -556,7 +562,7 @@ def _docker_name(tag: str) -> str:
     return "docker.io/" + (tag if "/" in tag else "library/" + tag)
 
 
-def save(engine, names: list[str], output, fmt: str = "docker-archive",
+def save(image_store: ImageStore, names: list[str], output, fmt: str = "docker-archive",
          compression: str | None = None, log=lambda line: None) -> None:
     """Write the images ``names`` to ``output`` (a path, or a binary file for the archive forms)
     in ``fmt``; ``compression`` (gzip, zstd, none) recompresses layers, None keeps them."""
@@ -571,31 +577,31 @@ def save(engine, names: list[str], output, fmt: str = "docker-archive",
         check(compression)
     if not names:
         raise InvalidArgument("save needs at least one image")
-    workdir = tempfile.mkdtemp(prefix=f"{os.getpid()}-save-", dir=engine.content.ingest)
+    workdir = tempfile.mkdtemp(prefix=f"{os.getpid()}-save-", dir=image_store.store.content.ingest)
     try:
-        images = _prepare(engine, names, compression, workdir, log)
+        images = _prepare(image_store, names, compression, workdir, log)
         if fmt == "oci-dir":
             if not isinstance(output, (str, os.PathLike)):
                 raise InvalidArgument("oci-dir needs an output directory (-o DIR)")
-            _save_oci_dir(engine, images, os.fspath(output))
+            _save_oci_dir(image_store, images, os.fspath(output))
             return
         if isinstance(output, (str, os.PathLike)):
             from ..fsutil import output_file
 
             with output_file(os.fspath(output)) as f:
-                _save_tar(engine, images, fmt, f)
+                _save_tar(image_store, images, fmt, f)
         else:
-            _save_tar(engine, images, fmt, output)
+            _save_tar(image_store, images, fmt, output)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _layer_path(engine, layer) -> str:
+def _layer_path(image_store: ImageStore, layer) -> str:
     digest, _, _, source = layer
-    return source or engine.content.path(digest)
+    return source or image_store.store.content.path(digest)
 
 
-def _save_tar(engine, images: list[_Image], fmt: str, out) -> None:
+def _save_tar(image_store: ImageStore, images: list[_Image], fmt: str, out) -> None:
     tar = _TarOut(out, _epoch())
     if fmt == "oci-archive":
         tar.data("oci-layout", b'{"imageLayoutVersion":"1.0.0"}')
@@ -603,7 +609,7 @@ def _save_tar(engine, images: list[_Image], fmt: str, out) -> None:
         tar.directory("blobs/sha256/")
         for img in images:
             for layer in img.layers:
-                tar.file(f"blobs/sha256/{hex_of(layer[0])}", _layer_path(engine, layer), layer[1])
+                tar.file(f"blobs/sha256/{hex_of(layer[0])}", _layer_path(image_store, layer), layer[1])
             tar.data(f"blobs/sha256/{hex_of(img.image_id)}", img.config)
             tar.data(f"blobs/sha256/{hex_of(img.manifest_digest)}", img.manifest)
         tar.data("index.json", _oci_index(images))
@@ -616,7 +622,7 @@ def _save_tar(engine, images: list[_Image], fmt: str, out) -> None:
         paths = []
         for layer in img.layers:
             name = f"{hex_of(layer[0])}.tar"
-            tar.file(name, _layer_path(engine, layer), layer[1])
+            tar.file(name, _layer_path(image_store, layer), layer[1])
             paths.append(name)
         config_name = f"{hex_of(img.image_id)}.json"
         if config_name not in tar.names:
@@ -633,7 +639,7 @@ def _save_tar(engine, images: list[_Image], fmt: str, out) -> None:
     tar.close()
 
 
-def _save_oci_dir(engine, images: list[_Image], path: str) -> None:
+def _save_oci_dir(image_store: ImageStore, images: list[_Image], path: str) -> None:
     """Write (or add to) an OCI layout directory; index.json last, so a reader never sees an
     index naming a missing blob."""
     import shutil
@@ -659,7 +665,7 @@ def _save_oci_dir(engine, images: list[_Image], path: str) -> None:
 
     for img in images:
         for layer in img.layers:
-            put(layer[0], source=_layer_path(engine, layer))
+            put(layer[0], source=_layer_path(image_store, layer))
         put(img.image_id, img.config)
         put(img.manifest_digest, img.manifest)
     index_path = os.path.join(path, "index.json")
@@ -819,10 +825,10 @@ def _json(data: bytes | None, what: str):
         raise InvalidArgument(f"{what} is not valid JSON") from None
 
 
-def _blob_bytes(engine, digest: str, what: str) -> bytes:
-    if engine.content.size(digest) > _SMALL:
+def _blob_bytes(image_store: ImageStore, digest: str, what: str) -> bytes:
+    if image_store.store.content.size(digest) > _SMALL:
         raise InvalidArgument(f"{what} {digest} is too large")
-    return engine.content.read(digest)
+    return image_store.store.content.read(digest)
 
 
 def _tag_of(annotations: dict) -> str | None:
@@ -859,7 +865,7 @@ def platform_matches(desc: dict, platform: tuple[str, str, str | None]) -> bool:
     return want_variant is None or p.get("variant") in (None, want_variant)
 
 
-def _images_from_oci(engine, source: _Source, platform) -> list[tuple]:
+def _images_from_oci(image_store: ImageStore, source: _Source, platform) -> list[tuple]:
     """(config, layers, tags, manifest) of each image an OCI layout's index.json names."""
     index = _json(source.text("index.json"), "index.json")
     found: dict[str, list] = {}
@@ -872,7 +878,7 @@ def _images_from_oci(engine, source: _Source, platform) -> list[tuple]:
         if media in INDEX_TYPES:
             if depth > 4:
                 raise InvalidArgument("image indexes nested too deeply")
-            doc = json.loads(_blob_bytes(engine, digest, "index"))
+            doc = json.loads(_blob_bytes(image_store, digest, "index"))
             chosen = [d for d in doc.get("manifests", []) if platform_matches(d, platform)]
             if not chosen and len(doc.get("manifests", [])) == 1:
                 chosen = doc["manifests"]
@@ -889,12 +895,12 @@ def _images_from_oci(engine, source: _Source, platform) -> list[tuple]:
         visit(desc, [tag] if tag else [], 0)
     out = []
     for digest, tags in found.items():
-        manifest = _blob_bytes(engine, digest, "manifest")
-        out.append(_from_manifest(engine, manifest, tags))
+        manifest = _blob_bytes(image_store, digest, "manifest")
+        out.append(_from_manifest(image_store, manifest, tags))
     return out
 
 
-def _from_manifest(engine, manifest: bytes, tags: list[str]) -> tuple:
+def _from_manifest(image_store: ImageStore, manifest: bytes, tags: list[str]) -> tuple:
     try:
         doc = json.loads(manifest)
     except ValueError:
@@ -910,18 +916,18 @@ def _from_manifest(engine, manifest: bytes, tags: list[str]) -> tuple:
     except (KeyError, TypeError, ValueError):
         raise InvalidArgument("malformed image manifest") from None
     for digest, size, _ in layers:
-        if not is_digest(digest) or not engine.content.exists(digest):
+        if not is_digest(digest) or not image_store.store.content.exists(digest):
             raise InvalidArgument(f"layer blob {digest} is missing")
-        if engine.content.size(digest) != size:
+        if image_store.store.content.size(digest) != size:
             raise InvalidArgument(f"layer blob {digest} has the wrong size")
-    config = _blob_bytes(engine, config_digest, "config")
+    config = _blob_bytes(image_store, config_digest, "config")
     declared = doc["config"].get("size") if isinstance(doc["config"], dict) else None
     if declared is not None and declared != len(config):
         raise InvalidArgument(f"config blob {config_digest} has the wrong size")
     return config, layers, tags, manifest
 
 
-def _images_from_docker(engine, source: _Source) -> list[tuple]:
+def _images_from_docker(image_store: ImageStore, source: _Source) -> list[tuple]:
     """(config, layers, tags, manifest) of each image in a ``docker save`` manifest.json."""
     from .. import compression
     from ..image import dumps, normalize
@@ -938,14 +944,14 @@ def _images_from_docker(engine, source: _Source) -> list[tuple]:
             raise InvalidArgument("manifest.json entry without Config or Layers") from None
         config = source.text(config_name)
         if config is None:
-            config = _blob_bytes(engine, source.digest(config_name), "config")
+            config = _blob_bytes(image_store, source.digest(config_name), "config")
         layers = []
         for name in layer_names:
             digest = source.digest(name)
-            with engine.content.open(digest) as blob:
+            with image_store.store.content.open(digest) as blob:
                 head = blob.file.read(8)
             media = MEDIA_OCI_LAYER + compression.media_suffix(compression.sniff(head))
-            layers.append((digest, engine.content.size(digest), media))
+            layers.append((digest, image_store.store.content.size(digest), media))
         tags = []
         for tag in entry.get("RepoTags") or []:
             try:
@@ -961,27 +967,27 @@ def _images_from_docker(engine, source: _Source) -> list[tuple]:
     return out
 
 
-def _images_from_docker_dir(engine, source: _Source) -> list[tuple]:
+def _images_from_docker_dir(image_store: ImageStore, source: _Source) -> list[tuple]:
     """containers/image's ``dir`` transport: manifest.json is the manifest itself."""
     manifest = source.text("manifest.json")
     for desc in json.loads(manifest).get("layers", []):  # blobs may be named <hex> or <hex>.tar
-        if not engine.content.exists(desc.get("digest", "")):
+        if not image_store.store.content.exists(desc.get("digest", "")):
             raise InvalidArgument(f"layer blob {desc.get('digest')} is missing")
     doc = json.loads(manifest)
     config_digest = doc.get("config", {}).get("digest", "")
-    if is_digest(config_digest) and not engine.content.exists(config_digest):
+    if is_digest(config_digest) and not image_store.store.content.exists(config_digest):
         data = source.small.get(hex_of(config_digest))
         if data is not None:
-            BlobSink(engine).put(data)
-    return [_from_manifest(engine, manifest, [])]
+            BlobSink(image_store).put(data)
+    return [_from_manifest(image_store, manifest, [])]
 
 
-def load(engine, input, platform=("linux", "amd64", None), log=lambda line: None) -> list[str]:
+def load(image_store: ImageStore, input, platform=("linux", "amd64", None), log=lambda line: None) -> list[str]:
     """Load every image of an archive (path, directory, or binary file such as stdin); returns
     Docker's ``Loaded image: NAME`` / ``Loaded image ID: ID`` lines."""
     from ..layertar import open_layer_stream
 
-    sink = BlobSink(engine)
+    sink = BlobSink(image_store)
     source = _Source()
     loaded = []
     try:
@@ -1009,11 +1015,11 @@ def load(engine, input, platform=("linux", "amd64", None), log=lambda line: None
         try:  # the documents are untrusted: a value of the wrong type is a malformed archive
             if source.has("manifest.json") and isinstance(_json(source.text("manifest.json"),
                                                                 "manifest.json"), list):
-                images = _images_from_docker(engine, source)
+                images = _images_from_docker(image_store, source)
             elif source.has("index.json"):
-                images = _images_from_oci(engine, source, platform)
+                images = _images_from_oci(image_store, source, platform)
             elif source.has("manifest.json"):
-                images = _images_from_docker_dir(engine, source)
+                images = _images_from_docker_dir(image_store, source)
             else:
                 raise InvalidArgument("not an image archive: no manifest.json or index.json")
         except (TypeError, AttributeError, KeyError, IndexError, ValueError) as e:
@@ -1027,16 +1033,16 @@ def load(engine, input, platform=("linux", "amd64", None), log=lambda line: None
             def ready(i: int, follow: bool, layers=layers):
                 digest = layers[i][0]
                 if follow and digest in sink.created:  # checked as it was stored, just now
-                    return engine.content.open(digest, verify=False)
+                    return image_store.store.content.open(digest, verify=False)
                 return None
 
-            image_id = add_image(engine, config, layers, tags, manifest, ready=ready)
+            image_id = add_image(image_store, config, layers, tags, manifest, ready=ready)
             log(f"{image_id[7:19]}: loaded in {time.monotonic() - started:.1f}s")
             loaded.extend(f"Loaded image: {t}" for t in tags)
             if not tags:
                 loaded.append(f"Loaded image ID: {image_id}")
     finally:
-        drop_unused(engine, sink.created)
+        drop_unused(image_store, sink.created)
     return loaded
 
 

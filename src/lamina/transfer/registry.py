@@ -21,6 +21,8 @@ credentials of :mod:`lamina.auth`. ``tls_verify=False`` (and any loopback regist
 to plain http, as Docker does for ``127.0.0.0/8``.
 """
 
+from __future__ import annotations
+
 import base64
 import json
 import os
@@ -29,8 +31,12 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
+from ..content import WRITEBACK, drop_cached
+from ..digest import hex_of, is_digest, sha256_bytes
+from ..errors import FailedPrecondition, InvalidArgument, LaminaError, NotFound, Unavailable
+from ..metadata import Transaction
+from ..reference import DOCKER_HUB, Reference, parse_reference
 from .archive import (
     INDEX_TYPES,
     MANIFEST_TYPES,
@@ -46,10 +52,10 @@ from .archive import (
     drop_unused,
     platform_matches,
 )
-from ..content import WRITEBACK, drop_cached
-from ..digest import hex_of, is_digest, sha256_bytes
-from ..errors import FailedPrecondition, InvalidArgument, LaminaError, NotFound, Unavailable
-from ..metadata import Transaction
+
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing (start-up time)
+if TYPE_CHECKING:
+    from ..images import ImageStore
 
 CHUNK = 1 << 20
 UPLOAD_CHUNK = 64 << 20       # PATCH size for chunked uploads
@@ -58,95 +64,6 @@ MAX_MANIFEST = 4 << 20
 MAX_CONFIG = 16 << 20
 RETRIES = 3
 ACCEPT = ", ".join((MEDIA_OCI_MANIFEST, MEDIA_DOCKER_MANIFEST, MEDIA_OCI_INDEX, MEDIA_DOCKER_LIST))
-DOCKER_HUB = "docker.io"
-
-_TABLES = """
-CREATE TABLE IF NOT EXISTS blob_sources (
-    digest TEXT NOT NULL, registry TEXT NOT NULL, repository TEXT NOT NULL,
-    PRIMARY KEY (digest, registry, repository));
-CREATE TABLE IF NOT EXISTS compressed_blobs (
-    source TEXT NOT NULL, compression TEXT NOT NULL, digest TEXT NOT NULL, size INTEGER NOT NULL,
-    PRIMARY KEY (source, compression));
-"""
-
-
-# ----------------------------------------------------------------------------- references
-
-
-@dataclass(frozen=True)
-class Reference:
-    """``[REGISTRY/]REPOSITORY[:TAG][@DIGEST]`` split as Docker does (``busybox`` is
-    ``docker.io/library/busybox:latest``)."""
-
-    registry: str
-    repository: str
-    tag: str | None
-    digest: str | None
-
-    @property
-    def api_host(self) -> str:
-        return "registry-1.docker.io" if self.registry == DOCKER_HUB else self.registry
-
-    @property
-    def name(self) -> str:
-        """The repository as Docker shows it: ``busybox``, ``user/app``, ``host:5000/app``."""
-        if self.registry == DOCKER_HUB:
-            repo = self.repository
-            return repo.removeprefix("library/")
-        return f"{self.registry}/{self.repository}"
-
-    def local_tag(self) -> str | None:
-        return f"{self.name}:{self.tag}" if self.tag else None
-
-    def __str__(self) -> str:
-        out = self.name
-        if self.tag:
-            out += ":" + self.tag
-        if self.digest:
-            out += "@" + self.digest
-        return out
-
-
-_COMPONENT = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$")
-_TAG = re.compile(r"^[\w][\w.-]{0,127}$")
-_LABEL = r"[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?"
-_HOST = re.compile(rf"^(?:{_LABEL}(?:\.{_LABEL})*|\[[0-9a-fA-F:.]+\])(?::[0-9]{{1,5}})?$")
-
-
-def parse_reference(text: str) -> Reference:
-    """Parse an image reference; ``docker://`` in front is accepted (Podman's transports)."""
-    ref = text.removeprefix("docker://")
-    digest = None
-    if "@" in ref:
-        ref, _, digest = ref.partition("@")
-        if not is_digest(digest):
-            raise InvalidArgument(f"invalid reference format: bad digest in {text!r}")
-    tag = None
-    slash, colon = ref.rfind("/"), ref.rfind(":")
-    if colon > slash:
-        ref, tag = ref[:colon], ref[colon + 1:]
-        if not _TAG.match(tag):
-            raise InvalidArgument(f"invalid reference format: bad tag in {text!r}")
-    first, _, rest = ref.partition("/")
-    if rest and ("." in first or ":" in first or first == "localhost"):
-        registry, repository = first, rest
-    else:
-        registry, repository = DOCKER_HUB, ref
-        if "/" not in repository:
-            repository = "library/" + repository
-    if registry in ("index.docker.io", "registry-1.docker.io"):
-        registry = DOCKER_HUB
-    if not _HOST.match(registry):  # e.g. "../x": never hand a bad host name to the resolver
-        raise InvalidArgument(f"invalid reference format: bad registry host in {text!r}")
-    if not repository or not all(_COMPONENT.match(c) for c in repository.split("/")):
-        if repository != repository.lower():
-            raise InvalidArgument(
-                f"invalid reference format: repository name must be lowercase: {text!r}")
-        raise InvalidArgument(f"invalid reference format: {text!r}")
-    if tag is None and digest is None:
-        tag = "latest"
-    return Reference(registry, repository, tag, digest)
-
 
 def _is_loopback(host: str) -> bool:
     name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
@@ -1065,28 +982,21 @@ def _short(digest: str) -> str:
     return hex_of(digest)[:12]
 
 
-def _tables(engine) -> None:
-    if engine.db.execute("SELECT 1 FROM sqlite_master WHERE name = 'compressed_blobs'").fetchone():
-        return
-    engine.db.executescript(_TABLES)
-
-
-def _remember_sources(engine, digests, registry: str, repository: str) -> None:
-    _tables(engine)
-    with Transaction(engine.db):
-        engine.db.executemany("INSERT OR IGNORE INTO blob_sources VALUES (?,?,?)",
+def _remember_sources(image_store: ImageStore, digests, registry: str, repository: str) -> None:
+    with Transaction(image_store.db):
+        image_store.db.executemany("INSERT OR IGNORE INTO blob_sources VALUES (?,?,?)",
                               [(d, registry, repository) for d in digests])
 
 
-def _remember_name(engine, manifest: str, registry: str, repository: str, digest: str) -> None:
+def _remember_name(image_store: ImageStore, manifest: str, registry: str, repository: str, digest: str) -> None:
     """The stored manifest ``manifest`` is known as ``digest`` in that repository (a pushed
     manifest that was rewritten, the index a pull chose it from): inspect's RepoDigests."""
-    with Transaction(engine.db):
-        engine.db.execute("INSERT OR REPLACE INTO pushed_manifests VALUES (?,?,?,?)",
+    with Transaction(image_store.db):
+        image_store.db.execute("INSERT OR REPLACE INTO pushed_manifests VALUES (?,?,?,?)",
                           (manifest, registry, repository, digest))
 
 
-def pull(engine, reference: str, platform=("linux", "amd64", None), tls_verify: bool | None = None,
+def pull(image_store: ImageStore, reference: str, platform=("linux", "amd64", None), tls_verify: bool | None = None,
          authfile: str | None = None, progress=None, jobs: int = 3) -> str:
     """Pull ``NAME[:TAG|@DIGEST]`` into the store; returns the image ID."""
     from . import auth
@@ -1097,12 +1007,12 @@ def pull(engine, reference: str, platform=("linux", "amd64", None), tls_verify: 
     scope = f"repository:{ref.repository}:pull"
     with Client(ref.api_host, [scope], credentials, tls_verify) as client:
         try:
-            return _pull(engine, client, ref, platform, progress, max(1, jobs))
+            return _pull(image_store, client, ref, platform, progress, max(1, jobs))
         finally:
             progress.close()
 
 
-def _pull(engine, client, ref: Reference, platform, progress, jobs: int) -> str:
+def _pull(image_store: ImageStore, client, ref: Reference, platform, progress, jobs: int) -> str:
     repo = ref.repository
     shown = ref.name if ref.registry != DOCKER_HUB else repo
     progress.message(f"{ref.tag or ref.digest}: Pulling from {shown}")
@@ -1134,8 +1044,8 @@ def _pull(engine, client, ref: Reference, platform, progress, jobs: int) -> str:
             raise InvalidArgument(f"manifest for {ref} has a malformed descriptor")
     if config_size > MAX_CONFIG:
         raise InvalidArgument(f"config of {ref} is larger than {MAX_CONFIG} bytes")
-    content = engine.content
-    sink = BlobSink(engine)
+    content = image_store.store.content
+    sink = BlobSink(image_store)
     stop = threading.Event()
     pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="pull")
     futures = {}
@@ -1180,14 +1090,14 @@ def _pull(engine, client, ref: Reference, platform, progress, jobs: int) -> str:
             return None
 
         tag = ref.local_tag()
-        image_id = add_image(engine, config, layers, [tag] if tag else [], manifest, ready=ready)
+        image_id = add_image(image_store, config, layers, [tag] if tag else [], manifest, ready=ready)
         for blob, _, _ in layers:
             if futures.get(blob) is not None:
                 progress.status(_short(blob), "Pull complete")
-        _remember_sources(engine, [b for b, _, _ in layers] + [config_digest, digest],
+        _remember_sources(image_store, [b for b, _, _ in layers] + [config_digest, digest],
                           ref.registry, repo)  # the manifest's: inspect's RepoDigests
         if index_digest is not None:  # and the index's, the digest that names it there
-            _remember_name(engine, digest, ref.registry, repo, index_digest)
+            _remember_name(image_store, digest, ref.registry, repo, index_digest)
         digest = index_digest or digest
         progress.message(f"Digest: {digest}")
         progress.message(f"Status: Downloaded newer image for {ref}")
@@ -1208,7 +1118,7 @@ def _pull(engine, client, ref: Reference, platform, progress, jobs: int) -> str:
             if future is not None and not future.cancelled() and future.exception() is None \
                     and future.result():
                 sink.created.add(blob)
-        drop_unused(engine, sink.created)
+        drop_unused(image_store, sink.created)
 
 
 def sink_fetch(client, repo, digest, size, content, on_bytes, stop) -> bool:
@@ -1221,33 +1131,32 @@ def sink_fetch(client, repo, digest, size, content, on_bytes, stop) -> bool:
 # ----------------------------------------------------------------------------- push
 
 
-def push(engine, name: str, destination: str | None = None, tls_verify: bool | None = None,
+def push(image_store: ImageStore, name: str, destination: str | None = None, tls_verify: bool | None = None,
          authfile: str | None = None, compression: str | None = None, progress=None,
          jobs: int = 5) -> str:
     """Push image ``name`` to ``destination`` (default: ``name`` itself); returns the digest of
     the manifest the registry now has."""
-    from . import auth
     from ..compression import check
+    from . import auth
 
     if compression is not None:
         check(compression)
-    image_id = engine._image_id(name)
+    image_id = image_store.resolve(name)
     target = destination or name
     if destination is None and target.startswith("sha256:") or (
             destination is None and image_id[7:].startswith(target)):
         raise InvalidArgument("pushing an image by ID needs a destination: push ID NAME[:TAG]")
     ref = parse_reference(target)
     progress = progress or _Silent()
-    _tables(engine)
-    row = engine._image_row(image_id)
-    manifest = engine.content.read(row["manifest_digest"])
+    row = image_store.row(image_id)
+    manifest = image_store.store.content.read(row["manifest_digest"])
     doc = json.loads(manifest)
     sources = {}  # blob digest (stored or its compressed form) -> a repository that has it
     for desc in doc.get("layers", []):
-        candidates = [desc["digest"]] + [r[0] for r in engine.db.execute(
+        candidates = [desc["digest"]] + [r[0] for r in image_store.db.execute(
             "SELECT digest FROM compressed_blobs WHERE source = ?", (desc["digest"],))]
         for digest in candidates:
-            for registry, repository in engine.db.execute(
+            for registry, repository in image_store.db.execute(
                     "SELECT registry, repository FROM blob_sources WHERE digest = ?", (digest,)):
                 if registry == ref.registry and repository != ref.repository:
                     sources.setdefault(digest, repository)
@@ -1256,20 +1165,20 @@ def push(engine, name: str, destination: str | None = None, tls_verify: bool | N
     credentials = auth.lookup(ref.registry, authfile)
     with Client(ref.api_host, scopes, credentials, tls_verify) as client:
         try:
-            return _push(engine, client, ref, image_id, manifest, doc, compression, sources,
+            return _push(image_store, client, ref, image_id, manifest, doc, compression, sources,
                          progress, max(1, jobs))
         finally:
             progress.close()
 
 
-def _push(engine, client, ref: Reference, image_id, manifest, doc, compression, sources, progress,
+def _push(image_store: ImageStore, client, ref: Reference, image_id, manifest, doc, compression, sources, progress,
           jobs: int) -> str:
     from ..compression import media_suffix, of_media_type
 
     progress.message(f"The push refers to repository [{ref.name}]")
     client.ping()
     repo = ref.repository
-    content = engine.content
+    content = image_store.store.content
     stop = threading.Event()
     plan = []  # (stored digest, stored size, stored media, target compression or None)
     for desc in doc.get("layers", []):
@@ -1292,7 +1201,7 @@ def _push(engine, client, ref: Reference, image_id, manifest, doc, compression, 
                 results[i] = (cached[0], cached[1], new_media)
                 return
             progress.status(key, "Pushing")  # compressed as it is sent
-            blob = client.upload_stream(repo, lambda: Recompressed(engine, digest, want),
+            blob = client.upload_stream(repo, lambda: Recompressed(image_store, digest, want),
                                         lambda n: progress.advance(key, n))
             results[i] = (blob.digest, blob.size, new_media)
             progress.status(key, "Pushed")
@@ -1304,7 +1213,7 @@ def _push(engine, client, ref: Reference, image_id, manifest, doc, compression, 
     for i, (digest, size, _, want) in enumerate(plan):
         progress.add(_short(digest), size, "Preparing")
         if want:
-            cache[i] = engine.db.execute(
+            cache[i] = image_store.db.execute(
                 "SELECT digest, size FROM compressed_blobs"
                 " WHERE source = ? AND compression = ?",
                 (digest, want)).fetchone()
@@ -1324,8 +1233,8 @@ def _push(engine, client, ref: Reference, image_id, manifest, doc, compression, 
     if converted:
         from ..image import dumps
 
-        with Transaction(engine.db):
-            engine.db.executemany(
+        with Transaction(image_store.db):
+            image_store.db.executemany(
                 "INSERT OR REPLACE INTO compressed_blobs VALUES (?,?,?,?)",
                 [(plan[i][0], plan[i][3], *results[i][:2]) for i in results if plan[i][3]])
 
@@ -1342,11 +1251,11 @@ def _push(engine, client, ref: Reference, image_id, manifest, doc, compression, 
     else:
         media_type = doc.get("mediaType") or MEDIA_OCI_MANIFEST
     digest = client.put_manifest(repo, ref.digest or ref.tag, manifest, media_type)
-    _remember_sources(engine, [r[0] for r in results.values()] + [image_id, digest],
+    _remember_sources(image_store, [r[0] for r in results.values()] + [image_id, digest],
                       ref.registry, repo)
-    stored = engine._image_row(image_id)["manifest_digest"]
+    stored = image_store.row(image_id)["manifest_digest"]
     if digest != stored:  # so that inspect's RepoDigests names what the repository has
-        _remember_name(engine, stored, ref.registry, repo, digest)
+        _remember_name(image_store, stored, ref.registry, repo, digest)
     progress.message(f"{ref.tag or ref.digest}: digest: {digest} size: {len(manifest)}")
     return digest
 

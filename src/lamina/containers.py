@@ -1,0 +1,509 @@
+"""Containers: an image's layers plus a thin writable layer of its own.
+
+    >>> containers = ContainerStore(store, images, layers)
+    >>> cid = containers.create("busybox", name="web")
+    >>> root = containers.mount("web")          # the merged root, read-write
+    >>> containers.diff("web")                  # [Change(kind='A', path='/hello')]
+    >>> containers.commit("web", "web:v2")      # its writable layer becomes an image layer
+    >>> containers.remove("web")
+
+A container is a row in ``containers`` and an active snapshot on its image's init layer. The
+init layer (placeholders for ``/etc/hosts``, ``/etc/hostname``, ``/etc/resolv.conf``, which the
+runtime bind-mounts over) is made once per layer chain and shared by every container of it.
+
+Running is the runtime's (:mod:`lamina.runtime`); a running container is removed only through
+its ``lifecycle`` (refresh a dead owner's state, stop the process), which the runtime provides.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from . import uses
+from .errors import FailedPrecondition, InvalidArgument, NotFound
+from .layers import init_key
+from .processes import same_process, start_time
+
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing (start-up time)
+if TYPE_CHECKING:
+    from .images import ImageStore
+    from .layers import LayerStore
+    from .store import Store
+
+INIT_FILES = ("etc/hosts", "etc/hostname", "etc/resolv.conf")
+
+
+class Lifecycle:
+    """What removal needs of the runtime: a row with a dead owner's state settled, and a stop
+    (:class:`lamina.runtime.monitor.Lifecycle` is the one lamina has)."""
+
+    def refresh(self, row):
+        raise NotImplementedError
+
+    def stop(self, container_id: str, timeout: float) -> None:
+        raise NotImplementedError
+
+
+class ContainerStore:
+    """The containers of one store, their writable layers and their mounts."""
+
+    lifecycle: Lifecycle | None = None
+
+    def __init__(self, store: Store, images: ImageStore, layers: LayerStore):
+        self.store = store
+        self.db = store.db
+        self.images = images
+        self.layers = layers
+
+    def get(self, name: str):
+        row = self.db.execute("SELECT * FROM containers WHERE name = ? OR id = ?",
+                              (name.lstrip("/"), name)).fetchone()
+        if row is None and name and all(c in "0123456789abcdef" for c in name):
+            rows = self.db.execute("SELECT * FROM containers WHERE substr(id, 1, ?) = ?",
+                                   (len(name), name)).fetchall()
+            if len(rows) > 1:
+                raise InvalidArgument(f"container ID prefix {name} is ambiguous")
+            row = rows[0] if rows else None
+        if row is None:
+            raise NotFound(f"No such container: {name}")
+        return row
+
+
+    def create(self, image: str, name: str | None = None, command: list[str] | None = None,
+               claimed: bool = False, used: bool = False) -> str:
+        """A new container: a writable layer on the image's init layer. Returns its ID.
+
+        The init layer holds the placeholders the runtime bind-mounts over (``/etc/hosts``, ...).
+        It is the same for every container of an image, so it is made once per layer chain and
+        shared: a container costs one snapshot, and N containers add nothing but their own layers.
+
+        ``claimed`` (for ``run``): the container is born owned by this process, as
+        :func:`lamina.runtime.monitor.supervise` claims one it starts (state ``running``, pid 0), so no
+        ``rm`` or prune can take it before its process runs. The caller must then start it or
+        give the claim back (:func:`lamina.runtime.monitor.release`). ``used`` (for a build's ``RUN``):
+        the container is born used by this process (:mod:`lamina.uses`), until it removes it.
+        """
+        image_id = self.images.resolve(image)
+        img = self.images.row(image_id)
+        if img is None:
+            raise NotFound(f"No such image: {image}")
+        cid = os.urandom(32).hex()
+        if name is not None:
+            _check_name(name)
+        init = init_key(img["top_layer"])
+        with self.store.tx():
+            if self.images.row(image_id) is None:  # removed by another process since the lookup
+                raise NotFound(f"No such image: {image}")
+            if name is None:
+                name = self._random_name()
+            elif self.db.execute("SELECT 1 FROM containers WHERE name = ?", (name,)).fetchone():
+                raise FailedPrecondition(
+                    f'Conflict. The container name "/{name}" is already in use')
+            if not self.db.execute("SELECT 1 FROM snapshots WHERE key = ?", (init,)).fetchone():
+                self.store.snaps.prepare(init, img["top_layer"])
+                self._write_init(init)
+                self.store.snaps.commit(init, init)  # same key, now read-only
+            self.store.snaps.prepare(cid, init)
+            if command is None:  # the image's, as stored: no JSON work on this hot path
+                command_json, command_line = img["command"], img["command_line"]
+            else:
+                import json
+
+                command_json, command_line = json.dumps(command), " ".join(command)
+            self.db.execute(
+                "INSERT INTO containers(id, name, image_id, image_ref, command, command_line,"
+                " created) VALUES (?,?,?,?,?,?,?)",
+                (cid, name, image_id, image, command_json, command_line, time.time()))
+            if claimed:
+                self.claim(cid)
+            if used:
+                uses.add(self.db, cid)
+        return cid
+
+    def _write_init(self, key: str) -> None:
+        """Placeholders the runtime bind-mounts over; they live below the container's own layer,
+        so they never show in its diff or size."""
+        import stat
+
+        root = self.store.snaps.dir(key)
+        etc = os.path.join(root, "etc")
+        if not os.path.lexists(etc):
+            st = None
+            for lower in self.store.snaps.lower_dirs(key):
+                try:
+                    st = os.lstat(os.path.join(lower, "etc"))
+                    break
+                except FileNotFoundError:
+                    continue
+            if st is not None and not stat.S_ISDIR(st.st_mode):
+                return  # /etc is not a directory in this image: leave it alone
+            os.mkdir(etc, 0o755)
+            if st is not None:  # keep the image's /etc metadata in the merged view
+                os.chown(etc, st.st_uid, st.st_gid)
+                os.chmod(etc, stat.S_IMODE(st.st_mode))
+                os.utime(etc, ns=(st.st_atime_ns, st.st_mtime_ns))
+        elif os.path.islink(etc) or not os.path.isdir(etc):
+            return
+        for rel in INIT_FILES:
+            path = os.path.join(root, rel)
+            if os.path.islink(path) or os.path.isdir(path):
+                continue
+            with open(path, "wb"):
+                pass
+
+    def _random_name(self) -> str:
+        def pick(words):
+            return words[int.from_bytes(os.urandom(2), "little") % len(words)]
+
+        for _ in range(20):
+            name = f"{pick(_ADJECTIVES)}_{pick(_NAMES)}"
+            if not self.db.execute("SELECT 1 FROM containers WHERE name = ?", (name,)).fetchone():
+                return name
+        return f"{pick(_ADJECTIVES)}_{pick(_NAMES)}{int.from_bytes(os.urandom(3), 'little')}"
+
+
+    def list(self, all: bool = True, size: bool = False) -> list[dict]:
+        """``ps`` rows, newest first; with ``size``, SizeRw and SizeRootFs in bytes."""
+        rows = self.db.execute(
+            "SELECT c.*, i.size AS image_size FROM containers c JOIN images i ON i.id = c.image_id"
+            " ORDER BY c.created DESC").fetchall()
+        out = []
+        for r in rows:
+            state, exit_code, finished = r["state"], r["exit_code"], r["finished"]
+            if state == "running" and not same_process(r["monitor_pid"], r["monitor_start"]):
+                # its owner died (lamina.runtime.monitor): shown as exited; the next verb on it cleans up
+                state, exit_code, finished = "exited", 255, r["started"]
+            if not all and state != "running":
+                continue
+            item = {"ID": r["id"], "Names": r["name"], "Image": r["image_ref"], "ImageID": r["image_id"],
+                    "Command": r["command_line"], "Created": r["created"],
+                    "State": state, "ExitCode": exit_code, "StartedAt": r["started"],
+                    "FinishedAt": finished}
+            if size:
+                try:
+                    rw = self.store.snaps.usage(r["id"])[0]
+                except (NotFound, FileNotFoundError):
+                    continue  # removed by another process since the query: no longer listed
+                item["SizeRw"] = rw
+                item["SizeRootFs"] = rw + r["image_size"]
+            out.append(item)
+        return out
+
+    def inspect(self, name: str, size: bool = False) -> dict:
+        """Docker-shaped ``container inspect`` document."""
+        import json
+
+        from .image import rfc3339
+
+        r = self.get(name)
+        command = json.loads(r["command"])
+        target = self.store.mount_target(r["id"])
+        mounts = self.store.snaps.mounts(r["id"])
+        m = mounts[0]
+        graph = {"MergedDir": target if m.type in ("overlay", "union") else m.source}  # FUSE
+        if m.type == "overlay":
+            graph.update(UpperDir=m.upper(), LowerDir=":".join(m.lowers()),
+                         WorkDir=os.path.join(os.path.dirname(m.upper()), "work"))
+        doc = {
+            "Id": r["id"],
+            "Created": rfc3339(r["created"]),
+            "Path": command[0] if command else "",
+            "Args": command[1:],
+            "State": {"Status": r["state"], "Running": r["state"] == "running",
+                      "ExitCode": r["exit_code"]},
+            "Image": r["image_id"],
+            "Name": "/" + r["name"],
+            "Driver": self.store.driver,
+            "GraphDriver": {"Name": self.store.driver, "Data": graph},
+            "Config": {"Image": r["image_ref"], "Cmd": command},
+        }
+        if size:
+            rw = self.store.snaps.usage(r["id"])[0]
+            doc["SizeRw"] = rw
+            doc["SizeRootFs"] = rw + self.images.row(r["image_id"])["size"]
+        return doc
+
+    def mount(self, name: str) -> str:
+        """Mount the container's merged root read-write; returns the host path."""
+        r = self.get(name)
+        mounts = self.store.snaps.mounts(r["id"])
+        if len(mounts) == 1 and mounts[0].type == "bind" and not mounts[0].readonly:
+            return mounts[0].source  # vfs: the directory is the root already
+        from .mount import mount_all
+
+        target = self.store.mount_target(r["id"])
+        os.makedirs(target, exist_ok=True)
+        if not os.path.ismount(target):
+            mount_all(mounts, target)
+        return target
+
+    def umount(self, name: str) -> None:
+        """Undo :meth:`mount`."""
+        from .mount import unmount
+
+        r = self.get(name)
+        target = self.store.mount_target(r["id"])
+        if os.path.isdir(target):
+            unmount(target)
+            try:
+                os.rmdir(target)
+            except FileNotFoundError:  # another process unmounted it too (a --rm monitor, a prune)
+                pass
+
+    def claim(self, container_id: str) -> None:
+        """Inside a transaction: the container is this process's, being started (state
+        ``running``, pid 0 until its process runs; see :mod:`lamina.runtime.monitor`)."""
+        me = os.getpid()
+        self.db.execute("UPDATE containers SET state = 'running', pid = 0, monitor_pid = ?,"
+                        " monitor_start = ?, started = ? WHERE id = ?",
+                        (me, start_time(me), time.time(), container_id))
+
+    def take_use(self, name: str):
+        """Use the container ``name`` from this process on (:mod:`lamina.uses`); returns its row.
+        In one transaction: the container exists and no other live process is removing it."""
+        with self.store.tx():
+            row = self.get(name)
+            uses.begin(self.store, row["id"], name)
+        return row
+
+    def using(self, name: str) -> _Use:
+        """``with containers.using(name) as row:`` the container cannot be removed meanwhile."""
+        return _Use(self, name)
+
+    def _stop(self, container_id: str) -> None:
+        if self.lifecycle is None:
+            raise _running_refused(container_id)
+        self.lifecycle.stop(container_id, 0)
+
+    def rm(self, name: str, force: bool = False) -> str:
+        """Delete a container and its writable layer (and nothing else). Returns its ID.
+
+        Refused without ``force``: a running container, and one another command is using (``cp``,
+        ``commit``...: :mod:`lamina.uses`); ``force`` stops the first and waits for the second.
+        "No such container" if another ``rm`` or prune is removing it."""
+        return self.remove(name, force)[0]
+
+    def remove(self, name: str, force: bool = False, measure: bool = False) -> tuple[str, int]:
+        """:meth:`rm`; returns the ID and, with ``measure`` (for prune), the bytes of the writable
+        layer, measured once the removal is this process's (nobody else deletes it meanwhile)."""
+        r = self.get(name)
+        stopped = False
+        if r["state"] == "running":
+            if self.lifecycle is not None:
+                r = self.lifecycle.refresh(r)  # its owner may have died
+            if r["state"] == "running" and not force:
+                raise _running_refused(r["id"])
+            if r["state"] == "running":
+                self._stop(r["id"])
+                stopped = True
+        cid, deadline = r["id"], time.monotonic() + 30
+        while True:  # in one transaction: it exists, nobody runs, uses or removes it; it is ours
+            try:
+                with self.store.tx():
+                    r = self.db.execute("SELECT * FROM containers WHERE id = ?", (cid,)).fetchone()
+                    if r is None:
+                        raise NotFound(f"No such container: {name}")
+                    if r["state"] == "running" and same_process(r["monitor_pid"],
+                                                                r["monitor_start"]):
+                        if force:
+                            raise _StillRunning()
+                        raise _running_refused(cid)  # started since the lookup (prune: skipped)
+                    uses.begin_removal(self.store, cid, name)
+                break
+            except _StillRunning:  # -f: its owner is still starting or ending it
+                if time.monotonic() > deadline:
+                    raise _running_refused(cid) from None
+                self._stop(cid)  # a process that started after the first stop
+                stopped = True
+                time.sleep(0.05)
+            except uses.InUse:
+                if not force or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)  # a cp or commit: short, wait for it
+            except NotFound:
+                if stopped:  # a --rm container's monitor removes it itself
+                    return cid, 0
+                raise
+        try:
+            size = self.store.snaps.usage(cid)[0] if measure else 0
+            self.umount(cid)
+            with self.store.tx():
+                if not self.db.execute("DELETE FROM containers WHERE id = ?", (cid,)).rowcount:
+                    raise NotFound(f"No such container: {name}")
+                uses.end(self.store, cid)
+                self.store.snaps.remove(r["id"])
+                self.store.snaps.trash(os.path.join(self.store.root, "containers", r["id"]))  # bundle and log
+        except BaseException:
+            with self.store.tx():  # not removed after all: others may use it again
+                uses.end(self.store, cid)
+            raise
+        return r["id"], size  # (the bundle went with the purge after that commit)
+
+    def cp(self, src: str, dst: str, archive: bool = False, follow: bool = False) -> None:
+        """``docker cp``: ``CONTAINER:PATH`` to a host path or back (rules in lamina.copy)."""
+        from . import copy
+
+        source, dest = copy.parse_location(src), copy.parse_location(dst)
+        copy.check_direction(source, dest)
+        with self.using(source[0] or dest[0]) as row:  # no rm or prune meanwhile
+            self._cp(row["id"], source, dest, archive, follow)
+
+    def _cp(self, cid: str, source, dest, archive: bool, follow: bool) -> None:
+        from . import copy
+
+        view = getattr(self.store.snaps, "union_view", None)
+        mounted = None
+        if view is not None:  # the union driver: its Python API, no mount
+            fs = view(cid)
+        else:
+            target = self.store.mount_target(cid)
+            mounted = None if os.path.ismount(target) else cid
+            fs = copy.RootedFS(self.mount(cid))
+        host = copy.RootedFS("/")
+        try:
+            if source[0] is not None:
+                owner = None if archive or os.geteuid() == 0 else (os.geteuid(), os.getegid())
+                copy.copy(fs, source[1], host, copy.host_path(dest[1]), owner, follow)
+            else:
+                copy.copy(host, copy.host_path(source[1]), fs, dest[1],
+                          None if archive else (0, 0), follow)
+        except OSError as error:
+            raise copy.os_error(error) from None
+        finally:
+            if mounted is not None:
+                fs.close()  # its descriptor of the root would keep the mount busy
+                self.umount(mounted)
+
+    def diff(self, name: str) -> list:
+        """Docker's A/C/D changes of the container's writable layer."""
+        from . import differ
+
+        with self.using(name) as r:
+            return differ.changes(self.store.snaps, r["id"])
+
+    def commit(self, name: str, reference: str | None = None, message: str = "",
+               author: str = "") -> str:
+        """Turn the container's writable layer into a new image layer on its image. The
+        container is used (:mod:`lamina.uses`) meanwhile: no rm or prune takes it."""
+        with self.using(name) as r:
+            return self._commit(r, reference, message, author)
+
+    def _commit(self, r, reference: str | None, message: str, author: str) -> str:
+        import json
+
+        from . import differ
+        from .image import MAX_LAYERS, MEDIA_LAYER, dumps, normalize, rfc3339
+
+        tag = normalize(reference) if reference else None
+        base = self.images.config(r["image_id"])
+        chains = [row["chain_id"] for row in self.images.layer_rows(r["image_id"])]
+        if len(chains) + 1 > MAX_LAYERS:
+            raise InvalidArgument(
+                f"an image may have at most {MAX_LAYERS} layers; committing {r['name']} would make "
+                f"{len(chains) + 1}")
+        with self.store.content.writer() as writer:
+            differ.write_diff(self.store.snaps, r["id"], writer)
+            blob = writer.commit()
+        with self.store.content.open(blob[0]) as stream:
+            key, layer = self.layers.add(chains[-1] if chains else None, stream)
+        try:
+            now = rfc3339()
+            history = list(base.get("history", []))
+            history.append({"created": now, "created_by": " ".join(json.loads(r["command"])),
+                            **({"author": author} if author else {}),
+                            **({"comment": message} if message else {})})
+            doc = dict(base)
+            doc["created"] = now
+            if author:
+                doc["author"] = author
+            doc["rootfs"] = {"type": "layers",
+                             "diff_ids": list(base["rootfs"]["diff_ids"]) + [layer["diff_id"]]}
+            doc["history"] = history
+            with self.store.tx():
+                self.layers.commit(key, layer, (blob[0], blob[1], MEDIA_LAYER))
+                return self.images.add(dumps(doc), chains + [layer["chain_id"]], tag)
+        except BaseException:
+            self.layers.discard(key)
+            from .claims import abandon
+
+            abandon(self.store)  # the layer blob written above goes again
+            raise
+        finally:
+            self.store.content.release_claims()
+
+    def export(self, name: str, out) -> None:
+        """Write the container's flattened root as a tar to the binary file ``out``."""
+        with self.using(name) as r:  # no rm or prune meanwhile
+            self._export(r, out)
+
+    def _export(self, r, out) -> None:
+        from .layertar import write_tree_tar
+
+        view = getattr(self.store.snaps, "union_view", None)
+        if view is not None:  # the union driver: its Python API, no mount (as cp and diff)
+            from .union import write_view_tar
+
+            write_view_tar(out, view(r["id"]))
+            return
+        target = self.store.mount_target(r["id"])
+        was_mounted = os.path.ismount(target)
+        path = self.mount(r["id"])
+        try:
+            write_tree_tar(out, path)
+        finally:
+            if not was_mounted and path == target:
+                self.umount(r["id"])
+
+
+def open_containers(root: str | None = None, driver: str | None = None) -> ContainerStore:
+    """The typed stores of the store at ``root``, wired: a :class:`ContainerStore` (with its
+    ``images``, ``layers`` and ``store``)."""
+    from .images import ImageStore
+    from .layers import LayerStore
+    from .store import Store
+
+    store = Store(root, driver)
+    layers = LayerStore(store)
+    return ContainerStore(store, ImageStore(store, layers), layers)
+
+
+class _Use:
+    """See :meth:`ContainerStore.using` (a class: contextlib costs start-up time)."""
+
+    def __init__(self, containers: ContainerStore, name: str):
+        self.containers = containers
+        self.name = name
+        self.row = None
+
+    def __enter__(self):
+        self.row = self.containers.take_use(self.name)
+        return self.row
+
+    def __exit__(self, *exc) -> None:
+        uses.give_back(self.containers.store, self.row["id"])
+
+
+class _StillRunning(Exception):
+    """rm -f found the container still running: its owner is still starting or ending it."""
+
+
+def _running_refused(cid: str) -> FailedPrecondition:
+    return FailedPrecondition(f"You cannot remove a running container {cid}. Stop the container "
+                              "before attempting removal or force remove")
+
+
+def _check_name(name: str) -> None:
+    import re
+
+    if not re.match(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$", name) or len(name) > 128:
+        raise InvalidArgument(
+            f"Invalid container name ({name!r}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
+
+
+_ADJECTIVES = ("admiring", "bold", "brave", "calm", "clever", "eager", "elastic", "festive", "gifted",
+               "happy", "jolly", "keen", "lucid", "modest", "nifty", "quirky", "serene", "sharp",
+               "stoic", "vibrant", "wizardly", "zealous")
+_NAMES = ("babbage", "curie", "darwin", "einstein", "euler", "fermi", "goodall", "hopper", "hypatia",
+          "kepler", "lovelace", "meitner", "newton", "noether", "pasteur", "ritchie", "shannon",
+          "thompson", "turing", "wozniak")
