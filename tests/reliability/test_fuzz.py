@@ -30,7 +30,9 @@ EXAMPLES = int(os.environ.get("LAMINA_FUZZ_EXAMPLES", "3000" if ck.LONG else "15
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture,
                                        HealthCheck.too_slow, HealthCheck.data_too_large])
-CORPUS = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "corpus")
+# The Dockerfile parser's own cases (tests/test_dockerfile.py), valid and invalid, seed its fuzzer
+DOCKERFILE_CASES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                "data", "dockerfile")
 
 
 # ---------------------------------------------------------------------------- seeds
@@ -196,16 +198,20 @@ def test_fuzzed_store_is_consistent(fuzz_engine):
 
 
 def _dockerfiles() -> list[bytes]:
-    paths = sorted(glob.glob(os.path.join(CORPUS, "buildkit", "frontend", "dockerfile", "parser",
-                                          "testfiles*", "*", "Dockerfile")))
+    paths = sorted(glob.glob(os.path.join(DOCKERFILE_CASES, "*.Dockerfile"))
+                   + glob.glob(os.path.join(DOCKERFILE_CASES, "invalid", "*.Dockerfile")))
     out = []
     for path in paths:
         with open(path, "rb") as f:
             out.append(f.read())
-    return out or [b"FROM busybox\nRUN echo hi\n"]
+    return out
 
 
 DOCKERFILES = _dockerfiles()
+
+
+def test_dockerfile_seeds_present():
+    assert len(DOCKERFILES) > 100
 
 
 @st.composite

@@ -1,0 +1,7 @@
+# one
+
+# two
+
+FROM a
+
+# three

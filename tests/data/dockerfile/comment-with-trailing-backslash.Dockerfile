@@ -1,0 +1,3 @@
+FROM a
+# comment ending in backslash \
+RUN echo not continued

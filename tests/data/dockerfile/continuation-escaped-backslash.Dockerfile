@@ -1,0 +1,6 @@
+FROM a
+RUN echo a\\
+RUN echo b\\\
+RUN c
+RUN d\\\\
+RUN e

@@ -1,0 +1,4 @@
+FROM a
+COPY --chown=1:1 \
+     --chmod=644 \
+     src /dst

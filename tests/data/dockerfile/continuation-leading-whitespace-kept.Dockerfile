@@ -1,0 +1,5 @@
+FROM a
+RUN echo \
+      indented
+ENV A=1\
+  B=2

@@ -1,0 +1,4 @@
+FR\
+OM a
+RU\
+N x

@@ -1,0 +1,5 @@
+# escape=`
+# comment
+FROM a
+RUN x `
+  y

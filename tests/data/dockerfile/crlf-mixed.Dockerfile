@@ -1,0 +1,6 @@
+FROM a
+RUN one
+RUN two
+
+RUN three \
+ four

@@ -1,0 +1,5 @@
+# just a comment
+# escape=`
+FROM a
+RUN a \
+ b

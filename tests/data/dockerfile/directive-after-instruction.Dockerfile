@@ -1,0 +1,4 @@
+FROM a
+# escape=`
+RUN a \
+ b

@@ -1,0 +1,6 @@
+# syntax=x
+# escape=`
+# check=error=true
+FROM a
+RUN a `
+b

@@ -1,0 +1,5 @@
+# escape is `
+# escape:`
+FROM a
+RUN a \
+ b

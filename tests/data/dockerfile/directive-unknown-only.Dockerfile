@@ -1,0 +1,3 @@
+# foo=bar
+# directive=value
+FROM a

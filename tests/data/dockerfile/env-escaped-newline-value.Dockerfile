@@ -1,0 +1,2 @@
+FROM a
+ENV A="one\ntwo" B=one\\ntwo C='one\ntwo'

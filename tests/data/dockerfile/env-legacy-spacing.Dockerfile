@@ -1,0 +1,4 @@
+FROM a
+ENV A    b   c   
+ENV	B		c d
+ENV C "quoted legacy" rest

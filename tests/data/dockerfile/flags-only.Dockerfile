@@ -1,0 +1,3 @@
+FROM a
+COPY --from=x
+RUN --network=none

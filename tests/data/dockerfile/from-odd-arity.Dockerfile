@@ -1,0 +1,4 @@
+FROM a b
+FROM a AS
+FROM a FOR b
+FROM a AS b c

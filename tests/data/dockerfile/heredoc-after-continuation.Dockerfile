@@ -1,0 +1,6 @@
+FROM a
+RUN cat <<EOF \
+    | sort
+b
+a
+EOF

@@ -1,0 +1,7 @@
+# escape=`
+FROM a
+RUN <<EOF
+C:\path `
+EOF
+RUN a `
+ b

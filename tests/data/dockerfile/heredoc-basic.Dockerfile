@@ -1,0 +1,6 @@
+FROM a
+RUN <<EOF
+echo hello
+echo world
+EOF
+RUN after

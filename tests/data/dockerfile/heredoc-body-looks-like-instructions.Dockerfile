@@ -1,0 +1,8 @@
+FROM a
+RUN <<EOF
+FROM b
+# comment
+
+RUN c \
+EOF
+CMD done

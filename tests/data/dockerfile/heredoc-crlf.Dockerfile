@@ -1,0 +1,5 @@
+FROM a
+RUN <<EOF
+line
+EOF
+RUN x

@@ -1,0 +1,7 @@
+FROM a
+RUN <<-EOF cat <<"B"
+	hi $x
+	EOF
+bb
+B
+RUN x

@@ -1,0 +1,10 @@
+FROM a
+RUN <<'EOF'
+echo $HOME
+EOF
+RUN <<"EOF"
+echo $HOME
+EOF
+RUN <<E"O"F
+x
+EOF

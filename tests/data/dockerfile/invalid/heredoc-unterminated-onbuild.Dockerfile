@@ -1,0 +1,3 @@
+FROM a
+ONBUILD RUN <<EOF
+x

@@ -1,0 +1,5 @@
+FROM a
+RUN <<A <<B
+a
+A
+b

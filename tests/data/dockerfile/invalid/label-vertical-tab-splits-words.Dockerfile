@@ -1,0 +1,2 @@
+FROM a
+LABEL a=bc

@@ -1,0 +1,3 @@
+FROM a
+RUN echo ["not", "json"]
+CMD echo "[1]"

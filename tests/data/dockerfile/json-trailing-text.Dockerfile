@@ -1,0 +1,4 @@
+FROM a
+RUN ["a"] trailing text
+CMD ["b"]]
+ENTRYPOINT ["c"] ["d"]

@@ -1,0 +1,4 @@
+from busybox as base
+run echo hi
+copy a /b
+cmd ["sh"]

@@ -1,0 +1,3 @@
+FROM a
+ONBUILD RUN echo one \
+    && echo two

@@ -1,0 +1,8 @@
+FROM a
+ONBUILD RUN <<EOF
+echo in trigger
+EOF
+ONBUILD COPY <<EOF /x
+content
+EOF
+RUN after

@@ -1,0 +1,3 @@
+FROM a AS Build
+FROM a AS build-1.2_x
+COPY --from=Build / /

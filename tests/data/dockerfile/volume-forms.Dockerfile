@@ -1,0 +1,6 @@
+FROM a
+VOLUME /data
+VOLUME /a /b  /c
+VOLUME ["/x", "/y z"]
+VOLUME [ ]
+VOLUME ["/d"] extra

@@ -1,0 +1,6 @@
+  FROM   a  
+	RUN	echo		tab  
+   
+	
+CMD    ["x"]    
+RUN echo trailing   
