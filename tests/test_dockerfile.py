@@ -22,11 +22,11 @@ from lamina.builder.dockerfile import (
     KNOWN_INSTRUCTIONS,
     DockerfileError,
     Heredoc,
-    check,
     dump_ast,
     parse,
     parse_flags,
 )
+from lamina.builder.plan import check
 from lamina.errors import InvalidArgument
 
 CASES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "dockerfile")

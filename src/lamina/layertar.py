@@ -47,7 +47,7 @@ TarStats = namedtuple("TarStats", "diff_id tar_size size inodes")
 
 CHUNK = 1 << 20
 _BLOCK = 512
-_ZERO_BLOCK = bytes(_BLOCK)
+ZERO_BLOCK = bytes(_BLOCK)
 _MAX_META = 8 << 20  # cap on PAX / GNU long-name payloads held in memory
 _XATTR_PREFIX = "SCHILY.xattr."
 
@@ -169,7 +169,7 @@ def _pax_record(key: bytes, value: bytes) -> bytes:
     return b"%d" % length + body
 
 
-def _header(
+def tar_header(
     name: bytes,
     kind: bytes,
     mode: int,
@@ -214,7 +214,7 @@ def _header(
         b"",
         0,
     )
-    return meta + records + _ZERO_BLOCK[: -len(records) % _BLOCK] + block
+    return meta + records + ZERO_BLOCK[: -len(records) % _BLOCK] + block
 
 
 def _ustar(name, mode, numbers, kind, linkname, device) -> bytes:
@@ -245,7 +245,10 @@ def _ustar(name, mode, numbers, kind, linkname, device) -> bytes:
     return _HEADER.pack(*fields)
 
 
-class _TarWriter:
+class TarWriter:
+    """Writes a tar stream member by member (headers, padding, end blocks) and hashes what it
+    writes: the layer tar and its diff_id in one pass."""
+
     def __init__(self, out):
         self.out = _HashWriter(out)
         self.size = 0
@@ -257,7 +260,7 @@ class _TarWriter:
         """An empty regular file (whiteout or opaque marker) with the owner and mtime of ``st``
         and ``mode`` (default: the permission bits of ``st``)."""
         mode = st.st_mode & 0o777 if mode is None else mode
-        self.out.write(_header(name, b"0", mode, st.st_uid, st.st_gid, _seconds(st)))
+        self.out.write(tar_header(name, b"0", mode, st.st_uid, st.st_gid, _seconds(st)))
 
     def entry(self, name: bytes, path: bytes, st) -> None:
         """Emit the file system entry at ``path`` (lstat ``st``) under ``name``."""
@@ -266,7 +269,7 @@ class _TarWriter:
         if stat.S_ISDIR(mode):
             self.inodes += 1
             self.out.write(
-                _header(
+                tar_header(
                     name + b"/",
                     b"5",
                     perms,
@@ -285,7 +288,7 @@ class _TarWriter:
             first = self._links.get(key)
             if first is not None:
                 self.out.write(
-                    _header(name, b"1", perms, st.st_uid, st.st_gid, _seconds(st), linkname=first)
+                    tar_header(name, b"1", perms, st.st_uid, st.st_gid, _seconds(st), linkname=first)
                 )
                 return
             self._links[key] = name
@@ -307,7 +310,7 @@ class _TarWriter:
         else:  # pragma: no cover - no other file types exist on Linux
             return
         self.out.write(
-            _header(
+            tar_header(
                 name,
                 kind,
                 perms,
@@ -341,10 +344,10 @@ class _TarWriter:
                 remaining -= n
         pad = -size % _BLOCK
         if pad:
-            write(_ZERO_BLOCK[:pad])
+            write(ZERO_BLOCK[:pad])
 
     def finish(self) -> TarStats:
-        self.out.write(_ZERO_BLOCK * 2)
+        self.out.write(ZERO_BLOCK * 2)
         return TarStats(
             "sha256:" + self.out.sha.hexdigest(), self.out.count, self.size, self.inodes
         )
@@ -380,7 +383,7 @@ def _sorted_entries(path: bytes) -> list:
     return entries
 
 
-def _walk(writer: _TarWriter, path: bytes, prefix: bytes, overlay: bool) -> None:
+def _walk(writer: TarWriter, path: bytes, prefix: bytes, overlay: bool) -> None:
     for entry in _sorted_entries(path):
         st = entry.stat(follow_symlinks=False)
         name = prefix + entry.name
@@ -400,7 +403,7 @@ def _walk(writer: _TarWriter, path: bytes, prefix: bytes, overlay: bool) -> None
 def write_overlay_tar(out, upper: str) -> TarStats:
     """Write the layer tar of an overlay-format layer dir: char dev 0/0 -> ``.wh.NAME``,
     opaque dir -> the dir then ``DIR/.wh..wh..opq``."""
-    writer = _TarWriter(out)
+    writer = TarWriter(out)
     upper = os.fsencode(upper)
     if is_overlay_opaque(upper):
         writer.marker(opaque_marker_path(b""), os.lstat(upper))
@@ -408,7 +411,7 @@ def write_overlay_tar(out, upper: str) -> TarStats:
     return writer.finish()
 
 
-def _walk_aufs(writer: _TarWriter, path: bytes, prefix: bytes) -> None:
+def _walk_aufs(writer: TarWriter, path: bytes, prefix: bytes) -> None:
     # ordered as _walk orders an overlay layer: a whiteout ".wh.NAME" sits where NAME would
     items = []
     for entry in _sorted_entries(path):
@@ -435,7 +438,7 @@ def _walk_aufs(writer: _TarWriter, path: bytes, prefix: bytes) -> None:
 def write_aufs_tar(out, branch: str) -> TarStats:
     """Write the layer tar of an aufs-format layer dir (lamina.union's branches): its ``.wh.``
     files are the tar's own whiteouts; the bytes equal write_overlay_tar's for the same changes."""
-    writer = _TarWriter(out)
+    writer = TarWriter(out)
     branch = os.fsencode(branch)
     if is_aufs_opaque(branch):
         writer.marker(opaque_marker_path(b""), os.lstat(branch))
@@ -445,7 +448,7 @@ def write_aufs_tar(out, branch: str) -> TarStats:
 
 def write_tree_tar(out, root: str) -> TarStats:
     """Write the whole tree under ``root`` (a flattened export): no whiteout translation."""
-    writer = _TarWriter(out)
+    writer = TarWriter(out)
     _walk(writer, os.fsencode(root), b"", overlay=False)
     return writer.finish()
 
@@ -456,14 +459,14 @@ def write_changes_tar(out, root: str, changes: list) -> TarStats:
     D -> ``.wh.NAME``; A/C -> the entry in ``root``, a directory as its own header only.
     Parent directories are emitted only if ``changes`` lists them (tree_changes does).
     """
-    writer = _TarWriter(out)
+    writer = TarWriter(out)
     root_b = os.fsencode(root)
     for rel in sorted((os.fsencode(c.path).strip(b"/"), c.kind) for c in changes):
         rel, kind = rel
         if not rel:
             continue
         if kind == "D":
-            writer.out.write(_header(whiteout_path(rel), b"0", 0o600, 0, 0, 0))
+            writer.out.write(tar_header(whiteout_path(rel), b"0", 0o600, 0, 0, 0))
             continue
         path = root_b + b"/" + rel
         try:
@@ -696,11 +699,11 @@ def _headers(reader: _Reader):
             return  # a missing end-of-archive marker is tolerated, like Go's archive/tar
         if len(block) < _BLOCK:
             raise _bad("truncated header")
-        if block == _ZERO_BLOCK:
+        if block == ZERO_BLOCK:
             if pax or long_name is not None or long_link is not None:
                 raise _bad("extended header without a member")
             second = reader.take(_BLOCK)
-            if second and second != _ZERO_BLOCK[: len(second)]:
+            if second and second != ZERO_BLOCK[: len(second)]:
                 raise _bad("a single zero block in the middle of the archive")
             return
         stored = _number(block[148:156])

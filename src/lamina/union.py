@@ -657,9 +657,9 @@ class UnionView:
 def write_view_tar(out, view: UnionView):
     """Write the merged tree of ``view`` as a tar to ``out`` (``lamina export`` on the union
     driver): the bytes ``layertar.write_tree_tar`` writes from a mount of it, with no mount."""
-    from .layertar import _TarWriter
+    from .layertar import TarWriter
 
-    writer = _TarWriter(out)
+    writer = TarWriter(out)
     for name, real, st in view.tar_entries():
         writer.entry(name, real, st)
     return writer.finish()

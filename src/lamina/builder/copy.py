@@ -419,9 +419,9 @@ def content_digest(plan: CopyPlan) -> str:
 # ------------------------------------------------------------------------------- the layer tar
 def write_layer(plan: CopyPlan, tree: LayerTree, out):
     """Write the layer tar of ``plan`` to ``out``; returns layertar.TarStats."""
-    from lamina.layertar import _ZERO_BLOCK, _header, _TarWriter
+    from lamina.layertar import ZERO_BLOCK, TarWriter, tar_header
 
-    writer = _TarWriter(out)
+    writer = TarWriter(out)
     names = sorted(plan.entries, key=lambda n: n.split("/"))
     emitted: set[str] = set()
     now_ns = plan.now_ns
@@ -440,7 +440,7 @@ def write_layer(plan: CopyPlan, tree: LayerTree, out):
                 writer.entry(parent.encode(), existing.host.encode(),
                              FakeStat(existing.st, mtime_ns=now_ns if direct else None))
             else:
-                writer.out.write(_header(parent.encode() + b"/", b"5", 0o755, plan.uid,
+                writer.out.write(tar_header(parent.encode() + b"/", b"5", 0o755, plan.uid,
                                          plan.gid, now_ns // 1_000_000_000))
                 writer.inodes += 1
 
@@ -460,15 +460,15 @@ def write_layer(plan: CopyPlan, tree: LayerTree, out):
         seconds = st.st_mtime_ns // 1_000_000_000
         writer.inodes += 1
         if entry.linkname:
-            writer.out.write(_header(encoded, b"1", perms, st.st_uid, st.st_gid, seconds,
+            writer.out.write(tar_header(encoded, b"1", perms, st.st_uid, st.st_gid, seconds,
                                      linkname=entry.linkname.encode()))
         elif stat.S_ISDIR(mode):
-            writer.out.write(_header(encoded + b"/", b"5", perms, st.st_uid, st.st_gid, seconds))
+            writer.out.write(tar_header(encoded + b"/", b"5", perms, st.st_uid, st.st_gid, seconds))
         elif stat.S_ISLNK(mode):
-            writer.out.write(_header(encoded, b"2", perms, st.st_uid, st.st_gid, seconds,
+            writer.out.write(tar_header(encoded, b"2", perms, st.st_uid, st.st_gid, seconds,
                                      linkname=member.linkname.encode()))
         elif stat.S_ISREG(mode):
-            writer.out.write(_header(encoded, b"0", perms, st.st_uid, st.st_gid, seconds,
+            writer.out.write(tar_header(encoded, b"0", perms, st.st_uid, st.st_gid, seconds,
                                      member.size))
             f = tf.extractfile(member)
             remaining = member.size
@@ -479,10 +479,10 @@ def write_layer(plan: CopyPlan, tree: LayerTree, out):
                 writer.out.write(chunk)
                 remaining -= len(chunk)
             if member.size % 512:
-                writer.out.write(_ZERO_BLOCK[: -member.size % 512])
+                writer.out.write(ZERO_BLOCK[: -member.size % 512])
             writer.size += member.size
         else:
             kind = b"6" if stat.S_ISFIFO(mode) else b"3" if stat.S_ISCHR(mode) else b"4"
-            writer.out.write(_header(encoded, kind, perms, st.st_uid, st.st_gid, seconds,
+            writer.out.write(tar_header(encoded, kind, perms, st.st_uid, st.st_gid, seconds,
                                      device=st.st_rdev))
     return writer.finish()

@@ -15,7 +15,8 @@ BuildKit's parser splits them (:func:`dump_ast` prints BuildKit's AST format to 
    ``<<"EOF"``); their bodies follow the instruction's line.
 
 Nothing is expanded here: variables are substituted by :mod:`lamina.builder.plan`, which knows the
-build arguments and the stages. :func:`check` adds the checks BuildKit makes when it turns the
+build arguments and the stages. :func:`check_instruction` (and :func:`lamina.builder.plan.check`,
+which also plans) adds the checks BuildKit makes when it turns the
 AST into instructions (unknown instructions, argument counts, flags, HEALTHCHECK options).
 """
 
@@ -32,7 +33,7 @@ __all__ = [
     "DockerfileError",
     "Heredoc",
     "Instruction",
-    "check",
+    "check_instruction",
     "dump_ast",
     "parse",
     "parse_flags",
@@ -696,7 +697,7 @@ def _check_healthcheck(node: Instruction, flags: dict) -> None:
             raise DockerfileError(line, f"--retries cannot be negative ({retries})")
 
 
-def _check_instruction(node: Instruction, in_onbuild: bool = False) -> None:
+def check_instruction(node: Instruction, in_onbuild: bool = False) -> None:
     line = node.start_line
     cmd = node.cmd
     name = cmd.upper()
@@ -752,27 +753,4 @@ def _check_instruction(node: Instruction, in_onbuild: bool = False) -> None:
             raise DockerfileError(line, "Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed")
         if trigger in ("from", "maintainer"):
             raise DockerfileError(line, f"{trigger.upper()} isn't allowed as an ONBUILD trigger")
-        _check_instruction(node.sub, in_onbuild=True)
-
-
-def check(text: str | bytes) -> None:
-    """Parse and validate without building; raises :class:`DockerfileError` naming the line.
-
-    Beyond parsing: known instructions with the right number of arguments and only the flags
-    they accept, nothing but ARG before the first FROM, valid stage names, valid HEALTHCHECK
-    options, and variable references and stage references that resolve.
-    """
-    df = parse(text)
-    seen_from = False
-    for node in df.instructions:
-        _check_instruction(node)
-        if node.cmd == "from":
-            seen_from = True
-        elif node.cmd != "arg" and not seen_from:
-            raise DockerfileError(node.start_line, "no build stage in current context")
-    if not seen_from:
-        raise DockerfileError(df.instructions[-1].end_line,
-                              "dockerfile contains no stages to build")
-    from lamina.builder.plan import plan
-
-    plan(df)
+        check_instruction(node.sub, in_onbuild=True)

@@ -23,7 +23,15 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from lamina.builder.dockerfile import Dockerfile, DockerfileError, Heredoc, Instruction, parse_flags
+from lamina.builder.dockerfile import (
+    Dockerfile,
+    DockerfileError,
+    Heredoc,
+    Instruction,
+    check_instruction,
+    parse,
+    parse_flags,
+)
 from lamina.builder.shellwords import Lexer, ShellWordError, expand, expand_words
 
 __all__ = ["PROXY_ARGS", "ResolvedInstruction", "Stage", "plan", "platform_args"]
@@ -378,3 +386,24 @@ def plan(
             needed.add(index)
             pending.extend(planner.deps[index])
     return [planner.done[index] for index in sorted(needed)]
+
+
+def check(text: str | bytes) -> None:
+    """Parse and validate without building; raises :class:`DockerfileError` naming the line.
+
+    Beyond parsing: known instructions with the right number of arguments and only the flags
+    they accept, nothing but ARG before the first FROM, valid stage names, valid HEALTHCHECK
+    options, and variable references and stage references that resolve.
+    """
+    df = parse(text)
+    seen_from = False
+    for node in df.instructions:
+        check_instruction(node)
+        if node.cmd == "from":
+            seen_from = True
+        elif node.cmd != "arg" and not seen_from:
+            raise DockerfileError(node.start_line, "no build stage in current context")
+    if not seen_from:
+        raise DockerfileError(df.instructions[-1].end_line,
+                              "dockerfile contains no stages to build")
+    plan(df)

@@ -43,7 +43,8 @@ def cmd_build(opts, a):
         raise UsageError(f"unable to prepare context: path {a.context!r} not found")
     text = _read_dockerfile(a.context, a.file)
     if a.check:
-        from ..builder.dockerfile import DockerfileError, check
+        from ..builder.dockerfile import DockerfileError
+        from ..builder.plan import check
 
         try:
             check(text)
