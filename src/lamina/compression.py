@@ -33,9 +33,9 @@ def media_suffix(name: str) -> str:
 
 def of_media_type(media_type: str) -> str:
     """The compression a layer media type names (Docker's and OCI's)."""
-    if media_type.endswith("+zstd") or media_type.endswith(".zstd"):
+    if media_type.endswith(("+zstd", ".zstd")):
         return "zstd"
-    if (media_type.endswith("+gzip") or media_type.endswith(".tar.gzip")
+    if (media_type.endswith(("+gzip", ".tar.gzip"))
             or media_type == "application/vnd.docker.image.rootfs.diff.tar.gzip"
             or media_type == "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"):
         return "gzip"

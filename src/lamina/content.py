@@ -64,7 +64,7 @@ class BlobWriter:
         self.hash = hashlib.sha256()
         self.size = 0
         self.tmp = os.path.join(store.ingest, f"{os.getpid()}-{os.urandom(6).hex()}")
-        self.file = open(self.tmp, "wb", buffering=0)
+        self.file = open(self.tmp, "wb", buffering=0)  # noqa: SIM115 (closed by commit/abort)
         self.flushed = 0  # bytes handed to the kernel's writeback already (see write)
 
     def write(self, data) -> int:
@@ -115,7 +115,7 @@ class VerifyingReader:
     """Reads a blob and raises if its bytes do not match its digest once the end is reached."""
 
     def __init__(self, path: str, digest: str, verify: bool = True):
-        self.file = open(path, "rb")
+        self.file = open(path, "rb")  # noqa: SIM115 (the reader owns it: closed by close())
         self.digest = digest
         self.hash = hashlib.sha256() if verify else None
 

@@ -7,7 +7,6 @@ measured when each layer was stored, and the writable layers and volumes as meas
 
 from __future__ import annotations
 
-
 from . import volumes
 
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing (start-up time)

@@ -8,7 +8,6 @@ count is the mark, the deletion the sweep. The bytes reported are the same layer
 
 from __future__ import annotations
 
-
 from .claims import referenced_blobs
 from .errors import FailedPrecondition, NotFound
 from .faults import point

@@ -39,9 +39,9 @@ class ImageStore:
                 return row[0]
         from .image import normalize
 
-        if name.startswith("sha256:") and len(name) == 71:
-            if self.db.execute("SELECT 1 FROM images WHERE id = ?", (name,)).fetchone():
-                return name
+        if name.startswith("sha256:") and len(name) == 71 and \
+                self.db.execute("SELECT 1 FROM images WHERE id = ?", (name,)).fetchone():
+            return name
         try:
             row = self.db.execute("SELECT image_id FROM tags WHERE name = ?",
                                   (normalize(name),)).fetchone()
@@ -142,7 +142,7 @@ class ImageStore:
             f, label = sys.stdin.buffer, "-"
         elif isinstance(source, (str, os.PathLike)):
             try:
-                f, label = open(source, "rb"), os.fspath(source)
+                f, label = open(source, "rb"), os.fspath(source)  # noqa: SIM115 (closed below)
             except OSError as e:
                 raise NotFound(f"cannot open {source}: {e.strerror}") from None
         else:
