@@ -15,11 +15,12 @@ import sys
 
 import pytest
 
+from lamina.cli import common
 from lamina.cli import main as cli
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(REPO, "bin", "lamina")
-MODULES = (None, "run", "build", "transfer", "cp")  # lamina.cli.main and the lazily imported ones
+MODULES = ("images", "containers", "system", "run", "build", "transfer", "cp")  # the verb modules
 
 
 def _command(*args, root):
@@ -73,7 +74,7 @@ def test_top_level_help_lists_every_verb_of_the_table(tmp_path):
     from lamina.snapshots import DRIVERS
 
     options = proc.stdout.split("\nGlobal Options:\n", 1)[1]
-    for flag in cli.Parser("", cli.GLOBAL_ARGS).flags:
+    for flag in common.Parser("", cli.GLOBAL_ARGS).flags:
         assert _names_flag(options, flag), flag
     assert re.search(r"--driver string +Storage driver of a new store: " + ", ".join(DRIVERS),
                      options)
@@ -84,8 +85,7 @@ def test_top_level_help_lists_every_verb_of_the_table(tmp_path):
 
 def test_every_module_verb_is_in_the_table():
     for module_name in MODULES:
-        module = sys.modules[cli.__name__] if module_name is None else \
-            __import__(f"lamina.cli.{module_name}", fromlist=["ARGS"])
+        module = __import__(f"lamina.cli.{module_name}", fromlist=["ARGS"])
         paths = _paths(module_name)
         assert set(module.ARGS) == paths, module_name
         functions = {n[4:].replace("_", " ") for n in dir(module) if n.startswith("cmd_")}
@@ -182,9 +182,9 @@ def test_choices_are_lamina_s():
 
 
 def test_main_module_imports_no_verb_module():
-    """Start-up: ``lamina ps`` loads lamina.cli.main and nothing of the other verb modules."""
+    """Start-up: the CLI's entry loads lamina.cli.main and its common helpers, no verb module."""
     code = ("import sys; import lamina.cli.main; "
             "print(' '.join(sorted(m for m in sys.modules if m.startswith('lamina'))))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.split()
-    assert out == ["lamina", "lamina.cli", "lamina.cli.main", "lamina.errors"]
+    assert out == ["lamina", "lamina.cli", "lamina.cli.common", "lamina.cli.main", "lamina.errors"]

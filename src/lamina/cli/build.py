@@ -6,7 +6,7 @@ import os
 import sys
 
 from ..errors import NotFound
-from .main import UsageError, open_engine
+from .common import UsageError, open_engine
 
 ARGS = {
     "build": (

@@ -1,6 +1,6 @@
 """``lamina cp``: Docker's ``cp`` verb (the rules live in lamina.copy)."""
 
-from .main import open_engine
+from .common import open_engine
 
 ARGS = {
     "cp": (

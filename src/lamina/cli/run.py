@@ -5,7 +5,7 @@ import os
 import sys
 
 from ..errors import LaminaError
-from .main import FORMAT_HELP, UsageError, each, exit_now, json_lines, open_engine
+from .common import FORMAT_HELP, UsageError, each, exit_now, json_lines, open_engine
 
 ARGS = {
     "run": (
@@ -134,7 +134,7 @@ def cmd_start(opts, a):
 
 
 def _each(action, names, line) -> None:
-    """Run ``action`` on each name, printing ``line(name, result)`` (see main.each)."""
+    """Run ``action`` on each name, printing ``line(name, result)`` (see common.each)."""
     each(names, lambda name: print(line(name, action(name))))
 
 

@@ -1,0 +1,110 @@
+"""``lamina system df``, ``system check``, ``system prune``, ``info`` and ``version``."""
+
+import sys
+
+from .common import FORMAT_HELP, confirm, json_lines, open_engine, reclaimed, short_id
+
+ARGS: dict[str, tuple] = {}  # verb -> its flags and positionals (see common.Parser)
+
+ARGS["system df"] = (
+    ("--format", "string", FORMAT_HELP),
+    ("-v --verbose", "bool", "Show detailed information on space usage"),
+)
+
+
+def cmd_system_df(opts, a):
+    from .. import humanize
+
+    df = open_engine(opts).system_df()
+
+    def reclaim(s):
+        pct = f" ({s['Reclaimable'] * 100 // s['Size']}%)" if s["Size"] and s["Type"] != "Build Cache" else ""
+        return humanize.size(s["Reclaimable"]) + pct
+
+    if a.format:
+        json_lines(({"Active": str(s["Active"]), "Reclaimable": reclaim(s),
+                    "ReclaimableBytes": s["Reclaimable"], "Size": humanize.size(s["Size"]),
+                    "SizeBytes": s["Size"], "TotalCount": str(s["TotalCount"]), "Type": s["Type"]}
+                   for s in df["Summary"]), a.format)
+        return
+    if not a.verbose:
+        print(humanize.table(["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"],
+                             [[s["Type"], str(s["TotalCount"]), str(s["Active"]),
+                               humanize.size(s["Size"]), reclaim(s)] for s in df["Summary"]]))
+        return
+    print("Images space usage:\n")
+    print(humanize.table(
+        ["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE", "SHARED SIZE", "UNIQUE SIZE", "CONTAINERS"],
+        [[i["Repository"], i["Tag"], short_id(i["ID"]), i["CreatedAt"][:19].replace("T", " "),
+          humanize.size(i["Size"]), humanize.size(i["SharedSize"]), humanize.size(i["UniqueSize"]),
+          str(i["Containers"])] for i in df["Images"]]))
+    print("\nContainers space usage:\n")
+    print(humanize.table(
+        ["CONTAINER ID", "IMAGE", "COMMAND", "LOCAL VOLUMES", "SIZE", "CREATED", "STATUS", "NAMES"],
+        [[c["ID"][:12], c["Image"], f'"{c["Command"]}"', "0", humanize.size(c["SizeRw"]),
+          humanize.ago(c["Created"]), c["State"].capitalize(), c["Names"]] for c in df["Containers"]]))
+    print("\nLocal Volumes space usage:\n")
+    print(humanize.table(["VOLUME NAME", "LINKS", "SIZE"],
+                         [[v["Name"], str(v["Links"]), humanize.size(v["Size"])]
+                          for v in df.get("Volumes", [])]))
+    print("\nBuild cache usage: 0B")
+
+ARGS["system check"] = (("--repair", "bool", "Repair what can be repaired"),)
+
+
+def cmd_system_check(opts, a):
+    findings = open_engine(opts).check(repair=a.repair)
+    for item in findings:
+        print(item)
+    unfixed = [f for f in findings if not f.fixed]
+    if not findings:
+        print("No problems found")
+    elif a.repair:
+        print(f"{len(findings) - len(unfixed)} problem(s) repaired, {len(unfixed)} left")
+    else:
+        print(f"{len(findings)} problem(s) found; `lamina system check --repair` fixes what it can")
+    if unfixed:
+        sys.exit(1)
+
+ARGS["system prune"] = (
+    ("-a --all", "bool", "Remove all unused images, not just dangling ones"),
+    ("-f --force", "bool", "Do not prompt for confirmation"),
+    ("--volumes", "bool", "Also remove the volumes no container uses"),
+)
+
+
+def cmd_system_prune(opts, a):
+    engine = open_engine(opts)
+    what = ["  - all stopped containers"]
+    if a.volumes:
+        what.append("  - all volumes not used by at least one container")
+    what.append("  - all images without at least one container associated to them" if a.all
+                else "  - all dangling images")
+    if not confirm(a.force, "\n".join(what)):
+        return
+    result = engine.prune_system(all=a.all, volumes=a.volumes)
+    if result["Containers"]:
+        print("Deleted Containers:\n" + "\n".join(result["Containers"]) + "\n")
+    if result["Volumes"]:
+        print("Deleted Volumes:\n" + "\n".join(result["Volumes"]) + "\n")
+    if result["Images"]:
+        print("Deleted Images:\n" + "\n".join(result["Images"]) + "\n")
+    reclaimed(result["Reclaimed"])
+
+ARGS["info"] = ()
+
+
+def cmd_info(opts, a):
+    import json
+
+    engine = open_engine(opts)
+    info = {"Root": engine.root, "Driver": engine.driver, **engine.counts()}
+    print(json.dumps(info, indent=2))
+
+ARGS["version"] = ()
+
+
+def cmd_version(opts, a):
+    from .. import __version__
+
+    print(f"lamina {__version__}")
