@@ -157,7 +157,7 @@ def test_a_push_survives_a_dropped_connection(image_store, other, registry, monk
     plain is gzipped as it is sent (one streamed PATCH): it is made and sent again. A layer
     stored gzipped goes in chunks: the push asks the registry where the upload stands and goes
     on from there. Either way the image arrives whole."""
-    from lamina.transfer import registry as reg
+    from lamina.transfer import http as reg
 
     monkeypatch.setattr(reg, "MONOLITHIC_LIMIT", 1000)
     monkeypatch.setattr(reg, "UPLOAD_CHUNK", 300_000)
@@ -619,7 +619,7 @@ def test_push_of_an_uncompressed_image_records_its_repo_digest(image_store, regi
     assert image_store.inspect_image("app:2")["RepoDigests"] == [
         f"{registry}/other/app@{zstd}", f"{registry}/recorded/app@{digest}"]
     # the registry serves that very manifest under that digest
-    from lamina.transfer.registry import Client
+    from lamina.transfer.http import Client
 
     with Client(registry, ["repository:recorded/app:pull"], None, False) as client:
         body, _, _ = client.get_manifest("recorded/app", digest)
@@ -629,7 +629,7 @@ def test_push_of_an_uncompressed_image_records_its_repo_digest(image_store, regi
 def test_a_kept_alive_connection_the_server_dropped_is_opened_again():
     """A server that closes each connection after one answer, without saying so: the next
     request on the kept-alive connection fails to send, and is sent once more on a new one."""
-    from lamina.transfer.registry import _RawGetter
+    from lamina.transfer.http import _RawGetter
 
     answered = []
 

@@ -149,14 +149,14 @@ class Engine:
                   manifest: bytes | None = None) -> str:
         """Store an image from exact config bytes and layer blobs already in the content store
         ((digest, size, media type), bottom first). Returns the image ID."""
-        from .transfer.archive import add_image
+        from .transfer.unpack import add_image
 
         return add_image(self.image_store, config, layers, tags, manifest)
 
     def save(self, names: list[str], output, fmt: str = "docker-archive",
              compression: str | None = None, log=lambda line: None) -> None:
         """Write images to an oci-archive, docker-archive (a path or binary file) or oci-dir."""
-        from .transfer.archive import save
+        from .transfer.save import save
 
         try:
             save(self.image_store, names, output, fmt, compression, log)
@@ -165,21 +165,21 @@ class Engine:
 
     def load(self, source, platform=("linux", "amd64", None), log=lambda line: None) -> list[str]:
         """Load every image of an archive or layout directory; returns Docker's output lines."""
-        from .transfer.archive import load
+        from .transfer.load import load
 
         with self._claiming():
             return load(self.image_store, source, platform, log)
 
     def pull(self, reference: str, **options) -> str:
-        """Pull an image from a registry (see :func:`lamina.transfer.registry.pull`)."""
-        from .transfer.registry import pull
+        """Pull an image from a registry (see :func:`lamina.transfer.pull.pull`)."""
+        from .transfer.pull import pull
 
         with self._claiming():
             return pull(self.image_store, reference, **options)
 
     def push(self, name: str, destination: str | None = None, **options) -> str:
         """Push an image to a registry; returns the manifest digest."""
-        from .transfer.registry import push
+        from .transfer.push import push
 
         return push(self.image_store, name, destination, **options)
 

@@ -290,7 +290,7 @@ class Builder:
     def _pull_image(self, reference: str) -> str:
         """Pull ``reference``; what the pull wrote goes again if it fails (lamina.claims)."""
         from lamina.claims import abandon
-        from lamina.transfer.registry import pull
+        from lamina.transfer.pull import pull
 
         try:
             return pull(self.images, reference)

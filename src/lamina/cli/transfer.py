@@ -106,7 +106,7 @@ def cmd_load(opts, a):
 
 def cmd_pull(opts, a):
     engine = open_engine(opts)
-    from ..transfer.registry import make_progress
+    from ..transfer.progress import make_progress
 
     progress = make_progress(quiet=a.quiet)
     image_id = engine.pull(a.reference, platform=_platform(a.platform),
@@ -118,7 +118,7 @@ def cmd_pull(opts, a):
 
 def cmd_push(opts, a):
     engine = open_engine(opts)
-    from ..transfer.registry import make_progress
+    from ..transfer.progress import make_progress
 
     progress = make_progress(quiet=a.quiet)
     digest = engine.push(a.image, a.destination, tls_verify=_tls(a.tls_verify), authfile=a.authfile,
@@ -141,7 +141,7 @@ def _jobs(value, default: int) -> int:
 
 
 def cmd_login(opts, a):
-    from ..transfer import auth, registry
+    from ..transfer import auth
 
     username = a.username
     password = a.password
@@ -163,7 +163,7 @@ def cmd_login(opts, a):
         print("WARNING! Using --password via the CLI is insecure. Use --password-stdin.",
               file=sys.stderr)
     host = auth.server_key(a.server)
-    registry.check_login(host, username, password, tls_verify=_tls(a.tls_verify))
+    auth.check_login(host, username, password, tls_verify=_tls(a.tls_verify))
     auth.store(host, username, password, a.authfile)
     print("Login Succeeded")
 

@@ -4,13 +4,14 @@ The file lamina writes is ``--authfile``, else ``$LAMINA_AUTH_FILE``, else ``$RE
 (Podman's variable), else ``~/.config/lamina/auth.json``; it is created with mode 0600 and
 replaced atomically. When it has no entry for a host, ``~/.docker/config.json`` (or
 ``$DOCKER_CONFIG/config.json``) is read too, so a ``docker login`` is honoured.
+:func:`check_login` asks the registry whether credentials are good before they are stored.
 """
 
 import base64
 import json
 import os
 
-from ..errors import InvalidArgument
+from ..errors import FailedPrecondition, InvalidArgument
 
 DOCKER_HUB_KEY = "https://index.docker.io/v1/"
 
@@ -97,3 +98,19 @@ def lookup(host: str, path: str | None = None) -> tuple[str, str] | None:
                 raise InvalidArgument(f"malformed credentials for {key} in {candidate}") from None
             return user, password
     return None
+
+
+def check_login(host: str, username: str, password: str, tls_verify: bool | None = None) -> None:
+    """Raise unless ``username``/``password`` are accepted by the registry at ``host``."""
+    from .http import Client, registry_error  # the network, only for a login
+
+    api = "registry-1.docker.io" if host.startswith("https://index.docker.io") else host
+    with Client(api, [], (username, password), tls_verify) as client:
+        client.ping()
+        resp = client.send("GET", "/v2/")
+        resp.close()
+        if resp.status_code == 401:
+            raise FailedPrecondition(f"login to {host} failed: unauthorized: incorrect username "
+                                     "or password")
+        if resp.status_code >= 400 and resp.status_code != 404:
+            raise registry_error(resp, f"login to {host}")

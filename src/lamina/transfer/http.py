@@ -1,24 +1,15 @@
-"""A client of the OCI distribution protocol: ``pull`` and ``push`` against any v2 registry.
-
-Pull: the manifest (OCI or Docker schema 2, or an index from which one platform is picked) is
-fetched and its digest checked, then the config, then the layer blobs that are not stored yet, in
-parallel, each streamed into the blob store and named only once its size and digest are right
-(a dropped download resumes with a Range request). Each layer is extracted while it arrives (all
-at once on overlay2 and union, in order on vfs and overlay: see archive.add_image), so extraction
-overlaps the downloads. The manifest and config are kept as the exact bytes received. A failure leaves no image, no snapshot and no blob that nothing uses.
-
-Push: every blob is checked with HEAD first and skipped when the registry has it; a blob known to
-be in another repository of the same registry is mounted from there; others are uploaded, whole
-when small, in chunks (PATCH with Content-Range) when large; after a dropped connection the
-upload resumes from the offset the registry reports, or starts the blob over when the registry
-cannot resume (distribution does not once a broken PATCH wrote part of a chunk). Layers stored
-uncompressed are gzipped on the way (isal, stable output,
-so the same image always pushes the same digests); the compressed digests are remembered so that a
-second push can skip them with HEAD.
+"""The HTTP side of the OCI distribution protocol: :class:`Client`, one registry and one set of
+scopes. It finds the scheme, answers authentication challenges, retries transport errors and 5xx
+answers, and moves manifests and blobs: blob downloads resume with Range requests and are
+checked before they are named; uploads go whole when small, in chunks (PATCH with Content-Range)
+when large, and resume from the offset the registry reports after a dropped connection (or start
+the blob over when the registry cannot resume: distribution does not once a broken PATCH wrote part
+of a chunk). GET and HEAD go over :mod:`http.client`, uploads and anything behind a proxy over
+httpx.
 
 Authentication: anonymous, basic, or bearer tokens from the registry's token service, with the
-credentials of :mod:`lamina.auth`. ``tls_verify=False`` (and any loopback registry) may fall back
-to plain http, as Docker does for ``127.0.0.0/8``.
+credentials of :mod:`lamina.transfer.auth`. ``tls_verify=False`` (and any loopback registry) may
+fall back to plain http, as Docker does for ``127.0.0.0/8``.
 """
 
 from __future__ import annotations
@@ -27,43 +18,31 @@ import base64
 import json
 import os
 import re
-import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 
-from ..content import WRITEBACK, drop_cached
-from ..digest import hex_of, is_digest, sha256_bytes
+from ..digest import is_digest, sha256_bytes
 from ..errors import FailedPrecondition, InvalidArgument, LaminaError, NotFound, Unavailable
-from ..metadata import Transaction
-from ..reference import DOCKER_HUB, Reference, parse_reference
-from .archive import (
+from .formats import (
     INDEX_TYPES,
     MANIFEST_TYPES,
     MEDIA_DOCKER_LIST,
     MEDIA_DOCKER_MANIFEST,
-    MEDIA_OCI_CONFIG,
     MEDIA_OCI_INDEX,
-    MEDIA_OCI_LAYER,
     MEDIA_OCI_MANIFEST,
-    BlobSink,
-    Recompressed,
-    add_image,
-    drop_unused,
-    platform_matches,
 )
 
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing (start-up time)
 if TYPE_CHECKING:
-    from ..images import ImageStore
+    from .pull import Arrival
 
 CHUNK = 1 << 20
 UPLOAD_CHUNK = 64 << 20       # PATCH size for chunked uploads
 MONOLITHIC_LIMIT = 8 << 20    # blobs up to this size go in one PUT
 MAX_MANIFEST = 4 << 20
-MAX_CONFIG = 16 << 20
 RETRIES = 3
-ACCEPT = ", ".join((MEDIA_OCI_MANIFEST, MEDIA_DOCKER_MANIFEST, MEDIA_OCI_INDEX, MEDIA_DOCKER_LIST))
+ACCEPT = f"{MEDIA_OCI_MANIFEST}, {MEDIA_DOCKER_MANIFEST}, {MEDIA_OCI_INDEX}, {MEDIA_DOCKER_LIST}"
+
 
 def _is_loopback(host: str) -> bool:
     name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
@@ -71,15 +50,13 @@ def _is_loopback(host: str) -> bool:
     return name == "localhost" or name.startswith("127.") or name == "::1"
 
 
-# ----------------------------------------------------------------------------- HTTP client
-
-
 class _Cancelled(Exception):
     pass
 
 
-def _registry_error(resp, what: str) -> LaminaError:
-    """A one-line error from a registry's error response."""
+def registry_error(resp, what: str) -> LaminaError:
+    """A one-line error from a registry's error response, of the class its status means (404:
+    NotFound, 401/403: FailedPrecondition, 5xx: Unavailable, else InvalidArgument)."""
     detail = ""
     try:
         body = resp.read()
@@ -89,7 +66,7 @@ def _registry_error(resp, what: str) -> LaminaError:
             detail = "; ".join(
                 f"{e.get('code', '').lower().replace('_', ' ')}: {e.get('message', '')}"
                                for e in errors[:3])
-    except Exception:  # noqa: BLE001 - any body will do for the message
+    except Exception:  # noqa: BLE001, S110 - any body will do for the message
         pass
     status = resp.status_code
     message = f"{what}: {detail or f'HTTP {status} {resp.reason_phrase}'}"
@@ -192,7 +169,7 @@ class Client:
             if resp.status_code == 401:
                 self._authenticate(resp.headers.get("www-authenticate", ""))
             elif resp.status_code >= 400 and resp.status_code != 404:
-                raise _registry_error(resp, f"registry {self.host}")
+                raise registry_error(resp, f"registry {self.host}")
             return
         if any("CERTIFICATE_VERIFY_FAILED" in e or "certificate verify failed" in e
                for e in errors):
@@ -240,7 +217,7 @@ class Client:
         self.authorization = "Bearer " + token
 
     def url(self, path: str) -> str:
-        if path.startswith("http://") or path.startswith("https://"):
+        if path.startswith(("http://", "https://")):
             return path
         return self.base + path
 
@@ -281,7 +258,7 @@ class Client:
             stream=True), what)
         try:
             if resp.status_code != 200:
-                raise _registry_error(resp, what)
+                raise registry_error(resp, what)
             body = _read_limited(resp, MAX_MANIFEST, what)
         finally:
             resp.close()
@@ -310,7 +287,7 @@ class Client:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def fetch_blob(self, repository: str, digest: str, size: int, content, on_bytes, stop,
-                   arrival: "_Arrival | None" = None) -> bool:
+                   arrival: Arrival | None = None) -> bool:
         """Stream blob ``digest`` into the blob store; True if this call created it.
 
         The temporary file only grows, so ``arrival`` can let a reader follow it while it is
@@ -333,7 +310,7 @@ class Client:
                         skip = offset if resp.status_code == 200 else 0
                         if resp.status_code not in (200, 206):
                             if resp.status_code < 500:
-                                raise _registry_error(resp, what)
+                                raise registry_error(resp, what)
                             raise _Retry(f"HTTP {resp.status_code}")
                         for data in resp.chunks():
                             if stop.is_set():
@@ -383,7 +360,7 @@ class Client:
             return True
         if resp.status_code == 404:
             return False
-        raise _registry_error(resp, f"HEAD blob {digest}")
+        raise registry_error(resp, f"HEAD blob {digest}")
 
     def start_upload(self, repository: str, digest: str, mount_from: str | None):
         """POST an upload; returns (location, mounted)."""
@@ -395,7 +372,7 @@ class Client:
         if resp.status_code == 201 and mount_from:
             return None, True
         if resp.status_code != 202:
-            raise _registry_error(resp, f"upload of {digest}")
+            raise registry_error(resp, f"upload of {digest}")
         return self._location(resp), False
 
     def _location(self, resp) -> str:
@@ -419,7 +396,7 @@ class Client:
                 headers={"Content-Type": "application/octet-stream"}), what)
             resp.close()
             if resp.status_code != 201:
-                raise _registry_error(resp, what)
+                raise registry_error(resp, what)
             on_bytes(size)
             return
         offset = 0
@@ -495,7 +472,7 @@ class Client:
         if resp.status_code >= 500:
             raise _Retry(f"HTTP {resp.status_code}")
         if resp.status_code != 202:
-            raise _registry_error(resp, what)
+            raise registry_error(resp, what)
         return self._location(resp)
 
     def _finish_upload(self, location: str, digest: str, what: str) -> None:
@@ -504,14 +481,14 @@ class Client:
                                                 headers={"Content-Length": "0"}), what)
         resp.close()
         if resp.status_code != 201:
-            raise _registry_error(resp, what)
+            raise registry_error(resp, what)
 
     def _upload_status(self, location: str, what: str) -> tuple[int, str]:
         """(next offset, location) of an upload in progress, from the registry's Range."""
         resp = self._retrying(lambda: self.send("GET", location), what)
         resp.close()
         if resp.status_code != 204:
-            raise _registry_error(resp, f"{what} (resuming)")
+            raise registry_error(resp, f"{what} (resuming)")
         match = re.match(r"^(?:bytes=)?0-(\d+)$", resp.headers.get("range", ""))
         offset = int(match.group(1)) + 1 if match else 0
         return offset, self._location(resp) if resp.headers.get("location") else location
@@ -524,7 +501,7 @@ class Client:
             headers={"Content-Type": media_type}), what)
         resp.close()
         if resp.status_code not in (200, 201):
-            raise _registry_error(resp, what)
+            raise registry_error(resp, what)
         digest = sha256_bytes(manifest)
         said = resp.headers.get("docker-content-digest")
         if said and said != digest:
@@ -581,103 +558,6 @@ def _file_slice(path: str, start: int, end: int, on_bytes):
             left -= len(data)
             on_bytes(len(data))
             yield data
-
-
-# ----------------------------------------------------------------------------- progress
-
-
-class _Silent:
-    def add(self, key: str, total: int, status: str) -> None:
-        pass
-
-    def advance(self, key: str, n: int) -> None:
-        pass
-
-    def status(self, key: str, text: str) -> None:
-        pass
-
-    def message(self, text: str) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-class _PlainLog(_Silent):
-    """Docker's output when stdout is not a terminal: one line per layer status change."""
-
-    def __init__(self, out=None):
-        self.out = out or sys.stdout
-        self._lock = threading.Lock()
-
-    def _print(self, line: str) -> None:
-        with self._lock:
-            print(line, file=self.out, flush=True)
-
-    def add(self, key, total, status):
-        self._print(f"{key}: {status}")
-
-    def status(self, key, text):
-        self._print(f"{key}: {text}")
-
-    def message(self, text):
-        self._print(text)
-
-
-class _Bars(_PlainLog):
-    """A progress bar per layer (rich), for terminals."""
-
-    def __init__(self):
-        super().__init__()
-        from rich.progress import (
-            BarColumn,
-            DownloadColumn,
-            Progress,
-            TextColumn,
-            TransferSpeedColumn,
-        )
-
-        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
-                                 TransferSpeedColumn(), transient=False)
-        self.tasks: dict[str, int] = {}
-        self.progress.start()
-
-    def add(self, key, total, status):
-        self.tasks[key] = self.progress.add_task(f"{key}: {status}", total=total or None)
-
-    def advance(self, key, n):
-        if key in self.tasks:
-            self.progress.advance(self.tasks[key], n)
-
-    def status(self, key, text):
-        if key in self.tasks:
-            task = self.tasks[key]
-            done = (text.endswith("complete") or text.startswith("Mounted")
-                    or text in ("Pushed", "Layer already exists", "Already exists"))
-            kwargs = {"completed": self.progress.tasks[task].total} if done and \
-                self.progress.tasks[task].total else {}
-            self.progress.update(task, description=f"{key}: {text}", **kwargs)
-
-    def message(self, text):
-        self.progress.console.print(text, highlight=False)
-
-    def close(self):
-        self.progress.stop()
-
-
-def make_progress(quiet: bool = False):
-    """Bars on a terminal, Docker's plain log otherwise, nothing when ``quiet``."""
-    if quiet:
-        return _Silent()
-    if sys.stdout.isatty():
-        try:
-            return _Bars()
-        except ImportError:
-            pass
-    return _PlainLog()
-
-
-# ----------------------------------------------------------------------------- blob bodies
 
 
 def _proxied(base: str) -> bool:
@@ -764,7 +644,7 @@ class _RawGetter:
             self.context = tls_context(self.verify)
         return self.context
 
-    def request(self, method: str, url: str, headers: dict) -> "_RawBody":
+    def request(self, method: str, url: str, headers: dict) -> _RawBody:
         import http.client
         import urllib.parse
 
@@ -889,415 +769,3 @@ class _HttpxBody:
 
     def close(self) -> None:
         self.resp.close()
-
-
-# ----------------------------------------------------------------------------- pull
-
-
-class _Arrival:
-    """A layer blob being downloaded, readable while it arrives: extraction follows the download
-    instead of reading the blob again afterwards.
-
-    The downloading thread calls :meth:`started` (with its temporary file, which only grows),
-    :meth:`wrote` and :meth:`finished`; :meth:`reader` hands the extracting thread a file-like
-    object that waits for bytes, and at the end raises the download's error, if any (wrong
-    digest, truncated, ...), so a layer is never committed from a blob that failed its check.
-    """
-
-    def __init__(self):
-        self.cond = threading.Condition()
-        self.fd: int | None = None
-        self.size = 0
-        self.done = False
-        self.future = None  # set by the puller once submitted
-
-    def started(self, path: str) -> None:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)  # stays valid once the file is renamed
-        with self.cond:
-            self.fd = fd
-            self.cond.notify_all()
-
-    def wrote(self, size: int) -> None:
-        with self.cond:
-            self.size = size
-            self.cond.notify_all()
-
-    def finished(self) -> None:
-        with self.cond:
-            self.done = True
-            self.cond.notify_all()
-
-    def close(self) -> None:
-        with self.cond:
-            fd, self.fd = self.fd, None
-        if fd is not None:
-            os.close(fd)
-
-    def reader(self) -> "_Following":
-        return _Following(self)
-
-
-class _Following:
-    """Reads an :class:`_Arrival` from its start, waiting for the download as needed."""
-
-    def __init__(self, arrival: _Arrival):
-        self.arrival = arrival
-        self.pos = 0
-        self.dropped = 0  # the blob's pages before this are out of the page cache
-
-    def read(self, n: int = -1) -> bytes:
-        arrival = self.arrival
-        with arrival.cond:
-            while arrival.size <= self.pos and not arrival.done:
-                arrival.cond.wait()
-            available, fd = arrival.size - self.pos, arrival.fd
-        if available > 0 and fd is not None:
-            data = os.pread(fd, available if n is None or n < 0 else min(n, available), self.pos)
-            self.pos += len(data)
-            # what was read more than a writeback step ago is on its way to disk (BlobWriter):
-            # give its pages back, so the download reuses them (content.drop_cached)
-            end = (self.pos - WRITEBACK) & ~0xFFFFF
-            if end - self.dropped >= 2 * WRITEBACK:
-                drop_cached(fd, self.dropped, end - self.dropped)
-                self.dropped = end
-            return data
-        arrival.future.result()  # the end: raises the download's error (a blob that failed)
-        return b""
-
-    def failure(self) -> BaseException | None:
-        """The download's error once it has ended, or None (it succeeded)."""
-        return self.arrival.future.exception()
-
-    def close(self) -> None:
-        pass  # the descriptor is the puller's: a helper thread may still be in a read
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-
-def _short(digest: str) -> str:
-    return hex_of(digest)[:12]
-
-
-def _remember_sources(image_store: ImageStore, digests, registry: str, repository: str) -> None:
-    with Transaction(image_store.db):
-        image_store.db.executemany("INSERT OR IGNORE INTO blob_sources VALUES (?,?,?)",
-                              [(d, registry, repository) for d in digests])
-
-
-def _remember_name(image_store: ImageStore, manifest: str, registry: str, repository: str, digest: str) -> None:
-    """The stored manifest ``manifest`` is known as ``digest`` in that repository (a pushed
-    manifest that was rewritten, the index a pull chose it from): inspect's RepoDigests."""
-    with Transaction(image_store.db):
-        image_store.db.execute("INSERT OR REPLACE INTO pushed_manifests VALUES (?,?,?,?)",
-                          (manifest, registry, repository, digest))
-
-
-def pull(image_store: ImageStore, reference: str, platform=("linux", "amd64", None), tls_verify: bool | None = None,
-         authfile: str | None = None, progress=None, jobs: int = 3) -> str:
-    """Pull ``NAME[:TAG|@DIGEST]`` into the store; returns the image ID."""
-    from . import auth
-
-    ref = parse_reference(reference)
-    progress = progress or _Silent()
-    credentials = auth.lookup(ref.registry, authfile)
-    scope = f"repository:{ref.repository}:pull"
-    with Client(ref.api_host, [scope], credentials, tls_verify) as client:
-        try:
-            return _pull(image_store, client, ref, platform, progress, max(1, jobs))
-        finally:
-            progress.close()
-
-
-def _pull(image_store: ImageStore, client, ref: Reference, platform, progress, jobs: int) -> str:
-    repo = ref.repository
-    shown = ref.name if ref.registry != DOCKER_HUB else repo
-    progress.message(f"{ref.tag or ref.digest}: Pulling from {shown}")
-    manifest, media, digest = client.get_manifest(repo, ref.digest or ref.tag)
-    index_digest = None
-    if media in INDEX_TYPES:
-        index_digest = digest
-        index = json.loads(manifest)
-        chosen = [d for d in index.get("manifests", []) if isinstance(d, dict)
-                  and platform_matches(d, platform)]
-        if not chosen:
-            raise NotFound(f"no image for {'/'.join(p for p in platform if p)} in {ref}")
-        child = chosen[0].get("digest", "")
-        if not is_digest(child):
-            raise InvalidArgument(f"index of {ref} names a malformed digest")
-        manifest, media, digest = client.get_manifest(repo, child)
-        if media in INDEX_TYPES:
-            raise InvalidArgument(f"index of {ref} points at another index")
-    doc = json.loads(manifest)
-    try:
-        config_desc = doc["config"]
-        layers = [(d["digest"], int(d["size"]), d.get("mediaType") or MEDIA_OCI_LAYER)
-                  for d in doc["layers"]]
-        config_digest, config_size = config_desc["digest"], int(config_desc["size"])
-    except (KeyError, TypeError, ValueError):
-        raise InvalidArgument(f"malformed manifest for {ref}") from None
-    for d, size, _ in layers + [(config_digest, config_size, "")]:
-        if not is_digest(d) or size < 0:
-            raise InvalidArgument(f"manifest for {ref} has a malformed descriptor")
-    if config_size > MAX_CONFIG:
-        raise InvalidArgument(f"config of {ref} is larger than {MAX_CONFIG} bytes")
-    content = image_store.store.content
-    sink = BlobSink(image_store)
-    stop = threading.Event()
-    pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="pull")
-    futures = {}
-    arrivals: dict[str, _Arrival] = {}
-    try:
-        if content.exists(config_digest):
-            config = content.read(config_digest)
-        else:
-            if sink_fetch(client, repo, config_digest, config_size, content, lambda n: None, stop):
-                sink.created.add(config_digest)
-            config = content.read(config_digest)
-        for blob, size, _ in layers:
-            key = _short(blob)
-            if blob in futures:
-                continue
-            if content.exists(blob):
-                progress.add(key, size, "Already exists")
-                futures[blob] = None
-                continue
-            progress.add(key, size, "Pulling fs layer")
-            arrival = arrivals[blob] = _Arrival()
-
-            def fetch(blob=blob, size=size, key=key, arrival=arrival):
-                progress.status(key, "Downloading")
-                created = client.fetch_blob(repo, blob, size, content,
-                                            lambda n: progress.advance(key, n), stop, arrival)
-                progress.status(key, "Download complete")
-                return created
-
-            futures[blob] = arrival.future = pool.submit(fetch)
-
-        followed: set[str] = set()
-
-        def ready(i: int, follow: bool):
-            blob = layers[i][0]
-            if futures.get(blob) is None:
-                return None
-            if follow and blob not in followed:  # a blob listed twice is followed once
-                followed.add(blob)
-                return arrivals[blob].reader()
-            futures[blob].result()
-            return None
-
-        tag = ref.local_tag()
-        image_id = add_image(image_store, config, layers, [tag] if tag else [], manifest, ready=ready)
-        for blob, _, _ in layers:
-            if futures.get(blob) is not None:
-                progress.status(_short(blob), "Pull complete")
-        _remember_sources(image_store, [b for b, _, _ in layers] + [config_digest, digest],
-                          ref.registry, repo)  # the manifest's: inspect's RepoDigests
-        if index_digest is not None:  # and the index's, the digest that names it there
-            _remember_name(image_store, digest, ref.registry, repo, index_digest)
-        digest = index_digest or digest
-        progress.message(f"Digest: {digest}")
-        progress.message(f"Status: Downloaded newer image for {ref}")
-        return image_id
-    except BaseException:
-        stop.set()
-        for future in futures.values():
-            if future is not None:
-                future.cancel()
-        pool.shutdown(wait=True)
-        raise
-    finally:
-        pool.shutdown(wait=True)
-        for arrival in arrivals.values():
-            arrival.finished()  # wakes a reader of a download that was cancelled unstarted
-            arrival.close()
-        for blob, future in futures.items():
-            if future is not None and not future.cancelled() and future.exception() is None \
-                    and future.result():
-                sink.created.add(blob)
-        drop_unused(image_store, sink.created)
-
-
-def sink_fetch(client, repo, digest, size, content, on_bytes, stop) -> bool:
-    """Download one blob unless it is stored; True if this call created it."""
-    if content.exists(digest):
-        return False
-    return client.fetch_blob(repo, digest, size, content, on_bytes, stop)
-
-
-# ----------------------------------------------------------------------------- push
-
-
-def push(image_store: ImageStore, name: str, destination: str | None = None, tls_verify: bool | None = None,
-         authfile: str | None = None, compression: str | None = None, progress=None,
-         jobs: int = 5) -> str:
-    """Push image ``name`` to ``destination`` (default: ``name`` itself); returns the digest of
-    the manifest the registry now has."""
-    from ..compression import check
-    from . import auth
-
-    if compression is not None:
-        check(compression)
-    image_id = image_store.resolve(name)
-    target = destination or name
-    if destination is None and target.startswith("sha256:") or (
-            destination is None and image_id[7:].startswith(target)):
-        raise InvalidArgument("pushing an image by ID needs a destination: push ID NAME[:TAG]")
-    ref = parse_reference(target)
-    progress = progress or _Silent()
-    row = image_store.row(image_id)
-    manifest = image_store.store.content.read(row["manifest_digest"])
-    doc = json.loads(manifest)
-    sources = {}  # blob digest (stored or its compressed form) -> a repository that has it
-    for desc in doc.get("layers", []):
-        candidates = [desc["digest"]] + [r[0] for r in image_store.db.execute(
-            "SELECT digest FROM compressed_blobs WHERE source = ?", (desc["digest"],))]
-        for digest in candidates:
-            for registry, repository in image_store.db.execute(
-                    "SELECT registry, repository FROM blob_sources WHERE digest = ?", (digest,)):
-                if registry == ref.registry and repository != ref.repository:
-                    sources.setdefault(digest, repository)
-    scopes = [f"repository:{ref.repository}:pull,push"]
-    scopes += sorted({f"repository:{r}:pull" for r in sources.values()})
-    credentials = auth.lookup(ref.registry, authfile)
-    with Client(ref.api_host, scopes, credentials, tls_verify) as client:
-        try:
-            return _push(image_store, client, ref, image_id, manifest, doc, compression, sources,
-                         progress, max(1, jobs))
-        finally:
-            progress.close()
-
-
-def _push(image_store: ImageStore, client, ref: Reference, image_id, manifest, doc, compression, sources, progress,
-          jobs: int) -> str:
-    from ..compression import media_suffix, of_media_type
-
-    progress.message(f"The push refers to repository [{ref.name}]")
-    client.ping()
-    repo = ref.repository
-    content = image_store.store.content
-    stop = threading.Event()
-    plan = []  # (stored digest, stored size, stored media, target compression or None)
-    for desc in doc.get("layers", []):
-        media = desc.get("mediaType") or MEDIA_OCI_LAYER
-        stored = of_media_type(media)
-        want = compression or (stored if stored != "none" else "gzip")
-        plan.append((desc["digest"], int(desc["size"]), media, None if want == stored else want))
-    converted = any(p[3] for p in plan)
-    results: dict[int, tuple[str, int, str]] = {}
-
-    def push_layer(i: int) -> None:
-        digest, size, media, want = plan[i]
-        key = _short(digest)
-        path = content.path(digest)
-        if want:
-            cached = cache.get(i)
-            new_media = MEDIA_OCI_LAYER + media_suffix(want)
-            if cached and _skip_or_mount(client, repo, cached[0], sources.get(cached[0]), key,
-                                         progress)[0]:
-                results[i] = (cached[0], cached[1], new_media)
-                return
-            progress.status(key, "Pushing")  # compressed as it is sent
-            blob = client.upload_stream(repo, lambda: Recompressed(image_store, digest, want),
-                                        lambda n: progress.advance(key, n))
-            results[i] = (blob.digest, blob.size, new_media)
-            progress.status(key, "Pushed")
-            return
-        results[i] = (digest, size, media)
-        _push_blob(client, repo, digest, size, path, sources.get(digest), key, progress)
-
-    cache = {}  # the database is used from this thread only
-    for i, (digest, size, _, want) in enumerate(plan):
-        progress.add(_short(digest), size, "Preparing")
-        if want:
-            cache[i] = image_store.db.execute(
-                "SELECT digest, size FROM compressed_blobs"
-                " WHERE source = ? AND compression = ?",
-                (digest, want)).fetchone()
-    with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="push") as pool:
-        futures = [pool.submit(push_layer, i) for i in range(len(plan))]
-        try:
-            config_size = content.size(image_id)
-            _push_blob(client, repo, image_id, config_size, content.path(image_id), None, None,
-                       progress)
-            for future in futures:
-                future.result()
-        except BaseException:
-            stop.set()
-            for future in futures:
-                future.cancel()
-            raise
-    if converted:
-        from ..image import dumps
-
-        with Transaction(image_store.db):
-            image_store.db.executemany(
-                "INSERT OR REPLACE INTO compressed_blobs VALUES (?,?,?,?)",
-                [(plan[i][0], plan[i][3], *results[i][:2]) for i in results if plan[i][3]])
-
-        config_media = (doc.get("config") or {}).get("mediaType") or MEDIA_OCI_CONFIG
-        if config_media != MEDIA_OCI_CONFIG:
-            config_media = MEDIA_OCI_CONFIG
-        manifest = dumps({
-            "schemaVersion": 2, "mediaType": MEDIA_OCI_MANIFEST,
-            "config": {"mediaType": config_media, "digest": image_id,
-                       "size": content.size(image_id)},
-            "layers": [{"mediaType": results[i][2], "digest": results[i][0],
-                        "size": results[i][1]} for i in range(len(plan))]})
-        media_type = MEDIA_OCI_MANIFEST
-    else:
-        media_type = doc.get("mediaType") or MEDIA_OCI_MANIFEST
-    digest = client.put_manifest(repo, ref.digest or ref.tag, manifest, media_type)
-    _remember_sources(image_store, [r[0] for r in results.values()] + [image_id, digest],
-                      ref.registry, repo)
-    stored = image_store.row(image_id)["manifest_digest"]
-    if digest != stored:  # so that inspect's RepoDigests names what the repository has
-        _remember_name(image_store, stored, ref.registry, repo, digest)
-    progress.message(f"{ref.tag or ref.digest}: digest: {digest} size: {len(manifest)}")
-    return digest
-
-
-def _skip_or_mount(client, repo, digest, mount_from, key, progress) -> tuple[bool, str | None]:
-    """(True, None) when the registry has the blob in ``repo`` or mounted it from
-    ``mount_from``; else (False, an upload location)."""
-    if client.blob_exists(repo, digest):
-        if key:
-            progress.status(key, "Layer already exists")
-        return True, None
-    location, mounted = client.start_upload(repo, digest, mount_from)
-    if mounted and key:
-        progress.status(key, f"Mounted from {mount_from}")
-    return mounted, location
-
-
-def _push_blob(client, repo, digest, size, path, mount_from, key, progress) -> None:
-    done, location = _skip_or_mount(client, repo, digest, mount_from, key, progress)
-    if done:
-        return
-    if key:
-        progress.status(key, "Pushing")
-    client.upload(repo, path, digest, size, location,
-                  (lambda n: progress.advance(key, n)) if key else (lambda n: None))
-    if key:
-        progress.status(key, "Pushed")
-
-
-# ----------------------------------------------------------------------------- login
-
-
-def check_login(host: str, username: str, password: str, tls_verify: bool | None = None) -> None:
-    """Raise unless ``username``/``password`` are accepted by the registry at ``host``."""
-    api = "registry-1.docker.io" if host.startswith("https://index.docker.io") else host
-    with Client(api, [], (username, password), tls_verify) as client:
-        client.ping()
-        resp = client.send("GET", "/v2/")
-        resp.close()
-        if resp.status_code == 401:
-            raise FailedPrecondition(f"login to {host} failed: unauthorized: incorrect username "
-                                     "or password")
-        if resp.status_code >= 400 and resp.status_code != 404:
-            raise _registry_error(resp, f"login to {host}")
-
