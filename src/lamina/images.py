@@ -214,14 +214,9 @@ class ImageStore:
     def build_states(self) -> set[str]:
         """IDs of a build's intermediate states (hidden from ``images``, counted as build cache),
         unless some build ended on them or they carry a tag."""
-        import sqlite3
-
-        try:
-            return {r[0] for r in self.db.execute(
-                "SELECT c.image_id FROM build_cache c JOIN images i ON i.id = c.image_id"
-                " EXCEPT SELECT image_id FROM build_results EXCEPT SELECT image_id FROM tags")}
-        except sqlite3.OperationalError:  # a store older than the build tables
-            return set()
+        return {r[0] for r in self.db.execute(
+            "SELECT c.image_id FROM build_cache c JOIN images i ON i.id = c.image_id"
+            " EXCEPT SELECT image_id FROM build_results EXCEPT SELECT image_id FROM tags")}
 
     def inspect(self, name: str) -> dict:
         """Docker-shaped ``image inspect`` document."""
@@ -254,18 +249,13 @@ class ImageStore:
 
     def repo_digests(self, manifest_digest: str) -> list[str]:
         """``NAME@DIGEST`` for each registry repository this manifest was pulled from or pushed
-        to (lamina.transfer.registry records them in ``blob_sources``)."""
-        import sqlite3
-
+        to (:mod:`lamina.transfer.sources` records them in ``blob_sources``)."""
         from .reference import Reference
 
-        try:
-            rows = self.db.execute(  # pushed_manifests: pushes that recompressed its layers
-                "SELECT registry, repository, ? FROM blob_sources WHERE digest = ? UNION"
-                " SELECT registry, repository, digest FROM pushed_manifests WHERE source = ?"
-                " ORDER BY 1, 2, 3", (manifest_digest,) * 3).fetchall()
-        except sqlite3.OperationalError:  # no pull or push yet: no table
-            return []
+        rows = self.db.execute(  # pushed_manifests: pushes that recompressed its layers
+            "SELECT registry, repository, ? FROM blob_sources WHERE digest = ? UNION"
+            " SELECT registry, repository, digest FROM pushed_manifests WHERE source = ?"
+            " ORDER BY 1, 2, 3", (manifest_digest,) * 3).fetchall()
         return [f"{Reference(r[0], r[1], None, None).name}@{r[2]}" for r in rows]
 
     def manifest_media_type(self, manifest_digest: str) -> str:

@@ -7,7 +7,7 @@ weighs on ``create`` or ``ps``.
 import sys
 
 from ..errors import LaminaError
-from .main import UsageError, open_engine
+from .common import UsageError, open_engine
 
 ARGS = {
     "save": (
