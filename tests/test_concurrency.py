@@ -16,7 +16,6 @@ import sys
 
 import pytest
 
-
 from .conftest import Lamina, needs_root
 
 pytestmark = needs_root
