@@ -189,23 +189,23 @@ def test_run_rm_with_a_prune_after_its_exit_removes_its_anonymous_volume(setup, 
     """``run --rm -v /data``: a prune between the process's exit and the removal used to take the
     container first, leaving its anonymous volume behind. The run uses its container until it
     has removed it: the prune leaves it, the volume goes with it."""
-    from lamina.runtime import monitor
+    from lamina.runtime import lifecycle
     from lamina.runtime.oci import RunConfig
 
     engine, other = setup
     engine.rm("c1")
     seen = {}
-    real = monitor.remove_after_run
+    real = lifecycle.remove_after_run
 
     def prune_first(engine, name):
         seen["prune"] = other("container", "prune", "-f")
         return real(engine, name)
 
-    monkeypatch.setattr(monitor, "remove_after_run", prune_first)
+    monkeypatch.setattr(lifecycle, "remove_after_run", prune_first)
     with open(os.devnull, "wb") as null:
-        cid, code = monitor.run(engine.container_store, "base", ["true"], stdout=null.fileno(),
-                                config=RunConfig(volumes=(("", "/data", False),),
-                                                 auto_remove=True))
+        cid, code = lifecycle.run(engine.container_store, "base", ["true"], stdout=null.fileno(),
+                                  config=RunConfig(volumes=(("", "/data", False),),
+                                                   auto_remove=True))
     assert code == 0 and cid not in seen["prune"].stdout
     assert engine.containers() == [] and engine.volumes() == []
     assert [str(f) for f in engine.check()] == []

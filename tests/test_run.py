@@ -290,8 +290,8 @@ def test_a_dead_owner_shows_as_exited(store):
 
 def test_run_in_container_for_the_builder(store, store_root):
     from lamina import Engine
-    from lamina.runtime.monitor import run_in_container
     from lamina.runtime.oci import RuntimeFailure
+    from lamina.runtime.process import run_in_container
 
     engine = Engine(root=store_root)
     try:
@@ -434,8 +434,10 @@ def test_a_container_being_started_is_owned_before_it_runs(store, store_root):
     delete it under the starter's feet; a start that fails gives the claim back."""
     from lamina import Engine
     from lamina.errors import FailedPrecondition
-    from lamina.runtime.monitor import become_owner, process_start_time, supervise
+    from lamina.processes import start_time as process_start_time
+    from lamina.runtime.monitor import supervise
     from lamina.runtime.oci import RuntimeFailure
+    from lamina.runtime.ownership import become_owner
 
     engine = Engine(root=store_root)
     try:
@@ -471,8 +473,9 @@ def test_a_container_being_run_is_owned_from_its_creation(store, store_root, tmp
     delete it; ``ps`` and ``inspect`` show it meanwhile. The prune and the others run in the
     middle of ``volumes.attach``, the window between creating the container and starting it."""
     from lamina import Engine, volumes
-    from lamina.runtime.monitor import release, run
+    from lamina.runtime.lifecycle import run
     from lamina.runtime.oci import RunConfig
+    from lamina.runtime.ownership import release
 
     seen = {}
     attach = volumes.attach
@@ -514,8 +517,9 @@ def test_run_detached_hands_its_claim_to_the_monitor(store, store_root, monkeypa
     spawns (``LAMINA_HANDOVER``): a prune before the handover (while the volume is seeded) and
     one right after ``run -d`` returns both leave it running, owned by the monitor."""
     from lamina import Engine, volumes
-    from lamina.runtime.monitor import monitor_alive, release, run
+    from lamina.runtime.lifecycle import run
     from lamina.runtime.oci import RunConfig
+    from lamina.runtime.ownership import monitor_alive, release
 
     seen = {}
     attach = volumes.attach
@@ -555,8 +559,9 @@ def test_a_run_that_fails_before_its_process_gives_the_claim_back(store, store_r
     over (left ``created`` without ``--rm``, gone with it); its process cannot start."""
     from lamina import Engine, volumes
     from lamina.errors import LaminaError
-    from lamina.runtime.monitor import release, run
+    from lamina.runtime.lifecycle import run
     from lamina.runtime.oci import RunConfig, RuntimeFailure
+    from lamina.runtime.ownership import release
 
     def fails(engine, cid, specs, rootfs):
         raise LaminaError("seeding failed")

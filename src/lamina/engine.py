@@ -34,12 +34,12 @@ class _Lifecycle:
         self.containers = containers
 
     def refresh(self, row):
-        from .runtime.monitor import refresh
+        from .runtime.ownership import refresh
 
         return refresh(self.containers, row)
 
     def stop(self, container_id: str, timeout: float) -> None:
-        from .runtime.monitor import stop
+        from .runtime.lifecycle import stop
 
         stop(self.containers, container_id, timeout)
 
@@ -230,9 +230,9 @@ class Engine:
     def run(self, image: str, command: list[str] | None = None, *, name: str | None = None,
             entrypoint: list[str] | None = None, config=None, detach: bool = False,
             stdin=None, stdout: int = 1, stderr: int = 2) -> tuple[str, int | None]:
-        """``docker run`` (see :func:`lamina.runtime.monitor.run`): (id, exit code), or (id,
+        """``docker run`` (see :func:`lamina.runtime.lifecycle.run`): (id, exit code), or (id,
         None) with ``detach`` once the process runs under its own monitor."""
-        from .runtime.monitor import run
+        from .runtime.lifecycle import run
 
         return run(self.container_store, image, command, name=name, entrypoint=entrypoint,
                    config=config, detach=detach, stdin=stdin, stdout=stdout, stderr=stderr)
@@ -240,40 +240,40 @@ class Engine:
     def start(self, name: str, attach: bool = False, stdin=None, stdout: int = 1,
               stderr: int = 2) -> tuple[str, int | None]:
         """Start a created or exited container: detached (id, None), or attached (id, exit code)."""
-        from .runtime.monitor import start
+        from .runtime.lifecycle import start
 
         return start(self.container_store, name, attach=attach, stdin=stdin, stdout=stdout,
                      stderr=stderr)
 
     def stop(self, name: str, timeout: float = 10) -> str:
         """SIGTERM (the image's StopSignal), SIGKILL after ``timeout`` seconds; returns the ID."""
-        from .runtime.monitor import stop
+        from .runtime.lifecycle import stop
 
         return stop(self.container_store, name, timeout)
 
     def kill(self, name: str, signal: str | int = "KILL") -> str:
         """Send ``signal`` to the container's process; returns the ID."""
-        from .runtime.monitor import kill
+        from .runtime.lifecycle import kill
 
         return kill(self.container_store, name, signal)
 
     def wait(self, name: str) -> int:
         """Block until the container's process ends; its exit code."""
-        from .runtime.monitor import wait
+        from .runtime.lifecycle import wait
 
         return wait(self.container_store, name)
 
     def logs(self, name: str, follow: bool = False, tail: int | None = None,
              timestamps: bool = False, stdout: int = 1, stderr: int = 2) -> None:
         """Write the container's logged output to the file descriptors ``stdout``/``stderr``."""
-        from .runtime.monitor import logs
+        from .runtime.logs import logs
 
         logs(self.container_store, name, follow=follow, tail=tail, timestamps=timestamps,
              stdout=stdout, stderr=stderr)
 
     def exec(self, name: str, argv: list[str], **options) -> int:
-        """Run ``argv`` in a running container (see :func:`lamina.runtime.monitor.exec_process`)."""
-        from .runtime.monitor import exec_process
+        """Run ``argv`` in a running container (see :func:`lamina.runtime.process.exec_process`)."""
+        from .runtime.process import exec_process
 
         return exec_process(self.container_store, name, argv, **options)
 

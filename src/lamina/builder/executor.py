@@ -8,7 +8,7 @@ cache, so the next build that reaches the same step with the same inputs reuses 
 
 COPY and ADD layers are written as layer tars straight from the context (``copy.py``): no
 container, no mount. RUN creates a container on the state, runs the command through
-:func:`lamina.runtime.oci.run_in_container`, and commits the container's changes as the layer.
+:func:`lamina.runtime.process.run_in_container`, and commits the container's changes as the layer.
 A failing step leaves nothing behind: its container and staged snapshot are removed, and no
 state of it is stored.
 """
@@ -779,7 +779,7 @@ class Builder:
     def _run_container(self, state: State, ins: ResolvedInstruction, argv: list[str],
                        env: list[str], network: str):
         try:
-            from lamina.runtime import monitor
+            from lamina.runtime.process import run_in_container
         except ImportError:
             raise BuildError(f"Dockerfile:{ins.line}: RUN needs lamina.runtime, which this "
                              "installation does not have") from None
@@ -803,7 +803,7 @@ class Builder:
             quiet = os.open(os.devnull, os.O_WRONLY) if self.options.quiet else None
             try:
                 streams = {} if quiet is None else {"stdout": quiet, "stderr": quiet}
-                code = monitor.run_in_container(
+                code = run_in_container(
                     self.containers, cid, argv, env, config.get("WorkingDir") or "/",
                     config.get("User") or "", "host" if network == "default" else network,
                     **streams)

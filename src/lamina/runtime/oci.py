@@ -6,7 +6,7 @@ spec), here ``<store>/containers/<id>/``. lamina writes that spec itself:
 * the process comes from the image config and the command line: ``Entrypoint`` + ``Cmd`` by
   Docker's rules (:func:`combine_command`), ``Env`` with ``-e`` on top, ``WorkingDir``/``-w``,
   ``User``/``-u`` resolved against the container's own ``/etc/passwd`` and ``/etc/group``
-  (:func:`resolve_user`);
+  (:func:`lamina.runtime.users.resolve_user`);
 * the root is the container's merged mount (``Engine.mount``), read-only with ``--read-only``;
 * generated ``/etc/hosts``, ``/etc/hostname`` and ``/etc/resolv.conf`` (files in the bundle) are
   bind-mounted over the init layer's placeholders, so they never reach the container's layer;
@@ -18,9 +18,11 @@ spec), here ``<store>/containers/<id>/``. lamina writes that spec itself:
 
 :class:`Runtime` drives the runtime's command line (``run``, ``exec``, ``kill``, ``delete``); runc
 is the implementation, ``LAMINA_RUNTIME`` or ``--runtime`` names another binary with the same
-CLI. The process lifecycle around it (output capture, state, detaching) is in ``lamina.runtime.monitor``.
+CLI. The process lifecycle around it is in ``lamina.runtime``'s other modules: output capture
+(``process``, ``logs``), state and detaching (``ownership``, ``monitor``), the verbs
+(``lifecycle``).
 
-For the image builder, :func:`lamina.runtime.monitor.run_in_container` runs one command in an
+For the image builder, :func:`lamina.runtime.process.run_in_container` runs one command in an
 existing container.
 """
 
@@ -30,8 +32,9 @@ import json
 import os
 from dataclasses import asdict, dataclass
 
-from ..errors import InvalidArgument, LaminaError, NotFound, Unavailable
+from ..errors import InvalidArgument, LaminaError, Unavailable
 from ..rootpath import resolve_in_root
+from .users import resolve_user
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 NETWORKS = ("none", "host")
@@ -110,62 +113,7 @@ def merge_env(*layers) -> list[str]:
     return [f"{k}={v}" for k, v in out.items()]
 
 
-# ---------------------------------------------------------------------------------- the container's files
-def _read_in_root(root: str, path: str) -> str:
-    try:
-        with open(resolve_in_root(root, path), encoding="utf-8", errors="replace") as f:
-            return f.read()
-    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
-        return ""
-
-
-def _table(text: str) -> list[list[str]]:
-    return [line.split(":") for line in text.splitlines() if line and not line.startswith("#")]
-
-
-@dataclass(frozen=True)
-class User:
-    uid: int
-    gid: int
-    additional_gids: tuple[int, ...] = ()
-    home: str = "/"
-
-
-def resolve_user(root: str, spec: str | None) -> User:
-    """``user``, ``uid``, ``user:group`` or ``uid:gid`` -> ids, by the container's /etc/passwd and
-    /etc/group (as Docker: a numeric uid need not exist; a name must)."""
-    if not spec:
-        spec = "0"
-    name, _, group = spec.partition(":")
-    passwd = _table(_read_in_root(root, "/etc/passwd"))
-    entry = None
-    for row in passwd:
-        if len(row) >= 4 and (row[0] == name or (name.isdigit() and row[2] == name)):
-            entry = row
-            break
-    if entry is None and not name.isdigit():
-        raise NotFound(f"unable to find user {name}: no matching entries in passwd file")
-    uid = int(name) if name.isdigit() else int(entry[2])
-    gid = int(entry[3]) if entry is not None and entry[3].isdigit() else 0
-    home = entry[5] if entry is not None and len(entry) > 5 and entry[5] else "/"
-    groups = _table(_read_in_root(root, "/etc/group"))
-    if group:
-        if group.isdigit():
-            gid = int(group)
-        else:
-            match = [row for row in groups if len(row) >= 3 and row[0] == group]
-            if not match:
-                raise NotFound(f"unable to find group {group}: no matching entries in group file")
-            gid = int(match[0][2])
-    extra = [gid]  # as Docker: the primary group is listed among the process's groups
-    if entry is not None and not group:
-        for row in groups:
-            if (len(row) >= 4 and entry[0] in row[3].split(",") and row[2].isdigit()
-                    and int(row[2]) not in extra):
-                extra.append(int(row[2]))
-    return User(uid, gid, tuple(extra), home)
-
-
+# ------------------------------------------------------------------------------ the network files
 def write_network_files(bundle: str, hostname: str, network: str) -> dict[str, str]:
     """Write the bundle's hosts, hostname and resolv.conf; returns {container path: host path}."""
     if network == "host":

@@ -1,0 +1,31 @@
+"""``python -S -m lamina.runtime ROOT DRIVER ID FD``: the detached monitor of one container.
+
+:func:`lamina.runtime.monitor.spawn` starts it (a fresh interpreter, double fork, new session).
+It owns the container until the container's process ends (:func:`lamina.runtime.monitor.serve`)
+and reports ``ok`` or ``CODE message`` on the file descriptor FD. It is its own module, above
+:mod:`lamina.runtime.lifecycle`, because removing a ``--rm`` container may need to stop it.
+"""
+
+import os
+import sys
+
+from ..containers import open_containers
+from .lifecycle import Lifecycle
+from .monitor import serve
+
+
+def main(argv: list[str]) -> None:
+    """Open the store at ROOT with DRIVER and serve container ID, reporting on FD; never returns."""
+    root, driver, container_id, notify = argv[:4]
+    try:
+        containers = open_containers(root, driver)
+        containers.lifecycle = Lifecycle(containers)
+    except BaseException as error:  # noqa: BLE001 - reported to the command that waits for it
+        os.write(int(notify), f"125 {error}".encode())
+        os._exit(1)
+    serve(containers, container_id, int(notify))
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:5])

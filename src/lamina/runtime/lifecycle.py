@@ -1,0 +1,179 @@
+"""The verbs on a container's process: run, start, stop, kill, wait.
+
+``run`` and ``start`` run the process under its owner (:mod:`lamina.runtime.monitor`): this
+command itself in the foreground, a detached monitor otherwise. The other verbs talk to the
+runtime directly: ``stop`` and ``kill`` signal through ``runc kill`` and wait for the owner with
+a pidfd. (``exec`` is :mod:`lamina.runtime.process`, ``logs`` :mod:`lamina.runtime.logs`.)
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+from ..errors import InvalidArgument, LaminaError
+from ..processes import start_time as process_start_time
+from .monitor import remove_after_run, spawn, supervise
+from .oci import RunConfig, Runtime
+from .ownership import record, refresh, release, require_running, wait_past_start
+
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing (start-up time)
+if TYPE_CHECKING:
+    from ..containers import ContainerStore
+
+
+def _wait_owner(row, timeout: float | None) -> bool:
+    """Wait until the container's owner has gone; False on timeout."""
+    import select
+
+    pid = row["monitor_pid"]
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        if process_start_time(pid) != row["monitor_start"]:
+            return True  # the PID names another process now
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        return bool(poller.poll(None if timeout is None else max(0, int(timeout * 1000))))
+    finally:
+        os.close(fd)
+
+
+def signal_number(value: str | int) -> int:
+    """``KILL``, ``SIGKILL`` or ``9`` -> 9."""
+    text = str(value).strip().upper()
+    if text.isdigit():
+        return int(text)
+    name = text if text.startswith("SIG") else "SIG" + text
+    try:
+        return int(getattr(signal.Signals, name))
+    except AttributeError:
+        raise InvalidArgument(f"invalid signal: {value}") from None
+
+
+def stop(containers: ContainerStore, name: str, timeout: float = 10) -> str:
+    """Docker's stop: the image's StopSignal (SIGTERM), then SIGKILL after ``timeout`` seconds."""
+    row = wait_past_start(containers, refresh(containers, containers.get(name)))
+    if row["state"] != "running":
+        return row["id"]
+    runtime = Runtime(containers.store.root, RunConfig.from_json(row["run_config"]).runtime)
+    image = containers.images.config(row["image_id"]).get("config") or {}
+    runtime.kill(row["id"], signal_number(image.get("StopSignal") or "SIGTERM"))
+    if not _wait_owner(row, timeout):
+        runtime.kill(row["id"], signal.SIGKILL, all=True)
+        if not _wait_owner(row, 30):
+            raise LaminaError(f"container {row['name']} did not stop")
+    return row["id"]
+
+
+def kill(containers: ContainerStore, name: str, sig: str | int = "KILL") -> str:
+    """Send a signal to the container's main process (it need not end)."""
+    number = signal_number(sig)
+    row = require_running(containers, name, "kill")
+    Runtime(containers.store.root, RunConfig.from_json(row["run_config"]).runtime).kill(row["id"], number)
+    return row["id"]
+
+
+def wait(containers: ContainerStore, name: str) -> int:
+    """Block until the container's process has ended; its exit code. A container that was
+    created but never started is waited for until some other command starts it and it ends, as
+    Docker does (its state is polled: whoever starts it is another process)."""
+    row = refresh(containers, containers.get(name))
+    delay = 0.01
+    while row["state"] == "created":
+        time.sleep(delay)
+        delay = min(delay * 2, 0.2)
+        row = refresh(containers, containers.get(row["id"]))  # NotFound once it is removed
+    while row["state"] == "running":  # again if the owner handed it over (run -d, spawn)
+        _wait_owner(row, None)
+        row = refresh(containers, containers.get(row["id"]))
+    return row["exit_code"]
+
+
+def run(containers: ContainerStore, image: str, command: list[str] | None = None, *, name: str | None = None,
+        entrypoint: list[str] | None = None, config: RunConfig | None = None,
+        detach: bool = False, stdin=None, stdout: int = 1, stderr: int = 2):
+    """Create a container from ``image`` and run it; see ``Engine.run``."""
+    from .. import volumes
+    from .oci import NETWORKS, combine_command
+
+    config = config or RunConfig()
+    if config.network not in NETWORKS:
+        raise InvalidArgument(f"network {config.network!r} is not supported (choose from "
+                              f"{', '.join(NETWORKS)}; lamina has no bridge network)")
+    if config.workdir is not None and not config.workdir.startswith("/"):
+        raise InvalidArgument(f"the working directory {config.workdir!r} is invalid: it needs to "
+                              "be an absolute path")
+    Runtime(containers.store.root, config.runtime)  # a missing runtime fails before anything is made
+    image_config = containers.images.config(containers.images.resolve(image)).get("config") or {}
+    argv = combine_command(image_config, command, entrypoint)
+    # Born claimed by this process: no prune or rm can take it while its volumes are seeded and
+    # until supervise (or the monitor spawn hands the claim to) runs its process. Every way out
+    # before that gives the claim back first, so that rm -f finds nothing to stop.
+    cid = containers.create(image, name=name, command=argv, claimed=True)
+    try:
+        if config.volumes:
+            target = containers.store.mount_target(cid)
+            rootfs = containers.mount(cid)
+            try:
+                resolved = volumes.attach(containers.store, cid, config.volumes, rootfs)
+            finally:
+                if rootfs == target:
+                    containers.umount(cid)
+            config = RunConfig(**{**config.__dict__, "volumes": resolved})
+        record(containers, cid, run_config=config.to_json())
+    except BaseException:
+        release(containers, cid)
+        containers.rm(cid, force=True)
+        raise
+    if detach:
+        try:
+            return spawn(containers, cid), None
+        except BaseException as e:
+            release(containers, cid)  # the monitor failed before taking it over
+            if config.auto_remove and isinstance(e, LaminaError):
+                remove_after_run(containers, cid)
+            raise
+    try:
+        code = supervise(containers, cid, stdin=stdin, stdout_fds=[stdout], stderr_fds=[stderr],
+                         forward_signals=True)
+    except BaseException:
+        release(containers, cid)  # supervise failed before its own claim (it gives that back)
+        raise
+    finally:
+        if config.auto_remove:
+            remove_after_run(containers, cid)
+    return cid, code
+
+
+def start(containers: ContainerStore, name: str, *, attach: bool = False, stdin=None, stdout: int = 1,
+          stderr: int = 2):
+    """Start a created or exited container; see ``Engine.start``."""
+    row = refresh(containers, containers.get(name))
+    if row["state"] == "running":
+        return row["id"], None
+    if not attach:
+        return spawn(containers, row["id"]), None
+    try:
+        code = supervise(containers, row["id"], stdin=stdin, stdout_fds=[stdout],
+                         stderr_fds=[stderr], forward_signals=True)
+    finally:
+        if RunConfig.from_json(row["run_config"]).auto_remove:
+            remove_after_run(containers, row["id"])
+    return row["id"], code
+
+
+class Lifecycle:
+    """What container removal needs of the runtime (see :class:`lamina.containers.Lifecycle`)."""
+
+    def __init__(self, containers: ContainerStore):
+        self.containers = containers
+
+    def refresh(self, row):
+        return refresh(self.containers, row)
+
+    def stop(self, container_id: str, timeout: float) -> None:
+        stop(self.containers, container_id, timeout)
