@@ -36,7 +36,7 @@ INIT_FILES = ("etc/hosts", "etc/hostname", "etc/resolv.conf")
 
 class Lifecycle:
     """What removal needs of the runtime: a row with a dead owner's state settled, and a stop
-    (:class:`lamina.runtime.monitor.Lifecycle` is the one lamina has)."""
+    (:class:`lamina.runtime.Lifecycle` is the one lamina has)."""
 
     def refresh(self, row):
         raise NotImplementedError
@@ -81,7 +81,7 @@ class ContainerStore:
         ``claimed`` (for ``run``): the container is born owned by this process, as
         :func:`lamina.runtime.monitor.supervise` claims one it starts (state ``running``, pid 0), so no
         ``rm`` or prune can take it before its process runs. The caller must then start it or
-        give the claim back (:func:`lamina.runtime.monitor.release`). ``used`` (for a build's ``RUN``):
+        give the claim back (:func:`lamina.runtime.ownership.release`). ``used`` (for a build's ``RUN``):
         the container is born used by this process (:mod:`lamina.uses`), until it removes it.
         """
         image_id = self.images.resolve(image)

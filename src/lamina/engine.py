@@ -21,27 +21,10 @@ from __future__ import annotations
 from .containers import ContainerStore
 from .images import ImageStore
 from .layers import LayerStore
+from .runtime import Lifecycle
 from .store import Store, default_root
 
 __all__ = ["Engine", "default_root"]
-
-
-class _Lifecycle:
-    """What container removal needs of the runtime (refresh a dead owner's state, stop the
-    process), imported only when a running container is removed."""
-
-    def __init__(self, containers: ContainerStore):
-        self.containers = containers
-
-    def refresh(self, row):
-        from .runtime.ownership import refresh
-
-        return refresh(self.containers, row)
-
-    def stop(self, container_id: str, timeout: float) -> None:
-        from .runtime.lifecycle import stop
-
-        stop(self.containers, container_id, timeout)
 
 
 class Engine:
@@ -52,7 +35,7 @@ class Engine:
         self.layer_store = LayerStore(self.store)
         self.image_store = ImageStore(self.store, self.layer_store)
         self.container_store = ContainerStore(self.store, self.image_store, self.layer_store)
-        self.container_store.lifecycle = _Lifecycle(self.container_store)
+        self.container_store.lifecycle = Lifecycle(self.container_store)
 
     # the store's parts, for Python users and tests
     root = property(lambda self: self.store.root)

@@ -2,15 +2,15 @@
 
 :func:`lamina.runtime.monitor.spawn` starts it (a fresh interpreter, double fork, new session).
 It owns the container until the container's process ends (:func:`lamina.runtime.monitor.serve`)
-and reports ``ok`` or ``CODE message`` on the file descriptor FD. It is its own module, above
-:mod:`lamina.runtime.lifecycle`, because removing a ``--rm`` container may need to stop it.
+and reports ``ok`` or ``CODE message`` on the file descriptor FD. Its Lifecycle
+(:class:`lamina.runtime.Lifecycle`) lets removing a ``--rm`` container stop it if need be.
 """
 
 import os
 import sys
 
 from ..containers import open_containers
-from .lifecycle import Lifecycle
+from . import Lifecycle
 from .monitor import serve
 
 

@@ -164,16 +164,3 @@ def start(containers: ContainerStore, name: str, *, attach: bool = False, stdin=
         if RunConfig.from_json(row["run_config"]).auto_remove:
             remove_after_run(containers, row["id"])
     return row["id"], code
-
-
-class Lifecycle:
-    """What container removal needs of the runtime (see :class:`lamina.containers.Lifecycle`)."""
-
-    def __init__(self, containers: ContainerStore):
-        self.containers = containers
-
-    def refresh(self, row):
-        return refresh(self.containers, row)
-
-    def stop(self, container_id: str, timeout: float) -> None:
-        stop(self.containers, container_id, timeout)
