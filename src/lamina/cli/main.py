@@ -123,9 +123,8 @@ def _entry(path: str) -> tuple[str, str | None]:
 
 
 def _module(name: str):
-    import importlib
-
-    return importlib.import_module(f".{name}", __package__)
+    # __import__, not importlib.import_module: importlib's package imports warnings (start-up)
+    return __import__(f"{__package__}.{name}", fromlist=["ARGS"])
 
 
 def _verb(invocation: str):
