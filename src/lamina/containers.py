@@ -259,6 +259,22 @@ class ContainerStore:
                         " monitor_start = ?, started = ? WHERE id = ?",
                         (me, start_time(me), time.time(), container_id))
 
+    def record(self, container_id: str, **columns) -> None:
+        """Set ``columns`` of the container's row (its run state), in one transaction."""
+        sets = ", ".join(f"{k} = ?" for k in columns)
+        with self.store.tx():
+            self.db.execute(f"UPDATE containers SET {sets} WHERE id = ?",
+                            (*columns.values(), container_id))
+
+    def unclaim(self, container_id: str) -> bool:
+        """Give back this process's claim (see :meth:`claim`) if its process never ran: the
+        container is ``created`` again, with no owner. True if it was given back."""
+        with self.store.tx():
+            return bool(self.db.execute(
+                "UPDATE containers SET state = 'created', pid = 0, monitor_pid = 0,"
+                " monitor_start = 0 WHERE id = ? AND state = 'running' AND pid = 0"
+                " AND monitor_pid = ?", (container_id, os.getpid())).rowcount)
+
     def take_use(self, name: str):
         """Use the container ``name`` from this process on (:mod:`lamina.uses`); returns its row.
         In one transaction: the container exists and no other live process is removing it."""

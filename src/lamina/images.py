@@ -63,6 +63,12 @@ class ImageStore:
     def row(self, image_id: str):
         return self.db.execute("SELECT * FROM images WHERE id = ?", (image_id,)).fetchone()
 
+    def by_digest(self, digest: str) -> str | None:
+        """The ID of the image whose config or manifest has ``digest`` (``NAME@DIGEST``)."""
+        row = self.db.execute("SELECT id FROM images WHERE id = ? OR manifest_digest = ?",
+                              (digest, digest)).fetchone()
+        return row[0] if row else None
+
     def config(self, image_id: str) -> dict:
         import json
 

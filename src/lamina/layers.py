@@ -33,6 +33,11 @@ class LayerStore:
         """The layer's row, or None."""
         return self.db.execute("SELECT * FROM layers WHERE chain_id = ?", (chain,)).fetchone()
 
+    def exists(self, chain: str) -> bool:
+        """Whether layer ``chain`` is stored."""
+        return self.db.execute("SELECT 1 FROM layers WHERE chain_id = ?", (chain,)).fetchone() \
+            is not None
+
     def stage(self, parent_chain: str | None) -> str:
         """A new active snapshot on ``parent_chain`` under a staging key; returns the key."""
         key = f"extract-{os.getpid()}-{os.urandom(6).hex()}"

@@ -160,9 +160,7 @@ class Builder:
     def _find_image(self, reference: str) -> str | None:
         _name, at, digest = reference.partition("@")
         if at:
-            row = self.db.execute("SELECT id FROM images WHERE id = ? OR manifest_digest = ?",
-                                  (digest, digest)).fetchone()
-            return row[0] if row else None
+            return self.images.by_digest(digest)
         try:
             return self.images.resolve(reference)
         except (NotFound, InvalidArgument):
@@ -445,9 +443,7 @@ class Builder:
 
     def _drop(self, layer) -> None:
         staged = layer[0]
-        if self.db.execute("SELECT 1 FROM snapshots WHERE key = ?", (staged,)).fetchone():
-            with self.store.tx():
-                self.store.snaps.remove(staged)
+        self.layers.discard(staged)
 
     def _layer_from_tar(self, state: State, write) -> tuple:
         """Write a layer tar with ``write(out)`` into the content store, then extract it on the

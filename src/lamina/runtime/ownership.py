@@ -34,10 +34,7 @@ def monitor_alive(row) -> bool:
 
 def record(containers: ContainerStore, container_id: str, **columns) -> None:
     """Set ``columns`` of the container's row, in one transaction."""
-    sets = ", ".join(f"{k} = ?" for k in columns)
-    with Transaction(containers.db):
-        containers.db.execute(f"UPDATE containers SET {sets} WHERE id = ?",
-                          (*columns.values(), container_id))
+    containers.record(container_id, **columns)
 
 
 def become_owner(containers: ContainerStore, name: str, handover: int = 0):
@@ -73,11 +70,7 @@ def release(containers: ContainerStore, container_id: str) -> bool:
     """Undo :func:`become_owner` (or ``Engine.create(claimed=True)``) if the claim is still this
     process's and its process never ran: the container is ``created`` again, with no owner, so
     ``rm -f`` has nothing to stop and prune may take it. True if it was given back."""
-    with Transaction(containers.db):
-        return bool(containers.db.execute(
-            "UPDATE containers SET state = 'created', pid = 0, monitor_pid = 0, monitor_start = 0"
-            " WHERE id = ? AND state = 'running' AND pid = 0 AND monitor_pid = ?",
-            (container_id, os.getpid())).rowcount)
+    return containers.unclaim(container_id)
 
 
 def refresh(containers: ContainerStore, row):

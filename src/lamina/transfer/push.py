@@ -14,8 +14,8 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from ..errors import InvalidArgument
-from ..metadata import Transaction
 from ..reference import Reference, parse_reference
+from . import sources as sources_of
 from .formats import MEDIA_OCI_CONFIG, MEDIA_OCI_LAYER, MEDIA_OCI_MANIFEST
 from .http import Client
 from .progress import Silent, layer_key
@@ -49,11 +49,9 @@ def push(image_store: ImageStore, name: str, destination: str | None = None, tls
     doc = json.loads(manifest)
     sources = {}  # blob digest (stored or its compressed form) -> a repository that has it
     for desc in doc.get("layers", []):
-        candidates = [desc["digest"]] + [r[0] for r in image_store.db.execute(
-            "SELECT digest FROM compressed_blobs WHERE source = ?", (desc["digest"],))]
+        candidates = [desc["digest"]] + sources_of.compressed_forms(image_store, desc["digest"])
         for digest in candidates:
-            for registry, repository in image_store.db.execute(
-                    "SELECT registry, repository FROM blob_sources WHERE digest = ?", (digest,)):
+            for registry, repository in sources_of.repositories_of(image_store, digest):
                 if registry == ref.registry and repository != ref.repository:
                     sources.setdefault(digest, repository)
     scopes = [f"repository:{ref.repository}:pull,push"]
@@ -109,10 +107,7 @@ def _push(image_store: ImageStore, client, ref: Reference, image_id, manifest, d
     for i, (digest, size, _, want) in enumerate(plan):
         progress.add(layer_key(digest), size, "Preparing")
         if want:
-            cache[i] = image_store.db.execute(
-                "SELECT digest, size FROM compressed_blobs"
-                " WHERE source = ? AND compression = ?",
-                (digest, want)).fetchone()
+            cache[i] = sources_of.compressed_form(image_store, digest, want)
     with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="push") as pool:
         futures = [pool.submit(push_layer, i) for i in range(len(plan))]
         try:
@@ -129,10 +124,8 @@ def _push(image_store: ImageStore, client, ref: Reference, image_id, manifest, d
     if converted:
         from ..image import dumps
 
-        with Transaction(image_store.db):
-            image_store.db.executemany(
-                "INSERT OR REPLACE INTO compressed_blobs VALUES (?,?,?,?)",
-                [(plan[i][0], plan[i][3], *results[i][:2]) for i in results if plan[i][3]])
+        sources_of.remember_compressed(
+            image_store, [(plan[i][0], plan[i][3], *results[i][:2]) for i in results if plan[i][3]])
 
         config_media = (doc.get("config") or {}).get("mediaType") or MEDIA_OCI_CONFIG
         if config_media != MEDIA_OCI_CONFIG:

@@ -52,7 +52,7 @@ def add_image(image_store: ImageStore, config: bytes, layers: list[tuple[str, in
         else:
             _add_layers_in_order(image_store, layers, diff_ids, chains, ready, added)
         with Transaction(db):
-            if db.execute("SELECT 1 FROM images WHERE id = ?", (image_id,)).fetchone() is None:
+            if image_store.row(image_id) is None:
                 image_store.add(config, chains, None, manifest)
             else:
                 image_store.store.content.put(config)
@@ -73,7 +73,7 @@ def _add_layers_in_order(image_store: ImageStore, layers, diff_ids, chains, read
     parent = None
     for i, (digest, size, media_type) in enumerate(layers):
         chain = chains[i]
-        stored = db.execute("SELECT 1 FROM layers WHERE chain_id = ?", (chain,)).fetchone()
+        stored = image_store.layers.exists(chain)
         arriving = ready(i, not stored) if ready is not None else None
         if not stored:
             with arriving or image_store.store.content.open(digest) as blob:
@@ -114,7 +114,7 @@ def _add_layers_at_once(image_store: ImageStore, layers, diff_ids, chains, ready
 
     db = image_store.db
     todo = [i for i, chain in enumerate(chains)
-            if db.execute("SELECT 1 FROM layers WHERE chain_id = ?", (chain,)).fetchone() is None]
+            if not image_store.layers.exists(chain)]
     cancel = threading.Event()
     keys: dict[int, str] = {}
     jobs: dict = {}
