@@ -22,6 +22,7 @@ import time
 
 from . import uses
 from .errors import FailedPrecondition, InvalidArgument, NotFound
+from .image import merge_env
 from .layers import init_key
 from .processes import same_process, start_time
 
@@ -179,7 +180,7 @@ class ContainerStore:
             item = {"ID": r["id"], "Names": r["name"], "Image": r["image_ref"], "ImageID": r["image_id"],
                     "Command": r["command_line"], "Created": r["created"],
                     "State": state, "ExitCode": exit_code, "StartedAt": r["started"],
-                    "FinishedAt": finished}
+                    "FinishedAt": finished, "RunConfig": r["run_config"]}
             if size:
                 try:
                     rw = self.store.snaps.usage(r["id"])[0]
@@ -191,13 +192,20 @@ class ContainerStore:
         return out
 
     def inspect(self, name: str, size: bool = False) -> dict:
-        """Docker-shaped ``container inspect`` document."""
+        """Docker-shaped ``container inspect`` document: Docker's keys, its zero values where
+        lamina has nothing to say (no restarts, no user networks), what an Engine API client
+        sent to create it echoed back (``Config``, ``HostConfig``)."""
         import json
 
         from .image import rfc3339
 
         r = self.get(name)
+        if self.lifecycle is not None:
+            r = self.lifecycle.refresh(r)  # a dead owner's container shows as exited
         command = json.loads(r["command"])
+        run = json.loads(r["run_config"] or "{}")
+        api = json.loads(run.get("api_config") or "{}")
+        image = self.images.config(r["image_id"]).get("config") or {}
         target = self.store.mount_target(r["id"])
         mounts = self.store.snaps.mounts(r["id"])
         m = mounts[0]
@@ -205,18 +213,95 @@ class ContainerStore:
         if m.type == "overlay":
             graph.update(UpperDir=m.upper(), LowerDir=":".join(m.lowers()),
                          WorkDir=os.path.join(os.path.dirname(m.upper()), "work"))
+        bundle = self.store.bundle_dir(r["id"])
+        network = run.get("network", "none")
+        env = merge_env(image.get("Env"), run.get("env"))
+        running = r["state"] == "running"
+        config = {
+            "Hostname": run.get("hostname") or r["id"][:12], "Domainname": "",
+            "User": run.get("user") or image.get("User") or "",
+            "AttachStdin": False, "AttachStdout": False, "AttachStderr": False,
+            "Tty": bool(run.get("tty")), "OpenStdin": bool(run.get("open_stdin")),
+            "StdinOnce": False, "Env": env,
+            "Cmd": command, "Image": r["image_ref"],
+            "Volumes": image.get("Volumes"),
+            "WorkingDir": run.get("workdir") or image.get("WorkingDir") or "",
+            "Entrypoint": None, "OnBuild": image.get("OnBuild"),
+            "Labels": {**(image.get("Labels") or {}), **dict(run.get("labels") or ())},
+        }
+        for key in ("ExposedPorts", "StopSignal", "Healthcheck", "Shell"):
+            if image.get(key) is not None:
+                config[key] = image[key]
+        config.update({k: v for k, v in (api.get("Config") or {}).items()
+                       if k not in ("Env", "Image", "Labels", "Hostname")})
+        host_config = {
+            "Binds": [f"{src}:{dst}{':ro' if ro else ''}" for src, dst, ro in run.get("volumes", ())
+                      if src.startswith("/")] or None,
+            "NetworkMode": network, "PortBindings": {},
+            "RestartPolicy": {"Name": "no", "MaximumRetryCount": 0},
+            "AutoRemove": bool(run.get("auto_remove")), "ReadonlyRootfs": bool(run.get("read_only")),
+            "Privileged": False, "PublishAllPorts": False, "LogConfig": {"Type": "json-file",
+                                                                        "Config": {}},
+            "Runtime": run.get("runtime") or "runc", "Memory": 0, "NanoCpus": 0, "CpuShares": 0,
+            "PidsLimit": None, "CapAdd": None, "CapDrop": None, "Dns": [], "DnsOptions": [],
+            "DnsSearch": [], "ExtraHosts": None, "VolumesFrom": None, "Links": None,
+            "IpcMode": "private", "PidMode": "", "UTSMode": "", "UsernsMode": "", "ShmSize": 67108864,
+            "ConsoleSize": [0, 0], "Isolation": "", "CgroupnsMode": "private",
+            "Mounts": None, "Devices": [], "Ulimits": None, "SecurityOpt": None,
+        }
+        host_config.update({k: v for k, v in (api.get("HostConfig") or {}).items()
+                            if k not in ("NetworkMode", "AutoRemove", "ReadonlyRootfs")})
+        volume_mounts = []
+        for src, dst, ro in run.get("volumes", ()):
+            if src.startswith("/"):
+                volume_mounts.append({"Type": "bind", "Source": src, "Destination": dst,
+                                      "Mode": "ro" if ro else "", "RW": not ro,
+                                      "Propagation": "rprivate"})
+            else:
+                volume_mounts.append({"Type": "volume", "Name": src,
+                                      "Source": os.path.join(self.store.root, "volumes", src, "_data"),
+                                      "Destination": dst, "Driver": "local", "Mode": "z" if not ro
+                                      else "ro", "RW": not ro, "Propagation": ""})
+        never = "0001-01-01T00:00:00Z"
         doc = {
             "Id": r["id"],
             "Created": rfc3339(r["created"]),
             "Path": command[0] if command else "",
             "Args": command[1:],
-            "State": {"Status": r["state"], "Running": r["state"] == "running",
-                      "ExitCode": r["exit_code"]},
+            "State": {"Status": r["state"], "Running": running, "Paused": False,
+                      "Restarting": False, "OOMKilled": False, "Dead": False,
+                      "Pid": r["pid"] if running else 0, "ExitCode": r["exit_code"], "Error": "",
+                      "StartedAt": rfc3339(r["started"]) if r["started"] else never,
+                      "FinishedAt": rfc3339(r["finished"]) if r["finished"] else never},
             "Image": r["image_id"],
+            "ResolvConfPath": os.path.join(bundle, "resolv.conf"),
+            "HostnamePath": os.path.join(bundle, "hostname"),
+            "HostsPath": os.path.join(bundle, "hosts"),
+            "LogPath": os.path.join(bundle, "container.log"),
             "Name": "/" + r["name"],
+            "RestartCount": 0,
             "Driver": self.store.driver,
+            "Platform": "linux",
+            "MountLabel": "", "ProcessLabel": "", "AppArmorProfile": "",
+            "ExecIDs": None,
+            "HostConfig": host_config,
             "GraphDriver": {"Name": self.store.driver, "Data": graph},
-            "Config": {"Image": r["image_ref"], "Cmd": command},
+            "Mounts": volume_mounts,
+            "Config": config,
+            "NetworkSettings": {
+                "Bridge": "", "SandboxID": "", "SandboxKey": "", "HairpinMode": False,
+                "LinkLocalIPv6Address": "", "LinkLocalIPv6PrefixLen": 0, "Ports": {},
+                "SecondaryIPAddresses": None, "SecondaryIPv6Addresses": None,
+                "EndpointID": "", "Gateway": "", "GlobalIPv6Address": "",
+                "GlobalIPv6PrefixLen": 0, "IPAddress": "", "IPPrefixLen": 0, "IPv6Gateway": "",
+                "MacAddress": "",
+                "Networks": {network: {"IPAMConfig": None, "Links": None, "Aliases": None,
+                                       "MacAddress": "", "NetworkID": "", "EndpointID": "",
+                                       "Gateway": "", "IPAddress": "", "IPPrefixLen": 0,
+                                       "IPv6Gateway": "", "GlobalIPv6Address": "",
+                                       "GlobalIPv6PrefixLen": 0, "DriverOpts": None,
+                                       "DNSNames": None}},
+            },
         }
         if size:
             rw = self.store.snaps.usage(r["id"])[0]

@@ -287,3 +287,24 @@ def output_file(path: str):
                     raise
         finally:
             os.close(dfd)
+
+
+class Readable:
+    """A file-like reader made of its ``read(n)`` alone: ``readinto`` and ``drain`` on top (for
+    readers that wrap another stream: a tee, an HTTP request body)."""
+
+    def read(self, n: int = -1) -> bytes:
+        raise NotImplementedError
+
+    def readinto(self, buffer) -> int:
+        data = self.read(len(buffer))
+        buffer[:len(data)] = data
+        return len(data)
+
+    def readable(self) -> bool:
+        return True
+
+    def drain(self) -> None:
+        """Read to the end, dropping what comes."""
+        while self.read(1 << 20):
+            pass

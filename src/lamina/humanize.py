@@ -58,3 +58,15 @@ def table(headers: list[str], rows: list[list[str]]) -> str:
         cells = [cell.ljust(widths[i]) for i, cell in enumerate(row[:-1])] + [row[-1]]
         lines.append("   ".join(cells).rstrip())
     return "\n".join(lines)
+
+
+def status(row: dict) -> str:
+    """A container's STATUS as Docker words it, from a ``ps`` row: ``Created``, ``Up 5
+    seconds``, ``Exited (0) 2 minutes ago``."""
+    if row["State"] == "created":
+        return "Created"
+    if row["State"] == "exited":
+        return f"Exited ({row['ExitCode']}) {ago(row.get('FinishedAt') or row['Created'])}"
+    if row["State"] == "running":
+        return f"Up {duration(time.time() - row['StartedAt'])}"
+    return row["State"].capitalize()

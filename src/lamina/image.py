@@ -94,3 +94,14 @@ def make_manifest(config_digest: str, config_size: int, layers: list[dict]) -> b
         "config": {"mediaType": MEDIA_CONFIG, "digest": config_digest, "size": config_size},
         "layers": layers,
     })
+
+
+def merge_env(*layers) -> list[str]:
+    """``KEY=VALUE`` lists, later ones winning by key, first-seen order kept (the image's Env,
+    then a container's, then an exec's)."""
+    out: dict[str, str] = {}
+    for layer in layers:
+        for item in layer or ():
+            key, _, value = item.partition("=")
+            out[key] = value
+    return [f"{k}={v}" for k, v in out.items()]

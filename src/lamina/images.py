@@ -16,6 +16,7 @@ import os
 import time
 
 from .errors import FailedPrecondition, InvalidArgument, LaminaError, NotFound
+from .fsutil import Readable
 from .layers import init_key
 
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing (start-up time)
@@ -403,7 +404,7 @@ class ImageStore:
         return out
 
 
-class _Tee:
+class _Tee(Readable):
     """Reads from ``source`` and copies every byte read into ``sink`` (the blob being written)."""
 
     def __init__(self, source, sink):
@@ -418,15 +419,3 @@ class _Tee:
                 self.head += data[: 8 - len(self.head)]
             self.sink.write(data)
         return data
-
-    def readinto(self, buf) -> int:
-        data = self.read(len(buf))
-        buf[: len(data)] = data
-        return len(data)
-
-    def readable(self) -> bool:
-        return True
-
-    def drain(self) -> None:
-        while self.read(1 << 20):
-            pass

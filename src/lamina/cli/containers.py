@@ -38,15 +38,6 @@ def cmd_ps(opts, a):
             print("\n".join(r["ID"] if a.no_trunc else r["ID"][:12] for r in rows))
         return
 
-    def status(r):
-        if r["State"] == "created":
-            return "Created"
-        if r["State"] == "exited":
-            return f"Exited ({r['ExitCode']}) {humanize.ago(r.get('FinishedAt') or r['Created'])}"
-        if r["State"] == "running":
-            return f"Up {humanize.duration(humanize.time.time() - r['StartedAt'])}"
-        return r["State"].capitalize()
-
     def size(r):
         return f"{humanize.size(r['SizeRw'])} (virtual {humanize.size(r['SizeRootFs'])})"
 
@@ -61,7 +52,7 @@ def cmd_ps(opts, a):
         for r in rows:
             item = {"Command": command(r), "CreatedAt": r["Created"], "ID": r["ID"][:12],
                     "Image": r["Image"], "Names": r["Names"], "State": r["State"],
-                    "Status": status(r), "RunningFor": humanize.ago(r["Created"])}
+                    "Status": humanize.status(r), "RunningFor": humanize.ago(r["Created"])}
             if a.size:
                 item.update(Size=size(r), SizeRw=r["SizeRw"], SizeRootFs=r["SizeRootFs"])
             out.append(item)
@@ -73,7 +64,7 @@ def cmd_ps(opts, a):
     table = []
     for r in rows:
         row = [r["ID"] if a.no_trunc else r["ID"][:12], r["Image"], command(r),
-               humanize.ago(r["Created"]), status(r), "", r["Names"]]
+               humanize.ago(r["Created"]), humanize.status(r), "", r["Names"]]
         if a.size:
             row.append(size(r))
         table.append(row)

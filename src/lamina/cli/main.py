@@ -38,6 +38,7 @@ VERBS = {
     "logout": (COMMON, "Log out from a registry", "transfer"),
     "version": (COMMON, "Show the lamina version", "system"),
     "info": (COMMON, "Display the store's directory, driver and counts", "system"),
+    "serve": (COMMON, "Serve the Docker Engine API on a socket", "serve"),
 
     "container": (MANAGEMENT, "Manage containers", {
         "commit": "commit", "create": "create", "diff": "diff", "export": "export",

@@ -1,4 +1,5 @@
-"""``python -S -m lamina.runtime ROOT DRIVER ID FD``: the detached monitor of one container.
+"""``python -S -m lamina.runtime ROOT DRIVER ID FD [IN,OUT,ERR]``: the detached monitor of one
+container.
 
 :func:`lamina.runtime.monitor.spawn` starts it (a fresh interpreter, double fork, new session).
 It owns the container until the container's process ends (:func:`lamina.runtime.monitor.serve`)
@@ -15,7 +16,8 @@ from .monitor import serve
 
 
 def main(argv: list[str]) -> None:
-    """Open the store at ROOT with DRIVER and serve container ID, reporting on FD; never returns."""
+    """Open the store at ROOT with DRIVER and serve container ID, reporting on FD (and copying
+    the process's stdio from and to IN, OUT, ERR when given); never returns."""
     root, driver, container_id, notify = argv[:4]
     try:
         containers = open_containers(root, driver)
@@ -23,9 +25,10 @@ def main(argv: list[str]) -> None:
     except BaseException as error:  # noqa: BLE001 - reported to the command that waits for it
         os.write(int(notify), f"125 {error}".encode())
         os._exit(1)
-    serve(containers, container_id, int(notify))
+    stdio = tuple(int(fd) for fd in argv[4].split(",")) if len(argv) > 4 else (-1, -1, -1)
+    serve(containers, container_id, int(notify), stdio)
     os._exit(0)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:5])
+    main(sys.argv[1:6])

@@ -93,10 +93,14 @@ def wait(containers: ContainerStore, name: str) -> int:
     return row["exit_code"]
 
 
-def run(containers: ContainerStore, image: str, command: list[str] | None = None, *, name: str | None = None,
-        entrypoint: list[str] | None = None, config: RunConfig | None = None,
-        detach: bool = False, stdin=None, stdout: int = 1, stderr: int = 2):
-    """Create a container from ``image`` and run it; see ``Engine.run``."""
+def create(containers: ContainerStore, image: str, command: list[str] | None = None, *,
+           name: str | None = None, entrypoint: list[str] | None = None,
+           config: RunConfig | None = None, keep_claim: bool = False) -> str:
+    """A container from ``image`` with what ``run`` adds to the image (``config``: env, volumes,
+    network, tty...), not started: ``docker create`` with all its options, as the Engine API's
+    create does it. Its volumes are attached (named ones created, anonymous ones seeded from the
+    image). With ``keep_claim`` this process still owns it on return (``run`` goes on to run it);
+    otherwise it is released. Returns its ID."""
     from .. import volumes
     from .oci import NETWORKS, combine_command
 
@@ -129,6 +133,18 @@ def run(containers: ContainerStore, image: str, command: list[str] | None = None
         release(containers, cid)
         containers.rm(cid, force=True)
         raise
+    if not keep_claim:
+        release(containers, cid)
+    return cid
+
+
+def run(containers: ContainerStore, image: str, command: list[str] | None = None, *, name: str | None = None,
+        entrypoint: list[str] | None = None, config: RunConfig | None = None,
+        detach: bool = False, stdin=None, stdout: int = 1, stderr: int = 2):
+    """Create a container from ``image`` and run it; see ``Engine.run``."""
+    config = config or RunConfig()
+    cid = create(containers, image, command, name=name, entrypoint=entrypoint, config=config,
+                 keep_claim=True)
     if detach:
         try:
             return spawn(containers, cid), None
@@ -150,13 +166,15 @@ def run(containers: ContainerStore, image: str, command: list[str] | None = None
 
 
 def start(containers: ContainerStore, name: str, *, attach: bool = False, stdin=None, stdout: int = 1,
-          stderr: int = 2):
-    """Start a created or exited container; see ``Engine.start``."""
+          stderr: int = 2, stdio: tuple[int, int, int] | None = None):
+    """Start a created or exited container; see ``Engine.start``. ``stdio``: file descriptors
+    (stdin, stdout, stderr; -1 for none) that its detached monitor copies the process's
+    input from and output to, besides the log (an API server's attached clients)."""
     row = refresh(containers, containers.get(name))
     if row["state"] == "running":
         return row["id"], None
     if not attach:
-        return spawn(containers, row["id"]), None
+        return spawn(containers, row["id"], stdio=stdio), None
     try:
         code = supervise(containers, row["id"], stdin=stdin, stdout_fds=[stdout],
                          stderr_fds=[stderr], forward_signals=True)

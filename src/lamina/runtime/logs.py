@@ -37,8 +37,7 @@ class Output:
             except OSError:
                 self.fds[stream].remove(fd)  # a closed reader does not stop the container
         if self.log is not None:
-            now = time.time()
-            stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1e9):09d}Z"
+            stamp = _stamp(time.time())
             name = "stdout" if stream == 1 else "stderr"
             lines = data.decode("utf-8", "surrogateescape").splitlines(keepends=True)
             self.log.write("".join(
@@ -50,27 +49,28 @@ class Output:
             self.log.close()
 
 
-def logs(containers: ContainerStore, name: str, *, follow: bool = False, tail: int | None = None,
-         timestamps: bool = False, stdout: int = 1, stderr: int = 2) -> None:
-    """Write the container's logged output to ``stdout``/``stderr``; with ``follow``, keep
-    writing until the process ends."""
+def entries(containers: ContainerStore, name: str, *, follow: bool = False,
+            tail: int | None = None, since: float = 0, until: float = 0, stop=None):
+    """The container's logged output as (stream, bytes, time text) tuples, stream 1 or 2,
+    oldest first; the last ``tail`` lines only; those logged at or after ``since`` and before
+    ``until`` (unix seconds, 0: no bound). With ``follow``, keep yielding until the process
+    ends (or ``stop()`` says so)."""
     row = containers.get(name)
     path = os.path.join(containers.store.bundle_dir(row["id"]), LOG_FILE)
-    fds = {"stdout": stdout, "stderr": stderr}
+    since_text = _stamp(since) if since else ""
+    until_text = _stamp(until) if until else ""
 
-    def emit(lines) -> None:
+    def decode(lines):
         for line in lines:
             try:
                 entry = json.loads(line)
             except ValueError:
                 continue
-            data = entry["log"].encode("utf-8", "surrogateescape")
-            if timestamps:
-                data = entry["time"].encode() + b" " + data
-            fd = fds.get(entry.get("stream"), stdout)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
+            stamp = entry.get("time", "")
+            if (since_text and stamp < since_text) or (until_text and stamp >= until_text):
+                continue
+            yield (2 if entry.get("stream") == "stderr" else 1,
+                   entry["log"].encode("utf-8", "surrogateescape"), stamp)
 
     try:
         f = open(path, "rb")  # noqa: SIM115 - the with below
@@ -78,9 +78,9 @@ def logs(containers: ContainerStore, name: str, *, follow: bool = False, tail: i
         return
     with f:
         lines = f.readlines()
-        if tail is not None:
+        if tail is not None and tail >= 0:
             lines = lines[-tail:] if tail > 0 else []
-        emit(lines)
+        yield from decode(lines)
         if not follow:
             return
         partial = b""
@@ -89,10 +89,27 @@ def logs(containers: ContainerStore, name: str, *, follow: bool = False, tail: i
             if chunk:
                 partial += chunk
                 *done, partial = partial.split(b"\n")
-                emit(done)
+                yield from decode(done)
                 continue
             row = refresh(containers, containers.get(row["id"]))
-            if row["state"] != "running":
-                emit((partial + f.read()).split(b"\n"))
+            if row["state"] != "running" or (stop is not None and stop()):
+                yield from decode((partial + f.read()).split(b"\n"))
                 return
             time.sleep(0.1)
+
+
+def _stamp(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1e9):09d}Z"
+
+
+def logs(containers: ContainerStore, name: str, *, follow: bool = False, tail: int | None = None,
+         timestamps: bool = False, stdout: int = 1, stderr: int = 2) -> None:
+    """Write the container's logged output to ``stdout``/``stderr``; with ``follow``, keep
+    writing until the process ends."""
+    fds = {1: stdout, 2: stderr}
+    for stream, data, stamp in entries(containers, name, follow=follow, tail=tail):
+        if timestamps:
+            data = stamp.encode() + b" " + data
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fds[stream], view):]

@@ -123,7 +123,7 @@ def remove_after_run(containers: ContainerStore, name: str) -> None:
         volumes.remove(containers.store, volume)
 
 
-def spawn(containers: ContainerStore, name: str) -> str:
+def spawn(containers: ContainerStore, name: str, stdio: tuple[int, int, int] | None = None) -> str:
     """Start the container's process under a detached monitor; return once the process runs
     (or raise what stopped it from starting). Returns the container ID.
 
@@ -131,7 +131,11 @@ def spawn(containers: ContainerStore, name: str) -> str:
     monitor takes the claim in the transaction that makes it its own (``LAMINA_HANDOVER``), so
     the container is owned by a live process throughout. If the monitor fails before that, the
     claim is still this process's, for the caller to give back
-    (:func:`lamina.runtime.ownership.release`)."""
+    (:func:`lamina.runtime.ownership.release`).
+
+    ``stdio``: (stdin, stdout, stderr) file descriptors, -1 for none, that the monitor inherits
+    and uses besides the log (an API server attaches its clients through pipes this way; when
+    the server goes, the monitor's writes fail and it goes on with the log alone)."""
     row = containers.get(name)
     mine = not row["pid"] and row["monitor_pid"] == os.getpid()
     if row["state"] == "running" and monitor_alive(row) and not mine:
@@ -149,6 +153,8 @@ def spawn(containers: ContainerStore, name: str) -> str:
         env[_HANDOVER] = str(os.getpid())
     argv = [sys.executable, "-S", "-m", "lamina.runtime", containers.store.root,
             containers.store.driver, row["id"], str(write_end)]
+    if stdio is not None:
+        argv.append(",".join(str(fd) for fd in stdio))
     child = os.fork()
     if child == 0:
         try:
@@ -156,6 +162,9 @@ def spawn(containers: ContainerStore, name: str) -> str:
             os.setsid()
             if os.fork() == 0:
                 os.set_inheritable(write_end, True)
+                for fd in stdio or ():
+                    if fd >= 0:
+                        os.set_inheritable(fd, True)
                 os.execve(sys.executable, argv, env)
         finally:
             os._exit(0)
@@ -177,11 +186,17 @@ def spawn(containers: ContainerStore, name: str) -> str:
     raise RuntimeFailure(message, int(code))
 
 
-def serve(containers: ContainerStore, container_id: str, notify: int) -> None:
-    """The monitor process (``python -m lamina.runtime ROOT DRIVER ID FD``): own the container
-    until its process ends; write ``ok`` or ``CODE message`` to the file descriptor FD. With
-    ``LAMINA_HANDOVER=PID`` in its environment, it takes over the claim of PID (:func:`spawn`)."""
+def serve(containers: ContainerStore, container_id: str, notify: int,
+          stdio: tuple[int, int, int] = (-1, -1, -1)) -> None:
+    """The monitor process (``python -m lamina.runtime ROOT DRIVER ID FD [IN,OUT,ERR]``): own the
+    container until its process ends; write ``ok`` or ``CODE message`` to the file descriptor FD.
+    With ``LAMINA_HANDOVER=PID`` in its environment, it takes over the claim of PID
+    (:func:`spawn`). IN, OUT and ERR (-1: none) are the attached stdio of :func:`spawn`."""
     os.set_inheritable(notify, False)  # neither runc nor the container may hold it open
+    stdin, stdout, stderr = stdio
+    for fd in stdio:
+        if fd >= 0:
+            os.set_inheritable(fd, False)  # runc gets them as its stdio only (pump's Popen)
     handover = os.environ.pop(_HANDOVER, "")
     bundle = containers.store.bundle_dir(container_id)
     os.makedirs(bundle, exist_ok=True)
@@ -202,6 +217,9 @@ def serve(containers: ContainerStore, container_id: str, notify: int) -> None:
 
     try:
         supervise(containers, container_id, on_started=started,
+                  stdin=stdin if stdin >= 0 else None,
+                  stdout_fds=[stdout] if stdout >= 0 else [],
+                  stderr_fds=[stderr] if stderr >= 0 else [],
                   handover=int(handover) if handover.isdigit() else 0)
     except BaseException as e:  # noqa: BLE001 - report it to the waiting command, then leave
         if not state["notified"]:

@@ -33,6 +33,7 @@ import os
 from dataclasses import asdict, dataclass
 
 from ..errors import InvalidArgument, LaminaError, Unavailable
+from ..image import merge_env
 from ..rootpath import resolve_in_root
 from .users import resolve_user
 
@@ -77,6 +78,12 @@ class RunConfig:
     auto_remove: bool = False
     runtime: str | None = None
     tty: bool = False  # -t: the process gets a terminal (see lamina.console)
+    hostname: str | None = None  # --hostname (default: the ID's first 12 digits)
+    open_stdin: bool = False  # -i: stdin stays open for attached clients
+    labels: tuple[tuple[str, str], ...] = ()  # --label KEY=VALUE
+    # What an Engine API client sent to create it beyond the fields above (Config, HostConfig),
+    # as JSON text, echoed by its inspect: "" when it was made by the CLI.
+    api_config: str = ""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
@@ -86,6 +93,7 @@ class RunConfig:
         doc = json.loads(text or "{}")
         doc["env"] = tuple(doc.get("env", ()))
         doc["volumes"] = tuple(tuple(v) for v in doc.get("volumes", ()))
+        doc["labels"] = tuple(tuple(v) for v in doc.get("labels", ()))
         return cls(**{k: v for k, v in doc.items() if k in cls.__dataclass_fields__})
 
 
@@ -101,16 +109,6 @@ def combine_command(image_config: dict, command: list[str] | None,
     if not argv:
         raise InvalidArgument("No command specified")
     return argv
-
-
-def merge_env(*layers) -> list[str]:
-    """``KEY=VALUE`` lists, later ones winning by key, first-seen order kept."""
-    out: dict[str, str] = {}
-    for layer in layers:
-        for item in layer or ():
-            key, _, value = item.partition("=")
-            out[key] = value
-    return [f"{k}={v}" for k, v in out.items()]
 
 
 # ------------------------------------------------------------------------------ the network files

@@ -178,7 +178,7 @@ def prepare_bundle(containers: ContainerStore, row, config: RunConfig, rootfs: s
     from .. import volumes
 
     image = containers.images.config(row["image_id"]).get("config") or {}
-    hostname = socket.gethostname() if network == "host" else row["id"][:12]
+    hostname = socket.gethostname() if network == "host" else config.hostname or row["id"][:12]
     env = merge_env(image.get("Env"), config.env) if env is None else list(env)
     workdir = workdir or config.workdir or image.get("WorkingDir") or "/"
     if not workdir.startswith("/"):
@@ -199,9 +199,11 @@ def prepare_bundle(containers: ContainerStore, row, config: RunConfig, rootfs: s
 
 def exec_process(containers: ContainerStore, name: str, argv: list[str], *, env=(), workdir: str | None = None,
                  user: str | None = None, stdin=None, detach: bool = False, stdout: int = 1,
-                 stderr: int = 2, tty: bool = False) -> int:
+                 stderr: int = 2, tty: bool = False, forward_signals: bool = True,
+                 on_started=None) -> int:
     """Run another process in a running container; its exit code (0 once started with
-    ``detach``). Env: the container's, then ``env``; user and working dir default to the
+    ``detach``). ``forward_signals``: this process's signals go to it (the CLI; not from a
+    thread of a server); ``on_started(pid)`` once it runs. Env: the container's, then ``env``; user and working dir default to the
     container's. ``tty`` gives the process a terminal (not with ``detach``: nobody would hold
     it), relayed to the caller's (see :mod:`lamina.runtime.console`)."""
     if not argv:
@@ -212,7 +214,7 @@ def exec_process(containers: ContainerStore, name: str, argv: list[str], *, env=
     runtime = Runtime(containers.store.root, config.runtime)
     image = containers.images.config(row["image_id"]).get("config") or {}
     rootfs = containers.mount(cid)
-    hostname = row["id"][:12]
+    hostname = config.hostname or row["id"][:12]
     import socket
 
     if config.network == "host":
@@ -234,7 +236,8 @@ def exec_process(containers: ContainerStore, name: str, argv: list[str], *, env=
 
             return pump_tty(runtime, ["exec", "--process", process_file, "--pid-file", pid_file,
                                       cid], stdin=stdin, output=Output([stdout], [stderr]),
-                            pid_file=pid_file, runtime_log=runtime_log, forward_signals=True,
+                            pid_file=pid_file, runtime_log=runtime_log,
+                            forward_signals=forward_signals, on_started=on_started,
                             terminal=caller_terminal(stdin, stdout))
         args = ["exec", "--process", process_file, "--pid-file", pid_file]
         if detach:
@@ -242,7 +245,7 @@ def exec_process(containers: ContainerStore, name: str, argv: list[str], *, env=
         cmd = runtime.command(*args, cid, log=runtime_log)
         output = Output([] if detach else [stdout], [] if detach else [stderr])
         return pump(cmd, stdin=stdin, output=output, pid_file=pid_file, runtime_log=runtime_log,
-                    forward_signals=not detach)
+                    forward_signals=forward_signals and not detach, on_started=on_started)
     finally:
         for path in (process_file, pid_file, runtime_log):
             if os.path.exists(path):

@@ -1,0 +1,575 @@
+"""Engine API: containers (list, inspect, create, start, attach, wait, stop, kill, restart, rm,
+logs). Files of a container (archive, export, changes) are :mod:`lamina.api.container_files`.
+
+Everything goes through the same stores and runtime as the CLI: a container created here is
+created by :func:`lamina.runtime.lifecycle.create`, started by a detached monitor that outlives
+the server (:func:`lamina.runtime.monitor.spawn`), listed and inspected by
+:class:`lamina.containers.ContainerStore`.
+
+Attaching (``docker run`` without ``-d``: create, attach, wait, start): the attach call hijacks
+its connection and registers an :class:`Attachment`; the start call hands the attachment's pipe
+ends to the monitor, which copies the process's output to them (as well as to the log) and its
+input from them; a thread here frames the output for each attached client. If the server dies,
+the monitor's writes fail and it goes on logging: the container does not notice.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+import time
+
+from ..errors import FailedPrecondition, InvalidArgument, NotFound
+from .server import ApiError, route
+
+MULTIPLEXED = "application/vnd.docker.multiplexed-stream"
+RAW = "application/vnd.docker.raw-stream"
+
+
+# ----------------------------------------------------------------------------- documents
+def summary(row: dict, size: bool) -> dict:
+    """A ``ps`` row of ContainerStore.list as Docker's ContainerSummary."""
+    from .. import humanize
+
+    run = json.loads(row.get("RunConfig") or "{}")
+    network = run.get("network", "none")
+    doc = {
+        "Id": row["ID"], "Names": ["/" + row["Names"]], "Image": row["Image"],
+        "ImageID": row["ImageID"], "Command": row["Command"], "Created": int(row["Created"]),
+        "Ports": [], "Labels": dict(run.get("labels") or ()), "State": row["State"],
+        "Status": humanize.status(row),
+        "HostConfig": {"NetworkMode": network},
+        "NetworkSettings": {"Networks": {network: {
+            "IPAMConfig": None, "Links": None, "Aliases": None, "NetworkID": "",
+            "EndpointID": "", "Gateway": "", "IPAddress": "", "IPPrefixLen": 0,
+            "IPv6Gateway": "", "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0,
+            "MacAddress": "", "DriverOpts": None}}},
+        "Mounts": [_mount_point(run, v) for v in run.get("volumes", ())],
+    }
+    if size:
+        doc["SizeRw"] = row["SizeRw"]
+        doc["SizeRootFs"] = row["SizeRootFs"]
+    return doc
+
+
+def _mount_point(run: dict, volume) -> dict:
+    source, destination, read_only = volume
+    if source.startswith("/"):
+        return {"Type": "bind", "Source": source, "Destination": destination, "Mode": "",
+                "RW": not read_only, "Propagation": "rprivate"}
+    return {"Type": "volume", "Name": source, "Source": "", "Destination": destination,
+            "Driver": "local", "Mode": "", "RW": not read_only, "Propagation": ""}
+
+
+def _matches(row: dict, filters: dict[str, list[str]]) -> bool:
+    """Docker's container filters: id, name, status, label, ancestor, exited, before, since."""
+    run = None
+    for key, values in filters.items():
+        if not values:
+            continue
+        if key == "id":
+            ok = any(row["ID"].startswith(v) for v in values)
+        elif key == "name":
+            ok = any(v.lstrip("/") in row["Names"] for v in values)
+        elif key == "status":
+            ok = row["State"] in values
+        elif key == "exited":
+            ok = row["State"] == "exited" and str(row["ExitCode"]) in values
+        elif key == "ancestor":
+            ok = any(v in (row["Image"], row["ImageID"], row["ImageID"][7:19]) or
+                     row["Image"] == v + ":latest" for v in values)
+        elif key == "label":
+            run = run if run is not None else json.loads(row.get("RunConfig") or "{}")
+            labels = dict(run.get("labels") or ())
+            ok = all((v.partition("=")[0] in labels and
+                      ("=" not in v or labels[v.partition("=")[0]] == v.partition("=")[2]))
+                     for v in values)
+        elif key in ("before", "since", "volume", "network", "health", "publish", "expose",
+                     "isolation", "is-task"):
+            ok = True  # answered below (before/since) or nothing lamina has
+        else:
+            raise ApiError(400, f"invalid filter '{key}'")
+        if not ok:
+            return False
+    return True
+
+
+@route("GET", "/containers/json")
+def list_containers(request):
+    filters = request.filters()
+    size = request.flag("size")
+    wanted_all = request.flag("all") or request.int_arg("limit", -1) > 0
+    if filters.get("status") and any(s not in ("created", "running", "exited", "paused",
+                                               "restarting", "removing", "dead")
+                                     for s in filters["status"]):
+        raise ApiError(400, f"invalid filter 'status={filters['status'][0]}'")
+    rows = request.engine.containers(all=wanted_all or bool(filters.get("status")) or
+                                     bool(filters.get("exited")), size=size)
+    rows = [r for r in rows if _matches(r, filters)]
+    for key in ("before", "since"):
+        for value in filters.get(key, ()):
+            mark = request.engine.container_store.get(value)["created"]
+            rows = [r for r in rows if (r["Created"] < mark if key == "before" else r["Created"] > mark)]
+    limit = request.int_arg("limit", -1)
+    if limit is not None and limit > 0:
+        rows = rows[:limit]
+    return [summary(r, size) for r in rows]
+
+
+@route("GET", "/containers/{id}/json")
+def inspect_container(request, id):
+    return request.engine.inspect_container(id, size=request.flag("size"))
+
+
+# ----------------------------------------------------------------------------- create
+def run_config(config: dict, host: dict):
+    """A RunConfig from the API's create body (Config with HostConfig)."""
+    from .. import volumes
+    from ..runtime.oci import RunConfig
+
+    specs = []
+    for bind in host.get("Binds") or ():
+        specs.append(volumes.parse_volume(bind))
+    for mount in host.get("Mounts") or ():
+        kind, target = mount.get("Type", "volume"), mount.get("Target", "")
+        if kind not in ("bind", "volume"):
+            raise InvalidArgument(f"mount type {kind!r} is not supported")
+        source = mount.get("Source") or ""
+        if kind == "bind" and not source.startswith("/"):
+            raise InvalidArgument(f"invalid mount config for type \"bind\": invalid mount path: "
+                                  f"'{source}' mount path must be absolute")
+        specs.append(volumes.parse_volume(f"{source}:{target}" if source else target)[:2]
+                     + (bool(mount.get("ReadOnly")),))
+    taken = {s[1] for s in specs}
+    for path in config.get("Volumes") or {}:
+        if os.path.normpath(path) not in taken:
+            specs.append(volumes.parse_volume(path))
+    network = host.get("NetworkMode") or "default"
+    if network in ("default", "bridge"):
+        network = "none"  # lamina has no bridge network yet: a private namespace with lo only
+    labels = config.get("Labels") or {}
+    if not isinstance(labels, dict):
+        raise ApiError(400, "Labels must be an object")
+    env = config.get("Env") or ()
+    if not all(isinstance(e, str) for e in env):
+        raise ApiError(400, "Env must be a list of strings")
+    extra = {"Config": {k: config[k] for k in ("AttachStdin", "AttachStdout", "AttachStderr",
+                                                 "StdinOnce", "Domainname", "ExposedPorts",
+                                                 "StopSignal", "StopTimeout", "Entrypoint",
+                                                 "Healthcheck") if config.get(k) is not None},
+             "HostConfig": {k: v for k, v in host.items() if v not in (None, "", [], {}, 0)
+                            and k not in ("Binds", "Mounts")}}
+    return RunConfig(env=tuple(env), workdir=config.get("WorkingDir") or None,
+                     user=config.get("User") or None, volumes=tuple(specs),
+                     read_only=bool(host.get("ReadonlyRootfs")), network=network,
+                     auto_remove=bool(host.get("AutoRemove")),
+                     runtime=host.get("Runtime") if host.get("Runtime") not in (None, "", "runc")
+                     else None,
+                     tty=bool(config.get("Tty")), hostname=config.get("Hostname") or None,
+                     open_stdin=bool(config.get("OpenStdin")),
+                     labels=tuple(sorted((str(k), str(v)) for k, v in labels.items())),
+                     api_config=json.dumps(extra, separators=(",", ":")))
+
+
+def _words(value, what: str) -> list[str] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return [value] if value else []
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return value
+    raise ApiError(400, f"{what} must be a string or a list of strings")
+
+
+@route("POST", "/containers/create")
+def create_container(request):
+    from ..runtime.lifecycle import create
+
+    body = request.json({})
+    if not isinstance(body, dict):
+        raise ApiError(400, "the request body must be a JSON object")
+    image = body.get("Image")
+    if not image or not isinstance(image, str):
+        raise ApiError(400, "Config cannot be empty in order to create a container")
+    name = request.arg("name") or None
+    host = body.get("HostConfig") or {}
+    config = run_config(body, host)
+    engine = request.engine
+    try:
+        engine.image_store.resolve(image)
+    except NotFound:
+        raise NotFound(f"No such image: {_normalized(image)}") from None
+    if name is not None:
+        try:
+            other = engine.container_store.get(name)
+        except NotFound:
+            other = None
+        if other is not None and other["name"] == name.lstrip("/"):
+            raise FailedPrecondition(
+                f'Conflict. The container name "/{other["name"]}" is already in use by container '
+                f'"{other["id"]}". You have to remove (or rename) that container to be able to '
+                "reuse that name.")
+    cid = create(engine.container_store, image, _words(body.get("Cmd"), "Cmd"),
+                 name=name.lstrip("/") if name else None,
+                 entrypoint=_words(body.get("Entrypoint"), "Entrypoint"), config=config)
+    request.send_json(201, {"Id": cid, "Warnings": []})
+
+
+def _normalized(image: str) -> str:
+    """``busybox`` -> ``busybox:latest``, as Docker's "No such image" names it."""
+    last = image.rpartition("/")[2]
+    return image if ":" in last or "@" in image else image + ":latest"
+
+
+# ----------------------------------------------------------------------------- running
+_attachments: dict[str, Attachment] = {}
+_attach_lock = threading.Lock()
+
+
+class Attachment:
+    """The clients attached to a container before it starts, and the pipes its monitor gets."""
+
+    def __init__(self, tty: bool, stdin: bool):
+        self.tty = tty
+        self.clients: list[tuple[socket.socket, set[int]]] = []
+        self.out_r, self.out_w = os.pipe()
+        self.err_r, self.err_w = (self.out_r, self.out_w) if tty else os.pipe()
+        self.in_r, self.in_w = os.pipe() if stdin else (-1, -1)
+        self.started = False
+        self.done = threading.Event()
+        self.lock = threading.Lock()
+
+    def add(self, conn: socket.socket, streams: set[int]) -> None:
+        with self.lock:
+            self.clients.append((conn, streams))
+
+    def stdio(self) -> tuple[int, int, int]:
+        return self.in_r, self.out_w, self.err_w
+
+    def begin(self) -> None:
+        """The monitor has its ends: close ours of them and copy its output to the clients."""
+        self.started = True
+        for fd in {self.in_r, self.out_w, self.err_w} - {-1}:
+            os.close(fd)
+        threading.Thread(target=self._pump, daemon=True, name="attach").start()
+
+    def abandon(self) -> None:
+        """The start failed: nothing will come."""
+        for fd in {self.in_r, self.out_w, self.err_w, self.in_w} - {-1}:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self.in_w = -1
+        self._finish()
+
+    def _pump(self) -> None:
+        import selectors
+
+        sel = selectors.DefaultSelector()
+        sel.register(self.out_r, selectors.EVENT_READ, 1)
+        if self.err_r != self.out_r:
+            sel.register(self.err_r, selectors.EVENT_READ, 2)
+        while sel.get_map():
+            for key, _ in sel.select():
+                data = os.read(key.fd, 65536)
+                if not data:
+                    sel.unregister(key.fd)
+                    os.close(key.fd)
+                    continue
+                self.send(key.data, data)
+        self._finish()
+
+    def send(self, stream: int, data: bytes) -> None:
+        frame = data if self.tty else frame_header(stream, len(data)) + data
+        with self.lock:
+            for client in list(self.clients):
+                conn, streams = client
+                if stream not in streams:
+                    continue
+                try:
+                    conn.sendall(frame)
+                except OSError:
+                    self.clients.remove(client)
+
+    def _finish(self) -> None:
+        with self.lock:
+            for conn, _ in self.clients:
+                try:
+                    conn.shutdown(socket.SHUT_WR)
+                except OSError:
+                    pass
+        self.done.set()
+
+    def relay_stdin(self, conn: socket.socket) -> None:
+        """Copy what the client sends to the process's stdin until the client half-closes."""
+        while self.in_w >= 0:
+            try:
+                data = conn.recv(65536)
+            except OSError:
+                data = b""
+            if not data:
+                break
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(self.in_w, view):]
+            except OSError:
+                break
+        fd, self.in_w = self.in_w, -1
+        if fd >= 0:
+            os.close(fd)
+
+
+def frame_header(stream: int, length: int) -> bytes:
+    """The multiplexed stream's 8-byte header: stream (0 stdin, 1 stdout, 2 stderr), three
+    zeros, the payload's length big-endian."""
+    return bytes((stream, 0, 0, 0)) + length.to_bytes(4, "big")
+
+
+def _wanted_streams(request, default: bool) -> set[int]:
+    return {n for n, name in ((1, "stdout"), (2, "stderr")) if request.flag(name, default)}
+
+
+@route("POST", "/containers/{id}/attach")
+def attach(request, id):
+    engine = request.engine
+    row = engine.container_store.get(id)
+    run = json.loads(row["run_config"] or "{}")
+    tty = bool(run.get("tty"))
+    streams = _wanted_streams(request, False)
+    wants_stdin = request.flag("stdin") and bool(run.get("open_stdin"))
+    stream = request.flag("stream")
+    cid = row["id"]
+    with _attach_lock:
+        attachment = None
+        if stream and row["state"] != "running":
+            attachment = _attachments.get(cid)
+            if attachment is None or attachment.started:
+                attachment = _attachments[cid] = Attachment(tty, wants_stdin)
+    conn = request.hijack(RAW if tty else MULTIPLEXED)
+    request.close()  # the engine is not needed while the stream lasts
+    if request.flag("logs"):
+        _write_log(request, conn, cid, tty, streams, follow=False)
+    if not stream:
+        return
+    if attachment is None:  # already running: its output comes from the log
+        _write_log(request, conn, cid, tty, streams, follow=True, tail=0)
+        return
+    attachment.add(conn, streams)
+    if wants_stdin and attachment.in_w >= 0:
+        attachment.relay_stdin(conn)
+    attachment.done.wait()
+
+
+def _write_log(request, conn, cid, tty, streams, follow: bool, tail: int | None = None) -> None:
+    from ..runtime.logs import entries
+
+    engine = request.engine
+    try:
+        for stream, data, _ in entries(engine.container_store, cid, follow=follow, tail=tail):
+            if stream in streams:
+                conn.sendall(data if tty else frame_header(stream, len(data)) + data)
+    except (OSError, NotFound):
+        pass
+    finally:
+        request.close()
+
+
+@route("POST", "/containers/{id}/start")
+def start(request, id):
+    from ..runtime.lifecycle import start as start_container
+    from ..runtime.ownership import refresh
+
+    if request.json(None):
+        raise ApiError(400, "starting a container with a HostConfig was removed in API 1.24; "
+                            "set it when creating the container")
+    containers = request.engine.container_store
+    row = refresh(containers, containers.get(id))
+    if row["state"] == "running":
+        request.send_empty(304)
+        return
+    with _attach_lock:
+        attachment = _attachments.pop(row["id"], None)
+    try:
+        start_container(containers, row["id"],
+                        stdio=attachment.stdio() if attachment is not None else None)
+    except BaseException:
+        if attachment is not None:
+            attachment.abandon()
+        raise
+    if attachment is not None:
+        attachment.begin()
+
+
+def _state(containers, cid: str):
+    from ..runtime.ownership import refresh
+
+    return refresh(containers, containers.get(cid))
+
+
+@route("POST", "/containers/{id}/wait")
+def wait(request, id):
+    """Block until the container is not running (the default), until its next exit, or until it
+    is removed. The 200 and its headers go out first: the docker CLI starts the container only
+    once it has them."""
+    condition = request.arg("condition") or "not-running"
+    if condition not in ("not-running", "next-exit", "removed"):
+        raise ApiError(400, f"invalid condition: {condition!r}")
+    containers = request.engine.container_store
+    row = _state(containers, id)
+    cid, first_finish = row["id"], row["finished"]
+    writer = request.start_stream()
+    code = row["exit_code"]
+    delay = 0.005
+    while True:
+        try:
+            row = _state(containers, cid)
+        except NotFound:
+            if condition == "removed":
+                break
+            code = _exit_code(request.engine, cid, code)
+            break
+        code = row["exit_code"]
+        if condition == "not-running" and row["state"] != "running" and not (
+                row["state"] == "created" and row["monitor_pid"]):
+            break
+        if condition == "next-exit" and row["state"] == "exited" and row["finished"] != first_finish:
+            break
+        if row["state"] == "running" and row["pid"]:
+            from ..runtime.lifecycle import wait as wait_exit
+
+            try:
+                code = wait_exit(containers, cid)
+            except NotFound:
+                pass
+            delay = 0.005
+            continue
+        time.sleep(delay)
+        delay = min(delay * 1.5, 0.1)
+    if condition == "removed":
+        code = _exit_code(request.engine, cid, code)
+    writer.json({"StatusCode": code, "Error": None})
+    writer.close()
+
+
+def _exit_code(engine, cid: str, fallback: int) -> int:
+    """The exit code of a container that may be gone (``--rm``): its ``die`` event holds it."""
+    try:
+        from .. import events
+    except ImportError:
+        return fallback
+    finder = getattr(events, "exit_code", None)
+    if finder is None:
+        return fallback
+    found = finder(engine.store, cid)
+    return fallback if found is None else found
+
+
+@route("POST", "/containers/{id}/stop")
+def stop(request, id):
+    from ..runtime.lifecycle import stop as stop_container
+
+    containers = request.engine.container_store
+    row = _state(containers, id)
+    if row["state"] != "running":
+        request.send_empty(304)
+        return
+    timeout = request.int_arg("t")
+    stop_container(containers, row["id"], 10 if timeout is None or timeout < 0 else timeout)
+
+
+@route("POST", "/containers/{id}/kill")
+def kill(request, id):
+    from ..runtime.lifecycle import kill as kill_container
+
+    containers = request.engine.container_store
+    row = _state(containers, id)
+    if row["state"] != "running":
+        raise FailedPrecondition(f"Cannot kill container: {id}: Container {row['id']} is not "
+                                 "running")
+    kill_container(containers, row["id"], request.arg("signal") or "KILL")
+
+
+@route("POST", "/containers/{id}/restart")
+def restart(request, id):
+    from ..runtime.lifecycle import start as start_container
+    from ..runtime.lifecycle import stop as stop_container
+
+    containers = request.engine.container_store
+    row = _state(containers, id)
+    timeout = request.int_arg("t")
+    if row["state"] == "running":
+        stop_container(containers, row["id"], 10 if timeout is None or timeout < 0 else timeout)
+    start_container(containers, row["id"])
+
+
+@route("DELETE", "/containers/{id}")
+def remove(request, id):
+    from .. import volumes
+
+    engine = request.engine
+    containers = engine.container_store
+    row = _state(containers, id)
+    force = request.flag("force")
+    if row["state"] == "running" and not force:
+        raise FailedPrecondition(
+            f"cannot remove container \"/{row['name']}\": container is running: stop the "
+            "container before removing or force remove")
+    anonymous = volumes.anonymous_of(engine.store, row["id"]) if request.flag("v") else []
+    engine.rm(row["id"], force=force)
+    for volume in anonymous:
+        try:
+            volumes.remove(engine.store, volume)
+        except (NotFound, FailedPrecondition):
+            pass
+
+
+# ----------------------------------------------------------------------------- logs
+def _since(value: str | None) -> float:
+    if not value:
+        return 0
+    try:
+        return float(value)
+    except ValueError:
+        from ..image import parse_rfc3339
+
+        try:
+            return parse_rfc3339(value)
+        except ValueError:
+            raise ApiError(400, f"invalid time: {value!r}") from None
+
+
+@route("GET", "/containers/{id}/logs")
+def logs(request, id):
+    from ..runtime.logs import entries
+
+    containers = request.engine.container_store
+    row = containers.get(id)
+    streams = _wanted_streams(request, False)
+    if not streams:
+        raise ApiError(400, "You must choose at least one stream")
+    run = json.loads(row["run_config"] or "{}")
+    tty = bool(run.get("tty"))
+    tail_text = request.arg("tail") or "all"
+    if tail_text == "all":
+        tail = None
+    else:
+        try:
+            tail = int(tail_text)
+        except ValueError:
+            raise ApiError(400, f"invalid value for tail: {tail_text!r}") from None
+        tail = None if tail < 0 else tail
+    timestamps = request.flag("timestamps")
+    writer = request.start_stream(RAW if tty else MULTIPLEXED)
+    for stream, data, stamp in entries(containers, row["id"], follow=request.flag("follow"),
+                                       tail=tail, since=_since(request.arg("since")),
+                                       until=_since(request.arg("until"))):
+        if stream not in streams:
+            continue
+        if timestamps:
+            data = stamp.encode() + b" " + data
+        writer.write(data if tty else frame_header(stream, len(data)) + data)
+    writer.close()

@@ -1,0 +1,189 @@
+"""Engine API: exec (create, start hijacked or detached, inspect, resize).
+
+An exec instance lives in the server's memory, as Docker keeps them in its daemon: created,
+started once, then inspected for its exit code. Its process runs through
+:func:`lamina.runtime.process.exec_process` (``runc exec``), as ``lamina exec`` runs it.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+
+from ..errors import FailedPrecondition, NotFound
+from .containers import MULTIPLEXED, RAW, frame_header
+from .server import ApiError, route
+
+_execs: dict[str, dict] = {}
+_lock = threading.Lock()
+
+
+def _get(exec_id: str) -> dict:
+    with _lock:
+        found = _execs.get(exec_id)
+    if found is None:
+        raise NotFound(f"No such exec instance: {exec_id}")
+    return found
+
+
+@route("POST", "/containers/{id}/exec")
+def create(request, id):
+    from ..runtime.ownership import require_running
+
+    body = request.json({})
+    if not isinstance(body, dict):
+        raise ApiError(400, "the request body must be a JSON object")
+    cmd = body.get("Cmd")
+    if isinstance(cmd, str):
+        cmd = [cmd]
+    if not cmd or not isinstance(cmd, list) or not all(isinstance(c, str) for c in cmd):
+        raise ApiError(400, "No exec command specified")
+    containers = request.engine.container_store
+    try:
+        row = require_running(containers, id, "exec in")
+    except FailedPrecondition:
+        raise FailedPrecondition(f"container {containers.get(id)['id']} is not running") from None
+    exec_id = os.urandom(32).hex()
+    with _lock:
+        _execs[exec_id] = {
+            "ID": exec_id, "Running": False, "ExitCode": None, "ProcessConfig": {
+                "tty": bool(body.get("Tty")), "entrypoint": cmd[0], "arguments": cmd[1:],
+                "privileged": bool(body.get("Privileged")), "user": body.get("User") or ""},
+            "OpenStdin": bool(body.get("AttachStdin")), "OpenStderr": bool(body.get("AttachStderr")),
+            "OpenStdout": bool(body.get("AttachStdout")), "CanRemove": False,
+            "ContainerID": row["id"], "DetachKeys": body.get("DetachKeys") or "", "Pid": 0,
+            "env": body.get("Env") or [], "workdir": body.get("WorkingDir") or None,
+            "started": False,
+        }
+    request.send_json(201, {"Id": exec_id})
+
+
+@route("GET", "/exec/{id}/json")
+def inspect(request, id):
+    found = _get(id)
+    return {k: v for k, v in found.items() if k[0].isupper()}
+
+
+@route("POST", "/exec/{id}/resize")
+def resize(request, id):
+    from ..runtime.console import set_window_size
+
+    found = _get(id)
+    if not found["ProcessConfig"]["tty"] or not found["Pid"]:
+        return None
+    height, width = request.int_arg("h", 0), request.int_arg("w", 0)
+    _resize_process(found["Pid"], height, width, set_window_size)
+    request.send_empty(200)
+
+
+def _resize_process(pid: int, height: int, width: int, set_window_size) -> None:
+    import struct
+
+    try:
+        fd = os.open(f"/proc/{pid}/fd/0", os.O_RDWR | os.O_NOCTTY)
+    except OSError:
+        return
+    try:
+        set_window_size(fd, struct.pack("HHHH", height, width, 0, 0))
+    finally:
+        os.close(fd)
+
+
+@route("POST", "/exec/{id}/start")
+def start(request, id):
+    from ..runtime.process import exec_process
+
+    body = request.json({}) or {}
+    found = _get(id)
+    with _lock:
+        if found["started"]:
+            raise FailedPrecondition(f"exec {id} has already been started")
+        found["started"] = True
+    detach = bool(body.get("Detach"))
+    tty = bool(body.get("Tty", found["ProcessConfig"]["tty"]))
+    config = found["ProcessConfig"]
+    argv = [config["entrypoint"], *config["arguments"]]
+    containers = request.engine.container_store
+
+    def started(pid: int) -> None:
+        found["Pid"] = pid
+        found["Running"] = True
+
+    if detach:
+        try:
+            found["Running"] = True
+            found["ExitCode"] = exec_process(containers, found["ContainerID"], argv,
+                                             env=found["env"], workdir=found["workdir"],
+                                             user=config["user"] or None, detach=True,
+                                             forward_signals=False)
+        finally:
+            found["Running"] = False
+        request.send_empty(200)
+        return
+    conn = request.hijack(RAW if tty else MULTIPLEXED)
+    stdin_r, stdin_w = os.pipe() if found["OpenStdin"] else (None, None)
+    out_r, out_w = os.pipe()
+    err_r, err_w = (out_r, out_w) if tty else os.pipe()
+    relays = [threading.Thread(target=_copy_out, args=(out_r, conn, 1, tty), daemon=True)]
+    if err_r != out_r:
+        relays.append(threading.Thread(target=_copy_out, args=(err_r, conn, 2, tty), daemon=True))
+    if stdin_w is not None:
+        threading.Thread(target=_copy_in, args=(conn, stdin_w), daemon=True).start()
+    for relay in relays:
+        relay.start()
+    code = 126
+    try:
+        code = exec_process(containers, found["ContainerID"], argv, env=found["env"],
+                            workdir=found["workdir"], user=config["user"] or None,
+                            stdin=stdin_r, stdout=out_w, stderr=err_w, tty=tty,
+                            forward_signals=False, on_started=started)
+    except Exception as error:  # noqa: BLE001 - reported on the stream, as Docker does
+        message = f"{error}\r\n".encode()
+        try:
+            conn.sendall(message if tty else frame_header(2, len(message)) + message)
+        except OSError:
+            pass
+        code = getattr(error, "exit_code", 126)
+    finally:
+        found["ExitCode"] = code
+        found["Running"] = False
+        for fd in {out_w, err_w} | ({stdin_r} if stdin_r is not None else set()):
+            os.close(fd)
+        for relay in relays:
+            relay.join()
+        try:
+            conn.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+
+def _copy_out(fd: int, conn, stream: int, tty: bool) -> None:
+    try:
+        while True:
+            data = os.read(fd, 65536)
+            if not data:
+                break
+            try:
+                conn.sendall(data if tty else frame_header(stream, len(data)) + data)
+            except OSError:
+                pass  # the client went: keep draining, or the process blocks on a full pipe
+    finally:
+        os.close(fd)
+
+
+def _copy_in(conn, fd: int) -> None:
+    try:
+        while True:
+            try:
+                data = conn.recv(65536)
+            except OSError:
+                break
+            if not data:
+                break
+            try:
+                os.write(fd, data)
+            except OSError:
+                break
+    finally:
+        os.close(fd)

@@ -1,0 +1,1 @@
+"""Engine API handlers: networks (being written)."""

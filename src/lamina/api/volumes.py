@@ -1,0 +1,1 @@
+"""Engine API handlers: volumes (being written)."""
