@@ -143,3 +143,16 @@ def store_files(root: str) -> set[str]:
             if not rel.startswith("lamina.db"):
                 out.add(rel)
     return out
+
+
+@pytest.fixture
+def api(store_root, busybox_tar, tmp_path):
+    """A running ``lamina serve`` on a fresh store holding ``busybox:latest``."""
+    from tests.apiserver import Server
+
+    Lamina(store_root, None)("import", busybox_tar, "busybox:latest")
+    server = Server(store_root, str(tmp_path / "api.sock")).start()
+    yield server
+    server.stop()
+    for cid in server.lamina("ps", "-a", "-q", "--no-trunc", check=False).stdout.split():
+        server.lamina("rm", "-f", cid, check=False)

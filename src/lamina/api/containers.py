@@ -124,6 +124,35 @@ def inspect_container(request, id):
 
 
 # ----------------------------------------------------------------------------- create
+_STR, _BOOL, _OBJECT, _WORDS = "string", "bool", "object", "list of strings"
+_CONFIG_TYPES = {"Image": _STR, "WorkingDir": _STR, "User": _STR, "Hostname": _STR,
+                 "Domainname": _STR, "StopSignal": _STR, "Tty": _BOOL, "OpenStdin": _BOOL,
+                 "AttachStdin": _BOOL, "AttachStdout": _BOOL, "AttachStderr": _BOOL,
+                 "StdinOnce": _BOOL, "Labels": _OBJECT, "Volumes": _OBJECT,
+                 "ExposedPorts": _OBJECT, "HostConfig": _OBJECT, "Env": _WORDS}
+_HOST_TYPES = {"Binds": _WORDS, "NetworkMode": _STR, "AutoRemove": _BOOL,
+               "ReadonlyRootfs": _BOOL, "Runtime": _STR, "Mounts": "list of objects"}
+
+
+def _check_types(doc: dict, types: dict, where: str) -> None:
+    """400 for a field of the wrong JSON type, as Docker's decoder refuses it (null is fine)."""
+    for key, kind in types.items():
+        value = doc.get(key)
+        if value is None:
+            continue
+        ok = {_STR: isinstance(value, str), _BOOL: isinstance(value, bool),
+              _OBJECT: isinstance(value, dict),
+              _WORDS: isinstance(value, list) and all(isinstance(v, str) for v in value),
+              "list of objects": isinstance(value, list) and all(isinstance(v, dict) for v in value),
+              }[kind]
+        if not ok:
+            raise ApiError(400, f"json: cannot unmarshal {type(value).__name__} into field "
+                                f"{where}{key} of type {kind}")
+    if types is _CONFIG_TYPES and isinstance(doc.get("Labels"), dict) and not all(
+            isinstance(v, str) for v in doc["Labels"].values()):
+        raise ApiError(400, "json: the values of Labels must be strings")
+
+
 def run_config(config: dict, host: dict):
     """A RunConfig from the API's create body (Config with HostConfig)."""
     from .. import volumes
@@ -150,11 +179,7 @@ def run_config(config: dict, host: dict):
     if network in ("default", "bridge"):
         network = "none"  # lamina has no bridge network yet: a private namespace with lo only
     labels = config.get("Labels") or {}
-    if not isinstance(labels, dict):
-        raise ApiError(400, "Labels must be an object")
     env = config.get("Env") or ()
-    if not all(isinstance(e, str) for e in env):
-        raise ApiError(400, "Env must be a list of strings")
     extra = {"Config": {k: config[k] for k in ("AttachStdin", "AttachStdout", "AttachStderr",
                                                  "StdinOnce", "Domainname", "ExposedPorts",
                                                  "StopSignal", "StopTimeout", "Entrypoint",
@@ -190,11 +215,13 @@ def create_container(request):
     body = request.json({})
     if not isinstance(body, dict):
         raise ApiError(400, "the request body must be a JSON object")
+    _check_types(body, _CONFIG_TYPES, "Config.")
+    host = body.get("HostConfig") or {}
+    _check_types(host, _HOST_TYPES, "HostConfig.")
     image = body.get("Image")
-    if not image or not isinstance(image, str):
+    if not image:
         raise ApiError(400, "Config cannot be empty in order to create a container")
     name = request.arg("name") or None
-    host = body.get("HostConfig") or {}
     config = run_config(body, host)
     engine = request.engine
     try:

@@ -397,6 +397,8 @@ class Handler(BaseHTTPRequestHandler):
         """The standard library's errors (bad request line, bad headers), as Docker's JSON."""
         body = json.dumps({"message": message or self.responses.get(code, ("error",))[0]}).encode()
         self.close_connection = True
+        if getattr(self, "request_version", "HTTP/0.9") == "HTTP/0.9":
+            self.request_version = "HTTP/1.1"  # answer with a status line and headers anyway
         try:
             self.send_response(code, message)
             self.send_header("Content-Type", "application/json")

@@ -1,0 +1,94 @@
+"""A real ``lamina serve`` for tests: a subprocess on a private unix socket over a test store,
+with the docker CLI and docker-py pointed at it."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LAMINA = [sys.executable, "-S", os.path.join(REPO, "bin", "lamina")]
+DOCKER = "/usr/local/bin/docker" if os.path.exists("/usr/local/bin/docker") else "docker"
+
+
+def ping(path: str) -> bool:
+    import socket
+
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(2)
+    try:
+        s.connect(path)
+        s.sendall(b"GET /_ping HTTP/1.1\r\nHost: d\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := s.recv(4096):
+            data += chunk
+        return data.startswith(b"HTTP/1.1 200") and data.endswith(b"OK")
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+class Server:
+    """``lamina --root ROOT serve --socket unix://SOCKET``, started and stopped by the test."""
+
+    def __init__(self, root: str, socket_path: str, *extra: str):
+        self.root = root
+        self.socket = socket_path
+        self.url = "unix://" + socket_path
+        self.extra = extra
+        self.proc = None
+        self.log = os.path.join(os.path.dirname(socket_path), "serve.log")
+
+    def start(self) -> "Server":
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(LAMINA + ["--root", self.root, "serve", "--socket",
+                                                   self.url, *self.extra],
+                                         stdout=log, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
+        deadline = time.monotonic() + 15
+        while not ping(self.socket):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"lamina serve did not start: {self.log_text()}")
+            time.sleep(0.05)
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def log_text(self) -> str:
+        """What the server wrote to its stderr so far."""
+        with open(self.log, errors="replace") as f:
+            return f.read()
+
+    def env(self) -> dict:
+        return {**os.environ, "DOCKER_HOST": self.url, "DOCKER_BUILDKIT": "0",
+                "DOCKER_CONFIG": os.path.join(os.path.dirname(self.socket), "docker-config")}
+
+    def docker(self, *args, input=None, check=True, timeout=120):
+        """The docker CLI against this server; the CompletedProcess (text)."""
+        proc = subprocess.run([DOCKER, *args], capture_output=True, text=True, input=input,
+                              env=self.env(), timeout=timeout, check=False)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"docker {' '.join(args)} failed ({proc.returncode}): "
+                                 f"{proc.stderr}\nserver log: {self.log_text()[-3000:]}")
+        return proc
+
+    def client(self):
+        import docker
+
+        return docker.DockerClient(base_url=self.url, version="auto", timeout=120)
+
+    def lamina(self, *args, check=True):
+        proc = subprocess.run(LAMINA + ["--root", self.root, *args], capture_output=True,
+                              text=True, check=False)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"lamina {' '.join(args)} failed: {proc.stderr}")
+        return proc
