@@ -62,7 +62,7 @@ def create(request, id):
 @route("GET", "/exec/{id}/json")
 def inspect(request, id):
     found = _get(id)
-    return {k: v for k, v in found.items() if k[0].isupper()}
+    return {k: v for k, v in found.items() if k[0].isupper()}  # lower-case keys are ours
 
 
 @route("POST", "/exec/{id}/resize")
@@ -70,10 +70,14 @@ def resize(request, id):
     from ..runtime.console import set_window_size
 
     found = _get(id)
-    if not found["ProcessConfig"]["tty"] or not found["Pid"]:
-        return None
     height, width = request.int_arg("h", 0), request.int_arg("w", 0)
-    _resize_process(found["Pid"], height, width, set_window_size)
+    if not found["ProcessConfig"]["tty"]:
+        return None
+    with _lock:
+        found["size"] = (height, width)  # for a process that is still starting
+        pid = found["Pid"]
+    if pid:
+        _resize_process(pid, height, width, set_window_size)
     request.send_empty(200)
 
 
@@ -107,8 +111,14 @@ def start(request, id):
     containers = request.engine.container_store
 
     def started(pid: int) -> None:
-        found["Pid"] = pid
-        found["Running"] = True
+        from ..runtime.console import set_window_size
+
+        with _lock:
+            found["Pid"] = pid
+            found["Running"] = True
+            size = found.get("size")
+        if size:
+            _resize_process(pid, *size, set_window_size)
 
     if detach:
         try:
