@@ -420,6 +420,7 @@ def start(request, id):
         return
     with _attach_lock:
         attachment = _attachments.pop(row["id"], None)
+    request.release_gate()  # the monitor's start is a process's, not ours to wait for in the gate
     try:
         start_container(containers, row["id"],
                         stdio=attachment.stdio() if attachment is not None else None)
@@ -505,6 +506,7 @@ def stop(request, id):
         request.send_empty(304)
         return
     timeout = request.int_arg("t")
+    request.release_gate()
     stop_container(containers, row["id"], 10 if timeout is None or timeout < 0 else timeout)
 
 
@@ -517,6 +519,7 @@ def kill(request, id):
     if row["state"] != "running":
         raise FailedPrecondition(f"Cannot kill container: {id}: Container {row['id']} is not "
                                  "running")
+    request.release_gate()
     kill_container(containers, row["id"], request.arg("signal") or "KILL")
 
 
@@ -528,6 +531,7 @@ def restart(request, id):
     containers = request.engine.container_store
     row = _state(containers, id)
     timeout = request.int_arg("t")
+    request.release_gate()
     if row["state"] == "running":
         stop_container(containers, row["id"], 10 if timeout is None or timeout < 0 else timeout)
     start_container(containers, row["id"])
@@ -546,6 +550,8 @@ def remove(request, id):
             f"cannot remove container \"/{row['name']}\": container is running: stop the "
             "container before removing or force remove")
     anonymous = volumes.anonymous_of(engine.store, row["id"]) if request.flag("v") else []
+    if row["state"] == "running":
+        request.release_gate()  # it is stopped first
     engine.rm(row["id"], force=force)
     for volume in anonymous:
         try:

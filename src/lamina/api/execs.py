@@ -120,6 +120,7 @@ def start(request, id):
         if size:
             _resize_process(pid, *size, set_window_size)
 
+    request.release_gate()
     if detach:
         try:
             found["Running"] = True
