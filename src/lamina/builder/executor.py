@@ -76,6 +76,8 @@ class BuildOptions:
     network: str | None = None
     quiet: bool = False
     ignore_text: str | None = None
+    stdout: int | None = None  # where RUN's output goes (file descriptors; None: this process's)
+    stderr: int | None = None
 
 
 def _go_quote_list(words: list[str]) -> str:
@@ -798,7 +800,9 @@ class Builder:
             config = state.config
             quiet = os.open(os.devnull, os.O_WRONLY) if self.options.quiet else None
             try:
-                streams = {} if quiet is None else {"stdout": quiet, "stderr": quiet}
+                streams = {"stdout": quiet, "stderr": quiet} if quiet is not None else {
+                    name: fd for name, fd in (("stdout", self.options.stdout),
+                                              ("stderr", self.options.stderr)) if fd is not None}
                 code = run_in_container(
                     self.containers, cid, argv, env, config.get("WorkingDir") or "/",
                     config.get("User") or "", "host" if network == "default" else network,
