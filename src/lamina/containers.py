@@ -22,6 +22,7 @@ import time
 
 from . import uses
 from .errors import FailedPrecondition, InvalidArgument, NotFound
+from .image import command_line as shown_command
 from .image import merge_env
 from .layers import init_key
 from .processes import same_process, start_time
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
     from .store import Store
 
 INIT_FILES = ("etc/hosts", "etc/hostname", "etc/resolv.conf")
+REMOVED_KEPT = 3600  # seconds a removed container's exit code is remembered
 
 
 class Lifecycle:
@@ -111,7 +113,7 @@ class ContainerStore:
             else:
                 import json
 
-                command_json, command_line = json.dumps(command), " ".join(command)
+                command_json, command_line = json.dumps(command), shown_command(command)
             self.db.execute(
                 "INSERT INTO containers(id, name, image_id, image_ref, command, command_line,"
                 " created) VALUES (?,?,?,?,?,?,?)",
@@ -222,7 +224,7 @@ class ContainerStore:
             "User": run.get("user") or image.get("User") or "",
             "AttachStdin": False, "AttachStdout": False, "AttachStderr": False,
             "Tty": bool(run.get("tty")), "OpenStdin": bool(run.get("open_stdin")),
-            "StdinOnce": False, "Env": env,
+            "StdinOnce": False, "Env": env or None,
             "Cmd": command, "Image": r["image_ref"],
             "Volumes": image.get("Volumes"),
             "WorkingDir": run.get("workdir") or image.get("WorkingDir") or "",
@@ -237,17 +239,26 @@ class ContainerStore:
         host_config = {
             "Binds": [f"{src}:{dst}{':ro' if ro else ''}" for src, dst, ro in run.get("volumes", ())
                       if src.startswith("/")] or None,
+            "ContainerIDFile": "", "LogConfig": {"Type": "json-file", "Config": {}},
             "NetworkMode": network, "PortBindings": {},
             "RestartPolicy": {"Name": "no", "MaximumRetryCount": 0},
-            "AutoRemove": bool(run.get("auto_remove")), "ReadonlyRootfs": bool(run.get("read_only")),
-            "Privileged": False, "PublishAllPorts": False, "LogConfig": {"Type": "json-file",
-                                                                        "Config": {}},
-            "Runtime": run.get("runtime") or "runc", "Memory": 0, "NanoCpus": 0, "CpuShares": 0,
-            "PidsLimit": None, "CapAdd": None, "CapDrop": None, "Dns": [], "DnsOptions": [],
-            "DnsSearch": [], "ExtraHosts": None, "VolumesFrom": None, "Links": None,
-            "IpcMode": "private", "PidMode": "", "UTSMode": "", "UsernsMode": "", "ShmSize": 67108864,
-            "ConsoleSize": [0, 0], "Isolation": "", "CgroupnsMode": "private",
-            "Mounts": None, "Devices": [], "Ulimits": None, "SecurityOpt": None,
+            "AutoRemove": bool(run.get("auto_remove")), "VolumeDriver": "", "VolumesFrom": None,
+            "CapAdd": None, "CapDrop": None, "CgroupnsMode": "private" if os.path.exists(
+                "/sys/fs/cgroup/cgroup.controllers") else "host",
+            "Dns": [], "DnsOptions": [], "DnsSearch": [], "ExtraHosts": None, "GroupAdd": None,
+            "IpcMode": "private", "Cgroup": "", "Links": None, "OomScoreAdj": 0, "PidMode": "",
+            "Privileged": False, "PublishAllPorts": False,
+            "ReadonlyRootfs": bool(run.get("read_only")), "SecurityOpt": None, "UTSMode": "",
+            "UsernsMode": "", "ShmSize": 67108864, "Runtime": run.get("runtime") or "runc",
+            "ConsoleSize": [0, 0], "Isolation": "", "CpuShares": 0, "Memory": 0, "NanoCpus": 0,
+            "CgroupParent": "", "BlkioWeight": 0, "BlkioWeightDevice": [],
+            "BlkioDeviceReadBps": [], "BlkioDeviceWriteBps": [], "BlkioDeviceReadIOps": [],
+            "BlkioDeviceWriteIOps": [], "CpuPeriod": 0, "CpuQuota": 0, "CpuRealtimePeriod": 0,
+            "CpuRealtimeRuntime": 0, "CpusetCpus": "", "CpusetMems": "", "Devices": [],
+            "DeviceCgroupRules": None, "DeviceRequests": None, "KernelMemory": 0,
+            "KernelMemoryTCP": 0, "MemoryReservation": 0, "MemorySwap": 0,
+            "MemorySwappiness": None, "OomKillDisable": False, "PidsLimit": None, "Ulimits": None,
+            "CpuCount": 0, "CpuPercent": 0, "IOMaximumIOps": 0, "IOMaximumBandwidth": 0,
         }
         host_config.update({k: v for k, v in (api.get("HostConfig") or {}).items()
                             if k not in ("NetworkMode", "AutoRemove", "ReadonlyRootfs")})
@@ -360,6 +371,13 @@ class ContainerStore:
                 " monitor_start = 0 WHERE id = ? AND state = 'running' AND pid = 0"
                 " AND monitor_pid = ?", (container_id, os.getpid())).rowcount)
 
+    def exit_code_of_removed(self, container_id: str) -> int | None:
+        """The exit code a container had when it was removed (kept :data:`REMOVED_KEPT`
+        seconds: a ``--rm`` container's waiter learns it after the monitor removed it)."""
+        row = self.db.execute("SELECT exit_code FROM removed_containers WHERE id = ?",
+                              (container_id,)).fetchone()
+        return None if row is None else row[0]
+
     def take_use(self, name: str):
         """Use the container ``name`` from this process on (:mod:`lamina.uses`); returns its row.
         In one transaction: the container exists and no other live process is removing it."""
@@ -432,6 +450,11 @@ class ContainerStore:
             with self.store.tx():
                 if not self.db.execute("DELETE FROM containers WHERE id = ?", (cid,)).rowcount:
                     raise NotFound(f"No such container: {name}")
+                now = time.time()
+                self.db.execute("DELETE FROM removed_containers WHERE removed < ?",
+                                (now - REMOVED_KEPT,))
+                self.db.execute("INSERT OR REPLACE INTO removed_containers VALUES (?, ?, ?)",
+                                (cid, r["exit_code"], now))
                 uses.end(self.store, cid)
                 self.store.snaps.remove(r["id"])
                 self.store.snaps.trash(os.path.join(self.store.root, "containers", r["id"]))  # bundle and log

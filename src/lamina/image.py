@@ -105,3 +105,9 @@ def merge_env(*layers) -> list[str]:
             key, _, value = item.partition("=")
             out[key] = value
     return [f"{k}={v}" for k, v in out.items()]
+
+
+def command_line(argv: list[str]) -> str:
+    """A command as Docker's listings show it: its words joined by spaces, a word that holds a
+    space in single quotes (nothing else is quoted)."""
+    return " ".join(f"'{word}'" if " " in word else word for word in argv)

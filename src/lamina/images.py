@@ -17,6 +17,7 @@ import time
 
 from .errors import FailedPrecondition, InvalidArgument, LaminaError, NotFound
 from .fsutil import Readable
+from .image import command_line
 from .layers import init_key
 
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing (start-up time)
@@ -122,7 +123,7 @@ class ImageStore:
                 " created, size, command, command_line, added) VALUES (?,?,?,?,?,?,?,?,?,?)",
                 (config_digest, manifest_digest, len(manifest), len(config),
                  chains[-1] if chains else None, doc.get("created", ""), size, json.dumps(command),
-                 " ".join(command), time.time()))
+                 command_line(command), time.time()))
             self.db.executemany("INSERT INTO image_layers VALUES (?,?,?)",
                                 [(config_digest, i, c) for i, c in enumerate(chains)])
         if tag:

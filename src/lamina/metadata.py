@@ -68,6 +68,11 @@ CREATE TABLE IF NOT EXISTS tags (
     added REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS tags_image ON tags(image_id);
+CREATE TABLE IF NOT EXISTS removed_containers (
+    id TEXT PRIMARY KEY,
+    exit_code INTEGER NOT NULL,
+    removed REAL NOT NULL
+);  -- what a removed container ended with, for a while: the Engine API's wait?condition=removed
 CREATE TABLE IF NOT EXISTS containers (
     id TEXT PRIMARY KEY,
     name TEXT NOT NULL UNIQUE,

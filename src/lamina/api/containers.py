@@ -120,7 +120,12 @@ def list_containers(request):
 
 @route("GET", "/containers/{id}/json")
 def inspect_container(request, id):
-    return request.engine.inspect_container(id, size=request.flag("size"))
+    from ..runtime.oci import MASKED_PATHS, READONLY_PATHS
+
+    doc = request.engine.inspect_container(id, size=request.flag("size"))
+    doc["HostConfig"].setdefault("MaskedPaths", MASKED_PATHS)  # what runc is told (runtime.oci)
+    doc["HostConfig"].setdefault("ReadonlyPaths", READONLY_PATHS)
+    return doc
 
 
 # ----------------------------------------------------------------------------- create
@@ -427,6 +432,10 @@ def start(request, id):
     except BaseException:
         if attachment is not None:
             attachment.abandon()
+        if json.loads(row["run_config"] or "{}").get("auto_remove"):
+            from ..runtime.monitor import remove_after_run
+
+            remove_after_run(containers, row["id"])  # as Docker does: --rm goes when start fails
         raise
     if attachment is not None:
         attachment.begin()
@@ -484,15 +493,8 @@ def wait(request, id):
 
 
 def _exit_code(engine, cid: str, fallback: int) -> int:
-    """The exit code of a container that may be gone (``--rm``): its ``die`` event holds it."""
-    try:
-        from .. import events
-    except ImportError:
-        return fallback
-    finder = getattr(events, "exit_code", None)
-    if finder is None:
-        return fallback
-    found = finder(engine.store, cid)
+    """The exit code of a container that may be gone (``--rm``: its monitor removed it)."""
+    found = engine.container_store.exit_code_of_removed(cid)
     return fallback if found is None else found
 
 

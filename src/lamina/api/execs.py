@@ -150,12 +150,14 @@ def start(request, id):
                             stdin=stdin_r, stdout=out_w, stderr=err_w, tty=tty,
                             forward_signals=False, on_started=started)
     except Exception as error:  # noqa: BLE001 - reported on the stream, as Docker does
-        message = f"{error}\r\n".encode()
+        # Docker: the runtime's words on stdout, exit code 126, whatever the cause
+        message = (f"OCI runtime exec failed: exec failed: unable to start container process: "
+                   f"{error}: unknown\r\n").encode()
         try:
-            conn.sendall(message if tty else frame_header(2, len(message)) + message)
+            conn.sendall(message if tty else frame_header(1, len(message)) + message)
         except OSError:
             pass
-        code = getattr(error, "exit_code", 126)
+        code = 126
     finally:
         found["ExitCode"] = code
         found["Running"] = False

@@ -74,6 +74,8 @@ def status_of(error: BaseException) -> int:
         return 501
     if getattr(error, "exit_code", None) == 125 and type(error).__name__ == "UsageError":
         return 400
+    if getattr(error, "exit_code", None) in (126, 127):
+        return 400  # the command cannot be run or found: the caller's to fix, as Docker says
     return 500
 
 

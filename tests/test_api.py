@@ -1,0 +1,337 @@
+"""``lamina serve`` with the real clients: the docker CLI (28) and docker-py (7) drive containers
+through the Engine API; the server's own rules (versions, errors, sockets, limits) over raw HTTP.
+
+Each test starts a real server (a subprocess, tests/apiserver.py) on a fresh store."""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import time
+
+import pytest
+
+from tests.apiserver import DOCKER, LAMINA, Server, ping
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (runc, overlay mounts)")
+
+
+def raw(path: str, request: bytes, timeout: float = 10) -> bytes:
+    """Send bytes on the socket, return everything the server sends until it closes."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    s.connect(path)
+    try:
+        s.sendall(request)
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+        return data
+    finally:
+        s.close()
+
+
+def http(path: str, method: str, url: str, body: bytes = b"", headers: dict | None = None):
+    """(status, headers, body) of one request."""
+    head = [f"{method} {url} HTTP/1.1", "Host: d", "Connection: close"]
+    head += [f"{k}: {v}" for k, v in (headers or {}).items()]
+    if body:
+        head.append(f"Content-Length: {len(body)}")
+    reply = raw(path, ("\r\n".join(head) + "\r\n\r\n").encode() + body)
+    top, _, rest = reply.partition(b"\r\n\r\n")
+    lines = top.decode().split("\r\n")
+    status = int(lines[0].split()[1])
+    found = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    if found.get("transfer-encoding") == "chunked":
+        out = b""
+        while rest:
+            size, _, rest = rest.partition(b"\r\n")
+            n = int(size, 16)
+            if n == 0:
+                break
+            out, rest = out + rest[:n], rest[n + 2:]
+        rest = out
+    return status, found, rest
+
+
+# ------------------------------------------------------------------------ the docker CLI
+def test_version_and_info(api):
+    out = api.docker("version", "--format", "{{json .}}").stdout
+    doc = json.loads(out)
+    assert doc["Server"]["ApiVersion"] == "1.44"
+    assert doc["Server"]["Components"][0]["Name"] == "Engine"
+    assert doc["Client"]["ApiVersion"] == "1.44"  # negotiated down from the client's
+    info = json.loads(api.docker("info", "--format", "{{json .}}").stdout)
+    assert info["Driver"] == "overlay2" and info["Images"] == 1
+    assert info["DockerRootDir"] == api.root
+
+
+def test_run_output_and_exit_codes(api):
+    proc = api.docker("run", "busybox", "sh", "-c", "echo out; echo err >&2; exit 3", check=False)
+    assert (proc.returncode, proc.stdout, proc.stderr) == (3, "out\n", "err\n")
+    proc = api.docker("run", "--rm", "busybox", "sh", "-c", "echo gone; exit 5", check=False)
+    assert (proc.returncode, proc.stdout) == (5, "gone\n")
+    assert api.docker("ps", "-a", "-q").stdout.split() == [
+        api.lamina("ps", "-a", "-q").stdout.strip()]  # the --rm one is gone, the other stays
+    proc = api.docker("run", "-i", "--rm", "busybox", "cat", input="piped in\n")
+    assert proc.stdout == "piped in\n"
+    proc = api.docker("run", "--rm", "busybox", "nosuchcommand", check=False)
+    assert proc.returncode == 127
+
+
+def test_detached_exec_logs_stop_rm(api):
+    cid = api.docker("run", "-d", "--name", "web", "-e", "GREETING=hi", "busybox", "sh", "-c",
+                     "echo started; echo $GREETING >&2; sleep 300").stdout.strip()
+    assert len(cid) == 64
+    assert api.docker("exec", "web", "cat", "/etc/hostname").stdout == cid[:12] + "\n"
+    assert api.docker("exec", "web", "sh", "-c", "exit 7", check=False).returncode == 7
+    assert api.docker("exec", "-i", "web", "cat", input="to exec\n").stdout == "to exec\n"
+    logs = api.docker("logs", "web")
+    assert (logs.stdout, logs.stderr) == ("started\n", "hi\n")
+    rows = api.docker("ps", "--format", "{{.Names}} {{.Status}}").stdout.splitlines()
+    assert rows[0].startswith("web Up ")
+    # the CLI on the same store sees the same container
+    assert api.lamina("ps", "-q").stdout.strip() == cid[:12]
+    assert api.docker("rm", "web", check=False).returncode != 0  # running: refused
+    api.docker("stop", "-t", "1", "web")
+    inspect = json.loads(api.docker("inspect", "web").stdout)[0]
+    assert inspect["State"]["Status"] == "exited" and inspect["State"]["ExitCode"] == 137
+    assert inspect["Config"]["Env"][-1] == "GREETING=hi"
+    api.docker("rm", "web")
+    proc = api.docker("inspect", "web", check=False)
+    assert proc.returncode == 1 and "No such object: web" in proc.stderr
+
+
+def test_ps_sizes_agree_with_the_cli(api):
+    api.docker("run", "--name", "writer", "busybox", "sh", "-c", "echo 12345 > /data")
+    docker_rows = api.docker("ps", "-a", "-s", "--format", "{{.Names}}\t{{.Size}}").stdout
+    lamina_rows = api.lamina("ps", "-a", "-s", "--format", "{{.Names}}\t{{.Size}}").stdout
+    assert docker_rows == lamina_rows and docker_rows.startswith("writer\t")
+
+
+def test_tty_run_through_a_terminal(api, tmp_path):
+    """``docker run -it`` in tmux: a shell on a pty, window size applied, exit code returned."""
+    if subprocess.run(["which", "tmux"], capture_output=True, check=False).returncode != 0:
+        pytest.skip("tmux is not installed")
+    session = f"lamina-api-{os.getpid()}"
+    out = tmp_path / "exit"
+    env = " ".join(f"{k}={v}" for k, v in api.env().items() if k.startswith("DOCKER"))
+    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "100", "-y", "30",
+                    f"{env} {DOCKER} run -it --rm busybox sh; echo $? > {out}"], check=True)
+    try:
+        time.sleep(2)
+        subprocess.run(["tmux", "send-keys", "-t", session, "echo hi-$((40+2)); stty size",
+                        "Enter"], check=True)
+        time.sleep(1)
+        screen = subprocess.run(["tmux", "capture-pane", "-pt", session], capture_output=True,
+                                text=True, check=False).stdout
+        subprocess.run(["tmux", "send-keys", "-t", session, "exit 4", "Enter"], check=True)
+        deadline = time.monotonic() + 10
+        while not out.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session], check=False)
+    assert "hi-42" in screen
+    assert "30 100" in screen
+    assert out.read_text().strip() == "4"
+
+
+# ------------------------------------------------------------------------ docker-py
+def test_docker_py_containers(api):
+    client = api.client()
+    out = client.containers.run("busybox", ["sh", "-c", "echo from-py"], remove=True)
+    assert out == b"from-py\n"
+    c = client.containers.run("busybox", ["sleep", "300"], detach=True, name="py",
+                              labels={"tier": "test"})
+    assert c.status in ("created", "running")
+    c.reload()
+    assert c.status == "running" and c.labels == {"tier": "test"}
+    code, output = c.exec_run(["sh", "-c", "echo in; echo err >&2; exit 2"])
+    assert code == 2 and output == b"in\nerr\n"
+    assert [x.name for x in client.containers.list(filters={"label": "tier=test"})] == ["py"]
+    assert client.containers.list(filters={"label": "tier=other"}) == []
+    c.kill()
+    assert c.wait()["StatusCode"] == 137
+    c.remove()
+    with pytest.raises(Exception) as failure:
+        client.containers.get("py")
+    assert type(failure.value).__name__ == "NotFound"
+
+
+# ------------------------------------------------------------------------ the protocol
+def test_versions_headers_and_errors(api):
+    status, headers, body = http(api.socket, "GET", "/_ping")
+    assert (status, body) == (200, b"OK")
+    assert headers["api-version"] == "1.44" and headers["ostype"] == "linux"
+    assert headers["builder-version"] == "1"
+    status, headers, body = http(api.socket, "HEAD", "/_ping")
+    assert status == 200 and body == b""
+    for prefix in ("", "/v1.24", "/v1.41", "/v1.44"):
+        status, _, body = http(api.socket, "GET", prefix + "/containers/json")
+        assert status == 200 and json.loads(body) == []
+    status, headers, body = http(api.socket, "GET", "/v1.99/containers/json")
+    assert status == 400 and headers["content-type"] == "application/json"
+    assert "too new" in json.loads(body)["message"]
+    assert http(api.socket, "GET", "/v1.12/containers/json")[0] == 400
+    for kind in ("containers", "images", "volumes", "networks", "exec"):
+        status, headers, body = http(api.socket, "GET", f"/{kind}/nosuchthing/json")
+        assert status == 404, kind
+        assert headers["content-type"] == "application/json"
+        assert json.loads(body)["message"]
+    assert http(api.socket, "POST", "/session")[0] == 404
+    assert http(api.socket, "POST", "/grpc")[0] == 404
+    status, _, body = http(api.socket, "POST", "/containers/create", b"{not json",
+                           {"Content-Type": "application/json"})
+    assert status == 400
+    status, _, body = http(api.socket, "POST", "/containers/create", b'{"Image": "nosuch"}',
+                           {"Content-Type": "application/json"})
+    assert status == 404 and json.loads(body)["message"] == "No such image: nosuch:latest"
+    status, _, body = http(api.socket, "POST", "/containers/create", b'{"Image": "busybox"}',
+                           {"Content-Type": "application/json"})
+    assert status == 400 and json.loads(body)["message"] == "No command specified"
+    api.docker("create", "--name", "dup", "busybox", "true")
+    status, _, body = http(api.socket, "POST", "/containers/create?name=dup",
+                           b'{"Image": "busybox"}', {"Content-Type": "application/json"})
+    assert status == 409 and "already in use" in json.loads(body)["message"]
+
+
+def test_malformed_requests_get_400_and_the_server_lives(api):
+    for junk in (b"GARBAGE\r\n\r\n", b"GET /_ping HTTP/9.9\r\n\r\n", b"\x00\xff\xfe\r\n\r\n",
+                 b"GET /containers/json HTTP/1.1\r\n" + b"X: " + b"a" * 70000 + b"\r\n\r\n",
+                 b"POST /containers/create HTTP/1.1\r\nContent-Length: -5\r\n\r\n",
+                 b"POST /build HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"):
+        reply = raw(api.socket, junk)
+        assert reply.startswith(b"HTTP/1.") and b" 500 " not in reply.split(b"\r\n")[0], junk
+        status = int(reply.split()[1])
+        assert 400 <= status < 500 or (status == 505 and b"HTTP/9.9" in junk), (junk, reply[:200])
+    assert ping(api.socket)
+    assert "Traceback" not in api.log_text()
+
+
+def test_socket_mode_and_group(store_root, tmp_path):
+    server = Server(store_root, str(tmp_path / "a.sock")).start()
+    try:
+        assert stat.S_IMODE(os.stat(server.socket).st_mode) == 0o600
+    finally:
+        server.stop()
+    assert not os.path.exists(server.socket)  # removed on the way out
+    server = Server(store_root, str(tmp_path / "b.sock"), "--group", "adm").start()
+    try:
+        st = os.stat(server.socket)
+        import grp
+
+        assert stat.S_IMODE(st.st_mode) == 0o660 and st.st_gid == grp.getgrnam("adm").gr_gid
+    finally:
+        server.stop()
+
+
+def test_tcp_only_on_loopback_without_tls(store_root):
+    proc = subprocess.run(LAMINA + ["--root", store_root, "serve", "--socket",
+                                    "tcp://0.0.0.0:23751"], capture_output=True, text=True,
+                          timeout=30, check=False)
+    assert proc.returncode != 0 and "without TLS" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_idle_timeout_ends_the_server(store_root, tmp_path):
+    server = Server(store_root, str(tmp_path / "idle.sock"), "--timeout", "1").start()
+    assert server.proc.wait(15) == 0
+    assert not os.path.exists(server.socket)
+
+
+def test_killed_server_loses_nothing(api, tmp_path):
+    """A container started through the server outlives a SIGKILL of it; a new server finds it
+    running and can stop it; the store checks clean."""
+    api.docker("run", "-d", "--name", "survivor", "busybox", "sleep", "300")
+    api.stop(signal.SIGKILL)
+    assert api.lamina("ps", "--format", "{{.Names}} {{.State}}").stdout.split() == [
+        "survivor", "running"]
+    api.start()  # the stale socket file of the killed server is replaced
+    assert api.docker("ps", "--format", "{{.Names}}").stdout.split() == ["survivor"]
+    api.docker("rm", "-f", "survivor")
+    assert api.lamina("system", "check").returncode == 0
+
+
+def test_cli_and_server_on_one_store_at_once(api):
+    """``lamina rm`` of one container while the server follows the logs of another."""
+    api.docker("run", "-d", "--name", "talker", "busybox", "sh", "-c",
+               "for i in 1 2 3 4 5 6; do echo line$i; sleep 0.3; done")
+    api.lamina("create", "--name", "victim", "busybox", "true")
+    follower = subprocess.Popen([DOCKER, "logs", "-f", "talker"], env=api.env(),
+                                stdout=subprocess.PIPE, text=True)
+    time.sleep(0.5)
+    api.lamina("rm", "victim")
+    out, _ = follower.communicate(timeout=30)
+    assert out.split() == [f"line{i}" for i in range(1, 7)]
+    assert "victim" not in api.docker("ps", "-a", "--format", "{{.Names}}").stdout
+
+
+def _certificates(directory) -> dict:
+    """A CA, a server certificate for 127.0.0.1 and a client certificate, made with openssl."""
+    d = str(directory)
+
+    def run(*args):
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=d)
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem",
+        "-days", "2", "-subj", "/CN=lamina-test-ca")
+    with open(os.path.join(d, "ext.cnf"), "w") as f:
+        f.write("subjectAltName=IP:127.0.0.1\n")
+    for name, extra in (("server", ["-extfile", "ext.cnf"]), ("client", [])):
+        run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out",
+            f"{name}.csr", "-subj", f"/CN={name}")
+        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+            "-CAcreateserial", "-out", f"{name}.pem", "-days", "2", *extra)
+    return {n: os.path.join(d, n) for n in ("ca.pem", "server.pem", "server.key", "client.pem",
+                                           "client.key")}
+
+
+def test_tls_with_client_verification(store_root, tmp_path):
+    """``--tlsverify``: a client whose certificate the CA signed gets in, one without is refused
+    (Docker's semantics); the docker CLI works over it."""
+    import ssl
+    import urllib.request
+
+    files = _certificates(tmp_path)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(LAMINA + ["--root", store_root, "serve", "--socket",
+                                      f"tcp://127.0.0.1:{port}", "--tlsverify",
+                                      "--tlscacert", files["ca.pem"],
+                                      "--tlscert", files["server.pem"],
+                                      "--tlskey", files["server.key"]],
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline and proc.poll() is None
+                time.sleep(0.1)
+        url = f"https://127.0.0.1:{port}/_ping"
+        good = ssl.create_default_context(cafile=files["ca.pem"])
+        good.load_cert_chain(files["client.pem"], files["client.key"])
+        assert urllib.request.urlopen(url, context=good, timeout=10).read() == b"OK"
+        anonymous = ssl.create_default_context(cafile=files["ca.pem"])
+        with pytest.raises((ssl.SSLError, OSError)):
+            urllib.request.urlopen(url, context=anonymous, timeout=10).read()
+        certs = tmp_path / "docker-certs"
+        certs.mkdir()
+        for src, dst in (("ca.pem", "ca.pem"), ("client.pem", "cert.pem"),
+                         ("client.key", "key.pem")):
+            shutil.copy(files[src], certs / dst)
+        env = {**os.environ, "DOCKER_HOST": f"tcp://127.0.0.1:{port}", "DOCKER_TLS_VERIFY": "1",
+               "DOCKER_CERT_PATH": str(certs)}
+        out = subprocess.run([DOCKER, "version", "--format", "{{.Server.APIVersion}}"], env=env,
+                             capture_output=True, text=True, check=False)
+        assert out.stdout.strip() == "1.44", out.stderr
+    finally:
+        proc.terminate()
+        proc.wait(15)
+    assert proc.returncode == 0, proc.stderr.read()

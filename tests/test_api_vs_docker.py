@@ -1,0 +1,134 @@
+"""The docker CLI against ``lamina serve`` and against Docker Engine, side by side: the same
+commands on the same image must print the same thing (IDs, names and times aside), exit with
+the same codes, and the documents must have Docker's keys. Docker Engine is Debian's docker.io,
+started on a private socket (bench/peers.py)."""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from tests.apiserver import DOCKER, Server
+
+from .conftest import REPO, Lamina
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("dockerd") is None,
+                                reason="needs root and dockerd (scripts/setup installs docker.io)")
+
+sys.path.insert(0, os.path.join(REPO, "bench"))
+import peers  # noqa: E402  (bench/peers.py: a private dockerd)
+
+
+@pytest.fixture(scope="module")
+def engines(busybox_tar):
+    """(docker, lamina): each a function running the docker CLI against one engine."""
+    base = Path(tempfile.mkdtemp(prefix="lamina-vs-docker-", dir="/var/tmp"))
+    dockerd = peers.Docker(base)
+    root = str(base / "lamina-store")
+    Lamina(root, None)("import", busybox_tar, "busybox:latest")
+    server = None
+    try:
+        dockerd.start()
+        with open(busybox_tar, "rb") as f:
+            subprocess.run([DOCKER, "import", "-", "busybox:latest"], stdin=f, env=dockerd.env,
+                           check=True, capture_output=True)
+        server = Server(root, str(base / "api.sock")).start()
+
+        def runner(env):
+            def docker(*args, input=None):
+                return subprocess.run([DOCKER, *args], env=env, input=input, text=True,
+                                      capture_output=True, timeout=120, check=False)
+            return docker
+
+        yield runner(dockerd.env), runner(server.env())
+    finally:
+        if server is not None:
+            server.stop()
+            for cid in server.lamina("ps", "-aq", check=False).stdout.split():
+                server.lamina("rm", "-f", cid, check=False)
+        dockerd.cleanup()
+        peers.remove_tree(base)
+
+
+def both(engines, *args, input=None):
+    docker, lamina = engines
+    return docker(*args, input=input), lamina(*args, input=input)
+
+
+HEX = re.compile(r"\b[0-9a-f]{12}\b|\b[0-9a-f]{64}\b")
+
+
+def same(a: str, b: str) -> None:
+    assert HEX.sub("<id>", a) == HEX.sub("<id>", b)
+
+
+def test_run_outputs_and_exit_codes(engines):
+    for args in (["run", "--rm", "--network", "none", "busybox", "echo", "hello"],
+                 ["run", "--rm", "--network", "none", "busybox", "sh", "-c", "echo o; echo e >&2; exit 3"],
+                 ["run", "--rm", "--network", "none", "busybox", "nosuchcommand"],
+                 ["run", "--rm", "--network", "none", "-e", "A=1", "-w", "/tmp", "busybox", "sh",
+                  "-c", "echo $A $(pwd) $(id -u)"],
+                 ["run", "--rm", "--network", "none", "-u", "1234:5", "busybox", "id"]):
+        d, lam = both(engines, *args)
+        assert (d.returncode, d.stdout) == (lam.returncode, lam.stdout), args
+        if d.returncode == 0:
+            assert d.stderr == lam.stderr, args
+    d, lam = both(engines, "run", "-i", "--rm", "--network", "none", "busybox", "wc", "-c",
+                  input="x" * 100000)
+    assert d.stdout == lam.stdout == "100000\n"
+
+
+def test_ps_size_and_inspect_shapes(engines):
+    for engine in engines:
+        assert engine("run", "--name", "sized", "--network", "none", "busybox", "sh", "-c",
+                      "head -c 3000 /dev/zero > /blob").returncode == 0
+    d, lam = both(engines, "ps", "-a", "-s", "--filter", "name=sized", "--format",
+                  "table {{.Image}}\t{{.Command}}\t{{.State}}\t{{.Names}}\t{{.Size}}")
+    assert d.stdout == lam.stdout  # Status holds the age: "Exited (0) 1 second ago"
+    d, lam = both(engines, "inspect", "sized")
+    docker_doc, lamina_doc = json.loads(d.stdout)[0], json.loads(lam.stdout)[0]
+    assert set(docker_doc) <= set(lamina_doc) | {"AppArmorProfile"}
+    for key in ("State", "Config", "NetworkSettings"):
+        missing = set(docker_doc[key]) - set(lamina_doc[key])
+        assert not missing, (key, missing)
+    assert set(docker_doc["HostConfig"]) <= set(lamina_doc["HostConfig"])
+    for key in ("Status", "Running", "ExitCode", "Pid"):
+        assert docker_doc["State"][key] == lamina_doc["State"][key], key
+    for key in ("Cmd", "Env", "Tty", "OpenStdin", "WorkingDir", "User", "Entrypoint"):
+        assert docker_doc["Config"][key] == lamina_doc["Config"][key], key
+    d, lam = both(engines, "rm", "sized")
+    assert d.returncode == lam.returncode == 0
+
+
+def test_detached_exec_logs_stop(engines):
+    for engine in engines:
+        assert engine("run", "-d", "--name", "svc", "--network", "none", "busybox", "sh", "-c",
+                      "echo up; echo warn >&2; sleep 300").returncode == 0
+    for args in (["exec", "svc", "sh", "-c", "echo in; exit 4"], ["logs", "svc"],
+                 ["logs", "--tail", "1", "svc"], ["exec", "-i", "svc", "cat"],
+                 ["exec", "svc", "nosuch"], ["top", "svc", "-o", "comm"]):
+        d, lam = both(engines, *args, input="stdin text\n" if "-i" in args else None)
+        if args[0] == "top" and lam.returncode != 0:
+            pytest.fail(f"top: {lam.stderr}")
+        assert (d.returncode, d.stdout, d.stderr) == (lam.returncode, lam.stdout, lam.stderr), args
+    d, lam = both(engines, "rm", "svc")
+    assert d.returncode == lam.returncode == 1
+    same(d.stderr.replace("/svc", "svc"), lam.stderr.replace("/svc", "svc"))
+    d, lam = both(engines, "stop", "-t", "1", "svc")
+    assert d.returncode == lam.returncode == 0
+    d, lam = both(engines, "inspect", "--format", "{{.State.Status}} {{.State.ExitCode}}", "svc")
+    assert d.stdout == lam.stdout == "exited 137\n"
+    both(engines, "rm", "svc")
+
+
+def test_errors_as_docker_prints_them(engines):
+    for args in (["inspect", "nosuch"], ["rm", "nosuch"], ["logs", "nosuch"],
+                 ["stop", "nosuch"], ["exec", "nosuch", "true"], ["start", "nosuch"]):
+        d, lam = both(engines, *args)
+        assert (d.returncode, d.stderr) == (lam.returncode, lam.stderr), args
