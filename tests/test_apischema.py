@@ -329,6 +329,11 @@ def test_every_required_field_says_why():
 
 @pytest.mark.parametrize("operation", OPERATIONS)
 def test_docker_replies_fit(replies, operation):
+    assert_replies_fit(replies, operation, "Docker")
+
+
+def assert_replies_fit(replies, operation, server):
+    """Every reply of ``operation`` the scenario recorded fits its fixture (and there is one)."""
     assert replies.get(operation), f"the scenario recorded no reply of {operation}"
     stream = apischema.document()["operations"][operation].get("stream")
     for what, status, body in replies[operation]:
@@ -338,11 +343,16 @@ def test_docker_replies_fit(replies, operation):
             else:
                 apischema.validate(operation, status, body)
         except AssertionError as e:
-            raise AssertionError(f"Docker's reply ({what}) does not fit the fixture:\n{e}") from e
+            raise AssertionError(f"{server}'s reply ({what}) does not fit the fixture:\n{e}") from e
 
 
 def test_scenario_covers_the_interesting_cases(replies):
-    """The replies above hold the cases the fixtures are about (else 'fits' proves little)."""
+    assert_interesting_cases(replies, {"container", "image", "volume", "network"})
+
+
+def assert_interesting_cases(replies, event_types):
+    """The replies above hold the cases the fixtures are about (else 'fits' proves little), and
+    events of at least ``event_types``."""
     def bodies(operation, status=None):
         return [b for _, s, b in replies[operation] if status is None or s == status]
 
@@ -356,7 +366,7 @@ def test_scenario_covers_the_interesting_cases(replies):
     assert df["Volumes"] and all("UsageData" in v for v in df["Volumes"])
     assert {b["ContainersDeleted"] is None for b in bodies("ContainerPrune")} == {True, False}
     events = bodies("SystemEvents")[0]
-    assert {e["Type"] for e in events} >= {"container", "image", "volume", "network"}
+    assert {e["Type"] for e in events} >= event_types
     modes = {s["name"]: s["mode"] for s in bodies("ContainerArchiveInfo")}
     assert modes["bin"] & (1 << 31) and modes["sh"] & (1 << 27)  # directory, symlink
     assert {s for _, s, _ in replies["ErrorResponse"]} == {400, 404, 409, 500}
