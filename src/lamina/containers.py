@@ -21,7 +21,7 @@ import os
 import time
 
 from . import uses
-from .errors import FailedPrecondition, InvalidArgument, NotFound
+from .errors import FailedPrecondition, InvalidArgument, LaminaError, NotFound
 from .image import command_line as shown_command
 from .image import merge_env
 from .layers import init_key
@@ -470,34 +470,19 @@ class ContainerStore:
 
         source, dest = copy.parse_location(src), copy.parse_location(dst)
         copy.check_direction(source, dest)
-        with self.using(source[0] or dest[0]) as row:  # no rm or prune meanwhile
-            self._cp(row["id"], source, dest, archive, follow)
-
-    def _cp(self, cid: str, source, dest, archive: bool, follow: bool) -> None:
-        from . import copy
-
-        view = getattr(self.store.snaps, "union_view", None)
-        mounted = None
-        if view is not None:  # the union driver: its Python API, no mount
-            fs = view(cid)
-        else:
-            target = self.store.mount_target(cid)
-            mounted = None if os.path.ismount(target) else cid
-            fs = copy.RootedFS(self.mount(cid))
-        host = copy.RootedFS("/")
-        try:
-            if source[0] is not None:
-                owner = None if archive or os.geteuid() == 0 else (os.geteuid(), os.getegid())
-                copy.copy(fs, source[1], host, copy.host_path(dest[1]), owner, follow)
-            else:
-                copy.copy(host, copy.host_path(source[1]), fs, dest[1],
-                          None if archive else (0, 0), follow)
-        except OSError as error:
-            raise copy.os_error(error) from None
-        finally:
-            if mounted is not None:
-                fs.close()  # its descriptor of the root would keep the mount busy
-                self.umount(mounted)
+        with self.files(source[0] or dest[0]) as (_, fs):  # no rm or prune meanwhile
+            host = copy.RootedFS("/")
+            try:
+                if source[0] is not None:
+                    owner = None if archive or os.geteuid() == 0 else (os.geteuid(), os.getegid())
+                    copy.copy(fs, source[1], host, copy.host_path(dest[1]), owner, follow)
+                else:
+                    copy.copy(host, copy.host_path(source[1]), fs, dest[1],
+                              None if archive else (0, 0), follow)
+            except OSError as error:
+                raise copy.os_error(error) from None
+            finally:
+                host.close()
 
     def diff(self, name: str) -> list:
         """Docker's A/C/D changes of the container's writable layer."""
@@ -578,6 +563,72 @@ class ContainerStore:
         finally:
             if not was_mounted and path == target:
                 self.umount(r["id"])
+
+
+    def files(self, name: str):
+        """``with containers.files(name) as (row, fs):`` the container's merged root as a file
+        system of its own, whatever its state: a :class:`lamina.copy.RootedFS` on its mount
+        (made for the while if it was not mounted) or the union driver's view. The container is
+        used meanwhile (:mod:`lamina.uses`): no rm or prune takes it."""
+        import contextlib
+
+        @contextlib.contextmanager
+        def opened():
+            with self.using(name) as row:
+                view = getattr(self.store.snaps, "union_view", None)
+                if view is not None:  # the union driver: its Python API, no mount
+                    yield row, view(row["id"])
+                    return
+                from .copy import RootedFS
+
+                target = self.store.mount_target(row["id"])
+                mounted_here = not os.path.ismount(target)
+                for attempt in range(5):  # another user of it may unmount it meanwhile
+                    try:
+                        fs = RootedFS(self.mount(row["id"]))
+                    except (LaminaError, OSError):
+                        if attempt == 4:
+                            raise
+                        continue
+                    if fs.root != os.path.realpath(target) or os.path.ismount(target):
+                        break  # (vfs: its directory is the root, never mounted)
+                    fs.close()  # the empty directory it was mounted on
+                else:
+                    raise LaminaError(f"cannot keep {target} mounted: others unmount it")
+                try:
+                    yield row, fs
+                finally:
+                    fs.close()  # its descriptor of the root would keep the mount busy
+                    if mounted_here:
+                        try:
+                            self.umount(row["id"])
+                        except (LaminaError, OSError):
+                            pass  # busy: another user of it; rm and the next umount undo it
+
+        return opened()
+
+    def rename(self, name: str, new_name: str) -> str:
+        """Give the container ``name`` the name ``new_name`` (a leading ``/`` is dropped), as
+        ``docker rename``: refused if another container has it or it is its name already.
+        Returns the container's ID."""
+        new = new_name.removeprefix("/")
+        try:
+            _check_name(new)
+        except InvalidArgument:
+            raise InvalidArgument(f"Error when allocating new name: Invalid container name "
+                                  f"(/{new}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed") from None
+        with self.store.tx():
+            row = self.get(name)
+            if row["name"] == new:
+                raise InvalidArgument("Renaming a container with the same name as its current name")
+            taken = self.db.execute("SELECT id FROM containers WHERE name = ?", (new,)).fetchone()
+            if taken is not None:
+                raise FailedPrecondition(
+                    f'Error when allocating new name: Conflict. The container name "/{new}" is '
+                    f'already in use by container "{taken[0]}". You have to remove (or rename) '
+                    "that container to be able to reuse that name.")
+            self.db.execute("UPDATE containers SET name = ? WHERE id = ?", (new, row["id"]))
+        return row["id"]
 
 
 def open_containers(root: str | None = None, driver: str | None = None) -> ContainerStore:

@@ -17,6 +17,7 @@ Docker's rules (``docker cp``), for SRC and DEST:
 """
 
 import errno
+import functools
 import os
 import stat
 
@@ -344,3 +345,206 @@ def os_error(error: OSError) -> LaminaError:
 def host_path(path: str) -> str:
     """An absolute host path that keeps a trailing ``/`` or ``/.`` (they carry meaning here)."""
     return path if path.startswith("/") else os.path.join(os.getcwd(), path)
+
+
+# ------------------------------------------------------------------ tar streams
+# The Engine API's archive endpoints (``docker cp`` through a server): the same roots as above,
+# with a tar stream on the other side instead of a host path. Paths are Docker's: absolute in
+# the container, ``..`` folded lexically, a trailing ``/`` or ``/.`` kept (it carries meaning).
+
+
+def archive_path(path: str) -> tuple[str, str]:
+    """(the absolute path, its base name) of a path given to the archive endpoints: ``etc/``
+    -> ("/etc/", "etc"), ``/etc/.`` -> ("/etc/.", "."), ``/`` -> ("/", "/")."""
+    import posixpath
+
+    clean = posixpath.normpath("/" + path.lstrip("/"))
+    if clean != "/" and (path == "." or path.endswith("/.")):
+        clean += "/."
+    elif clean != "/" and path.endswith("/"):
+        clean += "/"
+    base = clean.rstrip("/").rpartition("/")[2] or "/"
+    return clean, base
+
+
+def archive_stat(fs, path: str) -> tuple[os.stat_result, str]:
+    """What the archive endpoints report of ``path`` (see :func:`archive_path`): its lstat, or
+    its target's when it ends with ``/`` or ``/.`` (which must then be a directory:
+    NotADirectoryError), and for a symlink the canonical path it leads to inside the root (as
+    far as it exists). FileNotFoundError when there is nothing there."""
+    absolute, _ = archive_path(path)
+    if absolute != "/" and absolute.endswith(("/", "/.")):
+        st = fs.stat(absolute, follow_symlinks=True)
+        if not stat.S_ISDIR(st.st_mode):
+            raise _err(errno.ENOTDIR, absolute)
+    else:
+        st = fs.lstat(absolute)
+    return st, fs.realpath(absolute) if stat.S_ISLNK(st.st_mode) else ""
+
+
+def write_archive(fs, path: str, out) -> None:
+    """Write ``path`` of ``fs`` as a tar to the binary file ``out``: a non-directory (a symlink
+    itself) as one member named by its base name; a directory as its tree under its base name
+    (``.`` for ``DIR/.``, ``/`` for the root). Written by :class:`lamina.layertar.TarWriter`
+    (numeric owners, xattrs, hard links inside the tree as links)."""
+    from .layertar import TarWriter
+
+    absolute, base = archive_path(path)
+    st, _ = archive_stat(fs, path)
+    top = b"" if base == "/" else os.fsencode(base)  # the root's entry is "/", its children "/x"
+    writer = TarWriter(out)
+    if isinstance(fs, RootedFS):
+        entries = _rooted_entries(fs, absolute, st, top)
+    else:
+        entries = _view_entries(fs, absolute, st, top)
+    for name, real, entry_st in entries:
+        writer.entry(name, real, entry_st)
+    writer.finish()
+
+
+def _rooted_entries(fs: RootedFS, path: str, st, top: bytes):
+    """(tar name, host path, lstat) of ``path`` and, for a directory, everything below it. Each
+    host path is a name in a directory held open (``/proc/self/fd/N/NAME``), so a container
+    that swaps a directory for a symlink meanwhile cannot lead the reads outside its root."""
+    if not stat.S_ISDIR(st.st_mode):
+        parent, _, name = _relative(path).rpartition("/")
+        fd = fs.open(parent or "/", os.O_PATH | os.O_DIRECTORY)
+        try:
+            yield top, os.fsencode(f"/proc/self/fd/{fd}/{name}"), st
+        finally:
+            os.close(fd)
+        return
+    fd = fs.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        yield top, os.fsencode(f"/proc/self/fd/{fd}"), os.fstat(fd)
+        yield from _below(fd, top + b"/")
+    finally:
+        os.close(fd)
+
+
+def _below(dir_fd: int, prefix: bytes):
+    with os.scandir(dir_fd) as it:
+        found = sorted((os.fsencode(e.name), e.stat(follow_symlinks=False)) for e in it)
+    for name, st in found:
+        yield prefix + name, b"/proc/self/fd/%d/%s" % (dir_fd, name), st
+        if stat.S_ISDIR(st.st_mode):
+            fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                         dir_fd=dir_fd)
+            try:
+                yield from _below(fd, prefix + name + b"/")
+            finally:
+                os.close(fd)
+
+
+def _view_entries(view, path: str, st, top: bytes):
+    """:func:`_rooted_entries` for a union view (its branches are lamina's own directories)."""
+    node = view.lookup(view.realpath(path) if stat.S_ISDIR(st.st_mode) else path)
+    yield top, os.fsencode(node.real), st
+    if stat.S_ISDIR(st.st_mode):
+        for name, real, entry_st in view.tar_entries(path):
+            yield top + b"/" + name, real, entry_st
+
+
+def extract_archive(fs, directory: str, members, owner=None, keep_kinds: bool = False) -> None:
+    """Write the members of a tar (:class:`lamina.layertar.TarMembers`) below ``directory`` of
+    ``fs`` (an existing directory, symlinks resolved), as Docker's ``PUT archive`` does.
+
+    Member names are relative to ``directory`` (a leading ``/`` too); a name, hard link or
+    relative symlink that leads outside it is refused. Missing parents are made (0755); an
+    existing directory takes a directory member's metadata, anything else in the way is
+    replaced, unless ``keep_kinds`` (``noOverwriteDirNonDir``) refuses to replace a directory
+    by a non-directory or the reverse. Owners are the tar's, or ``owner`` (uid, gid) for
+    everything; modes, times and xattrs are the tar's. Every path is resolved by ``fs``, so
+    nothing is written outside the container's root.
+    """
+    import posixpath
+
+    directory = directory.rstrip("/") or "/"
+    inside = directory.rstrip("/") + "/"
+    dirs: list = []
+    for member in members:
+        name = os.fsdecode(member.name)
+        clean = posixpath.normpath(name) if name else "."
+        if clean == ".." or clean.startswith("../"):
+            raise LaminaError(f'"{name}" is outside of "{directory}"')
+        rel = clean.lstrip("/") or "."
+        path = directory if rel == "." else inside + rel
+        kind = chr(member.kind)
+        parent = posixpath.dirname(path)
+        if rel != "." and not fs.lexists(parent):
+            _make_parents(fs, inside, posixpath.dirname(rel))
+        existing = _lookup(fs, path, False)
+        if existing is not None:
+            is_dir = stat.S_ISDIR(existing.st_mode)
+            if keep_kinds and is_dir and kind != "5":
+                raise LaminaError(f'cannot overwrite directory "{path}" with non-directory '
+                                  f'"{directory}"')
+            if keep_kinds and not is_dir and kind == "5":
+                raise LaminaError(f'cannot overwrite non-directory "{path}" with directory '
+                                  f'"{directory}"')
+            if is_dir and rel == ".":
+                continue
+            if not (is_dir and kind == "5"):
+                (fs.rmtree if is_dir else fs.unlink)(path)
+                existing = None
+        uid, gid = owner if owner is not None else (member.uid, member.gid)
+        if kind == "5":
+            if existing is None:
+                fs.mkdir(path, 0o700)
+            dirs.append((path, member, uid, gid))
+            continue
+        if kind == "0":
+            fd = fs.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            try:
+                members.copy_data(fd)
+                os.fchown(fd, uid, gid)
+                os.fchmod(fd, member.mode)
+                _set_xattrs(functools.partial(os.setxattr, fd), member.xattrs)
+                os.utime(fd, ns=(member.mtime_ns, member.mtime_ns))
+            finally:
+                os.close(fd)
+            continue
+        link = os.fsdecode(member.linkname)
+        if kind == "1":
+            target = posixpath.normpath(inside + link)
+            if not target.startswith(inside):
+                raise LaminaError(f'invalid hardlink "{target}" -> "{link}"')
+            fs.link(target, path)
+            continue
+        if kind == "2":
+            target = posixpath.normpath(posixpath.join(parent, link))  # absolute: inside
+            if not link.startswith("/") and not (target + "/").startswith(inside):
+                raise LaminaError(f'invalid symlink "{path}" -> "{link}"')
+            fs.symlink(link, path)
+        elif kind in "346":
+            kinds = {"3": stat.S_IFCHR, "4": stat.S_IFBLK, "6": stat.S_IFIFO}
+            fs.mknod(path, kinds[kind] | 0o600, os.makedev(member.devmajor, member.devminor))
+        else:
+            raise LaminaError(f"unhandled tar header type {kind!r} of {name!r}")
+        _member_metadata(fs, path, member, uid, gid, symlink=kind == "2")
+    for path, member, uid, gid in reversed(dirs):  # parents last: their times stay the tar's
+        _member_metadata(fs, path, member, uid, gid)
+
+
+def _make_parents(fs, inside: str, rel_parent: str) -> None:
+    path = inside.rstrip("/")
+    for part in rel_parent.split("/"):
+        path += "/" + part
+        if not fs.lexists(path):
+            fs.mkdir(path, 0o755)
+
+
+def _member_metadata(fs, path: str, member, uid: int, gid: int, symlink: bool = False) -> None:
+    fs.chown(path, uid, gid, follow_symlinks=False)
+    if not symlink:
+        fs.chmod(path, member.mode, follow_symlinks=False)
+        _set_xattrs(functools.partial(fs.setxattr, path, follow_symlinks=False), member.xattrs)
+    fs.utime(path, ns=(member.mtime_ns, member.mtime_ns), follow_symlinks=False)
+
+
+def _set_xattrs(set_one, xattrs) -> None:
+    for key, value in xattrs or ():
+        try:
+            set_one(key, value)
+        except OSError:
+            pass  # a file system or user that cannot hold it: Docker drops them too

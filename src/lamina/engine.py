@@ -185,11 +185,12 @@ class Engine:
         return claiming()
 
     # ------------------------------------------------------------------ garbage and consistency
-    def prune_containers(self) -> tuple[list[str], int]:
-        """Remove stopped containers; returns (ids, bytes reclaimed)."""
+    def prune_containers(self, only=None) -> tuple[list[str], int]:
+        """Remove stopped containers (those whose ``ps`` row ``only(row)`` accepts, if given);
+        returns (ids, bytes reclaimed)."""
         from .gc import prune_containers
 
-        return prune_containers(self.container_store)
+        return prune_containers(self.container_store, only)
 
     def prune_images(self, all: bool = False) -> tuple[list[str], int]:
         """Remove dangling images (``all``: every image no container uses); (lines, bytes)."""

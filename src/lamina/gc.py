@@ -20,12 +20,13 @@ if TYPE_CHECKING:
 __all__ = ["prune_containers", "prune_images", "prune_system", "referenced_blobs"]
 
 
-def prune_containers(containers: ContainerStore) -> tuple[list[str], int]:
-    """Remove every container that is not running and that no command is using (lamina.uses);
-    returns (ids, bytes of their writable layers)."""
+def prune_containers(containers: ContainerStore, only=None) -> tuple[list[str], int]:
+    """Remove every container that is not running and that no command is using (lamina.uses),
+    of those whose ``ps`` row ``only(row)`` accepts if given (the API's prune filters); returns
+    (ids, bytes of their writable layers)."""
     removed, size = [], 0
     for row in containers.list(all=True):
-        if row["State"] == "running":
+        if row["State"] == "running" or (only is not None and not only(row)):
             continue
         try:  # another process may remove it meanwhile (then it is not this prune's to count),
             rw = containers.remove(row["ID"], measure=True)[1]  # start it, or use it (cp, commit):

@@ -101,7 +101,8 @@ def is_plain(stream) -> bool:
 
 
 def open_layer_stream(fileobj):
-    """Return a stream of the uncompressed tar in ``fileobj`` (gzip, zstd or plain, sniffed).
+    """Return a stream of the uncompressed tar in ``fileobj`` (gzip, zstd, bzip2, xz or plain,
+    sniffed).
 
     Works on pipes: the magic bytes are read, not peeked with seek, and handed back in front.
     """
@@ -129,6 +130,18 @@ def open_layer_stream(fileobj):
 
         return guard(lambda raw: zstandard.ZstdDecompressor().stream_reader(
             raw, read_across_frames=True), src, "zstd")
+    if head[:3] == b"BZh":  # what Docker's archive endpoints and import accept besides
+        import bz2
+
+        from .limits import guard
+
+        return guard(lambda raw: bz2.BZ2File(raw, "rb"), src, "bzip2")
+    if head == b"\xfd7zX":
+        import lzma
+
+        from .limits import guard
+
+        return guard(lambda raw: lzma.LZMAFile(raw, "rb"), src, "xz")
     return src
 
 
@@ -684,9 +697,10 @@ class _Reader:
 _HEADER_ONLY = frozenset(b"123456")  # link, symlink, char, block, dir, fifo: no data
 
 
-def _headers(reader: _Reader):
+def _headers(reader: _Reader, empty_ok: bool = False):
     """Yield (type, name, linkname, size, mode, uid, gid, mtime_ns, devmajor, devminor, xattrs)
-    for each member, data left unread in ``reader`` (``size`` bytes then padding)."""
+    for each member, data left unread in ``reader`` (``size`` bytes then padding). An empty
+    stream is an error unless ``empty_ok``."""
     global_pax = {}
     pax = {}
     long_name = long_link = None
@@ -694,7 +708,7 @@ def _headers(reader: _Reader):
     while True:
         block = reader.take(_BLOCK)
         if not block:
-            if not seen:
+            if not seen and not empty_ok:
                 raise _bad("empty stream")
             return  # a missing end-of-archive marker is tolerated, like Go's archive/tar
         if len(block) < _BLOCK:
@@ -784,6 +798,46 @@ def _headers(reader: _Reader):
         )
         pax = {}
         long_name = long_link = None
+
+
+TarMember = namedtuple(
+    "TarMember", "kind name linkname size mode uid gid mtime_ns devmajor devminor xattrs")
+TarMember.__doc__ = """One member's header: ``kind`` is the type byte (``ord("0")`` a file, "5" a
+directory, "1" a hard link, "2" a symlink, "3"/"4" devices, "6" a FIFO), names are bytes as the
+tar has them, ``mode`` the permission bits, ``xattrs`` (name, value) pairs or None."""
+
+
+class TarMembers:
+    """The members of an uncompressed tar stream, one at a time, for extractors other than
+    :func:`apply_tar` (:func:`lamina.copy.extract_archive` writes them into a container's root).
+
+    Iterating yields each :data:`TarMember`; :meth:`copy_data` writes the data of the current
+    one to a file descriptor, and data not copied is skipped. The parsing (PAX and GNU long
+    names, checksums, truncation) is :func:`apply_tar`'s; an empty stream has no members."""
+
+    def __init__(self, stream):
+        self._stream = stream
+        self._reader = None
+        self._left = 0
+        self._name = b""
+
+    def __iter__(self):
+        self._reader = reader = _Reader(self._stream, hashed=False)
+        try:
+            for header in _headers(reader, empty_ok=True):
+                member = TarMember(*header)
+                self._left, self._name = member.size, member.name
+                yield member
+                reader.skip(self._left + (-member.size % _BLOCK), member.name)
+                self._left = 0
+            reader.drain()
+        finally:
+            reader.close()
+
+    def copy_data(self, fd: int) -> None:
+        """Write the current member's data (what is left of it) to ``fd``."""
+        self._reader.copy_to(fd, self._left, self._name)
+        self._left = 0
 
 
 class _Extractor:

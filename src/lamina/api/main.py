@@ -12,7 +12,16 @@ from .server import listen, systemd_socket
 
 def load_handlers() -> None:
     """Import every handler module: each registers its routes with :func:`lamina.api.server.route`."""
-    from . import containers, events, execs, images, networks, system, volumes  # noqa: F401
+    from . import (  # noqa: F401
+        container_files,
+        containers,
+        events,
+        execs,
+        images,
+        networks,
+        system,
+        volumes,
+    )
 
 
 def serve(address: str, root: str, driver: str | None = None, *, timeout: float = 0,
