@@ -546,6 +546,10 @@ def main(argv: list[str]) -> int:
             except Exception as e:  # noqa: BLE001
                 log(f"stopping {s.name} failed: {e}")
         remove_tree(API_BASE / "cli-config")
+        try:
+            API_BASE.rmdir()
+        except OSError:
+            pass
 
     atexit.register(stop_all)
 
