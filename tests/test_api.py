@@ -89,6 +89,10 @@ def test_detached_exec_logs_stop_rm(api):
     assert api.docker("exec", "web", "cat", "/etc/hostname").stdout == cid[:12] + "\n"
     assert api.docker("exec", "web", "sh", "-c", "exit 7", check=False).returncode == 7
     assert api.docker("exec", "-i", "web", "cat", input="to exec\n").stdout == "to exec\n"
+    started = time.monotonic()
+    api.docker("exec", "-d", "web", "sh", "-c", "mkdir /made; sleep 30")
+    assert time.monotonic() - started < 10  # returns once the process runs, not when it ends
+    assert api.docker("exec", "web", "ls", "-d", "/made").stdout == "/made\n"
     logs = api.docker("logs", "web")
     assert (logs.stdout, logs.stderr) == ("started\n", "hi\n")
     rows = api.docker("ps", "--format", "{{.Names}} {{.Status}}").stdout.splitlines()
@@ -335,3 +339,38 @@ def test_tls_with_client_verification(store_root, tmp_path):
         proc.terminate()
         proc.wait(15)
     assert proc.returncode == 0, proc.stderr.read()
+
+
+def test_compose_two_services(api, tmp_path):
+    """Debian's docker-compose 1.29: up -d, ps, logs, down of a two-service project (network_mode
+    none: lamina has no user networks yet, and a project that needs one is refused in one line)."""
+    project = tmp_path / "proj"
+    project.mkdir()
+    (project / "docker-compose.yml").write_text(
+        'version: "2.4"\nservices:\n'
+        '  web:\n    image: busybox\n    command: sh -c "echo web up; sleep 300"\n'
+        '    network_mode: none\n'
+        '  worker:\n    image: busybox\n    command: sh -c "echo worker up; sleep 300"\n'
+        '    network_mode: none\n    depends_on: [web]\n')
+
+    def compose(*args, check=True):
+        proc = subprocess.run(["docker-compose", *args], cwd=project, env=api.env(),
+                              capture_output=True, text=True, timeout=120, check=False)
+        assert not check or proc.returncode == 0, proc.stderr
+        return proc
+
+    compose("up", "-d")
+    rows = compose("ps").stdout.splitlines()[2:]
+    assert sorted(r.split()[0] for r in rows) == ["proj_web_1", "proj_worker_1"]
+    assert all(" Up " in r for r in rows)
+    logs = compose("logs", "--no-color").stdout
+    assert "web up" in logs and "worker up" in logs
+    names = api.lamina("ps", "--format", "{{.Names}}").stdout.split()
+    assert sorted(names) == ["proj_web_1", "proj_worker_1"]  # the CLI sees compose's containers
+    compose("down", "-t", "1")
+    assert api.lamina("ps", "-a", "-q").stdout == ""
+    (project / "docker-compose.yml").write_text(
+        'version: "2.4"\nservices:\n  a:\n    image: busybox\n    command: sleep 30\n')
+    refused = compose("up", "-d", check=False)
+    assert refused.returncode != 0 and "no user-defined networks" in refused.stderr
+    assert "Traceback" not in refused.stderr

@@ -241,11 +241,25 @@ def exec_process(containers: ContainerStore, name: str, argv: list[str], *, env=
                             terminal=caller_terminal(stdin, stdout))
         args = ["exec", "--process", process_file, "--pid-file", pid_file]
         if detach:
-            args.append("--detach")
+            # The process keeps runc's stdio: /dev/null, so that nothing waits for it to close
+            # them (a pipe would hold this command until the process ended). Docker drops a
+            # detached exec's output too.
+            import subprocess
+
+            proc = subprocess.run(runtime.command(*args, "--detach", cid, log=runtime_log),
+                                  stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL, check=False)
+            if proc.returncode != 0:
+                raise failure_from_log(runtime_log) or RuntimeFailure(
+                    f"the runtime exited with status {proc.returncode}")
+            if on_started is not None:
+                with open(pid_file) as f:
+                    on_started(int(f.read().strip() or 0))
+            return 0
         cmd = runtime.command(*args, cid, log=runtime_log)
-        output = Output([] if detach else [stdout], [] if detach else [stderr])
-        return pump(cmd, stdin=stdin, output=output, pid_file=pid_file, runtime_log=runtime_log,
-                    forward_signals=forward_signals and not detach, on_started=on_started)
+        return pump(cmd, stdin=stdin, output=Output([stdout], [stderr]), pid_file=pid_file,
+                    runtime_log=runtime_log, forward_signals=forward_signals,
+                    on_started=on_started)
     finally:
         for path in (process_file, pid_file, runtime_log):
             if os.path.exists(path):
