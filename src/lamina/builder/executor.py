@@ -795,8 +795,8 @@ class Builder:
                     raise
                 with self.store.tx():
                     self._store_again(state)
-        self.out(f" ---> Running in {cid[:12]}")
         try:
+            self.out(f" ---> Running in {cid[:12]}")
             config = state.config
             quiet = os.open(os.devnull, os.O_WRONLY) if self.options.quiet else None
             try:
@@ -818,12 +818,14 @@ class Builder:
                 return None
             return self._layer_from_tar(
                 state, lambda out: differ.write_diff(self.store.snaps, cid, out))
-        finally:
-            self.out(f"Removing intermediate container {cid[:12]}")
+        finally:  # out may fail (the API's client went away): the container goes all the same
             try:
-                self.containers.rm(cid, force=True)
-            except LaminaError:
-                pass
+                self.out(f"Removing intermediate container {cid[:12]}")
+            finally:
+                try:
+                    self.containers.rm(cid, force=True)
+                except LaminaError:
+                    pass
 
 
 def build(containers: ContainerStore, options: BuildOptions, out=print) -> str:
