@@ -19,6 +19,7 @@ import sys
 import tarfile
 import tempfile
 import threading
+import time
 from pathlib import Path
 from urllib.parse import quote
 
@@ -299,6 +300,13 @@ def test_build_with_the_legacy_builder(api, tmp_path):
     assert proc.returncode == 3
     assert proc.stderr.strip().endswith("The command '/bin/sh -c exit 3' returned a non-zero "
                                         "code: 3")
+    # the intermediate states are the build cache
+    states = len(api.client().images.list(all=True)) - len(api.client().images.list())
+    proc = api.docker("builder", "prune", "-f")
+    assert proc.stdout.startswith("Deleted build cache objects:\n")
+    assert len(re.findall(r"^[0-9a-f]{64}$", proc.stdout, re.M)) == states > 0
+    assert len(api.client().images.list(all=True)) == len(api.client().images.list())
+    assert api.client().images.get("app:1").id == image.id
 
 
 def test_build_with_docker_py(api):
@@ -332,6 +340,27 @@ def test_build_with_docker_py(api):
     status, _, data = call(api, "POST", "/build?dockerfile=nosuch", body=body)
     assert (status, json.loads(data)) == (
         500, {"message": "Cannot locate specified Dockerfile: nosuch"})
+
+
+def test_a_build_stops_when_its_client_goes_away(api):
+    body = context_tar({"Dockerfile": b"FROM busybox\nRUN seq 1 300000; echo done\n"
+                                      b"RUN echo after\n"})
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    conn.settimeout(60)
+    conn.connect(api.socket)
+    conn.sendall(b"POST /v1.44/build?t=cut:1 HTTP/1.1\r\nHost: d\r\nContent-Type: "
+                 b"application/x-tar\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+    data = b""
+    while b"Running in" not in data:
+        data += conn.recv(65536)
+    conn.close()  # mid-RUN, its output still coming
+    deadline = time.monotonic() + 60
+    while api.lamina("ps", "-a", "-q").stdout.strip() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert api.lamina("ps", "-a", "-q").stdout == ""  # the step's container is gone
+    assert api.docker("images", "-q", "cut").stdout == ""
+    assert api.lamina("system", "check").stdout == "No problems found\n"
+    assert api.docker("images", "--format", "{{.Repository}}").stdout == "busybox\n"
 
 
 def test_build_beside_a_cli_build(api, tmp_path):

@@ -1087,6 +1087,7 @@ class _BuildOutput:
         for thread in self.threads:
             thread.start()
         self.held: list[str] = []  # "Successfully ..." lines: they follow the aux ID line
+        self.gone = False  # the client went away
 
     @property
     def stdout(self) -> int:
@@ -1105,25 +1106,32 @@ class _BuildOutput:
                 return True
             if not data:
                 return False
+            if self.gone:
+                continue  # read all the same: a RUN must never block on a full pipe
             text = data.decode(errors="replace")
-            self.stream.send({"stream": text if i == 0 else f"\x1b[91m{text}\x1b[0m"})
+            try:
+                self.stream.send({"stream": text if i == 0 else f"\x1b[91m{text}\x1b[0m"})
+            except OSError:  # the client went away: the builder's next line fails, and stops
+                self.gone = True
 
     def _follow(self, i: int) -> None:
         import select
 
         while True:
-            select.select([self.pipes[i]], [], [])
+            try:
+                select.select([self.pipes[i]], [], [])
+            except (OSError, ValueError):  # closed under it: the request is over
+                return
             with self.lock:
-                try:
-                    if not self._drain(i):
-                        return
-                except OSError:  # the client went away: the build's next line fails too
+                if not self._drain(i):
                     return
 
     def line(self, text: str) -> None:
         with self.lock:
             for i in range(2):
                 self._drain(i)
+            if self.gone:
+                raise BrokenPipeError("the client went away")
             if text.startswith("Successfully "):
                 self.held.append(text)
                 return
@@ -1138,8 +1146,8 @@ class _BuildOutput:
         for fd in self.write_fds:
             os.close(fd)
         self.write_fds = []
-        for thread in self.threads:
-            thread.join()
+        for thread in self.threads:  # a RUN's process that outlived its step keeps a pipe open
+            thread.join(30)
 
     def finish(self, image_id: str, aux: bool = True) -> None:
         """The image is built: its ID (``aux``) and the lines held back for it."""
@@ -1313,6 +1321,25 @@ def build(request):
         if output is not None:
             output.close()
         _remove_tree(context)
+
+
+@route("POST", "/build/prune")
+def prune_build_cache(request):
+    """The build cache: lamina's intermediate build states that nothing uses or names."""
+    engine = request.engine
+    images = engine.image_store
+    unused = set(images.unused(dangling_only=True))
+    deleted: list[str] = []
+    reclaimed = 0
+    for image_id in sorted(images.build_states() & unused):
+        sizes = {r["chain_id"]: r["size"] for r in images.layer_rows(image_id)}
+        try:
+            removed = engine.rmi([image_id])
+        except (NotFound, FailedPrecondition):
+            continue  # removed, named or used meanwhile
+        deleted.append(image_id[7:])
+        reclaimed += sum(sizes.get(line[len("Deleted: "):], 0) for line in removed)
+    return {"CachesDeleted": deleted or None, "SpaceReclaimed": reclaimed}
 
 
 def _without_step(work):
