@@ -402,9 +402,12 @@ def test_commit(api):
     assert doc["Id"] == out and doc["Author"] == "Ann <ann@example.com>"
     assert (doc["Comment"], doc["Config"]["Cmd"]) == ("a message", ["sh", "-c", "echo hi"])
     assert "STAGE=2" in doc["Config"]["Env"] and doc["Config"]["ExposedPorts"] == {"80/tcp": {}}
-    top = client.api.history("committed:1")[0]
+    base = client.images.get("busybox").id
+    assert (doc["Parent"], doc["Container"], doc["ContainerConfig"]["Image"]) == (base, cid,
+                                                                                  "busybox")
+    top, below = client.api.history("committed:1")
     assert (top["CreatedBy"], top["Comment"], top["Size"]) == ("sh -c echo hi", "a message", 5)
-    assert len(client.api.history("committed:1")) == 2
+    assert (below["Id"], below["Tags"]) == (base, ["busybox:latest"])  # the parent, as Docker's
     answer = client.api.commit(cid, repository="py", tag="2", conf={"Cmd": ["echo", "conf"],
                                                                     "Labels": {"k": "v"}})
     doc = client.api.inspect_image("py:2")

@@ -331,14 +331,25 @@ def inspect_image(request, name):
 
 @route("GET", "/images/{name:.+}/history")
 def image_history(request, name):
+    """Newest first; as Docker's, the rows down an image's parents (a commit's: its container's
+    image) show those images' IDs and tags, the others ``<missing>``."""
     engine = request.engine
+    images = engine.image_store
     image_id = _image_id(engine, name)
-    tags = [_familiar(t) for t in engine.image_store.tags(image_id)] or None
     out = []
+    current: str | None = image_id
     for row in engine.history(image_id):
         out.append({"Comment": row["Comment"], "Created": int(row["Created"]),
-                    "CreatedBy": row["CreatedBy"], "Id": row["ID"], "Size": row["Size"],
-                    "Tags": tags if row["ID"] == image_id else None})
+                    "CreatedBy": row["CreatedBy"], "Id": current or "<missing>",
+                    "Size": row["Size"],
+                    "Tags": [_familiar(t) for t in images.tags(current)] or None
+                    if current else None})
+        if current is not None:
+            try:
+                parent = images.config(current).get("parent") or None
+            except NotFound:
+                parent = None
+            current = parent if parent and images.row(parent) is not None else None
     return out
 
 
@@ -1056,9 +1067,11 @@ def commit(request):
     first = engine.commit(container["Id"], None, request.arg("comment") or "",
                           request.arg("author") or "")
 
-    def edit(doc: dict) -> None:
+    def edit(doc: dict) -> None:  # as Docker's commit: the container, its config, its image
         doc["config"] = config
         doc["container"] = container["Id"]
+        doc["container_config"] = own
+        doc["parent"] = container["Image"]
 
     image_id = _with_config(engine, first, edit, target)
     request.send_json(201, {"Id": image_id})
@@ -1187,11 +1200,28 @@ def _build_options(request, context: str, dockerfile: bytes, output: _BuildOutpu
     if network not in ("default", "host", "none"):
         network = "default"  # bridge and the like: lamina has no networks of its own
     tags = [_tag_reference(tag, None) for tag in request.query.get("t", []) if tag]
+    no_cache = request.flag("nocache")
+    cache_from = request.arg("cachefrom")
+    if cache_from and not no_cache:  # the cache is the store's; none of the images named: none
+        try:
+            names = json.loads(cache_from)
+        except ValueError:
+            raise ApiError(400, f"invalid cachefrom: {cache_from!r}") from None
+        engine = request.engine
+        no_cache = bool(names) and not any(_exists(engine, str(n)) for n in names)
     return BuildOptions(
         context=context, dockerfile=dockerfile, tags=tags, build_args=build_args,
-        target=request.arg("target") or None, no_cache=request.flag("nocache"),
+        target=request.arg("target") or None, no_cache=no_cache,
         pull=request.flag("pull"), network=network, quiet=request.flag("q"),
         stdout=output.stdout if output else None, stderr=output.stderr if output else None)
+
+
+def _exists(engine, name: str) -> bool:
+    try:
+        _image_id(engine, name)
+    except (NotFound, InvalidArgument):
+        return False
+    return True
 
 
 def _extract_context(request, engine) -> str:
@@ -1290,13 +1320,19 @@ def build(request):
     platform = request.arg("platform") or ""
     if platform and platform.split("/")[:2] != ["linux", "amd64"]:
         raise ApiError(400, f"lamina builds for linux/amd64 only, not {platform}")
+    if any(request.query.get("extrahosts", [])):
+        raise ApiError(400, "extra hosts for a build (extrahosts, --add-host) are not "
+                            "supported by lamina's builder")
     engine = request.engine
     request.release_gate()  # a build is the runtime's and the disk's time
     context = _extract_context(request, engine)
     stream = _Stream(request)
     output = None
     try:
-        dockerfile = _dockerfile(context, request.arg("dockerfile") or "Dockerfile")
+        # the first value, as Go's FormValue (docker-py sends a Dockerfile from outside the
+        # context as two: its name in the context, then its text)
+        dockerfile = _dockerfile(context, (request.query.get("dockerfile") or [""])[0]
+                                 or "Dockerfile")
         output = _BuildOutput(stream)
         options = _build_options(request, context, dockerfile, output)
         configs = _registry_configs(request.headers.get("X-Registry-Config") or "")
