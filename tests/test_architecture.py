@@ -38,7 +38,7 @@ LAYERS = [
      "lamina.mount"],
     ["lamina.errors", "lamina.faults", "lamina.digest", "lamina.humanize", "lamina.fsutil",
      "lamina.processes", "lamina.whiteouts", "lamina.rootpath", "lamina.limits",
-     "lamina.compression", "lamina.image", "lamina.reference"],
+     "lamina.compression", "lamina.image", "lamina.reference", "lamina.events"],
 ]
 # Packages of one layer that must not import each other.
 INDEPENDENT = [("lamina.transfer", "lamina.runtime")]

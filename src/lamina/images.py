@@ -16,6 +16,7 @@ import os
 import time
 
 from .errors import FailedPrecondition, InvalidArgument, LaminaError, NotFound
+from .events import emit
 from .fsutil import Readable
 from .image import command_line
 from .layers import init_key
@@ -130,6 +131,20 @@ class ImageStore:
             self.set_tag(tag, config_digest)
         return config_digest
 
+    def emit(self, action: str, image_id: str, name: str | None = None,
+             actor: str | None = None) -> None:
+        """Record an image event in the journal (:mod:`lamina.events`) once it happened: the
+        actor is the image ID (``actor``: a pull's or push's reference), its attributes the
+        image's labels and ``name`` (the image ID unless given), as Docker's."""
+        attributes = {}
+        if action != "delete":  # a deleted image's config may be gone
+            try:
+                attributes.update((self.config(image_id).get("config") or {}).get("Labels") or {})
+            except (LaminaError, ValueError, AttributeError):
+                pass
+        attributes["name"] = name or image_id
+        emit(self.store, "image", action, actor or image_id, attributes)
+
     def set_tag(self, tag: str, image_id: str) -> None:
         if self.row(image_id) is None:  # looked up before the transaction, gone since
             raise NotFound(f"No such image: {image_id}")
@@ -171,7 +186,11 @@ class ImageStore:
                         "comment": message or f"Imported from {label}"}], created=now)
                     with self.store.tx():
                         self.layers.commit(key, layer, (blob[0], blob[1], media))
-                        return self.add(config, [layer["chain_id"]], tag)
+                        image_id = self.add(config, [layer["chain_id"]], tag)
+                    if tag:
+                        self.emit("tag", image_id, tag)
+                    self.emit("import", image_id)
+                    return image_id
                 except BaseException:
                     if self.db.execute("SELECT 1 FROM snapshots WHERE key = ?", (key,)).fetchone():
                         with self.store.tx():
@@ -309,61 +328,74 @@ class ImageStore:
         from .image import normalize
 
         image_id = self.resolve(source)
+        tag = normalize(target)
         with self.store.tx():
-            self.set_tag(normalize(target), image_id)
+            self.set_tag(tag, image_id)
+        self.emit("tag", image_id, tag)
 
     def remove(self, names: list[str], force: bool = False) -> list[str]:
         """Remove images (or just the named tag when the image has others); returns Docker's
         ``Untagged:`` / ``Deleted:`` lines. Layers shared with other images stay."""
-        from .image import normalize
-
         out: list[str] = []
         for name in names:
             image_id = self.resolve(name)
             with self.store.tx():
-                if self.row(image_id) is None:  # removed by another process meanwhile
-                    raise NotFound(f"No such image: {name}")
-                tags = self.tags(image_id)
-                try:
-                    by_tag = normalize(name) in tags
-                except InvalidArgument:
-                    by_tag = False
-                users = self.db.execute("SELECT id FROM containers WHERE image_id = ?",
-                                        (image_id,)).fetchall()
-                if by_tag and (len(tags) > 1 or (users and force)):
-                    self.db.execute("DELETE FROM tags WHERE name = ?", (normalize(name),))
-                    out.append(f"Untagged: {normalize(name)}")
-                    self.store.write_index()
-                    continue
-                if len(tags) > 1 and not force:
-                    raise FailedPrecondition(
-                        f"conflict: unable to delete {image_id[7:19]} (must be forced) - image is "
-                        "referenced in multiple repositories")
-                if users:
-                    if not force:
-                        raise FailedPrecondition(
-                            f"conflict: unable to remove repository reference \"{name}\" (must force)"
-                            f" - container {users[0][0][:12]} is using its referenced image "
-                            f"{image_id[7:19]}")
-                    for t in tags:
-                        self.db.execute("DELETE FROM tags WHERE name = ?", (t,))
-                        out.append(f"Untagged: {t}")
-                    self.store.write_index()
-                    continue
-                for t in tags:
-                    out.append(f"Untagged: {t}")
-                out.extend(self.delete(image_id))
+                untagged = self._remove_one(name, image_id, force, out)
+            for _ in untagged:  # committed: the events (Docker names the ID in untag's)
+                self.emit("untag", image_id)
         return out
+
+    def _remove_one(self, name: str, image_id: str, force: bool, out: list[str]) -> list[str]:
+        """Inside a transaction: :meth:`remove` of one name. Returns the tags it took off an
+        image that stays (:meth:`delete` records the events of an image it deletes)."""
+        from .image import normalize
+
+        if self.row(image_id) is None:  # removed by another process meanwhile
+            raise NotFound(f"No such image: {name}")
+        tags = self.tags(image_id)
+        try:
+            by_tag = normalize(name) in tags
+        except InvalidArgument:
+            by_tag = False
+        users = self.db.execute("SELECT id FROM containers WHERE image_id = ?",
+                                (image_id,)).fetchall()
+        if by_tag and (len(tags) > 1 or (users and force)):
+            self.db.execute("DELETE FROM tags WHERE name = ?", (normalize(name),))
+            out.append(f"Untagged: {normalize(name)}")
+            self.store.write_index()
+            return [normalize(name)]
+        if len(tags) > 1 and not force:
+            raise FailedPrecondition(
+                f"conflict: unable to delete {image_id[7:19]} (must be forced) - image is "
+                "referenced in multiple repositories")
+        if users:
+            if not force:
+                raise FailedPrecondition(
+                    f"conflict: unable to remove repository reference \"{name}\" (must force)"
+                    f" - container {users[0][0][:12]} is using its referenced image "
+                    f"{image_id[7:19]}")
+            for t in tags:
+                self.db.execute("DELETE FROM tags WHERE name = ?", (t,))
+                out.append(f"Untagged: {t}")
+            self.store.write_index()
+            return tags
+        for t in tags:
+            out.append(f"Untagged: {t}")
+        out.extend(self.delete(image_id))
+        return []
 
     def delete(self, image_id: str, reclaimed: list | None = None) -> list[str]:
         """Inside a transaction: drop the image and every layer and blob nothing else uses.
         The sizes of the layers deleted are appended to ``reclaimed``."""
         img = self.row(image_id)
         chains = [r["chain_id"] for r in self.layer_rows(image_id)]
+        for _ in self.tags(image_id):  # the events before the rows go (the labels are read);
+            self.emit("untag", image_id)  # in the transaction: only a failing commit undoes them
         self.db.execute("DELETE FROM tags WHERE image_id = ?", (image_id,))
         self.db.execute("DELETE FROM image_layers WHERE image_id = ?", (image_id,))
         self.db.execute("DELETE FROM images WHERE id = ?", (image_id,))
         self.store.write_index()
+        self.emit("delete", image_id)
         out = [f"Deleted: {image_id}"]
         blobs = [image_id, img["manifest_digest"]]
         for chain in reversed(chains):

@@ -137,6 +137,11 @@ CREATE TABLE IF NOT EXISTS container_uses (
     removing INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (container_id, pid)
 );
+CREATE TABLE IF NOT EXISTS volume_config (
+    name TEXT PRIMARY KEY REFERENCES volumes(name) ON DELETE CASCADE,
+    labels TEXT NOT NULL DEFAULT '{}',
+    options TEXT NOT NULL DEFAULT '{}'
+);  -- a volume's Labels and DriverOpts (the Engine API's volume create), when it has some
 """
 
 
@@ -145,7 +150,9 @@ WAL_LIMIT = 4 << 20
 
 def connect(path: str) -> sqlite3.Connection:
     """Open the store's database, creating its tables on first use."""
-    db = sqlite3.connect(path, timeout=30, isolation_level=None)
+    # check_same_thread=False: lamina serve hands a store's connection from one request's
+    # thread to the next (one at a time, never two at once: see lamina.api.server.EnginePool)
+    db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
     db.row_factory = sqlite3.Row
     db.execute("PRAGMA busy_timeout = 30000")
     if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":

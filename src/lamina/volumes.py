@@ -6,6 +6,12 @@ use. A container sees a volume (or a host directory, ``-v /host/dir:/path[:ro]``
 mount over its merged root, so writes to it bypass copy-on-write: they never reach the container's
 writable layer, never count in its size, and survive ``rm``. A named volume that is empty when a
 container first mounts it is seeded with the image's content at that path, as Docker does.
+
+What the Engine API's ``volume create`` gives besides a name (``Labels``, and ``DriverOpts``: the
+local driver's ``type``/``o``/``device``) is kept in ``volume_config``, a row only for volumes
+that have some. Of the local driver's options lamina honours a bind (``type=none, o=bind,
+device=/PATH``: containers mount that directory); it mounts no devices or file systems yet.
+Creating and removing a volume are recorded in the event journal (:mod:`lamina.events`).
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import re
 import time
 
 from .errors import FailedPrecondition, InvalidArgument, NotFound
+from .events import emit
 from .faults import point
 from .metadata import Transaction
 
@@ -57,8 +64,38 @@ def data_dir(store: Store, name: str) -> str:
     return os.path.join(store.root, "volumes", name, "_data")
 
 
-def create(store: Store, name: str | None = None, anonymous: bool = False) -> str:
-    """Create a named volume (idempotent, as Docker's); a random name when ``name`` is None."""
+def check_options(options: dict | None) -> dict:
+    """The local driver's options (Docker's ``DriverOpts``) as lamina can honour them: none, or
+    a bind of a host directory (``type=none, o=bind, device=/PATH``). InvalidArgument else."""
+    options = dict(options or {})
+    for key, value in options.items():
+        if key not in ("type", "o", "device", "size"):
+            raise InvalidArgument(f'invalid option: "{key}"')
+        if not isinstance(value, str):
+            raise InvalidArgument(f"invalid option {key!r}: not a string")
+    if not options:
+        return options
+    flags = [f for f in options.get("o", "").split(",") if f]
+    if options.get("type", "none") not in ("none", "") or not {"bind", "rbind"} & set(flags) \
+            or "size" in options:
+        raise InvalidArgument(
+            "lamina's local volume driver mounts no file systems or devices yet "
+            f"(type={options.get('type', '')!r}, o={options.get('o', '')!r}): only a bind of a "
+            "host directory (type=none, o=bind, device=/PATH) or no options")
+    if not options.get("device", "").startswith("/"):
+        raise InvalidArgument("a bind volume needs an absolute device path "
+                              "(type=none, o=bind, device=/PATH)")
+    return options
+
+
+def create(store: Store, name: str | None = None, anonymous: bool = False,
+           labels: dict | None = None, options: dict | None = None) -> str:
+    """Create a named volume (idempotent, as Docker's: an existing one is returned as it is);
+    a random name when ``name`` is None. ``labels`` and ``options`` (:func:`check_options`)
+    are kept with a new volume."""
+    import json
+
+    options = check_options(options)
     if name is None:
         name = os.urandom(32).hex()
         anonymous = True
@@ -83,8 +120,12 @@ def create(store: Store, name: str | None = None, anonymous: bool = False) -> st
         os.chmod(os.path.dirname(path), 0o700)
         store.db.execute("INSERT INTO volumes(name, created, anonymous) VALUES (?,?,?)",
                           (name, time.time(), int(anonymous)))
+        if labels or options:
+            store.db.execute("INSERT INTO volume_config(name, labels, options) VALUES (?,?,?)",
+                              (name, json.dumps(dict(labels or {})), json.dumps(options)))
     if aside is not None:
         store.snaps.purge()
+    emit(store, "volume", "create", name, {"driver": "local"})
     return name
 
 
@@ -100,16 +141,47 @@ def _users(store: Store, name: str) -> list[str]:
         "SELECT container_id FROM container_volumes WHERE volume = ?", (name,))]
 
 
-def inspect(store: Store, name: str) -> dict:
-    """Docker-shaped ``volume inspect``, plus the exact size in bytes (``UsageData``)."""
-    from .fsutil import tree_usage
+def records(store: Store, names: list[str] | None = None) -> list[dict]:
+    """Every volume (or those of ``names`` that exist), by name: ``name``, ``created`` (unix
+    seconds), ``anonymous``, ``labels``, ``options`` (dicts, empty when none) and ``refs``
+    (how many containers use it)."""
+    import json
+
+    sql = ("SELECT v.name, v.created, v.anonymous, c.labels, c.options,"
+           " (SELECT count(*) FROM container_volumes cv WHERE cv.volume = v.name) AS refs"
+           " FROM volumes v LEFT JOIN volume_config c ON c.name = v.name")
+    if names is not None:
+        sql += f" WHERE v.name IN ({','.join('?' * len(names))})"
+    rows = store.db.execute(sql + " ORDER BY v.name", tuple(names or ())).fetchall()
+    return [{"name": r["name"], "created": r["created"], "anonymous": bool(r["anonymous"]),
+             "labels": json.loads(r["labels"] or "{}"), "options": json.loads(r["options"] or "{}"),
+             "refs": r["refs"]} for r in rows]
+
+
+def document(store: Store, record: dict, usage: bool = False) -> dict:
+    """Docker's Volume document of a :func:`records` row; with ``usage``, ``UsageData`` (the
+    exact size in bytes of the data, and how many containers use it)."""
     from .image import rfc3339
 
-    row = _row(store, name)
-    size = tree_usage(data_dir(store, name))[0]
-    return {"CreatedAt": rfc3339(row["created"]), "Driver": "local", "Labels": {},
-            "Mountpoint": data_dir(store, name), "Name": name, "Options": {}, "Scope": "local",
-            "UsageData": {"RefCount": len(_users(store, name)), "Size": size}}
+    doc = {"CreatedAt": rfc3339(int(record["created"])), "Driver": "local",
+           "Labels": record["labels"], "Mountpoint": data_dir(store, record["name"]),
+           "Name": record["name"], "Options": record["options"] or None, "Scope": "local"}
+    if usage:
+        from .fsutil import tree_usage
+
+        doc["UsageData"] = {"RefCount": record["refs"],
+                            "Size": tree_usage(data_dir(store, record["name"]))[0]}
+    return doc
+
+
+def inspect(store: Store, name: str) -> dict:
+    """Docker-shaped ``volume inspect``, plus the exact size in bytes (``UsageData``)."""
+    found = records(store, [name])
+    if not found:
+        raise NotFound(f"no such volume: {name}")
+    doc = document(store, found[0], usage=True)
+    doc["Options"] = doc["Options"] or {}
+    return doc
 
 
 def ls(store: Store) -> list[dict]:
@@ -131,6 +203,7 @@ def remove(store: Store, name: str, force: bool = False) -> str:
         store.db.execute("INSERT OR REPLACE INTO trash(path, pid) VALUES (?, ?)",
                           (os.path.dirname(data_dir(store, name)), os.getpid()))
     store.snaps.purge()
+    emit(store, "volume", "destroy", name, {"driver": "local"})
     return name
 
 
@@ -211,13 +284,13 @@ def _dead_asides(store: Store) -> list[str]:
     return found
 
 
-def prune(store: Store) -> tuple[list[str], int]:
-    """Remove every volume no container uses; (names, bytes reclaimed)."""
+def prune(store: Store, select=None) -> tuple[list[str], int]:
+    """Remove every volume no container uses (``select``: those of them whose :func:`records`
+    row it returns true for); (names, bytes reclaimed)."""
     from .fsutil import tree_usage
 
-    names = [r[0] for r in store.db.execute(
-        "SELECT name FROM volumes WHERE name NOT IN (SELECT volume FROM container_volumes)"
-        " ORDER BY name")]
+    names = [r["name"] for r in records(store)
+             if not r["refs"] and (select is None or select(r))]
     reclaimed, removed = 0, []
     for name in names:
         try:  # another process may remove it, or a new container take it, meanwhile
@@ -228,6 +301,7 @@ def prune(store: Store) -> tuple[list[str], int]:
         removed.append(name)
         reclaimed += size
         point("gc.sweep")
+    emit(store, "volume", "prune", "", {"reclaimed": reclaimed})
     return removed, reclaimed
 
 
@@ -246,7 +320,10 @@ def attach(store: Store, container_id: str, specs, rootfs: str) -> tuple[tuple[s
             out.append((source, destination, read_only))
             continue
         name = _create_used(store, source or None, container_id, destination)
-        path = data_dir(store, name)
+        path = mount_source(store, name)
+        if not os.path.isdir(path):  # a bind volume's device
+            raise NotFound(f"error while mounting volume {name!r}: failed to mount local "
+                           f"volume: {path}: no such directory")
         image_dir = resolve_in_root(rootfs, destination)
         if os.path.isdir(image_dir) and not os.listdir(path):  # used: no rm or prune meanwhile
             _seed(image_dir, path)
@@ -286,12 +363,24 @@ def anonymous_of(store: Store, container_id: str) -> list[str]:
         " WHERE cv.container_id = ? AND v.anonymous = 1", (container_id,))]
 
 
+def mount_source(store: Store, name: str) -> str:
+    """The host directory a container mounts for the volume ``name``: its data directory, or
+    the device of a bind volume (``type=none, o=bind, device=/PATH``)."""
+    import json
+
+    row = store.db.execute("SELECT options FROM volume_config WHERE name = ?", (name,)).fetchone()
+    device = json.loads(row[0]).get("device") if row else None
+    return device or data_dir(store, name)
+
+
 def oci_mounts(store: Store, config) -> list[dict]:
     """The runtime spec's bind mounts for a container's volumes (a RunConfig's)."""
     mounts = []
     for source, destination, read_only in config.volumes:
-        host = source if source.startswith("/") else data_dir(store, source)
+        host = source if source.startswith("/") else mount_source(store, source)
         if not source.startswith("/") and not os.path.isdir(host):
+            if host != data_dir(store, source):
+                raise NotFound(f"volume {source}: its device {host} is not a directory")
             raise NotFound(f"volume {source} of this container no longer exists")
         mounts.append({"destination": destination, "type": "bind", "source": host,
                        "options": ["rbind", "rprivate"] + (["ro"] if read_only else [])})

@@ -374,6 +374,7 @@ def load(image_store: ImageStore, input, platform=("linux", "amd64", None), log=
                 return None
 
             image_id = add_image(image_store, config, layers, tags, manifest, ready=ready)
+            image_store.emit("load", image_id)
             log(f"{image_id[7:19]}: loaded in {time.monotonic() - started:.1f}s")
             loaded.extend(f"Loaded image: {t}" for t in tags)
             if not tags:

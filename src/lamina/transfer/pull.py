@@ -129,9 +129,11 @@ def pull(image_store: ImageStore, reference: str, platform=("linux", "amd64", No
     scope = f"repository:{ref.repository}:pull"
     with Client(ref.api_host, [scope], credentials, tls_verify) as client:
         try:
-            return _pull(image_store, client, ref, platform, progress, max(1, jobs))
+            image_id = _pull(image_store, client, ref, platform, progress, max(1, jobs))
         finally:
             progress.close()
+    image_store.emit("pull", image_id, name=ref.name, actor=str(ref))  # as Docker names them
+    return image_id
 
 
 def _pull(image_store: ImageStore, client, ref: Reference, platform, progress, jobs: int) -> str:

@@ -59,10 +59,12 @@ def push(image_store: ImageStore, name: str, destination: str | None = None, tls
     credentials = auth.lookup(ref.registry, authfile)
     with Client(ref.api_host, scopes, credentials, tls_verify) as client:
         try:
-            return _push(image_store, client, ref, image_id, manifest, doc, compression, sources,
-                         progress, max(1, jobs))
+            digest = _push(image_store, client, ref, image_id, manifest, doc, compression,
+                           sources, progress, max(1, jobs))
         finally:
             progress.close()
+    image_store.emit("push", image_id, name=ref.name, actor=str(ref))  # as Docker names them
+    return digest
 
 
 def _push(image_store: ImageStore, client, ref: Reference, image_id, manifest, doc, compression, sources, progress,

@@ -242,8 +242,7 @@ def save(image_store: ImageStore, names: list[str], output, fmt: str = "docker-a
             if not isinstance(output, (str, os.PathLike)):
                 raise InvalidArgument("oci-dir needs an output directory (-o DIR)")
             _save_oci_dir(image_store, images, os.fspath(output))
-            return
-        if isinstance(output, (str, os.PathLike)):
+        elif isinstance(output, (str, os.PathLike)):
             from ..fsutil import output_file
 
             with output_file(os.fspath(output)) as f:
@@ -252,6 +251,8 @@ def save(image_store: ImageStore, names: list[str], output, fmt: str = "docker-a
             _save_tar(image_store, images, fmt, output)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+    for image in images:
+        image_store.emit("save", image.image_id)
 
 
 def _layer_path(image_store: ImageStore, layer) -> str:
