@@ -130,7 +130,8 @@ def test_list_filters_and_shared_size(api, busybox_tar):
     assert tags(label="team=core") == tags(label="team") == ["other:1"]
     assert tags(dangling=True) == [] and len(client.api.images(filters={"dangling": True})) == 1
     assert "other:1" not in tags(before="other:1") and tags(since="busybox") == ["other:1"]
-    status, _, body = call(api, "GET", "/images/json?filters=" + quote(json.dumps({"nosuch": ["x"]})))
+    status, _, body = call(api, "GET",
+                           "/images/json?filters=" + quote(json.dumps({"nosuch": ["x"]})))
     assert (status, json.loads(body)) == (400, {"message": "invalid filter 'nosuch'"})
     shared = {i["Id"]: i["SharedSize"] for i in client.api.images()}
     assert set(shared.values()) == {-1}

@@ -112,7 +112,11 @@ def _image_id(engine, name: str) -> str:
     try:
         return engine.image_store.resolve(name)
     except NotFound:
-        raise NotFound(f"No such image: {_familiar(name)}") from None
+        familiar = _familiar(name)  # docker.io/library/busybox is busybox:latest
+    try:
+        return engine.image_store.resolve(familiar)
+    except (NotFound, InvalidArgument):
+        raise NotFound(f"No such image: {familiar}") from None
 
 
 # ------------------------------------------------------------------------------ documents
@@ -142,7 +146,6 @@ def image_summaries(engine, containers_count: dict | None = None, shared: bool =
     oldest = _time_bound(engine, filters.get("since", []), max) if "since" in filters else None
     patterns = filters.get("reference", [])
     usage: dict[str, int] = {}
-    layer_sizes: dict[str, int] = {}
     if shared:
         for _, chain in images.all_layer_links():
             usage[chain] = usage.get(chain, 0) + 1
@@ -174,12 +177,12 @@ def image_summaries(engine, containers_count: dict | None = None, shared: bool =
         if "label" in filters and not _labels_match(labels, filters["label"]):
             continue
         doc = {"Containers": -1 if containers_count is None else containers_count.get(image_id, 0),
-               "Created": int(exact), "Id": image_id, "Labels": labels, "ParentId": "",
+               "Created": int(exact), "Id": image_id, "Labels": labels,
+               "ParentId": config.get("parent") or "",
                "RepoDigests": digests, "RepoTags": tags, "SharedSize": -1, "Size": row["size"]}
         if shared:
             doc["SharedSize"] = 0
             for layer in images.layer_rows(image_id):
-                layer_sizes[layer["chain_id"]] = layer["size"]
                 if usage.get(layer["chain_id"], 0) > 1:
                     doc["SharedSize"] += layer["size"]
         if version is not None and version_tuple(version) < (1, 43) and not tags and not digests:
@@ -280,7 +283,7 @@ def inspect_document(engine, name: str, version: str) -> dict:
     history = config.get("history") or [{}]
     run = config.get("config") or {}
     image_config = dict(_LEGACY_CONFIG)  # Go marshals a map: keys sorted
-    image_config.update({k: run[k] for k in _IMAGE_CONFIG_KEYS if run.get(k) not in (None, "", [], {})})
+    image_config.update(_image_config(run))
     doc = {"Id": image_id, "RepoTags": [_familiar(t) for t in base["RepoTags"]],
            "RepoDigests": base["RepoDigests"], "Parent": config.get("parent", ""),
            "Comment": config.get("comment") or history[-1].get("comment", ""),
@@ -570,19 +573,24 @@ class _Progress:
 def _auth_header(request) -> dict | None:
     """The X-Registry-Auth header (base64url JSON: username, password, serveraddress,
     identitytoken), or None; an unreadable one is ignored, as Docker ignores it."""
+    doc = _base64_json(request.headers.get("X-Registry-Auth") or "")
+    return doc if isinstance(doc, dict) else None
+
+
+def _base64_json(text: str):
+    """A header's base64url (or plain base64) JSON document; None when it is not one."""
     import base64
     import binascii
 
-    text = (request.headers.get("X-Registry-Auth") or "").strip()
+    text = text.strip()
     if not text:
         return None
     padded = text + "=" * (-len(text) % 4)
     for decode in (base64.urlsafe_b64decode, base64.b64decode):
         try:
-            doc = json.loads(decode(padded))
+            return json.loads(decode(padded))
         except (ValueError, binascii.Error):
             continue
-        return doc if isinstance(doc, dict) else None
     return None
 
 
@@ -601,8 +609,8 @@ class _Credentials:
         from ..transfer import auth as auth_files
 
         username = self.auth.get("username") or ""
-        password = self.auth.get("password") or self.auth.get("identitytoken") or ""
-        if not username and not password:
+        password = self.auth.get("password") or ""
+        if not username and not password:  # an identitytoken alone: lamina has no OAuth flow
             return None
         ingest = self.engine.content.ingest
         self.path = os.path.join(ingest, f"{os.getpid()}-auth-{os.urandom(6).hex()}.json")
@@ -676,8 +684,6 @@ def _pull_reference(request) -> str:
         except InvalidArgument as error:
             raise ApiError(400, str(error)) from None
         image = f"{ref.name}@{tag}" if tag.startswith("sha256:") else f"{ref.name}:{tag}"
-    if image.rpartition("/")[2] == "scratch":
-        raise ApiError(403, "'scratch' is a reserved name")
     return image
 
 
@@ -688,6 +694,8 @@ def _pull(request):
         ref = parse_reference(_pull_reference(request))
     except InvalidArgument as error:
         raise ApiError(400, str(error)) from None
+    if ref.name == "scratch":
+        raise ApiError(403, "'scratch' is a reserved name")
     engine = request.engine
     platform = _platform(request)
     request.release_gate()  # the registry's time, not the interpreter's
@@ -783,6 +791,7 @@ def _apply_changes(config: dict, instructions: list) -> dict:
     from ..builder.plan import plan
 
     config = json.loads(json.dumps(config))
+    cmd_set = False
     for node in instructions:  # one at a time: each sees the Env the ones before it set
         env = dict(e.partition("=")[::2] for e in config.get("Env") or [])
         try:
@@ -795,9 +804,11 @@ def _apply_changes(config: dict, instructions: list) -> dict:
         shell = config.get("Shell") or ["/bin/sh", "-c"]
         command = args if ins.json else list(shell) + [" ".join(args)]
         if ins.cmd == "cmd":
-            config["Cmd"] = command
-        elif ins.cmd == "entrypoint":
+            config["Cmd"], cmd_set = command, True
+        elif ins.cmd == "entrypoint":  # resets a CMD the changes did not set, as Docker's
             config["Entrypoint"] = command if (ins.json or args != [""]) else None
+            if not cmd_set:
+                config["Cmd"] = None
         elif ins.cmd in ("env", "label"):
             pairs = list(zip(args[0::2], args[1::2], strict=False))
             if ins.cmd == "env":
@@ -1194,8 +1205,8 @@ def _build_options(request, context: str, dockerfile: bytes, output: _BuildOutpu
     build_args = {k: str(v) for k, v in json_arg("buildargs").items() if v is not None}
     labels = json_arg("labels")
     if labels:  # as Docker's legacy builder: one more LABEL step at the end
-        dockerfile = dockerfile.rstrip(b"\n") + b"\nLABEL " + " ".join(
-            f"{json.dumps(str(k))}={json.dumps(str(v))}" for k, v in labels.items()).encode() + b"\n"
+        line = " ".join(f"{json.dumps(str(k))}={json.dumps(str(v))}" for k, v in labels.items())
+        dockerfile = dockerfile.rstrip(b"\n") + b"\nLABEL " + line.encode() + b"\n"
     network = request.arg("networkmode") or "default"
     if network not in ("default", "host", "none"):
         network = "default"  # bridge and the like: lamina has no networks of its own
@@ -1396,20 +1407,10 @@ def _without_step(work):
 
 def _registry_configs(header: str) -> dict:
     """The X-Registry-Config header: {server: {username, password, ...}} (base64url JSON)."""
-    import base64
-    import binascii
-
-    if not header.strip():
+    doc = _base64_json(header)
+    if not isinstance(doc, dict):
         return {}
-    padded = header.strip() + "=" * (-len(header.strip()) % 4)
-    for decode in (base64.urlsafe_b64decode, base64.b64decode):
-        try:
-            doc = json.loads(decode(padded))
-        except (ValueError, binascii.Error):
-            continue
-        if isinstance(doc, dict):
-            return {k: v for k, v in doc.items() if isinstance(v, dict) and v.get("username")}
-    return {}
+    return {k: v for k, v in doc.items() if isinstance(v, dict) and v.get("username")}
 
 
 # ------------------------------------------------------------------------------ distribution
