@@ -183,7 +183,7 @@ def test_prune(api, busybox_tar):
     assert "busybox" in api.docker("images").stdout
     proc = api.docker("image", "prune", "-a", "-f")
     assert "untagged: busybox:latest" in proc.stdout
-    assert re.search(r"Total reclaimed space: 1\.984MB", proc.stdout)
+    assert re.search(r"Total reclaimed space: [1-9][0-9.]*MB", proc.stdout)  # busybox's layer
     assert api.docker("images", "-q").stdout == ""
 
 
