@@ -64,9 +64,13 @@ def _string_map(body: dict, key: str) -> dict:
     value = body.get(key)
     if value is None:
         return {}
-    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+    if not isinstance(value, dict):
         raise ApiError(400, f"json: cannot unmarshal {_kind(value)} into Go struct field "
                             f"CreateOptions.{key} of type map[string]string")
+    for item in value.values():
+        if not isinstance(item, str):
+            raise ApiError(400, f"json: cannot unmarshal {_kind(item)} into Go struct field "
+                                f"CreateOptions.{key} of type string")
     return value
 
 
