@@ -122,6 +122,9 @@ class ContainerStore:
                 self.claim(cid)
             if used:
                 uses.add(self.db, cid)
+        from .events import emit
+
+        emit(self.store, "container", "create", cid, {"image": image, "name": name})
         return cid
 
     def _write_init(self, key: str) -> None:
@@ -371,6 +374,17 @@ class ContainerStore:
                 " monitor_start = 0 WHERE id = ? AND state = 'running' AND pid = 0"
                 " AND monitor_pid = ?", (container_id, os.getpid())).rowcount)
 
+    def event(self, action: str, row, **attributes) -> None:
+        """Record a container event (:mod:`lamina.events`): Docker's attributes (``name``,
+        ``image``, the container's labels) and ``attributes``."""
+        import json
+
+        from .events import emit
+
+        labels = dict(json.loads(row["run_config"] or "{}").get("labels") or ())
+        emit(self.store, "container", action, row["id"],
+             {**labels, "image": row["image_ref"], "name": row["name"], **attributes})
+
     def exit_code_of_removed(self, container_id: str) -> int | None:
         """The exit code a container had when it was removed (kept :data:`REMOVED_KEPT`
         seconds: a ``--rm`` container's waiter learns it after the monitor removed it)."""
@@ -462,6 +476,7 @@ class ContainerStore:
             with self.store.tx():  # not removed after all: others may use it again
                 uses.end(self.store, cid)
             raise
+        self.event("destroy", r)
         return r["id"], size  # (the bundle went with the purge after that commit)
 
     def cp(self, src: str, dst: str, archive: bool = False, follow: bool = False) -> None:
@@ -524,6 +539,9 @@ class ContainerStore:
                             **({"comment": message} if message else {})})
             doc = dict(base)
             doc["created"] = now
+            doc.pop("comment", None)  # the base image's (an import's "Imported from ...")
+            if message:
+                doc["comment"] = message
             if author:
                 doc["author"] = author
             doc["rootfs"] = {"type": "layers",

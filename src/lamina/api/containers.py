@@ -381,6 +381,7 @@ def attach(request, id):
             attachment = _attachments.get(cid)
             if attachment is None or attachment.started:
                 attachment = _attachments[cid] = Attachment(tty, wants_stdin)
+    engine.container_store.event("attach", row)
     conn = request.hijack(RAW if tty else MULTIPLEXED)
     request.close()  # the engine is not needed while the stream lasts
     if request.flag("logs"):

@@ -56,6 +56,7 @@ def create(request, id):
             "env": body.get("Env") or [], "workdir": body.get("WorkingDir") or None,
             "started": False,
         }
+    containers.event(f"exec_create: {' '.join(cmd)}", row, execID=exec_id)
     request.send_json(201, {"Id": exec_id})
 
 
@@ -109,6 +110,8 @@ def start(request, id):
     config = found["ProcessConfig"]
     argv = [config["entrypoint"], *config["arguments"]]
     containers = request.engine.container_store
+    row = containers.get(found["ContainerID"])
+    containers.event(f"exec_start: {' '.join(argv)}", row, execID=found["ID"])
 
     def started(pid: int) -> None:
         from ..runtime.console import set_window_size
@@ -161,6 +164,7 @@ def start(request, id):
     finally:
         found["ExitCode"] = code
         found["Running"] = False
+        containers.event("exec_die", row, execID=found["ID"], exitCode=code)
         for fd in {out_w, err_w} | ({stdin_r} if stdin_r is not None else set()):
             os.close(fd)
         for relay in relays:

@@ -61,11 +61,15 @@ def stop(containers: ContainerStore, name: str, timeout: float = 10) -> str:
         return row["id"]
     runtime = Runtime(containers.store.root, RunConfig.from_json(row["run_config"]).runtime)
     image = containers.images.config(row["image_id"]).get("config") or {}
-    runtime.kill(row["id"], signal_number(image.get("StopSignal") or "SIGTERM"))
+    number = signal_number(image.get("StopSignal") or "SIGTERM")
+    runtime.kill(row["id"], number)
+    containers.event("kill", row, signal=number)
     if not _wait_owner(row, timeout):
         runtime.kill(row["id"], signal.SIGKILL, all=True)
+        containers.event("kill", row, signal=int(signal.SIGKILL))
         if not _wait_owner(row, 30):
             raise LaminaError(f"container {row['name']} did not stop")
+    containers.event("stop", row)
     return row["id"]
 
 
@@ -74,6 +78,7 @@ def kill(containers: ContainerStore, name: str, sig: str | int = "KILL") -> str:
     number = signal_number(sig)
     row = require_running(containers, name, "kill")
     Runtime(containers.store.root, RunConfig.from_json(row["run_config"]).runtime).kill(row["id"], number)
+    containers.event("kill", row, signal=number)
     return row["id"]
 
 

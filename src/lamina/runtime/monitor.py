@@ -76,6 +76,7 @@ def _supervise(containers: ContainerStore, row, *, stdin, stdout_fds, stderr_fds
         def started(pid: int) -> None:
             record(containers, cid, state="running", pid=pid, monitor_pid=me,
                    monitor_start=process_start_time(me), started=time.time(), exit_code=0)
+            containers.event("start", row)
             if on_started is not None:
                 on_started(pid)
 
@@ -102,6 +103,7 @@ def _supervise(containers: ContainerStore, row, *, stdin, stdout_fds, stderr_fds
         if not was_mounted:
             containers.umount(cid)
     record(containers, cid, state="exited", exit_code=code, finished=time.time(), pid=0)
+    containers.event("die", row, exitCode=code)
     return code
 
 
