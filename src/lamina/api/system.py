@@ -141,12 +141,10 @@ def disk_usage(request):
     for c in df["Containers"]:
         per_image[c["ImageID"]] = per_image.get(c["ImageID"], 0) + 1
     layers_size = next(s["Size"] for s in df["Summary"] if s["Type"] == "Images")
-    summaries = getattr(images, "image_summaries", None)
-    documents = getattr(volumes, "volume_documents", None)
     return {
         "LayersSize": layers_size,
-        "Images": summaries(engine, per_image, shared=True) if summaries else [],
+        "Images": images.image_summaries(engine, per_image, shared=True),
         "Containers": [containers.summary(c, True) for c in df["Containers"]],
-        "Volumes": documents(engine, usage=True) if documents else [],
+        "Volumes": volumes.volume_documents(engine, usage=True),
         "BuildCache": [],
     }
