@@ -9,11 +9,17 @@ for nothing and are dropped by the next :func:`hold`, so a killed build leaves n
 
 When a lease ends, the layers that only it kept (their image was removed meanwhile and the build
 failed, say) are deleted, as ``rmi`` would have deleted them.
+
+A process may run several builds at once (``lamina serve``): the rows are the process's, and
+this module counts, in the process, how many of its operations hold each chain; a build's
+:func:`release` of its own chains drops a row only when no other operation of the process
+holds it.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 
 from .errors import NotFound
 from .layers import init_key
@@ -23,6 +29,9 @@ TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing (star
 if TYPE_CHECKING:
     from .images import ImageStore
     from .store import Store
+
+_held: dict[str, int] = {}  # chain ID -> how many operations of this process hold it
+_held_lock = threading.Lock()
 
 
 def hold(images: ImageStore, image_id: str) -> tuple[list[str], bytes]:
@@ -47,19 +56,43 @@ def add(db, chains: list[str]) -> None:
     stores, so that a concurrent prune of the untagged state leaves its layers)."""
     db.executemany("INSERT OR IGNORE INTO leases VALUES (?, ?)",
                    [(chain, os.getpid()) for chain in chains])
+    with _held_lock:
+        for chain in chains:
+            _held[chain] = _held.get(chain, 0) + 1
 
 
-def release(store: Store) -> None:
-    """Drop this process's leases."""
-    with store.tx():
-        _end(store, os.getpid())
+def release(store: Store, chains: list[str] | None = None) -> None:
+    """End an operation's leases: of ``chains`` (as many times as it leased each), or all of
+    this process's. A chain another operation of this process still holds stays leased."""
+    if chains is None:
+        with _held_lock:
+            _held.clear()
+        with store.tx():
+            _end(store, os.getpid())
+        return
+    free = []
+    with _held_lock:
+        for chain in chains:
+            left = _held.get(chain, 0) - 1
+            if left > 0:
+                _held[chain] = left
+            else:
+                _held.pop(chain, None)
+                free.append(chain)
+    if free:
+        with store.tx():
+            _end(store, os.getpid(), free)
 
 
-def _end(store: Store, pid: int) -> None:
-    """Inside a transaction: drop ``pid``'s leases and delete the layers only they kept."""
+def _end(store: Store, pid: int, only: list[str] | None = None) -> None:
+    """Inside a transaction: drop ``pid``'s leases (of the chains ``only``, if given) and delete
+    the layers only they kept."""
     db = store.db
     chains = [r[0] for r in db.execute("SELECT chain_id FROM leases WHERE pid = ?", (pid,))]
-    db.execute("DELETE FROM leases WHERE pid = ?", (pid,))
+    if only is not None:
+        chains = [c for c in chains if c in set(only)]
+    db.executemany("DELETE FROM leases WHERE pid = ? AND chain_id = ?",
+                   [(pid, chain) for chain in chains])
     changed = True
     while changed:  # a parent becomes free once its child layer is gone
         changed = False

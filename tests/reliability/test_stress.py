@@ -210,6 +210,24 @@ def test_leased_layers_survive_rmi_and_go_with_the_lease(store_root, busybox_tar
     assert os.listdir(os.path.join(store_root, "blobs", "sha256")) == []
 
 
+def test_two_operations_of_one_process_lease_apart(store_root, busybox_tar):
+    """Two builds in one process (lamina serve) lease the same base: the first to end releases
+    its chains, and the layers stay leased for the second until it ends too."""
+    from lamina import Engine
+    from lamina.leases import hold, release
+
+    engine = Engine(root=store_root, driver="vfs")
+    image = engine.import_image(busybox_tar, "base")
+    first, _ = hold(engine.image_store, image)
+    second, _ = hold(engine.image_store, image)
+    engine.rmi(["base"])
+    release(engine.store, first)
+    assert [r["chain_id"] for r in engine.db.execute("SELECT chain_id FROM layers")] == second
+    release(engine.store, second)
+    assert engine.db.execute("SELECT count(*) FROM layers").fetchone()[0] == 0
+    assert [str(f) for f in engine.check()] == []
+
+
 def test_umount_tolerates_a_concurrent_umount(store_root, busybox_tar, monkeypatch):
     """Two processes unmounting one container (a ``--rm`` monitor finishing and a ``container
     prune``): the second's rmdir finds the mount point gone; that is done, not an error (it was

@@ -156,6 +156,7 @@ class Builder:
         self.step = 0
         self.total = 0
         self.stage_states: dict[int, State] = {}
+        self.leased: list[str] = []  # chains this build leased (lamina.leases), once per lease
         self.tmp: str | None = None
 
     # ------------------------------------------------------------------ images and states
@@ -172,6 +173,7 @@ class Builder:
         from lamina.leases import hold
 
         chains, config = hold(self.images, image_id)  # a concurrent rmi or prune spares them
+        self.leased += chains
         return State(image_id, chains, json.loads(config), raw=config)
 
     def _base_env(self, reference: str) -> dict[str, str]:
@@ -232,7 +234,8 @@ class Builder:
         build is done its images hold their layers themselves."""
         from lamina.leases import release
 
-        release(self.store)
+        leased, self.leased = self.leased, []
+        release(self.store, leased)  # its own: another build of this process keeps its leases
 
     def _warn_unused_args(self, df, stages: list[Stage]) -> None:
         declared = set()
@@ -442,6 +445,7 @@ class Builder:
         from lamina import leases
 
         leases.add(self.db, chains)
+        self.leased += chains
 
     def _drop(self, layer) -> None:
         staged = layer[0]
