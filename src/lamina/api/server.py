@@ -151,8 +151,9 @@ class Request:
             self.server.engines.give(engine, reusable=not failed)
 
     def arg(self, name: str, default: str | None = None) -> str | None:
+        """A query parameter; the first of repeated ones, as Go's ``FormValue`` takes it."""
         values = self.query.get(name)
-        return values[-1] if values else default
+        return values[0] if values else default
 
     def flag(self, name: str, default: bool = False) -> bool:
         """A boolean query parameter as Docker reads them: 1/true/True/yes are true."""
@@ -243,7 +244,7 @@ class Request:
                              **(headers or {})}, b"" if self.method == "HEAD" else data)
 
     def send_json(self, status: int, doc) -> None:
-        self.send_bytes(status, json.dumps(doc).encode() + b"\n")
+        self.send_bytes(status, json.dumps(doc, separators=(",", ":")).encode() + b"\n")
 
     def send_empty(self, status: int = 204, headers: dict | None = None) -> None:
         self._start(status, {"Content-Length": "0", **(headers or {})} if status != 204
@@ -363,7 +364,7 @@ class ChunkedWriter:
         return len(data)
 
     def json(self, doc) -> None:
-        self.write(json.dumps(doc).encode() + b"\n")
+        self.write(json.dumps(doc, separators=(",", ":")).encode() + b"\n")
 
     def flush(self) -> None:
         pass
