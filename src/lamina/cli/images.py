@@ -2,7 +2,17 @@
 flags and columns over the Engine's image methods."""
 
 
-from .common import FORMAT_HELP, confirm, each, json_lines, open_engine, reclaimed, short_id
+from .common import (
+    FORMAT_HELP,
+    UsageError,
+    confirm,
+    each,
+    exit_now,
+    json_lines,
+    open_engine,
+    reclaimed,
+    short_id,
+)
 
 ARGS: dict[str, tuple] = {}  # verb -> its flags and positionals (see common.Parser)
 
@@ -117,3 +127,83 @@ def cmd_image_prune(opts, a):
     if lines:
         print("Deleted Images:\n" + "\n".join(lines) + "\n")
     reclaimed(size)
+
+ARGS["image analyze"] = (
+    ("image", None, "IMAGE"),
+    ("--format", ("table", "json"), "Format the output", "table"),
+    ("--top", "int", "How many of the largest wasted paths to show", "10"),
+    ("--no-trunc", "bool", "Don't truncate the instructions"),
+    ("--ci", "bool", "Check the thresholds below: print PASS/FAIL, exit 1 if one fails"),
+    ("--lowest-efficiency", "float", "Fail --ci below this efficiency (0 to 1)", "0.9"),
+    ("--highest-wasted-bytes", "size",
+     "Fail --ci above this many wasted bytes (20MB, 1GiB...; 'disabled')", "disabled"),
+)
+
+_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3,
+          "gb": 1000**3, "t": 1000**4, "tb": 1000**4, "kib": 1024, "mib": 1024**2,
+          "gib": 1024**3, "tib": 1024**4}
+
+
+def _size(text: str, flag: str) -> int:
+    """``20MB``, ``1.5GiB``, ``300`` as bytes (dive's units: kB, MB and GB are powers of 1000)."""
+    number = text.strip().rstrip("bBiIkKmMgGtT ")
+    unit = text.strip()[len(number):].strip().lower()
+    try:
+        value = float(number)
+    except ValueError:
+        value = -1
+    if value < 0 or unit not in _UNITS:
+        raise UsageError(f"invalid size {text!r} for {flag} (a number of bytes, or with kB, MB, "
+                         "GB, KiB, MiB, GiB)")
+    return int(value * _UNITS[unit])
+
+
+def cmd_image_analyze(opts, a):
+    from .. import humanize
+    from ..analyze import analyze
+
+    try:
+        top = int(a.top)
+        lowest = float(a.lowest_efficiency)
+    except ValueError:
+        raise UsageError("--top takes a whole number, --lowest-efficiency a number") from None
+    highest = None if a.highest_wasted_bytes == "disabled" else \
+        _size(a.highest_wasted_bytes, "--highest-wasted-bytes")
+    report = analyze(open_engine(opts).image_store, a.image, top=top)
+    if a.format == "json":
+        import json
+
+        print(json.dumps(report, indent=2))
+    else:
+        def instruction(text):
+            text = " ".join(text.replace("/bin/sh -c #(nop) ", "").split())
+            return text if a.no_trunc or len(text) <= 60 else text[:59] + "…"
+
+        print(f"Image: {a.image} ({short_id(report['image'])})\n")
+        print(humanize.table(
+            ["LAYER", "SIZE", "ADDED", "CHANGED", "REMOVED", "WASTED", "INSTRUCTION"],
+            [[str(r["index"]), humanize.size(r["size"]), str(r["added"]), str(r["changed"]),
+              str(r["removed"]), humanize.size(r["wasted"]), instruction(r["created_by"])]
+             for r in report["layers"]]))
+        print(f"\nTotal image size:  {humanize.size(report['size'])}")
+        print(f"Wasted space:      {humanize.size(report['wasted_bytes'])} "
+              f"({report['wasted_paths']} paths)")
+        print(f"Efficiency:        {report['efficiency'] * 100:.2f} %")
+        if report["top"]:
+            print("\nLargest wasted paths:")
+            print(humanize.table(["COUNT", "WASTED", "PATH"],
+                                 [[str(r["count"]), humanize.size(r["wasted"]), r["path"]]
+                                  for r in report["top"]]))
+    if a.ci:
+        checks = [("lowest-efficiency", report["efficiency"] >= lowest,
+                   f"efficiency {report['efficiency']:.4f}, lowest allowed {lowest}")]
+        if highest is not None:
+            checks.append(("highest-wasted-bytes", report["wasted_bytes"] <= highest,
+                           f"{report['wasted_bytes']} bytes wasted, highest allowed {highest}"))
+        print()
+        for rule, passed, detail in checks:
+            print(f"{'PASS' if passed else 'FAIL'}: {rule}: {detail}")
+        if not all(passed for _, passed, _ in checks):
+            print("Result: FAIL")
+            exit_now(1)
+        print("Result: PASS")

@@ -45,6 +45,7 @@ VERBS = {
         "inspect": "inspect", "ls": "ps", "list": "ps", "ps": "ps", "mount": "mount",
         "prune": ("Remove all stopped containers", "containers"), "rm": "rm", "umount": "umount"}),
     "image": (MANAGEMENT, "Manage images", {
+        "analyze": ("Show each layer's changes and the space wasted in an image", "images"),
         "history": "history", "import": "import", "inspect": "inspect", "ls": "images",
         "list": "images", "prune": ("Remove unused images", "images"), "rm": "rmi", "tag": "tag"}),
     "system": (MANAGEMENT, "Manage the store", {
