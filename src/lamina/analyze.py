@@ -62,7 +62,7 @@ def layer_listing(content: ContentStore, blob_digest: str) -> LayerListing:
     listing = LayerListing()
     entries = listing.entries
     with content.open(blob_digest, verify=False) as raw:
-        for member in TarMembers(open_layer_stream(raw)):
+        for member in TarMembers(open_layer_stream(raw), names_only=True):
             path = _clean(member.name)
             if not path or path == b".":
                 continue

@@ -502,6 +502,10 @@ def _member(name: bytes) -> str:
 
 
 def _number(field: bytes) -> int:
+    try:  # the common case: octal digits ended by NULs or spaces
+        return int(field.rstrip(b"\0 ") or b"0", 8)
+    except ValueError:
+        pass
     if field and field[0] & 0x80:  # base-256 (GNU) for values that do not fit in octal
         value = int.from_bytes(field, "big") & ~(1 << (8 * len(field) - 1))
         if field[0] & 0x40:  # negative
@@ -697,10 +701,11 @@ class _Reader:
 _HEADER_ONLY = frozenset(b"123456")  # link, symlink, char, block, dir, fifo: no data
 
 
-def _headers(reader: _Reader, empty_ok: bool = False):
+def _headers(reader: _Reader, empty_ok: bool = False, names_only: bool = False):
     """Yield (type, name, linkname, size, mode, uid, gid, mtime_ns, devmajor, devminor, xattrs)
     for each member, data left unread in ``reader`` (``size`` bytes then padding). An empty
-    stream is an error unless ``empty_ok``."""
+    stream is an error unless ``empty_ok``. ``names_only``: mode, owners, mtime and devices are
+    left 0 and xattrs None, unparsed (a listing of names and sizes, for image analyze)."""
     global_pax = {}
     pax = {}
     long_name = long_link = None
@@ -767,6 +772,13 @@ def _headers(reader: _Reader, empty_ok: bool = False):
             size = int(records["size"])
         if kind in _HEADER_ONLY:
             size = 0
+        if names_only:
+            if size < 0:
+                raise _bad("negative member size")
+            yield kind, name, linkname, size, 0, 0, 0, 0, 0, 0, None
+            pax = {}
+            long_name = long_link = None
+            continue
         uid = int(records["uid"]) if "uid" in records else _number(block[108:116])
         gid = int(records["gid"]) if "gid" in records else _number(block[116:124])
         if size < 0 or uid < 0 or gid < 0:
@@ -813,10 +825,12 @@ class TarMembers:
 
     Iterating yields each :data:`TarMember`; :meth:`copy_data` writes the data of the current
     one to a file descriptor, and data not copied is skipped. The parsing (PAX and GNU long
-    names, checksums, truncation) is :func:`apply_tar`'s; an empty stream has no members."""
+    names, checksums, truncation) is :func:`apply_tar`'s; an empty stream has no members.
+    ``names_only``: members carry only kind, name, linkname and size (a listing, faster)."""
 
-    def __init__(self, stream):
+    def __init__(self, stream, names_only: bool = False):
         self._stream = stream
+        self._names_only = names_only
         self._reader = None
         self._left = 0
         self._name = b""
@@ -824,7 +838,7 @@ class TarMembers:
     def __iter__(self):
         self._reader = reader = _Reader(self._stream, hashed=False)
         try:
-            for header in _headers(reader, empty_ok=True):
+            for header in _headers(reader, empty_ok=True, names_only=self._names_only):
                 member = TarMember(*header)
                 self._left, self._name = member.size, member.name
                 yield member
