@@ -2,7 +2,8 @@
 
     python3 bench/analyze.py [--files 50000] [--layers 30] [--runs 5] [--keep DIR]
 
-Measured on the reference machine (2 CPUs): 0.58 s in process, 0.66 s for the command.
+Measured on the reference machine (2 CPUs, shared): 0.6 s in process, 0.7 to 0.8 s for the
+command.
 
 Builds the image in a fresh store under /var/tmp with lamina's Engine: a base rootfs of half the
 files (``import``), then 29 layers each adding new files, overwriting some of the layers below
