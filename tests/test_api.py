@@ -160,6 +160,17 @@ def test_docker_py_containers(api):
     c.kill()
     assert c.wait()["StatusCode"] == 137
     c.remove()
+    # -i with nobody attached: stdin stays open (cat waits), as Docker keeps it
+    cat = client.containers.create("busybox", "cat", stdin_open=True)
+    cat.start()
+    time.sleep(0.5)
+    assert cat.exec_run(["echo", "still here"]).output == b"still here\n"
+    cat.kill()  # answered once the container is dead, as Docker answers a SIGKILL
+    cat.reload()
+    assert (cat.status, cat.attrs["State"]["ExitCode"]) == ("exited", 137)
+    cat.remove()
+    with pytest.raises(Exception, match="no log driver named 'syslog2'"):
+        client.containers.create("busybox", "true", log_config={"type": "syslog2"})
     with pytest.raises(Exception) as failure:
         client.containers.get("py")
     assert type(failure.value).__name__ == "NotFound"

@@ -135,7 +135,7 @@ _CONFIG_TYPES = {"Image": _STR, "WorkingDir": _STR, "User": _STR, "Hostname": _S
                  "AttachStdin": _BOOL, "AttachStdout": _BOOL, "AttachStderr": _BOOL,
                  "StdinOnce": _BOOL, "Labels": _OBJECT, "Volumes": _OBJECT,
                  "ExposedPorts": _OBJECT, "HostConfig": _OBJECT, "Env": _WORDS}
-_HOST_TYPES = {"Binds": _WORDS, "NetworkMode": _STR, "AutoRemove": _BOOL,
+_HOST_TYPES = {"Binds": _WORDS, "NetworkMode": _STR, "AutoRemove": _BOOL, "LogConfig": _OBJECT,
                "ReadonlyRootfs": _BOOL, "Runtime": _STR, "Mounts": "list of objects"}
 
 
@@ -185,6 +185,11 @@ def run_config(config: dict, host: dict):
         network = "none"  # lamina has no bridge network yet: a private namespace with lo only
     labels = config.get("Labels") or {}
     env = config.get("Env") or ()
+    log = host.get("LogConfig") or {}
+    if log.get("Type") not in (None, "", "json-file"):
+        raise ApiError(400, f"failed to create container: logger: no log driver named "
+                            f"'{log['Type']}' is registered (lamina logs json-file)")
+    host = {k: v for k, v in host.items() if k != "LogConfig"}
     extra = {"Config": {k: config[k] for k in ("AttachStdin", "AttachStdout", "AttachStderr",
                                                  "StdinOnce", "Domainname", "ExposedPorts",
                                                  "StopSignal", "StopTimeout", "Entrypoint",
@@ -523,7 +528,14 @@ def kill(request, id):
         raise FailedPrecondition(f"Cannot kill container: {id}: Container {row['id']} is not "
                                  "running")
     request.release_gate()
-    kill_container(containers, row["id"], request.arg("signal") or "KILL")
+    from ..runtime.lifecycle import signal_number
+
+    number = signal_number(request.arg("signal") or "KILL")
+    kill_container(containers, row["id"], number)
+    if number == 9:  # Docker answers a SIGKILL once the container is dead
+        deadline = time.monotonic() + 10
+        while _state(containers, row["id"])["state"] == "running" and time.monotonic() < deadline:
+            time.sleep(0.01)
 
 
 @route("POST", "/containers/{id}/restart")

@@ -210,6 +210,10 @@ def serve(containers: ContainerStore, container_id: str, notify: int,
     os.dup2(err, 2)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    if stdin < 0 and RunConfig.from_json(containers.get(container_id)["run_config"]).open_stdin:
+        # -i with nobody attached: stdin stays open, as Docker keeps it (a `cat` waits rather
+        # than ending at once); the write end lives as long as this monitor
+        stdin, _keep_open = os.pipe()
     state = {"notified": False}
 
     def started(pid: int) -> None:
