@@ -165,6 +165,11 @@ def test_docker_py_containers(api):
     cat.start()
     time.sleep(0.5)
     assert cat.exec_run(["echo", "still here"]).output == b"still here\n"
+    # an exec's terminal comes from its create, the stream's framing from its start (Docker)
+    tty_exec = client.api.exec_create(cat.id, ["sh", "-c", "test -t 1 && echo T"], tty=True)
+    assert client.api.exec_start(tty_exec) == b"T\r\n"  # multiplexed, as the start asked
+    tty_exec = client.api.exec_create(cat.id, ["sh", "-c", "test -t 1 && echo T"], tty=True)
+    assert client.api.exec_start(tty_exec, tty=True) == b"T\r\n"  # raw
     cat.kill()  # answered once the container is dead, as Docker answers a SIGKILL
     cat.reload()
     assert (cat.status, cat.attrs["State"]["ExitCode"]) == ("exited", 137)

@@ -106,7 +106,8 @@ def start(request, id):
             raise FailedPrecondition(f"exec {id} has already been started")
         found["started"] = True
     detach = bool(body.get("Detach"))
-    tty = bool(body.get("Tty", found["ProcessConfig"]["tty"]))
+    tty = found["ProcessConfig"]["tty"]  # the process's terminal: the create's
+    raw = bool(body.get("Tty"))  # the stream's framing: the start's, as Docker decides it
     config = found["ProcessConfig"]
     argv = [config["entrypoint"], *config["arguments"]]
     containers = request.engine.container_store
@@ -135,13 +136,13 @@ def start(request, id):
             found["Running"] = False
         request.send_empty(200)
         return
-    conn = request.hijack(RAW if tty else MULTIPLEXED)
+    conn = request.hijack(RAW if raw else MULTIPLEXED)
     stdin_r, stdin_w = os.pipe() if found["OpenStdin"] else (None, None)
     out_r, out_w = os.pipe()
     err_r, err_w = (out_r, out_w) if tty else os.pipe()
-    relays = [threading.Thread(target=_copy_out, args=(out_r, conn, 1, tty), daemon=True)]
+    relays = [threading.Thread(target=_copy_out, args=(out_r, conn, 1, raw), daemon=True)]
     if err_r != out_r:
-        relays.append(threading.Thread(target=_copy_out, args=(err_r, conn, 2, tty), daemon=True))
+        relays.append(threading.Thread(target=_copy_out, args=(err_r, conn, 2, raw), daemon=True))
     if stdin_w is not None:
         threading.Thread(target=_copy_in, args=(conn, stdin_w), daemon=True).start()
     for relay in relays:
@@ -157,7 +158,7 @@ def start(request, id):
         message = (f"OCI runtime exec failed: exec failed: unable to start container process: "
                    f"{error}: unknown\r\n").encode()
         try:
-            conn.sendall(message if tty else frame_header(1, len(message)) + message)
+            conn.sendall(message if raw else frame_header(1, len(message)) + message)
         except OSError:
             pass
         code = 126
@@ -175,14 +176,14 @@ def start(request, id):
             pass
 
 
-def _copy_out(fd: int, conn, stream: int, tty: bool) -> None:
+def _copy_out(fd: int, conn, stream: int, raw: bool) -> None:
     try:
         while True:
             data = os.read(fd, 65536)
             if not data:
                 break
             try:
-                conn.sendall(data if tty else frame_header(stream, len(data)) + data)
+                conn.sendall(data if raw else frame_header(stream, len(data)) + data)
             except OSError:
                 pass  # the client went: keep draining, or the process blocks on a full pipe
     finally:
