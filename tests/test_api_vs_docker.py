@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -109,7 +110,11 @@ def test_ps_size_and_inspect_shapes(engines):
 def test_detached_exec_logs_stop(engines):
     for engine in engines:
         assert engine("run", "-d", "--name", "svc", "--network", "none", "busybox", "sh", "-c",
-                      "echo up; echo warn >&2; sleep 300").returncode == 0
+                      "echo up; sleep 0.3; echo warn >&2; sleep 300").returncode == 0
+    for engine in engines:  # both lines logged, in that order (they go down two pipes)
+        deadline = time.monotonic() + 10
+        while "warn" not in engine("logs", "svc").stderr and time.monotonic() < deadline:
+            time.sleep(0.1)
     for args in (["exec", "svc", "sh", "-c", "echo in; exit 4"], ["logs", "svc"],
                  ["logs", "--tail", "1", "svc"], ["exec", "-i", "svc", "cat"],
                  ["exec", "svc", "nosuch"], ["top", "svc", "-o", "comm"]):
