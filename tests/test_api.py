@@ -176,6 +176,11 @@ def test_docker_py_containers(api):
     cat.remove()
     with pytest.raises(Exception, match="no log driver named 'syslog2'"):
         client.containers.create("busybox", "true", log_config={"type": "syslog2"})
+    logged = client.containers.create("busybox", "true",
+                                      log_config={"type": "json-file", "config": {"max-size": "1m"}})
+    assert logged.attrs["HostConfig"]["LogConfig"] == {"Type": "json-file",
+                                                       "Config": {"max-size": "1m"}}
+    logged.remove()
     with pytest.raises(Exception) as failure:
         client.containers.get("py")
     assert type(failure.value).__name__ == "NotFound"

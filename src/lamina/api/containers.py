@@ -186,10 +186,10 @@ def run_config(config: dict, host: dict):
     labels = config.get("Labels") or {}
     env = config.get("Env") or ()
     log = host.get("LogConfig") or {}
-    if log.get("Type") not in (None, "", "json-file"):
-        raise ApiError(400, f"failed to create container: logger: no log driver named "
-                            f"'{log['Type']}' is registered (lamina logs json-file)")
-    host = {k: v for k, v in host.items() if k != "LogConfig"}
+    if log.get("Type") not in (None, "", "json-file", "none"):
+        raise ApiError(400, f"logger: no log driver named '{log['Type']}' is registered")
+    host = {**host, "LogConfig": {"Type": log.get("Type") or "json-file",
+                                  "Config": log.get("Config") or {}}}
     extra = {"Config": {k: config[k] for k in ("AttachStdin", "AttachStdout", "AttachStderr",
                                                  "StdinOnce", "Domainname", "ExposedPorts",
                                                  "StopSignal", "StopTimeout", "Entrypoint",
