@@ -1,11 +1,14 @@
 """A real ``lamina serve`` for tests: a subprocess on a private unix socket over a test store,
 with the docker CLI and docker-py pointed at it."""
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAMINA = [sys.executable, "-S", os.path.join(REPO, "bin", "lamina")]
@@ -92,3 +95,27 @@ class Server:
         if check and proc.returncode != 0:
             raise AssertionError(f"lamina {' '.join(args)} failed: {proc.stderr}")
         return proc
+
+
+@contextlib.contextmanager
+def beside_docker(prefix: str):
+    """A private Docker Engine (bench/peers.py's dockerd) and a ``lamina serve`` on a fresh
+    store, under one new /var/tmp directory: yields (dockerd, server); both are stopped and
+    everything removed afterwards, containers of the store included."""
+    sys.path.insert(0, os.path.join(REPO, "bench"))
+    import peers
+
+    base = Path(tempfile.mkdtemp(prefix=prefix, dir="/var/tmp"))
+    dockerd = peers.Docker(base)
+    server = None
+    try:
+        dockerd.start()
+        server = Server(str(base / "lamina-store"), str(base / "api.sock")).start()
+        yield dockerd, server
+    finally:
+        if server is not None:
+            server.stop()
+            for cid in server.lamina("ps", "-aq", check=False).stdout.split():
+                server.lamina("rm", "-f", cid, check=False)
+        dockerd.cleanup()
+        peers.remove_tree(base)

@@ -14,16 +14,16 @@ import lzma
 import os
 import shutil
 import socket
+import subprocess
 import tarfile
-import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.apiserver import DOCKER, Server
+from tests.apiserver import DOCKER, Server, beside_docker
 
-from .conftest import REPO, Lamina
+from .conftest import Lamina
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (runc, overlay mounts)")
 
@@ -430,29 +430,12 @@ def engines(busybox_tar):
     """{"docker": (socket, env), "lamina": (socket, env)}: Docker Engine and lamina serve."""
     if shutil.which("dockerd") is None:
         pytest.fail("dockerd is missing (scripts/setup installs docker.io)")
-    import sys
-
-    sys.path.insert(0, os.path.join(REPO, "bench"))
-    import peers
-
-    base = Path(tempfile.mkdtemp(prefix="lamina-files-vs-docker-", dir="/var/tmp"))
-    dockerd = peers.Docker(base)
-    root = str(base / "lamina-store")
-    Lamina(root, None)("import", busybox_tar, "busybox:latest")
-    server = None
-    try:
-        dockerd.start()
+    with beside_docker("lamina-files-vs-docker-") as (dockerd, server):
+        server.lamina("import", busybox_tar, "busybox:latest")
         with open(busybox_tar, "rb") as f:
-            peers.run([DOCKER, "import", "-", "busybox:latest"], env=dockerd.env, input=f.read())
-        server = Server(root, str(base / "api.sock")).start()
+            subprocess.run([DOCKER, "import", "-", "busybox:latest"], env=dockerd.env,
+                           input=f.read(), check=True, capture_output=True)
         yield {"docker": (str(dockerd.sock), dockerd.env), "lamina": (server.socket, server.env())}
-    finally:
-        if server is not None:
-            server.stop()
-            for cid in server.lamina("ps", "-aq", check=False).stdout.split():
-                server.lamina("rm", "-f", cid, check=False)
-        dockerd.cleanup()
-        peers.remove_tree(base)
 
 
 def test_answers_beside_docker_engine(engines, tmp_path):

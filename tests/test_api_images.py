@@ -15,9 +15,7 @@ import re
 import shutil
 import socket
 import subprocess
-import sys
 import tarfile
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -25,10 +23,9 @@ from urllib.parse import quote
 
 import pytest
 
-from tests.apiserver import DOCKER, Server
+from tests.apiserver import DOCKER, beside_docker
 
 from . import test_registry
-from .conftest import REPO, Lamina
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (runc, overlay mounts)")
 registry = test_registry.registry  # Debian's docker-registry on a loopback port, as fixtures
@@ -517,17 +514,7 @@ def engines(busybox_tar, registry):
     with ``busybox:latest`` imported the same way (``docker import``)."""
     if shutil.which("dockerd") is None:
         pytest.fail("dockerd is installed by scripts/setup (docker.io)")
-    sys.path.insert(0, os.path.join(REPO, "bench"))
-    import peers
-
-    base = Path(tempfile.mkdtemp(prefix="lamina-images-vs-docker-", dir="/var/tmp"))
-    dockerd = peers.Docker(base)
-    root = str(base / "lamina-store")
-    Lamina(root, None)("version")
-    server = None
-    try:
-        dockerd.start()
-        server = Server(root, str(base / "api.sock")).start()
+    with beside_docker("lamina-images-vs-docker-") as (dockerd, server):
         envs = [dockerd.env, server.env()]
 
         def runner(env):
@@ -544,11 +531,6 @@ def engines(busybox_tar, registry):
         for run in (docker, lamina):
             run("import", "-m", "imported the same way", busybox_tar, "busybox:latest")
         yield docker, lamina
-    finally:
-        if server is not None:
-            server.stop()
-        dockerd.cleanup()
-        peers.remove_tree(base)
 
 
 def masked(text: str) -> str:

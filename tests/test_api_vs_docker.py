@@ -8,38 +8,23 @@ import os
 import re
 import shutil
 import subprocess
-import sys
-import tempfile
 import time
-from pathlib import Path
 
 import pytest
 
-from tests.apiserver import DOCKER, Server
-
-from .conftest import REPO, Lamina
+from tests.apiserver import DOCKER, beside_docker
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("dockerd") is None,
                                 reason="needs root and dockerd (scripts/setup installs docker.io)")
 
-sys.path.insert(0, os.path.join(REPO, "bench"))
-import peers  # noqa: E402  (bench/peers.py: a private dockerd)
-
-
 @pytest.fixture(scope="module")
 def engines(busybox_tar):
     """(docker, lamina): each a function running the docker CLI against one engine."""
-    base = Path(tempfile.mkdtemp(prefix="lamina-vs-docker-", dir="/var/tmp"))
-    dockerd = peers.Docker(base)
-    root = str(base / "lamina-store")
-    Lamina(root, None)("import", busybox_tar, "busybox:latest")
-    server = None
-    try:
-        dockerd.start()
+    with beside_docker("lamina-vs-docker-") as (dockerd, server):
+        server.lamina("import", busybox_tar, "busybox:latest")
         with open(busybox_tar, "rb") as f:
             subprocess.run([DOCKER, "import", "-", "busybox:latest"], stdin=f, env=dockerd.env,
                            check=True, capture_output=True)
-        server = Server(root, str(base / "api.sock")).start()
 
         def runner(env):
             def docker(*args, input=None):
@@ -48,13 +33,6 @@ def engines(busybox_tar):
             return docker
 
         yield runner(dockerd.env), runner(server.env())
-    finally:
-        if server is not None:
-            server.stop()
-            for cid in server.lamina("ps", "-aq", check=False).stdout.split():
-                server.lamina("rm", "-f", cid, check=False)
-        dockerd.cleanup()
-        peers.remove_tree(base)
 
 
 def both(engines, *args, input=None):
