@@ -421,26 +421,6 @@ def top(request, id):
     return ps_table(proc.stdout, pids)
 
 
-def set_terminal_size(pid: int, height: int, width: int) -> bool:
-    """Set the window size of the terminal that is the process ``pid``'s stdin (a container
-    with a tty: the pty runc made for it); False when it has none."""
-    import struct
-
-    from ..runtime.console import set_window_size, window_size
-
-    try:
-        fd = os.open(f"/proc/{pid}/fd/0", os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
-    except OSError:
-        return False
-    try:
-        if window_size(fd) is None:
-            return False  # a pipe or /dev/null: no terminal
-        set_window_size(fd, struct.pack("HHHH", height & 0xFFFF, width & 0xFFFF, 0, 0))
-        return True
-    finally:
-        os.close(fd)
-
-
 def _size_arg(request, name: str) -> int:
     value = request.arg(name) or ""
     try:
@@ -453,6 +433,8 @@ def _size_arg(request, name: str) -> int:
 def resize(request, id):
     """Set the size of a running container's terminal; a container without one answers 200
     and nothing changes, as Docker."""
+    from ..runtime.console import set_terminal_size
+
     height, width = _size_arg(request, "h"), _size_arg(request, "w")
     containers = request.engine.container_store
     row = _running_row(containers, id)

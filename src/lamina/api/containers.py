@@ -577,17 +577,14 @@ def remove(request, id):
 
 # ----------------------------------------------------------------------------- logs
 def _since(value: str | None) -> float:
-    if not value:
-        return 0
-    try:
-        return float(value)
-    except ValueError:
-        from ..image import parse_rfc3339
+    """Unix seconds of a ``since``/``until`` parameter (the forms ``/events`` takes); 0: none."""
+    from ..events import parse_time
 
-        try:
-            return parse_rfc3339(value)
-        except ValueError:
-            raise ApiError(400, f"invalid time: {value!r}") from None
+    try:
+        nanos = parse_time(value)
+    except ValueError:
+        raise ApiError(400, f"invalid time: {value!r}") from None
+    return 0 if nanos is None else nanos / 1e9
 
 
 @route("GET", "/containers/{id}/logs")

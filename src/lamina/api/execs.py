@@ -68,7 +68,7 @@ def inspect(request, id):
 
 @route("POST", "/exec/{id}/resize")
 def resize(request, id):
-    from ..runtime.console import set_window_size
+    from ..runtime.console import set_terminal_size
 
     found = _get(id)
     height, width = request.int_arg("h", 0), request.int_arg("w", 0)
@@ -78,21 +78,8 @@ def resize(request, id):
         found["size"] = (height, width)  # for a process that is still starting
         pid = found["Pid"]
     if pid:
-        _resize_process(pid, height, width, set_window_size)
+        set_terminal_size(pid, height, width)
     request.send_empty(200)
-
-
-def _resize_process(pid: int, height: int, width: int, set_window_size) -> None:
-    import struct
-
-    try:
-        fd = os.open(f"/proc/{pid}/fd/0", os.O_RDWR | os.O_NOCTTY)
-    except OSError:
-        return
-    try:
-        set_window_size(fd, struct.pack("HHHH", height, width, 0, 0))
-    finally:
-        os.close(fd)
 
 
 @route("POST", "/exec/{id}/start")
@@ -115,14 +102,14 @@ def start(request, id):
     containers.event(f"exec_start: {' '.join(argv)}", row, execID=found["ID"])
 
     def started(pid: int) -> None:
-        from ..runtime.console import set_window_size
+        from ..runtime.console import set_terminal_size
 
         with _lock:
             found["Pid"] = pid
             found["Running"] = True
             size = found.get("size")
         if size:
-            _resize_process(pid, *size, set_window_size)
+            set_terminal_size(pid, *size)
 
     request.release_gate()
     if detach:

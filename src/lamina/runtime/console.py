@@ -206,3 +206,21 @@ def _readable(fd: int) -> bool:
         return bool(select.select([fd], [], [], 0)[0])
     except (OSError, ValueError):
         return False
+
+
+def set_terminal_size(pid: int, height: int, width: int) -> bool:
+    """Set the window size of the terminal that is the process ``pid``'s stdin (a container
+    with a tty: the pty runc made for it); False when it has none."""
+    import struct
+
+    try:
+        fd = os.open(f"/proc/{pid}/fd/0", os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+    except OSError:
+        return False
+    try:
+        if window_size(fd) is None:
+            return False  # a pipe or /dev/null: no terminal
+        set_window_size(fd, struct.pack("HHHH", height & 0xFFFF, width & 0xFFFF, 0, 0))
+        return True
+    finally:
+        os.close(fd)
