@@ -22,6 +22,7 @@ import stat
 import time
 
 from ..errors import FailedPrecondition, InvalidArgument, NotFound
+from ..events import labels_match
 from .server import ApiError, route
 
 CHANGE_KINDS = {"C": 0, "A": 1, "D": 2}  # Docker's ChangeType: modified, added, deleted
@@ -287,20 +288,11 @@ def prune_filter(engine, filters: dict[str, list[str]]):
         if not wanted and not unwanted:
             return True
         labels = labels_of(row)
-        if not labels_match(wanted, labels):
+        if not labels_match(labels, wanted):
             return False
-        return not (unwanted and labels_match(unwanted, labels))
+        return not (unwanted and labels_match(labels, unwanted))
 
     return accepts
-
-
-def labels_match(specs: list[str], labels: dict) -> bool:
-    """Every ``KEY`` or ``KEY=VALUE`` of ``specs`` is among ``labels`` (Docker's MatchKVList)."""
-    for spec in specs:
-        key, sep, value = spec.partition("=")
-        if key not in labels or (sep and labels[key] != value):
-            return False
-    return True
 
 
 def parse_until(value: str) -> float:

@@ -22,6 +22,7 @@ import threading
 import time
 
 from ..errors import FailedPrecondition, InvalidArgument, NotFound
+from ..events import labels_match
 from .server import ApiError, route
 
 MULTIPLEXED = "application/vnd.docker.multiplexed-stream"
@@ -82,10 +83,7 @@ def _matches(row: dict, filters: dict[str, list[str]]) -> bool:
                      row["Image"] == v + ":latest" for v in values)
         elif key == "label":
             run = run if run is not None else json.loads(row.get("RunConfig") or "{}")
-            labels = dict(run.get("labels") or ())
-            ok = all((v.partition("=")[0] in labels and
-                      ("=" not in v or labels[v.partition("=")[0]] == v.partition("=")[2]))
-                     for v in values)
+            ok = labels_match(dict(run.get("labels") or ()), values)
         elif key in ("before", "since", "volume", "network", "health", "publish", "expose",
                      "isolation", "is-task"):
             ok = True  # answered below (before/since) or nothing lamina has

@@ -29,6 +29,7 @@ import threading
 import time
 
 from ..errors import FailedPrecondition, InvalidArgument, LaminaError, NotFound, Unavailable
+from ..events import labels_match
 from .server import ApiError, route, version_tuple
 
 _TAG = re.compile(r"^[\w][\w.-]{0,127}$")
@@ -174,7 +175,7 @@ def image_summaries(engine, containers_count: dict | None = None, shared: bool =
         except NotFound:  # removed by another process meanwhile
             continue
         labels = (config.get("config") or {}).get("Labels") or {}
-        if "label" in filters and not _labels_match(labels, filters["label"]):
+        if "label" in filters and not labels_match(labels, filters["label"]):
             continue
         doc = {"Containers": -1 if containers_count is None else containers_count.get(image_id, 0),
                "Created": int(exact), "Id": image_id, "Labels": labels,
@@ -236,14 +237,6 @@ def _until(values: list[str]) -> float | None:
         else:
             raise ApiError(400, f"invalid filter 'until={value}'")
     return min(bounds)
-
-
-def _labels_match(labels: dict, wanted: list[str]) -> bool:
-    for item in wanted:
-        key, eq, value = item.partition("=")
-        if key not in labels or (eq and labels[key] != value):
-            return False
-    return True
 
 
 def _path_match(pattern: str, text: str) -> bool:
@@ -427,9 +420,9 @@ def prune_images(request):
         if until is not None and parse_rfc3339(row["created"]) >= until:
             continue
         labels = (images.config(image_id).get("config") or {}).get("Labels") or {}
-        if "label" in filters and not _labels_match(labels, filters["label"]):
+        if "label" in filters and not labels_match(labels, filters["label"]):
             continue
-        if "label!" in filters and any(_labels_match(labels, [item])
+        if "label!" in filters and any(labels_match(labels, [item])
                                        for item in filters["label!"]):
             continue
         sizes = {r["chain_id"]: r["size"] for r in images.layer_rows(image_id)}
