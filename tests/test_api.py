@@ -153,7 +153,7 @@ def test_docker_py_containers(api):
     assert c.status in ("created", "running")
     c.reload()
     assert c.status == "running" and c.labels == {"tier": "test"}
-    code, output = c.exec_run(["sh", "-c", "echo in; echo err >&2; exit 2"])
+    code, output = c.exec_run(["sh", "-c", "echo in; sleep 0.2; echo err >&2; exit 2"])  # two pipes: ordered by time
     assert code == 2 and output == b"in\nerr\n"
     assert [x.name for x in client.containers.list(filters={"label": "tier=test"})] == ["py"]
     assert client.containers.list(filters={"label": "tier=other"}) == []
