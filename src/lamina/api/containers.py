@@ -23,6 +23,9 @@ import time
 
 from ..errors import FailedPrecondition, InvalidArgument, NotFound
 from ..events import labels_match
+from ..runtime.monitor import open_stdin
+from .detach import DetachKeys
+from .detach import parse as detach_keys
 from .server import ApiError, route
 
 MULTIPLEXED = "application/vnd.docker.multiplexed-stream"
@@ -280,6 +283,10 @@ class Attachment:
         with self.lock:
             self.clients.append((conn, streams))
 
+    def remove(self, conn: socket.socket) -> None:
+        with self.lock:
+            self.clients = [client for client in self.clients if client[0] is not conn]
+
     def stdio(self) -> tuple[int, int, int]:
         return self.in_r, self.out_w, self.err_w
 
@@ -330,6 +337,12 @@ class Attachment:
                     self.clients.remove(client)
 
     def _finish(self) -> None:
+        fd, self.in_w = self.in_w, -1
+        if fd >= 0:  # held open past a detach: the process has ended now
+            try:
+                os.close(fd)
+            except OSError:
+                pass
         with self.lock:
             for conn, _ in self.clients:
                 try:
@@ -338,24 +351,43 @@ class Attachment:
                     pass
         self.done.set()
 
-    def relay_stdin(self, conn: socket.socket) -> None:
-        """Copy what the client sends to the process's stdin until the client half-closes."""
-        while self.in_w >= 0:
-            try:
-                data = conn.recv(65536)
-            except OSError:
-                data = b""
-            if not data:
-                break
+    def relay_stdin(self, conn: socket.socket, keys: DetachKeys) -> bool:
+        """Copy what the client sends to the process's stdin until the client half-closes
+        (stdin then ends, Docker's StdinOnce) or types the detach keys (stdin stays open, for
+        the process and a later client). True when it detached."""
+        detached = relay_input(conn, self.in_w, keys)
+        if not detached:
+            fd, self.in_w = self.in_w, -1
+            if fd >= 0:
+                os.close(fd)
+        return detached
+
+
+def relay_input(conn: socket.socket, fd: int, keys: DetachKeys) -> bool:
+    """Copy a client's input to ``fd`` (-1: read and drop it) through the detach keys, until the
+    client half-closes (False) or types them (True: the connection is then shut down both ways,
+    so the client sees its session end; ``fd`` stays open)."""
+    while True:
+        try:
+            data = conn.recv(65536)
+        except OSError:
+            return False
+        if not data:
+            return False
+        data, detached = keys.feed(data)
+        if fd >= 0 and data:
             try:
                 view = memoryview(data)
                 while view:
-                    view = view[os.write(self.in_w, view):]
+                    view = view[os.write(fd, view):]
             except OSError:
-                break
-        fd, self.in_w = self.in_w, -1
-        if fd >= 0:
-            os.close(fd)
+                fd = -1  # the process stopped reading: keep draining for the keys
+        if detached:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            return True
 
 
 def frame_header(stream: int, length: int) -> bytes:
@@ -377,6 +409,7 @@ def attach(request, id):
     streams = _wanted_streams(request, False)
     wants_stdin = request.flag("stdin") and bool(run.get("open_stdin"))
     stream = request.flag("stream")
+    keys = DetachKeys(detach_keys(request.arg("detachKeys")))
     cid = row["id"]
     with _attach_lock:
         attachment = None
@@ -392,11 +425,24 @@ def attach(request, id):
     if not stream:
         return
     if attachment is None:  # already running: its output comes from the log
-        _write_log(request, conn, cid, tty, streams, follow=True, tail=0)
+        follow = threading.Thread(target=_write_log, args=(request, conn, cid, tty, streams),
+                                  kwargs={"follow": True, "tail": 0}, daemon=True,
+                                  name="attach-log")
+        follow.start()
+        if wants_stdin:  # into the FIFO its monitor holds (-i), until the client leaves
+            fd = open_stdin(engine.container_store, cid)
+            try:
+                if relay_input(conn, -1 if fd is None else fd, keys):
+                    return  # detached: the log's follower ends at its next write
+            finally:
+                if fd is not None:
+                    os.close(fd)
+        follow.join()
         return
     attachment.add(conn, streams)
-    if wants_stdin and attachment.in_w >= 0:
-        attachment.relay_stdin(conn)
+    if wants_stdin and attachment.in_w >= 0 and attachment.relay_stdin(conn, keys):
+        attachment.remove(conn)
+        return
     attachment.done.wait()
 
 

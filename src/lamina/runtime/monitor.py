@@ -181,11 +181,30 @@ def spawn(containers: ContainerStore, name: str, stdio: tuple[int, int, int] | N
     os.close(read_end)
     reply = b"".join(chunks).decode()
     if reply.startswith("ok"):
+        from .console import reap_later
+
+        reap_later(containers.get(row["id"])["monitor_pid"])  # ours if we are a subreaper
         return row["id"]
     code, _, message = reply.partition(" ")
     if not code.isdigit():
         raise LaminaError(f"the monitor of {row['name']} failed before starting it")
     raise RuntimeFailure(message, int(code))
+
+
+STDIN_FIFO = "stdin"  # in the bundle: the standard input of a -i container nobody attached to
+
+
+def open_stdin(containers: ContainerStore, container_id: str) -> int | None:
+    """A file descriptor that writes to the standard input of the running -i container, or None
+    when it has none to write to (not -i, attached at its start, or not running: a FIFO that
+    no monitor holds open refuses a writer)."""
+    try:
+        fd = os.open(os.path.join(containers.store.bundle_dir(container_id), STDIN_FIFO),
+                     os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    os.set_blocking(fd, True)
+    return fd
 
 
 def serve(containers: ContainerStore, container_id: str, notify: int,
@@ -212,8 +231,14 @@ def serve(containers: ContainerStore, container_id: str, notify: int,
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     if stdin < 0 and RunConfig.from_json(containers.get(container_id)["run_config"]).open_stdin:
         # -i with nobody attached: stdin stays open, as Docker keeps it (a `cat` waits rather
-        # than ending at once); the write end lives as long as this monitor
-        stdin, _keep_open = os.pipe()
+        # than ending at once). It is a FIFO in the bundle, opened read-write so that it never
+        # reads end-of-file while this monitor lives, and a client that attaches later writes
+        # into it (:func:`open_stdin`).
+        fifo = os.path.join(bundle, STDIN_FIFO)
+        if os.path.lexists(fifo):
+            os.unlink(fifo)
+        os.mkfifo(fifo, 0o600)
+        stdin = os.open(fifo, os.O_RDWR)
     state = {"notified": False}
 
     def started(pid: int) -> None:

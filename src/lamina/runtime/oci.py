@@ -33,7 +33,7 @@ import os
 from dataclasses import asdict, dataclass
 
 from ..errors import InvalidArgument, LaminaError, Unavailable
-from ..image import merge_env
+from ..image import merge_env, process_env
 from ..rootpath import resolve_in_root
 from .users import resolve_user
 
@@ -146,7 +146,7 @@ def make_process(root: str, argv: list[str], env: list[str], workdir: str | None
     with ``terminal`` the runtime gives it a pty (and, as Docker, TERM=xterm by default)."""
     who = resolve_user(root, user)
     base = [f"PATH={DEFAULT_PATH}", f"HOSTNAME={hostname}"] + (["TERM=xterm"] if terminal else [])
-    merged = merge_env(base, env)
+    merged = process_env(merge_env(base, env))
     if not any(e.startswith("HOME=") for e in merged):
         merged.append(f"HOME={who.home}")
     import resource

@@ -252,9 +252,13 @@ def exec_process(containers: ContainerStore, name: str, argv: list[str], *, env=
             if proc.returncode != 0:
                 raise failure_from_log(runtime_log) or RuntimeFailure(
                     f"the runtime exited with status {proc.returncode}")
+            with open(pid_file) as f:
+                pid = int(f.read().strip() or 0)
+            from .console import reap_later
+
+            reap_later(pid)
             if on_started is not None:
-                with open(pid_file) as f:
-                    on_started(int(f.read().strip() or 0))
+                on_started(pid)
             return 0
         cmd = runtime.command(*args, cid, log=runtime_log)
         return pump(cmd, stdin=stdin, output=Output([stdout], [stderr]), pid_file=pid_file,
