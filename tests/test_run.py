@@ -636,3 +636,32 @@ def test_wait_follows_the_claim_to_the_monitor(store, store_root):
     finally:
         starter.kill()
         starter.wait()
+
+
+def test_cp_reaches_the_volumes_the_container_mounts(store, tmp_path):
+    """``cp`` to or from a path under a volume or bind mount uses that volume, as the container
+    sees it (Docker mounts them for the copy), whether the container runs or not."""
+    bind = tmp_path / "bind"
+    bind.mkdir()
+    store("run", "--name", "c", "-v", "data:/vol", "-v", f"{bind}:/srv/bind", "busybox",
+          "sh", "-c", "cat /vol/in /vol/d/deep /srv/bind/in", check=False)  # exits: not there
+    src = tmp_path / "in"
+    src.write_text("copied in\n")
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "deep").write_text("deeper\n")
+    store("cp", src, "c:/vol")  # into the volume's root
+    store("cp", tmp_path / "d", "c:/vol/d")
+    store("cp", src, "c:/srv/bind/")
+    assert (bind / "in").read_text() == "copied in\n"
+    proc = store("start", "-a", "c")
+    assert proc.stdout == "copied in\ndeeper\ncopied in\n"
+    out = tmp_path / "out"
+    out.mkdir()
+    store("cp", "c:/vol", out)  # the volume's root, under the name it has in the container
+    assert sorted(os.listdir(out / "vol")) == ["d", "in"]
+    store("cp", "c:/vol/d/.", out / "contents")
+    assert (out / "contents" / "deep").read_text() == "deeper\n"
+    # nothing of it went into the container's own layer under the mount points (which runc
+    # made there: the diff shows them, as Docker's does)
+    changed = [line.split()[1] for line in store("diff", "c").stdout.splitlines()]
+    assert "/vol" in changed and not [p for p in changed if p.startswith(("/vol/", "/srv/bind/"))]

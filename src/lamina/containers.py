@@ -485,19 +485,71 @@ class ContainerStore:
 
         source, dest = copy.parse_location(src), copy.parse_location(dst)
         copy.check_direction(source, dest)
-        with self.files(source[0] or dest[0]) as (_, fs):  # no rm or prune meanwhile
+        inside = source[1] if source[0] is not None else dest[1]
+        # no rm or prune meanwhile; a path under a volume is the volume's, as the container sees it
+        with self.files_at(source[0] or dest[0], inside) as (_, fs, inner, base, _):
             host = copy.RootedFS("/")
             try:
                 if source[0] is not None:
                     owner = None if archive or os.geteuid() == 0 else (os.geteuid(), os.getegid())
-                    copy.copy(fs, source[1], host, copy.host_path(dest[1]), owner, follow)
+                    copy.copy(fs, inner, host, copy.host_path(dest[1]), owner, follow,
+                              name=base if base not in ("/", ".") else None)
                 else:
-                    copy.copy(host, copy.host_path(source[1]), fs, dest[1],
+                    copy.copy(host, copy.host_path(source[1]), fs, inner,
                               None if archive else (0, 0), follow)
             except OSError as error:
                 raise copy.os_error(error) from None
             finally:
                 host.close()
+
+    def files_at(self, name: str, path: str):
+        """``with containers.files_at(name, path) as (row, fs, inner, base, mounted_on):`` the
+        file system holding the container path ``path`` as the container sees it: its root
+        (:meth:`files`), or the directory of the volume or bind mount over that part of it (the
+        deepest), whatever the container's state, as Docker mounts them for ``cp``. ``inner``
+        is the path inside ``fs``, ``base`` the name an archive of it has (lamina.copy's rules),
+        ``mounted_on`` where ``fs`` is in the container ("" for its root)."""
+        import contextlib
+
+        from . import copy
+
+        @contextlib.contextmanager
+        def opened():
+            with self.using(name) as row:
+                found = self._volume_holding(row, path)
+                if found is None:
+                    with self.files(name) as (row, fs):
+                        yield row, fs, path, copy.archive_path(path)[1], ""
+                    return
+                host, inner, base, destination = found
+                with copy.RootedFS(host) as fs:
+                    yield row, fs, inner, base, destination
+
+        return opened()
+
+    def _volume_holding(self, row, path: str) -> tuple[str, str, str, str] | None:
+        """(host directory, path inside it, base name, destination) of the volume or bind
+        mount of a directory at or above ``path``, the deepest; None when there is none."""
+        import json
+        import posixpath
+
+        from . import copy, volumes
+
+        absolute, base = copy.archive_path(path)
+        clean = posixpath.normpath(absolute)
+        best = None
+        for source, destination, _ in json.loads(row["run_config"] or "{}").get("volumes", ()):
+            dest = posixpath.normpath(destination)
+            host = source if source.startswith("/") else volumes.mount_source(self.store, source)
+            if dest != "/" and (clean == dest or clean.startswith(dest + "/")) and \
+                    os.path.isdir(host) and (best is None or len(dest) > len(best[0])):
+                best = (dest, host)
+        if best is None:
+            return None
+        inner = "/" + clean[len(best[0]):].lstrip("/")
+        if inner != "/" and absolute.endswith(("/", "/.")):
+            inner += absolute[len(clean):]  # "/" or "/.": the directory's contents, its target
+        return best[1], inner, base, best[0]
 
     def diff(self, name: str) -> list:
         """Docker's A/C/D changes of the container's writable layer."""
