@@ -453,7 +453,11 @@ def stats_sample(row, previous: dict | None) -> dict:
     dirs = cgroups.cgroup_dirs(row["pid"]) if row["state"] == "running" and row["pid"] else {}
     if not dirs:
         return doc
+    from ..runtime.control import interfaces
+
     doc.update(read=go_time(time.time_ns()), **cgroups.usage(dirs))
+    if json.loads(row["run_config"] or "{}").get("network") != "host":
+        doc["networks"] = interfaces(row["pid"])
     if previous is not None and previous["read"] != NEVER:
         doc["preread"], doc["precpu_stats"] = previous["read"], previous["cpu_stats"]
     return doc

@@ -98,22 +98,25 @@ def resume(containers: ContainerStore, row) -> None:
 
 
 # ---------------------------------------------------------------------------------- stats
-def _network(pid: int) -> tuple[int, int]:
-    """Bytes received and sent by the interfaces of the process's network namespace but lo."""
-    received = sent = 0
+_NET_FIELDS = ("rx_bytes", "rx_packets", "rx_errors", "rx_dropped", None, None, None, None,
+               "tx_bytes", "tx_packets", "tx_errors", "tx_dropped")
+
+
+def interfaces(pid: int) -> dict[str, dict[str, int]]:
+    """The counters of the interfaces (but lo) of the process's network namespace, as the
+    stats API's ``networks``: name -> rx_bytes, rx_packets... tx_dropped."""
     try:
         with open(f"/proc/{pid}/net/dev") as f:
             lines = f.read().splitlines()[2:]
     except OSError:
-        return 0, 0
+        return {}
+    out = {}
     for line in lines:
-        interface, _, counters = line.partition(":")
-        if interface.strip() == "lo":
-            continue
-        values = counters.split()
-        received += int(values[0])
-        sent += int(values[8])
-    return received, sent
+        name, _, counters = line.partition(":")
+        if name.strip() != "lo":
+            out[name.strip()] = {key: int(value) for key, value in zip(_NET_FIELDS, counters.split())
+                                 if key is not None}
+    return out
 
 
 def sample(row) -> dict | None:
@@ -125,7 +128,7 @@ def sample(row) -> dict | None:
         return None
     doc = cgroups.usage(dirs)
     network = json.loads(row["run_config"] or "{}").get("network", "none")
-    doc["network"] = (0, 0) if network == "host" else _network(row["pid"])
+    doc["networks"] = {} if network == "host" else interfaces(row["pid"])
     return doc
 
 
@@ -150,7 +153,8 @@ def stats_row(row, now: dict | None, before: dict | None) -> dict:
         if inactive < usage:
             usage -= inactive  # Docker leaves out the page cache that can be dropped at once
         memory_percent = usage / limit * 100 if limit else 0.0
-        received, sent = now["network"]
+        received = sum(n["rx_bytes"] for n in now["networks"].values())
+        sent = sum(n["tx_bytes"] for n in now["networks"].values())
         for entry in now["blkio_stats"].get("io_service_bytes_recursive") or ():
             if entry["op"].lower() == "read":
                 read += entry["value"]
