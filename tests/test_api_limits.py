@@ -5,11 +5,10 @@ same commands, the same answers), and the API's documents read directly."""
 import json
 import os
 import shutil
-import subprocess
 
 import pytest
 
-from tests.apiserver import DOCKER, beside_docker
+from tests.apiserver import docker_clis
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("dockerd") is None,
                                 reason="needs root and dockerd (scripts/setup installs docker.io)")
@@ -27,19 +26,8 @@ FIELDS = ("Memory", "MemorySwap", "MemoryReservation", "NanoCpus", "CpuShares", 
 @pytest.fixture(scope="module")
 def engines(busybox_tar):
     """(docker, lamina): each a function running the docker CLI against one engine."""
-    with beside_docker("lamina-limits-") as (dockerd, server):
-        server.lamina("import", busybox_tar, "busybox:latest")
-        with open(busybox_tar, "rb") as f:
-            subprocess.run([DOCKER, "import", "-", "busybox:latest"], stdin=f, env=dockerd.env,
-                           check=True, capture_output=True)
-
-        def runner(env):
-            def docker(*args):
-                return subprocess.run([DOCKER, *args], env=env, text=True, capture_output=True,
-                                      timeout=120, check=False)
-            return docker
-
-        yield runner(dockerd.env), runner(server.env())
+    with docker_clis("lamina-limits-", busybox_tar) as engines:
+        yield engines
 
 
 def inspect(docker, name: str) -> dict:
