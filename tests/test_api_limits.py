@@ -18,9 +18,10 @@ LIMITS = ["--memory", "32m", "--memory-swap", "64m", "--memory-reservation", "16
           "0.5", "--cpu-shares", "512", "--cpuset-cpus", "0", "--pids-limit", "20", "--ulimit",
           "nofile=100:200", "--ulimit", "nproc=50", "--cap-add", "sys_admin", "--cap-drop",
           "CAP_CHOWN", "--security-opt", "no-new-privileges", "--security-opt",
-          "seccomp=unconfined", "--group-add", "10"]
+          "seccomp=unconfined", "--group-add", "10", "--device", "/dev/fuse:/dev/myfuse:r"]
 FIELDS = ("Memory", "MemorySwap", "MemoryReservation", "NanoCpus", "CpuShares", "CpusetCpus",
-          "PidsLimit", "Ulimits", "CapAdd", "CapDrop", "SecurityOpt", "GroupAdd", "Privileged")
+          "PidsLimit", "Ulimits", "CapAdd", "CapDrop", "SecurityOpt", "GroupAdd", "Privileged",
+          "Devices")
 
 
 @pytest.fixture(scope="module")

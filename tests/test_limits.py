@@ -285,3 +285,20 @@ def test_no_new_privileges_and_group_add(store):
     assert "NoNewPrivs:\t1" in status
     assert "NoNewPrivs:\t0" in store("run", "--rm", "busybox", "cat", "/proc/self/status").stdout
     assert "1234" in store("run", "--rm", "--group-add", "1234", "busybox", "id", "-G").stdout.split()
+
+
+def test_device(store):
+    out = store("run", "--rm", "--device", "/dev/fuse:/dev/myfuse:r", "busybox", "sh", "-c",
+                "ls -l /dev/myfuse; exec 3</dev/myfuse && echo read-ok; exec 4>/dev/myfuse && "
+                "echo write-ok", check=False)
+    assert "10, 229" in out.stdout and "read-ok" in out.stdout and "write-ok" not in out.stdout
+    assert "Operation not permitted" in out.stderr  # the cgroup allows reading only
+    assert "write-ok" in store("run", "--rm", "--device", "/dev/fuse", "busybox", "sh", "-c",
+                               "exec 4>/dev/fuse && echo write-ok").stdout
+    for spec, message in (("/dev/nope", ('Error: error gathering device information while adding '
+                                        'custom device "/dev/nope": no such file or directory')),
+                          ("/dev/fuse:rel", "Error: rel is not an absolute path"),
+                          ("/dev/fuse:/dev/f:xyz", "Error: bad mode specified: xyz")):
+        proc = store("create", "--device", spec, "busybox", "true", check=False)
+        assert (proc.returncode, proc.stderr) == (125, message + "\n")
+    assert store("ps", "-a", "-q").stdout == ""

@@ -679,6 +679,10 @@ def _limits_host_config(run: dict) -> dict:
                        ("SecurityOpt", "security_opt"), ("GroupAdd", "group_add")):
         if run.get(field):
             out[key] = list(run[field])
+    if run.get("devices"):
+        out["Devices"] = [{"PathOnHost": host, "PathInContainer": inside,
+                           "CgroupPermissions": permissions}
+                          for host, inside, permissions in run["devices"]]
     if run.get("ulimits"):
         out["Ulimits"] = [{"Name": name, "Hard": hard, "Soft": soft}
                           for name, soft, hard in run["ulimits"]]

@@ -211,7 +211,8 @@ LIMIT_FIELDS = {"Memory": "memory", "MemorySwap": "memory_swap",
                 "MemoryReservation": "memory_reservation", "NanoCpus": "nano_cpus",
                 "CpuShares": "cpu_shares", "CpusetCpus": "cpuset_cpus", "PidsLimit": "pids_limit",
                 "Ulimits": "ulimits", "CapAdd": "cap_add", "CapDrop": "cap_drop",
-                "Privileged": "privileged", "SecurityOpt": "security_opt", "GroupAdd": "group_add"}
+                "Privileged": "privileged", "SecurityOpt": "security_opt", "GroupAdd": "group_add",
+                "Devices": "devices"}
 _NUMBERS = ("Memory", "MemorySwap", "MemoryReservation", "NanoCpus", "CpuShares", "PidsLimit")
 
 
@@ -240,6 +241,14 @@ def limit_fields(host: dict, only=LIMIT_FIELDS) -> dict:
                                    for u in value)
             except (TypeError, KeyError, ValueError):
                 raise ApiError(400, "HostConfig.Ulimits: a list of {Name, Soft, Hard}") from None
+        elif key == "Devices":
+            try:
+                out[field] = tuple(security.parse_device(
+                    f"{d['PathOnHost']}:{d.get('PathInContainer') or d['PathOnHost']}:"
+                    f"{d.get('CgroupPermissions') or 'rwm'}") for d in value)
+            except (TypeError, KeyError):
+                raise ApiError(400, "HostConfig.Devices: a list of {PathOnHost, "
+                                    "PathInContainer, CgroupPermissions}") from None
         elif key == "SecurityOpt":
             out[field] = security.security_options([str(v) for v in value])
         else:

@@ -22,6 +22,7 @@ LIMIT_ARGS = (
     ("--group-add", "list", "Add additional groups to join"),
     ("--privileged", "bool", "Give extended privileges to this container"),
     ("--security-opt", "list", "Security Options (seccomp=unconfined|FILE, no-new-privileges)"),
+    ("--device", "list", "Add a host device to the container (HOST[:CONTAINER][:rwm])"),
 )
 UPDATE_FLAGS = ("memory", "memory_reservation", "memory_swap", "cpus", "cpu_shares",
                 "cpuset_cpus", "pids_limit")
@@ -73,6 +74,8 @@ def limit_fields(a, only=None) -> dict:
         out["group_add"] = tuple(a.group_add)
     if a.privileged:
         out["privileged"] = True
+    if a.device:
+        out["devices"] = tuple(security.parse_device(d) for d in a.device)
     if a.security_opt:
         out["security_opt"] = security.security_options(a.security_opt)
     return out

@@ -34,6 +34,8 @@ def settle_limits(config: RunConfig) -> RunConfig:
 
     security.check_capabilities(config.cap_add, "CapAdd")
     security.check_capabilities(config.cap_drop, "CapDrop")
+    for host, inside, _ in config.devices:
+        security.device_entry(host, inside)
     changes = resources.validate(config)
     return RunConfig(**{**config.__dict__, **changes}) if changes else config
 

@@ -96,6 +96,7 @@ class RunConfig:
     privileged: bool = False
     security_opt: tuple[str, ...] = ()
     group_add: tuple[str, ...] = ()
+    devices: tuple[tuple[str, str, str], ...] = ()  # --device: (host path, path inside, rwm)
     # What an Engine API client sent to create it beyond the fields above (Config, HostConfig),
     # as JSON text, echoed by its inspect: "" when it was made by the CLI.
     api_config: str = ""

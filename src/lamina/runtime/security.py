@@ -12,6 +12,7 @@
 * ``--privileged``: every capability this process has, every host device, no seccomp filter,
   /sys read-write, nothing masked (:func:`apply`).
 * ``--security-opt no-new-privileges``: the process cannot gain privileges (setuid files).
+* ``--device HOST[:CONTAINER][:rwm]``: a host device in the container, allowed in its cgroup.
 """
 
 from __future__ import annotations
@@ -90,6 +91,44 @@ def security_options(values, read=None) -> tuple[str, ...]:
         else:
             raise SecurityError(f'Invalid --security-opt: "{value}"')
     return tuple(out)
+
+
+def parse_device(text: str) -> tuple[str, str, str]:
+    """``--device HOST[:CONTAINER][:PERMISSIONS]`` -> (host path, container path, rwm)."""
+    parts = text.split(":")
+    host, inside, permissions = parts[0], parts[0], "rwm"
+    if len(parts) == 2:
+        if parts[1] and set(parts[1]) <= set("rwm"):
+            permissions = parts[1]
+        else:
+            inside = parts[1]
+    elif len(parts) == 3:
+        inside, permissions = parts[1], parts[2]
+    elif len(parts) > 3:
+        raise SecurityError(f"invalid device specification: {text}")
+    if not permissions or not set(permissions) <= set("rwm"):
+        raise SecurityError(f"bad mode specified: {permissions}")
+    if not inside.startswith("/"):
+        raise SecurityError(f"{inside} is not an absolute path")
+    return host, inside, permissions
+
+
+def device_entry(host: str, inside: str) -> dict:
+    """The OCI ``linux.devices`` entry for the host's device ``host`` at ``inside``; Docker's
+    error when it is no device."""
+    import stat
+
+    try:
+        st = os.stat(host)
+    except OSError as e:
+        raise SecurityError(f'error gathering device information while adding custom device '
+                            f'"{host}": {(e.strerror or str(e)).lower()}') from None
+    if not (stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)):
+        raise SecurityError(f'error gathering device information while adding custom device '
+                            f'"{host}": not a device node')
+    return {"path": inside, "type": "c" if stat.S_ISCHR(st.st_mode) else "b",
+            "major": os.major(st.st_rdev), "minor": os.minor(st.st_rdev),
+            "fileMode": stat.S_IMODE(st.st_mode), "uid": st.st_uid, "gid": st.st_gid}
 
 
 def _read_text(path: str) -> str:
@@ -244,6 +283,12 @@ def apply(spec: dict, config) -> None:
         linux["devices"] = host_devices()
         linux.setdefault("resources", {})["devices"] = [{"allow": True, "access": "rwm"}]
         return
+    for host, inside, permissions in config.devices:
+        entry = device_entry(host, inside)
+        linux.setdefault("devices", []).append(entry)
+        linux.setdefault("resources", {}).setdefault("devices", []).append(
+            {"allow": True, "type": entry["type"], "major": entry["major"],
+             "minor": entry["minor"], "access": permissions})
     option = seccomp_option(config)
     if option == "unconfined":
         return
