@@ -21,7 +21,7 @@ LIMITS = ["--memory", "32m", "--memory-swap", "64m", "--memory-reservation", "16
           "seccomp=unconfined", "--group-add", "10", "--device", "/dev/fuse:/dev/myfuse:r"]
 FIELDS = ("Memory", "MemorySwap", "MemoryReservation", "NanoCpus", "CpuShares", "CpusetCpus",
           "PidsLimit", "Ulimits", "CapAdd", "CapDrop", "SecurityOpt", "GroupAdd", "Privileged",
-          "Devices")
+          "Devices", "MaskedPaths", "ReadonlyPaths")
 
 
 @pytest.fixture(scope="module")

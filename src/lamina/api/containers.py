@@ -121,8 +121,9 @@ def inspect_container(request, id):
     from ..runtime.oci import MASKED_PATHS, READONLY_PATHS
 
     doc = request.engine.inspect_container(id, size=request.flag("size"))
-    doc["HostConfig"].setdefault("MaskedPaths", MASKED_PATHS)  # what runc is told (runtime.oci)
-    doc["HostConfig"].setdefault("ReadonlyPaths", READONLY_PATHS)
+    privileged = doc["HostConfig"].get("Privileged")  # nothing masked (runtime.security)
+    doc["HostConfig"].setdefault("MaskedPaths", None if privileged else MASKED_PATHS)
+    doc["HostConfig"].setdefault("ReadonlyPaths", None if privileged else READONLY_PATHS)
     return doc
 
 
