@@ -212,6 +212,36 @@ def test_the_default_seccomp_profile_denies_what_podman_s_denies(store):
                                   "busybox", "cat", "/proc/self/status").stdout
 
 
+def test_the_profile_conversion_keeps_the_rules_for_this_machine_and_these_capabilities():
+    from lamina.runtime.security import native_arches, oci_seccomp
+
+    go_arch, scmp_arch = native_arches()
+    profile = {"defaultAction": "SCMP_ACT_ERRNO", "defaultErrnoRet": 38,
+               "archMap": [{"architecture": scmp_arch, "subArchitectures": ["SUB"]},
+                           {"architecture": "SCMP_ARCH_OTHER", "subArchitectures": []}],
+               "syscalls": [
+                   {"names": ["read"], "action": "SCMP_ACT_ALLOW", "args": []},
+                   {"names": ["here"], "action": "SCMP_ACT_ALLOW", "includes": {"arches": [go_arch]}},
+                   {"names": ["elsewhere"], "action": "SCMP_ACT_ALLOW", "includes": {"arches": ["nope"]}},
+                   {"names": ["not_here"], "action": "SCMP_ACT_ALLOW", "excludes": {"arches": [go_arch]}},
+                   {"names": ["admin"], "action": "SCMP_ACT_ALLOW", "includes": {"caps": ["CAP_SYS_ADMIN"]}},
+                   {"names": ["admin"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1,
+                    "excludes": {"caps": ["CAP_SYS_ADMIN"]}},
+                   {"names": ["future"], "action": "SCMP_ACT_ALLOW", "includes": {"minKernel": "99.0"}},
+                   {"names": ["personality"], "action": "SCMP_ACT_ALLOW",
+                    "args": [{"index": 0, "value": 8, "valueTwo": 0, "op": "SCMP_CMP_EQ"}]}]}
+    plain = oci_seccomp(profile, ["CAP_CHOWN"])
+    assert plain["architectures"] == [scmp_arch, "SUB"] and plain["defaultErrnoRet"] == 38
+    assert [(r["names"], r["action"], r.get("errnoRet")) for r in plain["syscalls"]] == [
+        (["read"], "SCMP_ACT_ALLOW", None), (["here"], "SCMP_ACT_ALLOW", None),
+        (["admin"], "SCMP_ACT_ERRNO", 1), (["personality"], "SCMP_ACT_ALLOW", None)]
+    assert plain["syscalls"][-1]["args"] == [{"index": 0, "value": 8, "valueTwo": 0,
+                                              "op": "SCMP_CMP_EQ"}]
+    admin = oci_seccomp(profile, ["CAP_SYS_ADMIN"])
+    assert [r["names"][0] for r in admin["syscalls"]] == ["read", "here", "admin", "personality"]
+    assert admin["syscalls"][2]["action"] == "SCMP_ACT_ALLOW"
+
+
 def test_a_seccomp_profile_of_one_s_own(store, tmp_path):
     profile = tmp_path / "no-mkdir.json"
     profile.write_text(json.dumps({

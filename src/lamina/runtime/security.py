@@ -75,9 +75,9 @@ def security_options(values, read=None) -> tuple[str, ...]:
             if rest not in ("", "true", "false"):
                 raise SecurityError(f'invalid --security-opt 2: "{value}"')
             out.append(value)
-        elif key == "seccomp" and sep:
-            if rest in ("unconfined", "") or rest.lstrip().startswith("{"):
-                out.append(value)
+        elif key == "seccomp" and rest:
+            if rest == "unconfined" or rest.lstrip().startswith("{"):
+                out.append("seccomp=" + rest)  # seccomp:unconfined, Docker's older spelling
                 continue
             try:
                 text = read(rest) if read is not None else _read_text(rest)
