@@ -119,3 +119,23 @@ def beside_docker(prefix: str):
                 server.lamina("rm", "-f", cid, check=False)
         dockerd.cleanup()
         peers.remove_tree(base)
+
+
+@contextlib.contextmanager
+def docker_clis(prefix: str, busybox_tar: str):
+    """:func:`beside_docker` with ``busybox:latest`` imported into both engines: yields
+    (docker, lamina), each a function running the docker CLI against one engine
+    (``docker(*args, input=None)`` -> CompletedProcess, text)."""
+    with beside_docker(prefix) as (dockerd, server):
+        server.lamina("import", busybox_tar, "busybox:latest")
+        with open(busybox_tar, "rb") as f:
+            subprocess.run([DOCKER, "import", "-", "busybox:latest"], stdin=f, env=dockerd.env,
+                           check=True, capture_output=True)
+
+        def runner(env):
+            def docker(*args, input=None):
+                return subprocess.run([DOCKER, *args], env=env, input=input, text=True,
+                                      capture_output=True, timeout=120, check=False)
+            return docker
+
+        yield runner(dockerd.env), runner(server.env())

@@ -7,12 +7,11 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import time
 
 import pytest
 
-from tests.apiserver import DOCKER, beside_docker
+from tests.apiserver import docker_clis
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("dockerd") is None,
                                 reason="needs root and dockerd (scripts/setup installs docker.io)")
@@ -20,19 +19,8 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("dockerd") is 
 @pytest.fixture(scope="module")
 def engines(busybox_tar):
     """(docker, lamina): each a function running the docker CLI against one engine."""
-    with beside_docker("lamina-vs-docker-") as (dockerd, server):
-        server.lamina("import", busybox_tar, "busybox:latest")
-        with open(busybox_tar, "rb") as f:
-            subprocess.run([DOCKER, "import", "-", "busybox:latest"], stdin=f, env=dockerd.env,
-                           check=True, capture_output=True)
-
-        def runner(env):
-            def docker(*args, input=None):
-                return subprocess.run([DOCKER, *args], env=env, input=input, text=True,
-                                      capture_output=True, timeout=120, check=False)
-            return docker
-
-        yield runner(dockerd.env), runner(server.env())
+    with docker_clis("lamina-vs-docker-", busybox_tar) as engines:
+        yield engines
 
 
 def both(engines, *args, input=None):

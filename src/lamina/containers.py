@@ -180,7 +180,9 @@ class ContainerStore:
             if state == "running" and not same_process(r["monitor_pid"], r["monitor_start"]):
                 # its owner died (lamina.runtime.monitor): shown as exited; the next verb on it cleans up
                 state, exit_code, finished = "exited", 255, r["started"]
-            if not all and state != "running":
+            elif state == "running" and r["paused"]:
+                state = "paused"
+            if not all and state not in ("running", "paused"):
                 continue
             item = {"ID": r["id"], "Names": r["name"], "Image": r["image_ref"], "ImageID": r["image_id"],
                     "Command": r["command_line"], "Created": r["created"],
@@ -263,6 +265,7 @@ class ContainerStore:
             "MemorySwappiness": None, "OomKillDisable": False, "PidsLimit": None, "Ulimits": None,
             "CpuCount": 0, "CpuPercent": 0, "IOMaximumIOps": 0, "IOMaximumBandwidth": 0,
         }
+        host_config.update(_limits_host_config(run))
         host_config.update({k: v for k, v in (api.get("HostConfig") or {}).items()
                             if k not in ("NetworkMode", "AutoRemove", "ReadonlyRootfs")})
         volume_mounts = []
@@ -282,8 +285,9 @@ class ContainerStore:
             "Created": rfc3339(r["created"]),
             "Path": command[0] if command else "",
             "Args": command[1:],
-            "State": {"Status": r["state"], "Running": running, "Paused": False,
-                      "Restarting": False, "OOMKilled": False, "Dead": False,
+            "State": {"Status": "paused" if running and r["paused"] else r["state"],
+                      "Running": running, "Paused": bool(running and r["paused"]),
+                      "Restarting": False, "OOMKilled": bool(r["oom_killed"]), "Dead": False,
                       "Pid": r["pid"] if running else 0, "ExitCode": r["exit_code"], "Error": "",
                       "StartedAt": rfc3339(r["started"]) if r["started"] else never,
                       "FinishedAt": rfc3339(r["finished"]) if r["finished"] else never},
@@ -711,6 +715,30 @@ def open_containers(root: str | None = None, driver: str | None = None) -> Conta
     store = Store(root, driver)
     layers = LayerStore(store)
     return ContainerStore(store, ImageStore(store, layers), layers)
+
+
+def _limits_host_config(run: dict) -> dict:
+    """HostConfig's limits and privileges from a RunConfig's JSON (lamina.runtime.oci), named
+    and shaped as Docker's inspect shows them; only those that were set."""
+    out = {}
+    for key, field in (("Memory", "memory"), ("MemorySwap", "memory_swap"),
+                       ("MemoryReservation", "memory_reservation"), ("NanoCpus", "nano_cpus"),
+                       ("CpuShares", "cpu_shares"), ("CpusetCpus", "cpuset_cpus"),
+                       ("PidsLimit", "pids_limit"), ("Privileged", "privileged")):
+        if run.get(field):
+            out[key] = run[field]
+    for key, field in (("CapAdd", "cap_add"), ("CapDrop", "cap_drop"),
+                       ("SecurityOpt", "security_opt"), ("GroupAdd", "group_add")):
+        if run.get(field):
+            out[key] = list(run[field])
+    if run.get("devices"):
+        out["Devices"] = [{"PathOnHost": host, "PathInContainer": inside,
+                           "CgroupPermissions": permissions}
+                          for host, inside, permissions in run["devices"]]
+    if run.get("ulimits"):
+        out["Ulimits"] = [{"Name": name, "Hard": hard, "Soft": soft}
+                          for name, soft, hard in run["ulimits"]]
+    return out
 
 
 class _Use:

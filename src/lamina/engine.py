@@ -79,9 +79,14 @@ class Engine:
 
     # ------------------------------------------------------------------ containers
     def create(self, image: str, name: str | None = None, command: list[str] | None = None,
-               claimed: bool = False, used: bool = False) -> str:
+               claimed: bool = False, used: bool = False, config=None) -> str:
         """A new container: a writable layer on the image's init layer. Returns its ID (see
-        :meth:`lamina.containers.ContainerStore.create`)."""
+        :meth:`lamina.containers.ContainerStore.create`). With ``config`` (a RunConfig: limits,
+        privileges...) it is created as ``run`` creates it (``lamina.runtime.lifecycle``)."""
+        if config is not None:
+            from .runtime.lifecycle import create
+
+            return create(self.container_store, image, command, name=name, config=config)
         return self.container_store.create(image, name, command, claimed, used)
 
     def containers(self, all: bool = True, size: bool = False) -> list[dict]:
@@ -262,6 +267,32 @@ class Engine:
         return exec_process(self.container_store, name, argv, **options)
 
     # ------------------------------------------------------------------ volumes
+    def update(self, name: str, **limits) -> str:
+        """New limits for a container, applied now if it runs (see ``runtime.control``)."""
+        from .runtime.control import update
+
+        return update(self.container_store, name, **limits)
+
+    def pause(self, name: str) -> str:
+        """Freeze the container's processes."""
+        from .runtime.control import pause
+
+        return pause(self.container_store, name)
+
+    def unpause(self, name: str) -> str:
+        """Thaw a paused container."""
+        from .runtime.control import unpause
+
+        return unpause(self.container_store, name)
+
+    def stats(self, names: list[str] | None = None, all: bool = False,
+              previous: dict | None = None) -> tuple[list[dict], dict]:
+        """``stats`` lines (Docker's fields) and the samples they came from (pass them back as
+        ``previous`` for the next lines of a stream)."""
+        from .runtime.control import stats
+
+        return stats(self.container_store, names, all=all, previous=previous)
+
     def volume_create(self, name: str | None = None) -> str:
         from .volumes import create
 

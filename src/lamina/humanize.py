@@ -15,6 +15,16 @@ def size(n: float, precision: int = 3) -> str:
     return f"{value:.{precision}g}{_UNITS[i]}"
 
 
+def binary_size(n: float) -> str:
+    """Bytes with base-1024 units and ``%.4g`` (``308KiB``, ``23.54GiB``): Docker's BytesSize,
+    what ``stats`` prints memory in."""
+    value, i = float(n), 0
+    while value >= 1024 and i < len(_UNITS) - 1:
+        value /= 1024
+        i += 1
+    return f"{value:.4g}{('B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB', 'EiB', 'ZiB', 'YiB')[i]}"
+
+
 def duration(seconds: float) -> str:
     """A rough age (``2 minutes``, ``About an hour``), as Docker's HumanDuration."""
     s = int(seconds)
@@ -67,6 +77,7 @@ def status(row: dict) -> str:
         return "Created"
     if row["State"] == "exited":
         return f"Exited ({row['ExitCode']}) {ago(row.get('FinishedAt') or row['Created'])}"
-    if row["State"] == "running":
-        return f"Up {duration(time.time() - row['StartedAt'])}"
+    if row["State"] in ("running", "paused"):
+        paused = " (Paused)" if row["State"] == "paused" else ""
+        return f"Up {duration(time.time() - row['StartedAt'])}{paused}"
     return row["State"].capitalize()

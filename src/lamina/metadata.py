@@ -88,7 +88,9 @@ CREATE TABLE IF NOT EXISTS containers (
     monitor_pid INTEGER NOT NULL DEFAULT 0,
     monitor_start INTEGER NOT NULL DEFAULT 0,
     started REAL NOT NULL DEFAULT 0,
-    finished REAL NOT NULL DEFAULT 0
+    finished REAL NOT NULL DEFAULT 0,
+    oom_killed INTEGER NOT NULL DEFAULT 0,  -- its last run ended by the kernel's OOM killer
+    paused INTEGER NOT NULL DEFAULT 0  -- running, its processes frozen (lamina pause)
 );
 CREATE INDEX IF NOT EXISTS containers_image ON containers(image_id);
 CREATE TABLE IF NOT EXISTS build_cache (
@@ -179,6 +181,10 @@ def connect(path: str) -> sqlite3.Connection:
         if "chain" not in columns:  # a table from before build cache rows kept chain and config
             db.execute("ALTER TABLE build_cache ADD COLUMN chain TEXT NOT NULL DEFAULT '[]'")
             db.execute("ALTER TABLE build_cache ADD COLUMN config BLOB")
+        columns = {row[1] for row in db.execute("PRAGMA table_info(containers)")}
+        for column in ("oom_killed", "paused"):  # containers from before limits and pause
+            if column not in columns:
+                db.execute(f"ALTER TABLE containers ADD COLUMN {column} INTEGER NOT NULL DEFAULT 0")
         db.execute(f"PRAGMA user_version = {version}")
     return db
 

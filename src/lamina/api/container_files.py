@@ -440,173 +440,26 @@ def resize(request, id):
 
 # ----------------------------------------------------------------------------- stats
 NEVER = "0001-01-01T00:00:00Z"  # Go's zero time, what Docker sends for "no sample"
-_BLKIO_KEYS = ("io_service_bytes_recursive", "io_serviced_recursive", "io_queue_recursive",
-               "io_service_time_recursive", "io_wait_time_recursive", "io_merged_recursive",
-               "io_time_recursive", "sectors_recursive")
-
-
-def cgroup_dirs(pid: int) -> dict[str, str]:
-    """The cgroup directories of the process ``pid``: v1 controller name -> directory, and
-    ``""`` -> its unified (v2) directory, as /proc/PID/cgroup names them."""
-    out = {}
-    try:
-        with open(f"/proc/{pid}/cgroup") as f:
-            lines = f.read().splitlines()
-    except OSError:
-        return out
-    pure_v2 = os.path.exists("/sys/fs/cgroup/cgroup.controllers")
-    for line in lines:
-        _, controllers, path = line.split(":", 2)
-        if not controllers:
-            base = "/sys/fs/cgroup" if pure_v2 else "/sys/fs/cgroup/unified"
-            out[""] = base + path
-            continue
-        for name in controllers.split(","):
-            out[name.removeprefix("name=")] = f"/sys/fs/cgroup/{name.removeprefix('name=')}{path}"
-    return out
-
-
-def _read(directory: str | None, name: str) -> str | None:
-    if directory is None:
-        return None
-    try:
-        with open(os.path.join(directory, name)) as f:
-            return f.read()
-    except OSError:
-        return None
-
-
-def _pairs(text: str | None) -> dict[str, int]:
-    """``key value`` lines (memory.stat, cpu.stat) as a dict of numbers."""
-    out = {}
-    for line in (text or "").splitlines():
-        key, _, value = line.partition(" ")
-        if value.strip().isdigit():
-            out[key] = int(value)
-    return out
-
-
-def _number(text: str | None) -> int | None:
-    text = (text or "").strip()
-    return int(text) if text.isdigit() else None
-
-
-def _host_cpu() -> tuple[int, int]:
-    """The host's CPU time since boot in nanoseconds and its CPUs, from /proc/stat (Docker's
-    ``system_cpu_usage`` and ``online_cpus``)."""
-    with open("/proc/stat") as f:
-        lines = f.read().splitlines()
-    fields = lines[0].split()[1:8]
-    cpus = sum(1 for line in lines if line.startswith("cpu") and line[3:4].isdigit())
-    return sum(int(v) for v in fields) * 1_000_000_000 // os.sysconf("SC_CLK_TCK"), cpus
-
-
-def _host_memory() -> int:
-    with open("/proc/meminfo") as f:
-        for line in f:
-            if line.startswith("MemTotal:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
-def _blkio(dirs: dict[str, str]) -> dict:
-    doc = dict.fromkeys(_BLKIO_KEYS)
-    entries = []
-    v1 = _read(dirs.get("blkio"), "blkio.throttle.io_service_bytes_recursive")
-    if v1 is not None:
-        for line in v1.splitlines():
-            parts = line.split()
-            if len(parts) == 3 and ":" in parts[0]:
-                major, minor = parts[0].split(":")
-                entries.append({"major": int(major), "minor": int(minor), "op": parts[1],
-                                "value": int(parts[2])})
-    else:
-        for line in (_read(dirs.get(""), "io.stat") or "").splitlines():
-            device, *counters = line.split()
-            major, _, minor = device.partition(":")
-            values = dict(c.split("=", 1) for c in counters if "=" in c)
-            for op, key in (("read", "rbytes"), ("write", "wbytes")):
-                if key in values:
-                    entries.append({"major": int(major), "minor": int(minor), "op": op,
-                                    "value": int(values[key])})
-    doc["io_service_bytes_recursive"] = entries or None
-    return doc
-
-
-def _cpu(dirs: dict[str, str]) -> dict:
-    v1 = dirs.get("cpuacct")
-    total = _number(_read(v1, "cpuacct.usage"))
-    if total is not None:
-        percpu = [int(v) for v in (_read(v1, "cpuacct.usage_percpu") or "").split()]
-        ticks = _pairs(_read(v1, "cpuacct.stat"))
-        per_tick = 1_000_000_000 // os.sysconf("SC_CLK_TCK")
-        usage = {"total_usage": total, "percpu_usage": percpu,
-                 "usage_in_kernelmode": ticks.get("system", 0) * per_tick,
-                 "usage_in_usermode": ticks.get("user", 0) * per_tick}
-        throttling = _pairs(_read(dirs.get("cpu"), "cpu.stat"))
-        throttled = {"periods": throttling.get("nr_periods", 0),
-                     "throttled_periods": throttling.get("nr_throttled", 0),
-                     "throttled_time": throttling.get("throttled_time", 0)}
-    else:
-        stat_v2 = _pairs(_read(dirs.get(""), "cpu.stat"))
-        usage = {"total_usage": stat_v2.get("usage_usec", 0) * 1000,
-                 "usage_in_kernelmode": stat_v2.get("system_usec", 0) * 1000,
-                 "usage_in_usermode": stat_v2.get("user_usec", 0) * 1000}
-        throttled = {"periods": stat_v2.get("nr_periods", 0),
-                     "throttled_periods": stat_v2.get("nr_throttled", 0),
-                     "throttled_time": stat_v2.get("throttled_usec", 0) * 1000}
-    system, cpus = _host_cpu()
-    return {"cpu_usage": usage, "system_cpu_usage": system, "online_cpus": cpus,
-            "throttling_data": throttled}
-
-
-def _memory(dirs: dict[str, str]) -> dict:
-    v1 = dirs.get("memory")
-    usage = _number(_read(v1, "memory.usage_in_bytes"))
-    machine = _host_memory()
-    if usage is not None:
-        limit = _number(_read(v1, "memory.limit_in_bytes")) or machine
-        doc = {"usage": usage, "max_usage": _number(_read(v1, "memory.max_usage_in_bytes")) or 0,
-               "stats": _pairs(_read(v1, "memory.stat")),
-               "failcnt": _number(_read(v1, "memory.failcnt")) or 0}
-    else:
-        unified = dirs.get("")
-        usage = _number(_read(unified, "memory.current"))
-        if usage is None:
-            return {}
-        limit = _number(_read(unified, "memory.max")) or machine  # "max": none
-        doc = {"usage": usage, "stats": _pairs(_read(unified, "memory.stat"))}
-    doc["limit"] = min(limit, machine) if machine else limit  # unlimited: the host's memory
-    return doc
-
-
-def _pids(dirs: dict[str, str]) -> dict:
-    directory = dirs.get("pids") or dirs.get("")
-    current = _number(_read(directory, "pids.current"))
-    if current is None:
-        return {}
-    limit = _number(_read(directory, "pids.max"))
-    return {"current": current, **({"limit": limit} if limit is not None else {})}
-
-
-def _zero_cpu() -> dict:
-    return {"cpu_usage": {"total_usage": 0, "usage_in_kernelmode": 0, "usage_in_usermode": 0},
-            "throttling_data": {"periods": 0, "throttled_periods": 0, "throttled_time": 0}}
 
 
 def stats_sample(row, previous: dict | None) -> dict:
     """One ``GET /containers/{id}/stats`` document for the container ``row``, read from the
     cgroup of its process (v1 or v2, whatever this host has); ``previous`` is the sample before
     it (its CPU becomes ``precpu_stats``). A container that does not run gets Docker's zeros."""
+    from ..runtime import cgroups
+
     doc = {"read": NEVER, "preread": NEVER, "pids_stats": {}, "blkio_stats":
-           dict.fromkeys(_BLKIO_KEYS), "num_procs": 0, "storage_stats": {},
-           "cpu_stats": _zero_cpu(), "precpu_stats": _zero_cpu(), "memory_stats": {},
-           "name": "/" + row["name"], "id": row["id"]}
-    dirs = cgroup_dirs(row["pid"]) if row["state"] == "running" and row["pid"] else {}
+           dict.fromkeys(cgroups.BLKIO_KEYS), "num_procs": 0, "storage_stats": {},
+           "cpu_stats": cgroups.zero_cpu(), "precpu_stats": cgroups.zero_cpu(),
+           "memory_stats": {}, "name": "/" + row["name"], "id": row["id"]}
+    dirs = cgroups.cgroup_dirs(row["pid"]) if row["state"] == "running" and row["pid"] else {}
     if not dirs:
         return doc
-    doc.update(read=go_time(time.time_ns()), pids_stats=_pids(dirs), blkio_stats=_blkio(dirs),
-               cpu_stats=_cpu(dirs), memory_stats=_memory(dirs))
+    from ..runtime.control import interfaces
+
+    doc.update(read=go_time(time.time_ns()), **cgroups.usage(dirs))
+    if json.loads(row["run_config"] or "{}").get("network") != "host":
+        doc["networks"] = interfaces(row["pid"])
     if previous is not None and previous["read"] != NEVER:
         doc["preread"], doc["precpu_stats"] = previous["read"], previous["cpu_stats"]
     return doc

@@ -124,8 +124,9 @@ def inspect_container(request, id):
     from ..runtime.oci import MASKED_PATHS, READONLY_PATHS
 
     doc = request.engine.inspect_container(id, size=request.flag("size"))
-    doc["HostConfig"].setdefault("MaskedPaths", MASKED_PATHS)  # what runc is told (runtime.oci)
-    doc["HostConfig"].setdefault("ReadonlyPaths", READONLY_PATHS)
+    privileged = doc["HostConfig"].get("Privileged")  # nothing masked (runtime.security)
+    doc["HostConfig"].setdefault("MaskedPaths", None if privileged else MASKED_PATHS)
+    doc["HostConfig"].setdefault("ReadonlyPaths", None if privileged else READONLY_PATHS)
     return doc
 
 
@@ -196,7 +197,7 @@ def run_config(config: dict, host: dict):
                                                  "StopSignal", "StopTimeout", "Entrypoint",
                                                  "Healthcheck") if config.get(k) is not None},
              "HostConfig": {k: v for k, v in host.items() if v not in (None, "", [], {}, 0)
-                            and k not in ("Binds", "Mounts")}}
+                            and k not in ("Binds", "Mounts") and k not in LIMIT_FIELDS}}
     return RunConfig(env=tuple(env), workdir=config.get("WorkingDir") or None,
                      user=config.get("User") or None, volumes=tuple(specs),
                      read_only=bool(host.get("ReadonlyRootfs")), network=network,
@@ -206,7 +207,57 @@ def run_config(config: dict, host: dict):
                      tty=bool(config.get("Tty")), hostname=config.get("Hostname") or None,
                      open_stdin=bool(config.get("OpenStdin")),
                      labels=tuple(sorted((str(k), str(v)) for k, v in labels.items())),
-                     api_config=json.dumps(extra, separators=(",", ":")))
+                     api_config=json.dumps(extra, separators=(",", ":")), **limit_fields(host))
+
+
+# HostConfig's limits and privileges -> RunConfig's fields (inspect shows them from there)
+LIMIT_FIELDS = {"Memory": "memory", "MemorySwap": "memory_swap",
+                "MemoryReservation": "memory_reservation", "NanoCpus": "nano_cpus",
+                "CpuShares": "cpu_shares", "CpusetCpus": "cpuset_cpus", "PidsLimit": "pids_limit",
+                "Ulimits": "ulimits", "CapAdd": "cap_add", "CapDrop": "cap_drop",
+                "Privileged": "privileged", "SecurityOpt": "security_opt", "GroupAdd": "group_add",
+                "Devices": "devices"}
+_NUMBERS = ("Memory", "MemorySwap", "MemoryReservation", "NanoCpus", "CpuShares", "PidsLimit")
+
+
+def limit_fields(host: dict, only=LIMIT_FIELDS) -> dict:
+    """The RunConfig fields of HostConfig's limits and privileges (400 for a wrong type)."""
+    from ..runtime import security
+
+    out: dict = {}
+    for key in only:
+        value = host.get(key)
+        if value is None:
+            continue
+        field = LIMIT_FIELDS[key]
+        if key in _NUMBERS:
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise ApiError(400, f"json: cannot unmarshal {type(value).__name__} into field "
+                                    f"HostConfig.{key} of type int64")
+            out[field] = value
+        elif key == "CpusetCpus":
+            out[field] = str(value)
+        elif key == "Privileged":
+            out[field] = bool(value)
+        elif key == "Ulimits":
+            try:
+                out[field] = tuple((u["Name"], int(u.get("Soft", 0)), int(u.get("Hard", 0)))
+                                   for u in value)
+            except (TypeError, KeyError, ValueError):
+                raise ApiError(400, "HostConfig.Ulimits: a list of {Name, Soft, Hard}") from None
+        elif key == "Devices":
+            try:
+                out[field] = tuple(security.parse_device(
+                    f"{d['PathOnHost']}:{d.get('PathInContainer') or d['PathOnHost']}:"
+                    f"{d.get('CgroupPermissions') or 'rwm'}") for d in value)
+            except (TypeError, KeyError):
+                raise ApiError(400, "HostConfig.Devices: a list of {PathOnHost, "
+                                    "PathInContainer, CgroupPermissions}") from None
+        elif key == "SecurityOpt":
+            out[field] = security.security_options([str(v) for v in value])
+        else:
+            out[field] = tuple(str(v) for v in value)
+    return out
 
 
 def _words(value, what: str) -> list[str] | None:
@@ -594,6 +645,30 @@ def restart(request, id):
     if row["state"] == "running":
         stop_container(containers, row["id"], 10 if timeout is None or timeout < 0 else timeout)
     start_container(containers, row["id"])
+
+
+@route("POST", "/containers/{id}/update")
+def update(request, id):
+    """New limits for a container (``docker update``); RestartPolicy is not lamina's yet."""
+    body = request.json({})
+    if not isinstance(body, dict):
+        raise ApiError(400, "the request body must be a JSON object")
+    fields = limit_fields(body, only=("Memory", "MemorySwap", "MemoryReservation", "NanoCpus",
+                                      "CpuShares", "CpusetCpus", "PidsLimit"))
+    request.engine.update(id, **fields)
+    return {"Warnings": []}
+
+
+@route("POST", "/containers/{id}/pause")
+def pause(request, id):
+    request.engine.pause(id)
+    request.send_empty(204)
+
+
+@route("POST", "/containers/{id}/unpause")
+def unpause(request, id):
+    request.engine.unpause(id)
+    request.send_empty(204)
 
 
 @route("DELETE", "/containers/{id}")

@@ -38,7 +38,7 @@ class Parser:
       or any other word (a value; the word names it in the help: ``"string"``, ``"int"``...);
       ``default`` is the value when the flag is not given (None; False for bool, [] for list).
     * a positional: ``names`` is its attribute; ``kind`` is None (exactly one), ``"?"`` (optional),
-      ``"+"`` (one or more: a list) or ``"..."`` (everything that follows it, verbatim: a list);
+      ``"+"`` (one or more: a list), ``"*"`` (zero or more: a list) or ``"..."`` (everything that follows it, verbatim: a list);
       ``help`` is how the usage line shows it.
 
     Flags may come before, between and after positionals, as ``--flag value``, ``--flag=value``,
@@ -70,7 +70,7 @@ class Parser:
                                        argument[3] if len(argument) > 3 else None)
             else:
                 self.positionals.append((names, kind))
-                self.defaults[names] = [] if kind in ("+", "...") else None
+                self.defaults[names] = [] if kind in ("+", "*", "...") else None
 
     def help(self) -> str:
         """``lamina VERB --help``: usage, what the verb does, its other names, its options."""
@@ -141,8 +141,8 @@ class Parser:
             if nargs == "...":
                 setattr(ns, name, values)
                 values = []
-            elif nargs == "+":
-                if not values:
+            elif nargs in ("+", "*"):
+                if not values and nargs == "+":
                     self._fail(f"requires at least one {name} argument")
                 setattr(ns, name, values)
                 values = []

@@ -7,6 +7,7 @@ import sys
 
 from ..errors import LaminaError
 from .common import FORMAT_HELP, confirm, each, json_lines, open_engine, reclaimed
+from .limits import LIMIT_ARGS, limit_fields
 
 ARGS: dict[str, tuple] = {}  # verb -> its flags and positionals (see common.Parser)
 
@@ -14,10 +15,17 @@ ARGS["create"] = (
     ("--name", "string", "Assign a name to the container"),
     ("image", None, "IMAGE"),
     ("command", "...", "[COMMAND] [ARG...]"),
-)
+) + LIMIT_ARGS
 
 
 def cmd_create(opts, a):
+    limits = limit_fields(a)
+    if limits:  # the runtime's settings, kept for start (lamina.runtime.lifecycle.create)
+        from ..runtime.oci import RunConfig
+
+        print(open_engine(opts).create(a.image, name=a.name, command=a.command or None,
+                                       config=RunConfig(**limits)))
+        return
     print(open_engine(opts).create(a.image, name=a.name, command=a.command or None))
 
 ARGS["ps"] = (

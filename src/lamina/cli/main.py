@@ -43,7 +43,8 @@ VERBS = {
     "container": (MANAGEMENT, "Manage containers", {
         "commit": "commit", "create": "create", "diff": "diff", "export": "export",
         "inspect": "inspect", "ls": "ps", "list": "ps", "ps": "ps", "mount": "mount",
-        "prune": ("Remove all stopped containers", "containers"), "rm": "rm", "umount": "umount"}),
+        "pause": "pause", "prune": ("Remove all stopped containers", "containers"), "rm": "rm",
+        "stats": "stats", "umount": "umount", "unpause": "unpause", "update": "update"}),
     "image": (MANAGEMENT, "Manage images", {
         "analyze": ("Show each layer's changes and the space wasted in an image", "images"),
         "history": "history", "import": "import", "inspect": "inspect", "ls": "images",
@@ -71,14 +72,18 @@ VERBS = {
     "load": (OTHER, "Load an image from a tar archive or STDIN", "transfer"),
     "logs": (OTHER, "Fetch the logs of a container", "run"),
     "mount": (OTHER, "Mount a container's root filesystem and print its path", "containers"),
+    "pause": (OTHER, "Pause all processes within one or more containers", "limits"),
     "rm": (OTHER, "Remove one or more containers", "containers"),
     "rmi": (OTHER, "Remove one or more images", "images"),
     "save": (OTHER, "Save one or more images to a tar archive (streamed to STDOUT by default)",
              "transfer"),
     "start": (OTHER, "Start one or more stopped containers", "run"),
+    "stats": (OTHER, "Display a live stream of container(s) resource usage statistics", "limits"),
     "stop": (OTHER, "Stop one or more running containers", "run"),
     "tag": (OTHER, "Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE", "images"),
     "umount": (OTHER, "Unmount a container's root filesystem", "containers"),
+    "unpause": (OTHER, "Unpause all processes within one or more containers", "limits"),
+    "update": (OTHER, "Update configuration of one or more containers", "limits"),
     "wait": (OTHER, "Block until one or more containers stop, then print their exit codes", "run"),
 }
 

@@ -64,6 +64,7 @@ def stop(containers: ContainerStore, name: str, timeout: float = 10) -> str:
     number = signal_number(image.get("StopSignal") or "SIGTERM")
     runtime.kill(row["id"], number)
     containers.event("kill", row, signal=number)
+    _thaw(containers, row)
     if not _wait_owner(row, timeout):
         runtime.kill(row["id"], signal.SIGKILL, all=True)
         containers.event("kill", row, signal=int(signal.SIGKILL))
@@ -79,7 +80,17 @@ def kill(containers: ContainerStore, name: str, sig: str | int = "KILL") -> str:
     row = require_running(containers, name, "kill")
     Runtime(containers.store.root, RunConfig.from_json(row["run_config"]).runtime).kill(row["id"], number)
     containers.event("kill", row, signal=number)
+    _thaw(containers, row)
     return row["id"]
+
+
+def _thaw(containers: ContainerStore, row) -> None:
+    """A paused container that was sent a signal is thawed, to receive it (Docker's stop and
+    kill work on paused containers)."""
+    if row["paused"]:
+        from .control import resume
+
+        resume(containers, row)
 
 
 def wait(containers: ContainerStore, name: str) -> int:
@@ -117,6 +128,9 @@ def create(containers: ContainerStore, image: str, command: list[str] | None = N
         raise InvalidArgument(f"the working directory {config.workdir!r} is invalid: it needs to "
                               "be an absolute path")
     Runtime(containers.store.root, config.runtime)  # a missing runtime fails before anything is made
+    from .control import settle_limits
+
+    config = settle_limits(config)
     image_config = containers.images.config(containers.images.resolve(image)).get("config") or {}
     argv = combine_command(image_config, command, entrypoint)
     # Born claimed by this process: no prune or rm can take it while its volumes are seeded and

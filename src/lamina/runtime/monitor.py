@@ -19,6 +19,7 @@ import time
 
 from ..errors import InvalidArgument, LaminaError, NotFound
 from ..processes import start_time as process_start_time
+from . import cgroups
 from .logs import LOG_FILE, Output
 from .oci import RunConfig, Runtime, RuntimeFailure
 from .ownership import become_owner, monitor_alive, record, release
@@ -75,12 +76,15 @@ def _supervise(containers: ContainerStore, row, *, stdin, stdout_fds, stderr_fds
 
         def started(pid: int) -> None:
             record(containers, cid, state="running", pid=pid, monitor_pid=me,
-                   monitor_start=process_start_time(me), started=time.time(), exit_code=0)
+                   monitor_start=process_start_time(me), started=time.time(), exit_code=0,
+                   oom_killed=0, paused=0)
             containers.event("start", row)
             if on_started is not None:
                 on_started(pid)
 
-        args = ["run", "--bundle", bundle, "--pid-file", pid_file, cid]
+        # --keep: runc leaves the cgroup until the delete below, for its OOM count to be read
+        args = ["run", *(() if config.tty else ("--keep",)), "--bundle", bundle, "--pid-file",
+                pid_file, cid]
         try:
             if config.tty:
                 from .console import caller_terminal
@@ -94,15 +98,18 @@ def _supervise(containers: ContainerStore, row, *, stdin, stdout_fds, stderr_fds
                             output=output, pid_file=pid_file, runtime_log=runtime_log,
                             on_started=started, forward_signals=forward_signals)
         except RuntimeFailure as e:
+            runtime.delete(cid)
             record(containers, cid, state="created", exit_code=e.exit_code)
             raise
+        oom_killed = cgroups.oom_kills(cgroups.cgroup_dirs_of_path(f"/lamina/{cid}")) > 0
         runtime.delete(cid)
     finally:
         if output is not None:
             output.close()
         if not was_mounted:
             containers.umount(cid)
-    record(containers, cid, state="exited", exit_code=code, finished=time.time(), pid=0)
+    record(containers, cid, state="exited", exit_code=code, finished=time.time(), pid=0,
+           oom_killed=int(oom_killed))
     containers.event("die", row, exitCode=code)
     return code
 

@@ -81,6 +81,22 @@ class RunConfig:
     hostname: str | None = None  # --hostname (default: the ID's first 12 digits)
     open_stdin: bool = False  # -i: stdin stays open for attached clients
     labels: tuple[tuple[str, str], ...] = ()  # --label KEY=VALUE
+    # Limits (lamina.runtime.resources): bytes, nano-CPUs, (name, soft, hard); 0 is none
+    memory: int = 0
+    memory_swap: int = 0  # memory + swap, -1 unlimited
+    memory_reservation: int = 0
+    nano_cpus: int = 0
+    cpu_shares: int = 0
+    cpuset_cpus: str = ""
+    pids_limit: int = 0
+    ulimits: tuple[tuple[str, int, int], ...] = ()
+    # Privileges (lamina.runtime.security): capability names as given, --security-opt values
+    cap_add: tuple[str, ...] = ()
+    cap_drop: tuple[str, ...] = ()
+    privileged: bool = False
+    security_opt: tuple[str, ...] = ()
+    group_add: tuple[str, ...] = ()
+    devices: tuple[tuple[str, str, str], ...] = ()  # --device: (host path, path inside, rwm)
     # What an Engine API client sent to create it beyond the fields above (Config, HostConfig),
     # as JSON text, echoed by its inspect: "" when it was made by the CLI.
     api_config: str = ""
@@ -91,10 +107,12 @@ class RunConfig:
     @classmethod
     def from_json(cls, text: str | None) -> RunConfig:
         doc = json.loads(text or "{}")
-        doc["env"] = tuple(doc.get("env", ()))
-        doc["volumes"] = tuple(tuple(v) for v in doc.get("volumes", ()))
-        doc["labels"] = tuple(tuple(v) for v in doc.get("labels", ()))
-        return cls(**{k: v for k, v in doc.items() if k in cls.__dataclass_fields__})
+        return cls(**{k: _tuples(v) for k, v in doc.items() if k in cls.__dataclass_fields__})
+
+
+def _tuples(value):
+    """JSON's lists back to the tuples RunConfig keeps (volumes, labels: tuples of tuples)."""
+    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
 
 
 def combine_command(image_config: dict, command: list[str] | None,

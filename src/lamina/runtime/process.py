@@ -16,6 +16,7 @@ import signal
 
 from ..errors import FailedPrecondition, InvalidArgument
 from ..rootpath import resolve_in_root
+from . import resources, security
 from .logs import Output
 from .oci import (
     RunConfig,
@@ -28,6 +29,7 @@ from .oci import (
     write_network_files,
 )
 from .ownership import monitor_alive, require_running
+from .users import group_ids
 
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing (start-up time)
 if TYPE_CHECKING:
@@ -193,8 +195,24 @@ def prepare_bundle(containers: ContainerStore, row, config: RunConfig, rootfs: s
     spec = make_spec(rootfs, process, hostname=hostname, network=network,
                      read_only=config.read_only, files=files,
                      binds=volumes.oci_mounts(containers.store, config), cgroup=f"/lamina/{runtime_id}")
+    confine(spec["process"], rootfs, config)
+    spec["linux"]["resources"].update(resources.linux_resources(config))
+    security.apply(spec, config)
     with open(os.path.join(bundle, "config.json"), "w") as f:
         json.dump(spec, f)
+
+
+def confine(process: dict, rootfs: str, config: RunConfig) -> None:
+    """What the container's config says of each of its processes, its own and its execs' (as
+    Docker gives an exec the container's): ``--group-add``, capabilities, no-new-privileges,
+    ``--ulimit``."""
+    if config.group_add:
+        user = process["user"]
+        gids = list(user.get("additionalGids") or ())
+        user["additionalGids"] = gids + [g for g in group_ids(rootfs, config.group_add)
+                                         if g not in gids]
+    security.apply_process(process, config)
+    process["rlimits"] = resources.rlimits(config, process.get("rlimits") or [])
 
 
 def exec_process(containers: ContainerStore, name: str, argv: list[str], *, env=(), workdir: str | None = None,
@@ -223,6 +241,7 @@ def exec_process(containers: ContainerStore, name: str, argv: list[str], *, env=
                            workdir or config.workdir or image.get("WorkingDir") or "/",
                            user or config.user or image.get("User"), hostname,
                            terminal=tty and not detach)
+    confine(process, rootfs, config)
     bundle = containers.store.bundle_dir(cid)
     tag = os.urandom(6).hex()
     process_file = os.path.join(bundle, f"exec-{tag}.json")

@@ -66,3 +66,18 @@ def resolve_user(root: str, spec: str | None) -> User:
                     and int(row[2]) not in extra):
                 extra.append(int(row[2]))
     return User(uid, gid, tuple(extra), home)
+
+
+def group_ids(root: str, groups) -> tuple[int, ...]:
+    """``--group-add`` values (names or numbers) -> gids, by the container's /etc/group."""
+    table = _table(_read_in_root(root, "/etc/group"))
+    out = []
+    for group in groups:
+        if str(group).isdigit():
+            out.append(int(group))
+            continue
+        match = [row for row in table if len(row) >= 3 and row[0] == group]
+        if not match:
+            raise NotFound(f"unable to find group {group}: no matching entries in group file")
+        out.append(int(match[0][2]))
+    return tuple(out)

@@ -1,0 +1,199 @@
+"""A container's cgroup, read: where it is on this host (v1, v2 or the hybrid of both) and what
+it counts (memory, CPU, PIDs, block I/O, OOM kills), in the shapes of Docker's stats API.
+
+runc creates and removes the cgroup (cgroupfs, at the spec's ``cgroupsPath``) and writes the
+limits to it (:mod:`lamina.runtime.resources`); lamina only reads it: ``lamina stats``, the
+Engine API's ``/containers/{id}/stats``, and ``State.OOMKilled`` when a container ends.
+"""
+
+from __future__ import annotations
+
+import os
+
+
+def unified() -> bool:
+    """True on a cgroup v2 host (no v1 controllers): one tree under /sys/fs/cgroup."""
+    return os.path.exists("/sys/fs/cgroup/cgroup.controllers")
+
+
+def cgroup_dirs_of_path(path: str) -> dict[str, str]:
+    """The directories of the cgroup ``path`` (the spec's ``cgroupsPath``, cgroupfs): v1
+    controller name -> directory, and ``""`` -> the v2 one."""
+    if unified():
+        return {"": "/sys/fs/cgroup" + path}
+    out = {name: f"/sys/fs/cgroup/{name}{path}" for name in
+           ("memory", "cpu", "cpuacct", "cpuset", "pids", "blkio", "freezer", "devices")}
+    out[""] = "/sys/fs/cgroup/unified" + path
+    return out
+
+
+def cgroup_dirs(pid: int) -> dict[str, str]:
+    """The cgroup directories of the process ``pid``: v1 controller name -> directory, and
+    ``""`` -> its unified (v2) directory, as /proc/PID/cgroup names them."""
+    out = {}
+    try:
+        with open(f"/proc/{pid}/cgroup") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return out
+    pure_v2 = unified()
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if not controllers:
+            out[""] = ("/sys/fs/cgroup" if pure_v2 else "/sys/fs/cgroup/unified") + path
+            continue
+        for name in controllers.split(","):
+            name = name.removeprefix("name=")
+            out[name] = f"/sys/fs/cgroup/{name}{path}"
+    return out
+
+
+def read_cgroup(directory: str | None, name: str) -> str | None:
+    """The text of the cgroup file ``name`` in ``directory``; None when absent."""
+    if directory is None:
+        return None
+    try:
+        with open(os.path.join(directory, name)) as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def pairs(text: str | None) -> dict[str, int]:
+    """``key value`` lines (memory.stat, cpu.stat, memory.events) as a dict of numbers."""
+    out = {}
+    for line in (text or "").splitlines():
+        key, _, value = line.partition(" ")
+        if value.strip().isdigit():
+            out[key] = int(value)
+    return out
+
+
+def oom_kills(dirs: dict[str, str]) -> int:
+    """How many processes of the cgroup the kernel's OOM killer has killed (v1's
+    memory.oom_control, v2's memory.events ``oom_kill``)."""
+    v1 = read_cgroup(dirs.get("memory"), "memory.oom_control")
+    if v1 is not None:
+        return pairs(v1).get("oom_kill", 0)
+    return pairs(read_cgroup(dirs.get(""), "memory.events")).get("oom_kill", 0)
+
+
+# ---------------------------------------------------------------------------------- usage
+BLKIO_KEYS = ("io_service_bytes_recursive", "io_serviced_recursive", "io_queue_recursive",
+               "io_service_time_recursive", "io_wait_time_recursive", "io_merged_recursive",
+               "io_time_recursive", "sectors_recursive")
+
+
+def number(text: str | None) -> int | None:
+    text = (text or "").strip()
+    return int(text) if text.isdigit() else None
+
+
+def host_cpu() -> tuple[int, int]:
+    """The host's CPU time since boot in nanoseconds and its CPUs, from /proc/stat (Docker's
+    ``system_cpu_usage`` and ``online_cpus``)."""
+    with open("/proc/stat") as f:
+        lines = f.read().splitlines()
+    fields = lines[0].split()[1:8]
+    cpus = sum(1 for line in lines if line.startswith("cpu") and line[3:4].isdigit())
+    return sum(int(v) for v in fields) * 1_000_000_000 // os.sysconf("SC_CLK_TCK"), cpus
+
+
+def host_memory() -> int:
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def blkio(dirs: dict[str, str]) -> dict:
+    doc = dict.fromkeys(BLKIO_KEYS)
+    entries = []
+    v1 = read_cgroup(dirs.get("blkio"), "blkio.throttle.io_service_bytes_recursive")
+    if v1 is not None:
+        for line in v1.splitlines():
+            parts = line.split()
+            if len(parts) == 3 and ":" in parts[0]:
+                major, minor = parts[0].split(":")
+                entries.append({"major": int(major), "minor": int(minor), "op": parts[1],
+                                "value": int(parts[2])})
+    else:
+        for line in (read_cgroup(dirs.get(""), "io.stat") or "").splitlines():
+            device, *counters = line.split()
+            major, _, minor = device.partition(":")
+            values = dict(c.split("=", 1) for c in counters if "=" in c)
+            for op, key in (("read", "rbytes"), ("write", "wbytes")):
+                if key in values:
+                    entries.append({"major": int(major), "minor": int(minor), "op": op,
+                                    "value": int(values[key])})
+    doc["io_service_bytes_recursive"] = entries or None
+    return doc
+
+
+def cpu(dirs: dict[str, str]) -> dict:
+    v1 = dirs.get("cpuacct")
+    total = number(read_cgroup(v1, "cpuacct.usage"))
+    if total is not None:
+        percpu = [int(v) for v in (read_cgroup(v1, "cpuacct.usage_percpu") or "").split()]
+        ticks = pairs(read_cgroup(v1, "cpuacct.stat"))
+        per_tick = 1_000_000_000 // os.sysconf("SC_CLK_TCK")
+        usage = {"total_usage": total, "percpu_usage": percpu,
+                 "usage_in_kernelmode": ticks.get("system", 0) * per_tick,
+                 "usage_in_usermode": ticks.get("user", 0) * per_tick}
+        throttling = pairs(read_cgroup(dirs.get("cpu"), "cpu.stat"))
+        throttled = {"periods": throttling.get("nr_periods", 0),
+                     "throttled_periods": throttling.get("nr_throttled", 0),
+                     "throttled_time": throttling.get("throttled_time", 0)}
+    else:
+        stat_v2 = pairs(read_cgroup(dirs.get(""), "cpu.stat"))
+        usage = {"total_usage": stat_v2.get("usage_usec", 0) * 1000,
+                 "usage_in_kernelmode": stat_v2.get("system_usec", 0) * 1000,
+                 "usage_in_usermode": stat_v2.get("user_usec", 0) * 1000}
+        throttled = {"periods": stat_v2.get("nr_periods", 0),
+                     "throttled_periods": stat_v2.get("nr_throttled", 0),
+                     "throttled_time": stat_v2.get("throttled_usec", 0) * 1000}
+    system, cpus = host_cpu()
+    return {"cpu_usage": usage, "system_cpu_usage": system, "online_cpus": cpus,
+            "throttling_data": throttled}
+
+
+def memory(dirs: dict[str, str]) -> dict:
+    v1 = dirs.get("memory")
+    usage = number(read_cgroup(v1, "memory.usage_in_bytes"))
+    machine = host_memory()
+    if usage is not None:
+        limit = number(read_cgroup(v1, "memory.limit_in_bytes")) or machine
+        doc = {"usage": usage, "max_usage": number(read_cgroup(v1, "memory.max_usage_in_bytes")) or 0,
+               "stats": pairs(read_cgroup(v1, "memory.stat")),
+               "failcnt": number(read_cgroup(v1, "memory.failcnt")) or 0}
+    else:
+        unified = dirs.get("")
+        usage = number(read_cgroup(unified, "memory.current"))
+        if usage is None:
+            return {}
+        limit = number(read_cgroup(unified, "memory.max")) or machine  # "max": none
+        doc = {"usage": usage, "stats": pairs(read_cgroup(unified, "memory.stat"))}
+    doc["limit"] = min(limit, machine) if machine else limit  # unlimited: the host's memory
+    return doc
+
+
+def pids(dirs: dict[str, str]) -> dict:
+    directory = dirs.get("pids") or dirs.get("")
+    current = number(read_cgroup(directory, "pids.current"))
+    if current is None:
+        return {}
+    limit = number(read_cgroup(directory, "pids.max"))
+    return {"current": current, **({"limit": limit} if limit is not None else {})}
+
+
+def zero_cpu() -> dict:
+    return {"cpu_usage": {"total_usage": 0, "usage_in_kernelmode": 0, "usage_in_usermode": 0},
+            "throttling_data": {"periods": 0, "throttled_periods": 0, "throttled_time": 0}}
+
+
+def usage(dirs: dict[str, str]) -> dict:
+    """The Engine API's stats fields for the cgroup ``dirs``: ``pids_stats``, ``blkio_stats``,
+    ``cpu_stats``, ``memory_stats``."""
+    return {"pids_stats": pids(dirs), "blkio_stats": blkio(dirs), "cpu_stats": cpu(dirs),
+            "memory_stats": memory(dirs)}
