@@ -81,6 +81,9 @@ class RunConfig:
     hostname: str | None = None  # --hostname (default: the ID's first 12 digits)
     open_stdin: bool = False  # -i: stdin stays open for attached clients
     labels: tuple[tuple[str, str], ...] = ()  # --label KEY=VALUE
+    restart: str = "no"  # --restart POLICY (lamina.runtime.restart)
+    healthcheck: str = ""  # Docker's HealthConfig as JSON, the image's merged in (runtime.health)
+    init: bool = False  # --init: an init as PID 1 (lamina.runtime.process.INIT_PATH)
     # What an Engine API client sent to create it beyond the fields above (Config, HostConfig),
     # as JSON text, echoed by its inspect: "" when it was made by the CLI.
     api_config: str = ""
