@@ -369,9 +369,8 @@ def serve(containers: ContainerStore, container_id: str, notify: int,
 
     def first_exit():
         """Restarts run with nobody attached (Docker's attach ends at the first exit)."""
-        for fd in stdio:
-            if fd >= 0:
-                os.close(fd)
+        for fd in {fd for fd in stdio if fd >= 0}:  # one pipe may be both stdout and stderr
+            os.close(fd)
         if not open_stdin:
             return None, [], []
         read_end, write_end = os.pipe()
