@@ -38,7 +38,8 @@ LAYERS = [
      "lamina.mount"],
     ["lamina.errors", "lamina.faults", "lamina.digest", "lamina.humanize", "lamina.fsutil",
      "lamina.processes", "lamina.whiteouts", "lamina.rootpath", "lamina.limits",
-     "lamina.compression", "lamina.image", "lamina.reference", "lamina.events"],
+     "lamina.compression", "lamina.image", "lamina.reference", "lamina.events",
+     "lamina.runstate"],
 ]
 # Packages of one layer that must not import each other.
 INDEPENDENT = [("lamina.transfer", "lamina.runtime")]

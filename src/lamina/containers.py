@@ -180,14 +180,22 @@ class ContainerStore:
             if state == "running" and not same_process(r["monitor_pid"], r["monitor_start"]):
                 # its owner died (lamina.runtime.monitor): shown as exited; the next verb on it cleans up
                 state, exit_code, finished = "exited", 255, r["started"]
-            elif state == "running" and r["paused"]:
+            health = "none"
+            if state == "running" and r["paused"]:
                 state = "paused"
-            if not all and state not in ("running", "paused"):
+            elif state == "running":  # restarting, health: what its owner knows (lamina.runstate)
+                from . import runstate
+
+                life = runstate.read(self.store.bundle_dir(r["id"]))
+                health = runstate.health_status(life)
+                if life.get("Restarting") and not r["pid"]:
+                    state, health = "restarting", "none"
+            if not all and state not in ("running", "paused", "restarting"):
                 continue
             item = {"ID": r["id"], "Names": r["name"], "Image": r["image_ref"], "ImageID": r["image_id"],
                     "Command": r["command_line"], "Created": r["created"],
                     "State": state, "ExitCode": exit_code, "StartedAt": r["started"],
-                    "FinishedAt": finished, "RunConfig": r["run_config"]}
+                    "FinishedAt": finished, "RunConfig": r["run_config"], "Health": health}
             if size:
                 try:
                     rw = self.store.snaps.usage(r["id"])[0]
@@ -224,6 +232,10 @@ class ContainerStore:
         network = run.get("network", "none")
         env = merge_env(image.get("Env"), run.get("env"))
         running = r["state"] == "running"
+        from . import runstate
+
+        life = runstate.read(bundle)  # restarts and health, as the owner knows them
+        restarting = running and not r["pid"] and bool(life.get("Restarting"))
         config = {
             "Hostname": run.get("hostname") or r["id"][:12], "Domainname": "",
             "User": run.get("user") or image.get("User") or "",
@@ -239,6 +251,8 @@ class ContainerStore:
         for key in ("ExposedPorts", "StopSignal", "Healthcheck", "Shell"):
             if image.get(key) is not None:
                 config[key] = image[key]
+        if run.get("healthcheck"):  # the container's check: the image's merged at create
+            config["Healthcheck"] = json.loads(run["healthcheck"])
         config.update({k: v for k, v in (api.get("Config") or {}).items()
                        if k not in ("Env", "Image", "Labels", "Hostname")})
         host_config = {
@@ -246,7 +260,7 @@ class ContainerStore:
                       if src.startswith("/")] or None,
             "ContainerIDFile": "", "LogConfig": {"Type": "json-file", "Config": {}},
             "NetworkMode": network, "PortBindings": {},
-            "RestartPolicy": {"Name": "no", "MaximumRetryCount": 0},
+            "RestartPolicy": _restart_policy(run.get("restart")),
             "AutoRemove": bool(run.get("auto_remove")), "VolumeDriver": "", "VolumesFrom": None,
             "CapAdd": None, "CapDrop": None, "CgroupnsMode": "private" if os.path.exists(
                 "/sys/fs/cgroup/cgroup.controllers") else "host",
@@ -266,6 +280,8 @@ class ContainerStore:
             "CpuCount": 0, "CpuPercent": 0, "IOMaximumIOps": 0, "IOMaximumBandwidth": 0,
         }
         host_config.update(_limits_host_config(run))
+        if run.get("init"):
+            host_config["Init"] = True  # Docker leaves it out unless set
         host_config.update({k: v for k, v in (api.get("HostConfig") or {}).items()
                             if k not in ("NetworkMode", "AutoRemove", "ReadonlyRootfs")})
         volume_mounts = []
@@ -285,9 +301,11 @@ class ContainerStore:
             "Created": rfc3339(r["created"]),
             "Path": command[0] if command else "",
             "Args": command[1:],
-            "State": {"Status": "paused" if running and r["paused"] else r["state"],
+            "State": {"Status": ("restarting" if restarting else "paused"
+                                 if running and r["paused"] else r["state"]),
                       "Running": running, "Paused": bool(running and r["paused"]),
-                      "Restarting": False, "OOMKilled": bool(r["oom_killed"]), "Dead": False,
+                      "Restarting": restarting, "OOMKilled": bool(r["oom_killed"]),
+                      "Dead": False,
                       "Pid": r["pid"] if running else 0, "ExitCode": r["exit_code"], "Error": "",
                       "StartedAt": rfc3339(r["started"]) if r["started"] else never,
                       "FinishedAt": rfc3339(r["finished"]) if r["finished"] else never},
@@ -297,7 +315,7 @@ class ContainerStore:
             "HostsPath": os.path.join(bundle, "hosts"),
             "LogPath": os.path.join(bundle, "container.log"),
             "Name": "/" + r["name"],
-            "RestartCount": 0,
+            "RestartCount": life.get("RestartCount", 0),
             "Driver": self.store.driver,
             "Platform": "linux",
             "MountLabel": "", "ProcessLabel": "", "AppArmorProfile": "",
@@ -321,6 +339,8 @@ class ContainerStore:
                                        "DNSNames": None}},
             },
         }
+        if "Health" in life:
+            doc["State"]["Health"] = life["Health"]
         if size:
             rw = self.store.snaps.usage(r["id"])[0]
             doc["SizeRw"] = rw
@@ -759,6 +779,12 @@ class _Use:
 
 class _StillRunning(Exception):
     """rm -f found the container still running: its owner is still starting or ending it."""
+
+
+def _restart_policy(text: str | None) -> dict:
+    """``on-failure:3`` -> Docker's ``{"Name": "on-failure", "MaximumRetryCount": 3}``."""
+    name, _, count = (text or "no").partition(":")
+    return {"Name": name, "MaximumRetryCount": int(count or 0)}
 
 
 def _running_refused(cid: str) -> FailedPrecondition:

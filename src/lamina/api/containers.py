@@ -68,7 +68,8 @@ def _mount_point(run: dict, volume) -> dict:
 
 
 def _matches(row: dict, filters: dict[str, list[str]]) -> bool:
-    """Docker's container filters: id, name, status, label, ancestor, exited, before, since."""
+    """Docker's container filters: id, name, status, label, ancestor, exited, health, before,
+    since."""
     run = None
     for key, values in filters.items():
         if not values:
@@ -87,7 +88,9 @@ def _matches(row: dict, filters: dict[str, list[str]]) -> bool:
         elif key == "label":
             run = run if run is not None else json.loads(row.get("RunConfig") or "{}")
             ok = labels_match(dict(run.get("labels") or ()), values)
-        elif key in ("before", "since", "volume", "network", "health", "publish", "expose",
+        elif key == "health":
+            ok = row["Health"] in values
+        elif key in ("before", "since", "volume", "network", "publish", "expose",
                      "isolation", "is-task"):
             ok = True  # answered below (before/since) or nothing lamina has
         else:
@@ -194,8 +197,8 @@ def run_config(config: dict, host: dict):
                                   "Config": log.get("Config") or {}}}
     extra = {"Config": {k: config[k] for k in ("AttachStdin", "AttachStdout", "AttachStderr",
                                                  "StdinOnce", "Domainname", "ExposedPorts",
-                                                 "StopSignal", "StopTimeout", "Entrypoint",
-                                                 "Healthcheck") if config.get(k) is not None},
+                                                 "StopSignal", "StopTimeout", "Entrypoint")
+                        if config.get(k) is not None},
              "HostConfig": {k: v for k, v in host.items() if v not in (None, "", [], {}, 0)
                             and k not in ("Binds", "Mounts") and k not in LIMIT_FIELDS}}
     return RunConfig(env=tuple(env), workdir=config.get("WorkingDir") or None,
@@ -207,7 +210,8 @@ def run_config(config: dict, host: dict):
                      tty=bool(config.get("Tty")), hostname=config.get("Hostname") or None,
                      open_stdin=bool(config.get("OpenStdin")),
                      labels=tuple(sorted((str(k), str(v)) for k, v in labels.items())),
-                     api_config=json.dumps(extra, separators=(",", ":")), **limit_fields(host))
+                     api_config=json.dumps(extra, separators=(",", ":")), **limit_fields(host),
+                     **_life(config, host))
 
 
 # HostConfig's limits and privileges -> RunConfig's fields (inspect shows them from there)
@@ -258,6 +262,18 @@ def limit_fields(host: dict, only=LIMIT_FIELDS) -> dict:
         else:
             out[field] = tuple(str(v) for v in value)
     return out
+
+
+def _life(config: dict, host: dict) -> dict:
+    """RestartPolicy, Init and Healthcheck, as RunConfig fields (lamina.runtime.restart, health)."""
+    from ..runtime.restart import RestartPolicy
+
+    policy = host.get("RestartPolicy") or {}
+    if not isinstance(policy, dict) or not isinstance(policy.get("MaximumRetryCount") or 0, int):
+        raise ApiError(400, "HostConfig.RestartPolicy must be {Name, MaximumRetryCount}")
+    check = config.get("Healthcheck")
+    return {"restart": str(RestartPolicy.of(policy.get("Name"), policy.get("MaximumRetryCount") or 0)),
+            "init": bool(host.get("Init")), "healthcheck": json.dumps(check) if check else ""}
 
 
 def _words(value, what: str) -> list[str] | None:
@@ -583,6 +599,9 @@ def wait(request, id):
                 code = wait_exit(containers, cid)
             except NotFound:
                 pass
+            if condition != "removed" and json.loads(row["run_config"] or "{}").get(
+                    "restart", "no") != "no":
+                break  # it exited, and its restart policy may start it again (Docker's wait)
             delay = 0.005
             continue
         time.sleep(delay)

@@ -127,7 +127,7 @@ def start(request, id):
             found["ExitCode"] = exec_process(containers, found["ContainerID"], argv,
                                              env=found["env"], workdir=found["workdir"],
                                              user=config["user"] or None, detach=True,
-                                             forward_signals=False)
+                                             tty=tty, forward_signals=False)
         finally:
             found["Running"] = False
         request.send_empty(200)

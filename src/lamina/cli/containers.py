@@ -6,6 +6,7 @@ the top but the CLI's common helpers."""
 import sys
 
 from ..errors import LaminaError
+from . import life
 from .common import FORMAT_HELP, confirm, each, json_lines, open_engine, reclaimed
 from .limits import LIMIT_ARGS, limit_fields
 
@@ -15,21 +16,28 @@ ARGS["create"] = (
     ("--name", "string", "Assign a name to the container"),
     ("image", None, "IMAGE"),
     ("command", "...", "[COMMAND] [ARG...]"),
-) + LIMIT_ARGS
+) + LIMIT_ARGS + life.FLAGS
 
 
 def cmd_create(opts, a):
     limits = limit_fields(a)
-    if limits:  # the runtime's settings, kept for start (lamina.runtime.lifecycle.create)
+    if limits or life.given(a):  # a RunConfig to keep for start: the runtime's create
         from ..runtime.oci import RunConfig
 
-        print(open_engine(opts).create(a.image, name=a.name, command=a.command or None,
-                                       config=RunConfig(**limits)))
+        try:
+            config = RunConfig(**limits, **life.options(a))
+            print(open_engine(opts).create(a.image, name=a.name, command=a.command or None,
+                                           config=config))
+        except LaminaError as e:
+            if e.exit_code == 1:
+                e.exit_code = 125  # Docker's create exits 125 when it refuses
+            raise
         return
     print(open_engine(opts).create(a.image, name=a.name, command=a.command or None))
 
 ARGS["ps"] = (
     ("-a --all", "bool", "Show all containers (default shows just running)"),
+    ("-f --filter", "list", "Filter output based on conditions provided (status=, health=, ...)"),
     ("--format", "string", FORMAT_HELP),
     ("--no-trunc", "bool", "Don't truncate output"),
     ("-q --quiet", "bool", "Only display container IDs"),
@@ -40,7 +48,15 @@ ARGS["ps"] = (
 def cmd_ps(opts, a):
     from .. import humanize
 
-    rows = open_engine(opts).containers(all=a.all, size=a.size and not a.quiet)
+    filters = {}
+    if a.filter:
+        from . import filters as container_filters
+
+        filters = container_filters.parse(a.filter)
+    rows = open_engine(opts).containers(all=a.all or "status" in filters or "exited" in filters,
+                                        size=a.size and not a.quiet)
+    if filters:
+        rows = container_filters.select(rows, filters)
     if a.quiet:
         if rows:
             print("\n".join(r["ID"] if a.no_trunc else r["ID"][:12] for r in rows))

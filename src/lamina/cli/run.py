@@ -5,6 +5,7 @@ import os
 import sys
 
 from ..errors import LaminaError
+from . import life
 from .common import FORMAT_HELP, UsageError, each, exit_now, json_lines, open_engine
 from .limits import LIMIT_ARGS, limit_fields
 
@@ -25,7 +26,7 @@ ARGS = {
         ("-u --user", "string", "Username or UID (format: <name|uid>[:<group|gid>])"),
         ("-v --volume", "list", "Bind mount a volume (SRC:DST[:ro]; SRC a path or a volume name)"),
         ("-w --workdir", "string", "Working directory inside the container"),
-    ) + LIMIT_ARGS,
+    ) + LIMIT_ARGS + life.FLAGS,
     "start": (
         ("containers", "+", "CONTAINER [CONTAINER...]"),
         ("-a --attach", "bool", "Attach STDOUT/STDERR and forward signals"),
@@ -111,7 +112,8 @@ def cmd_run(opts, a):
         config = RunConfig(env=_env(a.env), workdir=a.workdir, user=a.user,
                            volumes=tuple(parse_volume(v) for v in a.volume),
                            read_only=a.read_only, network=a.network, auto_remove=a.rm,
-                           runtime=a.runtime, tty=a.tty, **limit_fields(a))
+                           runtime=a.runtime, tty=a.tty, **limit_fields(a),
+                           **life.options(a))
         entrypoint = None if a.entrypoint is None else ([a.entrypoint] if a.entrypoint else [])
         cid, code = open_engine(opts).run(
             a.image, a.command or None, name=a.name, entrypoint=entrypoint, config=config,

@@ -97,6 +97,9 @@ class RunConfig:
     security_opt: tuple[str, ...] = ()
     group_add: tuple[str, ...] = ()
     devices: tuple[tuple[str, str, str], ...] = ()  # --device: (host path, path inside, rwm)
+    restart: str = "no"  # --restart POLICY (lamina.runtime.restart)
+    healthcheck: str = ""  # Docker's HealthConfig as JSON, the image's merged in (runtime.health)
+    init: bool = False  # --init: an init as PID 1 (lamina.runtime.process.INIT_PATH)
     # What an Engine API client sent to create it beyond the fields above (Config, HostConfig),
     # as JSON text, echoed by its inspect: "" when it was made by the CLI.
     api_config: str = ""
