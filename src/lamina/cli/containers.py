@@ -52,7 +52,8 @@ def cmd_ps(opts, a):
         for r in rows:
             item = {"Command": command(r), "CreatedAt": r["Created"], "ID": r["ID"][:12],
                     "Image": r["Image"], "Names": r["Names"], "State": r["State"],
-                    "Status": humanize.status(r), "RunningFor": humanize.ago(r["Created"])}
+                    "Status": humanize.status(r), "RunningFor": humanize.ago(r["Created"]),
+                    "Ports": _ports(r)}
             if a.size:
                 item.update(Size=size(r), SizeRw=r["SizeRw"], SizeRootFs=r["SizeRootFs"])
             out.append(item)
@@ -64,11 +65,18 @@ def cmd_ps(opts, a):
     table = []
     for r in rows:
         row = [r["ID"] if a.no_trunc else r["ID"][:12], r["Image"], command(r),
-               humanize.ago(r["Created"]), humanize.status(r), "", r["Names"]]
+               humanize.ago(r["Created"]), humanize.status(r), _ports(r), r["Names"]]
         if a.size:
             row.append(size(r))
         table.append(row)
     print(humanize.table(headers, table))
+
+
+
+def _ports(row) -> str:
+    """The PORTS column as Docker prints it: ``127.0.0.1:8080->80/tcp, 0.0.0.0:53->53/udp``."""
+    return ", ".join(f"{p['HostIp']}:{p['HostPort']}->{p['ContainerPort']}/{p['Protocol']}"
+                     for p in row.get("Ports") or ())
 
 ARGS["mount"] = (("container", None, "CONTAINER"),)
 

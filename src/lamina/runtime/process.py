@@ -171,8 +171,10 @@ def pump_tty(runtime: Runtime, args: list[str], *, stdin, output: Output, pid_fi
 
 def prepare_bundle(containers: ContainerStore, row, config: RunConfig, rootfs: str, bundle: str,
                    argv: list[str], env: list[str] | None, workdir: str | None, user: str | None,
-                   network: str, runtime_id: str, terminal: bool = False) -> None:
-    """Write ``bundle``/config.json for ``argv`` in the container ``row``."""
+                   network: str, runtime_id: str, terminal: bool = False,
+                   netns: str | None = None) -> None:
+    """Write ``bundle``/config.json for ``argv`` in the container ``row`` (``netns``: the
+    namespace file of a container on bridge networks)."""
     import socket
 
     from .. import volumes
@@ -192,7 +194,8 @@ def prepare_bundle(containers: ContainerStore, row, config: RunConfig, rootfs: s
     files = write_network_files(bundle, hostname, network)
     spec = make_spec(rootfs, process, hostname=hostname, network=network,
                      read_only=config.read_only, files=files,
-                     binds=volumes.oci_mounts(containers.store, config), cgroup=f"/lamina/{runtime_id}")
+                     binds=volumes.oci_mounts(containers.store, config), cgroup=f"/lamina/{runtime_id}",
+                     netns=netns)
     with open(os.path.join(bundle, "config.json"), "w") as f:
         json.dump(spec, f)
 
