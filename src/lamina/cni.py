@@ -109,54 +109,109 @@ def _call(plugin: dict, command: str, config: dict, container_id: str, netns: st
     return json.loads(proc.stdout or b"{}")
 
 
+# Chained plugins that hand their prevResult on unchanged and act only on what it names
+# (rules for its addresses): after the first plugin they can run side by side.
+PASS_THROUGH = ("portmap", "firewall", "tuning")
+
+
+def _each(calls) -> list:
+    """Run the callables side by side (one thread each: each waits for a plugin process);
+    their results, or the first exception raised."""
+    import threading
+
+    out: list = [None] * len(calls)
+    errors: list = []
+
+    def one(i, call):
+        try:
+            out[i] = call()
+        except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
+            errors.append(e)
+    threads = [threading.Thread(target=one, args=(i, c)) for i, c in enumerate(calls[1:], 1)]
+    for t in threads:
+        t.start()
+    one(0, calls[0])
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    return out
+
+
+def _keep(store_root: str, container_id: str, ifname: str, doc: dict) -> None:
+    os.makedirs(results_dir(store_root), exist_ok=True)
+    path = os.path.join(results_dir(store_root), f"{container_id}-{ifname}.json")
+    with open(path + ".tmp", "w") as f:
+        json.dump(doc, f)
+    os.rename(path + ".tmp", path)
+
+
 def add(store_root: str, config: dict, container_id: str, netns: str, ifname: str,
         runtime: dict | None = None, ip: str = "") -> dict:
     """Run the list's ADD: the container (its namespace file ``netns``) gets ``ifname`` on the
-    network; returns the last plugin's result (``ips``, ``interfaces``...). ``runtime``: the
-    capabilities' arguments (``portMappings``); ``ip``: the address asked for. On failure
-    whatever the plugins made is deleted again before the error is raised."""
+    network; returns the result (``ips``, ``interfaces``...). ``runtime``: the capabilities'
+    arguments (``portMappings``); ``ip``: the address asked for. On failure whatever the
+    plugins made is deleted again before the error is raised.
+
+    The first plugin (bridge) runs first; the ones after it that only pass its result on
+    (:data:`PASS_THROUGH`) run side by side, each given that result, as a chain would give it.
+    What is being added is recorded before the first plugin runs, so that a lamina killed
+    meanwhile leaves something ``system check`` finds and deletes."""
     runtime = runtime or {}
     args = "IgnoreUnknown=1" + (f";IP={ip}" if ip else "")
+    doc = {"config": config, "result": None, "runtime": runtime, "netns": netns}
+    _keep(store_root, container_id, ifname, doc)
+    first, rest = config["plugins"][0], config["plugins"][1:]
     result = None
     try:
-        for plugin in config["plugins"]:
-            result = _call(plugin, "ADD", config, container_id, netns, ifname, runtime, args,
-                           result)
+        result = _call(first, "ADD", config, container_id, netns, ifname, runtime, args, None)
+        if all(p["type"] in PASS_THROUGH for p in rest):
+            _each([lambda p=p: _call(p, "ADD", config, container_id, netns, ifname, runtime,
+                                     args, result) for p in rest])
+        else:
+            for plugin in rest:
+                result = _call(plugin, "ADD", config, container_id, netns, ifname, runtime,
+                               args, result)
     except BaseException:
         try:
             delete(store_root, config, container_id, netns, ifname, runtime, result)
         except LaminaError:
             pass
         raise
-    os.makedirs(results_dir(store_root), exist_ok=True)
-    path = os.path.join(results_dir(store_root), f"{container_id}-{ifname}.json")
-    with open(path + ".tmp", "w") as f:
-        json.dump({"config": config, "result": result, "runtime": runtime, "netns": netns}, f)
-    os.rename(path + ".tmp", path)
+    _keep(store_root, container_id, ifname, {**doc, "result": result})
     return result
 
 
 def delete(store_root: str, config: dict, container_id: str, netns: str, ifname: str,
            runtime: dict | None = None, result: dict | None = None) -> None:
-    """Run the list's DEL (in reverse order). Every plugin is called even if one fails; the
-    first failure is raised at the end. A missing ``netns`` is allowed (the plugins then
-    release what they hold outside it: addresses, rules)."""
+    """Run the list's DEL (in reverse order; the pass-through plugins side by side, then the
+    first). Every plugin is called even if one fails; the first failure is raised at the end.
+    A missing ``netns`` is allowed (the plugins then release what they hold outside it:
+    addresses, rules)."""
     runtime = runtime or {}
     if netns and not os.path.exists(netns):
         netns = ""
-    first = None
-    for plugin in reversed(config["plugins"]):
+    errors: list = []
+
+    def call(plugin):
         try:
             _call(plugin, "DEL", config, container_id, netns, ifname, runtime, "IgnoreUnknown=1",
                   result)
         except LaminaError as e:
-            first = first or e
+            errors.append(e)
+    first, rest = config["plugins"][0], config["plugins"][1:]
+    if rest and all(p["type"] in PASS_THROUGH for p in rest):
+        _each([lambda p=p: call(p) for p in reversed(rest)])
+    else:
+        for plugin in reversed(rest):
+            call(plugin)
+    call(first)
     try:
         os.unlink(os.path.join(results_dir(store_root), f"{container_id}-{ifname}.json"))
     except FileNotFoundError:
         pass
-    if first is not None:
-        raise first
+    if errors:
+        raise errors[0]
 
 
 def cached(store_root: str) -> list[tuple[str, str, dict]]:
@@ -221,18 +276,22 @@ def netns_dir(store_root: str) -> str:
 
 
 def create_netns(path: str) -> None:
-    """A new network namespace, ``lo`` up, kept by a bind mount on the file ``path``."""
+    """A new network namespace, ``lo`` up, kept by a bind mount on the file ``path``. What the
+    child needs is imported before the fork (an import in the child would cost every run)."""
+    import ctypes
+    import fcntl  # noqa: F401 - for _loopback_up, in the child
+    import socket  # noqa: F401
+    import struct  # noqa: F401
+
     from .mount import Mount, mount_all
 
+    libc = ctypes.CDLL(None, use_errno=True)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444))
     child = os.fork()
     if child == 0:  # pragma: no cover - the child only makes the namespace
         code = 1
         try:
-            import ctypes
-
-            libc = ctypes.CDLL(None, use_errno=True)
             if libc.unshare(CLONE_NEWNET) == 0:
                 _loopback_up()
                 mount_all([Mount("bind", "/proc/self/ns/net")], path)
@@ -286,11 +345,24 @@ def bridge_exists(bridge: str) -> bool:
 
 
 def delete_link(name: str) -> None:
-    """Delete a network interface (a lamina bridge left without ports)."""
-    import subprocess
+    """Delete a network interface (a lamina bridge left without ports): one RTM_DELLINK netlink
+    request, not an ``ip`` process (it runs at every container's exit)."""
+    import socket
+    import struct
 
-    subprocess.run(["ip", "link", "delete", name], check=False, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL)
+    try:
+        index = socket.if_nametoindex(name)
+    except OSError:
+        return  # gone already
+    rtm_dellink, request, ack = 17, 1, 4
+    body = struct.pack("BxHiII", socket.AF_UNSPEC, 0, index, 0, 0)  # struct ifinfomsg
+    message = struct.pack("IHHII", 16 + len(body), rtm_dellink, request | ack, 1, 0) + body
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE) as s:
+        s.sendto(message, (0, 0))
+        reply = s.recv(4096)
+    error = struct.unpack_from("i", reply, 16)[0] if len(reply) >= 20 else 0
+    if error not in (0, -19):  # ENODEV: another process deleted it meanwhile
+        raise LaminaError(f"cannot delete {name}: {os.strerror(-error)}")
 
 
 def lamina_links() -> list[str]:

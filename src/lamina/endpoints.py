@@ -68,22 +68,6 @@ def netns_path(store: Store, container_id: str) -> str:
     return os.path.join(cni.netns_dir(store.root), container_id)
 
 
-def _lock(store: Store, network_id: str, exclusive: bool, blocking: bool = True):
-    """A file lock on the network: attaches share it, removing its bridge takes it alone."""
-    import fcntl
-
-    directory = os.path.join(store.root, "networks", "locks")
-    os.makedirs(directory, exist_ok=True)
-    fd = os.open(os.path.join(directory, network_id), os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
-                    | (0 if blocking else fcntl.LOCK_NB))
-    except BlockingIOError:
-        os.close(fd)
-        return None
-    return fd
-
-
 def _reserve(ports: list[tuple[str, int, int, str]], name: str) -> tuple[list, list[dict]]:
     """Bind every host port; (sockets, Docker's port records). PortTaken, with nothing held,
     if one is in use."""
@@ -152,7 +136,7 @@ def _add(store: Store, container_id: str, network: dict, ifname: str, netns: str
     config = cni.conflist(store.root, network, ports=bool(ports))
     mappings = [{"hostPort": int(p["HostPort"]), "containerPort": p["ContainerPort"],
                  "protocol": p["Protocol"], "hostIP": p["HostIp"]} for p in ports]
-    fd = _lock(store, network["id"], exclusive=False)
+    fd = networks.lock(store, network["id"], exclusive=False)
     try:
         result = cni.add(store.root, config, container_id, netns, ifname,
                          {"portMappings": mappings} if mappings else {},
@@ -207,25 +191,8 @@ def detach(store: Store, container_id: str, sandbox: Sandbox | None = None) -> N
         sandbox.close()
     for network in touched:
         refresh_hosts(store, network["id"])
-        _drop_bridge_if_unused(store, network)
     if first is not None:
         raise first
-
-
-def _drop_bridge_if_unused(store: Store, network: dict) -> None:
-    """A bridge without ports goes (as netavark removes its bridges): an idle network leaves no
-    interface or route on the host. Skipped while another container attaches."""
-    bridge = network.get("bridge")
-    if not bridge or not cni.bridge_exists(bridge) or cni.bridge_ports(bridge):
-        return
-    fd = _lock(store, network["id"], exclusive=True, blocking=False)
-    if fd is None:
-        return
-    try:
-        if not cni.bridge_ports(bridge):
-            cni.delete_link(bridge)
-    finally:
-        os.close(fd)
 
 
 def connect(store: Store, container_id: str, name: str, network: str, aliases=(),
@@ -263,7 +230,6 @@ def disconnect(store: Store, container_id: str, name: str, network: str) -> None
         _remove(store, container_id, mine[0], mine[0]["ifname"], netns_path(store, container_id))
     networks.unconfigure(store, container_id, record["id"])
     refresh_hosts(store, record["id"])
-    _drop_bridge_if_unused(store, record)
 
 
 # ------------------------------------------------------------------------------- hosts files
@@ -337,7 +303,7 @@ def publish_hosts(store: Store, container_id: str) -> None:
 def leftovers(store: Store, running: set[str]):
     """What a container that no longer runs left (``running``: the IDs of those that run or
     are being started): (kind, where, fix) for ``system check``, found one after the other
-    (a fix applied before the next is looked for: a bridge is empty once namespaces went)."""
+    (a fix applied before the next is looked for)."""
     seen = set()
     for container_id, ifname, kept in cni.cached(store.root):
         if container_id in running:
@@ -371,8 +337,3 @@ def leftovers(store: Store, running: set[str]):
                    f"{container_id[:12]} on {network_id[:12]}",
                    lambda c=container_id, n=network_id: networks.set_endpoint(
                        store, c, n, ifname="", ip="", prefix=0, gateway="", mac="", ports=[]))
-    for network in networks.ls(store, make_default=False):
-        bridge = network["bridge"]
-        if bridge and cni.bridge_exists(bridge) and not cni.bridge_ports(bridge):
-            yield ("bridge without containers", bridge,
-                   lambda n=network: _drop_bridge_if_unused(store, n))

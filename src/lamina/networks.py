@@ -2,7 +2,8 @@
 
 A network is a Linux bridge named ``lamina`` + 9 hex digits of its ID (recognisably lamina's,
 unique across stores), one IPv4 subnet and its gateway (the bridge's address). The CNI plugins
-(:mod:`lamina.cni`) make the bridge when the first container joins and hand out addresses from
+(:mod:`lamina.cni`) make the bridge when the first container joins (it stays until ``network
+rm``, as Docker's docker0 does) and hand out addresses from
 the subnet (host-local IPAM, its files inside the store); :mod:`lamina.endpoints` attaches
 containers. ``host`` and ``none`` are predefined and have no row; ``bridge`` is the default
 network of ``run``/``create``, made on first use, as Docker's ``docker0`` network.
@@ -255,12 +256,49 @@ def users(store: Store, network_id: str) -> list[str]:
         "SELECT container_id FROM container_networks WHERE network_id = ?", (network_id,))]
 
 
+def lock(store: Store, network_id: str, exclusive: bool, blocking: bool = True) -> int | None:
+    """A file lock on the network (a file descriptor to close; None if ``blocking`` is False
+    and it is taken): attaches share it, ``remove`` takes it alone to delete the bridge."""
+    import fcntl
+
+    directory = os.path.join(store.root, "networks", "locks")
+    os.makedirs(directory, exist_ok=True)
+    fd = os.open(os.path.join(directory, network_id), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+                    | (0 if blocking else fcntl.LOCK_NB))
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
 def remove(store: Store, ident: str) -> str:
-    """Delete a network nobody is attached to; returns its ID. Stopped containers configured
-    on it lose it (Docker refuses them at their next start; here they start without it)."""
+    """Delete a network nobody is attached to, and its bridge; returns its ID. Stopped
+    containers configured on it lose it (Docker refuses them at their next start; here they
+    start without it)."""
+    from .cni import delete_link
+
     record = get(store, ident)
     if record["name"] in PREDEFINED or record["name"] == DEFAULT:
         raise FailedPrecondition(f"{record['name']} is a pre-defined network and cannot be removed")
+    fd = lock(store, record["id"], exclusive=True)
+    try:
+        _remove(store, record)
+        delete_link(record["bridge"])
+    finally:
+        os.close(fd)
+    try:
+        os.unlink(os.path.join(store.root, "networks", "locks", record["id"]))
+    except FileNotFoundError:
+        pass
+    from .events import emit
+
+    emit(store, "network", "destroy", record["id"], {"name": record["name"], "type": "bridge"})
+    return record["id"]
+
+
+def _remove(store: Store, record: dict) -> None:
     with Transaction(store.db):
         active = store.db.execute(
             "SELECT container_id FROM container_networks WHERE network_id = ? AND ip != ''",
@@ -270,10 +308,6 @@ def remove(store: Store, ident: str) -> str:
                                      f"{record['id']} has active endpoints")
         store.db.execute("DELETE FROM container_networks WHERE network_id = ?", (record["id"],))
         store.db.execute("DELETE FROM networks WHERE id = ?", (record["id"],))
-    from .events import emit
-
-    emit(store, "network", "destroy", record["id"], {"name": record["name"], "type": "bridge"})
-    return record["id"]
 
 
 def prune(store: Store, select=None) -> list[str]:
