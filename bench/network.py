@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Network benchmark, side by side: lamina (CNI bridge) against Docker Engine (its docker0
-bridge, iptables and userland proxy: ``Docker(network=True)`` of bench/peers.py) and Podman (its
+"""Network benchmark, side by side: lamina (CNI bridge) against Docker Engine (a bridge,
+iptables and its userland proxy: ``Docker(network=True)`` of bench/peers.py) and Podman (its
 default network: CNI on Debian 12's Podman 4.3).
 
     python3 bench/network.py [--runs N] [--requests N] [--megabytes N] [--only NAME...]
@@ -15,7 +15,9 @@ Benchmarks (names for --only):
 * ``latency``: ``--requests`` sequential small GETs (a new connection each: busybox httpd
   speaks HTTP/1.0) through the same port; the median and 90th percentile per request.
 
-Prints medians and the ratios lamina/docker and lamina/podman. Needs root, dockerd, podman, runc,
+The three engines run at once, each timed run or round of requests in turn (round-robin), so
+that the shared machine's load falls on all alike. Prints medians and the ratios lamina/docker
+and lamina/podman. Needs root, dockerd, podman, runc,
 the CNI plugins and busybox-static. Everything lives under LAMINA_BENCH_BASE
 (/var/tmp/lamina-bench); the host's iptables rules are restored after Docker.
 """
@@ -23,6 +25,7 @@ the CNI plugins and busybox-static. Everything lives under LAMINA_BENCH_BASE
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import socket
 import statistics
@@ -131,38 +134,58 @@ def main() -> int:
     tar = make_data(set())["base"]
     engines = [LaminaEngine(a.lamina, None), NetworkDocker(), PodmanEngine()]
     results: dict[str, dict[str, float]] = {}
-    for eng in engines:
-        log(f"{eng.name}: starting")
-        eng.start()
-        try:
-            run(eng.import_cmd(tar, "busybox"), env=eng.env, timeout=300)
-            image = "busybox"
-            cases = {"run": (), "run-none": ("--network", "none"),
-                     "run-p": ("-p", "127.0.0.1::80")}
-            for name, options in cases.items():
-                if name not in a.only:
-                    continue
+    image = "busybox"
+    servers: dict[str, tuple[str, int]] = {}
+    try:
+        for eng in engines:
+            log(f"{eng.name}: starting")
+            eng.start()
+            run(eng.import_cmd(tar, image), env=eng.env, timeout=300)
+        # round-robin: each run of each engine in turn, so that the shared machine's load
+        # falls on all three alike
+        cases = {"run": (), "run-none": ("--network", "none"), "run-p": ("-p", "127.0.0.1::80")}
+        for name, options in cases.items():
+            if name not in a.only:
+                continue
+            times: dict[str, list[float]] = {eng.name: [] for eng in engines}
+            for eng in engines:
                 timed(run_cmd(eng, image, *options), eng.env)  # warm: the bridge, the rules
-                times = [timed(run_cmd(eng, image, *options), eng.env)[0] for _ in range(a.runs)]
-                results.setdefault(name, {})[eng.name] = statistics.median(times)
-                log(f"{eng.name} {name}: {statistics.median(times):.3f} s")
-            if {"bulk", "latency"} & set(a.only):
-                cid, port = serve(eng, image, a.megabytes)
-                try:
-                    if "bulk" in a.only:
-                        rates = [bulk(port, a.megabytes) for _ in range(5)]
-                        results.setdefault("bulk MB/s", {})[eng.name] = statistics.median(rates)
-                        log(f"{eng.name} bulk: {statistics.median(rates):.0f} MB/s")
-                    if "latency" in a.only:
-                        each = latencies(port, a.requests)
-                        results.setdefault("latency median ms", {})[eng.name] = \
-                            statistics.median(each) * 1000
-                        results.setdefault("latency p90 ms", {})[eng.name] = \
-                            statistics.quantiles(each, n=10)[-1] * 1000
-                        log(f"{eng.name} latency: {statistics.median(each) * 1000:.3f} ms")
-                finally:
-                    run(eng.cli("rm", "-f", cid), env=eng.env, check=False, timeout=120)
-        finally:
+            for _ in range(a.runs):
+                for eng in engines:
+                    times[eng.name].append(timed(run_cmd(eng, image, *options), eng.env)[0])
+            for eng in engines:
+                results.setdefault(name, {})[eng.name] = statistics.median(times[eng.name])
+            log(f"{name}: " + ", ".join(f"{k} {v:.3f} s" for k, v in results[name].items()))
+        if {"bulk", "latency"} & set(a.only):
+            for eng in engines:
+                servers[eng.name] = serve(eng, image, a.megabytes)
+            if "bulk" in a.only:
+                rates: dict[str, list[float]] = {eng.name: [] for eng in engines}
+                for _ in range(5):
+                    for eng in engines:
+                        rates[eng.name].append(bulk(servers[eng.name][1], a.megabytes))
+                results["bulk MB/s"] = {k: statistics.median(v) for k, v in rates.items()}
+                log("bulk: " + ", ".join(f"{k} {v:.0f} MB/s"
+                                         for k, v in results["bulk MB/s"].items()))
+            if "latency" in a.only:
+                each: dict[str, list[float]] = {eng.name: [] for eng in engines}
+                for _ in range(10):  # in tenths, round-robin
+                    for eng in engines:
+                        each[eng.name] += latencies(servers[eng.name][1], a.requests // 10)
+                results["latency median ms"] = {k: statistics.median(v) * 1000
+                                                for k, v in each.items()}
+                results["latency p90 ms"] = {k: statistics.quantiles(v, n=10)[-1] * 1000
+                                             for k, v in each.items()}
+    finally:
+        for eng in engines:
+            if eng.name in servers:
+                run(eng.cli("rm", "-f", servers[eng.name][0]), env=eng.env, check=False,
+                    timeout=120)
+            if eng.name == "lamina":  # its default network's bridge outlives the store's files
+                p = run(eng.cli("network", "inspect", "bridge"), env=eng.env, check=False)
+                for doc in json.loads(p.stdout or b"[]"):
+                    bridge = doc["Options"].get("com.docker.network.bridge.name")
+                    run(["ip", "link", "delete", bridge], check=False)
             eng.cleanup()
     print(f"{'benchmark':<20} {'lamina':>10} {'docker':>10} {'podman':>10} "
           f"{'l/docker':>9} {'l/podman':>9}")

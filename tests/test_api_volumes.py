@@ -247,6 +247,19 @@ def test_networks_through_the_engine_api(api):
     finally:
         api.docker("rm", "-f", web)
     assert api.docker("network", "rm", "mynet").stdout == "mynet\n"
+    # a published port (HostConfig.PortBindings): docker port, docker ps, a client on the host
+    from tests.test_network import fetch, free_port
+
+    port = free_port()
+    pub = api.docker("run", "-d", "-p", f"127.0.0.1:{port}:80", "busybox", "sh", "-c",
+                     "mkdir /w && echo api-pub > /w/index.html && exec httpd -f -p 80 -h /w"
+                     ).stdout.strip()
+    try:
+        assert fetch(f"http://127.0.0.1:{port}/") == b"api-pub\n"
+        assert api.docker("port", pub).stdout == f"80/tcp -> 127.0.0.1:{port}\n"
+        assert api.docker("ps", "--format", "{{.Ports}}").stdout == f"127.0.0.1:{port}->80/tcp\n"
+    finally:
+        api.docker("rm", "-f", pub)
     # docker inspect probes container, image, network, volume: every miss is a 404
     proc = api.docker("inspect", "nope", check=False)
     assert proc.returncode == 1 and proc.stderr == "Error: No such object: nope\n"

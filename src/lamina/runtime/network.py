@@ -30,6 +30,7 @@ def join(containers: ContainerStore, row, config: RunConfig) -> Sandbox:
     if not store.db.execute("SELECT 1 FROM container_networks WHERE container_id = ?",
                             (row["id"],)).fetchone():
         if config.network != networks.DEFAULT:  # all disconnected: it runs with none
+            networks.get(store, config.network)  # unless its network was removed (Docker's error)
             return endpoints.Sandbox()
         networks.configure(store, row["id"], config.network)  # made without run's options
     image = containers.images.config(row["image_id"]).get("config") or {}
