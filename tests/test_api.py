@@ -450,7 +450,7 @@ def test_tls_with_client_verification(store_root, tmp_path):
 
 def test_compose_two_services(api, tmp_path):
     """Debian's docker-compose 1.29: up -d, ps, logs, down of a two-service project (network_mode
-    none: lamina has no user networks yet, and a project that needs one is refused in one line)."""
+    none), then one on its default network whose services reach each other by name."""
     project = tmp_path / "proj"
     project.mkdir()
     (project / "docker-compose.yml").write_text(
@@ -476,8 +476,16 @@ def test_compose_two_services(api, tmp_path):
     assert sorted(names) == ["proj_web_1", "proj_worker_1"]  # the CLI sees compose's containers
     compose("down", "-t", "1")
     assert api.lamina("ps", "-a", "-q").stdout == ""
+    # a project on its default network (proj_default): the services find each other by name
     (project / "docker-compose.yml").write_text(
-        'version: "2.4"\nservices:\n  a:\n    image: busybox\n    command: sleep 30\n')
-    refused = compose("up", "-d", check=False)
-    assert refused.returncode != 0 and "no user-defined networks" in refused.stderr
-    assert "Traceback" not in refused.stderr
+        'version: "2.4"\nservices:\n'
+        '  web:\n    image: busybox\n    command: sh -c "mkdir /w; echo by-service-name >'
+        ' /w/index.html; exec httpd -f -p 80 -h /w"\n'
+        '  client:\n    image: busybox\n    command: sleep 60\n')
+    compose("up", "-d")
+    out = compose("exec", "-T", "client", "sh", "-c", "for i in $(seq 50); do wget -qO- "
+                  "http://web/ && exit; sleep 0.1; done; exit 1").stdout
+    assert out == "by-service-name\n"
+    assert "proj_default" in api.lamina("network", "ls").stdout
+    compose("down", "-t", "1")
+    assert "proj_default" not in api.lamina("network", "ls").stdout

@@ -175,6 +175,13 @@ class ContainerStore:
             "SELECT c.*, i.size AS image_size FROM containers c JOIN images i ON i.id = c.image_id"
             " ORDER BY c.created DESC").fetchall()
         out = []
+        published: dict[str, list] = {}
+        if rows:
+            import json
+
+            for cid, ports in self.db.execute("SELECT container_id, ports FROM"
+                                              " container_networks WHERE ports != '[]'"):
+                published.setdefault(cid, []).extend(json.loads(ports))
         for r in rows:
             state, exit_code, finished = r["state"], r["exit_code"], r["finished"]
             if state == "running" and not same_process(r["monitor_pid"], r["monitor_start"]):
@@ -195,7 +202,8 @@ class ContainerStore:
             item = {"ID": r["id"], "Names": r["name"], "Image": r["image_ref"], "ImageID": r["image_id"],
                     "Command": r["command_line"], "Created": r["created"],
                     "State": state, "ExitCode": exit_code, "StartedAt": r["started"],
-                    "FinishedAt": finished, "RunConfig": r["run_config"], "Health": health}
+                    "FinishedAt": finished, "RunConfig": r["run_config"], "Health": health,
+                    "Ports": published.get(r["id"], []) if state == "running" else []}
             if size:
                 try:
                     rw = self.store.snaps.usage(r["id"])[0]
@@ -229,6 +237,8 @@ class ContainerStore:
             graph.update(UpperDir=m.upper(), LowerDir=":".join(m.lowers()),
                          WorkDir=os.path.join(os.path.dirname(m.upper()), "work"))
         bundle = self.store.bundle_dir(r["id"])
+        from . import networks
+
         network = run.get("network", "none")
         env = merge_env(image.get("Env"), run.get("env"))
         running = r["state"] == "running"
@@ -259,14 +269,14 @@ class ContainerStore:
             "Binds": [f"{src}:{dst}{':ro' if ro else ''}" for src, dst, ro in run.get("volumes", ())
                       if src.startswith("/")] or None,
             "ContainerIDFile": "", "LogConfig": {"Type": "json-file", "Config": {}},
-            "NetworkMode": network, "PortBindings": {},
+            "NetworkMode": network, "PortBindings": networks.port_bindings(run.get("ports")),
             "RestartPolicy": _restart_policy(run.get("restart")),
             "AutoRemove": bool(run.get("auto_remove")), "VolumeDriver": "", "VolumesFrom": None,
             "CapAdd": None, "CapDrop": None, "CgroupnsMode": "private" if os.path.exists(
                 "/sys/fs/cgroup/cgroup.controllers") else "host",
             "Dns": [], "DnsOptions": [], "DnsSearch": [], "ExtraHosts": None, "GroupAdd": None,
             "IpcMode": "private", "Cgroup": "", "Links": None, "OomScoreAdj": 0, "PidMode": "",
-            "Privileged": False, "PublishAllPorts": False,
+            "Privileged": False, "PublishAllPorts": bool(run.get("publish_all")),
             "ReadonlyRootfs": bool(run.get("read_only")), "SecurityOpt": None, "UTSMode": "",
             "UsernsMode": "", "ShmSize": 67108864, "Runtime": run.get("runtime") or "runc",
             "ConsoleSize": [0, 0], "Isolation": "", "CpuShares": 0, "Memory": 0, "NanoCpus": 0,
@@ -324,20 +334,8 @@ class ContainerStore:
             "GraphDriver": {"Name": self.store.driver, "Data": graph},
             "Mounts": volume_mounts,
             "Config": config,
-            "NetworkSettings": {
-                "Bridge": "", "SandboxID": "", "SandboxKey": "", "HairpinMode": False,
-                "LinkLocalIPv6Address": "", "LinkLocalIPv6PrefixLen": 0, "Ports": {},
-                "SecondaryIPAddresses": None, "SecondaryIPv6Addresses": None,
-                "EndpointID": "", "Gateway": "", "GlobalIPv6Address": "",
-                "GlobalIPv6PrefixLen": 0, "IPAddress": "", "IPPrefixLen": 0, "IPv6Gateway": "",
-                "MacAddress": "",
-                "Networks": {network: {"IPAMConfig": None, "Links": None, "Aliases": None,
-                                       "MacAddress": "", "NetworkID": "", "EndpointID": "",
-                                       "Gateway": "", "IPAddress": "", "IPPrefixLen": 0,
-                                       "IPv6Gateway": "", "GlobalIPv6Address": "",
-                                       "GlobalIPv6PrefixLen": 0, "DriverOpts": None,
-                                       "DNSNames": None}},
-            },
+            "NetworkSettings": networks.settings(self.store, r["id"], network, running,
+                                                 image.get("ExposedPorts")),
         }
         if "Health" in life:
             doc["State"]["Health"] = life["Health"]

@@ -38,11 +38,14 @@ def summary(row: dict, size: bool) -> dict:
     from .. import humanize
 
     run = json.loads(row.get("RunConfig") or "{}")
-    network = run.get("network", "none")
+    network = run.get("network", "bridge")
     doc = {
         "Id": row["ID"], "Names": ["/" + row["Names"]], "Image": row["Image"],
         "ImageID": row["ImageID"], "Command": row["Command"], "Created": int(row["Created"]),
-        "Ports": [], "Labels": dict(run.get("labels") or ()), "State": row["State"],
+        "Ports": [{"IP": p["HostIp"], "PrivatePort": p["ContainerPort"],
+                   "PublicPort": int(p["HostPort"]), "Type": p["Protocol"]}
+                  for p in row.get("Ports") or ()],
+        "Labels": dict(run.get("labels") or ()), "State": row["State"],
         "Status": humanize.status(row),
         "HostConfig": {"NetworkMode": network},
         "NetworkSettings": {"Networks": {network: {
@@ -186,8 +189,9 @@ def run_config(config: dict, host: dict):
         if os.path.normpath(path) not in taken:
             specs.append(volumes.parse_volume(path))
     network = host.get("NetworkMode") or "default"
-    if network in ("default", "bridge"):
-        network = "none"  # lamina has no bridge network yet: a private namespace with lo only
+    if network == "default":
+        network = "bridge"
+    ports, aliases, ip = _network_options(body_networking(config), network, config, host)
     labels = config.get("Labels") or {}
     env = config.get("Env") or ()
     log = host.get("LogConfig") or {}
@@ -210,6 +214,8 @@ def run_config(config: dict, host: dict):
                      tty=bool(config.get("Tty")), hostname=config.get("Hostname") or None,
                      open_stdin=bool(config.get("OpenStdin")),
                      labels=tuple(sorted((str(k), str(v)) for k, v in labels.items())),
+                     ports=ports, publish_all=bool(host.get("PublishAllPorts")),
+                     network_aliases=aliases, ip=ip,
                      api_config=json.dumps(extra, separators=(",", ":")), **limit_fields(host),
                      **_life(config, host))
 
@@ -274,6 +280,43 @@ def _life(config: dict, host: dict) -> dict:
     check = config.get("Healthcheck")
     return {"restart": str(RestartPolicy.of(policy.get("Name"), policy.get("MaximumRetryCount") or 0)),
             "init": bool(host.get("Init")), "healthcheck": json.dumps(check) if check else ""}
+
+
+def body_networking(config: dict) -> dict:
+    """The create body's NetworkingConfig.EndpointsConfig ({} when absent)."""
+    endpoints = (config.get("NetworkingConfig") or {}).get("EndpointsConfig") or {}
+    if not isinstance(endpoints, dict):
+        raise ApiError(400, "NetworkingConfig.EndpointsConfig must be an object")
+    return endpoints
+
+
+def _network_options(endpoints: dict, network: str, config: dict, host: dict):
+    """(published ports, aliases, IPv4 address) of a create: HostConfig.PortBindings (and, with
+    PublishAllPorts, Config.ExposedPorts not bound there, to random host ports) and the
+    EndpointsConfig of its network."""
+    ports = []
+    bindings = host.get("PortBindings") or {}
+    if not isinstance(bindings, dict):
+        raise ApiError(400, "HostConfig.PortBindings must be an object")
+    for key, binds in bindings.items():
+        number, _, proto = key.partition("/")
+        if not number.isdigit() or (proto or "tcp") not in ("tcp", "udp"):
+            raise InvalidArgument(f"invalid port specification: {key!r}")
+        for bind in binds or [{}]:
+            host_port = str((bind or {}).get("HostPort") or "0")
+            if not host_port.isdigit():
+                raise InvalidArgument(f"invalid port specification: {host_port!r}")
+            ports.append(((bind or {}).get("HostIp") or "", int(host_port), int(number),
+                          proto or "tcp"))
+    if host.get("PublishAllPorts"):
+        for key in config.get("ExposedPorts") or {}:
+            number, _, proto = key.partition("/")
+            if number.isdigit() and key not in bindings and f"{key}/tcp" not in bindings:
+                ports.append(("", 0, int(number), proto or "tcp"))
+    endpoint = endpoints.get(network) or {}
+    aliases = tuple(a for a in endpoint.get("Aliases") or () if isinstance(a, str))
+    ip = ((endpoint.get("IPAMConfig") or {}).get("IPv4Address") or "")
+    return tuple(ports), aliases, ip
 
 
 def _words(value, what: str) -> list[str] | None:

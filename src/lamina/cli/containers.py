@@ -6,34 +6,35 @@ the top but the CLI's common helpers."""
 import sys
 
 from ..errors import LaminaError
-from . import life
 from .common import FORMAT_HELP, confirm, each, json_lines, open_engine, reclaimed
-from .limits import LIMIT_ARGS, limit_fields
+from .run import CONTAINER_FLAGS, entrypoint_of, run_config
 
 ARGS: dict[str, tuple] = {}  # verb -> its flags and positionals (see common.Parser)
 
 ARGS["create"] = (
-    ("--name", "string", "Assign a name to the container"),
     ("image", None, "IMAGE"),
     ("command", "...", "[COMMAND] [ARG...]"),
-) + LIMIT_ARGS + life.FLAGS
+) + CONTAINER_FLAGS
 
 
 def cmd_create(opts, a):
-    limits = limit_fields(a)
-    if limits or life.given(a):  # a RunConfig to keep for start: the runtime's create
-        from ..runtime.oci import RunConfig
-
-        try:
-            config = RunConfig(**limits, **life.options(a))
-            print(open_engine(opts).create(a.image, name=a.name, command=a.command or None,
-                                           config=config))
-        except LaminaError as e:
-            if e.exit_code == 1:
-                e.exit_code = 125  # Docker's create exits 125 when it refuses
-            raise
+    # no flag but --name: the lean path (nothing to keep beyond the image's config)
+    given = [names for names, kind, *rest in CONTAINER_FLAGS if names != "--name" and
+             getattr(a, max(names.split(), key=len).lstrip("-").replace("-", "_"))
+             not in (None, False, [], rest[1] if len(rest) > 1 else None)]
+    if not given:
+        print(open_engine(opts).create(a.image, name=a.name, command=a.command or None))
         return
-    print(open_engine(opts).create(a.image, name=a.name, command=a.command or None))
+    from ..runtime.lifecycle import create
+
+    try:
+        print(create(open_engine(opts).container_store, a.image, a.command or None,
+                     name=a.name, entrypoint=entrypoint_of(a), config=run_config(a)))
+    except LaminaError as e:
+        if e.exit_code == 1:
+            e.exit_code = 125  # Docker's create exits 125 when it refuses
+        raise
+
 
 ARGS["ps"] = (
     ("-a --all", "bool", "Show all containers (default shows just running)"),
@@ -76,7 +77,8 @@ def cmd_ps(opts, a):
         for r in rows:
             item = {"Command": command(r), "CreatedAt": r["Created"], "ID": r["ID"][:12],
                     "Image": r["Image"], "Names": r["Names"], "State": r["State"],
-                    "Status": humanize.status(r), "RunningFor": humanize.ago(r["Created"])}
+                    "Status": humanize.status(r), "RunningFor": humanize.ago(r["Created"]),
+                    "Ports": _ports(r)}
             if a.size:
                 item.update(Size=size(r), SizeRw=r["SizeRw"], SizeRootFs=r["SizeRootFs"])
             out.append(item)
@@ -88,11 +90,18 @@ def cmd_ps(opts, a):
     table = []
     for r in rows:
         row = [r["ID"] if a.no_trunc else r["ID"][:12], r["Image"], command(r),
-               humanize.ago(r["Created"]), humanize.status(r), "", r["Names"]]
+               humanize.ago(r["Created"]), humanize.status(r), _ports(r), r["Names"]]
         if a.size:
             row.append(size(r))
         table.append(row)
     print(humanize.table(headers, table))
+
+
+
+def _ports(row) -> str:
+    """The PORTS column as Docker prints it: ``127.0.0.1:8080->80/tcp, 0.0.0.0:53->53/udp``."""
+    return ", ".join(f"{p['HostIp']}:{p['HostPort']}->{p['ContainerPort']}/{p['Protocol']}"
+                     for p in row.get("Ports") or ())
 
 ARGS["mount"] = (("container", None, "CONTAINER"),)
 

@@ -139,9 +139,14 @@ def create(containers: ContainerStore, image: str, command: list[str] | None = N
     from .oci import NETWORKS, combine_command
 
     config = config or RunConfig()
-    if config.network not in NETWORKS:
-        raise InvalidArgument(f"network {config.network!r} is not supported (choose from "
-                              f"{', '.join(NETWORKS)}; lamina has no bridge network)")
+    bridged = config.network not in NETWORKS
+    if bridged:  # a bridge network: it must exist (Docker's "network X not found")
+        from .. import networks
+
+        networks.get(containers.store, config.network)
+    elif config.network_aliases or config.ip:
+        raise InvalidArgument("network-scoped aliases and --ip are only supported for "
+                              "user-defined networks")
     if config.workdir is not None and not config.workdir.startswith("/"):
         raise InvalidArgument(f"the working directory {config.workdir!r} is invalid: it needs to "
                               "be an absolute path")
@@ -166,6 +171,11 @@ def create(containers: ContainerStore, image: str, command: list[str] | None = N
                 if rootfs == target:
                     containers.umount(cid)
             config = RunConfig(**{**config.__dict__, "volumes": resolved})
+        if bridged:
+            from .. import networks
+
+            networks.configure(containers.store, cid, config.network, config.network_aliases,
+                               config.ip)
         record(containers, cid, run_config=config.to_json())
     except BaseException:
         release(containers, cid)

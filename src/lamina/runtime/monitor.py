@@ -227,9 +227,22 @@ def _supervise(containers: ContainerStore, row, *, stdin, stdout_fds, stderr_fds
     was_mounted = os.path.ismount(target)
     rootfs = containers.mount(cid)
     output = None
+    sandbox = None
     try:
+        network = config.network
+        if network not in ("none", "host"):
+            from .network import join
+
+            sandbox = join(containers, row, config)
+            if sandbox.netns is None:
+                network = "none"  # its networks were all disconnected
         prepare_bundle(containers, row, config, rootfs, bundle, argv, None, None, None,
-                       config.network, cid, terminal=config.tty)
+                       network, cid, terminal=config.tty,
+                       netns=sandbox.netns if sandbox is not None else None)
+        if sandbox is not None and sandbox.netns:
+            from ..endpoints import publish_hosts
+
+            publish_hosts(containers.store, cid)
         runtime.delete(cid)  # state left by an owner that died
         pid_file = os.path.join(bundle, "pid")
         runtime_log = os.path.join(bundle, "runtime.log")
@@ -271,6 +284,11 @@ def _supervise(containers: ContainerStore, row, *, stdin, stdout_fds, stderr_fds
     finally:
         if output is not None:
             output.close()
+        if sandbox is not None:
+            from .network import leave
+
+            runtime.delete(cid)  # no process may hold the namespace's ports any more
+            leave(containers, cid, sandbox)
         if not was_mounted:
             containers.umount(cid)
     if oom_killed:

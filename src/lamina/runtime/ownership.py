@@ -78,6 +78,10 @@ def refresh(containers: ContainerStore, row):
     if row["state"] == "running" and not monitor_alive(row):
         config = RunConfig.from_json(row["run_config"])
         Runtime(containers.store.root, config.runtime).delete(row["id"])
+        if config.network not in ("none", "host"):  # what its owner held on its networks
+            from .network import leave
+
+            leave(containers, row["id"], None)
         containers.umount(row["id"])
         record(containers, row["id"], state="exited", exit_code=UNKNOWN_EXIT, finished=time.time(),
                pid=0)

@@ -191,8 +191,10 @@ def init_binary() -> str:
 
 def prepare_bundle(containers: ContainerStore, row, config: RunConfig, rootfs: str, bundle: str,
                    argv: list[str], env: list[str] | None, workdir: str | None, user: str | None,
-                   network: str, runtime_id: str, terminal: bool = False) -> None:
-    """Write ``bundle``/config.json for ``argv`` in the container ``row``."""
+                   network: str, runtime_id: str, terminal: bool = False,
+                   netns: str | None = None) -> None:
+    """Write ``bundle``/config.json for ``argv`` in the container ``row`` (``netns``: the
+    namespace file of a container on bridge networks)."""
     import socket
 
     from .. import volumes
@@ -217,7 +219,7 @@ def prepare_bundle(containers: ContainerStore, row, config: RunConfig, rootfs: s
     files = write_network_files(bundle, hostname, network)
     spec = make_spec(rootfs, process, hostname=hostname, network=network,
                      read_only=config.read_only, files=files, binds=binds,
-                     cgroup=f"/lamina/{runtime_id}")
+                     cgroup=f"/lamina/{runtime_id}", netns=netns)
     confine(spec["process"], rootfs, config)
     spec["linux"]["resources"].update(resources.linux_resources(config))
     security.apply(spec, config)
