@@ -97,7 +97,7 @@ def test_restarting_state_exec_refused_and_rm_f(box):
     if doc["State"]["Restarting"]:  # (unless it was just started again)
         assert doc["State"]["Status"] == "restarting" and doc["State"]["Pid"] == 0
         assert doc["State"]["Running"] is True
-    assert doc["RestartCount"] >= 2
+    assert doc["RestartCount"] >= 1  # (the first wait, 0.1 s, can be the one seen)
     proc = box("ps", "--filter", "status=restarting", "--format", "{{.Names}}")
     assert proc.stdout in ("r\n", "")  # "" only if it was just started again
     wait = box("wait", "r")  # the next exit, as Docker's wait returns it

@@ -11,24 +11,30 @@ import os
 
 
 def alive(pid: int) -> bool:
-    """Whether a process ``pid`` exists (one of another user's counts as alive)."""
+    """Whether a process ``pid`` exists (one of another user's counts as alive) and has not
+    exited: a zombie, dead but not yet reaped by its parent, holds nothing any more."""
     try:
         os.kill(pid, 0)
-        return True
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
+    return start_time(pid) is not None
 
 
 def start_time(pid: int) -> int | None:
-    """Field 22 of /proc/PID/stat (clock ticks after boot): with the PID, names one process."""
+    """Field 22 of /proc/PID/stat (clock ticks after boot): with the PID, names one process.
+    None when there is no such process, or it has exited (a zombie, state Z, or X): where PID 1
+    does not reap orphans (some containers' inits), a killed owner stays a zombie for ever."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             data = f.read()
     except OSError:
         return None
-    return int(data[data.rindex(b")") + 2:].split()[19])
+    fields = data[data.rindex(b")") + 2:].split()
+    if fields[0] in (b"Z", b"X"):
+        return None
+    return int(fields[19])
 
 
 def same_process(pid: int, started: int | None) -> bool:
