@@ -43,6 +43,9 @@ ARGS = {
 
 def limit_fields(a, only=None) -> dict:
     """The RunConfig fields that the flags of :data:`LIMIT_ARGS` given in ``a`` set."""
+    names = [f[0].split()[-1].lstrip("-").replace("-", "_") for f in LIMIT_ARGS]
+    if not any(getattr(a, name, None) for name in names):
+        return {}  # create's hot path imports nothing more
     from ..runtime import resources, security
 
     out: dict = {}
