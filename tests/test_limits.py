@@ -330,3 +330,31 @@ def test_device(store):
         proc = store("create", "--device", spec, "busybox", "true", check=False)
         assert (proc.returncode, proc.stderr) == (125, message + "\n")
     assert store("ps", "-a", "-q").stdout == ""
+
+
+def test_cgroups_left_after_delete_are_removed():
+    """What ``runc delete`` leaves (a cgroup whose tasks had not yet left) goes with
+    lamina.runtime.cgroups.remove: at once when empty, after its last task when busy."""
+    import subprocess
+
+    from lamina.runtime import cgroups
+
+    path = cgroups.container_path("test-remove-" + os.urandom(4).hex())
+    made = []
+    for directory in cgroups.cgroup_dirs_of_path(path).values():
+        if os.path.isdir(os.path.dirname(directory)) or os.path.isdir(
+                os.path.dirname(os.path.dirname(directory))):
+            os.makedirs(directory)
+            made.append(directory)
+    assert made
+    sleeper = subprocess.Popen(["sleep", "30"])
+    try:
+        with open(os.path.join(made[0], "cgroup.procs"), "w") as f:
+            f.write(str(sleeper.pid))
+        cgroups.remove(path, patience=0.1)
+        assert [d for d in made if os.path.isdir(d)] == [made[0]]  # busy: left, the rest gone
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    cgroups.remove(path)
+    assert not [d for d in made if os.path.isdir(d)]

@@ -101,7 +101,7 @@ def _supervise(containers: ContainerStore, row, *, stdin, stdout_fds, stderr_fds
             runtime.delete(cid)
             record(containers, cid, state="created", exit_code=e.exit_code)
             raise
-        oom_killed = cgroups.oom_kills(cgroups.cgroup_dirs_of_path(f"/lamina/{cid}")) > 0
+        oom_killed = cgroups.oom_kills(cgroups.cgroup_dirs_of_path(cgroups.container_path(cid))) > 0
         runtime.delete(cid)
     finally:
         if output is not None:

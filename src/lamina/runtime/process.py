@@ -16,7 +16,7 @@ import signal
 
 from ..errors import FailedPrecondition, InvalidArgument
 from ..rootpath import resolve_in_root
-from . import resources, security
+from . import cgroups, resources, security
 from .logs import Output
 from .oci import (
     RunConfig,
@@ -194,7 +194,7 @@ def prepare_bundle(containers: ContainerStore, row, config: RunConfig, rootfs: s
     files = write_network_files(bundle, hostname, network)
     spec = make_spec(rootfs, process, hostname=hostname, network=network,
                      read_only=config.read_only, files=files,
-                     binds=volumes.oci_mounts(containers.store, config), cgroup=f"/lamina/{runtime_id}")
+                     binds=volumes.oci_mounts(containers.store, config), cgroup=cgroups.container_path(runtime_id))
     confine(spec["process"], rootfs, config)
     spec["linux"]["resources"].update(resources.linux_resources(config))
     security.apply(spec, config)
