@@ -6,7 +6,10 @@ under /tmp was much slower on the reference machine).  Nothing touches the syste
 
 * Docker: a dockerd started by us (overlay2, no iptables, no bridge) on a private unix socket;
   it is stopped by its PID (SIGTERM, then SIGKILL), and so is every descendant it left behind
-  (its managed containerd, shims).
+  (its managed containerd, shims). ``Docker(network=True)`` (bench/network.py) starts it with
+  a bridge (a private one, ``lbenchdocker0``: another dockerd started with --bridge=none deletes
+  docker0), iptables rules and userland proxy, as users run it; the host's iptables rules are
+  saved before and restored after it, and the bridge is deleted.
 * Podman: daemonless; a private containers.conf (runc, cgroupfs, ulimits, file events),
   storage.conf and --root/--runroot/--tmpdir.  Cleanup removes its containers and unmounts.
 
@@ -184,7 +187,9 @@ def run(cmd: list[str], env: dict | None = None, timeout: float = 120, check: bo
 class Docker:
     name = "docker"
 
-    def __init__(self, base: Path = BASE):
+    def __init__(self, base: Path = BASE, network: bool = False):
+        self.network = network
+        self.saved_rules: bytes | None = None
         self.dir = base / "docker"
         self.data_root = self.dir / "data"
         self.exec_root = self.dir / "exec"
@@ -216,10 +221,14 @@ class Docker:
                "--exec-root", str(self.exec_root),
                "--pidfile", str(self.pidfile),
                "-H", f"unix://{self.sock}",
-               "--iptables=false", "--ip6tables=false", "--bridge=none",
+               *(["--ip6tables=false", f"--bridge={self.BRIDGE}"] if self.network else
+                 ["--iptables=false", "--ip6tables=false", "--bridge=none"]),
                "--storage-driver", "overlay2",
                "--default-ulimit", "nofile=20000:20000",
                "--log-level", "warn"]
+        if self.network:  # dockerd's rules (and FORWARD's DROP policy) go when it stops
+            self.saved_rules = run(["iptables-save"], timeout=30).stdout
+            self._make_bridge()
         with open(self.logfile, "ab") as logf:
             self.proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL, start_new_session=True,
@@ -280,6 +289,30 @@ class Docker:
                 stop_pid(p, timeout=10, name=f"dockerd child {p}")
         self.proc = None
         unmount_all(self.dir)
+        if self.saved_rules is not None:
+            subprocess.run(["iptables-restore"], input=self.saved_rules, check=False)
+            subprocess.run(["ip", "link", "delete", self.BRIDGE], check=False,
+                           stderr=subprocess.DEVNULL)
+            self.saved_rules = None
+
+    # A bridge of its own, not docker0: any other dockerd started with --bridge=none (the other
+    # benchmarks', the tests') deletes docker0 at its start, under a running dockerd's feet.
+    BRIDGE = "lbenchdocker0"
+
+    def _make_bridge(self) -> None:
+        import ipaddress
+
+        routes = run(["ip", "-4", "route"], timeout=30).stdout.decode()
+        taken = [ipaddress.IPv4Network(line.split()[0]) for line in routes.splitlines()
+                 if line and line.split()[0][0].isdigit()]
+        subnet = next(n for n in ipaddress.IPv4Network("10.190.0.0/16").subnets(new_prefix=24)
+                      if not any(n.overlaps(t) for t in taken))
+        subprocess.run(["ip", "link", "delete", self.BRIDGE], check=False,
+                       stderr=subprocess.DEVNULL)
+        run(["ip", "link", "add", self.BRIDGE, "type", "bridge"], timeout=30)
+        run(["ip", "addr", "add", f"{subnet[1]}/{subnet.prefixlen}", "dev", self.BRIDGE],
+            timeout=30)
+        run(["ip", "link", "set", self.BRIDGE, "up"], timeout=30)
 
     def cleanup(self) -> None:
         self.stop()

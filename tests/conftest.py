@@ -93,7 +93,23 @@ def store_root():
     yield path
     unmount_all = f"grep -o ' {path}[^ ]*' /proc/self/mountinfo | sort -r | xargs -r -n1 umount -l"
     subprocess.run(["sh", "-c", unmount_all], check=False)
+    remove_bridges(path)
     shutil.rmtree(path, ignore_errors=True)
+
+
+def remove_bridges(root: str) -> None:
+    """Delete the bridges of a store's networks (they outlive its containers, as Docker's
+    docker0: a store that is thrown away must take them with it)."""
+    import sqlite3
+
+    try:
+        db = sqlite3.connect(f"file:{root}/lamina.db?mode=ro", uri=True)
+        names = [r[0] for r in db.execute("SELECT bridge FROM networks")]
+        db.close()
+    except sqlite3.Error:
+        return
+    for name in names:
+        subprocess.run(["ip", "link", "delete", name], check=False, stderr=subprocess.DEVNULL)
 
 
 @pytest.fixture(params=["overlay2", "vfs"])

@@ -181,9 +181,95 @@ def test_docker_py_containers(api):
     assert logged.attrs["HostConfig"]["LogConfig"] == {"Type": "json-file",
                                                        "Config": {"max-size": "1m"}}
     logged.remove()
+    # a bare name in Env (docker-py's {"Foo": None}) stays bare in Config.Env, as Docker keeps
+    # it, and the process does not get it (no "Foo=" in its environment)
+    bare = client.containers.create("busybox", ["env"],
+                                    environment={"Foo": None, "Other": "one", "Blank": ""})
+    assert {"Foo", "Other=one", "Blank="} <= set(bare.attrs["Config"]["Env"])
+    bare.start()
+    bare.wait()
+    seen = bare.logs().decode().split("\n")
+    assert "Other=one" in seen and "Blank=" in seen
+    assert not [line for line in seen if line.startswith("Foo")]
+    bare.remove()
     with pytest.raises(Exception) as failure:
         client.containers.get("py")
     assert type(failure.value).__name__ == "NotFound"
+
+
+def _read_until(sock, wanted: bytes, timeout: float = 10) -> bytes:
+    sock.settimeout(timeout)
+    seen = b""
+    while wanted not in seen:
+        try:
+            chunk = sock.recv(4096)
+        except TimeoutError:
+            raise AssertionError(f"{wanted!r} did not come in {timeout} s: {seen!r}") from None
+        assert chunk, f"closed before {wanted!r} came: {seen!r}"
+        seen += chunk
+    return seen
+
+
+def _closed(sock, timeout: float = 10) -> bool:
+    """The server ended the session: reads reach end-of-file (what is left is drained)."""
+    sock.settimeout(timeout)
+    while True:
+        try:
+            if not sock.recv(4096):
+                return True
+        except ConnectionResetError:
+            return True
+
+
+def test_detach_keys_stdin_of_a_running_container_and_reaping(api):
+    import docker
+
+    client = docker.APIClient(base_url=api.url, version="1.41", timeout=20)
+    cid = client.create_container("busybox", "cat", stdin_open=True, tty=True)["Id"]
+    client.start(cid)
+    # attach to a running -i container: input reaches its stdin; ctrl-p ctrl-q (Docker's
+    # default) ends the session and nothing else: the keys never reach cat, cat runs on
+    sock = client.attach_socket(cid, {"stdin": 1, "stdout": 1, "stream": 1})._sock
+    sock.sendall(b"first\n")
+    _read_until(sock, b"first")
+    sock.sendall(b"\x10")
+    time.sleep(0.2)
+    sock.sendall(b"\x11")
+    assert _closed(sock)
+    sock.close()
+    assert client.inspect_container(cid)["State"]["Running"]
+    # keys of the client's choice; a broken sequence is passed on whole
+    sock = client.attach_socket(cid, {"stdin": 1, "stdout": 1, "stream": 1,
+                                      "detachKeys": "ctrl-x,x"})._sock
+    sock.sendall(b"\x18second\n")
+    _read_until(sock, b"second")
+    sock.sendall(b"\x18x")
+    assert _closed(sock)
+    sock.close()
+    logged = client.logs(cid)
+    assert b"first" in logged and b"\x18second" in logged.replace(b"^X", b"\x18")
+    assert b"\x10" not in logged and b"^P" not in logged and b"^Q" not in logged
+    status, _, body = http(api.socket, "POST", f"/containers/{cid}/attach?stream=1&stdin=1"
+                                               "&detachKeys=ctrl-%3F%3F")
+    assert status == 400 and b"Invalid detach keys" in body
+    # an exec's session ends on its keys too, and the process goes on
+    exec_id = client.exec_create(cid, "cat", stdin=True, tty=True, detach_keys="ctrl-p")["Id"]
+    sock = client.exec_start(exec_id, tty=True, socket=True)._sock
+    sock.sendall(b"third\n")
+    _read_until(sock, b"third")  # it runs (Running is true from then on)
+    sock.sendall(b"\x10")
+    assert _closed(sock)
+    sock.close()
+    assert client.exec_inspect(exec_id)["Running"]
+    # a terminal exec made the server a child subreaper: a detached exec's process is then
+    # the server's child, and it must be reaped, or the container's PID 1 never finishes
+    # dying (the kernel waits for every process of its PID namespace) and rm -f hangs
+    exec_id = client.exec_create(cid, ["echo", "done"])["Id"]
+    assert client.exec_start(exec_id, detach=True) == ""
+    started = time.monotonic()
+    client.remove_container(cid, force=True)
+    assert time.monotonic() - started < 15
+    assert client.containers(all=True) == []
 
 
 # ------------------------------------------------------------------------ the protocol
@@ -364,7 +450,7 @@ def test_tls_with_client_verification(store_root, tmp_path):
 
 def test_compose_two_services(api, tmp_path):
     """Debian's docker-compose 1.29: up -d, ps, logs, down of a two-service project (network_mode
-    none: lamina has no user networks yet, and a project that needs one is refused in one line)."""
+    none), then one on its default network whose services reach each other by name."""
     project = tmp_path / "proj"
     project.mkdir()
     (project / "docker-compose.yml").write_text(
@@ -390,8 +476,16 @@ def test_compose_two_services(api, tmp_path):
     assert sorted(names) == ["proj_web_1", "proj_worker_1"]  # the CLI sees compose's containers
     compose("down", "-t", "1")
     assert api.lamina("ps", "-a", "-q").stdout == ""
+    # a project on its default network (proj_default): the services find each other by name
     (project / "docker-compose.yml").write_text(
-        'version: "2.4"\nservices:\n  a:\n    image: busybox\n    command: sleep 30\n')
-    refused = compose("up", "-d", check=False)
-    assert refused.returncode != 0 and "no user-defined networks" in refused.stderr
-    assert "Traceback" not in refused.stderr
+        'version: "2.4"\nservices:\n'
+        '  web:\n    image: busybox\n    command: sh -c "mkdir /w; echo by-service-name >'
+        ' /w/index.html; exec httpd -f -p 80 -h /w"\n'
+        '  client:\n    image: busybox\n    command: sleep 60\n')
+    compose("up", "-d")
+    out = compose("exec", "-T", "client", "sh", "-c", "for i in $(seq 50); do wget -qO- "
+                  "http://web/ && exit; sleep 0.1; done; exit 1").stdout
+    assert out == "by-service-name\n"
+    assert "proj_default" in api.lamina("network", "ls").stdout
+    compose("down", "-t", "1")
+    assert "proj_default" not in api.lamina("network", "ls").stdout

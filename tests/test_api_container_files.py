@@ -449,7 +449,9 @@ def test_answers_beside_docker_engine(engines, tmp_path):
 
         for args in (("run", "-d", "--name", "rr", "--network", "none", "busybox", "sleep", "300"),
                      ("create", "--name", "cc", "--network", "none", "busybox", "sh"),
-                     ("exec", "rr", "sh", "-c", "echo hi > /hello; rm /bin/vi; mkdir -p /a/b")):
+                     ("exec", "rr", "sh", "-c", "echo hi > /hello; rm /bin/vi; mkdir -p /a/b"),
+                     ("create", "--name", "vv", "--network", "none", "-v", "/vol",
+                      "-v", "lamina-files-named:/named:ro", "busybox", "sleep", "300")):
             proc = docker(*args)
             assert proc.returncode == 0, (engine, args, proc.stderr)
         answers = {}
@@ -492,6 +494,31 @@ def test_answers_beside_docker_engine(engines, tmp_path):
         export = request(sock, "GET", "/containers/rr/export")
         answers["export"] = (export[0], export[1]["content-type"],
                              {"hello", "bin/sh", "etc/passwd"} <= set(names(export[2])))
+        # volumes: the archive reaches the volume mounted at the path, as the container sees it
+        # (vv is created, not started: Docker mounts its volumes for the copy)
+        put = tar_of(("f", tarfile.REGTYPE, b"in volume"), ("d/", tarfile.DIRTYPE, None),
+                     ("d/g", tarfile.REGTYPE, b"deeper"))
+        answers["PUT /vol"] = request(sock, "PUT", "/containers/vv/archive?path=/vol", put)[0]
+        status, _, body = request(sock, "PUT", "/containers/vv/archive?path=/named", put)
+        answers["PUT /named (ro)"] = (status, json.loads(body)["message"])
+        for path in ("/vol", "/vol/f", "/vol/d/.", "/vol/nosuch"):
+            status, headers, _ = request(sock, "HEAD", f"/containers/vv/archive?path={path}")
+            doc = path_stat(headers) if status == 200 else {}
+            doc.pop("mtime", None)
+            if path in ("/vol", "/vol/d/."):
+                doc.pop("size", None)
+            answers[f"HEAD vv {path}"] = (status, doc)
+        for path in ("/vol", "/vol/.", "/vol/d"):
+            status, _, body = request(sock, "GET", f"/containers/vv/archive?path={path}")
+            answers[f"GET vv {path}"] = (status, sorted(names(body)))
+        docker("create", "--name", "ro", "--read-only", "--network", "none", "busybox", "sh")
+        status, _, body = request(sock, "PUT", "/containers/ro/archive?path=/tmp", put)
+        answers["PUT read-only root"] = (status, json.loads(body)["message"])
+        docker("rm", "ro")
+        docker("start", "vv")
+        answers["vv sees"] = docker("exec", "vv", "cat", "/vol/f", "/vol/d/g").stdout
+        docker("rm", "-f", "-v", "vv")
+        docker("volume", "rm", "lamina-files-named")
         out = tmp_path / engine
         out.mkdir()
         docker("cp", "rr:/a", str(out / "a"))

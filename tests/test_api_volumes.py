@@ -2,8 +2,8 @@
 with the answers a Docker Engine gives (checked side by side against Docker 20.10's; the API 1.42
 prune rule from Docker's documentation): Volume documents (Labels ``{}``, Options ``null`` when
 none, UsageData only for ``/system/df``), 201 on create, 404/409 on remove, filters, prune with
-and without ``all``; the ``host`` and ``none`` networks with stable IDs, and the 4xx/501 answers
-for what lamina's networks cannot do yet."""
+and without ``all``; networks: the predefined ones with stable IDs, user bridge networks made,
+used, connected and removed, with Docker's 4xx answers."""
 
 import json
 import os
@@ -193,10 +193,14 @@ def test_volume_documents_for_system_df(api):
 
 
 # ---------------------------------------------------------------------------------- networks
-def test_networks_as_far_as_lamina_has_them(api):
+def test_networks_through_the_engine_api(api):
+    from tests.test_network import free_range
+
     out = api.docker("network", "ls", "--no-trunc", "--format",
                      "{{.ID}} {{.Name}} {{.Driver}} {{.Scope}}").stdout
+    bridge_id = json.loads(api.docker("network", "inspect", "bridge").stdout)[0]["Id"]
     assert sorted(out.splitlines()) == sorted([
+        f"{bridge_id} bridge bridge local",
         f"{network_id(api.root, 'host')} host host local",
         f"{network_id(api.root, 'none')} none null local"])
     (host,) = json.loads(api.docker("network", "inspect", "host").stdout)
@@ -210,41 +214,75 @@ def test_networks_as_far_as_lamina_has_them(api):
     assert json.loads(api.docker("network", "inspect", host["Id"][:12]).stdout)[0] == host
     assert json.loads(api.docker("inspect", "--type", "network", "none").stdout)[0]["Driver"] == \
         "null"
-    # a running container on the host network is in inspect's Containers
-    cid = api.docker("run", "-d", "--network", "host", "busybox", "sleep", "60").stdout.strip()
+    # a user network: create, containers on it find each other by name, connect, rm, prune
+    subnet = str(next(free_range().subnets(new_prefix=24)))
+    created = api.docker("network", "create", "--subnet", subnet, "--label", "k=v",
+                         "mynet").stdout.strip()
+    (doc,) = json.loads(api.docker("network", "inspect", "mynet").stdout)
+    assert (doc["Id"], doc["Driver"], doc["IPAM"]["Config"][0]["Subnet"], doc["Labels"]) == \
+        (created, "bridge", subnet, {"k": "v"})
+    web = api.docker("run", "-d", "--network", "mynet", "--network-alias", "www", "--name", "web",
+                     "busybox", "sh", "-c", "mkdir /w && echo api-web > /w/index.html && "
+                     "exec httpd -f -p 80 -h /w").stdout.strip()
     try:
-        (host,) = json.loads(api.docker("network", "inspect", "host").stdout)
-        assert list(host["Containers"]) == [cid]
-        assert host["Containers"][cid]["IPv4Address"] == ""
-        (none,) = json.loads(api.docker("network", "inspect", "none").stdout)
-        assert none["Containers"] == {}
-        # connect and disconnect: Docker's 400 for the host network, no-op on its own network
-        proc = api.docker("network", "connect", "none", cid, check=False)
+        out = api.docker("run", "--rm", "--network", "mynet", "busybox", "sh", "-c",
+                         "for i in $(seq 50); do wget -qO- http://www/ && exit; sleep 0.1; done; "
+                         "exit 1").stdout
+        assert out == "api-web\n"
+        (doc,) = json.loads(api.docker("network", "inspect", "mynet").stdout)
+        assert list(doc["Containers"]) == [web]
+        proc = api.docker("network", "rm", "mynet", check=False)
+        assert proc.returncode == 1 and "has active endpoints" in proc.stderr
+        settings = json.loads(api.docker("inspect", web).stdout)[0]["NetworkSettings"]
+        assert settings["Networks"]["mynet"]["IPAddress"] == \
+            doc["Containers"][web]["IPv4Address"].split("/")[0]
+        # connect and disconnect: Docker's 400 for the host network
+        proc = api.docker("network", "connect", "host", web, check=False)
         assert proc.returncode == 1 and "container cannot be disconnected from host network " \
             "or connected to host network" in proc.stderr
-        assert api.docker("network", "connect", "host", cid).returncode == 0
+        api.docker("network", "connect", "bridge", web)
+        assert sorted(json.loads(api.docker("inspect", web).stdout)[0]["NetworkSettings"]
+                      ["Networks"]) == ["bridge", "mynet"]
+        api.docker("network", "disconnect", "bridge", web)
     finally:
-        api.docker("rm", "-f", cid)
+        api.docker("rm", "-f", web)
+    assert api.docker("network", "rm", "mynet").stdout == "mynet\n"
+    # a published port (HostConfig.PortBindings): docker port, docker ps, a client on the host
+    from tests.test_network import fetch, free_port
+
+    port = free_port()
+    pub = api.docker("run", "-d", "-p", f"127.0.0.1:{port}:80", "busybox", "sh", "-c",
+                     "mkdir /w && echo api-pub > /w/index.html && exec httpd -f -p 80 -h /w"
+                     ).stdout.strip()
+    try:
+        assert fetch(f"http://127.0.0.1:{port}/") == b"api-pub\n"
+        assert api.docker("port", pub).stdout == f"80/tcp -> 127.0.0.1:{port}\n"
+        assert api.docker("ps", "--format", "{{.Ports}}").stdout == f"127.0.0.1:{port}->80/tcp\n"
+    finally:
+        api.docker("rm", "-f", pub)
     # docker inspect probes container, image, network, volume: every miss is a 404
     proc = api.docker("inspect", "nope", check=False)
     assert proc.returncode == 1 and proc.stderr == "Error: No such object: nope\n"
     proc = api.docker("network", "inspect", "nope", check=False)
     assert proc.stderr == "Error response from daemon: network nope not found\n"
-    # what lamina cannot do yet: Docker's status codes, a message that says why
-    proc = api.docker("network", "create", "mynet", check=False)
-    assert proc.returncode == 1 and "lamina has no user-defined networks yet" in proc.stderr
     proc = api.docker("network", "rm", "host", check=False)
     assert proc.stderr.startswith(
         "Error response from daemon: host is a pre-defined network and cannot be removed")
-    assert api.docker("network", "prune", "-f").stdout == ""
-    assert call(api, "POST", "/networks/create", {"Name": "p_default"})[0] == 501
     assert call(api, "POST", "/networks/create", {"Name": "none"}) == \
         (403, {"message": "operation is not permitted on predefined none network "})
     assert call(api, "POST", "/networks/create", {"Name": "x", "Driver": "nope"}) == \
         (404, {"message": 'plugin "nope" not found'})
-    assert call(api, "POST", "/networks/prune") == (200, {"NetworksDeleted": []})
-    assert call(api, "GET", "/networks" + q({"type": ["custom"]})) == (200, [])
-    assert call(api, "GET", "/networks" + q({"dangling": ["true"]})) == (200, [])
+    status, doc = call(api, "POST", "/networks/create", {"Name": "pruned", "Labels": {"a": "b"}})
+    assert status == 201 and set(doc) == {"Id", "Warning"}
+    assert call(api, "POST", "/networks/create", {"Name": "pruned"}) == \
+        (409, {"message": "network with name pruned already exists"})
+    assert [n["Name"] for n in call(api, "GET", "/networks" + q({"type": ["custom"]}))[1]] == \
+        ["pruned"]
+    assert [n["Name"] for n in call(api, "GET", "/networks" + q({"dangling": ["true"]}))[1]] == \
+        ["pruned"]
+    assert call(api, "POST", "/networks/prune" + q({"label": ["a=c"]})) == \
+        (200, {"NetworksDeleted": []})
+    assert call(api, "POST", "/networks/prune") == (200, {"NetworksDeleted": ["pruned"]})
     assert [n["Name"] for n in call(api, "GET", "/networks" + q({"driver": ["null"]}))[1]] == \
         ["none"]
     assert call(api, "GET", "/networks" + q({"bogus": ["x"]})) == \
@@ -255,11 +293,15 @@ def test_networks_as_far_as_lamina_has_them(api):
 
 def test_docker_compose_style_network_probes(api):
     """What docker-compose 1.29 asks before it creates a project's default network (two
-    inspects, 404 each), and the answer to the create: a 501 that names the way out."""
+    inspects, 404 each), and the create it then sends: 201 with the network's ID."""
     for name in ("demo_default", "demodefault"):
         assert call(api, "GET", f"/networks/{name}")[0] == 404
     status, doc = call(api, "POST", "/networks/create", {
         "Name": "demo_default", "Driver": None, "Options": None, "IPAM": None,
         "Internal": False, "EnableIPv6": None, "CheckDuplicate": True, "Attachable": True,
         "Labels": {"com.docker.compose.project": "demo"}})
-    assert status == 501 and "network_mode: host" in doc["message"]
+    assert status == 201
+    status, found = call(api, "GET", "/networks/demo_default")
+    assert status == 200 and found["Id"] == doc["Id"]
+    assert found["Labels"] == {"com.docker.compose.project": "demo"}
+    assert call(api, "DELETE", f"/networks/{doc['Id']}") == (204, None)

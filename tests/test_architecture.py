@@ -32,13 +32,15 @@ LAYERS = [
     ["lamina.images"],
     ["lamina.leases", "lamina.layers"],
     ["lamina.store"],
-    ["lamina.claims", "lamina.volumes", "lamina.uses"],
+    ["lamina.claims", "lamina.volumes", "lamina.uses", "lamina.networks", "lamina.endpoints",
+     "lamina.cni"],
     ["lamina.differ", "lamina.content", "lamina.metadata"],
     ["lamina.snapshots", "lamina.union", "lamina.unionfs", "lamina.layertar", "lamina.changes",
      "lamina.mount"],
     ["lamina.errors", "lamina.faults", "lamina.digest", "lamina.humanize", "lamina.fsutil",
      "lamina.processes", "lamina.whiteouts", "lamina.rootpath", "lamina.limits",
-     "lamina.compression", "lamina.image", "lamina.reference", "lamina.events"],
+     "lamina.compression", "lamina.image", "lamina.reference", "lamina.events",
+     "lamina.runstate"],
 ]
 # Packages of one layer that must not import each other.
 INDEPENDENT = [("lamina.transfer", "lamina.runtime")]

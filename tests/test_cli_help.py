@@ -175,10 +175,13 @@ def test_help_is_an_argument_after_a_command():
     assert (a.rm, a.image, a.command) == (True, "img", ["ls", "--help"])
 
 
-def test_choices_are_lamina_s():
-    from lamina.runtime.oci import NETWORKS
+def test_network_default_is_lamina_s():
+    """--network takes any network name (checked by the store); its default is the default
+    network lamina makes, as the runtime's RunConfig defaults to it."""
+    from lamina.networks import DEFAULT
+    from lamina.runtime.oci import RunConfig
 
-    assert cli.verb_parser("run").flags["--network"][2] == NETWORKS
+    assert cli.verb_parser("run").parse_args(["img"]).network == DEFAULT == RunConfig().network
 
 
 def test_main_module_imports_no_verb_module():

@@ -3,8 +3,8 @@
 Looks for orphan layer directories and links, snapshot rows without data, layers without
 snapshots, unreferenced and missing blobs, blobs whose bytes do not match their digest, containers
 without their writable layer, stale mounts, staging leftovers, volume directories without a
-volume, bundle directories without a container and an ``index.json`` that does not list the
-tags. Repair removes what nothing references, quarantines corrupt blobs (moved to
+volume, bundle directories without a container, network leftovers of containers that no longer
+run (addresses, namespaces, rules, bridges) and an ``index.json`` that does not list the tags. Repair removes what nothing references, quarantines corrupt blobs (moved to
 ``quarantine/``, never deleted) and reports what it cannot fix.
 """
 
@@ -152,6 +152,17 @@ def check(store: Store, repair: bool = False) -> list[Finding]:
         if name not in kept:
             stray = os.path.join(volumes_dir, name)
             found("orphan volume directory", f"volumes/{name}", fix=lambda p=stray: remove_tree(p))
+
+    # -- network leftovers (lamina.endpoints) of containers that no longer run: CNI results,
+    #    host-local addresses, namespace files, endpoint records, bridges without ports
+    from .endpoints import leftovers
+    from .processes import same_process
+
+    running = {r[0] for r in db.execute("SELECT id, monitor_pid, monitor_start FROM containers"
+                                        " WHERE state = 'running'").fetchall()
+               if same_process(r[1], r[2])}
+    for kind, where, fix in leftovers(store, running):
+        found(kind, where, fix=fix)
 
     # -- index.json lists exactly the tags
     import json

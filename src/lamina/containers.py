@@ -175,19 +175,35 @@ class ContainerStore:
             "SELECT c.*, i.size AS image_size FROM containers c JOIN images i ON i.id = c.image_id"
             " ORDER BY c.created DESC").fetchall()
         out = []
+        published: dict[str, list] = {}
+        if rows:
+            import json
+
+            for cid, ports in self.db.execute("SELECT container_id, ports FROM"
+                                              " container_networks WHERE ports != '[]'"):
+                published.setdefault(cid, []).extend(json.loads(ports))
         for r in rows:
             state, exit_code, finished = r["state"], r["exit_code"], r["finished"]
             if state == "running" and not same_process(r["monitor_pid"], r["monitor_start"]):
                 # its owner died (lamina.runtime.monitor): shown as exited; the next verb on it cleans up
                 state, exit_code, finished = "exited", 255, r["started"]
-            elif state == "running" and r["paused"]:
+            health = "none"
+            if state == "running" and r["paused"]:
                 state = "paused"
-            if not all and state not in ("running", "paused"):
+            elif state == "running":  # restarting, health: what its owner knows (lamina.runstate)
+                from . import runstate
+
+                life = runstate.read(self.store.bundle_dir(r["id"]))
+                health = runstate.health_status(life)
+                if life.get("Restarting") and not r["pid"]:
+                    state, health = "restarting", "none"
+            if not all and state not in ("running", "paused", "restarting"):
                 continue
             item = {"ID": r["id"], "Names": r["name"], "Image": r["image_ref"], "ImageID": r["image_id"],
                     "Command": r["command_line"], "Created": r["created"],
                     "State": state, "ExitCode": exit_code, "StartedAt": r["started"],
-                    "FinishedAt": finished, "RunConfig": r["run_config"]}
+                    "FinishedAt": finished, "RunConfig": r["run_config"], "Health": health,
+                    "Ports": published.get(r["id"], []) if state == "running" else []}
             if size:
                 try:
                     rw = self.store.snaps.usage(r["id"])[0]
@@ -221,9 +237,15 @@ class ContainerStore:
             graph.update(UpperDir=m.upper(), LowerDir=":".join(m.lowers()),
                          WorkDir=os.path.join(os.path.dirname(m.upper()), "work"))
         bundle = self.store.bundle_dir(r["id"])
+        from . import networks
+
         network = run.get("network", "none")
         env = merge_env(image.get("Env"), run.get("env"))
         running = r["state"] == "running"
+        from . import runstate
+
+        life = runstate.read(bundle)  # restarts and health, as the owner knows them
+        restarting = running and not r["pid"] and bool(life.get("Restarting"))
         config = {
             "Hostname": run.get("hostname") or r["id"][:12], "Domainname": "",
             "User": run.get("user") or image.get("User") or "",
@@ -239,20 +261,22 @@ class ContainerStore:
         for key in ("ExposedPorts", "StopSignal", "Healthcheck", "Shell"):
             if image.get(key) is not None:
                 config[key] = image[key]
+        if run.get("healthcheck"):  # the container's check: the image's merged at create
+            config["Healthcheck"] = json.loads(run["healthcheck"])
         config.update({k: v for k, v in (api.get("Config") or {}).items()
                        if k not in ("Env", "Image", "Labels", "Hostname")})
         host_config = {
             "Binds": [f"{src}:{dst}{':ro' if ro else ''}" for src, dst, ro in run.get("volumes", ())
                       if src.startswith("/")] or None,
             "ContainerIDFile": "", "LogConfig": {"Type": "json-file", "Config": {}},
-            "NetworkMode": network, "PortBindings": {},
-            "RestartPolicy": {"Name": "no", "MaximumRetryCount": 0},
+            "NetworkMode": network, "PortBindings": networks.port_bindings(run.get("ports")),
+            "RestartPolicy": _restart_policy(run.get("restart")),
             "AutoRemove": bool(run.get("auto_remove")), "VolumeDriver": "", "VolumesFrom": None,
             "CapAdd": None, "CapDrop": None, "CgroupnsMode": "private" if os.path.exists(
                 "/sys/fs/cgroup/cgroup.controllers") else "host",
             "Dns": [], "DnsOptions": [], "DnsSearch": [], "ExtraHosts": None, "GroupAdd": None,
             "IpcMode": "private", "Cgroup": "", "Links": None, "OomScoreAdj": 0, "PidMode": "",
-            "Privileged": False, "PublishAllPorts": False,
+            "Privileged": False, "PublishAllPorts": bool(run.get("publish_all")),
             "ReadonlyRootfs": bool(run.get("read_only")), "SecurityOpt": None, "UTSMode": "",
             "UsernsMode": "", "ShmSize": 67108864, "Runtime": run.get("runtime") or "runc",
             "ConsoleSize": [0, 0], "Isolation": "", "CpuShares": 0, "Memory": 0, "NanoCpus": 0,
@@ -266,6 +290,8 @@ class ContainerStore:
             "CpuCount": 0, "CpuPercent": 0, "IOMaximumIOps": 0, "IOMaximumBandwidth": 0,
         }
         host_config.update(_limits_host_config(run))
+        if run.get("init"):
+            host_config["Init"] = True  # Docker leaves it out unless set
         host_config.update({k: v for k, v in (api.get("HostConfig") or {}).items()
                             if k not in ("NetworkMode", "AutoRemove", "ReadonlyRootfs")})
         volume_mounts = []
@@ -285,9 +311,11 @@ class ContainerStore:
             "Created": rfc3339(r["created"]),
             "Path": command[0] if command else "",
             "Args": command[1:],
-            "State": {"Status": "paused" if running and r["paused"] else r["state"],
+            "State": {"Status": ("restarting" if restarting else "paused"
+                                 if running and r["paused"] else r["state"]),
                       "Running": running, "Paused": bool(running and r["paused"]),
-                      "Restarting": False, "OOMKilled": bool(r["oom_killed"]), "Dead": False,
+                      "Restarting": restarting, "OOMKilled": bool(r["oom_killed"]),
+                      "Dead": False,
                       "Pid": r["pid"] if running else 0, "ExitCode": r["exit_code"], "Error": "",
                       "StartedAt": rfc3339(r["started"]) if r["started"] else never,
                       "FinishedAt": rfc3339(r["finished"]) if r["finished"] else never},
@@ -297,7 +325,7 @@ class ContainerStore:
             "HostsPath": os.path.join(bundle, "hosts"),
             "LogPath": os.path.join(bundle, "container.log"),
             "Name": "/" + r["name"],
-            "RestartCount": 0,
+            "RestartCount": life.get("RestartCount", 0),
             "Driver": self.store.driver,
             "Platform": "linux",
             "MountLabel": "", "ProcessLabel": "", "AppArmorProfile": "",
@@ -306,21 +334,11 @@ class ContainerStore:
             "GraphDriver": {"Name": self.store.driver, "Data": graph},
             "Mounts": volume_mounts,
             "Config": config,
-            "NetworkSettings": {
-                "Bridge": "", "SandboxID": "", "SandboxKey": "", "HairpinMode": False,
-                "LinkLocalIPv6Address": "", "LinkLocalIPv6PrefixLen": 0, "Ports": {},
-                "SecondaryIPAddresses": None, "SecondaryIPv6Addresses": None,
-                "EndpointID": "", "Gateway": "", "GlobalIPv6Address": "",
-                "GlobalIPv6PrefixLen": 0, "IPAddress": "", "IPPrefixLen": 0, "IPv6Gateway": "",
-                "MacAddress": "",
-                "Networks": {network: {"IPAMConfig": None, "Links": None, "Aliases": None,
-                                       "MacAddress": "", "NetworkID": "", "EndpointID": "",
-                                       "Gateway": "", "IPAddress": "", "IPPrefixLen": 0,
-                                       "IPv6Gateway": "", "GlobalIPv6Address": "",
-                                       "GlobalIPv6PrefixLen": 0, "DriverOpts": None,
-                                       "DNSNames": None}},
-            },
+            "NetworkSettings": networks.settings(self.store, r["id"], network, running,
+                                                 image.get("ExposedPorts")),
         }
+        if "Health" in life:
+            doc["State"]["Health"] = life["Health"]
         if size:
             rw = self.store.snaps.usage(r["id"])[0]
             doc["SizeRw"] = rw
@@ -489,19 +507,71 @@ class ContainerStore:
 
         source, dest = copy.parse_location(src), copy.parse_location(dst)
         copy.check_direction(source, dest)
-        with self.files(source[0] or dest[0]) as (_, fs):  # no rm or prune meanwhile
+        inside = source[1] if source[0] is not None else dest[1]
+        # no rm or prune meanwhile; a path under a volume is the volume's, as the container sees it
+        with self.files_at(source[0] or dest[0], inside) as (_, fs, inner, base, _):
             host = copy.RootedFS("/")
             try:
                 if source[0] is not None:
                     owner = None if archive or os.geteuid() == 0 else (os.geteuid(), os.getegid())
-                    copy.copy(fs, source[1], host, copy.host_path(dest[1]), owner, follow)
+                    copy.copy(fs, inner, host, copy.host_path(dest[1]), owner, follow,
+                              name=base if base not in ("/", ".") else None)
                 else:
-                    copy.copy(host, copy.host_path(source[1]), fs, dest[1],
+                    copy.copy(host, copy.host_path(source[1]), fs, inner,
                               None if archive else (0, 0), follow)
             except OSError as error:
                 raise copy.os_error(error) from None
             finally:
                 host.close()
+
+    def files_at(self, name: str, path: str):
+        """``with containers.files_at(name, path) as (row, fs, inner, base, mounted_on):`` the
+        file system holding the container path ``path`` as the container sees it: its root
+        (:meth:`files`), or the directory of the volume or bind mount over that part of it (the
+        deepest), whatever the container's state, as Docker mounts them for ``cp``. ``inner``
+        is the path inside ``fs``, ``base`` the name an archive of it has (lamina.copy's rules),
+        ``mounted_on`` where ``fs`` is in the container ("" for its root)."""
+        import contextlib
+
+        from . import copy
+
+        @contextlib.contextmanager
+        def opened():
+            with self.using(name) as row:
+                found = self._volume_holding(row, path)
+                if found is None:
+                    with self.files(name) as (row, fs):
+                        yield row, fs, path, copy.archive_path(path)[1], ""
+                    return
+                host, inner, base, destination = found
+                with copy.RootedFS(host) as fs:
+                    yield row, fs, inner, base, destination
+
+        return opened()
+
+    def _volume_holding(self, row, path: str) -> tuple[str, str, str, str] | None:
+        """(host directory, path inside it, base name, destination) of the volume or bind
+        mount of a directory at or above ``path``, the deepest; None when there is none."""
+        import json
+        import posixpath
+
+        from . import copy, volumes
+
+        absolute, base = copy.archive_path(path)
+        clean = posixpath.normpath(absolute)
+        best = None
+        for source, destination, _ in json.loads(row["run_config"] or "{}").get("volumes", ()):
+            dest = posixpath.normpath(destination)
+            host = source if source.startswith("/") else volumes.mount_source(self.store, source)
+            if dest != "/" and (clean == dest or clean.startswith(dest + "/")) and \
+                    os.path.isdir(host) and (best is None or len(dest) > len(best[0])):
+                best = (dest, host)
+        if best is None:
+            return None
+        inner = "/" + clean[len(best[0]):].lstrip("/")
+        if inner != "/" and absolute.endswith(("/", "/.")):
+            inner += absolute[len(clean):]  # "/" or "/.": the directory's contents, its target
+        return best[1], inner, base, best[0]
 
     def diff(self, name: str) -> list:
         """Docker's A/C/D changes of the container's writable layer."""
@@ -707,6 +777,12 @@ class _Use:
 
 class _StillRunning(Exception):
     """rm -f found the container still running: its owner is still starting or ending it."""
+
+
+def _restart_policy(text: str | None) -> dict:
+    """``on-failure:3`` -> Docker's ``{"Name": "on-failure", "MaximumRetryCount": 3}``."""
+    name, _, count = (text or "no").partition(":")
+    return {"Name": name, "MaximumRetryCount": int(count or 0)}
 
 
 def _running_refused(cid: str) -> FailedPrecondition:

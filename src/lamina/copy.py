@@ -195,10 +195,12 @@ def _lookup(fs, path: str, follow: bool):
         return None
 
 
-def copy(src_fs, src: str, dst_fs, dst: str, owner=None, follow: bool = False) -> None:
+def copy(src_fs, src: str, dst_fs, dst: str, owner=None, follow: bool = False,
+         name: str | None = None) -> None:
     """Copy ``src`` of ``src_fs`` to ``dst`` of ``dst_fs`` with Docker's rules (module docstring).
 
-    ``owner`` is (uid, gid) for everything written, or None to keep the source's.
+    ``owner`` is (uid, gid) for everything written, or None to keep the source's. ``name``: the
+    source's name when it is not its path's base name (the root of a volume mounted at /vol).
     """
     contents_only = src.endswith("/.") or src == "."
     src_st = _lookup(src_fs, src, follow)
@@ -213,7 +215,7 @@ def copy(src_fs, src: str, dst_fs, dst: str, owner=None, follow: bool = False) -
         if src_is_dir and contents_only:
             target = dst
         else:
-            target = _join(dst, _basename(src) or "root")
+            target = _join(dst, name or _basename(src) or "root")
     else:
         if dst_st is not None and src_is_dir:
             raise InvalidArgument(f"cannot copy a directory to a file: {dst}")
@@ -382,14 +384,17 @@ def archive_stat(fs, path: str) -> tuple[os.stat_result, str]:
     return st, fs.realpath(absolute) if stat.S_ISLNK(st.st_mode) else ""
 
 
-def write_archive(fs, path: str, out) -> None:
+def write_archive(fs, path: str, out, name: str | None = None) -> None:
     """Write ``path`` of ``fs`` as a tar to the binary file ``out``: a non-directory (a symlink
     itself) as one member named by its base name; a directory as its tree under its base name
-    (``.`` for ``DIR/.``, ``/`` for the root). Written by :class:`lamina.layertar.TarWriter`
-    (numeric owners, xattrs, hard links inside the tree as links)."""
+    (``.`` for ``DIR/.``, ``/`` for the root), or under ``name`` when given (a volume's root
+    under the name of the directory it is mounted on). Written by
+    :class:`lamina.layertar.TarWriter` (numeric owners, xattrs, hard links inside the tree as
+    links)."""
     from .layertar import TarWriter
 
     absolute, base = archive_path(path)
+    base = name or base
     st, _ = archive_stat(fs, path)
     top = b"" if base == "/" else os.fsencode(base)  # the root's entry is "/", its children "/x"
     writer = TarWriter(out)

@@ -319,6 +319,52 @@ class Engine:
 
         return prune(self.store)
 
+    # ------------------------------------------------------------------ networks
+    def network_create(self, name: str, **options) -> str:
+        """``network create`` (see :func:`lamina.networks.create`): the new network's ID."""
+        from .networks import create
+
+        return create(self.store, name, **options)
+
+    def networks(self) -> list[dict]:
+        """Every network's record, the predefined ones too, sorted by name."""
+        from .networks import ls
+
+        return ls(self.store)
+
+    def network_inspect(self, name: str) -> dict:
+        """Docker's ``Network`` document, with the containers attached to it."""
+        from .networks import document, get
+
+        return document(self.store, get(self.store, name), containers=True)
+
+    def network_rm(self, name: str) -> str:
+        from .networks import remove
+
+        return remove(self.store, name)
+
+    def network_prune(self, select=None) -> list[str]:
+        """Remove the user networks no container is on; their names."""
+        from .networks import prune
+
+        return prune(self.store, select)
+
+    def network_connect(self, network: str, container: str, aliases=(), ip: str = "") -> None:
+        from .runtime.network import connect
+
+        connect(self.container_store, network, container, aliases, ip)
+
+    def network_disconnect(self, network: str, container: str) -> None:
+        from .runtime.network import disconnect
+
+        disconnect(self.container_store, network, container)
+
+    def ports(self, container: str) -> list[dict]:
+        """The ports the container publishes now: HostIp, HostPort, ContainerPort, Protocol."""
+        from .networks import published
+
+        return published(self.store, self.container_store.get(container)["id"])
+
     # ------------------------------------------------------------------ building
     def build(self, options, out=print) -> str:
         """Build an image from a Dockerfile (``options``: :class:`lamina.builder.BuildOptions`),

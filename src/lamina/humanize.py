@@ -72,12 +72,63 @@ def table(headers: list[str], rows: list[list[str]]) -> str:
 
 def status(row: dict) -> str:
     """A container's STATUS as Docker words it, from a ``ps`` row: ``Created``, ``Up 5
-    seconds``, ``Exited (0) 2 minutes ago``."""
+    seconds``, ``Up 2 minutes (healthy)``, ``Restarting (1) 1 second ago``, ``Exited (0) 2
+    minutes ago``."""
     if row["State"] == "created":
         return "Created"
     if row["State"] == "exited":
         return f"Exited ({row['ExitCode']}) {ago(row.get('FinishedAt') or row['Created'])}"
     if row["State"] in ("running", "paused"):
         paused = " (Paused)" if row["State"] == "paused" else ""
-        return f"Up {duration(time.time() - row['StartedAt'])}{paused}"
+        health = {"starting": " (health: starting)", "healthy": " (healthy)",
+                  "unhealthy": " (unhealthy)"}.get(row.get("Health"), "")
+        return f"Up {duration(time.time() - row['StartedAt'])}{paused}{health}"
+    if row["State"] == "restarting":
+        return f"Restarting ({row['ExitCode']}) {ago(row.get('FinishedAt') or row['Created'])}"
     return row["State"].capitalize()
+
+
+_GO_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0,
+                      "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str) -> float:
+    """A Go duration (``1h30m``, ``500ms``, ``0``) in seconds; ValueError if malformed."""
+    import json
+    import re
+
+    body = text.lstrip("+-")
+    if body == "0":
+        return 0.0
+    if not body:
+        raise ValueError(f"time: invalid duration {json.dumps(text)}")
+    total = 0.0
+    position = 0
+    while position < len(body):
+        match = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)").match(body, position)
+        if match is None:
+            raise ValueError(f"time: invalid duration {json.dumps(text)}")
+        total += float(match.group(1)) * _GO_DURATION_UNITS[match.group(2)]
+        position = match.end()
+    return -total if text.startswith("-") else total
+
+
+def go_duration(seconds: float) -> str:
+    """Go's ``time.Duration.String`` for whole and fractional seconds."""
+    if seconds == 0:
+        return "0s"
+    ns = round(seconds * 1e9)
+    if ns < 1_000:
+        return f"{ns}ns"
+    if ns < 1_000_000:
+        return f"{ns / 1e3:g}µs"
+    if ns < 1_000_000_000:
+        return f"{ns / 1e6:g}ms"
+    hours, rest = divmod(ns, 3_600_000_000_000)
+    minutes, rest = divmod(rest, 60_000_000_000)
+    secs = f"{rest / 1e9:.9f}".rstrip("0").rstrip(".") + "s"
+    if hours:
+        return f"{hours}h{minutes}m{secs}"
+    if minutes:
+        return f"{minutes}m{secs}"
+    return secs

@@ -98,13 +98,20 @@ def make_manifest(config_digest: str, config_size: int, layers: list[dict]) -> b
 
 def merge_env(*layers) -> list[str]:
     """``KEY=VALUE`` lists, later ones winning by key, first-seen order kept (the image's Env,
-    then a container's, then an exec's)."""
-    out: dict[str, str] = {}
+    then a container's, then an exec's). A bare ``KEY`` (an Engine API client's ``{"KEY": None}``)
+    stays bare, as Docker keeps it in ``Config.Env``; :func:`process_env` drops it."""
+    out: dict[str, str | None] = {}
     for layer in layers:
         for item in layer or ():
-            key, _, value = item.partition("=")
-            out[key] = value
-    return [f"{k}={v}" for k, v in out.items()]
+            key, eq, value = item.partition("=")
+            out[key] = value if eq else None
+    return [k if v is None else f"{k}={v}" for k, v in out.items()]
+
+
+def process_env(env: list[str]) -> list[str]:
+    """The environment a process gets: a bare ``KEY`` unsets KEY (Docker's rule), so it is left
+    out rather than passed on as an entry without ``=``."""
+    return [item for item in env if "=" in item]
 
 
 def command_line(argv: list[str]) -> str:

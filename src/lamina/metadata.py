@@ -144,6 +144,31 @@ CREATE TABLE IF NOT EXISTS volume_config (
     labels TEXT NOT NULL DEFAULT '{}',
     options TEXT NOT NULL DEFAULT '{}'
 );  -- a volume's Labels and DriverOpts (the Engine API's volume create), when it has some
+CREATE TABLE IF NOT EXISTS networks (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    driver TEXT NOT NULL,
+    subnet TEXT NOT NULL,
+    gateway TEXT NOT NULL,
+    internal INTEGER NOT NULL DEFAULT 0,
+    bridge TEXT NOT NULL UNIQUE,
+    labels TEXT NOT NULL DEFAULT '{}',
+    created REAL NOT NULL
+);  -- bridge networks (lamina.networks); host and none are predefined, without rows
+CREATE TABLE IF NOT EXISTS container_networks (
+    container_id TEXT NOT NULL REFERENCES containers(id) ON DELETE CASCADE,
+    network_id TEXT NOT NULL REFERENCES networks(id),
+    aliases TEXT NOT NULL DEFAULT '[]',
+    requested_ip TEXT NOT NULL DEFAULT '',
+    ifname TEXT NOT NULL DEFAULT '',
+    ip TEXT NOT NULL DEFAULT '',
+    prefix INTEGER NOT NULL DEFAULT 0,
+    gateway TEXT NOT NULL DEFAULT '',
+    mac TEXT NOT NULL DEFAULT '',
+    ports TEXT NOT NULL DEFAULT '[]',
+    PRIMARY KEY (container_id, network_id)
+);  -- a container's networks; ip and the rest are set while it is attached (lamina.endpoints)
+CREATE INDEX IF NOT EXISTS container_networks_network ON container_networks(network_id);
 """
 
 

@@ -8,9 +8,10 @@ The files are the container's merged root, in any state (created, running, exite
 outside it. Tars are written by :class:`lamina.layertar.TarWriter` and read by
 :class:`lamina.layertar.TarMembers`, as the CLI's ``cp``, ``export`` and ``import`` do.
 
-What differs from Docker Engine: the root is the container's own, without the volumes and bind
-mounts a running container sees (Docker mounts them into its view), so ``docker cp`` to or from
-a path under a volume reaches the container's layer below it.
+A path at or under the destination of one of the container's volumes or bind mounts is read
+from and written to that volume's directory, as a container sees it, whatever its state
+(:meth:`lamina.containers.ContainerStore.files_at`). What still differs from Docker Engine: a
+tar of a directory that holds a mount point does not descend into the volume mounted there.
 """
 
 from __future__ import annotations
@@ -144,10 +145,10 @@ def path_stat_header(name: str, st: os.stat_result, link_target: str) -> str:
     return base64.b64encode(go_json(doc).encode()).decode()
 
 
-def _stat(fs, path: str, container: str, follow: bool = False):
+def _stat(fs, path: str, container: str, follow: bool = False, shown: str | None = None):
     """(stat, link target) of ``path`` (lamina.copy.archive_stat, or the target's with
-    ``follow``); 404 as Docker words it when there is nothing there, 500 with the system's
-    error (Go's words) otherwise."""
+    ``follow``); 404 as Docker words it when there is nothing there (naming ``shown``, the
+    path the client asked for), 500 with the system's error (Go's words) otherwise."""
     from .. import copy
 
     absolute, _ = copy.archive_path(path)
@@ -156,7 +157,8 @@ def _stat(fs, path: str, container: str, follow: bool = False):
             return fs.stat(absolute, follow_symlinks=True), ""
         return copy.archive_stat(fs, path)
     except FileNotFoundError:
-        raise NotFound(f"Could not find the file {path} in container {container}") from None
+        raise NotFound(f"Could not find the file {shown or path} in container "
+                       f"{container}") from None
     except OSError as error:
         reason = (error.strerror or str(error))
         raise ApiError(500, f"{'stat' if follow else 'lstat'} {absolute}: "
@@ -169,16 +171,15 @@ def get_archive(request, id):
     path (a directory as its tree under its base name: lamina.copy.write_archive)."""
     from .. import copy
 
-    path = _archive_path(request)
+    asked = _archive_path(request)
     out = None
-    with request.engine.container_store.files(id) as (_, fs):
-        st, target = _stat(fs, path, id)
-        headers = {"X-Docker-Container-Path-Stat":
-                   path_stat_header(copy.archive_path(path)[1], st, target)}
+    with request.engine.container_store.files_at(id, asked) as (_, fs, path, name, _):
+        st, target = _stat(fs, path, id, shown=asked)
+        headers = {"X-Docker-Container-Path-Stat": path_stat_header(name, st, target)}
         if request.method != "HEAD":
             out = _Buffered(request.start_stream("application/x-tar", headers=headers))
             try:
-                copy.write_archive(fs, path, out)
+                copy.write_archive(fs, path, out, name=name)
             except OSError as error:
                 raise copy.os_error(error) from None  # mid-stream: the client sees the tar cut
             out.flush()
@@ -197,15 +198,15 @@ def put_archive(request, id):
     from .. import copy
     from ..layertar import TarMembers, open_layer_stream
 
-    path = _archive_path(request)
+    asked = _archive_path(request)
     keep_kinds = docker_bool(request, "noOverwriteDirNonDir")
-    with request.engine.container_store.files(id) as (row, fs):
-        st, _ = _stat(fs, path, id, follow=True)
+    with request.engine.container_store.files_at(id, asked) as (row, fs, path, _, mounted_on):
+        st, _ = _stat(fs, path, id, follow=True, shown=asked)
         if not stat.S_ISDIR(st.st_mode):
             raise InvalidArgument("extraction point is not a directory")
         directory = fs.realpath(copy.archive_path(path)[0])
         run = json.loads(row["run_config"] or "{}")
-        _check_writable(run, directory)
+        _check_writable(run, (mounted_on + directory).rstrip("/") or "/")
         owner = _container_user(request, row, fs, run) if docker_bool(request, "copyUIDGID") \
             else None
         try:
@@ -219,7 +220,8 @@ def put_archive(request, id):
 
 
 def _check_writable(run: dict, directory: str) -> None:
-    """Docker's rule: under a volume, the volume must be writable; elsewhere the root must."""
+    """Docker's rule: under a volume, the volume must be writable; elsewhere the root must (a
+    500 with Docker's words either way: plain errors in its daemon)."""
     best = None
     for _, destination, read_only in run.get("volumes", ()):
         dest = destination.rstrip("/") or "/"
@@ -228,10 +230,10 @@ def _check_writable(run: dict, directory: str) -> None:
             best = (dest, read_only)
     if best is not None:
         if best[1]:
-            raise InvalidArgument("mounted volume is marked read-only")
+            raise ApiError(500, "mounted volume is marked read-only")
         return
     if run.get("read_only"):
-        raise InvalidArgument("container rootfs is marked read-only")
+        raise ApiError(500, "container rootfs is marked read-only")
 
 
 def _container_user(request, row, fs, run: dict):

@@ -23,6 +23,9 @@ import time
 
 from ..errors import FailedPrecondition, InvalidArgument, NotFound
 from ..events import labels_match
+from ..runtime.monitor import open_stdin
+from .detach import DetachKeys
+from .detach import parse as detach_keys
 from .server import ApiError, route
 
 MULTIPLEXED = "application/vnd.docker.multiplexed-stream"
@@ -35,11 +38,14 @@ def summary(row: dict, size: bool) -> dict:
     from .. import humanize
 
     run = json.loads(row.get("RunConfig") or "{}")
-    network = run.get("network", "none")
+    network = run.get("network", "bridge")
     doc = {
         "Id": row["ID"], "Names": ["/" + row["Names"]], "Image": row["Image"],
         "ImageID": row["ImageID"], "Command": row["Command"], "Created": int(row["Created"]),
-        "Ports": [], "Labels": dict(run.get("labels") or ()), "State": row["State"],
+        "Ports": [{"IP": p["HostIp"], "PrivatePort": p["ContainerPort"],
+                   "PublicPort": int(p["HostPort"]), "Type": p["Protocol"]}
+                  for p in row.get("Ports") or ()],
+        "Labels": dict(run.get("labels") or ()), "State": row["State"],
         "Status": humanize.status(row),
         "HostConfig": {"NetworkMode": network},
         "NetworkSettings": {"Networks": {network: {
@@ -65,7 +71,8 @@ def _mount_point(run: dict, volume) -> dict:
 
 
 def _matches(row: dict, filters: dict[str, list[str]]) -> bool:
-    """Docker's container filters: id, name, status, label, ancestor, exited, before, since."""
+    """Docker's container filters: id, name, status, label, ancestor, exited, health, before,
+    since."""
     run = None
     for key, values in filters.items():
         if not values:
@@ -84,7 +91,9 @@ def _matches(row: dict, filters: dict[str, list[str]]) -> bool:
         elif key == "label":
             run = run if run is not None else json.loads(row.get("RunConfig") or "{}")
             ok = labels_match(dict(run.get("labels") or ()), values)
-        elif key in ("before", "since", "volume", "network", "health", "publish", "expose",
+        elif key == "health":
+            ok = row["Health"] in values
+        elif key in ("before", "since", "volume", "network", "publish", "expose",
                      "isolation", "is-task"):
             ok = True  # answered below (before/since) or nothing lamina has
         else:
@@ -180,8 +189,9 @@ def run_config(config: dict, host: dict):
         if os.path.normpath(path) not in taken:
             specs.append(volumes.parse_volume(path))
     network = host.get("NetworkMode") or "default"
-    if network in ("default", "bridge"):
-        network = "none"  # lamina has no bridge network yet: a private namespace with lo only
+    if network == "default":
+        network = "bridge"
+    ports, aliases, ip = _network_options(body_networking(config), network, config, host)
     labels = config.get("Labels") or {}
     env = config.get("Env") or ()
     log = host.get("LogConfig") or {}
@@ -191,8 +201,8 @@ def run_config(config: dict, host: dict):
                                   "Config": log.get("Config") or {}}}
     extra = {"Config": {k: config[k] for k in ("AttachStdin", "AttachStdout", "AttachStderr",
                                                  "StdinOnce", "Domainname", "ExposedPorts",
-                                                 "StopSignal", "StopTimeout", "Entrypoint",
-                                                 "Healthcheck") if config.get(k) is not None},
+                                                 "StopSignal", "StopTimeout", "Entrypoint")
+                        if config.get(k) is not None},
              "HostConfig": {k: v for k, v in host.items() if v not in (None, "", [], {}, 0)
                             and k not in ("Binds", "Mounts") and k not in LIMIT_FIELDS}}
     return RunConfig(env=tuple(env), workdir=config.get("WorkingDir") or None,
@@ -204,7 +214,10 @@ def run_config(config: dict, host: dict):
                      tty=bool(config.get("Tty")), hostname=config.get("Hostname") or None,
                      open_stdin=bool(config.get("OpenStdin")),
                      labels=tuple(sorted((str(k), str(v)) for k, v in labels.items())),
-                     api_config=json.dumps(extra, separators=(",", ":")), **limit_fields(host))
+                     ports=ports, publish_all=bool(host.get("PublishAllPorts")),
+                     network_aliases=aliases, ip=ip,
+                     api_config=json.dumps(extra, separators=(",", ":")), **limit_fields(host),
+                     **_life(config, host))
 
 
 # HostConfig's limits and privileges -> RunConfig's fields (inspect shows them from there)
@@ -255,6 +268,55 @@ def limit_fields(host: dict, only=LIMIT_FIELDS) -> dict:
         else:
             out[field] = tuple(str(v) for v in value)
     return out
+
+
+def _life(config: dict, host: dict) -> dict:
+    """RestartPolicy, Init and Healthcheck, as RunConfig fields (lamina.runtime.restart, health)."""
+    from ..runtime.restart import RestartPolicy
+
+    policy = host.get("RestartPolicy") or {}
+    if not isinstance(policy, dict) or not isinstance(policy.get("MaximumRetryCount") or 0, int):
+        raise ApiError(400, "HostConfig.RestartPolicy must be {Name, MaximumRetryCount}")
+    check = config.get("Healthcheck")
+    return {"restart": str(RestartPolicy.of(policy.get("Name"), policy.get("MaximumRetryCount") or 0)),
+            "init": bool(host.get("Init")), "healthcheck": json.dumps(check) if check else ""}
+
+
+def body_networking(config: dict) -> dict:
+    """The create body's NetworkingConfig.EndpointsConfig ({} when absent)."""
+    endpoints = (config.get("NetworkingConfig") or {}).get("EndpointsConfig") or {}
+    if not isinstance(endpoints, dict):
+        raise ApiError(400, "NetworkingConfig.EndpointsConfig must be an object")
+    return endpoints
+
+
+def _network_options(endpoints: dict, network: str, config: dict, host: dict):
+    """(published ports, aliases, IPv4 address) of a create: HostConfig.PortBindings (and, with
+    PublishAllPorts, Config.ExposedPorts not bound there, to random host ports) and the
+    EndpointsConfig of its network."""
+    ports = []
+    bindings = host.get("PortBindings") or {}
+    if not isinstance(bindings, dict):
+        raise ApiError(400, "HostConfig.PortBindings must be an object")
+    for key, binds in bindings.items():
+        number, _, proto = key.partition("/")
+        if not number.isdigit() or (proto or "tcp") not in ("tcp", "udp"):
+            raise InvalidArgument(f"invalid port specification: {key!r}")
+        for bind in binds or [{}]:
+            host_port = str((bind or {}).get("HostPort") or "0")
+            if not host_port.isdigit():
+                raise InvalidArgument(f"invalid port specification: {host_port!r}")
+            ports.append(((bind or {}).get("HostIp") or "", int(host_port), int(number),
+                          proto or "tcp"))
+    if host.get("PublishAllPorts"):
+        for key in config.get("ExposedPorts") or {}:
+            number, _, proto = key.partition("/")
+            if number.isdigit() and key not in bindings and f"{key}/tcp" not in bindings:
+                ports.append(("", 0, int(number), proto or "tcp"))
+    endpoint = endpoints.get(network) or {}
+    aliases = tuple(a for a in endpoint.get("Aliases") or () if isinstance(a, str))
+    ip = ((endpoint.get("IPAMConfig") or {}).get("IPv4Address") or "")
+    return tuple(ports), aliases, ip
 
 
 def _words(value, what: str) -> list[str] | None:
@@ -331,6 +393,10 @@ class Attachment:
         with self.lock:
             self.clients.append((conn, streams))
 
+    def remove(self, conn: socket.socket) -> None:
+        with self.lock:
+            self.clients = [client for client in self.clients if client[0] is not conn]
+
     def stdio(self) -> tuple[int, int, int]:
         return self.in_r, self.out_w, self.err_w
 
@@ -381,6 +447,12 @@ class Attachment:
                     self.clients.remove(client)
 
     def _finish(self) -> None:
+        fd, self.in_w = self.in_w, -1
+        if fd >= 0:  # held open past a detach: the process has ended now
+            try:
+                os.close(fd)
+            except OSError:
+                pass
         with self.lock:
             for conn, _ in self.clients:
                 try:
@@ -389,24 +461,43 @@ class Attachment:
                     pass
         self.done.set()
 
-    def relay_stdin(self, conn: socket.socket) -> None:
-        """Copy what the client sends to the process's stdin until the client half-closes."""
-        while self.in_w >= 0:
-            try:
-                data = conn.recv(65536)
-            except OSError:
-                data = b""
-            if not data:
-                break
+    def relay_stdin(self, conn: socket.socket, keys: DetachKeys) -> bool:
+        """Copy what the client sends to the process's stdin until the client half-closes
+        (stdin then ends, Docker's StdinOnce) or types the detach keys (stdin stays open, for
+        the process and a later client). True when it detached."""
+        detached = relay_input(conn, self.in_w, keys)
+        if not detached:
+            fd, self.in_w = self.in_w, -1
+            if fd >= 0:
+                os.close(fd)
+        return detached
+
+
+def relay_input(conn: socket.socket, fd: int, keys: DetachKeys) -> bool:
+    """Copy a client's input to ``fd`` (-1: read and drop it) through the detach keys, until the
+    client half-closes (False) or types them (True: the connection is then shut down both ways,
+    so the client sees its session end; ``fd`` stays open)."""
+    while True:
+        try:
+            data = conn.recv(65536)
+        except OSError:
+            return False
+        if not data:
+            return False
+        data, detached = keys.feed(data)
+        if fd >= 0 and data:
             try:
                 view = memoryview(data)
                 while view:
-                    view = view[os.write(self.in_w, view):]
+                    view = view[os.write(fd, view):]
             except OSError:
-                break
-        fd, self.in_w = self.in_w, -1
-        if fd >= 0:
-            os.close(fd)
+                fd = -1  # the process stopped reading: keep draining for the keys
+        if detached:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            return True
 
 
 def frame_header(stream: int, length: int) -> bytes:
@@ -428,6 +519,7 @@ def attach(request, id):
     streams = _wanted_streams(request, False)
     wants_stdin = request.flag("stdin") and bool(run.get("open_stdin"))
     stream = request.flag("stream")
+    keys = DetachKeys(detach_keys(request.arg("detachKeys")))
     cid = row["id"]
     with _attach_lock:
         attachment = None
@@ -443,11 +535,24 @@ def attach(request, id):
     if not stream:
         return
     if attachment is None:  # already running: its output comes from the log
-        _write_log(request, conn, cid, tty, streams, follow=True, tail=0)
+        follow = threading.Thread(target=_write_log, args=(request, conn, cid, tty, streams),
+                                  kwargs={"follow": True, "tail": 0}, daemon=True,
+                                  name="attach-log")
+        follow.start()
+        if wants_stdin:  # into the FIFO its monitor holds (-i), until the client leaves
+            fd = open_stdin(engine.container_store, cid)
+            try:
+                if relay_input(conn, -1 if fd is None else fd, keys):
+                    return  # detached: the log's follower ends at its next write
+            finally:
+                if fd is not None:
+                    os.close(fd)
+        follow.join()
         return
     attachment.add(conn, streams)
-    if wants_stdin and attachment.in_w >= 0:
-        attachment.relay_stdin(conn)
+    if wants_stdin and attachment.in_w >= 0 and attachment.relay_stdin(conn, keys):
+        attachment.remove(conn)
+        return
     attachment.done.wait()
 
 
@@ -537,6 +642,9 @@ def wait(request, id):
                 code = wait_exit(containers, cid)
             except NotFound:
                 pass
+            if condition != "removed" and json.loads(row["run_config"] or "{}").get(
+                    "restart", "no") != "no":
+                break  # it exited, and its restart policy may start it again (Docker's wait)
             delay = 0.005
             continue
         time.sleep(delay)

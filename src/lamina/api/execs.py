@@ -12,9 +12,13 @@ import socket
 import threading
 
 from ..errors import FailedPrecondition, NotFound
-from .containers import MULTIPLEXED, RAW, frame_header
+from .containers import MULTIPLEXED, RAW, frame_header, relay_input
+from .detach import DetachKeys
+from .detach import parse as detach_keys
 from .server import ApiError, route
 
+EXEC_FIELDS = ("AttachStdin", "AttachStdout", "AttachStderr", "ConsoleSize", "DetachKeys",
+               "Tty", "Env", "Cmd", "Privileged", "User", "WorkingDir")
 _execs: dict[str, dict] = {}
 _lock = threading.Lock()
 
@@ -34,6 +38,10 @@ def create(request, id):
     body = request.json({})
     if not isinstance(body, dict):
         raise ApiError(400, "the request body must be a JSON object")
+    # Docker decodes with Go's encoding/json, which matches field names case-insensitively
+    # (docker-py sends "detachKeys"): the fields under their canonical names
+    canonical = {name.lower(): name for name in EXEC_FIELDS}
+    body = {canonical.get(key.lower(), key): value for key, value in body.items()}
     cmd = body.get("Cmd")
     if isinstance(cmd, str):
         cmd = [cmd]
@@ -44,6 +52,7 @@ def create(request, id):
         row = require_running(containers, id, "exec in")
     except FailedPrecondition:
         raise FailedPrecondition(f"container {containers.get(id)['id']} is not running") from None
+    detach_keys(body.get("DetachKeys"))  # refused now, not when it starts
     exec_id = os.urandom(32).hex()
     with _lock:
         _execs[exec_id] = {
@@ -118,7 +127,7 @@ def start(request, id):
             found["ExitCode"] = exec_process(containers, found["ContainerID"], argv,
                                              env=found["env"], workdir=found["workdir"],
                                              user=config["user"] or None, detach=True,
-                                             forward_signals=False)
+                                             tty=tty, forward_signals=False)
         finally:
             found["Running"] = False
         request.send_empty(200)
@@ -131,7 +140,8 @@ def start(request, id):
     if err_r != out_r:
         relays.append(threading.Thread(target=_copy_out, args=(err_r, conn, 2, raw), daemon=True))
     if stdin_w is not None:
-        threading.Thread(target=_copy_in, args=(conn, stdin_w), daemon=True).start()
+        keys = DetachKeys(detach_keys(found["DetachKeys"]))
+        threading.Thread(target=_copy_in, args=(conn, stdin_w, keys, found), daemon=True).start()
     for relay in relays:
         relay.start()
     code = 126
@@ -155,6 +165,8 @@ def start(request, id):
         containers.event("exec_die", row, execID=found["ID"], exitCode=code)
         for fd in {out_w, err_w} | ({stdin_r} if stdin_r is not None else set()):
             os.close(fd)
+        if found.get("detached_stdin") is not None:
+            os.close(found.pop("detached_stdin"))
         for relay in relays:
             relay.join()
         try:
@@ -177,18 +189,11 @@ def _copy_out(fd: int, conn, stream: int, raw: bool) -> None:
         os.close(fd)
 
 
-def _copy_in(conn, fd: int) -> None:
-    try:
-        while True:
-            try:
-                data = conn.recv(65536)
-            except OSError:
-                break
-            if not data:
-                break
-            try:
-                os.write(fd, data)
-            except OSError:
-                break
-    finally:
-        os.close(fd)
+def _copy_in(conn, fd: int, keys: DetachKeys, found: dict) -> None:
+    """The client's input to the process until it half-closes (stdin ends) or types the detach
+    keys: then the session ends and the process goes on with stdin open, as Docker leaves it
+    (:func:`start` closes ``fd`` once the process has ended)."""
+    if relay_input(conn, fd, keys):
+        found["detached_stdin"] = fd
+        return
+    os.close(fd)

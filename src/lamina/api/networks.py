@@ -1,76 +1,26 @@
-"""Engine API: networks, as far as lamina has them: ``host`` (the host's network namespace) and
-``none`` (a namespace with only ``lo``), both predefined, as in Docker. lamina has no bridge and
-no user-defined networks yet, so ``create`` answers 501 naming that (or Docker's 403 for a
-predefined name, 404 for a driver plugin it lacks), ``connect``/``disconnect`` change nothing a
-container can be moved to (Docker's 400 for the host network; the same network is a no-op),
-``prune`` finds nothing and ``DELETE`` is Docker's 403 for predefined networks.
-
-Documents are Docker's ``Network``: a stable ID per store and network (a digest of both), the
-store's creation time as ``Created``, and in ``inspect`` the running containers on it.
+"""Engine API: networks, the store's (:mod:`lamina.networks`): the predefined ``host`` and
+``none``, the default ``bridge`` and user bridge networks, with Docker's documents and status
+codes: list with its filters, inspect (the attached containers in ``Containers``), create (403
+for a predefined name, 409 for a taken one, 404 for a driver lamina lacks), delete (403 while
+containers are attached), connect and disconnect (a running container at once) and prune.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-
-from ..errors import NotFound
-from ..events import emit
+from .. import networks
+from ..errors import FailedPrecondition, NotFound
+from ..events import emit, labels_match, parse_time
 from .server import ApiError, route
 
-DRIVERS = {"none": "null", "host": "host"}  # the predefined networks and their drivers
-NO_USER_NETWORKS = ("lamina has no user-defined networks yet (no bridge): its networks are "
-                    "host and none; use network_mode: host (compose) or --network host|none")
+BUILTIN = ("bridge", "host", "none")
 
 
-def network_id(root: str, name: str) -> str:
-    """The stable ID of network ``name`` in the store at ``root``: 64 hex digits."""
-    return hashlib.sha256(f"lamina network\0{os.path.abspath(root)}\0{name}".encode()).hexdigest()
+network_id = networks.predefined_id  # the stable ID of host and none in a store
 
 
-def _created(engine) -> str:
-    """When the store was made (its OCI layout's marker is written once)."""
-    from ..image import rfc3339
-
-    _ = engine.content  # makes the layout (and its marker) when the store has none yet
-    try:
-        return rfc3339(os.stat(os.path.join(engine.root, "oci-layout")).st_mtime)
-    except OSError:
-        return "0001-01-01T00:00:00Z"
-
-
-def _endpoints(engine, name: str) -> dict:
-    """The running containers on network ``name``: Docker's ``Containers`` of inspect."""
-    out = {}
-    for row in engine.containers(all=False):
-        run = json.loads(row.get("RunConfig") or "{}")
-        if run.get("network", "none") == name and row["State"] == "running":
-            endpoint = hashlib.sha256(f"{row['ID']}\0{name}".encode()).hexdigest()
-            out[row["ID"]] = {"Name": row["Names"], "EndpointID": endpoint, "MacAddress": "",
-                              "IPv4Address": "", "IPv6Address": ""}
-    return out
-
-
-def document(engine, name: str, containers: bool = False) -> dict:
-    """Docker's ``Network`` of a predefined network (``containers``: with its endpoints)."""
-    return {"Name": name, "Id": network_id(engine.root, name), "Created": _created(engine),
-            "Scope": "local", "Driver": DRIVERS[name], "EnableIPv6": False,
-            "IPAM": {"Driver": "default", "Options": None, "Config": []}, "Internal": False,
-            "Attachable": False, "Ingress": False, "ConfigFrom": {"Network": ""},
-            "ConfigOnly": False, "Containers": _endpoints(engine, name) if containers else {},
-            "Options": {}, "Labels": {}}
-
-
-def find(engine, ident: str) -> str:
-    """The name of the network ``ident`` names (name, ID or unambiguous ID prefix); 404 else."""
-    if ident in DRIVERS:
-        return ident
-    if ident:
-        found = [n for n in DRIVERS if network_id(engine.root, n).startswith(ident.lower())]
-        if len(found) == 1:
-            return found[0]
-    raise NotFound(f"network {ident} not found")
+def find(engine, ident: str) -> dict:
+    """The record of the network ``ident`` names (name, ID or unambiguous ID prefix); 404."""
+    return networks.get(engine.store, ident)
 
 
 def _truth(key: str, value: str) -> bool:
@@ -80,6 +30,10 @@ def _truth(key: str, value: str) -> bool:
         return False
     raise ApiError(400, f"invalid value for filter '{key}', must be \"true\" (or \"1\"), or "
                         "\"false\" (or \"0\")")
+
+
+def _labels_match(record: dict, wanted: list[str]) -> bool:
+    return labels_match(record["labels"], wanted)
 
 
 @route("GET", "/networks")
@@ -92,41 +46,46 @@ def list_networks(request):
         if value not in ("custom", "builtin"):
             raise ApiError(400, f"invalid filter: 'type'='{value}'")
     dangling = [_truth("dangling", v) for v in filters.get("dangling", ())]
-    engine = request.engine
+    store = request.engine.store
     out = []
-    for name in ("none", "host"):  # Docker's order
-        nid = network_id(engine.root, name)
+    for record in networks.ls(store):
+        name, builtin = record["name"], record["name"] in BUILTIN
         if filters.get("name") and not any(v in name for v in filters["name"]):
             continue
-        if filters.get("id") and not any(v in nid for v in filters["id"]):
+        if filters.get("id") and not any(v in record["id"] for v in filters["id"]):
             continue
-        if filters.get("driver") and DRIVERS[name] not in filters["driver"]:
+        if filters.get("driver") and record["driver"] not in filters["driver"]:
             continue
         if filters.get("scope") and "local" not in filters["scope"]:
             continue
-        if filters.get("type") and "builtin" not in filters["type"]:
+        if filters.get("type") and ("builtin" if builtin else "custom") not in filters["type"]:
             continue
-        if filters.get("label"):  # predefined networks carry no labels
+        if filters.get("label") and not _labels_match(record, filters["label"]):
             continue
-        if dangling and True in dangling:  # predefined networks are never dangling
-            continue
-        out.append(document(engine, name))
+        if dangling:  # dangling: a custom network no container is on
+            unused = not builtin and not networks.users(store, record["id"])
+            if unused not in dangling:
+                continue
+        out.append(networks.document(store, record))
     return out
 
 
 @route("GET", "/networks/{id}")
 def inspect_network(request, id):
     scope = request.arg("scope")
-    name = find(request.engine, id)
+    record = find(request.engine, id)
     if scope and scope != "local":
         raise NotFound(f"network {id} not found")
-    return document(request.engine, name, containers=True)
+    return networks.document(request.engine.store, record, containers=True)
 
 
 @route("DELETE", "/networks/{id}")
 def remove_network(request, id):
-    name = find(request.engine, id)
-    raise ApiError(403, f"{name} is a pre-defined network and cannot be removed")
+    try:
+        networks.remove(request.engine.store, id)
+    except FailedPrecondition as e:
+        raise ApiError(403, str(e)) from None
+    request.send_empty(204)
 
 
 @route("POST", "/networks/create")
@@ -140,50 +99,70 @@ def create_network(request):
     driver = body.get("Driver") or "bridge"
     if not isinstance(driver, str):
         raise ApiError(400, "invalid driver: not a string")
-    if name in DRIVERS or name == "bridge":
+    if name in BUILTIN:
         raise ApiError(403, f"operation is not permitted on predefined {name} network ")
     if driver in ("host", "null"):
         raise ApiError(403, f"only one instance of \"{driver}\" network is allowed")
-    if driver not in ("bridge", "overlay", "macvlan", "ipvlan"):
+    if driver != "bridge":
         raise ApiError(404, f"plugin \"{driver}\" not found")
-    raise ApiError(501, f"cannot create network {name} ({driver}): {NO_USER_NETWORKS}")
+    if body.get("EnableIPv6"):
+        raise ApiError(400, "lamina's networks are IPv4 only (EnableIPv6)")
+    config = ((body.get("IPAM") or {}).get("Config") or [{}])
+    if not isinstance(config, list) or len(config) > 1 or not isinstance(config[0], dict):
+        raise ApiError(400, "IPAM.Config: lamina takes one IPv4 subnet per network")
+    labels = body.get("Labels") or {}
+    if not isinstance(labels, dict):
+        raise ApiError(400, "Labels must be an object")
+    network = networks.create(request.engine.store, name, driver,
+                              subnet=config[0].get("Subnet") or None,
+                              gateway=config[0].get("Gateway") or None,
+                              internal=bool(body.get("Internal")),
+                              labels={str(k): str(v) for k, v in labels.items()})
+    request.send_json(201, {"Id": network, "Warning": ""})
 
 
-def _connection(request, id: str, verb: str) -> tuple[str, str, str]:
-    """(network name, container ID, the container's network) of a connect or disconnect."""
+def _body(request, verb: str) -> dict:
     body = request.json()
     if not isinstance(body, dict) or not isinstance(body.get("Container"), str):
         raise ApiError(400, f"{verb}: the body needs a Container (name or ID)")
-    row = request.engine.container_store.get(body["Container"])
-    try:
-        name = find(request.engine, id)
-    except NotFound:
-        raise NotFound(f"network {id} not found ({NO_USER_NETWORKS})") from None
-    current = json.loads(row["run_config"] or "{}").get("network", "none")
-    return name, row["id"], current
+    return body
 
 
 @route("POST", "/networks/{id}/connect")
 def connect(request, id):
-    name, cid, current = _connection(request, id, "connect")
-    if name == current:
-        request.send_empty(200)  # on it already: nothing to do (Docker's 200)
-        return
-    if "host" in (name, current):
-        raise ApiError(400, "container cannot be disconnected from host network or connected "
-                            "to host network")
-    raise ApiError(501, f"cannot connect container {cid[:12]} to {name}: {NO_USER_NETWORKS}")
+    body = _body(request, "connect")
+    engine = request.engine
+    row = engine.container_store.get(body["Container"])
+    record = find(engine, id)
+    endpoint = body.get("EndpointConfig") or {}
+    current = networks.of_container(engine.store, row["id"])
+    if any(n["id"] == record["id"] for n in current):
+        raise ApiError(403, f"endpoint with name {row['name']} already exists in network "
+                            f"{record['name']}")
+    try:
+        engine.network_connect(record["name"], row["id"], tuple(endpoint.get("Aliases") or ()),
+                               (endpoint.get("IPAMConfig") or {}).get("IPv4Address") or "")
+    except FailedPrecondition as e:
+        if "host network" in str(e):
+            raise ApiError(400, str(e)) from None
+        raise
+    request.send_empty(200)
 
 
 @route("POST", "/networks/{id}/disconnect")
 def disconnect(request, id):
-    name, cid, current = _connection(request, id, "disconnect")
-    if name == "host":
+    body = _body(request, "disconnect")
+    engine = request.engine
+    row = engine.container_store.get(body["Container"])
+    record = find(engine, id)
+    if record["name"] == "host":
         raise ApiError(400, "container cannot be disconnected from host network or connected "
                             "to host network")
-    if name != current:
-        raise ApiError(403, f"container {cid[:12]} is not connected to network {name}")
-    request.send_empty(200)  # none: a namespace with only lo, which is what disconnected means
+    try:
+        engine.network_disconnect(record["name"], row["id"])
+    except FailedPrecondition as e:
+        raise ApiError(403, str(e)) from None
+    request.send_empty(200)
 
 
 @route("POST", "/networks/prune")
@@ -192,5 +171,21 @@ def prune_networks(request):
     for key in filters:
         if key not in ("until", "label", "label!"):
             raise ApiError(400, f"invalid filter '{key}'")
+
+    def keep(record) -> bool:
+        if filters.get("label") and not _labels_match(record, filters["label"]):
+            return False
+        if filters.get("label!") and _labels_match(record, filters["label!"]):
+            return False
+        if filters.get("until"):
+            try:
+                until = min(parse_time(v) for v in filters["until"])
+            except ValueError:
+                raise ApiError(400, f"invalid until filter: {filters['until']}") from None
+            if record["created"] * 1e9 >= until:
+                return False
+        return True
+
+    deleted = request.engine.network_prune(keep)
     emit(request.engine.store, "network", "prune", "", {"reclaimed": "0"})
-    return {"NetworksDeleted": []}
+    return {"NetworksDeleted": deleted}

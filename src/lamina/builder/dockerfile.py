@@ -26,6 +26,7 @@ import json as _json
 import re
 from dataclasses import dataclass, field
 
+from lamina import humanize
 from lamina.errors import InvalidArgument
 
 __all__ = [
@@ -637,27 +638,7 @@ def parse_flags(node: Instruction) -> dict[str, str | list[str]]:
 # Octal modes, or symbolic ones (u+x,g-w) as BuildKit's --chmod also accepts.
 _CHMOD = re.compile(r"[0-7]{3,4}|[ugoa]*[-+=][rwxXst]*(?:,[ugoa]*[-+=][rwxXst]*)*")
 _STAGE_NAME = re.compile(r"[a-z][a-z0-9\-_.]*")
-_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
-_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0,
-                   "m": 60.0, "h": 3600.0}
-
-
-def parse_duration(text: str) -> float:
-    """A Go duration (``1h30m``, ``500ms``, ``0``) in seconds; ValueError if malformed."""
-    body = text.lstrip("+-")
-    if body == "0":
-        return 0.0
-    if not body:
-        raise ValueError(f"time: invalid duration {_go_quote(text)}")
-    total = 0.0
-    position = 0
-    while position < len(body):
-        match = _DURATION_PART.match(body, position)
-        if match is None:
-            raise ValueError(f"time: invalid duration {_go_quote(text)}")
-        total += float(match.group(1)) * _DURATION_UNITS[match.group(2)]
-        position = match.end()
-    return -total if text.startswith("-") else total
+parse_duration = humanize.parse_duration  # a Go duration in seconds (also for api/)
 
 
 def _check_healthcheck(node: Instruction, flags: dict) -> None:

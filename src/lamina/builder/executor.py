@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from lamina.builder.dockerfile import DockerfileError, parse, parse_duration
 from lamina.builder.plan import PROXY_ARGS, ResolvedInstruction, Stage, plan
 from lamina.errors import InvalidArgument, LaminaError, NotFound
+from lamina.humanize import go_duration
 
 from . import cache
 from .context import Context
@@ -83,27 +84,6 @@ class BuildOptions:
 def _go_quote_list(words: list[str]) -> str:
     """Go's ``%q`` of a []string: ``["a" "b"]`` (as in Docker's CMD/ENTRYPOINT history)."""
     return "[" + " ".join(json.dumps(w, ensure_ascii=False) for w in words) + "]"
-
-
-def _go_duration(seconds: float) -> str:
-    """Go's ``time.Duration.String`` for whole and fractional seconds."""
-    if seconds == 0:
-        return "0s"
-    ns = round(seconds * 1e9)
-    if ns < 1_000:
-        return f"{ns}ns"
-    if ns < 1_000_000:
-        return f"{ns / 1e3:g}µs"
-    if ns < 1_000_000_000:
-        return f"{ns / 1e6:g}ms"
-    hours, rest = divmod(ns, 3_600_000_000_000)
-    minutes, rest = divmod(rest, 60_000_000_000)
-    secs = f"{rest / 1e9:.9f}".rstrip("0").rstrip(".") + "s"
-    if hours:
-        return f"{hours}h{minutes}m{secs}"
-    if minutes:
-        return f"{minutes}m{secs}"
-    return secs
 
 
 def _env_dict(env: list[str]) -> dict[str, str]:
@@ -597,7 +577,7 @@ class Builder:
             if retries:
                 health["Retries"] = retries
             text = "&{" + _go_quote_list(test) + " " + " ".join(
-                f'"{_go_duration(s)}"' for s in durations) + f" '\\x{retries:02x}'" + "}"
+                f'"{go_duration(s)}"' for s in durations) + f" '\\x{retries:02x}'" + "}"
         return self._metadata(state, ins, _NOP + " HEALTHCHECK " + text,
                               lambda config: config.__setitem__("Healthcheck", health))
 

@@ -234,6 +234,23 @@ def each(names: list[str], action) -> None:
         sys.exit(1)
 
 
+def inspect_each(names: list[str], lookup) -> None:
+    """Docker's ``inspect`` of volumes, networks...: the documents ``lookup(name)`` gives as one
+    indented JSON array, an ``Error:`` line for each name that fails, and exit 1 if any did."""
+    import json
+
+    docs, failed = [], False
+    for name in names:
+        try:
+            docs.append(lookup(name))
+        except LaminaError as e:
+            print(f"Error: {e}", file=sys.stderr)
+            failed = True
+    print(json.dumps(docs, indent=4))
+    if failed:
+        exit_now(1)
+
+
 def short_id(image_id: str) -> str:
     """The 12 hex digits Docker shows of an ID."""
     return image_id.split(":", 1)[-1][:12]

@@ -7,29 +7,38 @@ import sys
 
 from ..errors import LaminaError
 from .common import FORMAT_HELP, confirm, each, json_lines, open_engine, reclaimed
-from .limits import LIMIT_ARGS, limit_fields
+from .run import CONTAINER_FLAGS, entrypoint_of, run_config
 
 ARGS: dict[str, tuple] = {}  # verb -> its flags and positionals (see common.Parser)
 
 ARGS["create"] = (
-    ("--name", "string", "Assign a name to the container"),
     ("image", None, "IMAGE"),
     ("command", "...", "[COMMAND] [ARG...]"),
-) + LIMIT_ARGS
+) + CONTAINER_FLAGS
 
 
 def cmd_create(opts, a):
-    limits = limit_fields(a)
-    if limits:  # the runtime's settings, kept for start (lamina.runtime.lifecycle.create)
-        from ..runtime.oci import RunConfig
-
-        print(open_engine(opts).create(a.image, name=a.name, command=a.command or None,
-                                       config=RunConfig(**limits)))
+    # no flag but --name: the lean path (nothing to keep beyond the image's config)
+    given = [names for names, kind, *rest in CONTAINER_FLAGS if names != "--name" and
+             getattr(a, max(names.split(), key=len).lstrip("-").replace("-", "_"))
+             not in (None, False, [], rest[1] if len(rest) > 1 else None)]
+    if not given:
+        print(open_engine(opts).create(a.image, name=a.name, command=a.command or None))
         return
-    print(open_engine(opts).create(a.image, name=a.name, command=a.command or None))
+    from ..runtime.lifecycle import create
+
+    try:
+        print(create(open_engine(opts).container_store, a.image, a.command or None,
+                     name=a.name, entrypoint=entrypoint_of(a), config=run_config(a)))
+    except LaminaError as e:
+        if e.exit_code == 1:
+            e.exit_code = 125  # Docker's create exits 125 when it refuses
+        raise
+
 
 ARGS["ps"] = (
     ("-a --all", "bool", "Show all containers (default shows just running)"),
+    ("-f --filter", "list", "Filter output based on conditions provided (status=, health=, ...)"),
     ("--format", "string", FORMAT_HELP),
     ("--no-trunc", "bool", "Don't truncate output"),
     ("-q --quiet", "bool", "Only display container IDs"),
@@ -40,7 +49,15 @@ ARGS["ps"] = (
 def cmd_ps(opts, a):
     from .. import humanize
 
-    rows = open_engine(opts).containers(all=a.all, size=a.size and not a.quiet)
+    filters = {}
+    if a.filter:
+        from . import filters as container_filters
+
+        filters = container_filters.parse(a.filter)
+    rows = open_engine(opts).containers(all=a.all or "status" in filters or "exited" in filters,
+                                        size=a.size and not a.quiet)
+    if filters:
+        rows = container_filters.select(rows, filters)
     if a.quiet:
         if rows:
             print("\n".join(r["ID"] if a.no_trunc else r["ID"][:12] for r in rows))
@@ -60,7 +77,8 @@ def cmd_ps(opts, a):
         for r in rows:
             item = {"Command": command(r), "CreatedAt": r["Created"], "ID": r["ID"][:12],
                     "Image": r["Image"], "Names": r["Names"], "State": r["State"],
-                    "Status": humanize.status(r), "RunningFor": humanize.ago(r["Created"])}
+                    "Status": humanize.status(r), "RunningFor": humanize.ago(r["Created"]),
+                    "Ports": _ports(r)}
             if a.size:
                 item.update(Size=size(r), SizeRw=r["SizeRw"], SizeRootFs=r["SizeRootFs"])
             out.append(item)
@@ -72,11 +90,18 @@ def cmd_ps(opts, a):
     table = []
     for r in rows:
         row = [r["ID"] if a.no_trunc else r["ID"][:12], r["Image"], command(r),
-               humanize.ago(r["Created"]), humanize.status(r), "", r["Names"]]
+               humanize.ago(r["Created"]), humanize.status(r), _ports(r), r["Names"]]
         if a.size:
             row.append(size(r))
         table.append(row)
     print(humanize.table(headers, table))
+
+
+
+def _ports(row) -> str:
+    """The PORTS column as Docker prints it: ``127.0.0.1:8080->80/tcp, 0.0.0.0:53->53/udp``."""
+    return ", ".join(f"{p['HostIp']}:{p['HostPort']}->{p['ContainerPort']}/{p['Protocol']}"
+                     for p in row.get("Ports") or ())
 
 ARGS["mount"] = (("container", None, "CONTAINER"),)
 

@@ -53,6 +53,14 @@ VERBS = {
         "check": ("Find inconsistencies in the store, and repair them", "system"),
         "df": ("Show disk usage", "system"), "info": "info",
         "prune": ("Remove unused data", "system")}),
+    "network": (MANAGEMENT, "Manage networks", {
+        "connect": ("Connect a container to a network", "network"),
+        "create": ("Create a network", "network"),
+        "disconnect": ("Disconnect a container from a network", "network"),
+        "inspect": ("Display detailed information on one or more networks", "network"),
+        "ls": ("List networks", "network"), "list": "network ls",
+        "prune": ("Remove all unused networks", "network"),
+        "rm": ("Remove one or more networks", "network"), "remove": "network rm"}),
     "volume": (MANAGEMENT, "Manage volumes", {
         "create": ("Create a volume", "run"),
         "inspect": ("Display detailed information on one or more volumes", "run"),
@@ -73,6 +81,7 @@ VERBS = {
     "logs": (OTHER, "Fetch the logs of a container", "run"),
     "mount": (OTHER, "Mount a container's root filesystem and print its path", "containers"),
     "pause": (OTHER, "Pause all processes within one or more containers", "limits"),
+    "port": (OTHER, "List port mappings or a specific mapping for the container", "network"),
     "rm": (OTHER, "Remove one or more containers", "containers"),
     "rmi": (OTHER, "Remove one or more images", "images"),
     "save": (OTHER, "Save one or more images to a tar archive (streamed to STDOUT by default)",

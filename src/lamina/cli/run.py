@@ -5,27 +5,37 @@ import os
 import sys
 
 from ..errors import LaminaError
-from .common import FORMAT_HELP, UsageError, each, exit_now, json_lines, open_engine
+from . import life
+from .common import FORMAT_HELP, UsageError, each, exit_now, inspect_each, json_lines, open_engine
 from .limits import LIMIT_ARGS, limit_fields
+
+# The flags of a container's configuration, run's and create's (Docker's create takes them all).
+CONTAINER_FLAGS = (
+    ("--name", "string", "Assign a name to the container"),
+    ("--entrypoint", "string", "Overwrite the default ENTRYPOINT of the image"),
+    ("-e --env", "list", "Set environment variables (K=V; K alone: from this environment)"),
+    ("-i --interactive", "bool", "Keep STDIN open even if not attached"),
+    ("--ip", "string", "IPv4 address (e.g., 172.30.100.104)"),
+    ("--network --net", "string", "Connect a container to a network (or host, none)",
+     "bridge"),
+    ("--network-alias", "list", "Add network-scoped alias for the container"),
+    ("-p --publish", "list", "Publish a port to the host: [IP:][HOST:]CONTAINER[/udp]"),
+    ("-P --publish-all", "bool", "Publish all exposed ports to random ports"),
+    ("--read-only", "bool", "Mount the container's root filesystem as read only"),
+    ("--rm", "bool", "Automatically remove the container when it exits"),
+    ("--runtime", "string", "OCI runtime binary to use (default $LAMINA_RUNTIME, else runc)"),
+    ("-t --tty", "bool", "Allocate a pseudo-TTY"),
+    ("-u --user", "string", "Username or UID (format: <name|uid>[:<group|gid>])"),
+    ("-v --volume", "list", "Bind mount a volume (SRC:DST[:ro]; SRC a path or a volume name)"),
+    ("-w --workdir", "string", "Working directory inside the container"),
+) + LIMIT_ARGS + life.FLAGS
 
 ARGS = {
     "run": (
         ("image", None, "IMAGE"),
         ("command", "...", "[COMMAND] [ARG...]"),
         ("-d --detach", "bool", "Run container in background and print container ID"),
-        ("--entrypoint", "string", "Overwrite the default ENTRYPOINT of the image"),
-        ("-e --env", "list", "Set environment variables (K=V; K alone: from this environment)"),
-        ("-i --interactive", "bool", "Keep STDIN open even if not attached"),
-        ("--name", "string", "Assign a name to the container"),
-        ("--network --net", ("none", "host"), "Connect a container to a network", "none"),
-        ("--read-only", "bool", "Mount the container's root filesystem as read only"),
-        ("--rm", "bool", "Automatically remove the container when it exits"),
-        ("--runtime", "string", "OCI runtime binary to use (default $LAMINA_RUNTIME, else runc)"),
-        ("-t --tty", "bool", "Allocate a pseudo-TTY"),
-        ("-u --user", "string", "Username or UID (format: <name|uid>[:<group|gid>])"),
-        ("-v --volume", "list", "Bind mount a volume (SRC:DST[:ro]; SRC a path or a volume name)"),
-        ("-w --workdir", "string", "Working directory inside the container"),
-    ) + LIMIT_ARGS,
+    ) + CONTAINER_FLAGS,
     "start": (
         ("containers", "+", "CONTAINER [CONTAINER...]"),
         ("-a --attach", "bool", "Attach STDOUT/STDERR and forward signals"),
@@ -86,6 +96,15 @@ def _env(values: list[str]) -> tuple[str, ...]:
     return tuple(out)
 
 
+def _publish(values: list[str]) -> tuple:
+    """``-p`` values; parsed only when given (run without -p imports nothing more)."""
+    if not values:
+        return ()
+    from ..networks import parse_publish
+
+    return tuple(parse_publish(v) for v in values)
+
+
 class NotATerminal(LaminaError):
     """``-it`` with a standard input that is not a terminal (Docker's exit status 1)."""
 
@@ -102,17 +121,29 @@ def _as_run_error(e: LaminaError) -> LaminaError:
     return e
 
 
-def cmd_run(opts, a):
+def run_config(a):
+    """The RunConfig of :data:`CONTAINER_FLAGS` as given in ``a`` (run's and create's)."""
     from ..runtime.oci import RunConfig
     from ..volumes import parse_volume
 
+    return RunConfig(env=_env(a.env), workdir=a.workdir, user=a.user,
+                     volumes=tuple(parse_volume(v) for v in a.volume), read_only=a.read_only,
+                     network=a.network, auto_remove=a.rm, runtime=a.runtime, tty=a.tty,
+                     open_stdin=a.interactive, ip=a.ip or "", ports=_publish(a.publish),
+                     publish_all=a.publish_all, network_aliases=tuple(a.network_alias),
+                     **limit_fields(a), **life.options(a))
+
+
+def entrypoint_of(a) -> list[str] | None:
+    """``--entrypoint``: None when not given, [] for ``--entrypoint ""`` (reset)."""
+    return None if a.entrypoint is None else ([a.entrypoint] if a.entrypoint else [])
+
+
+def cmd_run(opts, a):
     try:
         _check_input_tty(a)
-        config = RunConfig(env=_env(a.env), workdir=a.workdir, user=a.user,
-                           volumes=tuple(parse_volume(v) for v in a.volume),
-                           read_only=a.read_only, network=a.network, auto_remove=a.rm,
-                           runtime=a.runtime, tty=a.tty, **limit_fields(a))
-        entrypoint = None if a.entrypoint is None else ([a.entrypoint] if a.entrypoint else [])
+        config = run_config(a)
+        entrypoint = entrypoint_of(a)
         cid, code = open_engine(opts).run(
             a.image, a.command or None, name=a.name, entrypoint=entrypoint, config=config,
             detach=a.detach, stdin=0 if a.interactive else None)
@@ -199,19 +230,7 @@ def cmd_volume_ls(opts, a):
 
 
 def cmd_volume_inspect(opts, a):
-    import json
-
-    engine = open_engine(opts)
-    docs, failed = [], False
-    for name in a.names:
-        try:
-            docs.append(engine.volume_inspect(name))
-        except LaminaError as e:
-            print(f"Error: {e}", file=sys.stderr)
-            failed = True
-    print(json.dumps(docs, indent=4))
-    if failed:
-        exit_now(1)
+    inspect_each(a.names, open_engine(opts).volume_inspect)
 
 
 def cmd_volume_rm(opts, a):

@@ -23,13 +23,37 @@ import tempfile
 PR_SET_CHILD_SUBREAPER = 36
 
 
+_subreaper = False  # set once this process has become one (it stays one for its life)
+
+
 def become_subreaper() -> None:
     """Orphaned descendants (the container's process once runc detaches) become our children."""
+    global _subreaper
     import ctypes
 
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
+    _subreaper = True
+
+
+def reap_later(pid: int) -> None:
+    """In a process that became a subreaper (a long-lived ``lamina serve`` after its first
+    terminal exec), an orphan it did not start itself (a detached exec's process, a container's
+    monitor) becomes its child: wait for it in a thread, so that it does not stay a zombie.
+    A zombie left in a container's PID namespace would keep the container's PID 1 from ever
+    finishing its exit (the kernel waits for every process of the namespace to be reaped)."""
+    if not _subreaper or pid <= 0:
+        return
+    import threading
+
+    def wait() -> None:
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass  # not ours after all (it was reparented elsewhere)
+
+    threading.Thread(target=wait, daemon=True, name=f"reap-{pid}").start()
 
 
 class ConsoleSocket:

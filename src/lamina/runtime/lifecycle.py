@@ -14,7 +14,7 @@ import time
 
 from ..errors import InvalidArgument, LaminaError
 from ..processes import start_time as process_start_time
-from .monitor import remove_after_run, spawn, supervise
+from .monitor import remove_after_run, request_stop, spawn, supervise
 from .oci import RunConfig, Runtime
 from .ownership import record, refresh, release, require_running, wait_past_start
 
@@ -62,6 +62,7 @@ def stop(containers: ContainerStore, name: str, timeout: float = 10) -> str:
     runtime = Runtime(containers.store.root, RunConfig.from_json(row["run_config"]).runtime)
     image = containers.images.config(row["image_id"]).get("config") or {}
     number = signal_number(image.get("StopSignal") or "SIGTERM")
+    request_stop(row)  # no restart after this (and none while it waits to restart)
     runtime.kill(row["id"], number)
     containers.event("kill", row, signal=number)
     _thaw(containers, row)
@@ -77,7 +78,8 @@ def stop(containers: ContainerStore, name: str, timeout: float = 10) -> str:
 def kill(containers: ContainerStore, name: str, sig: str | int = "KILL") -> str:
     """Send a signal to the container's main process (it need not end)."""
     number = signal_number(sig)
-    row = require_running(containers, name, "kill")
+    row = require_running(containers, name, "kill", restarting_too=True)
+    request_stop(row)  # Docker: a user's kill ends the restart policy too
     Runtime(containers.store.root, RunConfig.from_json(row["run_config"]).runtime).kill(row["id"], number)
     containers.event("kill", row, signal=number)
     _thaw(containers, row)
@@ -103,8 +105,24 @@ def wait(containers: ContainerStore, name: str) -> int:
         time.sleep(delay)
         delay = min(delay * 2, 0.2)
         row = refresh(containers, containers.get(row["id"]))  # NotFound once it is removed
+    if row["state"] == "running" and _restarts(row):
+        return _next_exit(containers, row)
     while row["state"] == "running":  # again if the owner handed it over (run -d, spawn)
         _wait_owner(row, None)
+        row = refresh(containers, containers.get(row["id"]))
+    return row["exit_code"]
+
+
+def _next_exit(containers: ContainerStore, row) -> int:
+    """A container with a restart policy: its next exit, whether a restart follows or not
+    (Docker's wait returns when the container stops running, restarting included). Its row is
+    read every 50 ms, half the shortest wait before a restart."""
+    finished = row["finished"]
+    while row["state"] == "running":
+        if not _wait_owner(row, 0.05):
+            row = containers.get(row["id"])
+            if row["finished"] != finished and not row["pid"]:
+                return row["exit_code"]
         row = refresh(containers, containers.get(row["id"]))
     return row["exit_code"]
 
@@ -121,9 +139,14 @@ def create(containers: ContainerStore, image: str, command: list[str] | None = N
     from .oci import NETWORKS, combine_command
 
     config = config or RunConfig()
-    if config.network not in NETWORKS:
-        raise InvalidArgument(f"network {config.network!r} is not supported (choose from "
-                              f"{', '.join(NETWORKS)}; lamina has no bridge network)")
+    bridged = config.network not in NETWORKS
+    if bridged:  # a bridge network: it must exist (Docker's "network X not found")
+        from .. import networks
+
+        networks.get(containers.store, config.network)
+    elif config.network_aliases or config.ip:
+        raise InvalidArgument("network-scoped aliases and --ip are only supported for "
+                              "user-defined networks")
     if config.workdir is not None and not config.workdir.startswith("/"):
         raise InvalidArgument(f"the working directory {config.workdir!r} is invalid: it needs to "
                               "be an absolute path")
@@ -132,6 +155,7 @@ def create(containers: ContainerStore, image: str, command: list[str] | None = N
 
     config = settle_limits(config)
     image_config = containers.images.config(containers.images.resolve(image)).get("config") or {}
+    config = _with_life(config, image_config)
     argv = combine_command(image_config, command, entrypoint)
     # Born claimed by this process: no prune or rm can take it while its volumes are seeded and
     # until supervise (or the monitor spawn hands the claim to) runs its process. Every way out
@@ -147,6 +171,11 @@ def create(containers: ContainerStore, image: str, command: list[str] | None = N
                 if rootfs == target:
                     containers.umount(cid)
             config = RunConfig(**{**config.__dict__, "volumes": resolved})
+        if bridged:
+            from .. import networks
+
+            networks.configure(containers.store, cid, config.network, config.network_aliases,
+                               config.ip)
         record(containers, cid, run_config=config.to_json())
     except BaseException:
         release(containers, cid)
@@ -155,6 +184,65 @@ def create(containers: ContainerStore, image: str, command: list[str] | None = N
     if not keep_claim:
         release(containers, cid)
     return cid
+
+
+def _with_life(config: RunConfig, image_config: dict) -> RunConfig:
+    """``config`` checked for what keeps a container alive (restart policy, health check,
+    init), with the image's health check merged into the user's as Docker merges them."""
+    import json
+
+    from .health import merge, validate
+    from .restart import RestartPolicy
+
+    policy = RestartPolicy.parse(config.restart)
+    if policy.enabled and config.auto_remove:
+        raise InvalidArgument("can't create 'AutoRemove' container with restart policy")
+    user = json.loads(config.healthcheck) if config.healthcheck else None
+    validate(user)
+    merged = merge(image_config.get("Healthcheck"), user)
+    if config.init:
+        from .process import init_binary
+
+        init_binary()  # none on this host: refused now rather than at start
+    return RunConfig(**{**config.__dict__, "restart": str(policy),
+                        "healthcheck": json.dumps(merged) if merged else ""})
+
+
+def _follow_first_run(containers: ContainerStore, cid: str, stdin, stdout: int,
+                      stderr: int) -> int:
+    """A container with a restart policy, attached: its detached monitor runs it (and goes on
+    restarting it) while this command shows its first run, as the docker CLI does; signals to
+    this command are ``kill``s of the container, which end the policy (Docker's sig-proxy)."""
+    import fcntl
+
+    # copies above 2: the monitor makes its own 0, 1 and 2 /dev/null and its log
+    stdio = tuple(-1 if fd is None else fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
+                  for fd in (stdin, stdout, stderr))
+    try:
+        spawn(containers, cid, stdio=stdio)
+    finally:
+        for fd in stdio:
+            if fd >= 0:
+                os.close(fd)
+
+    def forward(signum, frame):
+        try:
+            kill(containers, cid, signum)
+        except LaminaError:
+            pass
+
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return wait(containers, cid)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def _restarts(row) -> bool:
+    from .restart import RestartPolicy
+
+    return RestartPolicy.parse(RunConfig.from_json(row["run_config"]).restart).enabled
 
 
 def run(containers: ContainerStore, image: str, command: list[str] | None = None, *, name: str | None = None,
@@ -171,6 +259,12 @@ def run(containers: ContainerStore, image: str, command: list[str] | None = None
             release(containers, cid)  # the monitor failed before taking it over
             if config.auto_remove and isinstance(e, LaminaError):
                 remove_after_run(containers, cid)
+            raise
+    if _restarts(containers.get(cid)):
+        try:
+            return cid, _follow_first_run(containers, cid, stdin, stdout, stderr)
+        except BaseException:
+            release(containers, cid)  # the monitor failed before taking it over
             raise
     try:
         code = supervise(containers, cid, stdin=stdin, stdout_fds=[stdout], stderr_fds=[stderr],
@@ -194,6 +288,8 @@ def start(containers: ContainerStore, name: str, *, attach: bool = False, stdin=
         return row["id"], None
     if not attach:
         return spawn(containers, row["id"], stdio=stdio), None
+    if _restarts(row):
+        return row["id"], _follow_first_run(containers, row["id"], stdin, stdout, stderr)
     try:
         code = supervise(containers, row["id"], stdin=stdin, stdout_fds=[stdout],
                          stderr_fds=[stderr], forward_signals=True)

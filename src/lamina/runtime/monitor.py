@@ -23,7 +23,7 @@ from . import cgroups
 from .logs import LOG_FILE, Output
 from .oci import RunConfig, Runtime, RuntimeFailure
 from .ownership import become_owner, monitor_alive, record, release
-from .process import prepare_bundle, pump, pump_tty
+from .process import detached, prepare_bundle, pump, pump_tty
 
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing (start-up time)
 if TYPE_CHECKING:
@@ -33,20 +33,185 @@ _HANDOVER = "LAMINA_HANDOVER"  # the monitor's environment: the PID whose claim 
 
 
 def supervise(containers: ContainerStore, name: str, *, stdin=None, stdout_fds=(), stderr_fds=(), on_started=None,
-              forward_signals: bool = False, handover: int = 0) -> int:
+              forward_signals: bool = False, handover: int = 0, on_first_exit=None) -> int:
     """Run the container's own process to its end, as its owner; returns the exit code.
 
     Output goes to the container's log and to ``stdout_fds``/``stderr_fds``; ``on_started(pid)``
     is called once the process runs (its state is ``running`` by then). ``handover``: the PID
     of a process whose claim on the container this one takes over (see
-    :func:`lamina.runtime.ownership.become_owner`)."""
+    :func:`lamina.runtime.ownership.become_owner`).
+
+    With a restart policy (:mod:`lamina.runtime.restart`) the process is started again, in the
+    same bundle, for as long as the policy says so; the attached file descriptors serve the
+    first run only (Docker's attach ends at the first exit): ``on_first_exit()`` returns the
+    (stdin, stdout_fds, stderr_fds) of the runs after it. A health check (:mod:`lamina.runtime.health`) runs beside each run."""
     row = become_owner(containers, name, handover)
     try:
-        return _supervise(containers, row, stdin=stdin, stdout_fds=stdout_fds, stderr_fds=stderr_fds,
-                          on_started=on_started, forward_signals=forward_signals)
+        return _keep(containers, row, stdin=stdin, stdout_fds=stdout_fds, stderr_fds=stderr_fds,
+                     on_started=on_started, forward_signals=forward_signals,
+                     on_first_exit=on_first_exit)
     except BaseException:
         release(containers, row["id"])  # if its process never ran
         raise
+
+
+class _StopRequests:
+    """A user's ``stop`` or ``kill`` of a container with a restart policy: the command sends
+    its owner :data:`STOP_SIGNAL` (see :func:`request_stop`), which ends the policy and cuts
+    short a wait before a restart."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.wake_r, self.wake_w = os.pipe()
+        os.set_blocking(self.wake_w, False)
+        try:
+            self.previous = signal.signal(STOP_SIGNAL, self._handle)
+        except ValueError:  # not the main thread: only the runtime's stop reaches the process
+            self.previous = None
+
+    def _handle(self, signum, frame) -> None:
+        self.requested = True
+        try:
+            os.write(self.wake_w, b"x")
+        except OSError:
+            pass
+
+    def sleep(self, seconds: float) -> None:
+        """Wait ``seconds``, less if a stop comes."""
+        import select
+
+        if not self.requested:
+            select.select([self.wake_r], [], [], seconds)
+
+    def close(self) -> None:
+        if self.previous is not None:
+            signal.signal(STOP_SIGNAL, self.previous)
+        os.close(self.wake_r)
+        os.close(self.wake_w)
+
+
+STOP_SIGNAL = signal.SIGUSR1
+
+
+def request_stop(row) -> None:
+    """Tell the owner of the container ``row`` that the user stops it: no more restarts (only
+    owners of containers with a restart policy listen for this)."""
+    from .restart import RestartPolicy
+
+    if not RestartPolicy.parse(RunConfig.from_json(row["run_config"]).restart).enabled:
+        return
+    if row["monitor_pid"] and monitor_alive(row):
+        try:
+            os.kill(row["monitor_pid"], STOP_SIGNAL)
+        except ProcessLookupError:
+            pass
+
+
+def _keep(containers: ContainerStore, row, *, stdin, stdout_fds, stderr_fds, on_started,
+          forward_signals, on_first_exit) -> int:
+    from .. import runstate
+    from .restart import Backoff, RestartPolicy
+
+    cid = row["id"]
+    config = RunConfig.from_json(row["run_config"])
+    policy = RestartPolicy.parse(config.restart)
+    image_config = containers.images.config(row["image_id"]).get("config") or {}
+    from .health import initial, probe_of
+
+    probe = probe_of(config.healthcheck, image_config)
+    bundle = containers.store.bundle_dir(cid)
+    os.makedirs(bundle, exist_ok=True)
+    keeper = None
+    if policy.enabled or probe is not None:
+        previous = runstate.read(bundle).get("Health")
+        keeper = runstate.Keeper(bundle, {"RestartCount": 0, "Restarting": False,
+                                          **({"Health": initial(previous)} if probe else {})})
+    stops = _StopRequests() if policy.enabled else None
+    backoff = Backoff()
+    restarts = 0
+    try:
+        while True:
+            began = time.monotonic()
+            checks = []
+
+            def started(pid: int, first: bool = restarts == 0, checks: list = checks,
+                        row=row) -> None:
+                if on_started is not None and first:
+                    on_started(pid)
+                if probe is not None:
+                    checks.append(_start_checks(containers, row, runtime_name=config.runtime,
+                                                probe=probe, keeper=keeper))
+
+            try:
+                code = _supervise(containers, row, stdin=stdin, stdout_fds=stdout_fds,
+                                  stderr_fds=stderr_fds, on_started=started,
+                                  forward_signals=forward_signals)
+            except RuntimeFailure as e:
+                if restarts == 0:
+                    raise
+                code = e.exit_code  # a restart that could not start: the end
+                _ended(containers, row, code, keeper, final=True)
+                return code
+            finally:
+                for monitor in checks:
+                    monitor.stop()
+            if restarts == 0:
+                stdin, stdout_fds, stderr_fds = (on_first_exit() if on_first_exit is not None
+                                                 else (None, [], []))
+            stopped = stops is not None and stops.requested
+            if not policy.should_restart(code, restarts, stopped):
+                _ended(containers, row, code, keeper, final=True)
+                return code
+            restarts += 1
+            _ended(containers, row, code, keeper, final=False, restarts=restarts)
+            stops.sleep(backoff.next(time.monotonic() - began))
+            if stops.requested:
+                _ended(containers, row, code, keeper, final=True)
+                return code
+            if probe is not None:
+                keeper.update(lambda doc: doc.update(Health=initial(doc.get("Health"))))
+            row = containers.get(cid)
+    finally:
+        if stops is not None:
+            stops.close()
+
+
+def _ended(containers: ContainerStore, row, code: int, keeper, *, final: bool,
+           restarts: int = 0) -> None:
+    """Record an exit: ``exited`` when it is the last, else ``restarting`` (the row stays
+    ``running``, owned, with no process, and the run state says it is waiting)."""
+    if final:
+        record(containers, row["id"], state="exited", exit_code=code, finished=time.time(), pid=0)
+        if keeper is not None:
+            keeper.update(lambda doc: doc.update(Restarting=False))
+    else:
+        record(containers, row["id"], exit_code=code, finished=time.time(), pid=0)
+        keeper.update(lambda doc: doc.update(Restarting=True, RestartCount=restarts))
+    containers.event("die", row, exitCode=code)
+
+
+def _start_checks(containers: ContainerStore, row, *, runtime_name, probe, keeper):
+    """Start the health checks of the process that has just started (see
+    :mod:`lamina.runtime.health`); returns their monitor, to stop when the process ends."""
+    from .health import HealthMonitor, exec_probe
+
+    runtime = Runtime(containers.store.root, runtime_name)
+    bundle = containers.store.bundle_dir(row["id"])
+    with open(os.path.join(bundle, "config.json")) as f:
+        process = json.load(f)["process"]  # the container's user, env, working directory
+
+    def run_probe(argv, timeout):
+        return exec_probe(runtime, row["id"], bundle, process, argv, timeout)
+
+    def update(change):
+        keeper.update(lambda doc: change(doc["Health"]))
+
+    def on_status(status):
+        containers.event(f"health_status: {status}", row)
+
+    monitor = HealthMonitor(probe, run_probe, update, on_status, time.time())
+    monitor.start()
+    return monitor
 
 
 def _supervise(containers: ContainerStore, row, *, stdin, stdout_fds, stderr_fds, on_started, forward_signals) -> int:
@@ -62,9 +227,22 @@ def _supervise(containers: ContainerStore, row, *, stdin, stdout_fds, stderr_fds
     was_mounted = os.path.ismount(target)
     rootfs = containers.mount(cid)
     output = None
+    sandbox = None
     try:
+        network = config.network
+        if network not in ("none", "host"):
+            from .network import join
+
+            sandbox = join(containers, row, config)
+            if sandbox.netns is None:
+                network = "none"  # its networks were all disconnected
         prepare_bundle(containers, row, config, rootfs, bundle, argv, None, None, None,
-                       config.network, cid, terminal=config.tty)
+                       network, cid, terminal=config.tty,
+                       netns=sandbox.netns if sandbox is not None else None)
+        if sandbox is not None and sandbox.netns:
+            from ..endpoints import publish_hosts
+
+            publish_hosts(containers.store, cid)
         runtime.delete(cid)  # state left by an owner that died
         pid_file = os.path.join(bundle, "pid")
         runtime_log = os.path.join(bundle, "runtime.log")
@@ -106,12 +284,16 @@ def _supervise(containers: ContainerStore, row, *, stdin, stdout_fds, stderr_fds
     finally:
         if output is not None:
             output.close()
+        if sandbox is not None:
+            from .network import leave
+
+            runtime.delete(cid)  # no process may hold the namespace's ports any more
+            leave(containers, cid, sandbox)
         if not was_mounted:
             containers.umount(cid)
-    record(containers, cid, state="exited", exit_code=code, finished=time.time(), pid=0,
-           oom_killed=int(oom_killed))
-    containers.event("die", row, exitCode=code)
-    return code
+    if oom_killed:
+        record(containers, cid, oom_killed=1)
+    return code  # the caller records the exit (supervise: exited, or restarting)
 
 
 def remove_after_run(containers: ContainerStore, name: str) -> None:
@@ -151,7 +333,6 @@ def spawn(containers: ContainerStore, name: str, stdio: tuple[int, int, int] | N
         return row["id"]
     import sys
 
-    read_end, write_end = os.pipe()
     # A fresh interpreter: SQLite connections must not cross a fork, and the double fork (the
     # monitor is nobody's child) keeps a long-lived caller free of zombies.
     package_parent = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -160,39 +341,44 @@ def spawn(containers: ContainerStore, name: str, stdio: tuple[int, int, int] | N
     env.pop(_HANDOVER, None)
     if row["state"] == "running" and mine:
         env[_HANDOVER] = str(os.getpid())
-    argv = [sys.executable, "-S", "-m", "lamina.runtime", containers.store.root,
-            containers.store.driver, row["id"], str(write_end)]
-    if stdio is not None:
-        argv.append(",".join(str(fd) for fd in stdio))
-    child = os.fork()
-    if child == 0:
-        try:
-            os.close(read_end)
-            os.setsid()
-            if os.fork() == 0:
-                os.set_inheritable(write_end, True)
-                for fd in stdio or ():
-                    if fd >= 0:
-                        os.set_inheritable(fd, True)
-                os.execve(sys.executable, argv, env)
-        finally:
-            os._exit(0)
-    os.close(write_end)
-    os.waitpid(child, 0)
-    chunks = []
-    while True:
-        data = os.read(read_end, 4096)
-        if not data:
-            break
-        chunks.append(data)
-    os.close(read_end)
-    reply = b"".join(chunks).decode()
+
+    def monitor(notify: int) -> None:
+        argv = [sys.executable, "-S", "-m", "lamina.runtime", containers.store.root,
+                containers.store.driver, row["id"], str(notify)]
+        if stdio is not None:
+            argv.append(",".join(str(fd) for fd in stdio))
+        os.set_inheritable(notify, True)
+        for fd in stdio or ():
+            if fd >= 0:
+                os.set_inheritable(fd, True)
+        os.execve(sys.executable, argv, env)
+
+    reply = detached(monitor)
     if reply.startswith("ok"):
+        from .console import reap_later
+
+        reap_later(containers.get(row["id"])["monitor_pid"])  # ours if we are a subreaper
         return row["id"]
     code, _, message = reply.partition(" ")
     if not code.isdigit():
         raise LaminaError(f"the monitor of {row['name']} failed before starting it")
     raise RuntimeFailure(message, int(code))
+
+
+STDIN_FIFO = "stdin"  # in the bundle: the standard input of a -i container nobody attached to
+
+
+def open_stdin(containers: ContainerStore, container_id: str) -> int | None:
+    """A file descriptor that writes to the standard input of the running -i container, or None
+    when it has none to write to (not -i, attached at its start, or not running: a FIFO that
+    no monitor holds open refuses a writer)."""
+    try:
+        fd = os.open(os.path.join(containers.store.bundle_dir(container_id), STDIN_FIFO),
+                     os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    os.set_blocking(fd, True)
+    return fd
 
 
 def serve(containers: ContainerStore, container_id: str, notify: int,
@@ -217,11 +403,33 @@ def serve(containers: ContainerStore, container_id: str, notify: int,
     os.dup2(err, 2)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    if stdin < 0 and RunConfig.from_json(containers.get(container_id)["run_config"]).open_stdin:
-        # -i with nobody attached: stdin stays open, as Docker keeps it (a `cat` waits rather
-        # than ending at once); the write end lives as long as this monitor
-        stdin, _keep_open = os.pipe()
+    open_stdin = RunConfig.from_json(containers.get(container_id)["run_config"]).open_stdin
+    kept_open = []
+
+    def stdin_fifo() -> int:
+        """-i with nobody attached: stdin stays open, as Docker keeps it (a `cat` waits rather
+        than ending at once). It is a FIFO in the bundle, opened read-write so that it never
+        reads end-of-file while this monitor lives, and a client that attaches later writes
+        into it (:func:`open_stdin`); one for all the runs of a restart policy."""
+        if not kept_open:
+            fifo = os.path.join(bundle, STDIN_FIFO)
+            if os.path.lexists(fifo):
+                os.unlink(fifo)
+            os.mkfifo(fifo, 0o600)
+            kept_open.append(os.open(fifo, os.O_RDWR))
+        return kept_open[0]
+
+    if stdin < 0 and open_stdin:
+        stdin = stdin_fifo()
     state = {"notified": False}
+
+    def first_exit():
+        """Restarts run with nobody attached (Docker's attach ends at the first exit)."""
+        for fd in {fd for fd in stdio if fd >= 0}:  # one pipe may be both stdout and stderr
+            os.close(fd)
+        if not open_stdin:
+            return None, [], []
+        return stdin_fifo(), [], []
 
     def started(pid: int) -> None:
         os.write(notify, b"ok\n")
@@ -233,7 +441,7 @@ def serve(containers: ContainerStore, container_id: str, notify: int,
                   stdin=stdin if stdin >= 0 else None,
                   stdout_fds=[stdout] if stdout >= 0 else [],
                   stderr_fds=[stderr] if stderr >= 0 else [],
-                  handover=int(handover) if handover.isdigit() else 0)
+                  handover=int(handover) if handover.isdigit() else 0, on_first_exit=first_exit)
     except BaseException as e:  # noqa: BLE001 - report it to the waiting command, then leave
         if not state["notified"]:
             code = getattr(e, "exit_code", 125) if isinstance(e, LaminaError) else 125

@@ -13,8 +13,9 @@ spec), here ``<store>/containers/<id>/``. lamina writes that spec itself:
 * Docker's defaults: /proc, /dev (tmpfs + the standard devices), /dev/pts, /dev/shm, /dev/mqueue,
   /sys read-only, its default capability set, masked and read-only /proc paths, the open-files
   limit raised to this process's hard limit, cgroupfs cgroups under ``/lamina/<id>``;
-* networks: ``none`` (the default: a new network namespace with only ``lo`` up; lamina has no
-  bridge) or ``host`` (the host's namespace, hostname and /etc/hosts).
+* networks: a bridge network (``bridge``, the default, or a user network: the namespace file
+  :mod:`lamina.endpoints` made and attached, joined by path), ``none`` (a new network namespace
+  with only ``lo`` up) or ``host`` (the host's namespace, hostname and /etc/hosts).
 
 :class:`Runtime` drives the runtime's command line (``run``, ``exec``, ``kill``, ``delete``); runc
 is the implementation, ``LAMINA_RUNTIME`` or ``--runtime`` names another binary with the same
@@ -33,7 +34,7 @@ import os
 from dataclasses import asdict, dataclass
 
 from ..errors import InvalidArgument, LaminaError, Unavailable
-from ..image import merge_env
+from ..image import merge_env, process_env
 from ..rootpath import resolve_in_root
 from .users import resolve_user
 
@@ -74,7 +75,7 @@ class RunConfig:
     user: str | None = None
     volumes: tuple[tuple[str, str, bool], ...] = ()
     read_only: bool = False
-    network: str = "none"
+    network: str = "bridge"  # bridge (the default network), a user network, none or host
     auto_remove: bool = False
     runtime: str | None = None
     tty: bool = False  # -t: the process gets a terminal (see lamina.console)
@@ -97,6 +98,13 @@ class RunConfig:
     security_opt: tuple[str, ...] = ()
     group_add: tuple[str, ...] = ()
     devices: tuple[tuple[str, str, str], ...] = ()  # --device: (host path, path inside, rwm)
+    restart: str = "no"  # --restart POLICY (lamina.runtime.restart)
+    healthcheck: str = ""  # Docker's HealthConfig as JSON, the image's merged in (runtime.health)
+    init: bool = False  # --init: an init as PID 1 (lamina.runtime.process.INIT_PATH)
+    ports: tuple[tuple[str, int, int, str], ...] = ()  # -p: (host IP, host port, port, proto)
+    publish_all: bool = False  # -P: every EXPOSE of the image to a random host port
+    network_aliases: tuple[str, ...] = ()  # --network-alias
+    ip: str = ""  # --ip
     # What an Engine API client sent to create it beyond the fields above (Config, HostConfig),
     # as JSON text, echoed by its inspect: "" when it was made by the CLI.
     api_config: str = ""
@@ -164,7 +172,7 @@ def make_process(root: str, argv: list[str], env: list[str], workdir: str | None
     with ``terminal`` the runtime gives it a pty (and, as Docker, TERM=xterm by default)."""
     who = resolve_user(root, user)
     base = [f"PATH={DEFAULT_PATH}", f"HOSTNAME={hostname}"] + (["TERM=xterm"] if terminal else [])
-    merged = merge_env(base, env)
+    merged = process_env(merge_env(base, env))
     if not any(e.startswith("HOME=") for e in merged):
         merged.append(f"HOME={who.home}")
     import resource
@@ -187,12 +195,14 @@ def make_process(root: str, argv: list[str], env: list[str], workdir: str | None
 
 def make_spec(root: str, process: dict, *, hostname: str, network: str = "none",
               read_only: bool = False, files: dict[str, str] | None = None,
-              binds: list[dict] | None = None, cgroup: str | None = None) -> dict:
+              binds: list[dict] | None = None, cgroup: str | None = None,
+              netns: str | None = None) -> dict:
     """An OCI runtime spec (config.json) for ``process`` on the tree ``root``.
 
     ``files`` maps container paths to host files bind-mounted over them (hosts, resolv.conf...);
-    ``binds`` are extra OCI mounts (volumes), mounted last so that they win."""
-    if network not in NETWORKS:
+    ``binds`` are extra OCI mounts (volumes), mounted last so that they win; ``netns``: the
+    network namespace file of a container on bridge networks."""
+    if network not in NETWORKS and not netns:
         raise InvalidArgument(f"network {network!r} is not supported (choose from "
                               f"{', '.join(NETWORKS)}; lamina has no bridge network)")
     mounts = [
@@ -216,7 +226,9 @@ def make_spec(root: str, process: dict, *, hostname: str, network: str = "none",
                            "options": ["rbind", "rprivate"]})
     mounts.extend(binds or [])
     namespaces = [{"type": t} for t in ("pid", "ipc", "uts", "mount")]
-    if network == "none":
+    if netns:
+        namespaces.append({"type": "network", "path": netns})
+    elif network == "none":
         namespaces.append({"type": "network"})
     return {
         "ociVersion": "1.0.2",

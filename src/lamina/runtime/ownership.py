@@ -78,6 +78,10 @@ def refresh(containers: ContainerStore, row):
     if row["state"] == "running" and not monitor_alive(row):
         config = RunConfig.from_json(row["run_config"])
         Runtime(containers.store.root, config.runtime).delete(row["id"])
+        if config.network not in ("none", "host"):  # what its owner held on its networks
+            from .network import leave
+
+            leave(containers, row["id"], None)
         containers.umount(row["id"])
         record(containers, row["id"], state="exited", exit_code=UNKNOWN_EXIT, finished=time.time(),
                pid=0)
@@ -90,16 +94,31 @@ def wait_past_start(containers: ContainerStore, row):
     for its process, so that stop and kill reach it rather than a runtime that knows nothing."""
     deadline = time.monotonic() + 10
     while row["state"] == "running" and not row["pid"] and time.monotonic() < deadline:
+        if restarting(containers, row):
+            break  # no process until its restart: nothing to wait for
         time.sleep(0.05)
         row = refresh(containers, containers.get(row["id"]))
     return row
 
 
-def require_running(containers: ContainerStore, name: str, verb: str):
+def require_running(containers: ContainerStore, name: str, verb: str,
+                    restarting_too: bool = False):
     """The container's row if its process is running (waiting a little for one being started);
-    else FailedPrecondition, as Docker words it for ``verb`` (``kill``, ``exec in``)."""
+    else FailedPrecondition, as Docker words it for ``verb`` (``kill``, ``exec in``). One that
+    waits to restart (:mod:`lamina.runtime.restart`) is refused too unless ``restarting_too``."""
     row = wait_past_start(containers, refresh(containers, containers.get(name)))
     if row["state"] != "running":
         raise FailedPrecondition(f"Cannot {verb} container: {name}: Container {row['id']} is not "
                                  "running")
+    if not restarting_too and restarting(containers, row):
+        raise FailedPrecondition(f"Container {row['id']} is restarting, wait until the "
+                                 "container is running")
     return row
+
+
+def restarting(containers: ContainerStore, row) -> bool:
+    """Whether the container's owner is waiting to restart its process (no process now)."""
+    from .. import runstate
+
+    return (row["state"] == "running" and not row["pid"] and
+            bool(runstate.read(containers.store.bundle_dir(row["id"])).get("Restarting")))

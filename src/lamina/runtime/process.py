@@ -171,10 +171,30 @@ def pump_tty(runtime: Runtime, args: list[str], *, stdin, output: Output, pid_fi
         listener.close()
 
 
+INIT_PATH = "/sbin/docker-init"  # where --init's binary is mounted, as Docker mounts it
+INIT_BINARIES = ("docker-init", "tini-static", "catatonit")  # static builds: any root can run them
+
+
+def init_binary() -> str:
+    """The host's static init for ``--init``: Docker's ``docker-init`` (Debian's docker.io links
+    it to ``tini-static``), else ``tini-static`` (Debian's tini) or ``catatonit``."""
+    import shutil
+
+    for name in INIT_BINARIES:
+        path = shutil.which(name)
+        if path:
+            return os.path.realpath(path)
+    from ..errors import Unavailable
+
+    raise Unavailable("--init needs a static init binary: apt-get install -y tini")
+
+
 def prepare_bundle(containers: ContainerStore, row, config: RunConfig, rootfs: str, bundle: str,
                    argv: list[str], env: list[str] | None, workdir: str | None, user: str | None,
-                   network: str, runtime_id: str, terminal: bool = False) -> None:
-    """Write ``bundle``/config.json for ``argv`` in the container ``row``."""
+                   network: str, runtime_id: str, terminal: bool = False,
+                   netns: str | None = None) -> None:
+    """Write ``bundle``/config.json for ``argv`` in the container ``row`` (``netns``: the
+    namespace file of a container on bridge networks)."""
     import socket
 
     from .. import volumes
@@ -189,12 +209,17 @@ def prepare_bundle(containers: ContainerStore, row, config: RunConfig, rootfs: s
     host_dir = resolve_in_root(rootfs, workdir)
     if not os.path.isdir(host_dir):
         os.makedirs(host_dir, 0o755)  # Docker creates a missing working directory
+    binds = volumes.oci_mounts(containers.store, config)
+    if config.init:  # PID 1 is the init, which runs argv and reaps orphans (Docker's --init)
+        argv = [INIT_PATH, "--", *argv]
+        binds = [{"destination": INIT_PATH, "type": "bind", "source": init_binary(),
+                  "options": ["bind", "ro"]}, *binds]
     process = make_process(rootfs, argv, env, workdir, user or config.user or image.get("User"),
                            hostname, terminal=terminal)
     files = write_network_files(bundle, hostname, network)
     spec = make_spec(rootfs, process, hostname=hostname, network=network,
-                     read_only=config.read_only, files=files,
-                     binds=volumes.oci_mounts(containers.store, config), cgroup=cgroups.container_path(runtime_id))
+                     read_only=config.read_only, files=files, binds=binds,
+                     cgroup=cgroups.container_path(runtime_id), netns=netns)
     confine(spec["process"], rootfs, config)
     spec["linux"]["resources"].update(resources.linux_resources(config))
     security.apply(spec, config)
@@ -222,8 +247,9 @@ def exec_process(containers: ContainerStore, name: str, argv: list[str], *, env=
     """Run another process in a running container; its exit code (0 once started with
     ``detach``). ``forward_signals``: this process's signals go to it (the CLI; not from a
     thread of a server); ``on_started(pid)`` once it runs. Env: the container's, then ``env``; user and working dir default to the
-    container's. ``tty`` gives the process a terminal (not with ``detach``: nobody would hold
-    it), relayed to the caller's (see :mod:`lamina.runtime.console`)."""
+    container's. ``tty`` gives the process a terminal, relayed to the caller's (see
+    :mod:`lamina.runtime.console`); with ``detach`` too, a small detached process holds it
+    (:func:`_hold_terminal`)."""
     if not argv:
         raise InvalidArgument("exec needs a command")
     row = require_running(containers, name, "exec in")
@@ -240,7 +266,7 @@ def exec_process(containers: ContainerStore, name: str, argv: list[str], *, env=
     process = make_process(rootfs, argv, merge_env(image.get("Env"), config.env, env),
                            workdir or config.workdir or image.get("WorkingDir") or "/",
                            user or config.user or image.get("User"), hostname,
-                           terminal=tty and not detach)
+                           terminal=tty)
     confine(process, rootfs, config)
     bundle = containers.store.bundle_dir(cid)
     tag = os.urandom(6).hex()
@@ -259,6 +285,11 @@ def exec_process(containers: ContainerStore, name: str, argv: list[str], *, env=
                             forward_signals=forward_signals, on_started=on_started,
                             terminal=caller_terminal(stdin, stdout))
         args = ["exec", "--process", process_file, "--pid-file", pid_file]
+        if detach and tty:
+            pid = _hold_terminal(runtime, [*args, cid], pid_file, runtime_log)
+            if on_started is not None:
+                on_started(pid)
+            return 0
         if detach:
             # The process keeps runc's stdio: /dev/null, so that nothing waits for it to close
             # them (a pipe would hold this command until the process ended). Docker drops a
@@ -271,9 +302,13 @@ def exec_process(containers: ContainerStore, name: str, argv: list[str], *, env=
             if proc.returncode != 0:
                 raise failure_from_log(runtime_log) or RuntimeFailure(
                     f"the runtime exited with status {proc.returncode}")
+            with open(pid_file) as f:
+                pid = int(f.read().strip() or 0)
+            from .console import reap_later
+
+            reap_later(pid)
             if on_started is not None:
-                with open(pid_file) as f:
-                    on_started(int(f.read().strip() or 0))
+                on_started(pid)
             return 0
         cmd = runtime.command(*args, cid, log=runtime_log)
         return pump(cmd, stdin=stdin, output=Output([stdout], [stderr]), pid_file=pid_file,
@@ -283,6 +318,75 @@ def exec_process(containers: ContainerStore, name: str, argv: list[str], *, env=
         for path in (process_file, pid_file, runtime_log):
             if os.path.exists(path):
                 os.unlink(path)
+
+
+def detached(work) -> str:
+    """Run ``work(notify)`` in a detached process (double fork, new session: nobody's child, so
+    no caller is left with a zombie, and no terminal's hang-up reaches it); returns what it
+    wrote to the file descriptor ``notify`` by the time it closed it (or exec'd or ended)."""
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:
+        try:
+            os.close(read_end)
+            os.setsid()
+            if os.fork() == 0:
+                work(write_end)
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    os.waitpid(child, 0)
+    chunks = []
+    while True:
+        data = os.read(read_end, 4096)
+        if not data:
+            break
+        chunks.append(data)
+    os.close(read_end)
+    return b"".join(chunks).decode(errors="replace")
+
+
+def _hold_terminal(runtime: Runtime, args: list[str], pid_file: str, runtime_log: str) -> int:
+    """``exec -d -t``: the process gets a terminal although nobody is attached. Its master end
+    must stay open (a pty whose master closes hangs its process up), so a detached holder (double
+    fork, new session, like the container's monitor) runs ``runc exec`` with a console socket,
+    keeps the master and drains it to nowhere until the process ends, as Docker's shim drops a
+    detached exec's output. Returns the process's PID once it runs."""
+    import subprocess  # noqa: F401 - imported before the fork: the holder must not import
+
+    from . import console  # noqa: F401 - likewise
+
+    reply = detached(lambda notify: _serve_terminal(runtime, args, pid_file, runtime_log, notify))
+    status, _, rest = reply.partition(" ")
+    if status == "ok":
+        return int(rest)
+    code, _, message = rest.partition(" ")
+    raise RuntimeFailure(message or "the terminal's holder failed", int(code) if code.isdigit() else 125)
+
+
+def _serve_terminal(runtime: Runtime, args: list[str], pid_file: str, runtime_log: str,
+                    notify: int) -> None:
+    """The holder of :func:`_hold_terminal` (never returns)."""
+    try:
+        null = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+        def started(pid: int) -> None:
+            os.write(notify, f"ok {pid}".encode())
+            os.close(notify)
+
+        pump_tty(runtime, args, stdin=None, output=Output(), pid_file=pid_file,
+                 runtime_log=runtime_log, on_started=started)
+    except BaseException as e:  # noqa: BLE001 - told to the waiting exec, if it still waits
+        try:
+            os.write(notify, f"error {getattr(e, 'exit_code', 125)} {e}".encode())
+        except OSError:
+            pass
+    finally:
+        os._exit(0)
 
 
 def run_in_container(containers: ContainerStore, name: str, argv: list[str], env=None,

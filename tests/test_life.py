@@ -1,0 +1,242 @@
+"""Life without a daemon: restart policies and health checks kept by the container's monitor,
+``--init`` as PID 1, ``exec -d -t``; with real runc, through the real command."""
+
+import json
+import os
+import shutil
+import signal
+import time
+
+import pytest
+
+from .conftest import needs_root
+from .test_run import make_image, owners, store  # noqa: F401 - the store fixture
+
+
+@pytest.fixture
+def box(store):  # noqa: F811 - test_run's store: busybox, app; every container gone afterwards
+    return store
+
+
+pytestmark = [needs_root, pytest.mark.skipif(shutil.which("runc") is None,
+                                             reason="needs runc (apt-get install -y runc)")]
+
+
+def inspect(box, name: str) -> dict:
+    return json.loads(box("inspect", name).stdout)[0]
+
+
+def until(predicate, timeout: float = 20, what: str = "condition"):
+    """Poll ``predicate`` (every 50 ms) until it returns something true; that value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def ps_status(box, name: str) -> str:
+    rows = [json.loads(line) for line in box("ps", "-a", "--format", "json").stdout.splitlines()]
+    return next(r["Status"] for r in rows if r["Names"] == name)
+
+
+# ------------------------------------------------------------------------------ restart
+def test_on_failure_runs_n_plus_one_times(box):
+    box("run", "-d", "--restart", "on-failure:3", "--name", "f", "busybox", "sh", "-c",
+          "echo run; exit 1")
+    doc = until(lambda: (d := inspect(box, "f"))["State"]["Status"] == "exited" and d,
+                what="the last exit")
+    assert doc["RestartCount"] == 3
+    assert doc["HostConfig"]["RestartPolicy"] == {"Name": "on-failure", "MaximumRetryCount": 3}
+    assert doc["State"]["ExitCode"] == 1 and not doc["State"]["Restarting"]
+    assert box("logs", "f").stdout == "run\n" * 4
+    assert ps_status(box, "f").startswith("Exited (1) ")
+    time.sleep(1)  # the policy is spent: it stays down
+    assert inspect(box, "f")["State"]["Status"] == "exited"
+    # a success ends on-failure at once; a foreground run shows its first run only
+    proc = box("run", "--restart", "on-failure", "--name", "ok", "busybox", "sh", "-c",
+                 "echo once")
+    assert proc.stdout == "once\n" and proc.returncode == 0
+    until(lambda: inspect(box, "ok")["State"]["Status"] == "exited", what="ok to exit")
+    assert inspect(box, "ok")["RestartCount"] == 0
+
+
+def test_always_comes_back_after_sigkill_and_stop_ends_it(box):
+    box("run", "-d", "--init", "--restart", "always", "--name", "a", "busybox", "sleep", "300")
+    first = inspect(box, "a")["State"]["Pid"]
+    assert first
+    os.kill(first, signal.SIGKILL)  # from the host, not through lamina: restarted
+    doc = until(lambda: (d := inspect(box, "a"))["State"]["Pid"] not in (0, first) and d,
+                what="the restart")
+    assert doc["State"]["Status"] == "running" and doc["RestartCount"] == 1
+    assert ps_status(box, "a").startswith("Up ")
+    box("stop", "a")
+    doc = inspect(box, "a")
+    assert doc["State"]["Status"] == "exited" and doc["State"]["ExitCode"] == 143
+    time.sleep(1)
+    doc = inspect(box, "a")
+    assert doc["State"]["Status"] == "exited" and doc["RestartCount"] == 1
+    assert owners(box.root) == []  # its monitor is gone
+    # start again: a fresh count, and a user's kill ends the policy too
+    box("start", "a")
+    assert inspect(box, "a")["RestartCount"] == 0
+    box("kill", "a")
+    assert box("wait", "a").stdout == "137\n"
+    time.sleep(0.5)
+    assert inspect(box, "a")["State"]["Status"] == "exited"
+
+
+def test_restarting_state_exec_refused_and_rm_f(box):
+    box("run", "-d", "--restart", "always", "--name", "r", "busybox", "false")
+    # the waits double (0.1, 0.2, 0.4 ... s): soon one is long enough to be seen
+    until(lambda: ps_status(box, "r").startswith("Restarting (1) "), what="Restarting")
+    doc = inspect(box, "r")
+    if doc["State"]["Restarting"]:  # (unless it was just started again)
+        assert doc["State"]["Status"] == "restarting" and doc["State"]["Pid"] == 0
+        assert doc["State"]["Running"] is True
+    assert doc["RestartCount"] >= 2
+    proc = box("ps", "--filter", "status=restarting", "--format", "{{.Names}}")
+    assert proc.stdout in ("r\n", "")  # "" only if it was just started again
+    wait = box("wait", "r")  # the next exit, as Docker's wait returns it
+    assert wait.stdout == "1\n"
+    box("rm", "-f", "r")
+    assert box("ps", "-a", "-q").stdout == ""
+    assert owners(box.root) == []
+
+
+def test_restart_refusals(box):
+    for args, message in (
+            (["--rm", "--restart", "always"], "Conflicting options: --restart and --rm"),
+            (["--restart", "sometimes"], "invalid restart policy 'sometimes'"),
+            (["--restart", "always:2"], ("maximum retry count cannot be used with restart "
+                                         "policy 'always'")),
+            (["--restart", "on-failure:x"], "maximum retry count must be an integer"),
+            (["--health-interval", "-1s"], "--health-interval cannot be negative"),
+            (["--no-healthcheck", "--health-cmd", "true"],
+             "--no-healthcheck conflicts with --health-* options")):
+        proc = box("run", *args, "busybox", "true", check=False)
+        assert proc.returncode == 125, args
+        assert proc.stderr.strip() == f"Error: {message}", args
+    proc = box("create", "--restart", "always:2", "busybox", "true", check=False)
+    assert proc.returncode == 125 and "cannot be used with restart policy" in proc.stderr
+    box("create", "--restart", "always", "--init", "--health-cmd", "true", "busybox", "true")
+    assert len(box("ps", "-a", "-q").stdout.split()) == 1  # nothing left by the refusals
+
+
+# ------------------------------------------------------------------------------ health
+def health_of(box, name: str, status: str) -> dict:
+    return until(lambda: (h := inspect(box, name)["State"].get("Health")) and
+                 h["Status"] == status and h, what=f"{name} {status}")
+
+
+def test_healthy_and_unhealthy(box):
+    box("run", "-d", "--name", "good", "--health-cmd", "echo fine", "--health-interval",
+          "200ms", "busybox", "sleep", "300")
+    box("run", "-d", "--name", "bad", "--health-cmd", "echo sick; exit 1",
+          "--health-interval", "200ms", "--health-retries", "3", "busybox", "sleep", "300")
+    box("run", "-d", "--name", "later", "--health-cmd", "true", "--health-interval", "1h",
+          "busybox", "sleep", "300")
+    assert ps_status(box, "later").endswith(" (health: starting)")  # no probe before 1 h
+    good = health_of(box, "good", "healthy")
+    assert set(good) == {"Status", "FailingStreak", "Log"} and good["FailingStreak"] == 0
+    entry = good["Log"][-1]
+    assert set(entry) == {"Start", "End", "ExitCode", "Output"}
+    assert entry["ExitCode"] == 0 and entry["Output"] == "fine\n"
+    assert entry["Start"] <= entry["End"] and entry["End"].endswith("Z")
+    bad = health_of(box, "bad", "unhealthy")
+    assert bad["FailingStreak"] >= 3 and bad["Log"][-1]["ExitCode"] == 1
+    assert bad["Log"][-1]["Output"] == "sick\n"
+    until(lambda: len(inspect(box, "bad")["State"]["Health"]["Log"]) == 5, what="5 entries")
+    time.sleep(0.5)
+    assert len(inspect(box, "bad")["State"]["Health"]["Log"]) == 5  # the last five only
+    assert ps_status(box, "good").endswith(" (healthy)")
+    assert ps_status(box, "bad").endswith(" (unhealthy)")
+    names = box("ps", "--filter", "health=unhealthy", "--format", "{{.Names}}").stdout
+    assert names == "bad\n"
+    assert box("ps", "--filter", "health=healthy", "-q").stdout.strip() == \
+        inspect(box, "good")["Id"][:12]
+    assert inspect(box, "good")["Config"]["Healthcheck"] == {
+        "Test": ["CMD-SHELL", "echo fine"], "Interval": 200_000_000}
+    with open(os.path.join(box.root, "events.log")) as f:
+        events = [json.loads(line) for line in f]
+    actions = [(e["Actor"]["Attributes"]["name"], e["Action"]) for e in events]
+    assert ("good", "health_status: healthy") in actions
+    assert ("bad", "health_status: unhealthy") in actions
+    assert ("bad", "health_status: healthy") not in actions
+    box("stop", "-t", "0", "good")  # the last health stays readable, as Docker keeps it
+    assert inspect(box, "good")["State"]["Health"]["Status"] == "healthy"
+    assert "(healthy)" not in ps_status(box, "good")
+
+
+def test_image_healthcheck_timeout_and_none(box):
+    from lamina import Engine
+
+    engine = Engine(root=box.root)
+    make_image(engine, "busybox", "checked:latest", Healthcheck={
+        "Test": ["CMD", "sleep", "5"], "Interval": 200_000_000, "Timeout": 300_000_000,
+        "Retries": 1})
+    engine.close()
+    box("run", "-d", "--name", "slow", "checked", "sleep", "300")
+    box("run", "-d", "--name", "off", "--no-healthcheck", "checked", "sleep", "300")
+    box("run", "-d", "--name", "quick", "--health-cmd", "true", "checked", "sleep", "300")
+    slow = health_of(box, "slow", "unhealthy")
+    assert slow["Log"][0]["ExitCode"] == -1
+    assert slow["Log"][0]["Output"] == "Health check exceeded timeout (300ms)"
+    health_of(box, "quick", "healthy")  # the image's interval, the user's command
+    assert inspect(box, "quick")["Config"]["Healthcheck"]["Test"] == ["CMD-SHELL", "true"]
+    off = inspect(box, "off")
+    assert "Health" not in off["State"]  # NONE, with the image's timings merged in as Docker's
+    assert off["Config"]["Healthcheck"]["Test"] == ["NONE"]
+    assert ps_status(box, "off").startswith("Up ") and "(" not in ps_status(box, "off")
+
+
+def test_health_start_period_and_restart_resets_it(box):
+    box("run", "-d", "--name", "sp", "--restart", "always", "--health-cmd",
+          "test -e /ready", "--health-interval", "100ms", "--health-retries", "1",
+          "--health-start-period", "30s", "busybox", "sleep", "300")
+    time.sleep(1)  # failing probes inside the start period: still starting
+    health = inspect(box, "sp")["State"]["Health"]
+    assert health["Status"] == "starting" and health["FailingStreak"] == 0
+    assert len(health["Log"]) >= 2 and health["Log"][-1]["ExitCode"] == 1
+    box("exec", "sp", "touch", "/ready")
+    health_of(box, "sp", "healthy")
+    os.kill(inspect(box, "sp")["State"]["Pid"], signal.SIGKILL)
+    until(lambda: inspect(box, "sp")["RestartCount"] == 1, what="the restart")
+    assert inspect(box, "sp")["State"]["Health"]["Status"] in ("starting", "healthy")
+
+
+# ------------------------------------------------------------------------------ init, exec
+def zombies(box, name: str) -> int:
+    proc = box("exec", name, "sh", "-c", "grep -l '^State:.*Z' /proc/[0-9]*/status | wc -l")
+    return int(proc.stdout)
+
+
+def test_init_reaps_zombies(box):
+    orphan = "(sleep 0.1 &); exec sleep 300"  # an orphan that PID 1 must reap
+    box("run", "-d", "--name", "plain", "busybox", "sh", "-c", orphan)
+    box("run", "-d", "--init", "--name", "reaped", "busybox", "sh", "-c", orphan)
+    time.sleep(0.8)
+    assert zombies(box, "plain") == 1  # sleep 300 as PID 1 never waits
+    assert zombies(box, "reaped") == 0
+    pid1 = box("exec", "reaped", "cat", "/proc/1/cmdline").stdout.split("\0")
+    assert pid1[:3] == ["/sbin/docker-init", "--", "sh"]
+    doc = inspect(box, "reaped")
+    assert doc["HostConfig"]["Init"] is True and doc["Path"] == "sh"
+    assert "Init" not in inspect(box, "plain")["HostConfig"]
+    box("stop", "reaped")  # tini passes SIGTERM on: no 10 s wait for SIGKILL
+    assert inspect(box, "reaped")["State"]["ExitCode"] == 143
+
+
+def test_exec_detached_with_tty(box):
+    box("run", "-d", "--name", "t", "busybox", "sleep", "300")
+    script = "if test -t 0; then echo tty > /{0}; else echo none > /{0}; fi; sleep 1; echo end >> /{0}"
+    box("exec", "-d", "-t", "t", "sh", "-c", script.format("with"))
+    box("exec", "-d", "t", "sh", "-c", script.format("without"))
+    until(lambda: "end" in box("exec", "t", "cat", "/with", "/without", check=False).stdout
+          .split("\n", 2)[-1], what="both markers")
+    time.sleep(0.2)
+    assert box("exec", "t", "cat", "/with").stdout == "tty\nend\n"  # outlived its caller
+    assert box("exec", "t", "cat", "/without").stdout == "none\nend\n"

@@ -1,0 +1,118 @@
+"""Restart policies, health checks, ``--init`` and ``exec -d -t`` through the docker CLI, against
+``lamina serve`` and against Docker Engine side by side (Debian's docker.io on a private socket,
+tests/apiserver.py): the same commands must leave the same documents (times and IDs aside)."""
+
+import json
+import os
+import shutil
+import subprocess
+import time
+
+import pytest
+
+from tests.apiserver import DOCKER, beside_docker
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("dockerd") is None,
+                                reason="needs root and dockerd (scripts/setup installs docker.io)")
+
+
+@pytest.fixture(scope="module")
+def engines(busybox_tar):
+    """(docker, lamina): each runs the docker CLI against one engine."""
+    with beside_docker("lamina-life-vs-docker-") as (dockerd, server):
+        server.lamina("import", busybox_tar, "busybox:latest")
+        with open(busybox_tar, "rb") as f:
+            subprocess.run([DOCKER, "import", "-", "busybox:latest"], stdin=f, env=dockerd.env,
+                           check=True, capture_output=True)
+
+        def runner(env):
+            def docker(*args):
+                return subprocess.run([DOCKER, *args], env=env, text=True, capture_output=True,
+                                      timeout=120, check=False)
+            return docker
+
+        yield runner(dockerd.env), runner(server.env())
+
+
+def inspect(engine, name: str) -> dict:
+    return json.loads(engine("inspect", name).stdout)[0]
+
+
+def until(engine, name: str, predicate, timeout: float = 30) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        doc = inspect(engine, name)
+        if predicate(doc):
+            return doc
+        assert time.monotonic() < deadline, (name, doc["State"])
+        time.sleep(0.1)
+
+
+def test_health_documents(engines):
+    for engine in engines:
+        assert engine("run", "-d", "--name", "hc", "--network", "none", "--restart", "on-failure:2",
+                      "--health-cmd", "echo ok", "--health-interval", "200ms", "busybox", "sleep",
+                      "300").returncode == 0
+        assert engine("run", "-d", "--name", "sick", "--network", "none", "--health-cmd",
+                      "exit 3", "--health-interval", "200ms", "--health-retries", "2", "busybox",
+                      "sleep", "300").returncode == 0
+    docs = [until(e, "hc", lambda d: d["State"].get("Health", {}).get("Status") == "healthy")
+            for e in engines]
+    sick = [until(e, "sick", lambda d: d["State"].get("Health", {}).get("Status") == "unhealthy")
+            for e in engines]
+    docker_doc, lamina_doc = docs
+    for key in ("Config", "HostConfig"):
+        assert docker_doc[key].get("Healthcheck") == lamina_doc[key].get("Healthcheck"), key
+    assert docker_doc["HostConfig"]["RestartPolicy"] == lamina_doc["HostConfig"]["RestartPolicy"]
+    assert docker_doc["RestartCount"] == lamina_doc["RestartCount"] == 0
+    docker_health, lamina_health = docker_doc["State"]["Health"], lamina_doc["State"]["Health"]
+    assert set(docker_health) == set(lamina_health)
+    assert set(docker_health["Log"][0]) == set(lamina_health["Log"][0])
+    assert (docker_health["Log"][-1]["ExitCode"], docker_health["Log"][-1]["Output"]) == \
+        (lamina_health["Log"][-1]["ExitCode"], lamina_health["Log"][-1]["Output"]) == (0, "ok\n")
+    assert docker_health["FailingStreak"] == lamina_health["FailingStreak"] == 0
+    assert sick[0]["State"]["Health"]["Log"][-1]["ExitCode"] == \
+        sick[1]["State"]["Health"]["Log"][-1]["ExitCode"] == 3
+    assert sick[0]["State"]["Health"]["FailingStreak"] >= 2
+    assert sick[1]["State"]["Health"]["FailingStreak"] >= 2
+    outputs = []
+    for engine in engines:
+        outputs.append([
+            engine("ps", "--filter", f"health={health}", "--format", "{{.Names}}").stdout
+            for health in ("healthy", "unhealthy", "starting", "none")])
+        status = engine("ps", "--filter", "name=hc", "--format", "{{.Status}}").stdout
+        assert status.endswith(" (healthy)\n"), status
+    assert outputs[0] == outputs[1] == ["hc\n", "sick\n", "", ""]
+    for engine in engines:
+        engine("rm", "-f", "hc", "sick")
+
+
+def test_restart_documents_and_init(engines):
+    for engine in engines:
+        assert engine("run", "-d", "--name", "rs", "--network", "none", "--restart",
+                      "on-failure:3", "busybox", "sh", "-c", "exit 1").returncode == 0
+    docs = [until(e, "rs", lambda d: d["State"]["Status"] == "exited" and d["RestartCount"] == 3)
+            for e in engines]
+    for doc in docs:
+        assert doc["State"]["ExitCode"] == 1 and doc["State"]["Restarting"] is False
+        assert doc["HostConfig"]["RestartPolicy"] == {"Name": "on-failure",
+                                                      "MaximumRetryCount": 3}
+    refused = [e("create", "--restart", "always:2", "busybox", "true") for e in engines]
+    assert refused[0].returncode == refused[1].returncode != 0
+    assert "maximum retry count cannot be used with restart policy" in refused[0].stderr
+    assert "maximum retry count cannot be used with restart policy" in refused[1].stderr
+    init = [e("run", "--rm", "--init", "--network", "none", "busybox", "cat", "/proc/1/cmdline")
+            for e in engines]
+    assert init[0].stdout == init[1].stdout == "/sbin/docker-init\0--\0cat\0/proc/1/cmdline\0"
+    for engine in engines:
+        assert engine("run", "-d", "--name", "svc", "--network", "none", "--init", "busybox",
+                      "sleep", "300").returncode == 0
+        assert inspect(engine, "svc")["HostConfig"]["Init"] is True
+        assert engine("exec", "-d", "-t", "svc", "sh", "-c",
+                      "test -t 0 && touch /tty; test -t 0 || touch /notty").returncode == 0
+    for engine in engines:
+        deadline = time.monotonic() + 10
+        while engine("exec", "svc", "ls", "/tty").returncode and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert engine("exec", "svc", "ls", "/tty", "/notty").stdout == "/tty\n"
+        engine("rm", "-f", "svc", "rs")
