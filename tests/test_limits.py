@@ -152,6 +152,24 @@ def test_update_changes_a_running_container_s_cgroup(store):
         == str(48 * 1024 * 1024)
 
 
+def test_update_restart_is_followed_from_the_next_exit(store):
+    import signal
+    import time
+
+    store("run", "-d", "--restart", "always", "--name", "keep", "--network", "none", "busybox",
+          "sleep", "300")
+    assert store("update", "--restart", "no", "keep").stdout == "keep\n"
+    doc = inspect(store, "keep")
+    assert doc["HostConfig"]["RestartPolicy"] == {"Name": "no", "MaximumRetryCount": 0}
+    os.kill(doc["State"]["Pid"], signal.SIGKILL)  # from the host: the old policy would restart
+    assert store("wait", "keep").stdout == "137\n"
+    time.sleep(1)
+    doc = inspect(store, "keep")
+    assert doc["State"]["Status"] == "exited" and doc["RestartCount"] == 0
+    proc = store("update", "--restart", "sometimes", "keep", check=False)
+    assert proc.returncode == 1 and proc.stderr == "Error: invalid restart policy 'sometimes'\n"
+
+
 def test_pause_and_unpause(store):
     cid = store("run", "-d", "--name", "frozen", "busybox", "sleep", "300").stdout.strip()
     store("pause", "frozen")

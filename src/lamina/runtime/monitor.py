@@ -159,6 +159,12 @@ def _keep(containers: ContainerStore, row, *, stdin, stdout_fds, stderr_fds, on_
                 stdin, stdout_fds, stderr_fds = (on_first_exit() if on_first_exit is not None
                                                  else (None, [], []))
             stopped = stops is not None and stops.requested
+            if stops is not None:  # `update --restart` since it started (lamina.runtime.control)
+                try:
+                    policy = RestartPolicy.parse(RunConfig.from_json(
+                        containers.get(cid)["run_config"]).restart)
+                except NotFound:
+                    pass
             if not policy.should_restart(code, restarts, stopped):
                 _ended(containers, row, code, keeper, final=True)
                 return code
