@@ -181,6 +181,9 @@ def test_pause_and_unpause(store):
     assert (state["Status"], state["Running"], state["Paused"]) == ("paused", True, True)
     proc = store("pause", "frozen", check=False)
     assert proc.returncode == 1 and proc.stderr == f"Error: Container {cid} is already paused\n"
+    proc = store("exec", "frozen", "true", check=False)
+    assert proc.returncode == 125 and proc.stderr == (
+        f"Error: Container {cid} is paused, unpause the container before exec\n")
     store("unpause", "frozen")
     assert read(dirs, ("freezer", "freezer.state"), "cgroup.freeze") in ("THAWED", "0")
     assert inspect(store, "frozen")["State"]["Status"] == "running"

@@ -253,6 +253,9 @@ def exec_process(containers: ContainerStore, name: str, argv: list[str], *, env=
     if not argv:
         raise InvalidArgument("exec needs a command")
     row = require_running(containers, name, "exec in")
+    if row["paused"]:  # its processes are frozen: runc exec would wait for ever (Docker's error)
+        raise FailedPrecondition(f"Container {row['id']} is paused, unpause the container "
+                                 "before exec")
     cid = row["id"]
     config = RunConfig.from_json(row["run_config"])
     runtime = Runtime(containers.store.root, config.runtime)
