@@ -711,12 +711,14 @@ def restart(request, id):
 
 @route("POST", "/containers/{id}/update")
 def update(request, id):
-    """New limits for a container (``docker update``); RestartPolicy is not lamina's yet."""
+    """New limits and restart policy for a container (``docker update``)."""
     body = request.json({})
     if not isinstance(body, dict):
         raise ApiError(400, "the request body must be a JSON object")
     fields = limit_fields(body, only=("Memory", "MemorySwap", "MemoryReservation", "NanoCpus",
                                       "CpuShares", "CpusetCpus", "PidsLimit"))
+    if body.get("RestartPolicy"):
+        fields["restart"] = _life({}, body)["restart"]
     request.engine.update(id, **fields)
     return {"Warnings": []}
 

@@ -35,7 +35,8 @@ ARGS = {
         ("--no-stream", "bool", "Disable streaming stats and only pull the first result"),
         ("--no-trunc", "bool", "Do not truncate output"),
     ),
-    "update": (("containers", "+", "CONTAINER [CONTAINER...]"),) + LIMIT_ARGS[:7],
+    "update": (("containers", "+", "CONTAINER [CONTAINER...]"),) + LIMIT_ARGS[:7] + (
+        ("--restart", "string", "Restart policy to apply when a container exits"),),
     "pause": (("containers", "+", "CONTAINER [CONTAINER...]"),),
     "unpause": (("containers", "+", "CONTAINER [CONTAINER...]"),),
 }
@@ -43,6 +44,9 @@ ARGS = {
 
 def limit_fields(a, only=None) -> dict:
     """The RunConfig fields that the flags of :data:`LIMIT_ARGS` given in ``a`` set."""
+    names = [f[0].split()[-1].lstrip("-").replace("-", "_") for f in LIMIT_ARGS]
+    if not any(getattr(a, name, None) for name in names):
+        return {}  # create's hot path imports nothing more
     from ..runtime import resources, security
 
     out: dict = {}
@@ -84,6 +88,10 @@ def limit_fields(a, only=None) -> dict:
 # ---------------------------------------------------------------------------------- verbs
 def cmd_update(opts, a):
     fields = limit_fields(a, only=UPDATE_FLAGS)
+    if a.restart is not None:
+        from ..runtime.restart import RestartPolicy
+
+        fields["restart"] = str(RestartPolicy.parse(a.restart))
     if not fields:
         raise UsageError("you must provide one or more flags when using this command")
     engine = open_engine(opts)

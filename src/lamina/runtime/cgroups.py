@@ -27,6 +27,38 @@ def cgroup_dirs_of_path(path: str) -> dict[str, str]:
     return out
 
 
+def container_path(container_id: str) -> str:
+    """The cgroup of a container (the spec's ``cgroupsPath``, cgroupfs), in every hierarchy."""
+    return f"/lamina/{container_id}"
+
+
+def remove(path: str, patience: float = 0.5) -> None:
+    """Remove the cgroup ``path`` (``/lamina/<id>``) from every hierarchy where it is left
+    after ``runc delete`` (runc gives up on a directory whose dying tasks have not yet left,
+    as after an OOM kill). An empty directory goes at once; a busy one is retried for
+    ``patience`` seconds in all, then left."""
+    import errno
+    import time
+
+    if unified():
+        roots = ["/sys/fs/cgroup"]
+    else:
+        try:
+            roots = [os.path.join("/sys/fs/cgroup", name) for name in os.listdir("/sys/fs/cgroup")]
+        except OSError:
+            return
+    deadline = time.monotonic() + patience
+    for root in roots:
+        while True:
+            try:
+                os.rmdir(root + path)
+            except OSError as e:
+                if e.errno == errno.EBUSY and time.monotonic() < deadline:
+                    time.sleep(0.02)
+                    continue
+            break
+
+
 def cgroup_dirs(pid: int) -> dict[str, str]:
     """The cgroup directories of the process ``pid``: v1 controller name -> directory, and
     ``""`` -> its unified (v2) directory, as /proc/PID/cgroup names them."""

@@ -43,7 +43,9 @@ def settle_limits(config: RunConfig) -> RunConfig:
 def update(containers: ContainerStore, name: str, **fields) -> str:
     """New limits (RunConfig fields: memory, memory_swap, memory_reservation, nano_cpus,
     cpu_shares, cpuset_cpus, pids_limit) for the container: kept for its next start, and
-    written to its cgroup now if it runs. Docker's checks; its name back."""
+    written to its cgroup now if it runs. Docker's checks; its name back. A new ``restart``
+    policy is followed from the process's next exit (its monitor reads it then) when the
+    container was started with one, else from its next start."""
     from . import resources
 
     row = refresh(containers, containers.get(name))
@@ -53,7 +55,12 @@ def update(containers: ContainerStore, name: str, **fields) -> str:
         raise resources.ResourceError("Memory limit should be smaller than already set "
                                       "memoryswap limit, update the memoryswap at the same time")
     new = settle_limits(RunConfig(**{**config.__dict__, **fields}))
-    if row["state"] == "running" and row["pid"]:
+    if new.restart != config.restart and new.auto_remove and new.restart not in ("", "no"):
+        from ..errors import InvalidArgument
+
+        raise InvalidArgument("Restart policy cannot be updated because AutoRemove is enabled "
+                              "for the container")
+    if row["state"] == "running" and row["pid"] and set(fields) - {"restart"}:
         runtime = Runtime(containers.store.root, config.runtime)
         limits = resources.linux_resources(new)
         _runtime_call(runtime, "update", "--resources", "-", row["id"],

@@ -159,6 +159,12 @@ def _keep(containers: ContainerStore, row, *, stdin, stdout_fds, stderr_fds, on_
                 stdin, stdout_fds, stderr_fds = (on_first_exit() if on_first_exit is not None
                                                  else (None, [], []))
             stopped = stops is not None and stops.requested
+            if stops is not None:  # `update --restart` since it started (lamina.runtime.control)
+                try:
+                    policy = RestartPolicy.parse(RunConfig.from_json(
+                        containers.get(cid)["run_config"]).restart)
+                except NotFound:
+                    pass
             if not policy.should_restart(code, restarts, stopped):
                 _ended(containers, row, code, keeper, final=True)
                 return code
@@ -279,7 +285,7 @@ def _supervise(containers: ContainerStore, row, *, stdin, stdout_fds, stderr_fds
             runtime.delete(cid)
             record(containers, cid, state="created", exit_code=e.exit_code)
             raise
-        oom_killed = cgroups.oom_kills(cgroups.cgroup_dirs_of_path(f"/lamina/{cid}")) > 0
+        oom_killed = cgroups.oom_kills(cgroups.cgroup_dirs_of_path(cgroups.container_path(cid))) > 0
         runtime.delete(cid)
     finally:
         if output is not None:

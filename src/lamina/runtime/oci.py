@@ -292,6 +292,9 @@ class Runtime:
             subprocess.run(self.command("delete", "--force", container_id), check=False,
                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                            stderr=subprocess.DEVNULL)
+            from .cgroups import container_path, remove
+
+            remove(container_path(container_id))  # what runc could not remove yet
 
 
 def failure_from_log(log: str) -> RuntimeFailure | None:

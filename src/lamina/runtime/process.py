@@ -16,7 +16,7 @@ import signal
 
 from ..errors import FailedPrecondition, InvalidArgument
 from ..rootpath import resolve_in_root
-from . import resources, security
+from . import cgroups, resources, security
 from .logs import Output
 from .oci import (
     RunConfig,
@@ -219,7 +219,7 @@ def prepare_bundle(containers: ContainerStore, row, config: RunConfig, rootfs: s
     files = write_network_files(bundle, hostname, network)
     spec = make_spec(rootfs, process, hostname=hostname, network=network,
                      read_only=config.read_only, files=files, binds=binds,
-                     cgroup=f"/lamina/{runtime_id}", netns=netns)
+                     cgroup=cgroups.container_path(runtime_id), netns=netns)
     confine(spec["process"], rootfs, config)
     spec["linux"]["resources"].update(resources.linux_resources(config))
     security.apply(spec, config)
@@ -253,6 +253,9 @@ def exec_process(containers: ContainerStore, name: str, argv: list[str], *, env=
     if not argv:
         raise InvalidArgument("exec needs a command")
     row = require_running(containers, name, "exec in")
+    if row["paused"]:  # its processes are frozen: runc exec would wait for ever (Docker's error)
+        raise FailedPrecondition(f"Container {row['id']} is paused, unpause the container "
+                                 "before exec")
     cid = row["id"]
     config = RunConfig.from_json(row["run_config"])
     runtime = Runtime(containers.store.root, config.runtime)
