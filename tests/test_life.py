@@ -240,3 +240,57 @@ def test_exec_detached_with_tty(box):
     time.sleep(0.2)
     assert box("exec", "t", "cat", "/with").stdout == "tty\nend\n"  # outlived its caller
     assert box("exec", "t", "cat", "/without").stdout == "none\nend\n"
+
+
+# ------------------------------------------------------------------------------ the rules alone
+def test_policy_and_backoff_rules():
+    from lamina.errors import InvalidArgument
+    from lamina.runtime.restart import Backoff, RestartPolicy
+
+    on_failure = RestartPolicy.parse("on-failure:2")
+    assert str(on_failure) == "on-failure:2" and on_failure.to_api() == {
+        "Name": "on-failure", "MaximumRetryCount": 2}
+    assert [on_failure.should_restart(1, n, False) for n in range(3)] == [True, True, False]
+    assert not on_failure.should_restart(0, 0, False)
+    assert RestartPolicy.parse("on-failure").should_restart(1, 1000, False)
+    for name in ("always", "unless-stopped"):
+        assert RestartPolicy.parse(name).should_restart(0, 1000, False)
+        assert not RestartPolicy.parse(name).should_restart(137, 0, True)  # stopped by the user
+    assert not RestartPolicy.parse(None).enabled
+    with pytest.raises(InvalidArgument, match="cannot be negative"):
+        RestartPolicy.of("on-failure", -1)
+    backoff = Backoff()
+    assert [backoff.next(0.5) for _ in range(4)] == [0.1, 0.2, 0.4, 0.8]
+    assert backoff.next(10.0) == 0.1  # it ran 10 s: from the start again
+    assert max(backoff.next(0) for _ in range(20)) == 60.0
+
+
+def test_health_rules():
+    from lamina.errors import InvalidArgument
+    from lamina.runtime import health
+
+    probe = health.Probe(["true"], {"Retries": 2, "StartPeriod": 10 * 10**9})
+    state = health.initial({"Log": [{"old": 1}]})
+    assert state == {"Status": "starting", "FailingStreak": 0, "Log": [{"old": 1}]}
+
+    def result(code, start):
+        return {"entry": {"ExitCode": code}, "start": start}
+
+    assert health.record(state, probe, result(1, 105.0), started=100.0) is None  # start period
+    assert state["FailingStreak"] == 0
+    assert health.record(state, probe, result(1, 111.0), started=100.0) is None
+    assert health.record(state, probe, result(1, 112.0), started=100.0) == "unhealthy"
+    assert health.record(state, probe, result(0, 113.0), started=100.0) == "healthy"
+    assert state["FailingStreak"] == 0 and len(state["Log"]) == 5  # the last five
+    assert health.record(state, probe, result(1, 200.0), started=100.0) is None  # streak 1 of 2
+    assert health.from_flags(cmd="true", interval="1m30s") == {
+        "Test": ["CMD-SHELL", "true"], "Interval": 90 * 10**9}
+    assert health.from_flags() is None and health.from_flags(disabled=True) == {"Test": ["NONE"]}
+    assert health.merge({"Test": ["CMD", "x"], "Interval": 5, "Retries": 2},
+                        {"Test": [], "Timeout": 7}) == {
+        "Test": ["CMD", "x"], "Timeout": 7, "Interval": 5, "Retries": 2}
+    with pytest.raises(InvalidArgument, match="cannot be less than 1ms"):
+        health.validate({"Test": ["CMD", "true"], "Interval": 5})
+    assert health.probe_of('{"Test": ["CMD-SHELL", "a b"]}', {"Shell": ["/bin/ash", "-c"]}).argv \
+        == ["/bin/ash", "-c", "a b"]
+    assert health.timed_out(0.3) == "Health check exceeded timeout (300ms)"
