@@ -87,6 +87,20 @@ def test_always_comes_back_after_sigkill_and_stop_ends_it(box):
     assert box("wait", "a").stdout == "137\n"
     time.sleep(0.5)
     assert inspect(box, "a")["State"]["Status"] == "exited"
+    # in the foreground: the first run is shown; a signal to lamina is a kill, the end of it
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "lamina", "--root", box.root, "--driver", box.driver, "run",
+           "--init", "--restart", "always", "--name", "fg", "busybox", "sh", "-c",
+           "echo up; exec sleep 300"]
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) as fg:
+        assert fg.stdout.readline() == "up\n"
+        fg.send_signal(signal.SIGTERM)
+        assert fg.wait(30) == 143
+    time.sleep(0.5)
+    doc = inspect(box, "fg")
+    assert doc["State"]["Status"] == "exited" and doc["RestartCount"] == 0
 
 
 def test_restarting_state_exec_refused_and_rm_f(box):

@@ -191,17 +191,13 @@ def _follow_first_run(containers: ContainerStore, cid: str, stdin, stdout: int,
     this command are ``kill``s of the container, which end the policy (Docker's sig-proxy)."""
     import fcntl
 
-    # copies above 2: the monitor makes its own 0, 1 and 2 /dev/null and its log
-    stdio = tuple(-1 if fd is None else fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
-                  for fd in (stdin, stdout, stderr))
-    try:
-        spawn(containers, cid, stdio=stdio)
-    finally:
-        for fd in stdio:
-            if fd >= 0:
-                os.close(fd)
+    early: list[int] = []  # signals that came before the process ran: sent once it runs
+    running = []
 
     def forward(signum, frame):
+        if not running:
+            early.append(signum)
+            return
         try:
             kill(containers, cid, signum)
         except LaminaError:
@@ -209,6 +205,18 @@ def _follow_first_run(containers: ContainerStore, cid: str, stdin, stdout: int,
 
     previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
+        # copies above 2: the monitor makes its own 0, 1 and 2 /dev/null and its log
+        stdio = tuple(-1 if fd is None else fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
+                      for fd in (stdin, stdout, stderr))
+        try:
+            spawn(containers, cid, stdio=stdio)
+        finally:
+            for fd in stdio:
+                if fd >= 0:
+                    os.close(fd)
+        running.append(True)
+        for signum in early:
+            forward(signum, None)
         return wait(containers, cid)
     finally:
         for s, handler in previous.items():
