@@ -189,6 +189,7 @@ def test_healthy_and_unhealthy(box):
     assert ("good", "health_status: healthy") in actions
     assert ("bad", "health_status: unhealthy") in actions
     assert ("bad", "health_status: healthy") not in actions
+    assert ("good", "exec_start: /bin/sh -c echo fine") in actions  # each probe, as Docker's
     box("stop", "-t", "0", "good")  # the last health stays readable, as Docker keeps it
     assert inspect(box, "good")["State"]["Health"]["Status"] == "healthy"
     assert "(healthy)" not in ps_status(box, "good")

@@ -49,6 +49,7 @@ def until(engine, name: str, predicate, timeout: float = 30) -> dict:
 
 
 def test_health_documents(engines):
+    since = str(int(time.time()) - 1)
     for engine in engines:
         assert engine("run", "-d", "--name", "hc", "--network", "none", "--restart", "on-failure:2",
                       "--health-cmd", "echo ok", "--health-interval", "200ms", "busybox", "sleep",
@@ -83,6 +84,10 @@ def test_health_documents(engines):
         status = engine("ps", "--filter", "name=hc", "--format", "{{.Status}}").stdout
         assert status.endswith(" (healthy)\n"), status
     assert outputs[0] == outputs[1] == ["hc\n", "sick\n", "", ""]
+    events = [e("events", "--since", since, "--until", str(int(time.time()) + 1), "--filter",
+                "container=hc", "--format", "{{.Action}}").stdout.splitlines() for e in engines]
+    for wanted in ("exec_start: /bin/sh -c echo ok", "health_status: healthy"):
+        assert wanted in events[0] and wanted in events[1], (wanted, events)
     for engine in engines:
         engine("rm", "-f", "hc", "sick")
 

@@ -200,7 +200,12 @@ def _start_checks(containers: ContainerStore, row, *, runtime_name, probe, keepe
         process = json.load(f)["process"]  # the container's user, env, working directory
 
     def run_probe(argv, timeout):
-        return exec_probe(runtime, row["id"], bundle, process, argv, timeout)
+        exec_id, line = os.urandom(32).hex(), " ".join(argv)  # an exec, with Docker's events
+        containers.event(f"exec_create: {line}", row, execID=exec_id)
+        containers.event(f"exec_start: {line}", row, execID=exec_id)
+        code, output = exec_probe(runtime, row["id"], bundle, process, argv, timeout)
+        containers.event("exec_die", row, execID=exec_id, exitCode=code)
+        return code, output
 
     def update(change):
         keeper.update(lambda doc: change(doc["Health"]))
