@@ -43,7 +43,8 @@ def supervise(containers: ContainerStore, name: str, *, stdin=None, stdout_fds=(
     With a restart policy (:mod:`lamina.runtime.restart`) the process is started again, in the
     same bundle, for as long as the policy says so; the attached file descriptors serve the
     first run only (Docker's attach ends at the first exit): ``on_first_exit()`` returns the
-    (stdin, stdout_fds, stderr_fds) of the runs after it. A health check (:mod:`lamina.runtime.health`) runs beside each run."""
+    (stdin, stdout_fds, stderr_fds) of the runs after it. A health check
+    (:mod:`lamina.runtime.health`) runs beside each run."""
     row = become_owner(containers, name, handover)
     try:
         return _keep(containers, row, stdin=stdin, stdout_fds=stdout_fds, stderr_fds=stderr_fds,
@@ -109,14 +110,13 @@ def request_stop(row) -> None:
 def _keep(containers: ContainerStore, row, *, stdin, stdout_fds, stderr_fds, on_started,
           forward_signals, on_first_exit) -> int:
     from .. import runstate
+    from .health import initial, probe_of
     from .restart import Backoff, RestartPolicy
 
     cid = row["id"]
     config = RunConfig.from_json(row["run_config"])
     policy = RestartPolicy.parse(config.restart)
     image_config = containers.images.config(row["image_id"]).get("config") or {}
-    from .health import initial, probe_of
-
     probe = probe_of(config.healthcheck, image_config)
     bundle = containers.store.bundle_dir(cid)
     os.makedirs(bundle, exist_ok=True)
