@@ -1,6 +1,7 @@
 """Life without a daemon: restart policies and health checks kept by the container's monitor,
 ``--init`` as PID 1, ``exec -d -t``; with real runc, through the real command."""
 
+import itertools
 import json
 import os
 import shutil
@@ -125,9 +126,19 @@ def test_restarting_state_exec_refused_and_rm_f(box):
     assert proc.stdout in ("r\n", "")  # "" only if it was just started again
     wait = box("wait", "r")  # the next exit, as Docker's wait returns it
     assert wait.stdout == "1\n"
+    cid = inspect(box, "r")["Id"]
     box("rm", "-f", "r")
     assert box("ps", "-a", "-q").stdout == ""
     assert owners(box.root) == []
+    # each wait before a restart is at least Docker's: 0.1 s, doubled each time (lower bounds
+    # only: a loaded machine makes them longer, never shorter)
+    with open(os.path.join(box.root, "events.log")) as f:
+        events = [e for e in map(json.loads, f) if e["Actor"]["ID"] == cid]
+    times = [(e["Action"], e["timeNano"] / 1e9) for e in events if e["Action"] in ("die", "start")]
+    gaps = [b[1] - a[1] for a, b in itertools.pairwise(times) if (a[0], b[0]) == ("die", "start")]
+    assert len(gaps) >= 2
+    for number, gap in enumerate(gaps):
+        assert gap >= 0.1 * 2 ** number - 0.01, gaps
 
 
 def test_restart_refusals(box):
