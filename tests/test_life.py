@@ -158,6 +158,10 @@ def test_restart_refusals(box):
     assert proc.returncode == 125 and "cannot be used with restart policy" in proc.stderr
     box("create", "--restart", "always", "--init", "--health-cmd", "true", "busybox", "true")
     assert len(box("ps", "-a", "-q").stdout.split()) == 1  # nothing left by the refusals
+    for bad, message in (("bogus=1", "invalid filter 'bogus'"),
+                         ("health=sick", "Unrecognised filter value for health: sick")):
+        proc = box("ps", "--filter", bad, check=False)
+        assert (proc.returncode, proc.stderr) == (1, f"Error: {message}\n")
 
 
 # ------------------------------------------------------------------------------ health
