@@ -84,6 +84,8 @@ def test_health_documents(engines):
         status = engine("ps", "--filter", "name=hc", "--format", "{{.Status}}").stdout
         assert status.endswith(" (healthy)\n"), status
     assert outputs[0] == outputs[1] == ["hc\n", "sick\n", "", ""]
+    refused = [e("ps", "--filter", "health=sick") for e in engines]
+    assert (refused[0].returncode, refused[0].stderr) == (refused[1].returncode, refused[1].stderr)
     events = [e("events", "--since", since, "--until", str(int(time.time()) + 1), "--filter",
                 "container=hc", "--format", "{{.Action}}").stdout.splitlines() for e in engines]
     for wanted in ("exec_start: /bin/sh -c echo ok", "health_status: healthy"):
