@@ -104,6 +104,13 @@ def test_restart_documents_and_init(engines):
         assert doc["State"]["ExitCode"] == 1 and doc["State"]["Restarting"] is False
         assert doc["HostConfig"]["RestartPolicy"] == {"Name": "on-failure",
                                                       "MaximumRetryCount": 3}
+    attached = [e("run", "--name", "fg", "--network", "none", "--restart", "on-failure:1",
+                  "busybox", "sh", "-c", "echo hi; exit 3") for e in engines]
+    assert (attached[0].returncode, attached[0].stdout) == \
+        (attached[1].returncode, attached[1].stdout) == (3, "hi\n")  # the first run only
+    for engine in engines:
+        until(engine, "fg", lambda d: d["State"]["Status"] == "exited" and d["RestartCount"] == 1)
+        engine("rm", "fg")
     refused = [e("create", "--restart", "always:2", "busybox", "true") for e in engines]
     assert refused[0].returncode == refused[1].returncode != 0
     assert "maximum retry count cannot be used with restart policy" in refused[0].stderr
