@@ -165,6 +165,9 @@ def create(containers: ContainerStore, image: str, command: list[str] | None = N
 def _with_life(config: RunConfig, image_config: dict) -> RunConfig:
     """``config`` checked for what keeps a container alive (restart policy, health check,
     init), with the image's health check merged into the user's as Docker merges them."""
+    if config.restart == "no" and not (config.healthcheck or config.init or
+                                       image_config.get("Healthcheck")):
+        return config  # nothing to check: run's hot path imports nothing more
     import json
 
     from .health import merge, validate
