@@ -8,6 +8,12 @@ its own PID and start time) and then ``exited`` with the exit code in SQLite
 itself; ``run -d`` and ``start`` fork a small monitor that does the same and outlives the
 command: :func:`spawn` starts it (double fork, new session, ``python -S -m lamina.runtime``),
 :func:`serve` is its main.
+
+The owner also keeps what makes a container live on: its restart policy (after an exit it
+records ``restarting`` in :mod:`lamina.runstate`, waits Docker's backoff and runs the process
+again; a user's ``stop`` or ``kill`` ends that, :func:`request_stop`) and its health checks (a
+thread that runs a probe each interval, :mod:`lamina.runtime.health`). A container with a
+restart policy always has a detached monitor as owner, even for a foreground ``run``.
 """
 
 from __future__ import annotations
