@@ -1,6 +1,7 @@
 """Life without a daemon: restart policies and health checks kept by the container's monitor,
 ``--init`` as PID 1, ``exec -d -t``; with real runc, through the real command."""
 
+import itertools
 import json
 import os
 import shutil
@@ -23,7 +24,15 @@ pytestmark = [needs_root, pytest.mark.skipif(shutil.which("runc") is None,
 
 
 def inspect(box, name: str) -> dict:
-    return json.loads(box("inspect", name).stdout)[0]
+    """The container's inspect document, read in this process (the polls below would otherwise
+    start an interpreter each time; ``lamina inspect`` prints this same document)."""
+    from lamina import Engine
+
+    engine = Engine(root=box.root, driver=box.driver)
+    try:
+        return engine.inspect_container(name)
+    finally:
+        engine.close()
 
 
 def until(predicate, timeout: float = 20, what: str = "condition"):
@@ -50,6 +59,7 @@ def test_on_failure_runs_n_plus_one_times(box):
     doc = until(lambda: (d := inspect(box, "f"))["State"]["Status"] == "exited" and d,
                 what="the last exit")
     assert doc["RestartCount"] == 3
+    assert json.loads(box("inspect", "f").stdout)[0]["RestartCount"] == 3  # the command says so
     assert doc["HostConfig"]["RestartPolicy"] == {"Name": "on-failure", "MaximumRetryCount": 3}
     assert doc["State"]["ExitCode"] == 1 and not doc["State"]["Restarting"]
     assert box("logs", "f").stdout == "run\n" * 4
@@ -87,6 +97,20 @@ def test_always_comes_back_after_sigkill_and_stop_ends_it(box):
     assert box("wait", "a").stdout == "137\n"
     time.sleep(0.5)
     assert inspect(box, "a")["State"]["Status"] == "exited"
+    # in the foreground: the first run is shown; a signal to lamina is a kill, the end of it
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "lamina", "--root", box.root, "--driver", box.driver, "run",
+           "--init", "--restart", "always", "--name", "fg", "busybox", "sh", "-c",
+           "echo up; exec sleep 300"]
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) as fg:
+        assert fg.stdout.readline() == "up\n"
+        fg.send_signal(signal.SIGTERM)
+        assert fg.wait(30) == 143
+    time.sleep(0.5)
+    doc = inspect(box, "fg")
+    assert doc["State"]["Status"] == "exited" and doc["RestartCount"] == 0
 
 
 def test_restarting_state_exec_refused_and_rm_f(box):
@@ -102,9 +126,19 @@ def test_restarting_state_exec_refused_and_rm_f(box):
     assert proc.stdout in ("r\n", "")  # "" only if it was just started again
     wait = box("wait", "r")  # the next exit, as Docker's wait returns it
     assert wait.stdout == "1\n"
+    cid = inspect(box, "r")["Id"]
     box("rm", "-f", "r")
     assert box("ps", "-a", "-q").stdout == ""
     assert owners(box.root) == []
+    # each wait before a restart is at least Docker's: 0.1 s, doubled each time (lower bounds
+    # only: a loaded machine makes them longer, never shorter)
+    with open(os.path.join(box.root, "events.log")) as f:
+        events = [e for e in map(json.loads, f) if e["Actor"]["ID"] == cid]
+    times = [(e["Action"], e["timeNano"] / 1e9) for e in events if e["Action"] in ("die", "start")]
+    gaps = [b[1] - a[1] for a, b in itertools.pairwise(times) if (a[0], b[0]) == ("die", "start")]
+    assert len(gaps) >= 2
+    for number, gap in enumerate(gaps):
+        assert gap >= 0.1 * 2 ** number - 0.01, gaps
 
 
 def test_restart_refusals(box):
@@ -124,6 +158,10 @@ def test_restart_refusals(box):
     assert proc.returncode == 125 and "cannot be used with restart policy" in proc.stderr
     box("create", "--restart", "always", "--init", "--health-cmd", "true", "busybox", "true")
     assert len(box("ps", "-a", "-q").stdout.split()) == 1  # nothing left by the refusals
+    for bad, message in (("bogus=1", "invalid filter 'bogus'"),
+                         ("health=sick", "Unrecognised filter value for health: sick")):
+        proc = box("ps", "--filter", bad, check=False)
+        assert (proc.returncode, proc.stderr) == (1, f"Error: {message}\n")
 
 
 # ------------------------------------------------------------------------------ health
@@ -166,6 +204,7 @@ def test_healthy_and_unhealthy(box):
     assert ("good", "health_status: healthy") in actions
     assert ("bad", "health_status: unhealthy") in actions
     assert ("bad", "health_status: healthy") not in actions
+    assert ("good", "exec_start: /bin/sh -c echo fine") in actions  # each probe, as Docker's
     box("stop", "-t", "0", "good")  # the last health stays readable, as Docker keeps it
     assert inspect(box, "good")["State"]["Health"]["Status"] == "healthy"
     assert "(healthy)" not in ps_status(box, "good")
@@ -240,3 +279,57 @@ def test_exec_detached_with_tty(box):
     time.sleep(0.2)
     assert box("exec", "t", "cat", "/with").stdout == "tty\nend\n"  # outlived its caller
     assert box("exec", "t", "cat", "/without").stdout == "none\nend\n"
+
+
+# ------------------------------------------------------------------------------ the rules alone
+def test_policy_and_backoff_rules():
+    from lamina.errors import InvalidArgument
+    from lamina.runtime.restart import Backoff, RestartPolicy
+
+    on_failure = RestartPolicy.parse("on-failure:2")
+    assert str(on_failure) == "on-failure:2" and on_failure.to_api() == {
+        "Name": "on-failure", "MaximumRetryCount": 2}
+    assert [on_failure.should_restart(1, n, False) for n in range(3)] == [True, True, False]
+    assert not on_failure.should_restart(0, 0, False)
+    assert RestartPolicy.parse("on-failure").should_restart(1, 1000, False)
+    for name in ("always", "unless-stopped"):
+        assert RestartPolicy.parse(name).should_restart(0, 1000, False)
+        assert not RestartPolicy.parse(name).should_restart(137, 0, True)  # stopped by the user
+    assert not RestartPolicy.parse(None).enabled
+    with pytest.raises(InvalidArgument, match="cannot be negative"):
+        RestartPolicy.of("on-failure", -1)
+    backoff = Backoff()
+    assert [backoff.next(0.5) for _ in range(4)] == [0.1, 0.2, 0.4, 0.8]
+    assert backoff.next(10.0) == 0.1  # it ran 10 s: from the start again
+    assert max(backoff.next(0) for _ in range(20)) == 60.0
+
+
+def test_health_rules():
+    from lamina.errors import InvalidArgument
+    from lamina.runtime import health
+
+    probe = health.Probe(["true"], {"Retries": 2, "StartPeriod": 10 * 10**9})
+    state = health.initial({"Log": [{"old": 1}]})
+    assert state == {"Status": "starting", "FailingStreak": 0, "Log": [{"old": 1}]}
+
+    def result(code, start):
+        return {"entry": {"ExitCode": code}, "start": start}
+
+    assert health.record(state, probe, result(1, 105.0), started=100.0) is None  # start period
+    assert state["FailingStreak"] == 0
+    assert health.record(state, probe, result(1, 111.0), started=100.0) is None
+    assert health.record(state, probe, result(1, 112.0), started=100.0) == "unhealthy"
+    assert health.record(state, probe, result(0, 113.0), started=100.0) == "healthy"
+    assert state["FailingStreak"] == 0 and len(state["Log"]) == 5  # the last five
+    assert health.record(state, probe, result(1, 200.0), started=100.0) is None  # streak 1 of 2
+    assert health.from_flags(cmd="true", interval="1m30s") == {
+        "Test": ["CMD-SHELL", "true"], "Interval": 90 * 10**9}
+    assert health.from_flags() is None and health.from_flags(disabled=True) == {"Test": ["NONE"]}
+    assert health.merge({"Test": ["CMD", "x"], "Interval": 5, "Retries": 2},
+                        {"Test": [], "Timeout": 7}) == {
+        "Test": ["CMD", "x"], "Timeout": 7, "Interval": 5, "Retries": 2}
+    with pytest.raises(InvalidArgument, match="cannot be less than 1ms"):
+        health.validate({"Test": ["CMD", "true"], "Interval": 5})
+    assert health.probe_of('{"Test": ["CMD-SHELL", "a b"]}', {"Shell": ["/bin/ash", "-c"]}).argv \
+        == ["/bin/ash", "-c", "a b"]
+    assert health.timed_out(0.3) == "Health check exceeded timeout (300ms)"

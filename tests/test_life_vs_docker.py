@@ -49,6 +49,7 @@ def until(engine, name: str, predicate, timeout: float = 30) -> dict:
 
 
 def test_health_documents(engines):
+    since = str(int(time.time()) - 1)
     for engine in engines:
         assert engine("run", "-d", "--name", "hc", "--network", "none", "--restart", "on-failure:2",
                       "--health-cmd", "echo ok", "--health-interval", "200ms", "busybox", "sleep",
@@ -83,6 +84,12 @@ def test_health_documents(engines):
         status = engine("ps", "--filter", "name=hc", "--format", "{{.Status}}").stdout
         assert status.endswith(" (healthy)\n"), status
     assert outputs[0] == outputs[1] == ["hc\n", "sick\n", "", ""]
+    refused = [e("ps", "--filter", "health=sick") for e in engines]
+    assert (refused[0].returncode, refused[0].stderr) == (refused[1].returncode, refused[1].stderr)
+    events = [e("events", "--since", since, "--until", str(int(time.time()) + 1), "--filter",
+                "container=hc", "--format", "{{.Action}}").stdout.splitlines() for e in engines]
+    for wanted in ("exec_start: /bin/sh -c echo ok", "health_status: healthy"):
+        assert wanted in events[0] and wanted in events[1], (wanted, events)
     for engine in engines:
         engine("rm", "-f", "hc", "sick")
 
@@ -97,6 +104,13 @@ def test_restart_documents_and_init(engines):
         assert doc["State"]["ExitCode"] == 1 and doc["State"]["Restarting"] is False
         assert doc["HostConfig"]["RestartPolicy"] == {"Name": "on-failure",
                                                       "MaximumRetryCount": 3}
+    attached = [e("run", "--name", "fg", "--network", "none", "--restart", "on-failure:1",
+                  "busybox", "sh", "-c", "echo hi; exit 3") for e in engines]
+    assert (attached[0].returncode, attached[0].stdout) == \
+        (attached[1].returncode, attached[1].stdout) == (3, "hi\n")  # the first run only
+    for engine in engines:
+        until(engine, "fg", lambda d: d["State"]["Status"] == "exited" and d["RestartCount"] == 1)
+        engine("rm", "fg")
     refused = [e("create", "--restart", "always:2", "busybox", "true") for e in engines]
     assert refused[0].returncode == refused[1].returncode != 0
     assert "maximum retry count cannot be used with restart policy" in refused[0].stderr

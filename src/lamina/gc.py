@@ -26,7 +26,7 @@ def prune_containers(containers: ContainerStore, only=None) -> tuple[list[str], 
     (ids, bytes of their writable layers)."""
     removed, size = [], 0
     for row in containers.list(all=True):
-        if row["State"] == "running" or (only is not None and not only(row)):
+        if row["State"] in ("running", "restarting") or (only is not None and not only(row)):
             continue
         try:  # another process may remove it meanwhile (then it is not this prune's to count),
             rw = containers.remove(row["ID"], measure=True)[1]  # start it, or use it (cp, commit):

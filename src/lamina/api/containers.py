@@ -92,6 +92,9 @@ def _matches(row: dict, filters: dict[str, list[str]]) -> bool:
             run = run if run is not None else json.loads(row.get("RunConfig") or "{}")
             ok = labels_match(dict(run.get("labels") or ()), values)
         elif key == "health":
+            bad = [v for v in values if v not in ("starting", "healthy", "unhealthy", "none")]
+            if bad:
+                raise ApiError(400, f"Unrecognised filter value for health: {bad[0]}")
             ok = row["Health"] in values
         elif key in ("before", "since", "volume", "network", "publish", "expose",
                      "isolation", "is-task"):

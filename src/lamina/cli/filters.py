@@ -1,6 +1,7 @@
 """``ps --filter KEY=VALUE``: Docker's container filters over ``ps`` rows (the Engine API has its
 own, with the keys its clients send)."""
 
+from ..errors import InvalidArgument
 from .common import UsageError
 
 STATES = ("created", "restarting", "running", "removing", "paused", "exited", "dead")
@@ -16,13 +17,12 @@ def parse(values: list[str]) -> dict[str, list[str]]:
             raise UsageError(f'invalid argument "{item}" for "-f, --filter" flag: bad format of '
                              "filter (expected name=value)")
         out.setdefault(key.strip().lower(), []).append(value)
-    for key, wanted in out.items():
-        allowed = {"status": STATES, "health": HEALTH}.get(key)
-        bad = [v for v in wanted if allowed and v not in allowed]
-        if bad:
-            what = "status" if key == "status" else "health"
-            raise UsageError(f"Invalid filter '{key}={bad[0]}'" if what == "status" else
-                             f"Unrecognised filter value for health: {bad[0]}")
+    for value in out.get("status", ()):
+        if value not in STATES:
+            raise InvalidArgument(f"Invalid filter 'status={value}'")
+    for value in out.get("health", ()):
+        if value not in HEALTH:
+            raise InvalidArgument(f"Unrecognised filter value for health: {value}")
     return out
 
 
@@ -49,7 +49,7 @@ def select(rows: list[dict], filters: dict[str, list[str]]) -> list[dict]:
 
     for key in filters:
         if key not in _TESTS and key != "label":
-            raise UsageError(f"invalid filter '{key}'")
+            raise InvalidArgument(f"invalid filter '{key}'")  # the daemon's word: exit 1
 
     def accepted(row: dict) -> bool:
         for key, wanted in filters.items():

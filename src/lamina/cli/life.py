@@ -27,6 +27,8 @@ def given(a) -> bool:
 
 def options(a) -> dict:
     """The RunConfig fields these flags set; InvalidArgument for a bad value (exit 125)."""
+    if not given(a):
+        return {}  # the defaults, without importing the modules that check them
     import json
 
     from ..errors import InvalidArgument

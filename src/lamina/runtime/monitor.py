@@ -8,6 +8,12 @@ its own PID and start time) and then ``exited`` with the exit code in SQLite
 itself; ``run -d`` and ``start`` fork a small monitor that does the same and outlives the
 command: :func:`spawn` starts it (double fork, new session, ``python -S -m lamina.runtime``),
 :func:`serve` is its main.
+
+The owner also keeps what makes a container live on: its restart policy (after an exit it
+records ``restarting`` in :mod:`lamina.runstate`, waits Docker's backoff and runs the process
+again; a user's ``stop`` or ``kill`` ends that, :func:`request_stop`) and its health checks (a
+thread that runs a probe each interval, :mod:`lamina.runtime.health`). A container with a
+restart policy always has a detached monitor as owner, even for a foreground ``run``.
 """
 
 from __future__ import annotations
@@ -44,7 +50,8 @@ def supervise(containers: ContainerStore, name: str, *, stdin=None, stdout_fds=(
     With a restart policy (:mod:`lamina.runtime.restart`) the process is started again, in the
     same bundle, for as long as the policy says so; the attached file descriptors serve the
     first run only (Docker's attach ends at the first exit): ``on_first_exit()`` returns the
-    (stdin, stdout_fds, stderr_fds) of the runs after it. A health check (:mod:`lamina.runtime.health`) runs beside each run."""
+    (stdin, stdout_fds, stderr_fds) of the runs after it. A health check
+    (:mod:`lamina.runtime.health`) runs beside each run."""
     row = become_owner(containers, name, handover)
     try:
         return _keep(containers, row, stdin=stdin, stdout_fds=stdout_fds, stderr_fds=stderr_fds,
@@ -110,14 +117,13 @@ def request_stop(row) -> None:
 def _keep(containers: ContainerStore, row, *, stdin, stdout_fds, stderr_fds, on_started,
           forward_signals, on_first_exit) -> int:
     from .. import runstate
+    from .health import initial, probe_of
     from .restart import Backoff, RestartPolicy
 
     cid = row["id"]
     config = RunConfig.from_json(row["run_config"])
     policy = RestartPolicy.parse(config.restart)
     image_config = containers.images.config(row["image_id"]).get("config") or {}
-    from .health import initial, probe_of
-
     probe = probe_of(config.healthcheck, image_config)
     bundle = containers.store.bundle_dir(cid)
     os.makedirs(bundle, exist_ok=True)
@@ -207,7 +213,12 @@ def _start_checks(containers: ContainerStore, row, *, runtime_name, probe, keepe
         process = json.load(f)["process"]  # the container's user, env, working directory
 
     def run_probe(argv, timeout):
-        return exec_probe(runtime, row["id"], bundle, process, argv, timeout)
+        exec_id, line = os.urandom(32).hex(), " ".join(argv)  # an exec, with Docker's events
+        containers.event(f"exec_create: {line}", row, execID=exec_id)
+        containers.event(f"exec_start: {line}", row, execID=exec_id)
+        code, output = exec_probe(runtime, row["id"], bundle, process, argv, timeout)
+        containers.event("exec_die", row, execID=exec_id, exitCode=code)
+        return code, output
 
     def update(change):
         keeper.update(lambda doc: change(doc["Health"]))
