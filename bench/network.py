@@ -133,6 +133,7 @@ def main() -> int:
     lock_base()
     tar = make_data(set())["base"]
     engines = [LaminaEngine(a.lamina, None), NetworkDocker(), PodmanEngine()]
+    saved_rules = run(["iptables-save"], timeout=30).stdout  # restored at the end
     results: dict[str, dict[str, float]] = {}
     image = "busybox"
     servers: dict[str, tuple[str, int]] = {}
@@ -187,6 +188,7 @@ def main() -> int:
                     bridge = doc["Options"].get("com.docker.network.bridge.name")
                     run(["ip", "link", "delete", bridge], check=False)
             eng.cleanup()
+        run(["iptables-restore"], input=saved_rules, check=False)  # lamina's network rules
     print(f"{'benchmark':<20} {'lamina':>10} {'docker':>10} {'podman':>10} "
           f"{'l/docker':>9} {'l/podman':>9}")
     for name, row in results.items():

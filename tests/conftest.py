@@ -98,18 +98,23 @@ def store_root():
 
 
 def remove_bridges(root: str) -> None:
-    """Delete the bridges of a store's networks (they outlive its containers, as Docker's
-    docker0: a store that is thrown away must take them with it)."""
+    """Delete the bridges of a store's networks and their iptables rules (they outlive its
+    containers, as Docker's docker0: a store that is thrown away must take them with it)."""
     import sqlite3
+
+    from lamina.cni import drop_network_rules
 
     try:
         db = sqlite3.connect(f"file:{root}/lamina.db?mode=ro", uri=True)
-        names = [r[0] for r in db.execute("SELECT bridge FROM networks")]
+        db.row_factory = sqlite3.Row
+        networks = [dict(r) for r in db.execute("SELECT * FROM networks")]
         db.close()
     except sqlite3.Error:
         return
-    for name in names:
-        subprocess.run(["ip", "link", "delete", name], check=False, stderr=subprocess.DEVNULL)
+    for network in networks:
+        subprocess.run(["ip", "link", "delete", network["bridge"]], check=False,
+                       stderr=subprocess.DEVNULL)
+        drop_network_rules(network)
 
 
 @pytest.fixture(params=["overlay2", "vfs"])

@@ -10,12 +10,19 @@ with the ``CNI_*`` environment. The list Podman 4 uses with CNI, less what lamin
   container's namespace (``eth0``), addresses from ``host-local`` IPAM (its files under the
   store's ``networks/ipam/``: one file per address naming its container, written under a file
   lock, so concurrent ADDs never hand out one address twice and a killed lamina leaves a file
-  that ``system check`` finds), the gateway route and masquerading unless ``--internal``;
+  that ``system check`` finds) and the gateway route unless ``--internal``;
 * ``portmap`` when the container publishes ports: DNAT rules from the host's addresses (its
   loopback too: ``snat`` sets the bridge's ``route_localnet`` and masquerades hairpin and
-  localhost traffic);
-* ``firewall``: FORWARD rules that let the container's traffic through a host whose FORWARD
-  policy drops it (as a host running Docker has).
+  localhost traffic).
+
+What Podman's CNI list adds per container with the bridge's ``ipMasq`` and the ``firewall``
+plugin (a masquerade rule, FORWARD accepts) is the same for every container of a network, so
+lamina writes it once per network instead, as netavark (Podman 4's own network stack) and
+Docker do: :func:`ensure_network_rules` (a masquerade of the subnet's traffic leaving by another
+interface; FORWARD accepts for the bridge's traffic, ahead of a DROP policy such as Docker
+sets), checked with one ``iptables -C`` per start and written again if someone flushed them;
+:func:`drop_network_rules` at ``network rm``. Each container then costs no iptables process
+unless it publishes ports (some 30 fewer per ``run`` than the per-container rules).
 
 The ADD's result is kept under ``networks/results/`` for the DEL (the firewall plugin removes its
 rules by the addresses in it), as libcni keeps it under /var/lib/cni.
@@ -73,12 +80,53 @@ def conflist(store_root: str, network: dict, ports: bool) -> dict:
     if not internal:
         ipam["routes"] = [{"dst": "0.0.0.0/0"}]
     plugins = [{"type": "bridge", "bridge": network["bridge"], "isGateway": not internal,
-                "ipMasq": not internal, "hairpinMode": True, "ipam": ipam}]
+                "ipMasq": False, "hairpinMode": True, "ipam": ipam}]
     if ports:
         plugins.append({"type": "portmap", "capabilities": {"portMappings": True}, "snat": True})
-    plugins.append({"type": "firewall", "backend": "iptables"})
     # host-local's directory is named after the network: its ID, unique even across re-creations
     return {"cniVersion": CNI_VERSION, "name": "lamina-" + network["id"][:16], "plugins": plugins}
+
+
+def network_rules(network: dict) -> list[tuple[str, str, list[str]]]:
+    """(table, chain, rule) of a bridge network's own rules (none for an internal one)."""
+    if network["internal"]:
+        return []
+    bridge, tag = network["bridge"], ["-m", "comment", "--comment",
+                                      f"lamina network {network['id'][:12]}"]
+    return [("nat", "POSTROUTING", ["-s", network["subnet"], "!", "-o", bridge, *tag,
+                                    "-j", "MASQUERADE"]),
+            ("filter", "FORWARD", ["-o", bridge, "-m", "conntrack", "--ctstate",
+                                   "RELATED,ESTABLISHED", *tag, "-j", "ACCEPT"]),
+            ("filter", "FORWARD", ["-i", bridge, *tag, "-j", "ACCEPT"])]
+
+
+def _iptables(*args: str) -> int:
+    import subprocess
+
+    return subprocess.run(["iptables", "-w", *args], stdin=subprocess.DEVNULL,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                          check=False).returncode
+
+
+def ensure_network_rules(network: dict) -> None:
+    """Write the network's rules unless they are there (one ``iptables -C`` when they are):
+    the masquerade appended to POSTROUTING, the accepts inserted first in FORWARD."""
+    rules = network_rules(network)
+    if not rules or _iptables("-t", rules[0][0], "-C", rules[0][1], *rules[0][2]) == 0:
+        return
+    for table, chain, rule in rules:
+        if _iptables("-t", table, "-C", chain, *rule) != 0:
+            verb = ["-A", chain] if table == "nat" else ["-I", chain, "1"]
+            if _iptables("-t", table, *verb, *rule) != 0:
+                raise LaminaError(f"cannot add the {network['name']} network's iptables rule "
+                                  f"to {table} {chain}")
+
+
+def drop_network_rules(network: dict) -> None:
+    """Delete the network's rules (every copy; idempotent)."""
+    for table, chain, rule in network_rules(network):
+        while _iptables("-t", table, "-D", chain, *rule) == 0:
+            pass
 
 
 def _call(plugin: dict, command: str, config: dict, container_id: str, netns: str, ifname: str,
@@ -165,7 +213,7 @@ def add(store_root: str, config: dict, container_id: str, netns: str, ifname: st
     result = None
     try:
         result = _call(first, "ADD", config, container_id, netns, ifname, runtime, args, None)
-        if all(p["type"] in PASS_THROUGH for p in rest):
+        if rest and all(p["type"] in PASS_THROUGH for p in rest):
             _each([lambda p=p: _call(p, "ADD", config, container_id, netns, ifname, runtime,
                                      args, result) for p in rest])
         else:

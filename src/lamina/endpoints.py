@@ -136,6 +136,11 @@ def _add(store: Store, container_id: str, network: dict, ifname: str, netns: str
     config = cni.conflist(store.root, network, ports=bool(ports))
     mappings = [{"hostPort": int(p["HostPort"]), "containerPort": p["ContainerPort"],
                  "protocol": p["Protocol"], "hostIP": p["HostIp"]} for p in ports]
+    rules = networks.lock(store, network["id"] + ".rules", exclusive=True)
+    try:
+        cni.ensure_network_rules(network)  # one start at a time checks (and writes) them
+    finally:
+        os.close(rules)
     fd = networks.lock(store, network["id"], exclusive=False)
     try:
         result = cni.add(store.root, config, container_id, netns, ifname,

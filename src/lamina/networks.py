@@ -277,7 +277,7 @@ def remove(store: Store, ident: str) -> str:
     """Delete a network nobody is attached to, and its bridge; returns its ID. Stopped
     containers configured on it lose it (Docker refuses them at their next start; here they
     start without it)."""
-    from .cni import delete_link
+    from .cni import delete_link, drop_network_rules
 
     record = get(store, ident)
     if record["name"] in PREDEFINED or record["name"] == DEFAULT:
@@ -285,13 +285,15 @@ def remove(store: Store, ident: str) -> str:
     fd = lock(store, record["id"], exclusive=True)
     try:
         _remove(store, record)
+        drop_network_rules(record)
         delete_link(record["bridge"])
     finally:
         os.close(fd)
-    try:
-        os.unlink(os.path.join(store.root, "networks", "locks", record["id"]))
-    except FileNotFoundError:
-        pass
+    for name in (record["id"], record["id"] + ".rules"):
+        try:
+            os.unlink(os.path.join(store.root, "networks", "locks", name))
+        except FileNotFoundError:
+            pass
     from .events import emit
 
     emit(store, "network", "destroy", record["id"], {"name": record["name"], "type": "bridge"})
