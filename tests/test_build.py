@@ -126,7 +126,9 @@ CMD ["sh"]
     config = doc["config"]
     assert config["Labels"] == {"a": "b", "c d": "e", "maintainer": "Jane <jane@example.com>"}
     assert doc["author"] == "Jane <jane@example.com>"
-    assert config["Env"] == ["X=1", "Y=2 3", "Z=1-z"]
+    # the base has no PATH: the build adds Docker's default first, as Docker does
+    assert config["Env"] == ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                             "X=1", "Y=2 3", "Z=1-z"]
     assert config["ExposedPorts"] == {"80/tcp": {}, "90/udp": {}, "7000/tcp": {}, "7001/tcp": {}}
     assert config["Volumes"] == {"/data": {}, "/more": {}, "/json": {}}
     assert config["User"] == "1000:1000"
@@ -143,7 +145,7 @@ CMD ["sh"]
     by = [h["created_by"] for h in history]
     assert by[0] == "/bin/sh -c #(nop)  LABEL a=b c d=e"
     assert by[1] == "/bin/sh -c #(nop)  ENV X=1 Y=2 3"
-    assert by[-1] == '/bin/sh -c #(nop)  CMD ["sh"]'
+    assert by[-1] == '/bin/sh -ec #(nop)  CMD ["sh"]'  # after SHELL, as Docker
     assert "/bin/sh -c #(nop)  VOLUME [/data /more]" in by
     assert "/bin/sh -c #(nop)  HEALTHCHECK &{[\"CMD-SHELL\" \"wget -q localhost\"] \"5s\" " \
            "\"0s\" \"0s\" '\\x03'}" in by
@@ -169,7 +171,8 @@ def test_cmd_entrypoint_combination_rules(store, ctx):
     assert config["Entrypoint"] == ["/bin/ash", "-c", "exec top"]
     assert config["Cmd"] == ["/bin/ash", "-c", "echo hi"]
     history = config_of(store, image)["history"]
-    assert history[-1]["created_by"] == '/bin/sh -c #(nop)  CMD ["/bin/ash" "-c" "echo hi"]'
+    # the history entry starts with the SHELL in effect, as Docker's
+    assert history[-1]["created_by"] == '/bin/ash -c #(nop)  CMD ["/bin/ash" "-c" "echo hi"]'
 
 
 def test_arg_build_arg_and_variable_rules(store, ctx):
@@ -476,7 +479,7 @@ def test_syntax_error_names_the_line(store, ctx, lamina_cli):
     proc = lamina_cli("build", "--check", str(ctx), check=False)
     assert proc.returncode == 1
     assert proc.stderr.strip() == "Dockerfile:3: COPY requires at least two arguments, but " \
-                                  "only 1 provided"
+                                  "only one was provided. Destination could not be determined"
     write(ctx, {"Dockerfile": "FROM busybox\nLABEL ok=1\n"})
     proc = lamina_cli("build", "--check", str(ctx))
     assert proc.returncode == 0

@@ -3,7 +3,8 @@
 :func:`plan_copy` turns one resolved COPY/ADD into the list of entries the new layer holds, by
 Docker's rules (legacy builder, the one Docker 20.10 runs without BuildKit):
 
-- ``COPY dir /dest`` copies the *contents* of ``dir``; ``/dest`` takes ``dir``'s mode and mtime.
+- ``COPY dir /dest`` copies the *contents* of ``dir``; a new ``/dest`` takes ``dir``'s mode and
+  mtime, an existing directory ``/dest`` keeps its mode and owner (as Docker's untar does).
 - A file goes to ``/dest/NAME`` when ``/dest`` ends with ``/`` or is an existing directory of the
   image, else it becomes ``/dest``. Several sources (or a pattern) need a ``/dest/``.
 - A relative ``/dest`` is relative to WORKDIR; symlinks in ``/dest`` are followed inside the
@@ -141,8 +142,8 @@ def parse_chown(text: str, tree: LayerTree, what: str = "COPY") -> tuple[int, in
     else:
         found = _lookup_id(tree, "/etc/passwd", user)
         if found is None:
-            raise NotFound(f"{what} --chown={text}: unable to find user {user}: no matching "
-                           "entries in passwd file")
+            raise NotFound("unable to convert uid/gid chown string to host mapping: can't "
+                           f"find uid for user {user}: no such user: {user}")
         uid, primary = found
     if not group:
         return uid, primary
@@ -150,8 +151,8 @@ def parse_chown(text: str, tree: LayerTree, what: str = "COPY") -> tuple[int, in
         return uid, int(group)
     found = _lookup_id(tree, "/etc/group", group)
     if found is None:
-        raise NotFound(f"{what} --chown={text}: unable to find group {group}: no matching "
-                       "entries in group file")
+        raise NotFound("unable to convert uid/gid chown string to host mapping: can't "
+                       f"find gid for group {group}: no such group: {group}")
     return uid, found[0]
 
 
@@ -307,8 +308,11 @@ def plan_copy(
             base_name = posixpath.basename(ref) if ref != "." else ""
         if stat.S_ISDIR(st.st_mode):
             plan.kinds.append("dir")
-            top = FakeStat(st, mode=mode_of(st), uid=uid, gid=gid)
-            plan.add(CopyEntry(root, top, host))
+            if dest_is_dir:  # Docker keeps an existing directory as it is (a 0700 stays 0700)
+                top = FakeStat(existing.st, mtime_ns=now_ns)
+                plan.add(CopyEntry(root, top, existing.host))
+            else:
+                plan.add(CopyEntry(root, FakeStat(st, mode=mode_of(st), uid=uid, gid=gid), host))
             if kind == "tree":
                 walker = _tree_walk(source_tree, entry_path)
             else:

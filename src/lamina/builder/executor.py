@@ -34,7 +34,6 @@ if TYPE_CHECKING:
     from lamina.containers import ContainerStore
 
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-_NOP = "/bin/sh -c #(nop) "
 # BuildKit-only flags the parser accepts but this builder (like Docker's legacy one) does not do
 _UNSUPPORTED = {"run": ("mount", "security"), "copy": ("parents", "exclude"),
                 "add": ("exclude", "checksum", "keep-git-dir", "unpack")}
@@ -78,6 +77,12 @@ class BuildOptions:
     ignore_text: str | None = None
     stdout: int | None = None  # where RUN's output goes (file descriptors; None: this process's)
     stderr: int | None = None
+
+
+def _nop(state: State) -> str:
+    """The start of a history entry for a step that runs nothing: the shell in effect, then
+    ``#(nop) `` (Docker's words: ``/bin/sh -ec #(nop)  ENV ...`` after ``SHELL ["/bin/sh", "-ec"]``)."""
+    return " ".join(state.shell) + " #(nop) "
 
 
 def _go_quote_list(words: list[str]) -> str:
@@ -283,6 +288,9 @@ class Builder:
                     f"`lamina import ROOTFS.tar {stage.base}`")
             state = self._state_of(image_id)
         state.shell = list(state.config.get("Shell") or ["/bin/sh", "-c"])
+        env = list(state.config.get("Env") or [])
+        if not any(item.startswith("PATH=") for item in env):  # as Docker and BuildKit do
+            state.config["Env"] = [DEFAULT_PATH] + env
         if state.image_id is not None:  # None: a stage that is an empty scratch
             self.out(f" ---> {state.image_id[7:19]}")
         triggers = state.config.get("OnBuild") or []
@@ -468,7 +476,7 @@ class Builder:
     # ------------------------------------------------------------------ metadata instructions
     def _do_env(self, state, ins):
         pairs = list(zip(ins.args[0::2], ins.args[1::2]))
-        created_by = _NOP + " ENV " + " ".join(f"{k}={v}" for k, v in pairs)
+        created_by = _nop(state) + " ENV " + " ".join(f"{k}={v}" for k, v in pairs)
 
         def change(config):
             for key, value in pairs:
@@ -477,7 +485,7 @@ class Builder:
 
     def _do_label(self, state, ins):
         pairs = list(zip(ins.args[0::2], ins.args[1::2]))
-        created_by = _NOP + " LABEL " + " ".join(f"{k}={v}" for k, v in pairs)
+        created_by = _nop(state) + " LABEL " + " ".join(f"{k}={v}" for k, v in pairs)
 
         def change(config):
             labels = dict(config.get("Labels") or {})
@@ -488,7 +496,7 @@ class Builder:
     def _do_maintainer(self, state, ins):
         """MAINTAINER sets the config's author, as Docker's does, and a ``maintainer`` label."""
         name = ins.args[0] if ins.args else ""
-        created_by = _NOP + " MAINTAINER " + name
+        created_by = _nop(state) + " MAINTAINER " + name
         key = cache.step_key(state.image_id, created_by)
         hit = self._cached(state, key)
         if hit is not None:
@@ -502,11 +510,11 @@ class Builder:
 
     def _do_arg(self, state, ins):
         text = ins.original.split(None, 1)[1] if " " in ins.original.strip() else ""
-        return self._metadata(state, ins, _NOP + " ARG " + text, lambda config: None)
+        return self._metadata(state, ins, _nop(state) + " ARG " + text, lambda config: None)
 
     def _do_expose(self, state, ins):
         ports = _expand_ports(ins.args)
-        created_by = _NOP + " EXPOSE " + " ".join(ins.args)
+        created_by = _nop(state) + " EXPOSE " + " ".join(sorted(ins.args))  # sorted, as Docker
 
         def change(config):
             exposed = dict(config.get("ExposedPorts") or {})
@@ -516,7 +524,7 @@ class Builder:
 
     def _do_volume(self, state, ins):
         volumes = list(ins.args)
-        created_by = _NOP + " VOLUME [" + " ".join(volumes) + "]"
+        created_by = _nop(state) + " VOLUME [" + " ".join(volumes) + "]"
 
         def change(config):
             existing = dict(config.get("Volumes") or {})
@@ -526,12 +534,12 @@ class Builder:
 
     def _do_user(self, state, ins):
         user = ins.args[0]
-        return self._metadata(state, ins, _NOP + " USER " + user,
+        return self._metadata(state, ins, _nop(state) + " USER " + user,
                               lambda config: config.__setitem__("User", user))
 
     def _do_stopsignal(self, state, ins):
         signal = ins.args[0]
-        return self._metadata(state, ins, _NOP + " STOPSIGNAL " + signal,
+        return self._metadata(state, ins, _nop(state) + " STOPSIGNAL " + signal,
                               lambda config: config.__setitem__("StopSignal", signal))
 
     def _command(self, state: State, ins: ResolvedInstruction) -> list[str]:
@@ -541,7 +549,7 @@ class Builder:
 
     def _do_cmd(self, state, ins):
         command = self._command(state, ins)
-        return self._metadata(state, ins, _NOP + " CMD " + _go_quote_list(command),
+        return self._metadata(state, ins, _nop(state) + " CMD " + _go_quote_list(command),
                               lambda config: config.__setitem__("Cmd", command))
 
     def _do_entrypoint(self, state, ins):
@@ -554,12 +562,13 @@ class Builder:
             config["Entrypoint"] = entrypoint or None
             if not cmd_set:  # Docker: ENTRYPOINT resets a CMD inherited from the base
                 config["Cmd"] = None
-        return self._metadata(state, ins, _NOP + " ENTRYPOINT " + _go_quote_list(entrypoint),
+        return self._metadata(state, ins, _nop(state) + " ENTRYPOINT " + _go_quote_list(entrypoint),
                               change, extra=f"\0cmd_set={cmd_set}")
 
     def _do_shell(self, state, ins):
         shell = list(ins.args)
-        new = self._metadata(state, ins, _NOP + " SHELL [" + " ".join(shell) + "]",
+        prefix = " ".join(shell) + " #(nop) "  # Docker writes the new shell's #(nop)
+        new = self._metadata(state, ins, prefix + " SHELL [" + " ".join(shell) + "]",
                              lambda config: config.__setitem__("Shell", shell))
         new.shell = shell
         return new
@@ -571,7 +580,7 @@ class Builder:
 
         def change(config):
             config["OnBuild"] = list(config.get("OnBuild") or []) + [trigger]
-        return self._metadata(state, ins, _NOP + " ONBUILD " + trigger, change)
+        return self._metadata(state, ins, _nop(state) + " ONBUILD " + trigger, change)
 
     def _do_healthcheck(self, state, ins):
         from lamina.builder.dockerfile import parse_flags  # noqa: F401  (flags are parsed already)
@@ -598,7 +607,7 @@ class Builder:
                 health["Retries"] = retries
             text = "&{" + _go_quote_list(test) + " " + " ".join(
                 f'"{_go_duration(s)}"' for s in durations) + f" '\\x{retries:02x}'" + "}"
-        return self._metadata(state, ins, _NOP + " HEALTHCHECK " + text,
+        return self._metadata(state, ins, _nop(state) + " HEALTHCHECK " + text,
                               lambda config: config.__setitem__("Healthcheck", health))
 
     # ------------------------------------------------------------------ WORKDIR
@@ -608,7 +617,7 @@ class Builder:
         workdir = posixpath.normpath(posixpath.join(current, path)) if not path.startswith("/") \
             else posixpath.normpath(path)
         workdir = "/" + workdir.lstrip("/")
-        created_by = "/bin/sh -c #(nop) WORKDIR " + workdir
+        created_by = _nop(state) + "WORKDIR " + workdir
         key = cache.step_key(state.image_id, created_by)
         hit = self._cached(state, key)
         if hit is not None:
@@ -707,7 +716,9 @@ class Builder:
             digest = content_digest(copy_plan)
             kinds = copy_plan.kinds
             kind = "multi" if len(kinds) != 1 else kinds[0]
-            created_by = f"/bin/sh -c #(nop) {what} {kind}:{digest} in {dest} "
+            chown = flags.get("chown") or ""  # Docker keeps the flag, glued to the digest
+            created_by = (f"{_nop(state)}{what} {'--chown=' + chown if chown else ''}"
+                          f"{kind}:{digest} in {dest} ")
             extra = f"\0{source_label}{flags.get('chown', '')}\0{flags.get('chmod', '')}"
             key = cache.step_key(state.image_id, created_by + extra, digest)
             hit = self._cached(state, key)
@@ -810,7 +821,9 @@ class Builder:
                 code = run_in_container(
                     self.containers, cid, argv, env, config.get("WorkingDir") or "/",
                     config.get("User") or "", "host" if network == "default" else network,
-                    **streams)
+                    # Docker's RUN sees its build container's ID (on the host's network: the
+                    # host's name, as Docker's --network=host)
+                    hostname=None if network == "host" else cid[:12], **streams)
             finally:
                 if quiet is not None:
                     os.close(quiet)

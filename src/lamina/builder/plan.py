@@ -256,6 +256,7 @@ class _Planner:
         deps: set[int],
     ) -> ResolvedInstruction:
         cmd = node.cmd
+        check_instruction(node)  # the argument counts and flags (Docker's one-line errors)
         scope = {**args, **env}
         flags = parse_flags(node)
         words = list(node.args)

@@ -171,14 +171,17 @@ def pump_tty(runtime: Runtime, args: list[str], *, stdin, output: Output, pid_fi
 
 def prepare_bundle(containers: ContainerStore, row, config: RunConfig, rootfs: str, bundle: str,
                    argv: list[str], env: list[str] | None, workdir: str | None, user: str | None,
-                   network: str, runtime_id: str, terminal: bool = False) -> None:
+                   network: str, runtime_id: str, terminal: bool = False,
+                   hostname: str | None = None) -> None:
     """Write ``bundle``/config.json for ``argv`` in the container ``row``."""
     import socket
 
     from .. import volumes
 
     image = containers.images.config(row["image_id"]).get("config") or {}
-    hostname = socket.gethostname() if network == "host" else config.hostname or row["id"][:12]
+    if hostname is None:
+        hostname = socket.gethostname() if network == "host" else \
+            config.hostname or row["id"][:12]
     env = merge_env(image.get("Env"), config.env) if env is None else list(env)
     workdir = workdir or config.workdir or image.get("WorkingDir") or "/"
     if not workdir.startswith("/"):
@@ -268,7 +271,7 @@ def exec_process(containers: ContainerStore, name: str, argv: list[str], *, env=
 
 def run_in_container(containers: ContainerStore, name: str, argv: list[str], env=None,
                      workdir=None, user=None, network: str = "none", stdout: int = 1,
-                     stderr: int = 2) -> int:
+                     stderr: int = 2, hostname: str | None = None) -> int:
     """Run ``argv`` in the (created, not running) container ``container_id``; return its exit code.
 
     This is what a Dockerfile ``RUN`` step uses. The container's merged root is mounted (and
@@ -278,7 +281,8 @@ def run_in_container(containers: ContainerStore, name: str, argv: list[str], env
     ``host``) apply to this process only; nothing is recorded in the container's state or logs.
     Stdin is /dev/null; stdout and stderr are streamed to the file descriptors ``stdout`` and
     ``stderr`` (the caller's by default) while the process runs. Files the process writes land in
-    the container's writable layer, ready for ``Engine.commit``.
+    the container's writable layer, ready for ``Engine.commit``. ``hostname``: the process's
+    (default: the host's with ``network="host"``, else the container's short ID).
 
     Raises :class:`RuntimeFailure` (exit_code 127 for a missing executable, 126 when it cannot be
     executed, 125 for other runtime errors) when the process could not be started, and
@@ -298,7 +302,7 @@ def run_in_container(containers: ContainerStore, name: str, argv: list[str], env
     rootfs = containers.mount(cid)
     try:
         prepare_bundle(containers, row, config, rootfs, bundle, list(argv), env, workdir, user,
-                       network, runtime_id)
+                       network, runtime_id, hostname=hostname)
         pid_file = os.path.join(bundle, "pid")
         runtime_log = os.path.join(bundle, "runtime.log")
         cmd = runtime.command("run", "--bundle", bundle, "--pid-file", pid_file, runtime_id,
