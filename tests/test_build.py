@@ -581,8 +581,6 @@ def test_buildkit_only_flags_are_refused_with_the_line(store, ctx):
     write(ctx, {"a": "a"})
     with pytest.raises(InvalidArgument, match="Dockerfile:2: COPY --parents is not supported"):
         do_build(store, ctx, "FROM busybox\nCOPY --parents a /x/\n")
-    with pytest.raises(InvalidArgument, match="RUN --mount is not supported"):
-        do_build(store, ctx, "FROM busybox\nRUN --mount=type=cache,target=/c true\n")
 
 
 def test_vfs_store_builds_too(store_root, busybox_tar, ctx, tmp_path):

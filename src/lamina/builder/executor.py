@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # BuildKit-only flags the parser accepts but this builder (like Docker's legacy one) does not do
-_UNSUPPORTED = {"run": ("mount", "security"), "copy": ("parents", "exclude"),
+_UNSUPPORTED = {"copy": ("parents", "exclude"),
                 "add": ("exclude", "checksum", "keep-git-dir", "unpack")}
 
 
@@ -77,6 +77,8 @@ class BuildOptions:
     ignore_text: str | None = None
     stdout: int | None = None  # where RUN's output goes (file descriptors; None: this process's)
     stderr: int | None = None
+    # RUN --mount=type=secret: id -> ("file", path) or ("env", variable name)
+    secrets: dict[str, tuple[str, str]] = field(default_factory=dict)
 
 
 def _nop(state: State) -> str:
@@ -207,6 +209,7 @@ class Builder:
         df = parse(options.dockerfile)
         stages = plan(df, options.build_args, options.target, base_env=self._base_env)
         self._warn_unused_args(df, stages)
+        self._check_mounts(stages)
         self.total = sum(1 + len(s.instructions) for s in stages)
         state = None
         try:
@@ -253,6 +256,25 @@ class Builder:
                         if k not in declared and k not in PROXY_ARGS and k not in platform_args())
         if unused:
             self.out(f"[Warning] One or more build-args [{' '.join(unused)}] were not consumed")
+
+    def _check_mounts(self, stages: list[Stage]) -> None:
+        """Every RUN --mount of the stages to build, checked before any step runs: a bad one
+        leaves nothing in the store."""
+        from .mounts import check_mounts, parse_mount
+
+        found = []
+        for stage in stages:
+            for ins in stage.instructions:
+                if ins.cmd != "run":
+                    continue
+                found.append((ins.line, [parse_mount(text, ins.line)
+                                         for text in ins.flags.get("mount", [])]))
+                security = ins.flags.get("security") or "sandbox"
+                if security != "sandbox":
+                    raise DockerfileError(ins.line, f"RUN --security={security} needs the "
+                                          "security.insecure entitlement, which lamina build "
+                                          "does not grant")
+        check_mounts(found, self.options.secrets, self.context.root)
 
     def _announce(self, text: str) -> None:
         self.step += 1
@@ -777,20 +799,93 @@ class Builder:
         created_by = " ".join(shown)
         network = ins.flags.get("network") or self.options.network or "default"
         extra = f"\0network={network}"
-        key = cache.step_key(state.image_id, created_by + extra)
-        hit = self._cached(state, key)
-        if hit is not None:
-            return hit
-        env = list(config.get("Env") or [])
-        if not any(e.startswith("PATH=") for e in env):
-            env.insert(0, DEFAULT_PATH)
-        env += [f"{k}={v}" for k, v in build_args]
-        layer = self._run_container(state, ins, argv, env, network)
+        from .mounts import StepMounts, parse_mount
+
+        mounts = [parse_mount(text, ins.line) for text in ins.flags.get("mount", [])]
+        step = StepMounts(self.store.root, self._scratch_dir(), self.options.secrets)
+        helpers: list[str] = []  # containers that give a stage's or an image's files to a mount
+        try:
+            sources = self._mount_sources(ins, mounts, step, helpers)
+            if mounts:  # what the mounts are, and the content of context binds; never a secret's
+                extra += "\0mounts=" + "\0".join(
+                    m.key_text() + "\0" + sources.get(i, ("", ""))[1]
+                    for i, m in enumerate(mounts))
+            key = cache.step_key(state.image_id, created_by + extra)
+            hit = self._cached(state, key)
+            if hit is not None:
+                return hit
+            for i, m in enumerate(mounts):
+                if m.type == "bind":
+                    step.add_bind(sources[i][0], m.target, m.readonly)
+                elif m.type == "cache":
+                    step.cache(m, lambda i=i: sources[i][0])
+                elif m.type == "tmpfs":
+                    step.tmpfs(m)
+                elif m.type == "secret" and m.id in self.options.secrets:
+                    step.secret(m)
+            env = list(config.get("Env") or [])
+            if not any(e.startswith("PATH=") for e in env):
+                env.insert(0, DEFAULT_PATH)
+            env += [f"{k}={v}" for k, v in build_args] + step.env
+            tree = self._tree(state)
+            made = []  # mount points runc will make: each target the image lacks, and its
+            for m in mounts:  # parents up to the first the image has
+                path = m.target
+                while path not in ("", "/") and tree.lookup(path) is None:
+                    made.append(path)
+                    path = posixpath.dirname(path)
+            layer = self._run_container(state, ins, argv, env, network, step.oci, made)
+        finally:
+            step.close()
+            for cid in helpers:
+                try:
+                    self.containers.rm(cid, force=True)
+                except LaminaError:
+                    pass
         new = self._copy_state(state)
         return self._commit(new, created_by, layer, key, parent_id=state.image_id)
 
+    def _mount_sources(self, ins: ResolvedInstruction, mounts, step, helpers: list[str]) -> dict:
+        """For each bind mount and each cache mount with ``from``: (host path of its source,
+        what the cache key holds of it: the content digest of a context path, the ID of a stage
+        or image)."""
+        from lamina.rootpath import resolve_in_root
+
+        from .mounts import copy_context_subtree
+
+        out = {}
+        for i, m in enumerate(mounts):
+            if m.type == "bind" and not m.from_:
+                rel = posixpath.normpath("/" + (m.source or ".")).lstrip("/") or "."
+                if not os.path.lexists(self.context.host(rel)):
+                    raise NotFound(f"RUN --mount: bind source {m.source!r} not found in the "
+                                   "build context")
+                copy = os.path.join(step.temp_dir("bind-"), "source")
+                out[i] = (copy, copy_context_subtree(self.context, rel, copy))
+            elif m.type in ("bind", "cache") and m.from_:
+                stage = ins.mount_stages.get(m.from_)
+                if stage is not None:
+                    source_state = self.stage_states[stage]
+                else:
+                    image_id = self._find_image(m.from_)
+                    if image_id is None:
+                        raise NotFound(f"RUN --mount from={m.from_}: no such stage or image in "
+                                       f"this store: get it with `lamina pull {m.from_}`")
+                    source_state = self._state_of(image_id)
+                if source_state.image_id is None:
+                    source_state = self._commit(source_state, "", None, None, add_history=False)
+                cid = self.containers.create(source_state.image_id, command=["true"], used=True)
+                helpers.append(cid)
+                root = self.containers.mount(cid)
+                path = resolve_in_root(root, "/" + (m.source or "").lstrip("/"))
+                if m.type == "bind" and not os.path.lexists(path):
+                    raise NotFound(f"RUN --mount from={m.from_}: {m.source or '/'} not found")
+                out[i] = (path, source_state.image_id)
+        return out
+
     def _run_container(self, state: State, ins: ResolvedInstruction, argv: list[str],
-                       env: list[str], network: str):
+                       env: list[str], network: str, mounts: list[dict] | None = None,
+                       mount_points: list[str] = ()):
         try:
             from lamina.runtime.process import run_in_container
         except ImportError:
@@ -823,7 +918,8 @@ class Builder:
                     config.get("User") or "", "host" if network == "default" else network,
                     # Docker's RUN sees its build container's ID (on the host's network: the
                     # host's name, as Docker's --network=host)
-                    hostname=None if network == "host" else cid[:12], **streams)
+                    hostname=None if network == "host" else cid[:12], mounts=mounts,
+                    **streams)
             finally:
                 if quiet is not None:
                     os.close(quiet)
@@ -831,6 +927,7 @@ class Builder:
                 raise BuildError(
                     f"Step {self.step}/{self.total} : The command '{' '.join(argv)}' returned a "
                     f"non-zero code: {code}", code)
+            self._remove_mount_points(cid, mount_points)
             if not differ.changes(self.store.snaps, cid):
                 return None
             return self._layer_from_tar(
@@ -843,6 +940,21 @@ class Builder:
                     self.containers.rm(cid, force=True)
                 except LaminaError:
                     pass
+
+
+    def _remove_mount_points(self, cid: str, paths: list[str]) -> None:
+        """Remove from the container's own layer the mount points ``paths`` that the runtime
+        made (paths the image lacks), deepest first, each only if still empty."""
+        top = self.store.snaps.dir(cid)
+        for path in sorted(set(paths), key=lambda p: -p.count("/")):
+            host = os.path.join(top, path.lstrip("/"))
+            try:
+                if os.path.isdir(host) and not os.path.islink(host):
+                    os.rmdir(host)  # fails unless empty: the RUN wrote there
+                elif os.path.isfile(host) and os.path.getsize(host) == 0:
+                    os.unlink(host)
+            except OSError:
+                continue
 
 
 def build(containers: ContainerStore, options: BuildOptions, out=print) -> str:

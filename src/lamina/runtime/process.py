@@ -172,7 +172,7 @@ def pump_tty(runtime: Runtime, args: list[str], *, stdin, output: Output, pid_fi
 def prepare_bundle(containers: ContainerStore, row, config: RunConfig, rootfs: str, bundle: str,
                    argv: list[str], env: list[str] | None, workdir: str | None, user: str | None,
                    network: str, runtime_id: str, terminal: bool = False,
-                   hostname: str | None = None) -> None:
+                   hostname: str | None = None, mounts: list[dict] | None = None) -> None:
     """Write ``bundle``/config.json for ``argv`` in the container ``row``."""
     import socket
 
@@ -195,7 +195,8 @@ def prepare_bundle(containers: ContainerStore, row, config: RunConfig, rootfs: s
     files = write_network_files(bundle, hostname, network)
     spec = make_spec(rootfs, process, hostname=hostname, network=network,
                      read_only=config.read_only, files=files,
-                     binds=volumes.oci_mounts(containers.store, config), cgroup=f"/lamina/{runtime_id}")
+                     binds=volumes.oci_mounts(containers.store, config) + list(mounts or []),
+                     cgroup=f"/lamina/{runtime_id}")
     with open(os.path.join(bundle, "config.json"), "w") as f:
         json.dump(spec, f)
 
@@ -271,7 +272,8 @@ def exec_process(containers: ContainerStore, name: str, argv: list[str], *, env=
 
 def run_in_container(containers: ContainerStore, name: str, argv: list[str], env=None,
                      workdir=None, user=None, network: str = "none", stdout: int = 1,
-                     stderr: int = 2, hostname: str | None = None) -> int:
+                     stderr: int = 2, hostname: str | None = None,
+                     mounts: list[dict] | None = None) -> int:
     """Run ``argv`` in the (created, not running) container ``container_id``; return its exit code.
 
     This is what a Dockerfile ``RUN`` step uses. The container's merged root is mounted (and
@@ -282,7 +284,8 @@ def run_in_container(containers: ContainerStore, name: str, argv: list[str], env
     Stdin is /dev/null; stdout and stderr are streamed to the file descriptors ``stdout`` and
     ``stderr`` (the caller's by default) while the process runs. Files the process writes land in
     the container's writable layer, ready for ``Engine.commit``. ``hostname``: the process's
-    (default: the host's with ``network="host"``, else the container's short ID).
+    (default: the host's with ``network="host"``, else the container's short ID); ``mounts``:
+    extra OCI mounts for this process (a Dockerfile's ``RUN --mount``).
 
     Raises :class:`RuntimeFailure` (exit_code 127 for a missing executable, 126 when it cannot be
     executed, 125 for other runtime errors) when the process could not be started, and
@@ -302,7 +305,7 @@ def run_in_container(containers: ContainerStore, name: str, argv: list[str], env
     rootfs = containers.mount(cid)
     try:
         prepare_bundle(containers, row, config, rootfs, bundle, list(argv), env, workdir, user,
-                       network, runtime_id, hostname=hostname)
+                       network, runtime_id, hostname=hostname, mounts=mounts)
         pid_file = os.path.join(bundle, "pid")
         runtime_log = os.path.join(bundle, "runtime.log")
         cmd = runtime.command("run", "--bundle", bundle, "--pid-file", pid_file, runtime_id,
