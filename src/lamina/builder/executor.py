@@ -15,9 +15,11 @@ state of it is stored.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import posixpath
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -79,6 +81,8 @@ class BuildOptions:
     stderr: int | None = None
     # RUN --mount=type=secret: id -> ("file", path) or ("env", variable name)
     secrets: dict[str, tuple[str, str]] = field(default_factory=dict)
+    progress: str = "legacy"  # legacy (Docker's "Step N/M"), plain or tty (BuildKit's), quiet
+    jobs: int | None = None  # stages built at once (None: the CPU count)
 
 
 def _nop(state: State) -> str:
@@ -157,14 +161,31 @@ class Builder:
         self.layers = containers.layers
         self.store = containers.store
         self.options = options
-        self.out = (lambda *a, **k: None) if options.quiet else out
+        from .progress import Plain
+
+        mode = "quiet" if options.quiet else (options.progress or "legacy")
+        self.plain = Plain(out) if mode in ("plain", "tty") else None
+        if mode == "quiet" or self.plain is not None:
+            self.out = lambda *a, **k: None  # Docker's legacy lines: not in these modes
+        else:
+            lock = threading.Lock()  # stages built in parallel write whole lines
+
+            def locked_out(*args, **kwargs):
+                with lock:
+                    out(*args, **kwargs)
+            self.out = locked_out
         self.db = self.store.db
         self.context = Context(options.context, options.ignore_text)
         self.step = 0
+        self.steps = itertools.count(1)  # shared by the stages' builders
         self.total = 0
         self.stage_states: dict[int, State] = {}
         self.leased: list[str] = []  # chains this build leased (lamina.leases), once per lease
         self.tmp: str | None = None
+        self.stage_label = ""  # BuildKit's name of the stage being built ("stage-1", "build")
+        self.stage_steps = (0, 0)  # (vertices so far, vertices) of that stage
+        self.hit = False  # the last step came from the cache
+        self.vertex: int | None = None  # the plain progress's vertex of the step being built
 
     # ------------------------------------------------------------------ images and states
     def _find_image(self, reference: str) -> str | None:
@@ -211,17 +232,20 @@ class Builder:
         self._warn_unused_args(df, stages)
         self._check_mounts(stages)
         self.total = sum(1 + len(s.instructions) for s in stages)
-        state = None
+        self.several = len(stages) > 1
+        jobs = self.options.jobs or os.cpu_count() or 1
         try:
-            for stage in stages:
-                state = self._run_stage(stage)
-                self.stage_states[stage.index] = state
+            if jobs > 1 and self.several:
+                self._run_graph(stages, jobs)
+            else:
+                for stage in stages:
+                    self.stage_states[stage.index] = self._run_stage(stage)
         finally:
             if self.tmp:
                 import shutil
 
                 shutil.rmtree(self.tmp, ignore_errors=True)
-        assert state is not None
+        state = self.stage_states[stages[-1].index]
         if state.image_id is None:  # FROM scratch and nothing else: an empty image
             state = self._commit(state, "", None, None, add_history=False)
         from lamina.image import normalize
@@ -235,7 +259,73 @@ class Builder:
         self.out(f"Successfully built {state.image_id[7:19]}")
         for tag in tags:
             self.out(f"Successfully tagged {tag}")
+        if self.plain is not None:
+            number = self.plain.start("exporting to image")
+            self.plain.status(number, f"writing image {state.image_id} done")
+            for tag in tags:
+                self.plain.status(number, f"naming to {_full_name(tag)} done")
+            self.plain.done(number)
         return state.image_id
+
+    def _run_graph(self, stages: list[Stage], jobs: int) -> None:
+        """Build the stages as a graph: each as soon as the stages it needs are built, at most
+        ``jobs`` at once, each in a thread with its own connection to the store. A failure
+        stops new stages from starting; the first error is raised once the running ones end."""
+        from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
+        needs = {stage.index: stage_needs(stage) for stage in stages}
+        pending = {stage.index: stage for stage in stages}
+        running: dict = {}
+        error: BaseException | None = None
+        with ThreadPoolExecutor(min(jobs, len(stages)), thread_name_prefix="stage") as pool:
+            while pending or running:
+                if error is None:
+                    for index, stage in list(pending.items()):
+                        if needs[index] <= set(self.stage_states):
+                            del pending[index]
+                            running[pool.submit(self._run_stage_apart, stage)] = index
+                if not running:
+                    break
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    index = running.pop(future)
+                    try:
+                        self.stage_states[index] = future.result()
+                    except BaseException as failure:  # noqa: BLE001  (raised below)
+                        error = error or failure
+        if error is not None:
+            raise error
+
+    def _run_stage_apart(self, stage: Stage) -> State:
+        """Build one stage in this thread, through a store connection of its own."""
+        from lamina.containers import ContainerStore
+        from lamina.images import ImageStore
+        from lamina.layers import LayerStore
+        from lamina.store import Store
+
+        store = Store(self.store.root, self.store.driver)
+        try:
+            layers = LayerStore(store)
+            images = ImageStore(store, layers)
+            containers = ContainerStore(store, images, layers)
+            lifecycle = self.containers.lifecycle
+            if lifecycle is not None:
+                containers.lifecycle = type(lifecycle)(containers)
+            twin = Builder.__new__(Builder)
+            twin.__dict__.update(self.__dict__)
+            twin.containers, twin.images, twin.layers = containers, images, layers
+            twin.store, twin.db = store, store.db
+            twin.leased, twin.tmp = [], None
+            try:
+                return twin._run_stage(stage)
+            finally:
+                self.leased += twin.leased  # released with the build's own, at its end
+                if twin.tmp:
+                    import shutil
+
+                    shutil.rmtree(twin.tmp, ignore_errors=True)
+        finally:
+            store.close()
 
     def _release_leases(self) -> None:
         """Drop the leases this build took on the layers it built on (lamina.leases): once the
@@ -277,15 +367,44 @@ class Builder:
         check_mounts(found, self.options.secrets, self.context.root)
 
     def _announce(self, text: str) -> None:
-        self.step += 1
+        self.step = next(self.steps)
         self.out(f"Step {self.step}/{self.total} : {text.splitlines()[0] if text else text}")
 
+    def _vertex(self, text: str) -> int | None:
+        """Start the plain progress's vertex of the stage's next step."""
+        if self.plain is None:
+            return None
+        from .progress import vertex_label
+
+        done, total = self.stage_steps
+        self.stage_steps = (done + 1, total)
+        return self.plain.start(vertex_label(self.stage_label, done + 1, total, text))
+
     def _run_stage(self, stage: Stage) -> State:
-        self._announce(f"FROM {stage.base}" + (f" AS {stage.name}" if stage.name else ""))
+        from .progress import VERTEX_COMMANDS
+
+        self.stage_label = (stage.name or f"stage-{stage.index}") if self.several else ""
+        self.stage_steps = (0, 1 + sum(1 for i in stage.instructions
+                                       if i.cmd in VERTEX_COMMANDS))
+        text = f"FROM {stage.base}" + (f" AS {stage.name}" if stage.name else "")
+        self._announce(text)
+        vertex = self.vertex = self._vertex(text)
         state = self._from(stage)
+        if vertex is not None:
+            self.plain.done(vertex)
         for instruction in stage.instructions:
             self._announce(instruction.original)
-            state = self._dispatch(state, instruction)
+            vertex = self.vertex = self._vertex(instruction.original) \
+                if instruction.cmd in VERTEX_COMMANDS else None
+            self.hit = False
+            try:
+                state = self._dispatch(state, instruction)
+            except LaminaError as error:
+                if vertex is not None:
+                    self.plain.error(vertex, str(error))
+                raise
+            if vertex is not None:
+                (self.plain.cached if self.hit else self.plain.done)(vertex)
         return state
 
     def _from(self, stage: Stage) -> State:
@@ -394,6 +513,7 @@ class Builder:
                 continue
         else:
             return None
+        self.hit = True
         self.out(" ---> Using cache (CACHED)")
         self.out(f" ---> {image_id[7:19]}")
         new.cmd_set = state.cmd_set
@@ -908,7 +1028,11 @@ class Builder:
         try:
             self.out(f" ---> Running in {cid[:12]}")
             config = state.config
-            quiet = os.open(os.devnull, os.O_WRONLY) if self.options.quiet else None
+            quiet = relay = None
+            if self.options.quiet or self.options.progress == "quiet":
+                quiet = os.open(os.devnull, os.O_WRONLY)
+            elif self.plain is not None:  # each output line as "#N 0.123 line"
+                quiet, relay = self.plain.relay(self.vertex or 0)
             try:
                 streams = {"stdout": quiet, "stderr": quiet} if quiet is not None else {
                     name: fd for name, fd in (("stdout", self.options.stdout),
@@ -923,6 +1047,8 @@ class Builder:
             finally:
                 if quiet is not None:
                     os.close(quiet)
+                if relay is not None:
+                    relay.join()
             if code != 0:
                 raise BuildError(
                     f"Step {self.step}/{self.total} : The command '{' '.join(argv)}' returned a "
@@ -955,6 +1081,27 @@ class Builder:
                     os.unlink(host)
             except OSError:
                 continue
+
+
+def _full_name(tag: str) -> str:
+    """``app:1`` as BuildKit names it: ``docker.io/library/app:1``."""
+    first = tag.split("/", 1)[0]
+    if "/" not in tag:
+        return "docker.io/library/" + tag
+    if "." in first or ":" in first or first == "localhost":
+        return tag
+    return "docker.io/" + tag
+
+
+def stage_needs(stage: Stage) -> set[int]:
+    """The stages ``stage`` builds on or takes files from (FROM, COPY --from, RUN --mount
+    from=)."""
+    needs = set() if stage.base_stage is None else {stage.base_stage}
+    for ins in stage.instructions:
+        if ins.from_stage is not None:
+            needs.add(ins.from_stage)
+        needs.update(ins.mount_stages.values())
+    return needs
 
 
 def build(containers: ContainerStore, options: BuildOptions, out=print) -> str:

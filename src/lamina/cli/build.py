@@ -17,6 +17,8 @@ ARGS = {
         ("--network", ("none", "host", "default"), "Network of RUN instructions ('default': host)"),
         ("--no-cache", "bool", "Do not use cache when building the image"),
         ("--pull", "bool", "Always attempt to pull a newer version of the image"),
+        ("--progress", ("auto", "plain", "tty", "quiet"),
+         "Progress output: plain or tty, BuildKit's steps; auto, Docker's legacy lines"),
         ("-q --quiet", "bool", "Suppress the build output and print image ID on success"),
         ("--secret", "list", "Secret for RUN --mount=type=secret: id=ID,src=FILE or id=ID,env=VAR"),
         ("-t --tag", "list", "Name and optionally a tag (NAME[:TAG]); may be repeated"),
@@ -96,7 +98,8 @@ def cmd_build(opts, a):
     engine = open_engine(opts)
     options = BuildOptions(context=a.context, dockerfile=text, tags=a.tag, build_args=build_args,
                            target=a.target, no_cache=a.no_cache, pull=a.pull,
-                           network=a.network, quiet=a.quiet, secrets=secrets)
+                           network=a.network, quiet=a.quiet, secrets=secrets,
+                           progress="legacy" if a.progress in (None, "auto") else a.progress)
 
     def out(line: str) -> None:
         print(line, flush=True)
