@@ -427,6 +427,21 @@ def test_add_url_from_a_loopback_server(store, ctx, mounted, tmp_path):
         assert stat.S_IMODE(m.stat("/named").st_mode) == 0o600
         with pytest.raises(LaminaError, match="URL"):
             do_build(store, ctx, f"FROM busybox\nCOPY {url} /x\n")
+        # ADD --checksum: the download is checked before any layer is written
+        import hashlib
+
+        good = "sha256:" + hashlib.sha256(b"downloaded bytes").hexdigest()
+        image, _ = do_build(store, ctx, f"FROM busybox\nADD --checksum={good} {url} /sum\n")
+        assert mounted(image).read("/sum") == "downloaded bytes"
+        bad = "sha256:" + "0" * 64
+        layers_before = len(store.layer_store.sizes())
+        with pytest.raises(InvalidArgument, match=f"Dockerfile:2: ADD {url}: digest mismatch: "
+                                                  f"expected {bad}, got {good}"):
+            do_build(store, ctx, f"FROM busybox\nADD --checksum={bad} {url} /sum\n")
+        assert len(store.layer_store.sizes()) == layers_before
+        write(ctx, {"local": "x"})
+        with pytest.raises(InvalidArgument, match="checksum can't be specified for non-HTTP"):
+            do_build(store, ctx, f"FROM busybox\nADD --checksum={good} local /x\n")
     finally:
         server.shutdown()
 
@@ -575,6 +590,23 @@ def test_run_network_none(store, ctx, mounted):
                                     "RUN --network=none ls /sys/class/net > /ifaces\n")
     m = mounted(image)
     assert m.read("/ifaces").split() == ["lo"]
+
+
+def test_copy_exclude(store, ctx, mounted):
+    write(ctx, {"app/main.py": "m", "app/notes.md": "n", "app/sub/deep.md": "d",
+                "app/sub/keep.py": "k", "app/tests/t.py": "t", "top.md": "x", "top.py": "y"})
+    image, _ = do_build(store, ctx, "FROM busybox\n"
+                                    "COPY --exclude=*.md --exclude=**/*.md --exclude=tests "
+                                    "app /app/\nCOPY --exclude=*.md *.py *.md /top/\n")
+    m = mounted(image)
+    found = sorted(os.path.relpath(os.path.join(d, f), m.path("/app"))
+                   for d, _, files in os.walk(m.path("/app")) for f in files)
+    assert found == ["main.py", "sub/keep.py"]
+    assert os.listdir(m.path("/top")) == ["top.py"]
+    # the excludes are part of the step: another list is another layer
+    again, lines = do_build(store, ctx, "FROM busybox\nCOPY --exclude=tests app /app/\n")
+    assert not any("Using cache" in line for line in lines)
+    assert os.path.exists(mounted(again).path("/app/notes.md"))
 
 
 def test_buildkit_only_flags_are_refused_with_the_line(store, ctx):

@@ -224,10 +224,16 @@ def plan_copy(
     heredocs: dict | None = None,
     downloads: dict | None = None,
     now: float | None = None,
+    exclude: list[str] | None = None,
 ) -> CopyPlan:
     """The entries of a COPY/ADD (see the module docstring). ``source_tree`` replaces the
     context for ``--from``; ``heredocs`` maps a source word to a temp file holding its body;
-    ``downloads`` maps a URL to (temp file, name, mtime)."""
+    ``downloads`` maps a URL to (temp file, name, mtime). ``exclude``: ``--exclude`` patterns
+    (.dockerignore's syntax), matched against each source path and each path below a copied
+    directory (relative to that directory)."""
+    from .dockerignore import Matcher
+
+    excluder = Matcher(list(exclude)) if exclude else None
     heredocs = heredocs or {}
     downloads = downloads or {}
     uid, gid = parse_chown(chown, tree, what) if chown else (0, 0)
@@ -267,6 +273,8 @@ def plan_copy(
         matches = context.sources(source, what)
         if len(matches) > 1:
             many = True
+        if excluder is not None:
+            matches = [rel for rel in matches if not excluder.matches(rel)]
         for rel in matches:
             expanded.append(("context", source, rel))
     if many and not ends_slash and not dest_is_dir:
@@ -318,6 +326,8 @@ def plan_copy(
             else:
                 walker = context.walk(ref)
             for below, path, est in walker:
+                if excluder is not None and excluder.matches(below):
+                    continue
                 plan.add(CopyEntry(_join(root, below),
                                    FakeStat(est, mode=mode_of(est), uid=uid, gid=gid), path))
             continue

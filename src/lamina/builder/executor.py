@@ -37,8 +37,7 @@ if TYPE_CHECKING:
 
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # BuildKit-only flags the parser accepts but this builder (like Docker's legacy one) does not do
-_UNSUPPORTED = {"copy": ("parents", "exclude"),
-                "add": ("exclude", "checksum", "keep-git-dir", "unpack")}
+_UNSUPPORTED = {"copy": ("parents",), "add": ("keep-git-dir", "unpack")}
 
 
 class BuildError(LaminaError):
@@ -842,18 +841,24 @@ class Builder:
                 source_state = self._state_of(image_id)
             source_tree = self._tree(source_state)
             source_label = f"--from={source_state.image_id or 'scratch'} "
+        checksum = flags.get("checksum") if what == "ADD" else None
+        if checksum and not all(s.startswith(("http://", "https://")) for s in sources):
+            raise InvalidArgument("checksum can't be specified for non-HTTP(S) sources")
         for source in sources:
             if source.startswith(("http://", "https://")):
                 if what == "COPY":
                     raise InvalidArgument("source can't be a URL for COPY")
                 downloads[source] = self._download(source, dest)
+                if checksum:  # verified before any layer is written
+                    _verify_checksum(downloads[source][0], checksum, source)
         tree = self._tree(state)
         copy_plan = plan_copy(
             what=what, sources=sources, dest=dest,
             workdir=state.config.get("WorkingDir") or "/", tree=tree,
             context=self.context if source_tree is None else None,
             chown=flags.get("chown") or None, chmod=flags.get("chmod") or None,
-            source_tree=source_tree, heredocs=heredocs, downloads=downloads)
+            source_tree=source_tree, heredocs=heredocs, downloads=downloads,
+            exclude=list(flags.get("exclude") or []))
         try:
             digest = content_digest(copy_plan)
             kinds = copy_plan.kinds
@@ -861,7 +866,8 @@ class Builder:
             chown = flags.get("chown") or ""  # Docker keeps the flag, glued to the digest
             created_by = (f"{_nop(state)}{what} {'--chown=' + chown if chown else ''}"
                           f"{kind}:{digest} in {dest} ")
-            extra = f"\0{source_label}{flags.get('chown', '')}\0{flags.get('chmod', '')}"
+            extra = f"\0{source_label}{flags.get('chown', '')}\0{flags.get('chmod', '')}" + \
+                "".join(f"\0exclude={p}" for p in flags.get("exclude") or [])
             key = cache.step_key(state.image_id, created_by + extra, digest)
             hit = self._cached(state, key)
             if hit is not None:
@@ -1081,6 +1087,23 @@ class Builder:
                     os.unlink(host)
             except OSError:
                 continue
+
+
+def _verify_checksum(path: str, expected: str, url: str) -> None:
+    """``ADD --checksum=sha256:HEX URL``: the download must have that digest."""
+    import hashlib
+
+    algorithm, _, wanted = expected.partition(":")
+    if algorithm not in ("sha256", "sha384", "sha512") or not wanted:
+        raise InvalidArgument(f"invalid checksum digest format {expected!r}: expected "
+                              "sha256:<hex>")
+    digest = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    if digest.hexdigest() != wanted.lower():
+        raise InvalidArgument(f"ADD {url}: digest mismatch: expected {expected}, got "
+                              f"{algorithm}:{digest.hexdigest()}")
 
 
 def _full_name(tag: str) -> str:
