@@ -609,10 +609,23 @@ def test_copy_exclude(store, ctx, mounted):
     assert os.path.exists(mounted(again).path("/app/notes.md"))
 
 
+def test_copy_parents(store, ctx, mounted):
+    write(ctx, {"src/a/one.txt": "1", "src/b/two.txt": "2", "src/b/deep/three.txt": "3",
+                "lib/pkg/mod.py": "m"})
+    image, _ = do_build(store, ctx, "FROM busybox\nCOPY --parents src/*/*.txt /out/\n"
+                                    "COPY --parents ./lib/./pkg /pivot/\n"
+                                    "COPY --parents src/b /whole/\n")
+    m = mounted(image)
+    assert m.read("/out/src/a/one.txt") == "1" and m.read("/out/src/b/two.txt") == "2"
+    assert not os.path.exists(m.path("/out/one.txt"))
+    assert m.read("/pivot/pkg/mod.py") == "m"
+    assert m.read("/whole/src/b/deep/three.txt") == "3"
+
+
 def test_buildkit_only_flags_are_refused_with_the_line(store, ctx):
     write(ctx, {"a": "a"})
-    with pytest.raises(InvalidArgument, match="Dockerfile:2: COPY --parents is not supported"):
-        do_build(store, ctx, "FROM busybox\nCOPY --parents a /x/\n")
+    with pytest.raises(InvalidArgument, match="Dockerfile:2: ADD --keep-git-dir is not supported"):
+        do_build(store, ctx, "FROM busybox\nADD --keep-git-dir a /x/\n")
 
 
 def test_vfs_store_builds_too(store_root, busybox_tar, ctx, tmp_path):

@@ -89,3 +89,4 @@ def test_progress_plain_is_buildkits(store, store_root, ctx):
     again = build("--progress=plain")
     assert re.search(r"^#2 CACHED$", again, re.M) and re.search(r"^#4 CACHED$", again, re.M)
     assert build("--progress=quiet") == ""
+

@@ -225,12 +225,14 @@ def plan_copy(
     downloads: dict | None = None,
     now: float | None = None,
     exclude: list[str] | None = None,
+    parents: bool = False,
 ) -> CopyPlan:
     """The entries of a COPY/ADD (see the module docstring). ``source_tree`` replaces the
     context for ``--from``; ``heredocs`` maps a source word to a temp file holding its body;
     ``downloads`` maps a URL to (temp file, name, mtime). ``exclude``: ``--exclude`` patterns
     (.dockerignore's syntax), matched against each source path and each path below a copied
-    directory (relative to that directory)."""
+    directory (relative to that directory). ``parents`` (``COPY --parents``): each context
+    source keeps its path below the context (or below a ``/./`` in the source), under ``dest``."""
     from .dockerignore import Matcher
 
     excluder = Matcher(list(exclude)) if exclude else None
@@ -314,13 +316,16 @@ def plan_copy(
             host = os.path.realpath(context.host(ref))
             st = os.stat(host)
             base_name = posixpath.basename(ref) if ref != "." else ""
+        kept = _kept_path(source, ref) if parents and kind == "context" else ""
         if stat.S_ISDIR(st.st_mode):
             plan.kinds.append("dir")
-            if dest_is_dir:  # Docker keeps an existing directory as it is (a 0700 stays 0700)
-                top = FakeStat(existing.st, mtime_ns=now_ns)
+            top_name = _join(root, kept) if kept else root
+            if dest_is_dir and not kept:  # Docker keeps an existing directory as it is
+                top = FakeStat(existing.st, mtime_ns=now_ns)  # (a 0700 stays 0700)
                 plan.add(CopyEntry(root, top, existing.host))
             else:
-                plan.add(CopyEntry(root, FakeStat(st, mode=mode_of(st), uid=uid, gid=gid), host))
+                plan.add(CopyEntry(top_name, FakeStat(st, mode=mode_of(st), uid=uid, gid=gid),
+                                   host))
             if kind == "tree":
                 walker = _tree_walk(source_tree, entry_path)
             else:
@@ -328,17 +333,29 @@ def plan_copy(
             for below, path, est in walker:
                 if excluder is not None and excluder.matches(below):
                     continue
-                plan.add(CopyEntry(_join(root, below),
+                plan.add(CopyEntry(_join(top_name, below),
                                    FakeStat(est, mode=mode_of(est), uid=uid, gid=gid), path))
             continue
         plan.kinds.append("file")
         if what == "ADD" and kind == "context" and _archive_kind(host):
             _add_archive(plan, host, root)
             continue
-        target = file_target(base_name)
+        target = _join(root, kept) if kept else file_target(base_name)
         plan.add(CopyEntry(target, FakeStat(st, mode=mode_of(st), uid=uid, gid=gid), host))
     plan.now_ns = now_ns
     return plan
+
+
+def _kept_path(source: str, rel: str) -> str:
+    """``COPY --parents``: what of the context path ``rel`` (matched by ``source``) stays under
+    the destination: all of it, or what follows a ``/./`` pivot in ``source``."""
+    cleaned = source.lstrip("/")
+    while cleaned.startswith("./"):
+        cleaned = cleaned[2:]
+    if "/./" in cleaned:
+        depth = posixpath.normpath(cleaned.split("/./", 1)[0]).count("/") + 1
+        return "/".join(rel.split("/")[depth:])
+    return "" if rel in ("", ".") else rel
 
 
 def _tree_host(tree: LayerTree, path: str) -> str:

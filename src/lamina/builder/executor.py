@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # BuildKit-only flags the parser accepts but this builder (like Docker's legacy one) does not do
-_UNSUPPORTED = {"copy": ("parents",), "add": ("keep-git-dir", "unpack")}
+_UNSUPPORTED = {"add": ("keep-git-dir", "unpack")}
 
 
 class BuildError(LaminaError):
@@ -858,7 +858,7 @@ class Builder:
             context=self.context if source_tree is None else None,
             chown=flags.get("chown") or None, chmod=flags.get("chmod") or None,
             source_tree=source_tree, heredocs=heredocs, downloads=downloads,
-            exclude=list(flags.get("exclude") or []))
+            exclude=list(flags.get("exclude") or []), parents=flags.get("parents") == "true")
         try:
             digest = content_digest(copy_plan)
             kinds = copy_plan.kinds
@@ -867,7 +867,8 @@ class Builder:
             created_by = (f"{_nop(state)}{what} {'--chown=' + chown if chown else ''}"
                           f"{kind}:{digest} in {dest} ")
             extra = f"\0{source_label}{flags.get('chown', '')}\0{flags.get('chmod', '')}" + \
-                "".join(f"\0exclude={p}" for p in flags.get("exclude") or [])
+                "".join(f"\0exclude={p}" for p in flags.get("exclude") or []) + \
+                ("\0parents" if flags.get("parents") == "true" else "")
             key = cache.step_key(state.image_id, created_by + extra, digest)
             hit = self._cached(state, key)
             if hit is not None:
