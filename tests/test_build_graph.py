@@ -90,3 +90,27 @@ def test_progress_plain_is_buildkits(store, store_root, ctx):
     assert re.search(r"^#2 CACHED$", again, re.M) and re.search(r"^#4 CACHED$", again, re.M)
     assert build("--progress=quiet") == ""
 
+
+
+def test_output_local_and_tar_write_the_final_stages_files(store, store_root, ctx, tmp_path):
+    import tarfile
+
+    write(ctx, {"Dockerfile": "FROM busybox AS build\nRUN mkdir /out && echo bin > /out/app && "
+                              "chmod 0750 /out/app && ln -s app /out/link\n"
+                              "FROM scratch\nCOPY --from=build /out /\n"})
+    local = tmp_path / "local"
+
+    def lamina(*args):
+        return subprocess.run([sys.executable, "-m", "lamina", "--root", store_root, *args],
+                              capture_output=True, text=True, check=True)
+
+    lamina("build", "-q", "-t", "not-made", "--output", f"type=local,dest={local}", str(ctx))
+    assert sorted(os.listdir(local)) == ["app", "link"]
+    assert (local / "app").read_text() == "bin\n" and os.readlink(local / "link") == "app"
+    assert os.stat(local / "app").st_mode & 0o777 == 0o750
+    archive = tmp_path / "out.tar"
+    lamina("build", "-q", "--output", f"type=tar,dest={archive}", str(ctx))
+    with tarfile.open(archive) as tar:
+        assert sorted(m.name for m in tar) == ["app", "link"]
+    # no image was named
+    assert "not-made" not in lamina("images", "-a").stdout

@@ -34,7 +34,8 @@ from lamina.errors import InvalidArgument, NotFound
 from .context import Context, has_magic
 from .tree import LayerTree
 
-__all__ = ["CopyEntry", "FakeStat", "content_digest", "parse_chmod", "plan_copy", "write_layer"]
+__all__ = ["CopyEntry", "FakeStat", "content_digest", "parse_chmod", "plan_copy", "tree_walk",
+           "write_layer"]
 
 
 class FakeStat:
@@ -327,7 +328,7 @@ def plan_copy(
                 plan.add(CopyEntry(top_name, FakeStat(st, mode=mode_of(st), uid=uid, gid=gid),
                                    host))
             if kind == "tree":
-                walker = _tree_walk(source_tree, entry_path)
+                walker = tree_walk(source_tree, entry_path)
             else:
                 walker = context.walk(ref)
             for below, path, est in walker:
@@ -365,7 +366,7 @@ def _tree_host(tree: LayerTree, path: str) -> str:
     return entry.host
 
 
-def _tree_walk(tree: LayerTree, top: str):
+def tree_walk(tree: LayerTree, top: str):
     """Entries below ``top`` of a merged image tree, parents first (whiteouts honoured)."""
     def visit(path: str, inner: str):
         names = set()

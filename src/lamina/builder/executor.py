@@ -81,6 +81,7 @@ class BuildOptions:
     # RUN --mount=type=secret: id -> ("file", path) or ("env", variable name)
     secrets: dict[str, tuple[str, str]] = field(default_factory=dict)
     progress: str = "legacy"  # legacy (Docker's "Step N/M"), plain or tty (BuildKit's), quiet
+    output: tuple[str, str] | None = None  # ("local", DIR) or ("tar", FILE): files, no image
     jobs: int | None = None  # stages built at once (None: the CPU count)
 
 
@@ -247,6 +248,12 @@ class Builder:
         state = self.stage_states[stages[-1].index]
         if state.image_id is None:  # FROM scratch and nothing else: an empty image
             state = self._commit(state, "", None, None, add_history=False)
+        if options.output is not None:  # the final stage's files, no image named
+            from .output import write_output
+
+            write_output(self._tree(state), *options.output)
+            self.out(f"Successfully built {state.image_id[7:19]}")
+            return state.image_id
         from lamina.image import normalize
 
         tags = [normalize(t) for t in options.tags]

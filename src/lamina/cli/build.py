@@ -17,6 +17,7 @@ ARGS = {
         ("--network", ("none", "host", "default"), "Network of RUN instructions ('default': host)"),
         ("--no-cache", "bool", "Do not use cache when building the image"),
         ("--pull", "bool", "Always attempt to pull a newer version of the image"),
+        ("-o --output", "string", "Write the result's files, no image: type=local,dest=DIR|type=tar,dest=FILE"),
         ("--progress", ("auto", "plain", "tty", "quiet"),
          "Progress output: plain or tty, BuildKit's steps; auto, Docker's legacy lines"),
         ("-q --quiet", "bool", "Suppress the build output and print image ID on success"),
@@ -93,12 +94,17 @@ def cmd_build(opts, a):
             value = os.environ[key]
         build_args[key] = value
     secrets = dict(parse_secret(item) for item in a.secret)
+    output = None
+    if a.output:
+        from ..builder.output import parse_output
+
+        output = parse_output(a.output)
     from ..builder import BuildOptions
 
     engine = open_engine(opts)
     options = BuildOptions(context=a.context, dockerfile=text, tags=a.tag, build_args=build_args,
                            target=a.target, no_cache=a.no_cache, pull=a.pull,
-                           network=a.network, quiet=a.quiet, secrets=secrets,
+                           network=a.network, quiet=a.quiet, secrets=secrets, output=output,
                            progress="legacy" if a.progress in (None, "auto") else a.progress)
 
     def out(line: str) -> None:
