@@ -609,6 +609,22 @@ def test_copy_exclude(store, ctx, mounted):
     assert os.path.exists(mounted(again).path("/app/notes.md"))
 
 
+def test_copy_link_layer_survives_a_change_below(store, ctx, mounted):
+    write(ctx, {"data/a": "a" * 5000, "data/sub/b": "b"})
+    dockerfile = ("FROM busybox\nARG V\nRUN echo $V > /below\nRUN mkdir -m 0700 /data\n"
+                  "COPY --link data /data/\n")
+    first, _ = do_build(store, ctx, dockerfile, build_args={"V": "1"})
+    second, lines = do_build(store, ctx, dockerfile, build_args={"V": "2"})
+    assert first != second
+    assert " ---> Using the linked layer of an earlier build (--link)" in lines
+    ids = [config_of(store, i)["rootfs"]["diff_ids"] for i in (first, second)]
+    assert ids[0][-1] == ids[1][-1] and ids[0][-2] != ids[1][-2]  # same layer, new base
+    m = mounted(second)
+    assert m.read("/below") == "2\n" and m.read("/data/sub/b") == "b"
+    # made as on an empty root: /data is the layer's own directory (0755), not the image's 0700
+    assert stat.S_IMODE(m.stat("/data").st_mode) == 0o755
+
+
 def test_copy_parents(store, ctx, mounted):
     write(ctx, {"src/a/one.txt": "1", "src/b/two.txt": "2", "src/b/deep/three.txt": "3",
                 "lib/pkg/mod.py": "m"})

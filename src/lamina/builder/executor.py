@@ -858,7 +858,12 @@ class Builder:
                 downloads[source] = self._download(source, dest)
                 if checksum:  # verified before any layer is written
                     _verify_checksum(downloads[source][0], checksum, source)
+        link = flags.get("link") == "true"
         tree = self._tree(state)
+        if link:  # the layer is made as on an empty root: independent of the layers below
+            tree = LayerTree([], self.store.snaps.fmt)
+            if any(not part.isdigit() for part in (flags.get("chown") or "0").split(":")):
+                tree = self._tree(state)  # user and group names: from the image's files
         copy_plan = plan_copy(
             what=what, sources=sources, dest=dest,
             workdir=state.config.get("WorkingDir") or "/", tree=tree,
@@ -875,16 +880,45 @@ class Builder:
                           f"{kind}:{digest} in {dest} ")
             extra = f"\0{source_label}{flags.get('chown', '')}\0{flags.get('chmod', '')}" + \
                 "".join(f"\0exclude={p}" for p in flags.get("exclude") or []) + \
-                ("\0parents" if flags.get("parents") == "true" else "")
+                ("\0parents" if flags.get("parents") == "true" else "") + \
+                ("\0link" if link else "")
             key = cache.step_key(state.image_id, created_by + extra, digest)
             hit = self._cached(state, key)
             if hit is not None:
                 return hit
-            layer = self._layer_from_tar(state, lambda out: write_layer(copy_plan, tree, out))
+            link_key = cache.step_key("link", created_by + extra, digest) if link else None
+            layer = self._linked_layer(state, link_key) if link_key else None
+            if layer is None:
+                empty = LayerTree([], self.store.snaps.fmt)
+                layer = self._layer_from_tar(
+                    state, lambda out: write_layer(copy_plan, empty if link else tree, out))
         finally:
             copy_plan.close()
-        new = self._copy_state(state)
-        return self._commit(new, created_by, layer, key, parent_id=state.image_id)
+        new = self._commit(self._copy_state(state), created_by, layer, key,
+                           parent_id=state.image_id)
+        if link_key is not None:  # the same COPY --link on any other base reuses this layer
+            with self.store.tx():
+                cache.record(self.db, link_key, None, new.image_id, new.chains, new.raw)
+        return new
+
+    def _linked_layer(self, state: State, link_key: str):
+        """``COPY --link`` made before on another base: its layer blob, as it is, applied on
+        ``state`` (staged as :meth:`_layer_from_tar` does), or None."""
+        if self.options.no_cache:
+            return None
+        chains = cache.result_chains(self.db, link_key)
+        row = self.layers.get(chains[-1]) if chains else None
+        if row is None:
+            return None
+        blob = (row["blob_digest"], row["blob_size"])
+        try:
+            with self.store.content.open(blob[0]) as stream:
+                staged, facts = self.layers.add(state.chains[-1] if state.chains else None,
+                                                stream, row["diff_id"])
+        except (LaminaError, OSError):
+            return None  # the blob went meanwhile: made again
+        self.out(" ---> Using the linked layer of an earlier build (--link)")
+        return staged, facts, blob
 
     def _download(self, url: str, dest: str) -> tuple[str, str, float]:
         """Fetch ``url`` into the scratch dir: (path, file name, mtime from Last-Modified)."""

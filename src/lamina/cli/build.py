@@ -99,6 +99,8 @@ def cmd_build(opts, a):
         from ..builder.output import parse_output
 
         output = parse_output(a.output)
+        if output == ("tar", "-"):
+            a.quiet = True  # stdout is the tar
     from ..builder import BuildOptions
 
     engine = open_engine(opts)
