@@ -113,7 +113,7 @@ def cmd_build(opts, a):
         print(line, flush=True)
 
     image_id = engine.build(options, out=out)
-    if a.quiet:
+    if a.quiet and output != ("tar", "-"):
         print(image_id)
 
 
