@@ -113,7 +113,7 @@ def _clean_config(doc: dict) -> dict:
 # tarsum (v1) of the context files' tar headers, user and group *names* looked up on the daemon's
 # host included; lamina's is its own digest of what it copies. Both are opaque cache keys that
 # Docker never compares across engines, so the test compares the kind (file, dir, multi) only.
-COPY_DIGEST = re.compile(r"\b(file|dir|multi):[0-9a-f]{64}")
+COPY_DIGEST = re.compile(r"(file|dir|multi):[0-9a-f]{64}")
 
 
 def _history(doc: dict) -> list[tuple]:
@@ -168,7 +168,7 @@ class DockerSide:
     def build(self, context: str, tag: str, args: list[str], work: str,
               network: str | None) -> Built:
         network_args = [f"--network={network}"] if network else []
-        proc = self.docker("build", *network_args, "-t", tag, *args, context, check=False)
+        proc = self.docker("build", "-q", *network_args, "-t", tag, *args, context, check=False)
         if proc.returncode != 0:
             lines = [line for line in proc.stderr.splitlines() if line.strip()
                      and "DEPRECATED" not in line and "legacy builder" not in line
@@ -178,13 +178,10 @@ class DockerSide:
         archive = os.path.join(work, "docker.tar")
         self.docker("save", "-o", archive, tag)
         config, history, layers = read_archive(archive)
-        cid = self.docker("create", tag, "true").stdout.strip()
-        try:
-            export = subprocess.run(["docker", "export", cid], env=self.env, capture_output=True,
-                                    check=True, timeout=300).stdout
-        finally:
-            self.docker("rm", "-f", cid)
-        image = self.docker("inspect", "--format", "{{.Id}}", tag).stdout.strip()
+        cid = self.docker("create", tag, "true").stdout.strip()  # goes with the dockerd
+        export = subprocess.run(["docker", "export", cid], env=self.env, capture_output=True,
+                                check=True, timeout=300).stdout
+        image = proc.stdout.strip()
         return Built(True, image=image, config=config, history=history, layers=layers,
                      root=container_root(members(io.BytesIO(export))))
 
@@ -242,7 +239,7 @@ def error_message(text: str) -> str:
     """An error's own words, without what each engine puts in front (lamina ``Dockerfile:N:``
     and ``Step N/M :``, Docker ``Error response from daemon:`` and ``dockerfile parse error line
     N:``)."""
-    return _ERROR_PREFIXES.sub("", text.strip())
+    return _ERROR_PREFIXES.sub("", re.sub(r"\x1b\[[0-9;]*m", "", text).strip())
 
 
 def diff_rows(ours: list, theirs: list) -> str:
