@@ -15,6 +15,7 @@ state of it is stored.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import os
@@ -969,7 +970,12 @@ class Builder:
         extra = f"\0network={network}"
         from .mounts import StepMounts, parse_mount
 
+        workdir = config.get("WorkingDir") or "/"
         mounts = [parse_mount(text, ins.line) for text in ins.flags.get("mount", [])]
+        mounts = [m if not m.target or m.target.startswith("/") else  # relative to WORKDIR
+                  dataclasses.replace(m, target=posixpath.normpath(posixpath.join(workdir,
+                                                                                   m.target)))
+                  for m in mounts]
         step = StepMounts(self.store.root, self._scratch_dir(), self.options.secrets)
         helpers: list[str] = []  # containers that give a stage's or an image's files to a mount
         try:

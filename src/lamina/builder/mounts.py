@@ -147,9 +147,7 @@ def parse_mount(text: str, line: int) -> Mount:
         target = target or "/run/buildkit/ssh_agent.0"
     if not target and not (kind == "secret" and values.get("env")):
         raise DockerfileError(line, f"mount type \"{kind}\" requires a target")
-    if target and not target.startswith("/"):
-        target = "/" + target  # BuildKit: relative to / (the working dir is not known here)
-    values["target"] = posixpath.normpath(target) if target else ""
+    values["target"] = posixpath.normpath(target) if target else ""  # relative: to WORKDIR
     if kind == "cache" and not values.get("id"):
         values["id"] = values["target"]
     if "size" in values and kind != "tmpfs":
