@@ -1,16 +1,22 @@
-"""Side-by-side build benchmark: lamina, Docker Engine 20.10 (legacy builder) and Podman 4.3.
+"""Side-by-side build benchmark: lamina, Docker Engine 20.10 (legacy builder and BuildKit) and
+Podman 4.3.
 
 Three measurements on the same Dockerfiles and contexts, each engine on a private store under
 /var/tmp/lamina-build-bench (never another run's or another tool's directories):
 
 * small, cold: a busybox base, metadata instructions, two COPYs and one RUN, ``--no-cache``;
 * small, warm: the same, every step cached;
-* big COPY: ``COPY tree /data/`` of a generated tree of 10,000 files (about 350 MB), ``--no-cache``.
+* big COPY: ``COPY tree /data/`` of a generated tree of 10,000 files (about 350 MB), ``--no-cache``;
+* graph: two independent stages of ``RUN sleep 1`` and a stage that copies from both,
+  ``--no-cache`` (a builder that runs independent stages at once takes about 1 s, not 2);
+* cache mount: a stand-in for ``pip install`` with ``RUN --mount=type=cache`` whose input changed,
+  so the RUN runs again and reads 20 MB of wheels from the warm cache (not for the legacy
+  builder, which has no ``--mount``).
 
 Repetitions are interleaved (lamina, docker, podman, lamina, ...) so that a noisy neighbour hits
 every engine alike; the report gives medians and lamina's ratio to each peer. BuildKit is
 measured when the docker CLI has the buildx plugin (Docker 20.10's own CLI path); without it the
-report says so. The peers are started and stopped as bench/peers.py does (by PID, private
+report says so (it is measured as "buildkit" through Debian's 20.10 client). The peers are started and stopped as bench/peers.py does (by PID, private
 sockets and roots).
 
     python3 bench/build.py [--runs N] [--big-runs N] [--only lamina docker podman] [--no-write]
@@ -55,6 +61,34 @@ BIG_DOCKERFILE = """\
 ARG BASE=busybox:bench
 FROM $BASE
 COPY tree /data/
+"""
+
+
+# a stand-in for `pip install` with a cache mount (busybox has no pip): each requirement's wheel
+# comes from the cache when it is there, else from the context (a bind mount) into the cache
+CACHE_DOCKERFILE = """\
+ARG BASE=busybox:bench
+FROM $BASE
+COPY requirements.txt /app/
+RUN --mount=type=cache,target=/root/.cache/pip \\
+    --mount=type=bind,source=wheels,target=/wheels \\
+    for r in $(grep -v '^#' /app/requirements.txt); do \\
+      if [ -f /root/.cache/pip/$r.whl ]; then cat /root/.cache/pip/$r.whl > /dev/null; \\
+      else cp /wheels/$r.whl /root/.cache/pip/; fi; \\
+      mkdir -p /app/site && echo $r > /app/site/$r; \\
+    done
+"""
+
+# two independent stages of 1 s each and a last stage that takes a file from each
+GRAPH_DOCKERFILE = """\
+ARG BASE=busybox:bench
+FROM $BASE AS one
+RUN sleep 1 && echo one > /one
+FROM $BASE AS two
+RUN sleep 1 && echo two > /two
+FROM $BASE
+COPY --from=one /one /
+COPY --from=two /two /
 """
 
 
@@ -111,7 +145,26 @@ def make_contexts() -> tuple[Path, Path, Path]:
             for f in range(100):
                 (directory / f"f{f:03d}.bin").write_bytes(rng.randbytes(rng.choice(sizes)))
         (big / "Dockerfile").write_text(BIG_DOCKERFILE)
-    return rootfs, small, big
+    cache = data / "cache"
+    if not (cache / "Dockerfile").exists():
+        rng = random.Random(11)
+        (cache / "wheels").mkdir(parents=True, exist_ok=True)
+        for i in range(20):  # 20 wheels of 1 MB
+            (cache / "wheels" / f"pkg{i:02d}.whl").write_bytes(rng.randbytes(1 << 20))
+        (cache / "requirements.txt").write_text(
+            "".join(f"pkg{i:02d}\n" for i in range(20)))
+        (cache / "Dockerfile").write_text(CACHE_DOCKERFILE)
+    graph = data / "graph"
+    if not (graph / "Dockerfile").exists():
+        graph.mkdir(parents=True, exist_ok=True)
+        (graph / "Dockerfile").write_text(GRAPH_DOCKERFILE)
+    return rootfs, small, big, cache, graph
+
+
+def change_requirements(cache: Path, rep: int) -> None:
+    """A new comment line: COPY requirements.txt, and so the RUN, are no longer cached."""
+    text = "".join(f"pkg{i:02d}\n" for i in range(20))
+    (cache / "requirements.txt").write_text(f"# change {rep} {time.time()}\n" + text)
 
 
 def tree_size(path: Path) -> tuple[int, int]:
@@ -170,6 +223,34 @@ class DockerLegacy(peers.Docker):
                 str(context)]
 
 
+class DockerBuildKit(DockerLegacy):
+    """The same Docker Engine version, building with BuildKit: Debian's 20.10 client
+    (/usr/bin/docker) with DOCKER_BUILDKIT=1, on a dockerd of its own."""
+
+    name = "buildkit"
+
+    def __init__(self) -> None:
+        peers.Docker.__init__(self, BASE / "buildkit")
+        self.env["DOCKER_BUILDKIT"] = "1"
+        self.base = "busybox:bench"
+        self.client = "/usr/bin/docker" if os.path.exists("/usr/bin/docker") else "docker"
+
+    def start(self, rootfs: Path) -> None:  # type: ignore[override]
+        peers.Docker.start(self)
+        peers.run([self.client, "import", str(rootfs), self.base], env=self.env)
+
+    def version(self) -> str:
+        p = peers.run([self.client, "version", "--format",
+                       "{{.Server.Version}} (client {{.Client.Version}})"],
+                      env=self.env, check=False, timeout=30)
+        return p.stdout.decode().strip() or "?"
+
+    def build(self, context: Path, tag: str, no_cache: bool) -> list[str]:
+        return [self.client, "build", "-q", "--network", "host", "-t", tag,
+                "--build-arg", f"BASE={self.base}", *(["--no-cache"] if no_cache else []),
+                str(context)]
+
+
 class Podman(peers.Podman):
     name = "podman"
 
@@ -199,7 +280,7 @@ def timed(engine, cmd: list[str], timeout: float = 900) -> float:
 
 def prune(engine) -> None:
     """Drop images left by --no-cache runs so that the big runs do not fill the disk."""
-    if engine.name == "docker":
+    if engine.name in ("docker", "buildkit"):
         peers.run(["docker", "image", "prune", "-f"], env=engine.env, check=False, timeout=600)
     elif engine.name == "podman":
         peers.run(engine.cli("image", "prune", "-f"), env=engine.env, check=False, timeout=600)
@@ -223,17 +304,18 @@ def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=int, default=7, help="repetitions of the small builds")
     ap.add_argument("--big-runs", type=int, default=3, help="repetitions of the big COPY")
-    ap.add_argument("--only", nargs="+", choices=("lamina", "docker", "podman"),
-                    default=["lamina", "docker", "podman"])
+    ap.add_argument("--only", nargs="+", choices=("lamina", "docker", "buildkit", "podman"),
+                    default=["lamina", "docker", "buildkit", "podman"])
     ap.add_argument("--no-write", action="store_true", help="print, do not update RESULTS.md")
     ap.add_argument("--skip-big", action="store_true", help="only the small Dockerfile")
     args = ap.parse_args(argv)
     lock_fd = lock()
-    rootfs, small, big = make_contexts()
+    rootfs, small, big, cache, graph = make_contexts()
     files, total = tree_size(big / "tree")
     engines = []
     for name in args.only:
-        engines.append({"lamina": Lamina, "docker": DockerLegacy, "podman": Podman}[name]())
+        engines.append({"lamina": Lamina, "docker": DockerLegacy, "buildkit": DockerBuildKit,
+                        "podman": Podman}[name]())
     times: dict[tuple[str, str], list[float]] = {}
     versions = {}
     try:
@@ -250,7 +332,21 @@ def main(argv: list[str]) -> int:
             for engine in engines:
                 times.setdefault((engine.name, "small warm (all cached)"), []).append(
                     timed(engine, engine.build(small, "small:bench", no_cache=False)))
+            for engine in engines:
+                times.setdefault((engine.name, "2 independent stages of 1 s (--no-cache)"),
+                                 []).append(timed(engine, engine.build(graph, "graph:bench",
+                                                                        no_cache=True)))
             log(f"small: run {rep + 1}/{args.runs}")
+        mounts = [e for e in engines if e.name != "docker"]  # the legacy builder has no --mount
+        for engine in mounts:  # prime: the cache mount filled once
+            timed(engine, engine.build(cache, "cache:bench", no_cache=False))
+        for rep in range(args.runs):
+            change_requirements(cache, rep)
+            for engine in mounts:
+                work = "cache mount: RUN again, 20 MB read from the cache"
+                times.setdefault((engine.name, work), []).append(
+                    timed(engine, engine.build(cache, "cache:bench", no_cache=False)))
+            log(f"cache mount: run {rep + 1}/{args.runs}")
         for rep in range(0 if args.skip_big else args.big_runs):
             for engine in engines:
                 subprocess.run(["sync"], check=False)
@@ -274,8 +370,9 @@ def main(argv: list[str]) -> int:
               "command; stores and contexts on /var/tmp ext4, files in the page cache; the "
               "machine is shared, so compare the ratios of one run)."), "",
              ("Versions: " + "; ".join(f"{n} {versions.get(n, '?')}" for n in names) + ". "
-              "Docker builds with the legacy builder (DOCKER_BUILDKIT=0); BuildKit is not "
-              "measured: the docker CLI here has no buildx plugin."), "",
+              "docker builds with the legacy builder (DOCKER_BUILDKIT=0), buildkit is the same "
+              "Docker Engine building with BuildKit (Debian's 20.10 client, DOCKER_BUILDKIT=1); "
+              "buildah is not installed here. The legacy builder has no RUN --mount."), "",
              "| work | " + " | ".join(names) + " | " +
              " | ".join(f"lamina / {n}" for n in names if n != "lamina") + " |",
              "|---" * (1 + len(names) + len([n for n in names if n != "lamina"])) + "|"]

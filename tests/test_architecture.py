@@ -27,7 +27,7 @@ LAYERS = [
     ["lamina.engine", "lamina"],
     ["lamina.builder"],
     ["lamina.transfer", "lamina.runtime"],
-    ["lamina.gc", "lamina.check", "lamina.diskuse", "lamina.analyze"],
+    ["lamina.gc", "lamina.check", "lamina.diskuse", "lamina.analyze", "lamina.cachemounts"],
     ["lamina.containers", "lamina.copy"],
     ["lamina.images"],
     ["lamina.leases", "lamina.layers"],

@@ -83,9 +83,10 @@ def test_new_container_has_size_zero_and_shares_the_image(engine, busybox_tar):
         assert doc["SizeRw"] == 0
         assert doc["SizeRootFs"] == image_size
     if engine.driver == "overlay2":
-        # N containers add no image bytes: one shared init layer of empty placeholders and, per
-        # snapshot (1 init + 3 writable), one short-link symlink "../<32 hex>/diff" of 40 bytes
-        assert after - before == (1 + 3) * len("../" + "0" * 32 + "/diff")
+        # N containers add no image bytes: one shared init layer of empty placeholders and
+        # the symlink /etc/mtab -> /proc/mounts, and, per snapshot (1 init + 3 writable), one
+        # short-link symlink "../<32 hex>/diff" of 40 bytes
+        assert after - before == (1 + 3) * len("../" + "0" * 32 + "/diff") + len("/proc/mounts")
         inits = [s for s in engine.snaps.walk() if s.key.endswith("-init")]
         assert len(inits) == 1 and {engine.snaps.stat(c).parent for c in cids} == {inits[0].key}
     rows = engine.containers(size=True)

@@ -9,7 +9,8 @@
 
 A container is a row in ``containers`` and an active snapshot on its image's init layer. The
 init layer (placeholders for ``/etc/hosts``, ``/etc/hostname``, ``/etc/resolv.conf``, which the
-runtime bind-mounts over) is made once per layer chain and shared by every container of it.
+runtime bind-mounts over, and Docker's ``/etc/mtab -> /proc/mounts``) is made once per layer chain
+and shared by every container of it.
 
 Running is the runtime's (:mod:`lamina.runtime`); a running container is removed only through
 its ``lifecycle`` (refresh a dead owner's state, stop the process), which the runtime provides.
@@ -157,6 +158,11 @@ class ContainerStore:
                 continue
             with open(path, "wb"):
                 pass
+            os.chmod(path, 0o755)  # Docker's init layer placeholders are 0755
+        mtab = os.path.join(root, "etc", "mtab")
+        if not any(os.path.lexists(os.path.join(d, "etc", "mtab"))
+                   for d in [root] + self.store.snaps.lower_dirs(key)):
+            os.symlink("/proc/mounts", mtab)  # as Docker's init layer: tools that read it work
 
     def _random_name(self) -> str:
         def pick(words):

@@ -50,6 +50,9 @@ def system_df(containers: ContainerStore) -> dict:
     container_total = sum(c["SizeRw"] for c in rows)
     container_reclaimable = sum(c["SizeRw"] for c in rows if c["State"] != "running")
     volume_summary = volumes.summary(containers.store)
+    from .cachemounts import cache_usage
+
+    mount_count, mount_size = cache_usage(containers.store.root)  # RUN --mount=type=cache
     return {
         "Images": images,
         "Containers": rows,
@@ -61,7 +64,7 @@ def system_df(containers: ContainerStore) -> dict:
              "Active": sum(1 for c in rows if c["State"] == "running"),
              "Size": container_total, "Reclaimable": container_reclaimable},
             volume_summary,
-            {"Type": "Build Cache", "TotalCount": len(states), "Active": 0,
-             "Size": cache_size, "Reclaimable": cache_size},
+            {"Type": "Build Cache", "TotalCount": len(states) + mount_count, "Active": 0,
+             "Size": cache_size + mount_size, "Reclaimable": cache_size + mount_size},
         ],
     }

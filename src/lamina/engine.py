@@ -203,6 +203,12 @@ class Engine:
 
         return prune_images(self.image_store, all=all)
 
+    def prune_build_cache(self) -> tuple[list[str], int]:
+        """``builder prune``: unused intermediate build states and cache mounts; (ids, bytes)."""
+        from .gc import prune_build_cache
+
+        return prune_build_cache(self.image_store)
+
     def prune_system(self, all: bool = False, volumes: bool = False) -> dict:
         """``system prune``: containers, images and (``volumes``) volumes nothing uses."""
         from .gc import prune_system

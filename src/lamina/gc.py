@@ -59,13 +59,37 @@ def prune_images(images: ImageStore, all: bool = False,
     return lines, sum(reclaimed)
 
 
+def prune_build_cache(images: ImageStore) -> tuple[list[str], int]:
+    """``builder prune``: a build's intermediate states that nothing uses or names, and every
+    cache mount (``RUN --mount=type=cache``) no build is using. Returns (deleted state IDs,
+    bytes reclaimed)."""
+    from .cachemounts import prune_caches
+
+    deleted: list[str] = []
+    reclaimed: list[int] = []
+    while True:  # removing a state can leave its parent state unused: repeat
+        with images.store.tx():
+            rows = sorted(images.build_states() & set(images.unused(dangling_only=True)))
+            for image_id in rows:
+                images.delete(image_id, reclaimed)
+                deleted.append(image_id)
+        if not rows:
+            break
+        point("gc.sweep")
+    _count, cache_bytes = prune_caches(images.store.root)
+    return deleted, sum(reclaimed) + cache_bytes
+
+
 def prune_system(containers: ContainerStore, all: bool = False, volumes: bool = False) -> dict:
-    """``system prune``: stopped containers, then dangling (or all unused) images, then, if asked,
-    unused volumes."""
+    """``system prune``: stopped containers, then dangling (or all unused) images and the build
+    cache (its states and its cache mounts), then, if asked, unused volumes."""
     removed, container_bytes = prune_containers(containers)
     image_lines, image_bytes = prune_images(containers.images, all=all, build_cache=True)
+    from .cachemounts import prune_caches
+
+    _count, cache_bytes = prune_caches(containers.store.root)  # RUN --mount=type=cache
     result = {"Containers": removed, "Images": image_lines,
-              "Reclaimed": container_bytes + image_bytes, "Volumes": []}
+              "Reclaimed": container_bytes + image_bytes + cache_bytes, "Volumes": []}
     if volumes:
         from . import volumes as volume_store
 

@@ -6,6 +6,7 @@ mounts it (or, for a single bind mount, just uses the directory). Overlay option
 """
 
 import os
+import threading
 
 from .errors import InvalidArgument, LaminaError, Unavailable
 
@@ -15,6 +16,9 @@ MS_BIND = 4096
 MS_REC = 16384
 MNT_DETACH = 2
 PAGE_LIMIT = 4095
+# An overlay mount with short lower paths changes the process's working directory for the call:
+# threads that mount at once (a build's parallel stages, lamina serve's requests) take turns.
+_CWD_LOCK = threading.Lock()
 
 _libc = None
 
@@ -101,17 +105,18 @@ def mount_all(mounts: list["Mount"], target: str) -> None:
             work = m._option("workdir")
             if work and not os.path.isdir(m._absolute(work)):
                 os.mkdir(m._absolute(work), 0o700)  # overlayfs needs it; made on first mount
-            old = None
-            if m.cwd:
-                old = os.open(".", os.O_RDONLY | os.O_DIRECTORY)
-                os.chdir(m.cwd)
-            try:
-                flags = MS_RDONLY if "ro" in m.options else 0
-                _call_mount("overlay", target, "overlay", flags, data)
-            finally:
-                if old is not None:
-                    os.fchdir(old)
-                    os.close(old)
+            with _CWD_LOCK:
+                old = None
+                if m.cwd:
+                    old = os.open(".", os.O_RDONLY | os.O_DIRECTORY)
+                    os.chdir(m.cwd)
+                try:
+                    flags = MS_RDONLY if "ro" in m.options else 0
+                    _call_mount("overlay", target, "overlay", flags, data)
+                finally:
+                    if old is not None:
+                        os.fchdir(old)
+                        os.close(old)
         elif m.type == "bind":
             _call_mount(m.source, target, None, MS_BIND | MS_REC, None)
             if "ro" in m.options:

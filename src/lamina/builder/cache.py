@@ -20,7 +20,7 @@ TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing (star
 if TYPE_CHECKING:
     from lamina.images import ImageStore
 
-__all__ = ["lookup", "record", "record_result", "step_key"]
+__all__ = ["lookup", "record", "record_result", "result_chains", "step_key"]
 
 
 def step_key(parent: str | None, text: str, digest: str = "") -> str:
@@ -64,3 +64,9 @@ def record_result(db: sqlite3.Connection, image_id: str) -> None:
     """Inside a transaction: ``image_id`` is what a build produced (listed even when untagged)."""
     db.execute("INSERT OR REPLACE INTO build_results(image_id, created) VALUES (?,?)",
                (image_id, time.time()))
+
+
+def result_chains(db: sqlite3.Connection, key: str) -> list[str] | None:
+    """The layer chains step ``key`` made, as recorded (its image may be gone since)."""
+    row = db.execute("SELECT chain FROM build_cache WHERE key = ?", (key,)).fetchone()
+    return json.loads(row[0]) if row is not None else None

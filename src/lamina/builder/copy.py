@@ -3,7 +3,8 @@
 :func:`plan_copy` turns one resolved COPY/ADD into the list of entries the new layer holds, by
 Docker's rules (legacy builder, the one Docker 20.10 runs without BuildKit):
 
-- ``COPY dir /dest`` copies the *contents* of ``dir``; ``/dest`` takes ``dir``'s mode and mtime.
+- ``COPY dir /dest`` copies the *contents* of ``dir``; a new ``/dest`` takes ``dir``'s mode and
+  mtime, an existing directory ``/dest`` keeps its mode and owner (as Docker's untar does).
 - A file goes to ``/dest/NAME`` when ``/dest`` ends with ``/`` or is an existing directory of the
   image, else it becomes ``/dest``. Several sources (or a pattern) need a ``/dest/``.
 - A relative ``/dest`` is relative to WORKDIR; symlinks in ``/dest`` are followed inside the
@@ -33,7 +34,8 @@ from lamina.errors import InvalidArgument, NotFound
 from .context import Context, has_magic
 from .tree import LayerTree
 
-__all__ = ["CopyEntry", "FakeStat", "content_digest", "parse_chmod", "plan_copy", "write_layer"]
+__all__ = ["CopyEntry", "FakeStat", "content_digest", "parse_chmod", "plan_copy", "tree_walk",
+           "write_layer"]
 
 
 class FakeStat:
@@ -141,8 +143,8 @@ def parse_chown(text: str, tree: LayerTree, what: str = "COPY") -> tuple[int, in
     else:
         found = _lookup_id(tree, "/etc/passwd", user)
         if found is None:
-            raise NotFound(f"{what} --chown={text}: unable to find user {user}: no matching "
-                           "entries in passwd file")
+            raise NotFound("unable to convert uid/gid chown string to host mapping: can't "
+                           f"find uid for user {user}: no such user: {user}")
         uid, primary = found
     if not group:
         return uid, primary
@@ -150,8 +152,8 @@ def parse_chown(text: str, tree: LayerTree, what: str = "COPY") -> tuple[int, in
         return uid, int(group)
     found = _lookup_id(tree, "/etc/group", group)
     if found is None:
-        raise NotFound(f"{what} --chown={text}: unable to find group {group}: no matching "
-                       "entries in group file")
+        raise NotFound("unable to convert uid/gid chown string to host mapping: can't "
+                       f"find gid for group {group}: no such group: {group}")
     return uid, found[0]
 
 
@@ -223,10 +225,18 @@ def plan_copy(
     heredocs: dict | None = None,
     downloads: dict | None = None,
     now: float | None = None,
+    exclude: list[str] | None = None,
+    parents: bool = False,
 ) -> CopyPlan:
     """The entries of a COPY/ADD (see the module docstring). ``source_tree`` replaces the
     context for ``--from``; ``heredocs`` maps a source word to a temp file holding its body;
-    ``downloads`` maps a URL to (temp file, name, mtime)."""
+    ``downloads`` maps a URL to (temp file, name, mtime). ``exclude``: ``--exclude`` patterns
+    (.dockerignore's syntax), matched against each source path and each path below a copied
+    directory (relative to that directory). ``parents`` (``COPY --parents``): each context
+    source keeps its path below the context (or below a ``/./`` in the source), under ``dest``."""
+    from .dockerignore import Matcher
+
+    excluder = Matcher(list(exclude)) if exclude else None
     heredocs = heredocs or {}
     downloads = downloads or {}
     uid, gid = parse_chown(chown, tree, what) if chown else (0, 0)
@@ -266,6 +276,8 @@ def plan_copy(
         matches = context.sources(source, what)
         if len(matches) > 1:
             many = True
+        if excluder is not None:
+            matches = [rel for rel in matches if not excluder.matches(rel)]
         for rel in matches:
             expanded.append(("context", source, rel))
     if many and not ends_slash and not dest_is_dir:
@@ -305,26 +317,46 @@ def plan_copy(
             host = os.path.realpath(context.host(ref))
             st = os.stat(host)
             base_name = posixpath.basename(ref) if ref != "." else ""
+        kept = _kept_path(source, ref) if parents and kind == "context" else ""
         if stat.S_ISDIR(st.st_mode):
             plan.kinds.append("dir")
-            top = FakeStat(st, mode=mode_of(st), uid=uid, gid=gid)
-            plan.add(CopyEntry(root, top, host))
+            top_name = _join(root, kept) if kept else root
+            if dest_is_dir and not kept:  # Docker keeps an existing directory as it is
+                top = FakeStat(existing.st, mtime_ns=now_ns)  # (a 0700 stays 0700)
+                plan.add(CopyEntry(root, top, existing.host))
+            else:
+                plan.add(CopyEntry(top_name, FakeStat(st, mode=mode_of(st), uid=uid, gid=gid),
+                                   host))
             if kind == "tree":
-                walker = _tree_walk(source_tree, entry_path)
+                walker = tree_walk(source_tree, entry_path)
             else:
                 walker = context.walk(ref)
             for below, path, est in walker:
-                plan.add(CopyEntry(_join(root, below),
+                if excluder is not None and excluder.matches(below):
+                    continue
+                plan.add(CopyEntry(_join(top_name, below),
                                    FakeStat(est, mode=mode_of(est), uid=uid, gid=gid), path))
             continue
         plan.kinds.append("file")
         if what == "ADD" and kind == "context" and _archive_kind(host):
             _add_archive(plan, host, root)
             continue
-        target = file_target(base_name)
+        target = _join(root, kept) if kept else file_target(base_name)
         plan.add(CopyEntry(target, FakeStat(st, mode=mode_of(st), uid=uid, gid=gid), host))
     plan.now_ns = now_ns
     return plan
+
+
+def _kept_path(source: str, rel: str) -> str:
+    """``COPY --parents``: what of the context path ``rel`` (matched by ``source``) stays under
+    the destination: all of it, or what follows a ``/./`` pivot in ``source``."""
+    cleaned = source.lstrip("/")
+    while cleaned.startswith("./"):
+        cleaned = cleaned[2:]
+    if "/./" in cleaned:
+        depth = posixpath.normpath(cleaned.split("/./", 1)[0]).count("/") + 1
+        return "/".join(rel.split("/")[depth:])
+    return "" if rel in ("", ".") else rel
 
 
 def _tree_host(tree: LayerTree, path: str) -> str:
@@ -334,7 +366,7 @@ def _tree_host(tree: LayerTree, path: str) -> str:
     return entry.host
 
 
-def _tree_walk(tree: LayerTree, top: str):
+def tree_walk(tree: LayerTree, top: str):
     """Entries below ``top`` of a merged image tree, parents first (whiteouts honoured)."""
     def visit(path: str, inner: str):
         names = set()

@@ -712,8 +712,8 @@ def check_instruction(node: Instruction, in_onbuild: bool = False) -> None:
             raise DockerfileError(line, "SHELL requires the arguments to be in JSON form")
     elif cmd in ("add", "copy"):
         if len(args) < 2:
-            raise DockerfileError(line, f"{name} requires at least two arguments, but only "
-                                        f"{len(args) or 'none'} provided")
+            raise DockerfileError(line, f"{name} requires at least two arguments, but only one "
+                                        "was provided. Destination could not be determined")
         chmod = flags.get("chmod")
         if isinstance(chmod, str) and chmod and not _CHMOD.fullmatch(chmod):
             raise DockerfileError(line, f"invalid chmod parameter {chmod!s}")

@@ -15,9 +15,12 @@ state of it is stored.
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import json
 import os
 import posixpath
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -35,10 +38,8 @@ if TYPE_CHECKING:
     from lamina.containers import ContainerStore
 
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-_NOP = "/bin/sh -c #(nop) "
 # BuildKit-only flags the parser accepts but this builder (like Docker's legacy one) does not do
-_UNSUPPORTED = {"run": ("mount", "security"), "copy": ("parents", "exclude"),
-                "add": ("exclude", "checksum", "keep-git-dir", "unpack")}
+_UNSUPPORTED = {"add": ("keep-git-dir", "unpack")}
 
 
 class BuildError(LaminaError):
@@ -79,6 +80,17 @@ class BuildOptions:
     ignore_text: str | None = None
     stdout: int | None = None  # where RUN's output goes (file descriptors; None: this process's)
     stderr: int | None = None
+    # RUN --mount=type=secret: id -> ("file", path) or ("env", variable name)
+    secrets: dict[str, tuple[str, str]] = field(default_factory=dict)
+    progress: str = "legacy"  # legacy (Docker's "Step N/M"), plain or tty (BuildKit's), quiet
+    output: tuple[str, str] | None = None  # ("local", DIR) or ("tar", FILE): files, no image
+    jobs: int | None = None  # stages built at once (None: the CPU count)
+
+
+def _nop(state: State) -> str:
+    """The start of a history entry for a step that runs nothing: the shell in effect, then
+    ``#(nop) `` (Docker's words: ``/bin/sh -ec #(nop)  ENV ...`` after ``SHELL ["/bin/sh", "-ec"]``)."""
+    return " ".join(state.shell) + " #(nop) "
 
 
 def _go_quote_list(words: list[str]) -> str:
@@ -130,14 +142,31 @@ class Builder:
         self.layers = containers.layers
         self.store = containers.store
         self.options = options
-        self.out = (lambda *a, **k: None) if options.quiet else out
+        from .progress import Plain
+
+        mode = "quiet" if options.quiet else (options.progress or "legacy")
+        self.plain = Plain(out) if mode in ("plain", "tty") else None
+        if mode == "quiet" or self.plain is not None:
+            self.out = lambda *a, **k: None  # Docker's legacy lines: not in these modes
+        else:
+            lock = threading.Lock()  # stages built in parallel write whole lines
+
+            def locked_out(*args, **kwargs):
+                with lock:
+                    out(*args, **kwargs)
+            self.out = locked_out
         self.db = self.store.db
         self.context = Context(options.context, options.ignore_text)
         self.step = 0
+        self.steps = itertools.count(1)  # shared by the stages' builders
         self.total = 0
         self.stage_states: dict[int, State] = {}
         self.leased: list[str] = []  # chains this build leased (lamina.leases), once per lease
         self.tmp: str | None = None
+        self.stage_label = ""  # BuildKit's name of the stage being built ("stage-1", "build")
+        self.stage_steps = (0, 0)  # (vertices so far, vertices) of that stage
+        self.hit = False  # the last step came from the cache
+        self.vertex: int | None = None  # the plain progress's vertex of the step being built
 
     # ------------------------------------------------------------------ images and states
     def _find_image(self, reference: str) -> str | None:
@@ -182,20 +211,30 @@ class Builder:
         df = parse(options.dockerfile)
         stages = plan(df, options.build_args, options.target, base_env=self._base_env)
         self._warn_unused_args(df, stages)
+        self._check_mounts(stages)
         self.total = sum(1 + len(s.instructions) for s in stages)
-        state = None
+        self.several = len(stages) > 1
+        jobs = self.options.jobs or os.cpu_count() or 1
         try:
-            for stage in stages:
-                state = self._run_stage(stage)
-                self.stage_states[stage.index] = state
+            if jobs > 1 and self.several:
+                self._run_graph(stages, jobs)
+            else:
+                for stage in stages:
+                    self.stage_states[stage.index] = self._run_stage(stage)
         finally:
             if self.tmp:
                 import shutil
 
                 shutil.rmtree(self.tmp, ignore_errors=True)
-        assert state is not None
+        state = self.stage_states[stages[-1].index]
         if state.image_id is None:  # FROM scratch and nothing else: an empty image
             state = self._commit(state, "", None, None, add_history=False)
+        if options.output is not None:  # the final stage's files, no image named
+            from .output import write_output
+
+            write_output(self._tree(state), *options.output)
+            self.out(f"Successfully built {state.image_id[7:19]}")
+            return state.image_id
         from lamina.image import normalize
 
         tags = [normalize(t) for t in options.tags]
@@ -207,7 +246,73 @@ class Builder:
         self.out(f"Successfully built {state.image_id[7:19]}")
         for tag in tags:
             self.out(f"Successfully tagged {tag}")
+        if self.plain is not None:
+            number = self.plain.start("exporting to image")
+            self.plain.status(number, f"writing image {state.image_id} done")
+            for tag in tags:
+                self.plain.status(number, f"naming to {_full_name(tag)} done")
+            self.plain.done(number)
         return state.image_id
+
+    def _run_graph(self, stages: list[Stage], jobs: int) -> None:
+        """Build the stages as a graph: each as soon as the stages it needs are built, at most
+        ``jobs`` at once, each in a thread with its own connection to the store. A failure
+        stops new stages from starting; the first error is raised once the running ones end."""
+        from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
+        needs = {stage.index: stage_needs(stage) for stage in stages}
+        pending = {stage.index: stage for stage in stages}
+        running: dict = {}
+        error: BaseException | None = None
+        with ThreadPoolExecutor(min(jobs, len(stages)), thread_name_prefix="stage") as pool:
+            while pending or running:
+                if error is None:
+                    for index, stage in list(pending.items()):
+                        if needs[index] <= set(self.stage_states):
+                            del pending[index]
+                            running[pool.submit(self._run_stage_apart, stage)] = index
+                if not running:
+                    break
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    index = running.pop(future)
+                    try:
+                        self.stage_states[index] = future.result()
+                    except BaseException as failure:  # noqa: BLE001  (raised below)
+                        error = error or failure
+        if error is not None:
+            raise error
+
+    def _run_stage_apart(self, stage: Stage) -> State:
+        """Build one stage in this thread, through a store connection of its own."""
+        from lamina.containers import ContainerStore
+        from lamina.images import ImageStore
+        from lamina.layers import LayerStore
+        from lamina.store import Store
+
+        store = Store(self.store.root, self.store.driver)
+        try:
+            layers = LayerStore(store)
+            images = ImageStore(store, layers)
+            containers = ContainerStore(store, images, layers)
+            lifecycle = self.containers.lifecycle
+            if lifecycle is not None:
+                containers.lifecycle = type(lifecycle)(containers)
+            twin = Builder.__new__(Builder)
+            twin.__dict__.update(self.__dict__)
+            twin.containers, twin.images, twin.layers = containers, images, layers
+            twin.store, twin.db = store, store.db
+            twin.leased, twin.tmp = [], None
+            try:
+                return twin._run_stage(stage)
+            finally:
+                self.leased += twin.leased  # released with the build's own, at its end
+                if twin.tmp:
+                    import shutil
+
+                    shutil.rmtree(twin.tmp, ignore_errors=True)
+        finally:
+            store.close()
 
     def _release_leases(self) -> None:
         """Drop the leases this build took on the layers it built on (lamina.leases): once the
@@ -229,16 +334,64 @@ class Builder:
         if unused:
             self.out(f"[Warning] One or more build-args [{' '.join(unused)}] were not consumed")
 
+    def _check_mounts(self, stages: list[Stage]) -> None:
+        """Every RUN --mount of the stages to build, checked before any step runs: a bad one
+        leaves nothing in the store."""
+        from .mounts import check_mounts, parse_mount
+
+        found = []
+        for stage in stages:
+            for ins in stage.instructions:
+                if ins.cmd != "run":
+                    continue
+                found.append((ins.line, [parse_mount(text, ins.line)
+                                         for text in ins.flags.get("mount", [])]))
+                security = ins.flags.get("security") or "sandbox"
+                if security != "sandbox":
+                    raise DockerfileError(ins.line, f"RUN --security={security} needs the "
+                                          "security.insecure entitlement, which lamina build "
+                                          "does not grant")
+        check_mounts(found, self.options.secrets, self.context.root)
+
     def _announce(self, text: str) -> None:
-        self.step += 1
+        self.step = next(self.steps)
         self.out(f"Step {self.step}/{self.total} : {text.splitlines()[0] if text else text}")
 
+    def _vertex(self, text: str) -> int | None:
+        """Start the plain progress's vertex of the stage's next step."""
+        if self.plain is None:
+            return None
+        from .progress import vertex_label
+
+        done, total = self.stage_steps
+        self.stage_steps = (done + 1, total)
+        return self.plain.start(vertex_label(self.stage_label, done + 1, total, text))
+
     def _run_stage(self, stage: Stage) -> State:
-        self._announce(f"FROM {stage.base}" + (f" AS {stage.name}" if stage.name else ""))
+        from .progress import VERTEX_COMMANDS
+
+        self.stage_label = (stage.name or f"stage-{stage.index}") if self.several else ""
+        self.stage_steps = (0, 1 + sum(1 for i in stage.instructions
+                                       if i.cmd in VERTEX_COMMANDS))
+        text = f"FROM {stage.base}" + (f" AS {stage.name}" if stage.name else "")
+        self._announce(text)
+        vertex = self.vertex = self._vertex(text)
         state = self._from(stage)
+        if vertex is not None:
+            self.plain.done(vertex)
         for instruction in stage.instructions:
             self._announce(instruction.original)
-            state = self._dispatch(state, instruction)
+            vertex = self.vertex = self._vertex(instruction.original) \
+                if instruction.cmd in VERTEX_COMMANDS else None
+            self.hit = False
+            try:
+                state = self._dispatch(state, instruction)
+            except LaminaError as error:
+                if vertex is not None:
+                    self.plain.error(vertex, str(error))
+                raise
+            if vertex is not None:
+                (self.plain.cached if self.hit else self.plain.done)(vertex)
         return state
 
     def _from(self, stage: Stage) -> State:
@@ -263,6 +416,9 @@ class Builder:
                     f"`lamina import ROOTFS.tar {stage.base}`")
             state = self._state_of(image_id)
         state.shell = list(state.config.get("Shell") or ["/bin/sh", "-c"])
+        env = list(state.config.get("Env") or [])
+        if not any(item.startswith("PATH=") for item in env):  # as Docker and BuildKit do
+            state.config["Env"] = [DEFAULT_PATH] + env
         if state.image_id is not None:  # None: a stage that is an empty scratch
             self.out(f" ---> {state.image_id[7:19]}")
         triggers = state.config.get("OnBuild") or []
@@ -344,6 +500,7 @@ class Builder:
                 continue
         else:
             return None
+        self.hit = True
         self.out(" ---> Using cache (CACHED)")
         self.out(f" ---> {image_id[7:19]}")
         new.cmd_set = state.cmd_set
@@ -448,7 +605,7 @@ class Builder:
     # ------------------------------------------------------------------ metadata instructions
     def _do_env(self, state, ins):
         pairs = list(zip(ins.args[0::2], ins.args[1::2]))
-        created_by = _NOP + " ENV " + " ".join(f"{k}={v}" for k, v in pairs)
+        created_by = _nop(state) + " ENV " + " ".join(f"{k}={v}" for k, v in pairs)
 
         def change(config):
             for key, value in pairs:
@@ -457,7 +614,7 @@ class Builder:
 
     def _do_label(self, state, ins):
         pairs = list(zip(ins.args[0::2], ins.args[1::2]))
-        created_by = _NOP + " LABEL " + " ".join(f"{k}={v}" for k, v in pairs)
+        created_by = _nop(state) + " LABEL " + " ".join(f"{k}={v}" for k, v in pairs)
 
         def change(config):
             labels = dict(config.get("Labels") or {})
@@ -468,7 +625,7 @@ class Builder:
     def _do_maintainer(self, state, ins):
         """MAINTAINER sets the config's author, as Docker's does, and a ``maintainer`` label."""
         name = ins.args[0] if ins.args else ""
-        created_by = _NOP + " MAINTAINER " + name
+        created_by = _nop(state) + " MAINTAINER " + name
         key = cache.step_key(state.image_id, created_by)
         hit = self._cached(state, key)
         if hit is not None:
@@ -482,11 +639,11 @@ class Builder:
 
     def _do_arg(self, state, ins):
         text = ins.original.split(None, 1)[1] if " " in ins.original.strip() else ""
-        return self._metadata(state, ins, _NOP + " ARG " + text, lambda config: None)
+        return self._metadata(state, ins, _nop(state) + " ARG " + text, lambda config: None)
 
     def _do_expose(self, state, ins):
         ports = _expand_ports(ins.args)
-        created_by = _NOP + " EXPOSE " + " ".join(ins.args)
+        created_by = _nop(state) + " EXPOSE " + " ".join(sorted(ins.args))  # sorted, as Docker
 
         def change(config):
             exposed = dict(config.get("ExposedPorts") or {})
@@ -496,7 +653,7 @@ class Builder:
 
     def _do_volume(self, state, ins):
         volumes = list(ins.args)
-        created_by = _NOP + " VOLUME [" + " ".join(volumes) + "]"
+        created_by = _nop(state) + " VOLUME [" + " ".join(volumes) + "]"
 
         def change(config):
             existing = dict(config.get("Volumes") or {})
@@ -506,12 +663,12 @@ class Builder:
 
     def _do_user(self, state, ins):
         user = ins.args[0]
-        return self._metadata(state, ins, _NOP + " USER " + user,
+        return self._metadata(state, ins, _nop(state) + " USER " + user,
                               lambda config: config.__setitem__("User", user))
 
     def _do_stopsignal(self, state, ins):
         signal = ins.args[0]
-        return self._metadata(state, ins, _NOP + " STOPSIGNAL " + signal,
+        return self._metadata(state, ins, _nop(state) + " STOPSIGNAL " + signal,
                               lambda config: config.__setitem__("StopSignal", signal))
 
     def _command(self, state: State, ins: ResolvedInstruction) -> list[str]:
@@ -521,7 +678,7 @@ class Builder:
 
     def _do_cmd(self, state, ins):
         command = self._command(state, ins)
-        return self._metadata(state, ins, _NOP + " CMD " + _go_quote_list(command),
+        return self._metadata(state, ins, _nop(state) + " CMD " + _go_quote_list(command),
                               lambda config: config.__setitem__("Cmd", command))
 
     def _do_entrypoint(self, state, ins):
@@ -534,12 +691,13 @@ class Builder:
             config["Entrypoint"] = entrypoint or None
             if not cmd_set:  # Docker: ENTRYPOINT resets a CMD inherited from the base
                 config["Cmd"] = None
-        return self._metadata(state, ins, _NOP + " ENTRYPOINT " + _go_quote_list(entrypoint),
+        return self._metadata(state, ins, _nop(state) + " ENTRYPOINT " + _go_quote_list(entrypoint),
                               change, extra=f"\0cmd_set={cmd_set}")
 
     def _do_shell(self, state, ins):
         shell = list(ins.args)
-        new = self._metadata(state, ins, _NOP + " SHELL [" + " ".join(shell) + "]",
+        prefix = " ".join(shell) + " #(nop) "  # Docker writes the new shell's #(nop)
+        new = self._metadata(state, ins, prefix + " SHELL [" + " ".join(shell) + "]",
                              lambda config: config.__setitem__("Shell", shell))
         new.shell = shell
         return new
@@ -551,7 +709,7 @@ class Builder:
 
         def change(config):
             config["OnBuild"] = list(config.get("OnBuild") or []) + [trigger]
-        return self._metadata(state, ins, _NOP + " ONBUILD " + trigger, change)
+        return self._metadata(state, ins, _nop(state) + " ONBUILD " + trigger, change)
 
     def _do_healthcheck(self, state, ins):
         from lamina.builder.dockerfile import parse_flags  # noqa: F401  (flags are parsed already)
@@ -578,7 +736,7 @@ class Builder:
                 health["Retries"] = retries
             text = "&{" + _go_quote_list(test) + " " + " ".join(
                 f'"{go_duration(s)}"' for s in durations) + f" '\\x{retries:02x}'" + "}"
-        return self._metadata(state, ins, _NOP + " HEALTHCHECK " + text,
+        return self._metadata(state, ins, _nop(state) + " HEALTHCHECK " + text,
                               lambda config: config.__setitem__("Healthcheck", health))
 
     # ------------------------------------------------------------------ WORKDIR
@@ -588,7 +746,7 @@ class Builder:
         workdir = posixpath.normpath(posixpath.join(current, path)) if not path.startswith("/") \
             else posixpath.normpath(path)
         workdir = "/" + workdir.lstrip("/")
-        created_by = "/bin/sh -c #(nop) WORKDIR " + workdir
+        created_by = _nop(state) + "WORKDIR " + workdir
         key = cache.step_key(state.image_id, created_by)
         hit = self._cached(state, key)
         if hit is not None:
@@ -671,33 +829,77 @@ class Builder:
                 source_state = self._state_of(image_id)
             source_tree = self._tree(source_state)
             source_label = f"--from={source_state.image_id or 'scratch'} "
+        checksum = flags.get("checksum") if what == "ADD" else None
+        if checksum and not all(s.startswith(("http://", "https://")) for s in sources):
+            raise InvalidArgument("checksum can't be specified for non-HTTP(S) sources")
         for source in sources:
             if source.startswith(("http://", "https://")):
                 if what == "COPY":
                     raise InvalidArgument("source can't be a URL for COPY")
                 downloads[source] = self._download(source, dest)
+                if checksum:  # verified before any layer is written
+                    _verify_checksum(downloads[source][0], checksum, source)
+        link = flags.get("link") == "true"
         tree = self._tree(state)
+        if link:  # the layer is made as on an empty root: independent of the layers below
+            tree = LayerTree([], self.store.snaps.fmt)
+            if any(not part.isdigit() for part in (flags.get("chown") or "0").split(":")):
+                tree = self._tree(state)  # user and group names: from the image's files
         copy_plan = plan_copy(
             what=what, sources=sources, dest=dest,
             workdir=state.config.get("WorkingDir") or "/", tree=tree,
             context=self.context if source_tree is None else None,
             chown=flags.get("chown") or None, chmod=flags.get("chmod") or None,
-            source_tree=source_tree, heredocs=heredocs, downloads=downloads)
+            source_tree=source_tree, heredocs=heredocs, downloads=downloads,
+            exclude=list(flags.get("exclude") or []), parents=flags.get("parents") == "true")
         try:
             digest = content_digest(copy_plan)
             kinds = copy_plan.kinds
             kind = "multi" if len(kinds) != 1 else kinds[0]
-            created_by = f"/bin/sh -c #(nop) {what} {kind}:{digest} in {dest} "
-            extra = f"\0{source_label}{flags.get('chown', '')}\0{flags.get('chmod', '')}"
+            chown = flags.get("chown") or ""  # Docker keeps the flag, glued to the digest
+            created_by = (f"{_nop(state)}{what} {'--chown=' + chown if chown else ''}"
+                          f"{kind}:{digest} in {dest} ")
+            extra = f"\0{source_label}{flags.get('chown', '')}\0{flags.get('chmod', '')}" + \
+                "".join(f"\0exclude={p}" for p in flags.get("exclude") or []) + \
+                ("\0parents" if flags.get("parents") == "true" else "") + \
+                ("\0link" if link else "")
             key = cache.step_key(state.image_id, created_by + extra, digest)
             hit = self._cached(state, key)
             if hit is not None:
                 return hit
-            layer = self._layer_from_tar(state, lambda out: write_layer(copy_plan, tree, out))
+            link_key = cache.step_key("link", created_by + extra, digest) if link else None
+            layer = self._linked_layer(state, link_key) if link_key else None
+            if layer is None:
+                empty = LayerTree([], self.store.snaps.fmt)
+                layer = self._layer_from_tar(
+                    state, lambda out: write_layer(copy_plan, empty if link else tree, out))
         finally:
             copy_plan.close()
-        new = self._copy_state(state)
-        return self._commit(new, created_by, layer, key, parent_id=state.image_id)
+        new = self._commit(self._copy_state(state), created_by, layer, key,
+                           parent_id=state.image_id)
+        if link_key is not None:  # the same COPY --link on any other base reuses this layer
+            with self.store.tx():
+                cache.record(self.db, link_key, None, new.image_id, new.chains, new.raw)
+        return new
+
+    def _linked_layer(self, state: State, link_key: str):
+        """``COPY --link`` made before on another base: its layer blob, as it is, applied on
+        ``state`` (staged as :meth:`_layer_from_tar` does), or None."""
+        if self.options.no_cache:
+            return None
+        chains = cache.result_chains(self.db, link_key)
+        row = self.layers.get(chains[-1]) if chains else None
+        if row is None:
+            return None
+        blob = (row["blob_digest"], row["blob_size"])
+        try:
+            with self.store.content.open(blob[0]) as stream:
+                staged, facts = self.layers.add(state.chains[-1] if state.chains else None,
+                                                stream, row["diff_id"])
+        except (LaminaError, OSError):
+            return None  # the blob went meanwhile: made again
+        self.out(" ---> Using the linked layer of an earlier build (--link)")
+        return staged, facts, blob
 
     def _download(self, url: str, dest: str) -> tuple[str, str, float]:
         """Fetch ``url`` into the scratch dir: (path, file name, mtime from Last-Modified)."""
@@ -746,20 +948,98 @@ class Builder:
         created_by = " ".join(shown)
         network = ins.flags.get("network") or self.options.network or "default"
         extra = f"\0network={network}"
-        key = cache.step_key(state.image_id, created_by + extra)
-        hit = self._cached(state, key)
-        if hit is not None:
-            return hit
-        env = list(config.get("Env") or [])
-        if not any(e.startswith("PATH=") for e in env):
-            env.insert(0, DEFAULT_PATH)
-        env += [f"{k}={v}" for k, v in build_args]
-        layer = self._run_container(state, ins, argv, env, network)
+        from .mounts import StepMounts, parse_mount
+
+        workdir = config.get("WorkingDir") or "/"
+        mounts = [parse_mount(text, ins.line) for text in ins.flags.get("mount", [])]
+        mounts = [m if not m.target or m.target.startswith("/") else  # relative to WORKDIR
+                  dataclasses.replace(m, target=posixpath.normpath(posixpath.join(workdir,
+                                                                                   m.target)))
+                  for m in mounts]
+        step = StepMounts(self.store.root, self._scratch_dir(), self.options.secrets)
+        helpers: list[str] = []  # containers that give a stage's or an image's files to a mount
+        try:
+            sources = self._mount_sources(ins, mounts, step, helpers)
+            if mounts:  # what the mounts are, and the content of context binds; never a secret's
+                extra += "\0mounts=" + "\0".join(
+                    m.key_text() + "\0" + sources.get(i, ("", ""))[1]
+                    for i, m in enumerate(mounts))
+            key = cache.step_key(state.image_id, created_by + extra)
+            hit = self._cached(state, key)
+            if hit is not None:
+                return hit
+            for i, m in enumerate(mounts):
+                if m.type == "bind":
+                    step.add_bind(sources[i][0], m.target, m.readonly)
+                elif m.type == "cache":
+                    step.cache(m, lambda i=i: sources[i][0])
+                elif m.type == "tmpfs":
+                    step.tmpfs(m)
+                elif m.type == "secret" and m.id in self.options.secrets:
+                    step.secret(m)
+            env = list(config.get("Env") or [])
+            if not any(e.startswith("PATH=") for e in env):
+                env.insert(0, DEFAULT_PATH)
+            env += [f"{k}={v}" for k, v in build_args] + step.env
+            tree = self._tree(state)
+            made = []  # mount points runc will make: each target the image lacks, and its
+            for m in mounts:  # parents up to the first the image has
+                path = m.target
+                while path not in ("", "/") and tree.lookup(path) is None:
+                    made.append(path)
+                    path = posixpath.dirname(path)
+            layer = self._run_container(state, ins, argv, env, network, step.oci, made)
+        finally:
+            step.close()
+            for cid in helpers:
+                try:
+                    self.containers.rm(cid, force=True)
+                except LaminaError:
+                    pass
         new = self._copy_state(state)
         return self._commit(new, created_by, layer, key, parent_id=state.image_id)
 
+    def _mount_sources(self, ins: ResolvedInstruction, mounts, step, helpers: list[str]) -> dict:
+        """For each bind mount and each cache mount with ``from``: (host path of its source,
+        what the cache key holds of it: the content digest of a context path, the ID of a stage
+        or image)."""
+        from lamina.rootpath import resolve_in_root
+
+        from .mounts import copy_context_subtree
+
+        out = {}
+        for i, m in enumerate(mounts):
+            if m.type == "bind" and not m.from_:
+                rel = posixpath.normpath("/" + (m.source or ".")).lstrip("/") or "."
+                if not os.path.lexists(self.context.host(rel)):
+                    raise NotFound(f"RUN --mount: bind source {m.source!r} not found in the "
+                                   "build context")
+                copy = os.path.join(step.temp_dir("bind-"), "source")
+                out[i] = (copy, copy_context_subtree(self.context, rel, copy))
+            elif m.type in ("bind", "cache") and m.from_:
+                stage = ins.mount_stages.get(m.from_)
+                if stage is not None:
+                    source_state = self.stage_states[stage]
+                else:
+                    image_id = self._find_image(m.from_)
+                    if image_id is None:
+                        raise NotFound(f"RUN --mount from={m.from_}: no such stage or image in "
+                                       f"this store: get it with `lamina pull {m.from_}`")
+                    source_state = self._state_of(image_id)
+                if source_state.image_id is None:
+                    source_state = self._commit(source_state, "", None, None, add_history=False)
+                cid = self.containers.create(source_state.image_id, command=["true"], used=True)
+                helpers.append(cid)
+                root = self.containers.mount(cid)
+                path = resolve_in_root(root, "/" + (m.source or "").lstrip("/"))
+                if m.type == "bind" and not os.path.lexists(path):
+                    raise NotFound(f"RUN --mount from={m.from_}: {m.source or '/'} not found")
+                out[i] = (path, source_state.image_id)
+        return out
+
     def _run_container(self, state: State, ins: ResolvedInstruction, argv: list[str],
-                       env: list[str], network: str):
+                       env: list[str], network: str, mounts: list[dict] | None = None,
+                       mount_points: list[str] = ()):
         try:
             from lamina.runtime.process import run_in_container
         except ImportError:
@@ -782,7 +1062,11 @@ class Builder:
         try:
             self.out(f" ---> Running in {cid[:12]}")
             config = state.config
-            quiet = os.open(os.devnull, os.O_WRONLY) if self.options.quiet else None
+            quiet = relay = None
+            if self.options.quiet or self.options.progress == "quiet":
+                quiet = os.open(os.devnull, os.O_WRONLY)
+            elif self.plain is not None:  # each output line as "#N 0.123 line"
+                quiet, relay = self.plain.relay(self.vertex or 0)
             try:
                 streams = {"stdout": quiet, "stderr": quiet} if quiet is not None else {
                     name: fd for name, fd in (("stdout", self.options.stdout),
@@ -790,14 +1074,20 @@ class Builder:
                 code = run_in_container(
                     self.containers, cid, argv, env, config.get("WorkingDir") or "/",
                     config.get("User") or "", "host" if network == "default" else network,
+                    # Docker's RUN sees its build container's ID (on the host's network: the
+                    # host's name, as Docker's --network=host)
+                    hostname=None if network == "host" else cid[:12], mounts=mounts,
                     **streams)
             finally:
                 if quiet is not None:
                     os.close(quiet)
+                if relay is not None:
+                    relay.join()
             if code != 0:
                 raise BuildError(
                     f"Step {self.step}/{self.total} : The command '{' '.join(argv)}' returned a "
                     f"non-zero code: {code}", code)
+            self._remove_mount_points(cid, mount_points)
             if not differ.changes(self.store.snaps, cid):
                 return None
             return self._layer_from_tar(
@@ -810,6 +1100,59 @@ class Builder:
                     self.containers.rm(cid, force=True)
                 except LaminaError:
                     pass
+
+
+    def _remove_mount_points(self, cid: str, paths: list[str]) -> None:
+        """Remove from the container's own layer the mount points ``paths`` that the runtime
+        made (paths the image lacks), deepest first, each only if still empty."""
+        top = self.store.snaps.dir(cid)
+        for path in sorted(set(paths), key=lambda p: -p.count("/")):
+            host = os.path.join(top, path.lstrip("/"))
+            try:
+                if os.path.isdir(host) and not os.path.islink(host):
+                    os.rmdir(host)  # fails unless empty: the RUN wrote there
+                elif os.path.isfile(host) and os.path.getsize(host) == 0:
+                    os.unlink(host)
+            except OSError:
+                continue
+
+
+def _verify_checksum(path: str, expected: str, url: str) -> None:
+    """``ADD --checksum=sha256:HEX URL``: the download must have that digest."""
+    import hashlib
+
+    algorithm, _, wanted = expected.partition(":")
+    if algorithm not in ("sha256", "sha384", "sha512") or not wanted:
+        raise InvalidArgument(f"invalid checksum digest format {expected!r}: expected "
+                              "sha256:<hex>")
+    digest = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    if digest.hexdigest() != wanted.lower():
+        raise InvalidArgument(f"ADD {url}: digest mismatch: expected {expected}, got "
+                              f"{algorithm}:{digest.hexdigest()}")
+
+
+def _full_name(tag: str) -> str:
+    """``app:1`` as BuildKit names it: ``docker.io/library/app:1``."""
+    first = tag.split("/", 1)[0]
+    if "/" not in tag:
+        return "docker.io/library/" + tag
+    if "." in first or ":" in first or first == "localhost":
+        return tag
+    return "docker.io/" + tag
+
+
+def stage_needs(stage: Stage) -> set[int]:
+    """The stages ``stage`` builds on or takes files from (FROM, COPY --from, RUN --mount
+    from=)."""
+    needs = set() if stage.base_stage is None else {stage.base_stage}
+    for ins in stage.instructions:
+        if ins.from_stage is not None:
+            needs.add(ins.from_stage)
+        needs.update(ins.mount_stages.values())
+    return needs
 
 
 def build(containers: ContainerStore, options: BuildOptions, out=print) -> str:

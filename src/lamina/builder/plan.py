@@ -84,6 +84,7 @@ class ResolvedInstruction:
     original: str
     end_line: int = 0
     from_stage: int | None = None
+    mount_stages: dict[str, int] = field(default_factory=dict)  # RUN --mount from=: stage index
 
 
 @dataclass(frozen=True)
@@ -256,11 +257,13 @@ class _Planner:
         deps: set[int],
     ) -> ResolvedInstruction:
         cmd = node.cmd
+        check_instruction(node)  # the argument counts and flags (Docker's one-line errors)
         scope = {**args, **env}
         flags = parse_flags(node)
         words = list(node.args)
         heredocs = [_chomped(h) for h in node.heredocs]
         from_stage = None
+        mount_stages: dict[str, int] = {}
         if cmd == "arg":
             words = []
             for word in node.args:
@@ -302,9 +305,10 @@ class _Planner:
             for mount in flags.get("mount", []):
                 reference = _mount_from(mount)
                 if reference:
-                    from_stage = self.stage_index(reference, index, node)
-                    if from_stage is not None:
-                        deps.add(from_stage)
+                    stage = self.stage_index(reference, index, node)
+                    if stage is not None:
+                        deps.add(stage)
+                        mount_stages[reference] = stage
         elif cmd == "expose":
             words = [port for word in words for port in self._expand_words(word, scope, node)]
         elif cmd in ("volume", "user", "workdir", "stopsignal"):
@@ -312,7 +316,7 @@ class _Planner:
         return ResolvedInstruction(
             cmd=cmd, args=words, flags=flags, json=node.json, heredocs=heredocs,
             env=self._run_env(args, env), line=node.start_line, original=node.original,
-            end_line=node.end_line, from_stage=from_stage,
+            end_line=node.end_line, from_stage=from_stage, mount_stages=mount_stages,
         )
 
     def _expand_flags(self, flags: dict, scope: Mapping[str, str], node: Instruction) -> dict:

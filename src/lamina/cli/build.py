@@ -6,7 +6,7 @@ import os
 import sys
 
 from ..errors import NotFound
-from .common import UsageError, open_engine
+from .common import UsageError, confirm, open_engine, reclaimed
 
 ARGS = {
     "build": (
@@ -17,7 +17,11 @@ ARGS = {
         ("--network", ("none", "host", "default"), "Network of RUN instructions ('default': host)"),
         ("--no-cache", "bool", "Do not use cache when building the image"),
         ("--pull", "bool", "Always attempt to pull a newer version of the image"),
+        ("-o --output", "string", "Write the result's files, no image: type=local,dest=DIR|type=tar,dest=FILE"),
+        ("--progress", ("auto", "plain", "tty", "quiet"),
+         "Progress output: plain or tty, BuildKit's steps; auto, Docker's legacy lines"),
         ("-q --quiet", "bool", "Suppress the build output and print image ID on success"),
+        ("--secret", "list", "Secret for RUN --mount=type=secret: id=ID,src=FILE or id=ID,env=VAR"),
         ("-t --tag", "list", "Name and optionally a tag (NAME[:TAG]); may be repeated"),
         ("--target", "string", "Set the target build stage to build"),
     ),
@@ -36,6 +40,34 @@ def _read_dockerfile(context: str, name: str | None) -> str | bytes:
     except FileNotFoundError:
         raise NotFound(f"unable to prepare context: unable to evaluate symlinks in Dockerfile "
                        f"path: lstat {os.path.abspath(path)}: no such file or directory") from None
+
+
+def parse_secret(text: str) -> tuple[str, tuple[str, str]]:
+    """``id=ID,src=FILE`` / ``id=ID,env=VAR`` (``type=file|env``, ``source=``) as buildx reads
+    them: (id, ("file", path) or ("env", name)). Only a file's path is kept, never its bytes."""
+    fields = {}
+    for field in text.split(","):
+        key, eq, value = field.partition("=")
+        if not eq or key not in ("id", "src", "source", "env", "type"):
+            raise UsageError(f"invalid secret {text!r}: unexpected key {key!r}")
+        fields[key] = value
+    secret_id = fields.get("id")
+    if not secret_id:
+        raise UsageError(f"invalid secret {text!r}: it needs an id=")
+    path = fields.get("src") or fields.get("source")
+    kind = fields.get("type") or ("env" if "env" in fields and not path else "file")
+    if kind == "env":
+        name = fields.get("env") or path or secret_id
+        if name not in os.environ:
+            raise UsageError(f"secret {secret_id}: environment variable {name} is not set")
+        return secret_id, ("env", name)
+    if not path:
+        if secret_id in os.environ:
+            return secret_id, ("env", secret_id)
+        raise UsageError(f"invalid secret {text!r}: it needs src=FILE or env=VAR")
+    if not os.path.isfile(path):
+        raise UsageError(f"secret {secret_id}: {path}: no such file")
+    return secret_id, ("file", os.path.abspath(path))
 
 
 def cmd_build(opts, a):
@@ -61,16 +93,38 @@ def cmd_build(opts, a):
                 continue
             value = os.environ[key]
         build_args[key] = value
+    secrets = dict(parse_secret(item) for item in a.secret)
+    output = None
+    if a.output:
+        from ..builder.output import parse_output
+
+        output = parse_output(a.output)
+        if output == ("tar", "-"):
+            a.quiet = True  # stdout is the tar
     from ..builder import BuildOptions
 
     engine = open_engine(opts)
     options = BuildOptions(context=a.context, dockerfile=text, tags=a.tag, build_args=build_args,
                            target=a.target, no_cache=a.no_cache, pull=a.pull,
-                           network=a.network, quiet=a.quiet)
+                           network=a.network, quiet=a.quiet, secrets=secrets, output=output,
+                           progress="legacy" if a.progress in (None, "auto") else a.progress)
 
     def out(line: str) -> None:
         print(line, flush=True)
 
     image_id = engine.build(options, out=out)
-    if a.quiet:
+    if a.quiet and output != ("tar", "-"):
         print(image_id)
+
+
+ARGS["builder prune"] = (("-f --force", "bool", "Do not prompt for confirmation"),)
+
+
+def cmd_builder_prune(opts, a):
+    if not confirm(a.force, "  - all dangling build cache"):
+        return
+    engine = open_engine(opts)
+    deleted, size = engine.prune_build_cache()
+    if deleted:
+        print("Deleted build cache objects:\n" + "\n".join(i[7:] for i in deleted))
+    reclaimed(size)

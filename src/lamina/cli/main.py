@@ -40,6 +40,8 @@ VERBS = {
     "info": (COMMON, "Display the store's directory, driver and counts", "system"),
     "serve": (COMMON, "Serve the Docker Engine API on a socket", "serve"),
 
+    "builder": (MANAGEMENT, "Manage builds", {
+        "prune": ("Remove build cache", "build")}),
     "container": (MANAGEMENT, "Manage containers", {
         "commit": "commit", "create": "create", "diff": "diff", "export": "export",
         "inspect": "inspect", "ls": "ps", "list": "ps", "ps": "ps", "mount": "mount",

@@ -192,15 +192,19 @@ def init_binary() -> str:
 def prepare_bundle(containers: ContainerStore, row, config: RunConfig, rootfs: str, bundle: str,
                    argv: list[str], env: list[str] | None, workdir: str | None, user: str | None,
                    network: str, runtime_id: str, terminal: bool = False,
-                   netns: str | None = None) -> None:
+                   netns: str | None = None, hostname: str | None = None,
+                   mounts: list[dict] | None = None) -> None:
     """Write ``bundle``/config.json for ``argv`` in the container ``row`` (``netns``: the
-    namespace file of a container on bridge networks)."""
+    namespace file of a container on bridge networks; ``mounts``: more OCI mounts, a build's
+    RUN --mount ones)."""
     import socket
 
     from .. import volumes
 
     image = containers.images.config(row["image_id"]).get("config") or {}
-    hostname = socket.gethostname() if network == "host" else config.hostname or row["id"][:12]
+    if hostname is None:
+        hostname = socket.gethostname() if network == "host" else \
+            config.hostname or row["id"][:12]
     env = merge_env(image.get("Env"), config.env) if env is None else list(env)
     workdir = workdir or config.workdir or image.get("WorkingDir") or "/"
     if not workdir.startswith("/"):
@@ -218,7 +222,7 @@ def prepare_bundle(containers: ContainerStore, row, config: RunConfig, rootfs: s
                            hostname, terminal=terminal)
     files = write_network_files(bundle, hostname, network)
     spec = make_spec(rootfs, process, hostname=hostname, network=network,
-                     read_only=config.read_only, files=files, binds=binds,
+                     read_only=config.read_only, files=files, binds=binds + list(mounts or []),
                      cgroup=cgroups.container_path(runtime_id), netns=netns)
     confine(spec["process"], rootfs, config)
     spec["linux"]["resources"].update(resources.linux_resources(config))
@@ -394,7 +398,8 @@ def _serve_terminal(runtime: Runtime, args: list[str], pid_file: str, runtime_lo
 
 def run_in_container(containers: ContainerStore, name: str, argv: list[str], env=None,
                      workdir=None, user=None, network: str = "none", stdout: int = 1,
-                     stderr: int = 2) -> int:
+                     stderr: int = 2, hostname: str | None = None,
+                     mounts: list[dict] | None = None) -> int:
     """Run ``argv`` in the (created, not running) container ``container_id``; return its exit code.
 
     This is what a Dockerfile ``RUN`` step uses. The container's merged root is mounted (and
@@ -404,7 +409,9 @@ def run_in_container(containers: ContainerStore, name: str, argv: list[str], env
     ``host``) apply to this process only; nothing is recorded in the container's state or logs.
     Stdin is /dev/null; stdout and stderr are streamed to the file descriptors ``stdout`` and
     ``stderr`` (the caller's by default) while the process runs. Files the process writes land in
-    the container's writable layer, ready for ``Engine.commit``.
+    the container's writable layer, ready for ``Engine.commit``. ``hostname``: the process's
+    (default: the host's with ``network="host"``, else the container's short ID); ``mounts``:
+    extra OCI mounts for this process (a Dockerfile's ``RUN --mount``).
 
     Raises :class:`RuntimeFailure` (exit_code 127 for a missing executable, 126 when it cannot be
     executed, 125 for other runtime errors) when the process could not be started, and
@@ -424,7 +431,7 @@ def run_in_container(containers: ContainerStore, name: str, argv: list[str], env
     rootfs = containers.mount(cid)
     try:
         prepare_bundle(containers, row, config, rootfs, bundle, list(argv), env, workdir, user,
-                       network, runtime_id)
+                       network, runtime_id, hostname=hostname, mounts=mounts)
         pid_file = os.path.join(bundle, "pid")
         runtime_log = os.path.join(bundle, "runtime.log")
         cmd = runtime.command("run", "--bundle", bundle, "--pid-file", pid_file, runtime_id,
