@@ -170,7 +170,9 @@ class HealthMonitor:
     ``update(change)`` applies ``change(health)`` to the owner's run state under its lock and
     saves it; ``on_status(status)`` is told each new status (the event)."""
 
-    def __init__(self, probe: Probe, run_probe, update, on_status, started: float):
+    def __init__(self, probe: Probe, run_probe, update, on_status, started: float,
+                 alive=None):
+        self.alive = alive  # () -> whether the container's process still runs
         self.probe = probe
         self.run_probe = run_probe
         self.update = update
@@ -197,7 +199,8 @@ class HealthMonitor:
                 code, output = self.run_probe(self.probe.argv, self.probe.timeout)
             except Exception as e:  # noqa: BLE001 - a probe that cannot run is a failed one
                 code, output = -1, str(e)
-            if self.stopping.is_set():
+            if self.stopping.is_set() or (code != 0 and self.alive is not None
+                                          and not self.alive()):
                 return  # the process ended meanwhile: its exit decides, not this probe
             end = time.time()
             entry = {"Start": rfc3339(start), "End": rfc3339(end), "ExitCode": code,

@@ -146,7 +146,7 @@ def _keep(containers: ContainerStore, row, *, stdin, stdout_fds, stderr_fds, on_
                     on_started(pid)
                 if probe is not None:
                     checks.append(_start_checks(containers, row, runtime_name=config.runtime,
-                                                probe=probe, keeper=keeper))
+                                                probe=probe, keeper=keeper, pid=pid))
 
             try:
                 code = _supervise(containers, row, stdin=stdin, stdout_fds=stdout_fds,
@@ -202,7 +202,7 @@ def _ended(containers: ContainerStore, row, code: int, keeper, *, final: bool,
     containers.event("die", row, exitCode=code)
 
 
-def _start_checks(containers: ContainerStore, row, *, runtime_name, probe, keeper):
+def _start_checks(containers: ContainerStore, row, *, runtime_name, probe, keeper, pid: int):
     """Start the health checks of the process that has just started (see
     :mod:`lamina.runtime.health`); returns their monitor, to stop when the process ends."""
     from .health import HealthMonitor, exec_probe
@@ -226,7 +226,13 @@ def _start_checks(containers: ContainerStore, row, *, runtime_name, probe, keepe
     def on_status(status):
         containers.event(f"health_status: {status}", row)
 
-    monitor = HealthMonitor(probe, run_probe, update, on_status, time.time())
+    from ..processes import start_time
+
+    started = start_time(pid)
+    # a probe that fails because the process has just ended is not counted: the exit decides
+    # (the owner stops the checks only once the network and mounts are undone)
+    monitor = HealthMonitor(probe, run_probe, update, on_status, time.time(),
+                            alive=lambda: start_time(pid) == started)
     monitor.start()
     return monitor
 
