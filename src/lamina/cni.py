@@ -24,8 +24,10 @@ sets), checked with one ``iptables -C`` per start and written again if someone f
 :func:`drop_network_rules` at ``network rm``. Each container then costs no iptables process
 unless it publishes ports (some 30 fewer per ``run`` than the per-container rules).
 
-The ADD's result is kept under ``networks/results/`` for the DEL (the firewall plugin removes its
-rules by the addresses in it), as libcni keeps it under /var/lib/cni.
+The ADD's result is kept under ``networks/results/`` for the DEL (a plugin may need the addresses
+in it: Podman's firewall plugin does), as libcni keeps it under /var/lib/cni; it is written,
+without a result, before the first plugin runs, so that a lamina killed meanwhile leaves what
+``system check`` finds and deletes.
 
 A network namespace is a file, ``<store>/netns/<container ID>``: a bind mount of
 ``/proc/self/ns/net`` of a child that unshared it (its ``lo`` already up), so it outlives every
