@@ -96,13 +96,14 @@ def test_pause_update_and_stats_as_docker(engines):
         assert docker("unpause", "svc").stdout == "svc\n"
         not_paused = docker("unpause", "svc")
         assert docker("update", "--memory", "64m", "--memory-swap", "128m", "--pids-limit", "30",
-                      "svc").stdout == "svc\n"
+                      "--restart", "on-failure:42", "svc").stdout == "svc\n"
         host = inspect(docker, "svc")["HostConfig"]
         stats = json.loads(docker("stats", "--no-stream", "--format", "{{json .}}", "svc").stdout)
         outputs.append((status.split(" ", 1)[0], status.rstrip().endswith("(Paused)"),
                         state["Status"], state["Paused"], state["Running"], again.returncode,
                         not_paused.returncode, host["Memory"], host["MemorySwap"],
-                        host["PidsLimit"], stats["MemUsage"].split(" / ")[1], stats["PIDs"],
+                        host["PidsLimit"], host["RestartPolicy"], stats["MemUsage"].split(" / ")[1],
+                        stats["PIDs"],
                         stats["Name"]))
         docker("rm", "-f", "svc")
     assert outputs[1] == outputs[0]

@@ -204,7 +204,8 @@ def run_config(config: dict, host: dict):
                                                  "StopSignal", "StopTimeout", "Entrypoint")
                         if config.get(k) is not None},
              "HostConfig": {k: v for k, v in host.items() if v not in (None, "", [], {}, 0)
-                            and k not in ("Binds", "Mounts") and k not in LIMIT_FIELDS}}
+                            and k not in ("Binds", "Mounts", "RestartPolicy")  # as settled
+                            and k not in LIMIT_FIELDS}}
     return RunConfig(env=tuple(env), workdir=config.get("WorkingDir") or None,
                      user=config.get("User") or None, volumes=tuple(specs),
                      read_only=bool(host.get("ReadonlyRootfs")), network=network,
