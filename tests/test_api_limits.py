@@ -18,10 +18,11 @@ LIMITS = ["--memory", "32m", "--memory-swap", "64m", "--memory-reservation", "16
           "0.5", "--cpu-shares", "512", "--cpuset-cpus", "0", "--pids-limit", "20", "--ulimit",
           "nofile=100:200", "--ulimit", "nproc=50", "--cap-add", "sys_admin", "--cap-drop",
           "CAP_CHOWN", "--security-opt", "no-new-privileges", "--security-opt",
-          "seccomp=unconfined", "--group-add", "10", "--device", "/dev/fuse:/dev/myfuse:r"]
+          "seccomp=unconfined", "--group-add", "10", "--device", "/dev/fuse:/dev/myfuse:r",
+          "--shm-size", "128m"]
 FIELDS = ("Memory", "MemorySwap", "MemoryReservation", "NanoCpus", "CpuShares", "CpusetCpus",
           "PidsLimit", "Ulimits", "CapAdd", "CapDrop", "SecurityOpt", "GroupAdd", "Privileged",
-          "Devices", "MaskedPaths", "ReadonlyPaths")
+          "Devices", "MaskedPaths", "ReadonlyPaths", "ShmSize")
 
 
 @pytest.fixture(scope="module")

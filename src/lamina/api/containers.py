@@ -227,8 +227,9 @@ LIMIT_FIELDS = {"Memory": "memory", "MemorySwap": "memory_swap",
                 "CpuShares": "cpu_shares", "CpusetCpus": "cpuset_cpus", "PidsLimit": "pids_limit",
                 "Ulimits": "ulimits", "CapAdd": "cap_add", "CapDrop": "cap_drop",
                 "Privileged": "privileged", "SecurityOpt": "security_opt", "GroupAdd": "group_add",
-                "Devices": "devices"}
-_NUMBERS = ("Memory", "MemorySwap", "MemoryReservation", "NanoCpus", "CpuShares", "PidsLimit")
+                "Devices": "devices", "ShmSize": "shm_size"}
+_NUMBERS = ("Memory", "MemorySwap", "MemoryReservation", "NanoCpus", "CpuShares", "PidsLimit",
+            "ShmSize")
 
 
 def limit_fields(host: dict, only=LIMIT_FIELDS) -> dict:
