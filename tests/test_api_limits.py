@@ -18,10 +18,11 @@ LIMITS = ["--memory", "32m", "--memory-swap", "64m", "--memory-reservation", "16
           "0.5", "--cpu-shares", "512", "--cpuset-cpus", "0", "--pids-limit", "20", "--ulimit",
           "nofile=100:200", "--ulimit", "nproc=50", "--cap-add", "sys_admin", "--cap-drop",
           "CAP_CHOWN", "--security-opt", "no-new-privileges", "--security-opt",
-          "seccomp=unconfined", "--group-add", "10", "--device", "/dev/fuse:/dev/myfuse:r"]
+          "seccomp=unconfined", "--group-add", "10", "--device", "/dev/fuse:/dev/myfuse:r",
+          "--shm-size", "128m"]
 FIELDS = ("Memory", "MemorySwap", "MemoryReservation", "NanoCpus", "CpuShares", "CpusetCpus",
           "PidsLimit", "Ulimits", "CapAdd", "CapDrop", "SecurityOpt", "GroupAdd", "Privileged",
-          "Devices", "MaskedPaths", "ReadonlyPaths")
+          "Devices", "MaskedPaths", "ReadonlyPaths", "ShmSize")
 
 
 @pytest.fixture(scope="module")
@@ -96,13 +97,14 @@ def test_pause_update_and_stats_as_docker(engines):
         assert docker("unpause", "svc").stdout == "svc\n"
         not_paused = docker("unpause", "svc")
         assert docker("update", "--memory", "64m", "--memory-swap", "128m", "--pids-limit", "30",
-                      "svc").stdout == "svc\n"
+                      "--restart", "on-failure:42", "svc").stdout == "svc\n"
         host = inspect(docker, "svc")["HostConfig"]
         stats = json.loads(docker("stats", "--no-stream", "--format", "{{json .}}", "svc").stdout)
         outputs.append((status.split(" ", 1)[0], status.rstrip().endswith("(Paused)"),
                         state["Status"], state["Paused"], state["Running"], again.returncode,
                         not_paused.returncode, host["Memory"], host["MemorySwap"],
-                        host["PidsLimit"], stats["MemUsage"].split(" / ")[1], stats["PIDs"],
+                        host["PidsLimit"], host["RestartPolicy"], stats["MemUsage"].split(" / ")[1],
+                        stats["PIDs"],
                         stats["Name"]))
         docker("rm", "-f", "svc")
     assert outputs[1] == outputs[0]

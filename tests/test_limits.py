@@ -74,7 +74,7 @@ def test_pids_limit_stops_a_fork_loop_and_the_container_survives(store):
 def test_cpus_shares_cpuset_and_ulimits_reach_the_cgroup_and_the_process(store):
     store("run", "-d", "--name", "cpu", "--cpus", "0.5", "--cpu-shares", "512",
           "--cpuset-cpus", "0", "--memory-reservation", "16m", "--ulimit", "nofile=100:200",
-          "--ulimit", "nproc=50", "busybox", "sleep", "300")
+          "--ulimit", "nproc=50", "--shm-size", "128m", "busybox", "sleep", "300")
     dirs = cgroup(store, "cpu")
     if "cpu" in dirs:  # v1
         assert read(dirs, ("cpu", "cpu.cfs_quota_us"), "") == "50000"
@@ -90,8 +90,10 @@ def test_cpus_shares_cpuset_and_ulimits_reach_the_cgroup_and_the_process(store):
     status = store("exec", "cpu", "cat", "/proc/1/limits").stdout
     assert any(line.startswith("Max open files") and line.split()[3:5] == ["100", "200"]
                for line in status.splitlines())
+    assert store("exec", "cpu", "df", "-k", "/dev/shm").stdout.split()[-5] == "131072"
     host = inspect(store, "cpu")["HostConfig"]
-    assert (host["NanoCpus"], host["CpuShares"], host["CpusetCpus"]) == (500000000, 512, "0")
+    assert (host["NanoCpus"], host["CpuShares"], host["CpusetCpus"], host["ShmSize"]) == (
+        500000000, 512, "0", 128 * 1024 * 1024)
     assert host["Ulimits"] == [{"Name": "nofile", "Hard": 200, "Soft": 100},
                                {"Name": "nproc", "Hard": 50, "Soft": 50}]
 
@@ -110,6 +112,7 @@ def test_impossible_limits_are_one_line_errors_and_nothing_is_made(store):
          "Error: Minimum memory limit can not be less than memory reservation limit"),
         (["--cpuset-cpus", "x"], "Error: Invalid value x for cpuset cpus: invalid format: x"),
         (["--cpuset-cpus", "99"], "Error: Requested CPUs are not available - requested 99"),
+        (["--shm-size", "x"], """Error: invalid argument "x" for "--shm-size" flag: invalid size: 'x'"""),
         (["--pids-limit", "abc"], 'Error: invalid argument "abc" for "--pids-limit" flag'),
         (["--ulimit", "foo=1"], 'Error: invalid argument "foo=1" for "--ulimit" flag: invalid ulimit type: foo'),
         (["--ulimit", "nofile=200:100"], 'Error: invalid argument "nofile=200:100" for "--ulimit" flag: '

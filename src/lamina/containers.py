@@ -748,7 +748,8 @@ def _limits_host_config(run: dict) -> dict:
     for key, field in (("Memory", "memory"), ("MemorySwap", "memory_swap"),
                        ("MemoryReservation", "memory_reservation"), ("NanoCpus", "nano_cpus"),
                        ("CpuShares", "cpu_shares"), ("CpusetCpus", "cpuset_cpus"),
-                       ("PidsLimit", "pids_limit"), ("Privileged", "privileged")):
+                       ("PidsLimit", "pids_limit"), ("Privileged", "privileged"),
+                       ("ShmSize", "shm_size")):
         if run.get(field):
             out[key] = run[field]
     for key, field in (("CapAdd", "cap_add"), ("CapDrop", "cap_drop"),

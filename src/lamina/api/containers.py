@@ -207,7 +207,8 @@ def run_config(config: dict, host: dict):
                                                  "StopSignal", "StopTimeout", "Entrypoint")
                         if config.get(k) is not None},
              "HostConfig": {k: v for k, v in host.items() if v not in (None, "", [], {}, 0)
-                            and k not in ("Binds", "Mounts") and k not in LIMIT_FIELDS}}
+                            and k not in ("Binds", "Mounts", "RestartPolicy")  # as settled
+                            and k not in LIMIT_FIELDS}}
     return RunConfig(env=tuple(env), workdir=config.get("WorkingDir") or None,
                      user=config.get("User") or None, volumes=tuple(specs),
                      read_only=bool(host.get("ReadonlyRootfs")), network=network,
@@ -229,8 +230,9 @@ LIMIT_FIELDS = {"Memory": "memory", "MemorySwap": "memory_swap",
                 "CpuShares": "cpu_shares", "CpusetCpus": "cpuset_cpus", "PidsLimit": "pids_limit",
                 "Ulimits": "ulimits", "CapAdd": "cap_add", "CapDrop": "cap_drop",
                 "Privileged": "privileged", "SecurityOpt": "security_opt", "GroupAdd": "group_add",
-                "Devices": "devices"}
-_NUMBERS = ("Memory", "MemorySwap", "MemoryReservation", "NanoCpus", "CpuShares", "PidsLimit")
+                "Devices": "devices", "ShmSize": "shm_size"}
+_NUMBERS = ("Memory", "MemorySwap", "MemoryReservation", "NanoCpus", "CpuShares", "PidsLimit",
+            "ShmSize")
 
 
 def limit_fields(host: dict, only=LIMIT_FIELDS) -> dict:

@@ -16,6 +16,7 @@ LIMIT_ARGS = (
     ("-c --cpu-shares", "int", "CPU shares (relative weight)"),
     ("--cpuset-cpus", "string", "CPUs in which to allow execution (0-3, 0,1)"),
     ("--pids-limit", "int", "Tune container pids limit (set -1 for unlimited)"),
+    ("--shm-size", "bytes", "Size of /dev/shm (default 64MiB)"),
     ("--ulimit", "list", "Ulimit options (NAME=SOFT[:HARD])"),
     ("--cap-add", "list", "Add Linux capabilities"),
     ("--cap-drop", "list", "Drop Linux capabilities"),
@@ -68,6 +69,8 @@ def limit_fields(a, only=None) -> dict:
         out["pids_limit"] = resources.parse_int(a.pids_limit, "--pids-limit")
     if only is not None:
         return out
+    if a.shm_size is not None:
+        out["shm_size"] = resources.parse_size(a.shm_size, "--shm-size")
     if a.ulimit:
         out["ulimits"] = tuple(resources.parse_ulimit(u) for u in a.ulimit)
     if a.cap_add:

@@ -90,6 +90,7 @@ class RunConfig:
     cpu_shares: int = 0
     cpuset_cpus: str = ""
     pids_limit: int = 0
+    shm_size: int = 0  # --shm-size: bytes of /dev/shm (0: Docker's 64 MiB)
     ulimits: tuple[tuple[str, int, int], ...] = ()
     # Privileges (lamina.runtime.security): capability names as given, --security-opt values
     cap_add: tuple[str, ...] = ()

@@ -226,6 +226,7 @@ def prepare_bundle(containers: ContainerStore, row, config: RunConfig, rootfs: s
                      cgroup=cgroups.container_path(runtime_id), netns=netns)
     confine(spec["process"], rootfs, config)
     spec["linux"]["resources"].update(resources.linux_resources(config))
+    resources.shm_size(spec, config)
     security.apply(spec, config)
     with open(os.path.join(bundle, "config.json"), "w") as f:
         json.dump(spec, f)

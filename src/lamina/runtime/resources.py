@@ -121,6 +121,8 @@ def validate(config) -> dict:
     replace in the RunConfig (empty when nothing changes)."""
     memory, swap = config.memory, config.memory_swap
     reservation = config.memory_reservation
+    if config.shm_size < 0:
+        raise ResourceError("SHM size can not be less than 0")
     if memory < 0 or reservation < 0:
         raise ResourceError("Minimum memory limit allowed is 6MB")
     if memory and memory < MIN_MEMORY:
@@ -180,6 +182,15 @@ def _cpu_ranges(cpus: set[int]) -> str:
 
 
 # ---------------------------------------------------------------------------------- the spec
+def shm_size(spec: dict, config) -> None:
+    """``--shm-size``: the size of the spec's /dev/shm tmpfs."""
+    if config.shm_size:
+        for mount in spec["mounts"]:
+            if mount["destination"] == "/dev/shm":
+                mount["options"] = [o for o in mount["options"] if not o.startswith("size=")] + [
+                    f"size={config.shm_size}"]
+
+
 def linux_resources(config) -> dict:
     """The OCI ``linux.resources`` entries (memory, cpu, pids) for ``config``'s limits."""
     out: dict = {}
