@@ -19,7 +19,7 @@ ARGS = {
         ("--pull", "bool", "Always attempt to pull a newer version of the image"),
         ("-o --output", "string", "Write the result's files, no image: type=local,dest=DIR|type=tar,dest=FILE"),
         ("--progress", ("auto", "plain", "tty", "quiet"),
-         "Progress output: plain or tty, BuildKit's steps; auto, Docker's legacy lines"),
+         "plain: BuildKit's steps (tty: the same, no live view yet); auto: Docker's lines"),
         ("-q --quiet", "bool", "Suppress the build output and print image ID on success"),
         ("--secret", "list", "Secret for RUN --mount=type=secret: id=ID,src=FILE or id=ID,env=VAR"),
         ("-t --tag", "list", "Name and optionally a tag (NAME[:TAG]); may be repeated"),
