@@ -257,3 +257,20 @@ def test_api_build_prune_removes_cache_mounts(api):
     result = client.api.prune_builds()
     assert result["SpaceReclaimed"] >= 100_000
     assert os.listdir(top) == []
+
+
+def test_cli_system_df_and_builder_prune(store, store_root, ctx):
+    write(ctx, {"Dockerfile": "FROM busybox\nRUN --mount=type=cache,target=/c "
+                              "head -c 300000 /dev/zero > /c/blob\n"})
+
+    def lamina(*args):
+        return subprocess.run([sys.executable, "-m", "lamina", "--root", store_root, *args],
+                              capture_output=True, text=True, check=True).stdout
+
+    lamina("build", "-q", str(ctx))
+    row = next(line for line in lamina("system", "df").splitlines()
+               if line.startswith("Build Cache"))
+    assert row.split()[-2:] == ["300kB", "300kB"]  # the cache mount's bytes, all reclaimable
+    out = lamina("builder", "prune", "-f")
+    assert out.splitlines()[-1] == "Total reclaimed space: 300kB"
+    assert os.listdir(os.path.join(store_root, "build-mounts")) == []
