@@ -17,7 +17,7 @@ ARGS = {
         ("--network", ("none", "host", "default"), "Network of RUN instructions ('default': host)"),
         ("--no-cache", "bool", "Do not use cache when building the image"),
         ("--pull", "bool", "Always attempt to pull a newer version of the image"),
-        ("-o --output", "string", "Write the result's files, no image: type=local,dest=DIR|type=tar,dest=FILE"),
+        ("-o --output", "string", "type=local|tar,dest=PATH: files, no image; type=oci|docker"),
         ("--progress", ("auto", "plain", "tty", "quiet"),
          "plain: BuildKit's steps (tty: the same, no live view yet); auto: Docker's lines"),
         ("-q --quiet", "bool", "Suppress the build output and print image ID on success"),
