@@ -618,7 +618,7 @@ def test_copy_link_layer_survives_a_change_below(store, ctx, mounted):
     assert first != second
     assert " ---> Using the linked layer of an earlier build (--link)" in lines
     ids = [config_of(store, i)["rootfs"]["diff_ids"] for i in (first, second)]
-    assert ids[0][-1] == ids[1][-1] and ids[0][-2] != ids[1][-2]  # same layer, new base
+    assert ids[0][-1] == ids[1][-1] and ids[0][-3] != ids[1][-3]  # same layer, new base
     m = mounted(second)
     assert m.read("/below") == "2\n" and m.read("/data/sub/b") == "b"
     # made as on an empty root: /data is the layer's own directory (0755), not the image's 0700

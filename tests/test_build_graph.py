@@ -114,3 +114,9 @@ def test_output_local_and_tar_write_the_final_stages_files(store, store_root, ct
         assert sorted(m.name for m in tar) == ["app", "link"]
     # no image was named
     assert "not-made" not in lamina("images", "-a").stdout
+    # oci and docker: the image as an archive that load reads back
+    for kind in ("oci", "docker"):
+        path = tmp_path / f"{kind}.tar"
+        lamina("build", "-q", "-t", f"arch:{kind}", "-o", f"type={kind},dest={path}", str(ctx))
+        lamina("rmi", f"arch:{kind}")
+        assert f"arch:{kind}" in lamina("load", "-i", str(path)).stdout

@@ -1379,6 +1379,9 @@ def prune_build_cache(request):
             continue  # removed, named or used meanwhile
         deleted.append(image_id[7:])
         reclaimed += sum(sizes.get(line[len("Deleted: "):], 0) for line in removed)
+    from ..cachemounts import prune_caches
+
+    reclaimed += prune_caches(engine.root)[1]  # RUN --mount=type=cache directories
     return {"CachesDeleted": deleted or None, "SpaceReclaimed": reclaimed}
 
 

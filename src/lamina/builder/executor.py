@@ -229,7 +229,8 @@ class Builder:
         state = self.stage_states[stages[-1].index]
         if state.image_id is None:  # FROM scratch and nothing else: an empty image
             state = self._commit(state, "", None, None, add_history=False)
-        if options.output is not None:  # the final stage's files, no image named
+        if options.output is not None and options.output[0] in ("local", "tar"):
+            # the final stage's files, no image named
             from .output import write_output
 
             write_output(self._tree(state), *options.output)
@@ -246,6 +247,11 @@ class Builder:
         self.out(f"Successfully built {state.image_id[7:19]}")
         for tag in tags:
             self.out(f"Successfully tagged {tag}")
+        if options.output is not None:  # oci or docker: the image as an archive (and kept)
+            from lamina.transfer.save import save
+
+            kind, dest = options.output
+            save(self.images, tags or [state.image_id], dest, f"{kind}-archive")
         if self.plain is not None:
             number = self.plain.start("exporting to image")
             self.plain.status(number, f"writing image {state.image_id} done")

@@ -1,7 +1,8 @@
 """``lamina build --output``: the final stage's files written out, instead of an image.
 
 ``type=local,dest=DIR`` writes them into DIR (made if missing; files there are replaced),
-``type=tar,dest=FILE`` (``-`` for stdout) as one tar. The files are the image's merged layers
+``type=tar,dest=FILE`` (``-`` for stdout) as one tar; ``type=oci|docker,dest=FILE`` write the
+image as an OCI or docker archive (``lamina load`` and ``docker load`` read them). The files are the image's merged layers
 (whiteouts applied), read straight from the layer directories: no container, so none of a
 container's placeholders (``/etc/hosts``...) are added, as BuildKit's exporters do.
 """
@@ -21,7 +22,7 @@ __all__ = ["parse_output", "write_output"]
 
 
 def parse_output(text: str) -> tuple[str, str]:
-    """``type=local,dest=DIR`` / ``type=tar,dest=FILE`` / a bare ``DIR`` -> (type, dest)."""
+    """``type=local|tar|oci|docker,dest=PATH`` or a bare ``DIR`` -> (type, dest)."""
     if "=" not in text:
         return ("local", text) if text != "-" else ("tar", "-")
     fields = {}
@@ -32,8 +33,9 @@ def parse_output(text: str) -> tuple[str, str]:
         fields[key.strip()] = value
     kind = fields.pop("type", "local")
     dest = fields.pop("dest", "")
-    if kind not in ("local", "tar"):
-        raise InvalidArgument(f"output type {kind!r} is not supported (local or tar)")
+    if kind not in ("local", "tar", "oci", "docker"):
+        raise InvalidArgument(f"output type {kind!r} is not supported (local, tar, oci or "
+                              "docker)")
     if fields:
         raise InvalidArgument(f"invalid output {text!r}: unknown key {sorted(fields)[0]!r}")
     if not dest:
