@@ -373,11 +373,13 @@ def _image_blobs(eng, name):
     config = eng.content.read(eng.image_store.resolve(name))
     layers = []
     blobs = {}
-    manifest = json.loads(eng.content.read(eng.image_store.row(eng.image_store.resolve(name))["manifest_digest"]))
-    for desc in manifest["layers"]:
+    image_id = eng.image_store.resolve(name)
+    for row in eng.image_store.layer_rows(image_id):  # each layer's tar, from its record
+        tar = io.BytesIO()
+        eng.image_store.layers.write_tar(row["chain_id"], tar)
         buf = io.BytesIO()
         c = compressor("gzip", buf)
-        c.write(eng.content.read(desc["digest"]))
+        c.write(tar.getvalue())
         c.close()
         data = buf.getvalue()
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
