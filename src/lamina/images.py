@@ -444,6 +444,7 @@ class ImageStore:
             blobs += [d["digest"] for d in listed if isinstance(d, dict) and "digest" in d]
         except (LaminaError, ValueError):
             pass
+        self._forget_kept(blobs)
         from .claims import referenced_blobs
 
         used = referenced_blobs(self.store)
@@ -453,6 +454,24 @@ class ImageStore:
                                 (self.store.content.path(digest), os.getpid()))
                 self.store.snaps.pending = True
         return out
+
+
+    def _forget_kept(self, digests: list[str]) -> None:
+        """Inside a transaction: the pull cache's blobs among ``digests`` (those of an image
+        being deleted) that no other image's manifest lists are kept no more."""
+        kept = {r[0] for d in digests for r in self.db.execute(
+            "SELECT digest FROM kept_blobs WHERE digest = ?", (d,))}
+        if not kept:
+            return
+        import json
+
+        for (manifest,) in self.db.execute("SELECT manifest_digest FROM images").fetchall():
+            try:
+                listed = json.loads(self.store.content.read(manifest)).get("layers") or []
+            except (LaminaError, ValueError):
+                continue
+            kept -= {d.get("digest") for d in listed if isinstance(d, dict)}
+        self.db.executemany("DELETE FROM kept_blobs WHERE digest = ?", [(d,) for d in kept])
 
 
 class _Tee(Readable):

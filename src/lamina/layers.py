@@ -225,6 +225,19 @@ class LayerStore:
                               ).fetchone()
         return row is not None and row[0] == "true"
 
+    def keep_pulled_blobs(self, value: str) -> None:
+        """Set the keep-pulled-blobs option (``true`` or ``false``). Turned off, the blobs kept
+        so far stay until their images go."""
+        if value not in ("true", "false"):
+            from .errors import InvalidArgument
+
+            raise InvalidArgument(f"keep-pulled-blobs is true or false, not {value!r}")
+        from .metadata import Transaction
+
+        with Transaction(self.db):
+            self.db.execute("INSERT OR REPLACE INTO settings VALUES ('keep-pulled-blobs', ?)",
+                            (value,))
+
     def keep_blobs(self, digests: list[str]) -> None:
         """Keep the stored blobs ``digests`` although their layers do not need them."""
         from .metadata import Transaction

@@ -96,6 +96,21 @@ def cmd_system_check(opts, a):
     if any(not f.fixed for f in findings):
         sys.exit(1)
 
+ARGS["system config"] = (
+    ("option", "?", "keep-pulled-blobs (pulled layers' compressed blobs kept as a pull cache)"),
+    ("value", "?", "Its new value: true or false"),
+)
+
+
+def cmd_system_config(opts, a):
+    engine = open_engine(opts)
+    if a.option is None:
+        for key, value in engine.store_options().items():
+            print(f"{key}={value}")
+        return
+    print(engine.store_option(a.option, a.value))
+
+
 ARGS["system prune"] = (
     ("-a --all", "bool", "Remove all unused images, not just dangling ones"),
     ("-f --force", "bool", "Do not prompt for confirmation"),
