@@ -121,11 +121,7 @@ class LayerStore:
             data = self.store.snaps.dir(key)
             data_bytes = disk_usage([data])
         except BaseException:
-            try:
-                with self.store.tx():
-                    self.store.snaps.remove(key)
-            except LaminaError:  # a full disk, say: the next command removes the staged key
-                pass
+            self.discard(key)
             raise
         return key, facts(chain_id(parent_chain, stats.diff_id), parent_chain, stats, data_bytes)
 
@@ -204,10 +200,20 @@ class LayerStore:
 
     def discard(self, key: str) -> None:
         """Remove the staged snapshot ``key`` if it is still there (an operation failed after
-        :meth:`add`)."""
-        if self.db.execute("SELECT 1 FROM snapshots WHERE key = ?", (key,)).fetchone():
-            with self.store.tx():
-                self.store.snaps.remove(key)
+        :meth:`add`). If the database cannot be written (a full disk, most often: the layer
+        itself may have filled it), its data is deleted at once, so that the next command has
+        the room to remove its row (the recovery of a dead process's staged key)."""
+        try:
+            if self.db.execute("SELECT 1 FROM snapshots WHERE key = ?", (key,)).fetchone():
+                with self.store.tx():
+                    self.store.snaps.remove(key)
+        except LaminaError:
+            from .fsutil import remove_tree
+
+            try:
+                remove_tree(self.store.snaps.dir(key))  # this process's staging: nobody else's
+            except (LaminaError, OSError):
+                pass
 
     def sizes(self) -> dict[str, int]:
         """Bytes of every layer, by chain ID."""
