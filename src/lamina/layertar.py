@@ -1224,7 +1224,7 @@ def _all_still_there(written) -> bool:
     for path, inode, size in written:
         try:
             st = os.lstat(path)
-        except FileNotFoundError:
+        except OSError:  # gone, or a parent is no directory any more
             return False
         if st.st_ino != inode or st.st_size != size or not stat.S_ISREG(st.st_mode):
             return False
