@@ -147,3 +147,43 @@ def test_migration_keeps_the_blob_of_a_layer_that_does_not_match_it(store_root, 
         ("damaged layer files (do not match their record)", True)]
     assert engine.check() == []
     engine.close()
+
+
+@pytest.mark.parametrize("fmt", [tarfile.PAX_FORMAT, tarfile.GNU_FORMAT, tarfile.USTAR_FORMAT])
+def test_records_give_back_every_byte_of_odd_tars(tmp_path, fmt):
+    """Long names (PAX and GNU), hard links, symlinks, empty files, a directory, and what a tar
+    writer leaves after its end (blocking-factor zeros): the record holds every byte that is not
+    file content, the directory the rest; split_tar makes the same record without extracting."""
+    from lamina import tarsplit
+    from lamina.layertar import apply_tar, split_tar
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=fmt) as tar:
+        def add(name, data=None, **kw):
+            info = tarfile.TarInfo(name)
+            for key, value in kw.items():
+                setattr(info, key, value)
+            if data is not None:
+                info.size = len(data)
+            tar.addfile(info, io.BytesIO(data) if data is not None else None)
+        add("d", type=tarfile.DIRTYPE, mode=0o755)
+        add("d/" + "n" * (90 if fmt == tarfile.USTAR_FORMAT else 180), os.urandom(70_000))
+        add("d/empty", b"")
+        add("d/link", type=tarfile.SYMTYPE, linkname="empty")
+        add("d/hard", type=tarfile.LNKTYPE, linkname="d/empty")
+        add("d/last", b"x" * 513)
+    data = buf.getvalue() + bytes(5120)  # trailing zeros after the end blocks
+    root = tmp_path / "layer"
+    root.mkdir()
+    stats = apply_tar(io.BytesIO(data), str(root), "plain", record=True)
+    assert stats.diff_id == sha256(data) and stats.record is not None
+    out = io.BytesIO()
+    assert tarsplit.write_tar(stats.record, str(root), out) == len(data)
+    assert out.getvalue() == data
+    assert split_tar(io.BytesIO(data)) == (stats.record, stats.diff_id, len(data))
+    assert len(stats.record) < len(data) // 20
+    assert tarsplit.verify(stats.record, str(root)) == []
+    (root / "d" / "last").write_bytes(b"y" * 513)
+    assert tarsplit.verify(stats.record, str(root)) == ["/d/last"]
+    with pytest.raises(tarsplit.DamagedLayer):
+        tarsplit.write_tar(stats.record, str(root), io.BytesIO())
