@@ -140,11 +140,12 @@ class LayerStore:
         except OSError:
             pass
         failure: list[BaseException] = []
+        written = []
 
         def produce():
             try:
                 with open(writer_fd, "wb", buffering=1 << 20, closefd=True) as out:
-                    write(out)
+                    written.append(write(out))
             except BrokenPipeError:
                 pass  # the extraction failed and stopped reading: its error is reported
             except BaseException as error:  # noqa: BLE001 - re-raised by the caller's thread
@@ -154,7 +155,8 @@ class LayerStore:
         thread.start()
         try:
             with open(reader_fd, "rb", buffering=0, closefd=True) as stream:
-                key, layer = self.add(parent_chain, stream)
+                # the writer hashes the tar as it writes it: the extraction need not again
+                key, layer = self.add(parent_chain, stream, digest=_WRITER_HASHES)
                 leftover = stream.read(1)
         except BaseException:
             thread.join()
@@ -162,11 +164,15 @@ class LayerStore:
                 raise failure[0] from None
             raise
         thread.join()
-        if failure or leftover:
+        if failure or leftover or not written:
             self.discard(key)
             if failure:
                 raise failure[0]
             raise LaminaError("layer tar had data after its end")
+        from .digest import chain_id
+
+        layer["diff_id"] = written[0].diff_id
+        layer["chain_id"] = chain_id(parent_chain, layer["diff_id"])
         blob = (layer["diff_id"], layer["tar_size"], MEDIA_LAYER)
         if layer["record"] is None:
             try:
@@ -303,6 +309,9 @@ class LayerStore:
         """A readable stream of the layer's tar (:meth:`write_tar` in a thread, through a
         pipe); its end raises what the writing raised."""
         return _PipeReader(lambda out: self.write_tar(chain, out))
+
+
+_WRITER_HASHES = "sha256:" + "0" * 64  # add_written: the diff_id comes from the tar's writer
 
 
 def facts(chain: str, parent: str | None, stats, data_bytes: int) -> dict:
