@@ -38,7 +38,7 @@ LAYERS = [
     ["lamina.snapshots", "lamina.union", "lamina.unionfs", "lamina.layertar", "lamina.changes",
      "lamina.mount"],
     ["lamina.errors", "lamina.faults", "lamina.digest", "lamina.humanize", "lamina.fsutil",
-     "lamina.processes", "lamina.whiteouts", "lamina.rootpath", "lamina.limits",
+     "lamina.processes", "lamina.whiteouts", "lamina.rootpath", "lamina.limits", "lamina.tarsplit",
      "lamina.compression", "lamina.image", "lamina.reference", "lamina.events",
      "lamina.runstate"],
 ]

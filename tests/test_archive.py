@@ -212,10 +212,14 @@ def test_skopeo_and_umoci_accept_saved_images(source, tmp_path):
 @needs_tools
 def test_load_what_skopeo_writes(source, target, tmp_path):
     want = source.inspect_image("app:2")["Id"]
+    # the store keeps layers unpacked (their tars are rebuilt from tar-split records), so
+    # skopeo reads the image from a layout lamina saves, not from the store's own directory
+    source.save(["app:2"], tmp_path / "layout", "oci-dir")
     for transport, extra in ((f"docker-archive:{tmp_path}/s.tar:app:2", []),
                              (f"oci-archive:{tmp_path}/s-oci.tar:app:2", []),
                              (f"dir:{tmp_path}/sdir", ["--dest-compress"])):
-        proc = subprocess.run(["skopeo", "copy", *extra, f"oci:{source.root}:app:2", transport],
+        proc = subprocess.run(["skopeo", "copy", *extra, f"oci:{tmp_path}/layout:app:2",
+                               transport],
                               capture_output=True, text=True, check=False)
         assert proc.returncode == 0, proc.stderr
     target.load(tmp_path / "s.tar")

@@ -157,7 +157,7 @@ def test_bad_tar_changes_nothing(lamina, busybox_tar, case, tmp_path):
 # ---------------------------------------------------------------------------------- interop
 @pytest.mark.skipif(shutil.which("skopeo") is None or shutil.which("umoci") is None,
                     reason="skopeo and umoci are installed by scripts/setup")
-def test_skopeo_and_umoci_read_the_store(lamina, busybox_tar, tmp_path):
+def test_skopeo_reads_the_store_and_umoci_what_it_saves(lamina, busybox_tar, tmp_path):
     lamina("import", busybox_tar, "busybox:1.0")
     lamina("create", "--name", "c", "busybox:1.0")
     root = lamina("mount", "c").stdout.strip()
@@ -172,8 +172,11 @@ def test_skopeo_and_umoci_read_the_store(lamina, busybox_tar, tmp_path):
     assert json.loads(out.stdout)["Layers"] == [
         json.loads(lamina("inspect", "busybox:1.0").stdout)[0]["RootFS"]["Layers"][0],
         doc["RootFS"]["Layers"][1]]  # uncompressed blobs: the blob digest is the diff_id
+    # the layers themselves are kept unpacked (their tars come back from tar-split records):
+    # umoci unpacks the layout lamina saves
+    lamina("save", "--format", "oci-dir", "-o", tmp_path / "layout", "derived:2")
     bundle = tmp_path / "bundle"
-    subprocess.run(["umoci", "unpack", "--rootless", "--image", f"{lamina.root}:derived:2",
+    subprocess.run(["umoci", "unpack", "--rootless", "--image", f"{tmp_path}/layout:derived:2",
                     str(bundle)], check=True, capture_output=True)
     assert (bundle / "rootfs" / "added").read_text() == "added\n"
     assert not (bundle / "rootfs" / "bin" / "vi").exists()

@@ -373,11 +373,13 @@ def _image_blobs(eng, name):
     config = eng.content.read(eng.image_store.resolve(name))
     layers = []
     blobs = {}
-    manifest = json.loads(eng.content.read(eng.image_store.row(eng.image_store.resolve(name))["manifest_digest"]))
-    for desc in manifest["layers"]:
+    image_id = eng.image_store.resolve(name)
+    for row in eng.image_store.layer_rows(image_id):  # each layer's tar, from its record
+        tar = io.BytesIO()
+        eng.image_store.layers.write_tar(row["chain_id"], tar)
         buf = io.BytesIO()
         c = compressor("gzip", buf)
-        c.write(eng.content.read(desc["digest"]))
+        c.write(tar.getvalue())
         c.close()
         data = buf.getvalue()
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
@@ -662,3 +664,38 @@ def test_a_kept_alive_connection_the_server_dropped_is_opened_again():
         getter.close()
         server.shutdown()
         server.server_close()
+
+
+def test_a_pulled_image_keeps_no_blob_and_pushes_back_what_registries_have(
+        image_store, other, registry, tmp_path):
+    """A pulled layer is kept unpacked only: its compressed blob is not stored, the registry's
+    digest is remembered. Pushed back to the registry it came from, nothing is uploaded (HEAD,
+    cross-repository mount); pushed to another registry, its tar is compressed again by the
+    stable compressor, which gives the digests the first push made: the same manifest digest."""
+    digest = image_store.push("app:2", f"{registry}/src/app:2")
+    image_id = other.pull(f"{registry}/src/app:2")
+    manifest = json.loads(other.content.read(other.image_store.row(image_id)["manifest_digest"]))
+    layers = [d["digest"] for d in manifest["layers"]]
+    assert not set(layers) & set(other.content.digests())
+    lam = Lamina(other.root, "vfs")
+    out = lam("push", f"{registry}/src/app:2", f"{registry}/copy/app:2").stdout
+    assert "Pushed" not in out and out.count("Mounted from src/app") == len(layers)
+    assert digest in out
+    second_host, proc = start_registry(str(tmp_path))
+    try:
+        out = lam("push", f"{registry}/src/app:2", f"{second_host}/far/app:2").stdout
+        assert out.count("Pushed") == len(layers) and digest in out
+        again = lam("push", f"{registry}/src/app:2", f"{second_host}/far/app:again").stdout
+        assert out.count("Pushed") == len(layers) and "Pushed" not in again
+    finally:
+        stop(proc)
+    assert other.check() == []
+    # the pull cache: a store that keeps pulled blobs has them, and check counts them as kept
+    third = Engine(root=str(tmp_path / "third"), driver="vfs")
+    third.store_option("keep-pulled-blobs", "true")
+    third.pull(f"{registry}/src/app:2")
+    assert set(layers) <= set(third.content.digests())
+    assert third.check() == []
+    third.rmi([f"{registry}/src/app:2"])
+    assert third.content.digests() == [] and third.check() == []
+    third.close()

@@ -4,8 +4,8 @@
     >>> report["efficiency"], report["wasted_bytes"], report["layers"][1]["added"]
 
 Everything comes from the layers' tar headers, read as a stream and never extracted
-(:func:`layer_listing` is the one place that reads them: when a layer's tar is kept as a
-tar-split record instead of a blob, only that function changes). The layers are stacked bottom
+(:func:`layer_listing` is the one place that reads them: from the layer's tar-split record, whose
+headers are the tar's, or from its blob when the layer keeps one). The layers are stacked bottom
 to top as a union would stack them, which gives, for each layer:
 
 * ``added``, ``changed``, ``removed``: entries that the layers below did not have, that they had
@@ -26,13 +26,15 @@ adds every copy of each path seen more than once, the surviving one included).
 
 from __future__ import annotations
 
+import contextlib
+
 from .layertar import TarMembers, open_layer_stream
 from .whiteouts import is_opaque_marker, is_reserved_name, is_whiteout_name, whited_out
 
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing (start-up time)
 if TYPE_CHECKING:
-    from .content import ContentStore
     from .images import ImageStore
+    from .layers import LayerStore
 
 _DIRECTORY = 0x35  # "5"
 _REGULAR = 0x30  # "0" (NUL and "7" are reported as "0")
@@ -57,11 +59,18 @@ def _clean(name: bytes) -> bytes:
     return name.strip(b"/")
 
 
-def layer_listing(content: ContentStore, blob_digest: str) -> LayerListing:
-    """The listing of the layer tar ``blob_digest`` (plain or compressed), from its headers."""
+def layer_listing(layers: LayerStore, chain: str) -> LayerListing:
+    """The listing of layer ``chain``'s tar, from its headers (its record's, or its blob's)."""
     listing = LayerListing()
     entries = listing.entries
-    with content.open(blob_digest, verify=False) as raw:
+    record = layers.record(chain)
+    if record is not None:
+        from .tarsplit import HeaderStream
+
+        opened = HeaderStream(record)
+    else:
+        opened = layers.store.content.open(layers.get(chain)["blob_digest"], verify=False)
+    with contextlib.closing(opened) as raw:
         for member in TarMembers(open_layer_stream(raw), names_only=True):
             path = _clean(member.name)
             if not path or path == b".":
@@ -121,7 +130,6 @@ def analyze(images: ImageStore, name: str, top: int = 10) -> dict:
     config = images.config(image_id)
     rows = images.layer_rows(image_id)
     history = [h for h in config.get("history", []) if not h.get("empty_layer")]
-    content = images.store.content
     tree = _Tree()
     layers = []
     wasted_by_path: dict[bytes, int] = {}
@@ -142,7 +150,7 @@ def analyze(images: ImageStore, name: str, top: int = 10) -> dict:
             wasted_by_path[path] = wasted_by_path.get(path, 0) + size
 
     for index, row in enumerate(rows):
-        listing = layer_listing(content, row["blob_digest"])
+        listing = layer_listing(images.layers, row["chain_id"])
         entry = history[index] if index < len(history) else {}
         layer = {"index": index, "diff_id": row["diff_id"], "size": row["size"],
                  "created_by": entry.get("created_by", ""), "comment": entry.get("comment", ""),

@@ -46,33 +46,26 @@ def _live_claim(ingest: str, hex_digest: str) -> bool:
 
 
 def referenced_blobs(store: Store) -> set[str]:
-    """Every blob the store's images and layers point at: configs, manifests, the blobs layers
-    were stored from, and every blob a manifest lists (a pulled layer may be listed by its
-    compressed blob while the layer row names the one it was first stored from)."""
-    import json
-
-    from .errors import LaminaError
-
-    used = {r[0] for r in store.db.execute("SELECT blob_digest FROM layers")}
+    """Every blob the store keeps: images' configs and manifests, the blobs of layers that
+    have no tar-split record (their tar is read from the blob) and the compressed blobs kept as
+    a pull cache. A layer with a record does not need its blob: a manifest may list it (the
+    registry's compressed blob) without the store holding it."""
+    used = {r[0] for r in store.db.execute(
+        "SELECT l.blob_digest FROM layers l LEFT JOIN tar_split t ON t.chain_id = l.chain_id"
+        " WHERE t.record IS NULL UNION SELECT digest FROM kept_blobs")}
     for image_id, manifest_digest in store.db.execute("SELECT id, manifest_digest FROM images"):
         used.add(image_id)
         used.add(manifest_digest)
-        try:
-            doc = json.loads(store.content.read(manifest_digest))
-        except (LaminaError, ValueError):
-            continue
-        used.update(d.get("digest") for d in doc.get("layers") or [] if isinstance(d, dict))
     return used
 
 
 def _referenced(store: Store, digest: str) -> bool:
-    """Referenced the way ``system check`` counts it: a layer's blob, an image's config or
-    manifest, or a blob an image's manifest lists (:func:`referenced_blobs`)."""
-    if store.db.execute(
-            "SELECT 1 FROM layers WHERE blob_digest = ? UNION ALL SELECT 1 FROM images"
-            " WHERE id = ? OR manifest_digest = ? LIMIT 1", (digest, digest, digest)).fetchone():
-        return True
-    return digest in referenced_blobs(store)
+    """Referenced the way ``system check`` counts it (:func:`referenced_blobs`)."""
+    return store.db.execute(
+        "SELECT 1 FROM layers l LEFT JOIN tar_split t ON t.chain_id = l.chain_id"
+        " WHERE l.blob_digest = ? AND t.record IS NULL UNION ALL SELECT 1 FROM images"
+        " WHERE id = ? OR manifest_digest = ? UNION ALL SELECT 1 FROM kept_blobs WHERE digest = ?"
+        " LIMIT 1", (digest, digest, digest, digest)).fetchone() is not None
 
 
 def gate(store: Store, path: str):

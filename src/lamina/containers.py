@@ -597,7 +597,7 @@ class ContainerStore:
         import json
 
         from . import differ
-        from .image import MAX_LAYERS, MEDIA_LAYER, dumps, normalize, rfc3339
+        from .image import MAX_LAYERS, dumps, normalize, rfc3339
 
         tag = normalize(reference) if reference else None
         base = self.images.config(r["image_id"])
@@ -606,11 +606,9 @@ class ContainerStore:
             raise InvalidArgument(
                 f"an image may have at most {MAX_LAYERS} layers; committing {r['name']} would make "
                 f"{len(chains) + 1}")
-        with self.store.content.writer() as writer:
-            differ.write_diff(self.store.snaps, r["id"], writer)
-            blob = writer.commit()
-        with self.store.content.open(blob[0]) as stream:
-            key, layer = self.layers.add(chains[-1] if chains else None, stream)
+        key, layer, blob = self.layers.add_written(   # the tar extracted as it is written
+            chains[-1] if chains else None,
+            lambda out: differ.write_diff(self.store.snaps, r["id"], out))
         try:
             now = rfc3339()
             history = list(base.get("history", []))
@@ -628,13 +626,13 @@ class ContainerStore:
                              "diff_ids": list(base["rootfs"]["diff_ids"]) + [layer["diff_id"]]}
             doc["history"] = history
             with self.store.tx():
-                self.layers.commit(key, layer, (blob[0], blob[1], MEDIA_LAYER))
+                self.layers.commit(key, layer, blob)
                 return self.images.add(dumps(doc), chains + [layer["chain_id"]], tag)
         except BaseException:
             self.layers.discard(key)
             from .claims import abandon
 
-            abandon(self.store)  # the layer blob written above goes again
+            abandon(self.store)  # a layer blob written above goes again
             raise
         finally:
             self.store.content.release_claims()

@@ -9,13 +9,15 @@ the tar; "plain": full trees).
 from .snapshots import Snapshotter
 
 
-def apply(snaps: Snapshotter, key: str, stream, digest: str | None = None):
+def apply(snaps: Snapshotter, key: str, stream, digest: str | None = None,
+          record: bool = False):
     """Extract the (decompressed) layer tar ``stream`` into the active snapshot ``key``;
-    ``digest``: the stream's sha256 if known already (see layertar.apply_tar)."""
+    ``digest``: the stream's sha256 if known already, ``record``: make its tar-split record
+    too (see layertar.apply_tar)."""
     from .layertar import apply_tar
 
     fmt = snaps.fmt if snaps.stat(key).parent is not None else "plain"
-    return apply_tar(stream, snaps.dir(key), fmt, digest)
+    return apply_tar(stream, snaps.dir(key), fmt, digest, record)
 
 
 def changes(snaps: Snapshotter, key: str) -> list:

@@ -215,11 +215,26 @@ class Engine:
 
         return prune_system(self.container_store, all=all, volumes=volumes)
 
-    def check(self, repair: bool = False) -> list:
-        """``system check``: inconsistencies in the store, repaired where possible."""
+    def store_options(self) -> dict[str, str]:
+        """The store's options and their values (``system config``)."""
+        return {"keep-pulled-blobs": str(self.layer_store.keeps_pulled_blobs()).lower()}
+
+    def store_option(self, name: str, value: str | None = None) -> str:
+        """Read (``value`` None) or set one of the store's options."""
+        if name != "keep-pulled-blobs":
+            from .errors import InvalidArgument
+
+            raise InvalidArgument(f"unknown store option {name!r} (known: keep-pulled-blobs)")
+        if value is not None:
+            self.layer_store.keep_pulled_blobs(value)
+        return str(self.layer_store.keeps_pulled_blobs()).lower()
+
+    def check(self, repair: bool = False, quick: bool = False) -> list:
+        """``system check``: inconsistencies in the store, repaired where possible; ``quick``
+        skips reading every layer file against its tar-split record."""
         from .check import check
 
-        return check(self.store, repair=repair)
+        return check(self.store, repair=repair, quick=quick)
 
     # ------------------------------------------------------------------ running
     def run(self, image: str, command: list[str] | None = None, *, name: str | None = None,

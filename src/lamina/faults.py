@@ -24,6 +24,8 @@ no import beyond ``os``. The points, in the order a write usually passes them:
 ``volume.set-aside``    a removed volume's directory was renamed aside, the transaction not committed
 ``gc.sweep``            a prune between two removals (containers, images, volumes)
 ``save.member``         ``save -o`` wrote one more blob into its (unnamed) output file
+``layer.migrated``      an older store's layer got its tar-split record (committed); its blob is
+                        filed for deletion, maybe not deleted yet
 ======================  ===========================================================================
 """
 

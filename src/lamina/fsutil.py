@@ -50,6 +50,38 @@ def tree_usage(root: str) -> tuple[int, int]:
     return size, len(seen)
 
 
+def disk_usage(paths, known: dict | None = None) -> int:
+    """What ``du -sb PATHS`` prints: apparent sizes of every entry under ``paths``, the
+    directories themselves included, each inode once. ``known``: directories whose usage was
+    measured already (path -> bytes), counted as that instead of walked again."""
+    total = 0
+    seen = set()
+    stack = list(paths)
+    known = known or {}
+    while stack:
+        path = stack.pop()
+        if path in known:
+            total += known[path]
+            continue
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            continue
+        key = (st.st_dev, st.st_ino)
+        if key in seen:
+            continue
+        seen.add(key)
+        total += st.st_size
+        if stat.S_ISDIR(st.st_mode):
+            try:
+                with os.scandir(path) as it:
+                    names = [entry.path for entry in it]
+            except FileNotFoundError:
+                continue
+            stack.extend(names)
+    return total
+
+
 def copy_xattrs(src: str, dst: str) -> None:
     """Copy extended attributes (except overlayfs' private ones) without following symlinks;
     those that cannot be set are skipped as :func:`copy_metadata` says."""

@@ -171,37 +171,55 @@ class ImageStore:
         else:
             f, label = source, "-"
         try:
-            with self.store.content.writer() as writer:
-                tee = _Tee(f, writer)
-                key, layer = self.layers.add(None, open_layer_stream(tee))
-                try:
-                    tee.drain()
-                    head = tee.head
-                    media = MEDIA_LAYER + ("+gzip" if head[:2] == b"\x1f\x8b" else
-                                           "+zstd" if head[:4] == b"\x28\xb5\x2f\xfd" else "")
-                    blob = writer.commit()
-                    now = rfc3339()
-                    config = make_config([layer["diff_id"]], [{
-                        "created": now, "created_by": "lamina import " + label,
-                        "comment": message or f"Imported from {label}"}], created=now)
+            import stat
+
+            seekable = f is not sys.stdin.buffer and stat.S_ISREG(os.fstat(f.fileno()).st_mode)
+        except (OSError, AttributeError, ValueError):  # a file object without a descriptor
+            seekable = False
+        writer = None
+        try:
+            # the layer is kept unpacked with its tar-split record, not as a tar; only a tar
+            # the snapshot cannot give back (a path written twice) is kept as a blob, read
+            # again from the file, or from the copy a pipe's bytes were written to meanwhile
+            stream = open_layer_stream(f)
+            if not seekable:
+                writer = self.store.content.writer()
+                stream = _Tee(stream, writer)
+            key, layer = self.layers.add(None, stream)
+            try:
+                blob = (layer["diff_id"], layer["tar_size"], MEDIA_LAYER)
+                if layer["record"] is None:
+                    if writer is None:
+                        f.seek(0)
+                        writer = self.store.content.writer()
+                        _Tee(open_layer_stream(f), writer).drain()
+                    else:
+                        stream.drain()
+                    blob = (*writer.commit(layer["diff_id"]), MEDIA_LAYER)
+                now = rfc3339()
+                config = make_config([layer["diff_id"]], [{
+                    "created": now, "created_by": "lamina import " + label,
+                    "comment": message or f"Imported from {label}"}], created=now)
+                with self.store.tx():
+                    self.layers.commit(key, layer, blob)
+                    image_id = self.add(config, [layer["chain_id"]], tag)
+                if tag:
+                    self.emit("tag", image_id, tag)
+                self.emit("import", image_id)
+                return image_id
+            except BaseException:
+                if self.db.execute("SELECT 1 FROM snapshots WHERE key = ?", (key,)).fetchone():
                     with self.store.tx():
-                        self.layers.commit(key, layer, (blob[0], blob[1], media))
-                        image_id = self.add(config, [layer["chain_id"]], tag)
-                    if tag:
-                        self.emit("tag", image_id, tag)
-                    self.emit("import", image_id)
-                    return image_id
-                except BaseException:
-                    if self.db.execute("SELECT 1 FROM snapshots WHERE key = ?", (key,)).fetchone():
-                        with self.store.tx():
-                            self.store.snaps.remove(key)
-                    raise
+                        self.store.snaps.remove(key)
+                raise
         except BaseException:  # what it wrote goes again (lamina.claims)
             from .claims import abandon
 
             abandon(self.store)
             raise
         finally:
+            if writer is not None:
+                writer.abort()  # nothing if it was committed
             self.store.content.release_claims()
             if f is not source and label != "-":
                 f.close()
@@ -426,6 +444,7 @@ class ImageStore:
             blobs += [d["digest"] for d in listed if isinstance(d, dict) and "digest" in d]
         except (LaminaError, ValueError):
             pass
+        self._forget_kept(blobs)
         from .claims import referenced_blobs
 
         used = referenced_blobs(self.store)
@@ -435,6 +454,24 @@ class ImageStore:
                                 (self.store.content.path(digest), os.getpid()))
                 self.store.snaps.pending = True
         return out
+
+
+    def _forget_kept(self, digests: list[str]) -> None:
+        """Inside a transaction: the pull cache's blobs among ``digests`` (those of an image
+        being deleted) that no other image's manifest lists are kept no more."""
+        kept = {r[0] for d in digests for r in self.db.execute(
+            "SELECT digest FROM kept_blobs WHERE digest = ?", (d,))}
+        if not kept:
+            return
+        import json
+
+        for (manifest,) in self.db.execute("SELECT manifest_digest FROM images").fetchall():
+            try:
+                listed = json.loads(self.store.content.read(manifest)).get("layers") or []
+            except (LaminaError, ValueError):
+                continue
+            kept -= {d.get("digest") for d in listed if isinstance(d, dict)}
+        self.db.executemany("DELETE FROM kept_blobs WHERE digest = ?", [(d,) for d in kept])
 
 
 class _Tee(Readable):

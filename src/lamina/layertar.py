@@ -23,10 +23,12 @@ import hashlib
 import os
 import stat
 import struct
+import zlib
 from collections import namedtuple
 
 from lamina.errors import FailedPrecondition, InvalidArgument, LaminaError, NotFound
 from lamina.faults import point
+from lamina.tarsplit import Recorder
 from lamina.whiteouts import (
     is_aufs_opaque,
     is_opaque_marker,
@@ -43,7 +45,11 @@ from lamina.whiteouts import (
     whiteout_path,
 )
 
-TarStats = namedtuple("TarStats", "diff_id tar_size size inodes")
+TarStats = namedtuple("TarStats", "diff_id tar_size size inodes record", defaults=(None,))
+TarStats.__doc__ = """What a layer tar came to: its sha256 (``diff_id``), its bytes, the bytes and
+inodes of its entries and, from :func:`apply_tar` with ``record``, its tar-split record
+(:mod:`lamina.tarsplit`; None when the layer directory cannot give the tar back, e.g. a tar that
+writes one path twice)."""
 
 CHUNK = 1 << 20
 _BLOCK = 512
@@ -593,6 +599,7 @@ class _Reader:
 
         self.sha = hashlib.sha256() if hashed else None
         self.count = 0
+        self.recorder = None  # a tarsplit.Recorder: every byte consumed is recorded
         self.buf = b""
         self.pos = 0
         self._eof = False
@@ -655,7 +662,10 @@ class _Reader:
         pos = self.pos
         if len(self.buf) - pos >= n:
             self.pos = pos + n
-            return self.buf[pos : pos + n]
+            data = self.buf[pos : pos + n]
+            if self.recorder is not None:
+                self.recorder.raw(data)
+            return data
         parts = [self.buf[pos:]]
         have = len(parts[0])
         self.pos = len(self.buf)
@@ -664,7 +674,10 @@ class _Reader:
             parts.append(self.buf[:k])
             self.pos = k
             have += k
-        return b"".join(parts)
+        data = b"".join(parts)
+        if self.recorder is not None:
+            self.recorder.raw(data)
+        return data
 
     def skip(self, n: int, member: bytes) -> None:
         while n:
@@ -674,11 +687,17 @@ class _Reader:
                     raise _bad(f"truncated in member {_member(member)!r}")
                 continue
             k = min(avail, n)
+            if self.recorder is not None:
+                self.recorder.raw(memoryview(self.buf)[self.pos : self.pos + k])
             self.pos += k
             n -= k
 
-    def copy_to(self, fd: int, n: int, member: bytes) -> None:
+    def copy_to(self, fd: int | None, n: int, member: bytes) -> int:
+        """Write the next ``n`` bytes (a file's content) to ``fd`` (None: only read them);
+        returns their CRC-32 when recording (the record refers to them, not holds them)."""
         write = os.write
+        crc = 0
+        recording = self.recorder is not None
         while n:
             avail = len(self.buf) - self.pos
             if not avail:
@@ -687,15 +706,22 @@ class _Reader:
                 continue
             k = min(avail, n)
             view = memoryview(self.buf)[self.pos : self.pos + k]
-            while view:
-                view = view[write(fd, view) :]
+            if recording:
+                crc = zlib.crc32(view, crc)
+            if fd is not None:
+                while view:
+                    view = view[write(fd, view) :]
             self.pos += k
             n -= k
+        return crc
 
     def drain(self) -> None:
+        if self.recorder is not None:
+            self.recorder.raw(memoryview(self.buf)[self.pos :])
         self.pos = len(self.buf)
         while self.fill():
-            pass
+            if self.recorder is not None:
+                self.recorder.raw(self.buf)
 
 
 _HEADER_ONLY = frozenset(b"123456")  # link, symlink, char, block, dir, fifo: no data
@@ -868,6 +894,7 @@ class _Extractor:
         self.size = 0
         self.inodes = 0
         self.owners_kept = 0  # non-root: entries left owned by the user (see chown)
+        self.written = None  # recording: [(path, inode, size)] of each file content written
 
     def chown(self, target, uid: int, gid: int) -> None:
         """Give ``target`` (a descriptor or a path, never followed) its owner. A user without
@@ -953,7 +980,10 @@ class _Extractor:
                 fd = os.open(path, flags, 0o600)
             try:
                 if size:
-                    reader.copy_to(fd, size, raw)
+                    crc = reader.copy_to(fd, size, raw)
+                    if self.written is not None:
+                        reader.recorder.file(rel, size, crc)
+                        self.written.append((path, os.fstat(fd).st_ino, size))
                     reader.skip(-size % _BLOCK, raw)
                 self.chown(fd, uid, gid)
                 os.fchmod(fd, mode)
@@ -1141,7 +1171,8 @@ class _Extractor:
                 os.close(fd)
 
 
-def apply_tar(stream, root: str, fmt: str, digest: str | None = None) -> TarStats:
+def apply_tar(stream, root: str, fmt: str, digest: str | None = None,
+              record: bool = False) -> TarStats:
     """Extract the (uncompressed) layer tar read from ``stream`` into ``root``.
 
     ``fmt`` is "overlay" (whiteouts stay as char devices / opaque xattrs), "aufs" (whiteouts stay
@@ -1150,10 +1181,15 @@ def apply_tar(stream, root: str, fmt: str, digest: str | None = None) -> TarStat
     but on error ``root`` is left half-written for the caller to discard. The whole stream is
     read, so ``diff_id`` is the sha256 of every byte of it; a caller that knows that digest
     already (the stream is a stored, verified blob: see :func:`is_plain`) passes it as
-    ``digest`` and the bytes are not hashed again.
+    ``digest`` and the bytes are not hashed again. ``record``: also make the tar's tar-split
+    record (:mod:`lamina.tarsplit`), given back in the stats when every file content the tar
+    wrote is still in ``root`` at its end.
     """
     extractor = _Extractor(root, fmt)
     reader = _Reader(stream, hashed=digest is None)
+    if record:
+        reader.recorder = Recorder()
+        extractor.written = []
     header = None
     try:
         for header in _headers(reader):
@@ -1173,6 +1209,47 @@ def apply_tar(stream, root: str, fmt: str, digest: str | None = None) -> TarStat
 
         print(f"warning: not root: {extractor.owners_kept} entries of the layer are owned by "
               "you, not by the owners the layer gives them", file=sys.stderr)
+    split = None
+    if record and _all_still_there(extractor.written):
+        split = reader.recorder.finish()
     return TarStats(
-        digest or "sha256:" + reader.sha.hexdigest(), reader.count, extractor.size, extractor.inodes
+        digest or "sha256:" + reader.sha.hexdigest(), reader.count, extractor.size,
+        extractor.inodes, split,
     )
+
+
+def _all_still_there(written) -> bool:
+    """Whether every file content written is still where the tar put it (a later member of the
+    same tar may have replaced or deleted it: then the directory cannot give the tar back)."""
+    for path, inode, size in written:
+        try:
+            st = os.lstat(path)
+        except OSError:  # gone, or a parent is no directory any more
+            return False
+        if st.st_ino != inode or st.st_size != size or not stat.S_ISREG(st.st_mode):
+            return False
+    return True
+
+
+def split_tar(stream) -> tuple[bytes, str, int]:
+    """(tar-split record, sha256, size) of the uncompressed layer tar ``stream``, read without
+    extracting anything (a stored blob's record: migration, ``system check --repair``)."""
+    reader = _Reader(stream)
+    reader.recorder = recorder = Recorder()
+    try:
+        for header in _headers(reader, empty_ok=True):
+            kind, raw, size = header[0], header[1], header[3]
+            if kind == 0x30 and size:
+                rel = _clean_path(raw, "member")
+                base = rel.rpartition(b"/")[2]
+                if rel and not is_reserved_name(base):
+                    recorder.file(rel, size, reader.copy_to(None, size, raw))
+                    reader.skip(-size % _BLOCK, raw)
+                    continue
+            reader.skip(size + (-size % _BLOCK), raw)
+        reader.drain()
+    except (ValueError, OverflowError) as error:
+        raise _bad(str(error).splitlines()[0] if str(error) else "bad value") from None
+    finally:
+        reader.close()
+    return recorder.finish(), "sha256:" + reader.sha.hexdigest(), reader.count

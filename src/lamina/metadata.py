@@ -1,7 +1,8 @@
 """The store's metadata: one SQLite database in WAL mode, changed in transactions.
 
 Tables: ``settings`` (the store's driver), ``layers`` (one row per chain ID: diff_id, parent, size,
-inode count, the blob that carries it), ``images`` (one row per config digest), ``tags`` and
+inode count, the blob that carries it), ``tar_split`` (per layer: its tar-split record and disk
+use), ``images`` (one row per config digest), ``tags`` and
 ``containers``; the snapshotter keeps ``snapshots`` in the same file, so a layer and its snapshot
 land in one transaction.
 """
@@ -43,6 +44,15 @@ CREATE TABLE IF NOT EXISTS layers (
     media_type TEXT NOT NULL,
     created REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS tar_split (
+    chain_id TEXT PRIMARY KEY REFERENCES layers(chain_id) ON DELETE CASCADE,
+    tar_size INTEGER NOT NULL,
+    disk_size INTEGER NOT NULL,
+    record BLOB
+);  -- per layer: its tar's bytes, what its snapshot takes on disk (du -sb), and its tar-split
+    -- record (lamina.tarsplit; NULL: the layer keeps its blob, from which the tar is read)
+CREATE TABLE IF NOT EXISTS kept_blobs (digest TEXT PRIMARY KEY);
+    -- compressed layer blobs kept as a pull cache (the store's keep-pulled-blobs setting)
 CREATE TABLE IF NOT EXISTS images (
     id TEXT PRIMARY KEY,
     manifest_digest TEXT NOT NULL,

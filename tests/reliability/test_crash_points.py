@@ -86,17 +86,17 @@ GONE = ("No such container", "No such image", "no such volume")
 # (command, point[:N], point to kill the next command at while it recovers, or None).
 # N counts the hits in one run (see LAMINA_FAULT_LOG); the comments say what the hit is.
 PAIRS = [
-    ("import", "blob.written", None),  # the layer blob: fsynced, claimed, not named
-    ("import", "blob.renamed", None),  # named, no layer references it
+    ("import", "extract.mid:1", None),  # the layer's first file (no blob: kept unpacked)
+    ("import", "tx.after-commit:1", None),  # the staging snapshot committed, nothing else
     ("import", "snapshot.staged", None),  # the extraction's directory, no row
     ("import", "extract.mid:60", None),  # half the layer extracted
     ("import", "tx.before-commit:2", None),  # layer + image + tag, about to commit
     ("import", "index.written:1", None),  # index.json.tmp written inside that transaction
     ("import", "tx.after-commit:2", None),  # committed; index.json not yet rewritten after it
-    ("commit", "blob.renamed:1", None),  # the diff as a blob, nothing extracted yet
+    ("commit", "snapshot.staged:1", None),  # the new layer's snapshot, its tar not yet written
     ("commit", "extract.mid:60", None),
     ("commit", "tx.before-commit:3", None),  # (1: its use of the container, 2: the staging)
-    ("build", "blob.renamed:1", None),  # COPY's layer blob
+    ("build", "extract.mid:1", None),  # COPY's layer, extracted as its tar is written
     ("build", "tx.after-commit:3", None),  # the first COPY's state committed
     ("build", "index.written:1", None),  # the final tag
     ("rm", "tx.after-commit:1", None),  # the removal is this process's (lamina.uses), no more

@@ -53,6 +53,7 @@ VERBS = {
         "list": "images", "prune": ("Remove unused images", "images"), "rm": "rmi", "tag": "tag"}),
     "system": (MANAGEMENT, "Manage the store", {
         "check": ("Find inconsistencies in the store, and repair them", "system"),
+        "config": ("Show or set the store's options (keep-pulled-blobs)", "system"),
         "df": ("Show disk usage", "system"), "info": "info",
         "prune": ("Remove unused data", "system")}),
     "network": (MANAGEMENT, "Manage networks", {

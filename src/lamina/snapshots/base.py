@@ -218,6 +218,15 @@ class Snapshotter:
         """(bytes, inodes) that ``key`` adds over its parent: apparent sizes, hard links once."""
         return self._usage(self._row(key))
 
+    def disk_usage(self, key: str, data_bytes: int | None = None) -> int:
+        """What ``du -sb`` counts for everything ``key`` owns on disk (its data directory,
+        driver files, links); ``data_bytes``: its data directory's, measured already."""
+        from ..fsutil import disk_usage
+
+        row = self._row(key)
+        known = {} if data_bytes is None else {self._data_dir(row["id"]): data_bytes}
+        return disk_usage(self._paths(row), known)
+
     # -- for drivers -------------------------------------------------------------------------
     def _data_dir(self, row_id: str) -> str:
         raise NotImplementedError

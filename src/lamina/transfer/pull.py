@@ -181,11 +181,15 @@ def _pull(image_store: ImageStore, client, ref: Reference, platform, progress, j
             if sink_fetch(client, repo, config_digest, config_size, content, lambda n: None, stop):
                 sink.created.add(config_digest)
             config = content.read(config_digest)
-        for blob, size, _ in layers:
+        chains = _chains(config, len(layers))
+        for i, (blob, size, _) in enumerate(layers):
             key = layer_key(blob)
             if blob in futures:
                 continue
-            if content.exists(blob):
+            # stored already: its blob (a pull cache), or its layer, unpacked, whose chain the
+            # config names (the blob itself is not kept once its layer is)
+            if content.exists(blob) or (chains[i] is not None
+                                        and image_store.layers.exists(chains[i])):
                 progress.add(key, size, "Already exists")
                 futures[blob] = None
                 continue
@@ -215,6 +219,8 @@ def _pull(image_store: ImageStore, client, ref: Reference, platform, progress, j
 
         tag = ref.local_tag()
         image_id = add_image(image_store, config, layers, [tag] if tag else [], manifest, ready=ready)
+        if image_store.layers.keeps_pulled_blobs():
+            image_store.layers.keep_blobs([b for b, _, _ in layers if content.exists(b)])
         for blob, _, _ in layers:
             if futures.get(blob) is not None:
                 progress.status(layer_key(blob), "Pull complete")
@@ -243,6 +249,20 @@ def _pull(image_store: ImageStore, client, ref: Reference, platform, progress, j
                     and future.result():
                 sink.created.add(blob)
         drop_unused(image_store, sink.created)
+
+
+def _chains(config: bytes, count: int) -> list:
+    """The chain IDs of the layers a config lists (None each if it lists them badly: the
+    image is refused later, by add_image)."""
+    from ..digest import chain_ids
+
+    try:
+        diff_ids = json.loads(config)["rootfs"]["diff_ids"]
+        if len(diff_ids) == count and all(is_digest(d) for d in diff_ids):
+            return chain_ids(diff_ids)
+    except (ValueError, KeyError, TypeError):
+        pass
+    return [None] * count
 
 
 def sink_fetch(client, repo, digest, size, content, on_bytes, stop) -> bool:

@@ -10,6 +10,7 @@ so that a second push can skip them with HEAD.
 from __future__ import annotations
 
 import json
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -76,40 +77,61 @@ def _push(image_store: ImageStore, client, ref: Reference, image_id, manifest, d
     repo = ref.repository
     content = image_store.store.content
     stop = threading.Event()
-    plan = []  # (stored digest, stored size, stored media, target compression or None)
-    for desc in doc.get("layers", []):
+    chains = [r["chain_id"] for r in image_store.layer_rows(image_id)]
+    plan = []  # (stored digest, stored size, stored media, target compression or None, chain)
+    for i, desc in enumerate(doc.get("layers", [])):
         media = desc.get("mediaType") or MEDIA_OCI_LAYER
         stored = of_media_type(media)
         want = compression or (stored if stored != "none" else "gzip")
-        plan.append((desc["digest"], int(desc["size"]), media, None if want == stored else want))
-    converted = any(p[3] for p in plan)
+        plan.append((desc["digest"], int(desc["size"]), media, None if want == stored else want,
+                     chains[i] if i < len(chains) else None))
     results: dict[int, tuple[str, int, str]] = {}
+    made: dict[int, str] = {}  # layers compressed anew: index -> compression
 
     def push_layer(i: int) -> None:
-        digest, size, media, want = plan[i]
+        digest, size, media, want, chain = plan[i]
         key = layer_key(digest)
         path = content.path(digest)
+        if not want and not os.path.exists(path):
+            # a pulled blob the store does not keep: the registry may have it (HEAD, or a
+            # mount from a repository it came from); else the layer's tar is compressed again
+            # (stable compressor: the same tar always gives the same digest)
+            if client.blob_exists(repo, digest):
+                progress.status(key, "Layer already exists")
+                done = True
+            elif sources.get(digest):
+                done = _skip_or_mount(client, repo, digest, sources.get(digest), key, progress)[0]
+            else:
+                done = False
+            if done:
+                results[i] = (digest, size, media)
+                return
+            want = of_media_type(media) if of_media_type(media) != "none" else "gzip"
         if want:
-            cached = cache.get(i)
+            made[i] = want
+            cached = cache.get((i, want))
             new_media = MEDIA_OCI_LAYER + media_suffix(want)
             if cached and _skip_or_mount(client, repo, cached[0], sources.get(cached[0]), key,
                                          progress)[0]:
                 results[i] = (cached[0], cached[1], new_media)
                 return
             progress.status(key, "Pushing")  # compressed as it is sent
-            blob = client.upload_stream(repo, lambda: Recompressed(image_store, digest, want),
-                                        lambda n: progress.advance(key, n))
+            blob = client.upload_stream(
+                repo, lambda: Recompressed(image_store, digest, want, chain),
+                lambda n: progress.advance(key, n))
             results[i] = (blob.digest, blob.size, new_media)
             progress.status(key, "Pushed")
             return
         results[i] = (digest, size, media)
         _push_blob(client, repo, digest, size, path, sources.get(digest), key, progress)
 
-    cache = {}  # the database is used from this thread only
-    for i, (digest, size, _, want) in enumerate(plan):
+    cache = {}  # the database is used from this thread only: what push_layer may ask, asked here
+    for i, (digest, size, media, want, _) in enumerate(plan):
         progress.add(layer_key(digest), size, "Preparing")
-        if want:
-            cache[i] = sources_of.compressed_form(image_store, digest, want)
+        for compression_of in {want, of_media_type(media) if of_media_type(media) != "none"
+                               else "gzip"} - {None}:
+            cache[(i, compression_of)] = sources_of.compressed_form(image_store, digest,
+                                                                    compression_of)
     with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="push") as pool:
         futures = [pool.submit(push_layer, i) for i in range(len(plan))]
         try:
@@ -123,11 +145,12 @@ def _push(image_store: ImageStore, client, ref: Reference, image_id, manifest, d
             for future in futures:
                 future.cancel()
             raise
+    converted = any(results[i][0] != plan[i][0] for i in results)
     if converted:
         from ..image import dumps
 
         sources_of.remember_compressed(
-            image_store, [(plan[i][0], plan[i][3], *results[i][:2]) for i in results if plan[i][3]])
+            image_store, [(plan[i][0], made[i], *results[i][:2]) for i in made])
 
         config_media = (doc.get("config") or {}).get("mediaType") or MEDIA_OCI_CONFIG
         if config_media != MEDIA_OCI_CONFIG:

@@ -13,12 +13,16 @@ if TYPE_CHECKING:
 class Recompressed:
     """The stored blob ``source`` decompressed and compressed again as ``compression``, made as
     it is iterated (pieces of compressed bytes); ``digest`` and ``size`` once exhausted. The
-    stored blob's own digest is checked at its end, before the last piece is given."""
+    stored blob's own digest is checked at its end, before the last piece is given. A blob the
+    store does not keep is read as layer ``chain``'s tar (from its snapshot and tar-split
+    record), whose files' checksums are checked as they are read."""
 
-    def __init__(self, image_store: ImageStore, source: str, compression: str):
+    def __init__(self, image_store: ImageStore, source: str, compression: str,
+                 chain: str | None = None):
         self.image_store = image_store
         self.source = source
         self.compression = compression
+        self.chain = chain
         self.digest = None
         self.size = 0
 
@@ -44,7 +48,14 @@ class Recompressed:
                 self.size += len(piece)
                 yield piece
 
-        with self.image_store.store.content.open(self.source) as blob:
+        content = self.image_store.store.content
+        import os
+
+        if self.chain is not None and not os.path.exists(content.path(self.source)):
+            opened = self.image_store.layers.tar_reader(self.chain)
+        else:
+            opened = content.open(self.source)
+        with opened as blob:
             source = open_layer_stream(blob)
             sink = compressor(self.compression, _Out())
             while True:

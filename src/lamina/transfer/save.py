@@ -40,7 +40,8 @@ class _Image:
         self.config = config
         self.manifest = manifest
         self.manifest_digest = manifest_digest
-        self.layers = layers  # [(digest, size, media_type, source) ...]; source: blob or temp path
+        self.layers = layers  # [(digest, size, media_type, source) ...]; source: None (the
+        # stored blob), a temporary file's path, or a layer's chain ID (its tar, rebuilt)
         self.tags = tags
         self.media_type = media_type
 
@@ -77,24 +78,39 @@ def _prepare(image_store: ImageStore, names, compression, workdir, log):
 
     images = []
     done: dict[tuple[str, str], tuple] = {}
+    content = image_store.store.content
     for image_id, tags in _resolve(image_store, names):
         row = image_store.row(image_id)
-        config = image_store.store.content.read(image_id)
-        manifest = image_store.store.content.read(row["manifest_digest"])
+        config = content.read(image_id)
+        manifest = content.read(row["manifest_digest"])
         doc = json.loads(manifest)
+        chains = [r["chain_id"] for r in image_store.layer_rows(image_id)]
         layers = []
         changed = False
-        for desc in doc.get("layers", []):
+        for i, desc in enumerate(doc.get("layers", [])):
             digest, media = desc["digest"], desc.get("mediaType", MEDIA_OCI_LAYER)
-            if not image_store.store.content.exists(digest):
+            chain = chains[i] if i < len(chains) else None
+            stored = content.exists(digest)
+            if not stored and chain is None:
                 raise NotFound(f"blob {digest} of image {image_id[7:19]} is missing from the store")
             if compression is None or comp.of_media_type(media) == compression:
-                layers.append((digest, desc["size"], media, None))
+                if stored:
+                    layers.append((digest, desc["size"], media, None))
+                    continue
+                if comp.of_media_type(media) == "none":  # the tar: from the layer's record
+                    layers.append((digest, desc["size"], media, chain))
+                    continue
+                # a pulled layer whose compressed blob is not kept: saved as its tar (as
+                # `docker save` does), in a manifest made anew
+                plain = image_store.layers.get(chain)
+                layers.append((plain["diff_id"], image_store.layers.tar_size(chain),
+                               MEDIA_OCI_LAYER, chain))
+                changed = True
                 continue
             key = (digest, compression)
             if key not in done:
                 log(f"{hex_of(digest)[:12]}: compressing ({compression})")
-                done[key] = _recompress(image_store, digest, compression, workdir)
+                done[key] = _recompress(image_store, digest, compression, workdir, chain)
             new_digest, size, path = done[key]
             media = MEDIA_OCI_LAYER + comp.media_suffix(compression)
             layers.append((new_digest, size, media, path))
@@ -111,11 +127,11 @@ def _prepare(image_store: ImageStore, names, compression, workdir, log):
     return images
 
 
-def _recompress(image_store: ImageStore, digest, compression, workdir):
-    """Decompress blob ``digest`` and compress it again into a file in ``workdir``; returns
-    (new digest, size, path)."""
+def _recompress(image_store: ImageStore, digest, compression, workdir, chain=None):
+    """Decompress blob ``digest`` (layer ``chain``'s tar if the blob is not kept) and compress
+    it again into a file in ``workdir``; returns (new digest, size, path)."""
     path = os.path.join(workdir, f"{hex_of(digest)}.{compression}")
-    blob = Recompressed(image_store, digest, compression)
+    blob = Recompressed(image_store, digest, compression, chain)
     with open(path, "wb") as f:
         f.writelines(blob)
     return blob.digest, blob.size, path
@@ -188,6 +204,22 @@ class _TarOut:
         self.names.add(name)
         self.out.write(self._header(name, size))
         _copy_fd(path, self.out, size)
+        self.out.write(b"\0" * (-size % 512))
+        point("save.member")
+
+    def layer(self, name: str, image_store: ImageStore, layer) -> None:
+        """A layer under ``name``: a stored blob or file copied, or its tar rebuilt."""
+        digest, size, _, source = layer
+        if source is None or not source.startswith("sha256:"):
+            self.file(name, _layer_path(image_store, layer), size)
+            return
+        if name in self.names:
+            return
+        self.names.add(name)
+        self.out.write(self._header(name, size))
+        written = image_store.layers.write_tar(source, self.out)
+        if written != size:
+            raise LaminaError(f"layer {digest} gave {written} bytes, its descriptor says {size}")
         self.out.write(b"\0" * (-size % 512))
         point("save.member")
 
@@ -268,7 +300,7 @@ def _save_tar(image_store: ImageStore, images: list[_Image], fmt: str, out) -> N
         tar.directory("blobs/sha256/")
         for img in images:
             for layer in img.layers:
-                tar.file(f"blobs/sha256/{hex_of(layer[0])}", _layer_path(image_store, layer), layer[1])
+                tar.layer(f"blobs/sha256/{hex_of(layer[0])}", image_store, layer)
             tar.data(f"blobs/sha256/{hex_of(img.image_id)}", img.config)
             tar.data(f"blobs/sha256/{hex_of(img.manifest_digest)}", img.manifest)
         tar.data("index.json", _oci_index(images))
@@ -281,7 +313,7 @@ def _save_tar(image_store: ImageStore, images: list[_Image], fmt: str, out) -> N
         paths = []
         for layer in img.layers:
             name = f"{hex_of(layer[0])}.tar"
-            tar.file(name, _layer_path(image_store, layer), layer[1])
+            tar.layer(name, image_store, layer)
             paths.append(name)
         config_name = f"{hex_of(img.image_id)}.json"
         if config_name not in tar.names:
@@ -315,16 +347,25 @@ def _save_oci_dir(image_store: ImageStore, images: list[_Image], path: str) -> N
         if os.path.exists(target):
             return
         tmp = target + f".tmp-{os.getpid()}"
-        if data is not None:
-            with open(tmp, "wb") as f:
-                f.write(data)
-        else:
-            shutil.copyfile(source, tmp)
+        try:
+            if data is not None:
+                with open(tmp, "wb") as f:
+                    f.write(data)
+            elif source.startswith("sha256:"):  # a layer's tar, rebuilt from its record
+                with open(tmp, "wb") as f:
+                    image_store.layers.write_tar(source, f)
+            else:
+                shutil.copyfile(source, tmp)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
         os.rename(tmp, target)
 
     for img in images:
         for layer in img.layers:
-            put(layer[0], source=_layer_path(image_store, layer))
+            put(layer[0], source=layer[3] if layer[3] and layer[3].startswith("sha256:")
+                else _layer_path(image_store, layer))
         put(img.image_id, img.config)
         put(img.manifest_digest, img.manifest)
     index_path = os.path.join(path, "index.json")

@@ -9,6 +9,7 @@ import json
 
 from ..digest import chain_ids, is_digest, sha256_bytes
 from ..errors import InvalidArgument, LaminaError
+from ..layers import facts
 from ..metadata import Transaction
 from .blobs import CHUNK
 
@@ -131,7 +132,7 @@ def _add_layers_at_once(image_store: ImageStore, layers, diff_ids, chains, ready
         for i, (digest, size, media_type) in enumerate(layers):
             if i in jobs:
                 try:
-                    stats = jobs[i].result()
+                    stats, data_bytes = jobs[i].result()
                 except _Cancelled:  # report the layer that failed, not one it stopped
                     pool.shutdown(wait=True)
                     for job in jobs.values():
@@ -140,8 +141,7 @@ def _add_layers_at_once(image_store: ImageStore, layers, diff_ids, chains, ready
                             raise error from None
                     raise
                 _check_diff_id(digest, stats.diff_id, diff_ids[i])
-                layer = {"chain_id": chains[i], "diff_id": stats.diff_id, "parent": parent,
-                         "size": stats.size, "inodes": stats.inodes}
+                layer = facts(chains[i], parent, stats, data_bytes)
                 with image_store.store.tx():
                     if parent is not None:
                         image_store.store.snaps.rebase(keys[i], parent)
@@ -182,14 +182,17 @@ class _Cancellable:
 
 
 def _extract(blob, digest: str, root: str, fmt: str, cancel):
-    """Extract one layer blob into ``root`` (a worker thread); returns its TarStats."""
+    """Extract one layer blob into ``root`` (a worker thread) with its tar-split record;
+    returns (its TarStats, the disk use of ``root``)."""
+    from ..fsutil import disk_usage
     from ..layertar import apply_tar, is_plain, open_layer_stream
 
     with blob:
         source = _Cancellable(blob, cancel)
         try:
             stream = open_layer_stream(source)  # a plain layer's diff_id: its (checked) digest
-            stats = apply_tar(stream, root, fmt, digest if is_plain(stream) else None)
+            stats = apply_tar(stream, root, fmt, digest if is_plain(stream) else None,
+                              record=True)
             while source.read(CHUNK):  # the digest check happens at the blob's end
                 pass
         except Exception as error:
@@ -197,7 +200,7 @@ def _extract(blob, digest: str, root: str, fmt: str, cancel):
                 cancel.set()  # the other layers stop: this image cannot be stored
             _raise_failure(blob)  # a bad download explains a bad tar best
             raise
-    return stats
+    return stats, disk_usage([root])
 
 
 def _check_diff_id(digest: str, got: str, expected: str) -> None:
