@@ -29,6 +29,7 @@ from .detach import parse as detach_keys
 from .server import ApiError, route
 
 MULTIPLEXED = "application/vnd.docker.multiplexed-stream"
+HEADERS_ALONE = 0.05  # seconds between a hijack's headers and a log written at once (attach)
 RAW = "application/vnd.docker.raw-stream"
 
 
@@ -536,6 +537,12 @@ def attach(request, id):
     conn = request.hijack(RAW if tty else MULTIPLEXED)
     request.close()  # the engine is not needed while the stream lasts
     if request.flag("logs"):
+        # docker-py reads the stream from the raw socket once http.client has parsed the 101's
+        # headers: bytes that arrived together with them sit in http.client's buffer, lost to
+        # it (attach(stream=False, logs=True) then returned b'' 9 times in 15 here). The log is
+        # there at once, so give the client a moment to take the headers alone, as Docker's
+        # daemon does by writing them in a flush of their own well before the log.
+        time.sleep(HEADERS_ALONE)
         _write_log(request, conn, cid, tty, streams, follow=False)
     if not stream:
         return

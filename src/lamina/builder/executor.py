@@ -880,21 +880,25 @@ class Builder:
         return new
 
     def _linked_layer(self, state: State, link_key: str):
-        """``COPY --link`` made before on another base: its layer blob, as it is, applied on
-        ``state`` (staged as :meth:`_layer_from_tar` does), or None."""
+        """``COPY --link`` made before on another base: its layer's tar, as it is (given back by
+        the layer store from its snapshot and tar-split record), applied on ``state`` (staged
+        as :meth:`_layer_from_tar` does), or None."""
         if self.options.no_cache:
             return None
         chains = cache.result_chains(self.db, link_key)
         row = self.layers.get(chains[-1]) if chains else None
         if row is None:
             return None
-        blob = (row["blob_digest"], row["blob_size"])
+        blob = (row["blob_digest"], row["blob_size"], row["media_type"])
         try:
-            with self.store.content.open(blob[0]) as stream:
+            stream = self.layers.tar_reader(chains[-1])
+            try:
                 staged, facts = self.layers.add(state.chains[-1] if state.chains else None,
                                                 stream, row["diff_id"])
+            finally:
+                stream.close()
         except (LaminaError, OSError):
-            return None  # the blob went meanwhile: made again
+            return None  # the layer went meanwhile: made again
         self.out(" ---> Using the linked layer of an earlier build (--link)")
         return staged, facts, blob
 
