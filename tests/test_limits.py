@@ -84,9 +84,12 @@ def test_cpus_shares_cpuset_and_ulimits_reach_the_cgroup_and_the_process(store):
     else:
         assert read(dirs, ("", ""), "cpu.max") == "50000 100000"
     assert read(dirs, ("cpuset", "cpuset.cpus"), "cpuset.cpus") == "0"
-    # the container's process and an exec's have the limits
-    assert store("exec", "cpu", "sh", "-c", "ulimit -n; ulimit -Hn; ulimit -u").stdout.split() \
-        == ["100", "200", "50"]
+    # the container's process and an exec's have the limits (an exec's soft open-files limit
+    # can come out raised to the hard one: Debian 12's runc 1.1.5, built with Go 1.19, races
+    # Go's own raise of it in runc init, opencontainers/runc#4195, fixed in runc 1.1.13)
+    soft, hard, processes = store("exec", "cpu", "sh", "-c",
+                                  "ulimit -n; ulimit -Hn; ulimit -u").stdout.split()
+    assert (hard, processes) == ("200", "50") and soft in ("100", "199", "200")
     status = store("exec", "cpu", "cat", "/proc/1/limits").stdout
     assert any(line.startswith("Max open files") and line.split()[3:5] == ["100", "200"]
                for line in status.splitlines())
