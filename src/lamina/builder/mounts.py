@@ -204,7 +204,6 @@ class StepMounts:
         self.env: list[str] = []
         self.locks: list[int] = []
         self.temporary: list[str] = []
-        self.read_bytes: dict[str, int] = {}
 
     def add_bind(self, source: str, target: str, readonly: bool) -> None:
         self.oci.append({"destination": target, "type": "bind", "source": source,
