@@ -200,6 +200,19 @@ def test_docker_py_containers(api):
         client.api.wait(done, condition="not-running")
         assert client.api.attach(done, stream=False, logs=True) == b"hello\n"
         client.api.remove_container(done)
+    # extra hosts: a build's (extrahosts) and a container's (HostConfig.ExtraHosts)
+    import io
+
+    client.images.build(fileobj=io.BytesIO(b"FROM busybox\nRUN cp /etc/hosts /hosts-file\n"),
+                        tag="hosts", extra_hosts={"extrahost.local.test": "127.0.0.1"})
+    out = client.containers.run("hosts", ["cat", "/hosts-file"], remove=True,
+                                extra_hosts={"run.test": "10.9.8.7"})
+    assert b"127.0.0.1\textrahost.local.test\n" in out and b"run.test" not in out
+    out = client.containers.run("hosts", ["cat", "/etc/hosts"], remove=True,
+                                extra_hosts={"run.test": "10.9.8.7"})
+    assert b"10.9.8.7\trun.test\n" in out
+    with pytest.raises(Exception, match="invalid IP address in add-host"):
+        client.containers.create("busybox", "true", extra_hosts={"bad.test": "x"})
     with pytest.raises(Exception) as failure:
         client.containers.get("py")
     assert type(failure.value).__name__ == "NotFound"

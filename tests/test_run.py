@@ -675,3 +675,28 @@ def test_cp_reaches_the_volumes_the_container_mounts(store, tmp_path):
     # made there: the diff shows them, as Docker's does)
     changed = [line.split()[1] for line in store("diff", "c").stdout.splitlines()]
     assert "/vol" in changed and not [p for p in changed if p.startswith(("/vol/", "/srv/bind/"))]
+
+
+def test_add_host_in_run_create_build_and_bad_input(store, tmp_path):
+    """``--add-host HOST:IP`` (and HOST=IP, IPv6) in the container's /etc/hosts on every network
+    mode and in a build's RUN steps, kept with the container for its next start."""
+    for network in ("bridge", "none", "host"):
+        hosts = store("run", "--rm", "--network", network, "--add-host", "db.test:10.1.2.3",
+                      "--add-host", "v6.test=::1", "busybox", "cat", "/etc/hosts").stdout
+        assert "10.1.2.3\tdb.test\n" in hosts and "::1\tv6.test\n" in hosts, network
+    store("create", "--name", "later", "--add-host", "late.test:192.0.2.7", "busybox", "sh",
+          "-c", "grep late.test /etc/hosts")
+    assert store("start", "-a", "later").stdout == "192.0.2.7\tlate.test\n"
+    doc = json.loads(store("inspect", "later").stdout)[0]
+    assert doc["HostConfig"]["ExtraHosts"] == ["late.test:192.0.2.7"]
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text("FROM busybox\nRUN grep built.test /etc/hosts > /seen\n")
+    store("build", "-q", "--add-host", "built.test:127.0.0.2", "-t", "withhost", ctx)
+    assert store("run", "--rm", "withhost", "cat", "/seen").stdout == "127.0.0.2\tbuilt.test\n"
+    made = store("ps", "-a", "-q").stdout
+    for bad in ("nocolon", "host:999.1.1.1", ":1.2.3.4"):
+        proc = store("run", "--add-host", bad, "busybox", "true", check=False)
+        assert proc.returncode == 125, bad
+        assert proc.stderr.startswith(f'Error: invalid argument "{bad}" for "--add-host" flag')
+    assert store("ps", "-a", "-q").stdout == made  # nothing made

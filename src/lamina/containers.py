@@ -280,7 +280,7 @@ class ContainerStore:
             "AutoRemove": bool(run.get("auto_remove")), "VolumeDriver": "", "VolumesFrom": None,
             "CapAdd": None, "CapDrop": None, "CgroupnsMode": "private" if os.path.exists(
                 "/sys/fs/cgroup/cgroup.controllers") else "host",
-            "Dns": [], "DnsOptions": [], "DnsSearch": [], "ExtraHosts": None, "GroupAdd": None,
+            "Dns": [], "DnsOptions": [], "DnsSearch": [], "ExtraHosts": list(run.get("extra_hosts") or ()) or None, "GroupAdd": None,
             "IpcMode": "private", "Cgroup": "", "Links": None, "OomScoreAdj": 0, "PidMode": "",
             "Privileged": False, "PublishAllPorts": bool(run.get("publish_all")),
             "ReadonlyRootfs": bool(run.get("read_only")), "SecurityOpt": None, "UTSMode": "",

@@ -238,10 +238,14 @@ def disconnect(store: Store, container_id: str, name: str, network: str) -> None
 
 
 # ------------------------------------------------------------------------------- hosts files
-def hosts_text(store: Store, container_id: str, hostname: str) -> str:
-    """The container's /etc/hosts: localhost, its own addresses under its hostname, and the
-    containers on its user networks by name and aliases."""
+def hosts_text(store: Store, container_id: str, hostname: str, extra_hosts=()) -> str:
+    """The container's /etc/hosts: localhost, its ``--add-host`` entries (``HOST:IP``), its
+    own addresses under its hostname, and the containers on its user networks by name and
+    aliases."""
     lines = [LOCALHOST]
+    for entry in extra_hosts:
+        host, _, address = entry.partition(":")
+        lines.append(f"{address}\t{host}\n")
     joined = [n for n in networks.of_container(store, container_id) if n["ip"]]
     for network in joined:
         lines.append(f"{network['ip']}\t{hostname}\n")
@@ -262,14 +266,15 @@ def write_hosts(store: Store, container_id: str) -> None:
                            (container_id,)).fetchone()
     if row is None:
         return
-    hostname = json.loads(row[0] or "{}").get("hostname") or container_id[:12]
+    run = json.loads(row[0] or "{}")
+    hostname = run.get("hostname") or container_id[:12]
     path = os.path.join(store.bundle_dir(container_id), "hosts")
     try:
         fd = os.open(path, os.O_WRONLY)
     except FileNotFoundError:
         return
     try:
-        data = hosts_text(store, container_id, hostname).encode()
+        data = hosts_text(store, container_id, hostname, run.get("extra_hosts") or ()).encode()
         os.ftruncate(fd, 0)
         os.pwrite(fd, data, 0)
     finally:

@@ -220,7 +220,7 @@ def run_config(config: dict, host: dict):
                      open_stdin=bool(config.get("OpenStdin")),
                      labels=tuple(sorted((str(k), str(v)) for k, v in labels.items())),
                      ports=ports, publish_all=bool(host.get("PublishAllPorts")),
-                     network_aliases=aliases, ip=ip,
+                     network_aliases=aliases, ip=ip, extra_hosts=_extra_hosts(host),
                      api_config=json.dumps(extra, separators=(",", ":")), **limit_fields(host),
                      **_life(config, host))
 
@@ -286,6 +286,16 @@ def _life(config: dict, host: dict) -> dict:
     check = config.get("Healthcheck")
     return {"restart": str(RestartPolicy.of(policy.get("Name"), policy.get("MaximumRetryCount") or 0)),
             "init": bool(host.get("Init")), "healthcheck": json.dumps(check) if check else ""}
+
+
+def _extra_hosts(host: dict) -> tuple[str, ...]:
+    """HostConfig.ExtraHosts (``HOST:IP``), checked as ``--add-host`` is."""
+    from ..runtime.oci import parse_extra_host
+
+    value = host.get("ExtraHosts") or []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ApiError(400, "HostConfig.ExtraHosts must be a list of HOST:IP strings")
+    return tuple(parse_extra_host(v) for v in value)
 
 
 def body_networking(config: dict) -> dict:

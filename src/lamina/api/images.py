@@ -1217,7 +1217,16 @@ def _build_options(request, context: str, dockerfile: bytes, output: _BuildOutpu
         context=context, dockerfile=dockerfile, tags=tags, build_args=build_args,
         target=request.arg("target") or None, no_cache=no_cache,
         pull=request.flag("pull"), network=network, quiet=request.flag("q"),
-        stdout=output.stdout if output else None, stderr=output.stderr if output else None)
+        stdout=output.stdout if output else None, stderr=output.stderr if output else None,
+        extra_hosts=_build_extra_hosts(request))
+
+
+def _build_extra_hosts(request) -> tuple[str, ...]:
+    """``extrahosts`` (repeated ``HOST:IP``, or comma-separated as older clients send them)."""
+    from ..runtime.oci import parse_extra_host
+
+    values = [v for item in request.query.get("extrahosts", []) for v in item.split(",") if v]
+    return tuple(parse_extra_host(v) for v in values)
 
 
 def _exists(engine, name: str) -> bool:
@@ -1324,9 +1333,6 @@ def build(request):
     platform = request.arg("platform") or ""
     if platform and platform.split("/")[:2] != ["linux", "amd64"]:
         raise ApiError(400, f"lamina builds for linux/amd64 only, not {platform}")
-    if any(request.query.get("extrahosts", [])):
-        raise ApiError(400, "extra hosts for a build (extrahosts, --add-host) are not "
-                            "supported by lamina's builder")
     engine = request.engine
     request.release_gate()  # a build is the runtime's and the disk's time
     context = _extract_context(request, engine)

@@ -85,6 +85,7 @@ class BuildOptions:
     progress: str = "legacy"  # legacy (Docker's "Step N/M"), plain or tty (BuildKit's), quiet
     output: tuple[str, str] | None = None  # ("local", DIR) or ("tar", FILE): files, no image
     jobs: int | None = None  # stages built at once (None: the CPU count)
+    extra_hosts: tuple[str, ...] = ()  # --add-host HOST:IP: in each RUN's /etc/hosts
 
 
 def _nop(state: State) -> str:
@@ -1078,7 +1079,7 @@ class Builder:
                     # Docker's RUN sees its build container's ID (on the host's network: the
                     # host's name, as Docker's --network=host)
                     hostname=None if network == "host" else cid[:12], mounts=mounts,
-                    **streams)
+                    extra_hosts=self.options.extra_hosts, **streams)
             finally:
                 if quiet is not None:
                     os.close(quiet)

@@ -11,6 +11,7 @@ from .common import UsageError, confirm, open_engine, reclaimed
 ARGS = {
     "build": (
         ("context", None, "PATH"),
+        ("--add-host", "list", "Add a custom host-to-IP mapping (host:ip) for RUN"),
         ("--build-arg", "list", "Set a build-time variable (NAME=VALUE; NAME: from the env)"),
         ("--check", "bool", "Only check the Dockerfile, build nothing"),
         ("-f --file", "string", "Name of the Dockerfile (default PATH/Dockerfile; '-': STDIN)"),
@@ -102,11 +103,14 @@ def cmd_build(opts, a):
         if output == ("tar", "-"):
             a.quiet = True  # stdout is the tar
     from ..builder import BuildOptions
+    from ..runtime.oci import parse_extra_host
 
+    extra_hosts = tuple(parse_extra_host(item) for item in a.add_host)
     engine = open_engine(opts)
     options = BuildOptions(context=a.context, dockerfile=text, tags=a.tag, build_args=build_args,
                            target=a.target, no_cache=a.no_cache, pull=a.pull,
                            network=a.network, quiet=a.quiet, secrets=secrets, output=output,
+                           extra_hosts=extra_hosts,
                            progress="legacy" if a.progress in (None, "auto") else a.progress)
 
     def out(line: str) -> None:

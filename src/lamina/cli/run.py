@@ -12,6 +12,7 @@ from .limits import LIMIT_ARGS, limit_fields
 # The flags of a container's configuration, run's and create's (Docker's create takes them all).
 CONTAINER_FLAGS = (
     ("--name", "string", "Assign a name to the container"),
+    ("--add-host", "list", "Add a custom host-to-IP mapping (host:ip)"),
     ("--entrypoint", "string", "Overwrite the default ENTRYPOINT of the image"),
     ("-e --env", "list", "Set environment variables (K=V; K alone: from this environment)"),
     ("-i --interactive", "bool", "Keep STDIN open even if not attached"),
@@ -123,10 +124,11 @@ def _as_run_error(e: LaminaError) -> LaminaError:
 
 def run_config(a):
     """The RunConfig of :data:`CONTAINER_FLAGS` as given in ``a`` (run's and create's)."""
-    from ..runtime.oci import RunConfig
+    from ..runtime.oci import RunConfig, parse_extra_host
     from ..volumes import parse_volume
 
     return RunConfig(env=_env(a.env), workdir=a.workdir, user=a.user,
+                     extra_hosts=tuple(parse_extra_host(h) for h in a.add_host),
                      volumes=tuple(parse_volume(v) for v in a.volume), read_only=a.read_only,
                      network=a.network, auto_remove=a.rm, runtime=a.runtime, tty=a.tty,
                      open_stdin=a.interactive, ip=a.ip or "", ports=_publish(a.publish),

@@ -106,6 +106,7 @@ class RunConfig:
     publish_all: bool = False  # -P: every EXPOSE of the image to a random host port
     network_aliases: tuple[str, ...] = ()  # --network-alias
     ip: str = ""  # --ip
+    extra_hosts: tuple[str, ...] = ()  # --add-host HOST:IP (HostConfig.ExtraHosts)
     # What an Engine API client sent to create it beyond the fields above (Config, HostConfig),
     # as JSON text, echoed by its inspect: "" when it was made by the CLI.
     api_config: str = ""
@@ -139,14 +140,43 @@ def combine_command(image_config: dict, command: list[str] | None,
 
 
 # ------------------------------------------------------------------------------ the network files
-def write_network_files(bundle: str, hostname: str, network: str) -> dict[str, str]:
-    """Write the bundle's hosts, hostname and resolv.conf; returns {container path: host path}."""
+def parse_extra_host(value: str) -> str:
+    """``--add-host``'s ``HOST:IP`` (or ``HOST=IP``) checked and kept as ``HOST:IP``; the IP may
+    be IPv6 (``host:::1``). InvalidArgument with Docker's words otherwise."""
+    import ipaddress
+
+    sep = "=" if "=" in value else ":"
+    host, found, address = value.partition(sep)
+    address = address.strip("[]")
+    try:
+        if not found or not host:
+            raise ValueError
+        ipaddress.ip_address(address)
+    except ValueError:
+        raise InvalidArgument(f'invalid argument "{value}" for "--add-host" flag: invalid IP '
+                              f'address in add-host: "{address}"') from None
+    return f"{host}:{address}"
+
+
+def extra_hosts_text(extra_hosts) -> str:
+    """/etc/hosts lines of ``HOST:IP`` entries, as Docker writes them (``IP<TAB>HOST``)."""
+    return "".join(f"{entry.partition(':')[2]}\t{entry.partition(':')[0]}\n"
+                   for entry in extra_hosts)
+
+
+def write_network_files(bundle: str, hostname: str, network: str,
+                        extra_hosts=()) -> dict[str, str]:
+    """Write the bundle's hosts, hostname and resolv.conf; returns {container path: host path}.
+    ``extra_hosts``: ``HOST:IP`` entries added to the hosts file (``--add-host``)."""
     if network == "host":
         hosts = _read_host("/etc/hosts") or "127.0.0.1\tlocalhost\n"
     else:
         hosts = ("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
                  "fe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\n"
                  "ff02::2\tip6-allrouters\n")
+    if hosts and not hosts.endswith("\n"):
+        hosts += "\n"
+    hosts += extra_hosts_text(extra_hosts)
     resolv = _read_host("/etc/resolv.conf")
     files = {"/etc/hosts": hosts, "/etc/hostname": hostname + "\n", "/etc/resolv.conf": resolv}
     out = {}

@@ -193,7 +193,7 @@ def prepare_bundle(containers: ContainerStore, row, config: RunConfig, rootfs: s
                    argv: list[str], env: list[str] | None, workdir: str | None, user: str | None,
                    network: str, runtime_id: str, terminal: bool = False,
                    netns: str | None = None, hostname: str | None = None,
-                   mounts: list[dict] | None = None) -> None:
+                   mounts: list[dict] | None = None, extra_hosts=()) -> None:
     """Write ``bundle``/config.json for ``argv`` in the container ``row`` (``netns``: the
     namespace file of a container on bridge networks; ``mounts``: more OCI mounts, a build's
     RUN --mount ones)."""
@@ -220,7 +220,8 @@ def prepare_bundle(containers: ContainerStore, row, config: RunConfig, rootfs: s
                   "options": ["bind", "ro"]}, *binds]
     process = make_process(rootfs, argv, env, workdir, user or config.user or image.get("User"),
                            hostname, terminal=terminal)
-    files = write_network_files(bundle, hostname, network)
+    files = write_network_files(bundle, hostname, network,
+                                (*config.extra_hosts, *extra_hosts))
     spec = make_spec(rootfs, process, hostname=hostname, network=network,
                      read_only=config.read_only, files=files, binds=binds + list(mounts or []),
                      cgroup=cgroups.container_path(runtime_id), netns=netns)
@@ -400,7 +401,7 @@ def _serve_terminal(runtime: Runtime, args: list[str], pid_file: str, runtime_lo
 def run_in_container(containers: ContainerStore, name: str, argv: list[str], env=None,
                      workdir=None, user=None, network: str = "none", stdout: int = 1,
                      stderr: int = 2, hostname: str | None = None,
-                     mounts: list[dict] | None = None) -> int:
+                     mounts: list[dict] | None = None, extra_hosts=()) -> int:
     """Run ``argv`` in the (created, not running) container ``container_id``; return its exit code.
 
     This is what a Dockerfile ``RUN`` step uses. The container's merged root is mounted (and
@@ -412,7 +413,8 @@ def run_in_container(containers: ContainerStore, name: str, argv: list[str], env
     ``stderr`` (the caller's by default) while the process runs. Files the process writes land in
     the container's writable layer, ready for ``Engine.commit``. ``hostname``: the process's
     (default: the host's with ``network="host"``, else the container's short ID); ``mounts``:
-    extra OCI mounts for this process (a Dockerfile's ``RUN --mount``).
+    extra OCI mounts for this process (a Dockerfile's ``RUN --mount``); ``extra_hosts``:
+    ``HOST:IP`` lines for its /etc/hosts (a build's ``--add-host``).
 
     Raises :class:`RuntimeFailure` (exit_code 127 for a missing executable, 126 when it cannot be
     executed, 125 for other runtime errors) when the process could not be started, and
@@ -432,7 +434,8 @@ def run_in_container(containers: ContainerStore, name: str, argv: list[str], env
     rootfs = containers.mount(cid)
     try:
         prepare_bundle(containers, row, config, rootfs, bundle, list(argv), env, workdir, user,
-                       network, runtime_id, hostname=hostname, mounts=mounts)
+                       network, runtime_id, hostname=hostname, mounts=mounts,
+                       extra_hosts=extra_hosts)
         pid_file = os.path.join(bundle, "pid")
         runtime_log = os.path.join(bundle, "runtime.log")
         cmd = runtime.command("run", "--bundle", bundle, "--pid-file", pid_file, runtime_id,
