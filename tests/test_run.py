@@ -700,3 +700,26 @@ def test_add_host_in_run_create_build_and_bad_input(store, tmp_path):
         assert proc.returncode == 125, bad
         assert proc.stderr.startswith(f'Error: invalid argument "{bad}" for "--add-host" flag')
     assert store("ps", "-a", "-q").stdout == made  # nothing made
+
+
+def test_inspect_format_labels_and_hostname(store):
+    """``inspect -f`` (Docker's Go template: fields, json, index, maps and lists as Go prints
+    them), ``--label`` and ``-h/--hostname`` on create and run."""
+    store("create", "--name", "f", "-l", "tier=web", "--label", "bare", "-h", "named-host",
+          "-e", "A=1", "--network", "none", "busybox", "hostname")
+    out = store("inspect", "-f", '{{.Name}}|{{.State.Status}}|{{json .Config.Labels}}|'
+                "{{.Config.Labels}}|{{index .Config.Labels \"tier\"}}|{{.State.Running}}|"
+                "{{.Config.Hostname}}|{{.Nope}}", "f").stdout
+    assert out == ('/f|created|{"bare":"","tier":"web"}|map[bare: tier:web]|web|false|'
+                   "named-host|<no value>\n")
+    assert store("start", "-a", "f").stdout == "named-host\n"
+    lines = store("inspect", "--format", "{{.Id}} {{json .RootFS.Type}}", "f", "busybox").stdout
+    assert len(lines.splitlines()) == 2 and lines.splitlines()[1].endswith('"layers"')
+    assert store("ps", "-a", "--filter", "label=tier=web", "--format", "{{.Names}}").stdout == "f\n"
+    proc = store("inspect", "-f", "{{range .Mounts}}x{{end}}", "f", check=False)
+    assert proc.returncode != 0 and "lamina reads" in proc.stderr and "Traceback" not in proc.stderr
+    store("volume", "create", "fmtvol")
+    assert store("volume", "inspect", "-f", "{{.Name}} {{.Driver}}", "fmtvol").stdout == \
+        "fmtvol local\n"
+    assert store("network", "inspect", "-f", "{{.Name}} {{.Driver}}", "none").stdout == \
+        "none null\n"

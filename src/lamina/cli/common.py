@@ -105,7 +105,7 @@ class Parser:
             elif arg == "--":
                 values.extend(args[i:])
                 break
-            elif arg in ("-h", "--help"):
+            elif arg == "--help" or (arg == "-h" and "-h" not in self.flags):  # run -h: hostname
                 print(self.help())
                 raise SystemExit(0)
             elif arg.startswith("--") or (arg[:1] == "-" and (len(arg) == 2 or arg[2:3] == "=")):
@@ -234,11 +234,10 @@ def each(names: list[str], action) -> None:
         sys.exit(1)
 
 
-def inspect_each(names: list[str], lookup) -> None:
+def inspect_each(names: list[str], lookup, template: str | None = None) -> None:
     """Docker's ``inspect`` of volumes, networks...: the documents ``lookup(name)`` gives as one
-    indented JSON array, an ``Error:`` line for each name that fails, and exit 1 if any did."""
-    import json
-
+    indented JSON array (or each through ``template``: :func:`print_documents`), an ``Error:``
+    line for each name that fails, and exit 1 if any did."""
     docs, failed = [], False
     for name in names:
         try:
@@ -246,9 +245,78 @@ def inspect_each(names: list[str], lookup) -> None:
         except LaminaError as e:
             print(f"Error: {e}", file=sys.stderr)
             failed = True
-    print(json.dumps(docs, indent=4))
+    print_documents(docs, template)
     if failed:
         exit_now(1)
+
+
+def print_documents(docs: list, template: str | None) -> None:
+    """``inspect``'s output: an indented JSON array, or with ``--format`` each document through
+    a Go-template subset, one line each: ``{{.A.B}}``, ``{{json .A}}``, ``{{index .A "key"}}``,
+    ``{{.A}}`` of a map or list in Go's own print form (``map[k:v]``, ``[a b]``), plain text
+    between them, ``\\t``/``\\n`` escapes."""
+    import json
+
+    if not template:
+        print(json.dumps(docs, indent=4))
+        return
+    for doc in docs:
+        print(go_template(template, doc))
+
+
+_ACTION = None
+
+
+def go_template(template: str, doc) -> str:
+    """One document through the subset of Go templates :func:`print_documents` names."""
+    import json
+    import re
+
+    global _ACTION
+    if _ACTION is None:
+        _ACTION = re.compile(r'\{\{-?\s*(json\s+|index\s+)?(\.[A-Za-z0-9_.]*)((?:\s+"[^"]*")*)'
+                             r'\s*-?\}\}')
+
+    def lookup(path: str):
+        value = doc
+        for key in [k for k in path.split(".") if k]:
+            if not isinstance(value, dict) or key not in value:
+                if isinstance(value, dict) or value is None:
+                    return None  # Go: a missing map key is the zero value, <no value>/<nil>
+                raise UsageError(f'template: executing "" at <{path}>: can\'t evaluate field '
+                                 f"{key} in type {type(value).__name__}")
+            value = value[key]
+        return value
+
+    def action(m):
+        verb, path, keys = (m.group(1) or "").strip(), m.group(2), m.group(3)
+        value = lookup(path)
+        if verb == "index":
+            for key in re.findall(r'"([^"]*)"', keys):
+                value = value.get(key) if isinstance(value, dict) else None
+        if verb == "json":
+            return json.dumps(value, separators=(",", ":"))
+        return _go_print(value)
+
+    text = template.replace("\\t", "\t").replace("\\n", "\n")
+    out = _ACTION.sub(action, text)
+    if "{{" in out:
+        raise UsageError(f"template: {template!r}: lamina reads {{{{.Field.Sub}}}}, "
+                         "{{json .Field}} and {{index .Field \"key\"}} only")
+    return out
+
+
+def _go_print(value) -> str:
+    """A value as Go's fmt prints it in a template (``%v``)."""
+    if value is None:
+        return "<no value>"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return "map[" + " ".join(f"{k}:{_go_print(v)}" for k, v in sorted(value.items())) + "]"
+    if isinstance(value, list):
+        return "[" + " ".join(_go_print(v) for v in value) + "]"
+    return str(value)
 
 
 def short_id(image_id: str) -> str:

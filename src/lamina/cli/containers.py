@@ -6,7 +6,7 @@ the top but the CLI's common helpers."""
 import sys
 
 from ..errors import LaminaError
-from .common import FORMAT_HELP, confirm, each, json_lines, open_engine, reclaimed
+from .common import FORMAT_HELP, confirm, each, json_lines, open_engine, print_documents, reclaimed
 from .run import CONTAINER_FLAGS, entrypoint_of, run_config
 
 ARGS: dict[str, tuple] = {}  # verb -> its flags and positionals (see common.Parser)
@@ -168,13 +168,12 @@ def cmd_commit(opts, a):
 ARGS["inspect"] = (
     ("names", "+", "NAME|ID [NAME|ID...]"),
     ("-s --size", "bool", "Display total file sizes if the type is container"),
+    ("-f --format", "string", "Format the output using the given Go template"),
     ("--type", ("image", "container"), "Only look for this type of object"),
 )
 
 
 def cmd_inspect(opts, a):
-    import json
-
     from ..errors import NotFound
 
     engine = open_engine(opts)
@@ -192,7 +191,7 @@ def cmd_inspect(opts, a):
             docs.append(engine.inspect_image(name))
         except NotFound:
             missing.append(name)
-    print(json.dumps(docs, indent=4))
+    print_documents(docs, a.format)
     if missing:
         for name in missing:
             print(f"Error: No such object: {name}", file=sys.stderr)

@@ -22,7 +22,7 @@ ARGS = {
     ),
     "network inspect": (
         ("names", "+", "NETWORK [NETWORK...]"),
-        ("-f --format", "string", "Format the output: json (the default)"),
+        ("-f --format", "string", "Format the output using the given Go template"),
     ),
     "network rm": (("names", "+", "NETWORK [NETWORK...]"),),
     "network prune": (("-f --force", "bool", "Do not prompt for confirmation"),),
@@ -109,11 +109,8 @@ def cmd_network_ls(opts, a):
 
 
 def cmd_network_inspect(opts, a):
-    if a.format and a.format not in ("json", "{{json .}}"):
-        engine = open_engine(opts)
-        json_lines([engine.network_inspect(name) for name in a.names], a.format)
-        return
-    inspect_each(a.names, open_engine(opts).network_inspect)
+    inspect_each(a.names, open_engine(opts).network_inspect,
+                 None if a.format in (None, "json") else a.format)
 
 
 def cmd_network_rm(opts, a):

@@ -15,8 +15,10 @@ CONTAINER_FLAGS = (
     ("--add-host", "list", "Add a custom host-to-IP mapping (host:ip)"),
     ("--entrypoint", "string", "Overwrite the default ENTRYPOINT of the image"),
     ("-e --env", "list", "Set environment variables (K=V; K alone: from this environment)"),
+    ("-h --hostname", "string", "Container host name"),
     ("-i --interactive", "bool", "Keep STDIN open even if not attached"),
     ("--ip", "string", "IPv4 address (e.g., 172.30.100.104)"),
+    ("-l --label", "list", "Set meta data on a container (KEY=VALUE)"),
     ("--network --net", "string", "Connect a container to a network (or host, none)",
      "bridge"),
     ("--network-alias", "list", "Add network-scoped alias for the container"),
@@ -62,6 +64,7 @@ ARGS = {
         ("command", "...", "COMMAND [ARG...]"),
         ("-d --detach", "bool", "Detached mode: run command in the background"),
         ("-e --env", "list", "Set environment variables (K=V; K alone: from this environment)"),
+    ("-h --hostname", "string", "Container host name"),
         ("-i --interactive", "bool", "Keep STDIN open even if not attached"),
         ("-t --tty", "bool", "Allocate a pseudo-TTY"),
         ("-u --user", "string", "Username or UID (format: <name|uid>[:<group|gid>])"),
@@ -72,7 +75,10 @@ ARGS = {
         ("--format", "string", FORMAT_HELP),
         ("-q --quiet", "bool", "Only display volume names"),
     ),
-    "volume inspect": (("names", "+", "VOLUME [VOLUME...]"),),
+    "volume inspect": (
+        ("names", "+", "VOLUME [VOLUME...]"),
+        ("-f --format", "string", "Format the output using the given Go template"),
+    ),
     "volume rm": (
         ("names", "+", "VOLUME [VOLUME...]"),
         ("-f --force", "bool", "Accepted for Docker's scripts (a volume in use is never removed)"),
@@ -129,11 +135,18 @@ def run_config(a):
 
     return RunConfig(env=_env(a.env), workdir=a.workdir, user=a.user,
                      extra_hosts=tuple(parse_extra_host(h) for h in a.add_host),
+                     hostname=a.hostname or None, labels=_labels(a.label),
                      volumes=tuple(parse_volume(v) for v in a.volume), read_only=a.read_only,
                      network=a.network, auto_remove=a.rm, runtime=a.runtime, tty=a.tty,
                      open_stdin=a.interactive, ip=a.ip or "", ports=_publish(a.publish),
                      publish_all=a.publish_all, network_aliases=tuple(a.network_alias),
                      **limit_fields(a), **life.options(a))
+
+
+def _labels(values: list[str]) -> tuple[tuple[str, str], ...]:
+    """``--label KEY=VALUE`` (a bare KEY: an empty value, as Docker's), sorted as the API keeps
+    them."""
+    return tuple(sorted((key, value) for key, _, value in (v.partition("=") for v in values)))
 
 
 def entrypoint_of(a) -> list[str] | None:
@@ -232,7 +245,7 @@ def cmd_volume_ls(opts, a):
 
 
 def cmd_volume_inspect(opts, a):
-    inspect_each(a.names, open_engine(opts).volume_inspect)
+    inspect_each(a.names, open_engine(opts).volume_inspect, a.format)
 
 
 def cmd_volume_rm(opts, a):
