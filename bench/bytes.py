@@ -209,9 +209,14 @@ def main() -> int:
         tar_profile = "\n".join(line for line in text.getvalue().splitlines()
                                 if line.strip() and not line.startswith(("   Ordered", "   List")))
         print(tar_profile)
+        # in-process (the CLI leaves by os._exit, before cProfile could write its stats)
         prof = BASE / "commit.prof"
-        subprocess.run([sys.executable, "-m", "cProfile", "-o", str(prof), "-m", "lamina",
-                        "--root", str(after.root), "commit", "prof", "prof:1"], env=env,
+        script = BASE / "commit_only.py"
+        script.write_text(
+            "import cProfile, sys\nfrom lamina import Engine\ne = Engine(root=sys.argv[1])\n"
+            "p = cProfile.Profile()\np.enable()\ne.commit('prof', 'prof:1')\np.disable()\n"
+            "p.dump_stats(sys.argv[2])\n")
+        subprocess.run([sys.executable, str(script), str(after.root), str(prof)], env=env,
                        check=True, stdout=subprocess.DEVNULL)
         text = io.StringIO()
         pstats.Stats(str(prof), stream=text).sort_stats("tottime").print_stats(14)
