@@ -124,6 +124,7 @@ def test_restarting_state_exec_refused_and_rm_f(box):
     assert doc["RestartCount"] >= 1  # (the first wait, 0.1 s, can be the one seen)
     proc = box("ps", "--filter", "status=restarting", "--format", "{{.Names}}")
     assert proc.stdout in ("r\n", "")  # "" only if it was just started again
+    until(lambda: inspect(box, "r")["RestartCount"] >= 2, what="a second restart")
     wait = box("wait", "r")  # the next exit, as Docker's wait returns it
     assert wait.stdout == "1\n"
     cid = inspect(box, "r")["Id"]
