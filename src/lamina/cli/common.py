@@ -100,7 +100,7 @@ class Parser:
         while i < len(args):
             arg = args[i]
             i += 1
-            if rest_at is not None and len(values) >= rest_at:
+            if rest_at is not None and len(values) >= rest_at and (values or rest_at):
                 values.append(arg)
             elif arg == "--":
                 values.extend(args[i:])

@@ -1,0 +1,173 @@
+"""Rootless lamina, tried as a real unprivileged user (tests/rootlessuser.py): private stores, a
+user's defaults, the store's user namespace and ``lamina unshare``.
+
+Run as root inside a private mount namespace, as scripts/test does; the user's commands run with
+the user's own uid, gid and no other groups.
+"""
+
+import os
+import stat
+
+import pytest
+
+from tests.conftest import Lamina, store_files
+from tests.rootlessuser import make_user, subordinate_start
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (useradd, a second user)")
+
+
+@pytest.fixture(scope="module")
+def user_busybox(rootless_user, busybox_tar):
+    """The user's store holds busybox:latest (imported once for the module)."""
+    rootless_user.lamina("import", rootless_user.give(busybox_tar), "busybox:latest")
+    return rootless_user
+
+
+def mode(path: str) -> int:
+    return stat.S_IMODE(os.lstat(path).st_mode)
+
+
+# ----------------------------------------------------------------------------- private stores
+
+def test_roots_store_is_roots_alone(store_root, busybox_tar, rootless_user):
+    """Root's store: 0700, its database and every container's config.json (which holds the
+    container's environment) 0600; the user can list, inspect or read nothing in it, each
+    refusal one line, and root's store is left as it was."""
+    root = Lamina(store_root, None)
+    root("import", busybox_tar, "busybox:latest")
+    cid = root("run", "-d", "--network", "none", "-e", "SECRET=hunter2", "busybox",
+               "sleep", "30").stdout.strip()
+    try:
+        config = os.path.join(store_root, "containers", cid, "config.json")
+        assert mode(store_root) == 0o700
+        assert mode(os.path.join(store_root, "lamina.db")) == 0o600
+        assert mode(config) == 0o600
+        with open(config) as f:
+            assert "SECRET=hunter2" in f.read()
+        before = store_files(store_root)
+        for args in (("ps", "-a"), ("images",), ("inspect", cid), ("image", "inspect", "busybox")):
+            proc = rootless_user.lamina("--root", store_root, *args, check=False)
+            assert proc.returncode != 0, args
+            assert proc.stdout == ""
+            lines = proc.stderr.strip().splitlines()
+            assert len(lines) == 1 and "belongs to root" in lines[0], proc.stderr
+            assert "Traceback" not in proc.stderr
+        for path in (config, os.path.join(store_root, "lamina.db")):
+            proc = rootless_user.run(["cat", path], check=False)
+            assert proc.returncode != 0 and "Permission denied" in proc.stderr
+            assert "hunter2" not in proc.stdout
+        proc = rootless_user.run(["ls", store_root], check=False)
+        assert proc.returncode != 0 and "Permission denied" in proc.stderr
+        assert store_files(store_root) == before
+    finally:
+        root("rm", "-f", cid)
+
+
+def test_an_older_store_is_tightened_on_open(store_root, busybox_tar):
+    """A store made before stores were private (0755, database 0644, config.json 0644) is
+    tightened by the next command that opens it."""
+    root = Lamina(store_root, None)
+    root("import", busybox_tar, "busybox:latest")
+    cid = root("create", "-e", "SECRET=x", "busybox", "true").stdout.strip()
+    root("start", cid)
+    config = os.path.join(store_root, "containers", cid, "config.json")
+    for path, old in ((store_root, 0o755), (os.path.join(store_root, "lamina.db"), 0o644),
+                      (os.path.join(store_root, "containers"), 0o755), (config, 0o644)):
+        os.chmod(path, old)
+    root("ps", "-a")
+    assert mode(store_root) == 0o700
+    assert mode(os.path.join(store_root, "lamina.db")) == 0o600
+    assert mode(config) == 0o600
+
+
+def test_users_store_is_the_users_alone(user_busybox):
+    """A user's store is the user's: 0700 and the user's files; another user (root inside the
+    namespace is the user, so this is a second user) cannot open it, with one line."""
+    user = user_busybox
+    st = os.stat(user.store)
+    assert (st.st_uid, mode(user.store)) == (user.uid, 0o700)
+    assert mode(os.path.join(user.store, "lamina.db")) == 0o600
+    other, cleanup = make_user("lamina-rootless-other")
+    try:
+        proc = other.lamina("--root", user.store, "images", check=False)
+        assert proc.returncode != 0 and proc.stdout == ""
+        assert len(proc.stderr.strip().splitlines()) == 1
+        assert f"belongs to user {user.name}" in proc.stderr
+    finally:
+        cleanup()
+
+
+# ----------------------------------------------------------------------------- defaults
+
+def test_users_defaults_are_xdg(rootless_user):
+    """The store under $XDG_DATA_HOME/lamina (default ~/.local/share/lamina), the namespace's
+    state under $XDG_RUNTIME_DIR/lamina, or /tmp/lamina-run-UID without one (as Podman's
+    /tmp/podman-run-UID)."""
+    import json
+
+    user = rootless_user
+    before = set(users_paths(user.uid))
+    info = json.loads(user.lamina("info").stdout)
+    assert info["Root"] == user.store and info["Driver"] == "overlay2"
+    assert any(n.startswith("ns-") for n in os.listdir(os.path.join(user.runtime_dir, "lamina")))
+    data = os.path.join(user.home, "data")
+    info = json.loads(user.lamina("info", env={"XDG_DATA_HOME": data}).stdout)
+    assert info["Root"] == os.path.join(data, "lamina")
+    fallback = f"/tmp/lamina-run-{user.uid}"
+    user.lamina("info", env={"XDG_RUNTIME_DIR": None})
+    st = os.stat(fallback)
+    assert (st.st_uid, mode(fallback)) == (user.uid, 0o700)
+    user.stop_namespaces()
+    # nothing of the user's outside its home and its runtime directory
+    assert set(users_paths(user.uid)) - before == set()
+
+
+def users_paths(uid: int):
+    """What ``uid`` owns at the top of the shared temporary and runtime directories."""
+    for top in ("/tmp", "/var/tmp", "/run", "/dev/shm"):
+        for name in os.listdir(top):
+            path = os.path.join(top, name)
+            if os.lstat(path).st_uid == uid and not path.startswith(f"/tmp/lamina-run-{uid}"):
+                yield path
+
+
+# ----------------------------------------------------------------------------- the user namespace
+
+def test_one_namespace_with_the_subordinate_ranges(user_busybox):
+    """Every command joins one long-lived namespace: root inside is the user, 1.. the user's
+    subordinate range; image files of uid 0 are the user's on disk and root's inside."""
+    user = user_busybox
+    first = user.lamina("unshare", "sh", "-c", "id -u; readlink /proc/self/ns/user; "
+                        "cat /proc/self/uid_map").stdout.split("\n")
+    second = user.lamina("unshare", "readlink", "/proc/self/ns/user").stdout.strip()
+    assert first[0] == "0" and first[1] == second
+    start = subordinate_start(user.name)
+    assert first[2].split() == ["0", str(user.uid), "1"]
+    assert first[3].split() == ["1", str(start), "65536"]
+    layers = os.path.join(user.store, "overlay2")
+    busybox = [os.path.join(layers, d, "diff", "bin", "busybox") for d in os.listdir(layers)
+               if os.path.exists(os.path.join(layers, d, "diff", "bin", "busybox"))]
+    assert busybox and all(os.stat(p).st_uid == user.uid for p in busybox)
+    inside = user.lamina("unshare", "stat", "-c", "%u", busybox[0]).stdout.strip()
+    assert inside == "0"
+
+
+def test_unshare_as_root_is_refused(store_root):
+    proc = Lamina(store_root, None)("unshare", "id", check=False)
+    assert proc.returncode != 0 and "rootless" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_no_subordinate_range_maps_the_user_alone_with_a_warning(busybox_tar):
+    """Without /etc/subuid ranges: one id mapped (the user as 0) and a warning, as Podman;
+    an image whose files are root's still imports and runs."""
+    user, cleanup = make_user("lamina-rootless-nosub", subordinate=False)
+    try:
+        proc = user.lamina("import", user.give(busybox_tar), "busybox:latest")
+        assert "single-id mapping" in proc.stderr and "subordinate" in proc.stderr
+        maps = user.lamina("unshare", "cat", "/proc/self/uid_map").stdout.split()
+        assert maps == ["0", str(user.uid), "1"]
+        out = user.lamina("run", "--rm", "--network", "none", "busybox", "id", "-u").stdout
+        assert out.strip() == "0"
+    finally:
+        cleanup()
