@@ -63,21 +63,26 @@ def subordinate_start(name: str, kind: str = "uid") -> int:
     raise LookupError(name)
 
 
-def python_for(uid: int, gid: int, scratch: str) -> str:
-    """An interpreter the user can run, with lamina's dependencies: this one, or (when it lives
-    where the user cannot enter, as a pyenv under /root) this one's installation bound read-only
-    at ``scratch`` (the tests run in a private mount namespace, which the user's commands share)."""
+def python_for(uid: int, gid: int, scratch: str) -> tuple[str, list[str]]:
+    """An interpreter the user can run with lamina's dependencies, and the directories of
+    those to add to its path: this one, or (when it lives where the user cannot enter, as a
+    pyenv under /root) this one's installation bound read-only at ``scratch`` (the tests run in
+    a private mount namespace, which the user's commands share)."""
+    import site
+
     try:
-        probe = subprocess.run([sys.executable, "-c", "import httpx"], user=uid, group=gid,
-                               extra_groups=[], capture_output=True, check=False)
+        probe = subprocess.run([sys.executable, "-c", "import httpx, pytest"], user=uid,
+                               group=gid, extra_groups=[], capture_output=True, check=False)
         if probe.returncode == 0:
-            return sys.executable
+            return sys.executable, []
     except PermissionError:
         pass
     prefix = os.path.realpath(sys.base_prefix)
     os.makedirs(scratch, exist_ok=True)
     subprocess.run(["mount", "--bind", "-o", "ro", prefix, scratch], check=True)
-    return os.path.join(scratch, os.path.relpath(os.path.realpath(sys.executable), prefix))
+    packages = [os.path.join(scratch, os.path.relpath(os.path.realpath(p), prefix))
+                for p in site.getsitepackages() if os.path.realpath(p).startswith(prefix + "/")]
+    return os.path.join(scratch, os.path.relpath(os.path.realpath(sys.executable), prefix)), packages
 
 
 class User:
@@ -85,13 +90,14 @@ class User:
 
     def __init__(self, entry: pwd.struct_passwd, home: str):
         self.name, self.uid, self.gid, self.home = entry.pw_name, entry.pw_uid, entry.pw_gid, home
-        self.python = python_for(self.uid, self.gid, os.path.join(home, "python"))
+        self.python, packages = python_for(self.uid, self.gid, os.path.join(home, "python"))
+        self.pythonpath = ":".join([os.path.join(REPO, "src"), *packages])
         self.runtime_dir = os.path.join(home, "run")
         self.store = os.path.join(home, ".local", "share", "lamina")
         self.env = {"HOME": home, "USER": self.name, "LOGNAME": self.name,
                     "PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
                     "XDG_RUNTIME_DIR": self.runtime_dir, "LANG": "C.UTF-8",
-                    "PYTHONPATH": os.path.join(REPO, "src"), "PYTHONDONTWRITEBYTECODE": "1"}
+                    "PYTHONPATH": self.pythonpath, "PYTHONDONTWRITEBYTECODE": "1"}
 
     def run(self, argv, check=True, env=None, input=None, timeout=120) -> subprocess.CompletedProcess:
         """``argv`` as this user (cwd: its home); ``env`` adds to or (value None) removes from

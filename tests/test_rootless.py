@@ -10,7 +10,7 @@ import stat
 
 import pytest
 
-from tests.conftest import Lamina, store_files
+from tests.conftest import REPO, Lamina, store_files
 from tests.rootlessuser import make_user, subordinate_start
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (useradd, a second user)")
@@ -171,3 +171,81 @@ def test_no_subordinate_range_maps_the_user_alone_with_a_warning(busybox_tar):
         assert out.strip() == "0"
     finally:
         cleanup()
+
+
+# ----------------------------------------------------------------------------- overlay2 in the namespace
+
+def test_conformance_suite_on_rootless_overlay2(rootless_user):
+    """The snapshotter conformance suite, unchanged, on overlay2 as the user inside its store's
+    namespace (kernel overlayfs with userxattr; whiteouts as 0/0 devices, opaque directories as
+    user.overlay.opaque)."""
+    user = rootless_user
+    proc = user.lamina("unshare", user.python, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                       "-x", "-k", "overlay2", os.path.join(REPO, "tests", "conformance"),
+                       env={"PYTHONPATH": f"{user.pythonpath}:{REPO}"}, timeout=600, check=False)
+    last = proc.stdout.strip().splitlines()[-1]
+    assert " passed" in last and "failed" not in last and "skipped" not in last, proc.stdout[-2000:]
+
+
+# ----------------------------------------------------------------------------- containers
+
+def test_run_exec_cp_and_mount_as_the_user(user_busybox):
+    """run, exec, cp, and mount inside unshare; a limit a rootless container cannot have is one
+    clear line (exit 125) and nothing is left of it."""
+    user = user_busybox
+    cid = user.lamina("run", "-d", "--network", "none", "busybox", "sleep", "30").stdout.strip()
+    try:
+        assert user.lamina("exec", cid, "id", "-u").stdout.strip() == "0"
+        source = os.path.join(user.home, "in.txt")
+        user.run(["sh", "-c", f"echo copied > {source}"])
+        user.lamina("cp", source, f"{cid}:/in.txt")
+        assert user.lamina("exec", cid, "cat", "/in.txt").stdout == "copied\n"
+        user.lamina("cp", f"{cid}:/etc/hostname", os.path.join(user.home, "hostname"))
+        with open(os.path.join(user.home, "hostname")) as f:
+            assert f.read().strip() == cid[:12]
+        lamina = f"{user.python} -m lamina"
+        out = user.lamina("unshare", "sh", "-c",
+                          f"m=$({lamina} mount {cid}) && cat $m/in.txt && {lamina} umount {cid}")
+        assert out.stdout == "copied\n"
+    finally:
+        user.lamina("rm", "-f", cid)
+    before = user.lamina("ps", "-a", "-q").stdout
+    proc = user.lamina("run", "--rm", "--network", "none", "-m", "16m", "busybox", "true",
+                       check=False)
+    assert proc.returncode == 125
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]
+    assert "cannot apply the memory limit" in proc.stderr
+    assert user.lamina("ps", "-a", "-q").stdout == before
+
+
+def test_networks_none_host_and_published_ports(user_busybox):
+    """none (loopback only), host (the host's interfaces) and the default user-mode network,
+    whose -p HOSTPORT:80 to busybox httpd answers on the host's loopback (pasta)."""
+    import time
+    import urllib.request
+
+    from tests.test_registry import free_port
+
+    user = user_busybox
+    none = user.lamina("run", "--rm", "--network", "none", "busybox", "ip", "-o", "link").stdout
+    assert [line.split()[1] for line in none.splitlines()] == ["lo:"]
+    host = user.lamina("run", "--rm", "--network", "host", "busybox", "ip", "-o", "link").stdout
+    assert len(host.splitlines()) > 1
+    port = free_port()
+    cid = user.lamina("run", "-d", "-p", f"{port}:80", "busybox", "sh", "-c",
+                      "mkdir /www && hostname > /www/index.html && exec httpd -f -p 80 -h /www"
+                      ).stdout.strip()
+    try:
+        deadline, body = time.monotonic() + 10, None
+        while body is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as r:
+                    body = r.read().decode()
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        assert body.strip() == cid[:12]
+    finally:
+        user.lamina("rm", "-f", cid)
+    assert user.run(["pgrep", "-u", str(user.uid), "pasta"], check=False).returncode == 1
