@@ -67,7 +67,8 @@ def python_for(uid: int, gid: int, scratch: str) -> tuple[str, list[str]]:
     """An interpreter the user can run with lamina's dependencies, and the directories of
     those to add to its path: this one, or (when it lives where the user cannot enter, as a
     pyenv under /root) this one's installation bound read-only at ``scratch`` (the tests run in
-    a private mount namespace, which the user's commands share)."""
+    a private mount namespace, which the user's commands share); its libpython is then found
+    through LD_LIBRARY_PATH (see :class:`User`), not the binary's RPATH under /root."""
     import site
 
     try:
@@ -92,12 +93,15 @@ class User:
         self.name, self.uid, self.gid, self.home = entry.pw_name, entry.pw_uid, entry.pw_gid, home
         self.python, packages = python_for(self.uid, self.gid, os.path.join(home, "python"))
         self.pythonpath = ":".join([os.path.join(REPO, "src"), *packages])
+        bound = os.path.join(home, "python", "lib")
         self.runtime_dir = os.path.join(home, "run")
         self.store = os.path.join(home, ".local", "share", "lamina")
         self.env = {"HOME": home, "USER": self.name, "LOGNAME": self.name,
                     "PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
                     "XDG_RUNTIME_DIR": self.runtime_dir, "LANG": "C.UTF-8",
                     "PYTHONPATH": self.pythonpath, "PYTHONDONTWRITEBYTECODE": "1"}
+        if packages:
+            self.env["LD_LIBRARY_PATH"] = bound
 
     def run(self, argv, check=True, env=None, input=None, timeout=120) -> subprocess.CompletedProcess:
         """``argv`` as this user (cwd: its home); ``env`` adds to or (value None) removes from

@@ -10,8 +10,11 @@ import stat
 
 import pytest
 
+from tests import test_registry
 from tests.conftest import REPO, Lamina, store_files
 from tests.rootlessuser import make_user, subordinate_start
+
+registry = test_registry.registry  # Debian's docker-registry on a loopback port
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (useradd, a second user)")
 
@@ -224,14 +227,12 @@ def test_networks_none_host_and_published_ports(user_busybox):
     import time
     import urllib.request
 
-    from tests.test_registry import free_port
-
     user = user_busybox
     none = user.lamina("run", "--rm", "--network", "none", "busybox", "ip", "-o", "link").stdout
     assert [line.split()[1] for line in none.splitlines()] == ["lo:"]
     host = user.lamina("run", "--rm", "--network", "host", "busybox", "ip", "-o", "link").stdout
     assert len(host.splitlines()) > 1
-    port = free_port()
+    port = test_registry.free_port()
     cid = user.lamina("run", "-d", "-p", f"{port}:80", "busybox", "sh", "-c",
                       "mkdir /www && hostname > /www/index.html && exec httpd -f -p 80 -h /www"
                       ).stdout.strip()
@@ -240,12 +241,73 @@ def test_networks_none_host_and_published_ports(user_busybox):
         while body is None:
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as r:
-                    body = r.read().decode()
+                    body = r.read().decode() or None  # pasta answered before httpd listened
             except OSError:
                 if time.monotonic() > deadline:
                     raise
+            if body is None:
+                assert time.monotonic() < deadline, "no answer on the published port"
                 time.sleep(0.1)
         assert body.strip() == cid[:12]
     finally:
         user.lamina("rm", "-f", cid)
     assert user.run(["pgrep", "-u", str(user.uid), "pasta"], check=False).returncode == 1
+
+
+# ----------------------------------------------------------------------------- the whole workflow
+
+DOCKERFILE = """FROM {base}
+LABEL org.opencontainers.image.authors="demo@example.com"
+COPY . /app
+COPY --chown=1000:1000 app.sh /home/app/app.sh
+RUN sh /app/build.sh && mkdir /data && echo mine > /data/owned && chown 1000:1000 /data/owned
+CMD ["sh", "/app/app.sh"]
+"""
+
+
+def test_the_whole_workflow_as_the_user(user_busybox, busybox_tar, registry, store_root):
+    """As the user: import, pull from the local registry, build the demo's app (RUN, COPY
+    --chown), run with a named volume, ps -a -s, diff, commit, push; root pulls what the user
+    pushed. A file made by ``RUN chown 1000:1000`` is uid 1000 inside and the mapped subordinate
+    id on disk; root's store is not touched."""
+    import shutil
+
+    user = user_busybox
+    root = Lamina(store_root, None)
+    root("import", busybox_tar, "busybox:latest")
+    root("push", "busybox:latest", f"{registry}/rootless/busybox:1")
+    roots_files = store_files(store_root)
+    user.lamina("pull", f"{registry}/rootless/busybox:1")
+    context = os.path.join(user.home, "app")
+    shutil.copytree(os.path.join(REPO, "examples", "app"), context)
+    with open(os.path.join(context, "Dockerfile"), "w") as f:
+        f.write(DOCKERFILE.format(base=f"{registry}/rootless/busybox:1"))
+    for dirpath, _, names in os.walk(context):
+        for name in [".", *names]:
+            os.chown(os.path.join(dirpath, name), user.uid, user.gid)
+    user.lamina("build", "-t", "app:rootless", context)
+    out = user.lamina("run", "--name", "app-1", "--network", "none", "-v", "appdata:/vol",
+                      "app:rootless", "sh", "-c",
+                      "stat -c '%u:%g' /data/owned /home/app/app.sh; echo kept > /vol/f; "
+                      "echo new > /app/new.txt").stdout.split()
+    assert out == ["1000:1000", "1000:1000"]
+    start = subordinate_start(user.name)
+    owned = [os.path.join(d, "diff", "data", "owned") for d in
+             (os.path.join(user.store, "overlay2", n) for n in os.listdir(
+                 os.path.join(user.store, "overlay2")))
+             if os.path.exists(os.path.join(d, "diff", "data", "owned"))]
+    assert [os.stat(p).st_uid for p in owned] == [start + 999]
+    again = user.lamina("run", "--rm", "--network", "none", "-v", "appdata:/vol", "busybox",
+                        "cat", "/vol/f").stdout
+    assert again == "kept\n"
+    ps = user.lamina("ps", "-a", "-s").stdout
+    assert "app-1" in ps and "Exited (0)" in ps and "(virtual" in ps
+    assert "A /app/new.txt" in user.lamina("diff", "app-1").stdout.splitlines()
+    user.lamina("commit", "app-1", "app:committed")
+    user.lamina("push", "app:committed", f"{registry}/rootless/app:committed")
+    user.lamina("rm", "app-1")
+    assert store_files(store_root) == roots_files
+    root("pull", f"{registry}/rootless/app:committed")
+    shown = root("run", "--rm", "--network", "none", f"{registry}/rootless/app:committed",
+                 "sh", "-c", "cat /app/new.txt; stat -c %u /data/owned").stdout.split()
+    assert shown == ["new", "1000"]
