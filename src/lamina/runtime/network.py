@@ -30,7 +30,7 @@ def join(containers: ContainerStore, row, config: RunConfig) -> Sandbox:
 
     store = containers.store
     if rootless():
-        from .rootless import user_mode_network
+        from .usernet import user_mode_network
 
         image = containers.images.config(row["image_id"]).get("config") or {}
         ports = endpoints.wanted_ports(json.loads(config.to_json()), image)
@@ -56,6 +56,8 @@ def leave(containers: ContainerStore, container_id: str, sandbox: Sandbox | None
 
         remove_netns(sandbox.netns if sandbox and sandbox.netns else
                      os.path.join(containers.store.root, "netns", container_id))
+        if sandbox is not None:
+            sandbox.close()
         return
     try:
         detach(containers.store, container_id, sandbox)
