@@ -252,11 +252,14 @@ def network_figures(user, lamina: Engine, samples, runs: int) -> None:
     """Set-up of a user-mode network for a fresh namespace: pasta against slirp4netns (until
     slirp4netns says it is ready on its ready pipe), both inside the store's namespace."""
     script = r'''
-import os, subprocess, sys, time
+import os, shutil, subprocess, sys, time
 from lamina.cni import create_netns, remove_netns
 path = sys.argv[1]
 out = []
 for tool in ("pasta", "slirp4netns"):
+    if not shutil.which(tool):  # pasta: apt-get install -y passt (lamina itself uses slirp4netns)
+        out.append("nan")
+        continue
     create_netns(path)
     t = time.perf_counter()
     if tool == "pasta":
@@ -280,8 +283,9 @@ print(*out)
     for _ in range(runs):
         path = os.path.join(user.home, "bench-netns")
         out = lamina("unshare", user.python, "-c", script, path).stdout.split()
-        samples.setdefault(("user-mode network set-up", "pasta"), []).append(float(out[0]))
-        samples.setdefault(("user-mode network set-up", "slirp4netns"), []).append(float(out[1]))
+        for tool, value in zip(("pasta", "slirp4netns"), out):
+            if value != "nan":
+                samples.setdefault(("user-mode network set-up", tool), []).append(float(value))
 
 
 def report(samples, runs: int, podman: Engine) -> str:

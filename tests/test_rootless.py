@@ -223,7 +223,7 @@ def test_run_exec_cp_and_mount_as_the_user(user_busybox):
 
 def test_networks_none_host_and_published_ports(user_busybox):
     """none (loopback only), host (the host's interfaces) and the default user-mode network,
-    whose -p HOSTPORT:80 to busybox httpd answers on the host's loopback (pasta)."""
+    whose -p HOSTPORT:80 to busybox httpd answers on the host's loopback (slirp4netns)."""
     import time
     import urllib.request
 
@@ -241,7 +241,7 @@ def test_networks_none_host_and_published_ports(user_busybox):
         while body is None:
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as r:
-                    body = r.read().decode() or None  # pasta answered before httpd listened
+                    body = r.read().decode() or None  # answered before httpd listened
             except OSError:
                 if time.monotonic() > deadline:
                     raise
@@ -251,8 +251,8 @@ def test_networks_none_host_and_published_ports(user_busybox):
         assert body.strip() == cid[:12]
     finally:
         user.lamina("rm", "-f", cid)
-    # pasta (passt.avx2 and the like) left with the container, reaped: not even a zombie
-    assert user.run(["pgrep", "-u", str(user.uid), "-a", "pas"], check=False).stdout == ""
+    # slirp4netns left with the container, reaped: not even a zombie
+    assert user.run(["pgrep", "-u", str(user.uid), "-a", "slirp4netns"], check=False).stdout == ""
 
 
 # ----------------------------------------------------------------------------- the whole workflow

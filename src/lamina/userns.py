@@ -59,7 +59,7 @@ def runtime_dir() -> str:
     ``/tmp/podman-run-UID``. Made 0700; one that another user owns is refused."""
     from .errors import FailedPrecondition
 
-    uid = os.getuid()
+    uid = host_uid()
     base = os.environ.get("XDG_RUNTIME_DIR")
     path = os.path.join(base, "lamina") if base else f"/tmp/lamina-run-{uid}"
     try:
@@ -67,9 +67,21 @@ def runtime_dir() -> str:
     except FileExistsError:
         pass
     st = os.lstat(path)
-    if st.st_uid != uid or not os.path.isdir(path) or os.path.islink(path):
+    if st.st_uid != os.getuid() or not os.path.isdir(path) or os.path.islink(path):
         raise FailedPrecondition(f"the runtime directory {path} is not this user's own directory")
     return path
+
+
+def host_uid() -> int:
+    """This user's uid on the host, also from inside its namespace (where it is 0)."""
+    if not in_user_namespace():
+        return os.getuid()
+    with open("/proc/self/uid_map") as f:
+        for line in f:
+            inside, outside, _ = (int(n) for n in line.split())
+            if inside == os.getuid():
+                return outside
+    return os.getuid()
 
 
 def subordinate_range(kind: str, user: str, uid: int) -> tuple[int, int] | None:

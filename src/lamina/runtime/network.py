@@ -51,7 +51,7 @@ def leave(containers: ContainerStore, container_id: str, sandbox: Sandbox | None
     container has ended either way, and ``system check --repair`` removes what is left."""
     from ..endpoints import detach
 
-    if rootless():  # pasta leaves by itself once the namespace file is gone
+    if rootless():  # the user-mode network (lamina.runtime.usernet): its helper goes with it
         from ..cni import remove_netns
 
         remove_netns(sandbox.netns if sandbox and sandbox.netns else
