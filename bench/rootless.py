@@ -153,6 +153,10 @@ def main() -> int:
                      check=False, env=podman_env(user))
             user.run(["podman", "unshare", "rm", "-rf", os.path.join(user.home, "podman")],
                      check=False, env=podman_env(user))
+            pause = os.path.join(user.runtime_dir, "libpod", "tmp", "pause.pid")
+            if os.path.exists(pause):  # rootless Podman's own pause process
+                with open(pause) as f:
+                    os.kill(int(f.read().strip()), 9)
         finally:
             cleanup()
             subprocess.run(["sh", "-c", (f"grep -o ' {work}[^ ]*' /proc/self/mountinfo | sort -r"

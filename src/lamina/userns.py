@@ -141,17 +141,22 @@ def _check(result: int, what: str) -> None:
 
 
 def state_file(root: str) -> str:
-    """Where the pause process of the store ``root`` is recorded: ``PID USERNS-ID``."""
-    import hashlib
+    """Where the pause process of the store ``root`` is recorded: ``PID USERNS-ID ROOT``
+    (named by a CRC of the root, which the file repeats: zlib is imported already, hashlib
+    would cost every command a few milliseconds)."""
+    import zlib
 
-    return os.path.join(runtime_dir(), "ns-" + hashlib.sha256(root.encode()).hexdigest()[:16])
+    return os.path.join(runtime_dir(), f"ns-{zlib.crc32(root.encode()):08x}")
 
 
-def _alive_namespace(path: str) -> int | None:
-    """The pid of the pause process recorded at ``path`` if it still holds its namespace."""
+def _alive_namespace(path: str, root: str) -> int | None:
+    """The pid of the pause process recorded at ``path`` for ``root`` if it still holds its
+    namespace."""
     try:
         with open(path) as f:
-            pid_text, ns_id = f.read().split()
+            pid_text, ns_id, recorded = f.read().rstrip("\n").split(" ", 2)
+        if recorded != root:
+            return None
         pid = int(pid_text)
         # a pause process that died keeps its user namespace link until reaped, not its mounts
         if os.readlink(f"/proc/{pid}/ns/user") == ns_id and os.readlink(f"/proc/{pid}/ns/mnt"):
@@ -261,18 +266,18 @@ def enter(root: str) -> str | None:
     import fcntl
 
     path = state_file(root)
-    pid = _alive_namespace(path)
+    pid = _alive_namespace(path, root)
     warning = None
     if pid is None:
         fd = os.open(path + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
-            pid = _alive_namespace(path)
+            pid = _alive_namespace(path, root)
             if pid is None:
                 pid, warning = create()
                 temp = f"{path}.{os.getpid()}"
                 with open(temp, "w") as f:
-                    f.write(f"{pid} {os.readlink(f'/proc/{pid}/ns/user')}\n")
+                    f.write(f"{pid} {os.readlink(f'/proc/{pid}/ns/user')} {root}\n")
                 os.rename(temp, path)
         finally:
             os.close(fd)
@@ -282,4 +287,4 @@ def enter(root: str) -> str | None:
 
 def pause_pid(root: str) -> int | None:
     """The pause process of the store ``root``, if one is alive."""
-    return _alive_namespace(state_file(root))
+    return _alive_namespace(state_file(root), root)
