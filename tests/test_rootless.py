@@ -312,3 +312,17 @@ def test_the_whole_workflow_as_the_user(user_busybox, busybox_tar, registry, sto
     shown = root("run", "--rm", "--network", "none", f"{registry}/rootless/app:committed",
                  "sh", "-c", "cat /app/new.txt; stat -c %u /data/owned").stdout.split()
     assert shown == ["new", "1000"]
+
+
+@pytest.mark.parametrize("fallback", ["vfs", "union"])
+def test_fallback_drivers_as_the_user(rootless_user, busybox_tar, fallback):
+    """The fall-backs where overlayfs does not mount: vfs, and union (FUSE) in the namespace."""
+    user = rootless_user
+    root = os.path.join(user.home, f"store-{fallback}")
+    user.lamina("--root", root, "--driver", fallback, "import", user.give(busybox_tar), "busybox")
+    cid = user.lamina("--root", root, "run", "--network", "none", "busybox", "sh", "-c",
+                      "rm /bin/vi && echo made > /made && cat /made").stdout
+    assert cid == "made\n"
+    changes = user.lamina("--root", root, "diff", user.lamina(
+        "--root", root, "ps", "-a", "-q").stdout.strip()).stdout.splitlines()
+    assert "D /bin/vi" in changes and "A /made" in changes
