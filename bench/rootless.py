@@ -249,7 +249,7 @@ def namespace_figures(user, lamina: Engine, samples, runs: int) -> None:
         samples.setdefault(("images, making the namespace", "lamina rootless"), []).append(
             time.perf_counter() - start)
         out = user.run([user.python, "-c", probe, user.store]).stdout
-        samples.setdefault(("setns into it (2 calls)", "lamina rootless"), []).append(float(out))
+        samples.setdefault(("join: ctypes loaded, 2 setns calls, in-process", "lamina rootless"), []).append(float(out))
 
 
 def network_figures(user, lamina: Engine, samples, runs: int) -> None:
@@ -320,7 +320,7 @@ def report(samples, runs: int, podman: Engine) -> str:
     lines += ["", "| the user namespace and network | median |", "|---|---|"]
     for bench, engine in (("images, joining the namespace", "lamina rootless"),
                           ("images, making the namespace", "lamina rootless"),
-                          ("setns into it (2 calls)", "lamina rootless"),
+                          ("join: ctypes loaded, 2 setns calls, in-process", "lamina rootless"),
                           ("user-mode network set-up", "pasta"),
                           ("user-mode network set-up", "slirp4netns")):
         label = bench if engine == "lamina rootless" else f"{bench}: {engine}"
