@@ -31,6 +31,16 @@ if TYPE_CHECKING:
 GUEST_ADDRESS = "10.0.2.100"
 
 
+def check_network(network: str) -> None:
+    """A rootless container's ``--network`` other than none and host must be the default one."""
+    from ..networks import DEFAULT
+
+    if network not in (DEFAULT, "slirp4netns"):
+        raise FailedPrecondition(
+            f"network {network!r}: a rootless container has the networks none, host and the "
+            "default user-mode one (slirp4netns); user-defined bridges need root")
+
+
 def user_mode_network(store: Store, container_id: str, network: str, ports) -> Sandbox:
     """A rootless container's network namespace, connected, with its ``ports`` ((host IP, host
     port, container port, protocol) rows) forwarded. Nothing is left if a step fails."""
@@ -38,12 +48,8 @@ def user_mode_network(store: Store, container_id: str, network: str, ports) -> S
     import subprocess
 
     from ..cni import create_netns, netns_dir, remove_netns
-    from ..networks import DEFAULT
 
-    if network not in (DEFAULT, "slirp4netns"):
-        raise FailedPrecondition(
-            f"network {network!r}: a rootless container has the networks none, host and the "
-            "default user-mode one (slirp4netns); user-defined bridges need root")
+    check_network(network)
     slirp = shutil.which("slirp4netns")
     if slirp is None:
         raise Unavailable("rootless networking needs slirp4netns (apt-get install -y "
