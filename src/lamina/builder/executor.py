@@ -86,6 +86,9 @@ class BuildOptions:
     output: tuple[str, str] | None = None  # ("local", DIR) or ("tar", FILE): files, no image
     jobs: int | None = None  # stages built at once (None: the CPU count)
     extra_hosts: tuple[str, ...] = ()  # --add-host HOST:IP: in each RUN's /etc/hosts
+    # --cache-to / --cache-from (lamina.builder.remotecache.CacheSpec each)
+    cache_to: tuple = ()
+    cache_from: tuple = ()
 
 
 def _nop(state: State) -> str:
@@ -168,6 +171,9 @@ class Builder:
         self.stage_steps = (0, 0)  # (vertices so far, vertices) of that stage
         self.hit = False  # the last step came from the cache
         self.vertex: int | None = None  # the plain progress's vertex of the step being built
+        self.made: dict = {}  # step key -> remotecache.Step: what --cache-to exports
+        self.made_by: dict[str, str] = {}  # image ID -> the step key that made it
+        self.remote: list = []  # the --cache-from caches (remotecache.RemoteCache)
 
     # ------------------------------------------------------------------ images and states
     def _find_image(self, reference: str) -> str | None:
@@ -215,6 +221,7 @@ class Builder:
         self._check_mounts(stages)
         self.total = sum(1 + len(s.instructions) for s in stages)
         self.several = len(stages) > 1
+        self._import_caches()
         jobs = self.options.jobs or os.cpu_count() or 1
         try:
             if jobs > 1 and self.several:
@@ -223,6 +230,8 @@ class Builder:
                 for stage in stages:
                     self.stage_states[stage.index] = self._run_stage(stage)
         finally:
+            for remote in self.remote:
+                remote.close()
             if self.tmp:
                 import shutil
 
@@ -259,7 +268,68 @@ class Builder:
             for tag in tags:
                 self.plain.status(number, f"naming to {_full_name(tag)} done")
             self.plain.done(number)
+        self._export_caches(state.image_id)
         return state.image_id
+
+    # ------------------------------------------------------------------ caches that travel
+    def _import_caches(self) -> None:
+        """Read each ``--cache-from``; one that cannot be read is a warning (as BuildKit's)."""
+        from .remotecache import RemoteCache
+
+        for spec in self.options.cache_from:
+            number = self.plain.start(f"importing cache manifest from {spec}") \
+                if self.plain is not None else None
+            remote = RemoteCache(spec)
+            try:
+                count = remote.load()
+            except (LaminaError, OSError, ValueError) as error:
+                remote.close()
+                message = f"failed to import cache {spec}: {str(error).splitlines()[0]}"
+                if number is not None:
+                    self.plain.status(number, f"WARNING: {message}")
+                    self.plain.done(number)
+                else:
+                    self.out(f"WARNING: {message}")
+                continue
+            self.remote.append(remote)
+            if number is not None:
+                self.plain.status(number, f"{count} cache records")
+                self.plain.done(number)
+
+    def _export_caches(self, image_id: str) -> None:
+        from .remotecache import export_cache
+
+        for spec in self.options.cache_to:
+            kind = "client directory" if spec.kind == "local" else "registry"
+            if self.plain is not None:
+                number = self.plain.start(f"exporting cache to {kind}")
+                self.plain.status(number, "preparing build cache for export")
+                export_cache(self.images, spec, self.made, image_id,
+                             lambda line, n=number: self.plain.status(n, line))
+                self.plain.done(number)
+            else:
+                export_cache(self.images, spec, self.made, image_id)
+
+    def _remote_hit(self, key: str) -> str | None:
+        """The state step ``key`` made on the machine that wrote a ``--cache-from``, stored
+        here (its missing layers fetched), or None."""
+        for remote in self.remote:
+            try:
+                image_id = remote.materialize(self.images, key)
+            except (LaminaError, OSError) as error:
+                self.out(f"WARNING: cache {remote.spec}: {str(error).splitlines()[0]}")
+                continue
+            if image_id is not None:
+                return image_id
+        return None
+
+    def _remember(self, key: str, parent_id: str | None, state: State) -> None:
+        """Step ``key`` on ``parent_id`` made (or found) ``state``: a record for --cache-to."""
+        from .remotecache import Step
+
+        parent = self.made_by.get(parent_id) if parent_id else None
+        self.made[key] = Step(key, parent, state.image_id, tuple(state.chains), state.raw)
+        self.made_by[state.image_id] = key
 
     def _run_graph(self, stages: list[Stage], jobs: int) -> None:
         """Build the stages as a graph: each as soon as the stages it needs are built, at most
@@ -499,15 +569,23 @@ class Builder:
         for _attempt in range(3):  # a concurrent prune may remove the state found meanwhile:
             try:  # looked up again, it is stored again from the recorded config
                 image_id = cache.lookup(self.images, key)
+                remote = image_id is None and bool(self.remote)
+                if remote:  # a --cache-from's state, stored here and remembered
+                    image_id = self._remote_hit(key)
                 if image_id is None:
                     return None
                 new = self._state_of(image_id)
+                if remote:
+                    with self.store.tx():
+                        cache.record(self.db, key, state.image_id, image_id, new.chains,
+                                     new.raw)
                 break
             except NotFound:
                 continue
         else:
             return None
         self.hit = True
+        self._remember(key, state.image_id, new)
         self.out(" ---> Using cache (CACHED)")
         self.out(f" ---> {image_id[7:19]}")
         new.cmd_set = state.cmd_set
@@ -574,7 +652,10 @@ class Builder:
                 self._drop(layer)
             raise
         self.out(f" ---> {image_id[7:19]}")
-        return State(image_id, chains, ordered, state.cmd_set, list(state.shell), config)
+        new = State(image_id, chains, ordered, state.cmd_set, list(state.shell), config)
+        if key is not None:
+            self._remember(key, parent_id, new)
+        return new
 
     def _store_again(self, state: State) -> None:
         """Inside a transaction: store ``state`` again if an ``image prune -a`` or ``system

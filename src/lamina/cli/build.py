@@ -13,6 +13,8 @@ ARGS = {
         ("context", None, "PATH"),
         ("--add-host", "list", "Add a custom host-to-IP mapping (host:ip) for RUN"),
         ("--build-arg", "list", "Set a build-time variable (NAME=VALUE; NAME: from the env)"),
+        ("--cache-from", "list", "Cache source: type=local,src=DIR, type=registry,ref=REF or REF"),
+        ("--cache-to", "list", "Cache destination: type=local|registry,dest=DIR|ref=REF[,mode=max]"),
         ("--check", "bool", "Only check the Dockerfile, build nothing"),
         ("-f --file", "string", "Name of the Dockerfile (default PATH/Dockerfile; '-': STDIN)"),
         ("--network", ("none", "host", "default"), "Network of RUN instructions ('default': host)"),
@@ -105,12 +107,19 @@ def cmd_build(opts, a):
     from ..builder import BuildOptions
     from ..runtime.oci import parse_extra_host
 
+    cache_to = cache_from = ()
+    if a.cache_to or a.cache_from:
+        from ..builder.remotecache import parse_cache_spec
+
+        cache_to = tuple(parse_cache_spec(item, export=True) for item in a.cache_to)
+        cache_from = tuple(parse_cache_spec(item, export=False) for item in a.cache_from)
+
     extra_hosts = tuple(parse_extra_host(item) for item in a.add_host)
     engine = open_engine(opts)
     options = BuildOptions(context=a.context, dockerfile=text, tags=a.tag, build_args=build_args,
                            target=a.target, no_cache=a.no_cache, pull=a.pull,
                            network=a.network, quiet=a.quiet, secrets=secrets, output=output,
-                           extra_hosts=extra_hosts,
+                           extra_hosts=extra_hosts, cache_to=cache_to, cache_from=cache_from,
                            progress="legacy" if a.progress in (None, "auto") else a.progress)
 
     def out(line: str) -> None:
