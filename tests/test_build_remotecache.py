@@ -78,6 +78,14 @@ def image_id(lamina: Lamina, name: str) -> str:
     return json.loads(lamina("image", "inspect", name).stdout)[0]["Id"]
 
 
+def raw_config(lamina: Lamina, image: str) -> dict:
+    engine = Engine(root=lamina.root)
+    try:
+        return json.loads(engine.content.read(image_id(lamina, image)))
+    finally:
+        engine.close()
+
+
 def test_registry_cache_from_another_store_runs_no_run(machines, registry, tmp_path):
     a, b, base = machines
     host, log = registry
@@ -156,6 +164,22 @@ def test_local_cache_and_its_format(machines, tmp_path):
     assert image_id(b, "app:1") == image_id(a, "app:1")
 
 
+def test_inline_cache_travels_with_the_image(machines, registry, tmp_path):
+    a, b, base = machines
+    host, _ = registry
+    ctx = context(tmp_path, DOCKERFILE.format(base=base))
+    image = f"{host}/app/inline:1"
+    a("build", "--build-arg", "BUILDKIT_INLINE_CACHE=1", "-t", image, ctx)
+    raw = raw_config(a, image)
+    assert "moby.buildkit.cache.v0" in raw  # BuildKit's field, in the config pushed
+    a("push", image)
+    out = b("build", "--cache-from", image, "-t", "app:1", ctx).stdout
+    assert ran(b) == set() and out.count("Using cache") == 3, out
+    built = raw_config(b, "app:1")
+    del raw["moby.buildkit.cache.v0"]
+    assert built == raw  # the image A built, before its cache went in
+
+
 def test_bad_cache_options_are_one_line_errors(machines, tmp_path):
     a, _b, base = machines
     ctx = context(tmp_path, DOCKERFILE.format(base=base))
@@ -166,7 +190,8 @@ def test_bad_cache_options_are_one_line_errors(machines, tmp_path):
             ("--cache-from", "type=local", "type=local needs src=DIR"),
             ("--cache-to", "type=registry,mode=max", "type=registry needs ref=REF"),
             ("--cache-to", "type=registry,ref=x/y,mode=all", "invalid mode 'all'"),
-            ("--cache-from", "type=local,src=/x,colour=red", "unknown option 'colour'")):
+            ("--cache-from", "type=local,src=/x,colour=red", "unknown option 'colour'"),
+            ("--cache-from", "type=inline", "type=inline is for --cache-to")):
         proc = a("build", flag, value, ctx, check=False)
         assert proc.returncode != 0 and message in proc.stderr, (value, proc.stderr)
         assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr

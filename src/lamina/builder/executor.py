@@ -245,7 +245,11 @@ class Builder:
 
             write_output(self._tree(state), *options.output)
             self.out(f"Successfully built {state.image_id[7:19]}")
+            self._export_caches(state.image_id)
             return state.image_id
+        built = state.image_id  # the last step's state (made_by knows it)
+        if self._inline_cache_wanted():  # the image made carries its cache
+            state = self._with_inline_cache(state)
         from lamina.image import normalize
 
         tags = [normalize(t) for t in options.tags]
@@ -268,7 +272,7 @@ class Builder:
             for tag in tags:
                 self.plain.status(number, f"naming to {_full_name(tag)} done")
             self.plain.done(number)
-        self._export_caches(state.image_id)
+        self._export_caches(built)
         return state.image_id
 
     # ------------------------------------------------------------------ caches that travel
@@ -296,10 +300,27 @@ class Builder:
                 self.plain.status(number, f"{count} cache records")
                 self.plain.done(number)
 
+    def _inline_cache_wanted(self) -> bool:
+        return any(spec.kind == "inline" for spec in self.options.cache_to) or \
+            self.options.build_args.get("BUILDKIT_INLINE_CACHE", "0").lower() in ("1", "true")
+
+    def _with_inline_cache(self, state: State) -> State:
+        """The final state again, its config holding the cache of the steps that made it."""
+        from .remotecache import with_inline_cache
+
+        config = with_inline_cache(state.raw, self.made, state.image_id)
+        with self.store.tx():
+            image_id = self.images.add(config, state.chains, None)
+            self._lease(state.chains)
+        return State(image_id, list(state.chains), json.loads(config), state.cmd_set,
+                     list(state.shell), config)
+
     def _export_caches(self, image_id: str) -> None:
         from .remotecache import export_cache
 
         for spec in self.options.cache_to:
+            if spec.kind == "inline":
+                continue
             kind = "client directory" if spec.kind == "local" else "registry"
             if self.plain is not None:
                 number = self.plain.start(f"exporting cache to {kind}")
@@ -407,7 +428,8 @@ class Builder:
         from lamina.builder.plan import platform_args
 
         unused = sorted(k for k in self.options.build_args
-                        if k not in declared and k not in PROXY_ARGS and k not in platform_args())
+                        if k not in declared and k not in PROXY_ARGS and k not in platform_args()
+                        and k != "BUILDKIT_INLINE_CACHE")
         if unused:
             self.out(f"[Warning] One or more build-args [{' '.join(unused)}] were not consumed")
 

@@ -24,6 +24,11 @@ A hit fetches only the layers of the state that hit and that the store lacks (a 
 stages costs nothing for the stages a build does not reach). ``mode=min`` exports the steps of the
 final image (its stage and the stages it is built on); ``mode=max`` every step of the build.
 A cache that cannot be read is a warning and the build goes on, as with BuildKit.
+
+``type=inline`` (or ``--build-arg BUILDKIT_INLINE_CACHE=1``) writes the records into the built
+image's config instead, under BuildKit's key ``moby.buildkit.cache.v0`` (base64 of the records,
+each result an index into the image's own layers); ``--cache-from IMAGE`` reads them from an image
+in a registry, as ``docker build --cache-from`` does.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ __all__ = ["MEDIA_CACHE_CONFIG", "CacheSpec", "RemoteCache", "Step", "export_cac
            "parse_cache_spec"]
 
 MEDIA_CACHE_CONFIG = "application/vnd.buildkit.cacheconfig.v0"
+INLINE_KEY = "moby.buildkit.cache.v0"  # the image config's field of an inline cache
 MEDIA_GZIP_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
 MEDIA_OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 MEDIA_OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -75,6 +81,11 @@ def parse_cache_spec(text: str, export: bool) -> CacheSpec:
         if not text:
             raise CacheSpecError(f"{flag}: empty value")
         return CacheSpec("registry", text)
+    if text.replace(" ", "") == "type=inline":
+        if not export:
+            raise CacheSpecError("--cache-from: type=inline is for --cache-to (read an image's "
+                                 "inline cache with --cache-from IMAGE)")
+        return CacheSpec("inline", "")
     fields: dict[str, str] = {}
     for part in text.split(","):
         key, eq, value = part.partition("=")
@@ -109,7 +120,8 @@ def parse_cache_spec(text: str, export: bool) -> CacheSpec:
             raise CacheSpecError(f"{flag}: {error}") from None
         spec = CacheSpec("registry", location, mode)
     else:
-        raise CacheSpecError(f"{flag}: unsupported cache type {kind!r}: local or registry")
+        raise CacheSpecError(f"{flag}: unsupported cache type {kind!r}: local, registry or "
+                             "inline")
     if fields:
         raise CacheSpecError(f"{flag}: unknown option {sorted(fields)[0]!r}")
     return spec
@@ -307,6 +319,37 @@ def select_steps(steps: dict[str, Step], final_image: str, mode: str) -> list[St
     return ordered
 
 
+def records_of(chosen: list[Step], layer_of) -> list[dict]:
+    """BuildKit's records of ``chosen`` (parents first): ``layer_of(step)`` is the index of the
+    layer of the step's result, or None."""
+    index = {step.key: i for i, step in enumerate(chosen)}
+    records = []
+    for step in chosen:
+        record: dict = {"digest": "sha256:" + step.key}
+        layer = layer_of(step)
+        if layer is not None:
+            record["layers"] = [{"layer": layer}]
+        if step.parent_key in index:
+            record["inputs"] = [[{"selector": "", "link": index[step.parent_key]}]]
+        record["lamina.config"] = step.config.decode("utf-8")
+        records.append(record)
+    return records
+
+
+def with_inline_cache(config: bytes, steps: dict[str, Step], final_image: str) -> bytes:
+    """The image config ``config`` with the records of the steps that made it (``mode=min``)
+    inline, as BuildKit writes them: results index the image's own layers."""
+    import base64
+
+    from lamina.image import dumps
+
+    chosen = select_steps(steps, final_image, "min")
+    records = records_of(chosen, lambda step: len(step.chains) - 1 if step.chains else None)
+    doc = json.loads(config)
+    doc[INLINE_KEY] = base64.b64encode(dumps(records)).decode()
+    return dumps(doc)
+
+
 def export_cache(images: ImageStore, spec: CacheSpec, steps: dict[str, Step],
                  final_image: str, report=lambda line: None) -> str:
     """Write the cache of ``steps`` to ``spec``; returns the digest of its manifest."""
@@ -334,16 +377,8 @@ def export_cache(images: ImageStore, spec: CacheSpec, steps: dict[str, Step],
             layers.append({"blob": digest, "parent": -1 if parent is None else parent,
                            "annotations": {"mediaType": MEDIA_GZIP_LAYER, "diffID": diff_id,
                                            "size": size}})
-        record_index = {step.key: i for i, step in enumerate(chosen)}
-        records = []
-        for step in chosen:
-            record: dict = {"digest": "sha256:" + step.key}
-            if step.chains:
-                record["layers"] = [{"layer": layer_index[step.chains[-1]]}]
-            if step.parent_key in record_index:
-                record["inputs"] = [[{"selector": "", "link": record_index[step.parent_key]}]]
-            record["lamina.config"] = step.config.decode("utf-8")
-            records.append(record)
+        records = records_of(chosen, lambda step: layer_index[step.chains[-1]]
+                             if step.chains else None)
         config = dumps({"layers": layers, "records": records})
         config_digest = target.put(config)
         manifest = dumps({"schemaVersion": 2, "mediaType": MEDIA_OCI_MANIFEST,
@@ -430,12 +465,12 @@ class RemoteCache:
 
     def load(self) -> int:
         """Read the manifest and the cache config; returns the number of records."""
-        manifest, media = self._manifest()
+        manifest, _media = self._manifest()
         doc = json.loads(manifest)
         config_desc = doc.get("config") or {}
         if config_desc.get("mediaType") == MEDIA_CACHE_CONFIG:  # image-manifest form
             descriptors = doc.get("layers") or []
-        else:  # the index form: the cache config is an entry among the layers
+        elif "manifests" in doc:  # the index form: the cache config is an entry among the layers
             entries = doc.get("manifests") or []
             found = [e for e in entries if e.get("mediaType") == MEDIA_CACHE_CONFIG]
             if not found:
@@ -443,11 +478,34 @@ class RemoteCache:
                                       f"{MEDIA_CACHE_CONFIG})")
             config_desc = found[-1]
             descriptors = [e for e in entries if e is not config_desc]
+        else:  # an image: the cache inline in its config, if it has one
+            return self._load_inline(doc)
         sizes = {d.get("digest"): (int(d.get("size") or 0), d.get("mediaType") or "")
                  for d in descriptors}
         config = json.loads(self.source.read(config_desc.get("digest", "")))
-        layers = config.get("layers") or []
-        for record in config.get("records") or []:
+        return self._add_records(config.get("layers") or [], config.get("records") or [], sizes)
+
+    def _load_inline(self, manifest: dict) -> int:
+        import base64
+
+        descriptors = manifest.get("layers") or []
+        image_config = json.loads(self.source.read((manifest.get("config") or {}).get(
+            "digest", ""), 16 << 20))
+        inline = image_config.get(INLINE_KEY)
+        if not isinstance(inline, str):
+            raise InvalidArgument(f"{self.spec}: the image has no inline build cache (build it "
+                                  "with --cache-to type=inline)")
+        records = json.loads(base64.b64decode(inline))
+        layers = [{"blob": d.get("digest", ""), "parent": i - 1}
+                  for i, d in enumerate(descriptors)]
+        sizes = {d.get("digest"): (int(d.get("size") or 0), d.get("mediaType") or "")
+                 for d in descriptors}
+        return self._add_records(layers, records if isinstance(records, list) else [], sizes)
+
+    def _add_records(self, layers: list, records: list, sizes: dict) -> int:
+        for record in records:
+            if not isinstance(record, dict):
+                continue
             text = record.get("lamina.config")
             key = (record.get("digest") or "").partition(":")[2]
             if not isinstance(text, str) or not key:
@@ -470,13 +528,19 @@ class RemoteCache:
         from lamina.transfer.formats import INDEX_TYPES
 
         ref = self.source.ref
-        manifest, media, _ = self.source.client.get_manifest(self.source.repo,
-                                                             ref.digest or ref.tag or "latest")
+        client, repo = self.source.client, self.source.repo
+        manifest, media, _ = client.get_manifest(repo, ref.digest or ref.tag or "latest")
         if media in INDEX_TYPES:
             doc = json.loads(manifest)
-            if not any(e.get("mediaType") == MEDIA_CACHE_CONFIG for e in doc.get("manifests")
-                       or []):
-                raise InvalidArgument(f"{self.spec} is an image index, not a build cache")
+            entries = doc.get("manifests") or []
+            if not any(e.get("mediaType") == MEDIA_CACHE_CONFIG for e in entries):
+                # an image index: its linux/amd64 image, whose config may hold a cache
+                from lamina.transfer.formats import platform_matches
+
+                chosen = [e for e in entries if platform_matches(e, ("linux", "amd64", None))]
+                if not chosen:
+                    raise InvalidArgument(f"{self.spec}: no linux/amd64 image in its index")
+                manifest, media, _ = client.get_manifest(repo, chosen[0].get("digest", ""))
         return manifest, media
 
     def materialize(self, images: ImageStore, key: str) -> str | None:
