@@ -149,7 +149,13 @@ class Builder:
         from .progress import Plain
 
         mode = "quiet" if options.quiet else (options.progress or "legacy")
-        self.plain = Plain(out) if mode in ("plain", "tty") else None
+        self.plain = Plain(out) if mode == "plain" else None
+        if mode == "tty":  # BuildKit's live view, drawn on this process's terminal
+            import sys
+
+            from .progress import Tty
+
+            self.plain = Tty(sys.stdout)
         if mode == "quiet" or self.plain is not None:
             self.out = lambda *a, **k: None  # Docker's legacy lines: not in these modes
         else:
@@ -208,9 +214,14 @@ class Builder:
 
     # ------------------------------------------------------------------ the build
     def run(self) -> str:
+        failed = True
         try:
-            return self._run()
+            image_id = self._run()
+            failed = False
+            return image_id
         finally:
+            if self.plain is not None:
+                self.plain.close(failed)
             self._release_leases()
 
     def _run(self) -> str:

@@ -22,7 +22,7 @@ ARGS = {
         ("--pull", "bool", "Always attempt to pull a newer version of the image"),
         ("-o --output", "string", "type=local|tar,dest=PATH: files, no image; type=oci|docker"),
         ("--progress", ("auto", "plain", "tty", "quiet"),
-         "plain: BuildKit's steps (tty: the same, no live view yet); auto: Docker's lines"),
+         "BuildKit's steps: plain, tty (live), auto (tty on a terminal); none: Docker's lines"),
         ("-q --quiet", "bool", "Suppress the build output and print image ID on success"),
         ("--secret", "list", "Secret for RUN --mount=type=secret: id=ID,src=FILE or id=ID,env=VAR"),
         ("-t --tag", "list", "Name and optionally a tag (NAME[:TAG]); may be repeated"),
@@ -73,6 +73,16 @@ def parse_secret(text: str) -> tuple[str, tuple[str, str]]:
     return secret_id, ("file", os.path.abspath(path))
 
 
+def _progress_mode(flag: str | None) -> str:
+    """No flag: Docker's legacy lines; ``auto``: BuildKit's live view on a terminal, its plain
+    log elsewhere (as ``docker buildx build --progress=auto``)."""
+    if flag is None:
+        return "legacy"
+    if flag == "auto":
+        return "tty" if sys.stdout.isatty() else "plain"
+    return flag
+
+
 def cmd_build(opts, a):
     if a.context != "-" and not os.path.isdir(a.context):
         raise UsageError(f"unable to prepare context: path {a.context!r} not found")
@@ -120,7 +130,7 @@ def cmd_build(opts, a):
                            target=a.target, no_cache=a.no_cache, pull=a.pull,
                            network=a.network, quiet=a.quiet, secrets=secrets, output=output,
                            extra_hosts=extra_hosts, cache_to=cache_to, cache_from=cache_from,
-                           progress="legacy" if a.progress in (None, "auto") else a.progress)
+                           progress=_progress_mode(a.progress))
 
     def out(line: str) -> None:
         print(line, flush=True)
