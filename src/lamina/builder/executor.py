@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # BuildKit-only flags the parser accepts but this builder (like Docker's legacy one) does not do
-_UNSUPPORTED = {"add": ("keep-git-dir", "unpack")}
+_UNSUPPORTED = {"add": ("unpack",)}
 
 
 class BuildError(LaminaError):
@@ -941,6 +941,17 @@ class Builder:
                 source_state = self._state_of(image_id)
             source_tree = self._tree(source_state)
             source_label = f"--from={source_state.image_id or 'scratch'} "
+        context = self.context
+        kept_git = False  # ADD --keep-git-dir of a repository: keyed by its commit
+        if what == "ADD" and sources and reference in (None, "", []):
+            from .gitsource import parse_git_ref
+
+            repositories = [parse_git_ref(source) for source in sources]
+            if any(repositories):
+                if len(sources) != 1:
+                    raise InvalidArgument("ADD: a git repository must be the only source")
+                kept_git = flags.get("keep-git-dir") == "true"
+                context, sources, source_label = self._git_source(repositories[0], kept_git)
         checksum = flags.get("checksum") if what == "ADD" else None
         if checksum and not all(s.startswith(("http://", "https://")) for s in sources):
             raise InvalidArgument("checksum can't be specified for non-HTTP(S) sources")
@@ -960,12 +971,15 @@ class Builder:
         copy_plan = plan_copy(
             what=what, sources=sources, dest=dest,
             workdir=state.config.get("WorkingDir") or "/", tree=tree,
-            context=self.context if source_tree is None else None,
+            context=context if source_tree is None else None,
             chown=flags.get("chown") or None, chmod=flags.get("chmod") or None,
             source_tree=source_tree, heredocs=heredocs, downloads=downloads,
             exclude=list(flags.get("exclude") or []), parents=flags.get("parents") == "true")
         try:
-            digest = content_digest(copy_plan)
+            # a kept .git differs from clone to clone (its index's times, its logs): the commit
+            # names the content instead
+            digest = content_digest(copy_plan) if not kept_git else \
+                cache.step_key(None, source_label)
             kinds = copy_plan.kinds
             kind = "multi" if len(kinds) != 1 else kinds[0]
             chown = flags.get("chown") or ""  # Docker keeps the flag, glued to the digest
@@ -1016,6 +1030,17 @@ class Builder:
             return None  # the layer went meanwhile: made again
         self.out(" ---> Using the linked layer of an earlier build (--link)")
         return staged, facts, blob
+
+    def _git_source(self, source, keep_git_dir: bool) -> tuple[Context, list[str], str]:
+        """Clone a repository into the scratch dir: (its files as a context, the source to
+        copy, what the cache key holds of it)."""
+        from .gitsource import checkout
+
+        where = os.path.join(self._scratch_dir(), f"git-{len(os.listdir(self.tmp))}")
+        root, commit = checkout(source, where, keep_git_dir)
+        self.out(f" ---> {source.remote} at {commit[:12]}")
+        label = f"git={source.remote}@{commit}:{source.subdir}:{keep_git_dir} "
+        return Context(root, ""), ["."], label
 
     def _download(self, url: str, dest: str) -> tuple[str, str, float]:
         """Fetch ``url`` into the scratch dir: (path, file name, mtime from Last-Modified)."""
