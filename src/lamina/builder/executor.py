@@ -179,6 +179,7 @@ class Builder:
         self.vertex: int | None = None  # the plain progress's vertex of the step being built
         self.made: dict = {}  # step key -> remotecache.Step: what --cache-to exports
         self.made_by: dict[str, str] = {}  # image ID -> the step key that made it
+        self.exporting = False  # --cache-to or an inline cache: steps are remembered
         self.remote: list = []  # the --cache-from caches (remotecache.RemoteCache)
 
     # ------------------------------------------------------------------ images and states
@@ -232,6 +233,7 @@ class Builder:
         self._check_mounts(stages)
         self.total = sum(1 + len(s.instructions) for s in stages)
         self.several = len(stages) > 1
+        self.exporting = bool(options.cache_to) or self._inline_cache_wanted()
         self._import_caches()
         jobs = self.options.jobs or os.cpu_count() or 1
         try:
@@ -289,6 +291,8 @@ class Builder:
     # ------------------------------------------------------------------ caches that travel
     def _import_caches(self) -> None:
         """Read each ``--cache-from``; one that cannot be read is a warning (as BuildKit's)."""
+        if not self.options.cache_from:
+            return
         from .remotecache import RemoteCache
 
         for spec in self.options.cache_from:
@@ -357,6 +361,8 @@ class Builder:
 
     def _remember(self, key: str, parent_id: str | None, state: State) -> None:
         """Step ``key`` on ``parent_id`` made (or found) ``state``: a record for --cache-to."""
+        if not self.exporting:
+            return
         from .remotecache import Step
 
         parent = self.made_by.get(parent_id) if parent_id else None
