@@ -1161,8 +1161,13 @@ class Builder:
                 if not os.path.lexists(self.context.host(rel)):
                     raise NotFound(f"RUN --mount: bind source {m.source!r} not found in the "
                                    "build context")
+                if m.readonly and self.context.matcher is None:
+                    # nothing of it is excluded: the context's own files, bound read-only
+                    out[i] = (self.context.host(rel),
+                              copy_context_subtree(self.context, rel, None))
+                    continue
                 copy = os.path.join(step.temp_dir("bind-"), "source")
-                out[i] = (copy, copy_context_subtree(self.context, rel, copy))
+                out[i] = (copy, copy_context_subtree(self.context, rel, copy, link=m.readonly))
             elif m.type in ("bind", "cache") and m.from_:
                 stage = ins.mount_stages.get(m.from_)
                 if stage is not None:
