@@ -205,3 +205,15 @@ def test_an_unreadable_cache_from_is_a_warning(machines, tmp_path):
              "--cache-from", f"type=local,src={tmp_path}/missing", "-t", "app:1", ctx)
     assert proc.stdout.count("WARNING: failed to import cache") == 2, proc.stdout
     assert ran(a) == {"one", "two"}
+
+
+def test_a_cache_that_cannot_be_written_is_a_one_line_error(machines, tmp_path):
+    a, _b, base = machines
+    ctx = context(tmp_path, DOCKERFILE.format(base=base))
+    unwritable = "failed to export cache to local:/proc/lamina-cache"
+    for value, message in (("type=local,dest=/proc/lamina-cache", unwritable),
+                           ("type=registry,ref=127.0.0.1:1/no/such", "cannot reach registry")):
+        proc = a("build", "-q", "--cache-to", value, ctx, check=False)
+        assert proc.returncode == 1 and message in proc.stderr, proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1
+

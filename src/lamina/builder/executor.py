@@ -291,7 +291,7 @@ class Builder:
     # ------------------------------------------------------------------ caches that travel
     def _import_caches(self) -> None:
         """Read each ``--cache-from``; one that cannot be read is a warning (as BuildKit's)."""
-        if not self.options.cache_from:
+        if not self.options.cache_from or self.options.no_cache:  # --no-cache: none is used
             return
         from .remotecache import RemoteCache
 
@@ -352,8 +352,12 @@ class Builder:
         for remote in self.remote:
             try:
                 image_id = remote.materialize(self.images, key)
-            except (LaminaError, OSError) as error:
-                self.out(f"WARNING: cache {remote.spec}: {str(error).splitlines()[0]}")
+            except (LaminaError, OSError) as error:  # a warning: the step is built here
+                warning = f"WARNING: cache {remote.spec}: {str(error).splitlines()[0]}"
+                if self.plain is not None and self.vertex is not None:
+                    self.plain.status(self.vertex, warning)
+                else:
+                    self.out(warning)
                 continue
             if image_id is not None:
                 return image_id

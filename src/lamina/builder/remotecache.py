@@ -38,7 +38,7 @@ import os
 import threading
 from dataclasses import dataclass
 
-from lamina.errors import InvalidArgument, LaminaError
+from lamina.errors import InvalidArgument, LaminaError, Unavailable
 
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing (start-up time)
 if TYPE_CHECKING:
@@ -353,6 +353,15 @@ def with_inline_cache(config: bytes, steps: dict[str, Step], final_image: str) -
 def export_cache(images: ImageStore, spec: CacheSpec, steps: dict[str, Step],
                  final_image: str, report=lambda line: None) -> str:
     """Write the cache of ``steps`` to ``spec``; returns the digest of its manifest."""
+    try:
+        return _export(images, spec, steps, final_image, report)
+    except OSError as error:  # a directory that cannot be written, a full disk
+        raise Unavailable(f"failed to export cache to {spec}: {error.strerror or error}") \
+            from None
+
+
+def _export(images: ImageStore, spec: CacheSpec, steps: dict[str, Step], final_image: str,
+            report) -> str:
     from lamina.digest import sha256_bytes
     from lamina.image import dumps
 
