@@ -78,6 +78,23 @@ def image_id(lamina: Lamina, name: str) -> str:
     return json.loads(lamina("image", "inspect", name).stdout)[0]["Id"]
 
 
+def test_min_exports_the_final_images_steps_and_max_every_step():
+    from lamina.builder.remotecache import Step, select_steps
+
+    def step(key, parent, image):
+        return Step(key, parent, image, (), b"{}")
+
+    # stage "builder": b1 -> b2; final stage: f1 -> f2 (built on the base image, copies from b2)
+    steps = {s.key: s for s in (step("b1", None, "B1"), step("b2", "b1", "B2"),
+                                step("f1", None, "F1"), step("f2", "f1", "F2"))}
+    assert [s.key for s in select_steps(steps, "F2", "min")] == ["f1", "f2"]
+    assert [s.key for s in select_steps(steps, "F2", "max")] == ["b1", "b2", "f1", "f2"]
+    # a parent always comes before its child, whatever the order the steps were made in
+    shuffled = {k: steps[k] for k in ("f2", "b2", "f1", "b1")}
+    order = [s.key for s in select_steps(shuffled, "F2", "max")]
+    assert order.index("f1") < order.index("f2") and order.index("b1") < order.index("b2")
+
+
 def raw_config(lamina: Lamina, image: str) -> dict:
     engine = Engine(root=lamina.root)
     try:
