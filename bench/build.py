@@ -495,7 +495,11 @@ def main(argv: list[str]) -> int:
              ("Versions: " + "; ".join(f"{n} {versions.get(n, '?')}" for n in names) + ". "
               "docker builds with the legacy builder (DOCKER_BUILDKIT=0), buildkit is the same "
               "Docker Engine building with BuildKit (Debian's 20.10 client, DOCKER_BUILDKIT=1); "
-              "buildah is not installed here. The legacy builder has no RUN --mount."), "",
+              "buildah is not installed here. The legacy builder has no RUN --mount. "
+              "cache-from: store B holds only the base image (pulled from a loopback "
+              "docker-registry, as A pushed it) and builds from A's cache alone, fetching its "
+              "layers; Debian's 20.10 client gives BuildKit only the inline form (--cache-to "
+              "needs buildx, which is not packaged here)."), "",
              "| work | " + " | ".join(names) + " | " +
              " | ".join(f"lamina / {n}" for n in names if n != "lamina") + " |",
              "|---" * (1 + len(names) + len([n for n in names if n != "lamina"])) + "|"]
