@@ -114,12 +114,15 @@ def test_registry_cache_from_another_store_runs_no_run(machines, registry, tmp_p
     # the registry holds BuildKit's cache manifest: a cacheconfig and the two built layers
     from lamina.transfer.http import Client
 
-    with Client(host, ["repository:cache/app:pull"]) as client:
+    with Client(host, ["repository:cache/app:pull", "repository:base/busybox:pull"]) as client:
         manifest, _, _ = client.get_manifest("cache/app", "1")
+        base_manifest, _, _ = client.get_manifest("base/busybox", "1")
     doc = json.loads(manifest)
     assert doc["config"]["mediaType"] == "application/vnd.buildkit.cacheconfig.v0"
     assert all(d["mediaType"].endswith("+gzip") for d in doc["layers"])
     assert len(doc["layers"]) == 3  # busybox's own layer, then the two RUNs'
+    # the base's layer is the registry's own blob (mounted from base/busybox, not made again)
+    assert doc["layers"][0]["digest"] == json.loads(base_manifest)["layers"][0]["digest"]
 
     before = len(blob_gets(log, "cache/app"))
     out = b("build", "--progress=plain", "--cache-from", f"type=registry,ref={host}/cache/app:1",

@@ -151,7 +151,7 @@ class _Layout:
     def path(self, digest: str) -> str:
         return os.path.join(self.root, "blobs", *digest.split(":", 1))
 
-    def has(self, digest: str) -> bool:
+    def has(self, digest: str, images: ImageStore | None = None) -> bool:
         return os.path.exists(self.path(digest))
 
     def write_stream(self, pieces) -> tuple[str, int]:
@@ -242,8 +242,23 @@ class _Registry:
     def close(self) -> None:
         self.client.close()
 
-    def has(self, digest: str) -> bool:
-        return self.client.blob_exists(self.repo, digest)
+    def has(self, digest: str, images: ImageStore | None = None) -> bool:
+        """Whether the repository has the blob, or has it now: mounted from another repository
+        of the registry that ``images`` knows holds it (a pulled base image's layer)."""
+        if self.client.blob_exists(self.repo, digest):
+            return True
+        if images is None:
+            return False
+        from lamina.transfer.sources import repositories_of
+
+        for registry, repository in repositories_of(images, digest):
+            if registry == self.ref.registry and repository != self.repo:
+                try:
+                    if self.client.start_upload(self.repo, digest, repository)[1]:
+                        return True
+                except LaminaError:
+                    continue
+        return False
 
     def put(self, data: bytes) -> str:
         from lamina.digest import sha256_bytes
@@ -421,9 +436,12 @@ def _put_layer(images: ImageStore, target, chain: str, report) -> tuple[str, int
         known = (blob, int(row["blob_size"]))
     else:
         known = compressed_form(images, blob, "gzip")
-    if known is not None and target.has(known[0]):
+    if of_media_type(media) == "gzip" and target.has(blob, images):  # pulled: as it came
+        return blob, int(row["blob_size"]), diff_id
+    if known is not None and target.has(known[0], images):
         report(f"layer {known[0]} exists")
         return known[0], int(known[1]), diff_id
+
     def make():
         if known is not None and known[0] == blob:  # a gzip blob the store keeps: copied
             return _Pieces(_file_pieces(content.path(blob)))
