@@ -14,7 +14,7 @@ ARGS = {
         ("--add-host", "list", "Add a custom host-to-IP mapping (host:ip) for RUN"),
         ("--build-arg", "list", "Set a build-time variable (NAME=VALUE; NAME: from the env)"),
         ("--cache-from", "list", "Cache source: type=local,src=DIR, type=registry,ref=REF or REF"),
-        ("--cache-to", "list", "Cache destination: type=local|registry,dest=DIR|ref=REF[,mode=max]"),
+        ("--cache-to", "list", "Cache destination: type=local|registry|inline (dest=, ref=, mode=)"),
         ("--check", "bool", "Only check the Dockerfile, build nothing"),
         ("-f --file", "string", "Name of the Dockerfile (default PATH/Dockerfile; '-': STDIN)"),
         ("--network", ("none", "host", "default"), "Network of RUN instructions ('default': host)"),
