@@ -38,6 +38,8 @@ def ensure_user(name: str, subordinate: bool = True) -> pwd.struct_passwd:
         entry = pwd.getpwnam(name)
     for kind, flag, drop in (("uid", "--add-subuids", "--del-subuids"),
                              ("gid", "--add-subgids", "--del-subgids")):
+        if not os.path.exists(f"/etc/sub{kind}"):  # a fresh machine may have neither file
+            os.close(os.open(f"/etc/sub{kind}", os.O_WRONLY | os.O_CREAT, 0o644))
         try:
             with open(f"/etc/sub{kind}") as f:
                 rows = [line.split(":") for line in f.read().splitlines()]
