@@ -199,8 +199,8 @@ def format_row(row: dict) -> str:
 def table(rows: list[dict]) -> str:
     """A Markdown table: per-container medians and totals, and lamina's medians over each
     peer's at the same count."""
-    lines = ["| sleepers | engine | RSS/container MiB | PSS/container MiB | total RSS MiB | "
-             "total PSS MiB | processes/container | lamina/peer RSS | lamina/peer PSS |",
+    lines = [("| sleepers | engine | RSS/container MiB | PSS/container MiB | total RSS MiB | "
+              "total PSS MiB | processes/container | lamina/peer RSS | lamina/peer PSS |"),
              "|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
     for row in rows:
         own = next((r for r in rows if r["engine"] == "lamina" and r["count"] == row["count"]),
