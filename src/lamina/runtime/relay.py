@@ -11,8 +11,8 @@ the container's restart policy or removes a ``--rm`` container. A relay costs ab
 of resident memory, against some thirty for a Python interpreter and a foreground ``runc run``.
 
 The relay is compiled from its source on first use with the system's C compiler (``cc``,
-``scripts/setup`` installs gcc) into this package's ``__pycache__``, named by a checksum of the
-source; :func:`binary` is None when it cannot be built, and the monitor then stays a Python
+``scripts/setup`` installs gcc) into this package's ``__pycache__`` (``~/.cache/lamina`` where
+that is read-only), named by a checksum of the source; :func:`binary` is None when it cannot be built, and the monitor then stays a Python
 process throughout, as it does for a container with a health check.
 """
 
@@ -35,17 +35,30 @@ def binary() -> str | None:
             source = f.read()
     except OSError:
         return None
-    directory = os.path.join(os.path.dirname(SOURCE), "__pycache__")
-    target = os.path.join(directory, f"lamina-relay-{zlib.crc32(source):08x}")
-    if os.access(target, os.X_OK):
-        return target
+    name = f"lamina-relay-{zlib.crc32(source):08x}"
+    places = [os.path.join(os.path.dirname(SOURCE), "__pycache__"),
+              os.path.join(os.path.expanduser("~"), ".cache", "lamina")]  # a read-only install
+    for directory in places:
+        if os.access(os.path.join(directory, name), os.X_OK):
+            return os.path.join(directory, name)
     import shutil
-    import subprocess
-    import sys
 
     compiler = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
     if compiler is None:
         return None
+    for directory in places:
+        built = _build(compiler, directory, name)
+        if built is not None:
+            return built
+    return None
+
+
+def _build(compiler: str, directory: str, name: str) -> str | None:
+    """Compile the relay into ``directory``/``name``; None if that cannot be done there."""
+    import subprocess
+    import sys
+
+    target = os.path.join(directory, name)
     try:
         os.makedirs(directory, exist_ok=True)
         partial = f"{target}.{os.getpid()}.tmp"
