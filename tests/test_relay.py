@@ -34,7 +34,7 @@ def inspect(lamina, name: str, template: str) -> str:
 
 
 def test_a_detached_container_is_kept_by_the_relay_alone(store):  # noqa: F811
-    store("run", "-d", "--name", "quiet", "busybox", "sleep", "100")
+    store("run", "-d", "--network", "none", "--name", "quiet", "busybox", "sleep", "100")
     [monitor] = owners(store.root)
     exe, rss, children = resident(monitor)
     assert exe.startswith("lamina-relay"), exe
@@ -51,7 +51,7 @@ def test_the_log_keeps_every_byte_and_line(store):  # noqa: F811
     # a quote, a backslash, a tab, a control byte, UTF-8, a byte that is not UTF-8, a line
     # without its newline
     script = r'printf "a\"b\\\\c\td\001e caf\303\251 \377\nlast"; printf "E\n" >&2'
-    store("run", "-d", "--name", "bytes", "busybox", "sh", "-c", script)
+    store("run", "-d", "--network", "none", "--name", "bytes", "busybox", "sh", "-c", script)
     assert store("wait", "bytes").stdout == "0\n"
     proc = store("logs", "bytes", input=b"")  # bytes in and out
     assert proc.stdout == b'a"b\\c\td\x01e caf\xc3\xa9 \xff\nlast' and proc.stderr == b"E\n"
@@ -65,7 +65,7 @@ def test_the_log_keeps_every_byte_and_line(store):  # noqa: F811
 
 
 def test_restarts_go_through_the_relay_with_one_owner(store):  # noqa: F811
-    store("run", "-d", "--name", "again", "--restart", "on-failure:2", "busybox", "sh", "-c",
+    store("run", "-d", "--network", "none", "--name", "again", "--restart", "on-failure:2", "busybox", "sh", "-c",
           "echo run; sleep 0.3; exit 3")
     [monitor] = owners(store.root)
     assert resident(monitor)[0].startswith("lamina-relay")
@@ -79,7 +79,7 @@ def test_restarts_go_through_the_relay_with_one_owner(store):  # noqa: F811
 
 
 def test_a_stop_during_the_backoff_ends_the_policy(store):  # noqa: F811
-    store("run", "-d", "--name", "looping", "--restart", "always", "busybox", "sh", "-c",
+    store("run", "-d", "--network", "none", "--name", "looping", "--restart", "always", "busybox", "sh", "-c",
           "sleep 0.2; exit 1")
     time.sleep(1.5)
     store("stop", "-t", "1", "looping")
@@ -91,7 +91,7 @@ def test_a_stop_during_the_backoff_ends_the_policy(store):  # noqa: F811
 
 
 def test_stdin_of_a_detached_i_container_stays_open_for_attach(store):  # noqa: F811
-    store("run", "-d", "-i", "--name", "reader", "busybox", "sh", "-c",
+    store("run", "-d", "-i", "--network", "none", "--name", "reader", "busybox", "sh", "-c",
           "read line; echo got $line")
     [monitor] = owners(store.root)
     assert resident(monitor)[0].startswith("lamina-relay")
@@ -103,3 +103,22 @@ def test_stdin_of_a_detached_i_container_stays_open_for_attach(store):  # noqa: 
         f.write("hello\n")
     assert store("wait", "reader").stdout == "0\n"
     assert store("logs", "reader").stdout == "got hello\n"
+
+
+def test_published_ports_stay_taken_until_the_exit(store):  # noqa: F811
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    publish = ["-p", f"127.0.0.1:{port}:80"]
+    store("run", "-d", "--name", "web", *publish, "busybox", "sleep", "100")
+    [monitor] = owners(store.root)
+    assert resident(monitor)[0].startswith("lamina-relay")
+    proc = store("run", "-d", "--name", "web2", *publish, "busybox", "true", check=False)
+    assert proc.returncode == 125 and "port is already allocated" in proc.stderr
+    store("kill", "web")
+    assert store("wait", "web").stdout == "137\n"
+    store("rm", "web2", check=False)  # left created, as Docker leaves it
+    store("run", "-d", "--name", "web3", *publish, "busybox", "true")  # free again
+    assert store("wait", "web3").stdout == "0\n"

@@ -513,7 +513,7 @@ def serve(containers: ContainerStore, container_id: str, notify: int,
 
     try:
         relay = _relay_for(containers, row)
-        if relay is not None:  # returns only if it failed
+        if relay is not None:  # becomes the relay (or raises): what follows is not reached
             _serve_relayed(containers, container_id, relay, stdin=stdin if stdin >= 0 else None,
                            clients=(stdout, stderr), fifo=kept_open[0] if kept_open else -1,
                            handover=int(handover) if handover.isdigit() else 0,
