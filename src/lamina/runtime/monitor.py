@@ -164,21 +164,9 @@ def _keep(containers: ContainerStore, row, *, stdin, stdout_fds, stderr_fds, on_
             if restarts == 0:
                 stdin, stdout_fds, stderr_fds = (on_first_exit() if on_first_exit is not None
                                                  else (None, [], []))
-            stopped = stops is not None and stops.requested
-            if stops is not None:  # `update --restart` since it started (lamina.runtime.control)
-                try:
-                    policy = RestartPolicy.parse(RunConfig.from_json(
-                        containers.get(cid)["run_config"]).restart)
-                except NotFound:
-                    pass
-            if not policy.should_restart(code, restarts, stopped):
-                _ended(containers, row, code, keeper, final=True)
-                return code
-            restarts += 1
-            _ended(containers, row, code, keeper, final=False, restarts=restarts)
-            stops.sleep(backoff.next(time.monotonic() - began))
-            if stops.requested:
-                _ended(containers, row, code, keeper, final=True)
+            restarts = _after_exit(containers, row, code, policy, restarts, stops, keeper,
+                                   backoff, began)
+            if restarts is None:
                 return code
             if probe is not None:
                 keeper.update(lambda doc: doc.update(Health=initial(doc.get("Health"))))
@@ -186,6 +174,32 @@ def _keep(containers: ContainerStore, row, *, stdin, stdout_fds, stderr_fds, on_
     finally:
         if stops is not None:
             stops.close()
+
+
+def _after_exit(containers: ContainerStore, row, code: int, policy, restarts: int, stops,
+                keeper, backoff, began: float) -> int | None:
+    """After the process's exit (with ``restarts`` restarts so far, its run begun at
+    ``began``, monotonic): record it; None if that is the end, else wait the backoff and return
+    the number of restarts with the next one."""
+    from .restart import RestartPolicy
+
+    stopped = stops is not None and stops.requested
+    if stops is not None:  # `update --restart` since it started (lamina.runtime.control)
+        try:
+            policy = RestartPolicy.parse(RunConfig.from_json(
+                containers.get(row["id"])["run_config"]).restart)
+        except NotFound:
+            pass
+    if not policy.should_restart(code, restarts, stopped):
+        _ended(containers, row, code, keeper, final=True)
+        return None
+    restarts += 1
+    _ended(containers, row, code, keeper, final=False, restarts=restarts)
+    stops.sleep(backoff.next(time.monotonic() - began))
+    if stops.requested:
+        _ended(containers, row, code, keeper, final=True)
+        return None
+    return restarts
 
 
 def _ended(containers: ContainerStore, row, code: int, keeper, *, final: bool,
@@ -237,28 +251,21 @@ def _start_checks(containers: ContainerStore, row, *, runtime_name, probe, keepe
     return monitor
 
 
-def _supervise(containers: ContainerStore, row, *, stdin, stdout_fds, stderr_fds, on_started, forward_signals) -> int:
+def _prepare(containers: ContainerStore, row, config: RunConfig, runtime: Runtime, rootfs: str,
+             bundle: str, argv: list[str]):
+    """Before the runtime runs the container's process: its networks joined, its bundle
+    written, what a dead owner left behind removed; (the Sandbox or None, the pid file, the
+    runtime's log)."""
     cid = row["id"]
-    config = RunConfig.from_json(row["run_config"])
-    runtime = Runtime(containers.store.root, config.runtime)
-    argv = json.loads(row["command"])
-    if not argv:
-        raise InvalidArgument("No command specified")
-    bundle = containers.store.bundle_dir(cid)
-    os.makedirs(bundle, exist_ok=True)
-    target = containers.store.mount_target(cid)
-    was_mounted = os.path.ismount(target)
-    rootfs = containers.mount(cid)
-    output = None
     sandbox = None
-    try:
-        network = config.network
-        if network not in ("none", "host"):
-            from .network import join
+    network = config.network
+    if network not in ("none", "host"):
+        from .network import join
 
-            sandbox = join(containers, row, config)
-            if sandbox.netns is None:
-                network = "none"  # its networks were all disconnected
+        sandbox = join(containers, row, config)
+        if sandbox.netns is None:
+            network = "none"  # its networks were all disconnected
+    try:
         prepare_bundle(containers, row, config, rootfs, bundle, argv, None, None, None,
                        network, cid, terminal=config.tty,
                        netns=sandbox.netns if sandbox is not None else None)
@@ -266,20 +273,56 @@ def _supervise(containers: ContainerStore, row, *, stdin, stdout_fds, stderr_fds
             from ..endpoints import publish_hosts
 
             publish_hosts(containers.store, cid)
-        runtime.delete(cid)  # state left by an owner that died
-        pid_file = os.path.join(bundle, "pid")
-        runtime_log = os.path.join(bundle, "runtime.log")
-        for path in (pid_file, runtime_log):
-            if os.path.exists(path):
-                os.unlink(path)
+    except BaseException:
+        if sandbox is not None:
+            from .network import leave
+
+            leave(containers, cid, sandbox)
+        raise
+    runtime.delete(cid)  # state left by an owner that died
+    pid_file = os.path.join(bundle, "pid")
+    runtime_log = os.path.join(bundle, "runtime.log")
+    for path in (pid_file, runtime_log):
+        if os.path.exists(path):
+            os.unlink(path)
+    return sandbox, pid_file, runtime_log
+
+
+def _begin(containers: ContainerStore, row):
+    """The first steps of a run: (its RunConfig, its Runtime, its argv, its bundle, whether its
+    root was mounted before, its root mounted now)."""
+    config = RunConfig.from_json(row["run_config"])
+    runtime = Runtime(containers.store.root, config.runtime)
+    argv = json.loads(row["command"])
+    if not argv:
+        raise InvalidArgument("No command specified")
+    bundle = containers.store.bundle_dir(row["id"])
+    os.makedirs(bundle, exist_ok=True)
+    was_mounted = os.path.ismount(containers.store.mount_target(row["id"]))
+    return config, runtime, argv, bundle, was_mounted, containers.mount(row["id"])
+
+
+def _record_started(containers: ContainerStore, row, pid: int) -> None:
+    """The process ``pid`` runs, owned by this process."""
+    me = os.getpid()
+    record(containers, row["id"], state="running", pid=pid, monitor_pid=me,
+           monitor_start=process_start_time(me), started=time.time(), exit_code=0,
+           oom_killed=0, paused=0)
+    containers.event("start", row)
+
+
+def _supervise(containers: ContainerStore, row, *, stdin, stdout_fds, stderr_fds, on_started, forward_signals) -> int:
+    cid = row["id"]
+    config, runtime, argv, bundle, was_mounted, rootfs = _begin(containers, row)
+    output = None
+    sandbox = None
+    try:
+        sandbox, pid_file, runtime_log = _prepare(containers, row, config, runtime, rootfs,
+                                                  bundle, argv)
         output = Output(stdout_fds, stderr_fds, os.path.join(bundle, LOG_FILE))
-        me = os.getpid()
 
         def started(pid: int) -> None:
-            record(containers, cid, state="running", pid=pid, monitor_pid=me,
-                   monitor_start=process_start_time(me), started=time.time(), exit_code=0,
-                   oom_killed=0, paused=0)
-            containers.event("start", row)
+            _record_started(containers, row, pid)
             if on_started is not None:
                 on_started(pid)
 
@@ -404,12 +447,28 @@ def open_stdin(containers: ContainerStore, container_id: str) -> int | None:
     return fd
 
 
+def _stdin_fifo(bundle: str) -> int:
+    """-i with nobody attached: stdin stays open, as Docker keeps it (a `cat` waits rather than
+    ending at once). It is a FIFO in the bundle, opened read-write so that it never reads
+    end-of-file while the monitor lives, and a client that attaches later writes into it
+    (:func:`open_stdin`); one for all the runs of a restart policy."""
+    fifo = os.path.join(bundle, STDIN_FIFO)
+    if os.path.lexists(fifo):
+        os.unlink(fifo)
+    os.mkfifo(fifo, 0o600)
+    return os.open(fifo, os.O_RDWR)
+
+
 def serve(containers: ContainerStore, container_id: str, notify: int,
           stdio: tuple[int, int, int] = (-1, -1, -1)) -> None:
     """The monitor process (``python -m lamina.runtime ROOT DRIVER ID FD [IN,OUT,ERR]``): own the
     container until its process ends; write ``ok`` or ``CODE message`` to the file descriptor FD.
     With ``LAMINA_HANDOVER=PID`` in its environment, it takes over the claim of PID
-    (:func:`spawn`). IN, OUT and ERR (-1: none) are the attached stdio of :func:`spawn`."""
+    (:func:`spawn`). IN, OUT and ERR (-1: none) are the attached stdio of :func:`spawn`.
+
+    Once the process runs, the monitor becomes the small relay (:mod:`lamina.runtime.relay`)
+    unless the container has a health check (its probes run from this process) or no relay
+    could be built; the relay gives the exit back to :func:`serve_exit`."""
     os.set_inheritable(notify, False)  # neither runc nor the container may hold it open
     stdin, stdout, stderr = stdio
     for fd in stdio:
@@ -426,20 +485,13 @@ def serve(containers: ContainerStore, container_id: str, notify: int,
     os.dup2(err, 2)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    open_stdin = RunConfig.from_json(containers.get(container_id)["run_config"]).open_stdin
+    row = containers.get(container_id)
+    open_stdin = RunConfig.from_json(row["run_config"]).open_stdin
     kept_open = []
 
     def stdin_fifo() -> int:
-        """-i with nobody attached: stdin stays open, as Docker keeps it (a `cat` waits rather
-        than ending at once). It is a FIFO in the bundle, opened read-write so that it never
-        reads end-of-file while this monitor lives, and a client that attaches later writes
-        into it (:func:`open_stdin`); one for all the runs of a restart policy."""
         if not kept_open:
-            fifo = os.path.join(bundle, STDIN_FIFO)
-            if os.path.lexists(fifo):
-                os.unlink(fifo)
-            os.mkfifo(fifo, 0o600)
-            kept_open.append(os.open(fifo, os.O_RDWR))
+            kept_open.append(_stdin_fifo(bundle))
         return kept_open[0]
 
     if stdin < 0 and open_stdin:
@@ -460,6 +512,12 @@ def serve(containers: ContainerStore, container_id: str, notify: int,
         state["notified"] = True
 
     try:
+        relay = _relay_for(containers, row)
+        if relay is not None:  # becomes the relay (or raises): what follows is not reached
+            _serve_relayed(containers, container_id, relay, stdin=stdin if stdin >= 0 else None,
+                           clients=(stdout, stderr), fifo=kept_open[0] if kept_open else -1,
+                           handover=int(handover) if handover.isdigit() else 0,
+                           on_started=started)
         supervise(containers, container_id, on_started=started,
                   stdin=stdin if stdin >= 0 else None,
                   stdout_fds=[stdout] if stdout >= 0 else [],
@@ -478,3 +536,162 @@ def serve(containers: ContainerStore, container_id: str, notify: int,
         return
     if RunConfig.from_json(containers.get(container_id)["run_config"]).auto_remove:
         remove_after_run(containers, container_id)
+
+
+def _relay_for(containers: ContainerStore, row) -> str | None:
+    """The relay that this container's monitor becomes once its process runs; None when the
+    monitor stays a Python process (a health check to run, or no relay built)."""
+    from .health import probe_of
+
+    config = RunConfig.from_json(row["run_config"])
+    image_config = containers.images.config(row["image_id"]).get("config") or {}
+    if probe_of(config.healthcheck, image_config) is not None:
+        return None
+    from .relay import binary
+
+    return binary()
+
+
+def _serve_relayed(containers: ContainerStore, name: str, relay: str, *, stdin, clients, fifo,
+                   handover: int, on_started) -> None:
+    """As :func:`supervise` up to the process's start, then become the relay (never returns
+    then; :func:`serve_exit` takes over at the exit)."""
+    from .. import runstate
+    from .restart import RestartPolicy
+
+    row = become_owner(containers, name, handover)
+    try:
+        config = RunConfig.from_json(row["run_config"])
+        stops = None
+        if RestartPolicy.parse(config.restart).enabled:
+            runstate.Keeper(containers.store.bundle_dir(row["id"]),
+                            {"RestartCount": 0, "Restarting": False})
+            stops = _StopRequests()
+        _run_relayed(containers, row, relay, stdin=stdin, clients=clients, fifo=fifo,
+                     restarts=0, delay=0.0, stops=stops, on_started=on_started)
+    except BaseException:
+        release(containers, row["id"])  # if its process never ran
+        raise
+
+
+def _run_relayed(containers: ContainerStore, row, relay: str, *, stdin, clients, fifo: int,
+                 restarts: int, delay: float, stops, on_started=None) -> None:
+    """Start the container's process detached (this process its subreaper), record it
+    running, and replace this process with the relay, which runs :func:`serve_exit` at the
+    exit with what it needs to go on: the restarts so far, the backoff's delay, when this run
+    began, whether the root was mounted before, the stdin FIFO's file descriptor."""
+    import sys
+
+    from .process import start_with_terminal
+    from .relay import command, start
+
+    began = time.monotonic()
+    cid = row["id"]
+    config, runtime, argv, bundle, was_mounted, rootfs = _begin(containers, row)
+    sandbox = None
+    try:
+        sandbox, pid_file, runtime_log = _prepare(containers, row, config, runtime, rootfs,
+                                                  bundle, argv)
+        try:
+            if config.tty:
+                pid, master = start_with_terminal(
+                    runtime, ["run", "--bundle", bundle, "--pid-file", pid_file, cid],
+                    pid_file=pid_file, runtime_log=runtime_log)
+                output, passed = None, [master, *([stdin] if stdin is not None else [])]
+            else:
+                master = None
+                pid, *output = start(runtime, cid, bundle, stdin=stdin, pid_file=pid_file,
+                                     runtime_log=runtime_log)
+                passed = list(output)
+        except RuntimeFailure as e:
+            runtime.delete(cid)
+            record(containers, cid, state="created", exit_code=e.exit_code)
+            raise
+    except BaseException:
+        if sandbox is not None:
+            from .network import leave
+
+            runtime.delete(cid)
+            leave(containers, cid, sandbox)
+        if not was_mounted:
+            containers.umount(cid)
+        raise
+    _record_started(containers, row, pid)
+    if on_started is not None:
+        on_started(pid)
+    then = [sys.executable, "-S", "-m", "lamina.runtime", containers.store.root,
+            containers.store.driver, cid, "exited", str(restarts), repr(delay), repr(began),
+            "1" if was_mounted else "0", str(fifo)]
+    argv = command(relay, pid, os.path.join(bundle, LOG_FILE), master=master,
+                   output=tuple(output) if output else None, stdin=stdin, clients=clients,
+                   keep=[fifo] if fifo >= 0 else [], then=then)
+    held = sandbox.sockets if sandbox is not None else []  # its published ports stay taken
+    for fd in [*passed, *(fd for fd in clients if fd >= 0), *([fifo] if fifo >= 0 else []),
+               *(s.fileno() for s in held)]:
+        os.set_inheritable(fd, True)
+    # A user's stop from here on stays pending for serve_exit (blocked signals survive exec)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {STOP_SIGNAL})
+    if stops is not None and stops.requested:
+        os.kill(os.getpid(), STOP_SIGNAL)
+    os.execv(relay, argv)
+
+
+def serve_exit(containers: ContainerStore, container_id: str, args: list[str]) -> None:
+    """The monitor again once its relay saw the process end (``python -m lamina.runtime ROOT
+    DRIVER ID exited RESTARTS DELAY BEGAN WAS_MOUNTED FIFO CODE``, see :func:`_run_relayed`):
+    what :func:`supervise` does after an exit: the process's runtime state, networks and mount
+    undone, the exit recorded, a restart under the restart policy (and the relay again), the
+    removal of a ``--rm`` container."""
+    from .. import runstate
+    from .relay import binary
+    from .restart import Backoff, RestartPolicy
+
+    restarts, delay, began = int(args[0]), float(args[1]), float(args[2])
+    was_mounted, fifo, code = args[3] == "1", int(args[4]), int(args[5])
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        row = containers.get(container_id)
+    except NotFound:  # removed by force meanwhile
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {STOP_SIGNAL})
+        return
+    config = RunConfig.from_json(row["run_config"])
+    policy = RestartPolicy.parse(config.restart)
+    stops = _StopRequests() if policy.enabled else None
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {STOP_SIGNAL})
+    runtime = Runtime(containers.store.root, config.runtime)
+    cid = row["id"]
+    oom_killed = cgroups.oom_kills(cgroups.cgroup_dirs_of_path(cgroups.container_path(cid))) > 0
+    runtime.delete(cid)
+    if config.network not in ("none", "host"):
+        from .network import leave
+
+        leave(containers, cid, None)
+    if not was_mounted:
+        containers.umount(cid)
+    if oom_killed:
+        record(containers, cid, oom_killed=1)
+    bundle = containers.store.bundle_dir(cid)
+    keeper = None
+    if policy.enabled:
+        keeper = runstate.Keeper(bundle, {"RestartCount": restarts, "Restarting": False,
+                                          **runstate.read(bundle)})
+    backoff = Backoff()
+    backoff.delay = delay
+    restarts = _after_exit(containers, row, code, policy, restarts, stops, keeper, backoff,
+                           began)
+    if restarts is not None:
+        relay = binary()
+        if fifo < 0 and config.open_stdin:
+            fifo = _stdin_fifo(bundle)
+        try:
+            if relay is None:
+                raise RuntimeFailure("the monitor's relay is gone")
+            _run_relayed(containers, containers.get(cid), relay,
+                         stdin=fifo if fifo >= 0 else None, clients=(-1, -1), fifo=fifo,
+                         restarts=restarts, delay=backoff.delay, stops=stops)
+        except LaminaError as e:  # a restart that could not start: the end
+            _ended(containers, containers.get(cid), getattr(e, "exit_code", 125), keeper,
+                   final=True)
+    if config.auto_remove:
+        remove_after_run(containers, cid)

@@ -129,6 +129,23 @@ def pump_tty(runtime: Runtime, args: list[str], *, stdin, output: Output, pid_fi
     runc's ``run ... ID`` or ``exec ... ID``; runc detaches and hands over the pty's master
     through ``--console-socket``, and :func:`lamina.runtime.console.relay` copies it until the
     process, now our child, ends. ``terminal`` is the caller's (raw mode, window size)."""
+    from . import console
+
+    pid, master = start_with_terminal(runtime, args, pid_file=pid_file, runtime_log=runtime_log)
+    try:
+        if on_started is not None:
+            on_started(pid)
+        return console.relay(master, pid, output, stdin=stdin, terminal=terminal,
+                             forward_signals=forward_signals)
+    finally:
+        os.close(master)
+
+
+def start_with_terminal(runtime: Runtime, args: list[str], *, pid_file: str,
+                        runtime_log: str) -> tuple[int, int]:
+    """Start runc's ``args`` (``run ... ID`` or ``exec ... ID``) detached with a terminal, this
+    process a child subreaper (the process becomes its child); (the process's PID, the master
+    end of its terminal), or RuntimeFailure."""
     import subprocess
 
     from . import console
@@ -161,10 +178,8 @@ def pump_tty(runtime: Runtime, args: list[str], *, stdin, output: Output, pid_fi
                 except (ProcessLookupError, ChildProcessError):
                     pass
             raise failure
-        if on_started is not None:
-            on_started(pid)
-        return console.relay(master, pid, output, stdin=stdin, terminal=terminal,
-                             forward_signals=forward_signals)
+        started, master = (pid, master), None
+        return started
     finally:
         if master is not None:
             os.close(master)
