@@ -63,6 +63,11 @@ class Sandbox:
             s.close()
         self.sockets = []
 
+    def kept_fds(self) -> list[int]:
+        """The file descriptors that must stay open while the container runs (its owner keeps
+        them across an exec of the relay): the published ports' sockets."""
+        return [s.fileno() for s in self.sockets]
+
 
 def netns_path(store: Store, container_id: str) -> str:
     return os.path.join(cni.netns_dir(store.root), container_id)

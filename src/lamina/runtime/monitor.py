@@ -625,9 +625,9 @@ def _run_relayed(containers: ContainerStore, row, relay: str, *, stdin, clients,
     argv = command(relay, pid, os.path.join(bundle, LOG_FILE), master=master,
                    output=tuple(output) if output else None, stdin=stdin, clients=clients,
                    keep=[fifo] if fifo >= 0 else [], then=then)
-    held = sandbox.sockets if sandbox is not None else []  # its published ports stay taken
+    held = sandbox.kept_fds() if sandbox is not None else []  # e.g. published ports stay taken
     for fd in [*passed, *(fd for fd in clients if fd >= 0), *([fifo] if fifo >= 0 else []),
-               *(s.fileno() for s in held)]:
+               *held]:
         os.set_inheritable(fd, True)
     # A user's stop from here on stays pending for serve_exit (blocked signals survive exec)
     signal.pthread_sigmask(signal.SIG_BLOCK, {STOP_SIGNAL})

@@ -58,6 +58,10 @@ def leave(containers: ContainerStore, container_id: str, sandbox: Sandbox | None
                      os.path.join(containers.store.root, "netns", container_id))
         if sandbox is not None:
             sandbox.close()
+        else:
+            from .usernet import stop_helper
+
+            stop_helper(container_id)
         return
     try:
         detach(containers.store, container_id, sandbox)

@@ -82,6 +82,8 @@ def user_mode_network(store: Store, container_id: str, network: str, ports) -> S
         raise
     os.close(ready_w)
     os.close(exit_r)
+    with open(api + ".pid", "w") as f:  # for stop_helper, when the sandbox object is gone
+        f.write(str(helper.pid))
     sandbox = UserModeSandbox(path, helper, exit_w, api)
     try:
         if os.read(ready_r, 1) != b"1":
@@ -105,6 +107,10 @@ class UserModeSandbox(Sandbox):
     def __init__(self, netns: str, helper, exit_fd: int, api: str):
         super().__init__(netns)
         self.helper, self.exit_fd, self.api = helper, exit_fd, api
+
+    def kept_fds(self) -> list[int]:
+        """The exit pipe too: slirp4netns leaves when it closes, so the relay keeps it."""
+        return [*super().kept_fds(), *([self.exit_fd] if self.exit_fd >= 0 else [])]
 
     def forward(self, host_ip: str, host_port: int, inside: int, proto: str) -> None:
         """``-p host_ip:host_port:inside/proto``, through slirp4netns' API socket."""
@@ -143,7 +149,34 @@ class UserModeSandbox(Sandbox):
             self.helper.kill()
             self.helper.wait()
         self.helper.stderr.close()
+        for name in (self.api, self.api + ".pid"):
+            try:
+                os.unlink(name)
+            except FileNotFoundError:
+                pass
+
+
+def stop_helper(container_id: str) -> None:
+    """Stop the slirp4netns of ``container_id`` whose sandbox object is gone (the owner became
+    the relay and then the exit's Python side, which inherited only the exit pipe's other end,
+    under a number it does not know): by its pid file, before a restart makes another."""
+    import signal
+
+    from ..userns import runtime_dir
+
+    api = os.path.join(runtime_dir(), f"slirp-{container_id[:16]}.sock")
+    try:
+        with open(api + ".pid") as f:
+            pid = int(f.read())
+    except (FileNotFoundError, ValueError):
+        return
+    try:
+        os.kill(pid, signal.SIGTERM)
+        os.waitpid(pid, 0)  # our child: the owner keeps its PID through the execs
+    except (ProcessLookupError, ChildProcessError):
+        pass
+    for name in (api, api + ".pid"):
         try:
-            os.unlink(self.api)
+            os.unlink(name)
         except FileNotFoundError:
             pass
