@@ -281,11 +281,16 @@ def render(results, profile, versions, args, took, rootfs) -> str:
 
 
 def write_results(report: str) -> None:
+    write_section(BEGIN, END, f"## Every byte once (bench/bytes.py)\n\n{report}")
+
+
+def write_section(begin: str, end: str, report: str) -> None:
+    """Put ``report`` between the markers ``begin`` and ``end`` of bench/RESULTS.md."""
     path = HERE / "RESULTS.md"
     text = path.read_text() if path.exists() else ""
-    section = f"{BEGIN}\n## Every byte once (bench/bytes.py)\n\n{report}\n{END}"
-    if BEGIN in text and END in text:
-        text = text[:text.index(BEGIN)] + section + text[text.index(END) + len(END):]
+    section = f"{begin}\n{report}\n{end}"
+    if begin in text and end in text:
+        text = text[:text.index(begin)] + section + text[text.index(end) + len(end):]
     else:
         text = text.rstrip() + "\n\n" + section + "\n"
     path.write_text(text)

@@ -261,7 +261,8 @@ def dedup(store: Store, dry_run: bool = False) -> dict:
                 (path, chain, ext))
         by_content: dict[bytes, list] = {}
         for members in by_extents.values():
-            digest = _file_hash(members[0][0], size)
+            # one set of files sharing their blocks already (a pass before this one): no hash
+            digest = b"shared" if len(by_extents) == 1 else _file_hash(members[0][0], size)
             if digest:
                 by_content.setdefault(digest, []).append(members)
         for sets in by_content.values():

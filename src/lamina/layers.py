@@ -292,11 +292,13 @@ class LayerStore:
         from its kept blob); returns its size. A file that changed in the snapshot raises
         :class:`lamina.tarsplit.DamagedLayer`."""
         record = self.record(chain)
+        row = self.get(chain)
         if record is not None:
             from .tarsplit import write_tar
 
-            return write_tar(record, self.store.snaps.dir(chain), out)
-        row = self.get(chain)
+            # files not written since a second before the layer was stored need no CRC
+            unchanged_before = row["created"] - 1.0 if row is not None else None
+            return write_tar(record, self.store.snaps.dir(chain), out, unchanged_before)
         if row is None:
             raise NotFound(f"layer {chain} not found")
         from .layertar import open_layer_stream
