@@ -103,8 +103,9 @@ def gcc_tree(path: Path) -> tuple[int, int]:
                 break
             chosen.append(p)
             total += size
-        for size, p in reversed(big):  # the rest of the bytes
-            if p not in chosen and total + size <= GCC_BYTES:
+        taken = set(chosen)
+        for size, p in big:  # the rest of the bytes, largest first
+            if p not in taken and total + size <= GCC_BYTES:
                 chosen.append(p)
                 total += size
         for p in chosen:

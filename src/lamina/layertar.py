@@ -52,6 +52,13 @@ inodes of its entries and, from :func:`apply_tar` with ``record``, its tar-split
 writes one path twice)."""
 
 CHUNK = 1 << 20
+# a file smaller than this is written from the tar even where it could be a reflink: opening
+# its source and cloning cost about as much as writing a few blocks. On a loopback XFS, one file
+# at a time: 4 KiB written 80-160 us, cloned 170-190 us; from 64 KiB the clone is ahead once the
+# writeback is counted (1 MiB: 0.3-0.5 ms cloned, 2.8-8 ms written and synced). Commits of
+# 20,000 files of 10-30 KB, all cloned against all written, were within the noise of a loaded
+# machine (16.7-20.0 s against 16.2-22.6 s).
+CLONE_MIN = 64 << 10
 _BLOCK = 512
 ZERO_BLOCK = bytes(_BLOCK)
 _MAX_META = 8 << 20  # cap on PAX / GNU long-name payloads held in memory
@@ -320,7 +327,7 @@ class TarWriter:
         if stat.S_ISREG(mode):
             kind = b"0"
             size = st.st_size
-            if self.sources is not None and size:
+            if self.sources is not None and size >= CLONE_MIN:
                 self.sources[name] = (path, st)  # before its header: the reader finds it
         elif stat.S_ISLNK(mode):
             kind = b"2"
