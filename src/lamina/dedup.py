@@ -307,8 +307,11 @@ def dedup(store: Store, dry_run: bool = False) -> dict:
     if not dry_run:
         with Transaction(store.db):
             store.db.execute("DELETE FROM shared_blocks")
-            store.db.executemany("INSERT INTO shared_blocks(grp, chain_id, bytes)"
-                                 " VALUES (?,?,?)", groups_rows)
+            # a layer removed while the pass ran has no rows (its files no longer count)
+            store.db.executemany(
+                "INSERT INTO shared_blocks(grp, chain_id, bytes) SELECT ?, ?, ?"
+                " WHERE EXISTS (SELECT 1 FROM layers WHERE chain_id = ?)",
+                [(g, chain, b, chain) for g, chain, b in groups_rows])
     return {"Layers": len(layers), "Files": scanned, "Groups": group_id, "Shared": shared,
             "Saved": saved, "Newly": newly, "Differed": differed, "Failed": failed}
 
