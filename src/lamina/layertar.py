@@ -28,7 +28,7 @@ from collections import namedtuple
 
 from lamina.errors import FailedPrecondition, InvalidArgument, LaminaError, NotFound
 from lamina.faults import point
-from lamina.tarsplit import Recorder
+from lamina.tarsplit import Recorder, kernel_copy
 from lamina.whiteouts import (
     is_aufs_opaque,
     is_opaque_marker,
@@ -162,15 +162,16 @@ def open_layer_stream(fileobj):
 
 
 class _HashWriter:
-    """Counts and hashes what goes to ``out``."""
+    """Counts and hashes what goes to ``out`` (``hashed=False``: only counts)."""
 
-    def __init__(self, out):
+    def __init__(self, out, hashed: bool = True):
         self._write = out.write
-        self.sha = hashlib.sha256()
+        self.sha = hashlib.sha256() if hashed else None
         self.count = 0
 
     def write(self, data) -> None:
-        self.sha.update(data)
+        if self.sha is not None:
+            self.sha.update(data)
         n = len(data)
         self.count += n
         written = self._write(data)
@@ -275,8 +276,12 @@ class TarWriter:
     """Writes a tar stream member by member (headers, padding, end blocks) and hashes what it
     writes: the layer tar and its diff_id in one pass."""
 
-    def __init__(self, out, sources: dict | None = None):
-        self.out = _HashWriter(out)
+    def __init__(self, out, sources: dict | None = None, hashed: bool = True):
+        self.out = _HashWriter(out, hashed)
+        # a tar nobody needs the digest of (an export) has its files' bytes copied to ``out``
+        # in the kernel where ``out`` is a file, pipe or socket
+        self._target = out
+        self._kernel = None if hashed else kernel_copy(out)
         self.size = 0
         self.inodes = 0
         self._links = {}
@@ -358,6 +363,8 @@ class TarWriter:
             self._copy_data(path, size)
 
     def _copy_data(self, path: bytes, size: int) -> None:
+        if self._kernel is not None and self._copy_in_kernel(path, size):
+            return
         if self._buf is None:
             self._buf = memoryview(bytearray(CHUNK))
         view = self._buf
@@ -377,11 +384,41 @@ class TarWriter:
         if pad:
             write(ZERO_BLOCK[:pad])
 
+    def _copy_in_kernel(self, path: bytes, size: int) -> bool:
+        """Copy the file's bytes and padding to the output in the kernel; False if it cannot
+        (nothing written: the caller copies them)."""
+        import errno
+
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            self._target.flush()
+            left = size
+            try:
+                while left:
+                    n = self._kernel(fd, min(left, 1 << 30))
+                    if not n:
+                        raise FailedPrecondition(
+                            f"{os.fsdecode(path)} shrank while it was being archived")
+                    left -= n
+            except OSError as error:
+                if left != size or error.errno not in (errno.EXDEV, errno.EINVAL, errno.ENOSYS,
+                                                       errno.EOPNOTSUPP):
+                    raise
+                self._kernel = None
+                return False
+        finally:
+            os.close(fd)
+        self.out.count += size
+        pad = -size % _BLOCK
+        if pad:
+            self.out.write(ZERO_BLOCK[:pad])
+        return True
+
     def finish(self) -> TarStats:
         self.out.write(ZERO_BLOCK * 2)
-        return TarStats(
-            "sha256:" + self.out.sha.hexdigest(), self.out.count, self.size, self.inodes
-        )
+        sha = self.out.sha
+        return TarStats("sha256:" + sha.hexdigest() if sha is not None else "", self.out.count,
+                        self.size, self.inodes)
 
 
 def _seconds(st) -> int:
@@ -477,9 +514,11 @@ def write_aufs_tar(out, branch: str, sources: dict | None = None) -> TarStats:
     return writer.finish()
 
 
-def write_tree_tar(out, root: str) -> TarStats:
-    """Write the whole tree under ``root`` (a flattened export): no whiteout translation."""
-    writer = TarWriter(out)
+def write_tree_tar(out, root: str, hashed: bool = True) -> TarStats:
+    """Write the whole tree under ``root`` (a flattened export): no whiteout translation.
+    ``hashed=False``: no digest (the stats' diff_id is empty), file bytes copied in the kernel
+    where ``out`` allows."""
+    writer = TarWriter(out, hashed=hashed)
     _walk(writer, os.fsencode(root), b"", overlay=False)
     return writer.finish()
 

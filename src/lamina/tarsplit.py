@@ -100,7 +100,7 @@ def _open(root: bytes, path: bytes) -> int:
     return os.open(root + b"/" + path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
 
 
-def _kernel_copy(out):
+def kernel_copy(out):
     """``copy(src_fd, n)`` that copies a file's bytes to ``out`` in the kernel:
     ``copy_file_range`` to a regular file, ``sendfile`` to a pipe or socket; None when ``out``
     has no such descriptor."""
@@ -155,7 +155,7 @@ def write_tar(record: bytes, root: str, out, unchanged_before: float | None = No
     buf = memoryview(bytearray(CHUNK))
     total = 0
     write = out.write
-    copy = _kernel_copy(out) if unchanged_before is not None else None
+    copy = kernel_copy(out) if unchanged_before is not None else None
     for op in ops(record):
         if op[0] == b"R":
             write(op[1])
