@@ -96,8 +96,8 @@ def test_export_to_file(lamina, busybox_tar, tmp_path):
 
 
 def test_export_to_a_file_a_pipe_and_python_gives_the_same_bytes(lamina, busybox_tar, tmp_path):
-    """export copies file contents in the kernel to a file (copy_file_range) or a pipe
-    (sendfile), and through Python to anything else: the same tar every way."""
+    """export -o FILE, export to a pipe and Engine.export into Python give the same tar, its
+    files' contents as the image has them (the export is not hashed: nothing checks it)."""
     import subprocess
     import sys
 

@@ -656,7 +656,7 @@ class ContainerStore:
         was_mounted = os.path.ismount(target)
         path = self.mount(r["id"])
         try:
-            write_tree_tar(out, path, hashed=False)  # nobody needs an export's digest
+            write_tree_tar(out, path, hashed=False)  # nobody needs an export's sha256
         finally:
             if not was_mounted and path == target:
                 self.umount(r["id"])

@@ -28,7 +28,7 @@ from collections import namedtuple
 
 from lamina.errors import FailedPrecondition, InvalidArgument, LaminaError, NotFound
 from lamina.faults import point
-from lamina.tarsplit import Recorder, kernel_copy
+from lamina.tarsplit import Recorder
 from lamina.whiteouts import (
     is_aufs_opaque,
     is_opaque_marker,
@@ -277,11 +277,7 @@ class TarWriter:
     writes: the layer tar and its diff_id in one pass."""
 
     def __init__(self, out, sources: dict | None = None, hashed: bool = True):
-        self.out = _HashWriter(out, hashed)
-        # a tar nobody needs the digest of (an export) has its files' bytes copied to ``out``
-        # in the kernel where ``out`` is a file, pipe or socket
-        self._target = out
-        self._kernel = None if hashed else kernel_copy(out)
+        self.out = _HashWriter(out, hashed)  # hashed=False: a tar nobody needs the digest of
         self.size = 0
         self.inodes = 0
         self._links = {}
@@ -363,8 +359,6 @@ class TarWriter:
             self._copy_data(path, size)
 
     def _copy_data(self, path: bytes, size: int) -> None:
-        if self._kernel is not None and self._copy_in_kernel(path, size):
-            return
         if self._buf is None:
             self._buf = memoryview(bytearray(CHUNK))
         view = self._buf
@@ -383,36 +377,6 @@ class TarWriter:
         pad = -size % _BLOCK
         if pad:
             write(ZERO_BLOCK[:pad])
-
-    def _copy_in_kernel(self, path: bytes, size: int) -> bool:
-        """Copy the file's bytes and padding to the output in the kernel; False if it cannot
-        (nothing written: the caller copies them)."""
-        import errno
-
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        try:
-            self._target.flush()
-            left = size
-            try:
-                while left:
-                    n = self._kernel(fd, min(left, 1 << 30))
-                    if not n:
-                        raise FailedPrecondition(
-                            f"{os.fsdecode(path)} shrank while it was being archived")
-                    left -= n
-            except OSError as error:
-                if left != size or error.errno not in (errno.EXDEV, errno.EINVAL, errno.ENOSYS,
-                                                       errno.EOPNOTSUPP):
-                    raise
-                self._kernel = None
-                return False
-        finally:
-            os.close(fd)
-        self.out.count += size
-        pad = -size % _BLOCK
-        if pad:
-            self.out.write(ZERO_BLOCK[:pad])
-        return True
 
     def finish(self) -> TarStats:
         self.out.write(ZERO_BLOCK * 2)
@@ -516,8 +480,7 @@ def write_aufs_tar(out, branch: str, sources: dict | None = None) -> TarStats:
 
 def write_tree_tar(out, root: str, hashed: bool = True) -> TarStats:
     """Write the whole tree under ``root`` (a flattened export): no whiteout translation.
-    ``hashed=False``: no digest (the stats' diff_id is empty), file bytes copied in the kernel
-    where ``out`` allows."""
+    ``hashed=False``: no digest (the stats' diff_id is empty)."""
     writer = TarWriter(out, hashed=hashed)
     _walk(writer, os.fsencode(root), b"", overlay=False)
     return writer.finish()

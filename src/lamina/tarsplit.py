@@ -100,7 +100,7 @@ def _open(root: bytes, path: bytes) -> int:
     return os.open(root + b"/" + path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
 
 
-def kernel_copy(out):
+def _kernel_copy(out):
     """``copy(src_fd, n)`` that copies a file's bytes to ``out`` in the kernel:
     ``copy_file_range`` to a regular file, ``sendfile`` to a pipe or socket; None when ``out``
     has no such descriptor."""
@@ -110,10 +110,32 @@ def kernel_copy(out):
     except (OSError, AttributeError, ValueError):
         return None
     if stat.S_ISREG(mode):
-        return lambda src, n: os.copy_file_range(src, fd, n)
+        return _FileCopy(fd)
     if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
         return lambda src, n: os.sendfile(fd, src, None, n)
     return None
+
+
+class _FileCopy:
+    """Copies to a regular file: ``copy_file_range`` (a reflink or a copy on the same
+    filesystem), ``sendfile`` from another one (an overlay mount's file, say: EXDEV)."""
+
+    def __init__(self, fd: int):
+        self.fd = fd
+        self.ranges = True
+
+    def __call__(self, src: int, n: int) -> int:
+        if self.ranges:
+            import errno
+
+            try:
+                return os.copy_file_range(src, self.fd, n)
+            except OSError as error:
+                if error.errno not in (errno.EXDEV, errno.EINVAL, errno.EOPNOTSUPP,
+                                       errno.ENOSYS):
+                    raise
+                self.ranges = False  # nothing was copied: sendfile from here on
+        return os.sendfile(self.fd, src, None, n)
 
 
 def _unchanged(fd: int, size: int, before: float) -> bool:
@@ -155,7 +177,7 @@ def write_tar(record: bytes, root: str, out, unchanged_before: float | None = No
     buf = memoryview(bytearray(CHUNK))
     total = 0
     write = out.write
-    copy = kernel_copy(out) if unchanged_before is not None else None
+    copy = _kernel_copy(out) if unchanged_before is not None else None
     for op in ops(record):
         if op[0] == b"R":
             write(op[1])
