@@ -11,7 +11,15 @@ Three measurements on the same Dockerfiles and contexts, each engine on a privat
   ``--no-cache`` (a builder that runs independent stages at once takes about 1 s, not 2);
 * cache mount: a stand-in for ``pip install`` with ``RUN --mount=type=cache`` whose input changed,
   so the RUN runs again and reads 20 MB of wheels from the warm cache (not for the legacy
-  builder, which has no ``--mount``).
+  builder, which has no ``--mount``);
+* cache-from: machine A builds the small Dockerfile (plus a RUN writing 20 MB) and exports its
+  cache to a loopback docker-registry; machine B, a second store holding only the base image
+  (pulled from that registry, so both have the same base), builds it with ``--cache-from`` and
+  runs nothing: every step comes from the cache, its layers fetched. With an image's inline cache
+  (``BUILDKIT_INLINE_CACHE=1``, then ``--cache-from IMAGE``), the one form Debian's 20.10 client
+  offers BuildKit (``--cache-to`` is buildx's, and buildx is not packaged here); lamina's
+  ``--cache-to type=registry`` cache manifest is a second row, lamina's alone. B is emptied
+  (lamina: a new store; Docker: the image removed and ``builder prune -af``) before each run.
 
 Repetitions are interleaved (lamina, docker, podman, lamina, ...) so that a noisy neighbour hits
 every engine alike; the report gives medians and lamina's ratio to each peer. BuildKit is
@@ -78,6 +86,10 @@ RUN --mount=type=cache,target=/root/.cache/pip \\
       mkdir -p /app/site && echo $r > /app/site/$r; \\
     done
 """
+
+# what machine A exports and machine B builds from the cache alone: 20 MB of RUN output
+CACHE_FROM_DOCKERFILE = SMALL_DOCKERFILE.replace(
+    "EXPOSE 8080", "RUN head -c 20000000 /dev/urandom > /app/blob\nEXPOSE 8080")
 
 # two independent stages of 1 s each and a last stage that takes a file from each
 GRAPH_DOCKERFILE = """\
@@ -154,11 +166,15 @@ def make_contexts() -> tuple[Path, Path, Path]:
         (cache / "requirements.txt").write_text(
             "".join(f"pkg{i:02d}\n" for i in range(20)))
         (cache / "Dockerfile").write_text(CACHE_DOCKERFILE)
+    travel = data / "travel"
+    if not (travel / "Dockerfile").exists():
+        shutil.copytree(small, travel, dirs_exist_ok=True)
+        (travel / "Dockerfile").write_text(CACHE_FROM_DOCKERFILE)
     graph = data / "graph"
     if not (graph / "Dockerfile").exists():
         graph.mkdir(parents=True, exist_ok=True)
         (graph / "Dockerfile").write_text(GRAPH_DOCKERFILE)
-    return rootfs, small, big, cache, graph
+    return rootfs, small, big, cache, graph, travel
 
 
 def change_requirements(cache: Path, rep: int) -> None:
@@ -203,6 +219,38 @@ class Lamina:
 
     def cleanup(self) -> None:
         peers.remove_tree(self.root)
+
+    # machine B of the cache-from rows: another store
+    def second(self) -> Lamina:
+        other = Lamina()
+        other.root = BASE / "lamina-b"
+        return other
+
+    def push_base(self, name: str) -> None:
+        peers.run(self.cli("tag", self.base, name), env=self.env)
+        peers.run(self.cli("push", name), env=self.env, timeout=300)
+
+    def export_build(self, context: Path, registry: str, inline: bool) -> list[str]:
+        cache = ["--build-arg", "BUILDKIT_INLINE_CACHE=1"] if inline else [
+            "--cache-to", f"type=registry,ref={registry}/bench/lamina-cache:1,mode=max"]
+        return self.cli("build", "-q", "--network", "host", "-t",
+                        f"{registry}/bench/lamina-app:1", "--build-arg",
+                        f"BASE={registry}/bench/lamina-base:1", *cache, str(context))
+
+    def push_built(self, registry: str) -> None:
+        peers.run(self.cli("push", f"{registry}/bench/lamina-app:1"), env=self.env, timeout=300)
+
+    def empty(self, registry: str) -> None:
+        """B holds the base image alone again."""
+        peers.remove_tree(self.root)
+        peers.run(self.cli("pull", f"{registry}/bench/lamina-base:1"), env=self.env, timeout=300)
+
+    def cache_from_build(self, context: Path, registry: str, inline: bool) -> list[str]:
+        source = f"{registry}/bench/lamina-app:1" if inline else \
+            f"type=registry,ref={registry}/bench/lamina-cache:1"
+        return self.cli("build", "-q", "--network", "host", "-t", "app:b", "--build-arg",
+                        f"BASE={registry}/bench/lamina-base:1", "--cache-from", source,
+                        str(context))
 
 
 class DockerLegacy(peers.Docker):
@@ -250,6 +298,41 @@ class DockerBuildKit(DockerLegacy):
                 "--build-arg", f"BASE={self.base}", *(["--no-cache"] if no_cache else []),
                 str(context)]
 
+    # machine B of the cache-from rows: a second dockerd
+    def second(self) -> DockerBuildKit:
+        other = DockerBuildKit()
+        peers.Docker.__init__(other, BASE / "buildkit-b")
+        other.env["DOCKER_BUILDKIT"] = "1"
+        return other
+
+    def start_empty(self) -> None:
+        peers.Docker.start(self)
+
+    def push_base(self, name: str) -> None:
+        peers.run([self.client, "tag", self.base, name], env=self.env)
+        peers.run([self.client, "push", name], env=self.env, timeout=300)
+
+    def export_build(self, context: Path, registry: str, inline: bool) -> list[str]:
+        return [self.client, "build", "-q", "--network", "host", "-t",
+                f"{registry}/bench/bk-app:1", "--build-arg", "BUILDKIT_INLINE_CACHE=1",
+                "--build-arg", f"BASE={registry}/bench/bk-base:1", str(context)]
+
+    def push_built(self, registry: str) -> None:
+        peers.run([self.client, "push", f"{registry}/bench/bk-app:1"], env=self.env, timeout=300)
+
+    def empty(self, registry: str) -> None:
+        peers.run([self.client, "image", "rm", "-f", "app:b"], env=self.env, check=False)
+        peers.run([self.client, "builder", "prune", "-af"], env=self.env, check=False,
+                  timeout=300)
+        peers.run([self.client, "image", "prune", "-f"], env=self.env, check=False)
+        peers.run([self.client, "pull", f"{registry}/bench/bk-base:1"], env=self.env,
+                  timeout=300)
+
+    def cache_from_build(self, context: Path, registry: str, inline: bool) -> list[str]:
+        return [self.client, "build", "-q", "--network", "host", "-t", "app:b",
+                "--build-arg", f"BASE={registry}/bench/bk-base:1", "--cache-from",
+                f"{registry}/bench/bk-app:1", str(context)]
+
 
 class Podman(peers.Podman):
     name = "podman"
@@ -288,6 +371,45 @@ def prune(engine) -> None:
         peers.run(engine.cli("image", "prune", "-f"), env=engine.env, check=False, timeout=600)
 
 
+def cache_from_rows(engines, context: Path, runs: int, times: dict) -> None:
+    """Machine A exports, machine B (emptied before each run) builds from the cache alone."""
+    from transfer import Registry
+
+    pairs = [(e, e.second()) for e in engines if e.name in ("lamina", "buildkit")]
+    if not pairs:
+        return
+    registry = Registry(BASE / "registry")
+    registry.start()
+    try:
+        for a, b in pairs:
+            short = "lamina" if a.name == "lamina" else "bk"
+            a.push_base(f"{registry.host}/bench/{short}-base:1")
+            timed(a, a.export_build(context, registry.host, inline=True))
+            a.push_built(registry.host)
+            if a.name == "lamina":
+                timed(a, a.export_build(context, registry.host, inline=False))
+            if a.name == "buildkit":
+                b.start_empty()
+        rows = [("cache-from an image's inline cache, empty store B (20 MB layer)", True),
+                ("cache-from a registry cache (--cache-to type=registry), empty store B", False)]
+        for rep in range(runs):
+            for work, inline in rows:
+                for a, b in pairs:
+                    if a.name != "lamina" and not inline:
+                        continue  # --cache-to type=registry needs buildx
+                    b.empty(registry.host)
+                    times.setdefault((a.name, work), []).append(
+                        timed(b, b.cache_from_build(context, registry.host, inline)))
+            log(f"cache-from: run {rep + 1}/{runs}")
+    finally:
+        for _, b in pairs:
+            try:
+                b.cleanup()
+            except Exception as error:  # noqa: BLE001 - keep stopping the others
+                log(f"cleanup of {b.name} B: {error}")
+        registry.stop()
+
+
 # ---------------------------------------------------------------- report
 def write_results(section: str) -> None:
     old = RESULTS.read_text() if RESULTS.exists() else "# lamina benchmark results\n"
@@ -310,7 +432,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--skip-big", action="store_true", help="only the small Dockerfile")
     args = ap.parse_args(argv)
     lock_fd = lock()
-    rootfs, small, big, cache, graph = make_contexts()
+    rootfs, small, big, cache, graph, travel = make_contexts()
     files, total = tree_size(big / "tree")
     engines = []
     for name in args.only:
@@ -347,6 +469,7 @@ def main(argv: list[str]) -> int:
                 times.setdefault((engine.name, work), []).append(
                     timed(engine, engine.build(cache, "cache:bench", no_cache=False)))
             log(f"cache mount: run {rep + 1}/{args.runs}")
+        cache_from_rows(engines, travel, args.runs, times)
         for rep in range(0 if args.skip_big else args.big_runs):
             for engine in engines:
                 subprocess.run(["sync"], check=False)
@@ -372,7 +495,11 @@ def main(argv: list[str]) -> int:
              ("Versions: " + "; ".join(f"{n} {versions.get(n, '?')}" for n in names) + ". "
               "docker builds with the legacy builder (DOCKER_BUILDKIT=0), buildkit is the same "
               "Docker Engine building with BuildKit (Debian's 20.10 client, DOCKER_BUILDKIT=1); "
-              "buildah is not installed here. The legacy builder has no RUN --mount."), "",
+              "buildah is not installed here. The legacy builder has no RUN --mount. "
+              "cache-from: store B holds only the base image (pulled from a loopback "
+              "docker-registry, as A pushed it) and builds from A's cache alone, fetching its "
+              "layers; Debian's 20.10 client gives BuildKit only the inline form (--cache-to "
+              "needs buildx, which is not packaged here)."), "",
              "| work | " + " | ".join(names) + " | " +
              " | ".join(f"lamina / {n}" for n in names if n != "lamina") + " |",
              "|---" * (1 + len(names) + len([n for n in names if n != "lamina"])) + "|"]

@@ -9,6 +9,8 @@ import sys
 
 import pytest
 
+from tests.rootlessuser import rootless_user  # noqa: F401  (a fixture: a real unprivileged user)
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (mounts, chown, mknod)")
 

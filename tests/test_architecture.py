@@ -38,7 +38,7 @@ LAYERS = [
     ["lamina.differ", "lamina.content", "lamina.metadata"],
     ["lamina.snapshots", "lamina.union", "lamina.unionfs", "lamina.layertar", "lamina.changes",
      "lamina.mount"],
-    ["lamina.errors", "lamina.faults", "lamina.digest", "lamina.humanize", "lamina.fsutil",
+    ["lamina.errors", "lamina.userns", "lamina.faults", "lamina.digest", "lamina.humanize", "lamina.fsutil",
      "lamina.processes", "lamina.whiteouts", "lamina.rootpath", "lamina.limits", "lamina.tarsplit",
      "lamina.compression", "lamina.image", "lamina.reference", "lamina.events",
      "lamina.runstate"],

@@ -640,8 +640,8 @@ def test_copy_parents(store, ctx, mounted):
 
 def test_buildkit_only_flags_are_refused_with_the_line(store, ctx):
     write(ctx, {"a": "a"})
-    with pytest.raises(InvalidArgument, match="Dockerfile:2: ADD --keep-git-dir is not supported"):
-        do_build(store, ctx, "FROM busybox\nADD --keep-git-dir a /x/\n")
+    with pytest.raises(InvalidArgument, match="Dockerfile:2: ADD --unpack is not supported"):
+        do_build(store, ctx, "FROM busybox\nADD --unpack=true a /x/\n")
 
 
 def test_vfs_store_builds_too(store_root, busybox_tar, ctx, tmp_path):

@@ -143,6 +143,21 @@ RUN --mount=type=bind,from=busybox:latest,target=/img ls /img/bin/busybox > /fro
     assert not os.path.lexists(m.path("/img"))
 
 
+def test_read_only_bind_with_a_dockerignore_hides_what_it_excludes(store, ctx, mounted):
+    write(ctx, {"src/f": "kept\n", "src/secret.key": "hidden\n", ".dockerignore": "**/*.key\n"})
+    image, _ = do_build(store, ctx, """\
+FROM busybox
+RUN --mount=type=bind,source=src,target=/src ls /src > /listing && cat /src/f > /f && \\
+    if echo x >> /src/f 2>/dev/null; then echo writable; else echo read-only; fi > /ro
+""")
+    m = mounted(image)
+    assert m.read("/listing") == "f\n" and m.read("/f") == "kept\n"
+    assert m.read("/ro") == "read-only\n"
+    assert (ctx / "src" / "f").read_text() == "kept\n"
+    assert not any(name.startswith("bind-") for _, dirs, _ in os.walk(
+        os.path.join(store.root, "tmp")) for name in dirs)  # the linked copy went with the step
+
+
 def test_tmpfs_mount_has_its_size_and_leaves_nothing(store, ctx, mounted):
     image, _ = do_build(store, ctx, "FROM busybox\nWORKDIR /w\n"
                                     "RUN --mount=type=tmpfs,target=scratch,size=2m "

@@ -191,3 +191,14 @@ def test_main_module_imports_no_verb_module():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.split()
     assert out == ["lamina", "lamina.cli", "lamina.cli.common", "lamina.cli.main", "lamina.errors"]
+
+
+def test_parser_says_which_flags_were_given():
+    parser = common.Parser("create", (("image", None, "IMAGE"), ("--rm", "bool", "x"),
+                               ("-e --env", "list", "x"), ("--name", "string", "x"),
+                               ("-i --interactive", "bool", "x"), ("-t --tty", "bool", "x")))
+    assert parser.parse_args(["img"]).given == set()
+    assert parser.parse_args(["--name", "n", "img"]).given == {"name"}
+    # a flag given with its default value still counts; grouped short flags count each
+    assert parser.parse_args(["--rm=false", "-it", "-e", "A=1", "img"]).given == {
+        "rm", "interactive", "tty", "env"}

@@ -195,6 +195,8 @@ def connect(path: str) -> sqlite3.Connection:
     """Open the store's database, creating its tables on first use."""
     # check_same_thread=False: lamina serve hands a store's connection from one request's
     # thread to the next (one at a time, never two at once: see lamina.api.server.EnginePool)
+    if not os.path.exists(path):  # the owner's alone (SQLite gives its -wal and -shm the same mode)
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
     db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
     db.row_factory = sqlite3.Row
     db.execute("PRAGMA busy_timeout = 30000")

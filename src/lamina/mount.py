@@ -9,6 +9,7 @@ import os
 import threading
 
 from .errors import InvalidArgument, LaminaError, Unavailable
+from .userns import in_user_namespace
 
 MS_RDONLY = 1
 MS_REMOUNT = 32
@@ -97,6 +98,8 @@ def mount_all(mounts: list["Mount"], target: str) -> None:
     for m in mounts:
         if m.type == "overlay":
             data = ",".join(o for o in m.options if o != "ro")
+            if in_user_namespace() and "userxattr" not in m.options:
+                data += ",userxattr"  # trusted.* is the host root's: use user.overlay.* instead
             if len(data) > PAGE_LIMIT:
                 # mount(2) would succeed and silently truncate the options (MACHINE.md).
                 raise InvalidArgument(

@@ -14,19 +14,89 @@ tags, and finishes or undoes what dead processes left half done.
 from __future__ import annotations
 
 import os
+import sqlite3
+import stat
 
 from .errors import FailedPrecondition, InvalidArgument, LaminaError, Unavailable
 from .metadata import Transaction, connect
 from .processes import alive
 from .snapshots import DRIVERS, open_snapshotter
+from .userns import in_user_namespace, user_data_root
 
 
 def default_root() -> str:
     """``/var/lib/lamina`` for root, the XDG data dir otherwise."""
-    if os.geteuid() == 0:
+    if os.geteuid() == 0 and not in_user_namespace():
         return "/var/lib/lamina"
-    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
-    return os.path.join(base, "lamina")
+    return user_data_root()
+
+
+PRIVATE_FILES = ("lamina.db", "lamina.db-wal", "lamina.db-shm", "events.log")
+"""Files of a store that hold what its containers were given (``-e NAME=secret``): mode 0600."""
+
+
+def guard(root: str) -> None:
+    """Make ``root`` a store directory that only its owner can enter (0700, as Podman's storage;
+    Docker keeps ``/var/lib/docker`` at 0710): created so, and tightened when an older store
+    (0755) is opened, with its database and its containers' ``config.json`` made 0600. A store
+    that belongs to another user is refused before anything in it is touched. One ``stat`` when
+    the store is already right: every command pays it."""
+    try:
+        st = os.stat(root)
+    except FileNotFoundError:
+        os.makedirs(os.path.dirname(root) or ".", exist_ok=True)
+        try:
+            os.mkdir(root, 0o700)
+        except FileExistsError:  # another command made it first
+            pass
+        st = os.stat(root)
+        if stat.S_IMODE(st.st_mode) & 0o077:  # mkdir under a umask that left bits out, or raced
+            os.chmod(root, 0o700)
+        return
+    if not stat.S_ISDIR(st.st_mode):
+        raise FailedPrecondition(f"cannot open store {root}: not a directory")
+    if st.st_uid != os.geteuid() and (os.geteuid() != 0 or in_user_namespace()):
+        raise FailedPrecondition(
+            f"cannot open store {root}: it belongs to {owner_name(st.st_uid)}, and a store is "
+            "its owner's alone (use your own --root)")
+    if stat.S_IMODE(st.st_mode) & 0o077:
+        tighten(root)
+
+
+def tighten(root: str) -> None:
+    """Take group and other users' access away from an older store: its root (0700), its
+    database and events (0600) and every container's bundle (0700) and ``config.json`` (0600)."""
+    os.chmod(root, 0o700)
+    for name in PRIVATE_FILES:
+        try:
+            os.chmod(os.path.join(root, name), 0o600)
+        except FileNotFoundError:
+            pass
+    bundles = os.path.join(root, "containers")
+    try:
+        names = os.listdir(bundles)
+    except FileNotFoundError:
+        return
+    os.chmod(bundles, 0o700)
+    for name in names:
+        for path, mode in ((os.path.join(bundles, name), 0o700),
+                           (os.path.join(bundles, name, "config.json"), 0o600)):
+            try:
+                os.chmod(path, mode)
+            except FileNotFoundError:
+                pass
+
+
+def owner_name(uid: int) -> str:
+    """``root``, ``user alice (uid 1000)`` or ``uid 65534``."""
+    import pwd
+
+    if uid == 0 and not in_user_namespace():
+        return "root"
+    try:
+        return f"user {pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except KeyError:
+        return f"uid {uid}" + (" (not mapped into this user namespace)" if uid == 65534 else "")
 
 
 class Store:
@@ -38,19 +108,20 @@ class Store:
         if wanted is not None and wanted not in DRIVERS:
             raise InvalidArgument(f"unknown storage driver {wanted!r} (choose from {', '.join(DRIVERS)})")
         try:
-            if not os.path.isdir(self.root):
-                os.makedirs(self.root, exist_ok=True)
+            guard(self.root)
             self.db = connect(os.path.join(self.root, "lamina.db"))
         except OSError as e:
             raise LaminaError(f"cannot open store {self.root}: {e.strerror}") from None
+        except sqlite3.Error as e:
+            raise LaminaError(f"cannot open store {self.root}: {e}") from None
         row = self.db.execute("SELECT value FROM settings WHERE key = 'driver'").fetchone()
         if row is None:
             chosen = wanted or self._detect_driver()
-            if chosen in ("overlay2", "overlay") and os.geteuid() != 0:
+            if chosen in ("overlay2", "overlay") and os.geteuid() != 0:  # not in a user namespace
                 raise Unavailable(
                     f"the {chosen} driver needs root (kernel overlay mounts, whiteouts as device "
                     "nodes, trusted.* xattrs): as a non-root user use --driver vfs or union, or "
-                    "run lamina inside a user namespace (unshare -Ur)")
+                    "run lamina inside its user namespace (lamina unshare)")
             with Transaction(self.db):
                 self.db.execute("INSERT OR IGNORE INTO settings VALUES ('driver', ?)", (chosen,))
             row = self.db.execute("SELECT value FROM settings WHERE key = 'driver'").fetchone()
@@ -209,6 +280,6 @@ class Store:
     def _detect_driver(self) -> str:
         from .snapshots import overlay_supported
 
-        if os.geteuid() == 0 and overlay_supported(self.root):
+        if os.geteuid() == 0 and overlay_supported(self.root):  # as root, or in a user namespace
             return "overlay2"
         return "vfs"

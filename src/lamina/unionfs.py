@@ -368,8 +368,11 @@ def serve(lowers: list[str], upper: str | None, target: str, ready_fd: int | Non
                "ro": upper is None}
     if os.geteuid() == 0:
         options["allow_other"] = True
-        options["dev"] = True
-        options["suid"] = True
+        from .userns import in_user_namespace
+
+        if not in_user_namespace():  # a user namespace's mounts are nodev, nosuid by force
+            options["dev"] = True
+            options["suid"] = True
     _fuse_class()(_operations(view, ready_fd), target, **options)
 
 

@@ -13,7 +13,8 @@ module is the only place that knows them:
   (``.wh..wh.plnk``, and lamina's copy-up temporaries): neither entries nor whiteouts.
 * overlayfs: a whiteout is a character device 0/0 named ``NAME``; an opaque directory carries the
   xattr ``trusted.overlay.opaque=y``. Every ``trusted.overlay.*`` xattr is overlayfs' private
-  bookkeeping and never leaves the host.
+  bookkeeping and never leaves the host. In a user namespace (a rootless store, mounted with
+  ``userxattr``) the prefix is ``user.overlay.`` instead: ``trusted.*`` is the host root's alone.
 
 Name functions take ``str`` or ``bytes`` and return the same type (layer tars are handled as
 bytes). ``typing`` is not imported: this module is on the start-up path of most commands.
@@ -27,6 +28,7 @@ OPAQUE_MARKER = ".wh..wh..opq"
 AUFS_PRIVATE_PREFIX = ".wh..wh."
 OVERLAY_XATTR_PREFIX = "trusted.overlay."
 OVERLAY_OPAQUE_XATTR = "trusted.overlay.opaque"
+USER_OVERLAY_XATTR_PREFIX = "user.overlay."
 
 MAX_NAME = 255 - len(WHITEOUT_PREFIX)
 """The longest name a layer can delete: its whiteout must fit in 255 bytes (AUFS has the same)."""
@@ -129,20 +131,29 @@ def make_overlay_whiteout(path: str | bytes) -> None:
     os.mknod(path, stat.S_IFCHR | 0o600, 0)
 
 
+def overlay_xattr_prefix() -> str:
+    """``trusted.overlay.`` for the host's root, ``user.overlay.`` in a user namespace (where
+    overlayfs is mounted with ``userxattr``)."""
+    from .userns import in_user_namespace
+
+    return USER_OVERLAY_XATTR_PREFIX if in_user_namespace() else OVERLAY_XATTR_PREFIX
+
+
 def is_overlay_opaque(path: str | bytes) -> bool:
     """Whether the directory ``path`` is marked opaque for overlayfs."""
     try:
-        return os.getxattr(path, OVERLAY_OPAQUE_XATTR, follow_symlinks=False) == b"y"
+        return os.getxattr(path, overlay_xattr_prefix() + "opaque", follow_symlinks=False) == b"y"
     except OSError:
         return False
 
 
 def set_overlay_opaque(path: str | bytes) -> None:
     """Mark the directory ``path`` opaque for overlayfs."""
-    os.setxattr(path, OVERLAY_OPAQUE_XATTR, b"y", follow_symlinks=False)
+    os.setxattr(path, overlay_xattr_prefix() + "opaque", b"y", follow_symlinks=False)
 
 
 def is_overlay_private_xattr(name: str) -> bool:
-    """Whether the xattr ``name`` is overlayfs' own (``trusted.overlay.*``): never copied, never
-    written to a layer tar, never compared."""
-    return name.startswith(OVERLAY_XATTR_PREFIX)
+    """Whether the xattr ``name`` is overlayfs' own (``trusted.overlay.*``, or ``user.overlay.*``
+    in a user namespace): never copied, never written to a layer tar, never compared."""
+    return name.startswith(OVERLAY_XATTR_PREFIX) or (
+        name.startswith(USER_OVERLAY_XATTR_PREFIX) and name.startswith(overlay_xattr_prefix()))

@@ -11,6 +11,7 @@ import pytest
 
 from lamina.errors import AlreadyExists, FailedPrecondition, NotFound
 from lamina.snapshots import ACTIVE, COMMITTED, VIEW
+from lamina.whiteouts import overlay_xattr_prefix
 
 from .conftest import copy_up_keeps_hard_links, rename_lower_dir_errno
 from .treeutil import CAPABILITY, RICH_BASE, assert_same_tree, snapshot_tree
@@ -390,7 +391,8 @@ def test_rmdir_then_mkdir_is_opaque(store):
                                   ("D", "/dir/target"), ("A", "/dir/z")]
     if store.driver == "overlay2":
         upper = os.path.join(store.snaps.dir("c"), "dir")
-        assert os.getxattr(upper, "trusted.overlay.opaque") == b"y"
+        # trusted.overlay.opaque as root, user.overlay.opaque in a rootless store's namespace
+        assert os.getxattr(upper, overlay_xattr_prefix() + "opaque") == b"y"
     store.assert_view("c", [base, step])
     store.commit("child", "c")
     store.prepare("grandchild", "child")  # the lower children stay hidden one layer further up

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # BuildKit-only flags the parser accepts but this builder (like Docker's legacy one) does not do
-_UNSUPPORTED = {"add": ("keep-git-dir", "unpack")}
+_UNSUPPORTED = {"add": ("unpack",)}
 
 
 class BuildError(LaminaError):
@@ -86,6 +86,9 @@ class BuildOptions:
     output: tuple[str, str] | None = None  # ("local", DIR) or ("tar", FILE): files, no image
     jobs: int | None = None  # stages built at once (None: the CPU count)
     extra_hosts: tuple[str, ...] = ()  # --add-host HOST:IP: in each RUN's /etc/hosts
+    # --cache-to / --cache-from (lamina.builder.remotecache.CacheSpec each)
+    cache_to: tuple = ()
+    cache_from: tuple = ()
 
 
 def _nop(state: State) -> str:
@@ -146,7 +149,13 @@ class Builder:
         from .progress import Plain
 
         mode = "quiet" if options.quiet else (options.progress or "legacy")
-        self.plain = Plain(out) if mode in ("plain", "tty") else None
+        self.plain = Plain(out) if mode == "plain" else None
+        if mode == "tty":  # BuildKit's live view, drawn on this process's terminal
+            import sys
+
+            from .progress import Tty
+
+            self.plain = Tty(sys.stdout)
         if mode == "quiet" or self.plain is not None:
             self.out = lambda *a, **k: None  # Docker's legacy lines: not in these modes
         else:
@@ -168,6 +177,10 @@ class Builder:
         self.stage_steps = (0, 0)  # (vertices so far, vertices) of that stage
         self.hit = False  # the last step came from the cache
         self.vertex: int | None = None  # the plain progress's vertex of the step being built
+        self.made: dict = {}  # step key -> remotecache.Step: what --cache-to exports
+        self.made_by: dict[str, str] = {}  # image ID -> the step key that made it
+        self.exporting = False  # --cache-to or an inline cache: steps are remembered
+        self.remote: list = []  # the --cache-from caches (remotecache.RemoteCache)
 
     # ------------------------------------------------------------------ images and states
     def _find_image(self, reference: str) -> str | None:
@@ -202,9 +215,14 @@ class Builder:
 
     # ------------------------------------------------------------------ the build
     def run(self) -> str:
+        failed = True
         try:
-            return self._run()
+            image_id = self._run()
+            failed = False
+            return image_id
         finally:
+            if self.plain is not None:
+                self.plain.close(failed)
             self._release_leases()
 
     def _run(self) -> str:
@@ -215,6 +233,8 @@ class Builder:
         self._check_mounts(stages)
         self.total = sum(1 + len(s.instructions) for s in stages)
         self.several = len(stages) > 1
+        self.exporting = bool(options.cache_to) or self._inline_cache_wanted()
+        self._import_caches()
         jobs = self.options.jobs or os.cpu_count() or 1
         try:
             if jobs > 1 and self.several:
@@ -223,6 +243,8 @@ class Builder:
                 for stage in stages:
                     self.stage_states[stage.index] = self._run_stage(stage)
         finally:
+            for remote in self.remote:
+                remote.close()
             if self.tmp:
                 import shutil
 
@@ -236,7 +258,11 @@ class Builder:
 
             write_output(self._tree(state), *options.output)
             self.out(f"Successfully built {state.image_id[7:19]}")
+            self._export_caches(state.image_id)
             return state.image_id
+        built = state.image_id  # the last step's state (made_by knows it)
+        if self._inline_cache_wanted():  # the image made carries its cache
+            state = self._with_inline_cache(state)
         from lamina.image import normalize
 
         tags = [normalize(t) for t in options.tags]
@@ -259,7 +285,93 @@ class Builder:
             for tag in tags:
                 self.plain.status(number, f"naming to {_full_name(tag)} done")
             self.plain.done(number)
+        self._export_caches(built)
         return state.image_id
+
+    # ------------------------------------------------------------------ caches that travel
+    def _import_caches(self) -> None:
+        """Read each ``--cache-from``; one that cannot be read is a warning (as BuildKit's)."""
+        if not self.options.cache_from or self.options.no_cache:  # --no-cache: none is used
+            return
+        from .remotecache import RemoteCache
+
+        for spec in self.options.cache_from:
+            number = self.plain.start(f"importing cache manifest from {spec}") \
+                if self.plain is not None else None
+            remote = RemoteCache(spec)
+            try:
+                count = remote.load()
+            except (LaminaError, OSError, ValueError) as error:
+                remote.close()
+                message = f"failed to import cache {spec}: {str(error).splitlines()[0]}"
+                if number is not None:
+                    self.plain.status(number, f"WARNING: {message}")
+                    self.plain.done(number)
+                else:
+                    self.out(f"WARNING: {message}")
+                continue
+            self.remote.append(remote)
+            if number is not None:
+                self.plain.status(number, f"{count} cache records")
+                self.plain.done(number)
+
+    def _inline_cache_wanted(self) -> bool:
+        return any(spec.kind == "inline" for spec in self.options.cache_to) or \
+            self.options.build_args.get("BUILDKIT_INLINE_CACHE", "0").lower() in ("1", "true")
+
+    def _with_inline_cache(self, state: State) -> State:
+        """The final state again, its config holding the cache of the steps that made it."""
+        from .remotecache import with_inline_cache
+
+        config = with_inline_cache(state.raw, self.made, state.image_id)
+        with self.store.tx():
+            image_id = self.images.add(config, state.chains, None)
+            self._lease(state.chains)
+        return State(image_id, list(state.chains), json.loads(config), state.cmd_set,
+                     list(state.shell), config)
+
+    def _export_caches(self, image_id: str) -> None:
+        from .remotecache import export_cache
+
+        for spec in self.options.cache_to:
+            if spec.kind == "inline":
+                continue
+            kind = "client directory" if spec.kind == "local" else "registry"
+            if self.plain is not None:
+                number = self.plain.start(f"exporting cache to {kind}")
+                self.plain.status(number, "preparing build cache for export")
+                export_cache(self.images, spec, self.made, image_id,
+                             lambda line, n=number: self.plain.status(n, line))
+                self.plain.done(number)
+            else:
+                export_cache(self.images, spec, self.made, image_id)
+
+    def _remote_hit(self, key: str) -> str | None:
+        """The state step ``key`` made on the machine that wrote a ``--cache-from``, stored
+        here (its missing layers fetched), or None."""
+        for remote in self.remote:
+            try:
+                image_id = remote.materialize(self.images, key)
+            except (LaminaError, OSError) as error:  # a warning: the step is built here
+                warning = f"WARNING: cache {remote.spec}: {str(error).splitlines()[0]}"
+                if self.plain is not None and self.vertex is not None:
+                    self.plain.status(self.vertex, warning)
+                else:
+                    self.out(warning)
+                continue
+            if image_id is not None:
+                return image_id
+        return None
+
+    def _remember(self, key: str, parent_id: str | None, state: State) -> None:
+        """Step ``key`` on ``parent_id`` made (or found) ``state``: a record for --cache-to."""
+        if not self.exporting:
+            return
+        from .remotecache import Step
+
+        parent = self.made_by.get(parent_id) if parent_id else None
+        self.made[key] = Step(key, parent, state.image_id, tuple(state.chains), state.raw)
+        self.made_by[state.image_id] = key
 
     def _run_graph(self, stages: list[Stage], jobs: int) -> None:
         """Build the stages as a graph: each as soon as the stages it needs are built, at most
@@ -337,7 +449,8 @@ class Builder:
         from lamina.builder.plan import platform_args
 
         unused = sorted(k for k in self.options.build_args
-                        if k not in declared and k not in PROXY_ARGS and k not in platform_args())
+                        if k not in declared and k not in PROXY_ARGS and k not in platform_args()
+                        and k != "BUILDKIT_INLINE_CACHE")
         if unused:
             self.out(f"[Warning] One or more build-args [{' '.join(unused)}] were not consumed")
 
@@ -499,15 +612,23 @@ class Builder:
         for _attempt in range(3):  # a concurrent prune may remove the state found meanwhile:
             try:  # looked up again, it is stored again from the recorded config
                 image_id = cache.lookup(self.images, key)
+                remote = image_id is None and bool(self.remote)
+                if remote:  # a --cache-from's state, stored here and remembered
+                    image_id = self._remote_hit(key)
                 if image_id is None:
                     return None
                 new = self._state_of(image_id)
+                if remote:
+                    with self.store.tx():
+                        cache.record(self.db, key, state.image_id, image_id, new.chains,
+                                     new.raw)
                 break
             except NotFound:
                 continue
         else:
             return None
         self.hit = True
+        self._remember(key, state.image_id, new)
         self.out(" ---> Using cache (CACHED)")
         self.out(f" ---> {image_id[7:19]}")
         new.cmd_set = state.cmd_set
@@ -574,7 +695,10 @@ class Builder:
                 self._drop(layer)
             raise
         self.out(f" ---> {image_id[7:19]}")
-        return State(image_id, chains, ordered, state.cmd_set, list(state.shell), config)
+        new = State(image_id, chains, ordered, state.cmd_set, list(state.shell), config)
+        if key is not None:
+            self._remember(key, parent_id, new)
+        return new
 
     def _store_again(self, state: State) -> None:
         """Inside a transaction: store ``state`` again if an ``image prune -a`` or ``system
@@ -829,6 +953,17 @@ class Builder:
                 source_state = self._state_of(image_id)
             source_tree = self._tree(source_state)
             source_label = f"--from={source_state.image_id or 'scratch'} "
+        context = self.context
+        kept_git = False  # ADD --keep-git-dir of a repository: keyed by its commit
+        if what == "ADD" and sources and reference in (None, "", []):
+            from .gitsource import parse_git_ref
+
+            repositories = [parse_git_ref(source) for source in sources]
+            if any(repositories):
+                if len(sources) != 1:
+                    raise InvalidArgument("ADD: a git repository must be the only source")
+                kept_git = flags.get("keep-git-dir") == "true"
+                context, sources, source_label = self._git_source(repositories[0], kept_git)
         checksum = flags.get("checksum") if what == "ADD" else None
         if checksum and not all(s.startswith(("http://", "https://")) for s in sources):
             raise InvalidArgument("checksum can't be specified for non-HTTP(S) sources")
@@ -848,12 +983,15 @@ class Builder:
         copy_plan = plan_copy(
             what=what, sources=sources, dest=dest,
             workdir=state.config.get("WorkingDir") or "/", tree=tree,
-            context=self.context if source_tree is None else None,
+            context=context if source_tree is None else None,
             chown=flags.get("chown") or None, chmod=flags.get("chmod") or None,
             source_tree=source_tree, heredocs=heredocs, downloads=downloads,
             exclude=list(flags.get("exclude") or []), parents=flags.get("parents") == "true")
         try:
-            digest = content_digest(copy_plan)
+            # a kept .git differs from clone to clone (its index's times, its logs): the commit
+            # names the content instead
+            digest = content_digest(copy_plan) if not kept_git else \
+                cache.step_key(None, source_label)
             kinds = copy_plan.kinds
             kind = "multi" if len(kinds) != 1 else kinds[0]
             chown = flags.get("chown") or ""  # Docker keeps the flag, glued to the digest
@@ -904,6 +1042,17 @@ class Builder:
             return None  # the layer went meanwhile: made again
         self.out(" ---> Using the linked layer of an earlier build (--link)")
         return staged, facts, blob
+
+    def _git_source(self, source, keep_git_dir: bool) -> tuple[Context, list[str], str]:
+        """Clone a repository into the scratch dir: (its files as a context, the source to
+        copy, what the cache key holds of it)."""
+        from .gitsource import checkout
+
+        where = os.path.join(self._scratch_dir(), f"git-{len(os.listdir(self.tmp))}")
+        root, commit = checkout(source, where, keep_git_dir)
+        self.out(f" ---> {source.remote} at {commit[:12]}")
+        label = f"git={source.remote}@{commit}:{source.subdir}:{keep_git_dir} "
+        return Context(root, ""), ["."], label
 
     def _download(self, url: str, dest: str) -> tuple[str, str, float]:
         """Fetch ``url`` into the scratch dir: (path, file name, mtime from Last-Modified)."""
@@ -1018,8 +1167,13 @@ class Builder:
                 if not os.path.lexists(self.context.host(rel)):
                     raise NotFound(f"RUN --mount: bind source {m.source!r} not found in the "
                                    "build context")
+                if m.readonly and self.context.matcher is None:
+                    # nothing of it is excluded: the context's own files, bound read-only
+                    out[i] = (self.context.host(rel),
+                              copy_context_subtree(self.context, rel, None))
+                    continue
                 copy = os.path.join(step.temp_dir("bind-"), "source")
-                out[i] = (copy, copy_context_subtree(self.context, rel, copy))
+                out[i] = (copy, copy_context_subtree(self.context, rel, copy, link=m.readonly))
             elif m.type in ("bind", "cache") and m.from_:
                 stage = ins.mount_stages.get(m.from_)
                 if stage is not None:

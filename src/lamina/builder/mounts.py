@@ -294,17 +294,41 @@ class StepMounts:
         self.temporary.clear()
 
 
-def copy_context_subtree(context, rel: str, dest: str) -> str:
+def copy_context_subtree(context, rel: str, dest: str | None, link: bool = False) -> str:
     """Copy the context's ``rel`` (``.dockerignore`` applied) to ``dest``; returns a digest of
-    what was copied (names, modes, link targets, contents), for the step's cache key."""
+    what was copied (names, modes, link targets, contents), for the step's cache key.
+    ``dest`` None: the digest only (the context itself is bound, read-only); ``link``: files
+    are hard links to the context's (for a read-only bind; a copy where links cannot be)."""
     digest = hashlib.sha256()
     host = context.host(rel)
     st = os.stat(host)
     if not stat.S_ISDIR(st.st_mode):
-        shutil.copy2(host, dest)
+        if dest is not None:
+            _place(host, dest, link)
         with open(host, "rb") as f:
             digest.update(f.read())
         return digest.hexdigest()
+    if dest is not None:
+        os.makedirs(dest, exist_ok=True)
+    for below, path, est in context.walk(rel):
+        target = os.path.join(dest, below) if dest is not None else None
+        digest.update(f"{below}\0{est.st_mode}\0".encode("utf-8", "surrogateescape"))
+        if stat.S_ISDIR(est.st_mode):
+            if target is not None:
+                os.makedirs(target, exist_ok=True)
+                os.chmod(target, stat.S_IMODE(est.st_mode))
+        elif stat.S_ISLNK(est.st_mode):
+            link_target = os.readlink(path)
+            digest.update(link_target.encode("utf-8", "surrogateescape"))
+            if target is not None:
+                os.symlink(link_target, target)
+        elif stat.S_ISREG(est.st_mode):
+            if target is not None:
+                _place(path, target, link)
+            with open(path, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(chunk)
+    return digest.hexdigest()
     os.makedirs(dest, exist_ok=True)
     for below, path, est in context.walk(rel):
         target = os.path.join(dest, below)
@@ -322,3 +346,13 @@ def copy_context_subtree(context, rel: str, dest: str) -> str:
                 for chunk in iter(lambda: f.read(1 << 20), b""):
                     digest.update(chunk)
     return digest.hexdigest()
+
+
+def _place(source: str, target: str, link: bool) -> None:
+    if link:
+        try:
+            os.link(source, target)
+            return
+        except OSError:  # another file system, or links refused: a copy
+            pass
+    shutil.copy2(source, target)

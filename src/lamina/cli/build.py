@@ -13,6 +13,8 @@ ARGS = {
         ("context", None, "PATH"),
         ("--add-host", "list", "Add a custom host-to-IP mapping (host:ip) for RUN"),
         ("--build-arg", "list", "Set a build-time variable (NAME=VALUE; NAME: from the env)"),
+        ("--cache-from", "list", "Cache source: type=local,src=DIR, type=registry,ref=REF or REF"),
+        ("--cache-to", "list", "Cache destination: type=local|registry|inline (dest=, ref=, mode=)"),
         ("--check", "bool", "Only check the Dockerfile, build nothing"),
         ("-f --file", "string", "Name of the Dockerfile (default PATH/Dockerfile; '-': STDIN)"),
         ("--network", ("none", "host", "default"), "Network of RUN instructions ('default': host)"),
@@ -20,7 +22,7 @@ ARGS = {
         ("--pull", "bool", "Always attempt to pull a newer version of the image"),
         ("-o --output", "string", "type=local|tar,dest=PATH: files, no image; type=oci|docker"),
         ("--progress", ("auto", "plain", "tty", "quiet"),
-         "plain: BuildKit's steps (tty: the same, no live view yet); auto: Docker's lines"),
+         "BuildKit's steps: plain, tty (live), auto (tty on a terminal); none: Docker's lines"),
         ("-q --quiet", "bool", "Suppress the build output and print image ID on success"),
         ("--secret", "list", "Secret for RUN --mount=type=secret: id=ID,src=FILE or id=ID,env=VAR"),
         ("-t --tag", "list", "Name and optionally a tag (NAME[:TAG]); may be repeated"),
@@ -71,6 +73,16 @@ def parse_secret(text: str) -> tuple[str, tuple[str, str]]:
     return secret_id, ("file", os.path.abspath(path))
 
 
+def _progress_mode(flag: str | None) -> str:
+    """No flag: Docker's legacy lines; ``auto``: BuildKit's live view on a terminal, its plain
+    log elsewhere (as ``docker buildx build --progress=auto``)."""
+    if flag is None:
+        return "legacy"
+    if flag == "auto":
+        return "tty" if sys.stdout.isatty() else "plain"
+    return flag
+
+
 def cmd_build(opts, a):
     if a.context != "-" and not os.path.isdir(a.context):
         raise UsageError(f"unable to prepare context: path {a.context!r} not found")
@@ -105,13 +117,20 @@ def cmd_build(opts, a):
     from ..builder import BuildOptions
     from ..runtime.oci import parse_extra_host
 
+    cache_to = cache_from = ()
+    if a.cache_to or a.cache_from:
+        from ..builder.remotecache import parse_cache_spec
+
+        cache_to = tuple(parse_cache_spec(item, export=True) for item in a.cache_to)
+        cache_from = tuple(parse_cache_spec(item, export=False) for item in a.cache_from)
+
     extra_hosts = tuple(parse_extra_host(item) for item in a.add_host)
     engine = open_engine(opts)
     options = BuildOptions(context=a.context, dockerfile=text, tags=a.tag, build_args=build_args,
                            target=a.target, no_cache=a.no_cache, pull=a.pull,
                            network=a.network, quiet=a.quiet, secrets=secrets, output=output,
-                           extra_hosts=extra_hosts,
-                           progress="legacy" if a.progress in (None, "auto") else a.progress)
+                           extra_hosts=extra_hosts, cache_to=cache_to, cache_from=cache_from,
+                           progress=_progress_mode(a.progress))
 
     def out(line: str) -> None:
         print(line, flush=True)

@@ -44,7 +44,8 @@ class Parser:
     Flags may come before, between and after positionals, as ``--flag value``, ``--flag=value``,
     ``-f value``, ``-f=value`` or grouped short booleans (``-as``); ``--`` ends them; a ``"..."``
     positional takes all that follows it verbatim (a container's command). ``-h``/``--help``
-    prints :meth:`help` and exits 0 before anything else is done.
+    prints :meth:`help` and exits 0 before anything else is done. The namespace's ``given`` is
+    the set of flag attributes the command line set (a flag given with its default value counts).
     """
 
     def __init__(self, prog: str, arguments: tuple = (), summary: str = "",
@@ -94,13 +95,14 @@ class Parser:
         ns = Namespace()
         ns.__dict__.update(self.defaults)
         ns.__dict__.update({k: list(v) for k, v in self.defaults.items() if isinstance(v, list)})
+        ns.given = given = set()
         values: list[str] = []
         rest_at = next((i for i, (_, n) in enumerate(self.positionals) if n == "..."), None)
         i = 0
         while i < len(args):
             arg = args[i]
             i += 1
-            if rest_at is not None and len(values) >= rest_at:
+            if rest_at is not None and len(values) >= rest_at and (values or rest_at):
                 values.append(arg)
             elif arg == "--":
                 values.extend(args[i:])
@@ -113,6 +115,7 @@ class Parser:
                 if name not in self.flags:
                     self._fail(f"unknown flag: {name}")
                 dest, boolean, choices = self.flags[name]
+                given.add(dest)
                 if boolean:
                     if eq and value not in ("true", "false"):
                         self._fail(f"flag {name} takes no value")
@@ -135,6 +138,7 @@ class Parser:
                     if spec is None or not spec[1]:
                         self._fail(f"unknown shorthand flag: {letter!r} in {arg}")
                     setattr(ns, spec[0], True)
+                    given.add(spec[0])
             else:
                 values.append(arg)
         for name, nargs in self.positionals:

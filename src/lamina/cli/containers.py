@@ -19,10 +19,7 @@ ARGS["create"] = (
 
 def cmd_create(opts, a):
     # no flag but --name: the lean path (nothing to keep beyond the image's config)
-    given = [names for names, kind, *rest in CONTAINER_FLAGS if names != "--name" and
-             getattr(a, max(names.split(), key=len).lstrip("-").replace("-", "_"))
-             not in (None, False, [], rest[1] if len(rest) > 1 else None)]
-    if not given:
+    if a.given <= {"name"}:
         print(open_engine(opts).create(a.image, name=a.name, command=a.command or None))
         return
     from ..runtime.lifecycle import create

@@ -97,6 +97,7 @@ VERBS = {
     "tag": (OTHER, "Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE", "images"),
     "umount": (OTHER, "Unmount a container's root filesystem", "containers"),
     "unpause": (OTHER, "Unpause all processes within one or more containers", "limits"),
+    "unshare": (OTHER, "Run a command in the user namespace of a user's store", "system"),
     "update": (OTHER, "Update configuration of one or more containers", "limits"),
     "wait": (OTHER, "Block until one or more containers stop, then print their exit codes", "run"),
 }
@@ -250,7 +251,28 @@ def _run(opts, argv: list[str]) -> None:
         if e.name != f"{__package__}.{_entry(canonical(invocation))[1]}":
             raise
         fail(f"'{invocation}' is not a lamina command.\nSee 'lamina --help'.", 125)
-    command(opts, parser.parse_args(args))
+    parsed = parser.parse_args(args)
+    if os.geteuid() != 0 and canonical(invocation) not in OUTSIDE_NAMESPACE:
+        enter_namespace(opts)
+    command(opts, parsed)
+
+
+# Verbs that run as the user, outside the store's user namespace: they touch no store.
+OUTSIDE_NAMESPACE = ("version", "login", "logout")
+
+
+def enter_namespace(opts) -> None:
+    """A user's command runs in the user namespace of its store (lamina.userns), as root there:
+    the store is checked to be the user's own first, so another user's store, or root's, is
+    refused with one line and nothing is made."""
+    from ..store import default_root, guard
+    from ..userns import enter
+
+    opts.root = os.path.abspath(opts.root or os.environ.get("LAMINA_ROOT") or default_root())
+    guard(opts.root)
+    warning = enter(opts.root)
+    if warning:
+        print(f"WARN[0000] {warning}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -25,9 +25,12 @@ ARGS["serve"] = (
 
 
 def default_socket() -> str:
-    if os.geteuid() == 0:
+    from ..userns import host_uid, rootless
+
+    if not rootless():
         return "unix:///run/lamina/docker.sock"
-    runtime_dir = os.environ.get("XDG_RUNTIME_DIR") or f"/run/user/{os.geteuid()}"
+    # a user's command runs in its store's namespace, as uid 0 there: the host uid names the dir
+    runtime_dir = os.environ.get("XDG_RUNTIME_DIR") or f"/run/user/{host_uid()}"
     return f"unix://{runtime_dir}/lamina/docker.sock"
 
 

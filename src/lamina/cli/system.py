@@ -1,5 +1,6 @@
 """``lamina system df``, ``system check``, ``system prune``, ``info`` and ``version``."""
 
+import os
 import sys
 
 from .common import FORMAT_HELP, confirm, json_lines, open_engine, reclaimed, short_id
@@ -174,6 +175,34 @@ def cmd_info(opts, a):
     engine = open_engine(opts)
     info = {"Root": engine.root, "Driver": engine.driver, **engine.counts()}
     print(json.dumps(info, indent=2))
+
+ARGS["unshare"] = (
+    ("command", "...", "[COMMAND [ARG...]]"),
+)
+
+
+def cmd_unshare(opts, a):
+    """Run COMMAND (default: $SHELL) as root of the store's user namespace, with its mounts
+    (as ``podman unshare``); LAMINA_ROOT names the store for the lamina commands it runs."""
+    from ..errors import FailedPrecondition
+    from ..userns import in_user_namespace
+
+    if not in_user_namespace():
+        raise FailedPrecondition("please use unshare with rootless: root's store needs no "
+                                 "user namespace")
+    argv = list(a.command) or [os.environ.get("SHELL") or "/bin/sh"]
+    from ..store import default_root
+
+    root = os.path.abspath(opts.root or os.environ.get("LAMINA_ROOT") or default_root())
+    env = dict(os.environ, LAMINA_ROOT=root)
+    sys.stdout.flush()
+    try:
+        os.execvpe(argv[0], argv, env)
+    except OSError as e:
+        from ..errors import NotFound
+
+        raise NotFound(f"cannot run {argv[0]}: {e.strerror}") from None
+
 
 ARGS["version"] = ()
 

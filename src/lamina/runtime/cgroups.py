@@ -16,6 +16,17 @@ def unified() -> bool:
     return os.path.exists("/sys/fs/cgroup/cgroup.controllers")
 
 
+def delegated(path: str) -> bool:
+    """Whether a rootless container can have the cgroup ``path``: a cgroup v2 host whose
+    ``path`` lies under a directory this user may write (a delegated systemd user slice)."""
+    if not unified():
+        return False  # v1 and the hybrid: controllers are the host root's
+    parent = "/sys/fs/cgroup" + os.path.dirname(path)
+    while not os.path.isdir(parent):
+        parent = os.path.dirname(parent)
+    return os.access(parent, os.W_OK)
+
+
 def cgroup_dirs_of_path(path: str) -> dict[str, str]:
     """The directories of the cgroup ``path`` (the spec's ``cgroupsPath``, cgroupfs): v1
     controller name -> directory, and ``""`` -> the v2 one."""

@@ -14,6 +14,7 @@ import time
 
 from ..errors import InvalidArgument, LaminaError
 from ..processes import start_time as process_start_time
+from ..userns import rootless
 from .monitor import remove_after_run, request_stop, spawn, supervise
 from .oci import RunConfig, Runtime
 from .ownership import record, refresh, release, require_running, wait_past_start
@@ -168,7 +169,12 @@ def create(containers: ContainerStore, image: str, command: list[str] | None = N
 
     config = config or RunConfig()
     bridged = config.network not in NETWORKS
-    if bridged:  # a bridge network: it must exist (Docker's "network X not found")
+    if bridged and rootless():  # the user-mode network (lamina.runtime.usernet), no bridge
+        from .usernet import check_network
+
+        check_network(config.network)
+        bridged = False
+    elif bridged:  # a bridge network: it must exist (Docker's "network X not found")
         from .. import networks
 
         networks.get(containers.store, config.network)

@@ -10,10 +10,12 @@ and ``disconnect`` are ``network connect|disconnect``, at once for a running con
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 from ..errors import FailedPrecondition, LaminaError
 from ..processes import same_process
+from ..userns import rootless
 from .oci import RunConfig
 
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing (start-up time)
@@ -27,6 +29,12 @@ def join(containers: ContainerStore, row, config: RunConfig) -> Sandbox:
     from .. import endpoints, networks
 
     store = containers.store
+    if rootless():
+        from .usernet import user_mode_network
+
+        image = containers.images.config(row["image_id"]).get("config") or {}
+        ports = endpoints.wanted_ports(json.loads(config.to_json()), image)
+        return user_mode_network(store, row["id"], config.network, ports)
     if not store.db.execute("SELECT 1 FROM container_networks WHERE container_id = ?",
                             (row["id"],)).fetchone():
         if config.network != networks.DEFAULT:  # all disconnected: it runs with none
@@ -43,6 +51,14 @@ def leave(containers: ContainerStore, container_id: str, sandbox: Sandbox | None
     container has ended either way, and ``system check --repair`` removes what is left."""
     from ..endpoints import detach
 
+    if rootless():  # the user-mode network (lamina.runtime.usernet): its helper goes with it
+        from ..cni import remove_netns
+
+        remove_netns(sandbox.netns if sandbox and sandbox.netns else
+                     os.path.join(containers.store.root, "netns", container_id))
+        if sandbox is not None:
+            sandbox.close()
+        return
     try:
         detach(containers.store, container_id, sandbox)
     except LaminaError as e:

@@ -313,6 +313,8 @@ class Runtime:
         args = ["kill"] + (["--all"] if all else []) + [container_id, str(signal)]
         proc = subprocess.run(self.command(*args), check=False, stdin=subprocess.DEVNULL,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        if proc.returncode != 0 and all:  # rootless without a cgroup: runc cannot list them,
+            return self.kill(container_id, signal)  # and the init's end ends its PID namespace
         return proc.returncode == 0
 
     def delete(self, container_id: str) -> None:

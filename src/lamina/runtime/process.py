@@ -16,7 +16,7 @@ import signal
 
 from ..errors import FailedPrecondition, InvalidArgument
 from ..rootpath import resolve_in_root
-from . import cgroups, resources, security
+from . import cgroups, resources, rootless, security
 from .logs import Output
 from .oci import (
     RunConfig,
@@ -229,7 +229,10 @@ def prepare_bundle(containers: ContainerStore, row, config: RunConfig, rootfs: s
     spec["linux"]["resources"].update(resources.linux_resources(config))
     resources.shm_size(spec, config)
     security.apply(spec, config)
-    with open(os.path.join(bundle, "config.json"), "w") as f:
+    rootless.fit_spec(spec)
+    # 0600: the spec holds the container's environment (-e NAME=secret)
+    with open(os.open(os.path.join(bundle, "config.json"),
+                      os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600), "w") as f:
         json.dump(spec, f)
 
 

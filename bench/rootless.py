@@ -1,0 +1,344 @@
+#!/usr/bin/env python3
+"""Rootless lamina side by side: against rootless Podman (the same user, the same machine) and
+against lamina as root (overlay2).
+
+    unshare --mount --propagation private python3 bench/rootless.py [--runs N] [--no-results]
+
+Run as root (it makes the user ``lamina-rootless-test`` with subordinate ranges, as the tests
+do: tests/rootlessuser.py); the user's commands run with its uid, gid and no other groups.
+
+What it measures (each a median of N runs, engines interleaved in every round, so a load
+change hits all of them alike):
+
+* ``create``: ``create --network none IMAGE true`` (busybox), wall time of the command.
+* ``run --rm``: ``run --rm --network none IMAGE true``.
+* ``copy_up 1 GiB``: the first 1-byte append to a 1 GiB file of the image in a container's
+  mounted root (inside ``lamina unshare``/``podman unshare`` for the rootless engines), the
+  append's own time, measured in the writing process.
+* ``build``: ``build --no-cache`` of a small Dockerfile (FROM busybox, COPY, RUN, CMD).
+* the user namespace: a command (``images``) that joins the store's long-lived namespace
+  against one that must make it first (the pause process killed before each), and the
+  ``setns`` calls alone; and the user-mode network's set-up, pasta against slirp4netns, for a
+  fresh network namespace.
+
+Prints a table (medians, ratios) and rewrites its section of bench/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+sys.path.insert(0, REPO)
+
+from tests.rootlessuser import USER, make_user  # noqa: E402
+
+RESULTS = os.path.join(HERE, "RESULTS.md")
+BEGIN = "<!-- bench/rootless.py: begin generated section -->"
+END = "<!-- bench/rootless.py: end generated section -->"
+GiB, MiB = 1 << 30, 1 << 20
+
+CONTAINERS_CONF = """[containers]
+default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]
+[engine]
+runtime = "runc"
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+"""
+
+DOCKERFILE = """FROM busybox:latest
+COPY hello.txt /hello.txt
+RUN echo built > /built.txt && cat /hello.txt >> /built.txt
+CMD ["cat", "/built.txt"]
+"""
+
+APPEND = ("import sys, time\n"
+          "t = time.perf_counter()\n"
+          "with open(sys.argv[1], 'ab') as f:\n"
+          "    f.write(b'x')\n"
+          "print(time.perf_counter() - t)\n")
+
+
+def log(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+def big_tar(path: str) -> None:
+    """A rootfs tar with one 1 GiB file (big/file: a 1 MiB random block, 1,024 times)."""
+    block = os.urandom(MiB)
+
+    class Reader:
+        left = GiB
+
+        def read(self, size=-1):
+            size = self.left if size < 0 else min(size, self.left)
+            self.left -= size
+            return (block * (size // MiB + 1))[:size]
+
+    with tarfile.open(path, "w") as tar:
+        info = tarfile.TarInfo("big")
+        info.type, info.mode = tarfile.DIRTYPE, 0o755
+        tar.addfile(info)
+        info = tarfile.TarInfo("big/file")
+        info.size, info.mode = GiB, 0o644
+        tar.addfile(info, Reader())
+
+
+class Engine:
+    """One engine's command line: ``argv(*args)`` and how to run it (as root or as the user)."""
+
+    def __init__(self, name: str, prefix: list[str], user=None, env: dict | None = None):
+        self.name, self.prefix, self.user, self.env = name, prefix, user, env or {}
+
+    def __call__(self, *args, check=True, timeout=600) -> subprocess.CompletedProcess:
+        argv = [*self.prefix, *map(str, args)]
+        if self.user is not None:
+            return self.user.run(argv, check=check, env=self.env, timeout=timeout)
+        env = dict(os.environ, **self.env)
+        proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=timeout,
+                              check=False)
+        if check and proc.returncode != 0:
+            raise RuntimeError(f"{' '.join(argv)} failed: {proc.stderr[-2000:]}")
+        return proc
+
+    def timed(self, *args) -> float:
+        start = time.perf_counter()
+        self(*args)
+        return time.perf_counter() - start
+
+
+def append_time(engine: Engine, container: str, mount_verb: str, python: str) -> float:
+    """The first append to big/file in ``container``'s mounted root, timed inside."""
+    if engine.user is None:  # root: mount directly
+        root = engine("mount", container).stdout.strip()
+        try:
+            out = subprocess.run([python, "-c", APPEND, os.path.join(root, "big", "file")],
+                                 capture_output=True, text=True, check=True).stdout
+        finally:
+            engine("umount", container)
+        return float(out)
+    cli = " ".join(engine.prefix)
+    script = (f"m=$({cli} {mount_verb} {container}) && {python} -c \"$APPEND\" $m/big/file; "
+              f"{cli} umount {container} >/dev/null")
+    out = engine.user.run([*engine.prefix, "unshare", "sh", "-c", script],
+                          env={**engine.env, "APPEND": APPEND}).stdout
+    return float(out.strip().splitlines()[-1])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--no-results", action="store_true")
+    options = parser.parse_args()
+    if os.geteuid() != 0:
+        raise SystemExit("run as root (it makes the test user), in a private mount namespace")
+    work = tempfile.mkdtemp(prefix="lamina-bench-rootless-", dir="/var/tmp")
+    os.chmod(work, 0o755)  # the user reads the image tars from here
+    user, cleanup = make_user(USER)
+    samples: dict[tuple[str, str], list[float]] = {}
+    try:
+        return run_all(options, work, user, samples)
+    finally:
+        try:
+            user.run(["podman", "--root", os.path.join(user.home, "podman"), "rm", "-fa"],
+                     check=False, env=podman_env(user))
+            user.run(["podman", "unshare", "rm", "-rf", os.path.join(user.home, "podman")],
+                     check=False, env=podman_env(user))
+            pause = os.path.join(user.runtime_dir, "libpod", "tmp", "pause.pid")
+            if os.path.exists(pause):  # rootless Podman's own pause process
+                with open(pause) as f:
+                    os.kill(int(f.read().strip()), 9)
+        finally:
+            cleanup()
+            subprocess.run(["sh", "-c", (f"grep -o ' {work}[^ ]*' /proc/self/mountinfo | sort -r"
+                            " | xargs -r -n1 umount -l")], check=False)
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def podman_env(user) -> dict:
+    return {"CONTAINERS_CONF": os.path.join(user.home, "containers.conf")}
+
+
+def run_all(options, work: str, user, samples) -> int:
+    busybox = os.path.join(work, "busybox.tar")
+    subprocess.run([os.path.join(REPO, "examples", "busybox-rootfs.sh"), busybox], check=True,
+                   capture_output=True)
+    big = os.path.join(work, "big.tar")
+    log("writing the 1 GiB image tar")
+    big_tar(big)
+    for path in (busybox, big):
+        os.chmod(path, 0o644)
+    with open(os.path.join(user.home, "containers.conf"), "w") as f:
+        f.write(CONTAINERS_CONF)
+    context = os.path.join(user.home, "context")
+    os.mkdir(context)
+    for name, text in (("Dockerfile", DOCKERFILE), ("hello.txt", "hello\n")):
+        with open(os.path.join(context, name), "w") as f:
+            f.write(text)
+    for path in (os.path.join(user.home, "containers.conf"), context,
+                 os.path.join(context, "Dockerfile"), os.path.join(context, "hello.txt")):
+        os.chown(path, user.uid, user.gid)
+    python = user.python
+    lamina = Engine("lamina rootless", [python, "-m", "lamina"], user)
+    podman = Engine("podman rootless", ["podman", "--root", os.path.join(user.home, "podman"),
+                                        "--storage-driver", "overlay"], user, podman_env(user))
+    root_store = os.path.join(work, "root-store")
+    rootful = Engine("lamina root", [sys.executable, "-m", "lamina", "--root", root_store],
+                     env={"PYTHONPATH": os.path.join(REPO, "src")})
+    engines = [lamina, podman, rootful]
+    log("importing the images")
+    for engine in engines:
+        engine("import", busybox, "busybox:latest")
+        engine("import", big, "big:latest")
+    info = podman("info", "--format", "{{.Store.GraphDriverName}} {{.Host.RemoteSocket.Path}}")
+    log(f"podman rootless driver: {info.stdout.split()[0]}")
+
+    def sample(bench: str, engine: Engine, value: float) -> None:
+        samples.setdefault((bench, engine.name), []).append(value)
+
+    for round_ in range(options.runs):
+        log(f"round {round_ + 1}/{options.runs}")
+        for engine in engines:
+            name = f"bench-{round_}"
+            sample("create", engine, engine.timed("create", "--network", "none", "--name", name,
+                                                  "busybox:latest", "true"))
+            engine("rm", name)
+            sample("run --rm", engine, engine.timed("run", "--rm", "--network", "none",
+                                                    "busybox:latest", "true"))
+            big_name = f"big-{round_}"
+            engine("create", "--network", "none", "--name", big_name, "big:latest", "true")
+            sample("copy_up 1 GiB", engine, append_time(engine, big_name, "mount", python))
+            engine("rm", big_name)
+            tag = f"bench-build:{round_}"
+            sample("build", engine, engine.timed("build", "--no-cache", "--network", "none",
+                                                 "-t", tag, context))
+            engine("rmi", tag)
+    namespace_figures(user, lamina, samples, options.runs)
+    network_figures(user, lamina, samples, options.runs)
+    text = report(samples, options.runs, podman)
+    print(text)
+    if not options.no_results:
+        write_results(text)
+    return 0
+
+
+def namespace_figures(user, lamina: Engine, samples, runs: int) -> None:
+    """A command that joins the store's namespace against one that makes it first."""
+    probe = ("import sys, time\n"
+             "from lamina import userns\n"
+             "pid = userns.pause_pid(sys.argv[1])\n"
+             "t = time.perf_counter(); userns.join(pid); print(time.perf_counter() - t)\n")
+    for _ in range(runs):
+        lamina("images")
+        start = time.perf_counter()
+        lamina("images")
+        samples.setdefault(("images, joining the namespace", "lamina rootless"), []).append(
+            time.perf_counter() - start)
+        user.stop_namespaces()
+        start = time.perf_counter()
+        lamina("images")
+        samples.setdefault(("images, making the namespace", "lamina rootless"), []).append(
+            time.perf_counter() - start)
+        out = user.run([user.python, "-c", probe, user.store]).stdout
+        samples.setdefault(("join: ctypes loaded, 2 setns calls, in-process", "lamina rootless"), []).append(float(out))
+
+
+def network_figures(user, lamina: Engine, samples, runs: int) -> None:
+    """Set-up of a user-mode network for a fresh namespace: pasta against slirp4netns (until
+    slirp4netns says it is ready on its ready pipe), both inside the store's namespace."""
+    script = r'''
+import os, shutil, subprocess, sys, time
+from lamina.cni import create_netns, remove_netns
+path = sys.argv[1]
+out = []
+for tool in ("pasta", "slirp4netns"):
+    if not shutil.which(tool):  # pasta: apt-get install -y passt (lamina itself uses slirp4netns)
+        out.append("nan")
+        continue
+    create_netns(path)
+    t = time.perf_counter()
+    if tool == "pasta":
+        subprocess.run(["pasta", "--config-net", "--quiet", "--netns", path, "-t", "none",
+                        "-u", "none", "-T", "none", "-U", "none"], check=True,
+                       capture_output=True)
+        took = time.perf_counter() - t
+    else:
+        r, w = os.pipe()
+        p = subprocess.Popen(["slirp4netns", "--configure", "--mtu=65520", "--netns-type=path",
+                              f"--ready-fd={w}", path, "tap0"], pass_fds=(w,),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        os.close(w)
+        os.read(r, 1)
+        took = time.perf_counter() - t
+        p.kill(); p.wait()
+    remove_netns(path)
+    out.append(took)
+print(*out)
+'''
+    for _ in range(runs):
+        path = os.path.join(user.home, "bench-netns")
+        out = lamina("unshare", user.python, "-c", script, path).stdout.split()
+        for tool, value in zip(("pasta", "slirp4netns"), out):
+            if value != "nan":
+                samples.setdefault(("user-mode network set-up", tool), []).append(float(value))
+
+
+def report(samples, runs: int, podman: Engine) -> str:
+    def med(bench, engine):
+        values = samples.get((bench, engine))
+        return statistics.median(values) if values else None
+
+    def fmt(x):
+        return "-" if x is None else (f"{x * 1000:.1f} ms" if x < 1 else f"{x:.2f} s")
+
+    version = podman("version", "--format", "{{.Client.Version}}", check=False).stdout.strip()
+    lines = [BEGIN, "", (f"## Rootless (bench/rootless.py, {runs} rounds, medians; "
+             f"{time.strftime('%Y-%m-%d', time.gmtime())})"), "",
+             ("`unshare --mount --propagation private python3 bench/rootless.py --runs "
+             f"{runs}` as root; the rootless engines run as the user `{USER}` (subordinate "
+             f"ranges from /etc/subuid). Podman {version or '?'} rootless (runc, cgroupfs, "
+             "overlay), lamina rootless (overlay2 with userxattr in its store's namespace), "
+             "lamina as root (overlay2). Engines interleaved in every round; the machine was "
+             "shared with other work."), "",
+             ("| work | lamina rootless | podman rootless | lamina root | rootless/podman | "
+             "rootless/root |"), "|---|---|---|---|---|---|"]
+    for bench in ("create", "run --rm", "copy_up 1 GiB", "build"):
+        mine, theirs, root = (med(bench, e) for e in
+                              ("lamina rootless", "podman rootless", "lamina root"))
+        lines.append(f"| {bench} | {fmt(mine)} | {fmt(theirs)} | {fmt(root)} | "
+                     f"{mine / theirs:.2f}x | {mine / root:.2f}x |" if mine and theirs and root
+                     else f"| {bench} | {fmt(mine)} | {fmt(theirs)} | {fmt(root)} | - | - |")
+    lines += ["", "| the user namespace and network | median |", "|---|---|"]
+    for bench, engine in (("images, joining the namespace", "lamina rootless"),
+                          ("images, making the namespace", "lamina rootless"),
+                          ("join: ctypes loaded, 2 setns calls, in-process", "lamina rootless"),
+                          ("user-mode network set-up", "pasta"),
+                          ("user-mode network set-up", "slirp4netns")):
+        label = bench if engine == "lamina rootless" else f"{bench}: {engine}"
+        lines.append(f"| {label} | {fmt(med(bench, engine))} |")
+    lines += ["", END]
+    return "\n".join(lines)
+
+
+def write_results(text: str) -> None:
+    with open(RESULTS) as f:
+        old = f.read()
+    if BEGIN in old and END in old:
+        new = old[:old.index(BEGIN)] + text + old[old.index(END) + len(END):]
+    else:
+        new = old.rstrip("\n") + "\n\n" + text + "\n"
+    with open(RESULTS, "w") as f:
+        f.write(new)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,333 @@
+"""Rootless lamina, tried as a real unprivileged user (tests/rootlessuser.py): private stores, a
+user's defaults, the store's user namespace and ``lamina unshare``.
+
+Run as root inside a private mount namespace, as scripts/test does; the user's commands run with
+the user's own uid, gid and no other groups.
+"""
+
+import os
+import stat
+
+import pytest
+
+from tests import test_registry
+from tests.conftest import REPO, Lamina, store_files
+from tests.rootlessuser import make_user, subordinate_start
+
+registry = test_registry.registry  # Debian's docker-registry on a loopback port
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (useradd, a second user)")
+
+
+@pytest.fixture(scope="module")
+def user_busybox(rootless_user, busybox_tar):
+    """The user's store holds busybox:latest (imported once for the module)."""
+    rootless_user.lamina("import", rootless_user.give(busybox_tar), "busybox:latest")
+    return rootless_user
+
+
+def mode(path: str) -> int:
+    return stat.S_IMODE(os.lstat(path).st_mode)
+
+
+# ----------------------------------------------------------------------------- private stores
+
+def test_roots_store_is_roots_alone(store_root, busybox_tar, rootless_user):
+    """Root's store: 0700, its database and every container's config.json (which holds the
+    container's environment) 0600; the user can list, inspect or read nothing in it, each
+    refusal one line, and root's store is left as it was."""
+    root = Lamina(store_root, None)
+    root("import", busybox_tar, "busybox:latest")
+    cid = root("run", "-d", "--network", "none", "-e", "SECRET=hunter2", "busybox",
+               "sleep", "30").stdout.strip()
+    try:
+        config = os.path.join(store_root, "containers", cid, "config.json")
+        assert mode(store_root) == 0o700
+        assert mode(os.path.join(store_root, "lamina.db")) == 0o600
+        assert mode(config) == 0o600
+        with open(config) as f:
+            assert "SECRET=hunter2" in f.read()
+        before = store_files(store_root)
+        for args in (("ps", "-a"), ("images",), ("inspect", cid), ("image", "inspect", "busybox")):
+            proc = rootless_user.lamina("--root", store_root, *args, check=False)
+            assert proc.returncode != 0, args
+            assert proc.stdout == ""
+            lines = proc.stderr.strip().splitlines()
+            assert len(lines) == 1 and "belongs to root" in lines[0], proc.stderr
+            assert "Traceback" not in proc.stderr
+        for path in (config, os.path.join(store_root, "lamina.db")):
+            proc = rootless_user.run(["cat", path], check=False)
+            assert proc.returncode != 0 and "Permission denied" in proc.stderr
+            assert "hunter2" not in proc.stdout
+        proc = rootless_user.run(["ls", store_root], check=False)
+        assert proc.returncode != 0 and "Permission denied" in proc.stderr
+        assert store_files(store_root) == before
+    finally:
+        root("rm", "-f", cid)
+
+
+def test_an_older_store_is_tightened_on_open(store_root, busybox_tar):
+    """A store made before stores were private (0755, database 0644, config.json 0644) is
+    tightened by the next command that opens it."""
+    root = Lamina(store_root, None)
+    root("import", busybox_tar, "busybox:latest")
+    cid = root("create", "--network", "none", "-e", "SECRET=x", "busybox", "true").stdout.strip()
+    root("start", cid)
+    config = os.path.join(store_root, "containers", cid, "config.json")
+    for path, old in ((store_root, 0o755), (os.path.join(store_root, "lamina.db"), 0o644),
+                      (os.path.join(store_root, "containers"), 0o755), (config, 0o644)):
+        os.chmod(path, old)
+    root("ps", "-a")
+    assert mode(store_root) == 0o700
+    assert mode(os.path.join(store_root, "lamina.db")) == 0o600
+    assert mode(config) == 0o600
+
+
+def test_users_store_is_the_users_alone(user_busybox):
+    """A user's store is the user's: 0700 and the user's files; another user (root inside the
+    namespace is the user, so this is a second user) cannot open it, with one line."""
+    user = user_busybox
+    st = os.stat(user.store)
+    assert (st.st_uid, mode(user.store)) == (user.uid, 0o700)
+    assert mode(os.path.join(user.store, "lamina.db")) == 0o600
+    other, cleanup = make_user("lamina-rootless-other")
+    try:
+        proc = other.lamina("--root", user.store, "images", check=False)
+        assert proc.returncode != 0 and proc.stdout == ""
+        assert len(proc.stderr.strip().splitlines()) == 1
+        assert f"belongs to user {user.name}" in proc.stderr
+    finally:
+        cleanup()
+
+
+# ----------------------------------------------------------------------------- defaults
+
+def test_users_defaults_are_xdg(rootless_user):
+    """The store under $XDG_DATA_HOME/lamina (default ~/.local/share/lamina), the namespace's
+    state under $XDG_RUNTIME_DIR/lamina, or /tmp/lamina-run-UID without one (as Podman's
+    /tmp/podman-run-UID)."""
+    import json
+
+    user = rootless_user
+    before = set(users_paths(user.uid))
+    info = json.loads(user.lamina("info").stdout)
+    assert info["Root"] == user.store and info["Driver"] == "overlay2"
+    assert any(n.startswith("ns-") for n in os.listdir(os.path.join(user.runtime_dir, "lamina")))
+    data = os.path.join(user.home, "data")
+    info = json.loads(user.lamina("info", env={"XDG_DATA_HOME": data}).stdout)
+    assert info["Root"] == os.path.join(data, "lamina")
+    fallback = f"/tmp/lamina-run-{user.uid}"
+    user.lamina("info", env={"XDG_RUNTIME_DIR": None})
+    st = os.stat(fallback)
+    assert (st.st_uid, mode(fallback)) == (user.uid, 0o700)
+    user.stop_namespaces()
+    # nothing of the user's outside its home and its runtime directory
+    assert set(users_paths(user.uid)) - before == set()
+
+
+def users_paths(uid: int):
+    """What ``uid`` owns at the top of the shared temporary and runtime directories."""
+    for top in ("/tmp", "/var/tmp", "/run", "/dev/shm"):
+        for name in os.listdir(top):
+            path = os.path.join(top, name)
+            if os.lstat(path).st_uid == uid and not path.startswith(f"/tmp/lamina-run-{uid}"):
+                yield path
+
+
+# ----------------------------------------------------------------------------- the user namespace
+
+def test_one_namespace_with_the_subordinate_ranges(user_busybox):
+    """Every command joins one long-lived namespace: root inside is the user, 1.. the user's
+    subordinate range; image files of uid 0 are the user's on disk and root's inside."""
+    user = user_busybox
+    first = user.lamina("unshare", "sh", "-c", "id -u; readlink /proc/self/ns/user; "
+                        "cat /proc/self/uid_map").stdout.split("\n")
+    second = user.lamina("unshare", "readlink", "/proc/self/ns/user").stdout.strip()
+    assert first[0] == "0" and first[1] == second
+    start = subordinate_start(user.name)
+    assert first[2].split() == ["0", str(user.uid), "1"]
+    assert first[3].split() == ["1", str(start), "65536"]
+    layers = os.path.join(user.store, "overlay2")
+    busybox = [os.path.join(layers, d, "diff", "bin", "busybox") for d in os.listdir(layers)
+               if os.path.exists(os.path.join(layers, d, "diff", "bin", "busybox"))]
+    assert busybox and all(os.stat(p).st_uid == user.uid for p in busybox)
+    inside = user.lamina("unshare", "stat", "-c", "%u", busybox[0]).stdout.strip()
+    assert inside == "0"
+
+
+def test_unshare_as_root_is_refused(store_root):
+    proc = Lamina(store_root, None)("unshare", "id", check=False)
+    assert proc.returncode != 0 and "rootless" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_no_subordinate_range_maps_the_user_alone_with_a_warning(busybox_tar):
+    """Without /etc/subuid ranges: one id mapped (the user as 0) and a warning, as Podman;
+    an image whose files are root's still imports and runs."""
+    user, cleanup = make_user("lamina-rootless-nosub", subordinate=False)
+    try:
+        proc = user.lamina("import", user.give(busybox_tar), "busybox:latest")
+        assert "single-id mapping" in proc.stderr and "subordinate" in proc.stderr
+        maps = user.lamina("unshare", "cat", "/proc/self/uid_map").stdout.split()
+        assert maps == ["0", str(user.uid), "1"]
+        out = user.lamina("run", "--rm", "--network", "none", "busybox", "id", "-u").stdout
+        assert out.strip() == "0"
+    finally:
+        cleanup()
+
+
+# ----------------------------------------------------------------------------- overlay2 in the namespace
+
+def test_conformance_suite_on_rootless_overlay2(rootless_user):
+    """The snapshotter conformance suite, unchanged, on overlay2 as the user inside its store's
+    namespace (kernel overlayfs with userxattr; whiteouts as 0/0 devices, opaque directories as
+    user.overlay.opaque): its snapshot tests, or with LAMINA_LONG=1 all of it (graph and
+    property tests too)."""
+    user = rootless_user
+    suite = os.path.join(REPO, "tests", "conformance")
+    if not os.environ.get("LAMINA_LONG"):
+        suite = os.path.join(suite, "test_snapshots.py")
+    proc = user.lamina("unshare", user.python, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                       "-x", "-k", "overlay2", suite,
+                       env={"PYTHONPATH": f"{user.pythonpath}:{REPO}"}, timeout=600, check=False)
+    last = proc.stdout.strip().splitlines()[-1]
+    assert " passed" in last and "failed" not in last and "skipped" not in last, proc.stdout[-2000:]
+
+
+# ----------------------------------------------------------------------------- containers
+
+def test_run_exec_cp_and_mount_as_the_user(user_busybox):
+    """run, exec, cp, and mount inside unshare; a limit a rootless container cannot have is one
+    clear line (exit 125) and nothing is left of it."""
+    user = user_busybox
+    cid = user.lamina("run", "-d", "--network", "none", "busybox", "sleep", "30").stdout.strip()
+    try:
+        assert user.lamina("exec", cid, "id", "-u").stdout.strip() == "0"
+        source = os.path.join(user.home, "in.txt")
+        user.run(["sh", "-c", f"echo copied > {source}"])
+        user.lamina("cp", source, f"{cid}:/in.txt")
+        assert user.lamina("exec", cid, "cat", "/in.txt").stdout == "copied\n"
+        user.lamina("exec", cid, "sh", "-c", "echo made inside > /out.txt")
+        user.lamina("cp", f"{cid}:/out.txt", os.path.join(user.home, "out.txt"))
+        with open(os.path.join(user.home, "out.txt")) as f:
+            assert f.read() == "made inside\n"
+        lamina = f"{user.python} -m lamina"
+        out = user.lamina("unshare", "sh", "-c",
+                          f"m=$({lamina} mount {cid}) && cat $m/in.txt && {lamina} umount {cid}")
+        assert out.stdout == "copied\n"
+    finally:
+        user.lamina("rm", "-f", cid)
+    before = user.lamina("ps", "-a", "-q").stdout
+    proc = user.lamina("run", "--rm", "--network", "none", "-m", "16m", "busybox", "true",
+                       check=False)
+    assert proc.returncode == 125
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]
+    assert "cannot apply the memory limit" in proc.stderr
+    assert user.lamina("ps", "-a", "-q").stdout == before
+
+
+def test_networks_none_host_and_published_ports(user_busybox):
+    """none (loopback only), host (the host's interfaces) and the default user-mode network,
+    whose -p HOSTPORT:80 to busybox httpd answers on the host's loopback (slirp4netns)."""
+    import time
+    import urllib.request
+
+    user = user_busybox
+    none = user.lamina("run", "--rm", "--network", "none", "busybox", "ip", "-o", "link").stdout
+    assert [line.split()[1] for line in none.splitlines()] == ["lo:"]
+    host = user.lamina("run", "--rm", "--network", "host", "busybox", "ip", "-o", "link").stdout
+    assert len(host.splitlines()) > 1
+    port = test_registry.free_port()
+    cid = user.lamina("run", "-d", "-p", f"{port}:80", "busybox", "sh", "-c",
+                      "mkdir /www && hostname > /www/index.html && exec httpd -f -p 80 -h /www"
+                      ).stdout.strip()
+    try:
+        deadline, body = time.monotonic() + 10, None
+        while body is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as r:
+                    body = r.read().decode() or None  # answered before httpd listened
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+            if body is None:
+                assert time.monotonic() < deadline, "no answer on the published port"
+                time.sleep(0.1)
+        assert body.strip() == cid[:12]
+    finally:
+        user.lamina("rm", "-f", cid)
+    # slirp4netns left with the container, reaped: not even a zombie
+    assert user.run(["pgrep", "-u", str(user.uid), "-a", "slirp4netns"], check=False).stdout == ""
+
+
+# ----------------------------------------------------------------------------- the whole workflow
+
+DOCKERFILE = """FROM {base}
+LABEL org.opencontainers.image.authors="demo@example.com"
+COPY . /app
+COPY --chown=1000:1000 app.sh /home/app/app.sh
+RUN sh /app/build.sh && mkdir /data && echo mine > /data/owned && chown 1000:1000 /data/owned
+CMD ["sh", "/app/app.sh"]
+"""
+
+
+def test_the_whole_workflow_as_the_user(user_busybox, busybox_tar, registry, store_root):
+    """As the user: import, pull from the local registry, build the demo's app (RUN, COPY
+    --chown), run with a named volume, ps -a -s, diff, commit, push; root pulls what the user
+    pushed. A file made by ``RUN chown 1000:1000`` is uid 1000 inside and the mapped subordinate
+    id on disk; root's store is not touched."""
+    import shutil
+
+    user = user_busybox
+    root = Lamina(store_root, None)
+    root("import", busybox_tar, "busybox:latest")
+    root("push", "busybox:latest", f"{registry}/rootless/busybox:1")
+    roots_files = store_files(store_root)
+    user.lamina("pull", f"{registry}/rootless/busybox:1")
+    context = os.path.join(user.home, "app")
+    shutil.copytree(os.path.join(REPO, "examples", "app"), context)
+    with open(os.path.join(context, "Dockerfile"), "w") as f:
+        f.write(DOCKERFILE.format(base=f"{registry}/rootless/busybox:1"))
+    for dirpath, _, names in os.walk(context):
+        for name in [".", *names]:
+            os.chown(os.path.join(dirpath, name), user.uid, user.gid)
+    user.lamina("build", "-t", "app:rootless", context)
+    out = user.lamina("run", "--name", "app-1", "--network", "none", "-v", "appdata:/vol",
+                      "app:rootless", "sh", "-c",
+                      "stat -c '%u:%g' /data/owned /home/app/app.sh; echo kept > /vol/f; "
+                      "echo new > /app/new.txt").stdout.split()
+    assert out == ["1000:1000", "1000:1000"]
+    start = subordinate_start(user.name)
+    owned = [os.path.join(d, "diff", "data", "owned") for d in
+             (os.path.join(user.store, "overlay2", n) for n in os.listdir(
+                 os.path.join(user.store, "overlay2")))
+             if os.path.exists(os.path.join(d, "diff", "data", "owned"))]
+    assert [os.stat(p).st_uid for p in owned] == [start + 999]
+    again = user.lamina("run", "--rm", "--network", "none", "-v", "appdata:/vol", "busybox",
+                        "cat", "/vol/f").stdout
+    assert again == "kept\n"
+    ps = user.lamina("ps", "-a", "-s").stdout
+    assert "app-1" in ps and "Exited (0)" in ps and "(virtual" in ps
+    assert "A /app/new.txt" in user.lamina("diff", "app-1").stdout.splitlines()
+    user.lamina("commit", "app-1", "app:committed")
+    user.lamina("push", "app:committed", f"{registry}/rootless/app:committed")
+    user.lamina("rm", "app-1")
+    assert store_files(store_root) == roots_files
+    root("pull", f"{registry}/rootless/app:committed")
+    shown = root("run", "--rm", "--network", "none", f"{registry}/rootless/app:committed",
+                 "sh", "-c", "cat /app/new.txt; stat -c %u /data/owned").stdout.split()
+    assert shown == ["new", "1000"]
+
+
+@pytest.mark.parametrize("fallback", ["vfs", "union"])
+def test_fallback_drivers_as_the_user(rootless_user, busybox_tar, fallback):
+    """The fall-backs where overlayfs does not mount: vfs, and union (FUSE) in the namespace."""
+    user = rootless_user
+    root = os.path.join(user.home, f"store-{fallback}")
+    user.lamina("--root", root, "--driver", fallback, "import", user.give(busybox_tar), "busybox")
+    cid = user.lamina("--root", root, "run", "--network", "none", "busybox", "sh", "-c",
+                      "rm /bin/vi && echo made > /made && cat /made").stdout
+    assert cid == "made\n"
+    changes = user.lamina("--root", root, "diff", user.lamina(
+        "--root", root, "ps", "-a", "-q").stdout.strip()).stdout.splitlines()
+    assert "D /bin/vi" in changes and "A /made" in changes
