@@ -108,6 +108,7 @@ def main() -> int:
     parser.add_argument("--commit-mib", type=int, default=1024)
     parser.add_argument("--before", default="/work/main/src")
     parser.add_argument("--no-results", action="store_true")
+    parser.add_argument("--skip-commit", action="store_true", help="disk, save and export only")
     args = parser.parse_args()
     rootfs = DATA / "busybox-200m-mixed.tar"
     if not rootfs.exists():
@@ -152,77 +153,79 @@ def main() -> int:
             results[name]["export"] = median(exports)
             log(f"{name}: save {median(saves):.2f}s, export {median(exports):.2f}s")
             out.unlink(missing_ok=True)
-        # commit of a large writable layer
-        tree = BASE / "tree"
-        log(f"making {args.files} files, {args.commit_mib} MiB")
-        make_tree(tree, args.files, args.commit_mib)
-        subprocess.run(["sync"], check=True)
-        tar_hash = []
-        for _ in range(args.runs):
+        profile = tar_profile = ""
+        if not args.skip_commit:
+            # commit of a large writable layer
+            tree = BASE / "tree"
+            log(f"making {args.files} files, {args.commit_mib} MiB")
+            make_tree(tree, args.files, args.commit_mib)
+            subprocess.run(["sync"], check=True)
+            tar_hash = []
+            for _ in range(args.runs):
+                start = time.perf_counter()
+                subprocess.run(f"tar -C {tree} -cf - data | sha256sum > /dev/null", shell=True,
+                               check=True)
+                tar_hash.append(time.perf_counter() - start)
+            results["tar -c | sha256sum"] = {"commit": median(tar_hash)}
+            for name in ("docker", "lamina-before", "lamina-after"):
+                cli, env = clis[name]
+                times = []
+                for i in range(args.runs if name != "docker" else min(args.runs, 2)):
+                    cname = f"big{i}"
+                    run(cli("create", "--name", cname, "bench-200m:1", "sh"), env)
+                    if name == "docker":
+                        run(cli("cp", f"{tree}/data", f"{cname}:/"), env)
+                    else:
+                        mounted = run(cli("mount", cname), env).strip()
+                        subprocess.run(["cp", "-a", f"{tree}/data", mounted], check=True)
+                        run(cli("umount", cname), env)
+                    subprocess.run(["sync"], check=True)
+                    times.append(timed(cli("commit", cname, f"big:{i}"), env))
+                    run(cli("rm", "-f", cname), env)
+                    run(cli("rmi", f"big:{i}"), env)
+                results[name]["commit"] = median(times)
+                log(f"{name}: commit {median(times):.2f}s ({times})")
+            # where lamina's commit time goes
+            after = engines["lamina-after"]
+            cli, env = clis["lamina-after"]
+            run(cli("create", "--name", "prof", "bench-200m:1", "sh"), env)
+            mounted = run(cli("mount", "prof"), env).strip()
+            subprocess.run(["cp", "-a", f"{tree}/data", mounted], check=True)
+            run(cli("umount", "prof"), env)
+            subprocess.run(["sync"], check=True)
+            # the tar side alone (the layer-write thread: walk, stat, open, read, header, hash),
+            # single-threaded so cProfile sees it: the container's upper dir into /dev/null
+            tar_prof = BASE / "tar.prof"
+            script = BASE / "tar_only.py"
+            script.write_text(
+                "import os, sys\nfrom lamina import Engine\nfrom lamina.layertar import "
+                "write_overlay_tar\ne = Engine(root=sys.argv[1])\n"
+                "d = e.store.snaps.dir(e.container_store.get('prof')['id'])\n"
+                "f = open(os.devnull, 'wb', buffering=1 << 20)\nwrite_overlay_tar(f, d)\n")
             start = time.perf_counter()
-            subprocess.run(f"tar -C {tree} -cf - data | sha256sum > /dev/null", shell=True,
-                           check=True)
-            tar_hash.append(time.perf_counter() - start)
-        results["tar -c | sha256sum"] = {"commit": median(tar_hash)}
-        for name in ("docker", "lamina-before", "lamina-after"):
-            cli, env = clis[name]
-            times = []
-            for i in range(args.runs if name != "docker" else min(args.runs, 2)):
-                cname = f"big{i}"
-                run(cli("create", "--name", cname, "bench-200m:1", "sh"), env)
-                if name == "docker":
-                    run(cli("cp", f"{tree}/data", f"{cname}:/"), env)
-                else:
-                    mounted = run(cli("mount", cname), env).strip()
-                    subprocess.run(["cp", "-a", f"{tree}/data", mounted], check=True)
-                    run(cli("umount", cname), env)
-                subprocess.run(["sync"], check=True)
-                times.append(timed(cli("commit", cname, f"big:{i}"), env))
-                run(cli("rm", "-f", cname), env)
-                run(cli("rmi", f"big:{i}"), env)
-            results[name]["commit"] = median(times)
-            log(f"{name}: commit {median(times):.2f}s ({times})")
-        # where lamina's commit time goes
-        after = engines["lamina-after"]
-        cli, env = clis["lamina-after"]
-        run(cli("create", "--name", "prof", "bench-200m:1", "sh"), env)
-        mounted = run(cli("mount", "prof"), env).strip()
-        subprocess.run(["cp", "-a", f"{tree}/data", mounted], check=True)
-        run(cli("umount", "prof"), env)
-        subprocess.run(["sync"], check=True)
-        # the tar side alone (the layer-write thread: walk, stat, open, read, header, hash),
-        # single-threaded so cProfile sees it: the container's upper dir into /dev/null
-        tar_prof = BASE / "tar.prof"
-        script = BASE / "tar_only.py"
-        script.write_text(
-            "import os, sys\nfrom lamina import Engine\nfrom lamina.layertar import "
-            "write_overlay_tar\ne = Engine(root=sys.argv[1])\n"
-            "d = e.store.snaps.dir(e.container_store.get('prof')['id'])\n"
-            "f = open(os.devnull, 'wb', buffering=1 << 20)\nwrite_overlay_tar(f, d)\n")
-        start = time.perf_counter()
-        subprocess.run([sys.executable, str(script), str(after.root)], env=env, check=True)
-        results["tar writer alone"] = {"commit": time.perf_counter() - start}
-        subprocess.run([sys.executable, "-m", "cProfile", "-o", str(tar_prof), str(script),
-                        str(after.root)], env=env, check=True, stdout=subprocess.DEVNULL)
-        text = io.StringIO()
-        pstats.Stats(str(tar_prof), stream=text).sort_stats("tottime").print_stats(12)
-        tar_profile = "\n".join(line for line in text.getvalue().splitlines()
+            subprocess.run([sys.executable, str(script), str(after.root)], env=env, check=True)
+            results["tar writer alone"] = {"commit": time.perf_counter() - start}
+            subprocess.run([sys.executable, "-m", "cProfile", "-o", str(tar_prof), str(script),
+                            str(after.root)], env=env, check=True, stdout=subprocess.DEVNULL)
+            text = io.StringIO()
+            pstats.Stats(str(tar_prof), stream=text).sort_stats("tottime").print_stats(12)
+            tar_profile = "\n".join(line for line in text.getvalue().splitlines()
+                                    if line.strip() and not line.startswith(("   Ordered", "   List")))
+            print(tar_profile)
+            # in-process (the CLI leaves by os._exit, before cProfile could write its stats)
+            prof = BASE / "commit.prof"
+            script = BASE / "commit_only.py"
+            script.write_text(
+                "import cProfile, sys\nfrom lamina import Engine\ne = Engine(root=sys.argv[1])\n"
+                "p = cProfile.Profile()\np.enable()\ne.commit('prof', 'prof:1')\np.disable()\n"
+                "p.dump_stats(sys.argv[2])\n")
+            subprocess.run([sys.executable, str(script), str(after.root), str(prof)], env=env,
+                           check=True, stdout=subprocess.DEVNULL)
+            text = io.StringIO()
+            pstats.Stats(str(prof), stream=text).sort_stats("tottime").print_stats(14)
+            profile = "\n".join(line for line in text.getvalue().splitlines()
                                 if line.strip() and not line.startswith(("   Ordered", "   List")))
-        print(tar_profile)
-        # in-process (the CLI leaves by os._exit, before cProfile could write its stats)
-        prof = BASE / "commit.prof"
-        script = BASE / "commit_only.py"
-        script.write_text(
-            "import cProfile, sys\nfrom lamina import Engine\ne = Engine(root=sys.argv[1])\n"
-            "p = cProfile.Profile()\np.enable()\ne.commit('prof', 'prof:1')\np.disable()\n"
-            "p.dump_stats(sys.argv[2])\n")
-        subprocess.run([sys.executable, str(script), str(after.root), str(prof)], env=env,
-                       check=True, stdout=subprocess.DEVNULL)
-        text = io.StringIO()
-        pstats.Stats(str(prof), stream=text).sort_stats("tottime").print_stats(14)
-        profile = "\n".join(line for line in text.getvalue().splitlines()
-                            if line.strip() and not line.startswith(("   Ordered", "   List")))
-        print(profile)
+            print(profile)
         versions = {"docker": docker.version(), "podman": podman.version()}
     finally:
         docker.cleanup()
@@ -241,12 +244,11 @@ def main() -> int:
 def render(results, profile, versions, args, took, rootfs) -> str:
     docker_save = results["docker"]["save"]
     docker_export = results["docker"]["export"]
-    docker_commit = results["docker"]["commit"]
+    docker_commit = results["docker"].get("commit")
     head = (f"`{' '.join(sys.argv)}` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
             f"{os.cpu_count()} CPUs, Docker {versions['docker']}, Podman {versions['podman']}; "
-            f"took {took:.0f} s. lamina-before: main's code (layer tar kept as a blob beside the "
-            "snapshot); lamina-after: this tree (one copy, tar-split records). Ratios are of "
-            "times against Docker (below 1: faster).")
+            f"took {took:.0f} s. lamina-before: the code at {args.before}; lamina-after: this "
+            "tree. Ratios are of times against Docker (below 1: faster).")
     disk = (f"Disk bytes to hold the imported rootfs ({rootfs.name}, {rootfs.stat().st_size:,} "
             "bytes), `du -sb` of the data root after minus before:")
     lines = [
@@ -266,6 +268,8 @@ def render(results, profile, versions, args, took, rootfs) -> str:
         r = results[name]
         lines.append(f"| {name} | {r['save']:.2f} | {r['save'] / docker_save:.3f} | "
                      f"{r['export']:.2f} | {r['export'] / docker_export:.3f} |")
+    if "commit" not in results["docker"]:
+        return "\n".join(lines)
     commit = (f"Commit of a writable layer of {args.commit_mib} MiB in {args.files:,} files "
               "(median; docker of 2 runs at most):")
     lines += ["", commit, "",
@@ -281,11 +285,16 @@ def render(results, profile, versions, args, took, rootfs) -> str:
 
 
 def write_results(report: str) -> None:
+    write_section(BEGIN, END, f"## Every byte once (bench/bytes.py)\n\n{report}")
+
+
+def write_section(begin: str, end: str, report: str) -> None:
+    """Put ``report`` between the markers ``begin`` and ``end`` of bench/RESULTS.md."""
     path = HERE / "RESULTS.md"
     text = path.read_text() if path.exists() else ""
-    section = f"{BEGIN}\n## Every byte once (bench/bytes.py)\n\n{report}\n{END}"
-    if BEGIN in text and END in text:
-        text = text[:text.index(BEGIN)] + section + text[text.index(END) + len(END):]
+    section = f"{begin}\n{report}\n{end}"
+    if begin in text and end in text:
+        text = text[:text.index(begin)] + section + text[text.index(end) + len(end):]
     else:
         text = text.rstrip() + "\n\n" + section + "\n"
     path.write_text(text)

@@ -163,6 +163,7 @@ def main() -> int:
     registry = Registry(BASE / "registry")
     samples: dict[str, list[float]] = {}
     memory: dict[str, int] = {}
+    disk: dict[str, int] = {}  # bytes a pull added to each engine's store (du -sb)
 
     def sample(key: str, cmd, env=None) -> None:
         os.sync()  # untimed: no command pays for writing back what the one before it wrote
@@ -193,7 +194,7 @@ def main() -> int:
         for i in range(args.runs):
             log(f"run {i + 1} of {args.runs}")
             # push: an empty registry each time (no blob mounts or skips)
-            for who in ("lamina", "skopeo", "podman"):
+            for who in ("lamina", "skopeo", "podman", "docker"):
                 registry.start()
                 dest = f"{registry.host}/bench/big:1"
                 if who == "lamina":
@@ -204,17 +205,24 @@ def main() -> int:
                 elif who == "skopeo":
                     sample("push / skopeo", ["skopeo", "copy", "-q", "--dest-tls-verify=false",
                                              f"oci:{layout}:bench/big:1", f"docker://{dest}"])
-                else:
+                elif who == "podman":
                     sample("push / podman", podman.cli("push", "-q", "--tls-verify=false",
                                                        "bench/big:1", f"docker://{dest}"),
                            podman.env)
+                else:  # a loopback registry is insecure by default for dockerd
+                    run(docker.cli("tag", "bench/big:1", dest), docker.env)
+                    sample("push / docker", docker.cli("push", "-q", dest), docker.env)
+                    run(docker.cli("rmi", dest), docker.env)
             # pull: from a registry filled by lamina (gzip layers)
             registry.start()
             dest = f"{registry.host}/bench/big:1"
             run(lamina(src, "push", "-q", "bench/big:1", dest))
             target = BASE / "lamina-pull"
             peers.remove_tree(target)
+            run(lamina(target, "images"))  # an empty store
+            before = du(target)
             sample("pull / lamina", lamina(target, "pull", "-q", dest))
+            disk.setdefault("lamina", du(target) - before)
             peers.remove_tree(target)
             out = BASE / "skopeo-pull"
             peers.remove_tree(out)
@@ -222,8 +230,16 @@ def main() -> int:
                                      f"docker://{dest}", f"oci:{out}:big"])
             peers.remove_tree(out)
             run(podman.cli("rmi", "-af"), podman.env)  # no layer may be there already
+            before = du(podman.root)
             sample("pull / podman", podman.cli("pull", "-q", "--tls-verify=false", dest), podman.env)
+            disk.setdefault("podman", du(podman.root) - before)
             run(podman.cli("tag", dest, "bench/big:1"), podman.env)
+            run(docker.cli("rmi", "-f", "bench/big:1"), docker.env)  # its layers go with it
+            before = du(docker.data_root)
+            sample("pull / docker", docker.cli("pull", "-q", dest), docker.env)
+            disk.setdefault("docker", du(docker.data_root) - before)
+            run(docker.cli("tag", dest, "bench/big:1"), docker.env)
+            run(docker.cli("rmi", dest), docker.env)
             # save and load (docker-archive, as `docker save` writes)
             for who, cmd, env in (
                     ("lamina", lamina(src, "save", "-q", "-o", BASE / "s-lamina.tar", "bench/big:1"),
@@ -245,7 +261,7 @@ def main() -> int:
             for name in ("s-lamina.tar", "s-docker.tar", "s-podman.tar"):
                 (BASE / name).unlink()
         write_results(samples, memory, total, args, time.time() - started,
-                      docker.version(), podman.version())
+                      docker.version(), podman.version(), disk)
     finally:
         registry.stop()
         docker.cleanup()
@@ -256,7 +272,12 @@ def main() -> int:
     return 0
 
 
-def write_results(samples, memory, total, args, took, docker_version, podman_version) -> None:
+def du(path: Path) -> int:
+    return int(run(["du", "-sb", path]).split()[0])
+
+
+def write_results(samples, memory, total, args, took, docker_version, podman_version,
+                  disk) -> None:
     med = {k: statistics.median(v) for k, v in samples.items()}
     mib = total / (1 << 20)
 
@@ -266,7 +287,9 @@ def write_results(samples, memory, total, args, took, docker_version, podman_ver
         return f"{med[key]:.2f} s ({mib / med[key]:.0f} MiB/s, {memory[key]} MiB RSS)"
 
     rows = [("push to the registry", "push", ("skopeo", "podman")),
+            ("push, against Docker", "push", ("docker", "skopeo")),
             ("pull from the registry", "pull", ("skopeo", "podman")),
+            ("pull, against Docker", "pull", ("docker", "skopeo")),
             ("save (docker-archive)", "save", ("docker", "podman")),
             ("load (docker-archive)", "load", ("docker", "podman"))]
     lines = [BEGIN, f"## Transfer run of {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}", "",
@@ -288,6 +311,12 @@ def write_results(samples, memory, total, args, took, docker_version, podman_ver
                   for p in peer]
         lines.append(f"| {label} | {cell(mine)} | {others[0]}: {cell(peer[0])} | "
                      f"{others[1]}: {cell(peer[1])} | {ratios[0]} | {ratios[1]} |")
+    if disk:
+        lines += ["", (f"Disk bytes a pull added to each engine's store (`du -sb` after minus "
+                  f"before; the image is {total:,} bytes of uncompressed layers):"), "",
+                  "| engine | bytes | vs the layers |", "|---|---:|---:|"]
+        lines += [f"| {name} | {disk[name]:,} | {disk[name] / total:.2f}x |"
+                  for name in ("lamina", "docker", "podman") if name in disk]
     lines += ["", "Notes:", "",
               ("- push: lamina and skopeo read the same uncompressed layers and gzip them on the "
                "way (lamina: isal level 1, 2 threads; skopeo: Go's gzip); Podman does the same "

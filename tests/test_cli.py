@@ -95,6 +95,30 @@ def test_export_to_file(lamina, busybox_tar, tmp_path):
         assert "bin/busybox" in tar.getnames()
 
 
+def test_export_to_a_file_a_pipe_and_python_gives_the_same_bytes(lamina, busybox_tar, tmp_path):
+    """export -o FILE, export to a pipe and Engine.export into Python give the same tar, its
+    files' contents as the image has them (the export is not hashed: nothing checks it)."""
+    import subprocess
+    import sys
+
+    from lamina import Engine
+
+    lamina("import", busybox_tar, "busybox")
+    lamina("create", "--name", "c", "busybox")
+    out = tmp_path / "c.tar"
+    lamina("export", "c", "-o", out)
+    piped = subprocess.run([sys.executable, "-m", "lamina", "--root", lamina.root, "--driver",
+                            lamina.driver, "export", "c"], capture_output=True, check=True).stdout
+    engine = Engine(root=lamina.root, driver=lamina.driver)
+    buf = io.BytesIO()
+    engine.export("c", buf)
+    engine.close()
+    assert out.read_bytes() == piped == buf.getvalue()
+    with tarfile.open(out) as tar, tarfile.open(busybox_tar) as original:
+        source = next(m for m in original if m.name.lstrip("./") == "bin/busybox")
+        assert tar.extractfile("bin/busybox").read() == original.extractfile(source).read()
+
+
 # ---------------------------------------------------------------------------------- bad input
 def _tar(*members) -> bytes:
     buf = io.BytesIO()

@@ -187,3 +187,36 @@ def test_records_give_back_every_byte_of_odd_tars(tmp_path, fmt):
     assert tarsplit.verify(stats.record, str(root)) == ["/d/last"]
     with pytest.raises(tarsplit.DamagedLayer):
         tarsplit.write_tar(stats.record, str(root), io.BytesIO())
+
+
+def test_save_copies_unchanged_files_in_the_kernel_and_checks_changed_ones(engine, busybox_tar,
+                                                                         tmp_path):
+    """A layer file not written since its layer was stored goes to a file or pipe by
+    copy_file_range/sendfile, without a CRC (its ctime says it is as recorded): the tar is the
+    same bytes; a file written since is read and checked, and a changed one fails the save."""
+    import time
+
+    from lamina.tarsplit import DamagedLayer, write_tar
+
+    engine.import_image(busybox_tar, "busybox")
+    row = engine.image_store.layer_rows(engine.image_store.resolve("busybox"))[0]
+    record = engine.layer_store.record(row["chain_id"])
+    root = engine.store.snaps.dir(row["chain_id"])
+    checked = io.BytesIO()  # no descriptor: every file read and checked
+    write_tar(record, root, checked)
+    assert sha256(checked.getvalue()) == row["diff_id"]
+    out = tmp_path / "kernel.tar"
+    with open(out, "wb") as f:  # every file older than "a minute from now": all in the kernel
+        write_tar(record, root, f, unchanged_before=time.time() + 60)
+    assert out.read_bytes() == checked.getvalue()
+    with open(out, "wb") as f:  # the store's own rule: the layer's time less a second
+        engine.layer_store.write_tar(row["chain_id"], f)
+    assert out.read_bytes() == checked.getvalue()
+    path = os.path.join(root, "bin", "busybox")
+    with open(path, "r+b") as f:  # a byte changed after the layer was stored: its ctime moves
+        f.seek(1000)
+        byte = f.read(1)
+        f.seek(1000)
+        f.write(bytes([byte[0] ^ 1]))
+    with open(out, "wb") as f, pytest.raises(DamagedLayer, match="/bin/busybox"):
+        engine.layer_store.write_tar(row["chain_id"], f)

@@ -88,12 +88,19 @@ def gate(store: Store, path: str):
     with Transaction(store.db):
         if _referenced(store, "sha256:" + hex_digest):
             return True  # wanted again: the file stays, the trash row goes
-        if _live_claim(os.path.join(store.root, "ingest"), hex_digest):
+        ingest = os.path.join(store.root, "ingest")
+        if _live_claim(ingest, hex_digest):
             return False
         try:
             os.rename(path, aside)
         except FileNotFoundError:
             return True
+        # a process that claims a blob checks that it exists after claiming it, outside the
+        # lock: one that did so between the look above and the rename uses the blob, so it
+        # goes back (as resolve does)
+        if _live_claim(ingest, hex_digest):
+            os.rename(aside, path)
+            return False
     point("blob.aside")
     os.unlink(aside)
     return True

@@ -606,9 +606,10 @@ class ContainerStore:
             raise InvalidArgument(
                 f"an image may have at most {MAX_LAYERS} layers; committing {r['name']} would make "
                 f"{len(chains) + 1}")
+        sources: dict = {}  # the files read: the layer's are reflinks of them where it can
         key, layer, blob = self.layers.add_written(   # the tar extracted as it is written
             chains[-1] if chains else None,
-            lambda out: differ.write_diff(self.store.snaps, r["id"], out))
+            lambda out: differ.write_diff(self.store.snaps, r["id"], out, sources), sources)
         try:
             now = rfc3339()
             history = list(base.get("history", []))
@@ -655,7 +656,7 @@ class ContainerStore:
         was_mounted = os.path.ismount(target)
         path = self.mount(r["id"])
         try:
-            write_tree_tar(out, path)
+            write_tree_tar(out, path, hashed=False)  # nobody needs an export's sha256
         finally:
             if not was_mounted and path == target:
                 self.umount(r["id"])

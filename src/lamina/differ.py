@@ -10,14 +10,15 @@ from .snapshots import Snapshotter
 
 
 def apply(snaps: Snapshotter, key: str, stream, digest: str | None = None,
-          record: bool = False):
+          record: bool = False, sources: dict | None = None):
     """Extract the (decompressed) layer tar ``stream`` into the active snapshot ``key``;
     ``digest``: the stream's sha256 if known already, ``record``: make its tar-split record
-    too (see layertar.apply_tar)."""
+    too, ``sources``: reflink files from where the tar's writer read them (see
+    layertar.apply_tar)."""
     from .layertar import apply_tar
 
     fmt = snaps.fmt if snaps.stat(key).parent is not None else "plain"
-    return apply_tar(stream, snaps.dir(key), fmt, digest, record)
+    return apply_tar(stream, snaps.dir(key), fmt, digest, record, sources)
 
 
 def changes(snaps: Snapshotter, key: str) -> list:
@@ -35,14 +36,15 @@ def changes(snaps: Snapshotter, key: str) -> list:
     return tree_changes(snaps.dir(parent) if parent is not None else None, own)
 
 
-def write_diff(snaps: Snapshotter, key: str, out):
-    """Write ``key``'s changes as an OCI layer tar to ``out``; returns layertar.TarStats."""
+def write_diff(snaps: Snapshotter, key: str, out, sources: dict | None = None):
+    """Write ``key``'s changes as an OCI layer tar to ``out``; returns layertar.TarStats.
+    ``sources``: filled with the files read (see layertar.TarWriter)."""
     from .layertar import write_changes_tar, write_overlay_tar
 
     if snaps.fmt == "overlay":
-        return write_overlay_tar(out, snaps.dir(key))
+        return write_overlay_tar(out, snaps.dir(key), sources)
     if snaps.fmt == "aufs":
         from .layertar import write_aufs_tar
 
-        return write_aufs_tar(out, snaps.dir(key))
-    return write_changes_tar(out, snaps.dir(key), changes(snaps, key))
+        return write_aufs_tar(out, snaps.dir(key), sources)
+    return write_changes_tar(out, snaps.dir(key), changes(snaps, key), sources)

@@ -7,7 +7,9 @@ measured when each layer was stored (its files' bytes, and what its snapshot tak
 measured now, as ``ps -s`` does. The "Store Overhead" row is everything else the store's
 directory holds: the database (metadata and tar-split records), the blobs it keeps (configs,
 manifests, a pull cache), directories, whiteouts and driver files of layers and containers,
-bundles. So the rows add up to ``du -sb`` of the store's root (tested to within 1%).
+bundles. So the rows add up to ``du -sb`` of the store's root (tested to within 1%). ``du`` does
+not see data blocks that files share (``system dedup``): ``Shared`` says how many bytes of the
+rows are stored once, so that the store takes their sum less that on the filesystem.
 """
 
 from __future__ import annotations
@@ -66,6 +68,9 @@ def system_df(containers: ContainerStore) -> dict:
     counted = image_total + cache_size + mount_size + container_total + volume_summary["Size"]
     overhead = store_overhead(containers, layers, disk, visible_layers | cache_layers, rows,
                               volume_summary["Size"], mount_size)
+    from .dedup import saved_bytes
+
+    shared_files, shared_bytes = saved_bytes(containers.store.db)
     layer_rows = [{"ID": chain, "Size": layers[chain], "DiskSize": disk.get(chain, 0),
                    "Images": users.get(chain, 0),
                    "Shared": users.get(chain, 0) > 1} for chain in sorted(layers)]
@@ -75,6 +80,9 @@ def system_df(containers: ContainerStore) -> dict:
         "Volumes": volume_rows,
         "Layers": layer_rows,
         "Overhead": overhead,
+        # bytes that `system dedup` made identical files share: counted in every row above (as
+        # `du` counts them), stored once on disk
+        "Shared": {"Files": shared_files, "Bytes": shared_bytes},
         "Summary": [
             {"Type": "Images", "TotalCount": len(images), "Active": len(active_images),
              "Size": image_total, "Reclaimable": image_reclaimable},

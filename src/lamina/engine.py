@@ -236,6 +236,13 @@ class Engine:
 
         return check(self.store, repair=repair, quick=quick)
 
+    def dedup(self, dry_run: bool = False) -> dict:
+        """``system dedup``: identical files in the store's layers share their data blocks
+        (reflinks; see :mod:`lamina.dedup`)."""
+        from .dedup import dedup
+
+        return dedup(self.store, dry_run=dry_run)
+
     # ------------------------------------------------------------------ running
     def run(self, image: str, command: list[str] | None = None, *, name: str | None = None,
             entrypoint: list[str] | None = None, config=None, detach: bool = False,

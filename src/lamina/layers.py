@@ -104,10 +104,11 @@ class LayerStore:
             self.store.snaps.prepare(key, parent_chain)
         return key
 
-    def add(self, parent_chain: str | None, stream,
-            digest: str | None = None) -> tuple[str, dict]:
+    def add(self, parent_chain: str | None, stream, digest: str | None = None,
+            sources: dict | None = None) -> tuple[str, dict]:
         """Extract the layer tar ``stream`` on ``parent_chain``; returns (staging key, layer facts:
-        chain_id, diff_id, parent, size, inodes). ``digest``: the diff ID the tar must have.
+        chain_id, diff_id, parent, size, inodes). ``digest``: the diff ID the tar must have;
+        ``sources``: see :meth:`add_written`.
 
         The snapshot is committed under its chain ID by the caller's transaction (see
         :meth:`commit`); on error it is removed again."""
@@ -117,7 +118,8 @@ class LayerStore:
         from .fsutil import disk_usage
 
         try:
-            stats = differ.apply(self.store.snaps, key, stream, digest, record=True)
+            stats = differ.apply(self.store.snaps, key, stream, digest, record=True,
+                                 sources=sources)
             data = self.store.snaps.dir(key)
             data_bytes = disk_usage([data])
         except BaseException:
@@ -125,11 +127,17 @@ class LayerStore:
             raise
         return key, facts(chain_id(parent_chain, stats.diff_id), parent_chain, stats, data_bytes)
 
-    def add_written(self, parent_chain: str | None, write) -> tuple[str, dict, tuple]:
+    def add_written(self, parent_chain: str | None, write,
+                    sources: dict | None = None) -> tuple[str, dict, tuple]:
         """Stage the layer tar that ``write(out)`` writes (a container's changes, a build step's
         files), extracted as it is written, without a blob; returns (staging key, layer facts,
         (digest, size, media type) of the tar). A tar the snapshot cannot give back is written
-        again into a blob, which the layer then keeps."""
+        again into a blob, which the layer then keeps.
+
+        ``sources``: the dict that ``write``'s :class:`lamina.layertar.TarWriter` fills with the
+        files it reads. On a filesystem with reflinks (XFS, btrfs) the layer's files are then
+        clones of them, not copies: a commit writes no file data. A file that changes while
+        it is written (a running container's) makes the layer again, by copying."""
         from .image import MEDIA_LAYER
 
         reader_fd, writer_fd = os.pipe()
@@ -156,12 +164,17 @@ class LayerStore:
         try:
             with open(reader_fd, "rb", buffering=0, closefd=True) as stream:
                 # the writer hashes the tar as it writes it: the extraction need not again
-                key, layer = self.add(parent_chain, stream, digest=_WRITER_HASHES)
+                key, layer = self.add(parent_chain, stream, digest=_WRITER_HASHES,
+                                      sources=sources)
                 leftover = stream.read(1)
-        except BaseException:
+        except BaseException as error:
             thread.join()
             if failure:  # the writer's error (a file that vanished, say) explains it best
                 raise failure[0] from None
+            from .layertar import SourceChanged
+
+            if isinstance(error, SourceChanged):
+                return self.add_written(parent_chain, write)  # again, copying every file
             raise
         thread.join()
         if failure or leftover or not written:
@@ -279,11 +292,13 @@ class LayerStore:
         from its kept blob); returns its size. A file that changed in the snapshot raises
         :class:`lamina.tarsplit.DamagedLayer`."""
         record = self.record(chain)
+        row = self.get(chain)
         if record is not None:
             from .tarsplit import write_tar
 
-            return write_tar(record, self.store.snaps.dir(chain), out)
-        row = self.get(chain)
+            # files not written since a second before the layer was stored need no CRC
+            unchanged_before = row["created"] - 1.0 if row is not None else None
+            return write_tar(record, self.store.snaps.dir(chain), out, unchanged_before)
         if row is None:
             raise NotFound(f"layer {chain} not found")
         from .layertar import open_layer_stream

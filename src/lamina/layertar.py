@@ -52,6 +52,13 @@ inodes of its entries and, from :func:`apply_tar` with ``record``, its tar-split
 writes one path twice)."""
 
 CHUNK = 1 << 20
+# a file smaller than this is written from the tar even where it could be a reflink: opening
+# its source and cloning cost about as much as writing a few blocks. On a loopback XFS, one file
+# at a time: 4 KiB written 80-160 us, cloned 170-190 us; from 64 KiB the clone is ahead once the
+# writeback is counted (1 MiB: 0.3-0.5 ms cloned, 2.8-8 ms written and synced). Commits of
+# 20,000 files of 10-30 KB, all cloned against all written, were within the noise of a loaded
+# machine (16.7-20.0 s against 16.2-22.6 s).
+CLONE_MIN = 64 << 10
 _BLOCK = 512
 ZERO_BLOCK = bytes(_BLOCK)
 _MAX_META = 8 << 20  # cap on PAX / GNU long-name payloads held in memory
@@ -155,15 +162,16 @@ def open_layer_stream(fileobj):
 
 
 class _HashWriter:
-    """Counts and hashes what goes to ``out``."""
+    """Counts and hashes what goes to ``out`` (``hashed=False``: only counts)."""
 
-    def __init__(self, out):
+    def __init__(self, out, hashed: bool = True):
         self._write = out.write
-        self.sha = hashlib.sha256()
+        self.sha = hashlib.sha256() if hashed else None
         self.count = 0
 
     def write(self, data) -> None:
-        self.sha.update(data)
+        if self.sha is not None:
+            self.sha.update(data)
         n = len(data)
         self.count += n
         written = self._write(data)
@@ -268,12 +276,15 @@ class TarWriter:
     """Writes a tar stream member by member (headers, padding, end blocks) and hashes what it
     writes: the layer tar and its diff_id in one pass."""
 
-    def __init__(self, out):
-        self.out = _HashWriter(out)
+    def __init__(self, out, sources: dict | None = None, hashed: bool = True):
+        self.out = _HashWriter(out, hashed)  # hashed=False: a tar nobody needs the digest of
         self.size = 0
         self.inodes = 0
         self._links = {}
         self._buf = None
+        # name -> (path, lstat) of each regular file's content as it is about to be read, for
+        # an extraction that reflinks the file instead of writing it (apply_tar's ``sources``)
+        self.sources = sources
 
     def marker(self, name: bytes, st, mode: int | None = None) -> None:
         """An empty regular file (whiteout or opaque marker) with the owner and mtime of ``st``
@@ -317,6 +328,8 @@ class TarWriter:
         if stat.S_ISREG(mode):
             kind = b"0"
             size = st.st_size
+            if self.sources is not None and size >= CLONE_MIN:
+                self.sources[name] = (path, st)  # before its header: the reader finds it
         elif stat.S_ISLNK(mode):
             kind = b"2"
             linkname = os.readlink(path)
@@ -367,9 +380,9 @@ class TarWriter:
 
     def finish(self) -> TarStats:
         self.out.write(ZERO_BLOCK * 2)
-        return TarStats(
-            "sha256:" + self.out.sha.hexdigest(), self.out.count, self.size, self.inodes
-        )
+        sha = self.out.sha
+        return TarStats("sha256:" + sha.hexdigest() if sha is not None else "", self.out.count,
+                        self.size, self.inodes)
 
 
 def _seconds(st) -> int:
@@ -419,10 +432,10 @@ def _walk(writer: TarWriter, path: bytes, prefix: bytes, overlay: bool) -> None:
             _walk(writer, entry.path, name + b"/", overlay)
 
 
-def write_overlay_tar(out, upper: str) -> TarStats:
+def write_overlay_tar(out, upper: str, sources: dict | None = None) -> TarStats:
     """Write the layer tar of an overlay-format layer dir: char dev 0/0 -> ``.wh.NAME``,
-    opaque dir -> the dir then ``DIR/.wh..wh..opq``."""
-    writer = TarWriter(out)
+    opaque dir -> the dir then ``DIR/.wh..wh..opq``. ``sources``: see :class:`TarWriter`."""
+    writer = TarWriter(out, sources)
     upper = os.fsencode(upper)
     if is_overlay_opaque(upper):
         writer.marker(opaque_marker_path(b""), os.lstat(upper))
@@ -454,10 +467,10 @@ def _walk_aufs(writer: TarWriter, path: bytes, prefix: bytes) -> None:
             _walk_aufs(writer, entry.path, prefix + name + b"/")
 
 
-def write_aufs_tar(out, branch: str) -> TarStats:
+def write_aufs_tar(out, branch: str, sources: dict | None = None) -> TarStats:
     """Write the layer tar of an aufs-format layer dir (lamina.union's branches): its ``.wh.``
     files are the tar's own whiteouts; the bytes equal write_overlay_tar's for the same changes."""
-    writer = TarWriter(out)
+    writer = TarWriter(out, sources)
     branch = os.fsencode(branch)
     if is_aufs_opaque(branch):
         writer.marker(opaque_marker_path(b""), os.lstat(branch))
@@ -465,20 +478,21 @@ def write_aufs_tar(out, branch: str) -> TarStats:
     return writer.finish()
 
 
-def write_tree_tar(out, root: str) -> TarStats:
-    """Write the whole tree under ``root`` (a flattened export): no whiteout translation."""
-    writer = TarWriter(out)
+def write_tree_tar(out, root: str, hashed: bool = True) -> TarStats:
+    """Write the whole tree under ``root`` (a flattened export): no whiteout translation.
+    ``hashed=False``: no digest (the stats' diff_id is empty)."""
+    writer = TarWriter(out, hashed=hashed)
     _walk(writer, os.fsencode(root), b"", overlay=False)
     return writer.finish()
 
 
-def write_changes_tar(out, root: str, changes: list) -> TarStats:
+def write_changes_tar(out, root: str, changes: list, sources: dict | None = None) -> TarStats:
     """Write the layer tar of ``changes`` (from ``changes.tree_changes``) taken from ``root``.
 
     D -> ``.wh.NAME``; A/C -> the entry in ``root``, a directory as its own header only.
     Parent directories are emitted only if ``changes`` lists them (tree_changes does).
     """
-    writer = TarWriter(out)
+    writer = TarWriter(out, sources)
     root_b = os.fsencode(root)
     for rel in sorted((os.fsencode(c.path).strip(b"/"), c.kind) for c in changes):
         rel, kind = rel
@@ -895,6 +909,7 @@ class _Extractor:
         self.inodes = 0
         self.owners_kept = 0  # non-root: entries left owned by the user (see chown)
         self.written = None  # recording: [(path, inode, size)] of each file content written
+        self.sources = None  # name -> (path, lstat) of the files the tar's writer read (clone)
 
     def chown(self, target, uid: int, gid: int) -> None:
         """Give ``target`` (a descriptor or a path, never followed) its owner. A user without
@@ -980,7 +995,10 @@ class _Extractor:
                 fd = os.open(path, flags, 0o600)
             try:
                 if size:
-                    crc = reader.copy_to(fd, size, raw)
+                    source = self.clone(fd, rel, size) if self.sources is not None else None
+                    crc = reader.copy_to(fd if source is None else None, size, raw)
+                    if source is not None:
+                        _check_source(source, raw)
                     if self.written is not None:
                         reader.recorder.file(rel, size, crc)
                         self.written.append((path, os.fstat(fd).st_ino, size))
@@ -1069,6 +1087,38 @@ class _Extractor:
         self.inodes += 1
         if not self.overlay:
             self.created.add(path)
+
+    def clone(self, fd: int, rel: bytes, size: int):
+        """Give the new file ``fd`` the data blocks of the file the tar's writer is reading for
+        ``rel`` (a reflink: nothing copied), if that file is unchanged since the writer looked
+        at it; returns (its descriptor, its stat) to check once its content has been read from
+        the tar (:func:`_check_source`), or None: the content is written from the tar."""
+        import errno
+        import fcntl
+
+        from lamina.fsutil import FICLONE
+
+        source = self.sources.pop(rel, None)
+        if source is None:
+            return None
+        path, seen = source
+        try:
+            sfd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            return None
+        try:
+            now = os.fstat(sfd)
+            if _identity(now) != _identity(seen) or now.st_size != size:
+                os.close(sfd)
+                return None
+            fcntl.ioctl(fd, FICLONE, sfd)
+        except OSError as error:
+            os.close(sfd)
+            if error.errno in (errno.EOPNOTSUPP, errno.EXDEV, errno.EINVAL, errno.ENOTTY,
+                               errno.ENOSYS, errno.EPERM):
+                self.sources = None  # a filesystem without reflinks: write every file
+            return None
+        return sfd, now
 
     def set_xattrs(self, path: bytes, xattrs, symlink: bool = False) -> None:
         for key, value in xattrs or ():
@@ -1171,8 +1221,29 @@ class _Extractor:
                 os.close(fd)
 
 
+class SourceChanged(LaminaError):
+    """A file reflinked from the tar's source changed while the tar was written: the layer is
+    made again without reflinks."""
+
+
+def _identity(st) -> tuple:
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
+def _check_source(source, member: bytes) -> None:
+    """After a reflinked file's content went by in the tar: the source did not change since
+    the clone (ctime moves with every write), so the clone holds the bytes the tar has."""
+    sfd, seen = source
+    try:
+        now = os.fstat(sfd)
+    finally:
+        os.close(sfd)
+    if _identity(now) != _identity(seen):
+        raise SourceChanged(f"{_member(member)} changed while its layer was written")
+
+
 def apply_tar(stream, root: str, fmt: str, digest: str | None = None,
-              record: bool = False) -> TarStats:
+              record: bool = False, sources: dict | None = None) -> TarStats:
     """Extract the (uncompressed) layer tar read from ``stream`` into ``root``.
 
     ``fmt`` is "overlay" (whiteouts stay as char devices / opaque xattrs), "aufs" (whiteouts stay
@@ -1183,9 +1254,13 @@ def apply_tar(stream, root: str, fmt: str, digest: str | None = None,
     already (the stream is a stored, verified blob: see :func:`is_plain`) passes it as
     ``digest`` and the bytes are not hashed again. ``record``: also make the tar's tar-split
     record (:mod:`lamina.tarsplit`), given back in the stats when every file content the tar
-    wrote is still in ``root`` at its end.
+    wrote is still in ``root`` at its end. ``sources``: the dict the tar's :class:`TarWriter`
+    fills (a container's or a build step's changes, written as they are extracted): on a
+    filesystem with reflinks each file is cloned from the file the writer reads instead of
+    written (:class:`SourceChanged` if one changed meanwhile).
     """
     extractor = _Extractor(root, fmt)
+    extractor.sources = sources
     reader = _Reader(stream, hashed=digest is None)
     if record:
         reader.recorder = Recorder()

@@ -2,7 +2,7 @@
 
 Tables: ``settings`` (the store's driver), ``layers`` (one row per chain ID: diff_id, parent, size,
 inode count, the blob that carries it), ``tar_split`` (per layer: its tar-split record and disk
-use), ``images`` (one row per config digest), ``tags`` and
+use), ``shared_blocks`` (files whose data blocks ``system dedup`` shares), ``images`` (one row per config digest), ``tags`` and
 ``containers``; the snapshotter keeps ``snapshots`` in the same file, so a layer and its snapshot
 land in one transaction.
 """
@@ -51,6 +51,12 @@ CREATE TABLE IF NOT EXISTS tar_split (
     record BLOB
 );  -- per layer: its tar's bytes, what its snapshot takes on disk (du -sb), and its tar-split
     -- record (lamina.tarsplit; NULL: the layer keeps its blob, from which the tar is read)
+CREATE TABLE IF NOT EXISTS shared_blocks (
+    grp INTEGER NOT NULL,
+    chain_id TEXT NOT NULL REFERENCES layers(chain_id) ON DELETE CASCADE,
+    bytes INTEGER NOT NULL
+);  -- lamina.dedup: a row per layer file whose data blocks the files of its group share
+CREATE INDEX IF NOT EXISTS shared_blocks_chain ON shared_blocks(chain_id);
 CREATE TABLE IF NOT EXISTS kept_blobs (digest TEXT PRIMARY KEY);
     -- compressed layer blobs kept as a pull cache (the store's keep-pulled-blobs setting)
 CREATE TABLE IF NOT EXISTS images (

@@ -20,6 +20,7 @@ store's database, in the transaction that commits its layer, so it is never half
 from __future__ import annotations
 
 import os
+import stat
 import struct
 import zlib
 
@@ -99,14 +100,84 @@ def _open(root: bytes, path: bytes) -> int:
     return os.open(root + b"/" + path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
 
 
-def write_tar(record: bytes, root: str, out) -> int:
+def _kernel_copy(out):
+    """``copy(src_fd, n)`` that copies a file's bytes to ``out`` in the kernel:
+    ``copy_file_range`` to a regular file, ``sendfile`` to a pipe or socket; None when ``out``
+    has no such descriptor."""
+    try:
+        fd = out.fileno()
+        mode = os.fstat(fd).st_mode
+    except (OSError, AttributeError, ValueError):
+        return None
+    if stat.S_ISREG(mode):
+        return _FileCopy(fd)
+    if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
+        return lambda src, n: os.sendfile(fd, src, None, n)
+    return None
+
+
+class _FileCopy:
+    """Copies to a regular file: ``copy_file_range`` (a reflink or a copy on the same
+    filesystem), ``sendfile`` from another one (an overlay mount's file, say: EXDEV)."""
+
+    def __init__(self, fd: int):
+        self.fd = fd
+        self.ranges = True
+
+    def __call__(self, src: int, n: int) -> int:
+        if self.ranges:
+            import errno
+
+            try:
+                return os.copy_file_range(src, self.fd, n)
+            except OSError as error:
+                if error.errno not in (errno.EXDEV, errno.EINVAL, errno.EOPNOTSUPP,
+                                       errno.ENOSYS):
+                    raise
+                self.ranges = False  # nothing was copied: sendfile from here on
+        return os.sendfile(self.fd, src, None, n)
+
+
+def _unchanged(fd: int, size: int, before: float) -> bool:
+    st = os.fstat(fd)
+    return st.st_ctime < before and st.st_size == size
+
+
+def _send(copy, fd: int, size: int, path: bytes) -> bool:
+    """Copy ``size`` bytes of ``fd`` with ``copy``; False if the kernel cannot (nothing sent)."""
+    import errno
+
+    left = size
+    try:
+        while left:
+            n = copy(fd, min(left, 1 << 30))
+            if not n:
+                raise DamagedLayer(f"layer file /{os.fsdecode(path)} is shorter than its record "
+                                   "says")
+            left -= n
+    except OSError as error:
+        if left != size or error.errno not in (errno.EXDEV, errno.EINVAL, errno.ENOSYS,
+                                               errno.EOPNOTSUPP):
+            raise
+        return False
+    return True
+
+
+def write_tar(record: bytes, root: str, out, unchanged_before: float | None = None) -> int:
     """Write the exact layer tar to ``out`` from ``record`` and the layer directory ``root``;
     returns its size. Raises :class:`DamagedLayer` (before the damaged file's last byte is
-    written) when a file's content does not match its size and CRC."""
+    written) when a file's content does not match its size and CRC.
+
+    ``unchanged_before``: a time (the layer's commit, less a margin) before which a file's
+    ctime says it has not been written since its content was recorded (every write, chmod or
+    rename moves the ctime; copying the layer's files elsewhere and back does too): such a
+    file's bytes go to ``out`` in the kernel when ``out`` is a file, pipe or socket, without
+    a CRC. A byte that rots on the disk itself is what ``system check`` reads every file for."""
     root_b = os.fsencode(root)
     buf = memoryview(bytearray(CHUNK))
     total = 0
     write = out.write
+    copy = _kernel_copy(out) if unchanged_before is not None else None
     for op in ops(record):
         if op[0] == b"R":
             write(op[1])
@@ -119,6 +190,12 @@ def write_tar(record: bytes, root: str, out) -> int:
             raise DamagedLayer(f"layer file /{os.fsdecode(path)} is unreadable: "
                                f"{e.strerror}") from None
         try:
+            if copy is not None and _unchanged(fd, size, unchanged_before):
+                out.flush()
+                if _send(copy, fd, size, path):
+                    total += size
+                    continue
+                copy = None  # a filesystem or kernel that cannot: read from here on
             left, got = size, 0
             while left:
                 n = os.readv(fd, [buf[:min(left, CHUNK)]])

@@ -718,11 +718,13 @@ class Builder:
         staged = layer[0]
         self.layers.discard(staged)
 
-    def _layer_from_tar(self, state: State, write) -> tuple:
+    def _layer_from_tar(self, state: State, write, sources: dict | None = None) -> tuple:
         """Extract the layer tar that ``write(out)`` writes on the state's chain as it is
         written, keeping its tar-split record instead of the tar (staged, committed later by
-        :meth:`_commit`); returns (staging key, facts, (digest, size, media type))."""
-        return self.layers.add_written(state.chains[-1] if state.chains else None, write)
+        :meth:`_commit`); returns (staging key, facts, (digest, size, media type)).
+        ``sources``: see :meth:`lamina.layers.LayerStore.add_written`."""
+        return self.layers.add_written(state.chains[-1] if state.chains else None, write,
+                                       sources)
 
     # ------------------------------------------------------------------ metadata instructions
     def _do_env(self, state, ins):
@@ -1246,8 +1248,9 @@ class Builder:
             self._remove_mount_points(cid, mount_points)
             if not differ.changes(self.store.snaps, cid):
                 return None
+            sources: dict = {}  # the RUN's files: the layer's are reflinks of them where it can
             return self._layer_from_tar(
-                state, lambda out: differ.write_diff(self.store.snaps, cid, out))
+                state, lambda out: differ.write_diff(self.store.snaps, cid, out, sources), sources)
         finally:  # out may fail (the API's client went away): the container goes all the same
             try:
                 self.out(f"Removing intermediate container {cid[:12]}")

@@ -54,6 +54,8 @@ VERBS = {
     "system": (MANAGEMENT, "Manage the store", {
         "check": ("Find inconsistencies in the store, and repair them", "system"),
         "config": ("Show or set the store's options (keep-pulled-blobs)", "system"),
+        "dedup": ("Share the data blocks of identical files across layers (XFS, btrfs)",
+                  "system"),
         "df": ("Show disk usage", "system"), "info": "info",
         "prune": ("Remove unused data", "system")}),
     "network": (MANAGEMENT, "Manage networks", {

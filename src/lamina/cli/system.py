@@ -29,10 +29,16 @@ def cmd_system_df(opts, a):
                     "SizeBytes": s["Size"], "TotalCount": str(s["TotalCount"]), "Type": s["Type"]}
                    for s in df["Summary"]), a.format)
         return
+    shared = df["Shared"]
+    shared_line = (f"\nShared data blocks (lamina system dedup): {humanize.size(shared['Bytes'])}"
+                   f" of the above stored once ({shared['Files']} files)"
+                   if shared["Bytes"] else "")
     if not a.verbose:
         print(humanize.table(["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"],
                              [[s["Type"], str(s["TotalCount"]), str(s["Active"]),
                                humanize.size(s["Size"]), reclaim(s)] for s in df["Summary"]]))
+        if shared_line:
+            print(shared_line)
         return
     print("Images space usage:\n")
     print(humanize.table(
@@ -67,6 +73,8 @@ def cmd_system_df(opts, a):
         ["Volume directories", humanize.size(over["Volumes"])],
         ["Other (bundles, index.json, mount points)", humanize.size(over["Other"])],
         ["Total", humanize.size(over["Size"])]]))
+    if shared_line:
+        print(shared_line)
 
 ARGS["system check"] = (
     ("-r --repair", "bool", "Repair what can be repaired"),
@@ -96,6 +104,27 @@ def cmd_system_check(opts, a):
         print(f"{len(findings)} problem(s) found; `lamina system check --repair` fixes what it can")
     if any(not f.fixed for f in findings):
         sys.exit(1)
+
+ARGS["system dedup"] = (
+    ("-n --dry-run", "bool", "Say what would be shared, change nothing"),
+)
+
+
+def cmd_system_dedup(opts, a):
+    from .. import humanize
+
+    done = open_engine(opts).dedup(dry_run=a.dry_run)
+    print(f"Scanned {done['Files']} files in {done['Layers']} layers: {done['Shared']} files in "
+          f"{done['Groups']} groups of identical content")
+    if a.dry_run:
+        print(f"Would free {humanize.size(done['Newly'])} (shared already: "
+              f"{humanize.size(done['Saved'] - done['Newly'])})")
+        return
+    print(f"Freed {humanize.size(done['Newly'])}; stored once in all: "
+          f"{humanize.size(done['Saved'])}")
+    if done["Differed"] or done["Failed"]:
+        print(f"Left alone: {done['Differed']} files that changed while they were compared, "
+              f"{done['Failed']} the filesystem refused")
 
 ARGS["system config"] = (
     ("option", "?", "keep-pulled-blobs (pulled layers' compressed blobs kept as a pull cache)"),
