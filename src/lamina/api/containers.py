@@ -65,8 +65,11 @@ def summary(row: dict, size: bool) -> dict:
 def _mount_point(run: dict, volume) -> dict:
     source, destination, read_only = volume
     if source.startswith("/"):
-        return {"Type": "bind", "Source": source, "Destination": destination, "Mode": "",
-                "RW": not read_only, "Propagation": "rprivate"}
+        from ..volumes import bind_mode
+
+        mode, propagation = bind_mode(run, destination, read_only)
+        return {"Type": "bind", "Source": source, "Destination": destination, "Mode": mode,
+                "RW": not read_only, "Propagation": propagation}
     return {"Type": "volume", "Name": source, "Source": "", "Destination": destination,
             "Driver": "local", "Mode": "", "RW": not read_only, "Propagation": ""}
 
@@ -175,23 +178,15 @@ def run_config(config: dict, host: dict):
     from .. import volumes
     from ..runtime.oci import RunConfig
 
-    specs = []
-    for bind in host.get("Binds") or ():
-        specs.append(volumes.parse_volume(bind))
+    specs = [volumes.parse_volume_propagation(bind) for bind in host.get("Binds") or ()]
     for mount in host.get("Mounts") or ():
-        kind, target = mount.get("Type", "volume"), mount.get("Target", "")
-        if kind not in ("bind", "volume"):
-            raise InvalidArgument(f"mount type {kind!r} is not supported")
-        source = mount.get("Source") or ""
-        if kind == "bind" and not source.startswith("/"):
-            raise InvalidArgument(f"invalid mount config for type \"bind\": invalid mount path: "
-                                  f"'{source}' mount path must be absolute")
-        specs.append(volumes.parse_volume(f"{source}:{target}" if source else target)[:2]
-                     + (bool(mount.get("ReadOnly")),))
-    taken = {s[1] for s in specs}
+        specs.append(volumes.mount_spec(
+            mount.get("Type", "volume"), mount.get("Source") or "", mount.get("Target", ""),
+            bool(mount.get("ReadOnly")), (mount.get("BindOptions") or {}).get("Propagation", "")))
+    taken = {spec[1] for spec, _ in specs}
     for path in config.get("Volumes") or {}:
         if os.path.normpath(path) not in taken:
-            specs.append(volumes.parse_volume(path))
+            specs.append(volumes.parse_volume_propagation(path))
     network = host.get("NetworkMode") or "default"
     if network == "default":
         network = "bridge"
@@ -211,7 +206,7 @@ def run_config(config: dict, host: dict):
                             and k not in ("Binds", "Mounts", "RestartPolicy")  # as settled
                             and k not in LIMIT_FIELDS}}
     return RunConfig(env=tuple(env), workdir=config.get("WorkingDir") or None,
-                     user=config.get("User") or None, volumes=tuple(specs),
+                     user=config.get("User") or None, **volumes.volume_fields(specs),
                      read_only=bool(host.get("ReadonlyRootfs")), network=network,
                      auto_remove=bool(host.get("AutoRemove")),
                      runtime=host.get("Runtime") if host.get("Runtime") not in (None, "", "runc")
