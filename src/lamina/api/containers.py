@@ -23,10 +23,10 @@ import time
 
 from ..errors import FailedPrecondition, InvalidArgument, NotFound
 from ..events import labels_match
+from ..runtime.attach import DetachKeys
+from ..runtime.attach import parse_keys as detach_keys
 from ..runtime.monitor import open_stdin
-from .detach import DetachKeys
-from .detach import parse as detach_keys
-from .server import ApiError, route
+from .server import ApiError, MapOf, go_fields, route
 
 MULTIPLEXED = "application/vnd.docker.multiplexed-stream"
 HEADERS_ALONE = 0.05  # seconds between a hijack's headers and a log written at once (attach)
@@ -152,6 +152,50 @@ _CONFIG_TYPES = {"Image": _STR, "WorkingDir": _STR, "User": _STR, "Hostname": _S
                  "ExposedPorts": _OBJECT, "HostConfig": _OBJECT, "Env": _WORDS}
 _HOST_TYPES = {"Binds": _WORDS, "NetworkMode": _STR, "AutoRemove": _BOOL, "LogConfig": _OBJECT,
                "ReadonlyRootfs": _BOOL, "Runtime": _STR, "Mounts": "list of objects"}
+
+
+def _names(text: str) -> dict:
+    return dict.fromkeys(text.split())
+
+
+# A create body's structs, by their fields (Docker's container.Config, HostConfig and
+# NetworkingConfig), for go_fields: keys matched case-insensitively as Docker's decoder does.
+_ENDPOINT = {**_names("Links Aliases DriverOpts NetworkID EndpointID Gateway IPAddress "
+                      "IPPrefixLen IPv6Gateway GlobalIPv6Address GlobalIPv6PrefixLen MacAddress "
+                      "DNSNames"),
+             "IPAMConfig": _names("IPv4Address IPv6Address LinkLocalIPs")}
+_HOST_FIELDS = {
+    **_names("Binds ContainerIDFile NetworkMode AutoRemove VolumeDriver VolumesFrom ConsoleSize "
+             "Annotations CapAdd CapDrop CgroupnsMode Dns DnsOptions DnsSearch ExtraHosts "
+             "GroupAdd IpcMode Cgroup Links OomScoreAdj PidMode Privileged PublishAllPorts "
+             "ReadonlyRootfs SecurityOpt StorageOpt Tmpfs UTSMode UsernsMode ShmSize Sysctls "
+             "Runtime Isolation CpuShares Memory NanoCpus CgroupParent BlkioWeight "
+             "BlkioWeightDevice BlkioDeviceReadBps BlkioDeviceWriteBps BlkioDeviceReadIOps "
+             "BlkioDeviceWriteIOps CpuPeriod CpuQuota CpuRealtimePeriod CpuRealtimeRuntime "
+             "CpusetCpus CpusetMems DeviceCgroupRules DeviceRequests KernelMemory "
+             "KernelMemoryTCP MemoryReservation MemorySwap MemorySwappiness OomKillDisable "
+             "PidsLimit CpuCount CpuPercent IOMaximumIOps IOMaximumBandwidth MaskedPaths "
+             "ReadonlyPaths Init"),
+    "LogConfig": _names("Type Config"),
+    "PortBindings": MapOf(_names("HostIp HostPort")),
+    "RestartPolicy": _names("Name MaximumRetryCount"),
+    "Devices": _names("PathOnHost PathInContainer CgroupPermissions"),
+    "Ulimits": _names("Name Soft Hard"),
+    "Mounts": {**_names("Target Source Type ReadOnly Consistency"),
+               "BindOptions": _names("Propagation NonRecursive CreateMountpoint "
+                                     "ReadOnlyNonRecursive ReadOnlyForceRecursive"),
+               "VolumeOptions": {**_names("NoCopy Labels Subpath"),
+                                 "DriverConfig": _names("Name Options")},
+               "TmpfsOptions": _names("SizeBytes Mode Options")},
+}
+CREATE_FIELDS = {
+    **_names("Hostname Domainname User AttachStdin AttachStdout AttachStderr ExposedPorts Tty "
+             "OpenStdin StdinOnce Env Cmd ArgsEscaped Image Volumes WorkingDir Entrypoint "
+             "NetworkDisabled MacAddress OnBuild Labels StopSignal StopTimeout Shell"),
+    "Healthcheck": _names("Test Interval Timeout Retries StartPeriod StartInterval"),
+    "HostConfig": _HOST_FIELDS,
+    "NetworkingConfig": {"EndpointsConfig": MapOf(_ENDPOINT)},
+}
 
 
 def _check_types(doc: dict, types: dict, where: str) -> None:
@@ -347,6 +391,7 @@ def create_container(request):
     body = request.json({})
     if not isinstance(body, dict):
         raise ApiError(400, "the request body must be a JSON object")
+    body = go_fields(body, CREATE_FIELDS)
     _check_types(body, _CONFIG_TYPES, "Config.")
     host = body.get("HostConfig") or {}
     _check_types(host, _HOST_TYPES, "HostConfig.")
@@ -551,9 +596,9 @@ def attach(request, id):
         _write_log(request, conn, cid, tty, streams, follow=False)
     if not stream:
         return
-    if attachment is None:  # already running: its output comes from the log
+    if attachment is None:  # already running: its output comes from the log, from now on
         follow = threading.Thread(target=_write_log, args=(request, conn, cid, tty, streams),
-                                  kwargs={"follow": True, "tail": 0}, daemon=True,
+                                  kwargs={"follow": True, "since": time.time()}, daemon=True,
                                   name="attach-log")
         follow.start()
         if wants_stdin:  # into the FIFO its monitor holds (-i), until the client leaves
@@ -573,12 +618,12 @@ def attach(request, id):
     attachment.done.wait()
 
 
-def _write_log(request, conn, cid, tty, streams, follow: bool, tail: int | None = None) -> None:
+def _write_log(request, conn, cid, tty, streams, follow: bool, since: float = 0) -> None:
     from ..runtime.logs import entries
 
     engine = request.engine
     try:
-        for stream, data, _ in entries(engine.container_store, cid, follow=follow, tail=tail):
+        for stream, data, _ in entries(engine.container_store, cid, follow=follow, since=since):
             if stream in streams:
                 conn.sendall(data if tty else frame_header(stream, len(data)) + data)
     except (OSError, NotFound):

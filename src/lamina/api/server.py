@@ -128,6 +128,41 @@ def version_tuple(text: str) -> tuple[int, ...]:
         raise ApiError(400, f"invalid API version {text!r}") from None
 
 
+# ------------------------------------------------------------------------------ Go's JSON
+class MapOf:
+    """In a :func:`go_fields` schema: a JSON object whose keys are data (names, ports) and whose
+    values are the struct (or list of structs) ``fields``."""
+
+    def __init__(self, fields: dict):
+        self.fields = fields
+
+
+def go_fields(doc, fields: dict):
+    """``doc`` with its keys named as Go's encoding/json matches them to a struct's fields, as
+    Docker decodes a request body: a key that is no field's exact name takes the field whose name
+    it matches case-insensitively (docker-py sends ``detachKeys``), the last of two such keys
+    wins, and unknown keys stay. ``fields``: canonical name -> None (the value is kept as it is),
+    the fields of the struct it holds (or of each struct of a list), or a :class:`MapOf`."""
+    if not isinstance(doc, dict):
+        return doc
+    lowered = {name.lower(): name for name in fields}
+    out = {}
+    for key, value in doc.items():
+        name = key if key in fields else lowered.get(key.lower(), key)
+        inner = fields.get(name)
+        if isinstance(inner, MapOf) and isinstance(value, dict):
+            value = {k: _go_value(v, inner.fields) for k, v in value.items()}
+        elif isinstance(inner, dict):
+            value = _go_value(value, inner)
+        out[name] = value
+    return out
+
+
+def _go_value(value, fields: dict):
+    return [go_fields(v, fields) for v in value] if isinstance(value, list) else \
+        go_fields(value, fields)
+
+
 # ---------------------------------------------------------------------------------- requests
 class Request:
     """One API call: what the client asked (method, path, query, body) and the ways to answer."""

@@ -48,6 +48,12 @@ ARGS = {
         ("-a --attach", "bool", "Attach STDOUT/STDERR and forward signals"),
         ("-i --interactive", "bool", "Attach container's STDIN"),
     ),
+    "attach": (
+        ("container", None, "CONTAINER"),
+        ("--detach-keys", "string", "Override the key sequence for detaching a container"),
+        ("--no-stdin", "bool", "Do not attach STDIN"),
+        ("--sig-proxy", "bool", "Proxy all received signals to the process", True),
+    ),
     "stop": (
         ("containers", "+", "CONTAINER [CONTAINER...]"),
         ("-t --time", "seconds", "Seconds to wait before killing the container", "10"),
@@ -183,6 +189,20 @@ def cmd_start(opts, a):
         _, code = engine.start(a.containers[0], attach=True, stdin=0 if a.interactive else None)
         exit_now(code)
     _each(engine.start, a.containers, lambda name, result: name)
+
+
+def cmd_attach(opts, a):
+    import sys
+
+    from ..runtime.attach import Detached
+
+    try:
+        code = open_engine(opts).attach(a.container, stdin=None if a.no_stdin else 0,
+                                        keys=a.detach_keys, sig_proxy=a.sig_proxy)
+    except Detached as e:
+        sys.stderr.write(f"{e}\n")  # Docker's words, without "Error:"
+        exit_now(1)
+    exit_now(code)
 
 
 def _each(action, names, line) -> None:
