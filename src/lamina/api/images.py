@@ -121,6 +121,21 @@ def _image_id(engine, name: str) -> str:
 
 
 # ------------------------------------------------------------------------------ documents
+_CONFIGS: dict[str, dict] = {}  # image ID -> its config, read once (the ID is the config's digest)
+
+
+def _config(images, image_id: str) -> dict:
+    """The image's config, for reading only: ``docker images`` reads every image's on every
+    call, and an image's config never changes (its ID is its digest)."""
+    found = _CONFIGS.get(image_id)
+    if found is None:
+        found = images.config(image_id)
+        if len(_CONFIGS) >= 1024:
+            _CONFIGS.clear()
+        _CONFIGS[image_id] = found
+    return found
+
+
 def image_summaries(engine, containers_count: dict | None = None, shared: bool = False, *,
                     all: bool = False, filters: dict | None = None,
                     version: str | None = None) -> list[dict]:
@@ -171,7 +186,7 @@ def image_summaries(engine, containers_count: dict | None = None, shared: bool =
         if dangling is False and not all_tags:
             continue
         try:
-            config = images.config(image_id)
+            config = _config(images, image_id)
         except NotFound:  # removed by another process meanwhile
             continue
         labels = (config.get("config") or {}).get("Labels") or {}
