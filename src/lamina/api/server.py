@@ -674,16 +674,20 @@ class ApiServer(ThreadingMixIn):
     SPARE_ACCEPTORS = 4
 
     def serve_forever(self, poll_interval: float = 0.5) -> None:
-        self.socket.settimeout(poll_interval)  # acceptors look at _stopping this often
+        # Blocking accept(): the kernel wakes one waiting thread a connection (with a timeout,
+        # Python polls first, and every acceptor woke, three to find nothing, all wanting the
+        # interpreter's lock while the fourth served). shutdown() wakes them all.
+        self.socket.settimeout(None)
         try:
+            wanted = True
             while not self._stopping.is_set():
-                with self._lock:
-                    missing = self.SPARE_ACCEPTORS - self._spare
+                with self._lock:  # topped up only when asked: not while one is being served
+                    missing = self.SPARE_ACCEPTORS - self._spare if wanted else 0
                     self._spare += max(0, missing)
                 for _ in range(missing):
                     threading.Thread(target=self._accept_loop, daemon=True,
                                      name="acceptor").start()
-                self._want_acceptor.wait(poll_interval)
+                wanted = self._want_acceptor.wait(poll_interval)
                 self._want_acceptor.clear()
         finally:
             self._stopped.set()
@@ -692,8 +696,6 @@ class ApiServer(ThreadingMixIn):
         while not self._stopping.is_set():
             try:
                 request, client_address = self.get_request()
-            except TimeoutError:
-                continue
             except OSError as e:
                 if self._stopping.is_set():
                     break
@@ -719,9 +721,13 @@ class ApiServer(ThreadingMixIn):
             self._spare -= 1
 
     def shutdown(self) -> None:
-        """Stop serving: serve_forever returns (the acceptors end within its poll interval)."""
+        """Stop serving: serve_forever returns, and the acceptors' accept() fails at once."""
         self._stopping.set()
         self._want_acceptor.set()
+        try:
+            self.socket.shutdown(socket.SHUT_RDWR)  # Linux: a blocked accept() returns EINVAL
+        except OSError:
+            pass
         self._stopped.wait()
 
     def handle_error(self, request, client_address) -> None:
