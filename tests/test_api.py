@@ -510,3 +510,30 @@ def test_compose_two_services(api, tmp_path):
     assert "proj_default" in api.lamina("network", "ls").stdout
     compose("down", "-t", "1")
     assert "proj_default" not in api.lamina("network", "ls").stdout
+
+
+def test_create_fields_match_case_insensitively_as_go_decodes_them(api):
+    """Docker decodes a create body with Go's encoding/json: a field's name in any case (the
+    last of two spellings wins), nested structs too; map keys (Labels, ports) stay as sent.
+    Docker Engine 20.10 gave this same inspect for this body."""
+    from lamina.api.server import MapOf, go_fields
+
+    body = {"image": "busybox", "cmd": ["sh", "-c", "echo $A"], "ENV": ["A=1"],
+            "labels": {"Keep": "Case"}, "Cmd": ["echo", "last"],
+            "hostconfig": {"networkmode": "none",
+                           "restartpolicy": {"name": "on-failure", "maximumretrycount": 2},
+                           "portbindings": {"80/tcp": [{"hostip": "127.0.0.1", "hostport": "0"}]}}}
+    status, _, reply = http(api.socket, "POST", "/v1.44/containers/create",
+                            json.dumps(body).encode(), {"Content-Type": "application/json"})
+    assert status == 201, reply
+    doc = api.client().api.inspect_container(json.loads(reply)["Id"])
+    assert doc["Config"]["Cmd"] == ["echo", "last"] and "A=1" in doc["Config"]["Env"]
+    assert doc["Config"]["Labels"] == {"Keep": "Case"}
+    host = doc["HostConfig"]
+    assert host["NetworkMode"] == "none"
+    assert host["RestartPolicy"] == {"Name": "on-failure", "MaximumRetryCount": 2}
+    assert host["PortBindings"] == {"80/tcp": [{"HostIp": "127.0.0.1", "HostPort": "0"}]}
+    schema = {"A": None, "S": {"X": None}, "M": MapOf({"Y": None})}
+    assert go_fields({"a": 1, "s": [{"x": 2}, {"X": 3, "x": 4}], "m": {"k": {"y": 5}},
+                      "other": {"a": 6}}, schema) == {
+        "A": 1, "S": [{"X": 2}, {"X": 4}], "M": {"k": {"Y": 5}}, "other": {"a": 6}}

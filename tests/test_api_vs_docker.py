@@ -110,3 +110,29 @@ def test_errors_as_docker_prints_them(engines):
                  ["stop", "nosuch"], ["exec", "nosuch", "true"], ["start", "nosuch"]):
         d, lam = both(engines, *args)
         assert (d.returncode, d.stderr) == (lam.returncode, lam.stderr), args
+
+
+def test_bind_propagation_as_docker_answers(engines, tmp_path):
+    """HostConfig.Binds with a propagation: the same inspect Mounts and Binds, the same refusal
+    to start when the source is not on a shared mount, the same refusal of a volume with one."""
+    src = str(tmp_path)
+    docs, starts = [], []
+    for engine in engines:
+        made = engine("create", "--network", "none", "-v", f"{src}:/mnt:ro,rshared", "-v",
+                      f"{src}:/plain", "busybox", "true")
+        assert made.returncode == 0, made.stderr
+        cid = made.stdout.strip()
+        docs.append(engine("inspect", "-f", "{{json .Mounts}} {{json .HostConfig.Binds}}",
+                           cid).stdout)
+        starts.append(engine("start", cid))
+        engine("rm", cid)
+    mounts, binds = zip(*(doc.split(" ") for doc in docs))
+    docker_mounts, lamina_mounts = (sorted(json.loads(m), key=lambda m: m["Destination"])
+                                    for m in mounts)  # Docker's order is a Go map's
+    assert docker_mounts == lamina_mounts and binds[0] == binds[1]
+    assert [m["Propagation"] for m in lamina_mounts] == ["rshared", "rprivate"]
+    assert starts[0].returncode == starts[1].returncode == 1
+    same(starts[0].stderr, starts[1].stderr)
+    assert "is not a shared mount" in starts[1].stderr
+    d, lam = both(engines, "create", "-v", "vol:/m:rshared", "busybox", "true")
+    assert (d.returncode, d.stderr) == (lam.returncode, lam.stderr) and d.returncode != 0

@@ -126,3 +126,48 @@ def test_system_df_counts_volumes(store):
     verbose = store("system", "df", "-v").stdout
     assert re.search(r"one\s+1\s+1kB", verbose) and re.search(r"two\s+0\s+500B", verbose)
     assert inspect(store, "a")["SizeRw"] == 0
+
+
+def test_bind_propagation_shared_and_slave_see_host_mounts_made_after_start(store, tmp_path):
+    """``-v SRC:DST:rshared`` and ``--mount ...,bind-propagation=rslave``: a mount made on the host
+    under SRC after the container started shows inside it; a default (rprivate) bind does not.
+    Docker's check first: a shared bind's source must be on a shared mount. The test runs in a
+    private mount namespace (scripts/test), so nothing reaches the machine's own mounts."""
+    import subprocess
+
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    proc = store("run", "--rm", "--network", "none", "-v", f"{src}:/mnt:rshared", "busybox",
+                 "true", check=False)
+    assert proc.returncode == 125
+    assert re.fullmatch(f"Error: path {src} is mounted on /\\S* but it is not a shared mount\n",
+                        proc.stderr), proc.stderr
+    proc = store("run", "--rm", "-v", f"{src}:/mnt:rslave", "busybox", "true", check=False)
+    assert proc.returncode == 125 and "is not a shared or slave mount" in proc.stderr
+    for bad, words in (("vol:/mnt:rshared", "field BindOptions must not be specified"),
+                       (f"{src}:/mnt:rshared,slave", "invalid mode")):
+        proc = store("run", "--rm", "-v", bad, "busybox", "true", check=False)
+        assert proc.returncode == 125 and words in proc.stderr, proc.stderr
+    subprocess.run(["mount", "--bind", str(src), str(src)], check=True)
+    try:
+        subprocess.run(["mount", "--make-shared", str(src)], check=True)
+        run = ("run", "-d", "--network", "none")
+        shared = store(*run, "-v", f"{src}:/mnt:ro,rshared", "busybox", "sleep", "60").stdout.strip()
+        private = store(*run, "-v", f"{src}:/mnt", "busybox", "sleep", "60").stdout.strip()
+        slave = store(*run, "--mount", f"type=bind,src={src},dst=/mnt,bind-propagation=rslave",
+                      "busybox", "sleep", "60").stdout.strip()
+        subprocess.run(["mount", "-t", "tmpfs", "late", str(src / "sub")], check=True)
+        try:
+            (src / "sub" / "file").write_text("mounted after start\n")
+            for cid in (shared, slave):
+                assert store("exec", cid, "cat", "/mnt/sub/file").stdout == "mounted after start\n"
+            assert store("exec", private, "ls", "-A", "/mnt/sub").stdout == ""
+            mounts = {cid: inspect(store, cid)["Mounts"][0] for cid in (shared, private, slave)}
+            assert [(m["Mode"], m["RW"], m["Propagation"]) for m in mounts.values()] == [
+                ("ro,rshared", False, "rshared"), ("", True, "rprivate"), ("rslave", True, "rslave")]
+            assert inspect(store, shared)["HostConfig"]["Binds"] == [f"{src}:/mnt:ro,rshared"]
+            store("rm", "-f", shared, private, slave)
+        finally:
+            subprocess.run(["umount", str(src / "sub")], check=True)
+    finally:
+        subprocess.run(["umount", "-R", str(src)], check=True)

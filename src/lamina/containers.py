@@ -243,7 +243,7 @@ class ContainerStore:
             graph.update(UpperDir=m.upper(), LowerDir=":".join(m.lowers()),
                          WorkDir=os.path.join(os.path.dirname(m.upper()), "work"))
         bundle = self.store.bundle_dir(r["id"])
-        from . import networks
+        from . import networks, volumes
 
         network = run.get("network", "none")
         env = merge_env(image.get("Env"), run.get("env"))
@@ -272,8 +272,8 @@ class ContainerStore:
         config.update({k: v for k, v in (api.get("Config") or {}).items()
                        if k not in ("Env", "Image", "Labels", "Hostname")})
         host_config = {
-            "Binds": [f"{src}:{dst}{':ro' if ro else ''}" for src, dst, ro in run.get("volumes", ())
-                      if src.startswith("/")] or None,
+            "Binds": [":".join([src, dst, volumes.bind_mode(run, dst, ro)[0]]).rstrip(":")
+                      for src, dst, ro in run.get("volumes", ()) if src.startswith("/")] or None,
             "ContainerIDFile": "", "LogConfig": {"Type": "json-file", "Config": {}},
             "NetworkMode": network, "PortBindings": networks.port_bindings(run.get("ports")),
             "RestartPolicy": _restart_policy(run.get("restart")),
@@ -303,9 +303,9 @@ class ContainerStore:
         volume_mounts = []
         for src, dst, ro in run.get("volumes", ()):
             if src.startswith("/"):
+                mode, propagation = volumes.bind_mode(run, dst, ro)
                 volume_mounts.append({"Type": "bind", "Source": src, "Destination": dst,
-                                      "Mode": "ro" if ro else "", "RW": not ro,
-                                      "Propagation": "rprivate"})
+                                      "Mode": mode, "RW": not ro, "Propagation": propagation})
             else:
                 volume_mounts.append({"Type": "volume", "Name": src,
                                       "Source": os.path.join(self.store.root, "volumes", src, "_data"),

@@ -262,6 +262,13 @@ class Engine:
         return start(self.container_store, name, attach=attach, stdin=stdin, stdout=stdout,
                      stderr=stderr)
 
+    def attach(self, name: str, **options) -> int:
+        """Attach this process's stdio to a running container until it ends (its exit code)
+        or the detach keys are typed (see :func:`lamina.runtime.attach.attach`)."""
+        from .runtime.attach import attach
+
+        return attach(self.container_store, name, **options)
+
     def stop(self, name: str, timeout: float = 10) -> str:
         """SIGTERM (the image's StopSignal), SIGKILL after ``timeout`` seconds; returns the ID."""
         from .runtime.lifecycle import stop

@@ -20,7 +20,7 @@ import os
 import re
 import time
 
-from .errors import FailedPrecondition, InvalidArgument, NotFound
+from .errors import FailedPrecondition, InvalidArgument, LaminaError, NotFound
 from .events import emit
 from .faults import point
 from .metadata import Transaction
@@ -32,9 +32,19 @@ if TYPE_CHECKING:
 _NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
 
 
+PROPAGATIONS = ("rprivate", "private", "rshared", "shared", "rslave", "slave")
+
+
 def parse_volume(text: str) -> tuple[str, str, bool]:
     """``-v`` syntax -> (source, destination, read_only). Source is an absolute host path, a
     volume name, or ``""`` for an anonymous volume (``-v /path``)."""
+    return parse_volume_propagation(text)[0]
+
+
+def parse_volume_propagation(text: str) -> tuple[tuple[str, str, bool], str]:
+    """``-v`` syntax -> ((source, destination, read_only), propagation): the bind propagation
+    its mode names (``rshared``...; ``""`` when none, which is rprivate), as Docker allows it
+    on host paths only."""
     parts = text.split(":")
     if len(parts) == 1:
         source, destination, mode = "", parts[0], ""
@@ -50,14 +60,74 @@ def parse_volume(text: str) -> tuple[str, str, bool]:
     if destination.rstrip("/") == "":
         raise InvalidArgument(f"invalid volume specification: {text!r}: destination can't be '/'")
     modes = [m for m in mode.split(",") if m]
-    if any(m not in ("ro", "rw", "z", "Z") for m in modes) or ("ro" in modes and "rw" in modes):
+    propagation = [m for m in modes if m in PROPAGATIONS]
+    if any(m not in ("ro", "rw", "z", "Z", *PROPAGATIONS) for m in modes) or \
+            ("ro" in modes and "rw" in modes) or len(propagation) > 1:
         raise InvalidArgument(f"invalid volume specification: {text!r}: invalid mode {mode!r}")
     if source and not source.startswith("/") and not _NAME.match(source):
         raise InvalidArgument(
             f"{source!r} includes invalid characters for a local volume name, only "
             "\"[a-zA-Z0-9][a-zA-Z0-9_.-]\" are allowed. If you intended to pass a host directory, "
             "use absolute path")
-    return source, os.path.normpath(destination), "ro" in modes
+    if propagation and not source.startswith("/"):
+        raise InvalidArgument(f"invalid volume specification: {text!r}: invalid mount config "
+                              "for type \"volume\": field BindOptions must not be specified")
+    return (source, os.path.normpath(destination), "ro" in modes), "".join(propagation)
+
+
+def parse_mount(text: str) -> tuple[tuple[str, str, bool], str]:
+    """``--mount`` syntax (``type=bind|volume,source=..,target=..[,readonly][,bind-propagation=
+    ..]``) -> ((source, destination, read_only), propagation), as :func:`mount_spec`."""
+    fields: dict[str, str] = {}
+    for part in text.split(","):
+        key, eq, value = part.partition("=")
+        key = key.strip().lower()
+        if key in ("readonly", "ro") and not eq:
+            value = "true"
+        elif not eq or not value:
+            raise InvalidArgument(f"invalid argument {text!r} for \"--mount\" flag: invalid "
+                                  f"field '{part}' must be a key=value pair")
+        fields[{"src": "source", "dst": "target", "destination": "target",
+                "ro": "readonly"}.get(key, key)] = value
+    for key in fields:
+        if key not in ("type", "source", "target", "readonly", "bind-propagation"):
+            raise InvalidArgument(f"invalid argument {text!r} for \"--mount\" flag: unexpected "
+                                  f"key '{key}' in '{text}'")
+    readonly = fields.get("readonly", "false").lower()
+    if readonly not in ("1", "true", "0", "false"):
+        raise InvalidArgument(f"invalid argument {text!r} for \"--mount\" flag: invalid value "
+                              f"for readonly: {fields['readonly']}")
+    return mount_spec(fields.get("type", "volume"), fields.get("source", ""),
+                      fields.get("target", ""), readonly in ("1", "true"),
+                      fields.get("bind-propagation", ""))
+
+
+def volume_fields(specs) -> dict:
+    """RunConfig's ``volumes`` and ``bind_propagation`` from parsed ((source, destination,
+    read_only), propagation) pairs."""
+    return {"volumes": tuple(spec for spec, _ in specs),
+            "bind_propagation": tuple((spec[1], mode) for spec, mode in specs if mode)}
+
+
+def mount_spec(kind: str, source: str, target: str, read_only: bool,
+               propagation: str = "") -> tuple[tuple[str, str, bool], str]:
+    """A ``--mount`` or the Engine API's ``HostConfig.Mounts[]`` -> ((source, destination,
+    read_only), propagation), checked as Docker checks them."""
+    if kind not in ("bind", "volume"):
+        raise InvalidArgument(f"mount type {kind!r} is not supported")
+    if not target:
+        raise InvalidArgument("invalid mount config: Target must not be empty")
+    if kind == "bind" and not source.startswith("/"):
+        raise InvalidArgument(f"invalid mount config for type \"bind\": invalid mount path: "
+                              f"'{source}' mount path must be absolute")
+    if propagation and kind != "bind":
+        raise InvalidArgument(f"invalid mount config for type \"{kind}\": field BindOptions "
+                              "must not be specified")
+    if propagation and propagation not in PROPAGATIONS:
+        raise InvalidArgument(f"invalid mount config for type \"bind\": invalid propagation "
+                              f"mode: {propagation}")
+    spec = parse_volume(f"{source}:{target}" if source else target)
+    return (spec[0], spec[1], read_only), propagation
 
 
 def data_dir(store: Store, name: str) -> str:
@@ -374,17 +444,61 @@ def mount_source(store: Store, name: str) -> str:
 
 
 def oci_mounts(store: Store, config) -> list[dict]:
-    """The runtime spec's bind mounts for a container's volumes (a RunConfig's)."""
+    """The runtime spec's bind mounts for a container's volumes (a RunConfig's). A bind with a
+    shared or slave propagation needs its source on a mount of that kind, as Docker checks."""
     mounts = []
+    propagation = dict(config.bind_propagation)
     for source, destination, read_only in config.volumes:
         host = source if source.startswith("/") else mount_source(store, source)
         if not source.startswith("/") and not os.path.isdir(host):
             if host != data_dir(store, source):
                 raise NotFound(f"volume {source}: its device {host} is not a directory")
             raise NotFound(f"volume {source} of this container no longer exists")
+        mode = propagation.get(destination, "rprivate") if source.startswith("/") else "rprivate"
+        if "shared" in mode or "slave" in mode:
+            _check_propagation(host, mode)
         mounts.append({"destination": destination, "type": "bind", "source": host,
-                       "options": ["rbind", "rprivate"] + (["ro"] if read_only else [])})
+                       "options": ["rbind", mode] + (["ro"] if read_only else [])})
     return mounts
+
+
+def bind_mode(run: dict, destination: str, read_only: bool) -> tuple[str, str]:
+    """(Mode, Propagation) of a bind in a container's inspect (``run``: its RunConfig as JSON),
+    as Docker shows them: ``ro,rshared`` and ``rshared``; ``""`` and ``rprivate`` by default."""
+    propagation = dict(run.get("bind_propagation") or ()).get(destination, "")
+    return (",".join((["ro"] if read_only else []) + ([propagation] if propagation else [])),
+            propagation or "rprivate")
+
+
+def rootfs_propagation(config) -> str | None:
+    """The spec's ``rootfsPropagation`` its binds need, as Docker sets it: ``shared`` when one
+    is shared (a mount the container makes under it reaches the host), ``rslave`` when one is
+    a slave; None (runc's default) otherwise."""
+    modes = {mode for _, mode in config.bind_propagation}
+    if modes & {"shared", "rshared"}:
+        return "shared"
+    if modes & {"slave", "rslave"}:
+        return "rslave"
+    return None
+
+
+def _check_propagation(source: str, mode: str) -> None:
+    """Docker's check: a shared bind's source must sit on a shared mount, a slave one's on a
+    shared or slave mount (else nothing would propagate)."""
+    path = os.path.realpath(source)
+    best, tags = "/", ""
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[4])
+            inside = path == point or path.startswith(point.rstrip("/") + "/")
+            if inside and len(point) >= len(best):
+                best, tags = point, " ".join(fields[6:fields.index("-")])
+    if "shared" in mode and "shared:" not in tags:
+        raise LaminaError(f"path {source} is mounted on {best} but it is not a shared mount")
+    if "slave" in mode and "shared:" not in tags and "master:" not in tags:
+        raise LaminaError(f"path {source} is mounted on {best} but it is not a shared or "
+                          "slave mount")
 
 
 def summary(store: Store) -> dict:

@@ -23,10 +23,10 @@ import time
 
 from ..errors import FailedPrecondition, InvalidArgument, NotFound
 from ..events import labels_match
+from ..runtime.attach import DetachKeys
+from ..runtime.attach import parse_keys as detach_keys
 from ..runtime.monitor import open_stdin
-from .detach import DetachKeys
-from .detach import parse as detach_keys
-from .server import ApiError, route
+from .server import ApiError, MapOf, go_fields, route
 
 MULTIPLEXED = "application/vnd.docker.multiplexed-stream"
 HEADERS_ALONE = 0.05  # seconds between a hijack's headers and a log written at once (attach)
@@ -65,8 +65,11 @@ def summary(row: dict, size: bool) -> dict:
 def _mount_point(run: dict, volume) -> dict:
     source, destination, read_only = volume
     if source.startswith("/"):
-        return {"Type": "bind", "Source": source, "Destination": destination, "Mode": "",
-                "RW": not read_only, "Propagation": "rprivate"}
+        from ..volumes import bind_mode
+
+        mode, propagation = bind_mode(run, destination, read_only)
+        return {"Type": "bind", "Source": source, "Destination": destination, "Mode": mode,
+                "RW": not read_only, "Propagation": propagation}
     return {"Type": "volume", "Name": source, "Source": "", "Destination": destination,
             "Driver": "local", "Mode": "", "RW": not read_only, "Propagation": ""}
 
@@ -151,6 +154,50 @@ _HOST_TYPES = {"Binds": _WORDS, "NetworkMode": _STR, "AutoRemove": _BOOL, "LogCo
                "ReadonlyRootfs": _BOOL, "Runtime": _STR, "Mounts": "list of objects"}
 
 
+def _names(text: str) -> dict:
+    return dict.fromkeys(text.split())
+
+
+# A create body's structs, by their fields (Docker's container.Config, HostConfig and
+# NetworkingConfig), for go_fields: keys matched case-insensitively as Docker's decoder does.
+_ENDPOINT = {**_names("Links Aliases DriverOpts NetworkID EndpointID Gateway IPAddress "
+                      "IPPrefixLen IPv6Gateway GlobalIPv6Address GlobalIPv6PrefixLen MacAddress "
+                      "DNSNames"),
+             "IPAMConfig": _names("IPv4Address IPv6Address LinkLocalIPs")}
+_HOST_FIELDS = {
+    **_names("Binds ContainerIDFile NetworkMode AutoRemove VolumeDriver VolumesFrom ConsoleSize "
+             "Annotations CapAdd CapDrop CgroupnsMode Dns DnsOptions DnsSearch ExtraHosts "
+             "GroupAdd IpcMode Cgroup Links OomScoreAdj PidMode Privileged PublishAllPorts "
+             "ReadonlyRootfs SecurityOpt StorageOpt Tmpfs UTSMode UsernsMode ShmSize Sysctls "
+             "Runtime Isolation CpuShares Memory NanoCpus CgroupParent BlkioWeight "
+             "BlkioWeightDevice BlkioDeviceReadBps BlkioDeviceWriteBps BlkioDeviceReadIOps "
+             "BlkioDeviceWriteIOps CpuPeriod CpuQuota CpuRealtimePeriod CpuRealtimeRuntime "
+             "CpusetCpus CpusetMems DeviceCgroupRules DeviceRequests KernelMemory "
+             "KernelMemoryTCP MemoryReservation MemorySwap MemorySwappiness OomKillDisable "
+             "PidsLimit CpuCount CpuPercent IOMaximumIOps IOMaximumBandwidth MaskedPaths "
+             "ReadonlyPaths Init"),
+    "LogConfig": _names("Type Config"),
+    "PortBindings": MapOf(_names("HostIp HostPort")),
+    "RestartPolicy": _names("Name MaximumRetryCount"),
+    "Devices": _names("PathOnHost PathInContainer CgroupPermissions"),
+    "Ulimits": _names("Name Soft Hard"),
+    "Mounts": {**_names("Target Source Type ReadOnly Consistency"),
+               "BindOptions": _names("Propagation NonRecursive CreateMountpoint "
+                                     "ReadOnlyNonRecursive ReadOnlyForceRecursive"),
+               "VolumeOptions": {**_names("NoCopy Labels Subpath"),
+                                 "DriverConfig": _names("Name Options")},
+               "TmpfsOptions": _names("SizeBytes Mode Options")},
+}
+CREATE_FIELDS = {
+    **_names("Hostname Domainname User AttachStdin AttachStdout AttachStderr ExposedPorts Tty "
+             "OpenStdin StdinOnce Env Cmd ArgsEscaped Image Volumes WorkingDir Entrypoint "
+             "NetworkDisabled MacAddress OnBuild Labels StopSignal StopTimeout Shell"),
+    "Healthcheck": _names("Test Interval Timeout Retries StartPeriod StartInterval"),
+    "HostConfig": _HOST_FIELDS,
+    "NetworkingConfig": {"EndpointsConfig": MapOf(_ENDPOINT)},
+}
+
+
 def _check_types(doc: dict, types: dict, where: str) -> None:
     """400 for a field of the wrong JSON type, as Docker's decoder refuses it (null is fine)."""
     for key, kind in types.items():
@@ -175,23 +222,15 @@ def run_config(config: dict, host: dict):
     from .. import volumes
     from ..runtime.oci import RunConfig
 
-    specs = []
-    for bind in host.get("Binds") or ():
-        specs.append(volumes.parse_volume(bind))
+    specs = [volumes.parse_volume_propagation(bind) for bind in host.get("Binds") or ()]
     for mount in host.get("Mounts") or ():
-        kind, target = mount.get("Type", "volume"), mount.get("Target", "")
-        if kind not in ("bind", "volume"):
-            raise InvalidArgument(f"mount type {kind!r} is not supported")
-        source = mount.get("Source") or ""
-        if kind == "bind" and not source.startswith("/"):
-            raise InvalidArgument(f"invalid mount config for type \"bind\": invalid mount path: "
-                                  f"'{source}' mount path must be absolute")
-        specs.append(volumes.parse_volume(f"{source}:{target}" if source else target)[:2]
-                     + (bool(mount.get("ReadOnly")),))
-    taken = {s[1] for s in specs}
+        specs.append(volumes.mount_spec(
+            mount.get("Type", "volume"), mount.get("Source") or "", mount.get("Target", ""),
+            bool(mount.get("ReadOnly")), (mount.get("BindOptions") or {}).get("Propagation", "")))
+    taken = {spec[1] for spec, _ in specs}
     for path in config.get("Volumes") or {}:
         if os.path.normpath(path) not in taken:
-            specs.append(volumes.parse_volume(path))
+            specs.append(volumes.parse_volume_propagation(path))
     network = host.get("NetworkMode") or "default"
     if network == "default":
         network = "bridge"
@@ -211,7 +250,7 @@ def run_config(config: dict, host: dict):
                             and k not in ("Binds", "Mounts", "RestartPolicy")  # as settled
                             and k not in LIMIT_FIELDS}}
     return RunConfig(env=tuple(env), workdir=config.get("WorkingDir") or None,
-                     user=config.get("User") or None, volumes=tuple(specs),
+                     user=config.get("User") or None, **volumes.volume_fields(specs),
                      read_only=bool(host.get("ReadonlyRootfs")), network=network,
                      auto_remove=bool(host.get("AutoRemove")),
                      runtime=host.get("Runtime") if host.get("Runtime") not in (None, "", "runc")
@@ -352,6 +391,7 @@ def create_container(request):
     body = request.json({})
     if not isinstance(body, dict):
         raise ApiError(400, "the request body must be a JSON object")
+    body = go_fields(body, CREATE_FIELDS)
     _check_types(body, _CONFIG_TYPES, "Config.")
     host = body.get("HostConfig") or {}
     _check_types(host, _HOST_TYPES, "HostConfig.")
@@ -556,9 +596,9 @@ def attach(request, id):
         _write_log(request, conn, cid, tty, streams, follow=False)
     if not stream:
         return
-    if attachment is None:  # already running: its output comes from the log
+    if attachment is None:  # already running: its output comes from the log, from now on
         follow = threading.Thread(target=_write_log, args=(request, conn, cid, tty, streams),
-                                  kwargs={"follow": True, "tail": 0}, daemon=True,
+                                  kwargs={"follow": True, "since": time.time()}, daemon=True,
                                   name="attach-log")
         follow.start()
         if wants_stdin:  # into the FIFO its monitor holds (-i), until the client leaves
@@ -578,12 +618,12 @@ def attach(request, id):
     attachment.done.wait()
 
 
-def _write_log(request, conn, cid, tty, streams, follow: bool, tail: int | None = None) -> None:
+def _write_log(request, conn, cid, tty, streams, follow: bool, since: float = 0) -> None:
     from ..runtime.logs import entries
 
     engine = request.engine
     try:
-        for stream, data, _ in entries(engine.container_store, cid, follow=follow, tail=tail):
+        for stream, data, _ in entries(engine.container_store, cid, follow=follow, since=since):
             if stream in streams:
                 conn.sendall(data if tty else frame_header(stream, len(data)) + data)
     except (OSError, NotFound):

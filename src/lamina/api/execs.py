@@ -12,10 +12,10 @@ import socket
 import threading
 
 from ..errors import FailedPrecondition, NotFound
+from ..runtime.attach import DetachKeys
+from ..runtime.attach import parse_keys as detach_keys
 from .containers import MULTIPLEXED, RAW, frame_header, relay_input
-from .detach import DetachKeys
-from .detach import parse as detach_keys
-from .server import ApiError, route
+from .server import ApiError, go_fields, route
 
 EXEC_FIELDS = ("AttachStdin", "AttachStdout", "AttachStderr", "ConsoleSize", "DetachKeys",
                "Tty", "Env", "Cmd", "Privileged", "User", "WorkingDir")
@@ -38,10 +38,7 @@ def create(request, id):
     body = request.json({})
     if not isinstance(body, dict):
         raise ApiError(400, "the request body must be a JSON object")
-    # Docker decodes with Go's encoding/json, which matches field names case-insensitively
-    # (docker-py sends "detachKeys"): the fields under their canonical names
-    canonical = {name.lower(): name for name in EXEC_FIELDS}
-    body = {canonical.get(key.lower(), key): value for key, value in body.items()}
+    body = go_fields(body, dict.fromkeys(EXEC_FIELDS))  # docker-py sends "detachKeys"
     cmd = body.get("Cmd")
     if isinstance(cmd, str):
         cmd = [cmd]

@@ -121,6 +121,21 @@ def _image_id(engine, name: str) -> str:
 
 
 # ------------------------------------------------------------------------------ documents
+_CONFIGS: dict[str, dict] = {}  # image ID -> its config, read once (the ID is the config's digest)
+
+
+def _config(images, image_id: str) -> dict:
+    """The image's config, for reading only: ``docker images`` reads every image's on every
+    call, and an image's config never changes (its ID is its digest)."""
+    found = _CONFIGS.get(image_id)
+    if found is None:
+        found = images.config(image_id)
+        if len(_CONFIGS) >= 1024:
+            _CONFIGS.clear()
+        _CONFIGS[image_id] = found
+    return found
+
+
 def image_summaries(engine, containers_count: dict | None = None, shared: bool = False, *,
                     all: bool = False, filters: dict | None = None,
                     version: str | None = None) -> list[dict]:
@@ -171,7 +186,7 @@ def image_summaries(engine, containers_count: dict | None = None, shared: bool =
         if dangling is False and not all_tags:
             continue
         try:
-            config = images.config(image_id)
+            config = _config(images, image_id)
         except NotFound:  # removed by another process meanwhile
             continue
         labels = (config.get("config") or {}).get("Labels") or {}
@@ -271,14 +286,16 @@ def inspect_document(engine, name: str, version: str) -> dict:
     for what lamina does not keep."""
     images = engine.image_store
     image_id = _image_id(engine, name)
-    base = engine.inspect_image(image_id)
-    config = images.config(image_id)
+    row = images.row(image_id)
+    config = images.config(image_id)  # not ImageStore.inspect: it reads config and manifest again
+    if row is None:
+        raise NotFound(f"No such image: {name}")  # removed by another process meanwhile
     history = config.get("history") or [{}]
     run = config.get("config") or {}
     image_config = dict(_LEGACY_CONFIG)  # Go marshals a map: keys sorted
     image_config.update(_image_config(run))
-    doc = {"Id": image_id, "RepoTags": [_familiar(t) for t in base["RepoTags"]],
-           "RepoDigests": base["RepoDigests"], "Parent": config.get("parent", ""),
+    doc = {"Id": image_id, "RepoTags": [_familiar(t) for t in images.tags(image_id)],
+           "RepoDigests": images.repo_digests(row["manifest_digest"]), "Parent": config.get("parent", ""),
            "Comment": config.get("comment") or history[-1].get("comment", ""),
            "Created": config.get("created", "")}
     if not doc["Created"]:
@@ -298,15 +315,17 @@ def inspect_document(engine, name: str, version: str) -> dict:
     doc["Os"] = config.get("os", "")
     if config.get("os.version"):
         doc["OsVersion"] = config["os.version"]
-    doc["Size"] = base["Size"]
+    doc["Size"] = row["size"]
     if version_tuple(version) < (1, 44):
-        doc["VirtualSize"] = base["Size"]
-    doc.update({"GraphDriver": {"Data": base["GraphDriver"]["Data"] or None,
-                                "Name": base["GraphDriver"]["Name"]},
+        doc["VirtualSize"] = row["size"]
+    top = row["top_layer"]
+    doc.update({"GraphDriver": {"Data": {"Dir": engine.store.snaps.dir(top)} if top else None,
+                                "Name": engine.store.driver},
                 "RootFS": {"Type": "layers"},
-                "Metadata": {"LastTagTime": base["Metadata"].get("LastTagTime") or _ZERO_TIME}})
-    if base["RootFS"]["Layers"]:
-        doc["RootFS"]["Layers"] = base["RootFS"]["Layers"]
+                "Metadata": {"LastTagTime": _ZERO_TIME}})
+    layers = (config.get("rootfs") or {}).get("diff_ids") or []
+    if layers:
+        doc["RootFS"]["Layers"] = layers
     return doc
 
 

@@ -36,7 +36,8 @@ class Parser:
     * a flag: ``names`` are its spellings (``"-a --all"``); ``kind`` is ``"bool"`` (no value),
       ``"list"`` (a value, repeatable: the attribute is a list), a tuple of the values it accepts,
       or any other word (a value; the word names it in the help: ``"string"``, ``"int"``...);
-      ``default`` is the value when the flag is not given (None; False for bool, [] for list).
+      ``default`` is the value when the flag is not given (None; False for bool unless given,
+      as ``--sig-proxy``'s True; [] for list).
     * a positional: ``names`` is its attribute; ``kind`` is None (exactly one), ``"?"`` (optional),
       ``"+"`` (one or more: a list), ``"*"`` (zero or more: a list) or ``"..."`` (everything that follows it, verbatim: a list);
       ``help`` is how the usage line shows it.
@@ -67,8 +68,9 @@ class Parser:
                 choices = kind if isinstance(kind, tuple) else None
                 for name in names:
                     self.flags[name] = (dest, boolean, choices)
-                self.defaults[dest] = ([] if kind == "list" else False if boolean else
-                                       argument[3] if len(argument) > 3 else None)
+                self.defaults[dest] = ([] if kind == "list" else
+                                       argument[3] if len(argument) > 3 else
+                                       False if boolean else None)
             else:
                 self.positionals.append((names, kind))
                 self.defaults[names] = [] if kind in ("+", "*", "...") else None

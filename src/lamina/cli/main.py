@@ -43,7 +43,7 @@ VERBS = {
     "builder": (MANAGEMENT, "Manage builds", {
         "prune": ("Remove build cache", "build")}),
     "container": (MANAGEMENT, "Manage containers", {
-        "commit": "commit", "create": "create", "diff": "diff", "export": "export",
+        "attach": "attach", "commit": "commit", "create": "create", "diff": "diff", "export": "export",
         "inspect": "inspect", "ls": "ps", "list": "ps", "ps": "ps", "mount": "mount",
         "pause": "pause", "prune": ("Remove all stopped containers", "containers"), "rm": "rm",
         "stats": "stats", "umount": "umount", "unpause": "unpause", "update": "update"}),
@@ -73,6 +73,8 @@ VERBS = {
         "prune": ("Remove unused volumes", "run"),
         "rm": ("Remove one or more volumes", "run"), "remove": "volume rm"}),
 
+    "attach": (OTHER, ("Attach local standard input, output, and error streams to a running "
+               "container"), "run"),
     "commit": (OTHER, "Create a new image from a container's changes", "containers"),
     "cp": (OTHER, "Copy files/folders between a container and the local filesystem", "cp"),
     "create": (OTHER, "Create a new container", "containers"),

@@ -29,7 +29,11 @@ CONTAINER_FLAGS = (
     ("--runtime", "string", "OCI runtime binary to use (default $LAMINA_RUNTIME, else runc)"),
     ("-t --tty", "bool", "Allocate a pseudo-TTY"),
     ("-u --user", "string", "Username or UID (format: <name|uid>[:<group|gid>])"),
-    ("-v --volume", "list", "Bind mount a volume (SRC:DST[:ro]; SRC a path or a volume name)"),
+    ("-v --volume", "list", ("Bind mount a volume (SRC:DST[:OPTS]; SRC a path or a volume name; "
+     "OPTS ro, rw, z, Z and a bind's propagation: rshared, shared, rslave, slave, rprivate, "
+     "private)")),
+    ("--mount", "list", ("Attach a filesystem mount to the container (type=bind|volume,"
+     "source=SRC,target=DST[,readonly][,bind-propagation=MODE])")),
     ("-w --workdir", "string", "Working directory inside the container"),
 ) + LIMIT_ARGS + life.FLAGS
 
@@ -43,6 +47,12 @@ ARGS = {
         ("containers", "+", "CONTAINER [CONTAINER...]"),
         ("-a --attach", "bool", "Attach STDOUT/STDERR and forward signals"),
         ("-i --interactive", "bool", "Attach container's STDIN"),
+    ),
+    "attach": (
+        ("container", None, "CONTAINER"),
+        ("--detach-keys", "string", "Override the key sequence for detaching a container"),
+        ("--no-stdin", "bool", "Do not attach STDIN"),
+        ("--sig-proxy", "bool", "Proxy all received signals to the process", True),
     ),
     "stop": (
         ("containers", "+", "CONTAINER [CONTAINER...]"),
@@ -131,12 +141,13 @@ def _as_run_error(e: LaminaError) -> LaminaError:
 def run_config(a):
     """The RunConfig of :data:`CONTAINER_FLAGS` as given in ``a`` (run's and create's)."""
     from ..runtime.oci import RunConfig, parse_extra_host
-    from ..volumes import parse_volume
+    from ..volumes import parse_mount, parse_volume_propagation, volume_fields
 
+    mounts = [parse_volume_propagation(v) for v in a.volume] + [parse_mount(m) for m in a.mount]
     return RunConfig(env=_env(a.env), workdir=a.workdir, user=a.user,
                      extra_hosts=tuple(parse_extra_host(h) for h in a.add_host),
                      hostname=a.hostname or None, labels=_labels(a.label),
-                     volumes=tuple(parse_volume(v) for v in a.volume), read_only=a.read_only,
+                     **volume_fields(mounts), read_only=a.read_only,
                      network=a.network, auto_remove=a.rm, runtime=a.runtime, tty=a.tty,
                      open_stdin=a.interactive, ip=a.ip or "", ports=_publish(a.publish),
                      publish_all=a.publish_all, network_aliases=tuple(a.network_alias),
@@ -178,6 +189,20 @@ def cmd_start(opts, a):
         _, code = engine.start(a.containers[0], attach=True, stdin=0 if a.interactive else None)
         exit_now(code)
     _each(engine.start, a.containers, lambda name, result: name)
+
+
+def cmd_attach(opts, a):
+    import sys
+
+    from ..runtime.attach import Detached
+
+    try:
+        code = open_engine(opts).attach(a.container, stdin=None if a.no_stdin else 0,
+                                        keys=a.detach_keys, sig_proxy=a.sig_proxy)
+    except Detached as e:
+        sys.stderr.write(f"{e}\n")  # Docker's words, without "Error:"
+        exit_now(1)
+    exit_now(code)
 
 
 def _each(action, names, line) -> None:

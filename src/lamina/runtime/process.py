@@ -240,6 +240,9 @@ def prepare_bundle(containers: ContainerStore, row, config: RunConfig, rootfs: s
     spec = make_spec(rootfs, process, hostname=hostname, network=network,
                      read_only=config.read_only, files=files, binds=binds + list(mounts or []),
                      cgroup=cgroups.container_path(runtime_id), netns=netns)
+    propagation = volumes.rootfs_propagation(config)
+    if propagation:
+        spec["linux"]["rootfsPropagation"] = propagation
     confine(spec["process"], rootfs, config)
     spec["linux"]["resources"].update(resources.linux_resources(config))
     resources.shm_size(spec, config)

@@ -1,12 +1,14 @@
-"""Detach keys (lamina.api.detach): Docker's key syntax, and a filter whose output does not
-depend on how the client's input was split into reads."""
+"""Detach keys (lamina.runtime.attach, shared by the Engine API and ``lamina attach``): Docker's
+key syntax, and a filter whose output does not depend on how the client's input was split into
+reads."""
 
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from lamina.api.detach import DetachKeys, parse
-from lamina.api.server import ApiError
+from lamina.errors import InvalidArgument
+from lamina.runtime.attach import DetachKeys
+from lamina.runtime.attach import parse_keys as parse
 
 
 def test_parse_docker_syntax():
@@ -15,7 +17,7 @@ def test_parse_docker_syntax():
     assert parse("ctrl-@,ctrl-[,ctrl-_,a") == b"\x00\x1b\x1fa"
     assert parse("CTRL-A") == b"\x01"
     for bad in ("ctrl-", "ctrl-1", "ab", "ctrl-p,,ctrl-q", "é"):
-        with pytest.raises(ApiError, match="Invalid detach keys"):
+        with pytest.raises(InvalidArgument, match="Invalid detach keys"):
             parse(bad)
 
 
