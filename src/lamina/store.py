@@ -14,11 +14,10 @@ tags, and finishes or undoes what dead processes left half done.
 from __future__ import annotations
 
 import os
-import sqlite3
 import stat
 
 from .errors import FailedPrecondition, InvalidArgument, LaminaError, Unavailable
-from .metadata import Transaction, connect
+from .metadata import Transaction, connect, sqlite3  # the C module: see metadata
 from .processes import alive
 from .snapshots import DRIVERS, open_snapshotter
 from .userns import in_user_namespace, user_data_root
