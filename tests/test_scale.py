@@ -10,6 +10,7 @@ import tarfile
 import pytest
 
 from lamina import Engine
+from lamina.errors import NotFound
 from lamina.mount import lowers_one_by_one
 
 from .test_engine import make_tar, read
@@ -124,3 +125,44 @@ def test_a_shared_top_layer_file_is_never_written_by_the_init_layer(store_root, 
         assert read(os.path.join(engine.snaps.dir(top), "etc", "hosts")) == "127.0.0.1 top\n"
     finally:
         engine.close()
+
+
+def _full_scans(engine, action) -> list[tuple[str, str]]:
+    """(table scanned whole, statement) for each statement ``action`` runs on the store's
+    database that reads a table row by row instead of through an index."""
+    statements = []
+    engine.db.set_trace_callback(statements.append)
+    try:
+        action()
+    finally:
+        engine.db.set_trace_callback(None)
+    scans = []
+    for sql in statements:
+        if not sql.lstrip().upper().startswith(("SELECT", "UPDATE", "DELETE", "INSERT", "WITH")):
+            continue
+        for row in engine.db.execute("EXPLAIN QUERY PLAN " + sql):
+            words = row[3].split()
+            # trash: only the deletions in flight, which purge takes whole
+            if words[0] == "SCAN" and words[1] not in ("CONSTANT", "trash"):
+                scans.append((words[1], sql))
+    return scans
+
+
+@pytest.mark.parametrize("driver", ["overlay2"])
+def test_one_container_commands_read_no_table_whole(engine, busybox_tar):
+    """create, inspect, rm (by name, ID or short ID prefix) and images find their rows through
+    indexes: their cost does not grow with the containers and images in the store."""
+    engine.import_image(busybox_tar, "busybox:1")
+    for _ in range(3):
+        engine.create("busybox:1")
+    made = []
+    assert _full_scans(engine, lambda: made.append(engine.create("busybox:1", name="one"))) == []
+    cid = made[0]
+    for ref in ("one", cid, cid[:12]):
+        assert _full_scans(engine, lambda r=ref: engine.inspect_container(r)) == []
+    assert engine.inspect_container(cid[:12])["Id"] == cid
+    assert _full_scans(engine, lambda: engine.image_store.resolve(
+        engine.image_store.resolve("busybox:1")[7:19])) == []
+    assert _full_scans(engine, lambda: engine.rm(cid[:12])) == []
+    with pytest.raises(NotFound):
+        engine.inspect_container(cid[:12])

@@ -26,6 +26,7 @@ from .errors import FailedPrecondition, InvalidArgument, LaminaError, NotFound
 from .image import command_line as shown_command
 from .image import merge_env
 from .layers import init_key
+from .metadata import prefix_bounds
 from .processes import same_process, start_time
 
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing (start-up time)
@@ -64,8 +65,8 @@ class ContainerStore:
         row = self.db.execute("SELECT * FROM containers WHERE name = ? OR id = ?",
                               (name.lstrip("/"), name)).fetchone()
         if row is None and name and all(c in "0123456789abcdef" for c in name):
-            rows = self.db.execute("SELECT * FROM containers WHERE substr(id, 1, ?) = ?",
-                                   (len(name), name)).fetchall()
+            rows = self.db.execute("SELECT * FROM containers WHERE id >= ? AND id < ? LIMIT 2",
+                                   prefix_bounds(name)).fetchall()
             if len(rows) > 1:
                 raise InvalidArgument(f"container ID prefix {name} is ambiguous")
             row = rows[0] if rows else None

@@ -83,6 +83,7 @@ CREATE TABLE IF NOT EXISTS removed_containers (
     exit_code INTEGER NOT NULL,
     removed REAL NOT NULL
 );  -- what a removed container ended with, for a while: the Engine API's wait?condition=removed
+CREATE INDEX IF NOT EXISTS removed_containers_removed ON removed_containers(removed);
 CREATE TABLE IF NOT EXISTS containers (
     id TEXT PRIMARY KEY,
     name TEXT NOT NULL UNIQUE,
@@ -222,6 +223,13 @@ def connect(path: str) -> sqlite3.Connection:
                 db.execute(f"ALTER TABLE containers ADD COLUMN {column} INTEGER NOT NULL DEFAULT 0")
         db.execute(f"PRAGMA user_version = {version}")
     return db
+
+
+def prefix_bounds(prefix: str) -> tuple[str, str]:
+    """(low, high) such that ``column >= low AND column < high`` holds for exactly the values
+    that start with the lowercase hex ``prefix``: a range the column's index answers, where
+    ``substr(column, 1, n) = ?`` reads every row."""
+    return prefix, prefix + "g"  # "g" sorts after every hex digit
 
 
 class Transaction:
