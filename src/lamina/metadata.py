@@ -44,6 +44,9 @@ CREATE TABLE IF NOT EXISTS layers (
     media_type TEXT NOT NULL,
     created REAL NOT NULL
 );
+-- the columns that reference a layer: deleting a layer row checks them through these indexes
+-- instead of reading every layer and image (foreign keys are on)
+CREATE INDEX IF NOT EXISTS layers_parent ON layers(parent);
 CREATE TABLE IF NOT EXISTS tar_split (
     chain_id TEXT PRIMARY KEY REFERENCES layers(chain_id) ON DELETE CASCADE,
     tar_size INTEGER NOT NULL,
@@ -65,6 +68,7 @@ CREATE TABLE IF NOT EXISTS images (
     command_line TEXT NOT NULL DEFAULT '',
     added REAL NOT NULL
 );
+CREATE INDEX IF NOT EXISTS images_top_layer ON images(top_layer);
 CREATE TABLE IF NOT EXISTS image_layers (
     image_id TEXT NOT NULL REFERENCES images(id) ON DELETE CASCADE,
     position INTEGER NOT NULL,
