@@ -166,3 +166,34 @@ def test_one_container_commands_read_no_table_whole(engine, busybox_tar):
     assert _full_scans(engine, lambda: engine.rm(cid[:12])) == []
     with pytest.raises(NotFound):
         engine.inspect_container(cid[:12])
+
+
+def test_writers_queue_on_a_lock_file_held_for_the_transaction_only(tmp_path):
+    """A write transaction holds an flock of ``<database>-writer`` (so waiting writers get in
+    as soon as it ends, not after SQLite's sleeps), and lets it go when it ends, even on error."""
+    import fcntl
+
+    from lamina import metadata
+
+    db = metadata.connect(str(tmp_path / "lamina.db"))
+
+    def held() -> bool:
+        fd = os.open(str(tmp_path / "lamina.db-writer"), os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # another open file: another holder
+            return False
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+
+    with metadata.Transaction(db):
+        db.execute("INSERT INTO settings VALUES ('a', '1')")
+        assert held()
+    assert not held()
+    with pytest.raises(RuntimeError), metadata.Transaction(db):
+        db.execute("INSERT INTO settings VALUES ('b', '2')")
+        raise RuntimeError("undone")
+    assert not held()
+    assert [tuple(r) for r in db.execute("SELECT * FROM settings")] == [("a", "1")]
+    db.close()
