@@ -755,6 +755,7 @@ def main() -> int:
     engines = [engines[n] for n in names]
     results = Results()
     versions = {}
+    interrupted_by = None
     try:
         for eng in engines:
             eng.start()
@@ -769,6 +770,10 @@ def main() -> int:
             except Exception as error:  # noqa: BLE001 - the other curves still run
                 log(f"{curve}: {error}")
                 results.note((curve, "-", "the curve stopped", "lamina"), str(error)[-300:])
+            # what is measured so far is kept, whatever happens next
+            write_results(results, names, args, cfg, time.time() - started, versions, [])
+    except KeyboardInterrupt as stop:  # SIGINT or SIGTERM: clean up, keep what was measured
+        interrupted_by = stop
     finally:
         for eng in engines:
             try:
@@ -777,7 +782,9 @@ def main() -> int:
                 log(f"stopping {eng.name}: {error}")
         for eng in engines:
             peers.remove_tree(getattr(eng, "dir", None) or eng.root)
-    sleeper_rows = curve_sleepers(cfg, results, names) if "sleepers" in curves else []
+    sleeper_rows = []
+    if "sleepers" in curves and interrupted_by is None:
+        sleeper_rows = curve_sleepers(cfg, results, names)
     text = write_results(results, names, args, cfg, time.time() - started, versions,
                          sleeper_rows)
     print(text)
