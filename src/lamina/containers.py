@@ -26,6 +26,7 @@ from .errors import FailedPrecondition, InvalidArgument, LaminaError, NotFound
 from .image import command_line as shown_command
 from .image import merge_env
 from .layers import init_key
+from .metadata import prefix_bounds
 from .processes import same_process, start_time
 
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing (start-up time)
@@ -64,8 +65,8 @@ class ContainerStore:
         row = self.db.execute("SELECT * FROM containers WHERE name = ? OR id = ?",
                               (name.lstrip("/"), name)).fetchone()
         if row is None and name and all(c in "0123456789abcdef" for c in name):
-            rows = self.db.execute("SELECT * FROM containers WHERE substr(id, 1, ?) = ?",
-                                   (len(name), name)).fetchall()
+            rows = self.db.execute("SELECT * FROM containers WHERE id >= ? AND id < ? LIMIT 2",
+                                   prefix_bounds(name)).fetchall()
             if len(rows) > 1:
                 raise InvalidArgument(f"container ID prefix {name} is ambiguous")
             row = rows[0] if rows else None
@@ -105,7 +106,7 @@ class ContainerStore:
                 raise FailedPrecondition(
                     f'Conflict. The container name "/{name}" is already in use')
             if not self.db.execute("SELECT 1 FROM snapshots WHERE key = ?", (init,)).fetchone():
-                self.store.snaps.prepare(init, img["top_layer"])
+                self._prepare_init(init, img["top_layer"])
                 self._write_init(init)
                 self.store.snaps.commit(init, init)  # same key, now read-only
             self.store.snaps.prepare(cid, init)
@@ -127,6 +128,15 @@ class ContainerStore:
 
         emit(self.store, "container", "create", cid, {"image": image, "name": name})
         return cid
+
+    def _prepare_init(self, key: str, top: str | None) -> None:
+        """The init snapshot on ``top``; on an image as deep as a mount may stack it takes the
+        top layer's place (a hard-linked copy of it), so that a container still fits."""
+        snaps = self.store.snaps
+        if top is not None and snaps.child_depth(top) + 1 > snaps.max_depth:
+            snaps.prepare_in_place_of(key, top)
+        else:
+            snaps.prepare(key, top)
 
     def _write_init(self, key: str) -> None:
         """Placeholders the runtime bind-mounts over; they live below the container's own layer,
@@ -156,6 +166,8 @@ class ContainerStore:
             path = os.path.join(root, rel)
             if os.path.islink(path) or os.path.isdir(path):
                 continue
+            if os.path.lexists(path):  # a hard link to a layer's file: replaced, never written
+                os.unlink(path)
             with open(path, "wb"):
                 pass
             os.chmod(path, 0o755)  # Docker's init layer placeholders are 0755

@@ -213,11 +213,12 @@ def copy_entry(src: str, dst: str, st: os.stat_result) -> None:
     copy_metadata(st, src, dst)
 
 
-def copy_tree(src: str, dst: str) -> None:
+def copy_tree(src: str, dst: str, link_files: bool = False) -> None:
     """Copy the tree ``src`` into the existing empty directory ``dst``, metadata-exact.
 
     Hard links inside the tree stay hard links; file data is reflinked where possible. Directory
-    metadata is applied after the children are in place, so their mtimes survive.
+    metadata is applied after the children are in place, so their mtimes survive. With
+    ``link_files`` every regular file is a hard link to ``src``'s (for a tree that never changes).
     """
     links: dict[tuple[int, int], str] = {}
     dirs = [(src, dst, os.lstat(src))]
@@ -232,6 +233,9 @@ def copy_tree(src: str, dst: str) -> None:
                     os.mkdir(target, 0o700)
                     dirs.append((entry.path, target, st))
                     stack.append((entry.path, target))
+                    continue
+                if link_files and stat.S_ISREG(st.st_mode):
+                    os.link(entry.path, target)
                     continue
                 if st.st_nlink > 1:
                     key = (st.st_dev, st.st_ino)

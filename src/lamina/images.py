@@ -20,6 +20,7 @@ from .events import emit
 from .fsutil import Readable
 from .image import command_line
 from .layers import init_key
+from .metadata import prefix_bounds
 
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing (start-up time)
 if TYPE_CHECKING:
@@ -54,8 +55,9 @@ class ImageStore:
             pass
         prefix = name.removeprefix("sha256:")
         if 1 <= len(prefix) <= 64 and all(c in "0123456789abcdef" for c in prefix):
-            rows = self.db.execute("SELECT id FROM images WHERE substr(id, 8, ?) = ?",
-                                   (len(prefix), prefix)).fetchall()
+            low, high = prefix_bounds("sha256:" + prefix)
+            rows = self.db.execute("SELECT id FROM images WHERE id >= ? AND id < ? LIMIT 2",
+                                   (low, high)).fetchall()
             if len(rows) == 1:
                 return rows[0][0]
             if len(rows) > 1:
@@ -227,10 +229,13 @@ class ImageStore:
     def list(self, all: bool = False) -> list[dict]:
         """One row per tag (and one for each untagged image), newest first, as ``docker images``."""
         out = []
-        rows = self.db.execute("SELECT * FROM images ORDER BY added DESC").fetchall()
+        rows = self.db.execute("SELECT id, created, size FROM images ORDER BY added DESC").fetchall()
         hidden = set() if all else self.build_states()
+        tagged: dict[str, list[str]] = {}  # one query for every tag, not one per image
+        for image_id, name in self.db.execute("SELECT image_id, name FROM tags ORDER BY added, name"):
+            tagged.setdefault(image_id, []).append(name)
         for img in rows:
-            tags = self.tags(img["id"])
+            tags = tagged.get(img["id"])
             if not tags and img["id"] in hidden:
                 continue
             for name in tags or ["<none>:<none>"]:

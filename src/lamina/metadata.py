@@ -44,6 +44,9 @@ CREATE TABLE IF NOT EXISTS layers (
     media_type TEXT NOT NULL,
     created REAL NOT NULL
 );
+-- the columns that reference a layer: deleting a layer row checks them through these indexes
+-- instead of reading every layer and image (foreign keys are on)
+CREATE INDEX IF NOT EXISTS layers_parent ON layers(parent);
 CREATE TABLE IF NOT EXISTS tar_split (
     chain_id TEXT PRIMARY KEY REFERENCES layers(chain_id) ON DELETE CASCADE,
     tar_size INTEGER NOT NULL,
@@ -71,6 +74,7 @@ CREATE TABLE IF NOT EXISTS images (
     command_line TEXT NOT NULL DEFAULT '',
     added REAL NOT NULL
 );
+CREATE INDEX IF NOT EXISTS images_top_layer ON images(top_layer);
 CREATE TABLE IF NOT EXISTS image_layers (
     image_id TEXT NOT NULL REFERENCES images(id) ON DELETE CASCADE,
     position INTEGER NOT NULL,
@@ -89,6 +93,7 @@ CREATE TABLE IF NOT EXISTS removed_containers (
     exit_code INTEGER NOT NULL,
     removed REAL NOT NULL
 );  -- what a removed container ended with, for a while: the Engine API's wait?condition=removed
+CREATE INDEX IF NOT EXISTS removed_containers_removed ON removed_containers(removed);
 CREATE TABLE IF NOT EXISTS containers (
     id TEXT PRIMARY KEY,
     name TEXT NOT NULL UNIQUE,
@@ -232,22 +237,72 @@ def connect(path: str) -> sqlite3.Connection:
     return db
 
 
+def prefix_bounds(prefix: str) -> tuple[str, str]:
+    """(low, high) such that ``column >= low AND column < high`` holds for exactly the values
+    that start with the lowercase hex ``prefix``: a range the column's index answers, where
+    ``substr(column, 1, n) = ?`` reads every row."""
+    return prefix, prefix + "g"  # "g" sorts after every hex digit
+
+
+def _writer_lock(db: sqlite3.Connection) -> int:
+    """A new descriptor of ``<database>-writer``, the file writers queue on."""
+    path = db.execute("PRAGMA database_list").fetchone()[2]
+    return os.open(path + "-writer", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+
+
 class Transaction:
     """``with Transaction(db):`` runs the block in one IMMEDIATE transaction (the commit point).
-    ``after`` (a callable) runs once the transaction has committed or rolled back, outside it."""
+    ``after`` (a callable) runs once the transaction has committed or rolled back, outside it.
+
+    Writers first take an flock of ``<database>-writer``, retrying every 2 ms at the most, where
+    SQLite's busy handler sleeps up to 100 ms between tries (eight concurrent ``create`` spent
+    most of their time asleep). SQLite's own lock still decides; the flock only shortens the
+    waits. After 30 s without it, SQLite's busy timeout takes over, as before."""
 
     def __init__(self, db: sqlite3.Connection, after=None):
         self.db = db
         self.after = after
+        self.lock = None
 
     def __enter__(self):
+        import fcntl
+
+        try:
+            self.lock = _writer_lock(self.db)
+        except OSError:  # a read-only store directory, say: SQLite's lock alone
+            self.lock = None
+        else:
+            import time
+
+            nap, deadline = 0.0005, time.monotonic() + 30
+            while True:  # not a blocking flock: a stuck holder must not hang every writer
+                try:
+                    fcntl.flock(self.lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:  # SQLite's busy timeout decides from here
+                        break
+                    time.sleep(nap)
+                    nap = min(nap * 2, 0.002)
         try:
             self.db.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as e:  # locked past the busy timeout, disk full, ...
+            self._unlock()
             raise _store_error(e) from None
         return self.db
 
+    def _unlock(self) -> None:
+        if self.lock is not None:
+            os.close(self.lock)  # lets go of the flock
+            self.lock = None
+
     def __exit__(self, exc_type, exc, tb):
+        try:
+            self._end(exc_type, exc)
+        finally:
+            self._unlock()  # also when a fault point raises
+
+    def _end(self, exc_type, exc):
         try:
             point("tx.before-commit" if exc_type is None else "tx.before-rollback")
             self.db.execute("COMMIT" if exc_type is None else "ROLLBACK")
@@ -257,10 +312,12 @@ class Transaction:
                     self.db.execute("ROLLBACK")
                 except sqlite3.Error:
                     pass  # SQLite rolled back by itself
+                self._unlock()
                 if self.after is not None:
                     self.after()
                 raise _store_error(e) from None
             # else the rollback failed while another error propagates: that one is reported
+        self._unlock()
         point("tx.after-commit" if exc_type is None else "tx.after-rollback")
         if self.after is not None:
             self.after()

@@ -2,7 +2,10 @@
 
 A snapshotter describes how to see a snapshot as a list of :class:`Mount`; whoever needs the tree
 mounts it (or, for a single bind mount, just uses the directory). Overlay options may be relative to
-``Mount.cwd``: that is how a stack of 128 lowers fits the kernel's one-page option limit.
+``Mount.cwd``: that is how a stack of 128 lowers fits the kernel's one-page option limit. Past that
+page, an overlay is mounted through the new mount API (``fsopen``/``fsconfig`` with one
+``lowerdir+`` per layer, Linux 6.5 and later), which has no page limit: the kernel's own limit of
+:data:`OVERLAY_MAX_STACK` lowers applies. An older kernel stops at :data:`CLASSIC_MAX_LOWERS`.
 """
 
 import os
@@ -17,6 +20,15 @@ MS_BIND = 4096
 MS_REC = 16384
 MNT_DETACH = 2
 PAGE_LIMIT = 4095
+OVERLAY_MAX_STACK = 500  # the kernel's OVL_MAX_STACK: lowers one overlay mount may stack
+CLASSIC_MAX_LOWERS = 128  # Docker's limit, and what one page of short-link options holds
+# the new mount API's system calls (the same numbers on every architecture since Linux 5.2)
+SYS_MOVE_MOUNT, SYS_FSOPEN, SYS_FSCONFIG, SYS_FSMOUNT = 429, 430, 431, 432
+FSCONFIG_SET_FLAG, FSCONFIG_SET_STRING, FSCONFIG_CMD_CREATE = 0, 1, 6
+FSOPEN_CLOEXEC = FSMOUNT_CLOEXEC = 1
+MOUNT_ATTR_RDONLY = 1
+MOVE_MOUNT_F_EMPTY_PATH = 4
+AT_FDCWD = -100
 # An overlay mount with short lower paths changes the process's working directory for the call:
 # threads that mount at once (a build's parallel stages, lamina serve's requests) take turns.
 _CWD_LOCK = threading.Lock()
@@ -75,6 +87,83 @@ class Mount:
         return [self._absolute(p) for p in lower.split(":") if p]
 
 
+def lowers_one_by_one() -> bool:
+    """Whether this kernel takes overlay lowers one by one (``fsconfig(lowerdir+)``, Linux 6.5),
+    so that a stack is not bound by the page that classic mount options must fit in."""
+    release = os.uname().release.split(".")
+    try:
+        return (int(release[0]), int(release[1].split("-")[0])) >= (6, 5)
+    except (IndexError, ValueError):
+        return False
+
+
+def overlay_stack_limit() -> int:
+    """How many lowers one overlay mount may stack here: the kernel's 500 where lowers can be
+    given one by one, else Docker's 128 (short links of 128 layers fit one page)."""
+    return OVERLAY_MAX_STACK if lowers_one_by_one() else CLASSIC_MAX_LOWERS
+
+
+def _syscall(number: int, *args) -> int:
+    import ctypes
+
+    ret = _lib().syscall(ctypes.c_long(number), *args)
+    if ret < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    return ret
+
+
+def _fs_messages(fd: int) -> str:
+    """What the kernel logged on an fs context (``e overlay: ...`` lines), for an error."""
+    lines = []
+    while True:
+        try:
+            lines.append(os.read(fd, 1024).decode(errors="replace").strip())
+        except OSError:  # ENODATA: no more messages
+            return "; ".join(line for line in lines if line)
+
+
+def _mount_overlay_by_layer(m: "Mount", target: str, extra: tuple = ()) -> None:
+    """Mount the overlay ``m`` through the new mount API: each lower its own ``lowerdir+``, as an
+    absolute path, so any stack the kernel allows fits (no one-page option string)."""
+    import ctypes
+
+    fd = _syscall(SYS_FSOPEN, b"overlay", ctypes.c_uint(FSOPEN_CLOEXEC))
+    try:
+        try:
+            for opt in (*m.options, *extra):
+                key, has_value, value = opt.partition("=")
+                if key == "ro":
+                    continue
+                if key == "lowerdir":
+                    settings = [("lowerdir+", m._absolute(p)) for p in value.split(":") if p]
+                elif key in ("upperdir", "workdir"):
+                    settings = [(key, m._absolute(value))]
+                else:
+                    settings = [(key, value if has_value else None)]
+                for name, setting in settings:
+                    kind = FSCONFIG_SET_STRING if setting is not None else FSCONFIG_SET_FLAG
+                    _syscall(SYS_FSCONFIG, ctypes.c_int(fd), ctypes.c_uint(kind), name.encode(),
+                             setting.encode() if setting is not None else None, ctypes.c_int(0))
+            _syscall(SYS_FSCONFIG, ctypes.c_int(fd), ctypes.c_uint(FSCONFIG_CMD_CREATE), None,
+                     None, ctypes.c_int(0))
+        except OSError as error:
+            if error.errno == 1:  # EPERM
+                raise Unavailable(f"mounting {target} needs root (or a user namespace)") from None
+            detail = _fs_messages(fd) or error.strerror
+            raise LaminaError(f"mount overlay on {target}: {detail}") from None
+        attrs = MOUNT_ATTR_RDONLY if "ro" in m.options else 0
+        mfd = _syscall(SYS_FSMOUNT, ctypes.c_int(fd), ctypes.c_uint(FSMOUNT_CLOEXEC),
+                       ctypes.c_uint(attrs))
+        try:
+            _syscall(SYS_MOVE_MOUNT, ctypes.c_int(mfd), b"", ctypes.c_int(AT_FDCWD),
+                     target.encode(), ctypes.c_uint(MOVE_MOUNT_F_EMPTY_PATH))
+        finally:
+            os.close(mfd)
+    finally:
+        os.close(fd)
+
+
 def _call_mount(source: str, target: str, fstype: str | None, flags: int, data: str | None) -> None:
     import ctypes
 
@@ -100,14 +189,19 @@ def mount_all(mounts: list["Mount"], target: str) -> None:
             data = ",".join(o for o in m.options if o != "ro")
             if in_user_namespace() and "userxattr" not in m.options:
                 data += ",userxattr"  # trusted.* is the host root's: use user.overlay.* instead
-            if len(data) > PAGE_LIMIT:
-                # mount(2) would succeed and silently truncate the options (MACHINE.md).
-                raise InvalidArgument(
-                    f"overlay options are {len(data)} bytes, over the {PAGE_LIMIT}-byte page limit"
-                )
             work = m._option("workdir")
             if work and not os.path.isdir(m._absolute(work)):
                 os.mkdir(m._absolute(work), 0o700)  # overlayfs needs it; made on first mount
+            if len(data) > PAGE_LIMIT:
+                # mount(2) would succeed and silently truncate the options (MACHINE.md)
+                if not lowers_one_by_one():
+                    raise InvalidArgument(
+                        f"overlay options are {len(data)} bytes, over the {PAGE_LIMIT}-byte page"
+                        f" limit: this kernel stacks at most {CLASSIC_MAX_LOWERS} layers (Linux"
+                        " 6.5 or later takes more)")
+                _mount_overlay_by_layer(m, target, ("userxattr",) if data.endswith(",userxattr")
+                                        and "userxattr" not in m.options else ())
+                continue
             with _CWD_LOCK:
                 old = None
                 if m.cwd:

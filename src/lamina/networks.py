@@ -26,7 +26,7 @@ import re
 import time
 
 from .errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
-from .metadata import Transaction
+from .metadata import Transaction, prefix_bounds
 
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing (start-up time)
 if TYPE_CHECKING:
@@ -225,8 +225,8 @@ def get(store: Store, ident: str) -> dict:
     db = store.db
     row = db.execute("SELECT * FROM networks WHERE name = ? OR id = ?", (ident, ident)).fetchone()
     if row is None and ident and all(c in "0123456789abcdef" for c in ident.lower()):
-        rows = db.execute("SELECT * FROM networks WHERE substr(id, 1, ?) = ?",
-                          (len(ident), ident.lower())).fetchall()
+        rows = db.execute("SELECT * FROM networks WHERE id >= ? AND id < ?",
+                          prefix_bounds(ident.lower())).fetchall()
         if len(rows) > 1:
             raise InvalidArgument(f"network {ident} is ambiguous ({len(rows)} matches found "
                                   "based on ID prefix)")

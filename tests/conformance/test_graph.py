@@ -77,26 +77,37 @@ def _deep_chain(store, layers: int) -> list:
     return steps
 
 
-def test_deep_layer_read_128(store):
-    steps = _deep_chain(store, MAX_DEPTH)
-    top = f"L{MAX_DEPTH - 1:03}"
+def test_deep_layer_read_to_the_limit(store):
+    """As deep as the driver stacks: 128 lowers (Docker's limit, one page of short-link options),
+    500 with overlay2 where the kernel takes lowers one by one (Linux 6.5: past the page)."""
+    limit = store.snaps.max_depth
+    steps = _deep_chain(store, limit)
+    top = f"L{limit - 1:03}"
     store.view("top-view", top)
-    store.assert_view("top-view", steps)  # 128 lowers in one read-only mount
-    store.prepare("top-rw", top)  # 128 lowers + an upper
-    for mount in store.snaps.mounts("top-rw"):
-        assert len(",".join(mount.options)) <= PAGE_LIMIT
+    store.assert_view("top-view", steps)  # every lower in one read-only mount
+    store.prepare("top-rw", top)  # all of them + an upper
+    options = len(",".join(store.snaps.mounts("top-rw")[0].options))
+    assert options <= PAGE_LIMIT or limit > MAX_DEPTH  # past the page: fsconfig, not truncated
     step = store.edit("top-rw", [("write", "d/f000", b"rewritten"), ("write", "new", b"new")])
     store.assert_view("top-rw", steps + [step])
-    middle = f"L{MAX_DEPTH // 2:03}"
+    middle = f"L{limit // 2:03}"
     store.view("middle-view", middle)
-    store.assert_view("middle-view", steps[: MAX_DEPTH // 2 + 1])
+    store.assert_view("middle-view", steps[: limit // 2 + 1])
     # One more layer is past what a mount may stack: refused up front, not silently truncated.
-    store.commit(f"L{MAX_DEPTH:03}", "top-rw")
+    store.commit(f"L{limit:03}", "top-rw")
     with pytest.raises(InvalidArgument):
-        store.prepare("too-deep", f"L{MAX_DEPTH:03}")
+        store.prepare("too-deep", f"L{limit:03}")
     with pytest.raises(InvalidArgument):
-        store.view("too-deep", f"L{MAX_DEPTH:03}")
-    assert store.snaps.stat(f"L{MAX_DEPTH:03}").kind == COMMITTED
+        store.view("too-deep", f"L{limit:03}")
+    assert store.snaps.stat(f"L{limit:03}").kind == COMMITTED
+
+
+def test_overlay2_stacks_past_one_page_of_options():
+    """overlay2 stacks the kernel's 500 lowers where it takes them one by one, else Docker's 128."""
+    from lamina.mount import lowers_one_by_one
+    from lamina.snapshots.overlay2 import Overlay2
+
+    assert Overlay2.max_depth.fget(None) == (500 if lowers_one_by_one() else MAX_DEPTH)
 
 
 def test_diff_apply(store):

@@ -15,6 +15,7 @@ Info.__doc__ = "A snapshot's record: kind is 'active', 'view' or 'committed'."
 
 ACTIVE, VIEW, COMMITTED = "active", "view", "committed"
 MAX_DEPTH = 128  # lowers one mount may stack: 125 image layers + init + container, with room
+# (overlay2 stacks up to the kernel's 500 where it takes lowers one by one: Overlay2.max_depth)
 
 class Snapshotter:
     """Shared bookkeeping; a driver supplies the directories and the mounts.
@@ -24,6 +25,7 @@ class Snapshotter:
     """
 
     name = "base"
+    max_depth = MAX_DEPTH  # lowers a snapshot may have; a driver may allow more
 
     def __init__(self, root: str, db):
         self.root = root
@@ -104,9 +106,20 @@ class Snapshotter:
         if parent_row["kind"] != COMMITTED:
             raise FailedPrecondition(f"parent {parent} is not committed")
         depth = parent_row["depth"] + 1
-        if depth > MAX_DEPTH:
-            raise InvalidArgument(f"snapshot {key} would stack {depth} lowers; at most {MAX_DEPTH}")
+        if depth > self.max_depth:
+            raise InvalidArgument(f"snapshot {key} would stack {depth} lowers; at most"
+                                  f" {self.max_depth} here")
         return parent_row, depth
+
+    def child_depth(self, key: str) -> int:
+        """How many lowers a child of ``key`` would stack (``key`` itself and its own)."""
+        return self._row(key)["depth"] + 1
+
+    def prepare_in_place_of(self, key: str, parent: str) -> list:
+        """A writable snapshot that takes the committed ``parent``'s place in a stack, one lower
+        less than a child of it; drivers that can do it cheaply override this."""
+        raise InvalidArgument(f"snapshot {key} would stack {self.child_depth(parent)} lowers;"
+                              f" at most {self.max_depth} here")
 
     def mounts(self, key: str) -> list:
         """How to see ``key``: read-write for an active snapshot, read-only otherwise."""
@@ -275,6 +288,23 @@ class DiffDirs(Snapshotter):
     @staticmethod
     def _lower_of(parent_row) -> str:
         raise NotImplementedError
+
+    def prepare_in_place_of(self, key: str, parent: str) -> list:
+        """A writable snapshot that starts as ``parent``'s own data and sits on ``parent``'s
+        parent: the view is the same as a child of ``parent`` but stacks one lower less. For the
+        init layer of an image as deep as a mount may stack (500 layers with overlay2).
+
+        Files are hard links to ``parent``'s (only directories and whiteouts are new): a
+        committed layer never changes, and whoever writes here must replace a file, never write
+        into it (the init layer only creates empty placeholders)."""
+        from ..fsutil import copy_tree
+
+        row = self._row(parent)
+        if row["kind"] != COMMITTED:
+            raise FailedPrecondition(f"parent {parent} is not committed")
+        mounts = self._new(key, row["parent"], ACTIVE)
+        copy_tree(self._data_dir(row["id"]), self.dir(key), link_files=True)
+        return mounts
 
     def _usage(self, row):
         from ..fsutil import tree_usage

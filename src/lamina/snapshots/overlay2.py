@@ -8,12 +8,13 @@ Layout under ``<store>/overlay2`` (Docker's idea, lamina's code)::
     l/<LINK>      a 26-character symlink to ../<id>/diff
 
 Mount options name lowers by their short links, relative to ``<store>/overlay2``, so 128 lowers fit
-the kernel's one-page option limit.
+the kernel's one-page option limit; past that page :func:`lamina.mount.mount_all` gives the kernel
+one lower at a time (Linux 6.5), up to its own limit of 500.
 """
 
 import os
 
-from ..mount import Mount
+from ..mount import Mount, overlay_stack_limit
 from .base import ACTIVE, DiffDirs
 
 
@@ -22,6 +23,7 @@ class Overlay2(DiffDirs):
 
     name = "overlay2"
     fmt = "overlay"
+    max_depth = property(lambda self: overlay_stack_limit())
 
     def _create(self, row_id, parent_row, kind):
         base = os.path.join(self.root, row_id)
