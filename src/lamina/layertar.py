@@ -1067,8 +1067,10 @@ class _Extractor:
         elif kind in (0x33, 0x34, 0x36):  # char, block, fifo
             file_type = {0x33: stat.S_IFCHR, 0x34: stat.S_IFBLK, 0x36: stat.S_IFIFO}[kind]
             device = os.makedev(major, minor) if kind != 0x36 else 0
-            if kind != 0x36 and os.geteuid() != 0:
-                from lamina.errors import Unavailable
+            from lamina.userns import in_user_namespace
+
+            if kind != 0x36 and (os.geteuid() != 0 or in_user_namespace()):  # rootless: root
+                from lamina.errors import Unavailable  # of a user namespace cannot mknod either
 
                 raise Unavailable(
                     f"layer tar member {_member(raw)!r} is a device node, which only root can "
