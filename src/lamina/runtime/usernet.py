@@ -149,11 +149,7 @@ class UserModeSandbox(Sandbox):
             self.helper.kill()
             self.helper.wait()
         self.helper.stderr.close()
-        for name in (self.api, self.api + ".pid"):
-            try:
-                os.unlink(name)
-            except FileNotFoundError:
-                pass
+        _forget(self.api)
 
 
 def stop_helper(container_id: str) -> None:
@@ -175,6 +171,11 @@ def stop_helper(container_id: str) -> None:
         os.waitpid(pid, 0)  # our child: the owner keeps its PID through the execs
     except (ProcessLookupError, ChildProcessError):
         pass
+    _forget(api)
+
+
+def _forget(api: str) -> None:
+    """Remove a slirp4netns' API socket and its pid file."""
     for name in (api, api + ".pid"):
         try:
             os.unlink(name)
