@@ -186,9 +186,9 @@ def mount_all(mounts: list["Mount"], target: str) -> None:
     """Mount ``mounts`` on ``target``, in order."""
     for m in mounts:
         if m.type == "overlay":
-            data = ",".join(o for o in m.options if o != "ro")
-            if in_user_namespace() and "userxattr" not in m.options:
-                data += ",userxattr"  # trusted.* is the host root's: use user.overlay.* instead
+            # in a user namespace trusted.* is the host root's: use user.overlay.* instead
+            extra = ("userxattr",) if in_user_namespace() and "userxattr" not in m.options else ()
+            data = ",".join(o for o in (*m.options, *extra) if o != "ro")
             work = m._option("workdir")
             if work and not os.path.isdir(m._absolute(work)):
                 os.mkdir(m._absolute(work), 0o700)  # overlayfs needs it; made on first mount
@@ -199,8 +199,7 @@ def mount_all(mounts: list["Mount"], target: str) -> None:
                         f"overlay options are {len(data)} bytes, over the {PAGE_LIMIT}-byte page"
                         f" limit: this kernel stacks at most {CLASSIC_MAX_LOWERS} layers (Linux"
                         " 6.5 or later takes more)")
-                _mount_overlay_by_layer(m, target, ("userxattr",) if data.endswith(",userxattr")
-                                        and "userxattr" not in m.options else ())
+                _mount_overlay_by_layer(m, target, extra)
                 continue
             with _CWD_LOCK:
                 old = None
