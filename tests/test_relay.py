@@ -122,3 +122,28 @@ def test_published_ports_stay_taken_until_the_exit(store):  # noqa: F811
     store("rm", "web2", check=False)  # left created, as Docker leaves it
     store("run", "-d", "--name", "web3", *publish, "busybox", "true")  # free again
     assert store("wait", "web3").stdout == "0\n"
+
+
+def test_a_row_read_before_the_owner_recorded_its_exit_is_not_a_dead_owner(store):  # noqa: F811
+    # What `inspect` does while a monitor records the last exit and leaves: the row it read
+    # says running, and by the time it looks, the owner is gone. The exit the owner recorded
+    # stands; a dead owner's unknown exit (255) is only for an owner that recorded nothing.
+    from lamina import Engine
+    from lamina.processes import start_time
+    from lamina.runtime.ownership import refresh
+
+    store("run", "-d", "--network", "none", "--name", "brief", "busybox", "sleep", "100")
+    engine = Engine(root=store.root)
+    try:
+        stale = engine.container_store.get("brief")
+        assert stale["state"] == "running" and stale["monitor_pid"]
+        store("kill", "brief")
+        assert store("wait", "brief").stdout == "137\n"
+        deadline = time.monotonic() + 10
+        while start_time(stale["monitor_pid"]) is not None:  # None: gone, or a zombie
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        row = refresh(engine.container_store, stale)
+        assert (row["state"], row["exit_code"]) == ("exited", 137)
+    finally:
+        engine.close()

@@ -76,6 +76,12 @@ def release(containers: ContainerStore, container_id: str) -> bool:
 def refresh(containers: ContainerStore, row):
     """The container's row, with a dead owner's ``running`` turned into ``exited``."""
     if row["state"] == "running" and not monitor_alive(row):
+        # ``row`` may have been read just before its owner recorded the exit and ended: once
+        # the owner is known dead, the row read now is its last word
+        current = containers.get(row["id"])
+        if (current["state"], current["monitor_pid"], current["monitor_start"]) != (
+                "running", row["monitor_pid"], row["monitor_start"]):
+            return current if current["state"] != "running" else refresh(containers, current)
         config = RunConfig.from_json(row["run_config"])
         Runtime(containers.store.root, config.runtime).delete(row["id"])
         if config.network not in ("none", "host"):  # what its owner held on its networks
