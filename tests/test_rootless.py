@@ -226,11 +226,31 @@ def test_run_exec_cp_and_mount_as_the_user(user_busybox):
     assert user.lamina("ps", "-a", "-q").stdout == before
 
 
-def test_networks_none_host_and_published_ports(user_busybox):
-    """none (loopback only), host (the host's interfaces) and the default user-mode network,
-    whose -p HOSTPORT:80 to busybox httpd answers on the host's loopback (slirp4netns)."""
+def answer(port: int) -> str:
+    """The body of http://127.0.0.1:PORT/ once something serves it (10 s at most)."""
     import time
     import urllib.request
+
+    deadline, body = time.monotonic() + 10, None
+    while body is None:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as r:
+                body = r.read().decode() or None  # answered before httpd listened
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+        if body is None:
+            assert time.monotonic() < deadline, "no answer on the published port"
+            time.sleep(0.1)
+    return body
+
+
+def test_networks_none_host_and_published_ports(user_busybox):
+    """none (loopback only), host (the host's interfaces) and the default user-mode network,
+    whose -p HOSTPORT:80 to busybox httpd answers on the host's loopback (slirp4netns), and
+    -p 127.0.0.1::8081 on a port chosen for it; ps's PORTS, port and inspect's
+    NetworkSettings.Ports show both while it runs (as Podman's do), nothing once it exited."""
+    import json
 
     user = user_busybox
     none = user.lamina("run", "--rm", "--network", "none", "busybox", "ip", "-o", "link").stdout
@@ -238,22 +258,28 @@ def test_networks_none_host_and_published_ports(user_busybox):
     host = user.lamina("run", "--rm", "--network", "host", "busybox", "ip", "-o", "link").stdout
     assert len(host.splitlines()) > 1
     port = test_registry.free_port()
-    cid = user.lamina("run", "-d", "-p", f"{port}:80", "busybox", "sh", "-c",
-                      "mkdir /www && hostname > /www/index.html && exec httpd -f -p 80 -h /www"
-                      ).stdout.strip()
+    cid = user.lamina("run", "-d", "-p", f"{port}:80", "-p", "127.0.0.1::8081", "busybox",
+                      "sh", "-c", "mkdir /www && hostname > /www/index.html && "
+                      "httpd -p 8081 -h /www && exec httpd -f -p 80 -h /www").stdout.strip()
     try:
-        deadline, body = time.monotonic() + 10, None
-        while body is None:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as r:
-                    body = r.read().decode() or None  # answered before httpd listened
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-            if body is None:
-                assert time.monotonic() < deadline, "no answer on the published port"
-                time.sleep(0.1)
-        assert body.strip() == cid[:12]
+        assert answer(port).strip() == cid[:12]
+        shown = user.lamina("port", cid).stdout.splitlines()
+        assert shown[0] == f"80/tcp -> 0.0.0.0:{port}"
+        chosen = int(shown[1].rpartition(":")[2])
+        assert shown[1] == f"8081/tcp -> 127.0.0.1:{chosen}" and chosen not in (0, port)
+        assert answer(chosen).strip() == cid[:12]  # the port shown is the one forwarded
+        assert user.lamina("port", cid, "80").stdout == f"0.0.0.0:{port}\n"
+        ps = user.lamina("ps", "--format", "{{.ID}} {{.Ports}}").stdout.splitlines()
+        assert f"{cid[:12]} 0.0.0.0:{port}->80/tcp, 127.0.0.1:{chosen}->8081/tcp" in ps
+        settings = json.loads(user.lamina("inspect", cid).stdout)[0]["NetworkSettings"]
+        assert settings["Ports"] == {
+            "80/tcp": [{"HostIp": "0.0.0.0", "HostPort": str(port)}],
+            "8081/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(chosen)}]}
+        user.lamina("kill", cid)
+        user.lamina("wait", cid)
+        assert user.lamina("port", cid).stdout == ""
+        assert json.loads(user.lamina("inspect", cid).stdout)[0]["NetworkSettings"][
+            "Ports"] == {}
     finally:
         user.lamina("rm", "-f", cid)
     # slirp4netns left with the container, reaped: not even a zombie
