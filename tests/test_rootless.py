@@ -286,6 +286,24 @@ def test_networks_none_host_and_published_ports(user_busybox):
     assert user.run(["pgrep", "-u", str(user.uid), "-a", "slirp4netns"], check=False).stdout == ""
 
 
+def test_hosts_file_names_the_container_on_the_user_mode_network(user_busybox):
+    """Under slirp4netns the container's /etc/hosts gives its hostname its address (10.0.2.100,
+    its tap0's), after the --add-host entries, as Docker and Podman write it; so the hostname
+    resolves inside. --network none has no such line, as Docker's."""
+    user = user_busybox
+    out = user.lamina("run", "--rm", "--hostname", "web", "--add-host", "db:10.0.2.50",
+                      "busybox", "sh", "-c", "cat /etc/hosts; echo ==; hostname -i; "
+                      "ip -o -4 addr show tap0").stdout
+    hosts, _, rest = out.partition("==\n")
+    lines = hosts.splitlines()
+    assert lines[-2:] == ["10.0.2.50\tdb", "10.0.2.100\tweb"], hosts
+    resolved, tap = rest.splitlines()
+    assert resolved.strip() == "10.0.2.100" and "inet 10.0.2.100/" in tap
+    hosts = user.lamina("run", "--rm", "--network", "none", "--hostname", "web", "busybox",
+                        "cat", "/etc/hosts").stdout
+    assert "web" not in hosts and "127.0.0.1\tlocalhost" in hosts
+
+
 # ----------------------------------------------------------------------------- the whole workflow
 
 DOCKERFILE = """FROM {base}

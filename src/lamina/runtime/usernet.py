@@ -123,6 +123,8 @@ def free_port(host_ip: str, proto: str) -> int:
 class UserModeSandbox(Sandbox):
     """A rootless container's network namespace and the slirp4netns that serves it."""
 
+    address = GUEST_ADDRESS  # its hosts file names it under the hostname, as Podman's
+
     def __init__(self, netns: str, helper, exit_fd: int, api: str):
         super().__init__(netns)
         self.helper, self.exit_fd, self.api = helper, exit_fd, api
