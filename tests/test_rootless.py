@@ -197,8 +197,7 @@ def test_conformance_suite_on_rootless_overlay2(rootless_user):
 # ----------------------------------------------------------------------------- containers
 
 def test_run_exec_cp_and_mount_as_the_user(user_busybox):
-    """run, exec, cp, and mount inside unshare; a limit a rootless container cannot have is one
-    clear line (exit 125) and nothing is left of it."""
+    """run, exec, cp, and mount inside unshare."""
     user = user_busybox
     cid = user.lamina("run", "-d", "--network", "none", "busybox", "sleep", "30").stdout.strip()
     try:
@@ -217,13 +216,35 @@ def test_run_exec_cp_and_mount_as_the_user(user_busybox):
         assert out.stdout == "copied\n"
     finally:
         user.lamina("rm", "-f", cid)
+
+
+def test_limits_without_delegated_cgroups_are_one_line(user_busybox):
+    """Where the host delegates no cgroup to the user (this one: cgroup v1 + v2 hybrid, no
+    systemd), --memory, --cpus and --pids-limit are refused by run, create and update in one
+    line (exit 125 for run and create), before anything is made, as Podman refuses them at
+    create; a container without limits still runs."""
+    user = user_busybox
     before = user.lamina("ps", "-a", "-q").stdout
-    proc = user.lamina("run", "--rm", "--network", "none", "-m", "16m", "busybox", "true",
-                       check=False)
-    assert proc.returncode == 125
-    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]
-    assert "cannot apply the memory limit" in proc.stderr
-    assert user.lamina("ps", "-a", "-q").stdout == before
+    for flags, name in ((["-m", "16m"], "memory"), (["--cpus", "0.5"], "cpu"),
+                        (["--pids-limit", "10"], "pids")):
+        for verb in (["run", "--rm"], ["create"]):
+            proc = user.lamina(*verb, "--network", "none", *flags, "busybox", "true",
+                               check=False)
+            assert proc.returncode == 125, (verb, flags, proc.stderr)
+            assert proc.stdout == ""
+            lines = proc.stderr.strip().splitlines()
+            assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+            assert f"cannot apply the {name} limit" in lines[0]
+            assert "delegates" in lines[0]
+    assert user.lamina("ps", "-a", "-q").stdout == before  # nothing made
+    cid = user.lamina("create", "--network", "none", "busybox", "true").stdout.strip()
+    try:
+        proc = user.lamina("update", "--pids-limit", "10", cid, check=False)
+        assert proc.returncode != 0 and "cannot apply the pids limit" in proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1
+        user.lamina("start", "-a", cid)
+    finally:
+        user.lamina("rm", "-f", cid)
 
 
 def answer(port: int) -> str:
