@@ -197,8 +197,7 @@ def test_conformance_suite_on_rootless_overlay2(rootless_user):
 # ----------------------------------------------------------------------------- containers
 
 def test_run_exec_cp_and_mount_as_the_user(user_busybox):
-    """run, exec, cp, and mount inside unshare; a limit a rootless container cannot have is one
-    clear line (exit 125) and nothing is left of it."""
+    """run, exec, cp, and mount inside unshare."""
     user = user_busybox
     cid = user.lamina("run", "-d", "--network", "none", "busybox", "sleep", "30").stdout.strip()
     try:
@@ -217,20 +216,62 @@ def test_run_exec_cp_and_mount_as_the_user(user_busybox):
         assert out.stdout == "copied\n"
     finally:
         user.lamina("rm", "-f", cid)
+
+
+def test_limits_without_delegated_cgroups_are_one_line(user_busybox):
+    """Where the host delegates no cgroup to the user (this one: cgroup v1 + v2 hybrid, no
+    systemd), --memory, --cpus and --pids-limit are refused by run, create and update in one
+    line (exit 125 for run and create), before anything is made, as Podman refuses them at
+    create; a container without limits still runs."""
+    user = user_busybox
     before = user.lamina("ps", "-a", "-q").stdout
-    proc = user.lamina("run", "--rm", "--network", "none", "-m", "16m", "busybox", "true",
-                       check=False)
-    assert proc.returncode == 125
-    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]
-    assert "cannot apply the memory limit" in proc.stderr
-    assert user.lamina("ps", "-a", "-q").stdout == before
+    for flags, name in ((["-m", "16m"], "memory"), (["--cpus", "0.5"], "cpu"),
+                        (["--pids-limit", "10"], "pids")):
+        for verb in (["run", "--rm"], ["create"]):
+            proc = user.lamina(*verb, "--network", "none", *flags, "busybox", "true",
+                               check=False)
+            assert proc.returncode == 125, (verb, flags, proc.stderr)
+            assert proc.stdout == ""
+            lines = proc.stderr.strip().splitlines()
+            assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+            assert f"cannot apply the {name} limit" in lines[0]
+            assert "delegates" in lines[0]
+    assert user.lamina("ps", "-a", "-q").stdout == before  # nothing made
+    cid = user.lamina("create", "--network", "none", "busybox", "true").stdout.strip()
+    try:
+        proc = user.lamina("update", "--pids-limit", "10", cid, check=False)
+        assert proc.returncode != 0 and "cannot apply the pids limit" in proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1
+        user.lamina("start", "-a", cid)
+    finally:
+        user.lamina("rm", "-f", cid)
+
+
+def answer(port: int) -> str:
+    """The body of http://127.0.0.1:PORT/ once something serves it (10 s at most)."""
+    import time
+    import urllib.request
+
+    deadline, body = time.monotonic() + 10, None
+    while body is None:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as r:
+                body = r.read().decode() or None  # answered before httpd listened
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+        if body is None:
+            assert time.monotonic() < deadline, "no answer on the published port"
+            time.sleep(0.1)
+    return body
 
 
 def test_networks_none_host_and_published_ports(user_busybox):
     """none (loopback only), host (the host's interfaces) and the default user-mode network,
-    whose -p HOSTPORT:80 to busybox httpd answers on the host's loopback (slirp4netns)."""
-    import time
-    import urllib.request
+    whose -p HOSTPORT:80 to busybox httpd answers on the host's loopback (slirp4netns), and
+    -p 127.0.0.1::8081 on a port chosen for it; ps's PORTS, port and inspect's
+    NetworkSettings.Ports show both while it runs (as Podman's do), nothing once it exited."""
+    import json
 
     user = user_busybox
     none = user.lamina("run", "--rm", "--network", "none", "busybox", "ip", "-o", "link").stdout
@@ -238,26 +279,50 @@ def test_networks_none_host_and_published_ports(user_busybox):
     host = user.lamina("run", "--rm", "--network", "host", "busybox", "ip", "-o", "link").stdout
     assert len(host.splitlines()) > 1
     port = test_registry.free_port()
-    cid = user.lamina("run", "-d", "-p", f"{port}:80", "busybox", "sh", "-c",
-                      "mkdir /www && hostname > /www/index.html && exec httpd -f -p 80 -h /www"
-                      ).stdout.strip()
+    cid = user.lamina("run", "-d", "-p", f"{port}:80", "-p", "127.0.0.1::8081", "busybox",
+                      "sh", "-c", "mkdir /www && hostname > /www/index.html && "
+                      "httpd -p 8081 -h /www && exec httpd -f -p 80 -h /www").stdout.strip()
     try:
-        deadline, body = time.monotonic() + 10, None
-        while body is None:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as r:
-                    body = r.read().decode() or None  # answered before httpd listened
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-            if body is None:
-                assert time.monotonic() < deadline, "no answer on the published port"
-                time.sleep(0.1)
-        assert body.strip() == cid[:12]
+        assert answer(port).strip() == cid[:12]
+        shown = user.lamina("port", cid).stdout.splitlines()
+        assert shown[0] == f"80/tcp -> 0.0.0.0:{port}"
+        chosen = int(shown[1].rpartition(":")[2])
+        assert shown[1] == f"8081/tcp -> 127.0.0.1:{chosen}" and chosen not in (0, port)
+        assert answer(chosen).strip() == cid[:12]  # the port shown is the one forwarded
+        assert user.lamina("port", cid, "80").stdout == f"0.0.0.0:{port}\n"
+        ps = user.lamina("ps", "--format", "{{.ID}} {{.Ports}}").stdout.splitlines()
+        assert f"{cid[:12]} 0.0.0.0:{port}->80/tcp, 127.0.0.1:{chosen}->8081/tcp" in ps
+        settings = json.loads(user.lamina("inspect", cid).stdout)[0]["NetworkSettings"]
+        assert settings["Ports"] == {
+            "80/tcp": [{"HostIp": "0.0.0.0", "HostPort": str(port)}],
+            "8081/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(chosen)}]}
+        user.lamina("kill", cid)
+        user.lamina("wait", cid)
+        assert user.lamina("port", cid).stdout == ""
+        assert json.loads(user.lamina("inspect", cid).stdout)[0]["NetworkSettings"][
+            "Ports"] == {}
     finally:
         user.lamina("rm", "-f", cid)
     # slirp4netns left with the container, reaped: not even a zombie
     assert user.run(["pgrep", "-u", str(user.uid), "-a", "slirp4netns"], check=False).stdout == ""
+
+
+def test_hosts_file_names_the_container_on_the_user_mode_network(user_busybox):
+    """Under slirp4netns the container's /etc/hosts gives its hostname its address (10.0.2.100,
+    its tap0's), after the --add-host entries, as Docker and Podman write it; so the hostname
+    resolves inside. --network none has no such line, as Docker's."""
+    user = user_busybox
+    out = user.lamina("run", "--rm", "--hostname", "web", "--add-host", "db:10.0.2.50",
+                      "busybox", "sh", "-c", "cat /etc/hosts; echo ==; hostname -i; "
+                      "ip -o -4 addr show tap0").stdout
+    hosts, _, rest = out.partition("==\n")
+    lines = hosts.splitlines()
+    assert lines[-2:] == ["10.0.2.50\tdb", "10.0.2.100\tweb"], hosts
+    resolved, tap = rest.splitlines()
+    assert resolved.strip() == "10.0.2.100" and "inet 10.0.2.100/" in tap
+    hosts = user.lamina("run", "--rm", "--network", "none", "--hostname", "web", "busybox",
+                        "cat", "/etc/hosts").stdout
+    assert "web" not in hosts and "127.0.0.1\tlocalhost" in hosts
 
 
 # ----------------------------------------------------------------------------- the whole workflow

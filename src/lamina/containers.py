@@ -28,6 +28,7 @@ from .image import merge_env
 from .layers import init_key
 from .metadata import prefix_bounds
 from .processes import same_process, start_time
+from .userns import rootless
 
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing (start-up time)
 if TYPE_CHECKING:
@@ -222,6 +223,10 @@ class ContainerStore:
                     "State": state, "ExitCode": exit_code, "StartedAt": r["started"],
                     "FinishedAt": finished, "RunConfig": r["run_config"], "Health": health,
                     "Ports": published.get(r["id"], []) if state == "running" else []}
+            if state == "running" and not item["Ports"] and rootless():
+                from .networks import user_mode_ports  # lamina.runtime.usernet's
+
+                item["Ports"] = user_mode_ports(self.store, r["id"])
             if size:
                 try:
                     rw = self.store.snaps.usage(r["id"])[0]

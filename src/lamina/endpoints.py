@@ -52,7 +52,11 @@ class PortTaken(FailedPrecondition):
 
 class Sandbox:
     """What an owner holds while its container runs: the namespace file (None: no bridge
-    network) and the sockets that reserve its published ports."""
+    network) and the sockets that reserve its published ports. ``address``: the container's
+    own address where no endpoint record gives it (a rootless user-mode network), for its
+    hosts file."""
+
+    address: str | None = None
 
     def __init__(self, netns: str | None = None, sockets=()):
         self.netns = netns

@@ -426,12 +426,45 @@ def all_endpoints(store: Store) -> list[tuple[str, str]]:
 
 
 def published(store: Store, container_id: str) -> list[dict]:
-    """The ports the container publishes now (Docker's Port objects)."""
+    """The ports the container publishes now (Docker's Port objects): its bridge endpoints',
+    or a rootless container's user-mode ones."""
     out = []
     for r in store.db.execute("SELECT ports FROM container_networks WHERE container_id = ?"
                               " AND ip != ''", (container_id,)):
         out.extend(json.loads(r[0]))
-    return out
+    return out or user_mode_ports(store, container_id)
+
+
+# A rootless container has no bridge endpoint (lamina.runtime.usernet): its owner records the
+# ports slirp4netns forwards (random host ports resolved) in its bundle while it runs.
+USER_MODE_PORTS = "ports.json"
+
+
+def record_user_mode_ports(store: Store, container_id: str, records: list[dict] | None) -> None:
+    """Record (a list of Docker's Port objects) or forget (None) a rootless container's
+    published ports; replaced whole (a rename), so a reader sees one version or none."""
+    path = os.path.join(store.bundle_dir(container_id), USER_MODE_PORTS)
+    if records is None:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        return
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(records, f)
+    os.replace(tmp, path)
+
+
+def user_mode_ports(store: Store, container_id: str) -> list[dict]:
+    """A rootless container's published ports while its owner runs it (none recorded: [])."""
+    try:
+        with open(os.path.join(store.bundle_dir(container_id), USER_MODE_PORTS), "rb") as f:
+            records = json.loads(f.read() or b"[]")
+    except (OSError, ValueError):
+        return []
+    return records if isinstance(records, list) else []
 
 
 # ------------------------------------------------------------------------------- documents
@@ -492,11 +525,15 @@ def settings(store: Store, container_id: str, mode: str, running: bool,
            "Gateway": "", "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0, "IPAddress": "",
            "IPPrefixLen": 0, "IPv6Gateway": "", "MacAddress": "", "Networks": {}}
     joined = of_container(store, container_id) if mode not in PREDEFINED else []
+    ports: dict = {}
     if not joined:
         doc["Networks"][mode] = {**empty, "NetworkID": predefined_id(store.root, mode)
                                  if mode in PREDEFINED else ""}
-        return doc
-    ports: dict = {}
+        from .userns import rootless
+
+        if not (running and mode not in PREDEFINED and rootless()):
+            return doc
+        _port_map(ports, user_mode_ports(store, container_id))  # lamina.runtime.usernet
     for network in joined:
         endpoint = dict(empty)
         user = network["name"] != DEFAULT
@@ -510,9 +547,7 @@ def settings(store: Store, container_id: str, mode: str, running: bool,
             endpoint.update(EndpointID=endpoint_id(container_id, network["id"]),
                             Gateway=network["gateway_ip"], IPAddress=network["ip"],
                             IPPrefixLen=network["prefix"], MacAddress=network["mac"])
-            for p in network["ports"]:
-                ports.setdefault(f"{p['ContainerPort']}/{p['Protocol']}", []).append(
-                    {"HostIp": p["HostIp"], "HostPort": p["HostPort"]})
+            _port_map(ports, network["ports"])
             doc["SandboxKey"] = os.path.join(store.root, "netns", container_id)
             doc["SandboxID"] = endpoint_id(container_id, "sandbox")
         if not user:
@@ -524,6 +559,13 @@ def settings(store: Store, container_id: str, mode: str, running: bool,
             ports.setdefault(key if "/" in key else key + "/tcp", None)
     doc["Ports"] = ports
     return doc
+
+
+def _port_map(ports: dict, records: list[dict]) -> None:
+    """Add Docker's Port objects to NetworkSettings.Ports ({"80/tcp": [{HostIp, HostPort}]})."""
+    for p in records:
+        ports.setdefault(f"{p['ContainerPort']}/{p['Protocol']}", []).append(
+            {"HostIp": p["HostIp"], "HostPort": p["HostPort"]})
 
 
 def port_bindings(ports) -> dict:

@@ -37,7 +37,11 @@ def settle_limits(config: RunConfig) -> RunConfig:
     for host, inside, _ in config.devices:
         security.device_entry(host, inside)
     changes = resources.validate(config)
-    return RunConfig(**{**config.__dict__, **changes}) if changes else config
+    config = RunConfig(**{**config.__dict__, **changes}) if changes else config
+    from .rootless import check_limits
+
+    check_limits(resources.linux_resources(config))
+    return config
 
 
 def update(containers: ContainerStore, name: str, **fields) -> str:

@@ -53,7 +53,9 @@ def leave(containers: ContainerStore, container_id: str, sandbox: Sandbox | None
 
     if rootless():  # the user-mode network (lamina.runtime.usernet): its helper goes with it
         from ..cni import remove_netns
+        from ..networks import record_user_mode_ports
 
+        record_user_mode_ports(containers.store, container_id, None)
         remove_netns(sandbox.netns if sandbox and sandbox.netns else
                      os.path.join(containers.store.root, "netns", container_id))
         if sandbox is not None:

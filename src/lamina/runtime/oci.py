@@ -167,9 +167,10 @@ def extra_hosts_text(extra_hosts) -> str:
 
 
 def write_network_files(bundle: str, hostname: str, network: str,
-                        extra_hosts=()) -> dict[str, str]:
+                        extra_hosts=(), address: str | None = None) -> dict[str, str]:
     """Write the bundle's hosts, hostname and resolv.conf; returns {container path: host path}.
-    ``extra_hosts``: ``HOST:IP`` entries added to the hosts file (``--add-host``)."""
+    ``extra_hosts``: ``HOST:IP`` entries added to the hosts file (``--add-host``); ``address``:
+    the container's own, under its hostname (as Docker writes it after them)."""
     if network == "host":
         hosts = _read_host("/etc/hosts") or "127.0.0.1\tlocalhost\n"
     else:
@@ -179,6 +180,8 @@ def write_network_files(bundle: str, hostname: str, network: str,
     if hosts and not hosts.endswith("\n"):
         hosts += "\n"
     hosts += extra_hosts_text(extra_hosts)
+    if address:
+        hosts += f"{address}\t{hostname}\n"
     resolv = _read_host("/etc/resolv.conf")
     files = {"/etc/hosts": hosts, "/etc/hostname": hostname + "\n", "/etc/resolv.conf": resolv}
     out = {}

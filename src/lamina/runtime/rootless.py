@@ -33,14 +33,22 @@ def fit_spec(spec: dict) -> None:
                 mount["options"] = [o for o in mount.get("options", ()) if o != "gid=5"]
     if cgroups.delegated(linux.get("cgroupsPath") or "/"):
         return
-    limits = sorted(k for k in linux.get("resources", {}) if k != "devices")
-    if limits:
+    check_limits(linux.get("resources", {}), linux.get("cgroupsPath") or "/")
+    linux["cgroupsPath"] = ""
+    linux.pop("resources", None)
+
+
+def check_limits(resources: dict, cgroups_path: str = cgroups.container_path("")) -> None:
+    """Refuse, in one line, the limits (the spec's ``linux.resources``) a rootless container
+    cannot have where the host delegates it no cgroup (``cgroups_path``: the container's
+    cgroup; only where its parent lies matters): at create, before anything is made (as Podman
+    refuses them), and again when its spec is written."""
+    limits = sorted(k for k in resources if k != "devices")
+    if limits and rootless() and not cgroups.delegated(cgroups_path):
         raise Unavailable(
             f"cannot apply the {', '.join(limits)} limit(s): a rootless container gets cgroup "
             "limits only where the host delegates a cgroup v2 subtree to the user (a systemd "
             "user slice), and this host does not")
-    linux["cgroupsPath"] = ""
-    linux.pop("resources", None)
 
 
 def mapped_gid(gid: int) -> bool:

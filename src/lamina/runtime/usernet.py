@@ -23,6 +23,7 @@ import os
 
 from ..endpoints import Sandbox
 from ..errors import FailedPrecondition, Unavailable
+from ..networks import record_user_mode_ports
 
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing (start-up time)
 if TYPE_CHECKING:
@@ -90,8 +91,14 @@ def user_mode_network(store: Store, container_id: str, network: str, ports) -> S
             helper.wait()
             lines = helper.stderr.read().strip().splitlines()
             raise Unavailable(f"slirp4netns: {lines[-1] if lines else helper.returncode}")
+        records = []
         for host_ip, host_port, inside, proto in ports:
+            host_port = host_port or free_port(host_ip, proto)
             sandbox.forward(host_ip, host_port, inside, proto)
+            records.append({"HostIp": host_ip or "0.0.0.0", "HostPort": str(host_port),
+                            "ContainerPort": inside, "Protocol": proto})
+        # what ps, port and inspect show while it runs (network.leave forgets it)
+        record_user_mode_ports(store, container_id, records)
     except BaseException:
         remove_netns(path)
         sandbox.close()
@@ -101,8 +108,22 @@ def user_mode_network(store: Store, container_id: str, network: str, ports) -> S
     return sandbox
 
 
+def free_port(host_ip: str, proto: str) -> int:
+    """A host port free now, for ``-p CONTAINER`` (and ``-P``): slirp4netns binds the port
+    it is given and does not say which one 0 gave it, so the port is chosen here, as Podman
+    does for its rootless port forwarders."""
+    import socket
+
+    with socket.socket(socket.AF_INET,
+                       socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM) as s:
+        s.bind((host_ip or "0.0.0.0", 0))
+        return s.getsockname()[1]
+
+
 class UserModeSandbox(Sandbox):
     """A rootless container's network namespace and the slirp4netns that serves it."""
+
+    address = GUEST_ADDRESS  # its hosts file names it under the hostname, as Podman's
 
     def __init__(self, netns: str, helper, exit_fd: int, api: str):
         super().__init__(netns)
