@@ -60,7 +60,8 @@ END = "<!-- bench/scale.py: end generated section -->"
 IMAGE = "bench-busybox"
 ENGINES = ("lamina", "docker", "podman")
 BIG_LAYER = 8 << 20
-# Sized for 30 minutes (full) and 5 (quick) on a shared 2-core machine (a first full run of
+# Sized for 30 minutes (full) and 5 (quick: one repetition, a smoke test of every curve; at
+# load 5 with 2 repetitions and 500 layers it took 8.3 minutes) on a shared 2-core machine (a first full run of
 # 10,000 containers, 1,000 images, roots of 200,000 files and 3 repetitions took 39 minutes for
 # curves 1-2 alone): the largest points (10,000 containers, 1,000 images, 200,000 files)
 # are reached with --set, and RESULTS.md says which points a run left out. Builds of many steps
@@ -68,16 +69,19 @@ BIG_LAYER = 8 << 20
 # Podman stops at 100 containers (filling its store through its API takes minutes a thousand)
 # and at 128 layers (its load of 256 and 500 layers took two minutes each; it cannot mount them).
 FULL = {"containers": [10, 100, 1000, 3000], "images": 200, "layers": [1, 16, 64, 128, 256, 500],
-        "build_steps": 64, "files": [1000, 10000, 100000], "transfer": [1, 10, 50],
+        "build_steps": 64, "files": [1000, 10000, 50000], "transfer": [1, 10, 50],
         "reps": 2, "parallel": 8, "sleepers": [1, 10, 50], "most_containers": {"podman": 100},
         "most_layers": {"podman": 128}}
-QUICK = {"containers": [10, 100], "images": 50, "layers": [1, 128, 500], "build_steps": 16,
-         "files": [1000, 10000], "transfer": [1, 10], "reps": 2, "parallel": 8, "sleepers": [1, 10],
+QUICK = {"containers": [10, 100], "images": 20, "layers": [1, 128], "build_steps": 8,
+         "files": [1000, 10000], "transfer": [1, 10], "reps": 1, "parallel": 8, "sleepers": [1, 10],
          "most_containers": {"podman": 100}, "most_layers": {"podman": 128}}
 
 
+STARTED = time.monotonic()
+
+
 def log(msg: str) -> None:
-    print(f"[scale] {msg}", file=sys.stderr, flush=True)
+    print(f"[scale {time.monotonic() - STARTED:6.0f} s] {msg}", file=sys.stderr, flush=True)
 
 
 # ------------------------------------------------------------------ engines
@@ -607,7 +611,8 @@ def curve_sleepers(cfg, results: Results, names: list[str]) -> list[dict] | str:
     except ImportError:
         return "bench/sleepers.py is not here: the running-sleepers curve was skipped"
     counts = cfg["sleepers"]
-    lamina = [sys.executable, "-S", str(REPO / "bin" / "lamina")]
+    lamina = ["env", f"PYTHONPATH={REPO / 'src'}", sys.executable, "-S",
+              str(REPO / "bin" / "lamina")]  # this tree's, not an installed one
     return sleepers.measure(counts, names, lamina=lamina)
 
 
