@@ -894,6 +894,14 @@ class TarMembers:
         self._left = 0
 
 
+def _has_entries(directory: bytes) -> bool:
+    try:
+        with os.scandir(directory) as it:
+            return next(it, None) is not None
+    except FileNotFoundError:
+        return False
+
+
 class _Extractor:
     def __init__(self, root: str, fmt: str):
         if fmt not in ("overlay", "plain", "aufs"):
@@ -904,11 +912,16 @@ class _Extractor:
         self.dirs = {self.root}  # directories known to be real (not symlinks) inside root
         self.dir_meta = {}  # path -> (mode, uid, gid, mtime_ns, xattrs), applied at the end
         self.created = set()  # plain format: paths this tar created (opaque dirs keep them)
+        # ...needed only where the directory holds a parent's entries too (a plain layer on a
+        # parent): in an empty one everything is the tar's, and a set of every path would grow
+        # with the layer (200,000 files: some 20 MB)
+        self.track_created = not self.overlay and _has_entries(self.root)
         self.opaque = []  # plain format: opaque dirs, purged at the end
         self.size = 0
         self.inodes = 0
         self.owners_kept = 0  # non-root: entries left owned by the user (see chown)
-        self.written = None  # recording: [(path, inode, size)] of each file content written
+        self.recording = False  # a tar-split record is made: see replaced
+        self.replaced = False  # recording, and an entry the tar wrote was removed or replaced
         self.sources = None  # name -> (path, lstat) of the files the tar's writer read (clone)
 
     def chown(self, target, uid: int, gid: int) -> None:
@@ -956,11 +969,20 @@ class _Extractor:
         return path
 
     def remove(self, path: bytes) -> bool:
-        """Remove whatever is at ``path`` (never following a symlink); False if nothing."""
+        """Remove whatever is at ``path`` (never following a symlink); False if nothing.
+
+        Every removal and replacement of an entry goes through here: while recording, the
+        first one that meets something this tar made makes the record unusable (a file content
+        it refers to may be gone; whether it was one is not worth a list of every file written).
+        An overlay layer's directory holds only what its tar made; a plain one starts as a copy
+        of its parent, whose entries a whiteout removes without harm to the record."""
         try:
             st = os.lstat(path)
         except FileNotFoundError:
             return False
+        if self.recording and not self.replaced:
+            self.replaced = not self.track_created or path in self.created or any(
+                made.startswith(path + b"/") for made in self.created)
         if stat.S_ISDIR(st.st_mode):
             import shutil
 
@@ -999,9 +1021,8 @@ class _Extractor:
                     crc = reader.copy_to(fd if source is None else None, size, raw)
                     if source is not None:
                         _check_source(source, raw)
-                    if self.written is not None:
+                    if self.recording:
                         reader.recorder.file(rel, size, crc)
-                        self.written.append((path, os.fstat(fd).st_ino, size))
                     reader.skip(-size % _BLOCK, raw)
                 self.chown(fd, uid, gid)
                 os.fchmod(fd, mode)
@@ -1087,7 +1108,7 @@ class _Extractor:
         else:
             raise _bad(f"member {_member(raw)!r} has unsupported type {chr(kind)!r}")
         self.inodes += 1
-        if not self.overlay:
+        if self.track_created:
             self.created.add(path)
 
     def clone(self, fd: int, rel: bytes, size: int):
@@ -1154,7 +1175,7 @@ class _Extractor:
                 self.marker(parent + b"/" + base, header)
             elif self.overlay:
                 set_overlay_opaque(parent)
-            else:
+            elif self.track_created:  # else nothing there is a parent's to hide
                 self.opaque.append(parent)
             return
         name = whited_out(base)
@@ -1175,7 +1196,8 @@ class _Extractor:
                 os.chown(path, header[5], header[6], follow_symlinks=False)
                 os.utime(path, ns=(header[7], header[7]), follow_symlinks=False)
             self.inodes += 1
-        elif path not in self.created:  # a whiteout hides lower layers, never its own layer
+        elif self.track_created and path not in self.created:  # a whiteout hides lower
+            # layers, never its own layer (in an empty directory there is nothing else)
             self.remove(path)
 
     # -- end of archive
@@ -1266,7 +1288,7 @@ def apply_tar(stream, root: str, fmt: str, digest: str | None = None,
     reader = _Reader(stream, hashed=digest is None)
     if record:
         reader.recorder = Recorder()
-        extractor.written = []
+        extractor.recording = True
     header = None
     try:
         for header in _headers(reader):
@@ -1287,25 +1309,12 @@ def apply_tar(stream, root: str, fmt: str, digest: str | None = None,
         print(f"warning: not root: {extractor.owners_kept} entries of the layer are owned by "
               "you, not by the owners the layer gives them", file=sys.stderr)
     split = None
-    if record and _all_still_there(extractor.written):
+    if record and not extractor.replaced:
         split = reader.recorder.finish()
     return TarStats(
         digest or "sha256:" + reader.sha.hexdigest(), reader.count, extractor.size,
         extractor.inodes, split,
     )
-
-
-def _all_still_there(written) -> bool:
-    """Whether every file content written is still where the tar put it (a later member of the
-    same tar may have replaced or deleted it: then the directory cannot give the tar back)."""
-    for path, inode, size in written:
-        try:
-            st = os.lstat(path)
-        except OSError:  # gone, or a parent is no directory any more
-            return False
-        if st.st_ino != inode or st.st_size != size or not stat.S_ISREG(st.st_mode):
-            return False
-    return True
 
 
 def split_tar(stream) -> tuple[bytes, str, int]:
