@@ -761,7 +761,8 @@ def _headers(reader: _Reader, empty_ok: bool = False, names_only: bool = False):
     """Yield (type, name, linkname, size, mode, uid, gid, mtime_ns, devmajor, devminor, xattrs)
     for each member, data left unread in ``reader`` (``size`` bytes then padding). An empty
     stream is an error unless ``empty_ok``. ``names_only``: mode, owners, mtime and devices are
-    left 0 and xattrs None, unparsed (a listing of names and sizes, for image analyze)."""
+    left 0 and xattrs None, unparsed, and header checksums are not summed (a listing of names
+    and sizes of a layer checked when it was stored, for image analyze: a fifth of its time)."""
     global_pax = {}
     pax = {}
     long_name = long_link = None
@@ -781,8 +782,7 @@ def _headers(reader: _Reader, empty_ok: bool = False, names_only: bool = False):
             if second and second != ZERO_BLOCK[: len(second)]:
                 raise _bad("a single zero block in the middle of the archive")
             return
-        stored = _number(block[148:156])
-        if stored != sum(block) - sum(block[148:156]) + 256:
+        if not names_only and _number(block[148:156]) != sum(block) - sum(block[148:156]) + 256:
             raise _bad("header checksum mismatch (not a tar, or corrupt)")
         seen = True
         kind = block[156]
