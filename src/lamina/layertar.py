@@ -605,9 +605,12 @@ class _Reader:
 
     A helper thread reads (and so decompresses) and hashes the next chunks while the caller
     writes files: zlib, isal, zstd, hashlib and file reads all release the GIL.
+    ``threaded=False`` reads in the caller's thread: for a stream that is in memory already
+    (a tar-split record's headers), where handing each small chunk to another thread costs
+    more than reading it (image analyze: 4 of its 4.5 s on 30 layers of 50,000 files).
     """
 
-    def __init__(self, stream, hashed: bool = True):
+    def __init__(self, stream, hashed: bool = True, threaded: bool = True):
         import queue
         import threading
 
@@ -617,8 +620,11 @@ class _Reader:
         self.buf = b""
         self.pos = 0
         self._eof = False
-        self._queue = queue.Queue(maxsize=8)
+        self._read = None if threaded else stream.read
         self._stop = threading.Event()
+        if not threaded:
+            return
+        self._queue = queue.Queue(maxsize=8)
         self._thread = threading.Thread(
             target=self._produce, args=(stream.read,), name="layertar-read", daemon=True
         )
@@ -651,14 +657,24 @@ class _Reader:
     def close(self) -> None:
         """Stop the helper (it ends after the read in progress); join it if it is done."""
         self._stop.set()
-        if self._eof:
+        if self._eof and self._read is None:
             self._thread.join()
 
     def fill(self) -> bool:
         """Replace the (consumed) buffer with the next chunk; False at end of stream."""
         if self._eof:
             return False
-        chunk = self._queue.get()
+        if self._read is not None:  # read here (threaded=False)
+            try:
+                chunk = self._read(CHUNK)
+            except Exception as error:  # noqa: BLE001 - mapped or re-raised below
+                chunk = error
+            else:
+                if chunk and self.sha is not None:
+                    self.sha.update(chunk)
+                self.count += len(chunk)
+        else:
+            chunk = self._queue.get()
         if isinstance(chunk, BaseException):
             self._eof = True
             if isinstance(chunk, _decoding_errors()):
@@ -745,7 +761,8 @@ def _headers(reader: _Reader, empty_ok: bool = False, names_only: bool = False):
     """Yield (type, name, linkname, size, mode, uid, gid, mtime_ns, devmajor, devminor, xattrs)
     for each member, data left unread in ``reader`` (``size`` bytes then padding). An empty
     stream is an error unless ``empty_ok``. ``names_only``: mode, owners, mtime and devices are
-    left 0 and xattrs None, unparsed (a listing of names and sizes, for image analyze)."""
+    left 0 and xattrs None, unparsed, and header checksums are not summed (a listing of names
+    and sizes of a layer checked when it was stored, for image analyze: a fifth of its time)."""
     global_pax = {}
     pax = {}
     long_name = long_link = None
@@ -765,8 +782,7 @@ def _headers(reader: _Reader, empty_ok: bool = False, names_only: bool = False):
             if second and second != ZERO_BLOCK[: len(second)]:
                 raise _bad("a single zero block in the middle of the archive")
             return
-        stored = _number(block[148:156])
-        if stored != sum(block) - sum(block[148:156]) + 256:
+        if not names_only and _number(block[148:156]) != sum(block) - sum(block[148:156]) + 256:
             raise _bad("header checksum mismatch (not a tar, or corrupt)")
         seen = True
         kind = block[156]
@@ -866,17 +882,19 @@ class TarMembers:
     Iterating yields each :data:`TarMember`; :meth:`copy_data` writes the data of the current
     one to a file descriptor, and data not copied is skipped. The parsing (PAX and GNU long
     names, checksums, truncation) is :func:`apply_tar`'s; an empty stream has no members.
-    ``names_only``: members carry only kind, name, linkname and size (a listing, faster)."""
+    ``names_only``: members carry only kind, name, linkname and size (a listing, faster);
+    ``threaded=False``: the stream is read in the caller's thread (one already in memory)."""
 
-    def __init__(self, stream, names_only: bool = False):
+    def __init__(self, stream, names_only: bool = False, threaded: bool = True):
         self._stream = stream
         self._names_only = names_only
+        self._threaded = threaded
         self._reader = None
         self._left = 0
         self._name = b""
 
     def __iter__(self):
-        self._reader = reader = _Reader(self._stream, hashed=False)
+        self._reader = reader = _Reader(self._stream, hashed=False, threaded=self._threaded)
         try:
             for header in _headers(reader, empty_ok=True, names_only=self._names_only):
                 member = TarMember(*header)

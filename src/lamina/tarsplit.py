@@ -308,7 +308,9 @@ def verify(record: bytes, root: str) -> list[str]:
 
 class HeaderStream:
     """The layer tar with every file's content read as zeros: enough for a reader of headers
-    (``image analyze``), which skips contents, without touching the layer's files."""
+    (``image analyze``), which skips contents, without touching the layer's files. Each read
+    joins the headers and zeros of many members (up to ``n`` bytes): one piece per member
+    made its reader twice as slow."""
 
     _ZEROS = bytes(CHUNK)
 
@@ -319,21 +321,26 @@ class HeaderStream:
 
     def read(self, n: int = -1) -> bytes:
         n = CHUNK if n is None or n < 0 else n
-        while True:
+        parts, have = [], 0
+        while have < n:
             if self._raw:
-                piece, self._raw = self._raw[:n], self._raw[n:]
-                return bytes(piece)
-            if self._zeros:
-                k = min(n, self._zeros, CHUNK)
+                piece, self._raw = self._raw[:n - have], self._raw[n - have:]
+            elif self._zeros:
+                k = min(n - have, self._zeros, CHUNK)
                 self._zeros -= k
-                return self._ZEROS[:k]
-            op = next(self._ops, None)
-            if op is None:
-                return b""
-            if op[0] == b"R":
-                self._raw = memoryview(op[1])
+                piece = self._ZEROS[:k]
             else:
-                self._zeros = op[2]
+                op = next(self._ops, None)
+                if op is None:
+                    break
+                if op[0] == b"R":
+                    self._raw = memoryview(op[1])
+                else:
+                    self._zeros = op[2]
+                continue
+            parts.append(piece)
+            have += len(piece)
+        return b"".join(parts)
 
     def close(self) -> None:
         pass
