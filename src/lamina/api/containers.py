@@ -64,14 +64,14 @@ def summary(row: dict, size: bool) -> dict:
 
 def _mount_point(run: dict, volume) -> dict:
     source, destination, read_only = volume
-    if source.startswith("/"):
-        from ..volumes import bind_mode
+    from ..volumes import mount_mode
 
-        mode, propagation = bind_mode(run, destination, read_only)
+    mode, propagation = mount_mode(run, source, destination, read_only)
+    if source.startswith("/"):
         return {"Type": "bind", "Source": source, "Destination": destination, "Mode": mode,
                 "RW": not read_only, "Propagation": propagation}
     return {"Type": "volume", "Name": source, "Source": "", "Destination": destination,
-            "Driver": "local", "Mode": "", "RW": not read_only, "Propagation": ""}
+            "Driver": "local", "Mode": mode, "RW": not read_only, "Propagation": ""}
 
 
 def _matches(row: dict, filters: dict[str, list[str]]) -> bool:
@@ -250,7 +250,7 @@ def run_config(config: dict, host: dict):
                             and k not in ("Binds", "Mounts", "RestartPolicy")  # as settled
                             and k not in LIMIT_FIELDS}}
     return RunConfig(env=tuple(env), workdir=config.get("WorkingDir") or None,
-                     user=config.get("User") or None, **volumes.volume_fields(specs),
+                     user=config.get("User") or None, **volumes.volume_fields(specs, host.get("Binds") or ()),
                      read_only=bool(host.get("ReadonlyRootfs")), network=network,
                      auto_remove=bool(host.get("AutoRemove")),
                      runtime=host.get("Runtime") if host.get("Runtime") not in (None, "", "runc")
