@@ -313,6 +313,8 @@ class ContainerStore:
             host_config["Init"] = True  # Docker leaves it out unless set
         host_config.update({k: v for k, v in (api.get("HostConfig") or {}).items()
                             if k not in ("NetworkMode", "AutoRemove", "ReadonlyRootfs")})
+        if run.get("mounts"):
+            host_config["Mounts"] = json.loads(run["mounts"])
         volume_mounts = []
         for src, dst, ro in run.get("volumes", ()):
             mode, propagation = volumes.mount_mode(run, src, dst, ro)

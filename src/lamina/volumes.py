@@ -121,13 +121,17 @@ def _mount_fields(text: str) -> tuple[str, str, str, bool, str]:
             readonly in ("1", "true"), fields.get("bind-propagation", ""))
 
 
-def volume_fields(specs, binds=()) -> dict:
+def volume_fields(specs, binds=(), mounts=()) -> dict:
     """RunConfig's ``volumes`` and ``bind_propagation`` from parsed ((source, destination,
-    read_only), propagation) pairs; ``binds`` (the ``-v`` values, Docker's HostConfig.Binds) as
-    given, which inspect shows."""
+    read_only), propagation) pairs; ``binds`` (the ``-v`` values, Docker's HostConfig.Binds) and
+    ``mounts`` (the ``--mount`` values as :func:`mount_document` makes them) as given, which
+    inspect shows."""
+    import json
+
     return {"volumes": tuple(spec for spec, _ in specs),
             "bind_propagation": tuple((spec[1], mode) for spec, mode in specs if mode),
-            "binds": tuple(binds)}
+            "binds": tuple(binds),
+            "mounts": json.dumps(list(mounts), separators=(",", ":")) if mounts else ""}
 
 
 def cli_volume_fields(volume_texts, mount_texts) -> dict:
@@ -135,15 +139,34 @@ def cli_volume_fields(volume_texts, mount_texts) -> dict:
     ``-v`` with a destination is a bind (HostConfig.Binds), one without an anonymous volume
     (Config.Volumes), a ``--mount`` one of HostConfig.Mounts."""
     specs = [parse_volume_propagation(v) for v in volume_texts]
-    specs += [parse_mount(text) for text in mount_texts]
-    return volume_fields(specs, [v for v in volume_texts if ":" in v])
+    documents = []
+    for text in mount_texts:
+        fields = _mount_fields(text)
+        specs.append(mount_spec(*fields))
+        documents.append(mount_document(*fields))
+    return volume_fields(specs, [v for v in volume_texts if ":" in v], documents)
+
+
+def mount_document(kind: str, source: str, target: str, read_only: bool,
+                   propagation: str = "") -> dict:
+    """One of Docker's HostConfig.Mounts as its inspect shows it (what was given; the fields
+    left at their zero value left out)."""
+    doc: dict = {"Type": kind}
+    if source:
+        doc["Source"] = source
+    doc["Target"] = target
+    if read_only:
+        doc["ReadOnly"] = True
+    if propagation:
+        doc["BindOptions"] = {"Propagation": propagation}
+    return doc
 
 
 def mount_mode(run: dict, source: str, destination: str, read_only: bool) -> tuple[str, str]:
     """(Mode, Propagation) of a container's volume or bind (``run``: its RunConfig as JSON) as
-    Docker's inspect shows them: a ``-v``'s mode as written (``z`` for a volume given none),
-    ``""`` for the others (a ``--mount``, an anonymous volume of the image or Config.Volumes); a
-    bind's propagation, ``rprivate`` by default (a volume's ``""``)."""
+    Docker's inspect shows them: a ``-v``'s mode as written (``z`` for a volume given none), ``z``
+    for a ``--mount`` volume, ``""`` for a ``--mount`` bind and an anonymous volume of the
+    image or Config.Volumes; a bind's propagation, ``rprivate`` by default (a volume's ``""``)."""
     bind = source.startswith("/")
     propagation = (dict(run.get("bind_propagation") or ()).get(destination, "") or "rprivate") \
         if bind else ""
@@ -156,6 +179,11 @@ def mount_mode(run: dict, source: str, destination: str, read_only: bool) -> tup
         given_source, given_destination, mode = split_volume(text)
         if os.path.normpath(given_destination) == destination:
             return (mode or ("" if given_source.startswith("/") else "z")), propagation
+    import json
+
+    for doc in json.loads(run.get("mounts") or "[]"):
+        if os.path.normpath(doc.get("Target", "")) == destination:
+            return ("" if doc.get("Type") == "bind" else "z"), propagation
     return "", propagation
 
 

@@ -223,10 +223,13 @@ def run_config(config: dict, host: dict):
     from ..runtime.oci import RunConfig
 
     specs = [volumes.parse_volume_propagation(bind) for bind in host.get("Binds") or ()]
+    documents = []
     for mount in host.get("Mounts") or ():
-        specs.append(volumes.mount_spec(
-            mount.get("Type", "volume"), mount.get("Source") or "", mount.get("Target", ""),
-            bool(mount.get("ReadOnly")), (mount.get("BindOptions") or {}).get("Propagation", "")))
+        fields = (mount.get("Type", "volume"), mount.get("Source") or "", mount.get("Target", ""),
+                  bool(mount.get("ReadOnly")),
+                  (mount.get("BindOptions") or {}).get("Propagation", ""))
+        specs.append(volumes.mount_spec(*fields))
+        documents.append(volumes.mount_document(*fields))
     taken = {spec[1] for spec, _ in specs}
     for path in config.get("Volumes") or {}:
         if os.path.normpath(path) not in taken:
@@ -250,7 +253,7 @@ def run_config(config: dict, host: dict):
                             and k not in ("Binds", "Mounts", "RestartPolicy")  # as settled
                             and k not in LIMIT_FIELDS}}
     return RunConfig(env=tuple(env), workdir=config.get("WorkingDir") or None,
-                     user=config.get("User") or None, **volumes.volume_fields(specs, host.get("Binds") or ()),
+                     user=config.get("User") or None, **volumes.volume_fields(specs, host.get("Binds") or (), documents),
                      read_only=bool(host.get("ReadonlyRootfs")), network=network,
                      auto_remove=bool(host.get("AutoRemove")),
                      runtime=host.get("Runtime") if host.get("Runtime") not in (None, "", "runc")
