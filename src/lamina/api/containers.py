@@ -217,6 +217,14 @@ def _check_types(doc: dict, types: dict, where: str) -> None:
         raise ApiError(400, "json: the values of Labels must be strings")
 
 
+def console_size(value) -> tuple[int, ...]:
+    """A create's ``ConsoleSize`` ([height, width], the docker CLI's terminal) if it is one."""
+    if isinstance(value, list) and len(value) == 2 and all(
+            isinstance(n, int) and not isinstance(n, bool) and 0 < n < 65536 for n in value):
+        return value[0], value[1]
+    return ()
+
+
 def run_config(config: dict, host: dict):
     """A RunConfig from the API's create body (Config with HostConfig)."""
     from .. import volumes
@@ -264,7 +272,8 @@ def run_config(config: dict, host: dict):
                      ports=ports, publish_all=bool(host.get("PublishAllPorts")),
                      network_aliases=aliases, ip=ip, extra_hosts=_extra_hosts(host),
                      api_config=json.dumps(extra, separators=(",", ":")), **limit_fields(host),
-                     **_life(config, host))
+                     console_size=console_size(host.get("ConsoleSize")) if config.get("Tty")
+                     else (), **_life(config, host))
 
 
 # HostConfig's limits and privileges -> RunConfig's fields (inspect shows them from there)

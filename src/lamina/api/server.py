@@ -217,6 +217,15 @@ class Request:
         except ValueError:
             raise ApiError(400, f"invalid value for {name}: {value!r}") from None
 
+    def atoi(self, name: str) -> int:
+        """A number parameter that must be there, refused in Docker's words (Go's strconv.Atoi):
+        a terminal's ``h`` and ``w``."""
+        value = self.arg(name) or ""
+        try:
+            return int(value)
+        except ValueError:
+            raise ApiError(400, f'strconv.Atoi: parsing "{value}": invalid syntax') from None
+
     def filters(self) -> dict[str, list[str]]:
         """The ``filters`` parameter: ``{"name": ["a"]}`` or the old ``{"name": {"a": true}}``."""
         text = self.arg("filters")
