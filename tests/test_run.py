@@ -521,13 +521,13 @@ def test_a_container_being_run_is_owned_from_its_creation(store, store_root, tmp
     seen = {}
     attach = volumes.attach
 
-    def others_meanwhile(engine, cid, specs, rootfs):
+    def others_meanwhile(engine, cid, specs, rootfs, binds=()):
         seen["cid"] = cid
         seen["prune"] = store("container", "prune", "-f")
         seen["rm"] = store("rm", cid, check=False)
         seen["ps"] = json.loads(store("ps", "--format", "json").stdout)
         seen["inspect"] = json.loads(store("inspect", cid).stdout)[0]
-        return attach(engine, cid, specs, rootfs)
+        return attach(engine, cid, specs, rootfs, binds)
 
     monkeypatch.setattr(volumes, "attach", others_meanwhile)
     out = tmp_path / "out"
@@ -565,10 +565,10 @@ def test_run_detached_hands_its_claim_to_the_monitor(store, store_root, monkeypa
     seen = {}
     attach = volumes.attach
 
-    def prune_meanwhile(engine, cid, specs, rootfs):
+    def prune_meanwhile(engine, cid, specs, rootfs, binds=()):
         seen["cid"] = cid
         seen["prune"] = store("container", "prune", "-f")
-        return attach(engine, cid, specs, rootfs)
+        return attach(engine, cid, specs, rootfs, binds)
 
     monkeypatch.setattr(volumes, "attach", prune_meanwhile)
     engine = Engine(root=store_root)
@@ -604,7 +604,7 @@ def test_a_run_that_fails_before_its_process_gives_the_claim_back(store, store_r
     from lamina.runtime.oci import RunConfig, RuntimeFailure
     from lamina.runtime.ownership import release
 
-    def fails(engine, cid, specs, rootfs):
+    def fails(engine, cid, specs, rootfs, binds=()):
         raise LaminaError("seeding failed")
 
     engine = Engine(root=store_root)
