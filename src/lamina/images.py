@@ -112,10 +112,10 @@ class ImageStore:
                 raise NotFound(f"No such image: layer {chain} was removed meanwhile")
             descriptors.append({"mediaType": layer["media_type"] or MEDIA_LAYER,
                                 "digest": layer["blob_digest"], "size": layer["blob_size"]})
-        if manifest is None:
-            manifest = make_manifest(config_digest, len(config), descriptors)
-        manifest_digest = content.put(manifest)
-        if not self.row(config_digest):
+        if not self.row(config_digest):  # an image already here keeps its manifest (no blob)
+            if manifest is None:
+                manifest = make_manifest(config_digest, len(config), descriptors)
+            manifest_digest = content.put(manifest)
             size = sum(self.db.execute("SELECT size FROM layers WHERE chain_id = ?",
                                        (c,)).fetchone()[0] for c in chains)
             doc = json.loads(config)
