@@ -728,10 +728,9 @@ def write_results(results: Results, names, args, cfg, elapsed: float, versions: 
     if isinstance(sleeper_rows, str):
         lines += [sleeper_rows + ".", ""]
     elif sleeper_rows:
-        cols = list(sleeper_rows[0])
-        lines += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-        lines += ["| " + " | ".join(str(r.get(c, "")) for c in cols) + " |" for r in sleeper_rows]
-        lines.append("")
+        import sleepers
+
+        lines += [sleepers.table(sleeper_rows), ""]
     text = "\n".join(lines)
     if not args.no_results:
         path = HERE / "RESULTS.md"
