@@ -61,7 +61,7 @@ IMAGE = "bench-busybox"
 ENGINES = ("lamina", "docker", "podman")
 BIG_LAYER = 8 << 20
 # Sized for 30 minutes (full) and 5 (quick: one repetition, a smoke test of every curve; at
-# load 5 with 2 repetitions and 500 layers it took 8.3 minutes) on a shared 2-core machine (a first full run of
+# load 5 with 2 repetitions and 500 layers it took 8.3 minutes, as now 7.7 at load 7-8) on a shared 2-core machine (a first full run of
 # 10,000 containers, 1,000 images, roots of 200,000 files and 3 repetitions took 39 minutes for
 # curves 1-2 alone): the largest points (10,000 containers, 1,000 images, 200,000 files)
 # are reached with --set, and RESULTS.md says which points a run left out. Builds of many steps
