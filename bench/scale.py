@@ -61,7 +61,7 @@ IMAGE = "bench-busybox"
 ENGINES = ("lamina", "docker", "podman")
 BIG_LAYER = 8 << 20
 # Sized for 30 minutes (full) and 5 (quick: one repetition, a smoke test of every curve; at
-# load 5 with 2 repetitions and 500 layers it took 8.3 minutes) on a shared 2-core machine (a first full run of
+# load 5 with 2 repetitions and 500 layers it took 8.3 minutes, as now 7.7 at load 7-8) on a shared 2-core machine (a first full run of
 # 10,000 containers, 1,000 images, roots of 200,000 files and 3 repetitions took 39 minutes for
 # curves 1-2 alone): the largest points (10,000 containers, 1,000 images, 200,000 files)
 # are reached with --set, and RESULTS.md says which points a run left out. Builds of many steps
@@ -728,10 +728,9 @@ def write_results(results: Results, names, args, cfg, elapsed: float, versions: 
     if isinstance(sleeper_rows, str):
         lines += [sleeper_rows + ".", ""]
     elif sleeper_rows:
-        cols = list(sleeper_rows[0])
-        lines += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-        lines += ["| " + " | ".join(str(r.get(c, "")) for c in cols) + " |" for r in sleeper_rows]
-        lines.append("")
+        import sleepers
+
+        lines += [sleepers.table(sleeper_rows), ""]
     text = "\n".join(lines)
     if not args.no_results:
         path = HERE / "RESULTS.md"
