@@ -209,11 +209,11 @@ def prepare_bundle(containers: ContainerStore, row, config: RunConfig, rootfs: s
                    network: str, runtime_id: str, terminal: bool = False,
                    netns: str | None = None, hostname: str | None = None,
                    mounts: list[dict] | None = None, extra_hosts=(),
-                   address: str | None = None) -> None:
+                   address: str | None = None, nameserver: str | None = None) -> None:
     """Write ``bundle``/config.json for ``argv`` in the container ``row`` (``netns``: the
     namespace file of a container on bridge networks; ``mounts``: more OCI mounts, a build's
     RUN --mount ones; ``address``: the container's own, named in its hosts file, where no
-    network endpoint does)."""
+    network endpoint does; ``nameserver``: its network's DNS forwarder, for its resolv.conf)."""
     import socket
 
     from .. import volumes
@@ -238,7 +238,7 @@ def prepare_bundle(containers: ContainerStore, row, config: RunConfig, rootfs: s
     process = make_process(rootfs, argv, env, workdir, user or config.user or image.get("User"),
                            hostname, terminal=terminal)
     files = write_network_files(bundle, hostname, network,
-                                (*config.extra_hosts, *extra_hosts), address)
+                                (*config.extra_hosts, *extra_hosts), address, nameserver)
     spec = make_spec(rootfs, process, hostname=hostname, network=network,
                      read_only=config.read_only, files=files, binds=binds + list(mounts or []),
                      cgroup=cgroups.container_path(runtime_id), netns=netns)
