@@ -214,13 +214,11 @@ def prepare_bundle(containers: ContainerStore, row, config: RunConfig, rootfs: s
     namespace file of a container on bridge networks; ``mounts``: more OCI mounts, a build's
     RUN --mount ones; ``address``: the container's own, named in its hosts file, where no
     network endpoint does; ``nameserver``: its network's DNS forwarder, for its resolv.conf)."""
-    import socket
-
     from .. import volumes
 
     image = containers.images.config(row["image_id"]).get("config") or {}
-    if hostname is None:
-        hostname = socket.gethostname() if network == "host" else \
+    if hostname is None:  # the host's name is its uname's (socket.gethostname), without socket
+        hostname = os.uname().nodename if network == "host" else \
             config.hostname or row["id"][:12]
     env = merge_env(image.get("Env"), config.env) if env is None else list(env)
     workdir = workdir or config.workdir or image.get("WorkingDir") or "/"
