@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import asdict, dataclass
 
 from ..errors import InvalidArgument, LaminaError, Unavailable
 from ..image import merge_env, process_env
@@ -63,16 +64,11 @@ class RuntimeFailure(LaminaError):
 
 
 # ---------------------------------------------------------------------------------- run options
+@dataclass(frozen=True)
 class RunConfig:
     """What ``lamina run`` adds to the image config; kept with the container (``run_config``) so
     that ``start`` runs it again the same way. Volumes are ``(source, destination, read_only)``:
-    source is an absolute host path (a bind mount) or a volume name.
-
-    An immutable value: made from keyword arguments (every field has a default; an unknown one
-    is a TypeError), compared and hashed by its fields; ``RunConfig(**{**c.__dict__, ...})``
-    makes a changed copy. A plain class rather than a frozen dataclass, and for start-up time
-    only: ``dataclasses`` imports ``inspect`` and ``ast``, 15-50 ms of every ``create`` and
-    ``run`` (bench/RESULTS.md, rootless)."""
+    source is an absolute host path (a bind mount) or a volume name."""
 
     env: tuple[str, ...] = ()
     workdir: str | None = None
@@ -117,39 +113,13 @@ class RunConfig:
     # as JSON text, echoed by its inspect: "" when it was made by the CLI.
     api_config: str = ""
 
-    def __init__(self, **fields):
-        unknown = fields.keys() - _RUN_DEFAULTS.keys()
-        if unknown:
-            raise TypeError(f"RunConfig has no field {sorted(unknown)[0]!r}")
-        values = self.__dict__
-        values.update(_RUN_DEFAULTS)
-        values.update(fields)
-
-    def __setattr__(self, name, value):
-        raise AttributeError(f"cannot assign to field {name!r}: a RunConfig is immutable")
-
-    __delattr__ = __setattr__
-
-    def __eq__(self, other):
-        return self.__dict__ == other.__dict__ if type(other) is RunConfig else NotImplemented
-
-    def __hash__(self) -> int:
-        return hash(tuple(self.__dict__.values()))
-
-    def __repr__(self) -> str:
-        return f"RunConfig({', '.join(f'{k}={v!r}' for k, v in self.__dict__.items())})"
-
     def to_json(self) -> str:
-        return json.dumps(self.__dict__, separators=(",", ":"))
+        return json.dumps(asdict(self), separators=(",", ":"))
 
     @classmethod
     def from_json(cls, text: str | None) -> RunConfig:
         doc = json.loads(text or "{}")
-        return cls(**{k: _tuples(v) for k, v in doc.items() if k in _RUN_DEFAULTS})
-
-
-# every field, in order, with its default (all immutable: tuples, strings, numbers, None)
-_RUN_DEFAULTS = {name: getattr(RunConfig, name) for name in RunConfig.__annotations__}
+        return cls(**{k: _tuples(v) for k, v in doc.items() if k in cls.__dataclass_fields__})
 
 
 def _tuples(value):

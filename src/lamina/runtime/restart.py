@@ -15,7 +15,7 @@ its ``RestartCount``, as Docker's ``start`` does.
 
 from __future__ import annotations
 
-from collections import namedtuple
+from dataclasses import dataclass
 
 from ..errors import InvalidArgument
 
@@ -25,13 +25,10 @@ MAX_DELAY = 60.0
 RESET_AFTER = 10.0  # seconds of running after which the delay starts again at FIRST_DELAY
 
 
-class RestartPolicy(namedtuple("RestartPolicy", ["name", "maximum_retry_count"],
-                               defaults=("no", 0))):
-    """A policy: its name and (on-failure only; 0: no limit) its maximum retry count. A named
-    tuple, not a dataclass: every ``run`` reads its policy, and ``dataclasses`` imports
-    ``inspect`` and ``ast`` (milliseconds of the command's start)."""
-
-    __slots__ = ()
+@dataclass(frozen=True)
+class RestartPolicy:
+    name: str = "no"
+    maximum_retry_count: int = 0  # on-failure only; 0: no limit
 
     @classmethod
     def parse(cls, text: str | None) -> RestartPolicy:

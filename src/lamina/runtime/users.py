@@ -7,7 +7,7 @@ the host's: a numeric uid need not exist there, a name must.
 
 from __future__ import annotations
 
-from collections import namedtuple
+from dataclasses import dataclass
 
 from ..errors import NotFound
 from ..rootpath import resolve_in_root
@@ -25,9 +25,12 @@ def _table(text: str) -> list[list[str]]:
     return [line.split(":") for line in text.splitlines() if line and not line.startswith("#")]
 
 
-# ids and home of a user inside a container (a named tuple, not a dataclass: importing
-# dataclasses costs every create and run its inspect and ast imports)
-User = namedtuple("User", ["uid", "gid", "additional_gids", "home"], defaults=((), "/"))
+@dataclass(frozen=True)
+class User:
+    uid: int
+    gid: int
+    additional_gids: tuple[int, ...] = ()
+    home: str = "/"
 
 
 def resolve_user(root: str, spec: str | None) -> User:
