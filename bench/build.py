@@ -351,6 +351,17 @@ class Podman(peers.Podman):
                         *(["--no-cache"] if no_cache else []), str(context))
 
 
+def stop(engines, lock_fd: int) -> None:
+    """Stop and delete every engine's store (one failing does not keep the others), then let
+    go of the benchmark's lock."""
+    for engine in engines:
+        try:
+            engine.cleanup()
+        except Exception as error:  # noqa: BLE001 - keep stopping the others
+            log(f"cleanup of {engine.name}: {error}")
+    os.close(lock_fd)
+
+
 def timed(engine, cmd: list[str], timeout: float = 900) -> float:
     start = time.perf_counter()
     proc = subprocess.run(cmd, env=engine.env, capture_output=True, timeout=timeout, check=False)
@@ -479,12 +490,7 @@ def main(argv: list[str]) -> int:
                 prune(engine)
             log(f"big: run {rep + 1}/{args.big_runs}")
     finally:
-        for engine in engines:
-            try:
-                engine.cleanup()
-            except Exception as error:  # noqa: BLE001 - keep stopping the others
-                log(f"cleanup of {engine.name}: {error}")
-        os.close(lock_fd)
+        stop(engines, lock_fd)
     names = [e.name for e in engines]
     works = list(dict.fromkeys(work for _, work in times))
     lines = [BEGIN, f"## Build run of {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}", "",

@@ -133,6 +133,8 @@ def main() -> int:
     parser.add_argument("--files", type=int, default=50_000)
     parser.add_argument("--commit-mib", type=int, default=1024)
     parser.add_argument("--no-results", action="store_true")
+    parser.add_argument("--gcc-only", action="store_true",
+                        help="only the commit of the gcc-like layer (no dedup, no big tree)")
     args = parser.parse_args()
     rootfs = bench_bytes.DATA / "busybox-200m-mixed.tar"
     if not rootfs.exists():
@@ -148,7 +150,8 @@ def main() -> int:
              "big": BASE.parent / f"lamina-reflink-tree-{args.files}-{args.commit_mib}"}
     bench_bytes.BASE.mkdir(parents=True, exist_ok=True)
     gcc_bytes, gcc_files = gcc_tree(trees["gcc"])
-    bench_bytes.make_tree(trees["big"], args.files, args.commit_mib)
+    if not args.gcc_only:
+        bench_bytes.make_tree(trees["big"], args.files, args.commit_mib)
     docker, podman = peers.Docker(XFS), peers.Podman(XFS)
     laminas = {"lamina-xfs": bench_bytes.Lamina("lamina-xfs", HERE.parent / "src", XFS / "lamina"),
                "lamina-ext4": bench_bytes.Lamina("lamina-ext4", HERE.parent / "src",
@@ -163,6 +166,9 @@ def main() -> int:
                  "podman": podman.root}
         for name, root in roots.items():  # one after the other: free space is the XFS's
             cli, env = clis[name]
+            if args.gcc_only:  # the base, nothing measured
+                bench_bytes.run(cli("import", rootfs, "base:1"), env)
+                continue
             bench_bytes.run(cli("images"), env)
             du0, free0 = bench_bytes.du(root), free(XFS)
             bench_bytes.run(cli("import", rootfs, "base:1"), env)
@@ -186,7 +192,8 @@ def main() -> int:
         cli, env = clis["lamina-ext4"]
         bench_bytes.run(cli("import", rootfs, "base:1"), env)
         subprocess.run(["sync"], check=True)
-        for what, tree, top in (("gcc", trees["gcc"], "usr"), ("big", trees["big"], "data")):
+        for what, tree, top in (("gcc", trees["gcc"], "usr"), ("big", trees["big"], "data"))[
+                :1 if args.gcc_only else 2]:
             times: dict[str, list[float]] = {}
             hashing = []
             for i in range(args.runs):
@@ -228,25 +235,28 @@ def render(results, versions, args, took, rootfs, gcc) -> str:
         (f"`{' '.join(sys.argv)}` (inside `unshare --mount --propagation private`; {os.cpu_count()}"
         f" CPUs shared with other jobs, load average {os.getloadavg()[0]:.1f} at the end; Docker "
         f"{versions['docker']}, Podman {versions['podman']}; took {took:.0f} s). Stores on a "
-        "loopback XFS (reflink=1) except lamina-ext4's."), "",
-        (f"Two images: the imported rootfs ({rootfs.stat().st_size:,} bytes of tar) and a variant "
-        "with the same files and one more (another layer):"), "",
-        "| engine | `du -sb` added | filesystem space used (statvfs) |", "|---|---:|---:|"]
+        "loopback XFS (reflink=1) except lamina-ext4's."), ""]
     disk = results["disk"]
-    for name in ("lamina-xfs", "docker", "podman"):
-        lines.append(f"| {name} | {disk[name]['du']:,} | {disk[name]['used']:,} |")
-    lam = disk["lamina-xfs"]
-    lines.append(f"| lamina-xfs after `system dedup` | {lam['du_after']:,} | "
-                 f"{lam['used_after']:,} |")
-    lines += ["", (f"`lamina system dedup`: {lam['dedup_s']:.2f} s (again, nothing left to do: "
-              f"{lam['again_s']:.2f} s); it said:"), "", "```", lam["dedup_out"], "```", "",
-              "`lamina system df` after it, and `system check`:", "", "```", lam["df"],
-              lam["check"], "```", ""]
+    if disk:  # not with --gcc-only
+        lines += [(f"Two images: the imported rootfs ({rootfs.stat().st_size:,} bytes of tar) and "
+                   "a variant with the same files and one more (another layer):"), "",
+                  "| engine | `du -sb` added | filesystem space used (statvfs) |", "|---|---:|---:|"]
+        for name in ("lamina-xfs", "docker", "podman"):
+            lines.append(f"| {name} | {disk[name]['du']:,} | {disk[name]['used']:,} |")
+        lam = disk["lamina-xfs"]
+        lines.append(f"| lamina-xfs after `system dedup` | {lam['du_after']:,} | "
+                     f"{lam['used_after']:,} |")
+        lines += ["", (f"`lamina system dedup`: {lam['dedup_s']:.2f} s (again, nothing left to "
+                  f"do: {lam['again_s']:.2f} s); it said:"), "", "```", lam["dedup_out"], "```",
+                  "", "`lamina system df` after it, and `system check`:", "", "```", lam["df"],
+                  lam["check"], "```", ""]
     gcc_bytes, gcc_files = gcc
     for what, title in (("gcc", (f"a gcc-like layer ({gcc_bytes:,} bytes in {gcc_files:,} files "
                                 "from /usr)")),
                         ("big", f"{args.commit_mib} MiB in {args.files:,} random files")):
-        rows = results["commit"][what]
+        rows = results["commit"].get(what)
+        if rows is None:  # --gcc-only
+            continue
         docker = statistics.median(rows["docker"])
         hashing = statistics.median(rows["tar | sha256sum"])
         lines += [f"`commit` of {title}, median of {args.runs}:", "",

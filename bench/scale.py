@@ -60,18 +60,28 @@ END = "<!-- bench/scale.py: end generated section -->"
 IMAGE = "bench-busybox"
 ENGINES = ("lamina", "docker", "podman")
 BIG_LAYER = 8 << 20
-# Sized for 30 minutes (full) and 5 (quick) on a shared 2-core machine. Builds of many steps
+# Sized for 30 minutes (full) and 5 (quick: one repetition, a smoke test of every curve; at
+# load 5 with 2 repetitions and 500 layers it took 8.3 minutes) on a shared 2-core machine (a first full run of
+# 10,000 containers, 1,000 images, roots of 200,000 files and 3 repetitions took 39 minutes for
+# curves 1-2 alone): the largest points (10,000 containers, 1,000 images, 200,000 files)
+# are reached with --set, and RESULTS.md says which points a run left out. Builds of many steps
 # take seconds a step in every engine here: 128 steps already pass Docker's limit (125 layers).
-FULL = {"containers": [10, 100, 1000, 10000], "images": 1000, "layers": [1, 16, 64, 128, 256, 500],
-        "build_steps": 128, "files": [1000, 10000, 50000, 200000], "transfer": [1, 10, 50],
-        "reps": 3, "parallel": 8, "sleepers": [1, 10, 100], "most_containers": {"podman": 100}}
-QUICK = {"containers": [10, 100], "images": 50, "layers": [1, 128, 500], "build_steps": 16,
-         "files": [1000, 10000], "transfer": [1, 10], "reps": 2, "parallel": 8, "sleepers": [1, 10],
-         "most_containers": {"podman": 100}}
+# Podman stops at 100 containers (filling its store through its API takes minutes a thousand)
+# and at 128 layers (its load of 256 and 500 layers took two minutes each; it cannot mount them).
+FULL = {"containers": [10, 100, 1000, 3000], "images": 200, "layers": [1, 16, 64, 128, 256, 500],
+        "build_steps": 64, "files": [1000, 10000, 50000], "transfer": [1, 10, 50],
+        "reps": 2, "parallel": 8, "sleepers": [1, 10, 50], "most_containers": {"podman": 100},
+        "most_layers": {"podman": 128}}
+QUICK = {"containers": [10, 100], "images": 20, "layers": [1, 128], "build_steps": 8,
+         "files": [1000, 10000], "transfer": [1, 10], "reps": 1, "parallel": 8, "sleepers": [1, 10],
+         "most_containers": {"podman": 100}, "most_layers": {"podman": 128}}
+
+
+STARTED = time.monotonic()
 
 
 def log(msg: str) -> None:
-    print(f"[scale] {msg}", file=sys.stderr, flush=True)
+    print(f"[scale {time.monotonic() - STARTED:6.0f} s] {msg}", file=sys.stderr, flush=True)
 
 
 # ------------------------------------------------------------------ engines
@@ -451,6 +461,11 @@ def curve_layers(engines, cfg, results: Results) -> None:
         ref = f"deep:{n}"
         for eng in engines:
             key = ("layers", n)
+            if n > cfg.get("most_layers", {}).get(eng.name, n):
+                for command in ("load", "create", "first mount", "run --rm"):
+                    results.note((*key, command, eng.name), "left out of this run (its load of "
+                                 "so many layers takes minutes; see the settings)")
+                continue
             log(f"layers: {eng.name} {n}")
             if timed(eng, ["load", "-i", archive], results, (*key, "load", eng.name),
                      check=False) is None:
@@ -596,7 +611,8 @@ def curve_sleepers(cfg, results: Results, names: list[str]) -> list[dict] | str:
     except ImportError:
         return "bench/sleepers.py is not here: the running-sleepers curve was skipped"
     counts = cfg["sleepers"]
-    lamina = [sys.executable, "-S", str(REPO / "bin" / "lamina")]
+    lamina = ["env", f"PYTHONPATH={REPO / 'src'}", sys.executable, "-S",
+              str(REPO / "bin" / "lamina")]  # this tree's, not an installed one
     return sleepers.measure(counts, names, lamina=lamina)
 
 
@@ -683,6 +699,9 @@ def write_results(results: Results, names, args, cfg, elapsed: float, versions: 
              f"{platform.node()}, Linux {platform.release()}, {os.cpu_count()} cores, shared with "
              "other work (medians of interleaved runs: compare ratios, not absolute figures); "
              + ", ".join(f"{k} {v}" for k, v in versions.items()) + ".",
+             "", "Points and repetitions of this run (the issue's largest are reached with "
+             "`--set`; a peer's points left out are marked in the tables): `"
+             + json.dumps(cfg, separators=(", ", ": ")) + "`.",
              "", ("Each cell: median wall time of the command (its peak RSS, MiB, in brackets; "
                   "Docker's is its client's, the daemon's work is not in it). Ratios below 1: "
                   "lamina is faster. `not reached`: the peer refused or failed, with its first "

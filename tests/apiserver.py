@@ -114,9 +114,12 @@ def beside_docker(prefix: str):
         yield dockerd, server
     finally:
         if server is not None:
+            from tests.conftest import remove_bridges
+
             server.stop()
             for cid in server.lamina("ps", "-aq", check=False).stdout.split():
                 server.lamina("rm", "-f", cid, check=False)
+            remove_bridges(str(base / "lamina-store"))
         dockerd.cleanup()
         peers.remove_tree(base)
 

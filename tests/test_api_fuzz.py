@@ -43,12 +43,15 @@ def server(tmp_path_factory, busybox_tar):
     import subprocess
     import sys
 
+    from tests.conftest import remove_bridges
+
     root = str(tmp_path_factory.mktemp("fuzz-store"))
     subprocess.run([sys.executable, "-m", "lamina", "--root", root, "import", busybox_tar,
                     "busybox:latest"], check=True, capture_output=True)
     s = Server(root, str(tmp_path_factory.mktemp("fuzz-sock") / "api.sock")).start()
     yield s
     s.stop()
+    remove_bridges(root)
     unmount = f"grep -o ' {root}[^ ]*' /proc/self/mountinfo | sort -r | xargs -r -n1 umount -l"
     subprocess.run(["sh", "-c", unmount], check=False)
 

@@ -14,6 +14,7 @@ import tempfile
 import pytest
 
 from tests.apiserver import Server
+from tests.conftest import remove_bridges
 
 from .test_apischema import (
     OPERATIONS,
@@ -54,6 +55,7 @@ def replies(busybox_tar):
         server.stop()
         for cid in server.lamina("ps", "-a", "-q", "--no-trunc", check=False).stdout.split():
             server.lamina("rm", "-f", cid, check=False)
+        remove_bridges(root)
         unmount_all = f"grep -o ' {base}[^ ]*' /proc/self/mountinfo | sort -r | xargs -r -n1 umount -l"
         subprocess.run(["sh", "-c", unmount_all], check=False)
         shutil.rmtree(base, ignore_errors=True)

@@ -147,3 +147,35 @@ def test_a_row_read_before_the_owner_recorded_its_exit_is_not_a_dead_owner(store
         assert (row["state"], row["exit_code"]) == ("exited", 137)
     finally:
         engine.close()
+
+
+def test_a_health_checked_container_is_kept_by_the_relay_too(store):  # noqa: F811
+    store("run", "-d", "--network", "none", "--name", "checked", "--health-cmd",
+          "test -e /ok && echo fine", "--health-interval", "100ms", "--health-retries", "2",
+          "busybox", "sleep", "100")
+    [monitor] = owners(store.root)
+
+    def health() -> dict:
+        return json.loads(inspect(store, "checked", "{{json .State.Health}}"))
+
+    def wait_for(status: str) -> dict:
+        deadline = time.monotonic() + 30
+        while (now := health())["Status"] != status:
+            assert time.monotonic() < deadline, now
+            time.sleep(0.1)
+        return now
+
+    unhealthy = wait_for("unhealthy")
+    assert unhealthy["FailingStreak"] >= 2 and unhealthy["Log"][-1]["ExitCode"] == 1
+    exe, rss, _ = resident(monitor)  # between probes or during one: the relay all along
+    assert exe.startswith("lamina-relay"), exe
+    assert rss < 4096, rss
+    store("exec", "checked", "touch", "/ok")
+    healthy = wait_for("healthy")
+    assert healthy["FailingStreak"] == 0 and healthy["Log"][-1]["Output"] == "fine\n"
+    assert owners(store.root) == [monitor]
+    store("kill", "checked")
+    assert store("wait", "checked").stdout == "137\n"
+    assert inspect(store, "checked", "{{.State.Status}}") == "exited"
+    assert health()["Status"] == "healthy"  # the last health stays readable, as Docker's
+    assert owners(store.root) == []

@@ -64,14 +64,17 @@ def layer_listing(layers: LayerStore, chain: str) -> LayerListing:
     listing = LayerListing()
     entries = listing.entries
     record = layers.record(chain)
-    if record is not None:
+    if record is not None:  # in memory: read without a helper thread
         from .tarsplit import HeaderStream
 
-        opened = HeaderStream(record)
+        opened, stream = HeaderStream(record), None
     else:
         opened = layers.store.content.open(layers.get(chain)["blob_digest"], verify=False)
+        stream = open_layer_stream(opened)
     with contextlib.closing(opened) as raw:
-        for member in TarMembers(open_layer_stream(raw), names_only=True):
+        members = TarMembers(raw, names_only=True, threaded=False) if stream is None else \
+            TarMembers(stream, names_only=True)
+        for member in members:
             path = _clean(member.name)
             if not path or path == b".":
                 continue

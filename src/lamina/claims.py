@@ -70,14 +70,19 @@ def _referenced(store: Store, digest: str) -> bool:
 
 def gate(store: Store, path: str):
     """For :meth:`lamina.snapshots.Snapshotter.purge`, a blob in the trash: True if it was dealt
-    with (deleted, or kept because it is referenced again), False to leave it for later (a live
-    process claims it), None if ``path`` is no blob.
+    with (deleted, or kept because it is referenced again) and its trash row dropped, False to
+    leave it for later (a live process claims it), None if ``path`` is no blob.
 
     A blob is filed for deletion by the transaction that stopped referencing it; by the time
     the deletion runs, another process may have found the blob present (its import or load
     made the same bytes) and committed a reference to it, or be about to. So the reference and
     the claims are checked again under the write lock, and the blob is moved aside before the
-    lock is released (see the module docstring for the claim protocol)."""
+    lock is released (see the module docstring for the claim protocol).
+
+    The trash row goes in the same transaction as the decision: a blob kept because it is
+    referenced again can be unreferenced and filed again by the next commit (a build stores a
+    pruned state again, a prune removes it again), and a row deleted after the lock was let go
+    would be that new one, leaving the blob on disk with nothing to delete it."""
     blobs = os.path.join(store.root, "blobs", "sha256") + os.sep
     if not path.startswith(blobs):
         return None
@@ -85,24 +90,27 @@ def gate(store: Store, path: str):
 
     hex_digest = path[len(blobs):]
     aside = os.path.join(store.root, "ingest", f"{os.getpid()}-unclaimed-{hex_digest}")
+    moved = False
     with Transaction(store.db):
-        if _referenced(store, "sha256:" + hex_digest):
-            return True  # wanted again: the file stays, the trash row goes
         ingest = os.path.join(store.root, "ingest")
-        if _live_claim(ingest, hex_digest):
-            return False
-        try:
-            os.rename(path, aside)
-        except FileNotFoundError:
-            return True
-        # a process that claims a blob checks that it exists after claiming it, outside the
-        # lock: one that did so between the look above and the rename uses the blob, so it
-        # goes back (as resolve does)
-        if _live_claim(ingest, hex_digest):
-            os.rename(aside, path)
-            return False
-    point("blob.aside")
-    os.unlink(aside)
+        if not _referenced(store, "sha256:" + hex_digest):  # referenced: the file stays
+            if _live_claim(ingest, hex_digest):
+                return False
+            try:
+                os.rename(path, aside)
+                moved = True
+            except FileNotFoundError:
+                pass
+            # a process that claims a blob checks that it exists after claiming it, outside
+            # the lock: one that did so between the look above and the rename uses the blob,
+            # so it goes back (as resolve does)
+            if moved and _live_claim(ingest, hex_digest):
+                os.rename(aside, path)
+                return False
+        store.db.execute("DELETE FROM trash WHERE path = ?", (path,))
+    if moved:  # a crash from here leaves ingest/<pid>-unclaimed-*: the next command deletes it
+        point("blob.aside")
+        os.unlink(aside)
     return True
 
 

@@ -67,10 +67,11 @@ def disk_usage(paths, known: dict | None = None) -> int:
             st = os.lstat(path)
         except FileNotFoundError:
             continue
-        key = (st.st_dev, st.st_ino)
-        if key in seen:
-            continue
-        seen.add(key)
+        if st.st_nlink > 1 or stat.S_ISDIR(st.st_mode):  # only these can be met twice: a
+            key = (st.st_dev, st.st_ino)  # set of every inode would grow with the tree
+            if key in seen:
+                continue
+            seen.add(key)
         total += st.st_size
         if stat.S_ISDIR(st.st_mode):
             try:

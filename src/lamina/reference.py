@@ -1,15 +1,15 @@
 """Image references as Docker reads them: ``[REGISTRY/]REPOSITORY[:TAG][@DIGEST]``."""
 
 import re
-from dataclasses import dataclass
 
 from .digest import is_digest
 from .errors import InvalidArgument
+from .records import frozen
 
 DOCKER_HUB = "docker.io"
 
 
-@dataclass(frozen=True)
+@frozen
 class Reference:
     """``[REGISTRY/]REPOSITORY[:TAG][@DIGEST]`` split as Docker does (``busybox`` is
     ``docker.io/library/busybox:latest``)."""

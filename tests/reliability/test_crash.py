@@ -483,6 +483,43 @@ def test_trashed_blob_wanted_again_is_kept(store_root, busybox_tar):
     assert [str(f) for f in engine.check()] == []
 
 
+def test_blob_filed_again_while_its_row_was_purged_is_deleted(store_root, busybox_tar):
+    """A purge finds a trashed blob referenced again (a build stored a pruned state again) and
+    drops its trash row; right after its lock is let go, another process removes the image
+    again and files the blob anew. That new row must survive (the gate drops the row in the
+    transaction that decided), so the other process's purge deletes the blob: no unreferenced
+    blob is left (test_prunes_racing_builds_never_fail_them hit this about once in three runs)."""
+    from lamina import Engine
+    from lamina.claims import gate
+    from lamina.metadata import Transaction
+
+    engine = Engine(root=store_root, driver="vfs")
+    other = Engine(root=store_root, driver="vfs")  # the other process's connection
+    image = engine.import_image(busybox_tar, "base")
+    config = engine.content.path(image)
+    with Transaction(engine.db):  # filed by a prune that died, then stored again by a build
+        engine.db.execute("INSERT INTO trash(path, pid) VALUES (?, ?)", (config, 1 << 22))
+    filed_again = []
+
+    def decide_then_race(path):
+        handled = gate(engine.store, path)
+        if path == config and not filed_again:  # the other prune commits; its purge comes later
+            with Transaction(other.db):
+                other.image_store.delete(image)
+            filed_again.append(path)
+        return handled
+
+    engine.snaps.blob_gate = decide_then_race
+    engine.snaps.purge()
+    assert filed_again and os.path.exists(config)
+    with other.store.tx():  # the other prune's end: index.json, then its purge
+        pass
+    assert not os.path.exists(config)
+    assert [str(f) for f in engine.check()] == []
+    other.close()
+    engine.close()
+
+
 def test_failed_commit_leaves_no_blob(store_root, busybox_tar):
     """A commit whose image cannot be stored (its base image went meanwhile, say) takes back the
     layer blob it wrote (lamina.claims.abandon): system check finds no unreferenced blob."""

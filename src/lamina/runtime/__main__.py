@@ -1,5 +1,6 @@
 """``python -S -m lamina.runtime ROOT DRIVER ID FD [IN,OUT,ERR]``: the detached monitor of one
-container (``... ID exited ...``: the same monitor again after its relay saw the exit).
+container (``... ID exited ...``: the same monitor again after its relay saw the exit; ``... ID
+probe ...``: one health probe, run by the relay each interval).
 
 :func:`lamina.runtime.monitor.spawn` starts it (a fresh interpreter, double fork, new session).
 It owns the container until the container's process ends (:func:`lamina.runtime.monitor.serve`)
@@ -12,7 +13,7 @@ import sys
 
 from ..containers import open_containers
 from . import Lifecycle
-from .monitor import serve, serve_exit
+from .monitor import serve, serve_exit, serve_probe
 
 
 def main(argv: list[str]) -> None:
@@ -23,13 +24,16 @@ def main(argv: list[str]) -> None:
         containers = open_containers(root, driver)
         containers.lifecycle = Lifecycle(containers)
     except BaseException as error:  # noqa: BLE001 - reported to the command that waits for it
-        if notify == "exited":  # no command waits: the traceback goes to the monitor's log
+        if notify in ("exited", "probe"):  # no command waits: the traceback goes to the monitor's log
             os.write(2, f"lamina: {error}\n".encode())
             os._exit(1)
         os.write(int(notify), f"125 {error}".encode())
         os._exit(1)
     if notify == "exited":
         serve_exit(containers, container_id, argv[4:])
+        os._exit(0)
+    if notify == "probe":
+        serve_probe(containers, container_id, argv[4:])
         os._exit(0)
     stdio = tuple(int(fd) for fd in argv[4].split(",")) if len(argv) > 4 else (-1, -1, -1)
     serve(containers, container_id, int(notify), stdio)

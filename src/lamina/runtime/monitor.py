@@ -219,7 +219,7 @@ def _ended(containers: ContainerStore, row, code: int, keeper, *, final: bool,
 def _start_checks(containers: ContainerStore, row, *, runtime_name, probe, keeper, pid: int):
     """Start the health checks of the process that has just started (see
     :mod:`lamina.runtime.health`); returns their monitor, to stop when the process ends."""
-    from .health import HealthMonitor, exec_probe
+    from .health import HealthMonitor
 
     runtime = Runtime(containers.store.root, runtime_name)
     bundle = containers.store.bundle_dir(row["id"])
@@ -227,12 +227,7 @@ def _start_checks(containers: ContainerStore, row, *, runtime_name, probe, keepe
         process = json.load(f)["process"]  # the container's user, env, working directory
 
     def run_probe(argv, timeout):
-        exec_id, line = os.urandom(32).hex(), " ".join(argv)  # an exec, with Docker's events
-        containers.event(f"exec_create: {line}", row, execID=exec_id)
-        containers.event(f"exec_start: {line}", row, execID=exec_id)
-        code, output = exec_probe(runtime, row["id"], bundle, process, argv, timeout)
-        containers.event("exec_die", row, execID=exec_id, exitCode=code)
-        return code, output
+        return _exec_probe(containers, row, runtime, process, argv, timeout)
 
     def update(change):
         keeper.update(lambda doc: change(doc["Health"]))
@@ -469,8 +464,8 @@ def serve(containers: ContainerStore, container_id: str, notify: int,
     (:func:`spawn`). IN, OUT and ERR (-1: none) are the attached stdio of :func:`spawn`.
 
     Once the process runs, the monitor becomes the small relay (:mod:`lamina.runtime.relay`)
-    unless the container has a health check (its probes run from this process) or no relay
-    could be built; the relay gives the exit back to :func:`serve_exit`."""
+    unless no relay could be built; the relay runs the health check's probes
+    (:func:`serve_probe`) and gives the exit back to :func:`serve_exit`."""
     os.set_inheritable(notify, False)  # neither runc nor the container may hold it open
     stdin, stdout, stderr = stdio
     for fd in stdio:
@@ -542,13 +537,7 @@ def serve(containers: ContainerStore, container_id: str, notify: int,
 
 def _relay_for(containers: ContainerStore, row) -> str | None:
     """The relay that this container's monitor becomes once its process runs; None when the
-    monitor stays a Python process (a health check to run, or no relay built)."""
-    from .health import probe_of
-
-    config = RunConfig.from_json(row["run_config"])
-    image_config = containers.images.config(row["image_id"]).get("config") or {}
-    if probe_of(config.healthcheck, image_config) is not None:
-        return None
+    monitor stays a Python process (no relay built)."""
     from .relay import binary
 
     return binary()
@@ -565,10 +554,17 @@ def _serve_relayed(containers: ContainerStore, name: str, relay: str, *, stdin, 
     try:
         config = RunConfig.from_json(row["run_config"])
         stops = None
+        state = {}
+        bundle = containers.store.bundle_dir(row["id"])
         if RestartPolicy.parse(config.restart).enabled:
-            runstate.Keeper(containers.store.bundle_dir(row["id"]),
-                            {"RestartCount": 0, "Restarting": False})
+            state.update(RestartCount=0, Restarting=False)
             stops = _StopRequests()
+        if _probe(containers, row, config) is not None:
+            from .health import initial
+
+            state["Health"] = initial(runstate.read(bundle).get("Health"))
+        if state:
+            runstate.write(bundle, state)
         _run_relayed(containers, row, relay, stdin=stdin, clients=clients, fifo=fifo,
                      restarts=0, delay=0.0, stops=stops, on_started=on_started)
     except BaseException:
@@ -621,12 +617,17 @@ def _run_relayed(containers: ContainerStore, row, relay: str, *, stdin, clients,
     _record_started(containers, row, pid)
     if on_started is not None:
         on_started(pid)
-    then = [sys.executable, "-S", "-m", "lamina.runtime", containers.store.root,
-            containers.store.driver, cid, "exited", str(restarts), repr(delay), repr(began),
+    monitor = [sys.executable, "-S", "-m", "lamina.runtime", containers.store.root,
+               containers.store.driver, cid]
+    then = [*monitor, "exited", str(restarts), repr(delay), repr(began),
             "1" if was_mounted else "0", str(fifo)]
+    probe = _probe(containers, row, config)
+    if probe is not None:
+        probe = (probe.interval, [*monitor, "probe", str(pid),
+                                  str(process_start_time(pid) or 0), repr(time.time())])
     argv = command(relay, pid, os.path.join(bundle, LOG_FILE), master=master,
                    output=tuple(output) if output else None, stdin=stdin, clients=clients,
-                   keep=[fifo] if fifo >= 0 else [], then=then)
+                   keep=[fifo] if fifo >= 0 else [], then=then, probe=probe)
     held = sandbox.kept_fds() if sandbox is not None else []  # e.g. published ports stay taken
     for fd in [*passed, *(fd for fd in clients if fd >= 0), *([fifo] if fifo >= 0 else []),
                *held]:
@@ -683,6 +684,10 @@ def serve_exit(containers: ContainerStore, container_id: str, args: list[str]) -
     restarts = _after_exit(containers, row, code, policy, restarts, stops, keeper, backoff,
                            began)
     if restarts is not None:
+        if _probe(containers, row, config) is not None:
+            from .health import initial
+
+            keeper.update(lambda doc: doc.update(Health=initial(doc.get("Health"))))
         relay = binary()
         if fifo < 0 and config.open_stdin:
             fifo = _stdin_fifo(bundle)
@@ -697,3 +702,68 @@ def serve_exit(containers: ContainerStore, container_id: str, args: list[str]) -
                    final=True)
     if config.auto_remove:
         remove_after_run(containers, cid)
+
+
+def _probe(containers: ContainerStore, row, config: RunConfig):
+    """The container's health check (a :class:`lamina.runtime.health.Probe`), or None."""
+    from .health import probe_of
+
+    image_config = containers.images.config(row["image_id"]).get("config") or {}
+    return probe_of(config.healthcheck, image_config)
+
+
+def _exec_probe(containers: ContainerStore, row, runtime: Runtime, process: dict,
+                argv: list[str], timeout: float) -> tuple[int, str]:
+    """Run one probe in the container as an exec, with Docker's exec events around it."""
+    from .health import exec_probe
+
+    exec_id, line = os.urandom(32).hex(), " ".join(argv)
+    containers.event(f"exec_create: {line}", row, execID=exec_id)
+    containers.event(f"exec_start: {line}", row, execID=exec_id)
+    code, output = exec_probe(runtime, row["id"], containers.store.bundle_dir(row["id"]),
+                              process, argv, timeout)
+    containers.event("exec_die", row, execID=exec_id, exitCode=code)
+    return code, output
+
+
+def serve_probe(containers: ContainerStore, container_id: str, args: list[str]) -> None:
+    """One health probe of a relayed container (``python -m lamina.runtime ROOT DRIVER ID probe
+    PID TICKS STARTED``, run by the relay each interval): the probe run in the container, its
+    result recorded in the run state (and ``health_status`` told) as the Python monitor's
+    checks do (:class:`lamina.runtime.health.HealthMonitor`). PID and TICKS (its start time)
+    name the container's process: a failure once it has ended is not counted (the exit
+    decides); STARTED: when it started (seconds), for the start period."""
+    from .. import runstate
+    from ..image import rfc3339
+    from .health import MAX_OUTPUT, initial
+    from .health import record as record_health
+
+    pid, ticks, started = int(args[0]), int(args[1]), float(args[2])
+    try:
+        row = containers.get(container_id)
+    except NotFound:
+        return
+    config = RunConfig.from_json(row["run_config"])
+    probe = _probe(containers, row, config)
+    if probe is None or row["pid"] != pid:
+        return
+    bundle = containers.store.bundle_dir(container_id)
+    with open(os.path.join(bundle, "config.json")) as f:
+        process = json.load(f)["process"]  # the container's user, env, working directory
+    start = time.time()
+    try:
+        code, output = _exec_probe(containers, row, Runtime(containers.store.root, config.runtime),
+                                   process, probe.argv, probe.timeout)
+    except Exception as e:  # noqa: BLE001 - a probe that cannot run is a failed one
+        code, output = -1, str(e)
+    if code != 0 and process_start_time(pid) != ticks:
+        return  # the process ended meanwhile: its exit decides, not this probe
+    entry = {"Start": rfc3339(start), "End": rfc3339(time.time()), "ExitCode": code,
+             "Output": output[:MAX_OUTPUT]}
+    doc = runstate.read(bundle)
+    health = doc.get("Health") or initial(None)
+    changed = record_health(health, probe, {"entry": entry, "start": start}, started)
+    doc["Health"] = health
+    runstate.write(bundle, doc)
+    if changed:
+        containers.event(f"health_status: {changed}", row)

@@ -31,10 +31,10 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass
 
 from ..errors import InvalidArgument, LaminaError, Unavailable
 from ..image import merge_env, process_env
+from ..records import as_dict, frozen
 from ..rootpath import resolve_in_root
 from .users import resolve_user
 
@@ -64,7 +64,7 @@ class RuntimeFailure(LaminaError):
 
 
 # ---------------------------------------------------------------------------------- run options
-@dataclass(frozen=True)
+@frozen
 class RunConfig:
     """What ``lamina run`` adds to the image config; kept with the container (``run_config``) so
     that ``start`` runs it again the same way. Volumes are ``(source, destination, read_only)``:
@@ -114,12 +114,12 @@ class RunConfig:
     api_config: str = ""
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"))
+        return json.dumps(as_dict(self), separators=(",", ":"))
 
     @classmethod
     def from_json(cls, text: str | None) -> RunConfig:
         doc = json.loads(text or "{}")
-        return cls(**{k: _tuples(v) for k, v in doc.items() if k in cls.__dataclass_fields__})
+        return cls(**{k: _tuples(v) for k, v in doc.items() if k in cls.FIELDS})
 
 
 def _tuples(value):

@@ -7,10 +7,13 @@
    clients), copies an attached input into the terminal of a -t container, keeps open what it was
    given (the stdin FIFO of a -i container), and when the process has ended and its output is
    drained, replaces itself with the exit command (the Python side again: records the exit,
-   restarts, removes a --rm container) with the exit code appended.
+   restarts, removes a --rm container) with the exit code appended. A container with a health
+   check also has its probe command run from here, one interval after the start and then one
+   interval after each probe has ended (a short-lived Python process: it runs the probe in the
+   container and records the result), so that no interpreter stays resident for it either.
 
    lamina-relay -p PID -l LOG [-o FD] [-e FD] [-m FD] [-i FD] [-O FD] [-E FD] [-k FD]...
-                -- EXIT_COMMAND [ARG...]
+                [-c MS -a PROBE_WORD...] -- EXIT_COMMAND [ARG...]
      -p  the container's process, a child of this process
      -l  the json-file log ({"log":..., "stream":..., "time":...} a line, as Docker writes it)
      -o, -e  pipes from the process's stdout and stderr
@@ -18,6 +21,8 @@
      -O, -E  attached clients' stdout and stderr (dropped at the first failed write)
      -k  a file descriptor to keep open for the exit command; every other one above 2 is
          closed before it runs
+     -c, -a  the health check: its interval in milliseconds, and its command, a word each -a
+         (it gets no file descriptor above 2; the exit command waits for a probe under way)
 
    Built by lamina/runtime/relay.py with the system's C compiler; no library but libc. */
 #define _GNU_SOURCE
@@ -37,6 +42,7 @@
 
 #define CHUNK 65536
 #define MAX_KEEP 16
+#define MAX_PROBE_WORDS 64
 
 static int log_fd = -1, to_out = -1, to_err = -1;
 
@@ -207,6 +213,31 @@ static void close_all_but(const int *keep, int kept)
 	}
 }
 
+static long long now_ms(void)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (long long)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+/* Start the probe command: a child with every signal as a fresh process has it and no file
+   descriptor but 0-2; its PID, 0 if it could not start. */
+static pid_t start_probe(char **words)
+{
+	sigset_t none;
+	pid_t child = fork();
+
+	if (child != 0)
+		return child < 0 ? 0 : child;
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+	signal(SIGPIPE, SIG_DFL);
+	close_all_but(NULL, 0);
+	execv(words[0], words);
+	_exit(127);
+}
+
 static int status_code(int status)
 {
 	if (WIFEXITED(status))
@@ -219,12 +250,14 @@ static int status_code(int status)
 int main(int argc, char **argv)
 {
 	int pid = 0, out = -1, err = -1, master = -1, in = -1, keep[MAX_KEEP], kept = 0;
-	int opt, code = -1, exited = 0, pidfd;
+	int opt, code = -1, exited = 0, pidfd, probe_fd = -1, words = 0;
+	long long interval = 0, due = 0;
+	pid_t probe = 0;
 	const char *log_path = NULL;
-	char **command, *buffer = malloc(CHUNK);
+	char **command, *buffer = malloc(CHUNK), *probe_argv[MAX_PROBE_WORDS + 1];
 	char number[16];
 
-	while ((opt = getopt(argc, argv, "+p:l:o:e:m:i:O:E:k:")) != -1) {
+	while ((opt = getopt(argc, argv, "+p:l:o:e:m:i:O:E:k:c:a:")) != -1) {
 		int value = optarg ? atoi(optarg) : -1;
 		switch (opt) {
 		case 'p': pid = value; break;
@@ -238,6 +271,11 @@ int main(int argc, char **argv)
 		case 'k':
 			if (kept < MAX_KEEP)
 				keep[kept++] = value;
+			break;
+		case 'c': interval = atoll(optarg); break;
+		case 'a':
+			if (words < MAX_PROBE_WORDS)
+				probe_argv[words++] = optarg;
 			break;
 		default:
 			return 2;
@@ -253,27 +291,47 @@ int main(int argc, char **argv)
 	if (log_path != NULL)
 		log_fd = open(log_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
 	pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+	probe_argv[words] = NULL;
+	if (words == 0)
+		interval = 0; /* no health check */
+	due = now_ms() + interval;
 
 	while (!exited) {
-		struct pollfd fds[5];
-		int n = 0, i, status;
+		struct pollfd fds[6];
+		int n = 0, i, status, timeout = -1;
 
 		fds[n++] = (struct pollfd){.fd = pidfd, .events = POLLIN};
 		fds[n++] = (struct pollfd){.fd = out, .events = POLLIN};
 		fds[n++] = (struct pollfd){.fd = err, .events = POLLIN};
 		fds[n++] = (struct pollfd){.fd = master, .events = POLLIN};
 		fds[n++] = (struct pollfd){.fd = in, .events = POLLIN};
+		fds[n++] = (struct pollfd){.fd = probe_fd, .events = POLLIN};
+		if (interval > 0 && probe == 0) {
+			long long left = due - now_ms();
+			if (left <= 0) {
+				probe = start_probe(probe_argv);
+				probe_fd = probe ? (int)syscall(SYS_pidfd_open, probe, 0) : -1;
+				if (probe && probe_fd < 0) { /* no pidfd: wait for it here */
+					waitpid(probe, NULL, 0);
+					probe = 0;
+				}
+				if (probe == 0)
+					due = now_ms() + interval;
+				continue;
+			}
+			timeout = left > 1000000000 ? 1000000000 : (int)left;
+		}
 		if (pidfd < 0) { /* gone before we looked (or no pidfd): only waitpid can tell */
 			int w = waitpid(pid, &status, 0);
 			code = w == pid ? status_code(status) : 255;
 			break;
 		}
-		if (poll(fds, n, -1) < 0) {
+		if (poll(fds, n, timeout) < 0) {
 			if (errno == EINTR)
 				continue;
 			break;
 		}
-		for (i = 1; i < n; i++) {
+		for (i = 1; i < 5; i++) {
 			ssize_t got;
 			if (fds[i].fd < 0 || !(fds[i].revents & (POLLIN | POLLHUP | POLLERR)))
 				continue;
@@ -290,7 +348,23 @@ int main(int argc, char **argv)
 			} else
 				emit(i == 2 ? 2 : 1, (unsigned char *)buffer, (size_t)got);
 		}
-		if (fds[0].revents & POLLIN) {
+		if (probe_fd >= 0 && (fds[5].revents & POLLIN)) {
+			/* The probe has ended: the next one an interval from now. What it left behind
+			   (runc's orphans) comes to this subreaper too; the container's process may be
+			   among them, and its status is then the one kept. */
+			int w;
+			waitpid(probe, NULL, 0);
+			close(probe_fd);
+			probe_fd = -1;
+			probe = 0;
+			due = now_ms() + interval;
+			while ((w = waitpid(-1, &status, WNOHANG)) > 0)
+				if (w == pid) {
+					code = status_code(status);
+					exited = 1;
+				}
+		}
+		if (!exited && (fds[0].revents & POLLIN)) {
 			/* It has ended: its status is ours at once, or soon (pidfd_open's readiness may
 			   come a moment before the zombie can be waited for). */
 			int w;
@@ -303,6 +377,8 @@ int main(int argc, char **argv)
 	}
 	if (code < 0)
 		code = 255; /* not our child after all: its status went elsewhere */
+	if (probe) /* a probe under way ends within its timeout; it records before the exit does */
+		waitpid(probe, NULL, 0);
 	/* What the process wrote before it ended is still in the pipes or the terminal. */
 	while (out >= 0 || err >= 0 || master >= 0) {
 		struct pollfd fds[3] = {{.fd = out, .events = POLLIN}, {.fd = err, .events = POLLIN},

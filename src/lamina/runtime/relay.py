@@ -12,8 +12,10 @@ of resident memory, against some thirty for a Python interpreter and a foregroun
 
 The relay is compiled from its source on first use with the system's C compiler (``cc``,
 ``scripts/setup`` installs gcc) into this package's ``__pycache__`` (``~/.cache/lamina`` where
-that is read-only), named by a checksum of the source; :func:`binary` is None when it cannot be built, and the monitor then stays a Python
-process throughout, as it does for a container with a health check.
+that is read-only), named by a checksum of the source; :func:`binary` is None when it cannot be
+built, and the monitor then stays a Python process throughout. A container's health check runs
+from the relay too: each interval it starts a short-lived ``python -m lamina.runtime ... probe``
+(:func:`lamina.runtime.monitor.serve_probe`), which runs the probe and records its result.
 """
 
 from __future__ import annotations
@@ -121,12 +123,19 @@ def start(runtime: Runtime, container_id: str, bundle: str, *, stdin: int | None
 
 def command(relay: str, pid: int, log: str, *, output: tuple[int, int] | None = None,
             master: int | None = None, stdin: int | None = None,
-            clients: tuple[int, int] = (-1, -1), keep=(), then: list[str]) -> list[str]:
+            clients: tuple[int, int] = (-1, -1), keep=(), then: list[str],
+            probe: tuple[float, list[str]] | None = None) -> list[str]:
     """The relay's argv for the process ``pid``: its output from the pipes ``output`` (stdout,
     stderr) or the terminal ``master`` (with ``stdin`` copied into it), to ``log`` and the
     attached ``clients`` (stdout, stderr; -1: none); ``keep``: file descriptors the exit
-    command ``then`` (the exit code is appended to it) inherits."""
+    command ``then`` (the exit code is appended to it) inherits; ``probe``: (interval in
+    seconds, command) of a health check, the command run one interval after the start and then
+    one interval after each run has ended."""
     argv = [relay, "-p", str(pid), "-l", log]
+    if probe is not None:
+        argv += ["-c", str(max(1, round(probe[0] * 1000)))]
+        for word in probe[1]:
+            argv += ["-a", word]
     if output is not None:
         argv += ["-o", str(output[0]), "-e", str(output[1])]
     if master is not None:

@@ -15,9 +15,8 @@ its ``RestartCount``, as Docker's ``start`` does.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from ..errors import InvalidArgument
+from ..records import frozen
 
 NAMES = ("no", "on-failure", "always", "unless-stopped")
 FIRST_DELAY = 0.1  # seconds before the first restart
@@ -25,7 +24,7 @@ MAX_DELAY = 60.0
 RESET_AFTER = 10.0  # seconds of running after which the delay starts again at FIRST_DELAY
 
 
-@dataclass(frozen=True)
+@frozen
 class RestartPolicy:
     name: str = "no"
     maximum_retry_count: int = 0  # on-failure only; 0: no limit

@@ -7,9 +7,8 @@ the host's: a numeric uid need not exist there, a name must.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from ..errors import NotFound
+from ..records import frozen
 from ..rootpath import resolve_in_root
 
 
@@ -25,7 +24,7 @@ def _table(text: str) -> list[list[str]]:
     return [line.split(":") for line in text.splitlines() if line and not line.startswith("#")]
 
 
-@dataclass(frozen=True)
+@frozen
 class User:
     uid: int
     gid: int

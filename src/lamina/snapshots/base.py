@@ -157,7 +157,9 @@ class Snapshotter:
 
     pending = False
     independent_diffs = False  # True where a layer can be extracted before its parent exists
-    blob_gate = None  # set by the engine: decides about blobs in the trash (lamina.claims.gate)
+    blob_gate = None  # set by the engine: decides about blobs in the trash (lamina.claims.gate);
+    # it returns None for a path it does not handle, False to keep the row, True once it
+    # dealt with the path and dropped its row
     staged: tuple | list = ()  # (row id, marker) of snapshots this process made, not yet settled
 
     def _stage(self, row_id: str) -> None:
@@ -223,7 +225,9 @@ class Snapshotter:
             if handled is None:
                 remove_tree(path)
             point("purge.mid")
-            self.db.execute("DELETE FROM trash WHERE path = ?", (path,))
+            if handled is None:  # a gate drops the row in the transaction that decided: a
+                # blob's or volume's path can be filed again the moment its lock is let go
+                self.db.execute("DELETE FROM trash WHERE path = ?", (path,))
             done += 1
         return done
 
