@@ -4,7 +4,7 @@ and `podman system service` (issue 11's benchmark).
 
     python3 bench/api.py [--reps N] [--only NAME...] [--servers lamina,docker,podman]
 
-Benchmarks (names for --only): create, run, images, inspect, ps, parallel.
+Benchmarks (names for --only): create, run, images, inspect, requests, ps, parallel.
 Each server runs on a private store under /var/tmp/lamina-bench/api/ and gets the same busybox
 image (POST /images/create?fromSrc=- of examples/busybox-rootfs.sh's tar); the same docker CLI
 commands are then timed against each (DOCKER_HOST per server), interleaved round-robin, and
@@ -38,7 +38,7 @@ import run as cli_bench  # noqa: E402  (bench/run.py: the data tar, timing and f
 from peers import BASE, Docker, Podman, log, remove_tree, unmount_all  # noqa: E402
 
 API_BASE = BASE / "api"
-BENCHES = ["create", "run", "images", "inspect", "ps", "parallel"]
+BENCHES = ["create", "run", "images", "inspect", "requests", "ps", "parallel"]
 SERVERS = ["lamina", "docker", "podman"]
 IMAGE = "bench-busybox"
 INSPECTED = "bench-inspect"      # the container `inspect` looks at
@@ -334,6 +334,8 @@ def fmt(value, kind: str) -> str:
         return value.replace("|", "/")
     if value is None:
         return "-"
+    if kind == "ms":
+        return f"{value * 1e3:.2f} ms"
     return f"{value:.0f}/s" if kind == "rate" else cli_bench.fmt_t(value)
 
 
@@ -430,6 +432,71 @@ def bench_inspect(servers, res: Results, reps: int) -> None:
     for s in servers:
         if s.name not in failed:
             remove_containers(s, [INSPECTED])
+
+
+def read_answer(sock: socket.socket, head: bool, buf: bytes) -> bytes:
+    """One response off a keep-alive connection (Content-Length or chunked; none after a
+    HEAD); returns what was read past it."""
+    while b"\r\n\r\n" not in buf:
+        more = sock.recv(1 << 16)
+        if not more:
+            raise ConnectionError("closed before an answer")
+        buf += more
+    top, _, rest = buf.partition(b"\r\n\r\n")
+    lines = top.lower().split(b"\r\n")
+    if not lines[0].split()[1].startswith(b"2"):
+        raise RuntimeError(f"status {lines[0].decode(errors='replace')}")
+    if head:
+        return rest
+    length = next((int(line.split(b":")[1]) for line in lines if line.startswith(b"content-length:")),
+                  None)
+    if length is None:  # chunked
+        while b"0\r\n\r\n" not in rest:
+            rest += sock.recv(1 << 16)
+        return rest.partition(b"0\r\n\r\n")[2]
+    while len(rest) < length:
+        rest += sock.recv(1 << 16)
+    return rest[length:]
+
+
+def ping_then_get(sock: Path, path: str) -> float:
+    """What the docker CLI sends for `images` or `image inspect`, on one new connection:
+    `HEAD /_ping`, then one GET; seconds to the end of the second answer."""
+    agent = b"User-Agent: Docker-Client/28.2.2 (linux)\r\nHost: api.moby.localhost\r\n\r\n"
+    t0 = time.perf_counter()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(60)
+        s.connect(str(sock))
+        s.sendall(b"HEAD /_ping HTTP/1.1\r\n" + agent)
+        rest = read_answer(s, True, b"")
+        s.sendall(f"GET {path} HTTP/1.1\r\n".encode() + agent)
+        read_answer(s, False, rest)
+    return time.perf_counter() - t0
+
+
+def bench_requests(servers, res: Results, reps: int) -> None:
+    """The exchanges of `docker images` and `docker image inspect` without the CLI's process
+    (most of its wall time): this script's own client, 20 x reps connections each, round-robin."""
+    for label, path in (("`images`", f"{API}/images/json"),
+                        ("`image inspect`", f"{API}/images/{IMAGE}/json")):
+        samples: dict[str, list[float]] = {s.name: [] for s in servers}
+        values: dict[str, object] = {}
+        for i in range(20 * reps + 1):
+            for s in servers:
+                if s.name in values:
+                    continue
+                try:
+                    t = ping_then_get(s.sock, path)
+                except Exception as e:  # noqa: BLE001
+                    values[s.name] = res.failed("requests", s.name, e)
+                    continue
+                if i > 0:
+                    samples[s.name].append(t)
+        for s in servers:
+            if s.name not in values:
+                values[s.name] = statistics.median(samples[s.name])
+        res.row(f"{label}'s requests alone: `HEAD /_ping` + `GET {path}` on one connection "
+                f"(median of {20 * reps})", values, "ms")
 
 
 def populate(servers, res: Results) -> dict[str, str]:
@@ -574,7 +641,7 @@ def main(argv: list[str]) -> int:
                 down[s.name] = res.failed("start", s.name, e)
         cli_bench.sync()
         for bench, fn in (("create", bench_create), ("run", bench_run), ("images", bench_images),
-                          ("inspect", bench_inspect)):
+                          ("inspect", bench_inspect), ("requests", bench_requests)):
             if bench in selected:
                 log(f"benchmark: {bench}")
                 fn(servers, res, args.reps)

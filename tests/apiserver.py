@@ -141,4 +141,6 @@ def docker_clis(prefix: str, busybox_tar: str):
                                       capture_output=True, timeout=120, check=False)
             return docker
 
-        yield runner(dockerd.env), runner(server.env())
+        docker, lamina = runner(dockerd.env), runner(server.env())
+        lamina.server = server  # for lamina's own CLI on the served store
+        yield docker, lamina

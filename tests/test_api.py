@@ -143,6 +143,49 @@ def test_tty_run_through_a_terminal(api, tmp_path):
     assert out.read_text().strip() == "4"
 
 
+def _screen(session: str) -> str:
+    return subprocess.run(["tmux", "capture-pane", "-pt", session], capture_output=True,
+                          text=True, check=False).stdout
+
+
+def test_resize_through_a_terminal(api):
+    """``docker run -it`` and ``docker exec -it`` in tmux: the process starts with the window's
+    size; the window then made larger, the docker CLI sends POST /containers/{id}/resize and
+    /exec/{id}/resize, and the process in the
+    container is woken by SIGWINCH (its trap prints ``stty size``) and sees the new size. (For
+    ``run``, the CLI also sends the container a SIGWINCH itself; for ``exec`` it does not.)"""
+    if subprocess.run(["which", "tmux"], capture_output=True, check=False).returncode != 0:
+        pytest.skip("tmux is not installed")
+    env = " ".join(f"{k}={v}" for k, v in api.env().items() if k.startswith("DOCKER"))
+    api.docker("run", "-d", "--name", "bg", "busybox", "sleep", "300")
+    watch = "stty size; trap 'stty size' WINCH; echo ready; while :; do sleep 0.1; done"
+    for verb in (f"run -it --rm busybox sh -c \"{watch}\"", f"exec -it bg sh -c \"{watch}\""):
+        session = f"lamina-resize-{os.getpid()}"
+        subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "100", "-y", "30",
+                        f"{env} {DOCKER} {verb}; sleep 30"], check=True)
+
+        try:
+            deadline = time.monotonic() + 20
+            while "ready" not in _screen(session) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert "ready" in _screen(session), _screen(session)
+            # the size from the start (ConsoleSize in the create: runc sets it before the
+            # process runs), not 0 0 until a resize comes
+            assert _screen(session).splitlines()[0] == "30 100", (verb, _screen(session))
+            subprocess.run(["tmux", "resize-window", "-t", session, "-x", "123", "-y", "41"],
+                           check=True)
+            size = subprocess.run(["tmux", "display", "-p", "-t", session,
+                                   "#{pane_height} #{pane_width}"], capture_output=True,
+                                  text=True, check=True).stdout.strip()
+            assert size == "41 123"
+            while size not in _screen(session).splitlines() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert size in _screen(session).splitlines(), (verb, _screen(session))
+        finally:
+            subprocess.run(["tmux", "kill-session", "-t", session], check=False)
+    api.docker("rm", "-f", "bg")
+
+
 # ------------------------------------------------------------------------ docker-py
 def test_docker_py_containers(api):
     client = api.client()

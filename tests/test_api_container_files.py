@@ -384,6 +384,24 @@ def test_resize(api):
     api.docker("create", "--name", "c", "busybox", "sh")
     assert request(api.socket, "POST", "/containers/c/resize?h=1&w=1")[0] == 409
     assert request(api.socket, "POST", "/containers/nosuch/resize?h=1&w=1")[0] == 404
+    # an exec's terminal: a size given before the start is the one it starts with; one given
+    # while it runs reaches its pty; an exec without a terminal answers 200 (Docker's answers)
+    low = api.client().api
+    early = low.exec_create("tty", ["stty", "size"], tty=True)
+    low.exec_resize(early["Id"], height=12, width=34)
+    assert low.exec_start(early["Id"]) == b"12 34\r\n"
+    running = low.exec_create("tty", ["sleep", "30"], tty=True)
+    low.exec_start(running["Id"], detach=True)
+    low.exec_resize(running["Id"], height=21, width=43)
+    pid = low.exec_inspect(running["Id"])["Pid"]
+    assert pid and api.docker("exec", "tty", "sh", "-c",
+                              "stty -F /proc/$(pidof sleep)/fd/0 size").stdout == "21 43\n"
+    plain = low.exec_create("plain", ["true"])
+    status, headers, body = request(api.socket, "POST", f"/exec/{plain['Id']}/resize?h=1&w=1")
+    assert (status, body) == (200, b"")
+    status, _, body = request(api.socket, "POST", f"/exec/{plain['Id']}/resize?h=1&w=y")
+    assert (status, json.loads(body)["message"]) == (
+        400, 'strconv.Atoi: parsing "y": invalid syntax')
 
 
 def test_stats(api):

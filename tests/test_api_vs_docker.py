@@ -138,3 +138,70 @@ def test_bind_propagation_as_docker_answers(engines, tmp_path):
     assert "is not a shared mount" in starts[1].stderr
     d, lam = both(engines, "create", "-v", "vol:/m:rshared", "busybox", "true")
     assert (d.returncode, d.stderr) == (lam.returncode, lam.stderr) and d.returncode != 0
+
+
+# -v values and --mount values whose inspect (Mounts, HostConfig.Binds, HostConfig.Mounts) must
+# be Docker's: a -v's mode as written, in any order and combination, binds and named volumes
+# in Binds, --mount ones only in HostConfig.Mounts
+MOUNT_CASES = (["-v", "SRC:/a:z,slave"], ["-v", "SRC:/a:rslave,ro,z"], ["-v", "SRC:/a:rw"],
+               ["-v", "SRC:/a:cached,ro"], ["-v", "SRC:/a"], ["-v", "vol-ro:/a:ro"],
+               ["-v", "vol-nc:/a:nocopy,z"], ["-v", "vol-plain:/a"], ["-v", "/a"],
+               ["--mount", "type=bind,src=SRC,dst=/a,readonly"],
+               ["--mount", "type=bind,source=SRC,target=/a/,bind-propagation=rslave"],
+               ["--mount", "type=volume,src=mnt-vol,dst=/a,ro"], ["--mount", "type=volume,dst=/a"],
+               ["--mount", "type=bind,src=SRC,dst=/a", "-v", "SRC:/b:ro,Z"])
+INSPECTED = "{{json .Mounts}} {{json .HostConfig.Binds}} {{json .HostConfig.Mounts}}"
+
+
+def _mounts(text: str) -> list:
+    """inspect's Mounts in a comparable form: by destination, a volume's source named from the
+    store's volumes directory on, anonymous volumes' IDs masked."""
+    mounts = json.loads(text)
+    for m in mounts:
+        if m["Type"] == "volume":
+            m["Source"] = HEX.sub("<id>", m["Source"].rpartition("/volumes/")[2])
+            m["Name"] = HEX.sub("<id>", m["Name"])
+    return sorted(mounts, key=lambda m: m["Destination"])
+
+
+def test_mount_modes_binds_and_mounts_as_docker_shows_them(engines, tmp_path):
+    lamina = engines[1]
+    src = str(tmp_path)
+    for case in MOUNT_CASES:
+        args = [a.replace("SRC", src) for a in case]
+        shown = []
+        for engine in engines:
+            made = engine("create", "--network", "none", *args, "busybox", "true")
+            assert made.returncode == 0, (case, made.stderr)
+            shown.append(engine("inspect", "-f", INSPECTED, made.stdout.strip()).stdout.split(" "))
+            engine("rm", "-v", made.stdout.strip())
+        (docker_mounts, docker_binds, docker_host_mounts), (mounts, binds, host_mounts) = shown
+        assert _mounts(docker_mounts) == _mounts(mounts), case
+        # the docker CLI gathers -v values in a Go map before it sends them: Binds as sets
+        docker_binds, binds = json.loads(docker_binds), json.loads(binds)
+        assert (docker_binds is None) == (binds is None), case
+        assert sorted(docker_binds or []) == sorted(binds or []), case
+        assert json.loads(docker_host_mounts) == json.loads(host_mounts), case
+        # lamina's own CLI on the served store shows the same
+        cid = lamina.server.lamina("create", "--network", "none", *args, "busybox",
+                                   "true").stdout.strip()
+        doc = json.loads(lamina.server.lamina("inspect", cid).stdout)[0]
+        lamina.server.lamina("rm", cid)
+        assert _mounts(json.dumps(doc["Mounts"])) == _mounts(mounts), case
+        assert sorted(doc["HostConfig"]["Binds"] or []) == sorted(binds or []), case
+        assert doc["HostConfig"].get("Mounts") == json.loads(host_mounts), case
+
+
+def test_mount_modes_docker_refuses_and_nocopy(engines, tmp_path):
+    src = str(tmp_path)
+    for mode in ("z,Z", "ro,", "ro,rw", "nocopy", "slave,private", "bogus"):
+        d, lam = both(engines, "create", "-v", f"{src}:/a:{mode}", "busybox", "true")
+        assert d.returncode == lam.returncode != 0 and d.stderr == lam.stderr, mode
+    # nocopy: the volume starts empty instead of with the image's /etc
+    d, lam = both(engines, "run", "--rm", "--network", "none", "-v", "nocopy-etc:/etc:nocopy",
+                  "busybox", "cat", "/etc/passwd")
+    assert d.returncode == lam.returncode == 1 and "No such file" in lam.stderr
+    d, lam = both(engines, "run", "--rm", "--network", "none", "-v", "copied-etc:/etc",
+                  "busybox", "cat", "/etc/passwd")
+    assert d.returncode == lam.returncode == 0 and d.stdout == lam.stdout
+    both(engines, "volume", "rm", "nocopy-etc", "copied-etc")

@@ -214,3 +214,21 @@ def test_run_rm_with_a_prune_after_its_exit_removes_its_anonymous_volume(setup, 
 def _store_mounts(root: str) -> list[str]:
     with open("/proc/self/mountinfo") as f:
         return [line for line in f if f" {root}/" in line]
+
+
+def test_reads_in_one_block_see_one_state_of_the_store(engine, store_root, driver, busybox_tar):
+    """Store.reading(): the queries of a block (the API's image list and inspect) see the store
+    as it was when the block began, while another process tags; after it, the new tag shows.
+    Nested blocks and a write transaction after one work as before."""
+    engine.import_image(busybox_tar, "base")
+    image_id = engine.image_store.resolve("base")
+    with engine.store.reading():
+        assert engine.image_store.tags(image_id) == ["base:latest"]
+        Lamina(store_root, driver)("tag", "base", "other:1")  # another process commits
+        with engine.store.reading():  # nested: part of the outer block
+            assert engine.image_store.tags(image_id) == ["base:latest"]
+        assert engine.db.in_transaction
+    assert not engine.db.in_transaction
+    assert sorted(engine.image_store.tags(image_id)) == ["base:latest", "other:1"]
+    engine.tag("base", "third:1")  # a write transaction after the block
+    assert "third:1" in engine.image_store.tags(image_id)

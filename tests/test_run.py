@@ -409,6 +409,37 @@ def test_run_it_gives_the_container_a_terminal(store):
         os.close(master)
 
 
+def test_run_and_exec_it_start_with_the_callers_window_size(store):
+    """`lamina run -it` and `exec -it`: the process's terminal has the caller's size before the
+    process runs (runc sets the spec's consoleSize), so a first `stty size` sees it; a size set
+    once it runs came too late for one that quick, now and then ("stty: standard input")."""
+    import fcntl
+    import pty
+    import struct
+    import sys
+    import termios
+
+    store("run", "-d", "--name", "bg", "busybox", "sleep", "60")
+    lamina = [sys.executable, "-m", "lamina", "--root", store.root, "--driver", store.driver]
+    for verb in (["run", "-it", "--rm", "busybox"], ["exec", "-it", "bg"]):
+        for _ in range(3):
+            pid, master = pty.fork()
+            if pid == 0:
+                fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", 31, 101, 0, 0))
+                os.execv(sys.executable, [*lamina, *verb, "stty", "size"])
+            try:
+                shown = _read_until(master, b"\r\n")
+                assert shown.endswith(b"31 101\r\n"), (verb, shown)
+                os.waitpid(pid, 0)
+                pid = 0
+            finally:
+                if pid:
+                    os.kill(pid, signal.SIGKILL)
+                    os.waitpid(pid, 0)
+                os.close(master)
+    store("rm", "-f", "bg")
+
+
 def test_detached_tty_is_logged_and_exec_t_gets_a_terminal(store, store_root):
     """`run -d -t`: the monitor keeps the terminal and writes what it shows to the log;
     `exec -t` without a terminal of its own still gives the process one. The console socket
@@ -490,13 +521,13 @@ def test_a_container_being_run_is_owned_from_its_creation(store, store_root, tmp
     seen = {}
     attach = volumes.attach
 
-    def others_meanwhile(engine, cid, specs, rootfs):
+    def others_meanwhile(engine, cid, specs, rootfs, binds=()):
         seen["cid"] = cid
         seen["prune"] = store("container", "prune", "-f")
         seen["rm"] = store("rm", cid, check=False)
         seen["ps"] = json.loads(store("ps", "--format", "json").stdout)
         seen["inspect"] = json.loads(store("inspect", cid).stdout)[0]
-        return attach(engine, cid, specs, rootfs)
+        return attach(engine, cid, specs, rootfs, binds)
 
     monkeypatch.setattr(volumes, "attach", others_meanwhile)
     out = tmp_path / "out"
@@ -534,10 +565,10 @@ def test_run_detached_hands_its_claim_to_the_monitor(store, store_root, monkeypa
     seen = {}
     attach = volumes.attach
 
-    def prune_meanwhile(engine, cid, specs, rootfs):
+    def prune_meanwhile(engine, cid, specs, rootfs, binds=()):
         seen["cid"] = cid
         seen["prune"] = store("container", "prune", "-f")
-        return attach(engine, cid, specs, rootfs)
+        return attach(engine, cid, specs, rootfs, binds)
 
     monkeypatch.setattr(volumes, "attach", prune_meanwhile)
     engine = Engine(root=store_root)
@@ -573,7 +604,7 @@ def test_a_run_that_fails_before_its_process_gives_the_claim_back(store, store_r
     from lamina.runtime.oci import RunConfig, RuntimeFailure
     from lamina.runtime.ownership import release
 
-    def fails(engine, cid, specs, rootfs):
+    def fails(engine, cid, specs, rootfs, binds=()):
         raise LaminaError("seeding failed")
 
     engine = Engine(root=store_root)

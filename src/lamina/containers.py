@@ -289,8 +289,9 @@ class ContainerStore:
         config.update({k: v for k, v in (api.get("Config") or {}).items()
                        if k not in ("Env", "Image", "Labels", "Hostname")})
         host_config = {
-            "Binds": [":".join([src, dst, volumes.bind_mode(run, dst, ro)[0]]).rstrip(":")
-                      for src, dst, ro in run.get("volumes", ()) if src.startswith("/")] or None,
+            "Binds": (list(run["binds"]) if "binds" in run else [  # else: made before it was kept
+                ":".join([src, dst, volumes.mount_mode(run, src, dst, ro)[0]]).rstrip(":")
+                for src, dst, ro in run.get("volumes", ()) if src.startswith("/")]) or None,
             "ContainerIDFile": "", "LogConfig": {"Type": "json-file", "Config": {}},
             "NetworkMode": network, "PortBindings": networks.port_bindings(run.get("ports")),
             "RestartPolicy": _restart_policy(run.get("restart")),
@@ -317,17 +318,19 @@ class ContainerStore:
             host_config["Init"] = True  # Docker leaves it out unless set
         host_config.update({k: v for k, v in (api.get("HostConfig") or {}).items()
                             if k not in ("NetworkMode", "AutoRemove", "ReadonlyRootfs")})
+        if run.get("mounts"):
+            host_config["Mounts"] = json.loads(run["mounts"])
         volume_mounts = []
         for src, dst, ro in run.get("volumes", ()):
+            mode, propagation = volumes.mount_mode(run, src, dst, ro)
             if src.startswith("/"):
-                mode, propagation = volumes.bind_mode(run, dst, ro)
                 volume_mounts.append({"Type": "bind", "Source": src, "Destination": dst,
                                       "Mode": mode, "RW": not ro, "Propagation": propagation})
             else:
                 volume_mounts.append({"Type": "volume", "Name": src,
                                       "Source": os.path.join(self.store.root, "volumes", src, "_data"),
-                                      "Destination": dst, "Driver": "local", "Mode": "z" if not ro
-                                      else "ro", "RW": not ro, "Propagation": ""})
+                                      "Destination": dst, "Driver": "local", "Mode": mode,
+                                      "RW": not ro, "Propagation": ""})
         never = "0001-01-01T00:00:00Z"
         doc = {
             "Id": r["id"],

@@ -325,6 +325,29 @@ class Transaction:
             raise _store_error(exc) from None  # e.g. a full disk inside the block
 
 
+class Reading:
+    """``with Reading(db):`` reads in one snapshot: a deferred transaction around the block, so
+    its queries see one state of the store and pay for starting a read (the WAL index looked
+    up, the cache checked) once instead of once a statement (a query of ``images`` took 35 us
+    alone and 13 us in a block). Inside a transaction already, it adds nothing. Writing inside
+    the block is a mistake (a Transaction cannot start in it): keep it for reads."""
+
+    def __init__(self, db: sqlite3.Connection):
+        self.db = db
+        self.began = False
+
+    def __enter__(self):
+        if not self.db.in_transaction:
+            self.db.execute("BEGIN")
+            self.began = True
+        return self.db
+
+    def __exit__(self, *exc) -> None:
+        if self.began:
+            self.began = False
+            self.db.execute("COMMIT")  # ends a read: nothing to write, nothing to fail
+
+
 def _store_error(error: sqlite3.Error):
     """A one-line LaminaError for a database failure (a full disk, most often)."""
     from .errors import LaminaError

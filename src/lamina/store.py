@@ -17,7 +17,7 @@ import os
 import stat
 
 from .errors import FailedPrecondition, InvalidArgument, LaminaError, Unavailable
-from .metadata import Transaction, connect, sqlite3  # the C module: see metadata
+from .metadata import Reading, Transaction, connect, sqlite3  # the C module: see metadata
 from .processes import alive
 from .snapshots import DRIVERS, open_snapshotter
 from .userns import in_user_namespace, user_data_root
@@ -139,6 +139,11 @@ class Store:
     def tx(self) -> Transaction:
         """A write transaction; data of snapshots it removed is deleted once it has committed."""
         return Transaction(self.db, after=self._after_commit)
+
+    def reading(self) -> Reading:
+        """A block of reads that see one state of the store (and start one read, not one a
+        query: see :class:`lamina.metadata.Reading`)."""
+        return Reading(self.db)
 
     def _after_commit(self) -> None:
         if self.snaps.staged:  # snapshots made in the transaction: keep if committed, else delete

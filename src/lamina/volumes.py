@@ -41,43 +41,63 @@ def parse_volume(text: str) -> tuple[str, str, bool]:
     return parse_volume_propagation(text)[0]
 
 
+# Docker's mode words for -v, by kind: at most one of each kind (ValidMountMode of its linux
+# parser). z and Z relabel for SELinux, which these machines do not run; cached, delegated and
+# consistent are Docker Desktop's, accepted and without effect on Linux, as Docker has them.
+_MODE_KINDS = {"ro": "rw", "rw": "rw", "z": "label", "Z": "label", "nocopy": "copy",
+               "consistent": "consistency", "cached": "consistency", "delegated": "consistency",
+               **dict.fromkeys(PROPAGATIONS, "propagation")}
+
+
+def split_volume(text: str) -> tuple[str, str, str]:
+    """``-v`` syntax -> (source, destination, mode) as written (``""`` for what is left out)."""
+    parts = text.split(":")
+    if len(parts) == 1:
+        return "", parts[0], ""
+    if len(parts) == 2:
+        return parts[0], parts[1], ""
+    if len(parts) == 3:
+        return parts[0], parts[1], parts[2]
+    raise InvalidArgument(f"invalid volume specification: {text!r}")
+
+
 def parse_volume_propagation(text: str) -> tuple[tuple[str, str, bool], str]:
     """``-v`` syntax -> ((source, destination, read_only), propagation): the bind propagation
     its mode names (``rshared``...; ``""`` when none, which is rprivate), as Docker allows it
     on host paths only."""
-    parts = text.split(":")
-    if len(parts) == 1:
-        source, destination, mode = "", parts[0], ""
-    elif len(parts) == 2:
-        source, destination, mode = parts[0], parts[1], ""
-    elif len(parts) == 3:
-        source, destination, mode = parts
-    else:
-        raise InvalidArgument(f"invalid volume specification: {text!r}")
+    source, destination, mode = split_volume(text)
     if not destination.startswith("/"):
         raise InvalidArgument(f"invalid volume specification: {text!r}: the destination "
                               f"{destination!r} must be an absolute path")
     if destination.rstrip("/") == "":
         raise InvalidArgument(f"invalid volume specification: {text!r}: destination can't be '/'")
-    modes = [m for m in mode.split(",") if m]
-    propagation = [m for m in modes if m in PROPAGATIONS]
-    if any(m not in ("ro", "rw", "z", "Z", *PROPAGATIONS) for m in modes) or \
-            ("ro" in modes and "rw" in modes) or len(propagation) > 1:
-        raise InvalidArgument(f"invalid volume specification: {text!r}: invalid mode {mode!r}")
+    modes = mode.split(",") if mode else []
+    kinds = [_MODE_KINDS.get(m) for m in modes]
+    if None in kinds or len(set(kinds)) != len(kinds):
+        raise InvalidArgument(f"invalid mode: {mode}")
     if source and not source.startswith("/") and not _NAME.match(source):
         raise InvalidArgument(
             f"{source!r} includes invalid characters for a local volume name, only "
             "\"[a-zA-Z0-9][a-zA-Z0-9_.-]\" are allowed. If you intended to pass a host directory, "
             "use absolute path")
+    propagation = "".join(m for m in modes if m in PROPAGATIONS)
     if propagation and not source.startswith("/"):
         raise InvalidArgument(f"invalid volume specification: {text!r}: invalid mount config "
                               "for type \"volume\": field BindOptions must not be specified")
-    return (source, os.path.normpath(destination), "ro" in modes), "".join(propagation)
+    if "nocopy" in modes and source.startswith("/"):
+        raise InvalidArgument(f"invalid volume specification: {text!r}: invalid mount config "
+                              "for type \"bind\": field VolumeOptions must not be specified")
+    return (source, os.path.normpath(destination), "ro" in modes), propagation
 
 
 def parse_mount(text: str) -> tuple[tuple[str, str, bool], str]:
     """``--mount`` syntax (``type=bind|volume,source=..,target=..[,readonly][,bind-propagation=
     ..]``) -> ((source, destination, read_only), propagation), as :func:`mount_spec`."""
+    return mount_spec(*_mount_fields(text))
+
+
+def _mount_fields(text: str) -> tuple[str, str, str, bool, str]:
+    """``--mount`` syntax -> (type, source, target, read_only, propagation) as given."""
     fields: dict[str, str] = {}
     for part in text.split(","):
         key, eq, value = part.partition("=")
@@ -97,16 +117,74 @@ def parse_mount(text: str) -> tuple[tuple[str, str, bool], str]:
     if readonly not in ("1", "true", "0", "false"):
         raise InvalidArgument(f"invalid argument {text!r} for \"--mount\" flag: invalid value "
                               f"for readonly: {fields['readonly']}")
-    return mount_spec(fields.get("type", "volume"), fields.get("source", ""),
-                      fields.get("target", ""), readonly in ("1", "true"),
-                      fields.get("bind-propagation", ""))
+    return (fields.get("type", "volume"), fields.get("source", ""), fields.get("target", ""),
+            readonly in ("1", "true"), fields.get("bind-propagation", ""))
 
 
-def volume_fields(specs) -> dict:
+def volume_fields(specs, binds=(), mounts=()) -> dict:
     """RunConfig's ``volumes`` and ``bind_propagation`` from parsed ((source, destination,
-    read_only), propagation) pairs."""
+    read_only), propagation) pairs; ``binds`` (the ``-v`` values, Docker's HostConfig.Binds) and
+    ``mounts`` (the ``--mount`` values as :func:`mount_document` makes them) as given, which
+    inspect shows."""
+    import json
+
     return {"volumes": tuple(spec for spec, _ in specs),
-            "bind_propagation": tuple((spec[1], mode) for spec, mode in specs if mode)}
+            "bind_propagation": tuple((spec[1], mode) for spec, mode in specs if mode),
+            "binds": tuple(binds),
+            "mounts": json.dumps(list(mounts), separators=(",", ":")) if mounts else ""}
+
+
+def cli_volume_fields(volume_texts, mount_texts) -> dict:
+    """:func:`volume_fields` of ``-v`` and ``--mount`` values, as the docker CLI sends them: a
+    ``-v`` with a destination is a bind (HostConfig.Binds), one without an anonymous volume
+    (Config.Volumes), a ``--mount`` one of HostConfig.Mounts."""
+    specs = [parse_volume_propagation(v) for v in volume_texts]
+    documents = []
+    for text in mount_texts:
+        fields = _mount_fields(text)
+        specs.append(mount_spec(*fields))
+        documents.append(mount_document(*fields))
+    return volume_fields(specs, [v for v in volume_texts if ":" in v], documents)
+
+
+def mount_document(kind: str, source: str, target: str, read_only: bool,
+                   propagation: str = "") -> dict:
+    """One of Docker's HostConfig.Mounts as its inspect shows it (what was given; the fields
+    left at their zero value left out)."""
+    doc: dict = {"Type": kind}
+    if source:
+        doc["Source"] = source
+    doc["Target"] = target
+    if read_only:
+        doc["ReadOnly"] = True
+    if propagation:
+        doc["BindOptions"] = {"Propagation": propagation}
+    return doc
+
+
+def mount_mode(run: dict, source: str, destination: str, read_only: bool) -> tuple[str, str]:
+    """(Mode, Propagation) of a container's volume or bind (``run``: its RunConfig as JSON) as
+    Docker's inspect shows them: a ``-v``'s mode as written (``z`` for a volume given none), ``z``
+    for a ``--mount`` volume, ``""`` for a ``--mount`` bind and an anonymous volume of the
+    image or Config.Volumes; a bind's propagation, ``rprivate`` by default (a volume's ``""``)."""
+    bind = source.startswith("/")
+    propagation = (dict(run.get("bind_propagation") or ()).get(destination, "") or "rprivate") \
+        if bind else ""
+    if "binds" not in run:  # made before lamina kept what was given: the mode it implies
+        if bind:
+            return ",".join((["ro"] if read_only else []) + (
+                [propagation] if propagation != "rprivate" else [])), propagation
+        return ("ro" if read_only else "z"), propagation
+    for text in run["binds"]:
+        given_source, given_destination, mode = split_volume(text)
+        if os.path.normpath(given_destination) == destination:
+            return (mode or ("" if given_source.startswith("/") else "z")), propagation
+    import json
+
+    for doc in json.loads(run.get("mounts") or "[]"):
+        if os.path.normpath(doc.get("Target", "")) == destination:
+            return ("" if doc.get("Type") == "bind" else "z"), propagation
+    return "", propagation
 
 
 def mount_spec(kind: str, source: str, target: str, read_only: bool,
@@ -375,13 +453,19 @@ def prune(store: Store, select=None) -> tuple[list[str], int]:
     return removed, reclaimed
 
 
-def attach(store: Store, container_id: str, specs, rootfs: str) -> tuple[tuple[str, str, bool], ...]:
+def attach(store: Store, container_id: str, specs, rootfs: str,
+           binds=()) -> tuple[tuple[str, str, bool], ...]:
     """Make the ``-v`` specs of a new container real: create named and anonymous volumes (seeding
-    empty ones from ``rootfs``, the container's merged root, at the destination) and host
-    directories, and record which volumes it uses. Returns the specs with anonymous volumes
-    named."""
+    empty ones from ``rootfs``, the container's merged root, at the destination, unless its
+    ``-v`` in ``binds`` says ``nocopy``) and host directories, and record which volumes it uses.
+    Returns the specs with anonymous volumes named."""
     from .rootpath import resolve_in_root
 
+    nocopy = set()
+    for text in binds:
+        _, destination, mode = split_volume(text)
+        if "nocopy" in mode.split(","):
+            nocopy.add(os.path.normpath(destination))
     out = []
     for source, destination, read_only in specs:
         if source.startswith("/"):
@@ -395,7 +479,8 @@ def attach(store: Store, container_id: str, specs, rootfs: str) -> tuple[tuple[s
             raise NotFound(f"error while mounting volume {name!r}: failed to mount local "
                            f"volume: {path}: no such directory")
         image_dir = resolve_in_root(rootfs, destination)
-        if os.path.isdir(image_dir) and not os.listdir(path):  # used: no rm or prune meanwhile
+        if destination not in nocopy and os.path.isdir(image_dir) and not os.listdir(path):
+            # (it is used from now on: no rm or prune meanwhile)
             _seed(image_dir, path)
         out.append((name, destination, read_only))
     return tuple(out)
@@ -460,14 +545,6 @@ def oci_mounts(store: Store, config) -> list[dict]:
         mounts.append({"destination": destination, "type": "bind", "source": host,
                        "options": ["rbind", mode] + (["ro"] if read_only else [])})
     return mounts
-
-
-def bind_mode(run: dict, destination: str, read_only: bool) -> tuple[str, str]:
-    """(Mode, Propagation) of a bind in a container's inspect (``run``: its RunConfig as JSON),
-    as Docker shows them: ``ro,rshared`` and ``rshared``; ``""`` and ``rprivate`` by default."""
-    propagation = dict(run.get("bind_propagation") or ()).get(destination, "")
-    return (",".join((["ro"] if read_only else []) + ([propagation] if propagation else [])),
-            propagation or "rprivate")
 
 
 def rootfs_propagation(config) -> str | None:

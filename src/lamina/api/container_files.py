@@ -415,21 +415,13 @@ def top(request, id):
     return ps_table(proc.stdout, pids)
 
 
-def _size_arg(request, name: str) -> int:
-    value = request.arg(name) or ""
-    try:
-        return int(value)
-    except ValueError:
-        raise ApiError(400, f'strconv.Atoi: parsing "{value}": invalid syntax') from None
-
-
 @route("POST", "/containers/{id}/resize")
 def resize(request, id):
     """Set the size of a running container's terminal; a container without one answers 200
     and nothing changes, as Docker."""
     from ..runtime.console import set_terminal_size
 
-    height, width = _size_arg(request, "h"), _size_arg(request, "w")
+    height, width = request.atoi("h"), request.atoi("w")
     containers = request.engine.container_store
     row = _running_row(containers, id)
     if json.loads(row["run_config"] or "{}").get("tty"):

@@ -64,14 +64,14 @@ def summary(row: dict, size: bool) -> dict:
 
 def _mount_point(run: dict, volume) -> dict:
     source, destination, read_only = volume
-    if source.startswith("/"):
-        from ..volumes import bind_mode
+    from ..volumes import mount_mode
 
-        mode, propagation = bind_mode(run, destination, read_only)
+    mode, propagation = mount_mode(run, source, destination, read_only)
+    if source.startswith("/"):
         return {"Type": "bind", "Source": source, "Destination": destination, "Mode": mode,
                 "RW": not read_only, "Propagation": propagation}
     return {"Type": "volume", "Name": source, "Source": "", "Destination": destination,
-            "Driver": "local", "Mode": "", "RW": not read_only, "Propagation": ""}
+            "Driver": "local", "Mode": mode, "RW": not read_only, "Propagation": ""}
 
 
 def _matches(row: dict, filters: dict[str, list[str]]) -> bool:
@@ -217,16 +217,27 @@ def _check_types(doc: dict, types: dict, where: str) -> None:
         raise ApiError(400, "json: the values of Labels must be strings")
 
 
+def console_size(value) -> tuple[int, ...]:
+    """A create's ``ConsoleSize`` ([height, width], the docker CLI's terminal) if it is one."""
+    if isinstance(value, list) and len(value) == 2 and all(
+            isinstance(n, int) and not isinstance(n, bool) and 0 < n < 65536 for n in value):
+        return value[0], value[1]
+    return ()
+
+
 def run_config(config: dict, host: dict):
     """A RunConfig from the API's create body (Config with HostConfig)."""
     from .. import volumes
     from ..runtime.oci import RunConfig
 
     specs = [volumes.parse_volume_propagation(bind) for bind in host.get("Binds") or ()]
+    documents = []
     for mount in host.get("Mounts") or ():
-        specs.append(volumes.mount_spec(
-            mount.get("Type", "volume"), mount.get("Source") or "", mount.get("Target", ""),
-            bool(mount.get("ReadOnly")), (mount.get("BindOptions") or {}).get("Propagation", "")))
+        fields = (mount.get("Type", "volume"), mount.get("Source") or "", mount.get("Target", ""),
+                  bool(mount.get("ReadOnly")),
+                  (mount.get("BindOptions") or {}).get("Propagation", ""))
+        specs.append(volumes.mount_spec(*fields))
+        documents.append(volumes.mount_document(*fields))
     taken = {spec[1] for spec, _ in specs}
     for path in config.get("Volumes") or {}:
         if os.path.normpath(path) not in taken:
@@ -250,7 +261,7 @@ def run_config(config: dict, host: dict):
                             and k not in ("Binds", "Mounts", "RestartPolicy")  # as settled
                             and k not in LIMIT_FIELDS}}
     return RunConfig(env=tuple(env), workdir=config.get("WorkingDir") or None,
-                     user=config.get("User") or None, **volumes.volume_fields(specs),
+                     user=config.get("User") or None, **volumes.volume_fields(specs, host.get("Binds") or (), documents),
                      read_only=bool(host.get("ReadonlyRootfs")), network=network,
                      auto_remove=bool(host.get("AutoRemove")),
                      runtime=host.get("Runtime") if host.get("Runtime") not in (None, "", "runc")
@@ -261,7 +272,8 @@ def run_config(config: dict, host: dict):
                      ports=ports, publish_all=bool(host.get("PublishAllPorts")),
                      network_aliases=aliases, ip=ip, extra_hosts=_extra_hosts(host),
                      api_config=json.dumps(extra, separators=(",", ":")), **limit_fields(host),
-                     **_life(config, host))
+                     console_size=console_size(host.get("ConsoleSize")) if config.get("Tty")
+                     else (), **_life(config, host))
 
 
 # HostConfig's limits and privileges -> RunConfig's fields (inspect shows them from there)

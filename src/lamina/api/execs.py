@@ -14,7 +14,7 @@ import threading
 from ..errors import FailedPrecondition, NotFound
 from ..runtime.attach import DetachKeys
 from ..runtime.attach import parse_keys as detach_keys
-from .containers import MULTIPLEXED, RAW, frame_header, relay_input
+from .containers import MULTIPLEXED, RAW, console_size, frame_header, relay_input
 from .server import ApiError, go_fields, route
 
 EXEC_FIELDS = ("AttachStdin", "AttachStdout", "AttachStderr", "ConsoleSize", "DetachKeys",
@@ -60,7 +60,7 @@ def create(request, id):
             "OpenStdout": bool(body.get("AttachStdout")), "CanRemove": False,
             "ContainerID": row["id"], "DetachKeys": body.get("DetachKeys") or "", "Pid": 0,
             "env": body.get("Env") or [], "workdir": body.get("WorkingDir") or None,
-            "started": False,
+            "started": False, "console_size": console_size(body.get("ConsoleSize")) or None,
         }
     containers.event(f"exec_create: {' '.join(cmd)}", row, execID=exec_id)
     request.send_json(201, {"Id": exec_id})
@@ -74,12 +74,16 @@ def inspect(request, id):
 
 @route("POST", "/exec/{id}/resize")
 def resize(request, id):
+    """Set the size of the exec's terminal (the pty runc made for it: its process is woken with
+    SIGWINCH); before it starts, the size it starts with (Docker waits for the start instead,
+    and answers 500 when it does not come). Without a terminal, 200 and nothing, as Docker."""
     from ..runtime.console import set_terminal_size
 
     found = _get(id)
-    height, width = request.int_arg("h", 0), request.int_arg("w", 0)
+    height, width = request.atoi("h"), request.atoi("w")
     if not found["ProcessConfig"]["tty"]:
-        return None
+        request.send_empty(200)
+        return
     with _lock:
         found["size"] = (height, width)  # for a process that is still starting
         pid = found["Pid"]
@@ -117,6 +121,8 @@ def start(request, id):
         if size:
             set_terminal_size(pid, *size)
 
+    with _lock:  # a resize before the start, else the create's ConsoleSize (docker exec -it's)
+        size = found.get("size") or found["console_size"]
     request.release_gate()
     if detach:
         try:
@@ -124,7 +130,8 @@ def start(request, id):
             found["ExitCode"] = exec_process(containers, found["ContainerID"], argv,
                                              env=found["env"], workdir=found["workdir"],
                                              user=config["user"] or None, detach=True,
-                                             tty=tty, forward_signals=False)
+                                             tty=tty, forward_signals=False,
+                                             on_started=started, console_size=size)
         finally:
             found["Running"] = False
         request.send_empty(200)
@@ -146,7 +153,7 @@ def start(request, id):
         code = exec_process(containers, found["ContainerID"], argv, env=found["env"],
                             workdir=found["workdir"], user=config["user"] or None,
                             stdin=stdin_r, stdout=out_w, stderr=err_w, tty=tty,
-                            forward_signals=False, on_started=started)
+                            forward_signals=False, on_started=started, console_size=size)
     except Exception as error:  # noqa: BLE001 - reported on the stream, as Docker does
         # Docker: the runtime's words on stdout, exit code 126, whatever the cause
         message = (f"OCI runtime exec failed: exec failed: unable to start container process: "

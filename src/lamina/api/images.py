@@ -27,6 +27,7 @@ import os
 import re
 import threading
 import time
+from functools import lru_cache
 
 from ..errors import FailedPrecondition, InvalidArgument, LaminaError, NotFound, Unavailable
 from ..events import labels_match
@@ -62,9 +63,11 @@ def _before(request, version: str) -> bool:
 
 
 # ------------------------------------------------------------------------------ references
+@lru_cache(maxsize=1024)
 def _familiar(name: str) -> str:
     """``busybox`` -> ``busybox:latest``, ``docker.io/library/x:1`` -> ``x:1`` (Docker's
-    familiar form, as its messages and tags show a reference); anything else as given."""
+    familiar form, as its messages and tags show a reference); anything else as given. Kept
+    for the names seen: ``docker images`` asks it for every tag on every call."""
     from ..reference import parse_reference
 
     try:
@@ -145,8 +148,6 @@ def image_summaries(engine, containers_count: dict | None = None, shared: bool =
     other images use too; else -1). ``filters``: Docker's dangling, label, reference, before,
     since and until. ``version``: the client's API version (VirtualSize before 1.44, ``<none>``
     names before 1.43)."""
-    from ..image import parse_rfc3339
-
     images = engine.image_store
     filters = {k: v for k, v in (filters or {}).items() if v}
     for key in filters:
@@ -168,7 +169,7 @@ def image_summaries(engine, containers_count: dict | None = None, shared: bool =
     out = []
     for row in rows:
         image_id = row["id"]
-        exact = parse_rfc3339(row["created"])
+        exact = _created(row["created"])
         if (newest is not None and exact >= newest) or (oldest is not None and exact <= oldest):
             continue
         all_tags = images.tags(image_id)
@@ -208,6 +209,14 @@ def image_summaries(engine, containers_count: dict | None = None, shared: bool =
         out.append(doc)
     out.sort(key=lambda d: d["Created"], reverse=True)
     return out
+
+
+@lru_cache(maxsize=1024)
+def _created(text: str) -> float:
+    """An image row's creation time in seconds (parsed once for each image seen)."""
+    from ..image import parse_rfc3339
+
+    return parse_rfc3339(text)
 
 
 def _bool_filter(filters: dict, key: str) -> bool | None:
@@ -277,8 +286,10 @@ def list_images(request):
     if _before(request, "1.41") and request.arg("filter"):
         filters.setdefault("reference", []).append(request.arg("filter"))
     shared = request.flag("shared-size") and not _before(request, "1.42")
-    return image_summaries(request.engine, None, shared, all=request.flag("all"),
-                           filters=filters, version=request.version)
+    engine = request.engine
+    with engine.store.reading():
+        return image_summaries(engine, None, shared, all=request.flag("all"), filters=filters,
+                               version=request.version)
 
 
 def inspect_document(engine, name: str, version: str) -> dict:
@@ -287,15 +298,40 @@ def inspect_document(engine, name: str, version: str) -> dict:
     images = engine.image_store
     image_id = _image_id(engine, name)
     row = images.row(image_id)
-    config = images.config(image_id)  # not ImageStore.inspect: it reads config and manifest again
     if row is None:
         raise NotFound(f"No such image: {name}")  # removed by another process meanwhile
-    history = config.get("history") or [{}]
-    run = config.get("config") or {}
-    image_config = dict(_LEGACY_CONFIG)  # Go marshals a map: keys sorted
-    image_config.update(_image_config(run))
+    config = _config(images, image_id)  # not ImageStore.inspect: it reads config and manifest again
     doc = {"Id": image_id, "RepoTags": [_familiar(t) for t in images.tags(image_id)],
-           "RepoDigests": images.repo_digests(row["manifest_digest"]), "Parent": config.get("parent", ""),
+           "RepoDigests": images.repo_digests(row["manifest_digest"])}
+    doc.update(_from_config(image_id, config, version))
+    doc["Size"] = row["size"]
+    if version_tuple(version) < (1, 44):
+        doc["VirtualSize"] = row["size"]
+    top = row["top_layer"]
+    doc.update({"GraphDriver": {"Data": {"Dir": engine.store.snaps.dir(top)} if top else None,
+                                "Name": engine.store.driver},
+                "RootFS": {"Type": "layers"},
+                "Metadata": {"LastTagTime": _ZERO_TIME}})
+    layers = (config.get("rootfs") or {}).get("diff_ids") or []
+    if layers:
+        doc["RootFS"]["Layers"] = layers
+    return doc
+
+
+_FROM_CONFIG: dict[tuple[str, str], dict] = {}  # (image ID, API version) -> its fields
+
+
+def _from_config(image_id: str, config: dict, version: str) -> dict:
+    """The fields of an image's inspect that its config alone decides (Parent to OsVersion, in
+    Docker's order), made once for each image and API version: the config never changes (the
+    ID is its digest). For reading only."""
+    found = _FROM_CONFIG.get((image_id, version))
+    if found is not None:
+        return found
+    history = config.get("history") or [{}]
+    image_config = dict(_LEGACY_CONFIG)  # Go marshals a map: keys sorted
+    image_config.update(_image_config(config.get("config") or {}))
+    doc = {"Parent": config.get("parent", ""),
            "Comment": config.get("comment") or history[-1].get("comment", ""),
            "Created": config.get("created", "")}
     if not doc["Created"]:
@@ -315,17 +351,9 @@ def inspect_document(engine, name: str, version: str) -> dict:
     doc["Os"] = config.get("os", "")
     if config.get("os.version"):
         doc["OsVersion"] = config["os.version"]
-    doc["Size"] = row["size"]
-    if version_tuple(version) < (1, 44):
-        doc["VirtualSize"] = row["size"]
-    top = row["top_layer"]
-    doc.update({"GraphDriver": {"Data": {"Dir": engine.store.snaps.dir(top)} if top else None,
-                                "Name": engine.store.driver},
-                "RootFS": {"Type": "layers"},
-                "Metadata": {"LastTagTime": _ZERO_TIME}})
-    layers = (config.get("rootfs") or {}).get("diff_ids") or []
-    if layers:
-        doc["RootFS"]["Layers"] = layers
+    if len(_FROM_CONFIG) >= 1024:
+        _FROM_CONFIG.clear()
+    _FROM_CONFIG[(image_id, version)] = doc
     return doc
 
 
@@ -341,7 +369,9 @@ def _container_config(given: dict) -> dict:
 
 @route("GET", "/images/{name:.+}/json")
 def inspect_image(request, name):
-    return inspect_document(request.engine, name, request.version)
+    engine = request.engine
+    with engine.store.reading():
+        return inspect_document(engine, name, request.version)
 
 
 @route("GET", "/images/{name:.+}/history")

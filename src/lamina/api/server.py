@@ -31,6 +31,7 @@ import sys
 import threading
 import time
 import traceback
+from functools import lru_cache
 from http.server import BaseHTTPRequestHandler
 from socketserver import TCPServer as _TCPServer
 from socketserver import ThreadingMixIn, UnixStreamServer
@@ -121,7 +122,9 @@ def find_route(method: str, path: str):
     raise ApiError(404, f"page not found: {path}")
 
 
+@lru_cache(maxsize=64)
 def version_tuple(text: str) -> tuple[int, ...]:
+    """``"1.44"`` -> ``(1, 44)`` (asked a few times a request: kept for the versions seen)."""
     try:
         return tuple(int(p) for p in text.split("."))
     except ValueError:
@@ -214,6 +217,15 @@ class Request:
         except ValueError:
             raise ApiError(400, f"invalid value for {name}: {value!r}") from None
 
+    def atoi(self, name: str) -> int:
+        """A number parameter that must be there, refused in Docker's words (Go's strconv.Atoi):
+        a terminal's ``h`` and ``w``."""
+        value = self.arg(name) or ""
+        try:
+            return int(value)
+        except ValueError:
+            raise ApiError(400, f'strconv.Atoi: parsing "{value}": invalid syntax') from None
+
     def filters(self) -> dict[str, list[str]]:
         """The ``filters`` parameter: ``{"name": ["a"]}`` or the old ``{"name": {"a": true}}``."""
         text = self.arg("filters")
@@ -276,10 +288,7 @@ class Request:
         if self.answered:
             raise RuntimeError("this request was answered already")
         self.answered = True
-        self.http.send_response(status)
-        for name, value in headers.items():
-            self.http.send_header(name, value)
-        self.http.end_headers(body)
+        self.http.answer(status, headers, body)
 
     def send_bytes(self, status: int, data: bytes, content_type: str = "application/json",
                    headers: dict | None = None) -> None:
@@ -439,6 +448,20 @@ class Headers(dict):
 
 
 _VERSIONED = re.compile(r"^/v(\d+(?:\.\d+)*)(/.*)$")
+_DOCKER_HEADERS = f"Api-Version: {API_VERSION}\r\nDocker-Experimental: false\r\nOstype: linux\r\n\r\n"
+_DATE = [0, ""]  # the second, and the Date header's text for it
+
+
+def _http_date() -> str:
+    """Now as an HTTP date, formatted once a second."""
+    now = int(time.time())
+    second, text = _DATE
+    if second != now:
+        from email.utils import formatdate
+
+        text = formatdate(now, usegmt=True)
+        _DATE[:] = [now, text]
+    return text
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -521,13 +544,30 @@ class Handler(BaseHTTPRequestHandler):
             pass
 
     def end_headers(self, body: bytes = b"") -> None:
-        """Docker's headers, the end of the headers and ``body`` in one write (one packet for a
-        small answer: two writes cost a small request 6-15% of its time)."""
+        """Docker's headers, the end of the headers and ``body`` in one write (the standard
+        library's errors: see :meth:`send_error`; every other answer goes through ``answer``)."""
         self.send_header("Api-Version", API_VERSION)
         self.send_header("Docker-Experimental", "false")
         self.send_header("Ostype", "linux")
         self._headers_buffer.append(b"\r\n" + body)
         self.flush_headers()
+
+    def answer(self, status: int, headers: dict[str, str], body: bytes = b"") -> None:
+        """The status line, ``headers``, Docker's own headers and ``body`` in one write: one
+        packet for a small answer (two writes cost a small request 6-15% of its time), made in
+        one string (the standard library's send_response and send_header, a line at a time with
+        a Date formatted each, were a fifth of a ``docker images`` request's time)."""
+        if self.server.verbose:
+            self.log_request(status)
+        reason = self.responses.get(status, ("",))[0]
+        lines = [f"{self.protocol_version} {status} {reason}\r\n",
+                 f"Server: {self.version_string()}\r\nDate: {_http_date()}\r\n"]
+        for name, value in headers.items():
+            lines.append(f"{name}: {value}\r\n")
+            if name.lower() == "connection" and value.lower() == "close":
+                self.close_connection = True  # as send_header notes it
+        lines.append(_DOCKER_HEADERS)
+        self.wfile.write("".join(lines).encode("latin-1") + body)
 
     def do_GET(self) -> None:
         self.dispatch()

@@ -115,6 +115,15 @@ def set_window_size(fd: int, size: bytes | None) -> None:
             pass
 
 
+def terminal_size(*fds: int | None) -> tuple[int, ...]:
+    """(height, width) of the first of ``fds`` that is a terminal; () when none is."""
+    import struct
+
+    fd = caller_terminal(*fds)
+    size = window_size(fd) if fd is not None else None
+    return struct.unpack("HHHH", size)[:2] if size else ()
+
+
 def caller_terminal(*fds: int | None) -> int | None:
     """The first of ``fds`` that is a terminal (whose size the container's pty takes)."""
     for fd in fds:

@@ -200,7 +200,8 @@ def create(containers: ContainerStore, image: str, command: list[str] | None = N
             target = containers.store.mount_target(cid)
             rootfs = containers.mount(cid)
             try:
-                resolved = volumes.attach(containers.store, cid, config.volumes, rootfs)
+                resolved = volumes.attach(containers.store, cid, config.volumes, rootfs,
+                                          config.binds)
             finally:
                 if rootfs == target:
                     containers.umount(cid)

@@ -109,6 +109,9 @@ class RunConfig:
     extra_hosts: tuple[str, ...] = ()  # --add-host HOST:IP (HostConfig.ExtraHosts)
     # (destination, rshared|shared|rslave|slave|private) of binds given a propagation
     bind_propagation: tuple[tuple[str, str], ...] = ()
+    binds: tuple[str, ...] = ()  # the -v values as given (HostConfig.Binds; Mode in inspect)
+    console_size: tuple[int, ...] = ()  # with tty: (height, width) its terminal starts with
+    mounts: str = ""  # the --mount values as Docker's HostConfig.Mounts, as JSON text
     # What an Engine API client sent to create it beyond the fields above (Config, HostConfig),
     # as JSON text, echoed by its inspect: "" when it was made by the CLI.
     api_config: str = ""

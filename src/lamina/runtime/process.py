@@ -235,6 +235,11 @@ def prepare_bundle(containers: ContainerStore, row, config: RunConfig, rootfs: s
                   "options": ["bind", "ro"]}, *binds]
     process = make_process(rootfs, argv, env, workdir, user or config.user or image.get("User"),
                            hostname, terminal=terminal)
+    if terminal and len(config.console_size) == 2 and all(config.console_size):
+        # set by the runtime before the process runs (a resize once it runs may come after a
+        # first `stty size`): the API's HostConfig.ConsoleSize, as docker run -it sends it
+        process["consoleSize"] = {"height": config.console_size[0],
+                                  "width": config.console_size[1]}
     files = write_network_files(bundle, hostname, network,
                                 (*config.extra_hosts, *extra_hosts), address, nameserver)
     spec = make_spec(rootfs, process, hostname=hostname, network=network,
@@ -270,13 +275,15 @@ def confine(process: dict, rootfs: str, config: RunConfig) -> None:
 def exec_process(containers: ContainerStore, name: str, argv: list[str], *, env=(), workdir: str | None = None,
                  user: str | None = None, stdin=None, detach: bool = False, stdout: int = 1,
                  stderr: int = 2, tty: bool = False, forward_signals: bool = True,
-                 on_started=None) -> int:
+                 on_started=None, console_size: tuple[int, int] | None = None) -> int:
     """Run another process in a running container; its exit code (0 once started with
     ``detach``). ``forward_signals``: this process's signals go to it (the CLI; not from a
     thread of a server); ``on_started(pid)`` once it runs. Env: the container's, then ``env``; user and working dir default to the
     container's. ``tty`` gives the process a terminal, relayed to the caller's (see
     :mod:`lamina.runtime.console`); with ``detach`` too, a small detached process holds it
-    (:func:`_hold_terminal`)."""
+    (:func:`_hold_terminal`). ``console_size`` (height, width): the terminal's size from its
+    start (the runtime sets it before the process runs: a size set after it started may come
+    too late for a first ``stty size``)."""
     if not argv:
         raise InvalidArgument("exec needs a command")
     row = require_running(containers, name, "exec in")
@@ -297,6 +304,12 @@ def exec_process(containers: ContainerStore, name: str, argv: list[str], *, env=
                            workdir or config.workdir or image.get("WorkingDir") or "/",
                            user or config.user or image.get("User"), hostname,
                            terminal=tty)
+    if tty and console_size is None and not detach:  # the caller's terminal (lamina exec -it)
+        from .console import terminal_size
+
+        console_size = terminal_size(stdin, stdout)
+    if tty and console_size and all(console_size):
+        process["consoleSize"] = {"height": console_size[0], "width": console_size[1]}
     confine(process, rootfs, config)
     bundle = containers.store.bundle_dir(cid)
     tag = os.urandom(6).hex()
