@@ -325,6 +325,85 @@ def test_hosts_file_names_the_container_on_the_user_mode_network(user_busybox):
     assert "web" not in hosts and "127.0.0.1\tlocalhost" in hosts
 
 
+@pytest.fixture
+def loopback_resolver():
+    """Debian's dnsmasq as a host resolver on a loopback address (as systemd-resolved's
+    127.0.0.53 or a dnsmasq's 127.0.0.1 are), answering ``probe.lamina.test`` with 192.0.2.7
+    and nothing else: (its address, the name, the answer). Stopped by its pid."""
+    import random
+    import subprocess
+
+    address = f"127.{random.randint(1, 254)}.{random.randint(0, 255)}.{random.randint(1, 254)}"
+    server = subprocess.Popen(
+        ["dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts",
+         "--bind-interfaces", f"--listen-address={address}", "--port=53", "--pid-file",
+         "--log-facility=-", "--address=/probe.lamina.test/192.0.2.7"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in server.stderr:  # it says "started" once it listens, else why it exits
+            if "started" in line:
+                break
+        else:
+            pytest.fail(f"dnsmasq did not start ({server.wait()})")
+        yield address, "probe.lamina.test", "192.0.2.7"
+    finally:
+        server.terminate()
+        server.wait()
+        server.stderr.close()
+
+
+def test_resolv_conf_on_the_user_mode_network(busybox_tar, loopback_resolver, tmp_path):
+    """Under slirp4netns a container's resolv.conf names slirp4netns' DNS forwarder, 10.0.2.3,
+    first (as Podman's), and keeps of the host's nameservers only those it can reach: a host
+    resolver on loopback (here a real dnsmasq on 127.x.y.z) answers a name looked up inside
+    through 10.0.2.3, which a copy of the host's file could not reach. ``--network host`` keeps
+    the host's file as it is. The host's file is the test's own, bound over /etc/resolv.conf in
+    a mount namespace of the user's first command, where its store's namespace is made."""
+    import subprocess
+
+    address, name, expected = loopback_resolver
+    host_text = (f"# the host's\nsearch lamina.test\nnameserver {address}\n"
+                 "nameserver 192.0.2.53\nnameserver ::1\noptions ndots:1 timeout:2\n")
+    resolv = tmp_path / "resolv.conf"
+    resolv.write_text(host_text)
+    resolv.chmod(0o644)
+    tmp_path.chmod(0o755)
+    user, cleanup = make_user("lamina-rootless-test")  # a fresh store: a namespace made here
+    try:
+        tar = user.give(busybox_tar)
+        as_user_with_that_file = ('mount --bind "$1" /etc/resolv.conf && u=$2 g=$3 && shift 3 '
+                                  '&& exec setpriv --reuid="$u" --regid="$g" --clear-groups "$@"')
+        subprocess.run(
+            ["unshare", "--mount", "--propagation", "private", "sh", "-c", as_user_with_that_file,
+             "sh", str(resolv), str(user.uid), str(user.gid), user.python, "-m", "lamina",
+             "import", tar, "busybox:latest"],
+            env=user.env, cwd=user.home, check=True, capture_output=True)
+        # busybox nslookup asks for AAAA too, which this resolver refuses: exit 1 with the answer
+        inside = user.lamina("run", "--rm", "busybox", "sh", "-c",
+                             f"cat /etc/resolv.conf; echo ==; nslookup {name}",
+                             check=False).stdout
+        conf, _, lookup = inside.partition("==\n")
+        assert conf == ("nameserver 10.0.2.3\n# the host's\nsearch lamina.test\n"
+                        "nameserver 192.0.2.53\noptions ndots:1 timeout:2\n"), inside
+        assert f"Address: {expected}" in lookup.splitlines(), inside
+        # 10.0.2.3 itself answers: the name, through the host's loopback resolver, and a name
+        # that resolver refuses (a DNS answer too, not a timeout)
+        direct = user.lamina("run", "--rm", "busybox", "nslookup", name, "10.0.2.3",
+                             check=False).stdout
+        assert "Address:\t10.0.2.3:53" in direct and f"Address: {expected}" in direct, direct
+        refused = user.lamina("run", "--rm", "busybox", "nslookup", "other.test", "10.0.2.3",
+                              check=False)
+        assert "other.test: REFUSED" in refused.stdout and "timed out" not in refused.stdout, \
+            refused
+        on_host = user.lamina("run", "--rm", "--network", "host", "busybox", "sh", "-c",
+                              f"cat /etc/resolv.conf; echo ==; nslookup {name}",
+                              check=False).stdout
+        conf, _, lookup = on_host.partition("==\n")
+        assert conf == host_text and f"Address: {expected}" in lookup.splitlines(), on_host
+    finally:
+        cleanup()
+
+
 # ----------------------------------------------------------------------------- the whole workflow
 
 DOCKERFILE = """FROM {base}

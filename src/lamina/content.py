@@ -5,11 +5,10 @@ nothing. Reads verify the digest as the bytes go by. ``index.json`` lists the ta
 ``skopeo inspect oci:ROOT:TAG`` and ``umoci`` read the store directly.
 """
 
-import hashlib
 import json
 import os
 
-from .digest import hex_of, is_digest
+from .digest import hex_of, is_digest, sha256
 from .errors import InvalidArgument, LaminaError, NotFound
 from .faults import point
 
@@ -60,6 +59,8 @@ class BlobWriter:
     """A blob being written: ``write`` bytes, then ``commit`` to give it its digest name."""
 
     def __init__(self, store: "ContentStore"):
+        import hashlib  # here: a reader (every create's) needs it only for large blobs
+
         self.store = store
         self.hash = hashlib.sha256()
         self.size = 0
@@ -117,7 +118,7 @@ class VerifyingReader:
     def __init__(self, path: str, digest: str, verify: bool = True):
         self.file = open(path, "rb")  # noqa: SIM115 (the reader owns it: closed by close())
         self.digest = digest
-        self.hash = hashlib.sha256() if verify else None
+        self.hash = sha256(os.fstat(self.file.fileno()).st_size) if verify else None
 
     def read(self, n: int = -1) -> bytes:
         data = self.file.read(n)

@@ -54,9 +54,11 @@ class Sandbox:
     """What an owner holds while its container runs: the namespace file (None: no bridge
     network) and the sockets that reserve its published ports. ``address``: the container's
     own address where no endpoint record gives it (a rootless user-mode network), for its
-    hosts file."""
+    hosts file; ``nameserver``: its network's DNS forwarder (a user-mode network's), for its
+    resolv.conf."""
 
     address: str | None = None
+    nameserver: str | None = None
 
     def __init__(self, netns: str | None = None, sockets=()):
         self.netns = netns

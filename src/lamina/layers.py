@@ -21,7 +21,6 @@ registry had, or the tar itself); the blob's file is kept only in that case, or 
 from __future__ import annotations
 
 import os
-import threading
 import time
 
 from .errors import FailedPrecondition, LaminaError, NotFound
@@ -158,6 +157,8 @@ class LayerStore:
                 pass  # the extraction failed and stopped reading: its error is reported
             except BaseException as error:  # noqa: BLE001 - re-raised by the caller's thread
                 failure.append(error)
+
+        import threading  # here: every create imports this module, and needs no thread
 
         thread = threading.Thread(target=produce, name="layer-write", daemon=True)
         thread.start()
@@ -353,6 +354,8 @@ class _PipeReader(Readable):
                 pass  # the reader stopped early
             except BaseException as error:  # noqa: BLE001 - raised at the reader's end
                 self.failure.append(error)
+
+        import threading
 
         self.thread = threading.Thread(target=produce, name="layer-tar", daemon=True)
         self.thread.start()

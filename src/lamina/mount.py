@@ -8,8 +8,8 @@ page, an overlay is mounted through the new mount API (``fsopen``/``fsconfig`` w
 :data:`OVERLAY_MAX_STACK` lowers applies. An older kernel stops at :data:`CLASSIC_MAX_LOWERS`.
 """
 
+import _thread
 import os
-import threading
 
 from .errors import InvalidArgument, LaminaError, Unavailable
 from .userns import in_user_namespace
@@ -31,7 +31,8 @@ MOVE_MOUNT_F_EMPTY_PATH = 4
 AT_FDCWD = -100
 # An overlay mount with short lower paths changes the process's working directory for the call:
 # threads that mount at once (a build's parallel stages, lamina serve's requests) take turns.
-_CWD_LOCK = threading.Lock()
+# (threading.Lock is this; importing threading for it cost every command a millisecond or more)
+_CWD_LOCK = _thread.allocate_lock()
 
 _libc = None
 

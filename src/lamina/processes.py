@@ -40,3 +40,16 @@ def start_time(pid: int) -> int | None:
 def same_process(pid: int, started: int | None) -> bool:
     """Whether the process that was ``pid``, started at ``started``, still runs."""
     return bool(pid) and pid > 0 and start_time(pid) == started
+
+
+def find_program(name: str) -> str | None:
+    """The path of the executable ``name`` (a name looked up on ``$PATH``, or a path), None
+    if there is none: ``shutil.which`` for commands on the hot path, without importing shutil
+    (which imports bz2, lzma and fnmatch: milliseconds of every create and run)."""
+    if os.sep in name:
+        return name if os.path.isfile(name) and os.access(name, os.X_OK) else None
+    for folder in os.environ.get("PATH", os.defpath).split(os.pathsep):
+        path = os.path.join(folder or os.curdir, name)
+        if os.path.isfile(path) and os.access(path, os.X_OK):
+            return path
+    return None

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 import time
 
 from ..errors import InvalidArgument
@@ -178,6 +177,8 @@ class HealthMonitor:
         self.update = update
         self.on_status = on_status
         self.started = started
+        import threading  # here: every run imports this module, few have a health check
+
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._loop, name="health", daemon=True)
 
@@ -186,6 +187,8 @@ class HealthMonitor:
 
     def stop(self) -> None:
         """End the loop (a probe under way is waited for, at most its timeout)."""
+        import threading
+
         self.stopping.set()
         if self.thread.is_alive() and self.thread is not threading.current_thread():
             self.thread.join(self.probe.timeout + 5)

@@ -264,7 +264,8 @@ def _prepare(containers: ContainerStore, row, config: RunConfig, runtime: Runtim
         prepare_bundle(containers, row, config, rootfs, bundle, argv, None, None, None,
                        network, cid, terminal=config.tty,
                        netns=sandbox.netns if sandbox is not None else None,
-                       address=sandbox.address if sandbox is not None else None)
+                       address=sandbox.address if sandbox is not None else None,
+                       nameserver=sandbox.nameserver if sandbox is not None else None)
         if sandbox is not None and sandbox.netns:
             from ..endpoints import publish_hosts
 

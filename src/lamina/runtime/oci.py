@@ -170,10 +170,13 @@ def extra_hosts_text(extra_hosts) -> str:
 
 
 def write_network_files(bundle: str, hostname: str, network: str,
-                        extra_hosts=(), address: str | None = None) -> dict[str, str]:
+                        extra_hosts=(), address: str | None = None,
+                        nameserver: str | None = None) -> dict[str, str]:
     """Write the bundle's hosts, hostname and resolv.conf; returns {container path: host path}.
     ``extra_hosts``: ``HOST:IP`` entries added to the hosts file (``--add-host``); ``address``:
-    the container's own, under its hostname (as Docker writes it after them)."""
+    the container's own, under its hostname (as Docker writes it after them); ``nameserver``:
+    a user-mode network's DNS forwarder (:func:`resolv_conf_via`), else the host's resolv.conf
+    as it is."""
     if network == "host":
         hosts = _read_host("/etc/hosts") or "127.0.0.1\tlocalhost\n"
     else:
@@ -186,6 +189,8 @@ def write_network_files(bundle: str, hostname: str, network: str,
     if address:
         hosts += f"{address}\t{hostname}\n"
     resolv = _read_host("/etc/resolv.conf")
+    if nameserver:
+        resolv = resolv_conf_via(resolv, nameserver)
     files = {"/etc/hosts": hosts, "/etc/hostname": hostname + "\n", "/etc/resolv.conf": resolv}
     out = {}
     for dest, text in files.items():
@@ -194,6 +199,23 @@ def write_network_files(bundle: str, hostname: str, network: str,
             f.write(text)
         out[dest] = path
     return out
+
+
+def resolv_conf_via(host_text: str, nameserver: str) -> str:
+    """The resolv.conf of a container whose network has a DNS forwarder at ``nameserver``
+    (slirp4netns' 10.0.2.3, which forwards to the host's resolver from the host's side), as
+    Podman writes it: the forwarder first, then the host's file without the nameservers the
+    container cannot reach: loopback ones (127.0.0.53 of systemd-resolved, 127.0.0.1 of a
+    dnsmasq: inside, they name the container's own loopback) and IPv6 ones (the user-mode
+    network has no IPv6). Search domains and options stay."""
+    kept = []
+    for line in host_text.splitlines():
+        words = line.split()
+        if words[:1] == ["nameserver"] and (len(words) < 2 or words[1].startswith("127.")
+                                            or ":" in words[1]):
+            continue
+        kept.append(line + "\n")
+    return f"nameserver {nameserver}\n" + "".join(kept)
 
 
 def _read_host(path: str) -> str:
@@ -291,10 +313,10 @@ class Runtime:
     ``--root``), one directory per runtime binary, inside the store."""
 
     def __init__(self, store_root: str, binary: str | None = None):
-        import shutil
+        from ..processes import find_program
 
         name = binary or os.environ.get("LAMINA_RUNTIME") or "runc"
-        path = shutil.which(name)
+        path = find_program(name)
         if path is None:
             hint = " (apt-get install -y runc)" if name == "runc" else ""
             raise Unavailable(f"OCI runtime {name!r} not found in PATH{hint}")

@@ -209,18 +209,16 @@ def prepare_bundle(containers: ContainerStore, row, config: RunConfig, rootfs: s
                    network: str, runtime_id: str, terminal: bool = False,
                    netns: str | None = None, hostname: str | None = None,
                    mounts: list[dict] | None = None, extra_hosts=(),
-                   address: str | None = None) -> None:
+                   address: str | None = None, nameserver: str | None = None) -> None:
     """Write ``bundle``/config.json for ``argv`` in the container ``row`` (``netns``: the
     namespace file of a container on bridge networks; ``mounts``: more OCI mounts, a build's
     RUN --mount ones; ``address``: the container's own, named in its hosts file, where no
-    network endpoint does)."""
-    import socket
-
+    network endpoint does; ``nameserver``: its network's DNS forwarder, for its resolv.conf)."""
     from .. import volumes
 
     image = containers.images.config(row["image_id"]).get("config") or {}
-    if hostname is None:
-        hostname = socket.gethostname() if network == "host" else \
+    if hostname is None:  # the host's name is its uname's (socket.gethostname), without socket
+        hostname = os.uname().nodename if network == "host" else \
             config.hostname or row["id"][:12]
     env = merge_env(image.get("Env"), config.env) if env is None else list(env)
     workdir = workdir or config.workdir or image.get("WorkingDir") or "/"
@@ -243,7 +241,7 @@ def prepare_bundle(containers: ContainerStore, row, config: RunConfig, rootfs: s
         process["consoleSize"] = {"height": config.console_size[0],
                                   "width": config.console_size[1]}
     files = write_network_files(bundle, hostname, network,
-                                (*config.extra_hosts, *extra_hosts), address)
+                                (*config.extra_hosts, *extra_hosts), address, nameserver)
     spec = make_spec(rootfs, process, hostname=hostname, network=network,
                      read_only=config.read_only, files=files, binds=binds + list(mounts or []),
                      cgroup=cgroups.container_path(runtime_id), netns=netns)

@@ -4,7 +4,10 @@ default ``bridge``) a user-mode network made by Debian's ``slirp4netns``.
 The container gets a network namespace of the store's user namespace (``<store>/netns/<id>``);
 slirp4netns gives it ``tap0`` (10.0.2.100/24, gateway 10.0.2.2, DNS 10.0.2.3) and carries its
 traffic through the host's sockets. ``-p HOST:CONTAINER`` are slirp4netns port forwards, added
-through its API socket (``add_hostfwd``): it listens on the host's port, as the user.
+through its API socket (``add_hostfwd``): it listens on the host's port, as the user. Its
+resolv.conf names slirp4netns' DNS forwarder (10.0.2.3) first, as Podman's: the host's resolver
+is often on the host's loopback (systemd-resolved's 127.0.0.53, a dnsmasq's 127.0.0.1), which the
+container cannot reach and slirp4netns, on the host's side, can.
 
 slirp4netns rather than pasta (both were tried, both work here): set-up is what every ``run``
 pays, and slirp4netns is ready about 10 ms after it starts against 60-100 ms for pasta, whose own
@@ -30,6 +33,7 @@ if TYPE_CHECKING:
     from ..store import Store
 
 GUEST_ADDRESS = "10.0.2.100"
+DNS_ADDRESS = "10.0.2.3"  # slirp4netns answers DNS here from the host's resolver
 
 
 def check_network(network: str) -> None:
@@ -124,6 +128,8 @@ class UserModeSandbox(Sandbox):
     """A rootless container's network namespace and the slirp4netns that serves it."""
 
     address = GUEST_ADDRESS  # its hosts file names it under the hostname, as Podman's
+    # slirp4netns' DNS forwarder, first in its resolv.conf, as Podman's (oci.resolv_conf_via)
+    nameserver = DNS_ADDRESS
 
     def __init__(self, netns: str, helper, exit_fd: int, api: str):
         super().__init__(netns)
