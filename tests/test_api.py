@@ -580,3 +580,14 @@ def test_create_fields_match_case_insensitively_as_go_decodes_them(api):
     assert go_fields({"a": 1, "s": [{"x": 2}, {"X": 3, "x": 4}], "m": {"k": {"y": 5}},
                       "other": {"a": 6}}, schema) == {
         "A": 1, "S": [{"X": 2}, {"X": 4}], "M": {"k": {"Y": 5}}, "other": {"a": 6}}
+
+
+def test_a_name_that_is_also_an_ambiguous_id_prefix_is_free(api):
+    # 17 containers: two of them share their ID's first character, which then names nothing
+    # (as an ID prefix it is ambiguous) and so is free as a name, as in Docker
+    ids = [api.lamina("create", "busybox", "true").stdout.strip() for _ in range(17)]
+    shared = next(c for c in "0123456789abcdef" if sum(i.startswith(c) for i in ids) > 1)
+    assert api.docker("create", "--name", shared, "busybox", "true").returncode == 0
+    assert api.lamina("inspect", "-f", "{{.Name}}", shared).stdout == f"/{shared}\n"
+    proc = api.docker("create", "--name", shared, "busybox", "true", check=False)
+    assert proc.returncode != 0 and "is already in use" in proc.stderr

@@ -76,6 +76,11 @@ class ContainerStore:
         return row
 
 
+    def named(self, name: str):
+        """The container called ``name`` (no ID or ID prefix looked up), or None."""
+        return self.db.execute("SELECT * FROM containers WHERE name = ?",
+                               (name.lstrip("/"),)).fetchone()
+
     def create(self, image: str, name: str | None = None, command: list[str] | None = None,
                claimed: bool = False, used: bool = False) -> str:
         """A new container: a writable layer on the image's init layer. Returns its ID.

@@ -418,11 +418,8 @@ def create_container(request):
     except NotFound:
         raise NotFound(f"No such image: {_normalized(image)}") from None
     if name is not None:
-        try:
-            other = engine.container_store.get(name)
-        except NotFound:
-            other = None
-        if other is not None and other["name"] == name.lstrip("/"):
+        other = engine.container_store.named(name)  # a name that is also an ID prefix is free
+        if other is not None:
             raise FailedPrecondition(
                 f'Conflict. The container name "/{other["name"]}" is already in use by container '
                 f'"{other["id"]}". You have to remove (or rename) that container to be able to '
