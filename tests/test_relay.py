@@ -29,6 +29,17 @@ def resident(pid: int) -> tuple[str, int, list[int]]:
     return exe, rss, children
 
 
+def became_relay(monitor: int) -> bool:
+    """Whether the monitor ``monitor`` is (or soon becomes) the relay: a monitor stays Python
+    for a moment after the start, in case the process ends at once (monitor.GRACE)."""
+    deadline = time.monotonic() + 10
+    while not resident(monitor)[0].startswith("lamina-relay"):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
 def inspect(lamina, name: str, template: str) -> str:
     return lamina("inspect", "-f", template, name).stdout.strip()
 
@@ -36,8 +47,8 @@ def inspect(lamina, name: str, template: str) -> str:
 def test_a_detached_container_is_kept_by_the_relay_alone(store):  # noqa: F811
     store("run", "-d", "--network", "none", "--name", "quiet", "busybox", "sleep", "100")
     [monitor] = owners(store.root)
-    exe, rss, children = resident(monitor)
-    assert exe.startswith("lamina-relay"), exe
+    assert became_relay(monitor)
+    _, rss, children = resident(monitor)
     assert rss < 4096, rss  # KiB: no interpreter, no runc
     assert children == [int(inspect(store, "quiet", "{{.State.Pid}}"))]  # the process, no runc
     store("kill", "quiet")
@@ -68,7 +79,7 @@ def test_restarts_go_through_the_relay_with_one_owner(store):  # noqa: F811
     store("run", "-d", "--network", "none", "--name", "again", "--restart", "on-failure:2", "busybox", "sh", "-c",
           "echo run; sleep 0.3; exit 3")
     [monitor] = owners(store.root)
-    assert resident(monitor)[0].startswith("lamina-relay")
+    assert became_relay(monitor)
     deadline = time.monotonic() + 20
     while inspect(store, "again", "{{.State.Status}}") != "exited":
         assert time.monotonic() < deadline
@@ -94,7 +105,7 @@ def test_stdin_of_a_detached_i_container_stays_open_for_attach(store):  # noqa: 
     store("run", "-d", "-i", "--network", "none", "--name", "reader", "busybox", "sh", "-c",
           "read line; echo got $line")
     [monitor] = owners(store.root)
-    assert resident(monitor)[0].startswith("lamina-relay")
+    assert became_relay(monitor)
     time.sleep(0.3)
     assert inspect(store, "reader", "{{.State.Status}}") == "running"  # stdin has not ended
     cid = inspect(store, "reader", "{{.Id}}")
@@ -114,7 +125,7 @@ def test_published_ports_stay_taken_until_the_exit(store):  # noqa: F811
     publish = ["-p", f"127.0.0.1:{port}:80"]
     store("run", "-d", "--name", "web", *publish, "busybox", "sleep", "100")
     [monitor] = owners(store.root)
-    assert resident(monitor)[0].startswith("lamina-relay")
+    assert became_relay(monitor)
     proc = store("run", "-d", "--name", "web2", *publish, "busybox", "true", check=False)
     assert proc.returncode == 125 and "port is already allocated" in proc.stderr
     store("kill", "web")
@@ -179,3 +190,25 @@ def test_a_health_checked_container_is_kept_by_the_relay_too(store):  # noqa: F8
     assert inspect(store, "checked", "{{.State.Status}}") == "exited"
     assert health()["Status"] == "healthy"  # the last health stays readable, as Docker's
     assert owners(store.root) == []
+
+
+def test_a_process_that_ends_at_once_keeps_its_output_exit_and_removal(store):  # noqa: F811
+    # `run --rm IMAGE true` through a detached monitor (as the Engine API starts every
+    # container): the monitor sees the exit within its grace (monitor.GRACE), copies the output
+    # and records the exit itself, as the relay and the exit command it starts would have
+    store("run", "-d", "--network", "none", "--name", "quick", "busybox", "sh", "-c",
+          "echo out; echo err >&2; exit 5")
+    assert store("wait", "quick").stdout == "5\n"
+    proc = store("logs", "quick")
+    assert (proc.stdout, proc.stderr) == ("out\n", "err\n")
+    assert inspect(store, "quick", "{{.State.Status}} {{.State.ExitCode}}") == "exited 5"
+    cid = inspect(store, "quick", "{{.Id}}")
+    with open(os.path.join(store.root, "containers", cid, "container.log"), "rb") as f:
+        assert [json.loads(line)["stream"] for line in f] == ["stdout", "stderr"]
+    store("run", "-d", "--rm", "--network", "none", "--name", "gone", "busybox", "true")
+    deadline = time.monotonic() + 10
+    while store("ps", "-aq", "--filter", "name=gone").stdout:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    with open("/proc/self/mountinfo") as f:
+        assert store.root not in f.read()

@@ -629,6 +629,13 @@ def _run_relayed(containers: ContainerStore, row, relay: str, *, stdin, clients,
                    output=tuple(output) if output else None, stdin=stdin, clients=clients,
                    keep=[fifo] if fifo >= 0 else [], then=then, probe=probe)
     held = sandbox.kept_fds() if sandbox is not None else []  # e.g. published ports stay taken
+    if output and stops is None and probe is None:  # nothing but the exit left to watch
+        code = _ended_within(pid, output, clients, os.path.join(bundle, LOG_FILE), GRACE)
+        if code is not None:  # ended at once (`run --rm IMAGE true`): no relay, nor a new start
+            for fd in {*output, *(fd for fd in clients if fd >= 0), *held}:
+                os.close(fd)
+            serve_exit(containers, cid, [*then[len(monitor) + 1:], str(code)])
+            os._exit(0)
     for fd in [*passed, *(fd for fd in clients if fd >= 0), *([fifo] if fifo >= 0 else []),
                *held]:
         os.set_inheritable(fd, True)
@@ -637,6 +644,64 @@ def _run_relayed(containers: ContainerStore, row, relay: str, *, stdin, clients,
     if stops is not None and stops.requested:
         os.kill(os.getpid(), STOP_SIGNAL)
     os.execv(relay, argv)
+
+
+GRACE = 0.25  # seconds a monitor waits for a process that ends at once before it is the relay
+
+
+def _ended_within(pid: int, output, clients, log: str, grace: float) -> int | None:
+    """Wait up to ``grace`` seconds for the process ``pid`` (this process's child) to end,
+    copying its output (the pipes ``output``: stdout, stderr) to the log and the attached
+    ``clients`` meanwhile, as the relay does. Its exit code once all its output is copied; None
+    if it still runs (the relay takes over the pipes, and what was copied stays copied). A
+    process that ends at once so costs no relay and no second interpreter start to record its
+    exit."""
+    import select
+
+    from .logs import Output
+
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError:
+        return None
+    sink = Output([clients[0]] if clients[0] >= 0 else [],
+                  [clients[1]] if clients[1] >= 0 else [], log)
+    streams = {output[0]: 1, output[1]: 2}
+
+    def copy(fd: int) -> bool:
+        data = os.read(fd, 65536)
+        if data:
+            sink.write(streams[fd], data)
+        return bool(data)
+
+    try:
+        poller = select.poll()
+        for fd in (pidfd, *streams):
+            poller.register(fd, select.POLLIN)
+        deadline = time.monotonic() + grace
+        ended = False
+        while not ended:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            for fd, _ in poller.poll(left * 1000):
+                if fd == pidfd:
+                    ended = True
+                elif not copy(fd):
+                    poller.unregister(fd)
+                    del streams[fd]
+        status = os.waitpid(pid, 0)[1]
+        code = os.waitstatus_to_exitcode(status)
+        open_ = list(streams)  # what it wrote before it ended is still in the pipes
+        while open_:
+            ready = select.select(open_, [], [], 0.5)[0]
+            if not ready:
+                break  # what holds a pipe is not the process
+            open_ = [fd for fd in open_ if fd not in ready or copy(fd)]
+        return 128 - code if code < 0 else code
+    finally:
+        os.close(pidfd)
+        sink.close()
 
 
 def serve_exit(containers: ContainerStore, container_id: str, args: list[str]) -> None:
