@@ -43,8 +43,12 @@ def test_run_config_round_trips_and_commands_do_not_import_dataclasses():
     assert RunConfig.from_json('{"tty": true, "unknown": 1}') == RunConfig(tty=True)
     code = ("import sys, lamina.runtime.ownership, lamina.reference, lamina.runtime.restart;"
             "print('dataclasses' in sys.modules)")
+    import lamina
+
+    # -S (as bin/lamina and the monitors start): no site-packages, so lamina's own directory
+    src = os.path.dirname(os.path.dirname(os.path.abspath(lamina.__file__)))
     out = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True,
-                         check=True, env=dict(os.environ)).stdout
+                         check=True, env={**os.environ, "PYTHONPATH": src}).stdout
     assert out == "False\n"
 
 
