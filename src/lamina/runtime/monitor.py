@@ -117,14 +117,13 @@ def request_stop(row) -> None:
 def _keep(containers: ContainerStore, row, *, stdin, stdout_fds, stderr_fds, on_started,
           forward_signals, on_first_exit) -> int:
     from .. import runstate
-    from .health import initial, probe_of
+    from .health import initial
     from .restart import Backoff, RestartPolicy
 
     cid = row["id"]
     config = RunConfig.from_json(row["run_config"])
     policy = RestartPolicy.parse(config.restart)
-    image_config = containers.images.config(row["image_id"]).get("config") or {}
-    probe = probe_of(config.healthcheck, image_config)
+    probe = _probe(containers, row, config)
     bundle = containers.store.bundle_dir(cid)
     os.makedirs(bundle, exist_ok=True)
     keeper = None
@@ -223,8 +222,7 @@ def _start_checks(containers: ContainerStore, row, *, runtime_name, probe, keepe
 
     runtime = Runtime(containers.store.root, runtime_name)
     bundle = containers.store.bundle_dir(row["id"])
-    with open(os.path.join(bundle, "config.json")) as f:
-        process = json.load(f)["process"]  # the container's user, env, working directory
+    process = _bundle_process(bundle)
 
     def run_probe(argv, timeout):
         return _exec_probe(containers, row, runtime, process, argv, timeout)
@@ -777,6 +775,13 @@ def _probe(containers: ContainerStore, row, config: RunConfig):
     return probe_of(config.healthcheck, image_config)
 
 
+def _bundle_process(bundle: str) -> dict:
+    """The runtime spec's process of the bundle: the container's user, env, working directory
+    (what a probe runs with)."""
+    with open(os.path.join(bundle, "config.json")) as f:
+        return json.load(f)["process"]
+
+
 def _exec_probe(containers: ContainerStore, row, runtime: Runtime, process: dict,
                 argv: list[str], timeout: float) -> tuple[int, str]:
     """Run one probe in the container as an exec, with Docker's exec events around it."""
@@ -813,8 +818,7 @@ def serve_probe(containers: ContainerStore, container_id: str, args: list[str]) 
     if probe is None or row["pid"] != pid:
         return
     bundle = containers.store.bundle_dir(container_id)
-    with open(os.path.join(bundle, "config.json")) as f:
-        process = json.load(f)["process"]  # the container's user, env, working directory
+    process = _bundle_process(bundle)
     start = time.time()
     try:
         code, output = _exec_probe(containers, row, Runtime(containers.store.root, config.runtime),
