@@ -450,11 +450,10 @@ def record_user_mode_ports(store: Store, container_id: str, records: list[dict] 
         except FileNotFoundError:
             pass
         return
+    from .runstate import replace_json
+
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(records, f)
-    os.replace(tmp, path)
+    replace_json(path, records)
 
 
 def user_mode_ports(store: Store, container_id: str) -> list[dict]:

@@ -31,7 +31,12 @@ def read(bundle: str) -> dict:
 
 def write(bundle: str, doc: dict) -> None:
     """Replace the state in ``bundle`` with ``doc`` (atomically: a rename)."""
-    path = os.path.join(bundle, FILE)
+    replace_json(os.path.join(bundle, FILE), doc)
+
+
+def replace_json(path: str, doc) -> None:
+    """Write ``doc`` as JSON to ``path`` through a rename, so that a reader sees the old
+    version or the new one, never a part."""
     tmp = f"{path}.{os.getpid()}.tmp"
     with open(tmp, "w") as f:
         json.dump(doc, f, separators=(",", ":"))
