@@ -546,10 +546,7 @@ class Handler(BaseHTTPRequestHandler):
     def end_headers(self, body: bytes = b"") -> None:
         """Docker's headers, the end of the headers and ``body`` in one write (the standard
         library's errors: see :meth:`send_error`; every other answer goes through ``answer``)."""
-        self.send_header("Api-Version", API_VERSION)
-        self.send_header("Docker-Experimental", "false")
-        self.send_header("Ostype", "linux")
-        self._headers_buffer.append(b"\r\n" + body)
+        self._headers_buffer.append(_DOCKER_HEADERS.encode("latin-1") + body)  # as answer's
         self.flush_headers()
 
     def answer(self, status: int, headers: dict[str, str], body: bytes = b"") -> None:
