@@ -121,9 +121,11 @@ def test_identical_files_share_blocks_and_nothing_else_changes(xfs_mount, busybo
     freed = free_bytes(mount) - free0
     assert (done["Groups"], done["Shared"], done["Differed"], done["Failed"]) == (3, 6, 0, 0)
     assert done["Newly"] == done["Saved"] == (1 << 20) + 303_104 + 4096  # whole blocks
-    # the filesystem agrees: its free space grew by what was shared (its own metadata for the
-    # shared extents costs a few blocks)
-    assert done["Newly"] - 64 * 1024 <= freed <= done["Newly"], (freed, done)
+    # the filesystem agrees: its free space grew by what was shared, give or take its own
+    # metadata (btree and free-list blocks, taken or given back 64 KiB at a time: in 12 runs the
+    # free space grew by Newly - 64 KiB or exactly Newly, and in CI once by Newly + 64 KiB, with
+    # no file's allocated blocks changed)
+    assert abs(freed - done["Newly"]) <= 64 * 1024, (freed, done)
     for x, y in pairs:
         left, right = physical(os.path.join(base, x)), physical(os.path.join(app, y))
         assert left == right and all(shared for _, shared in left), (x, left, right)
