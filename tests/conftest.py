@@ -119,6 +119,19 @@ def remove_bridges(root: str) -> None:
         drop_network_rules(network)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def stores_take_their_bridges(tmp_path_factory):
+    """Stores that tests make in pytest's own temporary directories (``tmp_path``) outlive the
+    test, and so do the bridges of their networks: at the end of the session those bridges go
+    too, so that a run leaves none behind (a few dozen exhaust Docker's address pools)."""
+    yield
+    base = str(tmp_path_factory.getbasetemp())
+    found = subprocess.run(["find", base, "-xdev", "-name", "lamina.db", "-type", "f"],
+                           capture_output=True, text=True, check=False).stdout.split()
+    for db in found:
+        remove_bridges(os.path.dirname(db))
+
+
 @pytest.fixture(params=["overlay2", "vfs"])
 def driver(request) -> str:
     return request.param
