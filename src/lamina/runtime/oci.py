@@ -279,6 +279,9 @@ def make_spec(root: str, process: dict, *, hostname: str, network: str = "none",
          "options": ["nosuid", "noexec", "nodev"]},
         {"destination": "/sys", "type": "sysfs", "source": "sysfs",
          "options": ["nosuid", "noexec", "nodev", "ro"]},
+        # the container's own cgroup, read-only (Docker's and Podman's default): its limits
+        {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+         "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]},
     ]
     for dest, source in (files or {}).items():
         target = resolve_in_root(root, dest)
