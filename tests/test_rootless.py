@@ -275,9 +275,13 @@ def delegated_cgroups(user_busybox):
                              "lamina", *args], check=check)
 
         yield lamina
-    finally:
+    finally:  # runc removed the containers' own cgroups: whatever is left is reported
         for directory in made:
-            os.rmdir(directory)  # runc removed the containers' own: nothing is left in it
+            left = [e.name for e in os.scandir(directory) if e.is_dir()]
+            for name in left:
+                os.rmdir(os.path.join(directory, name))
+            os.rmdir(directory)
+            assert not left, f"cgroups left under {directory}: {left}"
 
 
 def test_limits_in_a_delegated_cgroup(delegated_cgroups):
