@@ -131,21 +131,28 @@ class Engine:
 
 
 def append_time(engine: Engine, container: str, mount_verb: str, python: str) -> float:
-    """The first append to big/file in ``container``'s mounted root, timed inside."""
+    """The first append to big/file in ``container``'s mounted root, timed inside; logs the
+    overlay's mount options (its layer paths left out)."""
+    options = ("grep \" $m \" /proc/self/mountinfo | sed 's/.* - //; s/lowerdir=[^,]*,//; "
+               "s/upperdir=[^,]*,//; s/workdir=[^,]*,//'")
     if engine.user is None:  # root: mount directly
-        root = engine("mount", container).stdout.strip()
+        m = engine("mount", container).stdout.strip()
         try:
-            out = subprocess.run([python, "-c", APPEND, os.path.join(root, "big", "file")],
+            shown = subprocess.run(["sh", "-c", options], env={"m": m}, capture_output=True,
+                                   text=True, check=False).stdout
+            out = subprocess.run([python, "-c", APPEND, os.path.join(m, "big", "file")],
                                  capture_output=True, text=True, check=True).stdout
         finally:
             engine("umount", container)
+        log(f"{engine.name} mount: {shown.strip()}")
         return float(out)
     cli = " ".join(engine.prefix)
-    script = (f"m=$({cli} {mount_verb} {container}) && {python} -c \"$APPEND\" $m/big/file; "
-              f"{cli} umount {container} >/dev/null")
+    script = (f"m=$({cli} {mount_verb} {container}) && {options} && "
+              f"{python} -c \"$APPEND\" $m/big/file; {cli} umount {container} >/dev/null")
     out = engine.user.run([*engine.prefix, "unshare", "sh", "-c", script],
-                          env={**engine.env, "APPEND": APPEND}).stdout
-    return float(out.strip().splitlines()[-1])
+                          env={**engine.env, "APPEND": APPEND}).stdout.strip().splitlines()
+    log(f"{engine.name} mount: {' '.join(out[:-1])}")
+    return float(out[-1])
 
 
 def main() -> int:
@@ -234,10 +241,13 @@ def run_all(options, work: str, user, samples) -> int:
 
     def sample(bench: str, engine: Engine, value: float) -> None:
         samples.setdefault((bench, engine.name), []).append(value)
+        log(f"{bench} / {engine.name}: {value:.4f}")
 
     for round_ in range(options.runs):
         log(f"round {round_ + 1}/{options.runs}")
-        for engine in engines:
+        # each engine first, second and third in turn: what one leaves to the disk (a deleted
+        # 1 GiB upper file, its writeback) weighs on the next one alike
+        for engine in engines[round_ % 3:] + engines[:round_ % 3]:
             name = f"bench-{round_}"
             if "create" in options.only:
                 sample("create", engine, engine.timed("create", "--network", "none", "--name",

@@ -320,17 +320,23 @@ def test_privileged(store):
     from lamina.runtime.security import CAPABILITIES, bounding_capabilities
 
     out = store("run", "--rm", "--privileged", "busybox", "sh", "-c",
-                "grep -E 'Seccomp:|CapEff:' /proc/self/status; grep -E ' /sys | /proc/keys ' "
-                "/proc/mounts; ls /dev").stdout
+                "grep -E 'Seccomp:|CapEff:' /proc/self/status; grep -E ' /sys | /proc/keys "
+                "| /sys/fs/cgroup(/memory)? ' /proc/mounts; ls /dev").stdout
     assert int(out.split("CapEff:")[1].split()[0], 16) == sum(
         1 << n for n, c in enumerate(CAPABILITIES) if "CAP_" + c in bounding_capabilities())
     assert "Seccomp:\t0" in out and "sysfs /sys sysfs rw," in out
+    # its own cgroup (v1: the memory hierarchy's; v2: the one tree), writable as Docker's
+    assert re.search(r" /sys/fs/cgroup(/memory)? cgroup2? rw,", out), out
     assert "/proc/keys" not in out  # nothing masked
     host_devices = {name for name in os.listdir("/dev") if name.startswith(("loop", "tty"))}
     assert host_devices and host_devices <= set(out.split())
-    plain = store("run", "--rm", "busybox", "sh", "-c",
-                  "grep -E ' /sys | /proc/keys ' /proc/mounts; ls /dev").stdout
+    plain = store("run", "--rm", "-m", "64m", "busybox", "sh", "-c",
+                  "grep -E ' /sys | /proc/keys | /sys/fs/cgroup(/memory)? ' /proc/mounts; ls /dev; "
+                  "cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null "
+                  "|| cat /sys/fs/cgroup/memory.max").stdout
     assert "sysfs /sys sysfs ro," in plain and "/proc/keys" in plain
+    assert re.search(r" /sys/fs/cgroup(/memory)? cgroup2? ro,", plain), plain  # read-only
+    assert plain.split()[-1] == str(64 << 20)  # what it is limited to
     assert not host_devices <= set(plain.split())
     assert inspect(store, store("create", "--privileged", "busybox", "true").stdout.strip())[
         "HostConfig"]["Privileged"] is True

@@ -340,3 +340,39 @@ def test_network_verbs_as_docker_prints_them(net):
     proc = net("network", "rm", "bridge", check=False)
     assert "pre-defined network" in proc.stderr
     assert net("network", "prune", "-f").stdout == "Deleted Networks:\ntidy\n\n"
+
+
+# what Docker 20.10 wrote for these host files (docker run --rm --network bridge|none busybox
+# cat /etc/resolv.conf, the host's file bound over /etc/resolv.conf in dockerd's mount namespace)
+RESOLV_CASES = [
+    ("# host file\nsearch lamina.test\nnameserver 127.0.0.53\nnameserver ::1\noptions ndots:2\n",
+     "# host file\nsearch lamina.test\noptions ndots:2\n\nnameserver 8.8.8.8\nnameserver 8.8.4.4\n"),
+    ("nameserver 127.0.0.1\nnameserver 192.0.2.53\nnameserver 2001:db8::53\n",
+     "nameserver 192.0.2.53\n"),
+]
+
+
+@pytest.mark.parametrize("host_text, expected", RESOLV_CASES)
+def test_resolv_conf_keeps_the_nameservers_a_container_can_reach(net, tmp_path, host_text,
+                                                                   expected):
+    """On the default bridge, a user network and ``none``, a container's resolv.conf is the
+    host's without the nameservers it cannot reach (loopback ones, which inside name its own
+    loopback, and IPv6 ones) and, when none is left, Docker's fall-back, Google's 8.8.8.8 and
+    8.8.4.4: byte for byte what Docker writes. ``--network host`` keeps the host's file."""
+    resolv = tmp_path / "resolv.conf"
+    resolv.write_text(host_text)
+    make_network(net, "dnsnet")
+
+    def inside(network):  # the host's resolv.conf is the test's, in a mount namespace of its own
+        proc = subprocess.run(
+            ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+             'mount --bind "$1" /etc/resolv.conf && shift && exec "$@"', "sh", str(resolv),
+             sys.executable, "-m", "lamina", "--root", net.root, "run", "--rm", "--network",
+             network, "busybox", "cat", "/etc/resolv.conf"],
+            capture_output=True, text=True, check=False)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout
+
+    for network in ("bridge", "dnsnet", "none"):
+        assert inside(network) == expected, network
+    assert inside("host") == host_text

@@ -247,6 +247,76 @@ def test_limits_without_delegated_cgroups_are_one_line(user_busybox):
         user.lamina("rm", "-f", cid)
 
 
+@pytest.fixture
+def delegated_cgroups(user_busybox):
+    """cgroups delegated to the user as an administrator (or systemd's ``Delegate=yes``) does
+    on this host's cgroup v1 hierarchies (runc's on the v1 + v2 hybrid): in the memory and pids
+    hierarchies, a cgroup under the test's own, owned by the user with its cgroup.procs and
+    tasks. Yields ``lamina(*args)``: lamina as the user, from a shell that first moves itself
+    into them (as a login would put the user's shell). The cpu hierarchy is left root's."""
+    from lamina.runtime import cgroups
+
+    if cgroups.unified():
+        pytest.skip("a cgroup v2 host: the delegation made here is the v1 hierarchies'")
+    user = user_busybox
+    made = []
+    try:
+        for name in ("memory", "pids"):
+            directory = os.path.join(cgroups.cgroup_dirs(os.getpid())[name],
+                                     f"lamina-delegated-{os.getpid()}")
+            os.mkdir(directory)
+            made.append(directory)
+            for entry in ("", "cgroup.procs", "tasks"):
+                os.chown(os.path.join(directory, entry), user.uid, user.gid)
+        moves = "; ".join(f"echo $$ > {d}/cgroup.procs" for d in made)
+
+        def lamina(*args, check=True):
+            return user.run(["sh", "-c", f'{moves} && exec "$@"', "sh", user.python, "-m",
+                             "lamina", *args], check=check)
+
+        yield lamina
+    finally:  # runc removed the containers' own cgroups: whatever is left is reported
+        for directory in made:
+            left = [e.name for e in os.scandir(directory) if e.is_dir()]
+            for name in left:
+                os.rmdir(os.path.join(directory, name))
+            os.rmdir(directory)
+            assert not left, f"cgroups left under {directory}: {left}"
+
+
+def test_limits_in_a_delegated_cgroup(delegated_cgroups):
+    """Where the host delegates the user's cgroup (here the memory and pids controllers, not
+    cpu), a rootless container gets --memory and --pids-limit in a cgroup of its own under the
+    user's, as runc's rootless mode makes it: its /sys/fs/cgroup shows them and the PIDs limit
+    is enforced; --cpus, whose controller is not delegated, is refused in one line (exit 125)."""
+    lamina = delegated_cgroups
+    proc = lamina("run", "--rm", "--network", "none", "-m", "64m", "--pids-limit", "8",
+                  "busybox", "sh", "-c",
+                  "cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/pids/pids.max"
+                  "; grep -E ':(memory|pids):' /proc/self/cgroup"
+                  "; i=0; while [ $i -lt 12 ]; do sleep 5 & i=$((i+1)); done",
+                  check=False)
+    lines = proc.stdout.splitlines()
+    assert lines[:2] == [str(64 * 1024 * 1024), "8"], (proc.stdout, proc.stderr)
+    for line in lines[2:4]:  # the container's cgroup is a child of the delegated one
+        assert f"/lamina-delegated-{os.getpid()}/" in line, proc.stdout
+    # the shell and 7 sleeps: the 8th fork is refused, and the shell ends on it (its sleeps
+    # with it, as the container's init)
+    assert proc.returncode == 2 and proc.stderr == "sh: can't fork: Resource temporarily " \
+        "unavailable\n", proc.stderr
+    proc = lamina("run", "--rm", "--network", "none", "--cpus", "0.5", "busybox", "true",
+                  check=False)
+    assert proc.returncode == 125 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "cannot apply the cpu limit" in proc.stderr and "no cpu controller" in proc.stderr
+    cid = lamina("run", "-d", "--network", "none", "busybox", "sleep", "30").stdout.strip()
+    try:  # a running container's limits are changed in its cgroup
+        lamina("update", "--memory", "32m", cid)
+        out = lamina("exec", cid, "cat", "/sys/fs/cgroup/memory/memory.limit_in_bytes").stdout
+        assert out.strip() == str(32 * 1024 * 1024)
+    finally:
+        lamina("rm", "-f", cid)
+
+
 def answer(port: int) -> str:
     """The body of http://127.0.0.1:PORT/ once something serves it (10 s at most)."""
     import time

@@ -16,15 +16,51 @@ def unified() -> bool:
     return os.path.exists("/sys/fs/cgroup/cgroup.controllers")
 
 
-def delegated(path: str) -> bool:
-    """Whether a rootless container can have the cgroup ``path``: a cgroup v2 host whose
-    ``path`` lies under a directory this user may write (a delegated systemd user slice)."""
+def delegated() -> set[str]:
+    """The controllers whose limits a rootless container can have on this host: those of the
+    cgroup under which runc (in rootless mode, given no ``cgroupsPath``) makes the container's
+    own, where this user may make it, as runc and Podman find them. v1 and the hybrid: this
+    process's cgroup in each controller's hierarchy, if writable (an administrator's chown);
+    v2: the parent of this process's cgroup (a cgroup with processes cannot hand controllers
+    down, so runc puts the container beside the caller: a systemd user slice), if writable,
+    with the controllers it hands down or may hand down."""
+    dirs = cgroup_dirs(os.getpid())
     if not unified():
-        return False  # v1 and the hybrid: controllers are the host root's
-    parent = "/sys/fs/cgroup" + os.path.dirname(path)
-    while not os.path.isdir(parent):
-        parent = os.path.dirname(parent)
-    return os.access(parent, os.W_OK)
+        return {name for name, directory in dirs.items()
+                if name and os.access(directory, os.W_OK)}
+    parent = os.path.dirname(dirs.get("", "/sys/fs/cgroup"))
+    if not parent.startswith("/sys/fs/cgroup/") or not os.access(parent, os.W_OK):
+        return set()
+    names = set((read_cgroup(parent, "cgroup.subtree_control") or "").split())
+    if os.access(os.path.join(parent, "cgroup.subtree_control"), os.W_OK):
+        names.update((read_cgroup(parent, "cgroup.controllers") or "").split())
+    return names
+
+
+def controllers(resources: dict) -> dict[str, set[str]]:
+    """The controllers each limit of the spec's ``linux.resources`` needs (its key -> their
+    names), in this host's cgroup version."""
+    out = {}
+    for key, value in resources.items():
+        if key == "cpu":
+            names = {"cpu"} if {"shares", "quota", "period"} & set(value) else set()
+            out[key] = names | ({"cpuset"} if {"cpus", "mems"} & set(value) else set())
+        elif key == "blockIO":
+            out[key] = {"io" if unified() else "blkio"}
+        elif key == "hugepageLimits":
+            out[key] = {"hugetlb"}
+        elif key != "devices":
+            out[key] = {key}  # memory, pids
+    return out
+
+
+def rootless_dirs(container_id: str) -> dict[str, str]:
+    """The directories of a rootless container's cgroup (see :func:`delegated`), as
+    :func:`cgroup_dirs_of_path` names them; those runc could not make do not exist."""
+    dirs = cgroup_dirs(os.getpid())
+    if unified():
+        return {"": os.path.join(os.path.dirname(dirs.get("", "/sys/fs/cgroup")), container_id)}
+    return {name: os.path.join(directory, container_id) for name, directory in dirs.items()}
 
 
 def cgroup_dirs_of_path(path: str) -> dict[str, str]:
@@ -36,6 +72,16 @@ def cgroup_dirs_of_path(path: str) -> dict[str, str]:
            ("memory", "cpu", "cpuacct", "cpuset", "pids", "blkio", "freezer", "devices")}
     out[""] = "/sys/fs/cgroup/unified" + path
     return out
+
+
+def container_dirs(container_id: str) -> dict[str, str]:
+    """The directories of a container's cgroup as this process's runc made it: root's
+    ``/lamina/<id>``, or a rootless container's under this process's (:func:`rootless_dirs`)."""
+    from ..userns import rootless
+
+    if rootless():
+        return rootless_dirs(container_id)
+    return cgroup_dirs_of_path(container_path(container_id))
 
 
 def container_path(container_id: str) -> str:

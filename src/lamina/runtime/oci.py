@@ -175,8 +175,9 @@ def write_network_files(bundle: str, hostname: str, network: str,
     """Write the bundle's hosts, hostname and resolv.conf; returns {container path: host path}.
     ``extra_hosts``: ``HOST:IP`` entries added to the hosts file (``--add-host``); ``address``:
     the container's own, under its hostname (as Docker writes it after them); ``nameserver``:
-    a user-mode network's DNS forwarder (:func:`resolv_conf_via`), else the host's resolv.conf
-    as it is."""
+    a user-mode network's DNS forwarder (:func:`resolv_conf_via`); else, on the host's network,
+    the host's resolv.conf as it is, and on any other the nameservers it can reach
+    (:func:`resolv_conf_reachable`)."""
     if network == "host":
         hosts = _read_host("/etc/hosts") or "127.0.0.1\tlocalhost\n"
     else:
@@ -191,6 +192,8 @@ def write_network_files(bundle: str, hostname: str, network: str,
     resolv = _read_host("/etc/resolv.conf")
     if nameserver:
         resolv = resolv_conf_via(resolv, nameserver)
+    elif network != "host":
+        resolv = resolv_conf_reachable(resolv)
     files = {"/etc/hosts": hosts, "/etc/hostname": hostname + "\n", "/etc/resolv.conf": resolv}
     out = {}
     for dest, text in files.items():
@@ -205,17 +208,34 @@ def resolv_conf_via(host_text: str, nameserver: str) -> str:
     """The resolv.conf of a container whose network has a DNS forwarder at ``nameserver``
     (slirp4netns' 10.0.2.3, which forwards to the host's resolver from the host's side), as
     Podman writes it: the forwarder first, then the host's file without the nameservers the
-    container cannot reach: loopback ones (127.0.0.53 of systemd-resolved, 127.0.0.1 of a
-    dnsmasq: inside, they name the container's own loopback) and IPv6 ones (the user-mode
-    network has no IPv6). Search domains and options stay."""
-    kept = []
-    for line in host_text.splitlines():
-        words = line.split()
-        if words[:1] == ["nameserver"] and (len(words) < 2 or words[1].startswith("127.")
-                                            or ":" in words[1]):
-            continue
-        kept.append(line + "\n")
-    return f"nameserver {nameserver}\n" + "".join(kept)
+    container cannot reach (:func:`unreachable_nameserver`). Search domains and options stay."""
+    kept = "".join(line + "\n" for line in host_text.splitlines()
+                   if not unreachable_nameserver(line))
+    return f"nameserver {nameserver}\n" + kept
+
+
+DEFAULT_NAMESERVERS = ("8.8.8.8", "8.8.4.4")  # Docker's when none of the host's is left
+
+
+def resolv_conf_reachable(host_text: str) -> str:
+    """The resolv.conf of a container in a network namespace of its own with no DNS forwarder
+    (a bridge, ``none``), as Docker writes it: the host's file without the nameservers the
+    container cannot reach (:func:`unreachable_nameserver`) and, when none is left, Google's
+    public resolvers after an empty line. Search domains, options and comments stay."""
+    kept = [line + "\n" for line in host_text.splitlines() if not unreachable_nameserver(line)]
+    if not any(line.split()[:1] == ["nameserver"] for line in kept):
+        kept += ["\n", *(f"nameserver {address}\n" for address in DEFAULT_NAMESERVERS)]
+    return "".join(kept)
+
+
+def unreachable_nameserver(line: str) -> bool:
+    """Whether the resolv.conf ``line`` names a nameserver a container in a network namespace
+    of its own cannot reach: a loopback one (systemd-resolved's 127.0.0.53, a dnsmasq's
+    127.0.0.1, ``::1``: inside they name the container's own loopback) or an IPv6 one
+    (lamina's networks have no IPv6)."""
+    words = line.split()
+    return words[:1] == ["nameserver"] and (len(words) < 2 or words[1].startswith("127.")
+                                            or ":" in words[1])
 
 
 def _read_host(path: str) -> str:
@@ -279,6 +299,9 @@ def make_spec(root: str, process: dict, *, hostname: str, network: str = "none",
          "options": ["nosuid", "noexec", "nodev"]},
         {"destination": "/sys", "type": "sysfs", "source": "sysfs",
          "options": ["nosuid", "noexec", "nodev", "ro"]},
+        # the container's own cgroup, read-only (Docker's and Podman's default): its limits
+        {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+         "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]},
     ]
     for dest, source in (files or {}).items():
         target = resolve_in_root(root, dest)

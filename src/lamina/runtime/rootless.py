@@ -13,10 +13,10 @@ from . import cgroups
 
 
 def fit_spec(spec: dict) -> None:
-    """Fit an OCI spec to a rootless container (lamina in its user namespace): runc in
-    rootless mode gives up on a cgroup it cannot make, so with no delegated cgroup the spec asks
-    for none (as Podman's rootless containers on cgroup v1), and a limit that needs one is a
-    clear error rather than a limit silently not applied."""
+    """Fit an OCI spec to a rootless container (lamina in its user namespace). Its cgroup is
+    runc's rootless default (no ``cgroupsPath``: the container's ID under the caller's cgroup,
+    made where the host delegates it to the user, given up where not); a limit whose controller
+    is not delegated is a clear error rather than a limit silently not applied."""
     linux = spec["linux"]
     if not rootless():
         return
@@ -31,24 +31,30 @@ def fit_spec(spec: dict) -> None:
         for mount in spec["mounts"]:
             if mount["type"] == "devpts":
                 mount["options"] = [o for o in mount.get("options", ()) if o != "gid=5"]
-    if cgroups.delegated(linux.get("cgroupsPath") or "/"):
-        return
-    check_limits(linux.get("resources", {}), linux.get("cgroupsPath") or "/")
+    check_limits(linux.get("resources", {}))
     linux["cgroupsPath"] = ""
-    linux.pop("resources", None)
+    if not set(linux.get("resources", {})) - {"devices"}:
+        linux.pop("resources", None)
 
 
-def check_limits(resources: dict, cgroups_path: str = cgroups.container_path("")) -> None:
+def check_limits(resources: dict) -> None:
     """Refuse, in one line, the limits (the spec's ``linux.resources``) a rootless container
-    cannot have where the host delegates it no cgroup (``cgroups_path``: the container's
-    cgroup; only where its parent lies matters): at create, before anything is made (as Podman
+    cannot have here: those whose controllers the host does not delegate to the user
+    (:func:`lamina.runtime.cgroups.delegated`). At create, before anything is made (as Podman
     refuses them), and again when its spec is written."""
-    limits = sorted(k for k in resources if k != "devices")
-    if limits and rootless() and not cgroups.delegated(cgroups_path):
+    if not rootless():
+        return
+    needed = cgroups.controllers(resources)
+    if not needed:
+        return
+    missing = set().union(*needed.values()) - cgroups.delegated()
+    limits = sorted(key for key, names in needed.items() if names & missing)
+    if limits:
         raise Unavailable(
             f"cannot apply the {', '.join(limits)} limit(s): a rootless container gets cgroup "
-            "limits only where the host delegates a cgroup v2 subtree to the user (a systemd "
-            "user slice), and this host does not")
+            "limits only where the host delegates the user's cgroup to it (a systemd user "
+            f"slice), and this host delegates no {', '.join(sorted(missing))} controller to "
+            "this user")
 
 
 def mapped_gid(gid: int) -> bool:

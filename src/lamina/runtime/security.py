@@ -272,13 +272,13 @@ def apply_process(process: dict, config) -> None:
 def apply(spec: dict, config) -> None:
     """Put ``config``'s container-wide privileges into the OCI ``spec`` (whose process has had
     :func:`apply_process`): the seccomp filter, and ``--privileged``'s devices, /sys and
-    unmasked paths."""
+    /sys/fs/cgroup writable, and unmasked paths."""
     process = spec["process"]
     linux = spec["linux"]
     if config.privileged:
         linux["maskedPaths"], linux["readonlyPaths"] = [], []
         for mount in spec["mounts"]:
-            if mount["destination"] == "/sys":
+            if mount["destination"] == "/sys" or mount["type"] == "cgroup":  # as Docker's
                 mount["options"] = [o for o in mount["options"] if o != "ro"] + ["rw"]
         linux["devices"] = host_devices()
         linux.setdefault("resources", {})["devices"] = [{"allow": True, "access": "rwm"}]
