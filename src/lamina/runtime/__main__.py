@@ -1,6 +1,7 @@
 """``python -S -m lamina.runtime ROOT DRIVER ID FD [IN,OUT,ERR]``: the detached monitor of one
 container (``... ID exited ...``: the same monitor again after its relay saw the exit; ``... ID
-probe ...``: one health probe, run by the relay each interval).
+probe ...``: one health probe, run by the relay each interval). lamina itself starts :func:`main`
+with ``python -S -c`` (:data:`lamina.runtime.monitor.ENTRY`): ``-m``'s runpy costs every probe.
 
 :func:`lamina.runtime.monitor.spawn` starts it (a fresh interpreter, double fork, new session).
 It owns the container until the container's process ends (:func:`lamina.runtime.monitor.serve`)

@@ -31,6 +31,10 @@ from .oci import RunConfig, Runtime, RuntimeFailure
 from .ownership import become_owner, monitor_alive, record, release
 from .process import detached, prepare_bundle, pump, pump_tty
 
+# How a monitor, an exit and a probe start: ``python -S`` and this, lamina/runtime/__main__.py's
+# main without ``-m`` (runpy and importlib.util, some milliseconds of CPU at every probe).
+ENTRY = ("-c", "import sys; from lamina.runtime.__main__ import main; main(sys.argv[1:])")
+
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing (start-up time)
 if TYPE_CHECKING:
     from ..containers import ContainerStore
@@ -404,8 +408,8 @@ def spawn(containers: ContainerStore, name: str, stdio: tuple[int, int, int] | N
         env[_HANDOVER] = str(os.getpid())
 
     def monitor(notify: int) -> None:
-        argv = [sys.executable, "-S", "-m", "lamina.runtime", containers.store.root,
-                containers.store.driver, row["id"], str(notify)]
+        argv = [sys.executable, "-S", *ENTRY, containers.store.root, containers.store.driver,
+                row["id"], str(notify)]
         if stdio is not None:
             argv.append(",".join(str(fd) for fd in stdio))
         os.set_inheritable(notify, True)
@@ -615,8 +619,7 @@ def _run_relayed(containers: ContainerStore, row, relay: str, *, stdin, clients,
     _record_started(containers, row, pid)
     if on_started is not None:
         on_started(pid)
-    monitor = [sys.executable, "-S", "-m", "lamina.runtime", containers.store.root,
-               containers.store.driver, cid]
+    monitor = [sys.executable, "-S", *ENTRY, containers.store.root, containers.store.driver, cid]
     then = [*monitor, "exited", str(restarts), repr(delay), repr(began),
             "1" if was_mounted else "0", str(fifo)]
     probe = _probe(containers, row, config)
