@@ -14,7 +14,7 @@ import sys
 
 from ..containers import open_containers
 from . import Lifecycle
-from .monitor import serve, serve_exit, serve_probe
+from .probes import serve_probe
 
 
 def main(argv: list[str]) -> None:
@@ -30,11 +30,13 @@ def main(argv: list[str]) -> None:
             os._exit(1)
         os.write(int(notify), f"125 {error}".encode())
         os._exit(1)
+    if notify == "probe":  # first: a probe imports none of the monitor's modules
+        serve_probe(containers, container_id, argv[4:])
+        os._exit(0)
+    from .monitor import serve, serve_exit
+
     if notify == "exited":
         serve_exit(containers, container_id, argv[4:])
-        os._exit(0)
-    if notify == "probe":
-        serve_probe(containers, container_id, argv[4:])
         os._exit(0)
     stdio = tuple(int(fd) for fd in argv[4].split(",")) if len(argv) > 4 else (-1, -1, -1)
     serve(containers, container_id, int(notify), stdio)
