@@ -91,10 +91,17 @@ class Sleepers:
         with concurrent.futures.ThreadPoolExecutor(width) as pool:
             return list(pool.map(one, range(count)))
 
-    def remove(self, ids: list[str]) -> None:
-        for start in range(0, len(ids), 50):
-            peers.run([*self.cli, "rm", "-f", *ids[start:start + 50]], env=self.env,
+    def remove(self, ids: list[str], width: int = 1) -> None:
+        """``rm -f`` the sleepers, ``width`` commands at a time (an engine removes the
+        containers named in one command one after the other)."""
+        size = max(1, min(50, -(-len(ids) // max(1, width))))
+
+        def one(start: int) -> None:
+            peers.run([*self.cli, "rm", "-f", *ids[start:start + size]], env=self.env,
                       check=False, timeout=600)
+
+        with concurrent.futures.ThreadPoolExecutor(max(1, width)) as pool:
+            list(pool.map(one, range(0, len(ids), size)))
 
     def container_pids(self, ids: list[str]) -> list[int]:
         out = peers.run([*self.cli, "inspect", "--format", "{{.State.Pid}}", *ids],
@@ -179,7 +186,7 @@ def measure(counts=COUNTS, engines=ENGINES, lamina: list[str] | None = None,
                     groups = engine.per_container(ids, marker)
                     figures = [[memory(pid) for pid in group] for group in groups]
                 finally:
-                    engine.remove(ids)
+                    engine.remove(ids, width)
                 rss = [sum(r for r, _ in f) for f in figures]
                 pss = [sum(p for _, p in f) for f in figures]
                 rows.append({"engine": name, "count": count, "rss": statistics.median(rss),
