@@ -1,7 +1,7 @@
 """How costs grow with the store and with the work: lamina against Docker Engine and Podman in one
 run (issue 14). Each curve at a few points; every command's wall time and peak RSS.
 
-    python3 bench/scale.py            # the full run (about 30 minutes on 2 cores)
+    python3 bench/scale.py            # the full run (23 minutes at load 5-7 on 2 cores)
     python3 bench/scale.py --quick    # fewer and smaller points, 2 repetitions
     python3 bench/scale.py --only containers layers --skip podman --no-results
 
@@ -65,11 +65,11 @@ END = "<!-- bench/scale.py: end generated section -->"
 IMAGE = "bench-busybox"
 ENGINES = ("lamina", "docker", "podman")
 BIG_LAYER = 8 << 20
-# Sized for 30 minutes (full) and 5 (quick: one repetition, a smoke test of every curve; 7.7
-# minutes at load 7-8 before the sleepers reused this run's engines and the end removed only
-# running containers, 5.1 at load 7-9 after) on a shared 2-core machine (a first full run of
-# 10,000 containers, 1,000 images, roots of 200,000 files and 3 repetitions took 39 minutes for
-# curves 1-2 alone): the issue's largest points (10,000 containers, 1,000 images, 200,000 files)
+# Sized for 30 minutes (full: 23.2 at load 5-7) and 5 (quick: one repetition, a smoke test of
+# every curve; 7.7 minutes at load 7-8 before the sleepers reused this run's engines, 5.1-5.8 at
+# load 4-8 after, still with 128 layers, 2.5 at load 4-5 with 64) on a shared 2-core machine (a
+# first full run of 10,000 containers, 1,000 images, roots of 200,000 files and 3 repetitions
+# took 39 minutes for curves 1-2 alone): the issue's largest points (10,000 containers, 1,000 images, 200,000 files)
 # are reached with --set, and RESULTS.md says which points a run left out. Builds of many steps
 # take seconds a step in every engine here: 128 steps already pass Docker's limit (125 layers).
 # Podman stops at 100 containers (filling its store through its API takes minutes a thousand)
@@ -703,7 +703,8 @@ def plot(results: Results, curve: str, names: list[str], path: Path) -> bool:
                             if k[0] == curve and k[2] == command and k[3] == name
                             and isinstance(k[1], int))
             if points:
-                ax.plot([p for p, _ in points], [s for _, s in points], marker="o", label=name)
+                ax.plot([p for p, _ in points], [s for _, s in points], marker="o", label=name,
+                        color=f"C{ENGINES.index(name)}")  # an engine's colour in every panel
         ax.set_title(command, fontsize=9)
         ax.set_xscale("log")
         ax.set_yscale("log")
