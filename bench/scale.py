@@ -691,7 +691,8 @@ def plot(results: Results, curve: str, names: list[str], path: Path) -> bool:
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
-    except ImportError:
+    except ImportError:  # scripts/setup installs the test extra only
+        log(f"no plot of {curve}: matplotlib is not installed (pip install -e '.[bench]')")
         return False
     commands = sorted({k[2] for k in results.samples if k[0] == curve})
     if not commands:
