@@ -1,20 +1,37 @@
-"""What an idle container costs while it runs: the CPU time of lamina's monitor (the process that
-owns a ``run -d`` container and runs its health checks, with the ``runc exec`` of each probe it
-reaped) over a window, for a container without a health check, with one every 30 s (Docker's
-default) and with one every second; and, side by side, the CPU time Docker Engine's processes
-(dockerd, containerd, the container's shim, and what they reaped) spend in the same window on
-the same container.
+"""What an idle container costs while it runs, and what each health probe costs: the CPU time
+an engine spends on one busybox ``sleep`` container over a window, without a health check, with
+one every 30 s (Docker's default) and with one every second, lamina, Docker Engine and Podman
+side by side; and for the 1 s case the CPU of one probe.
 
-    python3 bench/monitor_cpu.py [--seconds 30] [--skip docker] [--lamina "python3 -m lamina"]
+    python3 bench/monitor_cpu.py [--quick] [--seconds 60] [--skip docker] [--skip podman]
+                                 [--lamina "python3 -S bin/lamina"]
 
-Root; busybox-static; docker.io for the Docker column. Prints one line per case: CPU seconds
-in the window and that as a percentage of one core.
+Whose CPU is counted (utime + stime of the processes, and of the children they waited for, from
+/proc/PID/stat):
+
+- lamina: the container's monitor, ``lamina-relay`` (a C program), with the probes it started
+  and reaped: each a short-lived Python process that runs ``runc exec`` (reaped by it, so counted
+  in it) and records the result.
+- Docker: dockerd, containerd, their descendants and the container's shim (which runs each
+  probe's ``runc exec``): the whole engine, its idle work included (the case without a check).
+- Podman: the container's ``conmon``, and, for a check, ``podman healthcheck run ID`` started
+  from here each interval (what the systemd timer Podman creates for a health check runs; this
+  machine has no systemd, so Podman schedules nothing by itself), counted as children of this
+  process. An exec's own conmon detaches: the few milliseconds of that C program are not counted.
+
+Probes: the check is ``echo >> /probes`` (a shell, as ``--health-cmd`` runs it, in every engine),
+so the probes made in the window are the lines of ``/probes`` then, read with an exec after it.
+CPU per probe: (the window's CPU - the window's CPU without a check) / probes.
+
+Root; busybox-static; docker.io and podman for their columns. Prints one line per case and
+engine, and a Markdown table.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shlex
 import subprocess
 import sys
@@ -27,98 +44,178 @@ sys.path.insert(0, str(HERE))
 
 import peers  # noqa: E402 - bench's own helpers, found through the path above
 
-CASES = {"no health check": [], "health check every 30 s": ["--health-cmd", "true"],
-         "health check every 1 s": ["--health-cmd", "true", "--health-interval", "1s"]}
+CHECK = ["--health-cmd", "echo >> /probes"]
+CASES = {"no health check": [], "health check every 30 s": CHECK,
+         "health check every 1 s": [*CHECK, "--health-interval", "1s"]}
+QUICK = ("no health check", "health check every 1 s")  # --quick: what a probe costs
+ENGINES = ("lamina", "docker", "podman")
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    """utime + stime + cutime + cstime of ``pids`` (gone ones count 0), in seconds."""
+def cpu_seconds(pids: list[int]) -> dict[int, float]:
+    """utime + stime + cutime + cstime of each of ``pids`` still there, in seconds."""
     tick = os.sysconf("SC_CLK_TCK")
-    total = 0
+    found = {}
     for pid in pids:
         try:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        total += sum(int(v) for v in fields[11:15])
-    return total / tick
+        found[pid] = sum(int(v) for v in fields[11:15]) / tick
+    return found
 
 
-def window(pids, seconds: float) -> float:
-    before = cpu_seconds(pids)
-    time.sleep(seconds)
-    return cpu_seconds(pids) - before
+def own_children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
-def lamina_case(lamina: list[str], root: str, flags: list[str], seconds: float) -> float:
-    cid = subprocess.run([*lamina, "--root", root, "run", "-d", *flags, "busybox", "sleep",
-                          "100000"], check=True, capture_output=True, text=True).stdout.strip()
-    try:
-        from lamina import Engine
+class Engine:
+    """One engine's way to run the sleeper, find the processes that keep it and count probes."""
 
-        engine = Engine(root=root)
-        monitor = engine.container_store.get(cid)["monitor_pid"]
-        engine.close()
-        time.sleep(1)  # past its start
-        return window([monitor], seconds)
-    finally:
-        subprocess.run([*lamina, "--root", root, "rm", "-f", cid], check=False, capture_output=True)
+    def __init__(self, name: str, cli: list[str], env: dict | None = None):
+        self.name, self.cli, self.env = name, cli, env
 
+    def run(self, *args: str) -> str:
+        return subprocess.run([*self.cli, *args], env=self.env, check=True, capture_output=True,
+                              text=True).stdout.strip()
 
-def docker_case(docker: peers.Docker, flags: list[str], seconds: float) -> float:
-    cid = subprocess.run(["docker", "run", "-d", "--network", "none", *flags, "busybox", "sleep",
-                          "100000"], env=docker.env, check=True, capture_output=True,
-                         text=True).stdout.strip()
-    try:
-        time.sleep(1)
-        shims = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and
-                 _cmdline_has(p, cid)]  # the shim is no descendant of dockerd (it daemonizes)
-        return window([docker.proc.pid, *peers.descendants(docker.proc.pid), *shims], seconds)
-    finally:
-        subprocess.run(["docker", "rm", "-f", cid], env=docker.env, check=False,
+    def start(self, flags: list[str]) -> str:
+        return self.run("run", "-d", "--network", "none", *flags, "busybox", "sleep", "100000")
+
+    def remove(self, cid: str) -> None:
+        subprocess.run([*self.cli, "rm", "-f", cid], env=self.env, check=False,
                        capture_output=True)
+
+    def probes(self, cid: str) -> int:
+        out = subprocess.run([*self.cli, "exec", cid, "sh", "-c", "cat /probes 2>/dev/null"],
+                             env=self.env, check=False, capture_output=True).stdout
+        return out.count(b"\n")
+
+
+def keeper(cid: str, exe: str) -> list[int]:
+    """The processes whose executable's name starts with ``exe`` and whose command line names
+    the container."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if (os.path.basename(os.readlink(entry / "exe")).startswith(exe)
+                    and cid.encode() in (entry / "cmdline").read_bytes()):
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def window(engine: Engine, cid: str, pids, seconds: float, every: float | None) -> float:
+    """CPU seconds of ``pids()`` over ``seconds``; ``every``: run ``podman healthcheck run`` at
+    that interval, one after the other ends (counted as this process's children)."""
+    watched = pids()
+    before, children = cpu_seconds(watched), own_children_cpu()
+    end = time.monotonic() + seconds
+    while every is not None and time.monotonic() + every < end:
+        time.sleep(every)
+        subprocess.run([*engine.cli, "healthcheck", "run", cid], env=engine.env, check=False,
+                       capture_output=True)
+    time.sleep(max(0.0, end - time.monotonic()))
+    after = cpu_seconds(watched)  # a process gone meanwhile (an exec's conmon) is left out
+    return (sum(after[pid] - before[pid] for pid in after if pid in before)
+            + own_children_cpu() - children)
+
+
+def measure(engine: Engine, flags: list[str], seconds: float, docker=None,
+            root: str = "") -> tuple[float, int]:
+    """(CPU seconds over the window, probes made in it) of one sleeper with ``flags``."""
+    cid = engine.start(flags)
+    try:
+        time.sleep(1)  # past its start
+        every = None
+        if engine.name == "lamina":
+            def pids():
+                return keeper(cid, "lamina-relay") or keeper(cid, "python")
+        elif engine.name == "docker":
+            def pids():  # the shim is no descendant of dockerd (it daemonizes)
+                return [docker.proc.pid, *peers.descendants(docker.proc.pid),
+                        *keeper(cid, "containerd-shim")]
+        else:
+            def pids():
+                return keeper(cid, "conmon")
+            if flags:
+                every = 1.0 if "--health-interval" in flags else 30.0
+        engine.run("exec", cid, "sh", "-c", ": > /probes")  # the start's probes are not counted
+        cpu = window(engine, cid, pids, seconds, every)
+        return cpu, engine.probes(cid)
+    finally:
+        engine.remove(cid)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=30)
-    parser.add_argument("--skip", action="append", default=[], choices=["docker"])
-    parser.add_argument("--lamina", default=f"{sys.executable} -m lamina")
+    parser.add_argument("--seconds", type=float, default=60)
+    parser.add_argument("--skip", action="append", default=[], choices=["docker", "podman"])
+    parser.add_argument("--quick", action="store_true",
+                        help="leave out the 30 s case (a window sees one or two of its probes)")
+    parser.add_argument("--lamina", default=f"{sys.executable} -S {HERE.parent / 'bin' / 'lamina'}")
     args = parser.parse_args()
     lamina = shlex.split(args.lamina)
     base = Path(tempfile.mkdtemp(prefix="lamina-monitor-cpu-", dir="/var/tmp"))
-    docker = None
+    docker = podman = None
+    engines: list[Engine] = []
+    rows = []
     try:
-        root = str(base / "lamina")
         rootfs = base / "busybox.tar"
         subprocess.run([str(HERE.parent / "examples" / "busybox-rootfs.sh"), str(rootfs)],
                        check=True, capture_output=True)
-        subprocess.run([*lamina, "--root", root, "import", str(rootfs), "busybox"], check=True,
-                       capture_output=True)
+        root = str(base / "lamina")
+        engines.append(Engine("lamina", [*lamina, "--root", root]))
+        engines[0].run("import", str(rootfs), "busybox")
         if "docker" not in args.skip:
             docker = peers.Docker(base)
             docker.start()
-            with open(rootfs, "rb") as f:
-                subprocess.run(["docker", "import", "-", "busybox"], stdin=f, env=docker.env,
-                               check=True, capture_output=True)
-        print(f"CPU time over {args.seconds:g} s of one idle container (sleep), seconds "
-              "(% of one core)")
+            engines.append(Engine("docker", docker.cli(), docker.env))
+            engines[-1].run("import", str(rootfs), "busybox")
+        if "podman" not in args.skip:
+            podman = peers.Podman(base)
+            podman.start()
+            engines.append(Engine("podman", podman.cli(), podman.env))
+            engines[-1].run("import", str(rootfs), "busybox")
+        print(f"CPU time over {args.seconds:g} s of one idle container (busybox sleep), seconds "
+              f"(% of one core); load {os.getloadavg()[0]:.1f}", flush=True)
+        baseline = {}
         for case, flags in CASES.items():
-            line = f"{case:26} lamina monitor {_fmt(lamina_case(lamina, root, flags, args.seconds), args.seconds)}"
-            if docker is not None:
-                line += f"   docker engine {_fmt(docker_case(docker, flags, args.seconds), args.seconds)}"
-            print(line, flush=True)
+            if args.quick and case not in QUICK:
+                continue
+            for engine in engines:
+                cpu, probes = measure(engine, flags, args.seconds, docker=docker)
+                if not flags:
+                    baseline[engine.name] = cpu
+                per = ((cpu - baseline.get(engine.name, 0)) / probes) if flags and probes else None
+                rows.append((case, engine.name, cpu, probes, per))
+                print(f"{case:26} {engine.name:7} {_fmt(cpu, args.seconds)}  probes {probes:3}"
+                      + (f"  {per * 1000:6.1f} ms CPU/probe" if per is not None else ""),
+                      flush=True)
+        print(f"\nload average at the end: {os.getloadavg()[0]:.1f}\n")
+        print(table(rows, args.seconds))
     finally:
         if docker is not None:
             docker.cleanup()
+        if podman is not None:
+            podman.cleanup()
         peers.remove_tree(base)
 
 
-def _cmdline_has(proc: Path, text: str) -> bool:
-    try:
-        return text.encode() in (proc / "cmdline").read_bytes()
-    except OSError:
-        return False
+def table(rows, seconds: float) -> str:
+    lines = [(f"| case | engine | CPU s in {seconds:g} s (% of a core) | probes | CPU ms/probe | "
+              "lamina/engine per probe |"), "|---|---|---:|---:|---:|---:|"]
+    own = {case: per for case, name, _, _, per in rows if name == "lamina"}
+    for case, name, cpu, probes, per in rows:
+        ratio = (f"{own[case] / per:.2f}" if name != "lamina" and per and own.get(case)
+                 else "")
+        lines.append(f"| {case} | {name} | {cpu:.2f} ({100 * cpu / seconds:.1f}%) | "
+                     f"{probes if case != 'no health check' else '-'} | "
+                     f"{f'{per * 1000:.0f}' if per is not None else '-'} | {ratio} |")
+    return "\n".join(lines)
 
 
 def _fmt(cpu: float, seconds: float) -> str:

@@ -1,7 +1,7 @@
 """How costs grow with the store and with the work: lamina against Docker Engine and Podman in one
 run (issue 14). Each curve at a few points; every command's wall time and peak RSS.
 
-    python3 bench/scale.py            # the full run (about 30 minutes on 2 cores)
+    python3 bench/scale.py            # the full run (23 minutes at load 5-7 on 2 cores)
     python3 bench/scale.py --quick    # fewer and smaller points, 2 repetitions
     python3 bench/scale.py --only containers layers --skip podman --no-results
 
@@ -18,7 +18,8 @@ Curves (bench/RESULTS.md, between this script's markers; a PNG each under bench/
 4. ``transfer``: ``push`` and ``pull`` of 1, 10, 50 layers of 1 MiB through a loopback registry.
 5. ``parallel``: 8 concurrent ``create``, ``run -d``, ``build`` on one store: wall time.
 6. ``sleepers``: resident memory of running containers, through bench/sleepers.py when it is
-   there (``measure(counts, engines)``).
+   there (``measure``), on this run's engines (no second dockerd or Podman store), their
+   ``run -d``s ``parallel`` at a time.
 
 How stores are filled (the populating is not timed): lamina's containers through its Python API
 (``Engine.create``, the code ``lamina create`` runs, so the store is what the CLI leaves);
@@ -27,7 +28,11 @@ eight requests at a time. The 1% large writable layers and the 10 changes of cur
 straight into each container's upper directory (``GraphDriver.Data.UpperDir``), as the kernel
 would when the container writes. 1,000 images: one ``load`` of a Docker archive holding 1,000
 images that share a layer (each its own config). Docker's figures are its client's RSS: the
-daemon does the work in its own, long-lived memory.
+daemon does the work in its own, long-lived memory. Docker's load of 128 layers is refused
+(``max depth exceeded``) after about as long as a load of 64 takes: its larger points are then
+marked, not tried again. At the end only running containers are removed through the engines;
+the thousands of stopped ones go with the stores' directories. RESULTS.md says how long each
+curve took, its set-up included.
 """
 
 from __future__ import annotations
@@ -60,10 +65,11 @@ END = "<!-- bench/scale.py: end generated section -->"
 IMAGE = "bench-busybox"
 ENGINES = ("lamina", "docker", "podman")
 BIG_LAYER = 8 << 20
-# Sized for 30 minutes (full) and 5 (quick: one repetition, a smoke test of every curve; at
-# load 5 with 2 repetitions and 500 layers it took 8.3 minutes, as now 7.7 at load 7-8) on a shared 2-core machine (a first full run of
-# 10,000 containers, 1,000 images, roots of 200,000 files and 3 repetitions took 39 minutes for
-# curves 1-2 alone): the issue's largest points (10,000 containers, 1,000 images, 200,000 files)
+# Sized for 30 minutes (full: 23.2 at load 5-7) and 5 (quick: one repetition, a smoke test of
+# every curve; 7.7 minutes at load 7-8 before the sleepers reused this run's engines, 5.1-5.8 at
+# load 4-8 after, still with 128 layers, 2.5 at load 4-5 with 64) on a shared 2-core machine (a
+# first full run of 10,000 containers, 1,000 images, roots of 200,000 files and 3 repetitions
+# took 39 minutes for curves 1-2 alone): the issue's largest points (10,000 containers, 1,000 images, 200,000 files)
 # are reached with --set, and RESULTS.md says which points a run left out. Builds of many steps
 # take seconds a step in every engine here: 128 steps already pass Docker's limit (125 layers).
 # Podman stops at 100 containers (filling its store through its API takes minutes a thousand)
@@ -72,9 +78,13 @@ FULL = {"containers": [10, 100, 1000, 3000], "images": 200, "layers": [1, 16, 64
         "build_steps": 64, "files": [1000, 10000, 50000], "transfer": [1, 10, 50],
         "reps": 2, "parallel": 8, "sleepers": [1, 10, 50], "most_containers": {"podman": 100},
         "most_layers": {"podman": 128}}
-QUICK = {"containers": [10, 100], "images": 20, "layers": [1, 128], "build_steps": 8,
+# --quick: a Docker figure at every deep-image point but the last (64 layers, not 128, which it
+# refuses after 20-40 s of loading: the full run shows that refusal) and lamina past the classic
+# mount options' page limit (256)
+QUICK = {"containers": [10, 100], "images": 20, "layers": [1, 64, 256], "build_steps": 8,
          "files": [1000, 10000], "transfer": [1, 10], "reps": 1, "parallel": 8, "sleepers": [1, 10],
-         "most_containers": {"podman": 100}, "most_layers": {"podman": 128}}
+         "most_containers": {"podman": 100}, "most_layers": {"podman": 128, "docker": 125}}
+LEFT_OUT = {"docker": "Docker refuses images of more than 125 layers (max depth exceeded)"}
 
 
 STARTED = time.monotonic()
@@ -105,13 +115,16 @@ class Lamina:
                        check=True, capture_output=True)
 
     def stop(self) -> None:
-        if self.root.exists():
-            subprocess.run(self.cli("rm", "-f", *self.ids()), capture_output=True, env=self.env,
+        """Remove the running containers (their monitors go with them); the stopped ones,
+        thousands at the end of a run, go with the store's directory."""
+        ids = self.ids() if self.root.exists() else []
+        if ids:
+            subprocess.run(self.cli("rm", "-f", *ids), capture_output=True, env=self.env,
                            check=False)
         peers.remove_tree(self.root)
 
     def ids(self) -> list[str]:
-        p = subprocess.run(self.cli("ps", "-aq", "--no-trunc"), capture_output=True,
+        p = subprocess.run(self.cli("ps", "-q", "--no-trunc"), capture_output=True,
                            env=self.env, check=False)
         return p.stdout.decode().split()
 
@@ -239,6 +252,8 @@ class Results:
     def __init__(self):
         self.samples: dict[tuple, list[tuple[float, int]]] = {}
         self.notes: dict[tuple, str] = {}
+        self.sleepers: list[dict] | str = []  # curve 6's rows (bench/sleepers.py's)
+        self.took: dict[str, float] = {}  # seconds each curve took, its set-up included
 
     def add(self, key: tuple, seconds: float, rss: int) -> None:
         self.samples.setdefault(key, []).append((seconds, rss))
@@ -456,19 +471,29 @@ def curve_containers(engines, cfg, results: Results) -> None:
 
 def curve_layers(engines, cfg, results: Results) -> None:
     reps = cfg["reps"]
-    for n in cfg["layers"]:
+    refused: dict[str, int] = {}  # engine -> the fewest layers its load refused
+    for n in sorted(cfg["layers"]):
         archive = deep_image(n)
         ref = f"deep:{n}"
         for eng in engines:
             key = ("layers", n)
             if n > cfg.get("most_layers", {}).get(eng.name, n):
+                why = LEFT_OUT.get(eng.name, "its load of so many layers takes minutes")
                 for command in ("load", "create", "first mount", "run --rm"):
-                    results.note((*key, command, eng.name), "left out of this run (its load of "
-                                 "so many layers takes minutes; see the settings)")
+                    results.note((*key, command, eng.name), f"left out of this run ({why}; see "
+                                 "the settings)")
+                continue
+            if eng.name in refused:  # Docker's depth limit: more layers are refused as well,
+                # after as long a load (about 20 s for 128 here, more for more)
+                first = results.notes[("layers", refused[eng.name], "load", eng.name)]
+                results.note((*key, "load", eng.name),
+                             f"not tried: its load of {refused[eng.name]} layers was refused "
+                             f"({first})")
                 continue
             log(f"layers: {eng.name} {n}")
             if timed(eng, ["load", "-i", archive], results, (*key, "load", eng.name),
                      check=False) is None:
+                refused[eng.name] = n
                 continue
             for _ in range(reps):
                 proc = timed(eng, ["create", "--network", "none", ref, "true"], results,
@@ -605,15 +630,19 @@ def curve_parallel(engines, cfg, results: Results) -> None:
             quiet(eng, "rmi", *[f"par:{i}" for i in range(width)], check=False)
 
 
-def curve_sleepers(cfg, results: Results, names: list[str]) -> list[dict] | str:
+def curve_sleepers(engines, cfg, results: Results) -> None:
+    """bench/sleepers.py's measure, on this run's engines (their stores and daemons as the other
+    curves left them: a monitor's or shim's memory does not depend on them), ``parallel`` ``run
+    -d``s at a time."""
     try:
         import sleepers
     except ImportError:
-        return "bench/sleepers.py is not here: the running-sleepers curve was skipped"
-    counts = cfg["sleepers"]
-    lamina = ["env", f"PYTHONPATH={REPO / 'src'}", sys.executable, "-S",
-              str(REPO / "bin" / "lamina")]  # this tree's, not an installed one
-    return sleepers.measure(counts, names, lamina=lamina)
+        results.sleepers = "bench/sleepers.py is not here: the running-sleepers curve was skipped"
+        return
+    running = {eng.name: (sleepers.Sleepers(eng.name, eng.cli(), eng.env, IMAGE),
+                          str(getattr(eng, "root", ""))) for eng in engines}
+    results.sleepers = sleepers.measure(cfg["sleepers"], [eng.name for eng in engines],
+                                        running=running, width=cfg["parallel"])
 
 
 PODMAN_FILL = (
@@ -662,7 +691,8 @@ def plot(results: Results, curve: str, names: list[str], path: Path) -> bool:
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
-    except ImportError:
+    except ImportError:  # scripts/setup installs the test extra only
+        log(f"no plot of {curve}: matplotlib is not installed (pip install -e '.[bench]')")
         return False
     commands = sorted({k[2] for k in results.samples if k[0] == curve})
     if not commands:
@@ -674,7 +704,8 @@ def plot(results: Results, curve: str, names: list[str], path: Path) -> bool:
                             if k[0] == curve and k[2] == command and k[3] == name
                             and isinstance(k[1], int))
             if points:
-                ax.plot([p for p, _ in points], [s for _, s in points], marker="o", label=name)
+                ax.plot([p for p, _ in points], [s for _, s in points], marker="o", label=name,
+                        color=f"C{ENGINES.index(name)}")  # an engine's colour in every panel
         ax.set_title(command, fontsize=9)
         ax.set_xscale("log")
         ax.set_yscale("log")
@@ -691,8 +722,7 @@ def plot(results: Results, curve: str, names: list[str], path: Path) -> bool:
     return True
 
 
-def write_results(results: Results, names, args, cfg, elapsed: float, versions: dict,
-                  sleeper_rows) -> str:
+def write_results(results: Results, names, args, cfg, elapsed: float, versions: dict) -> str:
     lines = [f"## Scaling curves (bench/scale.py{' --quick' if args.quick else ''})", "",
              f"`{' '.join(['python3', 'bench/scale.py', *sys.argv[1:]])}`, "
              f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {elapsed / 60:.1f} min; "
@@ -725,12 +755,16 @@ def write_results(results: Results, names, args, cfg, elapsed: float, versions: 
             lines += ["Filling the stores (not timed above): " + "; ".join(
                 f"{k[3]} to {k[1]}: {v}" for k, v in sorted(populate.items(), key=str)) + ".", ""]
     lines += ["### 6. Running containers", ""]
-    if isinstance(sleeper_rows, str):
-        lines += [sleeper_rows + ".", ""]
-    elif sleeper_rows:
+    if isinstance(results.sleepers, str):
+        lines += [results.sleepers + ".", ""]
+    elif results.sleepers:
         import sleepers
 
-        lines += [sleepers.table(sleeper_rows), ""]
+        lines += [sleepers.table(results.sleepers), ""]
+    if results.took:
+        lines += ["Time each curve took, its set-up (filling the stores, loading) included: "
+                  + ", ".join(f"{curve} {seconds / 60:.1f} min"
+                              for curve, seconds in results.took.items()) + ".", ""]
     text = "\n".join(lines)
     if not args.no_results:
         path = HERE / "RESULTS.md"
@@ -781,15 +815,16 @@ def main() -> int:
         for eng in engines:
             versions[eng.name] = getattr(eng, "version", lambda: "this tree")()
         for curve in curves:
-            if curve == "sleepers":
-                continue
+            began = time.monotonic()
             try:
                 globals()[f"curve_{curve}"](engines, cfg, results)
             except Exception as error:  # noqa: BLE001 - the other curves still run
                 log(f"{curve}: {error}")
                 results.note((curve, "-", "the curve stopped", "lamina"), str(error)[-300:])
+            results.took[curve] = time.monotonic() - began
+            log(f"{curve}: {results.took[curve]:.0f} s")
             # what is measured so far is kept, whatever happens next
-            write_results(results, names, args, cfg, time.time() - started, versions, [])
+            write_results(results, names, args, cfg, time.time() - started, versions)
     except KeyboardInterrupt as stop:  # SIGINT or SIGTERM: clean up, keep what was measured
         interrupted_by = stop
     finally:
@@ -800,11 +835,9 @@ def main() -> int:
                 log(f"stopping {eng.name}: {error}")
         for eng in engines:
             peers.remove_tree(getattr(eng, "dir", None) or eng.root)
-    sleeper_rows = []
-    if "sleepers" in curves and interrupted_by is None:
-        sleeper_rows = curve_sleepers(cfg, results, names)
-    text = write_results(results, names, args, cfg, time.time() - started, versions,
-                         sleeper_rows)
+    if interrupted_by is not None:
+        log(f"interrupted ({interrupted_by}): what was measured is kept")
+    text = write_results(results, names, args, cfg, time.time() - started, versions)
     print(text)
     shutil.rmtree(BASE / "data" / "build-small", ignore_errors=True)
     return 0

@@ -8,7 +8,7 @@ pages divided among the processes that map them) per container, their medians ov
 containers of a point, the total, and lamina's median against each peer's.
 
     python3 bench/sleepers.py [--quick] [--counts 1,10,100] [--engines lamina,podman,docker]
-                              [--lamina "python3 -m lamina"]
+                              [--lamina "python3 -m lamina"] [--width 8]
 
 ``--quick``: 1 and 10 sleepers. The engines take turns at each point (lamina, Podman, Docker),
 each removing its sleepers before the next starts. Importable: :func:`measure` returns the rows
@@ -19,6 +19,7 @@ directory in /var/tmp and goes at the end, peers included.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import os
 import shlex
 import statistics
@@ -75,20 +76,32 @@ def _tree(pid: int) -> list[int]:
 class Sleepers:
     """One engine's way to start and remove sleepers and to name its per-container processes."""
 
-    def __init__(self, name: str, cli: list[str], env: dict | None = None):
-        self.name, self.cli, self.env = name, cli, env
+    def __init__(self, name: str, cli: list[str], env: dict | None = None,
+                 image: str = "busybox"):
+        self.name, self.cli, self.env, self.image = name, cli, env, image
 
-    def run(self, count: int) -> list[str]:
-        ids = []
-        for _ in range(count):
-            ids.append(peers.run([*self.cli, "run", "-d", "--network", "none", "busybox",
-                                  "sleep", "3600"], env=self.env).stdout.decode().strip())
-        return ids
+    def run(self, count: int, width: int = 1) -> list[str]:
+        """Start ``count`` sleepers, ``width`` ``run -d`` commands at a time."""
+        def one(_: int) -> str:
+            return peers.run([*self.cli, "run", "-d", "--network", "none", self.image, "sleep",
+                              "3600"], env=self.env).stdout.decode().strip()
 
-    def remove(self, ids: list[str]) -> None:
-        for start in range(0, len(ids), 50):
-            peers.run([*self.cli, "rm", "-f", *ids[start:start + 50]], env=self.env,
+        if width <= 1:
+            return [one(i) for i in range(count)]
+        with concurrent.futures.ThreadPoolExecutor(width) as pool:
+            return list(pool.map(one, range(count)))
+
+    def remove(self, ids: list[str], width: int = 1) -> None:
+        """``rm -f`` the sleepers, ``width`` commands at a time (an engine removes the
+        containers named in one command one after the other)."""
+        size = max(1, min(50, -(-len(ids) // max(1, width))))
+
+        def one(start: int) -> None:
+            peers.run([*self.cli, "rm", "-f", *ids[start:start + size]], env=self.env,
                       check=False, timeout=600)
+
+        with concurrent.futures.ThreadPoolExecutor(max(1, width)) as pool:
+            list(pool.map(one, range(0, len(ids), size)))
 
     def container_pids(self, ids: list[str]) -> list[int]:
         out = peers.run([*self.cli, "inspect", "--format", "{{.State.Pid}}", *ids],
@@ -125,31 +138,37 @@ class Sleepers:
 
 
 def measure(counts=COUNTS, engines=ENGINES, lamina: list[str] | None = None,
-            base: Path | None = None, settle: float = 2.0) -> list[dict]:
+            base: Path | None = None, settle: float = 2.0,
+            running: dict[str, tuple[Sleepers, str]] | None = None, width: int = 1) -> list[dict]:
     """Start ``count`` sleepers with each engine in turn, for each of ``counts``; one row per
     (count, engine): ``rss``/``pss`` medians per container and ``rss_total``/``pss_total``, in
-    bytes, ``processes`` per container, ``start_s`` (wall time of the ``run -d``s)."""
+    bytes, ``processes`` per container, ``start_s`` (wall time of the ``run -d``s, ``width`` at a
+    time). ``running``: engines already started, with their busybox image (name -> (Sleepers, the
+    marker of lamina's monitors: its root)), used as they are instead of fresh ones (bench/scale.py
+    hands its own, to start no second dockerd or Podman store)."""
     lamina = lamina or [sys.executable, "-m", "lamina"]
     own_base = base is None
     base = base or Path(tempfile.mkdtemp(prefix="lamina-sleepers-", dir="/var/tmp"))
     docker = podman = None
     rows = []
+    running = running or {}
     try:
         rootfs = base / "busybox.tar"
-        peers.run([str(HERE.parent / "examples" / "busybox-rootfs.sh"), str(rootfs)])
-        engines_by_name = {}
-        if "lamina" in engines:
+        if set(engines) - set(running):
+            peers.run([str(HERE.parent / "examples" / "busybox-rootfs.sh"), str(rootfs)])
+        engines_by_name = dict(running)
+        if "lamina" in engines and "lamina" not in running:
             root = str(base / "lamina")
             cli = [*lamina, "--root", root]
             peers.run([*cli, "import", str(rootfs), "busybox"])
             engines_by_name["lamina"] = (Sleepers("lamina", cli), root)
-        if "podman" in engines:
+        if "podman" in engines and "podman" not in running:
             podman = peers.Podman(base)
             podman.start()
             peers.run(podman.cli("import", str(rootfs), "busybox"), env=podman.env)
             engines_by_name["podman"] = (Sleepers("podman", podman.cli(), podman.env),
                                          str(podman.root))
-        if "docker" in engines:
+        if "docker" in engines and "docker" not in running:
             docker = peers.Docker(base)
             docker.start()
             with open(rootfs, "rb") as f:
@@ -160,14 +179,14 @@ def measure(counts=COUNTS, engines=ENGINES, lamina: list[str] | None = None,
             for name in engines:
                 engine, marker = engines_by_name[name]
                 began = time.monotonic()
-                ids = engine.run(count)
+                ids = engine.run(count, width)
                 started = time.monotonic() - began
                 try:
                     time.sleep(settle)  # past start-up: the steady state
                     groups = engine.per_container(ids, marker)
                     figures = [[memory(pid) for pid in group] for group in groups]
                 finally:
-                    engine.remove(ids)
+                    engine.remove(ids, width)
                 rss = [sum(r for r, _ in f) for f in figures]
                 pss = [sum(p for _, p in f) for f in figures]
                 rows.append({"engine": name, "count": count, "rss": statistics.median(rss),
@@ -221,6 +240,8 @@ def main() -> None:
     parser.add_argument("--counts", default=None, help="comma-separated (default 1,10,100)")
     parser.add_argument("--engines", default=",".join(ENGINES))
     parser.add_argument("--lamina", default=f"{sys.executable} -m lamina")
+    parser.add_argument("--width", type=int, default=1,
+                        help="run -d commands at a time while starting the sleepers")
     args = parser.parse_args()
     counts = ([int(c) for c in args.counts.split(",")] if args.counts else
               [1, 10] if args.quick else list(COUNTS))
@@ -228,7 +249,7 @@ def main() -> None:
     unknown = set(engines) - set(ENGINES)
     if unknown:
         parser.error(f"unknown engine(s): {', '.join(sorted(unknown))}")
-    rows = measure(counts, engines, shlex.split(args.lamina))
+    rows = measure(counts, engines, shlex.split(args.lamina), width=args.width)
     print(table(rows))
 
 

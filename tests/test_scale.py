@@ -13,6 +13,7 @@ from lamina import Engine
 from lamina.errors import NotFound
 from lamina.mount import lowers_one_by_one
 
+from .conftest import REPO
 from .test_engine import make_tar, read
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (mounts)")
@@ -197,3 +198,59 @@ def test_writers_queue_on_a_lock_file_held_for_the_transaction_only(tmp_path):
     assert not held()
     assert [tuple(r) for r in db.execute("SELECT * FROM settings")] == [("a", "1")]
     db.close()
+
+
+@pytest.mark.parametrize("driver", ["overlay2"])
+def test_inspect_and_rm_import_no_module_they_do_not_use(engine, store_root, busybox_tar):
+    """``inspect`` and ``rm`` of one container are mostly the interpreter's start: they import
+    neither hashlib (libcrypto, for a network's ID: the interpreter's own sha256 does), ipaddress
+    (nothing is parsed) nor shutil (which imports bz2 and lzma, for a tree removal)."""
+    import subprocess
+    import sys
+
+    engine.import_image(busybox_tar, "busybox:1")
+    cids = [engine.create("busybox:1", command=["true"]) for _ in range(2)]
+    src = os.path.join(REPO, "src")
+    lamina = os.path.join(REPO, "bin", "lamina")
+    for verb in ("inspect", "rm"):
+        proc = subprocess.run([sys.executable, "-S", "-X", "importtime", lamina, "--root",
+                               store_root, "--driver", "overlay2", verb, cids.pop()[:12]],
+                              check=False, capture_output=True, text=True,
+                              env={**os.environ, "PYTHONPATH": src})
+        assert proc.returncode == 0, proc.stderr
+        imported = {line.split("|")[-1].strip() for line in proc.stderr.splitlines()
+                    if line.startswith("import time:")}
+        assert "lamina.containers" in imported  # the listing is of what the command ran
+        assert imported & {"hashlib", "_hashlib", "ipaddress", "shutil", "bz2", "lzma"} == set()
+    assert engine.db.execute("SELECT count(*) FROM containers").fetchone()[0] == 1  # rm did
+
+
+def test_remove_tree_removes_everything_under_it_and_nothing_its_symlinks_name(tmp_path):
+    from lamina.fsutil import remove_tree
+
+    outside = tmp_path / "outside"
+    (outside / "sub").mkdir(parents=True)
+    (outside / "sub" / "keep").write_text("keep")
+    tree = tmp_path / "tree"
+    (tree / "a" / "b" / "c").mkdir(parents=True)
+    (tree / "a" / "b" / "c" / "f").write_text("f")
+    (tree / "a" / "file").write_text("x")
+    os.symlink(outside, tree / "a" / "to-dir")
+    os.symlink(outside / "sub" / "keep", tree / "to-file")
+    os.symlink("nowhere", tree / "dangling")
+    os.mkfifo(tree / "fifo")
+    os.mknod(tree / "a" / "whiteout", 0o20000 | 0o644, os.makedev(0, 0))
+    (tree / "ro").mkdir()
+    (tree / "ro" / "inside").write_text("i")
+    os.chmod(tree / "ro", 0o555)
+    remove_tree(str(tree))
+    assert not os.path.lexists(tree)
+    assert (outside / "sub" / "keep").read_text() == "keep"
+    link = tmp_path / "link"
+    os.symlink(outside, link)
+    remove_tree(str(link))  # a symlink to a directory: the link goes, not the directory
+    assert not os.path.lexists(link) and (outside / "sub" / "keep").exists()
+    (tmp_path / "plain").write_text("p")
+    remove_tree(str(tmp_path / "plain"))
+    assert not (tmp_path / "plain").exists()
+    remove_tree(str(tmp_path / "never-was"))  # nothing there: no error

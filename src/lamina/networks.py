@@ -19,7 +19,6 @@ create, and, while it runs, the address, gateway and MAC it got and the ports it
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 import re
@@ -29,7 +28,9 @@ from .errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from .metadata import Transaction, prefix_bounds
 
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing (start-up time)
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # ipaddress: imported where addresses are parsed (inspect, ps need none)
+    import ipaddress
+
     from .store import Store
 
 PREDEFINED = {"none": "null", "host": "host"}  # networks without a row, and their drivers
@@ -60,6 +61,8 @@ def parse_publish(text: str) -> tuple[str, int, int, str]:
     else:
         raise InvalidArgument(f"invalid port specification: {text!r}")
     if host_ip:
+        import ipaddress
+
         try:
             ipaddress.IPv4Address(host_ip)
         except ValueError:
@@ -86,6 +89,8 @@ def exposed_ports(image_config: dict) -> list[tuple[str, int, int, str]]:
 # ------------------------------------------------------------------------------- subnets
 def host_routes() -> list[ipaddress.IPv4Network]:
     """The destinations of the host's IPv4 routes (the default route left out)."""
+    import ipaddress
+
     out = []
     try:
         with open("/proc/net/route") as f:
@@ -105,6 +110,8 @@ def host_routes() -> list[ipaddress.IPv4Network]:
 
 def pool() -> list[tuple[ipaddress.IPv4Network, int]]:
     """The address pool: (range, size of each subnet) pairs (``LAMINA_NETWORK_POOL``)."""
+    import ipaddress
+
     out = []
     for item in (os.environ.get("LAMINA_NETWORK_POOL") or DEFAULT_POOL).split(","):
         cidr, _, size = item.strip().partition(":")
@@ -135,9 +142,12 @@ def _record(row) -> dict:
 
 def predefined_id(root: str, name: str) -> str:
     """The stable ID of a predefined network (``host``, ``none``) of the store at ``root``."""
-    import hashlib
+    from .digest import sha256  # the interpreter's own: hashlib loads libcrypto (inspect, ps)
 
-    return hashlib.sha256(f"lamina network\0{os.path.abspath(root)}\0{name}".encode()).hexdigest()
+    text = f"lamina network\0{os.path.abspath(root)}\0{name}".encode()
+    digest = sha256(len(text))
+    digest.update(text)
+    return digest.hexdigest()
 
 
 def _predefined(store: Store, name: str) -> dict:
@@ -161,6 +171,8 @@ def create(store: Store, name: str, driver: str = "bridge", subnet: str | None =
         raise FailedPrecondition(f'only one instance of "{driver}" network is allowed')
     if driver != "bridge":
         raise NotFound(f'plugin "{driver}" not found')
+    import ipaddress
+
     wanted = None
     if subnet:
         try:
@@ -342,6 +354,8 @@ def configure(store: Store, container_id: str, network: str, aliases=(), ip: str
         raise InvalidArgument("user specified IP address is supported on user defined networks "
                               "only")
     if ip:
+        import ipaddress
+
         try:
             address = ipaddress.IPv4Address(ip)
         except ValueError:

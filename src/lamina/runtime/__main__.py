@@ -1,6 +1,7 @@
 """``python -S -m lamina.runtime ROOT DRIVER ID FD [IN,OUT,ERR]``: the detached monitor of one
 container (``... ID exited ...``: the same monitor again after its relay saw the exit; ``... ID
-probe ...``: one health probe, run by the relay each interval).
+probe ...``: one health probe, run by the relay each interval). lamina itself starts :func:`main`
+with ``python -S -c`` (:data:`lamina.runtime.monitor.ENTRY`): ``-m``'s runpy costs every probe.
 
 :func:`lamina.runtime.monitor.spawn` starts it (a fresh interpreter, double fork, new session).
 It owns the container until the container's process ends (:func:`lamina.runtime.monitor.serve`)
@@ -13,7 +14,7 @@ import sys
 
 from ..containers import open_containers
 from . import Lifecycle
-from .monitor import serve, serve_exit, serve_probe
+from .probes import serve_probe
 
 
 def main(argv: list[str]) -> None:
@@ -29,11 +30,13 @@ def main(argv: list[str]) -> None:
             os._exit(1)
         os.write(int(notify), f"125 {error}".encode())
         os._exit(1)
+    if notify == "probe":  # first: a probe imports none of the monitor's modules
+        serve_probe(containers, container_id, argv[4:])
+        os._exit(0)
+    from .monitor import serve, serve_exit
+
     if notify == "exited":
         serve_exit(containers, container_id, argv[4:])
-        os._exit(0)
-    if notify == "probe":
-        serve_probe(containers, container_id, argv[4:])
         os._exit(0)
     stdio = tuple(int(fd) for fd in argv[4].split(",")) if len(argv) > 4 else (-1, -1, -1)
     serve(containers, container_id, int(notify), stdio)

@@ -29,7 +29,12 @@ from . import cgroups
 from .logs import LOG_FILE, Output
 from .oci import RunConfig, Runtime, RuntimeFailure
 from .ownership import become_owner, monitor_alive, record, release
+from .probes import bundle_process, exec_with_events, probe_of_container
 from .process import detached, prepare_bundle, pump, pump_tty
+
+# How a monitor, an exit and a probe start: ``python -S`` and this, lamina/runtime/__main__.py's
+# main without ``-m`` (runpy and importlib.util, some milliseconds of CPU at every probe).
+ENTRY = ("-c", "import sys; from lamina.runtime.__main__ import main; main(sys.argv[1:])")
 
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing (start-up time)
 if TYPE_CHECKING:
@@ -123,7 +128,7 @@ def _keep(containers: ContainerStore, row, *, stdin, stdout_fds, stderr_fds, on_
     cid = row["id"]
     config = RunConfig.from_json(row["run_config"])
     policy = RestartPolicy.parse(config.restart)
-    probe = _probe(containers, row, config)
+    probe = probe_of_container(containers, row, config)
     bundle = containers.store.bundle_dir(cid)
     os.makedirs(bundle, exist_ok=True)
     keeper = None
@@ -222,10 +227,10 @@ def _start_checks(containers: ContainerStore, row, *, runtime_name, probe, keepe
 
     runtime = Runtime(containers.store.root, runtime_name)
     bundle = containers.store.bundle_dir(row["id"])
-    process = _bundle_process(bundle)
+    process = bundle_process(bundle)
 
     def run_probe(argv, timeout):
-        return _exec_probe(containers, row, runtime, process, argv, timeout)
+        return exec_with_events(containers, row, runtime, process, argv, timeout)
 
     def update(change):
         keeper.update(lambda doc: change(doc["Health"]))
@@ -404,8 +409,8 @@ def spawn(containers: ContainerStore, name: str, stdio: tuple[int, int, int] | N
         env[_HANDOVER] = str(os.getpid())
 
     def monitor(notify: int) -> None:
-        argv = [sys.executable, "-S", "-m", "lamina.runtime", containers.store.root,
-                containers.store.driver, row["id"], str(notify)]
+        argv = [sys.executable, "-S", *ENTRY, containers.store.root, containers.store.driver,
+                row["id"], str(notify)]
         if stdio is not None:
             argv.append(",".join(str(fd) for fd in stdio))
         os.set_inheritable(notify, True)
@@ -463,7 +468,7 @@ def serve(containers: ContainerStore, container_id: str, notify: int,
 
     Once the process runs, the monitor becomes the small relay (:mod:`lamina.runtime.relay`)
     unless no relay could be built; the relay runs the health check's probes
-    (:func:`serve_probe`) and gives the exit back to :func:`serve_exit`."""
+    (:func:`lamina.runtime.probes.serve_probe`) and gives the exit back to :func:`serve_exit`."""
     os.set_inheritable(notify, False)  # neither runc nor the container may hold it open
     stdin, stdout, stderr = stdio
     for fd in stdio:
@@ -557,7 +562,7 @@ def _serve_relayed(containers: ContainerStore, name: str, relay: str, *, stdin, 
         if RestartPolicy.parse(config.restart).enabled:
             state.update(RestartCount=0, Restarting=False)
             stops = _StopRequests()
-        if _probe(containers, row, config) is not None:
+        if probe_of_container(containers, row, config) is not None:
             from .health import initial
 
             state["Health"] = initial(runstate.read(bundle).get("Health"))
@@ -615,11 +620,10 @@ def _run_relayed(containers: ContainerStore, row, relay: str, *, stdin, clients,
     _record_started(containers, row, pid)
     if on_started is not None:
         on_started(pid)
-    monitor = [sys.executable, "-S", "-m", "lamina.runtime", containers.store.root,
-               containers.store.driver, cid]
+    monitor = [sys.executable, "-S", *ENTRY, containers.store.root, containers.store.driver, cid]
     then = [*monitor, "exited", str(restarts), repr(delay), repr(began),
             "1" if was_mounted else "0", str(fifo)]
-    probe = _probe(containers, row, config)
+    probe = probe_of_container(containers, row, config)
     if probe is not None:
         probe = (probe.interval, [*monitor, "probe", str(pid),
                                   str(process_start_time(pid) or 0), repr(time.time())])
@@ -747,7 +751,7 @@ def serve_exit(containers: ContainerStore, container_id: str, args: list[str]) -
     restarts = _after_exit(containers, row, code, policy, restarts, stops, keeper, backoff,
                            began)
     if restarts is not None:
-        if _probe(containers, row, config) is not None:
+        if probe_of_container(containers, row, config) is not None:
             from .health import initial
 
             keeper.update(lambda doc: doc.update(Health=initial(doc.get("Health"))))
@@ -765,74 +769,3 @@ def serve_exit(containers: ContainerStore, container_id: str, args: list[str]) -
                    final=True)
     if config.auto_remove:
         remove_after_run(containers, cid)
-
-
-def _probe(containers: ContainerStore, row, config: RunConfig):
-    """The container's health check (a :class:`lamina.runtime.health.Probe`), or None."""
-    from .health import probe_of
-
-    image_config = containers.images.config(row["image_id"]).get("config") or {}
-    return probe_of(config.healthcheck, image_config)
-
-
-def _bundle_process(bundle: str) -> dict:
-    """The runtime spec's process of the bundle: the container's user, env, working directory
-    (what a probe runs with)."""
-    with open(os.path.join(bundle, "config.json")) as f:
-        return json.load(f)["process"]
-
-
-def _exec_probe(containers: ContainerStore, row, runtime: Runtime, process: dict,
-                argv: list[str], timeout: float) -> tuple[int, str]:
-    """Run one probe in the container as an exec, with Docker's exec events around it."""
-    from .health import exec_probe
-
-    exec_id, line = os.urandom(32).hex(), " ".join(argv)
-    containers.event(f"exec_create: {line}", row, execID=exec_id)
-    containers.event(f"exec_start: {line}", row, execID=exec_id)
-    code, output = exec_probe(runtime, row["id"], containers.store.bundle_dir(row["id"]),
-                              process, argv, timeout)
-    containers.event("exec_die", row, execID=exec_id, exitCode=code)
-    return code, output
-
-
-def serve_probe(containers: ContainerStore, container_id: str, args: list[str]) -> None:
-    """One health probe of a relayed container (``python -m lamina.runtime ROOT DRIVER ID probe
-    PID TICKS STARTED``, run by the relay each interval): the probe run in the container, its
-    result recorded in the run state (and ``health_status`` told) as the Python monitor's
-    checks do (:class:`lamina.runtime.health.HealthMonitor`). PID and TICKS (its start time)
-    name the container's process: a failure once it has ended is not counted (the exit
-    decides); STARTED: when it started (seconds), for the start period."""
-    from .. import runstate
-    from ..image import rfc3339
-    from .health import MAX_OUTPUT, initial
-    from .health import record as record_health
-
-    pid, ticks, started = int(args[0]), int(args[1]), float(args[2])
-    try:
-        row = containers.get(container_id)
-    except NotFound:
-        return
-    config = RunConfig.from_json(row["run_config"])
-    probe = _probe(containers, row, config)
-    if probe is None or row["pid"] != pid:
-        return
-    bundle = containers.store.bundle_dir(container_id)
-    process = _bundle_process(bundle)
-    start = time.time()
-    try:
-        code, output = _exec_probe(containers, row, Runtime(containers.store.root, config.runtime),
-                                   process, probe.argv, probe.timeout)
-    except Exception as e:  # noqa: BLE001 - a probe that cannot run is a failed one
-        code, output = -1, str(e)
-    if code != 0 and process_start_time(pid) != ticks:
-        return  # the process ended meanwhile: its exit decides, not this probe
-    entry = {"Start": rfc3339(start), "End": rfc3339(time.time()), "ExitCode": code,
-             "Output": output[:MAX_OUTPUT]}
-    doc = runstate.read(bundle)
-    health = doc.get("Health") or initial(None)
-    changed = record_health(health, probe, {"entry": entry, "start": start}, started)
-    doc["Health"] = health
-    runstate.write(bundle, doc)
-    if changed:
-        containers.event(f"health_status: {changed}", row)

@@ -15,7 +15,7 @@ The relay is compiled from its source on first use with the system's C compiler 
 that is read-only), named by a checksum of the source; :func:`binary` is None when it cannot be
 built, and the monitor then stays a Python process throughout. A container's health check runs
 from the relay too: each interval it starts a short-lived ``python -m lamina.runtime ... probe``
-(:func:`lamina.runtime.monitor.serve_probe`), which runs the probe and records its result.
+(:func:`lamina.runtime.probes.serve_probe`), which runs the probe and records its result.
 """
 
 from __future__ import annotations
