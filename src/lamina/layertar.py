@@ -904,7 +904,10 @@ class TarMembers:
         self._name = b""
 
     def __iter__(self):
-        self._reader = reader = _Reader(self._stream, hashed=False, threaded=self._threaded)
+        if hasattr(self._stream, "take"):  # a reader of its own (tarsplit.HeaderReader)
+            self._reader = reader = self._stream
+        else:
+            self._reader = reader = _Reader(self._stream, hashed=False, threaded=self._threaded)
         try:
             for header in _headers(reader, empty_ok=True, names_only=self._names_only):
                 member = TarMember(*header)
