@@ -1179,7 +1179,11 @@ class _Extractor:
                 self.sources = None  # another filesystem (or no links there): write them all
                 return None
             raise
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except PermissionError:  # a mode this user cannot read: written from the tar instead
+            os.unlink(path)
+            return None
         try:
             for key in os.listxattr(fd):
                 if is_overlay_private_xattr(key):
