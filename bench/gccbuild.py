@@ -146,7 +146,8 @@ def render(engines, times, disk, versions, args, took, loads) -> str:
     lines = [
         (f"## A two-stage gcc build (bench/gccbuild.py), "
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"), "",
-        (f"`python3 bench/gccbuild.py --runs {args.runs}` ({os.cpu_count()} CPUs shared with "
+        (f"`python3 bench/gccbuild.py --runs {args.runs}"
+         f"{' --before ' + args.before if args.before else ''}` ({os.cpu_count()} CPUs shared with "
          f"other helpers' jobs, load average {min(loads):.1f} to {max(loads):.1f}; took "
          f"{took:.0f} s). Versions: " + "; ".join(f"{n} {versions.get(n, '?')}" for n in names)
          + ". docker is the legacy builder (DOCKER_BUILDKIT=0); buildkit the same Engine "
