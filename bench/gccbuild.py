@@ -5,6 +5,7 @@ builder, the same engine building with BuildKit (Debian's 20.10 client, ``DOCKER
 docker 28 CLI here has no buildx plugin, so this is the one BuildKit at hand) and Podman 4.3.
 
     python3 bench/gccbuild.py [--runs 2] [--only lamina docker buildkit podman] [--no-write]
+                              [--before SRC]
 
 The base is a Debian 12 minbase rootfs (``debootstrap --variant=minbase bookworm``, made once and
 kept as a tar under /var/tmp/lamina-bench/data); every engine imports it as ``debian:bench`` and
@@ -12,7 +13,9 @@ builds with ``--network host``, so apt-get fetches from the machine's Debian mir
 network's speed is in every engine's time alike: runs are interleaved). Disk: ``du -sb`` of the
 data root before the first build and after it (the image, its intermediate layers and build
 cache, as each engine keeps them). Stores under /var/tmp/lamina-build-bench (bench/build.py's
-engines and lock).
+engines and lock). ``--before SRC``: one more engine, ``lamina-before``, the installed ``lamina``
+with SRC (another tree's ``src``) first on PYTHONPATH and a store of its own, interleaved with
+the others, so that a change is measured against the code before it in the same run.
 """
 
 from __future__ import annotations
@@ -78,7 +81,7 @@ def context() -> Path:
 
 
 def data_root(engine) -> Path:
-    return Path(engine.root) if engine.name in ("lamina", "podman") else Path(engine.data_root)
+    return Path(engine.root) if hasattr(engine, "root") else Path(engine.data_root)
 
 
 def main(argv: list[str]) -> int:
@@ -87,6 +90,8 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--only", nargs="+", choices=("lamina", "docker", "buildkit", "podman"),
                     default=["lamina", "docker", "buildkit", "podman"])
     ap.add_argument("--no-write", action="store_true", help="print, do not update RESULTS.md")
+    ap.add_argument("--before", metavar="SRC",
+                    help="also time lamina with SRC first on PYTHONPATH (lamina-before)")
     args = ap.parse_args(argv)
     lock_fd = bench_build.lock()
     rootfs = debian_rootfs()
@@ -94,6 +99,13 @@ def main(argv: list[str]) -> int:
     classes = {"lamina": bench_build.Lamina, "docker": bench_build.DockerLegacy,
                "buildkit": bench_build.DockerBuildKit, "podman": bench_build.Podman}
     engines = []
+    if args.before:
+        before = bench_build.Lamina()
+        before.name = "lamina-before"
+        before.root = bench_build.BASE / "lamina-before"
+        before.env["PYTHONPATH"] = os.path.abspath(args.before)
+        before.base = "debian:bench"
+        engines.append(before)
     for name in args.only:
         engine = classes[name]()
         engine.base = "localhost/debian:bench" if name == "podman" else "debian:bench"
@@ -134,7 +146,8 @@ def render(engines, times, disk, versions, args, took, loads) -> str:
     lines = [
         (f"## A two-stage gcc build (bench/gccbuild.py), "
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"), "",
-        (f"`python3 bench/gccbuild.py --runs {args.runs}` ({os.cpu_count()} CPUs shared with "
+        (f"`python3 bench/gccbuild.py --runs {args.runs}"
+         f"{' --before ' + args.before if args.before else ''}` ({os.cpu_count()} CPUs shared with "
          f"other helpers' jobs, load average {min(loads):.1f} to {max(loads):.1f}; took "
          f"{took:.0f} s). Versions: " + "; ".join(f"{n} {versions.get(n, '?')}" for n in names)
          + ". docker is the legacy builder (DOCKER_BUILDKIT=0); buildkit the same Engine "

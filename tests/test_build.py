@@ -568,6 +568,38 @@ RUN true
 
 
 @needs_runtime
+def test_a_run_layer_is_made_of_its_containers_files_not_copies(store, ctx):
+    """A RUN's layer takes its container's files by hard link (the container goes right after):
+    the layer's file is the inode the RUN wrote (overlayfs shows an upper file's own inode
+    number), with one link once the container is gone; a file the RUN copied up keeps none of
+    overlayfs' xattrs; two names of one file stay one inode; the layer gives back its tar."""
+    import hashlib
+
+    image, _ = do_build(store, ctx, """\
+FROM busybox
+RUN mkdir /d && head -c 300000 /dev/urandom > /d/big && echo small > /d/small \
+    && ln /d/small /d/twin && echo more >> /etc/passwd && stat -c %i /d/big > /d/ino
+""")
+    top = store.image_store.layer_rows(image)[-1]["chain_id"]
+    layer = store.store.snaps.dir(top)
+    big = os.stat(os.path.join(layer, "d", "big"))
+    with open(os.path.join(layer, "d", "ino")) as f:
+        assert big.st_ino == int(f.read())
+    assert big.st_nlink == 1 and big.st_size == 300000
+    small, twin = (os.stat(os.path.join(layer, "d", n)) for n in ("small", "twin"))
+    assert small.st_ino == twin.st_ino and small.st_nlink == 2
+    passwd = os.path.join(layer, "etc", "passwd")
+    with open(passwd) as f:
+        assert f.read().endswith("more\n")
+    assert not [k for k in os.listxattr(passwd) if ".overlay." in k]
+    tar = io.BytesIO()
+    store.layer_store.write_tar(top, tar)
+    diff_id = config_of(store, image)["rootfs"]["diff_ids"][-1]
+    assert "sha256:" + hashlib.sha256(tar.getvalue()).hexdigest() == diff_id
+    assert store.check() == []
+
+
+@needs_runtime
 def test_failing_run_stops_the_build_and_leaves_nothing(store, ctx):
     before_images = store.images(all=True)
     before_snapshots = {r[0] for r in store.db.execute("SELECT key FROM snapshots")}

@@ -70,3 +70,45 @@ def test_a_tar_split_record_is_streamed_both_ways():
     for damaged in (record[:-20], b"not zlib", zlib.compress(b"XXXX")):
         with pytest.raises(LaminaError):
             list(tarsplit.ops(damaged))
+
+
+def test_a_records_headers_are_the_tars_without_its_contents():
+    """image analyze reads a layer's headers from its record (tarsplit.HeaderReader): the same
+    members, names and sizes as the tar itself gives, across PAX and GNU long names, a raw run
+    longer than the record's pieces and empty, short and odd-sized files; a file's content
+    reads as zeros; a damaged record is an error, not a short listing."""
+    import io
+    import tarfile
+
+    from lamina.layertar import TarMembers, split_tar
+
+    out = io.BytesIO()
+
+    def add(tar, name, data=b"", **pax):
+        info = tarfile.TarInfo(name)
+        info.size, info.mtime, info.pax_headers = len(data), 1_700_000_000, pax
+        tar.addfile(info, io.BytesIO(data))
+
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        add(tar, "empty")
+        add(tar, "one", b"1")
+        add(tar, "d/" + "long" * 60, os.urandom(513))
+        add(tar, "big-pax", b"x" * 700, **{"SCHILY.xattr.user.big": "v" * (3 << 20)})
+        for i in range(200):
+            add(tar, f"many/f{i}", os.urandom(i * 37))
+    with tarfile.open(fileobj=(gnu := io.BytesIO()), mode="w", format=tarfile.GNU_FORMAT) as tar:
+        add(tar, "g/" + "name" * 50, b"gnu")
+    for data in (out.getvalue(), gnu.getvalue()):
+        record, _, _ = split_tar(io.BytesIO(data))
+        want = [(m.kind, m.name, m.size) for m in TarMembers(io.BytesIO(data), names_only=True)]
+        got = [(m.kind, m.name, m.size)
+               for m in TarMembers(tarsplit.HeaderReader(record), names_only=True)]
+        assert got == want and len(want) >= 1
+    reader = tarsplit.HeaderReader(split_tar(io.BytesIO(out.getvalue()))[0])
+    assert reader.take(512)[:5] == b"empty"  # no PAX header for a plain name
+    reader.take(512)  # "one"'s header
+    assert reader.take(3) == b"\0\0\0"  # its content "1" is a hole: zeros
+    record = split_tar(io.BytesIO(out.getvalue()))[0]
+    for damaged in (record[:len(record) // 2], b"not zlib", zlib.compress(b"XXXX")):
+        with pytest.raises(LaminaError):
+            list(TarMembers(tarsplit.HeaderReader(damaged), names_only=True))

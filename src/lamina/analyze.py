@@ -65,14 +65,14 @@ def layer_listing(layers: LayerStore, chain: str) -> LayerListing:
     entries = listing.entries
     record = layers.record(chain)
     if record is not None:  # in memory: read without a helper thread
-        from .tarsplit import HeaderStream
+        from .tarsplit import HeaderReader
 
-        opened, stream = HeaderStream(record), None
+        opened, stream = HeaderReader(record), None
     else:
         opened = layers.store.content.open(layers.get(chain)["blob_digest"], verify=False)
         stream = open_layer_stream(opened)
     with contextlib.closing(opened) as raw:
-        members = TarMembers(raw, names_only=True, threaded=False) if stream is None else \
+        members = TarMembers(raw, names_only=True) if stream is None else \
             TarMembers(stream, names_only=True)
         for member in members:
             path = _clean(member.name)

@@ -59,6 +59,15 @@ CHUNK = 1 << 20
 # 20,000 files of 10-30 KB, all cloned against all written, were within the noise of a loaded
 # machine (16.7-20.0 s against 16.2-22.6 s).
 CLONE_MIN = 64 << 10
+
+
+class GivenSources(dict):
+    """The ``sources`` of a tree whose files are given to the layer made of it (a build step's
+    container, removed once its layer is made, its processes gone): every regular file of the
+    layer is a hard link of the file the tar's writer read, whatever its size and on any
+    filesystem, so that making the layer writes no file data and removing the container frees
+    none. Only for a source that nothing writes to any more: the layer and the source share
+    their inodes until the source is removed."""
 _BLOCK = 512
 ZERO_BLOCK = bytes(_BLOCK)
 _MAX_META = 8 << 20  # cap on PAX / GNU long-name payloads held in memory
@@ -328,7 +337,8 @@ class TarWriter:
         if stat.S_ISREG(mode):
             kind = b"0"
             size = st.st_size
-            if self.sources is not None and size >= CLONE_MIN:
+            if self.sources is not None and (size >= CLONE_MIN
+                                             or isinstance(self.sources, GivenSources)):
                 self.sources[name] = (path, st)  # before its header: the reader finds it
         elif stat.S_ISLNK(mode):
             kind = b"2"
@@ -894,7 +904,10 @@ class TarMembers:
         self._name = b""
 
     def __iter__(self):
-        self._reader = reader = _Reader(self._stream, hashed=False, threaded=self._threaded)
+        if hasattr(self._stream, "take"):  # a reader of its own (tarsplit.HeaderReader)
+            self._reader = reader = self._stream
+        else:
+            self._reader = reader = _Reader(self._stream, hashed=False, threaded=self._threaded)
         try:
             for header in _headers(reader, empty_ok=True, names_only=self._names_only):
                 member = TarMember(*header)
@@ -1027,16 +1040,21 @@ class _Extractor:
         parent = self.parent_dir(rel, raw)
         path = parent + b"/" + base
         if kind == 0x30:  # regular file
-            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-            try:
-                fd = os.open(path, flags, 0o600)
-            except FileExistsError:
-                self.remove(path)
-                fd = os.open(path, flags, 0o600)
+            fd = self.take(path, rel, size) if self.given else None
+            linked = fd is not None
+            if not linked:
+                flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+                try:
+                    fd = os.open(path, flags, 0o600)
+                except FileExistsError:
+                    self.remove(path)
+                    fd = os.open(path, flags, 0o600)
             try:
                 if size:
-                    source = self.clone(fd, rel, size) if self.sources is not None else None
-                    crc = reader.copy_to(fd if source is None else None, size, raw)
+                    source = None
+                    if self.sources is not None and not linked and not self.given:
+                        source = self.clone(fd, rel, size)
+                    crc = reader.copy_to(None if linked or source is not None else fd, size, raw)
                     if source is not None:
                         _check_source(source, raw)
                     if self.recording:
@@ -1128,6 +1146,52 @@ class _Extractor:
         self.inodes += 1
         if self.track_created:
             self.created.add(path)
+
+    @property
+    def given(self) -> bool:
+        return isinstance(self.sources, GivenSources)
+
+    def take(self, path: bytes, rel: bytes, size: int) -> int | None:
+        """:class:`GivenSources`: make ``path`` a hard link of the file the tar's writer read
+        for ``rel``, if it is still the file the writer saw, and open it (read-only: its owner,
+        mode, xattrs and mtime are set through it as for a written file); None: write it from
+        the tar. The source's overlayfs xattrs (``trusted.overlay.origin`` of a copied-up
+        file) go: a layer's files carry only what its tar gives them."""
+        import errno
+
+        source = self.sources.pop(rel, None)
+        if source is None:
+            return None
+        spath, seen = source
+        try:
+            now = os.lstat(spath)
+        except OSError:
+            return None
+        if _identity(now) != _identity(seen) or now.st_size != size:
+            return None
+        try:
+            os.link(spath, path, follow_symlinks=False)
+        except FileExistsError:
+            self.remove(path)
+            os.link(spath, path, follow_symlinks=False)
+        except OSError as error:
+            if error.errno in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.EOPNOTSUPP):
+                self.sources = None  # another filesystem (or no links there): write them all
+                return None
+            raise
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except PermissionError:  # a mode this user cannot read: written from the tar instead
+            os.unlink(path)
+            return None
+        try:
+            for key in os.listxattr(fd):
+                if is_overlay_private_xattr(key):
+                    os.removexattr(fd, key)
+        except OSError:
+            os.close(fd)
+            raise
+        return fd
 
     def clone(self, fd: int, rel: bytes, size: int):
         """Give the new file ``fd`` the data blocks of the file the tar's writer is reading for

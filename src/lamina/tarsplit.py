@@ -83,11 +83,20 @@ class _Inflated:
         self.zip = zlib.decompressobj()
         self.record = memoryview(record)
         self.pos = 0
-        self.buf = bytearray()
+        self.buf = b""  # the last piece decompressed; what is left of it starts at ``at``
+        self.at = 0
 
     def take(self, n: int) -> bytes:
         """The next ``n`` bytes, or fewer at the record's end."""
-        while len(self.buf) < n and not self.zip.eof:
+        at = self.at
+        end = at + n
+        if end <= len(self.buf):  # the common case: a slice of the piece at hand (a record
+            self.at = end  # is read a few bytes at a time: no buffer shifted per call)
+            return self.buf[at:end]
+        parts = [self.buf[at:]]
+        have = len(parts[0])
+        self.buf, self.at = b"", 0
+        while have < n and not self.zip.eof:
             if self.zip.unconsumed_tail:
                 given = self.zip.unconsumed_tail
             else:
@@ -99,10 +108,12 @@ class _Inflated:
                 raise LaminaError("tar-split record is corrupt (not zlib data)") from None
             if not got and not given:
                 break  # the record ends before its compressed stream does
-            self.buf += got
-        out = bytes(self.buf[:n])
-        del self.buf[:n]
-        return out
+            k = min(n - have, len(got))
+            parts.append(got[:k])
+            have += k
+            if k < len(got):
+                self.buf, self.at = got, k
+        return b"".join(parts)
 
     def check_end(self) -> None:
         if not self.zip.eof:
@@ -306,41 +317,110 @@ def verify(record: bytes, root: str) -> list[str]:
     return damaged
 
 
-class HeaderStream:
-    """The layer tar with every file's content read as zeros: enough for a reader of headers
-    (``image analyze``), which skips contents, without touching the layer's files. Each read
-    joins the headers and zeros of many members (up to ``n`` bytes): one piece per member
-    made its reader twice as slow."""
-
-    _ZEROS = bytes(CHUNK)
+class HeaderReader:
+    """The layer tar with every file's content left out: what a reader of headers (``image
+    analyze``) needs, without touching the layer's files. It is read as
+    :class:`lamina.layertar.TarMembers` reads a tar (:meth:`take`, :meth:`skip`); a file's
+    content is a hole of its size that :meth:`skip` steps over without making its bytes (read
+    with :meth:`take`, it is zeros). Each operation of the record is taken straight from the
+    decompressed record: going through :func:`ops` and a stream of headers and zeros cost a
+    30-layer, 50,000-file image's analysis a third of its time."""
 
     def __init__(self, record: bytes):
-        self._ops = ops(record)
-        self._raw = memoryview(b"")
-        self._zeros = 0
+        self.data = _Inflated(record)
+        if self.data.take(len(MAGIC)) != MAGIC:
+            self.data.check_end()
+            raise LaminaError("tar-split record is corrupt (bad magic)")
+        self.raw = 0  # bytes left of the raw run at hand
+        self.hole = 0  # bytes left of the file content at hand
+        self.ended = False
 
-    def read(self, n: int = -1) -> bytes:
-        n = CHUNK if n is None or n < 0 else n
+    def _next(self) -> bool:
+        """Move to the record's next operation; False at its end."""
+        data = self.data
+        buf, at = data.buf, data.at
+        if at + 1 + _FILE.size <= len(buf):  # the operation's head is in the piece at hand
+            kind = buf[at]
+            if kind == 0x52:  # R
+                (self.raw,) = _RAW.unpack_from(buf, at + 1)
+                data.at = at + 1 + _RAW.size
+                return True
+            if kind == 0x46:  # F: its path is not needed here
+                length, hole, _ = _FILE.unpack_from(buf, at + 1)
+                end = at + 1 + _FILE.size + length
+                if end <= len(buf):
+                    self.hole = hole
+                    data.at = end
+                    return True
+        kind = data.take(1)
+        if not kind:
+            data.check_end()
+            self.ended = True
+            return False
+        if kind == b"R":
+            head = data.take(_RAW.size)
+            if len(head) == _RAW.size:
+                (self.raw,) = _RAW.unpack(head)
+                return True
+        elif kind == b"F":
+            head = data.take(_FILE.size)
+            if len(head) == _FILE.size:
+                length, self.hole, _ = _FILE.unpack(head)
+                if len(data.take(length)) == length:
+                    return True
+        raise LaminaError("tar-split record is corrupt (truncated)")
+
+    def take(self, n: int) -> bytes:
+        """The next ``n`` bytes of the tar, or fewer at its end."""
+        if n <= self.raw:  # the common case: a header within a raw run
+            self.raw -= n
+            got = self.data.take(n)
+            if len(got) < n:
+                raise LaminaError("tar-split record is corrupt (truncated)")
+            return got
         parts, have = [], 0
         while have < n:
-            if self._raw:
-                piece, self._raw = self._raw[:n - have], self._raw[n - have:]
-            elif self._zeros:
-                k = min(n - have, self._zeros, CHUNK)
-                self._zeros -= k
-                piece = self._ZEROS[:k]
+            if self.raw:
+                k = min(n - have, self.raw)
+                piece = self.data.take(k)
+                if len(piece) < k:
+                    raise LaminaError("tar-split record is corrupt (truncated)")
+                self.raw -= k
+            elif self.hole:
+                k = min(n - have, self.hole)
+                piece = bytes(k)
+                self.hole -= k
+            elif self.ended or not self._next():
+                break
             else:
-                op = next(self._ops, None)
-                if op is None:
-                    break
-                if op[0] == b"R":
-                    self._raw = memoryview(op[1])
-                else:
-                    self._zeros = op[2]
                 continue
             parts.append(piece)
             have += len(piece)
         return b"".join(parts)
+
+    def skip(self, n: int, member: bytes = b"") -> None:
+        """Step over the next ``n`` bytes (a file's content and its padding)."""
+        while n:
+            if self.hole:
+                k = min(n, self.hole)
+                self.hole -= k
+            elif self.raw:
+                k = min(n, self.raw)
+                data = self.data
+                if data.at + k <= len(data.buf):  # within the piece at hand: no slice
+                    data.at += k
+                elif len(data.take(k)) < k:
+                    raise LaminaError("tar-split record is corrupt (truncated)")
+                self.raw -= k
+            elif self.ended or not self._next():
+                raise LaminaError(f"tar-split record ends in member {os.fsdecode(member)!r}")
+            else:
+                continue
+            n -= k
+
+    def drain(self) -> None:
+        while self.raw or self.hole or (not self.ended and self._next()):
+            self.skip(self.raw + self.hole)
 
     def close(self) -> None:
         pass

@@ -1248,7 +1248,11 @@ class Builder:
             self._remove_mount_points(cid, mount_points)
             if not differ.changes(self.store.snaps, cid):
                 return None
-            sources: dict = {}  # the RUN's files: the layer's are reflinks of them where it can
+            from lamina.layertar import GivenSources
+
+            # the RUN's files become the layer's (hard links): its container goes right after
+            # and its processes are gone, so nothing is copied and removing it frees nothing
+            sources = GivenSources()
             return self._layer_from_tar(
                 state, lambda out: differ.write_diff(self.store.snaps, cid, out, sources), sources)
         finally:  # out may fail (the API's client went away): the container goes all the same
