@@ -317,6 +317,75 @@ def test_limits_in_a_delegated_cgroup(delegated_cgroups):
         lamina("rm", "-f", cid)
 
 
+def processes(user, pattern: str) -> list[int]:
+    """The PIDs of the user's processes whose command line matches ``pattern`` (pgrep -f)."""
+    out = user.run(["pgrep", "-u", str(user.uid), "-f", pattern], check=False).stdout
+    return [int(pid) for pid in out.split()]
+
+
+def kill_runc_once_it_made_the_cgroup(user, parent: str, cid: str, caught: dict) -> None:
+    """Once runc made the container's cgroup under ``parent``: stop runc, note in ``caught``
+    whether it had written its state yet, and kill it and the container's monitor (-9)."""
+    import signal
+    import time
+
+    deadline = time.monotonic() + 30
+    while not os.path.isdir(os.path.join(parent, cid)):
+        if time.monotonic() > deadline:
+            return
+    runc = processes(user, f"/runc --root .* {cid}$")
+    for pid in runc:
+        os.kill(pid, signal.SIGSTOP)
+    state = os.path.join(user.store, "runtime", "runc", cid, "state.json")
+    caught["before its state"] = bool(runc) and not os.path.exists(state)
+    for pid in processes(user, f"lamina.runtime .*{cid}") + runc:
+        os.kill(pid, signal.SIGKILL)
+
+
+def test_rm_removes_the_cgroup_a_killed_runc_left(delegated_cgroups, user_busybox):
+    """runc and the container's monitor killed (-9) while runc sets the container up, after it
+    made the container's cgroup under the delegated one and before it wrote its state: the
+    cgroup stays behind, empty, with nothing that knows it but lamina's note of where runc
+    makes it (runc's rootless default, under the cgroup of the process that starts runc);
+    ``rm`` removes it, in every delegated hierarchy."""
+    import threading
+    import time
+
+    from lamina.runtime import cgroups
+
+    lamina, user = delegated_cgroups, user_busybox
+    parents = [os.path.join(cgroups.cgroup_dirs(os.getpid())[name],
+                            f"lamina-delegated-{os.getpid()}") for name in ("memory", "pids")]
+    for _ in range(5):  # until runc is caught before it writes its state (nearly always)
+        cid = lamina("create", "--network", "none", "-m", "64m", "busybox", "sleep",
+                     "30").stdout.strip()
+        state = os.path.join(user.store, "runtime", "runc", cid, "state.json")
+        caught = {}
+        watcher = threading.Thread(target=kill_runc_once_it_made_the_cgroup,
+                                   args=(user, parents[0], cid, caught))
+        watcher.start()
+        proc = lamina("start", cid, check=False)
+        watcher.join()
+        if caught.get("before its state"):
+            break
+        lamina("rm", "-f", cid)
+    else:
+        pytest.fail("runc was never caught between making the cgroup and writing its state")
+    assert proc.returncode != 0
+    deadline = time.monotonic() + 10  # runc's init, killed with runc, leaves the cgroup
+    while any(processes(user, cid)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    left = [os.path.join(parent, cid) for parent in parents]
+    for directory in left:  # left behind, empty, with no runc state that names it
+        with open(os.path.join(directory, "cgroup.procs")) as f:
+            assert f.read() == ""
+    assert not os.path.exists(state)
+    assert cid in lamina("ps", "-a", "-q", "--no-trunc").stdout.split()
+    lamina("rm", "-f", cid)
+    assert [d for d in left if os.path.exists(d)] == []
+    assert cid not in lamina("ps", "-a", "-q", "--no-trunc").stdout.split()
+
+
 def answer(port: int) -> str:
     """The body of http://127.0.0.1:PORT/ once something serves it (10 s at most)."""
     import time
