@@ -446,6 +446,48 @@ def test_networks_none_host_and_published_ports(user_busybox):
     assert user.run(["pgrep", "-u", str(user.uid), "-a", "slirp4netns"], check=False).stdout == ""
 
 
+def test_host_networks_sys_is_read_only_under_its_top_too(busybox_tar):
+    """A rootless container on the host's network gets the host's /sys bound (sysfs cannot be
+    mounted there), with the mounts under it: read-only all the way down, not only the top
+    (runc's "ro" on an rbind), nor the tmpfs runc leaves writable at /sys/fs/cgroup. Seen with
+    a file the user may write, in a tmpfs of the user's mounted under the host's /sys (as a
+    user's FUSE connections are in fusectl): the user writes it outside, the container not
+    (rootless Podman 4.3 with runc here writes it). --privileged keeps it writable."""
+    import subprocess
+
+    target = "/sys/fs/bpf"  # a mount point sysfs has, as Docker's and systemd's hosts
+    if not os.path.isdir(target):
+        pytest.skip(f"no {target} to mount on")
+    user, cleanup = make_user("lamina-rootless-test")  # its namespace: made after the mount
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"uid={user.uid},gid={user.gid},mode=755",
+                    "lamina-test", target], check=True)
+    try:
+        user.run(["sh", "-c", f"echo outside > {target}/users-file"])
+        user.lamina("import", user.give(busybox_tar), "busybox:latest")
+        probe = (f"for f in {target}/users-file /sys/fs/cgroup/x; do echo inside > $f "
+                 "&& echo wrote $f; done; cat /proc/self/mountinfo")
+        proc = user.lamina("run", "--rm", "--network", "host", "busybox", "sh", "-c", probe)
+        assert "wrote" not in proc.stdout
+        assert "Read-only file system" in proc.stderr, proc.stderr
+        top = {}  # mount point -> the options of the mount on top there
+        for line in proc.stdout.splitlines():
+            fields = line.split()
+            top[fields[4]] = fields[5].split(",")
+        under_sys = {point: options for point, options in top.items()
+                     if point == "/sys" or point.startswith("/sys/")}
+        assert {target, "/sys/fs/cgroup", "/sys/fs/cgroup/memory"} <= set(under_sys)
+        assert {p for p, options in under_sys.items() if "ro" not in options} == set()
+        with open(f"{target}/users-file") as f:
+            assert f.read() == "outside\n"
+        proc = user.lamina("run", "--rm", "--network", "host", "--privileged", "busybox", "sh",
+                           "-c", f"echo inside > {target}/users-file")
+        with open(f"{target}/users-file") as f:
+            assert f.read() == "inside\n"
+    finally:
+        subprocess.run(["umount", target], check=True)
+        cleanup()
+
+
 def test_hosts_file_names_the_container_on_the_user_mode_network(user_busybox):
     """Under slirp4netns the container's /etc/hosts gives its hostname its address (10.0.2.100,
     its tap0's), after the --add-host entries, as Docker and Podman write it; so the hostname
