@@ -317,6 +317,75 @@ def test_limits_in_a_delegated_cgroup(delegated_cgroups):
         lamina("rm", "-f", cid)
 
 
+def processes(user, pattern: str) -> list[int]:
+    """The PIDs of the user's processes whose command line matches ``pattern`` (pgrep -f)."""
+    out = user.run(["pgrep", "-u", str(user.uid), "-f", pattern], check=False).stdout
+    return [int(pid) for pid in out.split()]
+
+
+def kill_runc_once_it_made_the_cgroup(user, parent: str, cid: str, caught: dict) -> None:
+    """Once runc made the container's cgroup under ``parent``: stop runc, note in ``caught``
+    whether it had written its state yet, and kill it and the container's monitor (-9)."""
+    import signal
+    import time
+
+    deadline = time.monotonic() + 30
+    while not os.path.isdir(os.path.join(parent, cid)):
+        if time.monotonic() > deadline:
+            return
+    runc = processes(user, f"/runc --root .* {cid}$")
+    for pid in runc:
+        os.kill(pid, signal.SIGSTOP)
+    state = os.path.join(user.store, "runtime", "runc", cid, "state.json")
+    caught["before its state"] = bool(runc) and not os.path.exists(state)
+    for pid in processes(user, f"lamina.runtime .*{cid}") + runc:
+        os.kill(pid, signal.SIGKILL)
+
+
+def test_rm_removes_the_cgroup_a_killed_runc_left(delegated_cgroups, user_busybox):
+    """runc and the container's monitor killed (-9) while runc sets the container up, after it
+    made the container's cgroup under the delegated one and before it wrote its state: the
+    cgroup stays behind, empty, with nothing that knows it but lamina's note of where runc
+    makes it (runc's rootless default, under the cgroup of the process that starts runc);
+    ``rm`` removes it, in every delegated hierarchy."""
+    import threading
+    import time
+
+    from lamina.runtime import cgroups
+
+    lamina, user = delegated_cgroups, user_busybox
+    parents = [os.path.join(cgroups.cgroup_dirs(os.getpid())[name],
+                            f"lamina-delegated-{os.getpid()}") for name in ("memory", "pids")]
+    for _ in range(5):  # until runc is caught before it writes its state (nearly always)
+        cid = lamina("create", "--network", "none", "-m", "64m", "busybox", "sleep",
+                     "30").stdout.strip()
+        state = os.path.join(user.store, "runtime", "runc", cid, "state.json")
+        caught = {}
+        watcher = threading.Thread(target=kill_runc_once_it_made_the_cgroup,
+                                   args=(user, parents[0], cid, caught))
+        watcher.start()
+        proc = lamina("start", cid, check=False)
+        watcher.join()
+        if caught.get("before its state"):
+            break
+        lamina("rm", "-f", cid)
+    else:
+        pytest.fail("runc was never caught between making the cgroup and writing its state")
+    assert proc.returncode != 0
+    deadline = time.monotonic() + 10  # runc's init, killed with runc, leaves the cgroup
+    while any(processes(user, cid)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    left = [os.path.join(parent, cid) for parent in parents]
+    for directory in left:  # left behind, empty, with no runc state that names it
+        with open(os.path.join(directory, "cgroup.procs")) as f:
+            assert f.read() == ""
+    assert not os.path.exists(state)
+    assert cid in lamina("ps", "-a", "-q", "--no-trunc").stdout.split()
+    lamina("rm", "-f", cid)
+    assert [d for d in left if os.path.exists(d)] == []
+    assert cid not in lamina("ps", "-a", "-q", "--no-trunc").stdout.split()
+
+
 def answer(port: int) -> str:
     """The body of http://127.0.0.1:PORT/ once something serves it (10 s at most)."""
     import time
@@ -375,6 +444,48 @@ def test_networks_none_host_and_published_ports(user_busybox):
         user.lamina("rm", "-f", cid)
     # slirp4netns left with the container, reaped: not even a zombie
     assert user.run(["pgrep", "-u", str(user.uid), "-a", "slirp4netns"], check=False).stdout == ""
+
+
+def test_host_networks_sys_is_read_only_under_its_top_too(busybox_tar):
+    """A rootless container on the host's network gets the host's /sys bound (sysfs cannot be
+    mounted there), with the mounts under it: read-only all the way down, not only the top
+    (runc's "ro" on an rbind), nor the tmpfs runc leaves writable at /sys/fs/cgroup. Seen with
+    a file the user may write, in a tmpfs of the user's mounted under the host's /sys (as a
+    user's FUSE connections are in fusectl): the user writes it outside, the container not
+    (rootless Podman 4.3 with runc here writes it). --privileged keeps it writable."""
+    import subprocess
+
+    target = "/sys/fs/bpf"  # a mount point sysfs has, as Docker's and systemd's hosts
+    if not os.path.isdir(target):
+        pytest.skip(f"no {target} to mount on")
+    user, cleanup = make_user("lamina-rootless-test")  # its namespace: made after the mount
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"uid={user.uid},gid={user.gid},mode=755",
+                    "lamina-test", target], check=True)
+    try:
+        user.run(["sh", "-c", f"echo outside > {target}/users-file"])
+        user.lamina("import", user.give(busybox_tar), "busybox:latest")
+        probe = (f"for f in {target}/users-file /sys/fs/cgroup/x; do echo inside > $f "
+                 "&& echo wrote $f; done; cat /proc/self/mountinfo")
+        proc = user.lamina("run", "--rm", "--network", "host", "busybox", "sh", "-c", probe)
+        assert "wrote" not in proc.stdout
+        assert "Read-only file system" in proc.stderr, proc.stderr
+        top = {}  # mount point -> the options of the mount on top there
+        for line in proc.stdout.splitlines():
+            fields = line.split()
+            top[fields[4]] = fields[5].split(",")
+        under_sys = {point: options for point, options in top.items()
+                     if point == "/sys" or point.startswith("/sys/")}
+        assert {target, "/sys/fs/cgroup", "/sys/fs/cgroup/memory"} <= set(under_sys)
+        assert {p for p, options in under_sys.items() if "ro" not in options} == set()
+        with open(f"{target}/users-file") as f:
+            assert f.read() == "outside\n"
+        proc = user.lamina("run", "--rm", "--network", "host", "--privileged", "busybox", "sh",
+                           "-c", f"echo inside > {target}/users-file")
+        with open(f"{target}/users-file") as f:
+            assert f.read() == "inside\n"
+    finally:
+        subprocess.run(["umount", target], check=True)
+        cleanup()
 
 
 def test_hosts_file_names_the_container_on_the_user_mode_network(user_busybox):

@@ -50,6 +50,10 @@ class Lifecycle:
     def stop(self, container_id: str, timeout: float) -> None:
         raise NotImplementedError
 
+    def forget(self, container_id: str) -> None:
+        """Remove what the runtime may have left of a removed container (its cgroup)."""
+        raise NotImplementedError
+
 
 class ContainerStore:
     """The containers of one store, their writable layers and their mounts."""
@@ -529,6 +533,8 @@ class ContainerStore:
             with self.store.tx():  # not removed after all: others may use it again
                 uses.end(self.store, cid)
             raise
+        if self.lifecycle is not None:
+            self.lifecycle.forget(cid)
         self.event("destroy", r)
         return r["id"], size  # (the bundle went with the purge after that commit)
 

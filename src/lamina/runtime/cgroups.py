@@ -3,7 +3,10 @@ it counts (memory, CPU, PIDs, block I/O, OOM kills), in the shapes of Docker's s
 
 runc creates and removes the cgroup (cgroupfs, at the spec's ``cgroupsPath``) and writes the
 limits to it (:mod:`lamina.runtime.resources`); lamina only reads it: ``lamina stats``, the
-Engine API's ``/containers/{id}/stats``, and ``State.OOMKilled`` when a container ends.
+Engine API's ``/containers/{id}/stats``, and ``State.OOMKilled`` when a container ends. What
+runc leaves behind (a killed runc, tasks of an OOM kill not yet gone) lamina removes: root's
+``/lamina/<id>`` (:func:`remove`), and a rootless container's as noted when its runc was started
+(:func:`note`, :func:`forget`).
 """
 
 from __future__ import annotations
@@ -92,11 +95,7 @@ def container_path(container_id: str) -> str:
 def remove(path: str, patience: float = 0.5) -> None:
     """Remove the cgroup ``path`` (``/lamina/<id>``) from every hierarchy where it is left
     after ``runc delete`` (runc gives up on a directory whose dying tasks have not yet left,
-    as after an OOM kill). An empty directory goes at once; a busy one is retried for
-    ``patience`` seconds in all, then left."""
-    import errno
-    import time
-
+    as after an OOM kill), as :func:`remove_dirs` does."""
     if unified():
         roots = ["/sys/fs/cgroup"]
     else:
@@ -104,16 +103,70 @@ def remove(path: str, patience: float = 0.5) -> None:
             roots = [os.path.join("/sys/fs/cgroup", name) for name in os.listdir("/sys/fs/cgroup")]
         except OSError:
             return
+    remove_dirs([root + path for root in roots], patience)
+
+
+def remove_dirs(directories: list[str], patience: float = 0.5) -> list[str]:
+    """Remove the cgroup directories (rmdir: the kernel refuses one that still has processes
+    or cgroups under it). An empty directory goes at once; a busy one is retried for
+    ``patience`` seconds in all, then left. Returns those left (busy, or refused)."""
+    import errno
+    import time
+
     deadline = time.monotonic() + patience
-    for root in roots:
+    left = []
+    for directory in directories:
         while True:
             try:
-                os.rmdir(root + path)
+                os.rmdir(directory)
+            except FileNotFoundError:
+                pass
             except OSError as e:
                 if e.errno == errno.EBUSY and time.monotonic() < deadline:
                     time.sleep(0.02)
                     continue
+                left.append(directory)
             break
+    return left
+
+
+def notes_dir(store_root: str) -> str:
+    """Where a store notes its rootless containers' cgroups (:func:`note`), one file per
+    runtime container ID, beside the runtimes' own state (``runtime/<binary>``)."""
+    return os.path.join(store_root, "runtime", "cgroups")
+
+
+def note(store_root: str, container_id: str) -> None:
+    """Note, before this process starts runc for the rootless container ``container_id``,
+    where runc will make its cgroup: runc's rootless default (no ``cgroupsPath``) is under
+    runc's own cgroup, which is this process's (:func:`rootless_dirs`), in each hierarchy where
+    this user may make it. :func:`forget` removes what runc leaves of it there, whichever cgroup
+    the process that removes the container is in. Nothing is noted where nothing is delegated."""
+    dirs = [d for d in rootless_dirs(container_id).values()
+            if os.access(os.path.dirname(d), os.W_OK)]
+    if not dirs:
+        return
+    directory = notes_dir(store_root)
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    with open(os.path.join(directory, container_id), "w") as f:
+        f.write("".join(d + "\n" for d in dirs))
+
+
+def forget(store_root: str, container_id: str, patience: float = 0.5) -> None:
+    """Remove what is left of the cgroup noted for the rootless container ``container_id``
+    (:func:`note`), after ``runc delete`` or without one (a runc killed before it wrote its
+    state); the note goes once nothing noted is left. Idempotent."""
+    path = os.path.join(notes_dir(store_root), container_id)
+    try:
+        with open(path) as f:
+            dirs = f.read().splitlines()
+    except FileNotFoundError:
+        return
+    if not remove_dirs(dirs, patience):
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
 
 
 def cgroup_dirs(pid: int) -> dict[str, str]:

@@ -345,11 +345,22 @@ class Runtime:
             raise Unavailable(f"OCI runtime {name!r} not found in PATH{hint}")
         self.binary = path
         self.name = os.path.basename(path)
+        self.store_root = store_root
         self.state_dir = os.path.join(store_root, "runtime", self.name)
         self.ingest = os.path.join(store_root, "ingest")
 
     def command(self, *args: str, log: str | None = None) -> list[str]:
-        """The runtime's argv for ``args``; ``log`` gets its own errors as JSON lines."""
+        """The runtime's argv for ``args``, for this process to run; ``log`` gets its own
+        errors as JSON lines. For ``run`` and ``create`` (the container ID last) of a rootless
+        container, where its cgroup will be is noted first (:func:`.cgroups.note`), for
+        :meth:`delete` to remove what runc may leave of it."""
+        if args and args[0] in ("run", "create"):
+            from ..userns import rootless
+
+            if rootless():
+                from .cgroups import note
+
+                note(self.store_root, args[-1])
         cmd = [self.binary, "--root", self.state_dir]
         if log:
             cmd += ["--log", log, "--log-format", "json"]
@@ -371,16 +382,24 @@ class Runtime:
         return proc.returncode == 0
 
     def delete(self, container_id: str) -> None:
-        """Forget the container, killing what is left of it (idempotent)."""
+        """Forget the container, killing what is left of it, and remove what runc could not
+        remove (yet) of its cgroup (idempotent)."""
         import subprocess
+
+        from ..userns import rootless
 
         if self.has_state(container_id):
             subprocess.run(self.command("delete", "--force", container_id), check=False,
                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                            stderr=subprocess.DEVNULL)
-            from .cgroups import container_path, remove
+            if not rootless():
+                from .cgroups import container_path, remove
 
-            remove(container_path(container_id))  # what runc could not remove yet
+                remove(container_path(container_id))
+        if rootless():  # with runc's state or without (a runc killed before it wrote it)
+            from .cgroups import forget
+
+            forget(self.store_root, container_id)
 
 
 def failure_from_log(log: str) -> RuntimeFailure | None:

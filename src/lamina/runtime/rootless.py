@@ -9,7 +9,7 @@ Its network: :mod:`lamina.runtime.usernet`.
 
 from ..errors import Unavailable
 from ..userns import rootless
-from . import cgroups
+from . import cgroups, security
 
 
 def fit_spec(spec: dict) -> None:
@@ -22,11 +22,21 @@ def fit_spec(spec: dict) -> None:
         return
     if not any(ns["type"] == "network" for ns in linux["namespaces"]):
         # the host's network namespace is not the user namespace's: sysfs cannot be mounted
-        # there, so the host's /sys is bound read-only (as Podman does)
+        # there, so the host's /sys is bound (as Podman does), with the mounts under it
+        # (/sys/fs/fuse/connections, /sys/kernel/security, ...): read-only, all of them
+        # ("rro": runc's recursive read-only, by mount_setattr(2) of Linux 5.12; "ro" would
+        # leave those under the top writable)
+        read_only = "rro" if security.kernel_version() >= (5, 12) else "ro"
         for mount in spec["mounts"]:
             if mount["destination"] == "/sys":
+                access = read_only if "ro" in mount["options"] else "rw"  # rw: --privileged
                 mount.update(type="bind", source="/sys",
-                             options=["rbind", "nosuid", "noexec", "nodev", "ro"])
+                             options=["rbind", "nosuid", "noexec", "nodev", access])
+    if any(m["type"] == "cgroup" and "ro" in m["options"] for m in spec["mounts"]):
+        # runc mounts a cgroup v1 /sys/fs/cgroup as a tmpfs that it leaves writable, under the
+        # read-only hierarchies: made read-only too (rootless Podman's on the host's network,
+        # the host's root-owned tmpfs, cannot be written either)
+        linux["readonlyPaths"] = [*linux.get("readonlyPaths", ()), "/sys/fs/cgroup"]
     if not mapped_gid(5):  # a single-id mapping: devpts cannot give its ttys the tty group
         for mount in spec["mounts"]:
             if mount["type"] == "devpts":

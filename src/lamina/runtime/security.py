@@ -196,7 +196,7 @@ def oci_seccomp(profile: dict, caps: list[str]) -> dict:
     (``errnoRet`` kept); the architectures are this machine's and its sub-architectures from
     ``archMap``. A profile already in the OCI form (``architectures``, no conditions) passes."""
     go_arch, scmp_arch = native_arches()
-    kernel = _kernel_version()
+    kernel = kernel_version()
     out: dict = {"defaultAction": profile.get("defaultAction", "SCMP_ACT_ALLOW")}
     if profile.get("defaultErrnoRet") is not None:
         out["defaultErrnoRet"] = profile["defaultErrnoRet"]
@@ -246,7 +246,8 @@ def _version(text: str) -> tuple[int, ...]:
     return tuple(parts)
 
 
-def _kernel_version() -> tuple[int, ...]:
+def kernel_version() -> tuple[int, ...]:
+    """The running kernel's version numbers: (6, 18, 0) for 6.18.0-1-amd64."""
     return _version(os.uname().release)
 
 
