@@ -323,14 +323,15 @@ def processes(user, pattern: str) -> list[int]:
     return [int(pid) for pid in out.split()]
 
 
-def kill_runc_once_it_made_the_cgroup(user, parent: str, cid: str, caught: dict) -> None:
-    """Once runc made the container's cgroup under ``parent``: stop runc, note in ``caught``
-    whether it had written its state yet, and kill it and the container's monitor (-9)."""
+def kill_runc_once_it_made_the_cgroup(user, parents: list, cid: str, caught: dict) -> None:
+    """Once runc made the container's cgroup under each of ``parents`` (one a hierarchy, made
+    one after another): stop runc, note in ``caught`` whether it had written its state yet, and
+    kill it and the container's monitor (-9)."""
     import signal
     import time
 
     deadline = time.monotonic() + 30
-    while not os.path.isdir(os.path.join(parent, cid)):
+    while not all(os.path.isdir(os.path.join(parent, cid)) for parent in parents):
         if time.monotonic() > deadline:
             return
     runc = processes(user, f"/runc --root .* {cid}$")
@@ -338,7 +339,7 @@ def kill_runc_once_it_made_the_cgroup(user, parent: str, cid: str, caught: dict)
         os.kill(pid, signal.SIGSTOP)
     state = os.path.join(user.store, "runtime", "runc", cid, "state.json")
     caught["before its state"] = bool(runc) and not os.path.exists(state)
-    for pid in processes(user, f"lamina.runtime .*{cid}") + runc:
+    for pid in processes(user, f"lamina[.]runtime.* {cid}") + runc:
         os.kill(pid, signal.SIGKILL)
 
 
@@ -362,7 +363,7 @@ def test_rm_removes_the_cgroup_a_killed_runc_left(delegated_cgroups, user_busybo
         state = os.path.join(user.store, "runtime", "runc", cid, "state.json")
         caught = {}
         watcher = threading.Thread(target=kill_runc_once_it_made_the_cgroup,
-                                   args=(user, parents[0], cid, caught))
+                                   args=(user, parents, cid, caught))
         watcher.start()
         proc = lamina("start", cid, check=False)
         watcher.join()
@@ -372,10 +373,18 @@ def test_rm_removes_the_cgroup_a_killed_runc_left(delegated_cgroups, user_busybo
     else:
         pytest.fail("runc was never caught between making the cgroup and writing its state")
     assert proc.returncode != 0
-    deadline = time.monotonic() + 10  # runc's init, killed with runc, leaves the cgroup
-    while any(processes(user, cid)) and time.monotonic() < deadline:
-        time.sleep(0.05)
     left = [os.path.join(parent, cid) for parent in parents]
+
+    def tasks() -> str:
+        out = ""
+        for directory in left:
+            with open(os.path.join(directory, "cgroup.procs")) as f:
+                out += f.read()
+        return out
+
+    deadline = time.monotonic() + 10  # runc's init, its runc killed, ends and leaves the cgroup
+    while tasks() and time.monotonic() < deadline:
+        time.sleep(0.05)
     for directory in left:  # left behind, empty, with no runc state that names it
         with open(os.path.join(directory, "cgroup.procs")) as f:
             assert f.read() == ""
