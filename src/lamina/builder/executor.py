@@ -1250,7 +1250,7 @@ class Builder:
                 return None
             sources: dict = {}  # the RUN's files: the layer's are reflinks of them where it can
             return self._layer_from_tar(
-                state, lambda out: differ.write_diff(self.store.snaps, cid, out, sources), sources)
+                state, differ.diff_writer(self.store.snaps, cid, sources), sources)
         finally:  # out may fail (the API's client went away): the container goes all the same
             try:
                 self.out(f"Removing intermediate container {cid[:12]}")
