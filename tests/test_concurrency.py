@@ -83,15 +83,15 @@ def test_commit_with_a_prune_in_the_middle(setup, monkeypatch):
         f.write(b"x" * 100)
     engine.umount("c1")
     seen = {}
-    real = differ.write_diff
+    real = differ.diff_writer
 
     def prune_meanwhile(*args, **kwargs):
         seen["prune"] = other("container", "prune", "-f")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(differ, "write_diff", prune_meanwhile)
+    monkeypatch.setattr(differ, "diff_writer", prune_meanwhile)
     image = engine.commit("c1", "committed")
-    monkeypatch.setattr(differ, "write_diff", real)
+    monkeypatch.setattr(differ, "diff_writer", real)
     assert "Total reclaimed space: 0B" in seen["prune"].stdout
     assert engine.container_store.get("c1") and engine.inspect_image("committed")["Id"] == image
     engine.create("committed", name="c2")
@@ -232,3 +232,34 @@ def test_reads_in_one_block_see_one_state_of_the_store(engine, store_root, drive
     assert sorted(engine.image_store.tags(image_id)) == ["base:latest", "other:1"]
     engine.tag("base", "third:1")  # a write transaction after the block
     assert "third:1" in engine.image_store.tags(image_id)
+
+
+def test_layer_writers_in_helper_threads_leave_the_database_alone(setup):
+    """``commit`` (as a build's RUN step) writes its layer tar in a helper thread while this
+    thread stores the layer, and a layer's tar read as a stream is written in one: neither
+    helper may query the store's database. A query in flight there turns this thread's
+    ``BEGIN IMMEDIATE`` into the upgrade of a read transaction, which SQLite refuses at once
+    ("cannot write the store's database: database is locked") when another process wrote
+    meanwhile: one of 8 concurrent builds of bench/scale.py's parallel curve failed so."""
+    import threading
+
+    engine, _ = setup
+    cid = engine.container_store.get("c1")["id"]
+    with open(os.path.join(engine.snaps.dir(cid), "new"), "w") as f:
+        f.write("data\n")
+    others = []
+
+    def trace(sql):
+        if threading.current_thread() is not threading.main_thread():
+            others.append((threading.current_thread().name, sql))
+
+    engine.db.set_trace_callback(trace)
+    try:
+        image = engine.commit("c1", "committed")
+        chain = engine.image_store.layer_rows(image)[-1]["chain_id"]
+        with engine.image_store.layers.tar_reader(chain) as stream:
+            tar = b"".join(iter(lambda: stream.read(1 << 16), b""))
+    finally:
+        engine.db.set_trace_callback(None)
+    assert b"data\n" in tar
+    assert others == []

@@ -640,7 +640,7 @@ class ContainerStore:
         sources: dict = {}  # the files read: the layer's are reflinks of them where it can
         key, layer, blob = self.layers.add_written(   # the tar extracted as it is written
             chains[-1] if chains else None,
-            lambda out: differ.write_diff(self.store.snaps, r["id"], out, sources), sources)
+            differ.diff_writer(self.store.snaps, r["id"], sources), sources)
         try:
             now = rfc3339()
             history = list(base.get("history", []))

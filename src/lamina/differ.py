@@ -39,12 +39,23 @@ def changes(snaps: Snapshotter, key: str) -> list:
 def write_diff(snaps: Snapshotter, key: str, out, sources: dict | None = None):
     """Write ``key``'s changes as an OCI layer tar to ``out``; returns layertar.TarStats.
     ``sources``: filled with the files read (see layertar.TarWriter)."""
+    return diff_writer(snaps, key, sources)(out)
+
+
+def diff_writer(snaps: Snapshotter, key: str, sources: dict | None = None):
+    """:func:`write_diff` as ``write(out)``, with what it needs from the store's database read
+    now, in the caller's thread: ``write`` runs in a helper thread (LayerStore.add_written) while
+    the caller writes through the same connection, and a query in flight there makes the
+    caller's ``BEGIN IMMEDIATE`` an upgrade of a read transaction, which SQLite refuses at once
+    ("database is locked", no busy wait) when another process has written meanwhile."""
     from .layertar import write_changes_tar, write_overlay_tar
 
+    own = snaps.dir(key)
     if snaps.fmt == "overlay":
-        return write_overlay_tar(out, snaps.dir(key), sources)
+        return lambda out: write_overlay_tar(out, own, sources)
     if snaps.fmt == "aufs":
         from .layertar import write_aufs_tar
 
-        return write_aufs_tar(out, snaps.dir(key), sources)
-    return write_changes_tar(out, snaps.dir(key), changes(snaps, key), sources)
+        return lambda out: write_aufs_tar(out, own, sources)
+    found = changes(snaps, key)
+    return lambda out: write_changes_tar(out, own, found, sources)

@@ -292,6 +292,12 @@ class LayerStore:
         """Write the layer's exact, uncompressed tar to ``out`` (from its snapshot and record, or
         from its kept blob); returns its size. A file that changed in the snapshot raises
         :class:`lamina.tarsplit.DamagedLayer`."""
+        return self.tar_writer(chain)(out)
+
+    def tar_writer(self, chain: str):
+        """:meth:`write_tar` as ``write(out)``, with the layer's rows and directory read now:
+        ``write`` may run in another thread (:meth:`tar_reader`) while this one writes through
+        the same connection (see lamina.differ.diff_writer)."""
         record = self.record(chain)
         row = self.get(chain)
         if record is not None:
@@ -299,32 +305,38 @@ class LayerStore:
 
             # files not written since a second before the layer was stored need no CRC
             unchanged_before = row["created"] - 1.0 if row is not None else None
-            return write_tar(record, self.store.snaps.dir(chain), out, unchanged_before)
+            data = self.store.snaps.dir(chain)
+            return lambda out: write_tar(record, data, out, unchanged_before)
         if row is None:
             raise NotFound(f"layer {chain} not found")
         from .layertar import open_layer_stream
 
         content = self.store.content
-        if not os.path.exists(content.path(row["blob_digest"])):
+        digest = row["blob_digest"]
+        if not os.path.exists(content.path(digest)):
             raise FailedPrecondition(
                 f"layer {chain[7:19]} has neither a tar-split record nor its blob: "
                 "`lamina system check` names what depends on it")
-        size = 0
-        with content.open(row["blob_digest"]) as blob:
-            stream = open_layer_stream(blob)
-            while True:
-                data = stream.read(1 << 20)
-                if not data:
-                    break
-                out.write(data)
-                size += len(data)
-            blob.read()
-        return size
+
+        def copy(out) -> int:
+            size = 0
+            with content.open(digest) as blob:
+                stream = open_layer_stream(blob)
+                while True:
+                    data = stream.read(1 << 20)
+                    if not data:
+                        break
+                    out.write(data)
+                    size += len(data)
+                blob.read()
+            return size
+
+        return copy
 
     def tar_reader(self, chain: str):
-        """A readable stream of the layer's tar (:meth:`write_tar` in a thread, through a
+        """A readable stream of the layer's tar (:meth:`tar_writer` in a thread, through a
         pipe); its end raises what the writing raised."""
-        return _PipeReader(lambda out: self.write_tar(chain, out))
+        return _PipeReader(self.tar_writer(chain))
 
 
 _WRITER_HASHES = "sha256:" + "0" * 64  # add_written: the diff_id comes from the tar's writer

@@ -1254,7 +1254,7 @@ class Builder:
             # and its processes are gone, so nothing is copied and removing it frees nothing
             sources = GivenSources()
             return self._layer_from_tar(
-                state, lambda out: differ.write_diff(self.store.snaps, cid, out, sources), sources)
+                state, differ.diff_writer(self.store.snaps, cid, sources), sources)
         finally:  # out may fail (the API's client went away): the container goes all the same
             try:
                 self.out(f"Removing intermediate container {cid[:12]}")
