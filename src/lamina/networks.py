@@ -24,6 +24,7 @@ import json
 import os
 import re
 import time
+from functools import lru_cache
 
 from .errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from .metadata import Transaction, prefix_bounds
@@ -133,8 +134,10 @@ def _record(row) -> dict:
             "bridge": row["bridge"], "labels": json.loads(row["labels"]), "created": row["created"]}
 
 
+@lru_cache(maxsize=64)
 def predefined_id(root: str, name: str) -> str:
-    """The stable ID of a predefined network (``host``, ``none``) of the store at ``root``."""
+    """The stable ID of a predefined network (``host``, ``none``) of the store at ``root``
+    (made once for each: every inspect of a container on one shows it)."""
     import hashlib
 
     return hashlib.sha256(f"lamina network\0{os.path.abspath(root)}\0{name}".encode()).hexdigest()
