@@ -207,6 +207,39 @@ def test_mount_modes_docker_refuses_and_nocopy(engines, tmp_path):
     both(engines, "volume", "rm", "nocopy-etc", "copied-etc")
 
 
+def test_rm_v_removes_what_docker_removes(engines):
+    """``docker rm -v`` (``DELETE /containers/X?v=1``): the container's anonymous volumes go; a
+    named one stays, and so does an anonymous one that another container names (whose own
+    ``rm -v`` keeps it too); ``rm`` without ``-v`` keeps them all."""
+    seen = []
+    for engine in engines:
+        assert engine("create", "--name", "vc", "--network", "none", "-v", "/a1", "-v", "/a2",
+                      "-v", "vnamed:/n", "busybox", "true").returncode == 0
+        mounts = {m["Destination"]: m["Name"]
+                  for m in json.loads(engine("inspect", "vc").stdout)[0]["Mounts"]}
+        a1, a2 = mounts["/a1"], mounts["/a2"]
+        assert engine("create", "--name", "vsharer", "--network", "none", "-v", f"{a2}:/s",
+                      "busybox", "true").returncode == 0
+        assert engine("create", "--name", "vplain", "--network", "none", "-v", "/a3",
+                      "busybox", "true").returncode == 0
+        a3 = json.loads(engine("inspect", "vplain").stdout)[0]["Mounts"][0]["Name"]
+
+        def exists(name, engine=engine):
+            return engine("volume", "inspect", name).returncode == 0
+        steps = []
+        for args in (["rm", "-v", "vc"], ["rm", "-v", "vsharer"], ["rm", "vplain"],
+                     ["rm", "-v", "vc"]):
+            proc = engine(*args)
+            steps.append((args, proc.returncode, proc.stdout, exists(a1), exists(a2),
+                          exists(a3), exists("vnamed")))
+        seen.append(steps)
+        for name in (a2, a3, "vnamed"):
+            engine("volume", "rm", name)
+    docker_steps, lamina_steps = seen
+    assert docker_steps == lamina_steps
+    assert docker_steps[0][1:] == (0, "vc\n", False, True, True, True)  # what Docker did here
+
+
 def _exec(sock: str, cmd: list[str], tty: bool) -> str:
     from tests.test_api import http
 

@@ -495,13 +495,26 @@ class ContainerStore:
             raise _running_refused(container_id)
         self.lifecycle.stop(container_id, 0)
 
-    def rm(self, name: str, force: bool = False) -> str:
-        """Delete a container and its writable layer (and nothing else). Returns its ID.
+    def rm(self, name: str, force: bool = False, volumes: bool = False) -> str:
+        """Delete a container and its writable layer; with ``volumes`` (``rm -v``), then its
+        anonymous volumes (those ``-v /PATH`` or the image's VOLUME made), as Docker does: one
+        another container still uses (``--volumes-from``) stays, silently. Returns its ID.
 
         Refused without ``force``: a running container, and one another command is using (``cp``,
         ``commit``...: :mod:`lamina.uses`); ``force`` stops the first and waits for the second.
         "No such container" if another ``rm`` or prune is removing it."""
-        return self.remove(name, force)[0]
+        if not volumes:
+            return self.remove(name, force)[0]
+        from . import volumes as volume_store
+
+        anonymous = volume_store.anonymous_of(self.store, self.get(name)["id"])
+        cid = self.remove(name, force)[0]
+        for volume in anonymous:
+            try:
+                volume_store.remove(self.store, volume)
+            except (NotFound, FailedPrecondition):  # in use by another container, or gone
+                pass
+        return cid
 
     def remove(self, name: str, force: bool = False, measure: bool = False) -> tuple[str, int]:
         """:meth:`rm`; returns the ID and, with ``measure`` (for prune), the bytes of the writable
