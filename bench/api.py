@@ -415,13 +415,19 @@ def bench_images(servers, res: Results, reps: int) -> None:
     interleaved(servers, res, "images", "`images`", reps, lambda s: ["images"], check)
 
 
-def bench_inspect(servers, res: Results, reps: int) -> None:
+def create_inspected(servers, res: Results, bench: str) -> dict:
+    """The container INSPECTED on each server; {server: why not} where it could not be made."""
     failed = {}
     for s in servers:
         try:
             create_containers(s, 1, INSPECTED)
         except Exception as e:  # noqa: BLE001
-            failed[s.name] = res.failed("inspect", s.name, e)
+            failed[s.name] = res.failed(bench, s.name, e)
+    return failed
+
+
+def bench_inspect(servers, res: Results, reps: int) -> None:
+    failed = create_inspected(servers, res, "inspect")
 
     def check(s, out: str) -> None:
         json.loads(out)
@@ -475,12 +481,17 @@ def ping_then_get(sock: Path, path: str) -> float:
 
 
 def bench_requests(servers, res: Results, reps: int) -> None:
-    """The exchanges of `docker images` and `docker image inspect` without the CLI's process
-    (most of its wall time): this script's own client, 20 x reps connections each, round-robin."""
+    """The exchanges of `docker images`, `docker image inspect` and `docker inspect` of a
+    container without the CLI's process (most of its wall time): this script's own client,
+    20 x reps connections each, round-robin."""
+    failed = create_inspected(servers, res, "requests")
     for label, path in (("`images`", f"{API}/images/json"),
-                        ("`image inspect`", f"{API}/images/{IMAGE}/json")):
+                        ("`image inspect`", f"{API}/images/{IMAGE}/json"),
+                        ("`inspect` (a container)", f"{API}/containers/{INSPECTED}/json")):
         samples: dict[str, list[float]] = {s.name: [] for s in servers}
         values: dict[str, object] = {}
+        if "containers" in path:
+            values.update(failed)
         for i in range(20 * reps + 1):
             for s in servers:
                 if s.name in values:
@@ -497,6 +508,9 @@ def bench_requests(servers, res: Results, reps: int) -> None:
                 values[s.name] = statistics.median(samples[s.name])
         res.row(f"{label}'s requests alone: `HEAD /_ping` + `GET {path}` on one connection "
                 f"(median of {20 * reps})", values, "ms")
+    for s in servers:
+        if s.name not in failed:
+            remove_containers(s, [INSPECTED])
 
 
 def populate(servers, res: Results) -> dict[str, str]:

@@ -139,6 +139,7 @@ def docker_clis(prefix: str, busybox_tar: str):
             def docker(*args, input=None):
                 return subprocess.run([DOCKER, *args], env=env, input=input, text=True,
                                       capture_output=True, timeout=120, check=False)
+            docker.socket = env["DOCKER_HOST"][len("unix://"):]  # for raw requests
             return docker
 
         docker, lamina = runner(dockerd.env), runner(server.env())

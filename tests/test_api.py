@@ -591,3 +591,33 @@ def test_a_name_that_is_also_an_ambiguous_id_prefix_is_free(api):
     assert api.lamina("inspect", "-f", "{{.Name}}", shared).stdout == f"/{shared}\n"
     proc = api.docker("create", "--name", shared, "busybox", "true", check=False)
     assert proc.returncode != 0 and "is already in use" in proc.stderr
+
+
+def test_inspect_follows_updates_renames_and_a_dead_owner(api):
+    """The server keeps what a container's configuration decides between inspects: an update
+    (a new configuration) and a rename still show at once, and so does an owner that died
+    (the container is recorded as exited, as the CLI's inspect records it)."""
+    from tests.test_run import owners
+
+    def inspect(name: str) -> dict:
+        return json.loads(api.docker("inspect", name).stdout)[0]
+
+    api.docker("run", "-d", "--name", "keep", "--network", "none", "busybox", "sleep", "300")
+    first = inspect("keep")
+    assert first["HostConfig"]["RestartPolicy"]["Name"] == "no" and first["State"]["Running"]
+    assert first == {**inspect("keep"), "State": first["State"]}  # the same twice
+    api.docker("update", "--restart", "always", "keep")
+    assert inspect("keep")["HostConfig"]["RestartPolicy"] == {"Name": "always",
+                                                             "MaximumRetryCount": 0}
+    api.docker("rename", "keep", "kept")
+    assert inspect("kept")["Name"] == "/kept"
+    assert api.docker("inspect", "keep", check=False).returncode == 1
+    [pid] = owners(api.root)
+    os.kill(pid, signal.SIGKILL)
+    for _ in range(100):
+        if not inspect("kept")["State"]["Running"]:
+            break
+        time.sleep(0.05)
+    state = inspect("kept")["State"]
+    assert (state["Status"], state["Running"], state["ExitCode"]) == ("exited", False, 255)
+    assert api.lamina("ps", "-a", "--format", "{{.Names}} {{.State}}").stdout == "kept exited\n"

@@ -384,19 +384,30 @@ def test_resize(api):
     api.docker("create", "--name", "c", "busybox", "sh")
     assert request(api.socket, "POST", "/containers/c/resize?h=1&w=1")[0] == 409
     assert request(api.socket, "POST", "/containers/nosuch/resize?h=1&w=1")[0] == 404
-    # an exec's terminal: a size given before the start is the one it starts with; one given
+    # an exec's terminal: a resize given before the start waits for it (as Docker's does: see
+    # tests/test_api_vs_docker.py) and its size is the one the process starts with; one given
     # while it runs reaches its pty; an exec without a terminal answers 200 (Docker's answers)
+    import threading
+
     low = api.client().api
     early = low.exec_create("tty", ["stty", "size"], tty=True)
-    low.exec_resize(early["Id"], height=12, width=34)
+    answered = []
+    waiting = threading.Thread(target=lambda: answered.append(
+        request(api.socket, "POST", f"/exec/{early['Id']}/resize?h=12&w=34")[:3:2]))
+    waiting.start()
+    time.sleep(0.5)  # the resize is in (it waits for the start)
+    assert waiting.is_alive()
     assert low.exec_start(early["Id"]) == b"12 34\r\n"
+    waiting.join(10)
+    assert answered == [(200, b"")]
     running = low.exec_create("tty", ["sleep", "30"], tty=True)
     low.exec_start(running["Id"], detach=True)
     low.exec_resize(running["Id"], height=21, width=43)
     pid = low.exec_inspect(running["Id"])["Pid"]
     assert pid and api.docker("exec", "tty", "sh", "-c",
                               "stty -F /proc/$(pidof sleep)/fd/0 size").stdout == "21 43\n"
-    plain = low.exec_create("plain", ["true"])
+    plain = low.exec_create("plain", ["sleep", "30"])
+    low.exec_start(plain["Id"], detach=True)
     status, headers, body = request(api.socket, "POST", f"/exec/{plain['Id']}/resize?h=1&w=1")
     assert (status, body) == (200, b"")
     status, _, body = request(api.socket, "POST", f"/exec/{plain['Id']}/resize?h=1&w=y")

@@ -205,3 +205,127 @@ def test_mount_modes_docker_refuses_and_nocopy(engines, tmp_path):
                   "busybox", "cat", "/etc/passwd")
     assert d.returncode == lam.returncode == 0 and d.stdout == lam.stdout
     both(engines, "volume", "rm", "nocopy-etc", "copied-etc")
+
+
+def test_rm_v_removes_what_docker_removes(engines):
+    """``docker rm -v`` (``DELETE /containers/X?v=1``): the container's anonymous volumes go; a
+    named one stays, and so does an anonymous one that another container names (whose own
+    ``rm -v`` keeps it too); ``rm`` without ``-v`` keeps them all."""
+    seen = []
+    for engine in engines:
+        assert engine("create", "--name", "vc", "--network", "none", "-v", "/a1", "-v", "/a2",
+                      "-v", "vnamed:/n", "busybox", "true").returncode == 0
+        mounts = {m["Destination"]: m["Name"]
+                  for m in json.loads(engine("inspect", "vc").stdout)[0]["Mounts"]}
+        a1, a2 = mounts["/a1"], mounts["/a2"]
+        assert engine("create", "--name", "vsharer", "--network", "none", "-v", f"{a2}:/s",
+                      "busybox", "true").returncode == 0
+        assert engine("create", "--name", "vplain", "--network", "none", "-v", "/a3",
+                      "busybox", "true").returncode == 0
+        a3 = json.loads(engine("inspect", "vplain").stdout)[0]["Mounts"][0]["Name"]
+
+        def exists(name, engine=engine):
+            return engine("volume", "inspect", name).returncode == 0
+        steps = []
+        for args in (["rm", "-v", "vc"], ["rm", "-v", "vsharer"], ["rm", "vplain"],
+                     ["rm", "-v", "vc"]):
+            proc = engine(*args)
+            steps.append((args, proc.returncode, proc.stdout, exists(a1), exists(a2),
+                          exists(a3), exists("vnamed")))
+        seen.append(steps)
+        for name in (a2, a3, "vnamed"):
+            engine("volume", "rm", name)
+    docker_steps, lamina_steps = seen
+    assert docker_steps == lamina_steps
+    assert docker_steps[0][1:] == (0, "vc\n", False, True, True, True)  # what Docker did here
+
+
+def _exec(sock: str, cmd: list[str], tty: bool) -> str:
+    from tests.test_api import http
+
+    status, _, out = http(sock, "POST", "/v1.41/containers/rz/exec",
+                          json.dumps({"Cmd": cmd, "Tty": tty, "AttachStdout": True,
+                                      "AttachStderr": True}).encode(),
+                          {"Content-Type": "application/json"})
+    assert status == 201, out
+    return json.loads(out)["Id"]
+
+
+def _start_attached(sock: str, exec_id: str, tty: bool, out: list) -> None:
+    """``POST /exec/ID/start`` hijacked, as the docker CLI sends it; appends what follows the
+    101's headers once the server closes."""
+    import socket
+
+    body = json.dumps({"Detach": False, "Tty": tty}).encode()
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(60)
+        s.connect(sock)
+        s.sendall(f"POST /v1.41/exec/{exec_id}/start HTTP/1.1\r\nHost: d\r\n"
+                  "Content-Type: application/json\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n"
+                  f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    out.append(data.partition(b"\r\n\r\n")[2])
+
+
+def _resize(sock: str, exec_id: str, size: str) -> tuple[int, str, float]:
+    """(status, body, seconds) of ``POST /exec/ID/resize?SIZE``."""
+    from tests.test_api import raw
+
+    started = time.monotonic()
+    reply = raw(sock, f"POST /v1.41/exec/{exec_id}/resize?{size} HTTP/1.1\r\nHost: d\r\n"
+                      "Connection: close\r\n\r\n".encode(), timeout=30)
+    top, _, out = reply.partition(b"\r\n\r\n")
+    return int(top.split()[1]), out.decode().strip(), time.monotonic() - started
+
+
+def test_exec_resize_before_start_as_docker_answers(engines):
+    """A resize of an exec that has not started waits for its start (then 200, and a terminal
+    gets the size), 10 s at the most (then 500); one after the exec ended is "no such exec";
+    bad sizes are refused at once. Both engines in parallel threads (the 10 s wait once)."""
+    import threading
+
+    for engine in engines:
+        assert engine("run", "-d", "--name", "rz", "--network", "none", "busybox", "sleep",
+                      "300").returncode == 0
+    results: dict = {}
+
+    def scenario(name: str, sock: str) -> None:
+        seen = results[name] = {}
+        for tty in (True, False):  # started 1 s after the resize was sent: it waits for it
+            exec_id = _exec(sock, ["sh", "-c", "sleep 3; stty size"], tty)
+            out: list = []
+            threading.Timer(1.0, _start_attached, (sock, exec_id, tty, out)).start()
+            status, message, took = _resize(sock, exec_id, "h=31&w=101")
+            seen[f"later tty={tty}"] = (status, message, took > 0.8)
+            for _ in range(150):
+                if out:
+                    break
+                time.sleep(0.1)
+            seen[f"later tty={tty} output"] = out[0].endswith(b"31 101\r\n") if out else out
+            seen[f"ended tty={tty}"] = _resize(sock, exec_id, "h=30&w=100")[:2]
+        exec_id = _exec(sock, ["true"], True)
+        seen["bad"] = _resize(sock, exec_id, "h=abc&w=100")[:2]
+        seen["missing"] = _resize(sock, exec_id, "w=100")[:2]
+        status, message, took = _resize(sock, exec_id, "h=30&w=100")  # never started
+        seen["never"] = (status, message, 9 < took < 15)
+        exec_id = _exec(sock, ["/nonexistent"], True)  # a start that fails
+        out = []
+        threading.Timer(1.0, _start_attached, (sock, exec_id, True, out)).start()
+        seen["failed start"] = _resize(sock, exec_id, "h=31&w=101")[:2]
+
+    docker, lamina = engines
+    threads = [threading.Thread(target=scenario, args=(name, engine.socket))
+               for name, engine in (("docker", docker), ("lamina", lamina))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    for engine in engines:
+        engine("rm", "-f", "rz")
+    assert results["lamina"] == results["docker"]
+    assert results["docker"]["later tty=True"] == (200, "", True)  # what Docker 20.10 did here
+    assert results["docker"]["never"] == (
+        500, '{"message":"timeout waiting for exec session ready"}', True)
+    assert results["docker"]["ended tty=True"] == (404, '{"message":"no such exec"}')

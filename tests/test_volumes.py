@@ -172,3 +172,23 @@ def test_bind_propagation_shared_and_slave_see_host_mounts_made_after_start(stor
             subprocess.run(["umount", str(src / "sub")], check=True)
     finally:
         subprocess.run(["umount", "-R", str(src)], check=True)
+
+
+def test_rm_v_removes_the_container_s_anonymous_volumes_only(store):
+    """``rm -v`` as Docker's: the anonymous volumes go, a named one stays, and so does an
+    anonymous one that another container mounts by its name; plain ``rm`` keeps them all."""
+    store("create", "--name", "c", "-v", "/a1", "-v", "/a2", "-v", "named:/n", "busybox", "true")
+    anonymous = [v for v in store("volume", "ls", "-q").stdout.split() if v != "named"]
+    assert len(anonymous) == 2
+    kept, shared = anonymous
+    store("create", "--name", "sharer", "-v", f"{shared}:/s", "busybox", "true")
+    store("create", "--name", "plain", "-v", "/a3", "busybox", "true")
+    assert store("rm", "-v", "c").stdout == "c\n"
+    left = store("volume", "ls", "-q").stdout.split()
+    assert kept not in left and shared in left and "named" in left and len(left) == 3
+    assert store("rm", "plain").stdout == "plain\n"  # without -v: its volume stays
+    assert len(store("volume", "ls", "-q").stdout.split()) == 3
+    assert store("rm", "--volumes", "sharer").stdout == "sharer\n"  # not its anonymous volume
+    assert shared in store("volume", "ls", "-q").stdout.split()
+    proc = store("rm", "-v", "nosuch", check=False)
+    assert (proc.returncode, proc.stderr) == (1, "Error: No such container: nosuch\n")

@@ -65,6 +65,7 @@ class ContainerStore:
         self.db = store.db
         self.images = images
         self.layers = layers
+        self._configured_docs: dict[tuple, tuple] = {}  # see _configured
 
     def get(self, name: str):
         row = self.db.execute("SELECT * FROM containers WHERE name = ? OR id = ?",
@@ -250,17 +251,65 @@ class ContainerStore:
         """Docker-shaped ``container inspect`` document: Docker's keys, its zero values where
         lamina has nothing to say (no restarts, no user networks), what an Engine API client
         sent to create it echoed back (``Config``, ``HostConfig``)."""
+        r = self.get(name)
+        if self.lifecycle is not None:
+            r = self.lifecycle.refresh(r)  # a dead owner's container shows as exited
+        return self._document(r, size)
+
+    def _document(self, r, size: bool) -> dict:
+        """:meth:`inspect`'s document of the row ``r``: what its configuration decides
+        (:meth:`_configured`), then its state as the row and its owner's run state say now."""
+        from . import networks, runstate
+        from .image import rfc3339
+
+        fixed, bundle, network, exposed = self._configured(r)
+        running = r["state"] == "running"
+        life = runstate.read(bundle)  # restarts and health, as the owner knows them
+        restarting = running and not r["pid"] and bool(life.get("Restarting"))
+        never = "0001-01-01T00:00:00Z"
+        doc = dict(fixed)  # the keys set below keep their places (Docker's order)
+        doc["State"] = {
+            "Status": "restarting" if restarting else "paused" if running and r["paused"]
+            else r["state"],
+            "Running": running, "Paused": bool(running and r["paused"]), "Restarting": restarting,
+            "OOMKilled": bool(r["oom_killed"]), "Dead": False, "Pid": r["pid"] if running else 0,
+            "ExitCode": r["exit_code"], "Error": "",
+            "StartedAt": rfc3339(r["started"]) if r["started"] else never,
+            "FinishedAt": rfc3339(r["finished"]) if r["finished"] else never}
+        if "Health" in life:
+            doc["State"]["Health"] = life["Health"]
+        doc["Name"] = "/" + r["name"]
+        doc["RestartCount"] = life.get("RestartCount", 0)
+        doc["HostConfig"] = dict(fixed["HostConfig"])  # the API adds its masked paths
+        doc["Config"] = dict(fixed["Config"])
+        doc["NetworkSettings"] = networks.settings(self.store, r["id"], network, running, exposed)
+        if size:
+            rw = self.store.snaps.usage(r["id"])[0]
+            doc["SizeRw"] = rw
+            doc["SizeRootFs"] = rw + self.images.row(r["image_id"])["size"]
+        return doc
+
+    def _configured(self, r) -> tuple[dict, str, str, dict | None]:
+        """What of the row ``r``'s inspect its configuration alone decides (command, run config,
+        image, creation), as (the document with its state's keys in place but unset, the
+        bundle, the network mode, the image's exposed ports). Made once for each configuration
+        seen by this store object (an ``update`` or a new container is another one), since a
+        server answers inspect after inspect of one container; the document's parts are shared
+        between callers, who must not change them but for its top level, ``HostConfig`` and
+        ``Config``, which :meth:`_document` copies."""
+        configuration = (r["id"], r["created"], r["command"], r["run_config"], r["image_id"],
+                         r["image_ref"])
+        found = self._configured_docs.get(configuration)
+        if found is not None:
+            return found
         import json
 
         from .image import rfc3339
 
-        r = self.get(name)
-        if self.lifecycle is not None:
-            r = self.lifecycle.refresh(r)  # a dead owner's container shows as exited
         command = json.loads(r["command"])
         run = json.loads(r["run_config"] or "{}")
         api = json.loads(run.get("api_config") or "{}")
-        image = self.images.config(r["image_id"]).get("config") or {}
+        image = self.images.shared_config(r["image_id"]).get("config") or {}  # not changed here
         target = self.store.mount_target(r["id"])
         mounts = self.store.snaps.mounts(r["id"])
         m = mounts[0]
@@ -273,11 +322,6 @@ class ContainerStore:
 
         network = run.get("network", "none")
         env = merge_env(image.get("Env"), run.get("env"))
-        running = r["state"] == "running"
-        from . import runstate
-
-        life = runstate.read(bundle)  # restarts and health, as the owner knows them
-        restarting = running and not r["pid"] and bool(life.get("Restarting"))
         config = {
             "Hostname": run.get("hostname") or r["id"][:12], "Domainname": "",
             "User": run.get("user") or image.get("User") or "",
@@ -340,27 +384,19 @@ class ContainerStore:
                                       "Source": os.path.join(self.store.root, "volumes", src, "_data"),
                                       "Destination": dst, "Driver": "local", "Mode": mode,
                                       "RW": not ro, "Propagation": ""})
-        never = "0001-01-01T00:00:00Z"
         doc = {
             "Id": r["id"],
             "Created": rfc3339(r["created"]),
             "Path": command[0] if command else "",
             "Args": command[1:],
-            "State": {"Status": ("restarting" if restarting else "paused"
-                                 if running and r["paused"] else r["state"]),
-                      "Running": running, "Paused": bool(running and r["paused"]),
-                      "Restarting": restarting, "OOMKilled": bool(r["oom_killed"]),
-                      "Dead": False,
-                      "Pid": r["pid"] if running else 0, "ExitCode": r["exit_code"], "Error": "",
-                      "StartedAt": rfc3339(r["started"]) if r["started"] else never,
-                      "FinishedAt": rfc3339(r["finished"]) if r["finished"] else never},
+            "State": None,
             "Image": r["image_id"],
             "ResolvConfPath": os.path.join(bundle, "resolv.conf"),
             "HostnamePath": os.path.join(bundle, "hostname"),
             "HostsPath": os.path.join(bundle, "hosts"),
             "LogPath": os.path.join(bundle, "container.log"),
-            "Name": "/" + r["name"],
-            "RestartCount": life.get("RestartCount", 0),
+            "Name": None,
+            "RestartCount": 0,
             "Driver": self.store.driver,
             "Platform": "linux",
             "MountLabel": "", "ProcessLabel": "", "AppArmorProfile": "",
@@ -369,16 +405,13 @@ class ContainerStore:
             "GraphDriver": {"Name": self.store.driver, "Data": graph},
             "Mounts": volume_mounts,
             "Config": config,
-            "NetworkSettings": networks.settings(self.store, r["id"], network, running,
-                                                 image.get("ExposedPorts")),
+            "NetworkSettings": None,
         }
-        if "Health" in life:
-            doc["State"]["Health"] = life["Health"]
-        if size:
-            rw = self.store.snaps.usage(r["id"])[0]
-            doc["SizeRw"] = rw
-            doc["SizeRootFs"] = rw + self.images.row(r["image_id"])["size"]
-        return doc
+        found = (doc, bundle, network, image.get("ExposedPorts"))
+        if len(self._configured_docs) >= 256:
+            self._configured_docs.clear()
+        self._configured_docs[configuration] = found
+        return found
 
     def mount(self, name: str) -> str:
         """Mount the container's merged root read-write; returns the host path."""
@@ -466,13 +499,26 @@ class ContainerStore:
             raise _running_refused(container_id)
         self.lifecycle.stop(container_id, 0)
 
-    def rm(self, name: str, force: bool = False) -> str:
-        """Delete a container and its writable layer (and nothing else). Returns its ID.
+    def rm(self, name: str, force: bool = False, volumes: bool = False) -> str:
+        """Delete a container and its writable layer; with ``volumes`` (``rm -v``), then its
+        anonymous volumes (those ``-v /PATH`` or the image's VOLUME made), as Docker does: one
+        another container still uses (``--volumes-from``) stays, silently. Returns its ID.
 
         Refused without ``force``: a running container, and one another command is using (``cp``,
         ``commit``...: :mod:`lamina.uses`); ``force`` stops the first and waits for the second.
         "No such container" if another ``rm`` or prune is removing it."""
-        return self.remove(name, force)[0]
+        if not volumes:
+            return self.remove(name, force)[0]
+        from . import volumes as volume_store
+
+        anonymous = volume_store.anonymous_of(self.store, self.get(name)["id"])
+        cid = self.remove(name, force)[0]
+        for volume in anonymous:
+            try:
+                volume_store.remove(self.store, volume)
+            except (NotFound, FailedPrecondition):  # in use by another container, or gone
+                pass
+        return cid
 
     def remove(self, name: str, force: bool = False, measure: bool = False) -> tuple[str, int]:
         """:meth:`rm`; returns the ID and, with ``measure`` (for prune), the bytes of the writable

@@ -105,9 +105,10 @@ class Engine:
         """Undo :meth:`mount`."""
         self.container_store.umount(name)
 
-    def rm(self, name: str, force: bool = False) -> str:
-        """Delete a container and its writable layer (``force``: stop it first). Returns its ID."""
-        return self.container_store.rm(name, force)
+    def rm(self, name: str, force: bool = False, volumes: bool = False) -> str:
+        """Delete a container and its writable layer (``force``: stop it first; ``volumes``: its
+        anonymous volumes too, as ``docker rm -v``). Returns its ID."""
+        return self.container_store.rm(name, force, volumes)
 
     def cp(self, src: str, dst: str, archive: bool = False, follow: bool = False) -> None:
         """``docker cp``: ``CONTAINER:PATH`` to a host path or back (rules in lamina.copy)."""

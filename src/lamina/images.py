@@ -35,6 +35,7 @@ class ImageStore:
         self.store = store
         self.db = store.db
         self.layers = layers
+        self._shared_configs: dict[str, dict] = {}
 
     def resolve(self, name: str) -> str:
         for tag in (name, name + ":latest"):  # the common case, without parsing the reference
@@ -84,6 +85,17 @@ class ImageStore:
                 raise NotFound(f"No such image: {image_id}") from None
             raise
 
+    def shared_config(self, image_id: str) -> dict:
+        """The image's config as :meth:`config` reads it, parsed once for this store object and
+        shared between callers, who must not change it: a server reads it for every ``docker
+        images`` and ``inspect``, and a config never changes (the image ID is its digest)."""
+        found = self._shared_configs.get(image_id)
+        if found is None:
+            found = self.config(image_id)
+            if len(self._shared_configs) >= 1024:
+                self._shared_configs.clear()
+            self._shared_configs[image_id] = found
+        return found
 
     def layer_rows(self, image_id: str) -> list:
         return self.db.execute(

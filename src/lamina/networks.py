@@ -23,6 +23,7 @@ import json
 import os
 import re
 import time
+from functools import lru_cache
 
 from .errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from .metadata import Transaction, prefix_bounds
@@ -140,8 +141,10 @@ def _record(row) -> dict:
             "bridge": row["bridge"], "labels": json.loads(row["labels"]), "created": row["created"]}
 
 
+@lru_cache(maxsize=64)
 def predefined_id(root: str, name: str) -> str:
-    """The stable ID of a predefined network (``host``, ``none``) of the store at ``root``."""
+    """The stable ID of a predefined network (``host``, ``none``) of the store at ``root``
+    (made once for each: every inspect of a container on one shows it)."""
     from .digest import sha256  # the interpreter's own: hashlib loads libcrypto (inspect, ps)
 
     text = f"lamina network\0{os.path.abspath(root)}\0{name}".encode()

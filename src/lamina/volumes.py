@@ -513,9 +513,20 @@ def _seed(source: str, target: str) -> None:
 
 
 def anonymous_of(store: Store, container_id: str) -> list[str]:
+    """The anonymous volumes the container made (its ``-v /PATH``, ``--mount`` without a source
+    and its image's VOLUMEs), which ``rm -v`` and ``run --rm`` remove with it. Not one it was
+    given by name (``-v NAME:/PATH`` of another container's anonymous volume): Docker removes
+    only the volumes whose source the container's spec left out."""
+    import json
+
+    row = store.db.execute("SELECT run_config FROM containers WHERE id = ?",
+                           (container_id,)).fetchone()
+    run = json.loads(row[0] or "{}") if row else {}
+    named = {split_volume(text)[0] for text in run.get("binds") or ()}
+    named.update(doc.get("Source") for doc in json.loads(run.get("mounts") or "[]"))
     return [r[0] for r in store.db.execute(
         "SELECT v.name FROM container_volumes cv JOIN volumes v ON v.name = cv.volume"
-        " WHERE cv.container_id = ? AND v.anonymous = 1", (container_id,))]
+        " WHERE cv.container_id = ? AND v.anonymous = 1", (container_id,)) if r[0] not in named]
 
 
 def mount_source(store: Store, name: str) -> str:

@@ -808,8 +808,6 @@ def unpause(request, id):
 
 @route("DELETE", "/containers/{id}")
 def remove(request, id):
-    from .. import volumes
-
     engine = request.engine
     containers = engine.container_store
     row = _state(containers, id)
@@ -818,15 +816,9 @@ def remove(request, id):
         raise FailedPrecondition(
             f"cannot remove container \"/{row['name']}\": container is running: stop the "
             "container before removing or force remove")
-    anonymous = volumes.anonymous_of(engine.store, row["id"]) if request.flag("v") else []
     if row["state"] == "running":
         request.release_gate()  # it is stopped first
-    engine.rm(row["id"], force=force)
-    for volume in anonymous:
-        try:
-            volumes.remove(engine.store, volume)
-        except (NotFound, FailedPrecondition):
-            pass
+    engine.rm(row["id"], force=force, volumes=request.flag("v"))
 
 
 # ----------------------------------------------------------------------------- logs

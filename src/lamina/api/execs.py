@@ -19,6 +19,7 @@ from .server import ApiError, go_fields, route
 
 EXEC_FIELDS = ("AttachStdin", "AttachStdout", "AttachStderr", "ConsoleSize", "DetachKeys",
                "Tty", "Env", "Cmd", "Privileged", "User", "WorkingDir")
+READY_WAIT = 10.0  # seconds a resize waits for its exec to start, as Docker's daemon waits
 _execs: dict[str, dict] = {}
 _lock = threading.Lock()
 
@@ -61,6 +62,7 @@ def create(request, id):
             "ContainerID": row["id"], "DetachKeys": body.get("DetachKeys") or "", "Pid": 0,
             "env": body.get("Env") or [], "workdir": body.get("WorkingDir") or None,
             "started": False, "console_size": console_size(body.get("ConsoleSize")) or None,
+            "ready": threading.Event(),  # set once its process runs, or its start failed
         }
     containers.event(f"exec_create: {' '.join(cmd)}", row, execID=exec_id)
     request.send_json(201, {"Id": exec_id})
@@ -75,33 +77,53 @@ def inspect(request, id):
 @route("POST", "/exec/{id}/resize")
 def resize(request, id):
     """Set the size of the exec's terminal (the pty runc made for it: its process is woken with
-    SIGWINCH); before it starts, the size it starts with (Docker waits for the start instead,
-    and answers 500 when it does not come). Without a terminal, 200 and nothing, as Docker."""
+    SIGWINCH), as Docker answers it (checked against Docker Engine 20.10): a resize waits for
+    the exec to start, 10 s at the most, then 500 "timeout waiting for exec session ready";
+    once it has started, 200 whether it has a terminal or not, and "no such exec" (404) when
+    its process has ended or never ran. A size given before the start is also handed to the
+    start, which sets it before the process runs (Docker's comes after: a first ``stty size``
+    may miss it)."""
     from ..runtime.console import set_terminal_size
 
     found = _get(id)
     height, width = request.atoi("h"), request.atoi("w")
-    if not found["ProcessConfig"]["tty"]:
-        request.send_empty(200)
-        return
+    tty = found["ProcessConfig"]["tty"]
     with _lock:
-        found["size"] = (height, width)  # for a process that is still starting
-        pid = found["Pid"]
-    if pid:
+        if tty and not found["started"]:
+            found["size"] = (height, width)  # for the start to give the runtime
+    if not found["ready"].is_set():
+        request.release_gate()  # waiting on the client's start
+        if not found["ready"].wait(READY_WAIT):
+            with _lock:
+                if found.get("size") == (height, width) and not found["started"]:
+                    del found["size"]  # a resize that failed does not size a later start
+            raise ApiError(500, "timeout waiting for exec session ready")
+    pid = found["Pid"]
+    if not pid or not os.path.exists(f"/proc/{pid}"):
+        raise ApiError(404, "no such exec")
+    if tty:
         set_terminal_size(pid, height, width)
     request.send_empty(200)
 
 
 @route("POST", "/exec/{id}/start")
 def start(request, id):
-    from ..runtime.process import exec_process
-
     body = request.json({}) or {}
     found = _get(id)
     with _lock:
         if found["started"]:
             raise FailedPrecondition(f"exec {id} has already been started")
         found["started"] = True
+    try:
+        _start(request, found, body)
+    finally:
+        found["ready"].set()  # a resize waiting for a start that failed: "no such exec"
+
+
+def _start(request, found: dict, body: dict) -> None:
+    """:func:`start` of the exec ``found``, marked started."""
+    from ..runtime.process import exec_process
+
     detach = bool(body.get("Detach"))
     tty = found["ProcessConfig"]["tty"]  # the process's terminal: the create's
     raw = bool(body.get("Tty"))  # the stream's framing: the start's, as Docker decides it
@@ -120,6 +142,7 @@ def start(request, id):
             size = found.get("size")
         if size:
             set_terminal_size(pid, *size)
+        found["ready"].set()
 
     with _lock:  # a resize before the start, else the create's ConsoleSize (docker exec -it's)
         size = found.get("size") or found["console_size"]

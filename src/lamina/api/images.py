@@ -124,21 +124,6 @@ def _image_id(engine, name: str) -> str:
 
 
 # ------------------------------------------------------------------------------ documents
-_CONFIGS: dict[str, dict] = {}  # image ID -> its config, read once (the ID is the config's digest)
-
-
-def _config(images, image_id: str) -> dict:
-    """The image's config, for reading only: ``docker images`` reads every image's on every
-    call, and an image's config never changes (its ID is its digest)."""
-    found = _CONFIGS.get(image_id)
-    if found is None:
-        found = images.config(image_id)
-        if len(_CONFIGS) >= 1024:
-            _CONFIGS.clear()
-        _CONFIGS[image_id] = found
-    return found
-
-
 def image_summaries(engine, containers_count: dict | None = None, shared: bool = False, *,
                     all: bool = False, filters: dict | None = None,
                     version: str | None = None) -> list[dict]:
@@ -187,7 +172,7 @@ def image_summaries(engine, containers_count: dict | None = None, shared: bool =
         if dangling is False and not all_tags:
             continue
         try:
-            config = _config(images, image_id)
+            config = images.shared_config(image_id)
         except NotFound:  # removed by another process meanwhile
             continue
         labels = (config.get("config") or {}).get("Labels") or {}
@@ -300,7 +285,7 @@ def inspect_document(engine, name: str, version: str) -> dict:
     row = images.row(image_id)
     if row is None:
         raise NotFound(f"No such image: {name}")  # removed by another process meanwhile
-    config = _config(images, image_id)  # not ImageStore.inspect: it reads config and manifest again
+    config = images.shared_config(image_id)  # not ImageStore.inspect: it reads config and manifest again
     doc = {"Id": image_id, "RepoTags": [_familiar(t) for t in images.tags(image_id)],
            "RepoDigests": images.repo_digests(row["manifest_digest"])}
     doc.update(_from_config(image_id, config, version))

@@ -108,7 +108,20 @@ def _first_segment(path: str) -> str:
 
 def find_route(method: str, path: str):
     """(handler, parameters) for a request; ApiError 404 or 405 when there is none. Only the
-    routes under the path's first segment are tried (every pattern starts with a literal one)."""
+    routes under the path's first segment are tried (every pattern starts with a literal one).
+    The answers for short paths are kept (a client asks the same ones again and again: an
+    inspect's path went through 14 patterns, 15 us); the parameters are for reading only."""
+    if len(path) <= 256:
+        return _known_route(method, path)
+    return _route(method, path)
+
+
+@lru_cache(maxsize=1024)
+def _known_route(method: str, path: str):
+    return _route(method, path)
+
+
+def _route(method: str, path: str):
     allowed = False
     for verb, regex, handler in _BY_SEGMENT.get(_first_segment(path), ()):
         m = regex.match(path)
@@ -572,14 +585,16 @@ class Handler(BaseHTTPRequestHandler):
     do_HEAD = do_POST = do_PUT = do_DELETE = do_GET
 
     def dispatch(self) -> None:
-        parts = urlsplit(self.path)
-        path = parts.path
+        if "?" in self.path or "#" in self.path or not self.path.startswith("/"):
+            parts = urlsplit(self.path)
+            path, query = parts.path, parse_qs(parts.query, keep_blank_values=True)
+        else:  # most of the docker CLI's calls (4 us less)
+            path, query = self.path, {}
         version = API_VERSION
         m = _VERSIONED.match(path)
         if m:
             version, path = m.group(1), m.group(2)
-        request = Request(self, self.command, path, parse_qs(parts.query, keep_blank_values=True),
-                          version)
+        request = Request(self, self.command, path, query, version)
         failed = False
         try:
             if m:
@@ -631,6 +646,26 @@ class Handler(BaseHTTPRequestHandler):
 
 
 # ------------------------------------------------------------------------------- the servers
+class Gate:
+    """A semaphore of ``n`` places made of a queue of ``n`` tokens: taken and given back by every
+    request, and the standard library's Semaphore (Python code around a Condition) cost 4.6 us
+    for the pair where the queue's C code costs 0.2 us. Giving back more than was taken is the
+    caller's mistake (:meth:`Request.release_gate` gives back once)."""
+
+    def __init__(self, n: int):
+        from queue import SimpleQueue
+
+        self._tokens: SimpleQueue = SimpleQueue()
+        for _ in range(n):
+            self._tokens.put(None)
+
+    def acquire(self) -> None:
+        self._tokens.get()
+
+    def release(self) -> None:
+        self._tokens.put(None)
+
+
 class EnginePool:
     """Open Engines of the store, handed to one request at a time: opening one (a SQLite
     connection, its pragmas, the store's crash recovery) was a fifth of a small request's time.
@@ -695,7 +730,7 @@ class ApiServer(ThreadingMixIn):
         # all (measured: 33 requests/s at 100 at once against 124 one by one). Streams (attach,
         # wait, logs, events, pulls) let go of it once their answer starts, and handlers that
         # wait on processes (stop, kill, start) before they block (Request.release_gate).
-        self.gate = threading.BoundedSemaphore(max(4, os.cpu_count() or 4))
+        self.gate = Gate(max(4, os.cpu_count() or 4))
         self._active = 0
         self._last = time.monotonic()
         self._stopping, self._stopped = threading.Event(), threading.Event()

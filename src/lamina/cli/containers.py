@@ -115,12 +115,14 @@ def cmd_umount(opts, a):
 ARGS["rm"] = (
     ("containers", "+", "CONTAINER [CONTAINER...]"),
     ("-f --force", "bool", "Stop a running container; wait for a command using it (cp, commit...)"),
+    ("-v --volumes", "bool", "Remove anonymous volumes associated with the container"),
 )
 
 
 def cmd_rm(opts, a):
     engine = open_engine(opts)
-    each(a.containers, lambda name: (engine.rm(name, force=a.force), print(name)))
+    each(a.containers, lambda name: (engine.rm(name, force=a.force, volumes=a.volumes),
+                                     print(name)))
 
 ARGS["diff"] = (("container", None, "CONTAINER"), ("--format", "string", FORMAT_HELP))
 
