@@ -665,3 +665,65 @@ def test_fallback_drivers_as_the_user(rootless_user, busybox_tar, fallback):
     changes = user.lamina("--root", root, "diff", user.lamina(
         "--root", root, "ps", "-a", "-q").stdout.strip()).stdout.splitlines()
     assert "D /bin/vi" in changes and "A /made" in changes
+
+
+def test_stats_from_another_cgroup_reads_the_containers(delegated_cgroups, user_busybox):
+    """``stats`` run from a shell in another cgroup than the one the container was started
+    from (not moved into the delegated one) reads the container's cgroup where runc made it,
+    as noted when it started: the memory limit set with -m and a usage under it. The cpu
+    controller is not delegated: the container's cpu cgroup is the starting shell's, which
+    counts a busy neighbour too, and is not read (0%, not the neighbour's 100%)."""
+    import json
+    import subprocess
+    import sys
+
+    lamina, user = delegated_cgroups, user_busybox
+    cid = lamina("run", "-d", "--name", "measured", "--network", "none", "-m", "48m",
+                 "busybox", "sleep", "60").stdout.strip()
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])  # this cpu cgroup
+    try:
+        proc = user.lamina("stats", "--no-stream", "--format", "json", "measured")
+        row = json.loads(proc.stdout)
+        assert row["MemUsage"].endswith(" / 48MiB"), row
+        used = row["MemUsage"].split(" / ")[0]
+        assert used != "0B" and row["PIDs"] == "1", row
+        assert float(row["CPUPerc"].rstrip("%")) < 5, row
+    finally:
+        busy.kill()
+        busy.wait()
+        lamina("rm", "-f", cid)
+
+
+def test_oom_kill_seen_by_a_monitor_in_another_cgroup(delegated_cgroups, user_busybox):
+    """The container's monitor moved out of the cgroup it started runc from (into the one
+    above, as a service manager may move it) still reads the OOM kill of the container's
+    cgroup at its exit, from where runc made it as noted at start: State.OOMKilled."""
+    import json
+    import time
+
+    from lamina.runtime import cgroups
+
+    lamina, user = delegated_cgroups, user_busybox
+    delegated = {name: os.path.join(cgroups.cgroup_dirs(os.getpid())[name],
+                                    f"lamina-delegated-{os.getpid()}") for name in ("memory", "pids")}
+    cid = lamina("run", "-d", "--network", "none", "-m", "16m", "busybox", "sh", "-c",
+                 "sleep 2; tail /dev/zero").stdout.strip()
+    try:
+        moved = 0
+        for directory in delegated.values():  # the monitor and its relay, not the container
+            with open(os.path.join(directory, "cgroup.procs")) as f:
+                pids = f.read().split()
+            for pid in pids:
+                with open(os.path.join(os.path.dirname(directory), "cgroup.procs"), "w") as f:
+                    f.write(pid)
+                moved += 1
+        assert moved, "no monitor in the delegated cgroup"
+        deadline = time.monotonic() + 30
+        while True:
+            state = json.loads(user.lamina("inspect", cid).stdout)[0]["State"]
+            if state["Status"] == "exited" or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert state["Status"] == "exited" and state["OOMKilled"] is True, state
+    finally:
+        lamina("rm", "-f", cid)

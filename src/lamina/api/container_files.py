@@ -434,7 +434,7 @@ def resize(request, id):
 NEVER = "0001-01-01T00:00:00Z"  # Go's zero time, what Docker sends for "no sample"
 
 
-def stats_sample(row, previous: dict | None) -> dict:
+def stats_sample(containers, row, previous: dict | None) -> dict:
     """One ``GET /containers/{id}/stats`` document for the container ``row``, read from the
     cgroup of its process (v1 or v2, whatever this host has); ``previous`` is the sample before
     it (its CPU becomes ``precpu_stats``). A container that does not run gets Docker's zeros."""
@@ -444,7 +444,8 @@ def stats_sample(row, previous: dict | None) -> dict:
            dict.fromkeys(cgroups.BLKIO_KEYS), "num_procs": 0, "storage_stats": {},
            "cpu_stats": cgroups.zero_cpu(), "precpu_stats": cgroups.zero_cpu(),
            "memory_stats": {}, "name": "/" + row["name"], "id": row["id"]}
-    dirs = cgroups.cgroup_dirs(row["pid"]) if row["state"] == "running" and row["pid"] else {}
+    dirs = (cgroups.running_dirs(containers.store.root, row["id"], row["pid"])
+            if row["state"] == "running" and row["pid"] else {})
     if not dirs:
         return doc
     from ..runtime.control import interfaces
@@ -468,17 +469,17 @@ def stats(request, id):
     row = refresh(containers, containers.get(id))
     stream = request.arg("stream") is None or docker_bool(request, "stream")
     if not stream:
-        first = stats_sample(row, None)
+        first = stats_sample(containers, row, None)
         if docker_bool(request, "one-shot") or first["read"] == NEVER:
             return first
         request.release_gate()
         time.sleep(1)
-        return stats_sample(row, first)
+        return stats_sample(containers, row, first)
     writer = request.start_stream()
     previous = None
     try:
         while True:
-            previous = stats_sample(row, previous)
+            previous = stats_sample(containers, row, previous)
             writer.json(previous)
             if previous["read"] == NEVER:
                 break

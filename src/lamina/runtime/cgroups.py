@@ -77,14 +77,28 @@ def cgroup_dirs_of_path(path: str) -> dict[str, str]:
     return out
 
 
-def container_dirs(container_id: str) -> dict[str, str]:
-    """The directories of a container's cgroup as this process's runc made it: root's
-    ``/lamina/<id>``, or a rootless container's under this process's (:func:`rootless_dirs`)."""
+def container_dirs(container_id: str, store_root: str | None = None) -> dict[str, str]:
+    """The directories of a container's cgroup: root's ``/lamina/<id>``; a rootless
+    container's as noted when its runc was started (:func:`noted_dirs`, whichever cgroup this
+    process is in), or, with no note (nothing delegated, or a container started before notes
+    were kept), under this process's (:func:`rootless_dirs`)."""
     from ..userns import rootless
 
     if rootless():
-        return rootless_dirs(container_id)
+        noted = noted_dirs(store_root, container_id) if store_root else None
+        return rootless_dirs(container_id) if noted is None else noted
     return cgroup_dirs_of_path(container_path(container_id))
+
+
+def running_dirs(store_root: str, container_id: str, pid: int) -> dict[str, str]:
+    """The cgroup directories whose counters are those of the running container
+    (``stats``): a rootless container's as noted when its runc was started (:func:`noted_dirs`:
+    those of the controllers not delegated are the starting process's cgroup, shared with
+    others, so not read), else those of its process ``pid``."""
+    from ..userns import rootless
+
+    noted = noted_dirs(store_root, container_id) if rootless() else None
+    return cgroup_dirs(pid) if noted is None else noted
 
 
 def container_path(container_id: str) -> str:
@@ -150,6 +164,26 @@ def note(store_root: str, container_id: str) -> None:
     os.makedirs(directory, mode=0o700, exist_ok=True)
     with open(os.path.join(directory, container_id), "w") as f:
         f.write("".join(d + "\n" for d in dirs))
+
+
+def noted_dirs(store_root: str, container_id: str) -> dict[str, str] | None:
+    """The cgroup directories noted for the rootless container ``container_id`` (:func:`note`),
+    named as :func:`cgroup_dirs` names them (v1 controller -> directory, ``""`` -> the v2
+    one); None when nothing is noted. Only the hierarchies where runc could make the
+    container's own cgroup are there: a controller that is not delegated has no directory
+    (rather than the starting process's cgroup, which counts more than the container)."""
+    try:
+        with open(os.path.join(notes_dir(store_root), container_id)) as f:
+            lines = f.read().splitlines()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    if unified():
+        return {"": lines[0]} if lines else {}
+    out = {}
+    for directory in lines:
+        name = directory.removeprefix("/sys/fs/cgroup/").split("/", 1)[0]
+        out["" if name == "unified" else name] = directory
+    return out
 
 
 def forget(store_root: str, container_id: str, patience: float = 0.5) -> None:

@@ -132,11 +132,11 @@ def interfaces(pid: int) -> dict[str, dict[str, int]]:
     return out
 
 
-def sample(row) -> dict | None:
+def sample(containers: ContainerStore, row) -> dict | None:
     """The cgroup's counters for the running container ``row`` now; None if it does not run."""
     if row["state"] != "running" or not row["pid"]:
         return None
-    dirs = cgroups.cgroup_dirs(row["pid"])
+    dirs = cgroups.running_dirs(containers.store.root, row["id"], row["pid"])
     if not dirs:
         return None
     doc = cgroups.usage(dirs)
@@ -193,10 +193,10 @@ def stats(containers: ContainerStore, names: list[str] | None = None, all: bool 
         rows = [refresh(containers, containers.get(n)) for n in names]
     else:
         rows = [refresh(containers, containers.get(r["ID"])) for r in containers.list(all=all)]
-    first = {r["id"]: sample(r) for r in rows}
+    first = {r["id"]: sample(containers, r) for r in rows}
     if previous is None and any(first.values()) and interval:
         time.sleep(interval)
-        previous, first = first, {r["id"]: sample(r) for r in rows}
+        previous, first = first, {r["id"]: sample(containers, r) for r in rows}
     previous = previous or {}
     lines = [stats_row(r, first[r["id"]], previous.get(r["id"])) for r in rows]
     return lines, first

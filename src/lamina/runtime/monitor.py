@@ -345,7 +345,7 @@ def _supervise(containers: ContainerStore, row, *, stdin, stdout_fds, stderr_fds
             runtime.delete(cid)
             record(containers, cid, state="created", exit_code=e.exit_code)
             raise
-        oom_killed = cgroups.oom_kills(cgroups.container_dirs(cid)) > 0
+        oom_killed = cgroups.oom_kills(cgroups.container_dirs(cid, containers.store.root)) > 0
         runtime.delete(cid)
     finally:
         if output is not None:
@@ -731,7 +731,7 @@ def serve_exit(containers: ContainerStore, container_id: str, args: list[str]) -
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {STOP_SIGNAL})
     runtime = Runtime(containers.store.root, config.runtime)
     cid = row["id"]
-    oom_killed = cgroups.oom_kills(cgroups.container_dirs(cid)) > 0
+    oom_killed = cgroups.oom_kills(cgroups.container_dirs(cid, containers.store.root)) > 0
     runtime.delete(cid)
     if config.network not in ("none", "host"):
         from .network import leave
