@@ -91,7 +91,8 @@ def resize(request, id):
     with _lock:
         if tty and not found["started"]:
             found["size"] = (height, width)  # for the start to give the runtime
-    if not found["ready"].is_set():
+    waited = not found["ready"].is_set()
+    if waited:
         request.release_gate()  # waiting on the client's start
         if not found["ready"].wait(READY_WAIT):
             with _lock:
@@ -99,6 +100,9 @@ def resize(request, id):
                     del found["size"]  # a resize that failed does not size a later start
             raise ApiError(500, "timeout waiting for exec session ready")
     pid = found["Pid"]
+    if waited and tty and pid and found.get("size") == (height, width):
+        request.send_empty(200)  # the start gave its process this size: done, ended since or not
+        return
     if not pid or not os.path.exists(f"/proc/{pid}"):
         raise ApiError(404, "no such exec")
     if tty:
