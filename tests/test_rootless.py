@@ -334,9 +334,16 @@ def kill_runc_once_it_made_the_cgroup(user, parents: list, cid: str, caught: dic
     while not all(os.path.isdir(os.path.join(parent, cid)) for parent in parents):
         if time.monotonic() > deadline:
             return
-    runc = processes(user, f"/runc --root .* {cid}$")
-    for pid in runc:
-        os.kill(pid, signal.SIGSTOP)
+    runc = []  # found in /proc at once (a pgrep as the user takes longer than runc's window)
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")[:-1]
+        except OSError:
+            continue
+        if argv and argv[0].endswith(b"/runc") and b"--root" in argv and argv[-1] == cid.encode():
+            os.kill(int(pid), signal.SIGSTOP)
+            runc.append(int(pid))
     state = os.path.join(user.store, "runtime", "runc", cid, "state.json")
     caught["before its state"] = bool(runc) and not os.path.exists(state)
     for pid in processes(user, f"lamina[.]runtime.* {cid}") + runc:
@@ -357,7 +364,7 @@ def test_rm_removes_the_cgroup_a_killed_runc_left(delegated_cgroups, user_busybo
     lamina, user = delegated_cgroups, user_busybox
     parents = [os.path.join(cgroups.cgroup_dirs(os.getpid())[name],
                             f"lamina-delegated-{os.getpid()}") for name in ("memory", "pids")]
-    for _ in range(5):  # until runc is caught before it writes its state (nearly always)
+    for _ in range(20):  # until runc is caught before it writes its state (most tries)
         cid = lamina("create", "--network", "none", "-m", "64m", "busybox", "sleep",
                      "30").stdout.strip()
         state = os.path.join(user.store, "runtime", "runc", cid, "state.json")
