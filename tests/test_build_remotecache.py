@@ -14,7 +14,7 @@ import pytest
 from lamina import Engine
 from lamina.cachemounts import cache_dir
 
-from .conftest import Lamina, needs_root, store_files
+from .conftest import Lamina, needs_root, remove_bridges, store_files
 from .test_registry import start_registry, stop
 
 pytestmark = [needs_root, pytest.mark.skipif(shutil.which("docker-registry") is None,
@@ -54,6 +54,7 @@ def machines(tmp_path, busybox_tar, registry):
     for root in roots:
         os.system(f"grep -o ' {root}[^ ]*' /proc/self/mountinfo | sort -r | "
                   "xargs -r -n1 umount -l")
+        remove_bridges(root)  # its RUN steps' default network
         shutil.rmtree(root, ignore_errors=True)
 
 

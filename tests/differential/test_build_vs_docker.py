@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from ..conftest import remove_bridges
 from .harness import BASE_TAG, DockerSide, LaminaSide, diff_rows, error_message, write_context
 
 B = f"FROM {BASE_TAG}\n"
@@ -174,6 +175,7 @@ def engines(busybox_tar):
             pool.shutdown(cancel_futures=True)
         if lamina is not None:
             lamina.close()
+            remove_bridges(str(base / "lamina"))  # the default network of DEFAULT_NETWORK's cases
         if docker is not None:
             docker.stop()
         docker_peers = __import__("peers")

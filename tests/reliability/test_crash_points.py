@@ -34,7 +34,7 @@ import tempfile
 
 import pytest
 
-from ..conftest import needs_root
+from ..conftest import needs_root, remove_bridges
 from . import crashkit as ck
 from . import test_crash as tc
 
@@ -153,6 +153,7 @@ class Store:
             stop(proc)
         for point in sorted(ck.store_mounts(self.root), reverse=True):
             subprocess.run(["umount", "-l", point], check=False)
+        remove_bridges(self.root)
         shutil.rmtree(self.root, ignore_errors=True)
 
 
