@@ -353,11 +353,11 @@ def kill_runc_once_it_made_the_cgroup(user, parents: list, cid: str, caught: dic
 def test_rm_removes_the_cgroup_a_killed_runc_left(delegated_cgroups, user_busybox):
     """runc and the container's monitor killed (-9) while runc sets the container up, after it
     made the container's cgroup under the delegated one and before it wrote its state: the
-    cgroup stays behind, empty, with nothing that knows it but lamina's note of where runc
-    makes it (runc's rootless default, under the cgroup of the process that starts runc);
-    ``rm`` removes it, in every delegated hierarchy."""
+    cgroup stays behind (empty, or with runc's init waiting for ever), with nothing that knows
+    it but lamina's note of where runc makes it (runc's rootless default, under the cgroup of
+    the process that starts runc); ``rm`` kills what is left in it and removes it, in every
+    delegated hierarchy."""
     import threading
-    import time
 
     from lamina.runtime import cgroups
 
@@ -389,17 +389,21 @@ def test_rm_removes_the_cgroup_a_killed_runc_left(delegated_cgroups, user_busybo
                 out += f.read()
         return out
 
-    deadline = time.monotonic() + 10  # runc's init, its runc killed, ends and leaves the cgroup
-    while tasks() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    for directory in left:  # left behind, empty, with no runc state that names it
-        with open(os.path.join(directory, "cgroup.procs")) as f:
-            assert f.read() == ""
+    # left behind with no runc state that names it; runc's init, its runc killed, mostly ends
+    # and leaves the cgroup empty, but may wait for ever (seen once): rm kills what is left
+    assert all(os.path.isdir(directory) for directory in left)
+    pids = tasks().split()
     assert not os.path.exists(state)
     assert cid in lamina("ps", "-a", "-q", "--no-trunc").stdout.split()
     lamina("rm", "-f", cid)
     assert [d for d in left if os.path.exists(d)] == []
     assert cid not in lamina("ps", "-a", "-q", "--no-trunc").stdout.split()
+    for pid in pids:  # killed: gone, or a zombie not reaped yet
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                assert f.read().rpartition(")")[2].split()[0] in ("Z", "X"), pid
+        except FileNotFoundError:
+            pass
 
 
 def answer(port: int) -> str:

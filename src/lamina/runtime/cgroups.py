@@ -189,13 +189,23 @@ def noted_dirs(store_root: str, container_id: str) -> dict[str, str] | None:
 def forget(store_root: str, container_id: str, patience: float = 0.5) -> None:
     """Remove what is left of the cgroup noted for the rootless container ``container_id``
     (:func:`note`), after ``runc delete`` or without one (a runc killed before it wrote its
-    state); the note goes once nothing noted is left. Idempotent."""
+    state); the note goes once nothing noted is left. What still runs in it is the
+    container's and is killed first, as ``runc delete --force`` would (a ``runc init`` whose
+    runc was killed waits for ever). Idempotent."""
+    import signal
+
     path = os.path.join(notes_dir(store_root), container_id)
     try:
         with open(path) as f:
             dirs = f.read().splitlines()
     except FileNotFoundError:
         return
+    for directory in dirs:
+        for pid in (read_cgroup(directory, "cgroup.procs") or "").split():
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
     if not remove_dirs(dirs, patience):
         try:
             os.unlink(path)
