@@ -42,12 +42,15 @@ def write_diff(snaps: Snapshotter, key: str, out, sources: dict | None = None):
     return diff_writer(snaps, key, sources)(out)
 
 
-def diff_writer(snaps: Snapshotter, key: str, sources: dict | None = None):
+def diff_writer(snaps: Snapshotter, key: str, sources: dict | None = None,
+                found: list | None = None):
     """:func:`write_diff` as ``write(out)``, with what it needs from the store's database read
     now, in the caller's thread: ``write`` runs in a helper thread (LayerStore.add_written) while
     the caller writes through the same connection, and a query in flight there makes the
     caller's ``BEGIN IMMEDIATE`` an upgrade of a read transaction, which SQLite refuses at once
-    ("database is locked", no busy wait) when another process has written meanwhile."""
+    ("database is locked", no busy wait) when another process has written meanwhile.
+    ``found``: ``key``'s :func:`changes` if the caller has them (a plain tree's are a walk of both
+    trees), else they are found here where the writer needs them."""
     from .layertar import write_changes_tar, write_overlay_tar
 
     own = snaps.dir(key)
@@ -57,5 +60,6 @@ def diff_writer(snaps: Snapshotter, key: str, sources: dict | None = None):
         from .layertar import write_aufs_tar
 
         return lambda out: write_aufs_tar(out, own, sources)
-    found = changes(snaps, key)
+    if found is None:
+        found = changes(snaps, key)
     return lambda out: write_changes_tar(out, own, found, sources)

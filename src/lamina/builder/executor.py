@@ -1246,7 +1246,8 @@ class Builder:
                     f"Step {self.step}/{self.total} : The command '{' '.join(argv)}' returned a "
                     f"non-zero code: {code}", code)
             self._remove_mount_points(cid, mount_points)
-            if not differ.changes(self.store.snaps, cid):
+            found = differ.changes(self.store.snaps, cid)
+            if not found:
                 return None
             from lamina.layertar import GivenSources
 
@@ -1254,7 +1255,7 @@ class Builder:
             # and its processes are gone, so nothing is copied and removing it frees nothing
             sources = GivenSources()
             return self._layer_from_tar(
-                state, differ.diff_writer(self.store.snaps, cid, sources), sources)
+                state, differ.diff_writer(self.store.snaps, cid, sources, found), sources)
         finally:  # out may fail (the API's client went away): the container goes all the same
             try:
                 self.out(f"Removing intermediate container {cid[:12]}")
