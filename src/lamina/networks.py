@@ -145,12 +145,9 @@ def _record(row) -> dict:
 def predefined_id(root: str, name: str) -> str:
     """The stable ID of a predefined network (``host``, ``none``) of the store at ``root``
     (made once for each: every inspect of a container on one shows it)."""
-    from .digest import sha256  # the interpreter's own: hashlib loads libcrypto (inspect, ps)
+    from .digest import hex_of, sha256_bytes  # no hashlib: it loads libcrypto (inspect, ps)
 
-    text = f"lamina network\0{os.path.abspath(root)}\0{name}".encode()
-    digest = sha256(len(text))
-    digest.update(text)
-    return digest.hexdigest()
+    return hex_of(sha256_bytes(f"lamina network\0{os.path.abspath(root)}\0{name}".encode()))
 
 
 def _predefined(store: Store, name: str) -> dict:
