@@ -41,7 +41,7 @@ LAYERS = [
     ["lamina.errors", "lamina.userns", "lamina.faults", "lamina.digest", "lamina.humanize", "lamina.fsutil",
      "lamina.processes", "lamina.whiteouts", "lamina.rootpath", "lamina.limits", "lamina.tarsplit",
      "lamina.compression", "lamina.image", "lamina.reference", "lamina.events",
-     "lamina.runstate", "lamina.records"],
+     "lamina.runstate", "lamina.records", "lamina.cjson"],
 ]
 # Packages of one layer that must not import each other.
 INDEPENDENT = [("lamina.transfer", "lamina.runtime")]

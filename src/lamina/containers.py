@@ -124,9 +124,9 @@ class ContainerStore:
             if command is None:  # the image's, as stored: no JSON work on this hot path
                 command_json, command_line = img["command"], img["command_line"]
             else:
-                import json
+                from . import cjson
 
-                command_json, command_line = json.dumps(command), shown_command(command)
+                command_json, command_line = cjson.dumps(command), shown_command(command)
             self.db.execute(
                 "INSERT INTO containers(id, name, image_id, image_ref, command, command_line,"
                 " created) VALUES (?,?,?,?,?,?,?)",
@@ -206,11 +206,11 @@ class ContainerStore:
         out = []
         published: dict[str, list] = {}
         if rows:
-            import json
+            from . import cjson
 
             for cid, ports in self.db.execute("SELECT container_id, ports FROM"
                                               " container_networks WHERE ports != '[]'"):
-                published.setdefault(cid, []).extend(json.loads(ports))
+                published.setdefault(cid, []).extend(cjson.loads(ports))
         for r in rows:
             state, exit_code, finished = r["state"], r["exit_code"], r["finished"]
             if state == "running" and not same_process(r["monitor_pid"], r["monitor_start"]):
@@ -302,13 +302,12 @@ class ContainerStore:
         found = self._configured_docs.get(configuration)
         if found is not None:
             return found
-        import json
-
+        from . import cjson
         from .image import rfc3339
 
-        command = json.loads(r["command"])
-        run = json.loads(r["run_config"] or "{}")
-        api = json.loads(run.get("api_config") or "{}")
+        command = cjson.loads(r["command"])
+        run = cjson.loads(r["run_config"] or "{}")
+        api = cjson.loads(run.get("api_config") or "{}")
         image = self.images.shared_config(r["image_id"]).get("config") or {}  # not changed here
         target = self.store.mount_target(r["id"])
         mounts = self.store.snaps.mounts(r["id"])
@@ -338,7 +337,7 @@ class ContainerStore:
             if image.get(key) is not None:
                 config[key] = image[key]
         if run.get("healthcheck"):  # the container's check: the image's merged at create
-            config["Healthcheck"] = json.loads(run["healthcheck"])
+            config["Healthcheck"] = cjson.loads(run["healthcheck"])
         config.update({k: v for k, v in (api.get("Config") or {}).items()
                        if k not in ("Env", "Image", "Labels", "Hostname")})
         host_config = {
@@ -372,7 +371,7 @@ class ContainerStore:
         host_config.update({k: v for k, v in (api.get("HostConfig") or {}).items()
                             if k not in ("NetworkMode", "AutoRemove", "ReadonlyRootfs")})
         if run.get("mounts"):
-            host_config["Mounts"] = json.loads(run["mounts"])
+            host_config["Mounts"] = cjson.loads(run["mounts"])
         volume_mounts = []
         for src, dst, ro in run.get("volumes", ()):
             mode, propagation = volumes.mount_mode(run, src, dst, ro)
@@ -467,11 +466,10 @@ class ContainerStore:
     def event(self, action: str, row, **attributes) -> None:
         """Record a container event (:mod:`lamina.events`): Docker's attributes (``name``,
         ``image``, the container's labels) and ``attributes``."""
-        import json
-
+        from . import cjson
         from .events import emit
 
-        labels = dict(json.loads(row["run_config"] or "{}").get("labels") or ())
+        labels = dict(cjson.loads(row["run_config"] or "{}").get("labels") or ())
         emit(self.store, "container", action, row["id"],
              {**labels, "image": row["image_ref"], "name": row["name"], **attributes})
 
@@ -635,15 +633,14 @@ class ContainerStore:
     def _volume_holding(self, row, path: str) -> tuple[str, str, str, str] | None:
         """(host directory, path inside it, base name, destination) of the volume or bind
         mount of a directory at or above ``path``, the deepest; None when there is none."""
-        import json
         import posixpath
 
-        from . import copy, volumes
+        from . import cjson, copy, volumes
 
         absolute, base = copy.archive_path(path)
         clean = posixpath.normpath(absolute)
         best = None
-        for source, destination, _ in json.loads(row["run_config"] or "{}").get("volumes", ()):
+        for source, destination, _ in cjson.loads(row["run_config"] or "{}").get("volumes", ()):
             dest = posixpath.normpath(destination)
             host = source if source.startswith("/") else volumes.mount_source(self.store, source)
             if dest != "/" and (clean == dest or clean.startswith(dest + "/")) and \
@@ -671,9 +668,7 @@ class ContainerStore:
             return self._commit(r, reference, message, author)
 
     def _commit(self, r, reference: str | None, message: str, author: str) -> str:
-        import json
-
-        from . import differ
+        from . import cjson, differ
         from .image import MAX_LAYERS, dumps, normalize, rfc3339
 
         tag = normalize(reference) if reference else None
@@ -690,7 +685,7 @@ class ContainerStore:
         try:
             now = rfc3339()
             history = list(base.get("history", []))
-            history.append({"created": now, "created_by": " ".join(json.loads(r["command"])),
+            history.append({"created": now, "created_by": " ".join(cjson.loads(r["command"])),
                             **({"author": author} if author else {}),
                             **({"comment": message} if message else {})})
             doc = dict(base)

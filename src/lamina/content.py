@@ -5,9 +5,9 @@ nothing. Reads verify the digest as the bytes go by. ``index.json`` lists the ta
 ``skopeo inspect oci:ROOT:TAG`` and ``umoci`` read the store directly.
 """
 
-import json
 import os
 
+from . import cjson
 from .digest import hex_of, is_digest, sha256
 from .errors import InvalidArgument, LaminaError, NotFound
 from .faults import point
@@ -240,7 +240,7 @@ class ContentStore:
         doc = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
                "manifests": manifests}
         self._atomic_write(os.path.join(self.root, "index.json"),
-                           json.dumps(doc, indent=None, separators=(",", ":")).encode(),
+                           cjson.dumps(doc, indent=None, separators=(",", ":")).encode(),
                            "index.written")
 
     def _atomic_write(self, path: str, data: bytes, fault: str = "") -> None:

@@ -28,11 +28,10 @@ name resolution, as Docker's.
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 
-from . import cni, networks
+from . import cjson, cni, networks
 from .errors import FailedPrecondition, LaminaError
 
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing (start-up time)
@@ -277,7 +276,7 @@ def write_hosts(store: Store, container_id: str) -> None:
                            (container_id,)).fetchone()
     if row is None:
         return
-    run = json.loads(row[0] or "{}")
+    run = cjson.loads(row[0] or "{}")
     hostname = run.get("hostname") or container_id[:12]
     path = os.path.join(store.bundle_dir(container_id), "hosts")
     try:

@@ -28,9 +28,10 @@ event starts a new file, so the journal keeps the newest 2-4 MiB (about 10,000 e
 :func:`read` reads both; :func:`follow` tails the journal across such renames.
 """
 
-import json
 import os
 import time
+
+from . import cjson
 
 LOG = "events.log"
 LIMIT = 2 << 20  # bytes of events.log before it becomes events.log.1
@@ -51,7 +52,7 @@ def emit(store, type: str, action: str, actor_id: str, attributes: dict | None =
            "scope": "local", "time": now // 1_000_000_000, "timeNano": now}
     path = os.path.join(_root(store), LOG)
     try:
-        line = (json.dumps(doc, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
+        line = (cjson.dumps(doc, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             os.write(fd, line)
@@ -174,7 +175,7 @@ def _lines(data: bytes):
     for raw in data.split(b"\n"):
         if raw.strip():
             try:
-                doc = json.loads(raw)
+                doc = cjson.loads(raw)
             except ValueError:
                 continue  # a torn line (a process killed mid-write on a full disk)
             if isinstance(doc, dict):

@@ -4,10 +4,10 @@ Configs and manifests are built once as bytes and kept as those exact bytes: an 
 digest of its config bytes, never of a re-serialisation.
 """
 
-import json
 import re
 import time
 
+from . import cjson
 from .errors import InvalidArgument
 
 MEDIA_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -67,7 +67,7 @@ def parse_rfc3339(value: str) -> float:
 
 def dumps(doc: dict) -> bytes:
     """Canonical-enough JSON bytes: compact, keys in insertion order."""
-    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
+    return cjson.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def make_config(diff_ids: list[str], history: list[dict], config: dict | None = None,

@@ -76,10 +76,10 @@ class ImageStore:
         return row[0] if row else None
 
     def config(self, image_id: str) -> dict:
-        import json
+        from . import cjson
 
         try:
-            return json.loads(self.store.content.read(image_id))
+            return cjson.loads(self.store.content.read(image_id))
         except NotFound:
             if self.row(image_id) is None:  # removed by another process meanwhile
                 raise NotFound(f"No such image: {image_id}") from None
@@ -111,8 +111,7 @@ class ImageStore:
                      manifest: bytes | None = None) -> str:
         """Inside a transaction: write config + manifest blobs and the image row; tag it.
         ``manifest`` (exact bytes, e.g. as pulled) replaces the OCI manifest made here."""
-        import json
-
+        from . import cjson
         from .image import MEDIA_LAYER, make_manifest
 
         content = self.store.content
@@ -130,14 +129,14 @@ class ImageStore:
             manifest_digest = content.put(manifest)
             size = sum(self.db.execute("SELECT size FROM layers WHERE chain_id = ?",
                                        (c,)).fetchone()[0] for c in chains)
-            doc = json.loads(config)
+            doc = cjson.loads(config)
             run = doc.get("config") or {}
             command = (run.get("Entrypoint") or []) + (run.get("Cmd") or [])
             self.db.execute(
                 "INSERT INTO images(id, manifest_digest, manifest_size, config_size, top_layer,"
                 " created, size, command, command_line, added) VALUES (?,?,?,?,?,?,?,?,?,?)",
                 (config_digest, manifest_digest, len(manifest), len(config),
-                 chains[-1] if chains else None, doc.get("created", ""), size, json.dumps(command),
+                 chains[-1] if chains else None, doc.get("created", ""), size, cjson.dumps(command),
                  command_line(command), time.time()))
             self.db.executemany("INSERT INTO image_layers VALUES (?,?,?)",
                                 [(config_digest, i, c) for i, c in enumerate(chains)])
@@ -322,10 +321,10 @@ class ImageStore:
 
     def manifest_media_type(self, manifest_digest: str) -> str:
         """The media type the manifest's exact bytes declare (OCI when they name none)."""
-        import json
+        from . import cjson
 
         try:
-            doc = json.loads(self.store.content.read(manifest_digest))
+            doc = cjson.loads(self.store.content.read(manifest_digest))
         except (LaminaError, ValueError):
             doc = {}
         media = doc.get("mediaType") if isinstance(doc, dict) else None
@@ -455,9 +454,9 @@ class ImageStore:
             if reclaimed is not None:
                 reclaimed.append(layer["size"])
         try:  # the blobs the manifest lists (a pulled layer's compressed blob, say)
-            import json
+            from . import cjson
 
-            listed = json.loads(self.store.content.read(img["manifest_digest"])).get("layers") or []
+            listed = cjson.loads(self.store.content.read(img["manifest_digest"])).get("layers") or []
             blobs += [d["digest"] for d in listed if isinstance(d, dict) and "digest" in d]
         except (LaminaError, ValueError):
             pass
@@ -480,11 +479,11 @@ class ImageStore:
             "SELECT digest FROM kept_blobs WHERE digest = ?", (d,))}
         if not kept:
             return
-        import json
+        from . import cjson
 
         for (manifest,) in self.db.execute("SELECT manifest_digest FROM images").fetchall():
             try:
-                listed = json.loads(self.store.content.read(manifest)).get("layers") or []
+                listed = cjson.loads(self.store.content.read(manifest)).get("layers") or []
             except (LaminaError, ValueError):
                 continue
             kept -= {d.get("digest") for d in listed if isinstance(d, dict)}

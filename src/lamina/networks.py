@@ -19,12 +19,12 @@ create, and, while it runs, the address, gateway and MAC it got and the ports it
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import time
 from functools import lru_cache
 
+from . import cjson
 from .errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from .metadata import Transaction, prefix_bounds
 
@@ -138,7 +138,7 @@ def _choose_subnet(taken: list[ipaddress.IPv4Network]) -> ipaddress.IPv4Network:
 def _record(row) -> dict:
     return {"id": row["id"], "name": row["name"], "driver": row["driver"],
             "subnet": row["subnet"], "gateway": row["gateway"], "internal": bool(row["internal"]),
-            "bridge": row["bridge"], "labels": json.loads(row["labels"]), "created": row["created"]}
+            "bridge": row["bridge"], "labels": cjson.loads(row["labels"]), "created": row["created"]}
 
 
 @lru_cache(maxsize=64)
@@ -209,7 +209,7 @@ def create(store: Store, name: str, driver: str = "bridge", subnet: str | None =
         store.db.execute(
             "INSERT INTO networks VALUES (?,?,?,?,?,?,?,?,?)",
             (network_id, name, driver, str(chosen), str(gw), int(internal),
-             "lamina" + network_id[:9], json.dumps(labels or {}, sort_keys=True), time.time()))
+             "lamina" + network_id[:9], cjson.dumps(labels or {}, sort_keys=True), time.time()))
     from .events import emit
 
     emit(store, "network", "create", network_id, {"name": name, "type": driver})
@@ -376,7 +376,7 @@ def configure(store: Store, container_id: str, network: str, aliases=(), ip: str
                                 f"network {record['name']}")
         db.execute("INSERT INTO container_networks(container_id, network_id, aliases,"
                    " requested_ip) VALUES (?,?,?,?)",
-                   (container_id, record["id"], json.dumps(list(aliases)), ip))
+                   (container_id, record["id"], cjson.dumps(list(aliases)), ip))
 
     if db is not None:
         insert(db)
@@ -403,9 +403,9 @@ def of_container(store: Store, container_id: str) -> list[dict]:
     out = []
     for r in rows:
         item = _record(r)
-        item.update(aliases=json.loads(r["aliases"]), requested_ip=r["requested_ip"],
+        item.update(aliases=cjson.loads(r["aliases"]), requested_ip=r["requested_ip"],
                     ifname=r["ifname"], ip=r["ip"], prefix=r["prefix"],
-                    gateway_ip=r["gateway_ip"], mac=r["mac"], ports=json.loads(r["ports"]))
+                    gateway_ip=r["gateway_ip"], mac=r["mac"], ports=cjson.loads(r["ports"]))
         out.append(item)
     return out
 
@@ -414,7 +414,7 @@ def set_endpoint(store: Store, container_id: str, network_id: str, **values) -> 
     """Record what the container got on the network (``ifname``, ``ip``, ``prefix``,
     ``gateway``, ``mac``, ``ports``), or clear it (values of "")."""
     if "ports" in values and not isinstance(values["ports"], str):
-        values["ports"] = json.dumps(values["ports"])
+        values["ports"] = cjson.dumps(values["ports"])
     sets = ", ".join(f"{k} = ?" for k in values)
     with Transaction(store.db):
         store.db.execute(f"UPDATE container_networks SET {sets} WHERE container_id = ? AND "
@@ -428,8 +428,8 @@ def attached(store: Store, network_id: str) -> list[dict]:
         " FROM container_networks c JOIN containers k ON k.id = c.container_id"
         " WHERE c.network_id = ? AND c.ip != '' ORDER BY c.rowid", (network_id,)).fetchall()
     return [{"id": r["container_id"], "name": r["name"], "ip": r["ip"], "prefix": r["prefix"],
-             "mac": r["mac"], "aliases": json.loads(r["aliases"]),
-             "hostname": json.loads(r["run_config"] or "{}").get("hostname") or r["container_id"][:12]}
+             "mac": r["mac"], "aliases": cjson.loads(r["aliases"]),
+             "hostname": cjson.loads(r["run_config"] or "{}").get("hostname") or r["container_id"][:12]}
             for r in rows]
 
 
@@ -445,7 +445,7 @@ def published(store: Store, container_id: str) -> list[dict]:
     out = []
     for r in store.db.execute("SELECT ports FROM container_networks WHERE container_id = ?"
                               " AND ip != ''", (container_id,)):
-        out.extend(json.loads(r[0]))
+        out.extend(cjson.loads(r[0]))
     return out or user_mode_ports(store, container_id)
 
 
@@ -474,7 +474,7 @@ def user_mode_ports(store: Store, container_id: str) -> list[dict]:
     """A rootless container's published ports while its owner runs it (none recorded: [])."""
     try:
         with open(os.path.join(store.bundle_dir(container_id), USER_MODE_PORTS), "rb") as f:
-            records = json.loads(f.read() or b"[]")
+            records = cjson.loads(f.read() or b"[]")
     except (OSError, ValueError):
         return []
     return records if isinstance(records, list) else []

@@ -13,8 +13,9 @@ health log stay readable once the container has exited, as Docker keeps them.
 
 from __future__ import annotations
 
-import json
 import os
+
+from . import cjson
 
 FILE = "runstate.json"
 
@@ -23,7 +24,7 @@ def read(bundle: str) -> dict:
     """The state in ``bundle``; ``{}`` when nothing was written (or it cannot be read)."""
     try:
         with open(os.path.join(bundle, FILE), "rb") as f:
-            doc = json.loads(f.read() or b"{}")
+            doc = cjson.loads(f.read() or b"{}")
     except (OSError, ValueError):
         return {}
     return doc if isinstance(doc, dict) else {}
@@ -39,7 +40,7 @@ def replace_json(path: str, doc) -> None:
     version or the new one, never a part."""
     tmp = f"{path}.{os.getpid()}.tmp"
     with open(tmp, "w") as f:
-        json.dump(doc, f, separators=(",", ":"))
+        cjson.dump(doc, f, separators=(",", ":"))
     os.replace(tmp, path)
 
 

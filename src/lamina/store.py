@@ -205,8 +205,7 @@ class Store:
         transaction, so a marker ``ingest/<pid>-index`` says it may be ahead of what commits:
         the transaction's end or, if this process dies, the next command rewrites it from the
         committed tags."""
-        import json
-
+        from . import cjson
         from .image import MEDIA_MANIFEST
 
         if self._index_marker is None:
@@ -218,7 +217,7 @@ class Store:
             " JOIN images i ON i.id = t.image_id ORDER BY t.name").fetchall()
 
         def media_type(digest: str) -> str:  # a pulled or loaded manifest may be Docker's
-            return json.loads(self.content.read(digest)).get("mediaType") or MEDIA_MANIFEST
+            return cjson.loads(self.content.read(digest)).get("mediaType") or MEDIA_MANIFEST
 
         self.content.write_index([
             {"mediaType": media_type(r[1]), "digest": r[1], "size": r[2],

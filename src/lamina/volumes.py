@@ -126,12 +126,12 @@ def volume_fields(specs, binds=(), mounts=()) -> dict:
     read_only), propagation) pairs; ``binds`` (the ``-v`` values, Docker's HostConfig.Binds) and
     ``mounts`` (the ``--mount`` values as :func:`mount_document` makes them) as given, which
     inspect shows."""
-    import json
+    from . import cjson
 
     return {"volumes": tuple(spec for spec, _ in specs),
             "bind_propagation": tuple((spec[1], mode) for spec, mode in specs if mode),
             "binds": tuple(binds),
-            "mounts": json.dumps(list(mounts), separators=(",", ":")) if mounts else ""}
+            "mounts": cjson.dumps(list(mounts), separators=(",", ":")) if mounts else ""}
 
 
 def cli_volume_fields(volume_texts, mount_texts) -> dict:
@@ -179,9 +179,9 @@ def mount_mode(run: dict, source: str, destination: str, read_only: bool) -> tup
         given_source, given_destination, mode = split_volume(text)
         if os.path.normpath(given_destination) == destination:
             return (mode or ("" if given_source.startswith("/") else "z")), propagation
-    import json
+    from . import cjson
 
-    for doc in json.loads(run.get("mounts") or "[]"):
+    for doc in cjson.loads(run.get("mounts") or "[]"):
         if os.path.normpath(doc.get("Target", "")) == destination:
             return ("" if doc.get("Type") == "bind" else "z"), propagation
     return "", propagation
@@ -241,7 +241,7 @@ def create(store: Store, name: str | None = None, anonymous: bool = False,
     """Create a named volume (idempotent, as Docker's: an existing one is returned as it is);
     a random name when ``name`` is None. ``labels`` and ``options`` (:func:`check_options`)
     are kept with a new volume."""
-    import json
+    from . import cjson
 
     options = check_options(options)
     if name is None:
@@ -270,7 +270,7 @@ def create(store: Store, name: str | None = None, anonymous: bool = False,
                           (name, time.time(), int(anonymous)))
         if labels or options:
             store.db.execute("INSERT INTO volume_config(name, labels, options) VALUES (?,?,?)",
-                              (name, json.dumps(dict(labels or {})), json.dumps(options)))
+                              (name, cjson.dumps(dict(labels or {})), cjson.dumps(options)))
     if aside is not None:
         store.snaps.purge()
     emit(store, "volume", "create", name, {"driver": "local"})
@@ -293,7 +293,7 @@ def records(store: Store, names: list[str] | None = None) -> list[dict]:
     """Every volume (or those of ``names`` that exist), by name: ``name``, ``created`` (unix
     seconds), ``anonymous``, ``labels``, ``options`` (dicts, empty when none) and ``refs``
     (how many containers use it)."""
-    import json
+    from . import cjson
 
     sql = ("SELECT v.name, v.created, v.anonymous, c.labels, c.options,"
            " (SELECT count(*) FROM container_volumes cv WHERE cv.volume = v.name) AS refs"
@@ -302,7 +302,7 @@ def records(store: Store, names: list[str] | None = None) -> list[dict]:
         sql += f" WHERE v.name IN ({','.join('?' * len(names))})"
     rows = store.db.execute(sql + " ORDER BY v.name", tuple(names or ())).fetchall()
     return [{"name": r["name"], "created": r["created"], "anonymous": bool(r["anonymous"]),
-             "labels": json.loads(r["labels"] or "{}"), "options": json.loads(r["options"] or "{}"),
+             "labels": cjson.loads(r["labels"] or "{}"), "options": cjson.loads(r["options"] or "{}"),
              "refs": r["refs"]} for r in rows]
 
 
@@ -517,13 +517,13 @@ def anonymous_of(store: Store, container_id: str) -> list[str]:
     and its image's VOLUMEs), which ``rm -v`` and ``run --rm`` remove with it. Not one it was
     given by name (``-v NAME:/PATH`` of another container's anonymous volume): Docker removes
     only the volumes whose source the container's spec left out."""
-    import json
+    from . import cjson
 
     row = store.db.execute("SELECT run_config FROM containers WHERE id = ?",
                            (container_id,)).fetchone()
-    run = json.loads(row[0] or "{}") if row else {}
+    run = cjson.loads(row[0] or "{}") if row else {}
     named = {split_volume(text)[0] for text in run.get("binds") or ()}
-    named.update(doc.get("Source") for doc in json.loads(run.get("mounts") or "[]"))
+    named.update(doc.get("Source") for doc in cjson.loads(run.get("mounts") or "[]"))
     return [r[0] for r in store.db.execute(
         "SELECT v.name FROM container_volumes cv JOIN volumes v ON v.name = cv.volume"
         " WHERE cv.container_id = ? AND v.anonymous = 1", (container_id,)) if r[0] not in named]
@@ -532,10 +532,10 @@ def anonymous_of(store: Store, container_id: str) -> list[str]:
 def mount_source(store: Store, name: str) -> str:
     """The host directory a container mounts for the volume ``name``: its data directory, or
     the device of a bind volume (``type=none, o=bind, device=/PATH``)."""
-    import json
+    from . import cjson
 
     row = store.db.execute("SELECT options FROM volume_config WHERE name = ?", (name,)).fetchone()
-    device = json.loads(row[0]).get("device") if row else None
+    device = cjson.loads(row[0]).get("device") if row else None
     return device or data_dir(store, name)
 
 

@@ -190,11 +190,11 @@ def option_lines(arguments: tuple) -> list[str]:
 def json_lines(rows, template: str = "json") -> None:
     """Print listing rows: ``json`` (one object per line, as Docker) or a Go-template subset:
     ``{{.Field}}``, ``{{json .Field}}``, ``{{json .}}``, a ``table`` prefix and ``\\t`` escapes."""
-    import json
+    from .. import cjson
 
     if template in ("json", "{{json .}}"):
         for row in rows:
-            print(json.dumps(row, separators=(",", ":")))
+            print(cjson.dumps(row, separators=(",", ":")))
         return
     import re
 
@@ -211,7 +211,7 @@ def json_lines(rows, template: str = "json") -> None:
             if m.group(2) and m.group(2) not in row:
                 raise UsageError(f"template: no field {m.group(2)!r} (fields: {', '.join(row)})")
             value = row if not m.group(2) else row[m.group(2)]
-            return json.dumps(value) if m.group(1) or isinstance(value, (dict, list)) else str(value)
+            return cjson.dumps(value) if m.group(1) or isinstance(value, (dict, list)) else str(value)
 
         return pattern.sub(field, template)
 
@@ -261,10 +261,10 @@ def print_documents(docs: list, template: str | None) -> None:
     a Go-template subset, one line each: ``{{.A.B}}``, ``{{json .A}}``, ``{{index .A "key"}}``,
     ``{{.A}}`` of a map or list in Go's own print form (``map[k:v]``, ``[a b]``), plain text
     between them, ``\\t``/``\\n`` escapes."""
-    import json
+    from .. import cjson
 
     if not template:
-        print(json.dumps(docs, indent=4))
+        print(cjson.dumps(docs, indent=4))
         return
     for doc in docs:
         print(go_template(template, doc))
@@ -275,8 +275,9 @@ _ACTION = None
 
 def go_template(template: str, doc) -> str:
     """One document through the subset of Go templates :func:`print_documents` names."""
-    import json
     import re
+
+    from .. import cjson
 
     global _ACTION
     if _ACTION is None:
@@ -301,7 +302,7 @@ def go_template(template: str, doc) -> str:
             for key in re.findall(r'"([^"]*)"', keys):
                 value = value.get(key) if isinstance(value, dict) else None
         if verb == "json":
-            return json.dumps(value, separators=(",", ":"))
+            return cjson.dumps(value, separators=(",", ":"))
         return _go_print(value)
 
     text = template.replace("\\t", "\t").replace("\\n", "\n")

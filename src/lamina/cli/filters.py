@@ -27,9 +27,9 @@ def parse(values: list[str]) -> dict[str, list[str]]:
 
 
 def _labels(row: dict) -> dict:
-    import json
+    from .. import cjson
 
-    return dict(json.loads(row.get("RunConfig") or "{}").get("labels") or ())
+    return dict(cjson.loads(row.get("RunConfig") or "{}").get("labels") or ())
 
 
 _TESTS = {

@@ -171,9 +171,9 @@ def cmd_image_analyze(opts, a):
         _size(a.highest_wasted_bytes, "--highest-wasted-bytes")
     report = analyze(open_engine(opts).image_store, a.image, top=top)
     if a.format == "json":
-        import json
+        from .. import cjson
 
-        print(json.dumps(report, indent=2))
+        print(cjson.dumps(report, indent=2))
     else:
         def instruction(text):
             text = " ".join(text.replace("/bin/sh -c #(nop) ", "").split())

@@ -29,8 +29,7 @@ def options(a) -> dict:
     """The RunConfig fields these flags set; InvalidArgument for a bad value (exit 125)."""
     if not given(a):
         return {}  # the defaults, without importing the modules that check them
-    import json
-
+    from .. import cjson
     from ..errors import InvalidArgument
     from ..runtime.health import from_flags
     from ..runtime.restart import RestartPolicy
@@ -46,4 +45,4 @@ def options(a) -> dict:
     if policy.enabled and getattr(a, "rm", False):
         raise InvalidArgument("Conflicting options: --restart and --rm")
     return {"restart": str(policy), "init": a.init,
-            "healthcheck": json.dumps(check) if check else ""}
+            "healthcheck": cjson.dumps(check) if check else ""}

@@ -170,11 +170,11 @@ ARGS["info"] = ()
 
 
 def cmd_info(opts, a):
-    import json
+    from .. import cjson
 
     engine = open_engine(opts)
     info = {"Root": engine.root, "Driver": engine.driver, **engine.counts()}
-    print(json.dumps(info, indent=2))
+    print(cjson.dumps(info, indent=2))
 
 ARGS["unshare"] = (
     ("command", "...", "[COMMAND [ARG...]]"),

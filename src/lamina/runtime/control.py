@@ -4,9 +4,9 @@ memory, CPU, PIDs, network and disks, as Docker's ``stats`` prints it)."""
 
 from __future__ import annotations
 
-import json
 import time
 
+from .. import cjson
 from ..errors import FailedPrecondition
 from . import cgroups
 from .oci import RunConfig, Runtime
@@ -68,7 +68,7 @@ def update(containers: ContainerStore, name: str, **fields) -> str:
         runtime = Runtime(containers.store.root, config.runtime)
         limits = resources.linux_resources(new)
         _runtime_call(runtime, "update", "--resources", "-", row["id"],
-                      stdin=json.dumps(limits).encode())
+                      stdin=cjson.dumps(limits).encode())
     containers.record(row["id"], run_config=new.to_json())
     containers.event("update", row)
     return name
@@ -140,7 +140,7 @@ def sample(containers: ContainerStore, row) -> dict | None:
     if not dirs:
         return None
     doc = cgroups.usage(dirs)
-    network = json.loads(row["run_config"] or "{}").get("network", "none")
+    network = cjson.loads(row["run_config"] or "{}").get("network", "none")
     doc["networks"] = {} if network == "host" else interfaces(row["pid"])
     return doc
 

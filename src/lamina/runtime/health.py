@@ -19,10 +19,10 @@ probes (no polling): one ``runc exec`` per interval is its whole cost.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 
+from .. import cjson
 from ..errors import InvalidArgument
 from ..humanize import go_duration, parse_duration
 
@@ -122,7 +122,7 @@ class Probe:
 def probe_of(check_json: str, image_config: dict) -> Probe | None:
     """The probe of a container whose check is ``check_json`` (its RunConfig's, the image's
     already merged in at create); None when it has none or ``NONE``."""
-    check = json.loads(check_json) if check_json else image_config.get("Healthcheck")
+    check = cjson.loads(check_json) if check_json else image_config.get("Healthcheck")
     test = (check or {}).get("Test") or []
     if not test or test[0] == "NONE":
         return None
@@ -234,7 +234,7 @@ def exec_probe(runtime, container_id: str, bundle: str, process: dict, argv: lis
     tag = os.urandom(6).hex()
     paths = {name: os.path.join(bundle, f"health-{tag}.{name}") for name in ("json", "pid", "log")}
     with open(paths["json"], "w") as f:
-        json.dump({**process, "args": list(argv), "terminal": False}, f)
+        cjson.dump({**process, "args": list(argv), "terminal": False}, f)
     try:
         code, output = _spawn_and_read(
             runtime.command("exec", "--process", paths["json"], "--pid-file", paths["pid"],

@@ -227,15 +227,14 @@ def _with_life(config: RunConfig, image_config: dict) -> RunConfig:
     if config.restart == "no" and not (config.healthcheck or config.init or
                                        image_config.get("Healthcheck")):
         return config  # nothing to check: run's hot path imports nothing more
-    import json
-
+    from .. import cjson
     from .health import merge, validate
     from .restart import RestartPolicy
 
     policy = RestartPolicy.parse(config.restart)
     if policy.enabled and config.auto_remove:
         raise InvalidArgument("can't create 'AutoRemove' container with restart policy")
-    user = json.loads(config.healthcheck) if config.healthcheck else None
+    user = cjson.loads(config.healthcheck) if config.healthcheck else None
     validate(user)
     merged = merge(image_config.get("Healthcheck"), user)
     if config.init:
@@ -243,7 +242,7 @@ def _with_life(config: RunConfig, image_config: dict) -> RunConfig:
 
         init_binary()  # none on this host: refused now rather than at start
     return RunConfig(**{**config.__dict__, "restart": str(policy),
-                        "healthcheck": json.dumps(merged) if merged else ""})
+                        "healthcheck": cjson.dumps(merged) if merged else ""})
 
 
 def _follow_first_run(containers: ContainerStore, cid: str, stdin, stdout: int,

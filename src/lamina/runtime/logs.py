@@ -8,10 +8,10 @@ stdout/stderr through :class:`Output` to any attached file descriptors and to
 
 from __future__ import annotations
 
-import json
 import os
 import time
 
+from .. import cjson
 from .ownership import refresh
 
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing (start-up time)
@@ -41,7 +41,7 @@ class Output:
             name = "stdout" if stream == 1 else "stderr"
             lines = data.decode("utf-8", "surrogateescape").splitlines(keepends=True)
             self.log.write("".join(
-                json.dumps({"log": line, "stream": name, "time": stamp}) + "\n"
+                cjson.dumps({"log": line, "stream": name, "time": stamp}) + "\n"
                 for line in lines).encode())
 
     def close(self) -> None:
@@ -63,7 +63,7 @@ def entries(containers: ContainerStore, name: str, *, follow: bool = False,
     def decode(lines):
         for line in lines:
             try:
-                entry = json.loads(line)
+                entry = cjson.loads(line)
             except ValueError:
                 continue
             stamp = entry.get("time", "")

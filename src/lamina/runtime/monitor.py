@@ -18,11 +18,11 @@ restart policy always has a detached monitor as owner, even for a foreground ``r
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import time
 
+from .. import cjson
 from ..errors import InvalidArgument, LaminaError, NotFound
 from ..processes import start_time as process_start_time
 from . import cgroups
@@ -293,7 +293,7 @@ def _begin(containers: ContainerStore, row):
     root was mounted before, its root mounted now)."""
     config = RunConfig.from_json(row["run_config"])
     runtime = Runtime(containers.store.root, config.runtime)
-    argv = json.loads(row["command"])
+    argv = cjson.loads(row["command"])
     if not argv:
         raise InvalidArgument("No command specified")
     bundle = containers.store.bundle_dir(row["id"])

@@ -9,10 +9,10 @@ and ``disconnect`` are ``network connect|disconnect``, at once for a running con
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
+from .. import cjson
 from ..errors import FailedPrecondition, LaminaError
 from ..processes import same_process
 from ..userns import rootless
@@ -33,7 +33,7 @@ def join(containers: ContainerStore, row, config: RunConfig) -> Sandbox:
         from .usernet import user_mode_network
 
         image = containers.images.config(row["image_id"]).get("config") or {}
-        ports = endpoints.wanted_ports(json.loads(config.to_json()), image)
+        ports = endpoints.wanted_ports(cjson.loads(config.to_json()), image)
         return user_mode_network(store, row["id"], config.network, ports)
     if not store.db.execute("SELECT 1 FROM container_networks WHERE container_id = ?",
                             (row["id"],)).fetchone():
@@ -42,7 +42,7 @@ def join(containers: ContainerStore, row, config: RunConfig) -> Sandbox:
             return endpoints.Sandbox()
         networks.configure(store, row["id"], config.network)  # made without run's options
     image = containers.images.config(row["image_id"]).get("config") or {}
-    ports = endpoints.wanted_ports(json.loads(config.to_json()), image)
+    ports = endpoints.wanted_ports(cjson.loads(config.to_json()), image)
     return endpoints.attach(store, row["id"], row["name"], ports)
 
 

@@ -29,9 +29,9 @@ existing container.
 
 from __future__ import annotations
 
-import json
 import os
 
+from .. import cjson
 from ..errors import InvalidArgument, LaminaError, Unavailable
 from ..image import merge_env, process_env
 from ..records import as_dict, frozen
@@ -117,11 +117,11 @@ class RunConfig:
     api_config: str = ""
 
     def to_json(self) -> str:
-        return json.dumps(as_dict(self), separators=(",", ":"))
+        return cjson.dumps(as_dict(self), separators=(",", ":"))
 
     @classmethod
     def from_json(cls, text: str | None) -> RunConfig:
-        doc = json.loads(text or "{}")
+        doc = cjson.loads(text or "{}")
         return cls(**{k: _tuples(v) for k, v in doc.items() if k in cls.FIELDS})
 
 
@@ -409,7 +409,7 @@ def failure_from_log(log: str) -> RuntimeFailure | None:
         with open(log) as f:
             for line in f:
                 try:
-                    entry = json.loads(line)
+                    entry = cjson.loads(line)
                 except ValueError:
                     continue
                 if entry.get("level") in ("error", "fatal"):

@@ -9,10 +9,10 @@ interval of every health-checked container.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 
+from .. import cjson
 from ..errors import NotFound
 from ..processes import start_time as process_start_time
 from .oci import RunConfig, Runtime
@@ -34,7 +34,7 @@ def bundle_process(bundle: str) -> dict:
     """The runtime spec's process of the bundle: the container's user, env, working directory
     (what a probe runs with)."""
     with open(os.path.join(bundle, "config.json")) as f:
-        return json.load(f)["process"]
+        return cjson.load(f)["process"]
 
 
 def exec_with_events(containers: ContainerStore, row, runtime: Runtime, process: dict,

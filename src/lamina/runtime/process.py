@@ -10,10 +10,10 @@ other processes are :func:`exec_process` (``exec``: ``runc exec`` in a running c
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 
+from .. import cjson
 from ..errors import FailedPrecondition, InvalidArgument
 from ..rootpath import resolve_in_root
 from . import cgroups, resources, rootless, security
@@ -256,7 +256,7 @@ def prepare_bundle(containers: ContainerStore, row, config: RunConfig, rootfs: s
     # 0600: the spec holds the container's environment (-e NAME=secret)
     with open(os.open(os.path.join(bundle, "config.json"),
                       os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600), "w") as f:
-        json.dump(spec, f)
+        cjson.dump(spec, f)
 
 
 def confine(process: dict, rootfs: str, config: RunConfig) -> None:
@@ -317,7 +317,7 @@ def exec_process(containers: ContainerStore, name: str, argv: list[str], *, env=
     pid_file = os.path.join(bundle, f"exec-{tag}.pid")
     runtime_log = os.path.join(bundle, f"exec-{tag}.log")
     with open(process_file, "w") as f:
-        json.dump(process, f)
+        cjson.dump(process, f)
     try:
         if tty and not detach:
             from .console import caller_terminal

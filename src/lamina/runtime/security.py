@@ -17,9 +17,9 @@
 
 from __future__ import annotations
 
-import json
 import os
 
+from .. import cjson
 from ..errors import InvalidArgument
 
 PROFILE = "/usr/share/containers/seccomp.json"  # Podman's default profile (containers-common)
@@ -81,7 +81,7 @@ def security_options(values, read=None) -> tuple[str, ...]:
                 continue
             try:
                 text = read(rest) if read is not None else _read_text(rest)
-                json.loads(text)
+                cjson.loads(text)
             except OSError as e:
                 raise SecurityError(f"opening seccomp profile ({rest}) failed: open {rest}: "
                                     f"{(e.strerror or str(e)).lower()}") from None
@@ -256,7 +256,7 @@ def default_profile() -> dict | None:
     (the container then runs without a filter, as Docker does on a kernel without seccomp)."""
     try:
         with open(PROFILE) as f:
-            return json.load(f)
+            return cjson.load(f)
     except FileNotFoundError:
         return None
 
@@ -293,7 +293,7 @@ def apply(spec: dict, config) -> None:
     option = seccomp_option(config)
     if option == "unconfined":
         return
-    profile = json.loads(option) if option else default_profile()
+    profile = cjson.loads(option) if option else default_profile()
     if profile is not None:
         linux["seccomp"] = oci_seccomp(profile, process["capabilities"]["bounding"])
 
