@@ -266,6 +266,52 @@ def test_bad_references_are_refused(engine, busybox_tar):
     assert engine.db.execute("SELECT count(*) FROM images").fetchone()[0] == 0
 
 
+def test_rfc3339_is_read_as_the_calendar_reads_it():
+    """image.parse_rfc3339 reads timestamps without re or calendar; the reading they gave (the
+    pattern below and calendar.timegm) is the reference, except where datetime raised (year 0,
+    month 13), which is now "unparsable" (0) as any other bad text."""
+    import calendar
+    import random
+    import re
+
+    from lamina.image import parse_reference, parse_rfc3339, rfc3339
+
+    def reference(value):
+        m = re.match(r"^(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)$",
+                     value or "")
+        if not m:
+            return 0.0
+        try:
+            secs = calendar.timegm(tuple(int(m.group(i)) for i in range(1, 7)) + (0, 0, 0))
+        except ValueError:
+            return 0.0
+        if m.group(8) != "Z":
+            sign = 1 if m.group(8)[0] == "+" else -1
+            secs -= sign * (int(m.group(8)[1:3]) * 3600 + int(m.group(8)[4:6]) * 60)
+        return secs + float(m.group(7) or 0)
+
+    rng = random.Random(14)
+    texts = ["", None, "2024-02-29T23:59:60Z", "1970-01-01T00:00:00Z", "0001-01-01T00:00:00Z",
+             "9999-12-31T23:59:59.999999999Z", "2000-03-01T00:00:00+05:30", "1900-03-01T00:00:00-12:00",
+             "2021-06-01T12:00:00.Z", "2021-06-01T12:00:00.5", "2021-06-01 12:00:00Z",
+             "2021-06-01T12:00:00z", "2021-06-01T12:00:00Z\n", "2021-06-01T12:00:00Z\n\n",
+             "2021-06-01T12:00:00+0530", "2021-6-01T12:00:00Z", "0000-01-01T00:00:00Z",
+             "2021-13-01T00:00:00Z", "2021-00-10T00:00:00Z", "2021-02-31T99:99:99Z",
+             "2021-06-01T12:00:00.1234567890123+00:00 ",
+             "2021-06-01T12:00:00.5Z".translate({ord(d): 0x660 + int(d) for d in "0123456789"})]
+    for _ in range(3000):
+        texts.append(rfc3339(rng.uniform(-6e10, 2.5e11)))
+        texts.append(rfc3339(rng.randrange(0, 4_000_000_000)).replace("Z", rng.choice(["+01:00", "-09:45"])))
+    for text in texts:
+        assert parse_rfc3339(text) == reference(text), text
+        assert repr(parse_rfc3339(text)) == repr(reference(text)), text
+    # references are still checked by their patterns
+    assert parse_reference("registry.local:5000/a/b-c__d:v1.0") == ("registry.local:5000/a/b-c__d", "v1.0")
+    for bad in ["UPPER", "a..b", "a:-tag", "a/", "x:" + "t" * 129]:
+        with pytest.raises(InvalidArgument):
+            parse_reference(bad)
+
+
 def test_inspect_and_listing_shapes(engine, busybox_tar):
     image_id = engine.import_image(busybox_tar, "busybox:1")
     engine.tag("busybox:1", "other")

@@ -4,7 +4,6 @@ Configs and manifests are built once as bytes and kept as those exact bytes: an 
 digest of its config bytes, never of a re-serialisation.
 """
 
-import re
 import time
 
 from . import cjson
@@ -17,8 +16,8 @@ MAX_LAYERS = 500  # the kernel's overlay stack (Docker stops at 125); a driver m
 
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 _HOST = r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*(?::[0-9]+)?/)?"
-_REPO = re.compile(rf"^{_HOST}{_COMPONENT}(?:/{_COMPONENT})*$")
-_TAG = re.compile(r"^[\w][\w.-]{0,127}$")
+_REPO = rf"^{_HOST}{_COMPONENT}(?:/{_COMPONENT})*$"  # compiled (and cached) by re when used:
+_TAG = r"^[\w][\w.-]{0,127}$"  # a lookup by a plain name or ID never parses it, nor imports re
 
 
 def parse_reference(ref: str) -> tuple[str, str]:
@@ -30,7 +29,9 @@ def parse_reference(ref: str) -> tuple[str, str]:
     colon = ref.rfind(":")
     if colon > slash:
         repo, tag = ref[:colon], ref[colon + 1:]
-    if "@" in ref or not _REPO.match(repo) or not _TAG.match(tag) or len(repo) > 255:
+    import re
+
+    if "@" in ref or not re.match(_REPO, repo) or not re.match(_TAG, tag) or len(repo) > 255:
         if repo != repo.lower():
             raise InvalidArgument(f"invalid reference format: repository name must be lowercase: {ref!r}")
         raise InvalidArgument(f"invalid reference format: {ref!r}")
@@ -52,17 +53,51 @@ def rfc3339(ts: float | None = None) -> str:
 
 
 def parse_rfc3339(value: str) -> float:
-    """Seconds since the epoch of an RFC 3339 UTC timestamp (fractions kept); 0 when unparsable."""
-    import calendar
+    """Seconds since the epoch of an RFC 3339 UTC timestamp (fractions kept); 0 when unparsable.
 
-    m = re.match(r"^(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)$", value or "")
-    if not m:
+    ``YYYY-MM-DDTHH:MM:SS[.fraction](Z|+HH:MM|-HH:MM)``, read with string methods and the
+    proleptic Gregorian calendar's arithmetic: ``images`` reads one for each image, and re,
+    calendar and datetime (which imports locale) cost a short command more than its own work."""
+    text = value or ""
+    if text.endswith("\n"):
+        text = text[:-1]  # a pattern's $ allowed one, as it had been read
+    fields = (text[0:4], text[5:7], text[8:10], text[11:13], text[14:16], text[17:19])
+    if text[4:5] + text[7:8] + text[10:11] + text[13:14] + text[16:17] != "--T::" or \
+            not all(field.isdecimal() for field in fields):
         return 0.0
-    secs = calendar.timegm(tuple(int(m.group(i)) for i in range(1, 7)) + (0, 0, 0))
-    if m.group(8) != "Z":
-        sign = 1 if m.group(8)[0] == "+" else -1
-        secs -= sign * (int(m.group(8)[1:3]) * 3600 + int(m.group(8)[4:6]) * 60)
-    return secs + float(m.group(7) or 0)
+    end = 19
+    if text[end:end + 1] == ".":
+        end += 1
+        while end < len(text) and text[end].isdecimal():
+            end += 1
+        if end == 20:
+            return 0.0
+    zone = text[end:]
+    if zone != "Z" and not (len(zone) == 6 and zone[0] in "+-" and zone[3] == ":" and
+                            zone[1:3].isdecimal() and zone[4:6].isdecimal()):
+        return 0.0
+    year, month, day, hour, minute, second = map(int, fields)
+    if year == 0 or not 1 <= month <= 12:  # datetime refused both
+        return 0.0
+    secs = ((_days_to_month(year, month) + day - 1 - _EPOCH_DAYS) * 24 + hour) * 3600 + \
+        minute * 60 + second
+    if zone != "Z":
+        sign = 1 if zone[0] == "+" else -1
+        secs -= sign * (int(zone[1:3]) * 3600 + int(zone[4:6]) * 60)
+    return secs + float(text[19:end] or 0)
+
+
+_DAYS_BEFORE_MONTH = (0, 0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334)
+
+
+def _days_to_month(year: int, month: int) -> int:
+    """Days from 0001-01-01 to the first of ``month`` in ``year`` (proleptic Gregorian)."""
+    y = year - 1
+    leap = year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
+    return y * 365 + y // 4 - y // 100 + y // 400 + _DAYS_BEFORE_MONTH[month] + (month > 2 and leap)
+
+
+_EPOCH_DAYS = _days_to_month(1970, 1)
 
 
 def dumps(doc: dict) -> bytes:

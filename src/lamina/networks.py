@@ -20,7 +20,6 @@ create, and, while it runs, the address, gateway and MAC it got and the ports it
 from __future__ import annotations
 
 import os
-import re
 import time
 from functools import lru_cache
 
@@ -38,7 +37,7 @@ PREDEFINED = {"none": "null", "host": "host"}  # networks without a row, and the
 DEFAULT = "bridge"
 DEFAULT_POOL = ("172.17.0.0/16:16,172.18.0.0/15:16,172.20.0.0/14:16,172.24.0.0/13:16,"
                 "192.168.0.0/16:20")
-_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
+_NAME = r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$"  # checked by re where a network is made: not at import
 
 
 # ------------------------------------------------------------------------------- port specs
@@ -162,7 +161,9 @@ def create(store: Store, name: str, driver: str = "bridge", subnet: str | None =
     """A new bridge network; returns its ID. Docker's errors: a predefined or taken name, a
     driver other than bridge, a subnet that overlaps another network's or a host route, a
     gateway outside its subnet."""
-    if not _NAME.match(name or ""):
+    import re
+
+    if not re.match(_NAME, name or ""):
         raise InvalidArgument(f"invalid network name {name!r}: only [a-zA-Z0-9][a-zA-Z0-9_.-] "
                               "are allowed")
     if name in PREDEFINED or (name == DEFAULT and driver != "bridge"):

@@ -1,7 +1,5 @@
 """Image references as Docker reads them: ``[REGISTRY/]REPOSITORY[:TAG][@DIGEST]``."""
 
-import re
-
 from .digest import is_digest
 from .errors import InvalidArgument
 from .records import frozen
@@ -43,14 +41,18 @@ class Reference:
         return out
 
 
-_COMPONENT = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$")
-_TAG = re.compile(r"^[\w][\w.-]{0,127}$")
+# patterns compiled (and cached) by re in parse_reference: image inspect imports this module
+# for Reference.name and parses nothing
+_COMPONENT = r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$"
+_TAG = r"^[\w][\w.-]{0,127}$"
 _LABEL = r"[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?"
-_HOST = re.compile(rf"^(?:{_LABEL}(?:\.{_LABEL})*|\[[0-9a-fA-F:.]+\])(?::[0-9]{{1,5}})?$")
+_HOST = rf"^(?:{_LABEL}(?:\.{_LABEL})*|\[[0-9a-fA-F:.]+\])(?::[0-9]{{1,5}})?$"
 
 
 def parse_reference(text: str) -> Reference:
     """Parse an image reference; ``docker://`` in front is accepted (Podman's transports)."""
+    import re
+
     ref = text.removeprefix("docker://")
     digest = None
     if "@" in ref:
@@ -61,7 +63,7 @@ def parse_reference(text: str) -> Reference:
     slash, colon = ref.rfind("/"), ref.rfind(":")
     if colon > slash:
         ref, tag = ref[:colon], ref[colon + 1:]
-        if not _TAG.match(tag):
+        if not re.match(_TAG, tag):
             raise InvalidArgument(f"invalid reference format: bad tag in {text!r}")
     first, _, rest = ref.partition("/")
     if rest and ("." in first or ":" in first or first == "localhost"):
@@ -72,9 +74,9 @@ def parse_reference(text: str) -> Reference:
             repository = "library/" + repository
     if registry in ("index.docker.io", "registry-1.docker.io"):
         registry = DOCKER_HUB
-    if not _HOST.match(registry):  # e.g. "../x": never hand a bad host name to the resolver
+    if not re.match(_HOST, registry):  # e.g. "../x": never hand a bad host name to the resolver
         raise InvalidArgument(f"invalid reference format: bad registry host in {text!r}")
-    if not repository or not all(_COMPONENT.match(c) for c in repository.split("/")):
+    if not repository or not all(re.match(_COMPONENT, c) for c in repository.split("/")):
         if repository != repository.lower():
             raise InvalidArgument(
                 f"invalid reference format: repository name must be lowercase: {text!r}")

@@ -17,7 +17,6 @@ Creating and removing a volume are recorded in the event journal (:mod:`lamina.e
 from __future__ import annotations
 
 import os
-import re
 import time
 
 from .errors import FailedPrecondition, InvalidArgument, LaminaError, NotFound
@@ -29,7 +28,14 @@ TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing (star
 if TYPE_CHECKING:
     from .store import Store
 
-_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
+_NAME = r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$"  # checked by re where a name is given: not at import
+
+
+def _matches_name(name: str) -> bool:
+    """Whether ``name`` is a volume name Docker accepts (re: only where a name is given)."""
+    import re
+
+    return re.match(_NAME, name) is not None
 
 
 PROPAGATIONS = ("rprivate", "private", "rshared", "shared", "rslave", "slave")
@@ -75,7 +81,7 @@ def parse_volume_propagation(text: str) -> tuple[tuple[str, str, bool], str]:
     kinds = [_MODE_KINDS.get(m) for m in modes]
     if None in kinds or len(set(kinds)) != len(kinds):
         raise InvalidArgument(f"invalid mode: {mode}")
-    if source and not source.startswith("/") and not _NAME.match(source):
+    if source and not source.startswith("/") and not _matches_name(source):
         raise InvalidArgument(
             f"{source!r} includes invalid characters for a local volume name, only "
             "\"[a-zA-Z0-9][a-zA-Z0-9_.-]\" are allowed. If you intended to pass a host directory, "
@@ -247,7 +253,7 @@ def create(store: Store, name: str | None = None, anonymous: bool = False,
     if name is None:
         name = os.urandom(32).hex()
         anonymous = True
-    elif not _NAME.match(name):
+    elif not _matches_name(name):
         raise InvalidArgument(f"invalid volume name {name!r}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are "
                               "allowed (at least two characters)")
     elif len(name) > 255:  # one directory name: NAME_MAX
@@ -573,6 +579,8 @@ def rootfs_propagation(config) -> str | None:
 def _check_propagation(source: str, mode: str) -> None:
     """Docker's check: a shared bind's source must sit on a shared mount, a slave one's on a
     shared or slave mount (else nothing would propagate)."""
+    import re
+
     path = os.path.realpath(source)
     best, tags = "/", ""
     with open("/proc/self/mountinfo") as f:
