@@ -8,8 +8,9 @@ the cache, and a prune removes only the caches whose lock it can take.
 
 from __future__ import annotations
 
-import hashlib
 import os
+
+from .digest import sha256_bytes
 
 __all__ = ["MOUNTS_DIR", "cache_dir", "cache_usage", "prune_caches"]
 
@@ -18,8 +19,7 @@ MOUNTS_DIR = "build-mounts"
 
 def cache_dir(store_root: str, cache_id: str) -> str:
     """The directory of the cache ``cache_id`` (it may not exist yet)."""
-    return os.path.join(store_root, MOUNTS_DIR,
-                        hashlib.sha256(cache_id.encode()).hexdigest()[:32])
+    return os.path.join(store_root, MOUNTS_DIR, sha256_bytes(cache_id.encode())[7:39])
 
 
 def _names(top: str) -> list[str]:

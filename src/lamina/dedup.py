@@ -34,7 +34,6 @@ true when a group's first file goes: the others keep the blocks.
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import struct
 
@@ -193,6 +192,8 @@ def _file_hash(path: str, size: int) -> bytes:
 
 
 def _hash(fd: int, size: int) -> bytes:
+    import hashlib  # here: system df reads saved_bytes, and libcrypto is milliseconds to load
+
     digest = hashlib.sha256()
     buf = memoryview(bytearray(1 << 20))
     left = size
