@@ -16,9 +16,10 @@ set on the container's pty at the start and again on every SIGWINCH.
 from __future__ import annotations
 
 import os
-import signal
-import socket
-import tempfile
+
+# socket and signal are imported where they are used: ``create`` and ``start`` load this
+# module for terminal_size and a console socket's path, and socket (selectors, enum) and
+# tempfile (shutil, bz2, lzma, random) cost them more than the rest of their imports.
 
 PR_SET_CHILD_SUBREAPER = 36
 
@@ -62,10 +63,12 @@ class ConsoleSocket:
     def __init__(self, ingest: str | None = None) -> None:
         # In the store's ingest/ as <pid>-console-*, which the next command removes if this
         # process is killed; in /tmp only where that path would pass a socket path's 108 bytes.
+        import socket
+
         if ingest is not None and len(ingest) <= 70 and os.path.isdir(ingest):
-            self.dir = tempfile.mkdtemp(prefix=f"{os.getpid()}-console-", dir=ingest)
+            self.dir = _private_directory(ingest, f"{os.getpid()}-console-")
         else:
-            self.dir = tempfile.mkdtemp(prefix="lamina-console-")
+            self.dir = _private_directory(os.environ.get("TMPDIR") or "/tmp", "lamina-console-")
         self.path = os.path.join(self.dir, "sock")
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.listener.bind(self.path)
@@ -73,6 +76,8 @@ class ConsoleSocket:
 
     def receive(self, timeout: float) -> int | None:
         """The pty master runc sent, or None when nothing came within ``timeout`` seconds."""
+        import socket
+
         self.listener.settimeout(timeout)
         try:
             conn, _ = self.listener.accept()
@@ -91,6 +96,18 @@ class ConsoleSocket:
                 (os.unlink if path == self.path else os.rmdir)(path)
             except OSError:
                 pass
+
+
+def _private_directory(parent: str, prefix: str) -> str:
+    """A new directory ``parent/prefix<random>`` only its owner may enter, as tempfile.mkdtemp
+    makes (without tempfile's imports)."""
+    while True:
+        path = os.path.join(parent, prefix + os.urandom(6).hex())
+        try:
+            os.mkdir(path, 0o700)
+            return path
+        except FileExistsError:
+            continue
 
 
 def window_size(fd: int) -> bytes | None:
@@ -141,6 +158,7 @@ def relay(master: int, pid: int, output, *, stdin: int | None = None,
     ``stdin`` is copied to the process; ``terminal`` (the caller's terminal) is put in raw mode
     meanwhile and its window size follows SIGWINCH."""
     import select
+    import signal
     import termios
     import tty
 

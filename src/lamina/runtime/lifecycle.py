@@ -8,8 +8,8 @@ a pidfd. (``exec`` is :mod:`lamina.runtime.process`, ``logs`` :mod:`lamina.runti
 
 from __future__ import annotations
 
+import _signal  # signal's C half: signal's enums import enum, a cost to create and start
 import os
-import signal
 import time
 
 from ..errors import InvalidArgument, LaminaError
@@ -49,6 +49,8 @@ def signal_number(value: str | int) -> int:
     if text.isdigit():
         return int(text)
     name = text if text.startswith("SIG") else "SIG" + text
+    import signal  # its Signals enum: the signal names there are
+
     try:
         return int(getattr(signal.Signals, name))
     except AttributeError:
@@ -68,8 +70,8 @@ def stop(containers: ContainerStore, name: str, timeout: float = 10) -> str:
     containers.event("kill", row, signal=number)
     _thaw(containers, row)
     if not _wait_owner(row, timeout):
-        runtime.kill(row["id"], signal.SIGKILL, all=True)
-        containers.event("kill", row, signal=int(signal.SIGKILL))
+        runtime.kill(row["id"], _signal.SIGKILL, all=True)
+        containers.event("kill", row, signal=int(_signal.SIGKILL))
         if not _wait_owner(row, 30):
             raise LaminaError(f"container {row['name']} did not stop")
     containers.event("stop", row)
@@ -264,7 +266,7 @@ def _follow_first_run(containers: ContainerStore, cid: str, stdin, stdout: int,
         except LaminaError:
             pass
 
-    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    previous = {s: _signal.signal(s, forward) for s in (_signal.SIGINT, _signal.SIGTERM)}
     try:
         # copies above 2: the monitor makes its own 0, 1 and 2 /dev/null and its log
         stdio = tuple(-1 if fd is None else fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
@@ -281,7 +283,7 @@ def _follow_first_run(containers: ContainerStore, cid: str, stdin, stdout: int,
         return wait(containers, cid)
     finally:
         for s, handler in previous.items():
-            signal.signal(s, handler)
+            _signal.signal(s, handler)
 
 
 def _restarts(row) -> bool:

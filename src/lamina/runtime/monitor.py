@@ -18,8 +18,8 @@ restart policy always has a detached monitor as owner, even for a foreground ``r
 
 from __future__ import annotations
 
+import _signal  # signal's C half: signal's enums import enum, a cost to create and start
 import os
-import signal
 import time
 
 from .. import cjson
@@ -77,7 +77,7 @@ class _StopRequests:
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_w, False)
         try:
-            self.previous = signal.signal(STOP_SIGNAL, self._handle)
+            self.previous = _signal.signal(STOP_SIGNAL, self._handle)
         except ValueError:  # not the main thread: only the runtime's stop reaches the process
             self.previous = None
 
@@ -97,12 +97,12 @@ class _StopRequests:
 
     def close(self) -> None:
         if self.previous is not None:
-            signal.signal(STOP_SIGNAL, self.previous)
+            _signal.signal(STOP_SIGNAL, self.previous)
         os.close(self.wake_r)
         os.close(self.wake_w)
 
 
-STOP_SIGNAL = signal.SIGUSR1
+STOP_SIGNAL = _signal.SIGUSR1
 
 
 def request_stop(row) -> None:
@@ -483,8 +483,8 @@ def serve(containers: ContainerStore, container_id: str, notify: int,
     os.dup2(null, 0)
     os.dup2(null, 1)
     os.dup2(err, 2)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    _signal.signal(_signal.SIGINT, _signal.SIG_IGN)
+    _signal.signal(_signal.SIGHUP, _signal.SIG_IGN)
     row = containers.get(container_id)
     open_stdin = RunConfig.from_json(row["run_config"]).open_stdin
     kept_open = []
@@ -642,7 +642,7 @@ def _run_relayed(containers: ContainerStore, row, relay: str, *, stdin, clients,
                *held]:
         os.set_inheritable(fd, True)
     # A user's stop from here on stays pending for serve_exit (blocked signals survive exec)
-    signal.pthread_sigmask(signal.SIG_BLOCK, {STOP_SIGNAL})
+    _signal.pthread_sigmask(_signal.SIG_BLOCK, {STOP_SIGNAL})
     if stops is not None and stops.requested:
         os.kill(os.getpid(), STOP_SIGNAL)
     os.execv(relay, argv)
@@ -718,17 +718,17 @@ def serve_exit(containers: ContainerStore, container_id: str, args: list[str]) -
 
     restarts, delay, began = int(args[0]), float(args[1]), float(args[2])
     was_mounted, fifo, code = args[3] == "1", int(args[4]), int(args[5])
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    _signal.signal(_signal.SIGINT, _signal.SIG_IGN)
+    _signal.signal(_signal.SIGHUP, _signal.SIG_IGN)
     try:
         row = containers.get(container_id)
     except NotFound:  # removed by force meanwhile
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {STOP_SIGNAL})
+        _signal.pthread_sigmask(_signal.SIG_UNBLOCK, {STOP_SIGNAL})
         return
     config = RunConfig.from_json(row["run_config"])
     policy = RestartPolicy.parse(config.restart)
     stops = _StopRequests() if policy.enabled else None
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {STOP_SIGNAL})
+    _signal.pthread_sigmask(_signal.SIG_UNBLOCK, {STOP_SIGNAL})
     runtime = Runtime(containers.store.root, config.runtime)
     cid = row["id"]
     oom_killed = cgroups.oom_kills(cgroups.container_dirs(cid, containers.store.root)) > 0

@@ -10,8 +10,8 @@ other processes are :func:`exec_process` (``exec``: ``runc exec`` in a running c
 
 from __future__ import annotations
 
+import _signal  # signal's C half: signal's enums import enum, a cost to create and start
 import os
-import signal
 
 from .. import cjson
 from ..errors import FailedPrecondition, InvalidArgument
@@ -35,8 +35,8 @@ TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing (star
 if TYPE_CHECKING:
     from ..containers import ContainerStore
 
-_FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
-              signal.SIGUSR2)
+_FORWARDED = (_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP, _signal.SIGQUIT, _signal.SIGUSR1,
+              _signal.SIGUSR2)
 
 
 def pump(cmd: list[str], *, stdin, output: Output, pid_file: str, runtime_log: str,
@@ -65,7 +65,7 @@ def pump(cmd: list[str], *, stdin, output: Output, pid_file: str, runtime_log: s
             except ProcessLookupError:
                 pass
 
-        previous = {s: signal.signal(s, forward) for s in _FORWARDED}
+        previous = {s: _signal.signal(s, forward) for s in _FORWARDED}
     held: list[bytes] = []
     started = False
 
@@ -114,7 +114,7 @@ def pump(cmd: list[str], *, stdin, output: Output, pid_file: str, runtime_log: s
         return code
     finally:
         for s, handler in previous.items():
-            signal.signal(s, handler)
+            _signal.signal(s, handler)
         os.close(out_r)
         os.close(err_r)
         if proc.poll() is None:
@@ -173,7 +173,7 @@ def start_with_terminal(runtime: Runtime, args: list[str], *, pid_file: str,
                                          "the runtime did not hand over the terminal")
             if pid:
                 try:
-                    os.kill(pid, signal.SIGKILL)
+                    os.kill(pid, _signal.SIGKILL)
                     os.waitpid(pid, 0)
                 except (ProcessLookupError, ChildProcessError):
                     pass
@@ -395,7 +395,8 @@ def _hold_terminal(runtime: Runtime, args: list[str], pid_file: str, runtime_log
     fork, new session, like the container's monitor) runs ``runc exec`` with a console socket,
     keeps the master and drains it to nowhere until the process ends, as Docker's shim drops a
     detached exec's output. Returns the process's PID once it runs."""
-    import subprocess  # noqa: F401 - imported before the fork: the holder must not import
+    import socket  # noqa: F401 - imported before the fork: the holder must not import
+    import subprocess  # noqa: F401 - likewise
 
     from . import console  # noqa: F401 - likewise
 
@@ -414,8 +415,8 @@ def _serve_terminal(runtime: Runtime, args: list[str], pid_file: str, runtime_lo
         null = os.open(os.devnull, os.O_RDWR)
         for fd in (0, 1, 2):
             os.dup2(null, fd)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        _signal.signal(_signal.SIGINT, _signal.SIG_IGN)
+        _signal.signal(_signal.SIGHUP, _signal.SIG_IGN)
 
         def started(pid: int) -> None:
             os.write(notify, f"ok {pid}".encode())
