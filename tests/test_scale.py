@@ -200,11 +200,22 @@ def test_writers_queue_on_a_lock_file_held_for_the_transaction_only(tmp_path):
     db.close()
 
 
+# What no short command imports: json's Python modules, re and enum (lamina.cjson reads and
+# writes JSON through _json; timestamps, digests and names are read without re), calendar,
+# datetime and locale (ages are arithmetic), contextlib, hashlib (libcrypto: the interpreter's
+# own sha256 does for a network's ID), ipaddress (nothing is parsed), shutil, bz2 and lzma (a
+# tree removal is lamina's own), tempfile and socket (a console socket's, made only for -t),
+# signal (its enums: lamina's runtime uses _signal), subprocess and threading.
+NOT_IMPORTED = {"json", "json.decoder", "json.encoder", "re", "enum", "calendar", "datetime",
+                "locale", "contextlib", "hashlib", "_hashlib", "ipaddress", "shutil", "bz2",
+                "lzma", "tempfile", "socket", "signal", "subprocess", "threading"}
+
+
 @pytest.mark.parametrize("driver", ["overlay2"])
-def test_inspect_and_rm_import_no_module_they_do_not_use(engine, store_root, busybox_tar):
-    """``inspect`` and ``rm`` of one container are mostly the interpreter's start: they import
-    neither hashlib (libcrypto, for a network's ID: the interpreter's own sha256 does), ipaddress
-    (nothing is parsed) nor shutil (which imports bz2 and lzma, for a tree removal)."""
+def test_short_commands_import_no_module_they_do_not_use(engine, store_root, busybox_tar):
+    """``images``, ``inspect`` of a container and of an image, ``ps -a -s``, ``system df``,
+    ``create`` (plain, and with options that take the runtime's path), ``start`` of a stopped
+    container and ``rm`` are mostly the interpreter's start: none imports :data:`NOT_IMPORTED`."""
     import subprocess
     import sys
 
@@ -212,17 +223,30 @@ def test_inspect_and_rm_import_no_module_they_do_not_use(engine, store_root, bus
     cids = [engine.create("busybox:1", command=["true"]) for _ in range(2)]
     src = os.path.join(REPO, "src")
     lamina = os.path.join(REPO, "bin", "lamina")
-    for verb in ("inspect", "rm"):
+    made = []
+
+    def imports(*args) -> set[str]:
         proc = subprocess.run([sys.executable, "-S", "-X", "importtime", lamina, "--root",
-                               store_root, "--driver", "overlay2", verb, cids.pop()[:12]],
+                               store_root, "--driver", "overlay2", *args],
                               check=False, capture_output=True, text=True,
                               env={**os.environ, "PYTHONPATH": src})
         assert proc.returncode == 0, proc.stderr
-        imported = {line.split("|")[-1].strip() for line in proc.stderr.splitlines()
-                    if line.startswith("import time:")}
-        assert "lamina.containers" in imported  # the listing is of what the command ran
-        assert imported & {"hashlib", "_hashlib", "ipaddress", "shutil", "bz2", "lzma"} == set()
-    assert engine.db.execute("SELECT count(*) FROM containers").fetchone()[0] == 1  # rm did
+        if args[0] == "create":
+            made.append(proc.stdout.split()[-1])
+        return {line.split("|")[-1].strip() for line in proc.stderr.splitlines()
+                if line.startswith("import time:")}
+
+    for args in (["images"], ["inspect", cids[0][:12]], ["image", "inspect", "busybox:1"],
+                 ["ps", "-a", "-s"], ["system", "df"], ["create", "busybox:1", "true"],
+                 ["create", "--network", "none", "--name", "named", "-e", "A=1", "busybox:1",
+                  "true"], ["start", "named"], ["rm", cids.pop()[:12]]):
+        imported = imports(*args)
+        assert "lamina.engine" in imported and "_sqlite3" in imported, args  # it did its work
+        assert imported & NOT_IMPORTED == set(), args
+        if args[0] == "start" or "--network" in args:
+            assert "lamina.runtime.lifecycle" in imported, args  # the runtime's path
+    assert engine.db.execute("SELECT count(*) FROM containers").fetchone()[0] == 3  # rm did
+    assert len(made) == 2 and all(len(cid) == 64 for cid in made)
 
 
 def test_remove_tree_removes_everything_under_it_and_nothing_its_symlinks_name(tmp_path):
