@@ -1,37 +1,14 @@
-"""``lamina create``, ``ps``, ``mount``, ``umount``, ``rm``, ``diff``, ``export``, ``commit``,
-``inspect`` and ``container prune``: Docker's flags and columns over the Engine's container
-methods. ``create``, ``ps`` and ``inspect`` are the hot paths: this module imports nothing at
-the top but the CLI's common helpers."""
+"""``lamina ps``, ``mount``, ``umount``, ``rm``, ``diff``, ``export``, ``commit``, ``inspect``
+and ``container prune``: Docker's flags and columns over the Engine's container methods. ``ps``,
+``inspect`` and ``rm`` are hot paths: this module imports nothing at the top but the CLI's
+common helpers (``create``, whose flags are run's, lives with ``run`` in lamina.cli.run)."""
 
 import sys
 
 from ..errors import LaminaError
 from .common import FORMAT_HELP, confirm, each, json_lines, open_engine, print_documents, reclaimed
-from .run import CONTAINER_FLAGS, entrypoint_of, run_config
 
 ARGS: dict[str, tuple] = {}  # verb -> its flags and positionals (see common.Parser)
-
-ARGS["create"] = (
-    ("image", None, "IMAGE"),
-    ("command", "...", "[COMMAND] [ARG...]"),
-) + CONTAINER_FLAGS
-
-
-def cmd_create(opts, a):
-    # no flag but --name: the lean path (nothing to keep beyond the image's config)
-    if a.given <= {"name"}:
-        print(open_engine(opts).create(a.image, name=a.name, command=a.command or None))
-        return
-    from ..runtime.lifecycle import create
-
-    try:
-        print(create(open_engine(opts).container_store, a.image, a.command or None,
-                     name=a.name, entrypoint=entrypoint_of(a), config=run_config(a)))
-    except LaminaError as e:
-        if e.exit_code == 1:
-            e.exit_code = 125  # Docker's create exits 125 when it refuses
-        raise
-
 
 ARGS["ps"] = (
     ("-a --all", "bool", "Show all containers (default shows just running)"),

@@ -77,7 +77,7 @@ VERBS = {
                "container"), "run"),
     "commit": (OTHER, "Create a new image from a container's changes", "containers"),
     "cp": (OTHER, "Copy files/folders between a container and the local filesystem", "cp"),
-    "create": (OTHER, "Create a new container", "containers"),
+    "create": (OTHER, "Create a new container", "run"),
     "diff": (OTHER, "Inspect changes to files or directories on a container's filesystem", "containers"),
     "export": (OTHER, "Export a container's filesystem as a tar archive", "containers"),
     "history": (OTHER, "Show the history of an image", "images"),

@@ -1,5 +1,6 @@
-"""``lamina run``, ``start``, ``stop``, ``kill``, ``wait``, ``logs``, ``exec`` and ``volume``:
-Docker's flags and output over the Engine's running methods (imported only for these commands)."""
+"""``lamina create``, ``run``, ``start``, ``stop``, ``kill``, ``wait``, ``logs``, ``exec`` and
+``volume``: Docker's flags and output over the Engine's running methods (imported only for these
+commands; ``create`` is here for the container flags it shares with ``run``)."""
 
 import os
 import sys
@@ -169,6 +170,28 @@ def _labels(values: list[str]) -> tuple[tuple[str, str], ...]:
 def entrypoint_of(a) -> list[str] | None:
     """``--entrypoint``: None when not given, [] for ``--entrypoint ""`` (reset)."""
     return None if a.entrypoint is None else ([a.entrypoint] if a.entrypoint else [])
+
+
+ARGS["create"] = (
+    ("image", None, "IMAGE"),
+    ("command", "...", "[COMMAND] [ARG...]"),
+) + CONTAINER_FLAGS
+
+
+def cmd_create(opts, a):
+    # no flag but --name: the lean path (nothing to keep beyond the image's config)
+    if a.given <= {"name"}:
+        print(open_engine(opts).create(a.image, name=a.name, command=a.command or None))
+        return
+    from ..runtime.lifecycle import create
+
+    try:
+        print(create(open_engine(opts).container_store, a.image, a.command or None,
+                     name=a.name, entrypoint=entrypoint_of(a), config=run_config(a)))
+    except LaminaError as e:
+        if e.exit_code == 1:
+            e.exit_code = 125  # Docker's create exits 125 when it refuses
+        raise
 
 
 def cmd_run(opts, a):
