@@ -18,11 +18,13 @@ stores and the driver, nothing more.
 
 from __future__ import annotations
 
-from .containers import ContainerStore
 from .images import ImageStore
 from .layers import LayerStore
-from .runtime import Lifecycle
 from .store import Store, default_root
+
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing (start-up time)
+if TYPE_CHECKING:
+    from .containers import ContainerStore
 
 __all__ = ["Engine", "default_root"]
 
@@ -34,8 +36,19 @@ class Engine:
         self.store = Store(root, driver)
         self.layer_store = LayerStore(self.store)
         self.image_store = ImageStore(self.store, self.layer_store)
-        self.container_store = ContainerStore(self.store, self.image_store, self.layer_store)
-        self.container_store.lifecycle = Lifecycle(self.container_store)
+        self._container_store: ContainerStore | None = None
+
+    @property
+    def container_store(self) -> ContainerStore:
+        """The containers' store, made on first use: ``images`` and ``image inspect`` need none,
+        nor its modules (lamina.containers, lamina.uses, lamina.runtime)."""
+        if self._container_store is None:
+            from .containers import ContainerStore
+            from .runtime import Lifecycle
+
+            self._container_store = ContainerStore(self.store, self.image_store, self.layer_store)
+            self._container_store.lifecycle = Lifecycle(self._container_store)
+        return self._container_store
 
     # the store's parts, for Python users and tests
     root = property(lambda self: self.store.root)
