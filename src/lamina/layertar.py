@@ -884,6 +884,11 @@ def listed_members(pieces):
     trailer = -1  # after the end-of-archive block: bytes of the second one left to check
     name = b""
     for piece in pieces:
+        if piece.__class__ is int and trailer < 0:  # data left out: only ever a member's
+            if piece > skip or carry:
+                raise _bad("a member's data where a header should be")
+            skip -= piece
+            continue
         if trailer >= 0:  # after the end of the archive: the second block, then anything
             if piece.__class__ is int:  # (read to the end: a damaged record is still found)
                 trailer -= min(trailer, piece)
@@ -892,11 +897,6 @@ def listed_members(pieces):
                 if second != ZERO_BLOCK[:len(second)]:
                     raise _bad("a single zero block in the middle of the archive")
                 trailer -= len(second)
-            continue
-        if piece.__class__ is int:  # data left out: only ever the data of a member
-            if piece > skip or carry:
-                raise _bad("a member's data where a header should be")
-            skip -= piece
             continue
         pos, end = skip, len(piece)
         if pos >= end:
@@ -918,7 +918,11 @@ def listed_members(pieces):
                 trailer = _BLOCK - len(second)
                 pos = end
                 break
-            size = _number(piece[pos + 124:pos + 136])
+            field = piece[pos + 124:pos + 136]
+            try:  # _number's common case, without its call
+                size = int(field.rstrip(b"\0 ") or b"0", 8)
+            except ValueError:
+                size = _number(field)
             if size < 0:
                 raise _bad("negative member size")
             if kind in b"xgLK":

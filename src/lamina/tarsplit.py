@@ -352,37 +352,45 @@ def pieces(record: bytes):
         if not zip.eof:
             raise LaminaError("tar-split record is corrupt (not zlib data)")
         raise LaminaError("tar-split record is corrupt (bad magic)")
-    at = len(MAGIC)
-    head = 1 + _FILE.size  # the longest operation head
+    at, n = len(MAGIC), len(buf)  # n: len(buf)
+    head, raw_head = 1 + _FILE.size, 1 + _RAW.size  # the longest operation head, and R's
+    unpack_raw, unpack_file = _RAW.unpack_from, _FILE.unpack_from
     while True:
-        if at + head > len(buf):
+        if at + head > n:
             buf, at = fill(buf[at:], head), 0
-            if not buf:
+            n = len(buf)
+            if not n:
                 if zip.eof:
                     return
                 raise LaminaError(truncated)
         kind = buf[at]
         if kind == 0x52:  # R
-            if at + 1 + _RAW.size > len(buf):
+            if at + raw_head > n:
                 raise LaminaError(truncated)
-            (left,) = _RAW.unpack_from(buf, at + 1)
-            at += 1 + _RAW.size
+            (left,) = unpack_raw(buf, at + 1)
+            at += raw_head
+            if at + left <= n:  # the common case: all of the run in the piece at hand
+                yield buf[at:at + left]
+                at += left
+                continue
             while left:
-                if at == len(buf):
+                if at == n:
                     buf, at = fill(b"", 1), 0
-                    if not buf:
+                    n = len(buf)
+                    if not n:
                         raise LaminaError(truncated)
-                end = min(at + left, len(buf))
+                end = min(at + left, n)
                 yield buf[at:end]
                 left -= end - at
                 at = end
         elif kind == 0x46:  # F: its path is not needed here
-            if at + head > len(buf):
+            if at + head > n:
                 raise LaminaError(truncated)
-            length, size, _ = _FILE.unpack_from(buf, at + 1)
-            if at + head + length > len(buf):
+            length, size, _ = unpack_file(buf, at + 1)
+            if at + head + length > n:
                 buf, at = fill(buf[at:], head + length), 0
-                if head + length > len(buf):
+                n = len(buf)
+                if head + length > n:
                     raise LaminaError(truncated)
             at += head + length
             yield size
