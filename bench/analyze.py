@@ -97,14 +97,20 @@ def drop_listings(root: str) -> None:
     db.close()
 
 
-def command(src_repo: str, root: str) -> float:
-    """Wall time of ``lamina image analyze --format json`` of ``src_repo``'s lamina on ``root``."""
+def command(src_repo: str, root: str) -> tuple[float, float]:
+    """Wall and CPU (user + system) seconds of ``lamina image analyze --format json`` of
+    ``src_repo``'s lamina on ``root``."""
+    import resource
+
     env = {**os.environ, "PYTHONPATH": os.path.join(src_repo, "src")}
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     subprocess.run([sys.executable, "-S", os.path.join(src_repo, "bin", "lamina"), "--root", root,
                     "image", "analyze", "--format", "json", "analyze:1"],
                    check=True, stdout=subprocess.DEVNULL, env=env)
-    return time.perf_counter() - started
+    wall = time.perf_counter() - started
+    now = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, now.ru_utime - used.ru_utime + now.ru_stime - used.ru_stime
 
 
 def load() -> str:
@@ -166,7 +172,7 @@ def main() -> None:
         if args.before:  # once, untimed: each store's first open by a lamina
             command(args.before, root + "-before")
         command(REPO, root)
-        times: dict[str, list[float]] = {"before": [], "cold": [], "warm": []}
+        times: dict[str, list[tuple[float, float]]] = {"before": [], "cold": [], "warm": []}
         for _ in range(args.runs):
             if args.before:
                 times["before"].append(command(args.before, root + "-before"))
@@ -176,8 +182,11 @@ def main() -> None:
         for what, label in (("before", f"{args.before}"), ("cold", "first run (listings made)"),
                             ("warm", "listings kept")):
             if times[what]:
-                print(f"lamina image analyze, {label}: median {statistics.median(times[what]):.3f}"
-                      f" s (min {min(times[what]):.3f}, max {max(times[what]):.3f})")
+                wall = [t[0] for t in times[what]]
+                cpu = [t[1] for t in times[what]]
+                print(f"lamina image analyze, {label}: wall median {statistics.median(wall):.3f} s"
+                      f" (min {min(wall):.3f}, max {max(wall):.3f}), CPU median "
+                      f"{statistics.median(cpu):.3f} s (min {min(cpu):.3f})")
         print(f"load average {load()} (1/5/15 min)")
     finally:
         if not args.keep:
