@@ -87,7 +87,7 @@ def layer_listing(layers: LayerStore, chain: str) -> LayerListing:
         members = listed_members(iter(lambda: stream.read(CHUNK), b""))
     try:
         for kind, name, size in members:
-            if name[:1] in b"./" or name[-1:] == b"/":
+            if name.endswith(b"/") or name.startswith((b".", b"/")):
                 name = _clean(name)
                 if not name or name == b".":
                     continue
@@ -100,7 +100,10 @@ def layer_listing(layers: LayerStore, chain: str) -> LayerListing:
                         target = whited_out(base)
                         listing.deleted.append(parent + b"/" + target if parent else target)
                     continue  # AUFS private files are not entries
-            entries[name] = DIRECTORY if kind == _DIRECTORY else size if kind == _REGULAR else 0
+            if kind == _REGULAR:
+                entries[name] = size
+            else:
+                entries[name] = DIRECTORY if kind == _DIRECTORY else 0
     finally:
         if blob is not None:
             blob.close()
