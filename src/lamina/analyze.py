@@ -221,7 +221,7 @@ def analyze(images: ImageStore, name: str, top: int = 10) -> dict:
     sizes, owners = tree.sizes, tree.owners
     layers = []
     wasted_by_path: dict[bytes, int] = {}
-    copies: dict[bytes, int] = {}  # path -> how many layers added it as a file
+    listed: list[dict[bytes, int]] = []  # each layer's entries (how many added a path: top)
     occurrences: dict[bytes, int] = {}  # path -> bytes of all its occurrences (dive)
     smallest: dict[bytes, int] = {}  # path -> its smallest occurrence (dive)
 
@@ -247,6 +247,7 @@ def analyze(images: ImageStore, name: str, top: int = 10) -> dict:
             if data is not None:
                 made[chain] = data
         entries = listing.entries
+        listed.append(entries)
         entry = history[index] if index < len(history) else {}
         layer = {"index": index, "diff_id": row["diff_id"], "size": row["size"],
                  "created_by": entry.get("created_by", ""), "comment": entry.get("comment", ""),
@@ -284,23 +285,20 @@ def analyze(images: ImageStore, name: str, top: int = 10) -> dict:
                                 occur(below, below_size)
                 if size != DIRECTORY:
                     occur(path, size)
-                    copies[path] = copies.get(path, 0) + 1
                 tree.add(path, size, index)
             continue
         for path in lower:
             waste(path, owners[path], sizes[path])
         files = {path: size for path, size in entries.items() if size != DIRECTORY}
         seen = files.keys() & occurrences.keys()
-        before = {path: (occurrences[path], smallest[path], copies.get(path, 0))
+        before = {path: (occurrences[path], smallest[path])
                   for path in seen}
         occurrences.update(files)
         smallest.update(files)
-        copies.update(dict.fromkeys(files, 1))
-        for path, (total, least, count) in before.items():
+        for path, (total, least) in before.items():
             size = files[path]
             occurrences[path] = total + size
             smallest[path] = min(least, size)
-            copies[path] = count + 1
         tree.add_all(entries, index, entries.keys() - lower)
     if made:
         try:
@@ -318,6 +316,8 @@ def analyze(images: ImageStore, name: str, top: int = 10) -> dict:
         "wasted_bytes": sum(wasted_by_path.values()),
         "wasted_paths": sum(1 for size in wasted_by_path.values() if size),
         "efficiency": efficiency,
-        "top": [{"path": "/" + path.decode(errors="surrogateescape"), "count": copies.get(path, 0),
+        "top": [{"path": "/" + path.decode(errors="surrogateescape"),
+                 "count": sum(1 for entries in listed
+                              if entries.get(path, DIRECTORY) != DIRECTORY),
                  "wasted": size} for path, size in worst[:max(top, 0)] if size],
     }
