@@ -69,44 +69,50 @@ def _clean(name: bytes) -> bytes:
 
 def layer_listing(layers: LayerStore, chain: str) -> LayerListing:
     """The listing of layer ``chain``'s tar, from its headers (its record's, or its blob's)."""
-    from .layertar import listed_members
+    from .layertar import list_members
 
-    listing = LayerListing()
-    entries = listing.entries
     record = layers.record(chain)
     if record is not None:
         from .tarsplit import pieces
 
-        members = listed_members(pieces(record))
-        blob = None
+        kinds, names, sizes = list_members(pieces(record))
     else:
         from .layertar import CHUNK, open_layer_stream
 
-        blob = layers.store.content.open(layers.get(chain)["blob_digest"], verify=False)
-        stream = open_layer_stream(blob)
-        members = listed_members(iter(lambda: stream.read(CHUNK), b""))
-    try:
-        for kind, name, size in members:
-            if name.endswith(b"/") or name.startswith((b".", b"/")):
-                name = _clean(name)
-                if not name or name == b".":
-                    continue
-            if b".wh." in name:
-                parent, _, base = name.rpartition(b"/")
-                if base[:4] == b".wh.":  # never an entry of the tree itself
-                    if is_opaque_marker(base):
-                        listing.opaque.append(parent)
-                    elif is_whiteout_name(base):
-                        target = whited_out(base)
-                        listing.deleted.append(parent + b"/" + target if parent else target)
-                    continue  # AUFS private files are not entries
-            if kind == _REGULAR:
-                entries[name] = size
-            else:
-                entries[name] = DIRECTORY if kind == _DIRECTORY else 0
-    finally:
-        if blob is not None:
-            blob.close()
+        with layers.store.content.open(layers.get(chain)["blob_digest"], verify=False) as blob:
+            stream = open_layer_stream(blob)
+            kinds, names, sizes = list_members(iter(lambda: stream.read(CHUNK), b""))
+    listing = LayerListing()
+    joined = b"\0".join(names)
+    if names and b".wh." not in joined and b"\0\0" not in joined and b"\0." not in joined \
+            and b"\0/" not in joined and not joined.startswith((b".", b"/", b"\0")) \
+            and not joined.endswith(b"\0"):
+        # the common case, in bulk: no name to clean but of a trailing "/", no whiteout
+        if b"/\0" in joined or joined.endswith(b"/"):
+            names = [name.rstrip(b"/") for name in names]
+        listing.entries = dict(zip(names, [
+            size if kind == _REGULAR else DIRECTORY if kind == _DIRECTORY else 0
+            for kind, size in zip(kinds, sizes)]))
+        return listing
+    entries = listing.entries
+    for kind, name, size in zip(kinds, names, sizes):
+        if name.endswith(b"/") or name.startswith((b".", b"/")):
+            name = _clean(name)
+            if not name or name == b".":
+                continue
+        if b".wh." in name:
+            parent, _, base = name.rpartition(b"/")
+            if base[:4] == b".wh.":  # never an entry of the tree itself
+                if is_opaque_marker(base):
+                    listing.opaque.append(parent)
+                elif is_whiteout_name(base):
+                    target = whited_out(base)
+                    listing.deleted.append(parent + b"/" + target if parent else target)
+                continue  # AUFS private files are not entries
+        if kind == _REGULAR:
+            entries[name] = size
+        else:
+            entries[name] = DIRECTORY if kind == _DIRECTORY else 0
     return listing
 
 

@@ -615,7 +615,7 @@ class _Reader:
 
     A helper thread reads (and so decompresses) and hashes the next chunks while the caller
     writes files: zlib, isal, zstd, hashlib and file reads all release the GIL. (A listing of
-    a tar-split record's headers, in memory already, is :func:`listed_members`' instead:
+    a tar-split record's headers, in memory already, is :func:`list_members`' instead:
     handing each small chunk to another thread cost image analyze 4 of its 4.5 s.)
     """
 
@@ -791,7 +791,7 @@ def _headers(reader: _Reader, empty_ok: bool = False):
     """Yield (type, name, linkname, size, mode, uid, gid, mtime_ns, devmajor, devminor, xattrs)
     for each member, data left unread in ``reader`` (``size`` bytes then padding). An empty
     stream is an error unless ``empty_ok``. (A listing of names and sizes alone, for image
-    analyze, is :func:`listed_members`.)"""
+    analyze, is :func:`list_members`.)"""
     global_pax = {}
     pax = {}
     long_name = long_link = None
@@ -868,12 +868,12 @@ def _headers(reader: _Reader, empty_ok: bool = False):
         long_name = long_link = None
 
 
-def listed_members(pieces):
-    """(kind, name, size) of each member of a tar given in ``pieces`` (bytes of the tar in
-    order; an int stands for that many bytes of a member's data left out, as
-    :func:`lamina.tarsplit.pieces` gives a record's tar): a listing of names and sizes for
-    image analyze. Kinds and sizes are :data:`TarMember`'s, names are the PAX, GNU or ustar
-    ones; header checksums are not summed (a layer was checked when it was stored). Each
+def list_members(pieces) -> tuple[list[int], list[bytes], list[int]]:
+    """The kinds, names and sizes of the members of a tar given in ``pieces`` (bytes of the
+    tar in order; an int stands for that many bytes of a member's data left out, as
+    :func:`lamina.tarsplit.pieces` gives a record's tar), three lists in tar order: a listing
+    for image analyze. Kinds and sizes are :data:`TarMember`'s, names are the PAX, GNU or
+    ustar ones; header checksums are not summed (a layer was checked when it was stored). Each
     header is parsed where it lies in its piece, data is stepped over by arithmetic: some 1 us
     a member, against 5 through a reader's ``take`` and ``skip`` and :func:`_headers`."""
     global_pax = {}
@@ -883,6 +883,9 @@ def listed_members(pieces):
     carry = b""  # the start of a header (with its extended data) that the next piece ends
     trailer = -1  # after the end-of-archive block: bytes of the second one left to check
     name = b""
+    kinds: list[int] = []
+    names: list[bytes] = []
+    sizes: list[int] = []
     for piece in pieces:
         if piece.__class__ is int and trailer < 0:  # data left out: only ever a member's
             if piece > skip or carry:
@@ -937,7 +940,9 @@ def listed_members(pieces):
                 kind, name, size = _kind_name_size(piece, pos, kind, size, records, long_name)
                 if size < 0:
                     raise _bad("negative member size")
-                yield kind, name, size
+                kinds.append(kind)
+                names.append(name)
+                sizes.append(size)
                 if pax:
                     pax = {}
                 long_name = long_link = None
@@ -950,6 +955,7 @@ def listed_members(pieces):
         raise _bad("truncated header" if len(carry) < _BLOCK else "truncated extended header")
     if skip and trailer < 0:
         raise _bad(f"truncated in member {_member(name)!r}")
+    return kinds, names, sizes
 
 
 TarMember = namedtuple(

@@ -319,7 +319,7 @@ def verify(record: bytes, root: str) -> list[str]:
 
 def pieces(record: bytes):
     """The layer tar with every file's content left out, for a lister of its headers (``image
-    analyze``: :func:`lamina.layertar.listed_members`) that never touches the layer's files:
+    analyze``: :func:`lamina.layertar.list_members`) that never touches the layer's files:
     ``bytes`` are the tar's own bytes (a raw run, or a piece of a long one), an ``int`` is a
     file's content of that many bytes, left out. The record is decompressed a piece at a time
     and each operation is parsed where it lies (one struct call, one slice for a raw run): a
