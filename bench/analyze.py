@@ -1,15 +1,17 @@
 """``lamina image analyze`` on a 30-layer, 50,000-file image (issue 16's target: under a second).
 
-    python3 bench/analyze.py [--files 50000] [--layers 30] [--runs 5] [--keep DIR]
+    python3 bench/analyze.py [--files 50000] [--layers 30] [--runs 5] [--keep DIR] [--before REPO]
 
-Measured on the reference machine (2 CPUs, shared): 0.6 s in process, 0.7 to 0.8 s for the
-command.
+Figures: bench/RESULTS.md ("image analyze on 30 layers of 50,000 files").
 
 Builds the image in a fresh store under /var/tmp with lamina's Engine: a base rootfs of half the
 files (``import``), then 29 layers each adding new files, overwriting some of the layers below
 and deleting a few (added as a pull adds layers: ``add_image`` over blobs in the content store).
 File sizes are 0 to 8 KiB (about 200 MB in all). Then it times the analysis in process and the
-real command (``lamina image analyze``, wall time, with ``--format json``), and prints the medians.
+real command (``lamina image analyze``, wall time, with ``--format json``), each both on the first
+read of the layers (the listings that analyze keeps dropped before) and with the listings kept,
+and prints the medians. ``--before REPO``: the command of another checkout (main, say) is timed
+too, on a store of its own holding the same image, each of its runs beside one of this one's.
 """
 
 import argparse
@@ -82,16 +84,57 @@ def build(engine, files: int, layers: int) -> str:
     return engine.add_image(dumps(doc), blobs, ["analyze:1"])
 
 
+def drop_listings(root: str) -> None:
+    """Forget the layer listings that image analyze keeps (its next run reads the records)."""
+    import sqlite3
+
+    db = sqlite3.connect(os.path.join(root, "lamina.db"), timeout=30)
+    try:
+        with db:
+            db.execute("DELETE FROM layer_listings")
+    except sqlite3.OperationalError:  # a lamina from before listings were kept
+        pass
+    db.close()
+
+
+def command(src_repo: str, root: str) -> tuple[float, float]:
+    """Wall and CPU (user + system) seconds of ``lamina image analyze --format json`` of
+    ``src_repo``'s lamina on ``root``."""
+    import resource
+
+    env = {**os.environ, "PYTHONPATH": os.path.join(src_repo, "src")}
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-S", os.path.join(src_repo, "bin", "lamina"), "--root", root,
+                    "image", "analyze", "--format", "json", "analyze:1"],
+                   check=True, stdout=subprocess.DEVNULL, env=env)
+    wall = time.perf_counter() - started
+    now = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, now.ru_utime - used.ru_utime + now.ru_stime - used.ru_stime
+
+
+def load() -> str:
+    return "/".join(f"{x:.1f}" for x in os.getloadavg())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--files", type=int, default=50_000)
     parser.add_argument("--layers", type=int, default=30)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--keep", help="build in (or reuse) this store and leave it")
+    parser.add_argument("--before", metavar="REPO",
+                        help="also time this checkout's lamina (its own store, the same image), "
+                             "its runs interleaved with this one's")
     args = parser.parse_args()
+    import compileall
+
     from lamina import Engine
     from lamina.analyze import analyze
 
+    repos = [REPO] + ([os.path.abspath(args.before)] if args.before else [])
+    for repo in repos:  # as installed: byte-compiled (PYTHONDONTWRITEBYTECODE would not)
+        compileall.compile_dir(os.path.join(repo, "src"), quiet=1)
     root = args.keep or tempfile.mkdtemp(prefix="lamina-analyze-", dir="/var/tmp")
     try:
         engine = Engine(root=root)  # overlay2 where it works (vfs copies each layer: slow)
@@ -101,30 +144,54 @@ def main() -> None:
             started = time.perf_counter()
             build(engine, args.files, args.layers)
             print(f"built in {time.perf_counter() - started:.1f} s")
-        inside = []
+        if args.before:  # its own store: each lamina rewrites a schema it does not know
+            other = Engine(root=root + "-before")
+            try:
+                other.image_store.resolve("analyze:1")
+            except Exception:  # noqa: BLE001 - not built yet
+                build(other, args.files, args.layers)
+            other.close()
+        print(f"load average {load()} (1/5/15 min)")
+        cold, warm = [], []
         for _ in range(args.runs):
+            drop_listings(root)
             started = time.perf_counter()
             report = analyze(engine.image_store, "analyze:1")
-            inside.append(time.perf_counter() - started)
+            cold.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            analyze(engine.image_store, "analyze:1")
+            warm.append(time.perf_counter() - started)
         engine.close()
         entries = sum(layer["added"] + layer["changed"] for layer in report["layers"])
-        command = [sys.executable, "-m", "lamina", "--root", root, "image", "analyze",
-                   "--format", "json", "analyze:1"]
-        env = {**os.environ, "PYTHONPATH": os.path.join(REPO, "src")}
-        wall = []
-        for _ in range(args.runs):
-            started = time.perf_counter()
-            subprocess.run(command, check=True, stdout=subprocess.DEVNULL, env=env)
-            wall.append(time.perf_counter() - started)
         print(f"{len(report['layers'])} layers, {entries} entries added or changed, "
               f"{report['size'] / 1e6:.0f} MB, {report['wasted_bytes'] / 1e6:.1f} MB wasted, "
               f"efficiency {report['efficiency']:.4f}")
-        print(f"analyze() in process: median {statistics.median(inside):.3f} s "
-              f"(min {min(inside):.3f}); lamina image analyze: median "
-              f"{statistics.median(wall):.3f} s (min {min(wall):.3f})")
+        print(f"analyze() in process: first read of the layers median {statistics.median(cold):.3f}"
+              f" s (min {min(cold):.3f}); listings kept: median {statistics.median(warm):.3f} s "
+              f"(min {min(warm):.3f})")
+        if args.before:  # once, untimed: each store's first open by a lamina
+            command(args.before, root + "-before")
+        command(REPO, root)
+        times: dict[str, list[tuple[float, float]]] = {"before": [], "cold": [], "warm": []}
+        for _ in range(args.runs):
+            if args.before:
+                times["before"].append(command(args.before, root + "-before"))
+            drop_listings(root)
+            times["cold"].append(command(REPO, root))
+            times["warm"].append(command(REPO, root))
+        for what, label in (("before", f"{args.before}"), ("cold", "first run (listings made)"),
+                            ("warm", "listings kept")):
+            if times[what]:
+                wall = [t[0] for t in times[what]]
+                cpu = [t[1] for t in times[what]]
+                print(f"lamina image analyze, {label}: wall median {statistics.median(wall):.3f} s"
+                      f" (min {min(wall):.3f}, max {max(wall):.3f}), CPU median "
+                      f"{statistics.median(cpu):.3f} s (min {min(cpu):.3f})")
+        print(f"load average {load()} (1/5/15 min)")
     finally:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
+            shutil.rmtree(root + "-before", ignore_errors=True)
 
 
 if __name__ == "__main__":

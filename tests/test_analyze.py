@@ -149,3 +149,64 @@ def test_cli_bad_input(lamina):
     size = lamina("image", "analyze", "--highest-wasted-bytes", "lots", "x", check=False)
     assert size.returncode == 125 and "Traceback" not in size.stderr
     assert len(size.stderr.strip().splitlines()) == 1
+
+
+def _stack(engine, busybox_tar, steps, tag) -> None:
+    """An image of busybox and one layer per (created_by, entries) of ``steps``."""
+    from lamina.digest import sha256_bytes
+    from lamina.image import MEDIA_LAYER, dumps
+
+    base = engine.import_image(busybox_tar, "busybox:latest")
+    doc = engine.image_store.config(base)
+    layers = [(r["blob_digest"], r["blob_size"], r["media_type"])
+              for r in engine.image_store.layer_rows(base)]
+    for created_by, entries in steps:
+        blob = _tar(entries)
+        layers.append((engine.content.put(blob), len(blob), MEDIA_LAYER))
+        doc["rootfs"]["diff_ids"].append(sha256_bytes(blob))
+        doc["history"].append({"created_by": created_by})
+    engine.add_image(dumps(doc), layers, [tag])
+
+
+def test_a_file_over_a_directory_and_an_opaque_root(engine, busybox_tar):
+    """A file that replaces a directory hides what the directory held (wasted, not removed);
+    an opaque marker at the root hides every lower entry."""
+    _stack(engine, busybox_tar, [
+        ("ADD p", [("p", None), ("p/q", None), ("p/q/f", b"f" * 100), ("p/g", b"g" * 30)]),
+        ("RUN rm -rf /p && echo > /p", [("p", b"p" * 7)]),
+        ("RUN wipe", [(".wh..wh..opq", b""), ("n", b"n" * 5)]),
+    ], "over:1")
+    report = analyze(engine.image_store, "over:1")
+    base, add, over, wipe = report["layers"]
+    busybox = busybox_bytes(busybox_tar)
+    assert (add["added"], add["changed"], add["removed"], add["wasted"]) == (4, 0, 0, 130)
+    assert (over["added"], over["changed"], over["removed"], over["wasted"]) == (0, 1, 0, 7)
+    assert (wipe["added"], wipe["removed"]) == (1, base["added"] + 1)  # busybox's and p
+    assert base["wasted"] == busybox and report["wasted_bytes"] == busybox + 137
+    # per path, smallest occurrence over all: each busybox file added then deleted, f and g
+    # added then hidden, p added then deleted, n once
+    assert report["efficiency"] == pytest.approx((busybox + 142) / (2 * busybox + 279),
+                                                 abs=1e-12)
+
+
+def test_each_layers_listing_is_kept_and_goes_with_the_layer(engine, busybox_tar):
+    """The first analysis keeps each layer's listing in the store; later ones read it (the
+    same report), a damaged one is made again from the layer's record, and removing the
+    image's layers removes their listings."""
+    from lamina.analyze import decode_listing
+
+    make_image(engine, busybox_tar)
+    db = engine.db
+    first = analyze(engine.image_store, "wasteful:1")
+    chains = [r["chain_id"] for r in engine.image_store.layer_rows(first["image"])]
+    kept = dict(db.execute("SELECT chain_id, listing FROM layer_listings").fetchall())
+    assert set(kept) == set(chains) and all(decode_listing(v) is not None for v in kept.values())
+    assert analyze(engine.image_store, "wasteful:1") == first
+    with engine.store.tx():
+        db.execute("UPDATE layer_listings SET listing = ? WHERE chain_id = ?",
+                   (b"not a listing", chains[-1]))
+    assert analyze(engine.image_store, "wasteful:1") == first
+    assert db.execute("SELECT listing FROM layer_listings WHERE chain_id = ?",
+                      (chains[-1],)).fetchone()[0] == kept[chains[-1]]
+    engine.rmi(["wasteful:1", "busybox:latest"])
+    assert db.execute("SELECT count(*) FROM layer_listings").fetchone()[0] == 0

@@ -184,3 +184,34 @@ def test_check_cli_exit_codes(lamina, busybox_tar):
     fixed = lamina("system", "check", "--repair")
     assert "1 problem(s) repaired, 0 left" in fixed.stdout
     assert lamina("system", "check").returncode == 0
+
+
+def test_a_layer_listing_that_does_not_match_its_layer_is_found_and_removed(
+        engine, busybox_tar):
+    """image analyze keeps each layer's listing; one that cannot be read, or (unless quick)
+    that another layer's tar gave, is a finding that repair removes; the next analysis makes
+    it again, and the report is the one the layers give."""
+    from lamina.analyze import analyze
+
+    populated(engine, busybox_tar)
+    report = analyze(engine.image_store, "derived")
+    base, top = chains(engine, "derived")[0], chains(engine, "derived")[-1]
+    assert engine.check() == []
+    db = engine.db
+    with engine.store.tx():
+        db.execute("UPDATE layer_listings SET listing = (SELECT listing FROM layer_listings"
+                   " WHERE chain_id = ?) WHERE chain_id = ?", (base, top))
+    assert engine.check(quick=True) == []  # it reads as a listing: only the full check compares
+    assert [(f.kind, f.where) for f in engine.check()] == [
+        ("layer listing that does not match its layer", top)]
+    with engine.store.tx():
+        db.execute("UPDATE layer_listings SET listing = X'00' WHERE chain_id = ?", (top,))
+    assert [f.kind for f in engine.check(quick=True)] == [
+        "layer listing that does not match its layer"]
+    assert all(f.fixed for f in engine.check(repair=True))
+    assert engine.check() == []
+    assert db.execute("SELECT count(*) FROM layer_listings WHERE chain_id = ?",
+                      (top,)).fetchone()[0] == 0
+    assert analyze(engine.image_store, "derived") == report
+    assert db.execute("SELECT count(*) FROM layer_listings WHERE chain_id = ?",
+                      (top,)).fetchone()[0] == 1

@@ -37,7 +37,11 @@ def populated(engine, busybox_tar):
 
 
 def test_the_rows_add_up_to_du_of_the_store(store_root, driver, busybox_tar):
+    from lamina.analyze import analyze
+
     engine = populated(Engine(root=store_root, driver=driver), busybox_tar)
+    analyze(engine.image_store, "derived")  # keeps the layers' listings: in the database
+    assert engine.db.execute("SELECT count(*) FROM layer_listings").fetchone()[0] == 2
     df = engine.system_df()
     rows = {s["Type"]: s for s in df["Summary"]}
     assert set(rows) == {"Images", "Containers", "Local Volumes", "Build Cache",

@@ -73,14 +73,19 @@ def test_a_tar_split_record_is_streamed_both_ways():
 
 
 def test_a_records_headers_are_the_tars_without_its_contents():
-    """image analyze reads a layer's headers from its record (tarsplit.HeaderReader): the same
-    members, names and sizes as the tar itself gives, across PAX and GNU long names, a raw run
-    longer than the record's pieces and empty, short and odd-sized files; a file's content
-    reads as zeros; a damaged record is an error, not a short listing."""
+    """image analyze lists a layer's members from its record (tarsplit.pieces, read by
+    layertar.list_members): the same members, names and sizes as the tar itself gives,
+    across PAX and GNU long names, a raw run longer than the record's pieces, empty, short and
+    odd-sized files, and a tar cut anywhere into pieces; a file's content is left out (an int:
+    its size); a damaged record, or a tar cut short, is an error, not a short listing."""
     import io
     import tarfile
 
-    from lamina.layertar import TarMembers, split_tar
+    from lamina.errors import InvalidArgument
+    from lamina.layertar import TarMembers, list_members, split_tar
+
+    def listed(pieces):
+        return list(zip(*list_members(pieces)))
 
     out = io.BytesIO()
 
@@ -98,17 +103,22 @@ def test_a_records_headers_are_the_tars_without_its_contents():
             add(tar, f"many/f{i}", os.urandom(i * 37))
     with tarfile.open(fileobj=(gnu := io.BytesIO()), mode="w", format=tarfile.GNU_FORMAT) as tar:
         add(tar, "g/" + "name" * 50, b"gnu")
+        add(tar, "g/" + "link" * 40, b"", type=tarfile.SYMTYPE)
     for data in (out.getvalue(), gnu.getvalue()):
         record, _, _ = split_tar(io.BytesIO(data))
-        want = [(m.kind, m.name, m.size) for m in TarMembers(io.BytesIO(data), names_only=True)]
-        got = [(m.kind, m.name, m.size)
-               for m in TarMembers(tarsplit.HeaderReader(record), names_only=True)]
-        assert got == want and len(want) >= 1
-    reader = tarsplit.HeaderReader(split_tar(io.BytesIO(out.getvalue()))[0])
-    assert reader.take(512)[:5] == b"empty"  # no PAX header for a plain name
-    reader.take(512)  # "one"'s header
-    assert reader.take(3) == b"\0\0\0"  # its content "1" is a hole: zeros
+        want = [(m.kind, m.name, m.size) for m in TarMembers(io.BytesIO(data))]
+        assert len(want) >= 2
+        assert listed(tarsplit.pieces(record)) == want
+        for cut in (1, 100, 511, 700, 4096):  # headers and extended data across pieces
+            pieces = (data[i:i + cut] for i in range(0, min(len(data), 300_000), cut))
+            if len(data) < 300_000:
+                assert listed(pieces) == want
+        with pytest.raises(InvalidArgument):
+            listed(iter([data[:1100]]))  # in a header, or in a file
+    pieces = list(tarsplit.pieces(split_tar(io.BytesIO(out.getvalue()))[0]))
+    assert pieces[0][:5] == b"empty" and len(pieces[0]) == 1024  # "empty" and "one"'s header
+    assert pieces[1] == 1  # "one"'s content "1": left out
     record = split_tar(io.BytesIO(out.getvalue()))[0]
-    for damaged in (record[:len(record) // 2], b"not zlib", zlib.compress(b"XXXX")):
+    for damaged in (record[:len(record) // 2], b"not zlib", zlib.compress(b"XXXX"), record[:-3]):
         with pytest.raises(LaminaError):
-            list(TarMembers(tarsplit.HeaderReader(damaged), names_only=True))
+            listed(tarsplit.pieces(damaged))

@@ -6,7 +6,8 @@ without their writable layer, stale mounts, staging leftovers, volume directorie
 volume, bundle directories without a container, network leftovers of containers that no longer
 run (addresses, namespaces, rules, bridges), an ``index.json`` that does not list the tags,
 and, unless ``quick``, layers whose unpacked files no longer match the checksums of their
-tar-split records (a byte flipped on disk) and records that cannot be read.
+tar-split records (a byte flipped on disk), records that cannot be read, and the layer listings
+kept for ``image analyze`` that do not match their layers (removed: made again when needed).
 
 Repair removes what nothing references and rebuilds what can be rebuilt: a damaged layer's
 snapshot from its kept blob, a lost record from an intact snapshot (only if the tar it gives has
@@ -181,6 +182,7 @@ def check(store: Store, repair: bool = False, quick: bool = False) -> list[Findi
 
     # -- each layer's files against its tar-split record
     _check_records(store, found, layer_chains & keys, quick)
+    _check_listings(store, found, quick)
     for cid, name in db.execute("SELECT id, name FROM containers"):
         if cid not in keys:
             found("container without writable layer", cid, fixable=False,
@@ -301,6 +303,31 @@ def _check_records(store: Store, found, chains: set[str], quick: bool) -> None:
             else:
                 found("damaged layer files (do not match their record)", where, fixable=False,
                       lost=dependents(store, [chain]))
+
+
+def _check_listings(store: Store, found, quick: bool) -> None:
+    """Layer listings kept for ``image analyze`` that cannot be read or, unless ``quick``, that
+    differ from the listing of the layer's tar (its record, or its blob): removed by repair,
+    they are made again by the next analysis."""
+    from .analyze import decode_listing, layer_listing
+    from .layers import LayerStore
+
+    layers = None
+    for chain, data in store.db.execute("SELECT chain_id, listing FROM layer_listings"):
+        listing = decode_listing(data)
+        if listing is not None and not quick:
+            layers = layers or LayerStore(store)
+            try:
+                fresh = layer_listing(layers, chain)
+            except (LaminaError, OSError):
+                continue  # a record or blob that cannot be read: its own finding
+            if (list(fresh.entries.items()), fresh.deleted, fresh.opaque) != \
+                    (list(listing.entries.items()), listing.deleted, listing.opaque):
+                listing = None
+        if listing is None:
+            found("layer listing that does not match its layer", chain,
+                  fix=lambda c=chain: _in_tx(store, lambda: store.db.execute(
+                      "DELETE FROM layer_listings WHERE chain_id = ?", (c,))))
 
 
 def _kept_blob_of(store: Store, chain: str) -> str | None:

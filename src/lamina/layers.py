@@ -279,6 +279,22 @@ class LayerStore:
                               (chain,)).fetchone()
         return row[0] if row is not None else None
 
+    def listing(self, chain: str) -> bytes | None:
+        """What :meth:`keep_listings` kept for the layer, or None."""
+        row = self.db.execute("SELECT listing FROM layer_listings WHERE chain_id = ?",
+                              (chain,)).fetchone()
+        return row[0] if row is not None else None
+
+    def keep_listings(self, listings: dict[str, bytes]) -> None:
+        """Keep each layer's listing (lamina.analyze's, derived from the layer's tar and never
+        changed: a layer never changes) beside its row; it goes with the layer. A layer removed
+        meanwhile is skipped."""
+        with self.store.tx():
+            for chain, listing in listings.items():
+                self.db.execute("INSERT OR REPLACE INTO layer_listings(chain_id, listing)"
+                                " SELECT chain_id, ? FROM layers WHERE chain_id = ?",
+                                (listing, chain))
+
     def tar_size(self, chain: str) -> int:
         """Bytes of the layer's (uncompressed) tar."""
         row = self.db.execute("SELECT t.tar_size, l.blob_size FROM layers l LEFT JOIN tar_split t"

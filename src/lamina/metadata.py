@@ -2,7 +2,7 @@
 
 Tables: ``settings`` (the store's driver), ``layers`` (one row per chain ID: diff_id, parent, size,
 inode count, the blob that carries it), ``tar_split`` (per layer: its tar-split record and disk
-use), ``shared_blocks`` (files whose data blocks ``system dedup`` shares), ``images`` (one row per config digest), ``tags`` and
+use), ``layer_listings`` (per layer: what ``image analyze`` reads of its tar), ``shared_blocks`` (files whose data blocks ``system dedup`` shares), ``images`` (one row per config digest), ``tags`` and
 ``containers``; the snapshotter keeps ``snapshots`` in the same file, so a layer and its snapshot
 land in one transaction.
 """
@@ -54,6 +54,11 @@ CREATE TABLE IF NOT EXISTS tar_split (
     record BLOB
 );  -- per layer: its tar's bytes, what its snapshot takes on disk (du -sb), and its tar-split
     -- record (lamina.tarsplit; NULL: the layer keeps its blob, from which the tar is read)
+CREATE TABLE IF NOT EXISTS layer_listings (
+    chain_id TEXT PRIMARY KEY REFERENCES layers(chain_id) ON DELETE CASCADE,
+    listing BLOB NOT NULL
+);  -- per layer: the paths and sizes its tar lists (lamina.analyze), made from its record or
+    -- blob the first time image analyze reads the layer; a layer never changes, nor does this
 CREATE TABLE IF NOT EXISTS shared_blocks (
     grp INTEGER NOT NULL,
     chain_id TEXT NOT NULL REFERENCES layers(chain_id) ON DELETE CASCADE,

@@ -317,110 +317,82 @@ def verify(record: bytes, root: str) -> list[str]:
     return damaged
 
 
-class HeaderReader:
-    """The layer tar with every file's content left out: what a reader of headers (``image
-    analyze``) needs, without touching the layer's files. It is read as
-    :class:`lamina.layertar.TarMembers` reads a tar (:meth:`take`, :meth:`skip`); a file's
-    content is a hole of its size that :meth:`skip` steps over without making its bytes (read
-    with :meth:`take`, it is zeros). Each operation of the record is taken straight from the
-    decompressed record: going through :func:`ops` and a stream of headers and zeros cost a
-    30-layer, 50,000-file image's analysis a third of its time."""
+def pieces(record: bytes):
+    """The layer tar with every file's content left out, for a lister of its headers (``image
+    analyze``: :func:`lamina.layertar.list_members`) that never touches the layer's files:
+    ``bytes`` are the tar's own bytes (a raw run, or a piece of a long one), an ``int`` is a
+    file's content of that many bytes, left out. The record is decompressed a piece at a time
+    and each operation is parsed where it lies (one struct call, one slice for a raw run): a
+    50,000-file layer is some 100,000 operations."""
+    zip = zlib.decompressobj()
+    view = memoryview(record)
+    pos = 0
 
-    def __init__(self, record: bytes):
-        self.data = _Inflated(record)
-        if self.data.take(len(MAGIC)) != MAGIC:
-            self.data.check_end()
-            raise LaminaError("tar-split record is corrupt (bad magic)")
-        self.raw = 0  # bytes left of the raw run at hand
-        self.hole = 0  # bytes left of the file content at hand
-        self.ended = False
+    def fill(buf: bytes, need: int) -> bytes:
+        """``buf`` with decompressed bytes appended until it holds ``need`` (or the record's
+        end: then fewer)."""
+        nonlocal pos
+        while len(buf) < need and not zip.eof:
+            given = zip.unconsumed_tail
+            if not given:
+                given = view[pos:pos + CHUNK]
+                pos += len(given)
+            try:
+                got = zip.decompress(given, CHUNK)
+            except zlib.error:
+                raise LaminaError("tar-split record is corrupt (not zlib data)") from None
+            if not got and not given:
+                break  # the record ends before its compressed stream does
+            buf += got
+        return buf
 
-    def _next(self) -> bool:
-        """Move to the record's next operation; False at its end."""
-        data = self.data
-        buf, at = data.buf, data.at
-        if at + 1 + _FILE.size <= len(buf):  # the operation's head is in the piece at hand
-            kind = buf[at]
-            if kind == 0x52:  # R
-                (self.raw,) = _RAW.unpack_from(buf, at + 1)
-                data.at = at + 1 + _RAW.size
-                return True
-            if kind == 0x46:  # F: its path is not needed here
-                length, hole, _ = _FILE.unpack_from(buf, at + 1)
-                end = at + 1 + _FILE.size + length
-                if end <= len(buf):
-                    self.hole = hole
-                    data.at = end
-                    return True
-        kind = data.take(1)
-        if not kind:
-            data.check_end()
-            self.ended = True
-            return False
-        if kind == b"R":
-            head = data.take(_RAW.size)
-            if len(head) == _RAW.size:
-                (self.raw,) = _RAW.unpack(head)
-                return True
-        elif kind == b"F":
-            head = data.take(_FILE.size)
-            if len(head) == _FILE.size:
-                length, self.hole, _ = _FILE.unpack(head)
-                if len(data.take(length)) == length:
-                    return True
-        raise LaminaError("tar-split record is corrupt (truncated)")
-
-    def take(self, n: int) -> bytes:
-        """The next ``n`` bytes of the tar, or fewer at its end."""
-        if n <= self.raw:  # the common case: a header within a raw run
-            self.raw -= n
-            got = self.data.take(n)
-            if len(got) < n:
-                raise LaminaError("tar-split record is corrupt (truncated)")
-            return got
-        parts, have = [], 0
-        while have < n:
-            if self.raw:
-                k = min(n - have, self.raw)
-                piece = self.data.take(k)
-                if len(piece) < k:
-                    raise LaminaError("tar-split record is corrupt (truncated)")
-                self.raw -= k
-            elif self.hole:
-                k = min(n - have, self.hole)
-                piece = bytes(k)
-                self.hole -= k
-            elif self.ended or not self._next():
-                break
-            else:
+    truncated = "tar-split record is corrupt (truncated)"
+    buf = fill(b"", len(MAGIC))
+    if buf[:len(MAGIC)] != MAGIC:
+        if not zip.eof:
+            raise LaminaError("tar-split record is corrupt (not zlib data)")
+        raise LaminaError("tar-split record is corrupt (bad magic)")
+    at, n = len(MAGIC), len(buf)  # n: len(buf)
+    head, raw_head = 1 + _FILE.size, 1 + _RAW.size  # the longest operation head, and R's
+    unpack_raw, unpack_file = _RAW.unpack_from, _FILE.unpack_from
+    while True:
+        if at + head > n:
+            buf, at = fill(buf[at:], head), 0
+            n = len(buf)
+            if not n:
+                if zip.eof:
+                    return
+                raise LaminaError(truncated)
+        kind = buf[at]
+        if kind == 0x52:  # R
+            if at + raw_head > n:
+                raise LaminaError(truncated)
+            (left,) = unpack_raw(buf, at + 1)
+            at += raw_head
+            if at + left <= n:  # the common case: all of the run in the piece at hand
+                yield buf[at:at + left]
+                at += left
                 continue
-            parts.append(piece)
-            have += len(piece)
-        return b"".join(parts)
-
-    def skip(self, n: int, member: bytes = b"") -> None:
-        """Step over the next ``n`` bytes (a file's content and its padding)."""
-        while n:
-            if self.hole:
-                k = min(n, self.hole)
-                self.hole -= k
-            elif self.raw:
-                k = min(n, self.raw)
-                data = self.data
-                if data.at + k <= len(data.buf):  # within the piece at hand: no slice
-                    data.at += k
-                elif len(data.take(k)) < k:
-                    raise LaminaError("tar-split record is corrupt (truncated)")
-                self.raw -= k
-            elif self.ended or not self._next():
-                raise LaminaError(f"tar-split record ends in member {os.fsdecode(member)!r}")
-            else:
-                continue
-            n -= k
-
-    def drain(self) -> None:
-        while self.raw or self.hole or (not self.ended and self._next()):
-            self.skip(self.raw + self.hole)
-
-    def close(self) -> None:
-        pass
+            while left:
+                if at == n:
+                    buf, at = fill(b"", 1), 0
+                    n = len(buf)
+                    if not n:
+                        raise LaminaError(truncated)
+                end = min(at + left, n)
+                yield buf[at:end]
+                left -= end - at
+                at = end
+        elif kind == 0x46:  # F: its path is not needed here
+            if at + head > n:
+                raise LaminaError(truncated)
+            length, size, _ = unpack_file(buf, at + 1)
+            if at + head + length > n:
+                buf, at = fill(buf[at:], head + length), 0
+                n = len(buf)
+                if head + length > n:
+                    raise LaminaError(truncated)
+            at += head + length
+            yield size
+        else:
+            raise LaminaError("tar-split record is corrupt (unknown operation)")
