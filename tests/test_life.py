@@ -330,6 +330,8 @@ def test_health_probe_that_cannot_start(box):
     box("run", "-d", "--name", "missing", "missing", "sleep", "300")
     entry = health_of(box, "missing", "unhealthy")["Log"][-1]
     assert entry["ExitCode"] == -1 and "/no/such/probe" in entry["Output"], entry
+    actions = {e["Action"] for e in journal(box) if e["Actor"]["Attributes"]["name"] == "missing"}
+    assert "exec_create: /no/such/probe " in actions  # Docker's: the executable, " ", the args
 
 
 # ------------------------------------------------------------------------------ init, exec

@@ -203,6 +203,11 @@ def test_a_health_checked_container_is_kept_by_the_relay_too(store):  # noqa: F8
     assert store("wait", "checked").stdout == "137\n"
     assert inspect(store, "checked", "{{.State.Status}}") == "exited"
     assert health()["Status"] == "healthy"  # the last health stays readable, as Docker's
+    # the relay's health (health.json, since the start) is folded into the run state at the exit
+    bundle = os.path.join(store.root, "containers", inspect(store, "checked", "{{.Id}}"))
+    with open(os.path.join(bundle, "runstate.json")) as f:
+        assert json.load(f)["Health"] == health()
+    assert not os.path.exists(os.path.join(bundle, "health.json"))
     assert owners(store.root) == []
 
 

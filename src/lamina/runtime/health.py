@@ -28,11 +28,11 @@ import time
 
 from ..errors import InvalidArgument
 from ..humanize import go_duration, parse_duration
+from ..runstate import MAX_LOG_ENTRIES
 
 DEFAULT_INTERVAL = 30.0
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_RETRIES = 3
-MAX_LOG_ENTRIES = 5
 MAX_OUTPUT = 4096
 MINIMUM = 0.001  # seconds: Docker refuses a non-zero interval, timeout or start period below it
 _NS = 1_000_000_000

@@ -36,13 +36,19 @@ def exec_with_events(containers: ContainerStore, row, runtime: Runtime, process:
     """Run one probe in the container as an exec, with Docker's exec events around it."""
     from .health import exec_probe
 
-    exec_id, line = os.urandom(32).hex(), " ".join(argv)
+    exec_id, line = os.urandom(32).hex(), exec_line(argv)
     containers.event(f"exec_create: {line}", row, execID=exec_id)
     containers.event(f"exec_start: {line}", row, execID=exec_id)
     code, output = exec_probe(runtime, row["id"], containers.store.bundle_dir(row["id"]),
                               process, argv, timeout)
     containers.event("exec_die", row, execID=exec_id, exitCode=code)
     return code, output
+
+
+def exec_line(argv: list[str]) -> str:
+    """The command of a probe's exec events as Docker writes it: the executable, a space and the
+    arguments (``/bin/true `` for one without any)."""
+    return f"{argv[0]} {' '.join(argv[1:])}"
 
 
 def relay_check(containers: ContainerStore, row, runtime: Runtime, probe, started: float) -> list[str]:
@@ -68,7 +74,7 @@ def relay_check(containers: ContainerStore, row, runtime: Runtime, probe, starte
                "-H", os.path.join(bundle, runstate.RELAYED_HEALTH),
                "-M", timed_out(probe.timeout), "-J", os.path.join(containers.store.root, events.LOG),
                "-A", events.actor_prefix(row["id"], containers.event_attributes(row)),
-               "-x", " ".join(probe.argv)]
+               "-x", exec_line(probe.argv)]
     for word in command:
         options += ["-a", word]
     return options

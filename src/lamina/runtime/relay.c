@@ -503,12 +503,6 @@ static void probe_start(void)
 		health.exec_id[2 * i + 1] = hex[random[i] & 15];
 	}
 	health.exec_id[64] = '\0';
-	{
-		char attributes[96];
-		snprintf(attributes, sizeof(attributes), ",\"execID\":\"%s\"", health.exec_id);
-		event("exec_create: ", health.line, attributes);
-		event("exec_start: ", health.line, attributes);
-	}
 	unlink(health.pid_file);
 	fd = open(health.runtime_log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	if (fd >= 0)
@@ -535,6 +529,12 @@ static void probe_start(void)
 	if (child < 0) {
 		close(pipe_fds[0]);
 		return;
+	}
+	{
+		char attributes[96];
+		snprintf(attributes, sizeof(attributes), ",\"execID\":\"%s\"", health.exec_id);
+		event("exec_create: ", health.line, attributes);
+		event("exec_start: ", health.line, attributes);
 	}
 	health.pid = child;
 	health.out = pipe_fds[0];
