@@ -304,6 +304,13 @@ def test_health_timeout_kills_the_probe(box):
     dies = [e["Actor"]["Attributes"]["exitCode"] for e in journal(box)
             if e["Action"] == "exec_die" and e["Actor"]["Attributes"]["name"] == "hung"]
     assert dies and set(dies) == {"-1"}
+    # a probe whose background child holds its output open: runc's exec waits for the output's
+    # end, so it times out too (and the next probes still run)
+    box("run", "-d", "--name", "held", "--health-cmd", "sleep 78 & echo ok", "--health-timeout",
+        "300ms", "--health-interval", "100ms", "--health-retries", "2", "busybox", "sleep", "300")
+    held = until(lambda: (h := inspect(box, "held")["State"]["Health"])["Status"] == "unhealthy"
+                 and len(h["Log"]) >= 2 and h, what="two timed-out probes")
+    assert {e["ExitCode"] for e in held["Log"]} == {-1}
 
 
 def test_health_failures_count_once_the_start_period_is_over(box):

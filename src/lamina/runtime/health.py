@@ -263,7 +263,7 @@ def _spawn_and_read(command: list[str], timeout: float, pid_file: str) -> tuple[
     """Run ``command`` with no input and its stdout and stderr into one pipe; (its exit status,
     as subprocess gives it, and what it wrote), or (None, what it wrote) when it was still
     running after ``timeout`` seconds: then the process named in ``pid_file`` (the probe in the
-    container) is killed, else the command itself, and the command is waited for."""
+    container) and the command itself are killed, and the command is waited for."""
     import select
     import signal
 
@@ -289,12 +289,17 @@ def _spawn_and_read(command: list[str], timeout: float, pid_file: str) -> tuple[
         while True:
             left = deadline - time.monotonic()
             if left <= 0 and not timed_out_:
+                # the probe's process, and runc, which may be waiting only for what holds the
+                # output open (a background child of the probe): it copies it to its end
                 timed_out_ = True
                 try:
                     with open(pid_file) as f:
-                        os.kill(int(f.read().strip() or 0), signal.SIGKILL)
+                        target = int(f.read().strip() or 0)
+                    if target > 0:
+                        os.kill(target, signal.SIGKILL)
                 except (OSError, ValueError):
-                    os.kill(pid, signal.SIGKILL)
+                    pass
+                os.kill(pid, signal.SIGKILL)
             if not poller.poll(None if timed_out_ else max(1, int(left * 1000) + 1)):
                 continue
             chunk = os.read(read_end, 65536)

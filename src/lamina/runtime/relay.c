@@ -564,8 +564,9 @@ static ssize_t probe_read(void)
 	return got;
 }
 
-/* Past its timeout: kill the probe's process in the container (named in the pid file; the
-   runtime itself if it never got that far), and wait for the runtime to end. */
+/* Past its timeout: kill the probe's process in the container (named in the pid file) and the
+   runtime's exec, which may have been waiting only for what holds the output open (runc copies
+   it until its end: a probe's background child keeps it open), and wait for it to end. */
 static void probe_kill(void)
 {
 	char text[32] = "";
@@ -577,7 +578,9 @@ static void probe_kill(void)
 		text[got > 0 ? got : 0] = '\0';
 		target = atoi(text);
 	}
-	kill(target > 0 ? target : health.pid, SIGKILL);
+	if (target > 0)
+		kill(target, SIGKILL);
+	kill(health.pid, SIGKILL);
 	health.timed_out = 1;
 }
 
