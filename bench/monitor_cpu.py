@@ -4,14 +4,19 @@ one every 30 s (Docker's default) and with one every second, lamina, Docker Engi
 side by side; and for the 1 s case the CPU of one probe.
 
     python3 bench/monitor_cpu.py [--quick] [--seconds 60] [--skip docker] [--skip podman]
-                                 [--lamina "python3 -S bin/lamina"]
+                                 [--lamina "python3 -S bin/lamina"] [--before TREE] [--rounds N]
+
+``--before TREE`` measures lamina as of the git commit TREE too (``lamina@TREE``, its ``src``
+extracted with ``git archive``, its relay compiled from that source), in the same run;
+``--rounds N`` repeats every window N times, the cases and engines interleaved in each round,
+and the table shows medians.
 
 Whose CPU is counted (utime + stime of the processes, and of the children they waited for, from
 /proc/PID/stat):
 
 - lamina: the container's monitor, ``lamina-relay`` (a C program), with the probes it started
-  and reaped: each a short-lived Python process that runs ``runc exec`` (reaped by it, so counted
-  in it) and records the result.
+  and reaped: each the ``runc exec`` of the probe, run by the relay itself (before issue 14: a
+  short-lived Python process that ran ``runc exec`` and recorded the result).
 - Docker: dockerd, containerd, their descendants and the container's shim (which runs each
   probe's ``runc exec``): the whole engine, its idle work included (the case without a check).
 - Podman: the container's ``conmon``, and, for a check, ``podman healthcheck run ID`` started
@@ -33,6 +38,7 @@ import argparse
 import os
 import resource
 import shlex
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -131,7 +137,7 @@ def measure(engine: Engine, flags: list[str], seconds: float, docker=None,
     try:
         time.sleep(1)  # past its start
         every = None
-        if engine.name == "lamina":
+        if engine.name.startswith("lamina"):
             def pids():
                 return keeper(cid, "lamina-relay") or keeper(cid, "python")
         elif engine.name == "docker":
@@ -157,6 +163,10 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true",
                         help="leave out the 30 s case (a window sees one or two of its probes)")
     parser.add_argument("--lamina", default=f"{sys.executable} -S {HERE.parent / 'bin' / 'lamina'}")
+    parser.add_argument("--before", metavar="TREE",
+                        help="also measure lamina as of this git commit, side by side")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="windows per case and engine, interleaved; the table shows medians")
     args = parser.parse_args()
     lamina = shlex.split(args.lamina)
     base = Path(tempfile.mkdtemp(prefix="lamina-monitor-cpu-", dir="/var/tmp"))
@@ -168,8 +178,18 @@ def main() -> None:
         subprocess.run([str(HERE.parent / "examples" / "busybox-rootfs.sh"), str(rootfs)],
                        check=True, capture_output=True)
         root = str(base / "lamina")
-        engines.append(Engine("lamina", [*lamina, "--root", root]))
+        engines.append(Engine("lamina", [*lamina, "--root", root], with_path(HERE.parent / "src")))
         engines[0].run("import", str(rootfs), "busybox")
+        if args.before:
+            tree = base / "before"
+            tree.mkdir()
+            subprocess.run(f"git -C {shlex.quote(str(HERE.parent))} archive "
+                           f"{shlex.quote(args.before)} src bin | tar -x -C {tree}",
+                           shell=True, check=True)
+            engines.append(Engine(f"lamina@{args.before}",
+                                  [sys.executable, "-S", str(tree / "bin" / "lamina"), "--root",
+                                   str(base / "lamina-before")], with_path(tree / "src")))
+            engines[-1].run("import", str(rootfs), "busybox")
         if "docker" not in args.skip:
             docker = peers.Docker(base)
             docker.start()
@@ -182,20 +202,30 @@ def main() -> None:
             engines[-1].run("import", str(rootfs), "busybox")
         print(f"CPU time over {args.seconds:g} s of one idle container (busybox sleep), seconds "
               f"(% of one core); load {os.getloadavg()[0]:.1f}", flush=True)
-        baseline = {}
-        for case, flags in CASES.items():
-            if args.quick and case not in QUICK:
-                continue
-            for engine in engines:
-                cpu, probes = measure(engine, flags, args.seconds, docker=docker)
-                if not flags:
-                    baseline[engine.name] = cpu
-                per = ((cpu - baseline.get(engine.name, 0)) / probes) if flags and probes else None
-                rows.append((case, engine.name, cpu, probes, per))
-                print(f"{case:26} {engine.name:7} {_fmt(cpu, args.seconds)}  probes {probes:3}"
-                      + (f"  {per * 1000:6.1f} ms CPU/probe" if per is not None else ""),
-                      flush=True)
-        print(f"\nload average at the end: {os.getloadavg()[0]:.1f}\n")
+        results: dict[tuple[str, str], list] = {}
+        for round_ in range(args.rounds):
+            baseline = {}
+            for case, flags in CASES.items():
+                if args.quick and case not in QUICK:
+                    continue
+                for engine in engines:
+                    cpu, probes = measure(engine, flags, args.seconds, docker=docker)
+                    if not flags:
+                        baseline[engine.name] = cpu
+                    per = (((cpu - baseline.get(engine.name, 0)) / probes) if flags and probes
+                           else None)
+                    results.setdefault((case, engine.name), []).append((cpu, probes, per))
+                    print(f"{round_ + 1}: {case:26} {engine.name:16} {_fmt(cpu, args.seconds)}  "
+                          f"probes {probes:3}"
+                          + (f"  {per * 1000:6.1f} ms CPU/probe" if per is not None else "")
+                          + f"  load {os.getloadavg()[0]:.1f}", flush=True)
+        for (case, name), runs in results.items():
+            pers = [per for _, _, per in runs if per is not None]
+            rows.append((case, name, statistics.median(cpu for cpu, _, _ in runs),
+                         round(statistics.median(probes for _, probes, _ in runs)),
+                         statistics.median(pers) if pers else None))
+        print(f"\nload average at the end: {os.getloadavg()[0]:.1f}"
+              + (f"; medians of {args.rounds} rounds" if args.rounds > 1 else "") + "\n")
         print(table(rows, args.seconds))
     finally:
         if docker is not None:
@@ -216,6 +246,16 @@ def table(rows, seconds: float) -> str:
                      f"{probes if case != 'no health check' else '-'} | "
                      f"{f'{per * 1000:.0f}' if per is not None else '-'} | {ratio} |")
     return "\n".join(lines)
+
+
+def with_path(src: Path) -> dict:
+    """This environment with ``src`` first on PYTHONPATH: the lamina whose source it is; and
+    bytecode written, as an installed lamina has it (with PYTHONDONTWRITEBYTECODE every
+    interpreter start would compile each module it imports again)."""
+    env = dict(os.environ)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env["PYTHONPATH"] = os.pathsep.join([str(src), *filter(None, [env.get("PYTHONPATH")])])
+    return env
 
 
 def _fmt(cpu: float, seconds: float) -> str:

@@ -4,6 +4,7 @@
 import itertools
 import json
 import os
+import re
 import shutil
 import signal
 import time
@@ -248,6 +249,96 @@ def test_health_start_period_and_restart_resets_it(box):
     os.kill(inspect(box, "sp")["State"]["Pid"], signal.SIGKILL)
     until(lambda: inspect(box, "sp")["RestartCount"] == 1, what="the restart")
     assert inspect(box, "sp")["State"]["Health"]["Status"] in ("starting", "healthy")
+
+
+def journal(box) -> list[dict]:
+    with open(os.path.join(box.root, "events.log")) as f:
+        return [json.loads(line) for line in f]
+
+
+def test_health_output_is_kept_as_dockers_and_each_probe_is_an_exec(box):
+    # 5000 bytes after a line: the first 4096 bytes kept, "..." after them (Docker's
+    # limitedBuffer); a byte that is not UTF-8 becomes U+FFFD, as Go's JSON writes it
+    box("run", "-d", "--name", "loud", "--health-cmd",
+        r"printf 'x\377y\n'; head -c 5000 /dev/zero | tr '\0' a", "--health-interval", "200ms",
+        "busybox", "sleep", "300")
+    entry = health_of(box, "loud", "healthy")["Log"][-1]
+    assert entry["ExitCode"] == 0
+    assert entry["Output"] == "x\ufffdy\n" + "a" * (4096 - 4) + "..."
+    box("run", "-d", "--name", "short", "--health-cmd", "printf 1234", "--health-interval",
+        "200ms", "busybox", "sleep", "300")
+    assert health_of(box, "short", "healthy")["Log"][-1]["Output"] == "1234"  # no "..."
+    cid = inspect(box, "loud")["Id"]
+    mine = [e for e in journal(box) if e["Actor"]["ID"] == cid]
+    line = "/bin/sh -c printf 'x\\377y\\n'; head -c 5000 /dev/zero | tr '\\0' a"
+    created = [e for e in mine if e["Action"] == f"exec_create: {line}"]
+    assert created, [e["Action"] for e in mine]
+    exec_id = created[0]["Actor"]["Attributes"]["execID"]
+    assert re.fullmatch("[0-9a-f]{64}", exec_id)
+    same = [(e["Action"], e["Actor"]["Attributes"]) for e in mine
+            if e["Actor"]["Attributes"].get("execID") == exec_id]
+    assert same == [(f"exec_create: {line}", {"image": "busybox", "name": "loud",
+                                               "execID": exec_id}),
+                    (f"exec_start: {line}", {"image": "busybox", "name": "loud",
+                                              "execID": exec_id}),
+                    ("exec_die", {"image": "busybox", "name": "loud", "execID": exec_id,
+                                  "exitCode": "0"})]
+    assert [e["Action"] for e in mine if e["Action"].startswith("health_status")] == \
+        ["health_status: healthy"]
+    assert all(e["timeNano"] // 1_000_000_000 == e["time"] for e in mine)
+
+
+def test_health_timeout_kills_the_probe(box):
+    box("run", "-d", "--name", "hung", "--health-cmd", "echo started; sleep 77",
+        "--health-timeout", "300ms", "--health-interval", "100ms", "--health-retries", "2",
+        "busybox", "sleep", "300")
+    hung = until(lambda: (h := inspect(box, "hung")["State"]["Health"])["Status"] == "unhealthy"
+                 and len(h["Log"]) >= 3 and h, what="three timed-out probes")
+    assert hung["FailingStreak"] >= 2
+    assert {(e["ExitCode"], e["Output"]) for e in hung["Log"]} == {
+        (-1, "Health check exceeded timeout (300ms)")}
+    # each probe's process was killed at its timeout: at most the one under way is left
+    sleeping = box("exec", "hung", "sh", "-c", "ps -o args | grep -c '^sleep 77'",
+                   check=False).stdout
+    assert int(sleeping) <= 1
+    dies = [e["Actor"]["Attributes"]["exitCode"] for e in journal(box)
+            if e["Action"] == "exec_die" and e["Actor"]["Attributes"]["name"] == "hung"]
+    assert dies and set(dies) == {"-1"}
+    # a probe whose background child holds its output open: runc's exec waits for the output's
+    # end, so it times out too (and the next probes still run)
+    box("run", "-d", "--name", "held", "--health-cmd", "sleep 78 & echo ok", "--health-timeout",
+        "300ms", "--health-interval", "100ms", "--health-retries", "2", "busybox", "sleep", "300")
+    held = until(lambda: (h := inspect(box, "held")["State"]["Health"])["Status"] == "unhealthy"
+                 and len(h["Log"]) >= 2 and h, what="two timed-out probes")
+    assert {e["ExitCode"] for e in held["Log"]} == {-1}
+
+
+def test_health_failures_count_once_the_start_period_is_over(box):
+    box("run", "-d", "--name", "late", "--health-cmd", "false", "--health-interval", "100ms",
+        "--health-retries", "1", "--health-start-period", "1500ms", "busybox", "sleep", "300")
+    health_of(box, "late", "unhealthy")
+    doc = inspect(box, "late")
+    from lamina.image import parse_rfc3339
+
+    started = parse_rfc3339(doc["State"]["StartedAt"])
+    [changed] = [e for e in journal(box) if e["Action"].startswith("health_status")
+                 and e["Actor"]["Attributes"]["name"] == "late"]
+    assert changed["Action"] == "health_status: unhealthy"
+    assert changed["timeNano"] / 1e9 >= started + 1.5  # no failure counted before
+
+
+def test_health_probe_that_cannot_start(box):
+    from lamina import Engine
+
+    engine = Engine(root=box.root)
+    make_image(engine, "busybox", "missing:latest", Healthcheck={
+        "Test": ["CMD", "/no/such/probe"], "Interval": 100_000_000, "Retries": 1})
+    engine.close()
+    box("run", "-d", "--name", "missing", "missing", "sleep", "300")
+    entry = health_of(box, "missing", "unhealthy")["Log"][-1]
+    assert entry["ExitCode"] == -1 and "/no/such/probe" in entry["Output"], entry
+    actions = {e["Action"] for e in journal(box) if e["Actor"]["Attributes"]["name"] == "missing"}
+    assert "exec_create: /no/such/probe " in actions  # Docker's: the executable, " ", the args
 
 
 # ------------------------------------------------------------------------------ init, exec

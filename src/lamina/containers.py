@@ -466,12 +466,18 @@ class ContainerStore:
     def event(self, action: str, row, **attributes) -> None:
         """Record a container event (:mod:`lamina.events`): Docker's attributes (``name``,
         ``image``, the container's labels) and ``attributes``."""
-        from . import cjson
         from .events import emit
 
+        emit(self.store, "container", action, row["id"], {**self.event_attributes(row),
+                                                          **attributes})
+
+    def event_attributes(self, row) -> dict:
+        """Docker's attributes of every event of the container: its labels, ``image`` and
+        ``name``."""
+        from . import cjson
+
         labels = dict(cjson.loads(row["run_config"] or "{}").get("labels") or ())
-        emit(self.store, "container", action, row["id"],
-             {**labels, "image": row["image_ref"], "name": row["name"], **attributes})
+        return {**labels, "image": row["image_ref"], "name": row["name"]}
 
     def exit_code_of_removed(self, container_id: str) -> int | None:
         """The exit code a container had when it was removed (kept :data:`REMOVED_KEPT`

@@ -65,6 +65,15 @@ def emit(store, type: str, action: str, actor_id: str, attributes: dict | None =
         pass  # see the docstring: the work it reports must not fail for its event
 
 
+def actor_prefix(actor_id: str, attributes: dict) -> str:
+    """The JSON of an event's ``Actor`` as :func:`emit` writes it, up to the end of its
+    attributes (the closing ``}}`` left out), for a writer that appends attributes of its own
+    (``lamina-relay``'s health checks, :mod:`lamina.runtime.relay`)."""
+    actor = {"ID": actor_id, "Attributes": {str(k): v if isinstance(v, str) else str(v)
+                                            for k, v in attributes.items()}}
+    return json.dumps(actor, separators=(",", ":"), ensure_ascii=False)[1:-2]
+
+
 def _rotate(path: str, ino: int) -> None:
     """Rename a full ``events.log`` (the inode ``ino``) to ``events.log.1``; one process at a
     time (a lock file made with O_EXCL), so a concurrent rotation never renames the new, small

@@ -1,7 +1,7 @@
 """``python -S -m lamina.runtime ROOT DRIVER ID FD [IN,OUT,ERR]``: the detached monitor of one
-container (``... ID exited ...``: the same monitor again after its relay saw the exit; ``... ID
-probe ...``: one health probe, run by the relay each interval). lamina itself starts :func:`main`
-with ``python -S -c`` (:data:`lamina.runtime.monitor.ENTRY`): ``-m``'s runpy costs every probe.
+container (``... ID exited ...``: the same monitor again after its relay saw the exit). lamina
+itself starts :func:`main` with ``python -S -c`` (:data:`lamina.runtime.monitor.ENTRY`): ``-m``'s
+runpy costs every exit.
 
 :func:`lamina.runtime.monitor.spawn` starts it (a fresh interpreter, double fork, new session).
 It owns the container until the container's process ends (:func:`lamina.runtime.monitor.serve`)
@@ -14,7 +14,6 @@ import sys
 
 from ..containers import open_containers
 from . import Lifecycle
-from .probes import serve_probe
 
 
 def main(argv: list[str]) -> None:
@@ -25,14 +24,11 @@ def main(argv: list[str]) -> None:
         containers = open_containers(root, driver)
         containers.lifecycle = Lifecycle(containers)
     except BaseException as error:  # noqa: BLE001 - reported to the command that waits for it
-        if notify in ("exited", "probe"):  # no command waits: the traceback goes to the monitor's log
+        if notify == "exited":  # no command waits: the traceback goes to the monitor's log
             os.write(2, f"lamina: {error}\n".encode())
             os._exit(1)
         os.write(int(notify), f"125 {error}".encode())
         os._exit(1)
-    if notify == "probe":  # first: a probe imports none of the monitor's modules
-        serve_probe(containers, container_id, argv[4:])
-        os._exit(0)
     from .monitor import serve, serve_exit
 
     if notify == "exited":

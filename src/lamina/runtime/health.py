@@ -8,13 +8,16 @@ A check is Docker's ``HealthConfig``: ``Test`` (``["CMD", argv...]``, ``["CMD-SH
 start, then one every interval. A probe that exits 0 makes the container ``healthy`` and ends
 the failing streak; any other result (an exit code, a timeout: ``-1``) adds to the streak, except
 while the container is still ``starting`` within its start period, and ``Retries`` failures in a
-row make it ``unhealthy``. The last five probes are kept (``Log``: Start, End, ExitCode, Output
-of at most 4096 bytes). Each change of status is a ``health_status: STATUS`` event. On every
-(re)start the status is ``starting`` again and the streak 0; the log is kept.
+row make it ``unhealthy``. The last five probes are kept (``Log``: Start, End, ExitCode, Output:
+the first 4096 bytes, with ``...`` after them when there were more). Each change of status is a
+``health_status: STATUS`` event. On every (re)start the status is ``starting`` again and the
+streak 0; the log is kept.
 
 The state lives in the container's run state (:mod:`lamina.runstate`), where ``ps`` and
-``inspect`` read it. :class:`HealthMonitor` is a thread of the owner that sleeps between
-probes (no polling): one ``runc exec`` per interval is its whole cost.
+``inspect`` read it. A relayed container's probes are run by ``lamina-relay`` itself
+(``relay.c``, which applies these same rules: :func:`lamina.runtime.probes.relay_check`);
+a Python owner's, by :class:`HealthMonitor`, a thread of the owner that sleeps between probes
+(no polling): one ``runc exec`` per interval is its whole cost.
 """
 
 from __future__ import annotations
@@ -25,11 +28,11 @@ import time
 from .. import cjson
 from ..errors import InvalidArgument
 from ..humanize import go_duration, parse_duration
+from ..runstate import MAX_LOG_ENTRIES
 
 DEFAULT_INTERVAL = 30.0
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_RETRIES = 3
-MAX_LOG_ENTRIES = 5
 MAX_OUTPUT = 4096
 MINIMUM = 0.001  # seconds: Docker refuses a non-zero interval, timeout or start period below it
 _NS = 1_000_000_000
@@ -207,7 +210,7 @@ class HealthMonitor:
                 return  # the process ended meanwhile: its exit decides, not this probe
             end = time.time()
             entry = {"Start": rfc3339(start), "End": rfc3339(end), "ExitCode": code,
-                     "Output": output[:MAX_OUTPUT]}
+                     "Output": output}
             status = self._record(entry, start)
             if status:
                 self.on_status(status)
@@ -223,12 +226,8 @@ def exec_probe(runtime, container_id: str, bundle: str, process: dict, argv: lis
                timeout: float) -> tuple[int, str]:
     """Run ``argv`` in the running container as ``runc exec`` with the container's user, env
     and working directory (``process``, the spec's process of the container); its exit code and
-    combined output. Past ``timeout`` the probe is killed and the result is Docker's ``-1``.
-
-    ``runc exec`` is started with ``os.posix_spawnp`` and read through ``select.poll``, not
-    ``subprocess``: this runs in a fresh interpreter for every probe of a relayed container, and
-    importing subprocess (threading, selectors, signal, locale...) cost more CPU than the rest of
-    the probe's Python."""
+    output as Docker keeps it (:func:`limited`). Past ``timeout`` the probe is killed and the
+    result is Docker's ``-1``."""
     from .oci import failure_from_log
 
     tag = os.urandom(6).hex()
@@ -243,8 +242,8 @@ def exec_probe(runtime, container_id: str, bundle: str, process: dict, argv: lis
             return -1, timed_out(timeout)
         if not os.path.exists(paths["pid"]):  # runc never started it
             failure = failure_from_log(paths["log"])
-            return -1, str(failure) if failure else output.decode(errors="replace")
-        return code, output.decode(errors="replace")
+            return -1, str(failure) if failure else limited(output)
+        return code, limited(output)
     finally:
         for path in paths.values():
             try:
@@ -253,11 +252,18 @@ def exec_probe(runtime, container_id: str, bundle: str, process: dict, argv: lis
                 pass
 
 
+def limited(output: bytes) -> str:
+    """A probe's output as Docker's health log keeps it: the first :data:`MAX_OUTPUT` bytes
+    (what is not UTF-8 replaced, as Go's JSON does), ``...`` after them when there was more."""
+    kept = output[:MAX_OUTPUT].decode(errors="replace")
+    return kept + "..." if len(output) > MAX_OUTPUT else kept
+
+
 def _spawn_and_read(command: list[str], timeout: float, pid_file: str) -> tuple[int | None, bytes]:
     """Run ``command`` with no input and its stdout and stderr into one pipe; (its exit status,
     as subprocess gives it, and what it wrote), or (None, what it wrote) when it was still
     running after ``timeout`` seconds: then the process named in ``pid_file`` (the probe in the
-    container) is killed, else the command itself, and the command is waited for."""
+    container) and the command itself are killed, and the command is waited for."""
     import select
     import signal
 
@@ -283,12 +289,17 @@ def _spawn_and_read(command: list[str], timeout: float, pid_file: str) -> tuple[
         while True:
             left = deadline - time.monotonic()
             if left <= 0 and not timed_out_:
+                # the probe's process, and runc, which may be waiting only for what holds the
+                # output open (a background child of the probe): it copies it to its end
                 timed_out_ = True
                 try:
                     with open(pid_file) as f:
-                        os.kill(int(f.read().strip() or 0), signal.SIGKILL)
+                        target = int(f.read().strip() or 0)
+                    if target > 0:
+                        os.kill(target, signal.SIGKILL)
                 except (OSError, ValueError):
-                    os.kill(pid, signal.SIGKILL)
+                    pass
+                os.kill(pid, signal.SIGKILL)
             if not poller.poll(None if timed_out_ else max(1, int(left * 1000) + 1)):
                 continue
             chunk = os.read(read_end, 65536)

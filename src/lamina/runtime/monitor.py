@@ -29,11 +29,11 @@ from . import cgroups
 from .logs import LOG_FILE, Output
 from .oci import RunConfig, Runtime, RuntimeFailure
 from .ownership import become_owner, monitor_alive, record, release
-from .probes import bundle_process, exec_with_events, probe_of_container
+from .probes import bundle_process, exec_with_events, probe_of_container, relay_check
 from .process import detached, prepare_bundle, pump, pump_tty
 
-# How a monitor, an exit and a probe start: ``python -S`` and this, lamina/runtime/__main__.py's
-# main without ``-m`` (runpy and importlib.util, some milliseconds of CPU at every probe).
+# How a monitor and an exit start: ``python -S`` and this, lamina/runtime/__main__.py's main
+# without ``-m`` (runpy and importlib.util, some milliseconds of CPU at every start).
 ENTRY = ("-c", "import sys; from lamina.runtime.__main__ import main; main(sys.argv[1:])")
 
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing (start-up time)
@@ -136,6 +136,7 @@ def _keep(containers: ContainerStore, row, *, stdin, stdout_fds, stderr_fds, on_
         previous = runstate.read(bundle).get("Health")
         keeper = runstate.Keeper(bundle, {"RestartCount": 0, "Restarting": False,
                                           **({"Health": initial(previous)} if probe else {})})
+        runstate.drop_relayed(bundle)  # a relay's of an earlier run: in `previous` now
     stops = _StopRequests() if policy.enabled else None
     backoff = Backoff()
     restarts = 0
@@ -468,7 +469,7 @@ def serve(containers: ContainerStore, container_id: str, notify: int,
 
     Once the process runs, the monitor becomes the small relay (:mod:`lamina.runtime.relay`)
     unless no relay could be built; the relay runs the health check's probes
-    (:func:`lamina.runtime.probes.serve_probe`) and gives the exit back to :func:`serve_exit`."""
+    (:func:`lamina.runtime.probes.relay_check`) and gives the exit back to :func:`serve_exit`."""
     os.set_inheritable(notify, False)  # neither runc nor the container may hold it open
     stdin, stdout, stderr = stdio
     for fd in stdio:
@@ -568,6 +569,7 @@ def _serve_relayed(containers: ContainerStore, name: str, relay: str, *, stdin, 
             state["Health"] = initial(runstate.read(bundle).get("Health"))
         if state:
             runstate.write(bundle, state)
+            runstate.drop_relayed(bundle)  # a relay's of an earlier run: in the state now
         _run_relayed(containers, row, relay, stdin=stdin, clients=clients, fifo=fifo,
                      restarts=0, delay=0.0, stops=stops, on_started=on_started)
     except BaseException:
@@ -624,12 +626,10 @@ def _run_relayed(containers: ContainerStore, row, relay: str, *, stdin, clients,
     then = [*monitor, "exited", str(restarts), repr(delay), repr(began),
             "1" if was_mounted else "0", str(fifo)]
     probe = probe_of_container(containers, row, config)
-    if probe is not None:
-        probe = (probe.interval, [*monitor, "probe", str(pid),
-                                  str(process_start_time(pid) or 0), repr(time.time())])
+    check = relay_check(containers, row, runtime, probe, time.time()) if probe is not None else []
     argv = command(relay, pid, os.path.join(bundle, LOG_FILE), master=master,
                    output=tuple(output) if output else None, stdin=stdin, clients=clients,
-                   keep=[fifo] if fifo >= 0 else [], then=then, probe=probe)
+                   keep=[fifo] if fifo >= 0 else [], then=then, check=check)
     held = sandbox.kept_fds() if sandbox is not None else []  # e.g. published ports stay taken
     if output and stops is None and probe is None:  # nothing but the exit left to watch
         code = _ended_within(pid, output, clients, os.path.join(bundle, LOG_FILE), GRACE)
@@ -742,6 +742,7 @@ def serve_exit(containers: ContainerStore, container_id: str, args: list[str]) -
     if oom_killed:
         record(containers, cid, oom_killed=1)
     bundle = containers.store.bundle_dir(cid)
+    runstate.fold(bundle)  # the relay's health, into the state that outlives it
     keeper = None
     if policy.enabled:
         keeper = runstate.Keeper(bundle, {"RestartCount": restarts, "Restarting": False,

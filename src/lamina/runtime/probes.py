@@ -1,20 +1,14 @@
 """Health probes of a container as execs (:mod:`lamina.runtime.health` has the rules): the
-container's check, the process a probe runs as, one probe with Docker's exec events around it,
-and :func:`serve_probe`, the whole of the short-lived process the relay starts each interval.
-
-Apart from :mod:`lamina.runtime.monitor` so that a probe's interpreter imports only what a probe
-needs (not the monitor's process, logs, security and cgroup modules): it starts afresh every
-interval of every health-checked container.
+container's check, the process a probe runs as, one probe with Docker's exec events around it
+(a Python monitor's), and :func:`relay_check`, what ``lamina-relay`` needs to run the probes
+itself (:mod:`lamina.runtime.relay`): no interpreter starts for a probe of a relayed container.
 """
 
 from __future__ import annotations
 
 import os
-import time
 
 from .. import cjson
-from ..errors import NotFound
-from ..processes import start_time as process_start_time
 from .oci import RunConfig, Runtime
 
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing (start-up time)
@@ -42,7 +36,7 @@ def exec_with_events(containers: ContainerStore, row, runtime: Runtime, process:
     """Run one probe in the container as an exec, with Docker's exec events around it."""
     from .health import exec_probe
 
-    exec_id, line = os.urandom(32).hex(), " ".join(argv)
+    exec_id, line = os.urandom(32).hex(), exec_line(argv)
     containers.event(f"exec_create: {line}", row, execID=exec_id)
     containers.event(f"exec_start: {line}", row, execID=exec_id)
     code, output = exec_probe(runtime, row["id"], containers.store.bundle_dir(row["id"]),
@@ -51,44 +45,36 @@ def exec_with_events(containers: ContainerStore, row, runtime: Runtime, process:
     return code, output
 
 
-def serve_probe(containers: ContainerStore, container_id: str, args: list[str]) -> None:
-    """One health probe of a relayed container (``lamina.runtime ROOT DRIVER ID probe PID TICKS
-    STARTED``, run by the relay each interval): the probe run in the container, its
-    result recorded in the run state (and ``health_status`` told) as the Python monitor's
-    checks do (:class:`lamina.runtime.health.HealthMonitor`). PID and TICKS (its start time)
-    name the container's process: a failure once it has ended is not counted (the exit
-    decides); STARTED: when it started (seconds), for the start period."""
-    from .. import runstate
-    from ..image import rfc3339
-    from .health import MAX_OUTPUT, initial
-    from .health import record as record_health
+def exec_line(argv: list[str]) -> str:
+    """The command of a probe's exec events as Docker writes it: the executable, a space and the
+    arguments (``/bin/true `` for one without any)."""
+    return f"{argv[0]} {' '.join(argv[1:])}"
 
-    pid, ticks, started = int(args[0]), int(args[1]), float(args[2])
-    try:
-        row = containers.get(container_id)
-    except NotFound:
-        return
-    config = RunConfig.from_json(row["run_config"])
-    probe = probe_of_container(containers, row, config)
-    if probe is None or row["pid"] != pid:
-        return
-    bundle = containers.store.bundle_dir(container_id)
-    process = bundle_process(bundle)
-    start = time.time()
-    try:
-        code, output = exec_with_events(containers, row,
-                                        Runtime(containers.store.root, config.runtime), process,
-                                        probe.argv, probe.timeout)
-    except Exception as e:  # noqa: BLE001 - a probe that cannot run is a failed one
-        code, output = -1, str(e)
-    if code != 0 and process_start_time(pid) != ticks:
-        return  # the process ended meanwhile: its exit decides, not this probe
-    entry = {"Start": rfc3339(start), "End": rfc3339(time.time()), "ExitCode": code,
-             "Output": output[:MAX_OUTPUT]}
-    doc = runstate.read(bundle)
-    health = doc.get("Health") or initial(None)
-    changed = record_health(health, probe, {"entry": entry, "start": start}, started)
-    doc["Health"] = health
-    runstate.write(bundle, doc)
-    if changed:
-        containers.event(f"health_status: {changed}", row)
+
+def relay_check(containers: ContainerStore, row, runtime: Runtime, probe, started: float) -> list[str]:
+    """The relay's options (``relay.c``'s -c, -t, ...) that run the probe ``probe`` (a
+    :class:`lamina.runtime.health.Probe`) of the container's process started at ``started``
+    (seconds): the runtime's exec of it with the container's user, env and working directory
+    (the process file written here, in the bundle), where the relay keeps the health and writes
+    the events, and Docker's timings and message."""
+    from .. import events, runstate
+    from .health import timed_out
+
+    bundle = containers.store.bundle_dir(row["id"])
+    paths = {name: os.path.join(bundle, f"health-{name}") for name in ("process.json", "pid",
+                                                                        "runtime.log")}
+    with open(paths["process.json"], "w") as f:
+        cjson.dump({**bundle_process(bundle), "args": list(probe.argv), "terminal": False}, f)
+    command = runtime.command("exec", "--process", paths["process.json"], "--pid-file",
+                              paths["pid"], row["id"], log=paths["runtime.log"])
+    options = ["-c", str(max(1, round(probe.interval * 1000))),
+               "-t", str(max(1, round(probe.timeout * 1000))), "-r", str(probe.retries),
+               "-s", str(round(probe.start_period * 1000)), "-S", str(round(started * 1000)),
+               "-P", paths["pid"], "-L", paths["runtime.log"],
+               "-H", os.path.join(bundle, runstate.RELAYED_HEALTH),
+               "-M", timed_out(probe.timeout), "-J", os.path.join(containers.store.root, events.LOG),
+               "-A", events.actor_prefix(row["id"], containers.event_attributes(row)),
+               "-x", exec_line(probe.argv)]
+    for word in command:
+        options += ["-a", word]
+    return options

@@ -14,8 +14,10 @@ The relay is compiled from its source on first use with the system's C compiler 
 ``scripts/setup`` installs gcc) into this package's ``__pycache__`` (``~/.cache/lamina`` where
 that is read-only), named by a checksum of the source; :func:`binary` is None when it cannot be
 built, and the monitor then stays a Python process throughout. A container's health check runs
-from the relay too: each interval it starts a short-lived ``python -m lamina.runtime ... probe``
-(:func:`lamina.runtime.probes.serve_probe`), which runs the probe and records its result.
+from the relay too (:func:`lamina.runtime.probes.relay_check` gives it what it needs): each
+interval it runs the runtime's exec of the probe itself, records the result under Docker's
+rules in a file that :mod:`lamina.runstate` reads, and writes the exec and ``health_status``
+events, so that a probe starts no interpreter.
 """
 
 from __future__ import annotations
@@ -124,18 +126,13 @@ def start(runtime: Runtime, container_id: str, bundle: str, *, stdin: int | None
 def command(relay: str, pid: int, log: str, *, output: tuple[int, int] | None = None,
             master: int | None = None, stdin: int | None = None,
             clients: tuple[int, int] = (-1, -1), keep=(), then: list[str],
-            probe: tuple[float, list[str]] | None = None) -> list[str]:
+            check: list[str] = ()) -> list[str]:
     """The relay's argv for the process ``pid``: its output from the pipes ``output`` (stdout,
     stderr) or the terminal ``master`` (with ``stdin`` copied into it), to ``log`` and the
     attached ``clients`` (stdout, stderr; -1: none); ``keep``: file descriptors the exit
-    command ``then`` (the exit code is appended to it) inherits; ``probe``: (interval in
-    seconds, command) of a health check, the command run one interval after the start and then
-    one interval after each run has ended."""
-    argv = [relay, "-p", str(pid), "-l", log]
-    if probe is not None:
-        argv += ["-c", str(max(1, round(probe[0] * 1000)))]
-        for word in probe[1]:
-            argv += ["-a", word]
+    command ``then`` (the exit code is appended to it) inherits; ``check``: the options of a
+    health check (:func:`lamina.runtime.probes.relay_check`)."""
+    argv = [relay, "-p", str(pid), "-l", log, *check]
     if output is not None:
         argv += ["-o", str(output[0]), "-e", str(output[1])]
     if master is not None:
