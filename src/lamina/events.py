@@ -71,7 +71,7 @@ def actor_prefix(actor_id: str, attributes: dict) -> str:
     (``lamina-relay``'s health checks, :mod:`lamina.runtime.relay`)."""
     actor = {"ID": actor_id, "Attributes": {str(k): v if isinstance(v, str) else str(v)
                                             for k, v in attributes.items()}}
-    return json.dumps(actor, separators=(",", ":"), ensure_ascii=False)[1:-2]
+    return cjson.dumps(actor, separators=(",", ":"), ensure_ascii=False)[1:-2]
 
 
 def _rotate(path: str, ino: int) -> None:
