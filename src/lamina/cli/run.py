@@ -140,10 +140,14 @@ def _as_run_error(e: LaminaError) -> LaminaError:
 
 def run_config(a):
     """The RunConfig of :data:`CONTAINER_FLAGS` as given in ``a`` (run's and create's)."""
-    from ..runtime.console import terminal_size
     from ..runtime.oci import RunConfig, parse_extra_host
     from ..volumes import cli_volume_fields
 
+    size = ()
+    if a.tty:  # as docker run -t sends it; the console module (socket, tempfile) only for -t
+        from ..runtime.console import terminal_size
+
+        size = terminal_size(0, 1)
     return RunConfig(env=_env(a.env), workdir=a.workdir, user=a.user,
                      extra_hosts=tuple(parse_extra_host(h) for h in a.add_host),
                      hostname=a.hostname or None, labels=_labels(a.label),
@@ -151,7 +155,7 @@ def run_config(a):
                      network=a.network, auto_remove=a.rm, runtime=a.runtime, tty=a.tty,
                      open_stdin=a.interactive, ip=a.ip or "", ports=_publish(a.publish),
                      publish_all=a.publish_all, network_aliases=tuple(a.network_alias),
-                     console_size=terminal_size(0, 1) if a.tty else (),  # as docker run -t sends it
+                     console_size=size,
                      **limit_fields(a), **life.options(a))
 
 
