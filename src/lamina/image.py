@@ -17,8 +17,10 @@ MAX_LAYERS = 500  # the kernel's overlay stack (Docker stops at 125); a driver m
 
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 _HOST = r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*(?::[0-9]+)?/)?"
-_REPO = re.compile(rf"^{_HOST}{_COMPONENT}(?:/{_COMPONENT})*$")
-_TAG = re.compile(r"^[\w][\w.-]{0,127}$")
+# patterns, compiled by re (and cached there) on first use: create and run never parse a
+# reference, and compiling these two cost every command that imports this module 0.6-0.8 ms
+_REPO = rf"^{_HOST}{_COMPONENT}(?:/{_COMPONENT})*$"
+_TAG = r"^[\w][\w.-]{0,127}$"
 
 
 def parse_reference(ref: str) -> tuple[str, str]:
@@ -30,7 +32,7 @@ def parse_reference(ref: str) -> tuple[str, str]:
     colon = ref.rfind(":")
     if colon > slash:
         repo, tag = ref[:colon], ref[colon + 1:]
-    if "@" in ref or not _REPO.match(repo) or not _TAG.match(tag) or len(repo) > 255:
+    if "@" in ref or not re.match(_REPO, repo) or not re.match(_TAG, tag) or len(repo) > 255:
         if repo != repo.lower():
             raise InvalidArgument(f"invalid reference format: repository name must be lowercase: {ref!r}")
         raise InvalidArgument(f"invalid reference format: {ref!r}")

@@ -29,7 +29,7 @@ TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing (star
 if TYPE_CHECKING:
     from .store import Store
 
-_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
+_NAME = r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$"  # compiled by re on first use (start-up)
 
 
 PROPAGATIONS = ("rprivate", "private", "rshared", "shared", "rslave", "slave")
@@ -75,7 +75,7 @@ def parse_volume_propagation(text: str) -> tuple[tuple[str, str, bool], str]:
     kinds = [_MODE_KINDS.get(m) for m in modes]
     if None in kinds or len(set(kinds)) != len(kinds):
         raise InvalidArgument(f"invalid mode: {mode}")
-    if source and not source.startswith("/") and not _NAME.match(source):
+    if source and not source.startswith("/") and not re.match(_NAME, source):
         raise InvalidArgument(
             f"{source!r} includes invalid characters for a local volume name, only "
             "\"[a-zA-Z0-9][a-zA-Z0-9_.-]\" are allowed. If you intended to pass a host directory, "
@@ -247,7 +247,7 @@ def create(store: Store, name: str | None = None, anonymous: bool = False,
     if name is None:
         name = os.urandom(32).hex()
         anonymous = True
-    elif not _NAME.match(name):
+    elif not re.match(_NAME, name):
         raise InvalidArgument(f"invalid volume name {name!r}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are "
                               "allowed (at least two characters)")
     elif len(name) > 255:  # one directory name: NAME_MAX
