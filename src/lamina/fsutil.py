@@ -7,7 +7,6 @@ unprivileged copy-up. Security labels (``security.*``) that the target refuses a
 everyone.
 """
 
-import contextlib
 import errno
 import os
 import stat
@@ -293,14 +292,20 @@ def _empty_directory(dir_fd: int) -> None:
             pass
 
 
-@contextlib.contextmanager
 def output_file(path: str):
-    """Open a file that appears at ``path`` complete or not at all (``save -o``, ``export -o``).
+    """Open a file that appears at ``path`` complete or not at all (``save -o``, ``export -o``),
+    as a context manager.
 
     The bytes go to an unnamed file (O_TMPFILE) in the target's directory, linked in under
     ``path`` only when the body finished: a SIGKILL leaves nothing behind, because the kernel frees
     an unnamed file with its last descriptor. Where the file system has no O_TMPFILE, a named
     ``PATH.lamina-PID`` beside the target is used and renamed, as before."""
+    import contextlib  # here: this module is on every command's path (create's), contextlib not
+
+    return contextlib.contextmanager(_output_file)(path)
+
+
+def _output_file(path: str):
     import errno
 
     if os.path.isdir(path):  # said before the work, and naming the target, not a staged name
