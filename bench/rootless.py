@@ -3,7 +3,7 @@
 against lamina as root (overlay2).
 
     unshare --mount --propagation private python3 bench/rootless.py [--runs N] [--no-results]
-        [--only create,run,copy_up,build,namespace,network]
+        [--only create,run,copy_up,build,namespace,network] [--before TREE]
 
 Run as root (it makes the user ``lamina-rootless-test`` with subordinate ranges, as the tests
 do: tests/rootlessuser.py); the user's commands run with its uid, gid and no other groups.
@@ -31,6 +31,11 @@ change hits all of them alike):
   against one that must make it first (the pause process killed before each), and the
   ``setns`` calls alone; and the user-mode network's set-up, pasta against slirp4netns, for a
   fresh network namespace.
+
+With ``--before TREE`` (another lamina tree, e.g. ``git archive main | tar -x -C TREE``), that
+tree's lamina runs too, rootless and as root, each on a store of its own, interleaved in the same
+rounds: a before/after comparison that one load change cannot tilt; its rows are printed after
+the main table (RESULTS.md is then not written).
 
 Prints a table (medians, ratios) and rewrites its section of bench/RESULTS.md.
 """
@@ -159,14 +164,18 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--no-results", action="store_true")
+    parser.add_argument("--before", metavar="TREE",
+                        help="a second lamina tree to run in the same rounds (before/after)")
     parser.add_argument("--only", default=",".join(ROWS),
                         help="comma-separated rows to measure (then RESULTS.md is not written)")
     options = parser.parse_args()
     options.only = set(options.only.split(","))
     if options.only - set(ROWS):
         parser.error(f"--only: rows are {', '.join(ROWS)}")
-    if options.only != set(ROWS):
+    if options.only != set(ROWS) or options.before:
         options.no_results = True
+    if options.before and not os.path.isfile(os.path.join(options.before, "bin", "lamina")):
+        parser.error(f"--before: no bin/lamina in {options.before}")
     if os.geteuid() != 0:
         raise SystemExit("run as root (it makes the test user), in a private mount namespace")
     work = tempfile.mkdtemp(prefix="lamina-bench-rootless-", dir="/var/tmp")
@@ -175,8 +184,9 @@ def main() -> int:
     # Podman's runtime directory: short (see the docstring), the user's, 0700
     user.podman_runtime = tempfile.mkdtemp(prefix="pr-", dir="/var/tmp")
     os.chown(user.podman_runtime, user.uid, user.gid)
-    subprocess.run([sys.executable, "-m", "compileall", "-q", os.path.join(REPO, "src")],
-                   check=True, capture_output=True)
+    for tree in (REPO, options.before) if options.before else (REPO,):
+        subprocess.run([sys.executable, "-m", "compileall", "-q", os.path.join(tree, "src")],
+                       check=True, capture_output=True)
     samples: dict[tuple[str, str], list[float]] = {}
     try:
         return run_all(options, work, user, samples)
@@ -231,6 +241,17 @@ def run_all(options, work: str, user, samples) -> int:
     rootful = Engine("lamina root", [sys.executable, "-S", command, "--root", root_store],
                      env={"PYTHONPATH": os.path.join(REPO, "src")})
     engines = [lamina, podman, rootful]
+    if options.before:  # the other tree's lamina, each on a store of its own
+        tree = os.path.abspath(options.before)
+        source = os.path.join(tree, "src")
+        pythonpath = user.pythonpath.replace(os.path.join(REPO, "src"), source, 1)
+        engines += [Engine("lamina rootless (before)",
+                           [python, "-S", os.path.join(tree, "bin", "lamina"), "--root",
+                            os.path.join(user.home, "store-before")], user,
+                           {"PYTHONPATH": pythonpath}),
+                    Engine("lamina root (before)",
+                           [sys.executable, "-S", os.path.join(tree, "bin", "lamina"), "--root",
+                            os.path.join(work, "root-store-before")], env={"PYTHONPATH": source})]
     log("importing the images")
     for engine in engines:
         engine("import", busybox, "busybox:latest")
@@ -244,10 +265,11 @@ def run_all(options, work: str, user, samples) -> int:
         log(f"{bench} / {engine.name}: {value:.4f}")
 
     for round_ in range(options.runs):
-        log(f"round {round_ + 1}/{options.runs}")
-        # each engine first, second and third in turn: what one leaves to the disk (a deleted
+        log(f"round {round_ + 1}/{options.runs}, load average {load()}")
+        # each engine first, second, third... in turn: what one leaves to the disk (a deleted
         # 1 GiB upper file, its writeback) weighs on the next one alike
-        for engine in engines[round_ % 3:] + engines[:round_ % 3]:
+        turn = round_ % len(engines)
+        for engine in engines[turn:] + engines[:turn]:
             name = f"bench-{round_}"
             if "create" in options.only:
                 sample("create", engine, engine.timed("create", "--network", "none", "--name",
@@ -383,7 +405,27 @@ def report(samples, runs: int, podman: Engine) -> str:
         label = bench if engine == "lamina rootless" else f"{bench}: {engine}"
         lines.append(f"| {label} | {fmt(med(bench, engine))} |")
     lines += ["", END]
+    if any(name.endswith("(before)") for _, name in samples):
+        lines += ["", f"Before (--before) and after in the same rounds, load average {load()}:", "",
+                  ("| work | rootless before | rootless after | after/before | podman | "
+                   "before/podman | after/podman | root before | root after | after/before |"),
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for bench in ("create", "run --rm", "copy_up 1 GiB", "build"):
+            before, after, theirs, root_before, root_after = (
+                med(bench, e) for e in ("lamina rootless (before)", "lamina rootless",
+                                        "podman rootless", "lamina root (before)", "lamina root"))
+            if before is None:
+                continue
+            lines.append(f"| {bench} | {fmt(before)} | {fmt(after)} | {ratio(after, before)} | "
+                         f"{fmt(theirs)} | {ratio(before, theirs)} | {ratio(after, theirs)} | "
+                         f"{fmt(root_before)} | {fmt(root_after)} | "
+                         f"{ratio(root_after, root_before)} |")
     return "\n".join(lines)
+
+
+def load() -> str:
+    with open("/proc/loadavg") as f:
+        return " ".join(f.read().split()[:3])
 
 
 def write_results(text: str) -> None:

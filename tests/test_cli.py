@@ -6,11 +6,12 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tarfile
 
 import pytest
 
-from .conftest import needs_root, store_files
+from .conftest import REPO, Lamina, needs_root, store_files
 
 pytestmark = needs_root
 
@@ -216,3 +217,35 @@ def test_format_templates(lamina, busybox_tar):
     assert lamina("images", "--format", "{{json .Tag}}").stdout == '"1"\n'
     bad = lamina("ps", "-a", "--format", "{{.Nope}}", check=False)
     assert bad.returncode == 125 and bad.stderr.startswith("Error: template: no field 'Nope'")
+
+
+# what only running a container uses: its monitor and process handling, terminals (socket,
+# tempfile), signals
+RUN_ONLY = {"lamina.runtime.lifecycle", "lamina.runtime.monitor", "lamina.runtime.process",
+            "lamina.runtime.console", "signal", "socket", "tempfile", "subprocess"}
+
+
+def test_create_with_run_flags_imports_nothing_only_running_uses(store_root, busybox_tar):
+    """Start-up: ``create`` with run's flags (the path that records a run config) makes the
+    container without importing what only starting one uses; the modules it loaded are listed
+    as the command leaves (lamina ends with os._exit, past any atexit hook)."""
+    Lamina(store_root, None)("import", busybox_tar, "busybox")
+    code = ("import os, sys\n"
+            "from lamina.cli.main import main\n"
+            "leave = os._exit\n"
+            "def report(status):\n"
+            "    sys.stderr.write(' '.join(sorted(sys.modules)))\n"
+            "    leave(status)\n"
+            "os._exit = report\n"
+            "main()\n")
+    env = dict(os.environ, PYTHONPATH=os.path.join(REPO, "src"))
+    proc = subprocess.run([sys.executable, "-S", "-c", code, "--root", store_root, "create",
+                           "--network", "none", "-e", "A=1", "--name", "c", "busybox", "true"],
+                          capture_output=True, text=True, env=env, check=False)
+    assert proc.returncode == 0, proc.stderr
+    loaded = set(proc.stderr.split())
+    assert "lamina.runtime.creation" in loaded and re.fullmatch(r"[0-9a-f]{64}\n", proc.stdout)
+    assert loaded & RUN_ONLY == set()
+    config = json.loads(Lamina(store_root, None)("inspect", "c").stdout)[0]["Config"]
+    assert "A=1" in config["Env"] and config["Cmd"] == ["true"]
+

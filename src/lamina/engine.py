@@ -95,9 +95,9 @@ class Engine:
                claimed: bool = False, used: bool = False, config=None) -> str:
         """A new container: a writable layer on the image's init layer. Returns its ID (see
         :meth:`lamina.containers.ContainerStore.create`). With ``config`` (a RunConfig: limits,
-        privileges...) it is created as ``run`` creates it (``lamina.runtime.lifecycle``)."""
+        privileges...) it is created as ``run`` creates it (``lamina.runtime.creation``)."""
         if config is not None:
-            from .runtime.lifecycle import create
+            from .runtime.creation import create
 
             return create(self.container_store, image, command, name=name, config=config)
         return self.container_store.create(image, name, command, claimed, used)

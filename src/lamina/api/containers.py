@@ -2,7 +2,7 @@
 logs). Files of a container (archive, export, changes) are :mod:`lamina.api.container_files`.
 
 Everything goes through the same stores and runtime as the CLI: a container created here is
-created by :func:`lamina.runtime.lifecycle.create`, started by a detached monitor that outlives
+created by :func:`lamina.runtime.creation.create`, started by a detached monitor that outlives
 the server (:func:`lamina.runtime.monitor.spawn`), listed and inspected by
 :class:`lamina.containers.ContainerStore`.
 
@@ -398,7 +398,7 @@ def _words(value, what: str) -> list[str] | None:
 
 @route("POST", "/containers/create")
 def create_container(request):
-    from ..runtime.lifecycle import create
+    from ..runtime.creation import create
 
     body = request.json({})
     if not isinstance(body, dict):

@@ -183,7 +183,7 @@ def cmd_create(opts, a):
     if a.given <= {"name"}:
         print(open_engine(opts).create(a.image, name=a.name, command=a.command or None))
         return
-    from ..runtime.lifecycle import create
+    from ..runtime.creation import create
 
     try:
         print(create(open_engine(opts).container_store, a.image, a.command or None,

@@ -1,8 +1,8 @@
-"""Running containers with an OCI runtime (runc): the verbs (:mod:`.lifecycle`), the owner of a
-running container's process (:mod:`.monitor`, :mod:`.ownership`) with what it keeps alive
-(:mod:`.restart` policies, :mod:`.health` checks), one process in a container
-(:mod:`.process`), its log (:mod:`.logs`), the runtime spec (:mod:`.oci`), users inside a root
-(:mod:`.users`) and terminals (:mod:`.console`)."""
+"""Running containers with an OCI runtime (runc): making one (:mod:`.creation`), the verbs
+(:mod:`.lifecycle`), the owner of a running container's process (:mod:`.monitor`,
+:mod:`.ownership`) with what it keeps alive (:mod:`.restart` policies, :mod:`.health` checks),
+one process in a container (:mod:`.process`), its log (:mod:`.logs`), the runtime spec
+(:mod:`.oci`), users inside a root (:mod:`.users`) and terminals (:mod:`.console`)."""
 
 
 class Lifecycle:
