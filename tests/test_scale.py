@@ -243,8 +243,10 @@ def test_short_commands_import_no_module_they_do_not_use(engine, store_root, bus
         imported = imports(*args)
         assert "lamina.engine" in imported and "_sqlite3" in imported, args  # it did its work
         assert imported & NOT_IMPORTED == set(), args
-        if args[0] == "start" or "--network" in args:
+        if args[0] == "start":
             assert "lamina.runtime.lifecycle" in imported, args  # the runtime's path
+        elif "--network" in args:
+            assert "lamina.runtime.creation" in imported, args
     assert engine.db.execute("SELECT count(*) FROM containers").fetchone()[0] == 3  # rm did
     assert len(made) == 2 and all(len(cid) == 64 for cid in made)
 
