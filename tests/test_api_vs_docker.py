@@ -329,3 +329,60 @@ def test_exec_resize_before_start_as_docker_answers(engines):
     assert results["docker"]["never"] == (
         500, '{"message":"timeout waiting for exec session ready"}', True)
     assert results["docker"]["ended tty=True"] == (404, '{"message":"no such exec"}')
+
+
+def test_container_names_as_docker_checks_them(engines):
+    """A container name is Docker's ``/?[a-zA-Z0-9][a-zA-Z0-9_.-]+`` (so one character is too
+    few, and any length will do), checked before "in use"; a rename checks it after the lookup
+    of the container, naming the new name with a "/". The API's answers side by side (status,
+    message), then lamina's own CLI, which must print Docker's message."""
+    from urllib.parse import quote
+
+    from tests.test_api import http
+
+    docker, lamina = engines
+    names = ["a", "/a", "7", "_ab", "-ab", "ab_", "/ab", "//ab", "a b", "a/b", "ab\n", "x\u00e9y",
+             "taken", "/taken", "n" * 300]
+
+    def post(engine, url, body=b""):
+        status, _, out = http(engine.socket, "POST", url, body,
+                              {"Content-Type": "application/json"})
+        return status, json.loads(out) if out else {}
+
+    seen: dict = {}
+    for engine in engines:
+        assert engine("create", "--name", "taken", "busybox", "true").returncode == 0
+        answers = seen[engine] = []
+        for i, name in enumerate(names):
+            status, doc = post(engine, f"/v1.41/containers/create?name={quote(name)}",
+                               json.dumps({"Image": "busybox", "Cmd": ["true"]}).encode())
+            answers.append(("create", name, status, HEX.sub("<id>", doc.get("message", ""))))
+            if status == 201:
+                assert engine("rm", doc["Id"]).returncode == 0
+            assert engine("create", "--name", f"rn{i}", "busybox", "true").returncode == 0
+            status, doc = post(engine, f"/v1.41/containers/rn{i}/rename?name={quote(name)}")
+            answers.append(("rename", name, status, HEX.sub("<id>", doc.get("message", ""))))
+        for url in ("/containers/nosuch/rename?name=_x", "/containers/rn0/rename",
+                    "/containers/rn0/rename?name=rn0", "/containers/rn0/rename?name=/rn0"):
+            answers.append(("rename", url, *post(engine, "/v1.41" + url)))
+    assert seen[lamina] == seen[docker]
+    invalid = "Invalid container name ({}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
+    assert ("create", "a", 400, invalid.format("a")) in seen[docker]  # what Docker 20.10 said
+    assert ("rename", "/a", 400, "Error when allocating new name: " + invalid.format("/a")) \
+        in seen[docker]
+    assert ("create", "n" * 300, 201, "") in seen[docker]
+    assert next(a for a in seen[docker] if a[1] == "/taken")[:3] == ("create", "/taken", 409)
+
+    def message(proc) -> tuple:
+        first = proc.stderr.strip().splitlines()[0] if proc.stderr.strip() else ""
+        return proc.returncode != 0, HEX.sub("<id>", first.removeprefix(
+            "Error response from daemon: ").removeprefix("Error: "))
+
+    for name in ("a", "/a", "_ab", "a b", "//ab", "/taken", "/rn2", "n" * 300):
+        for args in (["create", "--name", name, "busybox", "true"], ["rename", "rn1", name]):
+            d, lam = docker(*args), lamina.server.lamina(*args, check=False)
+            assert message(d) == message(lam), args
+        for engine in engines:  # rn1 again, if it took the name
+            engine("rename", name, "rn1")
+    for engine in engines:
+        assert engine("rm", *engine("ps", "-aq").stdout.split()).returncode == 0

@@ -80,12 +80,6 @@ class ContainerStore:
             raise NotFound(f"No such container: {name}")
         return row
 
-
-    def named(self, name: str):
-        """The container called ``name`` (no ID or ID prefix looked up), or None."""
-        return self.db.execute("SELECT * FROM containers WHERE name = ?",
-                               (name.lstrip("/"),)).fetchone()
-
     def create(self, image: str, name: str | None = None, command: list[str] | None = None,
                claimed: bool = False, used: bool = False) -> str:
         """A new container: a writable layer on the image's init layer. Returns its ID.
@@ -106,16 +100,19 @@ class ContainerStore:
             raise NotFound(f"No such image: {image}")
         cid = os.urandom(32).hex()
         if name is not None:
-            _check_name(name)
+            name = container_name(name)
         init = init_key(img["top_layer"])
         with self.store.tx():
             if self.images.row(image_id) is None:  # removed by another process since the lookup
                 raise NotFound(f"No such image: {image}")
             if name is None:
                 name = self._random_name()
-            elif self.db.execute("SELECT 1 FROM containers WHERE name = ?", (name,)).fetchone():
+            elif taken := self.db.execute("SELECT id FROM containers WHERE name = ?",
+                                          (name,)).fetchone():
                 raise FailedPrecondition(
-                    f'Conflict. The container name "/{name}" is already in use')
+                    f'Conflict. The container name "/{name}" is already in use by container '
+                    f'"{taken[0]}". You have to remove (or rename) that container to be able to '
+                    "reuse that name.")
             if not self.db.execute("SELECT 1 FROM snapshots WHERE key = ?", (init,)).fetchone():
                 self._prepare_init(init, img["top_layer"])
                 self._write_init(init)
@@ -784,17 +781,19 @@ class ContainerStore:
     def rename(self, name: str, new_name: str) -> str:
         """Give the container ``name`` the name ``new_name`` (a leading ``/`` is dropped), as
         ``docker rename``: refused if another container has it or it is its name already.
-        Returns the container's ID."""
-        new = new_name.removeprefix("/")
-        try:
-            _check_name(new)
-        except InvalidArgument:
-            raise InvalidArgument(f"Error when allocating new name: Invalid container name "
-                                  f"(/{new}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed") from None
+        Returns the container's ID. Docker's order of refusals: no such container, the same
+        name, an invalid name, a name in use."""
+        if not name or not new_name:
+            raise InvalidArgument("Neither old nor new names may be empty")
+        shown = new_name if new_name.startswith("/") else "/" + new_name  # as Docker names it
         with self.store.tx():
             row = self.get(name)
-            if row["name"] == new:
+            if "/" + row["name"] == shown:
                 raise InvalidArgument("Renaming a container with the same name as its current name")
+            try:
+                new = container_name(shown)
+            except InvalidArgument as e:
+                raise InvalidArgument(f"Error when allocating new name: {e}") from None
             taken = self.db.execute("SELECT id FROM containers WHERE name = ?", (new,)).fetchone()
             if taken is not None:
                 raise FailedPrecondition(
@@ -873,12 +872,19 @@ def _running_refused(cid: str) -> FailedPrecondition:
                               "before attempting removal or force remove")
 
 
-def _check_name(name: str) -> None:
-    import re
+_NAME_START = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
+_NAME_CHARS = _NAME_START | frozenset("_.-")
 
-    if not re.match(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$", name) or len(name) > 128:
-        raise InvalidArgument(
-            f"Invalid container name ({name!r}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
+
+def container_name(name: str) -> str:
+    """``name`` without its leading ``/``, if it is a valid container name: Docker's pattern
+    ``/?[a-zA-Z0-9][a-zA-Z0-9_.-]+`` (ASCII, two characters at least, no length limit). Else
+    InvalidArgument, with Docker's message naming it as given."""
+    bare = name.removeprefix("/")
+    if len(bare) < 2 or bare[0] not in _NAME_START or not _NAME_CHARS.issuperset(bare):
+        raise InvalidArgument(f"Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] "
+                              "are allowed")
+    return bare
 
 
 _ADJECTIVES = ("admiring", "bold", "brave", "calm", "clever", "eager", "elastic", "festive", "gifted",

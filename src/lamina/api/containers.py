@@ -417,15 +417,8 @@ def create_container(request):
         engine.image_store.resolve(image)
     except NotFound:
         raise NotFound(f"No such image: {_normalized(image)}") from None
-    if name is not None:
-        other = engine.container_store.named(name)  # a name that is also an ID prefix is free
-        if other is not None:
-            raise FailedPrecondition(
-                f'Conflict. The container name "/{other["name"]}" is already in use by container '
-                f'"{other["id"]}". You have to remove (or rename) that container to be able to '
-                "reuse that name.")
     cid = create(engine.container_store, image, _words(body.get("Cmd"), "Cmd"),
-                 name=name.lstrip("/") if name else None,
+                 name=name,
                  entrypoint=_words(body.get("Entrypoint"), "Entrypoint"), config=config)
     request.send_json(201, {"Id": cid, "Warnings": []})
 

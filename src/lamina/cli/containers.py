@@ -1,5 +1,5 @@
-"""``lamina create``, ``ps``, ``mount``, ``umount``, ``rm``, ``diff``, ``export``, ``commit``,
-``inspect`` and ``container prune``: Docker's flags and columns over the Engine's container
+"""``lamina create``, ``ps``, ``mount``, ``umount``, ``rm``, ``rename``, ``diff``, ``export``,
+``commit``, ``inspect`` and ``container prune``: Docker's flags and columns over the Engine's container
 methods. ``create``, ``ps`` and ``inspect`` are the hot paths: this module imports nothing at
 the top but the CLI's common helpers."""
 
@@ -123,6 +123,12 @@ def cmd_rm(opts, a):
     engine = open_engine(opts)
     each(a.containers, lambda name: (engine.rm(name, force=a.force, volumes=a.volumes),
                                      print(name)))
+
+ARGS["rename"] = (("container", None, "CONTAINER"), ("new_name", None, "NEW_NAME"))
+
+
+def cmd_rename(opts, a):
+    open_engine(opts).container_store.rename(a.container, a.new_name)
 
 ARGS["diff"] = (("container", None, "CONTAINER"), ("--format", "string", FORMAT_HELP))
 
