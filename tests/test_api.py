@@ -598,6 +598,31 @@ def test_a_name_that_is_also_an_id_prefix_is_free(api):
     assert proc.returncode != 0 and "is already in use" in proc.stderr
 
 
+def test_container_inspect_is_its_document_serialized_at_once(api):
+    """The server keeps the text of what a container's configuration decides and puts the
+    state's parts into it: the bytes must be those of the whole document serialized at once
+    (Python's json.dumps, as every answer), however the state, the name or ?size change."""
+    api.docker("create", "--name", "spliced", "--network", "none", "busybox", "sleep", "300")
+    seen = []
+    for step in ("created", "again", "started", "renamed", "size"):
+        if step == "started":
+            api.docker("start", "spliced")
+        elif step == "renamed":
+            api.docker("rename", "spliced", "spliced2")
+        name = "spliced2" if step in ("renamed", "size") else "spliced"
+        status, _, body = http(api.socket, "GET", f"/containers/{name}/json"
+                                                  + ("?size=1" if step == "size" else ""))
+        doc = json.loads(body)
+        assert status == 200 and body == json.dumps(doc, separators=(",", ":")).encode() + b"\n"
+        seen.append((doc["Name"], doc["State"]["Status"], "SizeRw" in doc,
+                     doc["HostConfig"]["MaskedPaths"][0]))
+    assert seen == [("/spliced", "created", False, "/proc/asound")] * 2 + [
+        ("/spliced", "running", False, "/proc/asound"),
+        ("/spliced2", "running", False, "/proc/asound"),
+        ("/spliced2", "running", True, "/proc/asound")]
+    api.docker("rm", "-f", "spliced2")
+
+
 def test_inspect_follows_updates_renames_and_a_dead_owner(api):
     """The server keeps what a container's configuration decides between inspects: an update
     (a new configuration) and a rename still show at once, and so does an owner that died

@@ -248,24 +248,32 @@ class ContainerStore:
         """Docker-shaped ``container inspect`` document: Docker's keys, its zero values where
         lamina has nothing to say (no restarts, no user networks), what an Engine API client
         sent to create it echoed back (``Config``, ``HostConfig``)."""
-        r = self.get(name)
-        if self.lifecycle is not None:
-            r = self.lifecycle.refresh(r)  # a dead owner's container shows as exited
-        return self._document(r, size)
+        _, fixed, now = self.inspect_parts(name, size)
+        doc = dict(fixed)  # the keys set below keep their places (Docker's order)
+        doc["HostConfig"] = dict(fixed["HostConfig"])  # the API adds its masked paths
+        doc["Config"] = dict(fixed["Config"])
+        doc.update(now)
+        return doc
 
-    def _document(self, r, size: bool) -> dict:
-        """:meth:`inspect`'s document of the row ``r``: what its configuration decides
-        (:meth:`_configured`), then its state as the row and its owner's run state say now."""
+    def inspect_parts(self, name: str, size: bool = False) -> tuple[tuple, dict, dict]:
+        """:meth:`inspect`'s document in two parts, for a server that keeps the text of what a
+        configuration decides: (a key of the container's configuration; the document as that
+        configuration alone decides it, shared: not to be changed; what changes without it:
+        ``State``, ``Name``, ``RestartCount``, ``NetworkSettings`` and, with ``size``,
+        ``SizeRw`` and ``SizeRootFs``, in the document's order). The document is the second
+        with the third's keys set: in their places, the sizes last."""
         from . import networks, runstate
         from .image import rfc3339
 
-        fixed, bundle, network, exposed = self._configured(r)
+        r = self.get(name)
+        if self.lifecycle is not None:
+            r = self.lifecycle.refresh(r)  # a dead owner's container shows as exited
+        configuration, fixed, bundle, network, exposed = self._configured(r)
         running = r["state"] == "running"
         life = runstate.read(bundle)  # restarts and health, as the owner knows them
         restarting = running and not r["pid"] and bool(life.get("Restarting"))
         never = "0001-01-01T00:00:00Z"
-        doc = dict(fixed)  # the keys set below keep their places (Docker's order)
-        doc["State"] = {
+        state = {
             "Status": "restarting" if restarting else "paused" if running and r["paused"]
             else r["state"],
             "Running": running, "Paused": bool(running and r["paused"]), "Restarting": restarting,
@@ -274,26 +282,25 @@ class ContainerStore:
             "StartedAt": rfc3339(r["started"]) if r["started"] else never,
             "FinishedAt": rfc3339(r["finished"]) if r["finished"] else never}
         if "Health" in life:
-            doc["State"]["Health"] = life["Health"]
-        doc["Name"] = "/" + r["name"]
-        doc["RestartCount"] = life.get("RestartCount", 0)
-        doc["HostConfig"] = dict(fixed["HostConfig"])  # the API adds its masked paths
-        doc["Config"] = dict(fixed["Config"])
-        doc["NetworkSettings"] = networks.settings(self.store, r["id"], network, running, exposed)
+            state["Health"] = life["Health"]
+        now = {"State": state, "Name": "/" + r["name"],
+               "RestartCount": life.get("RestartCount", 0),
+               "NetworkSettings": networks.settings(self.store, r["id"], network, running,
+                                                    exposed)}
         if size:
             rw = self.store.snaps.usage(r["id"])[0]
-            doc["SizeRw"] = rw
-            doc["SizeRootFs"] = rw + self.images.row(r["image_id"])["size"]
-        return doc
+            now["SizeRw"] = rw
+            now["SizeRootFs"] = rw + self.images.row(r["image_id"])["size"]
+        return configuration, fixed, now
 
-    def _configured(self, r) -> tuple[dict, str, str, dict | None]:
+    def _configured(self, r) -> tuple[tuple, dict, str, str, dict | None]:
         """What of the row ``r``'s inspect its configuration alone decides (command, run config,
-        image, creation), as (the document with its state's keys in place but unset, the
-        bundle, the network mode, the image's exposed ports). Made once for each configuration
+        image, creation), as (the configuration's key, the document with its state's keys in
+        place but unset, the bundle, the network mode, the image's exposed ports). Made once for each configuration
         seen by this store object (an ``update`` or a new container is another one), since a
         server answers inspect after inspect of one container; the document's parts are shared
-        between callers, who must not change them but for its top level, ``HostConfig`` and
-        ``Config``, which :meth:`_document` copies."""
+        between callers, who must not change them (:meth:`inspect` copies its top level,
+        ``HostConfig`` and ``Config``)."""
         configuration = (r["id"], r["created"], r["command"], r["run_config"], r["image_id"],
                          r["image_ref"])
         found = self._configured_docs.get(configuration)
@@ -404,7 +411,7 @@ class ContainerStore:
             "Config": config,
             "NetworkSettings": None,
         }
-        found = (doc, bundle, network, image.get("ExposedPorts"))
+        found = (configuration, doc, bundle, network, image.get("ExposedPorts"))
         if len(self._configured_docs) >= 256:
             self._configured_docs.clear()
         self._configured_docs[configuration] = found

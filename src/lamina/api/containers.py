@@ -132,15 +132,52 @@ def list_containers(request):
     return [summary(r, size) for r in rows]
 
 
+# The text of a container inspect but for what changes without its configuration: for each
+# (configuration, keys that change), the JSON around those keys' values, in order. Bounded.
+_INSPECT_TEXT: dict[tuple, tuple[list[str], list[str]]] = {}
+
+
 @route("GET", "/containers/{id}/json")
 def inspect_container(request, id):
+    """The container's inspect document, with the paths the runtime masks. Most of its text
+    (about 4 KB) is what the container's configuration decides: kept per configuration, with
+    the state's parts serialized into it at each request (the same bytes as ``json.dumps``
+    of the whole document, in a fraction of its time)."""
+    configuration, fixed, now = request.engine.container_store.inspect_parts(
+        id, size=request.flag("size"))
+    key = (configuration, tuple(now))
+    found = _INSPECT_TEXT.get(key)
+    if found is None:
+        if len(_INSPECT_TEXT) >= 256:
+            _INSPECT_TEXT.clear()
+        found = _INSPECT_TEXT[key] = _inspect_text(fixed, now)
+    order, pieces = found
+    out = [pieces[0]]
+    for name, piece in zip(order, pieces[1:]):
+        out += (json.dumps(now[name], separators=(",", ":")), piece)
+    request.send_bytes(200, "".join(out).encode())
+
+
+def _inspect_text(fixed: dict, now: dict) -> tuple[list[str], list[str]]:
+    """(the keys of ``now`` in the document's order, the texts around their values): the
+    document ``fixed`` with the masked paths, serialized as the server sends JSON, cut where
+    ``now``'s values go."""
     from ..runtime.oci import MASKED_PATHS, READONLY_PATHS
 
-    doc = request.engine.inspect_container(id, size=request.flag("size"))
-    privileged = doc["HostConfig"].get("Privileged")  # nothing masked (runtime.security)
-    doc["HostConfig"].setdefault("MaskedPaths", None if privileged else MASKED_PATHS)
-    doc["HostConfig"].setdefault("ReadonlyPaths", None if privileged else READONLY_PATHS)
-    return doc
+    doc = dict(fixed)
+    host = doc["HostConfig"] = dict(fixed["HostConfig"])
+    privileged = host.get("Privileged")  # nothing masked (runtime.security)
+    host.setdefault("MaskedPaths", None if privileged else MASKED_PATHS)
+    host.setdefault("ReadonlyPaths", None if privileged else READONLY_PATHS)
+    marks = {name: f"\0{os.urandom(8).hex()}\0" for name in now}
+    doc.update(marks)
+    text = json.dumps(doc, separators=(",", ":")) + "\n"
+    order = [name for name in doc if name in marks]
+    pieces = []
+    for name in order:
+        before, _, text = text.partition(json.dumps(marks[name]))
+        pieces.append(before)
+    return order, [*pieces, text]
 
 
 # ----------------------------------------------------------------------------- create
