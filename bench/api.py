@@ -3,13 +3,16 @@
 and `podman system service` (issue 11's benchmark).
 
     python3 bench/api.py [--reps N] [--only NAME...] [--servers lamina,docker,podman]
+                         [--before EXE]
 
 Benchmarks (names for --only): create, run, images, inspect, requests, ps, parallel.
 Each server runs on a private store under /var/tmp/lamina-bench/api/ and gets the same busybox
 image (POST /images/create?fromSrc=- of examples/busybox-rootfs.sh's tar); the same docker CLI
 commands are then timed against each (DOCKER_HOST per server), interleaved round-robin, and
 100 requests are sent at once by this script's own client.  Prints a table of medians with the
-ratios lamina/docker and lamina/podman.  See bench/README.md.  Plain standard library; root.
+ratios lamina/docker and lamina/podman.  ``--before EXE`` adds a server "before": another lamina
+(say, an export of the code before a change) in the same interleaved run, and the ratio
+lamina/before.  See bench/README.md.  Plain standard library; root.
 """
 
 from __future__ import annotations
@@ -185,11 +188,10 @@ def stop_processes_under(path: Path, first: int | None) -> None:
 
 
 class LaminaServer:
-    name = "lamina"
-
-    def __init__(self, exe: Path):
+    def __init__(self, exe: Path, name: str = "lamina"):
         self.exe = exe
-        self.dir = API_BASE / "lamina"
+        self.name = name
+        self.dir = API_BASE / name
         self.root = self.dir / "root"
         self.sock = self.dir / "api.sock"
         self.logfile = self.dir / "serve.log"
@@ -347,7 +349,7 @@ def ratio(a, b, kind: str) -> str:
 
 def table(res: Results) -> str:
     names = res.servers
-    peers_of_lamina = [n for n in ("docker", "podman") if n in names and "lamina" in names]
+    peers_of_lamina = [n for n in ("docker", "podman", "before") if n in names and "lamina" in names]
     out = ["| benchmark | " + " | ".join(names) + "".join(f" | lamina/{p}" for p in peers_of_lamina)
            + " |", "|---" * (1 + len(names) + len(peers_of_lamina)) + "|"]
     for label, values, kind in res.rows:
@@ -592,9 +594,15 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--lamina", type=Path, default=REPO / "bin" / "lamina", metavar="EXE",
                     help="the lamina command to serve with (default bin/lamina, run with "
                          "this Python and -S)")
+    ap.add_argument("--before", type=Path, metavar="EXE",
+                    help="also serve with this lamina command, as the server 'before' (a "
+                         "before/after comparison in one interleaved run)")
     args = ap.parse_args(argv)
     names = [n.strip() for n in args.servers.split(",") if n.strip()]
-    if not names or any(n not in SERVERS for n in names) or len(set(names)) != len(names):
+    if args.before is not None and "before" not in names:
+        names.insert(names.index("lamina") + 1 if "lamina" in names else 0, "before")
+    known = SERVERS + (["before"] if args.before is not None else [])
+    if not names or any(n not in known for n in names) or len(set(names)) != len(names):
         ap.error(f"--servers: a comma-separated list of {', '.join(SERVERS)}")
     if args.reps < 1:
         ap.error("--reps must be at least 1")
@@ -610,7 +618,7 @@ def main(argv: list[str]) -> int:
     started = time.monotonic()
     load_start = cli_bench.loadavg()
     make = {"lamina": lambda: LaminaServer(args.lamina), "docker": DockerServer,
-            "podman": PodmanServer}
+            "podman": PodmanServer, "before": lambda: LaminaServer(args.before, "before")}
     all_servers = [make[n]() for n in names]
     res = Results(names)
 

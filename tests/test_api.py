@@ -369,8 +369,12 @@ def test_versions_headers_and_errors(api):
     assert status == 400 and json.loads(body)["message"] == "No command specified"
     api.docker("create", "--name", "dup", "busybox", "true")
     status, _, body = http(api.socket, "POST", "/containers/create?name=dup",
-                           b'{"Image": "busybox"}', {"Content-Type": "application/json"})
+                           b'{"Image": "busybox", "Cmd": ["true"]}',
+                           {"Content-Type": "application/json"})
     assert status == 409 and "already in use" in json.loads(body)["message"]
+    status, _, body = http(api.socket, "POST", "/containers/create?name=dup",
+                           b'{"Image": "busybox"}', {"Content-Type": "application/json"})
+    assert status == 400  # Docker looks at the command before the name
 
 
 def test_malformed_requests_get_400_and_the_server_lives(api):
@@ -582,15 +586,41 @@ def test_create_fields_match_case_insensitively_as_go_decodes_them(api):
         "A": 1, "S": [{"X": 2}, {"X": 4}], "M": {"k": {"Y": 5}}, "other": {"a": 6}}
 
 
-def test_a_name_that_is_also_an_ambiguous_id_prefix_is_free(api):
-    # 17 containers: two of them share their ID's first character, which then names nothing
-    # (as an ID prefix it is ambiguous) and so is free as a name, as in Docker
-    ids = [api.lamina("create", "busybox", "true").stdout.strip() for _ in range(17)]
-    shared = next(c for c in "0123456789abcdef" if sum(i.startswith(c) for i in ids) > 1)
-    assert api.docker("create", "--name", shared, "busybox", "true").returncode == 0
-    assert api.lamina("inspect", "-f", "{{.Name}}", shared).stdout == f"/{shared}\n"
-    proc = api.docker("create", "--name", shared, "busybox", "true", check=False)
+def test_a_name_that_is_also_an_id_prefix_is_free(api):
+    # names and IDs are apart: another container's ID prefix is free as a name, which then
+    # names the new container (a lookup tries names first), as in Docker 20.10
+    other = api.lamina("create", "busybox", "true").stdout.strip()
+    prefix = other[:3]
+    assert api.docker("create", "--name", prefix, "busybox", "true").returncode == 0
+    assert api.lamina("inspect", "-f", "{{.Name}}", prefix).stdout == f"/{prefix}\n"
+    assert api.docker("inspect", "-f", "{{.Id}}", other).stdout == other + "\n"  # its whole ID
+    proc = api.docker("create", "--name", prefix, "busybox", "true", check=False)
     assert proc.returncode != 0 and "is already in use" in proc.stderr
+
+
+def test_container_inspect_is_its_document_serialized_at_once(api):
+    """The server keeps the text of what a container's configuration decides and puts the
+    state's parts into it: the bytes must be those of the whole document serialized at once
+    (Python's json.dumps, as every answer), however the state, the name or ?size change."""
+    api.docker("create", "--name", "spliced", "--network", "none", "busybox", "sleep", "300")
+    seen = []
+    for step in ("created", "again", "started", "renamed", "size"):
+        if step == "started":
+            api.docker("start", "spliced")
+        elif step == "renamed":
+            api.docker("rename", "spliced", "spliced2")
+        name = "spliced2" if step in ("renamed", "size") else "spliced"
+        status, _, body = http(api.socket, "GET", f"/containers/{name}/json"
+                                                  + ("?size=1" if step == "size" else ""))
+        doc = json.loads(body)
+        assert status == 200 and body == json.dumps(doc, separators=(",", ":")).encode() + b"\n"
+        seen.append((doc["Name"], doc["State"]["Status"], "SizeRw" in doc,
+                     doc["HostConfig"]["MaskedPaths"][0]))
+    assert seen == [("/spliced", "created", False, "/proc/asound")] * 2 + [
+        ("/spliced", "running", False, "/proc/asound"),
+        ("/spliced2", "running", False, "/proc/asound"),
+        ("/spliced2", "running", True, "/proc/asound")]
+    api.docker("rm", "-f", "spliced2")
 
 
 def test_inspect_follows_updates_renames_and_a_dead_owner(api):

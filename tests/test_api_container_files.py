@@ -135,14 +135,14 @@ def test_docker_cp_both_ways_on_running_created_and_exited(api, tmp_path):
 
 
 def test_copy_uid_gid_is_the_containers_user(api, tmp_path):
-    api.docker("create", "--name", "u", "--user", "4321:8765", "busybox", "sh")
+    api.docker("create", "--name", "uu", "--user", "4321:8765", "busybox", "sh")
     (tmp_path / "f").write_text("x")
     os.chown(tmp_path / "f", 1111, 2222)
-    api.docker("cp", str(tmp_path / "f"), "u:/tmp/plain")
-    api.docker("cp", "-a", str(tmp_path / "f"), "u:/tmp/archived")
+    api.docker("cp", str(tmp_path / "f"), "uu:/tmp/plain")
+    api.docker("cp", "-a", str(tmp_path / "f"), "uu:/tmp/archived")
     client = api.client()
     for name, owner in (("plain", (1111, 2222)), ("archived", (4321, 8765))):
-        chunks, _ = client.containers.get("u").get_archive(f"/tmp/{name}")
+        chunks, _ = client.containers.get("uu").get_archive(f"/tmp/{name}")
         with tarfile.open(fileobj=io.BytesIO(b"".join(chunks))) as tar:
             member = tar.getmember(name)
         assert (member.uid, member.gid) == owner, name
@@ -150,45 +150,45 @@ def test_copy_uid_gid_is_the_containers_user(api, tmp_path):
 
 # ------------------------------------------------------------------------ the archive endpoints
 def test_archive_stat_header_and_status_codes(api):
-    api.docker("create", "--name", "c", "busybox", "sh")
+    api.docker("create", "--name", "ctr", "busybox", "sh")
     sock = api.socket
-    status, headers, body = request(sock, "HEAD", "/containers/c/archive?path=/bin/sh")
+    status, headers, body = request(sock, "HEAD", "/containers/ctr/archive?path=/bin/sh")
     assert (status, body) == (200, b"")
     assert path_stat(headers) == {"name": "sh", "size": 7, "mode": (1 << 27) | 0o777,
                                   "mtime": path_stat(headers)["mtime"],
                                   "linkTarget": "/bin/busybox"}
-    status, headers, _ = request(sock, "HEAD", "/containers/c/archive?path=/etc")
+    status, headers, _ = request(sock, "HEAD", "/containers/ctr/archive?path=/etc")
     doc = path_stat(headers)
     assert (doc["name"], doc["mode"], doc["linkTarget"]) == ("etc", (1 << 31) | 0o755, "")
     assert doc["mtime"].endswith("Z") and doc["mtime"][4] == "-"
     for path, name in (("/etc/", "etc"), ("/etc/.", "."), ("/", "/"), ("etc", "etc"),
                        ("/tmp/../etc/passwd", "passwd")):
-        status, headers, _ = request(sock, "HEAD", f"/containers/c/archive?path={path}")
+        status, headers, _ = request(sock, "HEAD", f"/containers/ctr/archive?path={path}")
         assert status == 200 and path_stat(headers)["name"] == name, path
-    status, headers, _ = request(sock, "HEAD", "/containers/c/archive?path=/tmp")
+    status, headers, _ = request(sock, "HEAD", "/containers/ctr/archive?path=/tmp")
     assert path_stat(headers)["mode"] == (1 << 31) | (1 << 20) | 0o777  # sticky: Go's ModeSticky
-    status, headers, body = request(sock, "GET", "/containers/c/archive?path=/nosuch")
+    status, headers, body = request(sock, "GET", "/containers/ctr/archive?path=/nosuch")
     assert status == 404 and headers["content-type"] == "application/json"
-    assert json.loads(body)["message"] == "Could not find the file /nosuch in container c"
-    assert request(sock, "HEAD", "/containers/c/archive?path=/nosuch")[0] == 404
+    assert json.loads(body)["message"] == "Could not find the file /nosuch in container ctr"
+    assert request(sock, "HEAD", "/containers/ctr/archive?path=/nosuch")[0] == 404
     assert request(sock, "GET", "/containers/nosuch/archive?path=/")[0] == 404
-    status, _, body = request(sock, "GET", "/containers/c/archive")
+    status, _, body = request(sock, "GET", "/containers/ctr/archive")
     assert status == 400 and json.loads(body)["message"] == "bad parameter: pathcannot be empty"
-    status, _, body = request(sock, "GET", "/containers/c/archive?path=/bin/sh/")
+    status, _, body = request(sock, "GET", "/containers/ctr/archive?path=/bin/sh/")
     assert status == 500 and json.loads(body)["message"] == "lstat /bin/sh/: not a directory"
-    status, headers, body = request(sock, "GET", "/containers/c/archive?path=/etc")
+    status, headers, body = request(sock, "GET", "/containers/ctr/archive?path=/etc")
     assert status == 200 and headers["content-type"] == "application/x-tar"
     assert path_stat(headers)["name"] == "etc"
     assert {"etc", "etc/passwd", "etc/hosts"} <= set(names(body))
-    assert names(request(sock, "GET", "/containers/c/archive?path=/etc/.")[2])[:2] == [
+    assert names(request(sock, "GET", "/containers/ctr/archive?path=/etc/.")[2])[:2] == [
         ".", "./group"]
-    root = names(request(sock, "GET", "/containers/c/archive?path=/")[2])
+    root = names(request(sock, "GET", "/containers/ctr/archive?path=/")[2])
     assert "/bin/busybox" in root and "/etc/passwd" in root  # Docker names the root's so
-    assert names(request(sock, "GET", "/containers/c/archive?path=/etc/passwd")[2]) == ["passwd"]
+    assert names(request(sock, "GET", "/containers/ctr/archive?path=/etc/passwd")[2]) == ["passwd"]
 
 
 def test_put_archive_rules(api):
-    api.docker("run", "-d", "--name", "r", "busybox", "sleep", "300")
+    api.docker("run", "-d", "--name", "rr", "busybox", "sleep", "300")
     sock = api.socket
     plain = tar_of(("d/", tarfile.DIRTYPE, None, {"mode": 0o750, "uid": 7, "gid": 8,
                                                   "mtime": 1_400_000_000}),
@@ -197,40 +197,40 @@ def test_put_archive_rules(api):
                    ("d/p", tarfile.FIFOTYPE, None))
     for where, body, chunked in (("/tmp", plain, True), ("/root", gzip.compress(plain), False),
                                  ("/var", lzma.compress(plain), True)):
-        status, headers, _ = request(sock, "PUT", f"/containers/r/archive?path={where}", body,
+        status, headers, _ = request(sock, "PUT", f"/containers/rr/archive?path={where}", body,
                                      chunked)
         assert (status, headers["content-length"]) == (200, "0"), where
-    out = api.docker("exec", "r", "sh", "-c", "for d in /tmp /root /var; do cd $d/d; "
+    out = api.docker("exec", "rr", "sh", "-c", "for d in /tmp /root /var; do cd $d/d; "
                      "stat -c '%n %a %u %g %Y %h' . f; readlink l; test -p p && echo fifo; done")
     assert out.stdout == ". 750 7 8 1400000000 2\nf 640 0 0 1500000000 2\nf\nfifo\n" * 3
     # a symlink to a directory is a way in; a file or nothing is not
-    api.docker("exec", "r", "ln", "-s", "/tmp/d", "/way")
-    assert request(sock, "PUT", "/containers/r/archive?path=/way",
+    api.docker("exec", "rr", "ln", "-s", "/tmp/d", "/way")
+    assert request(sock, "PUT", "/containers/rr/archive?path=/way",
                    tar_of(("via", tarfile.REGTYPE, b"v")))[0] == 200
-    assert api.docker("exec", "r", "cat", "/tmp/d/via").stdout == "v"
-    status, _, body = request(sock, "PUT", "/containers/r/archive?path=/nosuch", plain)
+    assert api.docker("exec", "rr", "cat", "/tmp/d/via").stdout == "v"
+    status, _, body = request(sock, "PUT", "/containers/rr/archive?path=/nosuch", plain)
     assert status == 404 and "Could not find the file /nosuch" in json.loads(body)["message"]
-    status, _, body = request(sock, "PUT", "/containers/r/archive?path=/etc/passwd", plain)
+    status, _, body = request(sock, "PUT", "/containers/rr/archive?path=/etc/passwd", plain)
     assert (status, json.loads(body)["message"]) == (400, "extraction point is not a directory")
-    assert request(sock, "PUT", "/containers/r/archive?path=/tmp", b"")[0] == 200
-    assert request(sock, "PUT", "/containers/r/archive?path=/tmp", b"not a tar" * 100)[0] == 500
+    assert request(sock, "PUT", "/containers/rr/archive?path=/tmp", b"")[0] == 200
+    assert request(sock, "PUT", "/containers/rr/archive?path=/tmp", b"not a tar" * 100)[0] == 500
     # noOverwriteDirNonDir: a directory is not replaced by a file, nor a file by a directory
     file_for_dir = tar_of(("d", tarfile.REGTYPE, b"x"))
-    assert request(sock, "PUT", "/containers/r/archive?path=/tmp&noOverwriteDirNonDir=true",
+    assert request(sock, "PUT", "/containers/rr/archive?path=/tmp&noOverwriteDirNonDir=true",
                    file_for_dir)[0] == 500
-    assert request(sock, "PUT", "/containers/r/archive?path=/tmp/d&noOverwriteDirNonDir=1",
+    assert request(sock, "PUT", "/containers/rr/archive?path=/tmp/d&noOverwriteDirNonDir=1",
                    tar_of(("f", tarfile.DIRTYPE, None)))[0] == 500
-    assert request(sock, "PUT", "/containers/r/archive?path=/tmp", file_for_dir)[0] == 200
-    assert api.docker("exec", "r", "cat", "/tmp/d").stdout == "x"  # without it: replaced
+    assert request(sock, "PUT", "/containers/rr/archive?path=/tmp", file_for_dir)[0] == 200
+    assert api.docker("exec", "rr", "cat", "/tmp/d").stdout == "x"  # without it: replaced
 
 
 def test_tars_and_links_never_leave_the_container(api, tmp_path):
     outside = tmp_path / "host-dir"
     outside.mkdir()
     (outside / "secret").write_text("host secret")
-    api.docker("run", "-d", "--name", "r", "busybox", "sleep", "300")
-    api.docker("create", "--name", "c", "busybox", "sh")
-    for name in ("r", "c"):
+    api.docker("run", "-d", "--name", "rr", "busybox", "sleep", "300")
+    api.docker("create", "--name", "ctr", "busybox", "sh")
+    for name in ("rr", "ctr"):
         api.docker("cp", str(tmp_path / "host-dir" / "secret"), f"{name}:/tmp/")  # a file to use
         for link, target in (("/abs", str(outside)), ("/rel", "../../../../../.." + str(outside))):
             tar = tar_of((link.lstrip("/"), tarfile.SYMTYPE, target))
@@ -345,24 +345,24 @@ def test_container_prune_with_filters(api):
 
 # ------------------------------------------------------------------------ top, resize
 def test_top(api):
-    api.docker("run", "-d", "--name", "r", "busybox", "sh", "-c", "sleep 300 & sleep 301; echo")
-    api.docker("exec", "r", "sh", "-c", "sleep 302 > /dev/null 2>&1 &")  # an exec's process too
+    api.docker("run", "-d", "--name", "rr", "busybox", "sh", "-c", "sleep 300 & sleep 301; echo")
+    api.docker("exec", "rr", "sh", "-c", "sleep 302 > /dev/null 2>&1 &")  # an exec's process too
     time.sleep(0.3)
-    proc = api.docker("top", "r")
+    proc = api.docker("top", "rr")
     lines = proc.stdout.splitlines()
     assert lines[0].split() == ["UID", "PID", "PPID", "C", "STIME", "TTY", "TIME", "CMD"]
     commands = sorted(line.split(None, 7)[7] for line in lines[1:])  # ps cuts at 80 columns
     assert commands[0].startswith("sh -c sleep 300") and commands[1:] == [
         "sleep 300", "sleep 301", "sleep 302"]
-    top = api.client().containers.get("r").top(ps_args="-o pid,comm")
+    top = api.client().containers.get("rr").top(ps_args="-o pid,comm")
     assert top["Titles"] == ["PID", "COMMAND"] and len(top["Processes"]) == 4
-    top = api.client().containers.get("r").top(ps_args="aux")
+    top = api.client().containers.get("rr").top(ps_args="aux")
     assert top["Titles"][:2] == ["USER", "PID"] and len(top["Processes"]) == 4
-    status, _, body = request(api.socket, "GET", "/containers/r/top?ps_args=-o%20comm")
+    status, _, body = request(api.socket, "GET", "/containers/rr/top?ps_args=-o%20comm")
     assert (status, json.loads(body)["message"]) == (500, "Couldn't find PID field in ps output")
-    api.docker("create", "--name", "c", "busybox", "sh")
-    status, _, body = request(api.socket, "GET", "/containers/c/top")
-    cid = api.docker("inspect", "--format", "{{.Id}}", "c").stdout.strip()
+    api.docker("create", "--name", "ctr", "busybox", "sh")
+    status, _, body = request(api.socket, "GET", "/containers/ctr/top")
+    cid = api.docker("inspect", "--format", "{{.Id}}", "ctr").stdout.strip()
     assert (status, json.loads(body)["message"]) == (409, f"Container {cid} is not running")
     assert request(api.socket, "GET", "/containers/nosuch/top")[0] == 404
 
@@ -381,8 +381,8 @@ def test_resize(api):
     status, _, body = request(api.socket, "POST", "/containers/plain/resize?h=x&w=1")
     assert (status, json.loads(body)["message"]) == (
         400, 'strconv.Atoi: parsing "x": invalid syntax')
-    api.docker("create", "--name", "c", "busybox", "sh")
-    assert request(api.socket, "POST", "/containers/c/resize?h=1&w=1")[0] == 409
+    api.docker("create", "--name", "ctr", "busybox", "sh")
+    assert request(api.socket, "POST", "/containers/ctr/resize?h=1&w=1")[0] == 409
     assert request(api.socket, "POST", "/containers/nosuch/resize?h=1&w=1")[0] == 404
     # an exec's terminal: a resize given before the start waits for it (as Docker's does: see
     # tests/test_api_vs_docker.py) and its size is the one the process starts with; one given
@@ -443,12 +443,12 @@ def test_cp_on_a_vfs_store(store_root, busybox_tar, tmp_path):
     Lamina(store_root, "vfs")("import", busybox_tar, "busybox:latest")
     server = Server(store_root, str(tmp_path / "api.sock")).start()
     try:
-        server.docker("create", "--name", "c", "busybox", "sh")
+        server.docker("create", "--name", "ctr", "busybox", "sh")
         (tmp_path / "f").write_text("on vfs\n")
-        server.docker("cp", str(tmp_path / "f"), "c:/f")
-        server.docker("cp", "c:/f", str(tmp_path / "back"))
+        server.docker("cp", str(tmp_path / "f"), "ctr:/f")
+        server.docker("cp", "ctr:/f", str(tmp_path / "back"))
         assert (tmp_path / "back").read_text() == "on vfs\n"
-        assert server.docker("diff", "c").stdout == "A /f\n"
+        assert server.docker("diff", "ctr").stdout == "A /f\n"
     finally:
         server.stop()
 

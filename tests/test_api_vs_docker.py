@@ -289,10 +289,9 @@ def test_exec_resize_before_start_as_docker_answers(engines):
     for engine in engines:
         assert engine("run", "-d", "--name", "rz", "--network", "none", "busybox", "sleep",
                       "300").returncode == 0
-    results: dict = {}
 
-    def scenario(name: str, sock: str) -> None:
-        seen = results[name] = {}
+    def scenario(sock: str) -> dict:
+        seen = {}
         for tty in (True, False):  # started 1 s after the resize was sent: it waits for it
             exec_id = _exec(sock, ["sh", "-c", "sleep 3; stty size"], tty)
             out: list = []
@@ -314,18 +313,153 @@ def test_exec_resize_before_start_as_docker_answers(engines):
         out = []
         threading.Timer(1.0, _start_attached, (sock, exec_id, True, out)).start()
         seen["failed start"] = _resize(sock, exec_id, "h=31&w=101")[:2]
+        return seen
 
-    docker, lamina = engines
-    threads = [threading.Thread(target=scenario, args=(name, engine.socket))
-               for name, engine in (("docker", docker), ("lamina", lamina))]
+    docker_seen, lamina_seen = _in_parallel(engines, scenario)
+    for engine in engines:
+        engine("rm", "-f", "rz")
+    assert lamina_seen == docker_seen
+    assert docker_seen["later tty=True"] == (200, "", True)  # what Docker 20.10 did here
+    assert docker_seen["never"] == (
+        500, '{"message":"timeout waiting for exec session ready"}', True)
+    assert docker_seen["ended tty=True"] == (404, '{"message":"no such exec"}')
+
+
+def _in_parallel(engines, scenario) -> tuple:
+    """(Docker's, lamina's) results of ``scenario(socket)``, run against both engines at once
+    (their waits pass once); None for one that failed."""
+    import threading
+
+    results: dict = {}
+    threads = [threading.Thread(target=lambda i=i, e=e: results.update({i: scenario(e.socket)}))
+               for i, e in enumerate(engines)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(120)
+    return results.get(0), results.get(1)
+
+
+def test_container_names_as_docker_checks_them(engines):
+    """A container name is Docker's ``/?[a-zA-Z0-9][a-zA-Z0-9_.-]+`` (so one character is too
+    few, and any length will do), checked before "in use"; a rename checks it after the lookup
+    of the container, naming the new name with a "/". The API's answers side by side (status,
+    message), then lamina's own CLI, which must print Docker's message."""
+    from urllib.parse import quote
+
+    from tests.test_api import http
+
+    docker, lamina = engines
+    names = ["a", "/a", "7", "_ab", "-ab", "ab_", "/ab", "//ab", "a b", "a/b", "ab\n", "x\u00e9y",
+             "taken", "/taken", "n" * 300]
+
+    def post(engine, url, body=b""):
+        status, _, out = http(engine.socket, "POST", url, body,
+                              {"Content-Type": "application/json"})
+        return status, json.loads(out) if out else {}
+
+    seen: dict = {}
     for engine in engines:
-        engine("rm", "-f", "rz")
-    assert results["lamina"] == results["docker"]
-    assert results["docker"]["later tty=True"] == (200, "", True)  # what Docker 20.10 did here
-    assert results["docker"]["never"] == (
-        500, '{"message":"timeout waiting for exec session ready"}', True)
-    assert results["docker"]["ended tty=True"] == (404, '{"message":"no such exec"}')
+        assert engine("create", "--name", "taken", "busybox", "true").returncode == 0
+        answers = seen[engine] = []
+        for i, name in enumerate(names):
+            status, doc = post(engine, f"/v1.41/containers/create?name={quote(name)}",
+                               json.dumps({"Image": "busybox", "Cmd": ["true"]}).encode())
+            answers.append(("create", name, status, HEX.sub("<id>", doc.get("message", ""))))
+            if status == 201:
+                assert engine("rm", doc["Id"]).returncode == 0
+            assert engine("create", "--name", f"rn{i}", "busybox", "true").returncode == 0
+            status, doc = post(engine, f"/v1.41/containers/rn{i}/rename?name={quote(name)}")
+            answers.append(("rename", name, status, HEX.sub("<id>", doc.get("message", ""))))
+        for url in ("/containers/nosuch/rename?name=_x", "/containers/rn0/rename",
+                    "/containers/rn0/rename?name=rn0", "/containers/rn0/rename?name=/rn0"):
+            answers.append(("rename", url, *post(engine, "/v1.41" + url)))
+    assert seen[lamina] == seen[docker]
+    invalid = "Invalid container name ({}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
+    assert ("create", "a", 400, invalid.format("a")) in seen[docker]  # what Docker 20.10 said
+    assert ("rename", "/a", 400, "Error when allocating new name: " + invalid.format("/a")) \
+        in seen[docker]
+    assert ("create", "n" * 300, 201, "") in seen[docker]
+    assert next(a for a in seen[docker] if a[1] == "/taken")[:3] == ("create", "/taken", 409)
+
+    def message(proc) -> tuple:
+        first = proc.stderr.strip().splitlines()[0] if proc.stderr.strip() else ""
+        return proc.returncode != 0, HEX.sub("<id>", first.removeprefix(
+            "Error response from daemon: ").removeprefix("Error: "))
+
+    for name in ("a", "/a", "_ab", "a b", "//ab", "/taken", "/rn2", "n" * 300):
+        for args in (["create", "--name", name, "busybox", "true"], ["rename", "rn1", name]):
+            d, lam = docker(*args), lamina.server.lamina(*args, check=False)
+            assert message(d) == message(lam), args
+        for engine in engines:  # rn1 again, if it took the name
+            engine("rename", name, "rn1")
+    for engine in engines:
+        assert engine("rm", *engine("ps", "-aq").stdout.split()).returncode == 0
+
+
+def _exec_scenario(sock: str) -> list:
+    """What a second start of an exec answers (while it runs, after it ended; detached, or on
+    an attached stream, multiplexed or raw) and what a detached exec's inspect says right after
+    its start and after its end (a killed one, one that could not start, one with a User)."""
+    from tests.test_api import http, raw
+
+    def post(url: str, body: dict) -> tuple:
+        status, _, out = http(sock, "POST", "/v1.41" + url, json.dumps(body).encode(),
+                              {"Content-Type": "application/json"})
+        return status, HEX.sub("<id>", out.decode())
+
+    def create(cmd: list[str], **fields) -> str:
+        status, _, out = http(sock, "POST", "/v1.41/containers/xs/exec", json.dumps(
+            {"Cmd": cmd, **fields}).encode(), {"Content-Type": "application/json"})
+        assert status == 201, out
+        return json.loads(out)["Id"]
+
+    def attached(exec_id: str, tty: bool) -> bytes:
+        body = json.dumps({"Detach": False, "Tty": tty}).encode()
+        reply = raw(sock, f"POST /v1.41/exec/{exec_id}/start HTTP/1.1\r\nHost: d\r\n"
+                          "Content-Type: application/json\r\nConnection: Upgrade\r\n"
+                          f"Upgrade: tcp\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body,
+                    timeout=30)
+        return re.sub(HEX.pattern.encode(), b"<id>", reply.partition(b"\r\n\r\n")[2])
+
+    def inspect(exec_id: str, wait: bool = False) -> dict:
+        for _ in range(200):
+            doc = json.loads(http(sock, "GET", f"/v1.41/exec/{exec_id}/json")[2])
+            if not (wait and doc["Running"]):
+                break
+            time.sleep(0.1)
+        return {**doc, "ID": "<id>", "ContainerID": "<id>", "Pid": doc["Pid"] > 0}
+
+    seen = []
+    for tty in (False, True):
+        exec_id = create(["sh", "-c", "sleep 3; exit 7"], Tty=tty)
+        seen += [post(f"/exec/{exec_id}/start", {"Detach": True, "Tty": tty}), inspect(exec_id),
+                 post(f"/exec/{exec_id}/start", {"Detach": True}),
+                 attached(exec_id, False), attached(exec_id, True),
+                 inspect(exec_id, wait=True), post(f"/exec/{exec_id}/start", {"Detach": True}),
+                 attached(exec_id, False)]
+    for cmd, fields in ((["sh", "-c", "kill -9 $$"], {"User": "1234"}),
+                        (["/nonexistent"], {})):
+        exec_id = create(cmd, **fields)
+        seen += [post(f"/exec/{exec_id}/start", {"Detach": True}), inspect(exec_id, wait=True),
+                 post(f"/exec/{exec_id}/start", {"Detach": True})]
+    return seen
+
+
+def test_exec_started_twice_and_detached_as_docker_answers(engines):
+    for engine in engines:
+        assert engine("run", "-d", "--name", "xs", "--network", "none", "busybox", "sleep",
+                      "300").returncode == 0
+    seen, lamina_seen = _in_parallel(engines, _exec_scenario)
+    for engine in engines:
+        engine("rm", "-f", "xs")
+    assert lamina_seen == seen
+    # what Docker 20.10 answered here
+    assert seen[1]["Running"] and seen[1]["ExitCode"] is None and seen[1]["Pid"]
+    assert seen[2] == (409, '{"message":"Error: Exec command <id> is already running"}\n')
+    assert seen[3] == b"\x01\x00\x00\x00\x00\x00\x00iError: Exec command <id> is already running\r\n"
+    assert seen[4] == b"Error: Exec command <id> is already running\r\n"
+    assert (seen[5]["Running"], seen[5]["ExitCode"], seen[5]["Pid"]) == (False, 7, True)
+    assert seen[6] == (409, '{"message":"Error: Exec command <id> has already run"}\n')
+    assert seen[17]["ExitCode"] == 137 and seen[17]["ProcessConfig"]["user"] == "1234"
+    assert seen[19][0] == 400 and (seen[20]["ExitCode"], seen[20]["Pid"]) == (126, False)

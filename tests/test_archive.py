@@ -25,13 +25,13 @@ def source(store_root, busybox_tar):
     """A vfs store with a two-layer image tagged twice and a one-layer base."""
     eng = Engine(root=store_root, driver="vfs")
     eng.import_image(busybox_tar, "busybox:1")
-    eng.create("busybox:1", name="c")
-    root = eng.mount("c")
+    eng.create("busybox:1", name="ctr")
+    root = eng.mount("ctr")
     with open(os.path.join(root, "hello"), "w") as f:
         f.write("hello\n")
     os.unlink(os.path.join(root, "bin", "vi"))
-    eng.umount("c")
-    eng.commit("c", "app:2")
+    eng.umount("ctr")
+    eng.commit("ctr", "app:2")
     eng.tag("app:2", "registry.example:5000/team/app:v2")
     yield eng
     eng.close()
@@ -61,7 +61,7 @@ def test_round_trip(source, target, tmp_path, fmt, compression):
     for name in ("app:2", "busybox:1", "registry.example:5000/team/app:v2"):
         assert target.inspect_image(name)["Id"] == source.inspect_image(name)["Id"]
         assert _layer_ids(target, name) == _layer_ids(source, name)
-    cid = target.create("app:2", name="x")
+    cid = target.create("app:2", name="xx")
     root = target.mount(cid)
     with open(os.path.join(root, "hello")) as f:
         assert f.read() == "hello\n"
@@ -276,9 +276,9 @@ def test_layers_stack_the_same_on_every_driver(tmp_path, driver):
     eng = Engine(root=str(tmp_path / driver), driver=driver)
     try:
         assert eng.load(archive) == ["Loaded image: stack:1"]
-        eng.create("stack:1", name="c", command=["true"])
+        eng.create("stack:1", name="ctr", command=["true"])
         out = io.BytesIO()
-        eng.export("c", out)
+        eng.export("ctr", out)
         out.seek(0)
         with tarfile.open(fileobj=out) as tar:
             files = {m.name.strip("./"): tar.extractfile(m).read()

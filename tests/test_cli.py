@@ -89,9 +89,9 @@ def test_import_from_stdin(lamina, busybox_tar):
 
 def test_export_to_file(lamina, busybox_tar, tmp_path):
     lamina("import", busybox_tar, "busybox")
-    lamina("create", "--name", "c", "busybox")
+    lamina("create", "--name", "ctr", "busybox")
     out = tmp_path / "c.tar"
-    lamina("export", "c", "-o", out)
+    lamina("export", "ctr", "-o", out)
     with tarfile.open(out) as tar:
         assert "bin/busybox" in tar.getnames()
 
@@ -105,14 +105,14 @@ def test_export_to_a_file_a_pipe_and_python_gives_the_same_bytes(lamina, busybox
     from lamina import Engine
 
     lamina("import", busybox_tar, "busybox")
-    lamina("create", "--name", "c", "busybox")
+    lamina("create", "--name", "ctr", "busybox")
     out = tmp_path / "c.tar"
-    lamina("export", "c", "-o", out)
+    lamina("export", "ctr", "-o", out)
     piped = subprocess.run([sys.executable, "-m", "lamina", "--root", lamina.root, "--driver",
-                            lamina.driver, "export", "c"], capture_output=True, check=True).stdout
+                            lamina.driver, "export", "ctr"], capture_output=True, check=True).stdout
     engine = Engine(root=lamina.root, driver=lamina.driver)
     buf = io.BytesIO()
-    engine.export("c", buf)
+    engine.export("ctr", buf)
     engine.close()
     assert out.read_bytes() == piped == buf.getvalue()
     with tarfile.open(out) as tar, tarfile.open(busybox_tar) as original:
@@ -184,13 +184,13 @@ def test_bad_tar_changes_nothing(lamina, busybox_tar, case, tmp_path):
                     reason="skopeo and umoci are installed by scripts/setup")
 def test_skopeo_reads_the_store_and_umoci_what_it_saves(lamina, busybox_tar, tmp_path):
     lamina("import", busybox_tar, "busybox:1.0")
-    lamina("create", "--name", "c", "busybox:1.0")
-    root = lamina("mount", "c").stdout.strip()
+    lamina("create", "--name", "ctr", "busybox:1.0")
+    root = lamina("mount", "ctr").stdout.strip()
     with open(os.path.join(root, "added"), "w") as f:
         f.write("added\n")
     os.unlink(os.path.join(root, "bin", "vi"))
-    lamina("umount", "c")
-    lamina("commit", "c", "derived:2")
+    lamina("umount", "ctr")
+    lamina("commit", "ctr", "derived:2")
     doc = json.loads(lamina("inspect", "derived:2").stdout)[0]
     out = subprocess.run(["skopeo", "inspect", f"oci:{lamina.root}:derived:2"],
                          capture_output=True, text=True, check=True)

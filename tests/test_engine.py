@@ -122,13 +122,13 @@ def test_write_through_mount_counts_in_size_rw(engine, busybox_tar):
 
 def test_commit_makes_a_layer_on_the_image(engine, busybox_tar):
     engine.import_image(busybox_tar, "busybox")
-    engine.create("busybox", name="c")
-    root = engine.mount("c")
+    engine.create("busybox", name="ctr")
+    root = engine.mount("ctr")
     with open(os.path.join(root, "hello"), "w") as f:
         f.write("hi\n")
     os.unlink(os.path.join(root, "bin", "vi"))
-    engine.umount("c")
-    new = engine.commit("c", "mine:v1", message="added hello")
+    engine.umount("ctr")
+    new = engine.commit("ctr", "mine:v1", message="added hello")
     doc = engine.inspect_image("mine:v1")
     base = engine.inspect_image("busybox")
     assert doc["Id"] == new
@@ -154,14 +154,14 @@ def test_commit_makes_a_layer_on_the_image(engine, busybox_tar):
 
 def test_rmi_refuses_in_use_and_keeps_shared_layers(engine, busybox_tar):
     engine.import_image(busybox_tar, "busybox")
-    engine.create("busybox", name="c")
-    root = engine.mount("c")
+    engine.create("busybox", name="ctr")
+    root = engine.mount("ctr")
     open(os.path.join(root, "f"), "w").close()
-    engine.umount("c")
-    engine.commit("c", "child")
+    engine.umount("ctr")
+    engine.commit("ctr", "child")
     with pytest.raises(FailedPrecondition):
         engine.rmi(["busybox"])
-    engine.rm("c")
+    engine.rm("ctr")
     lines = engine.rmi(["busybox"])
     assert lines[0] == "Untagged: busybox:latest" and lines[1].startswith("Deleted: sha256:")
     assert len(lines) == 2  # the layer stays: the child image uses it
@@ -196,14 +196,14 @@ def test_rm_deletes_only_the_writable_layer(engine, busybox_tar):
 
 def test_export_flattens_the_root(engine, busybox_tar):
     engine.import_image(busybox_tar, "busybox")
-    engine.create("busybox", name="c")
-    root = engine.mount("c")
+    engine.create("busybox", name="ctr")
+    root = engine.mount("ctr")
     with open(os.path.join(root, "new"), "w") as f:
         f.write("n")
     os.unlink(os.path.join(root, "bin", "vi"))
-    engine.umount("c")
+    engine.umount("ctr")
     out = io.BytesIO()
-    engine.export("c", out)
+    engine.export("ctr", out)
     out.seek(0)
     with tarfile.open(fileobj=out) as tar:
         names = set(tar.getnames())

@@ -43,13 +43,13 @@ def test_import_commit_and_build_keep_no_tar_and_give_the_exact_tar_back(engine,
     with open(busybox_tar, "rb") as f:
         original = f.read()
     engine.import_image(busybox_tar, "busybox")
-    engine.create("busybox", name="c")
-    root = engine.mount("c")
+    engine.create("busybox", name="ctr")
+    root = engine.mount("ctr")
     with open(os.path.join(root, "hello"), "w") as f:
         f.write("hello\n")
     os.unlink(os.path.join(root, "bin", "vi"))
-    engine.umount("c")
-    engine.commit("c", "app")
+    engine.umount("ctr")
+    engine.commit("ctr", "app")
     assert layer_dirs_bytes(engine) < 16 << 10  # configs and manifests only
     diff_ids = engine.inspect_image("app")["RootFS"]["Layers"]
     layers = saved_layers(engine, "app")
@@ -107,11 +107,11 @@ def make_legacy(root: str, driver: str) -> list[str]:
 def test_an_older_store_is_migrated_on_first_open(store_root, driver, busybox_tar):
     engine = Engine(root=store_root, driver=driver)
     engine.import_image(busybox_tar, "busybox")
-    engine.create("busybox", name="c")
-    with open(os.path.join(engine.mount("c"), "hello"), "w") as f:
+    engine.create("busybox", name="ctr")
+    with open(os.path.join(engine.mount("ctr"), "hello"), "w") as f:
         f.write("hello\n")
-    engine.umount("c")
-    engine.commit("c", "app")
+    engine.umount("ctr")
+    engine.commit("ctr", "app")
     before = saved_layers(engine, "app")
     engine.close()
     blobs = make_legacy(store_root, driver)

@@ -55,18 +55,18 @@ def ps_status(box, name: str) -> str:
 
 # ------------------------------------------------------------------------------ restart
 def test_on_failure_runs_n_plus_one_times(box):
-    box("run", "-d", "--restart", "on-failure:3", "--name", "f", "busybox", "sh", "-c",
+    box("run", "-d", "--restart", "on-failure:3", "--name", "ff", "busybox", "sh", "-c",
           "echo run; exit 1")
-    doc = until(lambda: (d := inspect(box, "f"))["State"]["Status"] == "exited" and d,
+    doc = until(lambda: (d := inspect(box, "ff"))["State"]["Status"] == "exited" and d,
                 what="the last exit")
     assert doc["RestartCount"] == 3
-    assert json.loads(box("inspect", "f").stdout)[0]["RestartCount"] == 3  # the command says so
+    assert json.loads(box("inspect", "ff").stdout)[0]["RestartCount"] == 3  # the command says so
     assert doc["HostConfig"]["RestartPolicy"] == {"Name": "on-failure", "MaximumRetryCount": 3}
     assert doc["State"]["ExitCode"] == 1 and not doc["State"]["Restarting"]
-    assert box("logs", "f").stdout == "run\n" * 4
-    assert ps_status(box, "f").startswith("Exited (1) ")
+    assert box("logs", "ff").stdout == "run\n" * 4
+    assert ps_status(box, "ff").startswith("Exited (1) ")
     time.sleep(1)  # the policy is spent: it stays down
-    assert inspect(box, "f")["State"]["Status"] == "exited"
+    assert inspect(box, "ff")["State"]["Status"] == "exited"
     # a success ends on-failure at once; a foreground run shows its first run only
     proc = box("run", "--restart", "on-failure", "--name", "ok", "busybox", "sh", "-c",
                  "echo once")
@@ -76,28 +76,28 @@ def test_on_failure_runs_n_plus_one_times(box):
 
 
 def test_always_comes_back_after_sigkill_and_stop_ends_it(box):
-    box("run", "-d", "--init", "--restart", "always", "--name", "a", "busybox", "sleep", "300")
-    first = inspect(box, "a")["State"]["Pid"]
+    box("run", "-d", "--init", "--restart", "always", "--name", "aa", "busybox", "sleep", "300")
+    first = inspect(box, "aa")["State"]["Pid"]
     assert first
     os.kill(first, signal.SIGKILL)  # from the host, not through lamina: restarted
-    doc = until(lambda: (d := inspect(box, "a"))["State"]["Pid"] not in (0, first) and d,
+    doc = until(lambda: (d := inspect(box, "aa"))["State"]["Pid"] not in (0, first) and d,
                 what="the restart")
     assert doc["State"]["Status"] == "running" and doc["RestartCount"] == 1
-    assert ps_status(box, "a").startswith("Up ")
-    box("stop", "a")
-    doc = inspect(box, "a")
+    assert ps_status(box, "aa").startswith("Up ")
+    box("stop", "aa")
+    doc = inspect(box, "aa")
     assert doc["State"]["Status"] == "exited" and doc["State"]["ExitCode"] == 143
     time.sleep(1)
-    doc = inspect(box, "a")
+    doc = inspect(box, "aa")
     assert doc["State"]["Status"] == "exited" and doc["RestartCount"] == 1
     assert owners(box.root) == []  # its monitor is gone
     # start again: a fresh count, and a user's kill ends the policy too
-    box("start", "a")
-    assert inspect(box, "a")["RestartCount"] == 0
-    box("kill", "a")
-    assert box("wait", "a").stdout == "137\n"
+    box("start", "aa")
+    assert inspect(box, "aa")["RestartCount"] == 0
+    box("kill", "aa")
+    assert box("wait", "aa").stdout == "137\n"
     time.sleep(0.5)
-    assert inspect(box, "a")["State"]["Status"] == "exited"
+    assert inspect(box, "aa")["State"]["Status"] == "exited"
     # in the foreground: the first run is shown; a signal to lamina is a kill, the end of it
     import subprocess
     import sys
@@ -115,21 +115,21 @@ def test_always_comes_back_after_sigkill_and_stop_ends_it(box):
 
 
 def test_restarting_state_exec_refused_and_rm_f(box):
-    box("run", "-d", "--restart", "always", "--name", "r", "busybox", "false")
+    box("run", "-d", "--restart", "always", "--name", "rr", "busybox", "false")
     # the waits double (0.1, 0.2, 0.4 ... s): soon one is long enough to be seen
-    until(lambda: ps_status(box, "r").startswith("Restarting (1) "), what="Restarting")
-    doc = inspect(box, "r")
+    until(lambda: ps_status(box, "rr").startswith("Restarting (1) "), what="Restarting")
+    doc = inspect(box, "rr")
     if doc["State"]["Restarting"]:  # (unless it was just started again)
         assert doc["State"]["Status"] == "restarting" and doc["State"]["Pid"] == 0
         assert doc["State"]["Running"] is True
     assert doc["RestartCount"] >= 1  # (the first wait, 0.1 s, can be the one seen)
     proc = box("ps", "--filter", "status=restarting", "--format", "{{.Names}}")
-    assert proc.stdout in ("r\n", "")  # "" only if it was just started again
-    until(lambda: inspect(box, "r")["RestartCount"] >= 2, what="a second restart")
-    wait = box("wait", "r")  # the next exit, as Docker's wait returns it
+    assert proc.stdout in ("rr\n", "")  # "" only if it was just started again
+    until(lambda: inspect(box, "rr")["RestartCount"] >= 2, what="a second restart")
+    wait = box("wait", "rr")  # the next exit, as Docker's wait returns it
     assert wait.stdout == "1\n"
-    cid = inspect(box, "r")["Id"]
-    box("rm", "-f", "r")
+    cid = inspect(box, "rr")["Id"]
+    box("rm", "-f", "rr")
     assert box("ps", "-a", "-q").stdout == ""
     assert owners(box.root) == []
     # each wait before a restart is at least Docker's: 0.1 s, doubled each time (lower bounds
@@ -364,15 +364,15 @@ def test_init_reaps_zombies(box):
 
 
 def test_exec_detached_with_tty(box):
-    box("run", "-d", "--name", "t", "busybox", "sleep", "300")
+    box("run", "-d", "--name", "tt", "busybox", "sleep", "300")
     script = "if test -t 0; then echo tty > /{0}; else echo none > /{0}; fi; sleep 1; echo end >> /{0}"
-    box("exec", "-d", "-t", "t", "sh", "-c", script.format("with"))
-    box("exec", "-d", "t", "sh", "-c", script.format("without"))
-    until(lambda: "end" in box("exec", "t", "cat", "/with", "/without", check=False).stdout
+    box("exec", "-d", "-t", "tt", "sh", "-c", script.format("with"))
+    box("exec", "-d", "tt", "sh", "-c", script.format("without"))
+    until(lambda: "end" in box("exec", "tt", "cat", "/with", "/without", check=False).stdout
           .split("\n", 2)[-1], what="both markers")
     time.sleep(0.2)
-    assert box("exec", "t", "cat", "/with").stdout == "tty\nend\n"  # outlived its caller
-    assert box("exec", "t", "cat", "/without").stdout == "none\nend\n"
+    assert box("exec", "tt", "cat", "/with").stdout == "tty\nend\n"  # outlived its caller
+    assert box("exec", "tt", "cat", "/without").stdout == "none\nend\n"
 
 
 # ------------------------------------------------------------------------------ the rules alone

@@ -82,12 +82,12 @@ def test_store_and_saved_layouts_validate(validators, store_root, busybox_tar, t
 
     engine = Engine(root=store_root, driver="overlay2")
     engine.import_image(busybox_tar, "busybox")
-    cid = engine.create("busybox", name="c")
+    cid = engine.create("busybox", name="ctr")
     root = engine.mount(cid)
     with open(os.path.join(root, "f"), "w") as f:
         f.write("x")
     engine.umount(cid)
-    engine.commit("c", "committed:1", message="m", author="a")
+    engine.commit("ctr", "committed:1", message="m", author="a")
     ctx = tmp_path / "ctx"
     ctx.mkdir()
     (ctx / "a").write_text("a")

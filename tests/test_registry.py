@@ -94,10 +94,10 @@ def image_store(store_root, busybox_tar):
     """A vfs store with busybox:1 and a two-layer app:2 on it."""
     eng = Engine(root=store_root, driver="vfs")
     eng.import_image(busybox_tar, "busybox:1")
-    eng.create("busybox:1", name="c")
-    with open(os.path.join(eng.mount("c"), "hello"), "w") as f:
+    eng.create("busybox:1", name="ctr")
+    with open(os.path.join(eng.mount("ctr"), "hello"), "w") as f:
         f.write("hello\n")
-    eng.commit("c", "app:2")
+    eng.commit("ctr", "app:2")
     yield eng
     eng.close()
 

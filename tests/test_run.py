@@ -181,18 +181,18 @@ def test_stop_is_quick_when_the_process_handles_sigterm(store):
 
 
 def test_kill_with_a_signal(store):
-    store("run", "-d", "--name", "k", "busybox", "sh", "-c",
+    store("run", "-d", "--name", "kk", "busybox", "sh", "-c",
           "trap 'echo got USR1; exit 5' USR1; echo ready; while :; do sleep 0.1; done")
     for _ in range(100):
-        if store("logs", "k").stdout:
+        if store("logs", "kk").stdout:
             break
         time.sleep(0.05)
-    assert store("kill", "-s", "USR1", "k").stdout == "k\n"
-    assert store("wait", "k").stdout == "5\n"
-    assert store("logs", "k").stdout == "ready\ngot USR1\n"
-    proc = store("kill", "k", check=False)
+    assert store("kill", "-s", "USR1", "kk").stdout == "kk\n"
+    assert store("wait", "kk").stdout == "5\n"
+    assert store("logs", "kk").stdout == "ready\ngot USR1\n"
+    proc = store("kill", "kk", check=False)
     assert proc.returncode == 1 and "is not running" in proc.stderr
-    proc = store("kill", "-s", "NOPE", "k", check=False)
+    proc = store("kill", "-s", "NOPE", "kk", check=False)
     assert proc.returncode == 1 and "invalid signal: NOPE" in proc.stderr
 
 
@@ -213,12 +213,12 @@ def test_exec_into_a_running_container(store):
 
 
 def test_start_attach_of_a_created_container(store):
-    store("create", "--name", "c", "busybox", "sh", "-c", "echo from-start; exit 2")
+    store("create", "--name", "ctr", "busybox", "sh", "-c", "echo from-start; exit 2")
     assert "Created" in store("ps", "-a").stdout
-    proc = store("start", "-a", "c", check=False)
+    proc = store("start", "-a", "ctr", check=False)
     assert proc.returncode == 2 and proc.stdout == "from-start\n"
     assert "Exited (2)" in store("ps", "-a").stdout
-    assert store("logs", "c").stdout == "from-start\n"
+    assert store("logs", "ctr").stdout == "from-start\n"
 
 
 def test_read_only_root(store):
@@ -274,9 +274,9 @@ def test_bad_input_is_a_one_line_error(store):
 
 
 def test_rm_force_stops_a_running_container(store):
-    store("run", "-d", "--name", "f", "busybox", "sleep", "100")
+    store("run", "-d", "--name", "ff", "busybox", "sleep", "100")
     [pid] = owners(store.root)
-    assert store("rm", "-f", "f").stdout == "f\n"
+    assert store("rm", "-f", "ff").stdout == "ff\n"
     assert store("ps", "-a", "-q").stdout == ""
     with pytest.raises(ProcessLookupError):
         for _ in range(100):
@@ -684,27 +684,27 @@ def test_cp_reaches_the_volumes_the_container_mounts(store, tmp_path):
     sees it (Docker mounts them for the copy), whether the container runs or not."""
     bind = tmp_path / "bind"
     bind.mkdir()
-    store("run", "--name", "c", "-v", "data:/vol", "-v", f"{bind}:/srv/bind", "busybox",
+    store("run", "--name", "ctr", "-v", "data:/vol", "-v", f"{bind}:/srv/bind", "busybox",
           "sh", "-c", "cat /vol/in /vol/d/deep /srv/bind/in", check=False)  # exits: not there
     src = tmp_path / "in"
     src.write_text("copied in\n")
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "deep").write_text("deeper\n")
-    store("cp", src, "c:/vol")  # into the volume's root
-    store("cp", tmp_path / "d", "c:/vol/d")
-    store("cp", src, "c:/srv/bind/")
+    store("cp", src, "ctr:/vol")  # into the volume's root
+    store("cp", tmp_path / "d", "ctr:/vol/d")
+    store("cp", src, "ctr:/srv/bind/")
     assert (bind / "in").read_text() == "copied in\n"
-    proc = store("start", "-a", "c")
+    proc = store("start", "-a", "ctr")
     assert proc.stdout == "copied in\ndeeper\ncopied in\n"
     out = tmp_path / "out"
     out.mkdir()
-    store("cp", "c:/vol", out)  # the volume's root, under the name it has in the container
+    store("cp", "ctr:/vol", out)  # the volume's root, under the name it has in the container
     assert sorted(os.listdir(out / "vol")) == ["d", "in"]
-    store("cp", "c:/vol/d/.", out / "contents")
+    store("cp", "ctr:/vol/d/.", out / "contents")
     assert (out / "contents" / "deep").read_text() == "deeper\n"
     # nothing of it went into the container's own layer under the mount points (which runc
     # made there: the diff shows them, as Docker's does)
-    changed = [line.split()[1] for line in store("diff", "c").stdout.splitlines()]
+    changed = [line.split()[1] for line in store("diff", "ctr").stdout.splitlines()]
     assert "/vol" in changed and not [p for p in changed if p.startswith(("/vol/", "/srv/bind/"))]
 
 
@@ -736,18 +736,18 @@ def test_add_host_in_run_create_build_and_bad_input(store, tmp_path):
 def test_inspect_format_labels_and_hostname(store):
     """``inspect -f`` (Docker's Go template: fields, json, index, maps and lists as Go prints
     them), ``--label`` and ``-h/--hostname`` on create and run."""
-    store("create", "--name", "f", "-l", "tier=web", "--label", "bare", "-h", "named-host",
+    store("create", "--name", "ff", "-l", "tier=web", "--label", "bare", "-h", "named-host",
           "-e", "A=1", "--network", "none", "busybox", "hostname")
     out = store("inspect", "-f", '{{.Name}}|{{.State.Status}}|{{json .Config.Labels}}|'
                 "{{.Config.Labels}}|{{index .Config.Labels \"tier\"}}|{{.State.Running}}|"
-                "{{.Config.Hostname}}|{{.Nope}}", "f").stdout
-    assert out == ('/f|created|{"bare":"","tier":"web"}|map[bare: tier:web]|web|false|'
+                "{{.Config.Hostname}}|{{.Nope}}", "ff").stdout
+    assert out == ('/ff|created|{"bare":"","tier":"web"}|map[bare: tier:web]|web|false|'
                    "named-host|<no value>\n")
-    assert store("start", "-a", "f").stdout == "named-host\n"
-    lines = store("inspect", "--format", "{{.Id}} {{json .RootFS.Type}}", "f", "busybox").stdout
+    assert store("start", "-a", "ff").stdout == "named-host\n"
+    lines = store("inspect", "--format", "{{.Id}} {{json .RootFS.Type}}", "ff", "busybox").stdout
     assert len(lines.splitlines()) == 2 and lines.splitlines()[1].endswith('"layers"')
-    assert store("ps", "-a", "--filter", "label=tier=web", "--format", "{{.Names}}").stdout == "f\n"
-    proc = store("inspect", "-f", "{{range .Mounts}}x{{end}}", "f", check=False)
+    assert store("ps", "-a", "--filter", "label=tier=web", "--format", "{{.Names}}").stdout == "ff\n"
+    proc = store("inspect", "-f", "{{range .Mounts}}x{{end}}", "ff", check=False)
     assert proc.returncode != 0 and "lamina reads" in proc.stderr and "Traceback" not in proc.stderr
     store("volume", "create", "fmtvol")
     assert store("volume", "inspect", "-f", "{{.Name}} {{.Driver}}", "fmtvol").stdout == \

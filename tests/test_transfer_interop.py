@@ -68,10 +68,10 @@ def registry(base):
 def store(base, busybox_tar):
     eng = Engine(root=str(base / "lamina"), driver="vfs")
     eng.import_image(busybox_tar, "busybox:1")
-    eng.create("busybox:1", name="c")
-    with open(os.path.join(eng.mount("c"), "hello"), "w") as f:
+    eng.create("busybox:1", name="ctr")
+    with open(os.path.join(eng.mount("ctr"), "hello"), "w") as f:
         f.write("hello\n")
-    eng.commit("c", "app:2")
+    eng.commit("ctr", "app:2")
     yield eng
     eng.close()
 

@@ -40,21 +40,21 @@ def volume(store, name: str) -> dict:
 
 
 def test_named_volume_is_seeded_from_the_image_and_bypasses_copy_on_write(store, seeded):
-    out = store("run", "--name", "w", "-v", "vol:/data", "seeded", "sh", "-c",
+    out = store("run", "--name", "ww", "-v", "vol:/data", "seeded", "sh", "-c",
                 "cat /data/seed.txt; stat -c '%u:%g %a' /data /data/seed.txt;"
                 " echo more >> /data/seed.txt; echo own > /own.txt").stdout
     assert out == "seed!\n1000:1000 755\n1000:1000 640\n"
     data = volume(store, "vol")["Mountpoint"]
     with open(os.path.join(data, "seed.txt")) as f:
         assert f.read() == "seed!\nmore\n"  # written in the volume ...
-    doc = inspect(store, "w")
+    doc = inspect(store, "ww")
     upper = doc["GraphDriver"]["Data"]["UpperDir"]
     assert sorted(os.listdir(upper)) == ["own.txt"]  # ... not copied up into the container's layer
     assert doc["SizeRw"] == 4  # own.txt only: the volume is not part of the container's size
-    assert [line.split() for line in store("diff", "w").stdout.splitlines()] == [["A", "/own.txt"]]
+    assert [line.split() for line in store("diff", "ww").stdout.splitlines()] == [["A", "/own.txt"]]
     assert store("run", "seeded", "cat", "/data/seed.txt").stdout == "seed!\n"  # image unchanged
     # the data survives rm, and a non-empty volume is not seeded again
-    store("rm", "w")
+    store("rm", "ww")
     assert store("run", "--rm", "-v", "vol:/data", "seeded", "cat",
                  "/data/seed.txt").stdout == "seed!\nmore\n"
     assert volume(store, "vol")["UsageData"]["Size"] == 11
@@ -114,7 +114,7 @@ def test_ls_inspect_rm_and_prune_spare_volumes_in_use(store):
 
 
 def test_system_df_counts_volumes(store):
-    store("run", "--name", "a", "-v", "one:/v", "busybox", "sh", "-c", "head -c 1000 /dev/zero > /v/f")
+    store("run", "--name", "aa", "-v", "one:/v", "busybox", "sh", "-c", "head -c 1000 /dev/zero > /v/f")
     store("volume", "create", "two")
     store("run", "--rm", "-v", "two:/v", "busybox", "sh", "-c", "head -c 500 /dev/zero > /v/f")
     rows = {r["Type"]: r for r in map(json.loads, store("system", "df", "--format", "json").stdout.split("\n")[:-1])}
@@ -125,7 +125,7 @@ def test_system_df_counts_volumes(store):
     assert re.split(r"\s{3,}", table[3]) == ["Local Volumes", "2", "1", "1.5kB", "500B (33%)"]
     verbose = store("system", "df", "-v").stdout
     assert re.search(r"one\s+1\s+1kB", verbose) and re.search(r"two\s+0\s+500B", verbose)
-    assert inspect(store, "a")["SizeRw"] == 0
+    assert inspect(store, "aa")["SizeRw"] == 0
 
 
 def test_bind_propagation_shared_and_slave_see_host_mounts_made_after_start(store, tmp_path):
@@ -177,13 +177,13 @@ def test_bind_propagation_shared_and_slave_see_host_mounts_made_after_start(stor
 def test_rm_v_removes_the_container_s_anonymous_volumes_only(store):
     """``rm -v`` as Docker's: the anonymous volumes go, a named one stays, and so does an
     anonymous one that another container mounts by its name; plain ``rm`` keeps them all."""
-    store("create", "--name", "c", "-v", "/a1", "-v", "/a2", "-v", "named:/n", "busybox", "true")
+    store("create", "--name", "ctr", "-v", "/a1", "-v", "/a2", "-v", "named:/n", "busybox", "true")
     anonymous = [v for v in store("volume", "ls", "-q").stdout.split() if v != "named"]
     assert len(anonymous) == 2
     kept, shared = anonymous
     store("create", "--name", "sharer", "-v", f"{shared}:/s", "busybox", "true")
     store("create", "--name", "plain", "-v", "/a3", "busybox", "true")
-    assert store("rm", "-v", "c").stdout == "c\n"
+    assert store("rm", "-v", "ctr").stdout == "ctr\n"
     left = store("volume", "ls", "-q").stdout.split()
     assert kept not in left and shared in left and "named" in left and len(left) == 3
     assert store("rm", "plain").stdout == "plain\n"  # without -v: its volume stays

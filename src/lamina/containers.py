@@ -80,12 +80,6 @@ class ContainerStore:
             raise NotFound(f"No such container: {name}")
         return row
 
-
-    def named(self, name: str):
-        """The container called ``name`` (no ID or ID prefix looked up), or None."""
-        return self.db.execute("SELECT * FROM containers WHERE name = ?",
-                               (name.lstrip("/"),)).fetchone()
-
     def create(self, image: str, name: str | None = None, command: list[str] | None = None,
                claimed: bool = False, used: bool = False) -> str:
         """A new container: a writable layer on the image's init layer. Returns its ID.
@@ -106,16 +100,19 @@ class ContainerStore:
             raise NotFound(f"No such image: {image}")
         cid = os.urandom(32).hex()
         if name is not None:
-            _check_name(name)
+            name = container_name(name)
         init = init_key(img["top_layer"])
         with self.store.tx():
             if self.images.row(image_id) is None:  # removed by another process since the lookup
                 raise NotFound(f"No such image: {image}")
             if name is None:
                 name = self._random_name()
-            elif self.db.execute("SELECT 1 FROM containers WHERE name = ?", (name,)).fetchone():
+            elif taken := self.db.execute("SELECT id FROM containers WHERE name = ?",
+                                          (name,)).fetchone():
                 raise FailedPrecondition(
-                    f'Conflict. The container name "/{name}" is already in use')
+                    f'Conflict. The container name "/{name}" is already in use by container '
+                    f'"{taken[0]}". You have to remove (or rename) that container to be able to '
+                    "reuse that name.")
             if not self.db.execute("SELECT 1 FROM snapshots WHERE key = ?", (init,)).fetchone():
                 self._prepare_init(init, img["top_layer"])
                 self._write_init(init)
@@ -251,24 +248,32 @@ class ContainerStore:
         """Docker-shaped ``container inspect`` document: Docker's keys, its zero values where
         lamina has nothing to say (no restarts, no user networks), what an Engine API client
         sent to create it echoed back (``Config``, ``HostConfig``)."""
-        r = self.get(name)
-        if self.lifecycle is not None:
-            r = self.lifecycle.refresh(r)  # a dead owner's container shows as exited
-        return self._document(r, size)
+        _, fixed, now = self.inspect_parts(name, size)
+        doc = dict(fixed)  # the keys set below keep their places (Docker's order)
+        doc["HostConfig"] = dict(fixed["HostConfig"])  # the API adds its masked paths
+        doc["Config"] = dict(fixed["Config"])
+        doc.update(now)
+        return doc
 
-    def _document(self, r, size: bool) -> dict:
-        """:meth:`inspect`'s document of the row ``r``: what its configuration decides
-        (:meth:`_configured`), then its state as the row and its owner's run state say now."""
+    def inspect_parts(self, name: str, size: bool = False) -> tuple[tuple, dict, dict]:
+        """:meth:`inspect`'s document in two parts, for a server that keeps the text of what a
+        configuration decides: (a key of the container's configuration; the document as that
+        configuration alone decides it, shared: not to be changed; what changes without it:
+        ``State``, ``Name``, ``RestartCount``, ``NetworkSettings`` and, with ``size``,
+        ``SizeRw`` and ``SizeRootFs``, in the document's order). The document is the second
+        with the third's keys set: in their places, the sizes last."""
         from . import networks, runstate
         from .image import rfc3339
 
-        fixed, bundle, network, exposed = self._configured(r)
+        r = self.get(name)
+        if self.lifecycle is not None:
+            r = self.lifecycle.refresh(r)  # a dead owner's container shows as exited
+        configuration, fixed, bundle, network, exposed = self._configured(r)
         running = r["state"] == "running"
         life = runstate.read(bundle)  # restarts and health, as the owner knows them
         restarting = running and not r["pid"] and bool(life.get("Restarting"))
         never = "0001-01-01T00:00:00Z"
-        doc = dict(fixed)  # the keys set below keep their places (Docker's order)
-        doc["State"] = {
+        state = {
             "Status": "restarting" if restarting else "paused" if running and r["paused"]
             else r["state"],
             "Running": running, "Paused": bool(running and r["paused"]), "Restarting": restarting,
@@ -277,26 +282,25 @@ class ContainerStore:
             "StartedAt": rfc3339(r["started"]) if r["started"] else never,
             "FinishedAt": rfc3339(r["finished"]) if r["finished"] else never}
         if "Health" in life:
-            doc["State"]["Health"] = life["Health"]
-        doc["Name"] = "/" + r["name"]
-        doc["RestartCount"] = life.get("RestartCount", 0)
-        doc["HostConfig"] = dict(fixed["HostConfig"])  # the API adds its masked paths
-        doc["Config"] = dict(fixed["Config"])
-        doc["NetworkSettings"] = networks.settings(self.store, r["id"], network, running, exposed)
+            state["Health"] = life["Health"]
+        now = {"State": state, "Name": "/" + r["name"],
+               "RestartCount": life.get("RestartCount", 0),
+               "NetworkSettings": networks.settings(self.store, r["id"], network, running,
+                                                    exposed)}
         if size:
             rw = self.store.snaps.usage(r["id"])[0]
-            doc["SizeRw"] = rw
-            doc["SizeRootFs"] = rw + self.images.row(r["image_id"])["size"]
-        return doc
+            now["SizeRw"] = rw
+            now["SizeRootFs"] = rw + self.images.row(r["image_id"])["size"]
+        return configuration, fixed, now
 
-    def _configured(self, r) -> tuple[dict, str, str, dict | None]:
+    def _configured(self, r) -> tuple[tuple, dict, str, str, dict | None]:
         """What of the row ``r``'s inspect its configuration alone decides (command, run config,
-        image, creation), as (the document with its state's keys in place but unset, the
-        bundle, the network mode, the image's exposed ports). Made once for each configuration
+        image, creation), as (the configuration's key, the document with its state's keys in
+        place but unset, the bundle, the network mode, the image's exposed ports). Made once for each configuration
         seen by this store object (an ``update`` or a new container is another one), since a
         server answers inspect after inspect of one container; the document's parts are shared
-        between callers, who must not change them but for its top level, ``HostConfig`` and
-        ``Config``, which :meth:`_document` copies."""
+        between callers, who must not change them (:meth:`inspect` copies its top level,
+        ``HostConfig`` and ``Config``)."""
         configuration = (r["id"], r["created"], r["command"], r["run_config"], r["image_id"],
                          r["image_ref"])
         found = self._configured_docs.get(configuration)
@@ -406,7 +410,7 @@ class ContainerStore:
             "Config": config,
             "NetworkSettings": None,
         }
-        found = (doc, bundle, network, image.get("ExposedPorts"))
+        found = (configuration, doc, bundle, network, image.get("ExposedPorts"))
         if len(self._configured_docs) >= 256:
             self._configured_docs.clear()
         self._configured_docs[configuration] = found
@@ -785,17 +789,19 @@ class ContainerStore:
     def rename(self, name: str, new_name: str) -> str:
         """Give the container ``name`` the name ``new_name`` (a leading ``/`` is dropped), as
         ``docker rename``: refused if another container has it or it is its name already.
-        Returns the container's ID."""
-        new = new_name.removeprefix("/")
-        try:
-            _check_name(new)
-        except InvalidArgument:
-            raise InvalidArgument(f"Error when allocating new name: Invalid container name "
-                                  f"(/{new}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed") from None
+        Returns the container's ID. Docker's order of refusals: no such container, the same
+        name, an invalid name, a name in use."""
+        if not name or not new_name:
+            raise InvalidArgument("Neither old nor new names may be empty")
+        shown = new_name if new_name.startswith("/") else "/" + new_name  # as Docker names it
         with self.store.tx():
             row = self.get(name)
-            if row["name"] == new:
+            if "/" + row["name"] == shown:
                 raise InvalidArgument("Renaming a container with the same name as its current name")
+            try:
+                new = container_name(shown)
+            except InvalidArgument as e:
+                raise InvalidArgument(f"Error when allocating new name: {e}") from None
             taken = self.db.execute("SELECT id FROM containers WHERE name = ?", (new,)).fetchone()
             if taken is not None:
                 raise FailedPrecondition(
@@ -874,15 +880,19 @@ def _running_refused(cid: str) -> FailedPrecondition:
                               "before attempting removal or force remove")
 
 
-_NAME_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
+_NAME_START = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
+_NAME_CHARS = _NAME_START | frozenset("_.-")
 
 
-def _check_name(name: str) -> None:
-    """Docker's rule, ``[a-zA-Z0-9][a-zA-Z0-9_.-]*`` (read without re: ``create --name`` is a
-    short command, and re costs it more than the check)."""
-    if not name or name[0] in "_.-" or not _NAME_CHARACTERS.issuperset(name) or len(name) > 128:
-        raise InvalidArgument(
-            f"Invalid container name ({name!r}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
+def container_name(name: str) -> str:
+    """``name`` without its leading ``/``, if it is a valid container name: Docker's pattern
+    ``/?[a-zA-Z0-9][a-zA-Z0-9_.-]+`` (ASCII, two characters at least, no length limit). Else
+    InvalidArgument, with Docker's message naming it as given."""
+    bare = name.removeprefix("/")
+    if len(bare) < 2 or bare[0] not in _NAME_START or not _NAME_CHARS.issuperset(bare):
+        raise InvalidArgument(f"Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] "
+                              "are allowed")
+    return bare
 
 
 _ADJECTIVES = ("admiring", "bold", "brave", "calm", "clever", "eager", "elastic", "festive", "gifted",

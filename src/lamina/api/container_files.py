@@ -253,10 +253,7 @@ def _container_user(request, row, fs, run: dict):
 # ----------------------------------------------------------------------------- rename, prune
 @route("POST", "/containers/{id}/rename")
 def rename(request, id):
-    name = request.arg("name") or ""
-    if not name:
-        raise InvalidArgument("Neither old nor new names may be empty")
-    request.engine.container_store.rename(id, name)
+    request.engine.container_store.rename(id, request.arg("name") or "")
 
 
 def prune_filter(engine, filters: dict[str, list[str]]):

@@ -14,8 +14,9 @@ import threading
 from ..errors import FailedPrecondition, NotFound
 from ..runtime.attach import DetachKeys
 from ..runtime.attach import parse_keys as detach_keys
+from ..runtime.oci import RuntimeFailure
 from .containers import MULTIPLEXED, RAW, console_size, frame_header, relay_input
-from .server import ApiError, go_fields, route
+from .server import ApiError, go_fields, route, status_of
 
 EXEC_FIELDS = ("AttachStdin", "AttachStdout", "AttachStderr", "ConsoleSize", "DetachKeys",
                "Tty", "Env", "Cmd", "Privileged", "User", "WorkingDir")
@@ -56,7 +57,8 @@ def create(request, id):
         _execs[exec_id] = {
             "ID": exec_id, "Running": False, "ExitCode": None, "ProcessConfig": {
                 "tty": bool(body.get("Tty")), "entrypoint": cmd[0], "arguments": cmd[1:],
-                "privileged": bool(body.get("Privileged")), "user": body.get("User") or ""},
+                "privileged": bool(body.get("Privileged")),
+                **({"user": body["User"]} if body.get("User") else {})},  # Docker's omitempty
             "OpenStdin": bool(body.get("AttachStdin")), "OpenStderr": bool(body.get("AttachStderr")),
             "OpenStdout": bool(body.get("AttachStdout")), "CanRemove": False,
             "ContainerID": row["id"], "DetachKeys": body.get("DetachKeys") or "", "Pid": 0,
@@ -112,16 +114,41 @@ def resize(request, id):
 
 @route("POST", "/exec/{id}/start")
 def start(request, id):
+    """Start the exec, once, as Docker does (checked against Docker Engine 20.10): it is
+    ``Running`` from here until its process ends, a detached one too (its exit code comes when
+    it ends). A second start is refused (409 "is already running", or "has already run" once it
+    ended); an attached one is refused on its stream, which Docker hijacks before it looks."""
     body = request.json({}) or {}
     found = _get(id)
     with _lock:
-        if found["started"]:
-            raise FailedPrecondition(f"exec {id} has already been started")
-        found["started"] = True
+        refused = None
+        if found["ExitCode"] is not None:
+            refused = f"Error: Exec command {found['ID']} has already run"
+        elif found["started"]:
+            refused = f"Error: Exec command {found['ID']} is already running"
+        else:
+            found["started"] = found["Running"] = True
+    if refused is not None:
+        if body.get("Detach"):
+            raise FailedPrecondition(refused)
+        raw = bool(body.get("Tty"))
+        _tell(request.hijack(RAW if raw else MULTIPLEXED), refused, raw)
+        return
     try:
         _start(request, found, body)
     finally:
         found["ready"].set()  # a resize waiting for a start that failed: "no such exec"
+
+
+def _tell(conn, message: str, raw: bool) -> None:
+    """``message`` on a hijacked exec stream, as Docker puts its errors there (on stdout); then
+    the stream ends."""
+    data = (message + "\r\n").encode()
+    try:
+        conn.sendall(data if raw else frame_header(1, len(data)) + data)
+        conn.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass
 
 
 def _start(request, found: dict, body: dict) -> None:
@@ -142,25 +169,31 @@ def _start(request, found: dict, body: dict) -> None:
 
         with _lock:
             found["Pid"] = pid
-            found["Running"] = True
             size = found.get("size")
         if size:
             set_terminal_size(pid, *size)
         found["ready"].set()
+
+    def ended(code: int) -> None:
+        with _lock:
+            found["ExitCode"], found["Running"] = code, False
+        containers.event("exec_die", row, execID=found["ID"], exitCode=code)
 
     with _lock:  # a resize before the start, else the create's ConsoleSize (docker exec -it's)
         size = found.get("size") or found["console_size"]
     request.release_gate()
     if detach:
         try:
-            found["Running"] = True
-            found["ExitCode"] = exec_process(containers, found["ContainerID"], argv,
-                                             env=found["env"], workdir=found["workdir"],
-                                             user=config["user"] or None, detach=True,
-                                             tty=tty, forward_signals=False,
-                                             on_started=started, console_size=size)
-        finally:
-            found["Running"] = False
+            exec_process(containers, found["ContainerID"], argv, env=found["env"],
+                         workdir=found["workdir"], user=config.get("user"), detach=True,
+                         tty=tty, forward_signals=False, on_started=started, on_exit=ended,
+                         console_size=size)
+        except BaseException as error:
+            with _lock:  # Docker's exit code of a start that failed
+                found["ExitCode"], found["Running"] = 126, False
+            if isinstance(error, RuntimeFailure):
+                raise ApiError(status_of(error), _failed_start(error)) from None
+            raise
         request.send_empty(200)
         return
     conn = request.hijack(RAW if raw else MULTIPLEXED)
@@ -178,22 +211,19 @@ def _start(request, found: dict, body: dict) -> None:
     code = 126
     try:
         code = exec_process(containers, found["ContainerID"], argv, env=found["env"],
-                            workdir=found["workdir"], user=config["user"] or None,
+                            workdir=found["workdir"], user=config.get("user"),
                             stdin=stdin_r, stdout=out_w, stderr=err_w, tty=tty,
                             forward_signals=False, on_started=started, console_size=size)
     except Exception as error:  # noqa: BLE001 - reported on the stream, as Docker does
         # Docker: the runtime's words on stdout, exit code 126, whatever the cause
-        message = (f"OCI runtime exec failed: exec failed: unable to start container process: "
-                   f"{error}: unknown\r\n").encode()
+        message = (_failed_start(error) + "\r\n").encode()
         try:
             conn.sendall(message if raw else frame_header(1, len(message)) + message)
         except OSError:
             pass
         code = 126
     finally:
-        found["ExitCode"] = code
-        found["Running"] = False
-        containers.event("exec_die", row, execID=found["ID"], exitCode=code)
+        ended(code)
         for fd in {out_w, err_w} | ({stdin_r} if stdin_r is not None else set()):
             os.close(fd)
         if found.get("detached_stdin") is not None:
@@ -204,6 +234,11 @@ def _start(request, found: dict, body: dict) -> None:
             conn.shutdown(socket.SHUT_WR)
         except OSError:
             pass
+
+
+def _failed_start(error: BaseException) -> str:
+    """Docker's words for an exec whose process the runtime could not start."""
+    return f"OCI runtime exec failed: exec failed: unable to start container process: {error}: unknown"
 
 
 def _copy_out(fd: int, conn, stream: int, raw: bool) -> None:

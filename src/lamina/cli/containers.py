@@ -1,7 +1,7 @@
-"""``lamina ps``, ``mount``, ``umount``, ``rm``, ``diff``, ``export``, ``commit``, ``inspect``
-and ``container prune``: Docker's flags and columns over the Engine's container methods. ``ps``,
-``inspect`` and ``rm`` are hot paths: this module imports nothing at the top but the CLI's
-common helpers (``create``, whose flags are run's, lives with ``run`` in lamina.cli.run)."""
+"""``lamina ps``, ``mount``, ``umount``, ``rm``, ``rename``, ``diff``, ``export``, ``commit``,
+``inspect`` and ``container prune``: Docker's flags and columns over the Engine's container
+methods. ``ps``, ``inspect`` and ``rm`` are hot paths: this module imports nothing at the top but
+the CLI's common helpers (``create``, whose flags are run's, lives with ``run`` in lamina.cli.run)."""
 
 import sys
 
@@ -100,6 +100,12 @@ def cmd_rm(opts, a):
     engine = open_engine(opts)
     each(a.containers, lambda name: (engine.rm(name, force=a.force, volumes=a.volumes),
                                      print(name)))
+
+ARGS["rename"] = (("container", None, "CONTAINER"), ("new_name", None, "NEW_NAME"))
+
+
+def cmd_rename(opts, a):
+    open_engine(opts).container_store.rename(a.container, a.new_name)
 
 ARGS["diff"] = (("container", None, "CONTAINER"), ("--format", "string", FORMAT_HELP))
 

@@ -45,7 +45,8 @@ VERBS = {
     "container": (MANAGEMENT, "Manage containers", {
         "attach": "attach", "commit": "commit", "create": "create", "diff": "diff", "export": "export",
         "inspect": "inspect", "ls": "ps", "list": "ps", "ps": "ps", "mount": "mount",
-        "pause": "pause", "prune": ("Remove all stopped containers", "containers"), "rm": "rm",
+        "pause": "pause", "prune": ("Remove all stopped containers", "containers"),
+        "rename": "rename", "rm": "rm",
         "stats": "stats", "umount": "umount", "unpause": "unpause", "update": "update"}),
     "image": (MANAGEMENT, "Manage images", {
         "analyze": ("Show each layer's changes and the space wasted in an image", "images"),
@@ -89,6 +90,7 @@ VERBS = {
     "mount": (OTHER, "Mount a container's root filesystem and print its path", "containers"),
     "pause": (OTHER, "Pause all processes within one or more containers", "limits"),
     "port": (OTHER, "List port mappings or a specific mapping for the container", "network"),
+    "rename": (OTHER, "Rename a container", "containers"),
     "rm": (OTHER, "Remove one or more containers", "containers"),
     "rmi": (OTHER, "Remove one or more images", "images"),
     "save": (OTHER, "Save one or more images to a tar archive (streamed to STDOUT by default)",

@@ -38,21 +38,36 @@ def become_subreaper() -> None:
     _subreaper = True
 
 
-def reap_later(pid: int) -> None:
+def reap_later(pid: int, on_exit=None) -> None:
     """In a process that became a subreaper (a long-lived ``lamina serve`` after its first
     terminal exec), an orphan it did not start itself (a detached exec's process, a container's
     monitor) becomes its child: wait for it in a thread, so that it does not stay a zombie.
     A zombie left in a container's PID namespace would keep the container's PID 1 from ever
-    finishing its exit (the kernel waits for every process of the namespace to be reaped)."""
+    finishing its exit (the kernel waits for every process of the namespace to be reaped).
+    ``on_exit(code)`` then gets its exit code (128+N when killed by signal N; 255 if it was not
+    our child after all, once it has gone)."""
     if not _subreaper or pid <= 0:
         return
     import threading
 
     def wait() -> None:
         try:
-            os.waitpid(pid, 0)
-        except ChildProcessError:
-            pass  # not ours after all (it was reparented elsewhere)
+            code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+        except ChildProcessError:  # not ours after all (it was reparented elsewhere)
+            if on_exit is None:
+                return
+            code = 255
+            try:
+                gone = os.pidfd_open(pid)
+            except ProcessLookupError:
+                pass
+            else:
+                import select
+
+                select.select([gone], [], [])
+                os.close(gone)
+        if on_exit is not None:
+            on_exit(128 - code if code < 0 else code)
 
     threading.Thread(target=wait, daemon=True, name=f"reap-{pid}").start()
 

@@ -275,10 +275,13 @@ def confine(process: dict, rootfs: str, config: RunConfig) -> None:
 def exec_process(containers: ContainerStore, name: str, argv: list[str], *, env=(), workdir: str | None = None,
                  user: str | None = None, stdin=None, detach: bool = False, stdout: int = 1,
                  stderr: int = 2, tty: bool = False, forward_signals: bool = True,
-                 on_started=None, console_size: tuple[int, int] | None = None) -> int:
+                 on_started=None, console_size: tuple[int, int] | None = None,
+                 on_exit=None) -> int:
     """Run another process in a running container; its exit code (0 once started with
     ``detach``). ``forward_signals``: this process's signals go to it (the CLI; not from a
-    thread of a server); ``on_started(pid)`` once it runs. Env: the container's, then ``env``; user and working dir default to the
+    thread of a server); ``on_started(pid)`` once it runs. ``on_exit(code)``, with ``detach``
+    (a server's): called from a thread with its exit code when it ends; this process becomes a
+    child subreaper first, so that the detached process (or its terminal's holder) is its child. Env: the container's, then ``env``; user and working dir default to the
     container's. ``tty`` gives the process a terminal, relayed to the caller's (see
     :mod:`lamina.runtime.console`); with ``detach`` too, a small detached process holds it
     (:func:`_hold_terminal`). ``console_size`` (height, width): the terminal's size from its
@@ -328,8 +331,13 @@ def exec_process(containers: ContainerStore, name: str, argv: list[str], *, env=
                             forward_signals=forward_signals, on_started=on_started,
                             terminal=caller_terminal(stdin, stdout))
         args = ["exec", "--process", process_file, "--pid-file", pid_file]
+        from . import console
+
+        if detach and on_exit is not None:
+            console.become_subreaper()
         if detach and tty:
-            pid = _hold_terminal(runtime, [*args, cid], pid_file, runtime_log)
+            pid, holder = _hold_terminal(runtime, [*args, cid], pid_file, runtime_log)
+            console.reap_later(holder, on_exit)  # it exits with the process's exit code
             if on_started is not None:
                 on_started(pid)
             return 0
@@ -347,9 +355,7 @@ def exec_process(containers: ContainerStore, name: str, argv: list[str], *, env=
                     f"the runtime exited with status {proc.returncode}")
             with open(pid_file) as f:
                 pid = int(f.read().strip() or 0)
-            from .console import reap_later
-
-            reap_later(pid)
+            console.reap_later(pid, on_exit)
             if on_started is not None:
                 on_started(pid)
             return 0
@@ -389,12 +395,14 @@ def detached(work) -> str:
     return b"".join(chunks).decode(errors="replace")
 
 
-def _hold_terminal(runtime: Runtime, args: list[str], pid_file: str, runtime_log: str) -> int:
+def _hold_terminal(runtime: Runtime, args: list[str], pid_file: str,
+                   runtime_log: str) -> tuple[int, int]:
     """``exec -d -t``: the process gets a terminal although nobody is attached. Its master end
     must stay open (a pty whose master closes hangs its process up), so a detached holder (double
     fork, new session, like the container's monitor) runs ``runc exec`` with a console socket,
     keeps the master and drains it to nowhere until the process ends, as Docker's shim drops a
-    detached exec's output. Returns the process's PID once it runs."""
+    detached exec's output, and exits with the process's exit code. Returns (the process's PID,
+    the holder's) once it runs."""
     import socket  # noqa: F401 - imported before the fork: the holder must not import
     import subprocess  # noqa: F401 - likewise
 
@@ -403,14 +411,16 @@ def _hold_terminal(runtime: Runtime, args: list[str], pid_file: str, runtime_log
     reply = detached(lambda notify: _serve_terminal(runtime, args, pid_file, runtime_log, notify))
     status, _, rest = reply.partition(" ")
     if status == "ok":
-        return int(rest)
+        pid, _, holder = rest.partition(" ")
+        return int(pid), int(holder)
     code, _, message = rest.partition(" ")
     raise RuntimeFailure(message or "the terminal's holder failed", int(code) if code.isdigit() else 125)
 
 
 def _serve_terminal(runtime: Runtime, args: list[str], pid_file: str, runtime_log: str,
                     notify: int) -> None:
-    """The holder of :func:`_hold_terminal` (never returns)."""
+    """The holder of :func:`_hold_terminal` (never returns: exits with the process's code)."""
+    code = 0
     try:
         null = os.open(os.devnull, os.O_RDWR)
         for fd in (0, 1, 2):
@@ -419,18 +429,18 @@ def _serve_terminal(runtime: Runtime, args: list[str], pid_file: str, runtime_lo
         _signal.signal(_signal.SIGHUP, _signal.SIG_IGN)
 
         def started(pid: int) -> None:
-            os.write(notify, f"ok {pid}".encode())
+            os.write(notify, f"ok {pid} {os.getpid()}".encode())
             os.close(notify)
 
-        pump_tty(runtime, args, stdin=None, output=Output(), pid_file=pid_file,
-                 runtime_log=runtime_log, on_started=started)
+        code = pump_tty(runtime, args, stdin=None, output=Output(), pid_file=pid_file,
+                        runtime_log=runtime_log, on_started=started)
     except BaseException as e:  # noqa: BLE001 - told to the waiting exec, if it still waits
         try:
             os.write(notify, f"error {getattr(e, 'exit_code', 125)} {e}".encode())
         except OSError:
             pass
     finally:
-        os._exit(0)
+        os._exit(code)
 
 
 def run_in_container(containers: ContainerStore, name: str, argv: list[str], env=None,
