@@ -240,12 +240,12 @@ def test_create_with_run_flags_imports_nothing_only_running_uses(store_root, bus
             "main()\n")
     env = dict(os.environ, PYTHONPATH=os.path.join(REPO, "src"))
     proc = subprocess.run([sys.executable, "-S", "-c", code, "--root", store_root, "create",
-                           "--network", "none", "-e", "A=1", "--name", "c", "busybox", "true"],
+                           "--network", "none", "-e", "A=1", "--name", "ctr", "busybox", "true"],
                           capture_output=True, text=True, env=env, check=False)
     assert proc.returncode == 0, proc.stderr
     loaded = set(proc.stderr.split())
     assert "lamina.runtime.creation" in loaded and re.fullmatch(r"[0-9a-f]{64}\n", proc.stdout)
     assert loaded & RUN_ONLY == set()
-    config = json.loads(Lamina(store_root, None)("inspect", "c").stdout)[0]["Config"]
+    config = json.loads(Lamina(store_root, None)("inspect", "ctr").stdout)[0]["Config"]
     assert "A=1" in config["Env"] and config["Cmd"] == ["true"]
 
