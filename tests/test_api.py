@@ -651,3 +651,34 @@ def test_inspect_follows_updates_renames_and_a_dead_owner(api):
     state = inspect("kept")["State"]
     assert (state["Status"], state["Running"], state["ExitCode"]) == ("exited", False, 255)
     assert api.lamina("ps", "-a", "--format", "{{.Names}} {{.State}}").stdout == "kept exited\n"
+
+
+def test_hijacked_streams_are_named_as_docker_names_them_per_api_version(api):
+    """An attached exec's answer: ``101 UPGRADED``, and multiplexed-stream without a terminal
+    for clients of API 1.42 and later, raw-stream before (the frames are the same), as moby's
+    routes choose; with a terminal raw-stream always."""
+    api.docker("run", "-d", "--name", "streams", "busybox", "sleep", "300")
+    seen = {}
+    for version, tty in (("1.41", False), ("1.44", False), ("1.44", True)):
+        status, _, body = http(api.socket, "POST", f"/v{version}/containers/streams/exec",
+                               json.dumps({"Cmd": ["echo", "hi"], "AttachStdout": True,
+                                           "Tty": tty}).encode(),
+                               {"Content-Type": "application/json"})
+        assert status == 201, body
+        start = json.dumps({"Detach": False, "Tty": tty}).encode()
+        reply = raw(api.socket, f"POST /v{version}/exec/{json.loads(body)['Id']}/start HTTP/1.1\r\n"
+                                "Host: d\r\nContent-Type: application/json\r\nConnection: Upgrade\r\n"
+                                f"Upgrade: tcp\r\nContent-Length: {len(start)}\r\n\r\n".encode()
+                                + start, timeout=30)
+        head, _, out = reply.partition(b"\r\n\r\n")
+        lines = head.decode().split("\r\n")
+        kind = [line.split(":", 1)[1].strip() for line in lines
+                if line.lower().startswith("content-type:")]
+        seen[version, tty] = (lines[0], kind, out)
+    framed = b"\x01\x00\x00\x00\x00\x00\x00\x03hi\n"
+    assert seen == {
+        ("1.41", False): ("HTTP/1.1 101 UPGRADED", ["application/vnd.docker.raw-stream"], framed),
+        ("1.44", False): ("HTTP/1.1 101 UPGRADED", ["application/vnd.docker.multiplexed-stream"],
+                          framed),
+        ("1.44", True): ("HTTP/1.1 101 UPGRADED", ["application/vnd.docker.raw-stream"],
+                         b"hi\r\n")}

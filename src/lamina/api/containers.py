@@ -28,9 +28,7 @@ from ..runtime.attach import parse_keys as detach_keys
 from ..runtime.monitor import open_stdin
 from .server import ApiError, MapOf, go_fields, route
 
-MULTIPLEXED = "application/vnd.docker.multiplexed-stream"
 HEADERS_ALONE = 0.05  # seconds between a hijack's headers and a log written at once (attach)
-RAW = "application/vnd.docker.raw-stream"
 
 
 # ----------------------------------------------------------------------------- documents
@@ -623,7 +621,7 @@ def attach(request, id):
             if attachment is None or attachment.started:
                 attachment = _attachments[cid] = Attachment(tty, wants_stdin)
     engine.container_store.event("attach", row)
-    conn = request.hijack(RAW if tty else MULTIPLEXED)
+    conn = request.hijack(request.stream_type(tty))
     request.close()  # the engine is not needed while the stream lasts
     if request.flag("logs"):
         # docker-py reads the stream from the raw socket once http.client has parsed the 101's
@@ -884,7 +882,7 @@ def logs(request, id):
             raise ApiError(400, f"invalid value for tail: {tail_text!r}") from None
         tail = None if tail < 0 else tail
     timestamps = request.flag("timestamps")
-    writer = request.start_stream(RAW if tty else MULTIPLEXED)
+    writer = request.start_stream(request.stream_type(tty))
     for stream, data, stamp in entries(containers, row["id"], follow=request.flag("follow"),
                                        tail=tail, since=_since(request.arg("since")),
                                        until=_since(request.arg("until"))):

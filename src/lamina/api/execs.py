@@ -15,7 +15,7 @@ from ..errors import FailedPrecondition, NotFound
 from ..runtime.attach import DetachKeys
 from ..runtime.attach import parse_keys as detach_keys
 from ..runtime.oci import RuntimeFailure
-from .containers import MULTIPLEXED, RAW, console_size, frame_header, relay_input
+from .containers import console_size, frame_header, relay_input
 from .server import ApiError, go_fields, route, status_of
 
 EXEC_FIELDS = ("AttachStdin", "AttachStdout", "AttachStderr", "ConsoleSize", "DetachKeys",
@@ -132,7 +132,7 @@ def start(request, id):
         if body.get("Detach"):
             raise FailedPrecondition(refused)
         raw = bool(body.get("Tty"))
-        _tell(request.hijack(RAW if raw else MULTIPLEXED), refused, raw)
+        _tell(request.hijack(request.stream_type(raw)), refused, raw)
         return
     try:
         _start(request, found, body)
@@ -196,7 +196,7 @@ def _start(request, found: dict, body: dict) -> None:
             raise
         request.send_empty(200)
         return
-    conn = request.hijack(RAW if raw else MULTIPLEXED)
+    conn = request.hijack(request.stream_type(raw))
     stdin_r, stdin_w = os.pipe() if found["OpenStdin"] else (None, None)
     out_r, out_w = os.pipe()
     err_r, err_w = (out_r, out_w) if tty else os.pipe()

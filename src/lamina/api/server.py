@@ -179,6 +179,9 @@ def _go_value(value, fields: dict):
         go_fields(value, fields)
 
 
+MULTIPLEXED = "application/vnd.docker.multiplexed-stream"  # 8-byte frame headers
+RAW = "application/vnd.docker.raw-stream"
+
 # ---------------------------------------------------------------------------------- requests
 class Request:
     """One API call: what the client asked (method, path, query, body) and the ways to answer."""
@@ -334,6 +337,12 @@ class Request:
                              **(headers or {})})
         self.release_gate()
         return ChunkedWriter(self.http.wfile, head=self.method == "HEAD")
+
+    def stream_type(self, tty: bool) -> str:
+        """The media type of a container's output stream, as Docker names it for the client's
+        API version: multiplexed-stream without a terminal from 1.42 on, raw-stream otherwise
+        (before 1.42 a stream without a terminal is framed all the same)."""
+        return RAW if tty or version_tuple(self.version) < (1, 42) else MULTIPLEXED
 
     def hijack(self, content_type: str) -> socket.socket:
         """Take the connection over (``attach``, ``exec start``): ``101 UPGRADED`` when the
@@ -569,7 +578,7 @@ class Handler(BaseHTTPRequestHandler):
         a Date formatted each, were a fifth of a ``docker images`` request's time)."""
         if self.server.verbose:
             self.log_request(status)
-        reason = self.responses.get(status, ("",))[0]
+        reason = "UPGRADED" if status == 101 else self.responses.get(status, ("",))[0]  # Docker's
         lines = [f"{self.protocol_version} {status} {reason}\r\n",
                  f"Server: {self.version_string()}\r\nDate: {_http_date()}\r\n"]
         for name, value in headers.items():
