@@ -241,6 +241,9 @@ BAD_REFERENCES = ["UPPER:case", "a b", "name@sha256:abc", ":tag", "repo:", "-das
 
 BAD_NAMES = ["a/b", "../c", "/abs", "dot/../x", "new\nline", "ctl\x01x", "tab\tx", "-dash",
              "x" * 300, ""]
+# bad volume names that Docker takes as container names (/?[a-zA-Z0-9][a-zA-Z0-9_.-]+: a
+# leading / is dropped, and there is no length limit)
+CONTAINER_NAMES = {"/abs", "x" * 300}
 
 # Syntax errors: both ``build --check`` and ``build`` refuse them.
 DOCKERFILES = {

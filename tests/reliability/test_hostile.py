@@ -114,7 +114,8 @@ def test_bad_reference(store, reference, busybox_tar):
 
 @pytest.mark.parametrize("name", corpus.BAD_NAMES)
 def test_bad_container_and_volume_name(store, name):
-    refused(store, "create", "--name", name, "base", "sh")
+    if name not in corpus.CONTAINER_NAMES:
+        refused(store, "create", "--name", name, "base", "sh")
     if ck.run(store, "overlay2", "volume", "ls", check=False).returncode == 0:
         refused(store, "volume", "create", name)
 

@@ -347,6 +347,16 @@ def reclaimed(size: int) -> None:
     print(f"Total reclaimed space: {humanize.size(size)}")
 
 
+# A user's error is one line on stderr, whatever it quotes (a name given with a newline in it
+# is named with the newline escaped, as Python's repr would show it).
+_ONE_LINE = {i: f"\\x{i:02x}" for i in range(32) if i != 9} | {10: "\\n", 13: "\\r"}
+
+
+def one_line(text: str) -> str:
+    """``text`` with its control characters (but tabs) escaped."""
+    return text.translate(_ONE_LINE)
+
+
 def fail(message: str, code: int) -> None:
     print(message, file=sys.stderr)
     exit_now(code)

@@ -15,7 +15,7 @@ import os
 import sys
 
 from ..errors import LaminaError
-from .common import Namespace, Parser, UsageError, exit_now, fail, option_lines
+from .common import Namespace, Parser, UsageError, exit_now, fail, one_line, option_lines
 
 # ---------------------------------------------------------------------------------- the table
 COMMON, MANAGEMENT, OTHER = "Common Commands", "Management Commands", "Commands"
@@ -213,7 +213,7 @@ def main(argv: list[str] | None = None) -> None:
     except LaminaError as e:
         if opts.debug:
             raise
-        fail(f"Error: {e}", e.exit_code)
+        fail(f"Error: {one_line(str(e))}", e.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
     except BrokenPipeError:
@@ -223,7 +223,7 @@ def main(argv: list[str] | None = None) -> None:
         if opts.debug:
             raise
         where = f": {e.filename}" if e.filename else ""
-        fail(f"Error: {e.strerror or e}{where}", 1)
+        fail(one_line(f"Error: {e.strerror or e}{where}"), 1)
 
 
 def _run(opts, argv: list[str]) -> None:
